@@ -1,0 +1,50 @@
+"""The ``sirtjax`` command line: a thin typer layer over the library.
+
+Each command lives in its own module of this package (one module, one command, registered on
+:data:`sirtjax.cli._app.app` with ``@app.command()``); modules are discovered here, so adding a
+command means adding a module. Errors caused by the user's input
+(:class:`~sirtjax.errors.SirtjaxError`, click's usage errors) print one line naming the file and the
+problem and exit with code 2; ``sirtjax --debug CMD ...`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import click
+import typer
+
+from sirtjax.cli._app import app
+from sirtjax.errors import SirtjaxError
+
+__all__ = ["app", "main"]
+
+for _mod in pkgutil.iter_modules(__path__):
+    if not _mod.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_mod.name}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app; input errors become one line on stderr and exit code 2."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        app(args=args, standalone_mode=False)
+    except SirtjaxError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except Exception as exc:
+        if debug:
+            raise
+        typer.echo(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback", err=True)
+        sys.exit(1)

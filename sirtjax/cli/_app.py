@@ -1,0 +1,36 @@
+"""The typer application object, its global options and the persistent compilation cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    name="sirtjax",
+    help="SIRT image analysis in JAX: phantoms, registration, segmentation, dosimetry, planning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def enable_compilation_cache() -> None:
+    """Point JAX's persistent compilation cache at ~/.cache/sirtjax/jax (or $SIRTJAX_CACHE_DIR)."""
+    import jax
+
+    cache = Path(os.environ.get("SIRTJAX_CACHE_DIR", Path.home() / ".cache" / "sirtjax" / "jax"))
+    cache.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(cache))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+) -> None:
+    """SIRT image analysis in JAX: phantoms, registration, segmentation, dosimetry, planning."""
+    del debug  # read by sirtjax.cli.main before the app runs
+    enable_compilation_cache()

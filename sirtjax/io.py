@@ -1,0 +1,332 @@
+"""Reading and writing Volumes: NIfTI (nibabel), MHA/NRRD and DICOM series (SimpleITK).
+
+Every reader returns a :class:`~sirtjax.volume.Volume` in the internal convention (LPS, array
+(z, y, x), ITK-ordered geometry in float64); every writer converts back at this edge. Writes are
+atomic: the file (or DICOM folder) is written under a temporary name in the target folder and
+renamed into place, so a reader never sees a half-written output.
+
+Errors caused by the file (missing, unreadable, not 3D, NaN voxels, sheared geometry) raise
+:class:`~sirtjax.errors.InputError` with the path and the problem in one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+
+from sirtjax.errors import InputError
+from sirtjax.volume import Volume, index_to_world, make_volume
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def is_volume_path(path: str | Path) -> bool:
+    """True when the path names a file format or a folder that read_volume understands."""
+    p = Path(path)
+    return p.is_dir() or _suffix(p) in NIFTI_SUFFIXES + ITK_SUFFIXES
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_volume(
+    path: str | Path, *, allow_nan: bool = False, vector: bool = False
+) -> Volume:
+    """Read a 3D image (NIfTI, MHA/NRRD, or a DICOM series folder) as a Volume.
+
+    Args:
+      path: a ``.nii``/``.nii.gz``/``.mha``/``.mhd``/``.nrrd``/``.nhdr`` file or a folder holding
+        one DICOM series.
+      allow_nan: accept non-finite voxels (otherwise they are an InputError).
+      vector: expect a 3-component vector image such as a displacement field; the array is then
+        (z, y, x, 3).
+
+    Returns:
+      A Volume with the file's voxel type, array (z, y, x) or (z, y, x, 3), LPS geometry.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "no such file or folder")
+    if p.is_dir():
+        vol = _read_dicom_series(p)
+    elif _suffix(p) in NIFTI_SUFFIXES and not vector:
+        vol = _read_nifti(p)
+    elif _suffix(p) in NIFTI_SUFFIXES + ITK_SUFFIXES:
+        vol = _read_sitk_file(p)
+    else:
+        raise InputError(p, f"unknown image format '{_suffix(p) or p.name}' (use NIfTI, MHA, NRRD or a DICOM folder)")
+    _check_dimensions(p, vol.array, vector)
+    if vol.array.dtype == np.float64:  # scaled NIfTI / rescaled DICOM: float32 is the working type
+        vol = vol.with_array(vol.array.astype(np.float32))
+    if not allow_nan and np.issubdtype(vol.array.dtype, np.floating):
+        bad = int(np.size(vol.array) - np.count_nonzero(np.isfinite(vol.array)))
+        if bad:
+            raise InputError(p, f"contains {bad} NaN or infinite voxels")
+    return vol
+
+
+def _check_dimensions(p: Path, array: np.ndarray, vector: bool) -> None:
+    want = 4 if vector else 3
+    if array.ndim != want or (vector and array.shape[-1] != 3):
+        shape = "x".join(str(s) for s in array.shape)
+        kind = "a 3D vector image with 3 components" if vector else "a 3D image"
+        raise InputError(p, f"expected {kind}, got an array of shape {shape}")
+    if min(array.shape[:3]) < 1:
+        raise InputError(p, "the image is empty")
+
+
+def _read_nifti(p: Path) -> Volume:
+    try:
+        img = nib.load(str(p))
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise InputError(p, f"cannot read NIfTI file ({_short(exc)})") from None
+    # NIfTI may carry trailing singleton dimensions (x, y, z, 1).
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        _check_dimensions(p, data, vector=False)
+    affine_lps = _LPS_TO_RAS @ np.asarray(img.affine, dtype=np.float64)
+    m = affine_lps[:3, :3]
+    spacing = np.linalg.norm(m, axis=0)
+    if np.any(spacing <= 0):
+        raise InputError(p, "the header has a zero voxel size")
+    direction = m / spacing
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
+        raise InputError(p, "the header's affine is sheared (non-orthogonal axes), which sirtjax does not support")
+    direction = _orthonormalise(direction)
+    array = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
+    return make_volume(array, spacing, affine_lps[:3, 3], direction)
+
+
+def _orthonormalise(d: np.ndarray) -> np.ndarray:
+    """Nearest orthonormal matrix (NIfTI headers store float32, so columns are off by ~1e-7)."""
+    u, _, vt = np.linalg.svd(d)
+    return u @ vt
+
+
+def _read_sitk_file(p: Path) -> Volume:
+    try:
+        img = sitk.ReadImage(str(p))
+    except RuntimeError as exc:
+        raise InputError(p, f"cannot read image ({_short(exc)})") from None
+    return _from_sitk(p, img)
+
+
+def _read_dicom_series(p: Path) -> Volume:
+    reader = sitk.ImageSeriesReader()
+    try:
+        series = reader.GetGDCMSeriesIDs(str(p))
+    except RuntimeError as exc:
+        raise InputError(p, f"cannot scan the folder for DICOM files ({_short(exc)})") from None
+    if not series:
+        raise InputError(p, "the folder holds no DICOM series")
+    if len(series) > 1:
+        raise InputError(p, f"the folder holds {len(series)} DICOM series; give a folder with one")
+    files = reader.GetGDCMSeriesFileNames(str(p), series[0])
+    reader.SetFileNames(files)
+    try:
+        img = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(p, f"cannot read the DICOM series ({_short(exc)})") from None
+    return _from_sitk(p, img)
+
+
+def _from_sitk(p: Path, img: sitk.Image) -> Volume:
+    if img.GetDimension() != 3:
+        raise InputError(p, f"expected a 3D image, got a {img.GetDimension()}D image")
+    array = sitk.GetArrayFromImage(img)
+    try:
+        return make_volume(array, img.GetSpacing(), img.GetOrigin(), np.reshape(img.GetDirection(), (3, 3)))
+    except ValueError as exc:
+        raise InputError(p, str(exc)) from None
+
+
+def to_sitk(vol: Volume) -> sitk.Image:
+    """The Volume as a SimpleITK image (a vector image when the array has a channel axis)."""
+    array = np.asarray(vol.array)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    img = sitk.GetImageFromArray(array, isVector=array.ndim == 4)
+    img.SetSpacing(tuple(float(s) for s in np.asarray(vol.spacing_mm)))
+    img.SetOrigin(tuple(float(s) for s in np.asarray(vol.origin_mm)))
+    img.SetDirection(tuple(float(s) for s in np.asarray(vol.direction).ravel()))
+    return img
+
+
+def from_sitk(img: sitk.Image) -> Volume:
+    """A Volume from a SimpleITK image (geometry copied exactly)."""
+    return _from_sitk(Path("<SimpleITK image>"), img)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_volume(vol: Volume, path: str | Path, *, dtype: np.dtype | None = None) -> Path:
+    """Write a Volume atomically as NIfTI, MHA/NRRD, or (path without suffix) a DICOM series.
+
+    Args:
+      vol: the Volume; a 4D array (z, y, x, C) is written as a vector image.
+      path: target; the format follows the suffix. A path ending in ``/`` or without suffix is
+        written as a DICOM series folder (scalar images only).
+      dtype: optional voxel type to cast to before writing (e.g. ``np.uint8`` for masks).
+
+    Returns:
+      The path written.
+    """
+    p = Path(path)
+    array = np.asarray(vol.array)
+    if dtype is not None:
+        array = array.astype(dtype)
+    elif array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    elif array.dtype == np.float64:
+        array = array.astype(np.float32)
+    vol = Volume(array, vol.spacing_mm, vol.origin_mm, vol.direction)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    suffix = _suffix(p)
+    if suffix in NIFTI_SUFFIXES and array.ndim == 3:
+        with _atomic_path(p) as tmp:
+            nib.save(to_nifti(vol), str(tmp))
+    elif suffix in NIFTI_SUFFIXES + ITK_SUFFIXES:
+        if suffix in (".mhd", ".nhdr"):
+            raise InputError(p, "detached-header formats are not written atomically; use .mha or .nrrd")
+        with _atomic_path(p) as tmp:
+            sitk.WriteImage(to_sitk(vol), str(tmp), useCompression=True)
+    elif suffix == "":
+        _write_dicom_series(vol, p)
+    else:
+        raise InputError(p, f"unknown output format '{suffix}' (use .nii.gz, .mha, .nrrd or a folder for DICOM)")
+    return p
+
+
+def to_nifti(vol: Volume) -> nib.Nifti1Image:
+    """The Volume as a nibabel NIfTI-1 image (RAS affine, qform and sform both scanner-based)."""
+    array = np.transpose(np.asarray(vol.array), (2, 1, 0))
+    affine_ras = _LPS_TO_RAS @ index_to_world(vol)
+    img = nib.Nifti1Image(array, affine_ras)
+    img.set_qform(affine_ras, code=1)
+    img.set_sform(affine_ras, code=1)
+    img.header.set_xyzt_units(xyz="mm")
+    return img
+
+
+@contextlib.contextmanager
+def _atomic_path(p: Path) -> Iterator[Path]:
+    """Yield a temporary sibling path with the same suffix; rename it onto p on success."""
+    suffix = _suffix(p)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=f".tmp{suffix}", dir=p.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_dicom_series(vol: Volume, folder: Path) -> None:
+    array = np.asarray(vol.array)
+    if array.ndim != 3:
+        raise InputError(folder, "only scalar images can be written as a DICOM series")
+    if folder.exists() and any(folder.iterdir()):
+        raise InputError(folder, "the DICOM output folder exists and is not empty")
+    tags = _dicom_series_tags(vol)
+    if np.issubdtype(array.dtype, np.integer) and array.min() >= -32768 and array.max() <= 32767:
+        pixels, slope, intercept = array.astype(np.int16), 1.0, 0
+    else:
+        # GDCM stores floats as int16 = (value - intercept) / slope; it needs an integer intercept.
+        pixels = array.astype(np.float64)
+        intercept = int(round((float(array.min()) + float(array.max())) / 2))
+        spread = float(np.max(np.abs(pixels - intercept)))
+        slope = spread / 32000.0 if spread > 0 else 1.0
+        tags = tags + [("0028|0100", "16"), ("0028|0101", "16"), ("0028|0102", "15"), ("0028|0103", "1")]
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        base = to_sitk(vol.with_array(pixels))
+        for k in range(pixels.shape[0]):
+            sl = base[:, :, k]
+            for tag, value in tags:
+                sl.SetMetaData(tag, value)
+            pos = index_to_world(vol) @ np.array([0.0, 0.0, k, 1.0])
+            sl.SetMetaData("0020|0032", "\\".join(f"{c:.6f}" for c in pos[:3]))
+            sl.SetMetaData("0020|0013", str(k + 1))
+            sl.SetMetaData("0028|1052", str(intercept))
+            sl.SetMetaData("0028|1053", f"{slope:.10g}")
+            sl.SetMetaData("0008|0018", f"{tags[0][1]}.{k + 1}")
+            writer.SetFileName(str(staging / f"slice{k:04d}.dcm"))
+            writer.Execute(sl)
+        if folder.exists():
+            folder.rmdir()
+        os.replace(staging, folder)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def _dicom_series_tags(vol: Volume) -> list[tuple[str, str]]:
+    uid_root = "1.2.826.0.1.3680043.8.498"  # pydicom's UID root, used for generated UIDs
+    stamp = f"{int(time.time() * 1e3)}.{os.getpid()}"
+    d = np.asarray(vol.direction)
+    orientation = "\\".join(f"{c:.8f}" for c in (*d[:, 0], *d[:, 1]))
+    return [
+        ("0020|000e", f"{uid_root}.2.{stamp}"),  # series instance UID (first: used for SOP UIDs)
+        ("0020|000d", f"{uid_root}.1.{stamp}"),  # study instance UID
+        ("0008|0060", "OT"),
+        ("0008|0008", "DERIVED\\SECONDARY"),
+        ("0020|0037", orientation),
+        ("0018|0050", f"{float(np.asarray(vol.spacing_mm)[2]):.6f}"),
+        ("0008|103e", "sirtjax"),
+    ]
+
+
+@contextlib.contextmanager
+def output_dir(path: str | Path) -> Iterator[Path]:
+    """Stage a command's outputs in a temporary sibling folder; move them into path on success.
+
+    On an exception nothing appears in path and the staging folder is removed, so outputs appear
+    complete or not at all. Files already in path with other names are left alone.
+    """
+    final = Path(path)
+    if final.exists() and not final.is_dir():
+        raise InputError(final, "the output path exists and is not a folder")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    try:
+        yield staging
+        final.mkdir(exist_ok=True)
+        for item in sorted(staging.iterdir()):
+            target = final / item.name
+            if target.is_dir() and item.is_dir():
+                shutil.rmtree(target)
+            os.replace(item, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _short(exc: BaseException) -> str:
+    """First meaningful line of an exception message (ITK messages span many lines)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in lines:
+        if "Description:" in ln or "ERROR" in ln.upper():
+            return ln.split("Description:")[-1].strip()[:200]
+    return (lines[-1] if lines else type(exc).__name__)[:200]

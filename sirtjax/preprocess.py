@@ -1,0 +1,115 @@
+"""Resampling in physical space, intensity windowing and cropping.
+
+Sampling follows ITK's ``ResampleImageFilter`` semantics so that results agree with SimpleITK: a
+point whose continuous index lies within half a voxel of the grid (``-0.5 <= i <= n - 0.5`` on every
+axis) is interpolated with neighbours clamped to the border; any other point gets
+``default_value``. Linear interpolation is trilinear; nearest rounds half-way indices up.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.ndimage import map_coordinates
+
+from sirtjax.volume import Volume, make_volume, world_grid, world_points_to_index
+
+
+def sample_index(
+    array: jax.Array, idx_xyz: jax.Array, *, order: int = 1, default_value: float = 0.0
+) -> jax.Array:
+    """Sample a (z, y, x) array at continuous indices (..., 3) given in (i, j, k) = (x, y, z) order.
+
+    Differentiable in the array values and (for order 1) in the indices. Points outside the grid
+    by more than half a voxel return ``default_value`` (ITK's rule); inside, neighbours are clamped.
+    """
+    coords_zyx = [idx_xyz[..., 2], idx_xyz[..., 1], idx_xyz[..., 0]]
+    if order == 0:
+        coords_zyx = [jnp.floor(c + 0.5) for c in coords_zyx]
+    values = map_coordinates(array, coords_zyx, order=min(order, 1), mode="nearest")
+    inside = jnp.ones(idx_xyz.shape[:-1], dtype=bool)
+    for c, n in zip(coords_zyx, array.shape):
+        inside &= (c >= -0.5) & (c <= n - 0.5)
+    return jnp.where(inside, values, jnp.asarray(default_value, values.dtype))
+
+
+def sample_world(
+    vol: Volume, points_mm: jax.Array, *, order: int = 1, default_value: float = 0.0
+) -> jax.Array:
+    """Sample a scalar Volume at LPS world points (..., 3) (mm); see :func:`sample_index`."""
+    return sample_index(
+        jnp.asarray(vol.array), world_points_to_index(vol, points_mm), order=order, default_value=default_value
+    )
+
+
+def resample_to(
+    moving: Volume, reference: Volume, *, order: int = 1, default_value: float = 0.0
+) -> Volume:
+    """Resample a scalar Volume onto the reference grid (identity transform), like SimpleITK.
+
+    Args:
+      moving: the image to resample, any grid and direction.
+      reference: gives the output grid (shape, spacing, origin, direction).
+      order: 1 for trilinear (images), 0 for nearest neighbour (labels; keeps the voxel type).
+      default_value: value outside the moving image.
+
+    Returns:
+      A Volume on the reference grid; float32 for order 1, the moving dtype for order 0.
+    """
+    if order == 1:
+        moving = moving.with_array(np.asarray(moving.array, np.float32))
+    grid = reference.with_array(np.zeros(reference.shape, np.uint8))  # only the grid is needed
+    out = _resample_jit(moving, grid, order, default_value)
+    return make_volume(np.asarray(out), reference.spacing_mm, reference.origin_mm, reference.direction)
+
+
+@jax.jit(static_argnums=(2, 3))
+def _resample_jit(moving: Volume, grid: Volume, order: int, default_value: float) -> jax.Array:
+    return sample_world(moving, world_grid(grid), order=order, default_value=default_value)
+
+
+def resample_to_spacing(vol: Volume, spacing_mm: tuple[float, float, float], *, order: int = 1) -> Volume:
+    """Resample onto a grid with the given spacing (x, y, z mm) covering the same extent."""
+    spacing = np.asarray(spacing_mm, np.float64)
+    old = np.asarray(vol.spacing_mm, np.float64)
+    extent = old * np.asarray(vol.size_xyz)
+    size_xyz = np.maximum(1, np.round(extent / spacing)).astype(int)
+    # keep the outer boundary of the field of view: first voxel centre half a new voxel inside it
+    first = (-0.5 * old + 0.5 * spacing)
+    origin = np.asarray(vol.origin_mm) + np.asarray(vol.direction) @ first
+    ref = make_volume(np.zeros(tuple(size_xyz[::-1]), np.uint8), spacing, origin, vol.direction)
+    return resample_to(vol, ref, order=order)
+
+
+def window(image: jax.Array, low: float, high: float) -> jax.Array:
+    """Clip intensities to [low, high] and map them linearly to [-0.5, 0.5] (thesis 4.3.2)."""
+    image = jnp.clip(jnp.asarray(image, jnp.float32), low, high)
+    return (image - low) / (high - low) - 0.5
+
+
+def window_ct(image_hu: jax.Array) -> jax.Array:
+    """CT window of the thesis: clip to [-200, 200] HU, map to [-0.5, 0.5]."""
+    return window(image_hu, -200.0, 200.0)
+
+
+def window_mr(image: jax.Array) -> jax.Array:
+    """MR window of the thesis: clip to [min, 80 % of max], map to [-0.5, 0.5]."""
+    image = jnp.asarray(image, jnp.float32)
+    low = jnp.min(image)
+    high = low + 0.8 * (jnp.max(image) - low)
+    return (jnp.clip(image, low, high) - low) / jnp.maximum(high - low, 1e-6) - 0.5
+
+
+def crop_to_mask(vol: Volume, mask: np.ndarray, *, margin_mm: float = 0.0) -> Volume:
+    """Crop a Volume to the bounding box of a non-empty mask plus margin_mm; origin is updated."""
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        raise ValueError("cannot crop to an empty mask")
+    margin = np.ceil(margin_mm / np.asarray(vol.spacing_mm)[::-1]).astype(int)  # (z, y, x)
+    nz = np.nonzero(mask)
+    lo = np.maximum([a.min() for a in nz] - margin, 0)
+    hi = np.minimum([a.max() + 1 for a in nz] + margin, vol.shape)
+    sub = np.asarray(vol.array)[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    origin = np.asarray(vol.origin_mm) + np.asarray(vol.direction) @ (np.asarray(vol.spacing_mm) * lo[::-1])
+    return make_volume(sub, vol.spacing_mm, origin, vol.direction)
