@@ -1,0 +1,163 @@
+"""Geometry survives every I/O path: SimpleITK, nibabel and sirtjax agree on world coordinates."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy.spatial.transform import Rotation
+
+from sirtjax import io
+from sirtjax.errors import InputError
+from sirtjax.volume import corner_points_world, make_volume
+
+OBLIQUE = Rotation.from_euler("xyz", [20.0, -35.0, 50.0], degrees=True).as_matrix()
+LEFT_HANDED = np.diag([-1.0, -1.0, 1.0]) @ Rotation.from_euler("z", 12, degrees=True).as_matrix() @ np.diag([1.0, 1.0, -1.0])
+SPACING = (0.7, 1.3, 3.1)
+ORIGIN = (-123.456, 78.9, -301.25)
+IDX_CORNERS = [(i, j, k) for k in (0, 6) for j in (0, 8) for i in (0, 10)]
+
+
+def _sitk_image(direction: np.ndarray, dtype=np.float32) -> sitk.Image:
+    arr = (np.random.default_rng(0).normal(size=(7, 9, 11)) * 100).astype(dtype)
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing(SPACING)
+    img.SetOrigin(ORIGIN)
+    img.SetDirection(direction.ravel().tolist())
+    return img
+
+
+def _sitk_corners(img: sitk.Image) -> np.ndarray:
+    return np.array([img.TransformIndexToPhysicalPoint(ix) for ix in IDX_CORNERS])
+
+
+def _nib_corners(path) -> np.ndarray:
+    aff = np.diag([-1.0, -1.0, 1.0, 1.0]) @ nib.load(str(path)).affine  # RAS -> LPS
+    return np.array([(aff @ np.array([*ix, 1.0]))[:3] for ix in IDX_CORNERS])
+
+
+@pytest.mark.parametrize("direction", [np.eye(3), OBLIQUE, LEFT_HANDED], ids=["identity", "oblique", "left-handed"])
+def test_sitk_to_sirtjax_to_nifti_keeps_world_corners(tmp_path, direction):
+    src = _sitk_image(direction)
+    sitk.WriteImage(src, str(tmp_path / "src.mha"))
+    vol = io.read_volume(tmp_path / "src.mha")
+    io.write_volume(vol, tmp_path / "out.nii.gz")
+    truth = _sitk_corners(src)
+    # NIfTI stores the affine in float32: 1e-4 mm is the requirement, float32 gives ~3e-5 at 300 mm.
+    np.testing.assert_allclose(corner_points_world(vol), truth, atol=1e-4)
+    np.testing.assert_allclose(_sitk_corners(sitk.ReadImage(str(tmp_path / "out.nii.gz"))), truth, atol=1e-4)
+    np.testing.assert_allclose(_nib_corners(tmp_path / "out.nii.gz"), truth, atol=1e-4)
+    again = io.read_volume(tmp_path / "out.nii.gz")
+    np.testing.assert_allclose(corner_points_world(again), truth, atol=1e-4)
+    np.testing.assert_array_equal(again.array, sitk.GetArrayFromImage(src))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out.nii.gz"))), again.array)
+
+
+def test_nifti_written_by_nibabel_reads_like_sitk(tmp_path):
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)  # nibabel order (x, y, z)
+    aff = np.eye(4)
+    aff[:3, :3] = np.diag([-1.0, 1.0, 1.0]) @ OBLIQUE @ np.diag([2.0, 0.8, 3.5])
+    aff[:3, 3] = [10.0, -20.0, 33.3]
+    nib.save(nib.Nifti1Image(data, aff), str(tmp_path / "n.nii"))
+    vol = io.read_volume(tmp_path / "n.nii")
+    ref = sitk.ReadImage(str(tmp_path / "n.nii"))
+    np.testing.assert_array_equal(vol.array, sitk.GetArrayFromImage(ref))
+    np.testing.assert_allclose(vol.spacing_mm, ref.GetSpacing(), atol=1e-5)
+    np.testing.assert_allclose(vol.origin_mm, ref.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(vol.direction.ravel(), ref.GetDirection(), atol=1e-5)
+
+
+@pytest.mark.parametrize("suffix", [".mha", ".nrrd", ".nii"])
+def test_roundtrip_formats_exact(tmp_path, suffix):
+    vol = make_volume(np.random.default_rng(1).integers(0, 5, (5, 6, 7)).astype(np.uint8), SPACING, ORIGIN, OBLIQUE)
+    io.write_volume(vol, tmp_path / f"v{suffix}")
+    back = io.read_volume(tmp_path / f"v{suffix}")
+    assert back.array.dtype == np.uint8
+    np.testing.assert_array_equal(back.array, vol.array)
+    np.testing.assert_allclose(corner_points_world(back), corner_points_world(vol), atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_dicom_series_roundtrip(tmp_path, dtype):
+    vol = make_volume((np.random.default_rng(2).normal(size=(6, 8, 9)) * 300).astype(dtype), SPACING, ORIGIN, OBLIQUE)
+    io.write_volume(vol, tmp_path / "series")
+    assert len(os.listdir(tmp_path / "series")) == 6
+    back = io.read_volume(tmp_path / "series")
+    np.testing.assert_allclose(corner_points_world(back), corner_points_world(vol), atol=1e-4)
+    # floats are stored as int16 with a rescale slope: quantisation step = range / 64000.
+    np.testing.assert_allclose(back.array, vol.array, atol=float(np.ptp(vol.array)) / 64000 + 1e-6)
+    assert back.array.dtype != np.float64
+
+
+def test_vector_image_roundtrip_as_displacement(tmp_path):
+    field = np.random.default_rng(3).normal(size=(5, 6, 7, 3)).astype(np.float32)
+    vol = make_volume(field, SPACING, ORIGIN, OBLIQUE)
+    io.write_volume(vol, tmp_path / "u.nii.gz")
+    img = sitk.ReadImage(str(tmp_path / "u.nii.gz"), sitk.sitkVectorFloat64)
+    assert img.GetNumberOfComponentsPerPixel() == 3
+    sitk.DisplacementFieldTransform(img)  # SimpleITK accepts it as a displacement field
+    back = io.read_volume(tmp_path / "u.nii.gz", vector=True)
+    np.testing.assert_allclose(back.array, field, atol=1e-6)
+    np.testing.assert_allclose(corner_points_world(back), corner_points_world(vol), atol=1e-4)
+
+
+def test_trailing_singleton_dimension_is_accepted(tmp_path):
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6, 1), np.float32), np.eye(4)), str(tmp_path / "t.nii.gz"))
+    assert io.read_volume(tmp_path / "t.nii.gz").shape == (6, 5, 4)
+
+
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (lambda p: nib.save(nib.Nifti1Image(np.zeros((4, 5), np.float32), np.eye(4)), str(p)), "3D image"),
+        (lambda p: nib.save(nib.Nifti1Image(np.zeros((4, 5, 6, 2), np.float32), np.eye(4)), str(p)), "3D image"),
+        (lambda p: nib.save(nib.Nifti1Image(np.full((4, 5, 6), np.nan, np.float32), np.eye(4)), str(p)), "NaN"),
+        (lambda p: p.write_bytes(gzip.compress(b"this is not a nifti file")), "cannot read"),
+        (lambda p: nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), np.array([[1, 0.5, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])), str(p)), "sheared"),
+    ],
+    ids=["2d", "4d", "nan", "garbage", "sheared"],
+)
+def test_bad_files_raise_one_line_input_error(tmp_path, make, problem):
+    path = tmp_path / "bad.nii.gz"
+    make(path)
+    with pytest.raises(InputError) as err:
+        io.read_volume(path)
+    assert str(path) in str(err.value) and problem in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_and_unknown_files(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        io.read_volume(tmp_path / "missing.nii.gz")
+    (tmp_path / "x.png").write_bytes(b"\x89PNG")
+    with pytest.raises(InputError, match="unknown image format"):
+        io.read_volume(tmp_path / "x.png")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no DICOM series"):
+        io.read_volume(tmp_path / "empty")
+
+
+def test_writes_are_atomic_and_leave_no_temporaries(tmp_path):
+    vol = make_volume(np.ones((3, 4, 5), np.float32))
+    io.write_volume(vol, tmp_path / "a.nii.gz")
+    assert sorted(os.listdir(tmp_path)) == ["a.nii.gz"]
+    with pytest.raises(InputError):
+        io.write_volume(vol, tmp_path / "a.png")
+    assert sorted(os.listdir(tmp_path)) == ["a.nii.gz"]
+
+
+def test_output_dir_is_all_or_nothing(tmp_path):
+    with pytest.raises(RuntimeError):
+        with io.output_dir(tmp_path / "out") as staging:
+            (staging / "first.txt").write_text("half")
+            raise RuntimeError("failure in the middle of a command")
+    assert not (tmp_path / "out").exists()
+    assert os.listdir(tmp_path) == []
+    with io.output_dir(tmp_path / "out") as staging:
+        (staging / "first.txt").write_text("whole")
+    assert (tmp_path / "out" / "first.txt").read_text() == "whole"
+    assert os.listdir(tmp_path) == ["out"]
