@@ -34,6 +34,7 @@ def _index_derivative(u: jax.Array, axis: int) -> jax.Array:
     return jnp.concatenate([first, central, last], axis=axis)
 
 
+@jax.jit
 def jacobian_determinant(field: Volume) -> jax.Array:
     """det of the world Jacobian of p -> p + u(p) per voxel, float32 (z, y, x); see module doc."""
     u = jnp.asarray(field.array, jnp.float32)
@@ -67,6 +68,7 @@ class JacobianStats(NamedTuple):
         return {k: (int(v) if k == "n_voxels" else float(v)) for k, v in self._asdict().items()}
 
 
+@jax.jit
 def jacobian_stats(field: Volume, mask: jax.Array | None = None) -> JacobianStats:
     """Jacobian determinant statistics of a field (z, y, x, 3), optionally within a (z, y, x) mask.
 
