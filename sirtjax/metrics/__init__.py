@@ -7,7 +7,15 @@ masks give documented values (``inf`` distances when exactly one side is empty),
 
 from sirtjax.metrics._centres import mass_centre_mm, mcd
 from sirtjax.metrics._jacobian import JacobianStats, jacobian_determinant, jacobian_stats
-from sirtjax.metrics._labels import LabelMetrics, dice, label_metrics, mask_metrics, relative_volume, volume_ml
+from sirtjax.metrics._labels import (
+    LabelMetrics,
+    dice,
+    iter_label_metrics,
+    label_metrics,
+    mask_metrics,
+    relative_volume,
+    volume_ml,
+)
 from sirtjax.metrics._lesions import LesionDetection, lesion_detection, lesion_instances
 from sirtjax.metrics._rmsd import RMSDResult, rmsd, rrmsd
 from sirtjax.metrics._surface import SurfaceMetrics, assd, hausdorff, hausdorff95, surface_mask, surface_metrics
@@ -22,6 +30,7 @@ __all__ = [
     "dice",
     "hausdorff",
     "hausdorff95",
+    "iter_label_metrics",
     "jacobian_determinant",
     "jacobian_stats",
     "label_metrics",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -88,18 +88,31 @@ def label_metrics(
       labels: the labels to evaluate; default the union of non-zero labels present in either map.
         A requested label absent from both is reported with ``empty == "both"``.
     """
+    return {m.label: m for m in iter_label_metrics(pred, ref, spacing_mm=spacing_mm, labels=labels)[1]}
+
+
+def iter_label_metrics(
+    pred: MaskLike, ref: MaskLike, *, spacing_mm=None, labels: Iterable[int] | None = None
+) -> tuple[int, Iterator[LabelMetrics]]:
+    """(number of labels, lazy iterator of LabelMetrics in ascending label order); see label_metrics.
+
+    For progress reporting: inputs are validated before this returns, each label is computed when
+    the iterator reaches it.
+    """
     p, r = as_pair(pred, ref, spacing_mm)
     pa, ra = as_labels(p.array, "pred"), as_labels(r.array, "ref")
     boxes_p, boxes_r = label_boxes(pa), label_boxes(ra)
     wanted = sorted(set(boxes_p) | set(boxes_r) if labels is None else {int(i) for i in labels})
     if any(i <= 0 for i in wanted):
         raise ValueError(f"labels must be positive, got {wanted}")
-    out = {}
-    for lab in wanted:
-        box = pad_box(_union(boxes_p.get(lab), boxes_r.get(lab)), pa.shape)
-        offset = tuple(s.start for s in box)
-        out[lab] = _pair_metrics(lab, pa[box] == lab, ra[box] == lab, p, offset)
-    return out
+
+    def compute() -> Iterator[LabelMetrics]:
+        for lab in wanted:
+            box = pad_box(_union(boxes_p.get(lab), boxes_r.get(lab)), pa.shape)
+            offset = tuple(s.start for s in box)
+            yield _pair_metrics(lab, pa[box] == lab, ra[box] == lab, p, offset)
+
+    return len(wanted), compute()
 
 
 def _union(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[slice, ...] | None:
