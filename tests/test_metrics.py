@@ -288,3 +288,25 @@ def test_rmsd_with_missing_liver_is_inf_and_rrmsd_is_root_mean_square():
     assert M.rrmsd([M.rmsd(ref, ref, spacing_mm=SPACING), 2.0]) == pytest.approx(math.sqrt(2.0), rel=1e-12)
     with pytest.raises(ValueError):
         M.rrmsd([])
+
+
+def test_rmsd_liver_is_the_outer_contour_with_landmarks_drawn_over_it():
+    # Lesion 2 inside the liver moves 2 voxels along x; lesion 3 straddles the liver surface;
+    # clip 9 lies outside, not touching. The livers (with their lesions) are identical, so the
+    # MSD is 0 and only the moved lesion counts: RMSD = sqrt(1.6^2 / (1 + 3)).
+    liver = ellipsoid((13, 18, 25), (9, 12, 15))
+    lesion = ellipsoid((13, 18, 25), (3, 3, 3))
+    straddle = ellipsoid((13 + 8.5, 18, 25), (3, 3, 4))
+    clip = ellipsoid((2, 2, 2), (1.5, 1.5, 2.6))
+    ref = liver.astype(np.uint8)
+    ref[lesion], ref[straddle], ref[clip] = 2, 3, 9
+    pred = liver.astype(np.uint8)
+    pred[np.roll(lesion, 2, axis=2)], pred[straddle], pred[clip] = 2, 3, 9
+    assert (straddle & ~liver).any() and not (ndimage.binary_dilation(clip, np.ones((3, 3, 3))) & liver).any()
+    np.testing.assert_array_equal(M.liver_mask(ref), liver | straddle)
+    res = M.rmsd(pred, ref, spacing_mm=SPACING)
+    assert res.msd_mm == 0.0
+    assert res.mcd_mm == {2: pytest.approx(1.6, rel=1e-9), 3: 0.0, 9: 0.0}
+    assert res.rmsd_mm == pytest.approx(1.6 / 2, rel=1e-9)
+    # Label 1 alone would have lesion-shaped inner surfaces that do not match.
+    assert M.assd(pred == 1, ref == 1, spacing_mm=SPACING) > 0.05

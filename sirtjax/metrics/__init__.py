@@ -17,7 +17,7 @@ from sirtjax.metrics._labels import (
     volume_ml,
 )
 from sirtjax.metrics._lesions import LesionDetection, lesion_detection, lesion_instances
-from sirtjax.metrics._rmsd import RMSDResult, rmsd, rrmsd
+from sirtjax.metrics._rmsd import RMSDResult, liver_mask, rmsd, rrmsd
 from sirtjax.metrics._surface import SurfaceMetrics, assd, hausdorff, hausdorff95, surface_mask, surface_metrics
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "label_metrics",
     "lesion_detection",
     "lesion_instances",
+    "liver_mask",
     "mask_metrics",
     "mass_centre_mm",
     "mcd",

@@ -7,9 +7,11 @@ import math
 from collections.abc import Iterable
 
 import numpy as np
+from scipy import ndimage
 
 from sirtjax.metrics._inputs import MaskLike, as_labels, as_pair, label_boxes
 from sirtjax.metrics._labels import label_metrics
+from sirtjax.metrics._surface import pad_box, surface_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +44,8 @@ def rmsd(pred: MaskLike, ref: MaskLike, *, spacing_mm=None, liver_label: int = 1
         both maps.
 
     Returns:
-      MSD is the liver ASSD; the N landmarks are the ids present in both maps, ids present in
+      MSD is the ASSD of the two livers as :func:`liver_mask` defines them (the outer contour:
+      landmarks drawn over the liver count as liver, so they leave no inner surfaces); the N landmarks are the ids present in both maps, ids present in
       only one are listed as missing and left out (the thesis evaluates landmarks seen in both
       images). A liver present in only one map gives MSD = RMSD = inf; absent from both, MSD 0.
     """
@@ -50,9 +53,10 @@ def rmsd(pred: MaskLike, ref: MaskLike, *, spacing_mm=None, liver_label: int = 1
     ids_p = set(label_boxes(as_labels(p.array, "pred"))) - {liver_label}
     ids_r = set(label_boxes(as_labels(r.array, "ref"))) - {liver_label}
     common = sorted(ids_p & ids_r)
-    per_label = label_metrics(p, r, labels=[liver_label, *common])
-    msd_mm = per_label[liver_label].assd_mm
-    mcds = {i: per_label[i].mcd_mm for i in common}
+    liver_p = p.with_array(liver_mask(p.array, liver_label).view(np.uint8))
+    liver_r = r.with_array(liver_mask(r.array, liver_label).view(np.uint8))
+    msd_mm = surface_metrics(liver_p, liver_r).assd_mm
+    mcds = {i: m.mcd_mm for i, m in label_metrics(p, r, labels=common).items()} if common else {}
     total = msd_mm**2 + sum(d**2 for d in mcds.values())
     return RMSDResult(
         rmsd_mm=math.sqrt(total / (1 + len(common))),
@@ -61,6 +65,23 @@ def rmsd(pred: MaskLike, ref: MaskLike, *, spacing_mm=None, liver_label: int = 1
         missing_in_pred=tuple(sorted(ids_r - ids_p)),
         missing_in_ref=tuple(sorted(ids_p - ids_r)),
     )
+
+
+def liver_mask(labels: np.ndarray, liver_label: int = 1) -> np.ndarray:
+    """The liver (z, y, x) bool of a combined label map: its voxels, the landmarks touching them
+    (lesions and clips drawn over the liver), and any enclosed holes filled. Empty if absent."""
+    labels = as_labels(labels, "labels")
+    liver = labels == liver_label
+    box = label_boxes(liver.view(np.uint8)).get(1)
+    if box is None:
+        return liver
+    box = pad_box(box, liver.shape)
+    near = ndimage.binary_dilation(liver[box], structure=np.ones((3, 3, 3), bool))
+    touching = np.setdiff1d(np.unique(labels[box][near]), [0, liver_label])
+    grown = liver | np.isin(labels, touching)
+    box = pad_box(label_boxes(grown.view(np.uint8))[1], liver.shape)
+    grown[box] = ndimage.binary_fill_holes(grown[box])
+    return grown
 
 
 def rrmsd(rmsds: Iterable[float | RMSDResult]) -> float:
