@@ -20,7 +20,7 @@ def evaluate(
         bool, typer.Option("--lesions", help="Lesion-wise detection (instance maps, or binary masks split into components).")
     ] = False,
     rmsd: Annotated[
-        bool, typer.Option("--rmsd", help="Registration RMSD from label maps: liver = 1, landmarks = ids >= 2.")
+        bool, typer.Option("--rmsd", help="Registration RMSD (thesis 5.3.4) of label maps: liver = 1, landmarks = ids >= 2.")
     ] = False,
 ) -> None:
     """Per-label DSC, RV, volumes (ml), ASSD, HD, HD95 and MCD (mm) of PRED against REF.

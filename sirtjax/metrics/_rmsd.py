@@ -45,9 +45,10 @@ def rmsd(pred: MaskLike, ref: MaskLike, *, spacing_mm=None, liver_label: int = 1
 
     Returns:
       MSD is the ASSD of the two livers as :func:`liver_mask` defines them (the outer contour:
-      landmarks drawn over the liver count as liver, so they leave no inner surfaces); the N landmarks are the ids present in both maps, ids present in
-      only one are listed as missing and left out (the thesis evaluates landmarks seen in both
-      images). A liver present in only one map gives MSD = RMSD = inf; absent from both, MSD 0.
+      landmarks drawn over the liver count as liver, so they leave no inner surfaces). The N
+      landmarks are the ids present in both maps; ids present in only one are listed as missing
+      and left out (the thesis evaluates landmarks seen in both images). A liver present in only
+      one map gives MSD = RMSD = inf; absent from both, MSD 0.
     """
     p, r = as_pair(pred, ref, spacing_mm)
     ids_p = set(label_boxes(as_labels(p.array, "pred"))) - {liver_label}
@@ -56,7 +57,7 @@ def rmsd(pred: MaskLike, ref: MaskLike, *, spacing_mm=None, liver_label: int = 1
     liver_p = p.with_array(liver_mask(p.array, liver_label).view(np.uint8))
     liver_r = r.with_array(liver_mask(r.array, liver_label).view(np.uint8))
     msd_mm = surface_metrics(liver_p, liver_r).assd_mm
-    mcds = {i: m.mcd_mm for i, m in label_metrics(p, r, labels=common).items()} if common else {}
+    mcds = {i: m.mcd_mm for i, m in label_metrics(p, r, labels=common).items()}
     total = msd_mm**2 + sum(d**2 for d in mcds.values())
     return RMSDResult(
         rmsd_mm=math.sqrt(total / (1 + len(common))),
@@ -68,8 +69,11 @@ def rmsd(pred: MaskLike, ref: MaskLike, *, spacing_mm=None, liver_label: int = 1
 
 
 def liver_mask(labels: np.ndarray, liver_label: int = 1) -> np.ndarray:
-    """The liver (z, y, x) bool of a combined label map: its voxels, the landmarks touching them
-    (lesions and clips drawn over the liver), and any enclosed holes filled. Empty if absent."""
+    """The liver (z, y, x) bool of a combined label map, landmarks drawn over it included.
+
+    That is the ``liver_label`` voxels, every landmark (other non-zero id) touching them
+    (26-neighbourhood), and the enclosed holes filled; all False when the liver is absent.
+    """
     labels = as_labels(labels, "labels")
     liver = labels == liver_label
     box = label_boxes(liver.view(np.uint8)).get(1)
