@@ -1,0 +1,203 @@
+"""Phantom studies: determinism, geometry on disk, label consistency, physical plausibility."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from sirtjax.phantom import IMAGE_FILES, PhantomConfig, generate_study, read_study, write_study
+from sirtjax.phantom.config import ANATOMICAL_IMAGES
+
+
+@pytest.fixture(scope="module")
+def small_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("study") / "seed0"
+    write_study(generate_study(0, PhantomConfig.small()), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def study(small_folder):
+    return read_study(small_folder)
+
+
+def test_same_seed_gives_same_bytes_and_other_seeds_other_anatomy(small_folder, tmp_path):
+    again = write_study(generate_study(0, PhantomConfig.small()), tmp_path / "again")
+    names = sorted(p.name for p in small_folder.iterdir())
+    assert names == sorted(p.name for p in again.iterdir())
+    for name in names:
+        assert (small_folder / name).read_bytes() == (again / name).read_bytes(), name
+    other = generate_study(1, PhantomConfig.small())
+    first = read_study(small_folder)
+    assert other.truth["anatomy"]["liver"] != first.truth["anatomy"]["liver"]
+    assert abs(other.truth["liver_volume_ml"] - first.truth["liver_volume_ml"]) > 1.0
+
+
+def test_files_match_design_names_and_read_back(study, small_folder):
+    expected = {f"{stem}.nii.gz" for stem in IMAGE_FILES} | {"truth.json", "study.json"}
+    assert expected == {p.name for p in small_folder.iterdir()}
+    manifest = study.manifest
+    for x in ANATOMICAL_IMAGES:
+        for kind, fname in manifest["masks"][x].items():
+            assert (small_folder / fname).is_file() and fname == f"{x}_{kind}.nii.gz"
+    assert manifest["patient"]["height_cm"] > 100 and manifest["patient"]["weight_kg"] > 30
+    assert manifest["activities"]["y90_injected_gbq"] > 0
+
+
+@pytest.mark.parametrize("stem", IMAGE_FILES)
+def test_geometry_on_disk_with_simpleitk_and_nibabel(study, small_folder, stem):
+    base = stem if stem in study.truth["images"] else stem.rsplit("_", 1)[0]
+    geom = study.truth["images"][base]
+    spacing, origin = np.asarray(geom["spacing_mm"]), np.asarray(geom["origin_mm"])
+    direction = np.asarray(geom["direction"])
+    img = sitk.ReadImage(str(small_folder / f"{stem}.nii.gz"))
+    # NIfTI stores the affine in float32: 1e-4 mm on coordinates of a few hundred mm
+    np.testing.assert_allclose(img.GetSpacing(), spacing, atol=1e-4)
+    np.testing.assert_allclose(img.GetOrigin(), origin, atol=1e-3)
+    np.testing.assert_allclose(np.reshape(img.GetDirection(), (3, 3)), direction, atol=1e-5)
+    assert img.GetSize() == tuple(geom["size_xyz"])
+    affine = nib.load(str(small_folder / f"{stem}.nii.gz")).affine
+    lps = np.diag([-1.0, -1.0, 1.0]) @ affine[:3]
+    np.testing.assert_allclose(lps[:, :3], direction * spacing, atol=1e-4)
+    np.testing.assert_allclose(lps[:, 3], origin, atol=1e-3)
+
+
+def test_directions_and_grids_differ_between_sessions(study):
+    images = study.truth["images"]
+    assert np.allclose(images["maa_ct"]["direction"], np.diag([-1.0, -1.0, 1.0]))
+    mr = np.asarray(images["diag_mr"]["direction"])
+    assert not np.allclose(np.abs(mr), np.eye(3), atol=1e-3)  # oblique
+    assert images["maa_spect"]["spacing_mm"][0] == pytest.approx(2 * 4.42)
+    maa_z = images["maa_ct"]["size_xyz"][2] * images["maa_ct"]["spacing_mm"][2]
+    diag_z = images["diag_ct"]["size_xyz"][2] * images["diag_ct"]["spacing_mm"][2]
+    assert maa_z < diag_z
+
+
+def test_labels_are_consistent_across_images(study):
+    truth = study.truth
+    all_ids = {lm["id"] for lm in truth["landmarks"]}
+    lesion_ids = {les["id"] for les in truth["lesions"]}
+    assert len(lesion_ids) >= 1 and all_ids > lesion_ids
+    for x in ANATOMICAL_IMAGES:
+        labels = np.asarray(study.images[f"{x}_labels"].array)
+        liver = np.asarray(study.images[f"{x}_liver"].array)
+        lesions = np.asarray(study.images[f"{x}_lesions"].array)
+        lungs = np.asarray(study.images[f"{x}_lungs"].array)
+        ids = set(np.unique(labels).tolist()) - {0, 1}
+        assert ids == set(truth["images"][x]["landmark_ids"])
+        if truth["images"][x]["crop"] is None:
+            assert ids == all_ids, x
+        else:
+            assert ids <= all_ids
+        assert set(np.unique(liver).tolist()) == {0, 1} and set(np.unique(lungs).tolist()) <= {0, 1}
+        assert not np.any(liver & lungs)
+        # lesion instances are the landmark id - 1, at exactly the lesion voxels of the label map
+        is_lesion = np.isin(labels, sorted(lesion_ids))
+        np.testing.assert_array_equal(lesions > 0, is_lesion)
+        np.testing.assert_array_equal(lesions[is_lesion], labels[is_lesion] - 1)
+        # the liver label map is the liver mask where no landmark is
+        np.testing.assert_array_equal(labels == 1, (liver == 1) & (labels < 2))
+        assert np.all(liver[is_lesion] == 1)  # lesions lie in the liver
+
+
+def _core(mask: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return ndimage.binary_erosion(mask, iterations=1) & (labels < 2)
+
+
+def test_ct_and_mr_intensities_are_plausible(study):
+    hu = study.truth["intensities"]
+    for name, modality, noise in (("maa_ct", "nc_ct", 25.0), ("diag_ct", "ce_ct", 12.0), ("y90_ct", "nc_ct", 25.0)):
+        ct = np.asarray(study.images[name].array, np.float64)
+        liver = _core(np.asarray(study.images[f"{name}_liver"].array) > 0, np.asarray(study.images[f"{name}_labels"].array))
+        # the liver mean holds intrahepatic vessels and partial volume: within 15 HU of parenchyma
+        assert abs(np.median(ct[liver]) - hu[modality]["LIVER"]) < 15.0, name
+        assert 0.5 * noise < np.std(ct[liver]) < 3.0 * noise + 20.0, name
+        lungs = ndimage.binary_erosion(np.asarray(study.images[f"{name}_lungs"].array) > 0)
+        if lungs.sum() > 20:
+            assert np.median(ct[lungs]) < -600.0, name
+        assert np.median(ct[0]) < -900.0 or np.median(ct[:, 0]) < -900.0  # air around the body
+        assert ct.min() >= -1024 and ct.max() <= 3071
+    assert hu["ce_ct"]["LIVER"] > hu["nc_ct"]["LIVER"] + 30.0  # portal-venous enhancement
+    mr = np.asarray(study.images["diag_mr"].array, np.float64)
+    liver = _core(np.asarray(study.images["diag_mr_liver"].array) > 0, np.asarray(study.images["diag_mr_labels"].array))
+    # the bias field spans ±25 %: the liver median stays within 40 % of its nominal T1 signal
+    assert abs(np.median(mr[liver]) / hu["mr_t1"]["LIVER"] - 1.0) < 0.4
+    assert mr.min() >= 0
+
+
+def test_metal_clips_are_bright_on_ct_and_dark_on_mr(study):
+    truth = study.truth
+    clips = [lm for lm in truth["landmarks"] if lm["kind"] == "clip"]
+    assert clips
+    for name, bright in (("diag_ct", True), ("diag_mr", False)):
+        vol = study.images[name]
+        labels = np.asarray(study.images[f"{name}_labels"].array)
+        arr = np.asarray(vol.array, np.float64)
+        for clip in clips:
+            region = labels == clip["id"]
+            if bright:
+                assert arr[region].max() > 400.0  # metal on a 6 mm grid: diluted but far above tissue
+            else:
+                liver = arr[_core(np.asarray(study.images[f"{name}_liver"].array) > 0, labels)]
+                assert arr[region].min() < 0.5 * np.median(liver)
+
+
+def test_spect_counts_sum_to_expected(study):
+    em = study.truth["emission_maa"]
+    counts = np.asarray(study.images["maa_spect"].array, np.float64)
+    assert np.issubdtype(study.images["maa_spect"].array.dtype, np.integer) and counts.min() >= 0
+    n = em["expected_counts_in_image"]
+    assert abs(counts.sum() - n) < 5 * np.sqrt(n)  # Poisson: 5 standard deviations
+    assert n == pytest.approx(em["total_counts"], rel=0.01)  # the FOV holds all but the blur tails
+
+
+def test_pet_integrates_to_the_injected_activity(study):
+    em = study.truth["emission_y90"]
+    pet = study.images["y90_pet"]
+    voxel_ml = float(np.prod(pet.spacing_mm)) / 1000.0
+    total_bq = float(np.asarray(pet.array, np.float64).sum()) * voxel_ml
+    counts_per_bq = study.truth["config"]["pet_counts_per_gbq"] / 1e9
+    n = em["expected_bq_in_image"] * counts_per_bq
+    assert abs(total_bq - em["expected_bq_in_image"]) < 5 * np.sqrt(n) / counts_per_bq  # Poisson
+    assert em["expected_bq_in_image"] == pytest.approx(study.truth["activities"]["y90_gbq"] * 1e9, rel=0.01)
+
+
+def test_lung_shunt_fraction_within_poisson_tolerance():
+    # SPECT on the MAA CT grid, no blur: the CT labels are then exactly the emission compartments
+    base = PhantomConfig.small()
+    grid = dataclasses.replace(base.maa_ct, crop_probability=0.0)
+    config = dataclasses.replace(base, maa_ct=grid, maa_spect=grid, spect_fwhm_mm=0.0)
+    study = generate_study(5, config)
+    counts = np.asarray(study.images["maa_spect"].array, np.float64)
+    lung = counts[np.asarray(study.images["maa_ct_lungs"].array) > 0].sum()
+    liver = counts[np.asarray(study.images["maa_ct_liver"].array) > 0].sum()
+    lsf = study.truth["lung_shunt_fraction"]["maa"]
+    n = lung + liver
+    measured = lung / n
+    assert abs(measured - lsf) < 5 * np.sqrt(lsf * (1 - lsf) / n)  # binomial split of the counts
+    bg = study.truth["config"]["body_background_fraction"]
+    expected = study.truth["emission_maa"]["total_counts"] * (1 - bg)
+    assert abs(n - expected) < 5 * np.sqrt(expected)
+
+
+def test_truth_records_volumes_and_parameters(study):
+    truth = study.truth
+    assert 800.0 < truth["liver_volume_ml"] < 3000.0
+    for les in truth["lesions"]:
+        # a lobulated ellipsoid of the recorded mean diameter: volume within a factor 2 of the sphere's
+        sphere_ml = np.pi / 6 * les["diameter_mm"] ** 3 / 1000.0
+        assert 0.5 * sphere_ml < les["volume_ml"] < 2.0 * sphere_ml
+        assert les["tn_ratio_maa"] > 1.0
+    assert set(truth["postures"]) == {"maa", "diag_ct", "diag_mr", "y90"}
+    assert PhantomConfig.from_json(truth["config"]) == PhantomConfig.small()
+    assert 0.0 < truth["lung_shunt_fraction"]["maa"] < 0.3
+
+
+def test_bad_seed_is_rejected():
+    with pytest.raises(ValueError, match="seed"):
+        generate_study(-1, PhantomConfig.small())
