@@ -99,10 +99,12 @@ def _report(pred, ref, p_vol, r_vol, *, lesions: bool, rmsd: bool, console) -> d
 
 
 def _print_tables(report: dict, console) -> None:
+    from rich import box
     from rich.table import Table
 
     title = "all lesions (binary)" if "lesions" in report else f"{report['pred']} vs {report['ref']}"
-    table = Table(title=title, caption=f"{report['grid']}; volumes in ml, distances in mm")
+    table = Table(title=title, caption=f"{report['grid']}; volumes in ml, distances in mm",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for col in ("label", "DSC", "RV", "V pred", "V ref", "ASSD", "HD", "HD95", "MCD", "empty"):
         table.add_column(col, justify="left" if col in ("label", "empty") else "right", no_wrap=True)
     for r in report["labels"]:
