@@ -36,6 +36,8 @@ def evaluate(
     from sirtjax.metrics._inputs import as_labels
     from sirtjax.volume import same_grid
 
+    if rmsd and lesions:
+        raise InputError(pred, "--rmsd and --lesions evaluate different maps; choose one")
     p_vol, r_vol = read_volume(pred), read_volume(ref)
     if not same_grid(p_vol, r_vol):
         raise InputError(pred, f"grid differs from the reference {ref}: {_grid_mismatch(p_vol, r_vol)}")
@@ -44,8 +46,6 @@ def evaluate(
             as_labels(vol.array, "image")
         except ValueError as exc:
             raise InputError(path, str(exc).removeprefix("image is ")) from None
-    if rmsd and lesions:
-        raise InputError(pred, "--rmsd and --lesions evaluate different maps; choose one")
 
     report = _report(pred, ref, p_vol, r_vol, lesions=lesions, rmsd=rmsd, console=Console(stderr=True))
     if as_json:
