@@ -1,0 +1,5 @@
+"""``python -m sirtjax`` runs the command line."""
+
+from sirtjax.cli import main
+
+main()
