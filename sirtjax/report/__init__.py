@@ -1,0 +1,21 @@
+"""The HTML report of the planning and verification workflows: figures, tables and the page itself.
+
+``figures`` makes PNG figures from Volumes and arrays (fused slices with VOI contours,
+registration checkerboards and contour overlays, cumulative DVHs); ``tables`` turns the JSON-ready
+results (study, prescriptions, dose statistics, plan-vs-verification differences, constants) into
+tables and sections; ``html`` assembles sections into one self-contained HTML page and writes it
+atomically. Everything is a pure function of its inputs except :func:`write_report`.
+"""
+
+from sirtjax.report.figures import (CT_SOFT_TISSUE_WINDOW_HU, checkerboard_png, contour_overlay_png, dvh_png,
+                                    fused_slices_png, percentile_window)
+from sirtjax.report.html import FigurePng, KeyValues, Note, Section, Table, render_report, write_report
+from sirtjax.report.tables import (COMPARE_KEYS, comparison_table, dose_differences, dose_table, prescription_table,
+                                   provenance_section, study_section)
+
+__all__ = [
+    "CT_SOFT_TISSUE_WINDOW_HU", "checkerboard_png", "contour_overlay_png", "dvh_png", "fused_slices_png",
+    "percentile_window", "FigurePng", "KeyValues", "Note", "Section", "Table", "render_report", "write_report",
+    "COMPARE_KEYS", "comparison_table", "dose_differences", "dose_table", "prescription_table",
+    "provenance_section", "study_section",
+]
