@@ -12,7 +12,9 @@ from sirtjax.volume import index_to_world
 
 @pytest.fixture(scope="module")
 def study():
-    return generate_study(2, PhantomConfig.small())
+    # 4.5 mm CT voxels (the small preset's 6 mm leaves the staircase error of a warped mask at
+    # Dice ~0.97); clip regions of 7 mm cover several voxels so their centroids are meaningful
+    return generate_study(2, PhantomConfig(spacing_scale=1.5, clip_label_radius_mm=7.0))
 
 
 def _world(vol) -> np.ndarray:
@@ -48,7 +50,7 @@ def test_warped_moving_liver_matches_fixed_liver(study, fixed, moving):
     m_vol = study.images[f"{moving}_liver"]
     ijk = (np.linalg.inv(index_to_world(m_vol)) @ np.c_[pts, np.ones(len(pts))].T)[:3].T
     seen = np.all((ijk > 0.5) & (ijk < np.asarray(m_vol.size_xyz) - 1.5), axis=1).reshape(f_liver.shape)
-    # 6 mm voxels: the residual is the resampling of a staircase boundary (see _warp_mask)
+    # the residual is the resampling of a staircase boundary (see _warp_mask), ~0.98 at 4.5 mm
     assert _dice(fixed_mask & seen, warped & seen) > 0.97
 
 
@@ -59,13 +61,19 @@ def test_landmark_centroids_map_within_one_voxel(study, fixed, moving):
     common = set(study.truth["images"][fixed]["landmark_ids"]) & set(study.truth["images"][moving]["landmark_ids"])
     assert common
     voxel = max(np.max(f_lab.spacing_mm), np.max(m_lab.spacing_mm))
+    checked = 0
     for ident in sorted(common):
         centroids = []
         for vol in (f_lab, m_lab):
-            idx = np.argwhere(np.asarray(vol.array) == ident)[:, ::-1].mean(0)
-            centroids.append((index_to_world(vol) @ np.r_[idx, 1.0])[:3])
-        moved = mapping(centroids[0][None])[0]
-        assert np.linalg.norm(moved - centroids[1]) < voxel, ident
+            zyx = np.argwhere(np.asarray(vol.array) == ident)
+            if np.any(zyx == 0) or np.any(zyx == np.asarray(vol.shape) - 1):
+                break  # cut by the field of view: its centroid moves with the cut
+            centroids.append((index_to_world(vol) @ np.r_[zyx[:, ::-1].mean(0), 1.0])[:3])
+        else:
+            moved = mapping(centroids[0][None])[0]
+            assert np.linalg.norm(moved - centroids[1]) < voxel, ident
+            checked += 1
+    assert checked >= 2
 
 
 def test_mapping_is_exact_on_landmark_centres_and_invertible(study):

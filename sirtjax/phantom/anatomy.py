@@ -75,7 +75,7 @@ def sample_anatomy(rng: np.random.Generator, config: PhantomConfig) -> dict:
     s = _u(rng, 0.9, 1.12) * (height_cm / 175.0) ** 0.5
     left_scale = _u(rng, 0.7, 1.3)
     anat["liver"] = {
-        "right": _ellipsoid(rng, [-72.0, cy - 5.0, zr - 72.0], [80.0, 88.0, 92.0], [0.0, -12.0, 8.0], s),
+        "right": _ellipsoid(rng, [-64.0, cy - 5.0, zr - 78.0], [70.0, 86.0, 98.0], [0.0, 25.0, 8.0], s),
         "left": _ellipsoid(rng, [8.0 + 10 * (left_scale - 1), cy - 52.0, zr - 55.0], [80.0 * left_scale, 40.0, 40.0], [0.0, 12.0, -22.0], s),
         "blend_mm": _u(rng, 20.0, 35.0),
         "deformation": {
@@ -92,7 +92,7 @@ def sample_anatomy(rng: np.random.Generator, config: PhantomConfig) -> dict:
         _ellipsoid(rng, [-72.0, ys - 8.0, zr - 205.0], [28.0, 24.0, 55.0], [0.0, 10.0, 30.0], 1.0),
         _ellipsoid(rng, [72.0, ys - 8.0, zr - 185.0], [28.0, 24.0, 55.0], [0.0, -10.0, -30.0], 1.0),
     ]
-    anat["heart"] = _ellipsoid(rng, [24.0, cy - 28.0, zr + 10.0], [62.0, 48.0, 58.0], [0.0, -20.0, 35.0], _u(rng, 0.9, 1.1))
+    anat["heart"] = _ellipsoid(rng, [22.0, cy - 25.0, zr + 25.0], [52.0, 42.0, 48.0], [0.0, -20.0, 35.0], _u(rng, 0.9, 1.1))
     anat["vessels"] = _sample_vessels(rng, anat, ys, cy, zr, zl)
     _place_lesions_and_clips(rng, config, anat)
     return anat

@@ -109,8 +109,11 @@ class PhantomConfig:
 
     @classmethod
     def small(cls, **overrides: Any) -> PhantomConfig:
-        """A coarse study (about 6 mm CT voxels, 4 mm canonical) that generates in a second or two."""
-        return dataclasses.replace(cls(spacing_scale=2.0), **overrides)
+        """A coarse study (about 6 mm CT voxels, 4 mm canonical) that generates in a second or two.
+
+        Clip landmark regions grow to 9 mm so that each covers several voxels of the coarse grids.
+        """
+        return dataclasses.replace(cls(spacing_scale=2.0, clip_label_radius_mm=9.0), **overrides)
 
     def grid(self, image: str) -> ImageGrid:
         """The ImageGrid of an image name such as ``maa_ct``."""

@@ -55,16 +55,41 @@ class Tissue(enum.IntEnum):
 
 
 @dataclasses.dataclass(frozen=True)
+class Field:
+    """A canonical array stored over the sub-box where it differs from ``outside``.
+
+    ``array[0, 0, 0]`` is canonical voxel ``start`` (z, y, x); every voxel outside the box has the
+    value ``outside``.
+    """
+
+    array: np.ndarray
+    start: tuple[int, int, int]
+    outside: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Canonical:
     """The rasterised patient. Arrays are (z, y, x); voxel (0, 0, 0) is at origin_mm (x, y, z)."""
 
     origin_mm: np.ndarray
     spacing_mm: float
-    tissue: np.ndarray  # uint8 Tissue codes
-    liver_sdf: np.ndarray  # float32 mm, negative inside the liver
-    lungs_sdf: np.ndarray  # float32 mm, negative inside the lungs
-    landmark_sdf: np.ndarray  # float32 mm, negative inside any landmark (lesion or clip region)
-    landmark_id: np.ndarray  # uint8: id of the nearest landmark near landmarks, 0 elsewhere
+    tissue: np.ndarray  # uint8 Tissue codes, whole grid
+    liver_sdf: Field  # float32 mm, negative inside the liver
+    lungs_sdf: Field  # float32 mm, negative inside the lungs
+    landmark_sdf: Field  # float32 mm, negative inside any landmark (lesion or clip region)
+    landmark_id: Field  # uint8: id of the nearest landmark near landmarks, 0 elsewhere
+
+
+def _crop(full: np.ndarray, where: np.ndarray, outside: float) -> Field:
+    """The Field of full over the bounding box of where, grown by one voxel (empty box: 1 voxel)."""
+    lo, hi = [], []
+    for axis in range(3):
+        hits = np.flatnonzero(where.any(axis=tuple(a for a in range(3) if a != axis)))
+        first, last = (hits[0], hits[-1]) if hits.size else (0, 0)
+        lo.append(max(int(first) - 1, 0))
+        hi.append(min(int(last) + 2, full.shape[axis]))
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    return Field(np.ascontiguousarray(full[box]), tuple(lo), outside)
 
 
 class _Grid:
@@ -141,7 +166,16 @@ def rasterize(anat: dict, spacing_mm: float, clip_label_radius_mm: float, rng: n
     _paint_liver(anat, g, tissue, liver_sdf)
     _paint_landmarks(anat, g, tissue, liver_sdf, landmark_sdf, landmark_id, clip_label_radius_mm)
     origin = np.array([a[0] for a in g.axes], np.float64)
-    return Canonical(origin, g.spacing, tissue, liver_sdf, lungs_sdf, landmark_sdf, landmark_id)
+    near_landmark = landmark_sdf < FAR
+    return Canonical(
+        origin,
+        g.spacing,
+        tissue,
+        _crop(liver_sdf, liver_sdf < FAR, float(FAR)),
+        _crop(lungs_sdf, lungs_sdf < FAR, float(FAR)),
+        _crop(landmark_sdf, near_landmark, float(FAR)),
+        _crop(landmark_id, near_landmark, 0),
+    )
 
 
 def _paint_trunk(anat: dict, g: _Grid, tissue: np.ndarray) -> None:
@@ -173,9 +207,9 @@ def _paint_thorax(anat: dict, g: _Grid, tissue: np.ndarray, lungs_sdf: np.ndarra
     inside = f < 0
     _paint(tissue, sl, inside, Tissue.LUNG)
     # pulmonary vessels: where two smooth random fields both cross zero (a network of tubes)
-    sigma = 5.0 / g.spacing
+    sigma = 6.0 / g.spacing
     v = _smooth_noise(rng, inside.shape, sigma) ** 2 + _smooth_noise(rng, inside.shape, sigma) ** 2
-    _paint(tissue, sl, inside & (v < 0.03), Tissue.LUNG_VESSEL)
+    _paint(tissue, sl, inside & (v < 0.06), Tissue.LUNG_VESSEL)
     hsl, hp = g.region(*_ellipsoid_box(anat["heart"]))
     _paint(tissue, hsl, organs.heart(anat, hp) < 0, Tissue.HEART)
     for name, code in (("aorta", Tissue.AORTA), ("ivc", Tissue.IVC)):
@@ -235,8 +269,8 @@ def _paint_abdomen(anat: dict, g: _Grid, tissue: np.ndarray, rng: np.random.Gene
     sl, p = g.region((-200, -150, -260), (200, 170, zr - 100.0))
     field = _smooth_noise(rng, tuple(int(n) for n in tissue[sl].shape), 7.0 / g.spacing)
     visceral = (tissue[sl] == Tissue.FAT) & (organs.cavity(anat, p) < -4.0)
-    _paint(tissue, sl, visceral & (field > -0.4), Tissue.BOWEL)
-    _paint(tissue, sl, visceral & (field > 1.7), Tissue.GAS)
+    _paint(tissue, sl, visceral & (field > -0.9), Tissue.BOWEL)
+    _paint(tissue, sl, visceral & (field > 2.1), Tissue.GAS)
     for kid in (0, 1):
         ksl, kp = g.region(*_ellipsoid_box(anat["kidneys"][kid]))
         f = organs.kidney(anat, kid, kp)

@@ -10,11 +10,9 @@ same continuous anatomy defines the labels of every image, whatever its grid.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
-
 from sirtjax.phantom.config import ImageGrid
 from sirtjax.phantom.deform import to_canonical
-from sirtjax.phantom.raster import Canonical
+from sirtjax.phantom.raster import Canonical, Field
 from sirtjax.phantom.shapes import rotation_matrix
 from sirtjax.volume import Volume, make_volume
 
@@ -74,30 +72,96 @@ def world_points(geometry: dict) -> np.ndarray:
     return (idx @ m.T.astype(np.float32) + np.asarray(geometry["origin_mm"], np.float32)).astype(np.float32)
 
 
-def canonical_coords(can: Canonical, posture: dict, geometry: dict) -> np.ndarray:
-    """Continuous canonical array indices (3, z, y, x) in (z, y, x) order of every voxel centre."""
-    q = to_canonical(posture, world_points(geometry))
-    idx = (q - can.origin_mm.astype(np.float32)) / np.float32(can.spacing_mm)
-    return np.moveaxis(idx[..., ::-1], -1, 0)
+def _trilinear(volume: np.ndarray, iz: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
+    """Trilinear samples (M,) float32 of a (z, y, x) array at continuous indices iz, iy, ix (M,)
+    lying inside the array (callers clip)."""
+    dims = volume.shape
+    v = volume.reshape(-1)
+    strides = (dims[1] * dims[2], dims[2], 1)
+    base = np.zeros(iz.shape, np.int64)
+    frac = []
+    for c, n, stride in zip((iz, iy, ix), dims, strides):
+        low = np.minimum(c.astype(np.int64), max(n - 2, 0))  # c >= 0, so truncation is floor
+        frac.append((c - low).astype(np.float32))
+        base += low * stride
+    fz, fy, fx = frac
+    sz, sy, sx = (s if n > 1 else 0 for s, n in zip(strides, dims))
+
+    def along_x(offset: int) -> np.ndarray:
+        lo = v[base + offset].astype(np.float32)
+        return lo + (v[base + offset + sx] - lo) * fx
+
+    rows = [along_x(o) for o in (0, sy, sz, sz + sy)]
+    c0 = rows[0] + (rows[1] - rows[0]) * fy
+    c1 = rows[2] + (rows[3] - rows[2]) * fy
+    return c0 + (c1 - c0) * fz
 
 
-def sample(volume: np.ndarray, coords: np.ndarray, order: int) -> np.ndarray:
-    """Sample a canonical array at continuous indices (3, ...); border values extend outwards."""
-    if order == 1:
-        volume = volume.astype(np.float32, copy=False)
-    return ndimage.map_coordinates(volume, coords, order=order, mode="nearest", prefilter=False)
+def _nearest(volume: np.ndarray, iz: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
+    """Nearest-neighbour samples (M,) of a (z, y, x) array at continuous indices inside it."""
+    dims = volume.shape
+    flat = np.rint(iz).astype(np.int64) * (dims[1] * dims[2]) + np.rint(iy).astype(np.int64) * dims[2] + np.rint(ix).astype(np.int64)
+    return volume.reshape(-1)[flat]
 
 
-def anatomical_labels(can: Canonical, coords: np.ndarray, geometry: dict, landmarks: list[dict], lesion_ids: set[int]) -> dict[str, np.ndarray]:
+class CanonicalSampler:
+    """Samples canonical arrays at the canonical positions of an image's voxel centres.
+
+    The positions are computed once (inverse posture); positions outside the canonical grid take
+    the border value. Fields (arrays stored over a sub-box) are only interpolated at the voxels
+    that fall inside their box, the others get the field's outside value.
+    """
+
+    def __init__(self, can: Canonical, posture: dict, geometry: dict):
+        self.points_mm = to_canonical(posture, world_points(geometry))  # (z, y, x, 3) canonical mm
+        self.shape = self.points_mm.shape[:3]
+        flat = self.points_mm.reshape(-1, 3)
+        self._idx = [
+            np.clip((flat[:, axis] - np.float32(can.origin_mm[axis])) / np.float32(can.spacing_mm), 0.0, np.float32(n - 1))
+            for axis, n in zip((2, 1, 0), can.tissue.shape)
+        ]  # continuous canonical indices, (z, y, x) order
+
+    def linear(self, volume: np.ndarray) -> np.ndarray:
+        """Trilinear samples (z, y, x) float32 of a full canonical array."""
+        return _trilinear(volume, *self._idx).reshape(self.shape)
+
+    def nearest(self, volume: np.ndarray) -> np.ndarray:
+        """Nearest-neighbour samples (z, y, x) of a full canonical array (keeps its dtype)."""
+        return _nearest(volume, *self._idx).reshape(self.shape)
+
+    def _inside(self, field: Field) -> tuple[np.ndarray, list[np.ndarray]]:
+        sel = None
+        for c, start, n in zip(self._idx, field.start, field.array.shape):
+            ok = (c >= np.float32(start)) & (c <= np.float32(start + n - 1))
+            sel = ok if sel is None else sel & ok
+        sel = np.flatnonzero(sel)
+        return sel, [c[sel] - np.float32(start) for c, start in zip(self._idx, field.start)]
+
+    def field_linear(self, field: Field) -> np.ndarray:
+        """Trilinear samples (z, y, x) float32 of a Field."""
+        out = np.full(self._idx[0].shape, field.outside, np.float32)
+        sel, local = self._inside(field)
+        out[sel] = _trilinear(field.array, *local)
+        return out.reshape(self.shape)
+
+    def field_nearest(self, field: Field) -> np.ndarray:
+        """Nearest-neighbour samples (z, y, x) of a Field (keeps its dtype)."""
+        out = np.full(self._idx[0].shape, field.outside, field.array.dtype)
+        sel, local = self._inside(field)
+        out[sel] = _nearest(field.array, *local)
+        return out.reshape(self.shape)
+
+
+def anatomical_labels(can: Canonical, sampler: CanonicalSampler, geometry: dict, landmarks: list[dict], lesion_ids: set[int]) -> dict[str, np.ndarray]:
     """Label maps (z, y, x) uint8 of one image: liver, lesions (instances 1..n), lungs, labels.
 
     Every landmark whose centre lies in the grid gets at least the voxel nearest to its centre,
     so tiny clips stay visible on coarse grids. landmarks: [{"id", "world_mm"}] in this session.
     """
-    liver = sample(can.liver_sdf, coords, 1) < 0
-    lungs = sample(can.lungs_sdf, coords, 1) < 0
-    inside = sample(can.landmark_sdf, coords, 1) < 0
-    ids = np.where(inside, sample(can.landmark_id, coords, 0), 0).astype(np.uint8)
+    liver = sampler.field_linear(can.liver_sdf) < 0
+    lungs = sampler.field_linear(can.lungs_sdf) < 0
+    inside = sampler.field_linear(can.landmark_sdf) < 0
+    ids = np.where(inside, sampler.field_nearest(can.landmark_id), 0).astype(np.uint8)
     m = np.linalg.inv(np.asarray(geometry["direction"]) * np.asarray(geometry["spacing_mm"]))
     for lm in landmarks:
         ijk = np.rint(m @ (np.asarray(lm["world_mm"]) - np.asarray(geometry["origin_mm"]))).astype(int)

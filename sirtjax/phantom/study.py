@@ -53,7 +53,7 @@ def _pv_volume_ml(sdf: np.ndarray, spacing_mm: float, where: np.ndarray | None =
 
 
 def _liver_z_range(can: Canonical) -> tuple[float, float]:
-    zs = np.flatnonzero((can.liver_sdf < 0).any(axis=(1, 2)))
+    zs = np.flatnonzero((can.liver_sdf.array < 0).any(axis=(1, 2))) + can.liver_sdf.start[0]
     return float(can.origin_mm[2] + zs[0] * can.spacing_mm), float(can.origin_mm[2] + zs[-1] * can.spacing_mm)
 
 
@@ -84,8 +84,8 @@ def generate_study(seed: int, config: PhantomConfig = PhantomConfig(), *, progre
         center_z, crop = sessions.crop_center_z(spec, config.spacing_scale, liver_z, rng["grids"])
         center = to_world(postures[session], np.array([[0.0, anat["body"]["center_xy"][1], center_z]]))[0]
         geom = sessions.place_grid(spec, config.spacing_scale, center, offsets[session], rng["grids"])
-        coords = sessions.canonical_coords(can, postures[session], geom)
-        arrays = _image_arrays(name, config, can, coords, geom, truth, landmarks, rng["noise"])
+        sampler = sessions.CanonicalSampler(can, postures[session], geom)
+        arrays = _image_arrays(name, config, can, sampler, geom, truth, landmarks, rng["noise"])
         for stem, array in arrays.items():
             images[stem] = sessions.grid_volume(geom, array)
         truth["images"][name] = {"session": session, **geom, "crop": crop}
@@ -111,7 +111,7 @@ def _landmarks(anat: dict, postures: dict) -> list[dict]:
 
 def _truth_core(seed, config, anat, can, postures, landmarks, rng) -> dict:
     h = can.spacing_mm
-    liver_ml = _pv_volume_ml(can.liver_sdf, h)
+    liver_ml = _pv_volume_ml(can.liver_sdf.array, h)
     lo, hi = np.log(config.tumour_to_normal[0]), np.log(config.tumour_to_normal[1])
     lesions = []
     for les in anat["lesions"]:
@@ -119,7 +119,7 @@ def _truth_core(seed, config, anat, can, postures, landmarks, rng) -> dict:
         lesions.append({
             "id": les["id"],
             "instance": les["id"] - 1,
-            "volume_ml": _pv_volume_ml(can.landmark_sdf, h, can.landmark_id == les["id"]),
+            "volume_ml": _pv_volume_ml(can.landmark_sdf.array, h, can.landmark_id.array == les["id"]),
             "diameter_mm": 2 * float(np.mean(les["radii"])),
             "necrotic": les["necrotic_fraction"] > 0,
             "enhancement": les["enhancement"],
@@ -149,28 +149,27 @@ def _truth_core(seed, config, anat, can, postures, landmarks, rng) -> dict:
     }
 
 
-def _image_arrays(name, config, can, coords, geom, truth, landmarks, rng) -> dict[str, np.ndarray]:
+def _image_arrays(name, config, can, sampler, geom, truth, landmarks, rng) -> dict[str, np.ndarray]:
     session = IMAGE_SESSION[name]
     if name in ("maa_spect", "y90_pet"):
-        return {name: _emission(name, config, can, coords, geom, truth, rng)}
+        return {name: _emission(name, config, can, sampler, geom, truth, rng)}
     modality = {"diag_ct": "ce_ct", "diag_mr": "mr_t1"}.get(name, "nc_ct")
     lut = modalities.intensity_lut(truth["intensities"], modality)
-    clean = sessions.sample(lut[can.tissue], coords, 1)
+    clean = sampler.linear(lut[can.tissue])
     if modality == "mr_t1":
-        clean = clean * _clip_voids(coords, can, truth, session)
+        clean = clean * _clip_voids(sampler.points_mm, truth)
         image = modalities.mr_image(rng, clean, config.mr_bias_amplitude, config.mr_noise_fraction, truth["intensities"]["mr_t1"]["LIVER"])
     else:
         noise = config.contrast_ct_noise_hu if modality == "ce_ct" else config.ct_noise_hu
         image = modalities.ct_image(rng, clean, noise)
     lesion_ids = {les["id"] for les in truth["lesions"]}
     here = [{"id": lm["id"], "world_mm": lm["world_mm"][session]} for lm in landmarks]
-    labels = sessions.anatomical_labels(can, coords, geom, here, lesion_ids)
+    labels = sessions.anatomical_labels(can, sampler, geom, here, lesion_ids)
     return {name: image, **{f"{name}_{k}": v for k, v in labels.items()}}
 
 
-def _clip_voids(coords: np.ndarray, can: Canonical, truth: dict, session: str) -> np.ndarray:
-    """MR susceptibility voids: 1 - Gaussian holes of 4 mm sigma around each clip (canonical)."""
-    q = np.moveaxis(coords, 0, -1)[..., ::-1] * np.float32(can.spacing_mm) + can.origin_mm.astype(np.float32)
+def _clip_voids(q: np.ndarray, truth: dict) -> np.ndarray:
+    """MR susceptibility voids at canonical points q (..., 3): 1 - a 4 mm Gaussian hole per clip."""
     factor = np.ones(q.shape[:-1], np.float32)
     for clip in truth["anatomy"]["clips"]:
         d2 = np.sum((q - np.asarray(clip["center"], np.float32)) ** 2, axis=-1)
@@ -178,11 +177,11 @@ def _clip_voids(coords: np.ndarray, can: Canonical, truth: dict, session: str) -
     return factor
 
 
-def _emission(name, config, can, coords, geom, truth, rng) -> np.ndarray:
+def _emission(name, config, can, sampler, geom, truth, rng) -> np.ndarray:
     tracer = "maa" if name == "maa_spect" else "y90"
-    tissue = sessions.sample(can.tissue, coords, 0)
-    liver = sessions.sample(can.liver_sdf, coords, 1) < 0
-    lungs = (sessions.sample(can.lungs_sdf, coords, 1) < 0) & ~liver
+    tissue = sampler.nearest(can.tissue)
+    liver = sampler.field_linear(can.liver_sdf) < 0
+    lungs = (sampler.field_linear(can.lungs_sdf) < 0) & ~liver
     body = (tissue != Tissue.AIR) & (tissue != Tissue.GAS) & ~liver & ~lungs
     ratios = [les[f"tn_ratio_{tracer}"] for les in truth["lesions"]]
     weight = modalities.uptake_lut(ratios, config.necrotic_uptake)[tissue] * liver
