@@ -6,7 +6,8 @@ Definitions (all voxels of a grid have the same volume, so volume fractions are 
     So D_100 is the minimum and D_0 the maximum; no interpolation between voxels.
   - ``V_x`` (x in Gy): percentage of the VOI's voxels receiving at least x Gy (``d >= x``).
   - DVH: per VOI, the fraction of its voxels in each dose bin ``[e_b, e_(b+1))`` of a common linear
-    grid from 0 to a rounded-up maximum; cumulative DVH: the fraction with ``d >= e_b``.
+    grid from 0 to a rounded-up maximum; cumulative DVH: the fraction with ``d >= e_b``. Negative
+    doses (never produced by sirtjax) lie below the grid and are in no bin.
   - Empty VOI (a label with no voxel): count and volume 0, every dose statistic NaN (``to_records``
     turns NaN into None for JSON).
 
@@ -122,7 +123,8 @@ def _pass_select(dose, labels, lookup, bin_width, *, num_labels: int, num_pairs:
     idx = jnp.where(pair >= 0, pair * _RADIX + lo, num_pairs * _RADIX)
     hist_lo = jnp.bincount(idx, length=(num_pairs + 1) * _RADIX).reshape(num_pairs + 1, _RADIX)[:num_pairs]
     b = jnp.clip(jnp.floor(d / bin_width), 0, num_bins - 1).astype(jnp.int32)
-    dvh = jnp.bincount(seg * num_bins + b, length=(num_labels + 1) * num_bins).reshape(num_labels + 1, num_bins)
+    in_grid = jnp.where(d >= 0, seg, num_labels)  # negative doses lie below the grid
+    dvh = jnp.bincount(in_grid * num_bins + b, length=(num_labels + 1) * num_bins).reshape(num_labels + 1, num_bins)
     return hist_lo, dvh[:num_labels]
 
 

@@ -1,0 +1,179 @@
+"""``sirtjax dose`` and ``sirtjax prescribe`` end to end: files, geometry, report, one-line errors."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from sirtjax.cli import main
+from sirtjax.io import write_volume
+from sirtjax.volume import make_volume
+
+SPACING = (4.42, 4.42, 3.0)
+ORIGIN = (12.0, -40.0, 7.5)
+DIRECTION = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # rotated 90 degrees about z
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """SPECT counts, liver, lesions (on a finer grid), lungs; anisotropic, rotated grid."""
+    d = tmp_path_factory.mktemp("study")
+    rng = np.random.default_rng(0)
+    shape = (24, 20, 22)
+    liver = np.zeros(shape, np.uint8)
+    liver[4:16, 4:16, 4:18] = 1
+    lungs = np.zeros(shape, np.uint8)
+    lungs[18:23, 4:16, 4:18] = 1
+    lesion_vox = np.zeros(shape, np.uint8)
+    lesion_vox[6:10, 6:9, 6:10] = 1
+    lesion_vox[11:14, 10:14, 12:16] = 2
+    counts = rng.poisson(50, shape).astype(np.float32) * (liver + 3 * (lesion_vox > 0)) + rng.poisson(5, shape) * lungs
+    grid = dict(spacing_mm=SPACING, origin_mm=ORIGIN, direction=DIRECTION)
+    write_volume(make_volume(counts, **grid), d / "spect.nii.gz")
+    write_volume(make_volume(liver, **grid), d / "liver.nii.gz")
+    write_volume(make_volume(lungs, **grid), d / "lungs.nii.gz")
+    # lesions on a grid twice as fine in x and y, same first-voxel corner: resampled by the CLI
+    fine = np.repeat(np.repeat(lesion_vox, 2, 1), 2, 2)
+    fine_origin = np.asarray(ORIGIN) + DIRECTION @ (np.array([-0.25, -0.25, 0.0]) * np.asarray(SPACING) * 2)
+    write_volume(make_volume(fine, (2.21, 2.21, 3.0), fine_origin * 1.0, DIRECTION), d / "lesions_fine.nii.gz")
+    write_volume(make_volume(np.zeros(shape, np.uint8), **grid), d / "empty.nii.gz")
+    far = make_volume(liver, SPACING, (5000.0, 5000.0, 5000.0), DIRECTION)
+    write_volume(far, d / "far_liver.nii.gz")
+    pet = (counts * 1e4).astype(np.float32)
+    pet[0, 0, 0] = -1e4
+    write_volume(make_volume(pet, **grid), d / "pet.nii.gz")
+    return d
+
+
+def run(args, capsys):
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_dose_vsv_writes_all_outputs_on_the_activity_grid(study, tmp_path, capsys):
+    out = tmp_path / "vsv"
+    code, stdout, err = run([
+        "dose", str(study / "spect.nii.gz"), "--liver", str(study / "liver.nii.gz"),
+        "--lesions", str(study / "lesions_fine.nii.gz"), "--lung", str(study / "lungs.nii.gz"),
+        "--activity-gbq", "1.5", "--constants", "resin", "-o", str(out)], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["dose.nii.gz", "dvh.csv", "dvh.png", "report.json"]
+    img = sitk.ReadImage(str(out / "dose.nii.gz"))  # geometry read by SimpleITK, not by sirtjax
+    np.testing.assert_allclose(img.GetSpacing(), SPACING, rtol=1e-6)
+    np.testing.assert_allclose(img.GetOrigin(), ORIGIN, atol=1e-4)
+    np.testing.assert_allclose(np.reshape(img.GetDirection(), (3, 3)), DIRECTION, atol=1e-6)
+    assert sitk.GetArrayFromImage(img).shape == (24, 20, 22)
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"] == "vsv" and report["constants"]["name"] == "resin"
+    assert report["kernel"]["method"] == "point-kernel"
+    assert report["masks"]["lesions"]["resampled_nearest"] is True
+    assert report["masks"]["liver"]["resampled_nearest"] is False
+    names = [v["name"] for v in report["vois"]]
+    assert names == ["liver", "normal_liver", "lesion_1", "lesion_2", "lungs"]
+    assert report["input"]["lsf_source"].startswith("counts")
+    assert 0 < report["input"]["lung_shunt_fraction"] < 0.2
+    assert set(report["vois"][2]) >= {"D70_gy", "D50_gy", "V70_pct", "V100_pct", "V120_pct", "mean_gy", "volume_ml"}
+    lesion, normal = report["vois"][2], report["vois"][1]
+    assert lesion["mean_gy"] > 2 * normal["mean_gy"]  # 4x the counts concentration
+    assert lesion["volume_ml"] == pytest.approx(48 * np.prod(SPACING) / 1000)
+    with open(out / "dvh.csv") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["dose_gy"] + [f"{n}_volume_pct" for n in names]
+    assert float(rows[1][1]) == 100.0 and len(rows) == 501
+    assert (out / "dvh.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "lesion_1" in stdout and "lung dose" in stdout
+
+
+def test_dose_ldm_mean_equals_the_mono_compartment_formula(study, tmp_path, capsys):
+    out = tmp_path / "ldm"
+    code, _, err = run([
+        "dose", str(study / "spect.nii.gz"), "--liver", str(study / "liver.nii.gz"), "--model", "ldm",
+        "--activity-gbq", "2", "--lung-shunt", "0.1", "--liver-density", "1.05", "-o", str(out)], capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    liver = report["vois"][0]
+    mass_kg = liver["volume_ml"] * 1.05 / 1000
+    # LDM conserves activity, so the liver's mean dose is thesis eq. 1.4: F (1 - LSF) A / M
+    assert liver["mean_gy"] == pytest.approx(49.4293 * 0.9 * 2 / mass_kg, rel=1e-4)
+    assert report["lung"]["mass_source"] == "conventional 1 kg"
+    assert report["lung"]["dose_gy"] == pytest.approx(49.4293 * 0.1 * 2, rel=1e-4)
+
+
+def test_dose_from_pet(study, tmp_path, capsys):
+    out = tmp_path / "pet"
+    code, _, err = run(["dose", str(study / "pet.nii.gz"), "--liver", str(study / "liver.nii.gz"),
+                        "--input", "bq-per-ml", "--model", "ldm", "-o", str(out)], capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["input"]["negative_activity_removed_gbq"] == pytest.approx(1e4 * np.prod(SPACING) * 1e-12, rel=1e-5)
+    assert "negative_activity_removed" in {w["code"] for w in report["warnings"]}
+    assert report["lung"] is None
+
+
+@pytest.mark.parametrize("extra, culprit, message", [
+    ([], "--activity-gbq", "need the administered activity"),
+    (["--activity-gbq", "-1"], "--activity-gbq", "must be positive"),
+    (["--activity-gbq", "1", "--lung-shunt", "1.2"], "--lung-shunt", "[0, 1)"),
+    (["--activity-gbq", "1", "--input", "bq-per-ml"], "--activity-gbq", "absolute"),
+    (["--activity-gbq", "1", "--dx", "70,150"], "--dx", "percentages"),
+    (["--activity-gbq", "1", "--model", "mc"], "", "mc"),
+])
+def test_dose_bad_parameters(study, tmp_path, capsys, extra, culprit, message):
+    code, _, err = run(["dose", str(study / "spect.nii.gz"), "--liver", str(study / "liver.nii.gz"),
+                        "-o", str(tmp_path / "x")] + extra, capsys)
+    assert code == 2 and message in err and culprit in err
+    assert "Traceback" not in err and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("liver_file, message", [
+    ("empty.nii.gz", "empty"), ("far_liver.nii.gz", "does not overlap"), ("missing.nii.gz", "no such file")])
+def test_dose_bad_masks(study, tmp_path, capsys, liver_file, message):
+    code, _, err = run(["dose", str(study / "spect.nii.gz"), "--liver", str(study / liver_file),
+                        "--activity-gbq", "1", "-o", str(tmp_path / "x")], capsys)
+    assert code == 2 and message in err and liver_file in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_prescribe_worked_check_json(capsys):
+    code, out, err = run(["prescribe", "--dose-gy", "40", "--normal-ml", "1300", "--tumour-ml", "200", "--tn", "3",
+                          "--lsf", "0.1", "--density", "1.0", "--constants", "resin", "--json"], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    assert round(r["activity_gbq"], 3) == 1.700 and round(r["lung_dose_gy"], 2) == 8.44
+    assert [round(c["dose_gy"], 6) for c in r["compartments"]] == [40.0, 120.0]
+    assert r["constants"]["name"] == "resin" and r["inputs"]["lsf_source"] == "given"
+
+
+def test_prescribe_bsa_table_and_from_masks(study, capsys):
+    code, out, err = run(["prescribe", "--method", "bsa", "--height-m", "1.75", "--weight-kg", "75",
+                          "--liver-ml", "1500", "--tumour-ml", "200", "--lung-counts", "40", "--liver-counts", "160"], capsys)
+    assert code == 0, err
+    assert "bsa_m2: 1.903" in out and "lung shunt 20.0 %" in out and "reduced to 60 %" in out
+    code, out, err = run(["prescribe", "--spect", str(study / "spect.nii.gz"), "--liver", str(study / "liver.nii.gz"),
+                          "--lesions", str(study / "lesions_fine.nii.gz"), "--lung", str(study / "lungs.nii.gz"),
+                          "--dose-gy", "40", "--json"], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    tn = [t["tn_ratio"] for t in r["inputs"]["measured"]["tumours"]]
+    assert len(tn) == 2 and all(3.0 < x < 5.0 for x in tn)  # counts 4x inside lesions, Poisson noise
+    assert r["inputs"]["lsf_source"].startswith("SPECT")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dose-gy", "40", "--normal-ml", "1300", "--tumour-ml", "200"], "T/N"),
+    (["--dose-gy", "40"], "--liver-ml"),
+    (["--normal-ml", "1300"], "--dose-gy"),
+    (["--dose-gy", "40", "--liver-ml", "100", "--tumour-ml", "200", "--tn", "2"], "not positive"),
+    (["--method", "bsa", "--liver-ml", "1500", "--weight-kg", "70"], "--height-m"),
+    (["--dose-gy", "40", "--liver-ml", "1500", "--lsf", "0.1", "--lung-counts", "3"], "not both"),
+])
+def test_prescribe_bad_input(capsys, args, message):
+    code, _, err = run(["prescribe"] + args, capsys)
+    assert code == 2 and message in err and "Traceback" not in err
