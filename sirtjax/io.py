@@ -291,6 +291,7 @@ def _dicom_series_tags(vol: Volume) -> list[tuple[str, str]]:
     return [
         ("0020|000e", f"{uid_root}.2.{stamp}"),  # series instance UID (first: used for SOP UIDs)
         ("0020|000d", f"{uid_root}.1.{stamp}"),  # study instance UID
+        ("0020|0052", f"{uid_root}.3.{stamp}"),  # frame of reference UID: slices share one space
         ("0008|0060", "OT"),
         ("0008|0008", "DERIVED\\SECONDARY"),
         ("0020|0037", orientation),
