@@ -72,11 +72,13 @@ def sample_anatomy(rng: np.random.Generator, config: PhantomConfig) -> dict:
     }
     anat["lungs"] = {"wall_mm": 20.0, "apex_z": _u(rng, 300.0, 320.0), "taper_start_z": 200.0, "taper": 0.6}
     anat["mediastinum"] = {"center_xy": [_u(rng, 4, 14), cy - 10.0], "half_widths": [_u(rng, 24, 32), b * 1.2]}
-    s = _u(rng, 0.9, 1.12) * (height_cm / 175.0) ** 0.5
+    s = _u(rng, 0.92, 1.1) * (height_cm / 175.0) ** 0.3
+    ac = a - fat - anat["body"]["muscle_mm"]  # half-widths of the abdominal cavity
+    bc = b - fat - anat["body"]["muscle_mm"]
     left_scale = _u(rng, 0.7, 1.3)
     anat["liver"] = {
-        "right": _ellipsoid(rng, [-64.0, cy - 5.0, zr - 78.0], [70.0, 86.0, 98.0], [0.0, 25.0, 8.0], s),
-        "left": _ellipsoid(rng, [8.0 + 10 * (left_scale - 1), cy - 52.0, zr - 55.0], [80.0 * left_scale, 40.0, 40.0], [0.0, 12.0, -22.0], s),
+        "right": _ellipsoid(rng, [-0.52 * ac, cy - 0.15 * bc, zr - 78.0], [0.57 * ac, 0.92 * bc, 98.0], [0.0, 25.0, 8.0], s),
+        "left": _ellipsoid(rng, [0.1 * ac, cy - 0.62 * bc, zr - 52.0], [0.55 * ac * left_scale, 0.4 * bc, 32.0], [0.0, 12.0, -22.0], s),
         "blend_mm": _u(rng, 20.0, 35.0),
         "deformation": {
             "centers": [_jit(rng, [-40.0, cy - 20.0, zr - 70.0], 60.0) for _ in range(6)],
@@ -104,7 +106,7 @@ def _seg(a, b, ra, rb=None) -> dict:
 
 def _sample_vessels(rng, anat, ys, cy, zr, zl) -> dict:
     aorta_x, ivc_x = _u(rng, 12, 22), _u(rng, -28, -20)
-    ivc_top = [ivc_x + 2.0, ys - 45.0, zr + 25.0]
+    ivc_top = [ivc_x + 2.0, ys - 34.0, zr + 25.0]
     confluence = _jit(rng, [4.0, cy - 10.0, zr - 165.0], 6.0)
     hilum = _jit(rng, [-32.0, cy - 18.0, zr - 112.0], 6.0)
     right_end = _jit(rng, [-92.0, cy - 5.0, zr - 92.0], 8.0)
@@ -117,7 +119,7 @@ def _sample_vessels(rng, anat, ys, cy, zr, zl) -> dict:
         for _ in range(3):
             d = axis + rng.normal(0, 0.7, 3)
             portal.append(_seg(end, np.asarray(end) + d / np.linalg.norm(d) * _u(rng, 25, 45), 3.5, 2.0))
-    junction = [ivc_x, ys - 45.0, zr - 12.0]
+    junction = [ivc_x, ys - 34.0, zr - 12.0]
     hepatic = [
         _seg(junction, _jit(rng, [-128.0, cy + 12.0, zr - 72.0], 8.0), 6.0, 2.5),
         _seg(junction, _jit(rng, [-58.0, cy - 78.0, zr - 95.0], 8.0), 5.5, 2.5),
@@ -125,7 +127,7 @@ def _sample_vessels(rng, anat, ys, cy, zr, zl) -> dict:
     ]
     return {
         "aorta": _seg([aorta_x, ys - 42.0, -300.0], [aorta_x, ys - 42.0, zl + 120.0], _u(rng, 10.5, 13.0)),
-        "ivc": _seg([ivc_x, ys - 40.0, -300.0], ivc_top, _u(rng, 10.0, 12.5)),
+        "ivc": _seg([ivc_x, ys - 30.0, -300.0], ivc_top, _u(rng, 10.0, 12.5)),
         "portal": portal,
         "hepatic": hepatic,
     }

@@ -69,7 +69,7 @@ class PhantomConfig:
     hyperenhancing_probability: float = 0.3
     n_clips: tuple[int, int] = (2, 4)
     clip_label_radius_mm: float = 5.0
-    liver_deformation_mm: float = 10.0
+    liver_deformation_mm: float = 12.0
     # postures (session world frame vs canonical)
     rotation_max_deg: float = 4.0
     translation_max_mm: tuple[float, float, float] = (30.0, 30.0, 60.0)

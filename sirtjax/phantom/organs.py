@@ -114,7 +114,7 @@ def liver(anat: dict, p: Point) -> np.ndarray:
     f = np.maximum(f, cavity(anat, p) + 2.0)
     for other in (
         great_vessel(anat, "ivc", p),
-        gallbladder(anat, p),
+        _ell(q, anat["gallbladder"]),
         stomach(anat, p),
         kidney(anat, 0, p),
         spine_block(anat, p),

@@ -53,12 +53,17 @@ def capsule(p: Point, a: Sequence[float], b: Sequence[float], radius_a: float, r
 
 
 def superellipse_xy(p: Point, center_xy: Sequence[float], half_widths: Sequence[float], exponent: float) -> np.ndarray:
-    """Infinite cylinder along z with a superelliptic cross-section |x/a|^n + |y/b|^n = 1."""
+    """Infinite cylinder along z with a superelliptic cross-section |x/a|^n + |y/b|^n = 1.
+
+    The distance is the first-order estimate (r - 1) / |grad r| of the superelliptic radius r.
+    """
     a, b = (np.float32(v) for v in half_widths)
-    u = np.abs(p[0] - np.float32(center_xy[0])) / a
-    v = np.abs(p[1] - np.float32(center_xy[1])) / b
-    r = (u**exponent + v**exponent) ** (1.0 / exponent)
-    return (r - 1.0) * np.minimum(a, b)
+    n = np.float32(exponent)
+    u = np.abs(p[0] - np.float32(center_xy[0])) / a + np.float32(1e-6)
+    v = np.abs(p[1] - np.float32(center_xy[1])) / b + np.float32(1e-6)
+    r = (u**n + v**n) ** (1.0 / n)
+    grad = np.sqrt((u ** (n - 1) / a) ** 2 + (v ** (n - 1) / b) ** 2)
+    return (r - 1.0) * r ** (n - 1) / grad
 
 
 def smooth_union(a: np.ndarray, b: np.ndarray, k_mm: float) -> np.ndarray:
