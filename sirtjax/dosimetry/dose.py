@@ -73,6 +73,18 @@ def padded_shape(shape: tuple[int, ...], kernel_shape: tuple[int, ...]) -> tuple
     return tuple(scipy.fft.next_fast_len(n + m - 1, real=True) for n, m in zip(shape, kernel_shape))
 
 
+def _small_kernel_rfftn(kernel: jax.Array, shape: tuple[int, int, int]) -> jax.Array:
+    """rfftn of a small kernel zero-padded to shape, as three small DFT products (cheaper than an FFT)."""
+    out = kernel.astype(jnp.complex64)
+    for axis, n in enumerate(shape):  # z, y, then x (the real-FFT half-axis)
+        freqs = n // 2 + 1 if axis == 2 else n
+        taps = kernel.shape[axis]
+        phase = (jnp.arange(taps)[:, None] * jnp.arange(freqs)[None, :]) % n  # exact integer phase
+        dft = jnp.exp(-2j * jnp.pi * phase.astype(jnp.float32) / n).astype(jnp.complex64)  # (taps, freqs)
+        out = jnp.moveaxis(jnp.tensordot(out, dft, axes=([axis], [0])), -1, axis)
+    return out
+
+
 @jax.jit
 def convolve_same(volume: jax.Array, kernel: jax.Array) -> jax.Array:
     """Linear 3D convolution of a (z, y, x) array with a centred odd kernel; same shape, float32.
@@ -82,7 +94,7 @@ def convolve_same(volume: jax.Array, kernel: jax.Array) -> jax.Array:
     volume = jnp.asarray(volume, jnp.float32)
     kernel = jnp.asarray(kernel, jnp.float32)
     shape = padded_shape(volume.shape, kernel.shape)
-    spectrum = jnp.fft.rfftn(volume, shape) * jnp.fft.rfftn(kernel, shape)
+    spectrum = jnp.fft.rfftn(volume, shape) * _small_kernel_rfftn(kernel, shape)
     full = jnp.fft.irfftn(spectrum, shape)
     start = [(m - 1) // 2 for m in kernel.shape]
     return jax.lax.dynamic_slice(full, start, volume.shape)

@@ -11,7 +11,8 @@ Definitions (all voxels of a grid have the same volume, so volume fractions are 
   - Empty VOI (a label with no voxel): count and volume 0, every dose statistic NaN (``to_records``
     turns NaN into None for JSON).
 
-Method, without sorting and without a Python loop over voxels: doses are mapped to order-preserving
+Method, without sorting and without a Python loop over voxels: the voxels of the VOIs are gathered
+(on the host, padded to a power of two so that few sizes get compiled), their doses mapped to order-preserving
 32-bit keys. One pass of ``bincount`` per label over the high 16 bits gives each VOI's counts and
 locates, for every requested rank k, the 16-bit bucket holding the k-th largest dose; a second pass
 histograms the low 16 bits of just the voxels in those buckets, which pins the exact dose (radix
@@ -128,6 +129,17 @@ def _pass_select(dose, labels, lookup, bin_width, *, num_labels: int, num_pairs:
     return hist_lo, dvh[:num_labels]
 
 
+def _compact(dose: np.ndarray, labels: np.ndarray, num_labels: int) -> tuple[jax.Array, jax.Array]:
+    """The voxels of labels 1..num_labels only, zero-padded (label 0) to a power of two (few compilations)."""
+    keep = np.flatnonzero((labels >= 1) & (labels <= num_labels))
+    size = 1 << max(10, int(keep.size - 1).bit_length())
+    d = np.zeros(size, np.float32)
+    lab = np.zeros(size, np.int32)
+    d[: keep.size] = dose[keep]
+    lab[: keep.size] = labels[keep]
+    return jnp.asarray(d), jnp.asarray(lab)
+
+
 def _nice_ceil(v: float) -> float:
     if not np.isfinite(v) or v <= 0:
         return 1.0
@@ -163,17 +175,17 @@ def voi_statistics(
     ``num_labels`` defaults to the largest label. Voxels of overlapping VOIs can be given by
     concatenating flattened (dose, label) arrays. Dose must be finite (ValueError otherwise).
     """
-    dose = jnp.asarray(dose_gy, jnp.float32)
-    labels = jnp.asarray(labels)
-    if dose.shape != labels.shape:
-        raise ValueError(f"dose {dose.shape} and labels {labels.shape} differ in shape")
-    if not jnp.issubdtype(labels.dtype, jnp.integer) and not jnp.issubdtype(labels.dtype, jnp.bool_):
+    labels = np.asarray(labels)
+    if np.shape(dose_gy) != labels.shape:
+        raise ValueError(f"dose {np.shape(dose_gy)} and labels {labels.shape} differ in shape")
+    if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != np.bool_:
         raise ValueError(f"labels must be integers, got {labels.dtype}")
-    if dose.size >= 2**31:
+    if labels.size >= 2**31:
         raise ValueError("more than 2**31 voxels are not supported")
-    num_labels = int(jnp.max(labels)) if num_labels is None else int(num_labels)
+    num_labels = int(labels.max(initial=0)) if num_labels is None else int(num_labels)
     if num_labels < 1:
         raise ValueError("no VOI: the label map has no label >= 1")
+    dose, labels = _compact(np.asarray(dose_gy, np.float32).ravel(), labels.ravel(), num_labels)
     dose_levels = tuple(float(x) for x in dose_levels_pct)
     if any(not 0.0 <= x <= 100.0 for x in dose_levels):
         raise ValueError(f"D_x levels must be percentages in [0, 100], got {dose_levels}")
