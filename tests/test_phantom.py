@@ -201,3 +201,26 @@ def test_truth_records_volumes_and_parameters(study):
 def test_bad_seed_is_rejected():
     with pytest.raises(ValueError, match="seed"):
         generate_study(-1, PhantomConfig.small())
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"spacing_scale": 0.0}, {"n_lesions": (3, 1)}, {"spect_fwhm_mm": -1.0}, {"lung_shunt_fraction": (0.1, 1.0)}, {"necrotic_uptake": 2.0}],
+)
+def test_config_rejects_absurd_values(overrides):
+    with pytest.raises(ValueError):
+        PhantomConfig(**overrides)
+    with pytest.raises(ValueError, match="direction"):
+        dataclasses.replace(PhantomConfig().maa_ct, direction="sideways")
+
+
+def test_study_without_landmarks_and_with_a_full_liver():
+    empty = generate_study(3, PhantomConfig(spacing_scale=3.0, n_lesions=(0, 0), n_clips=(0, 0)))
+    assert empty.truth["lesions"] == [] and empty.truth["landmarks"] == []
+    for x in ANATOMICAL_IMAGES:
+        assert set(np.unique(empty.images[f"{x}_labels"].array).tolist()) == {0, 1}
+        assert not np.any(empty.images[f"{x}_lesions"].array)
+    crowded = generate_study(3, PhantomConfig(spacing_scale=3.0, n_lesions=(6, 6), lesion_diameter_mm=(50.0, 60.0)))
+    placed = crowded.truth["lesions"]
+    assert crowded.truth["anatomy"]["lesions_drawn"] == 6 and 1 <= len(placed) <= 6
+    assert all(les["diameter_mm"] > 0.87 * 50.0 for les in placed)  # radii jitter by up to 13 %

@@ -153,13 +153,14 @@ def _place_lesions_and_clips(rng: np.random.Generator, config: PhantomConfig, an
     lesions = []
     for _ in range(n_lesions):
         radius = float(np.exp(rng.uniform(lo, hi)) / 2)
-        while True:
+        min_radius = config.lesion_diameter_mm[0] / 2
+        while True:  # shrink towards the smallest diameter until the lesion fits
             free = depth < -(radius * 1.15 + 2.0)
             for c, rc in placed:
                 free &= np.linalg.norm(pts - c, axis=1) > radius * 1.15 + rc + 2.0
-            if free.any() or radius < config.lesion_diameter_mm[0] / 2:
+            if free.any() or radius <= min_radius:
                 break
-            radius *= 0.9
+            radius = max(radius * 0.9, min_radius)
         if not free.any():
             break  # the liver is full: fewer lesions than drawn (recorded in truth)
         center = pts[rng.choice(np.flatnonzero(free))].astype(np.float64)
@@ -176,6 +177,7 @@ def _place_lesions_and_clips(rng: np.random.Generator, config: PhantomConfig, an
             "enhancement": "hyper" if rng.uniform() < config.hyperenhancing_probability else "hypo",
         })
     anat["lesions"] = lesions
+    anat["lesions_drawn"] = n_lesions  # more than len(lesions) when the liver had no room left
     clips = []
     n_clips = int(rng.integers(config.n_clips[0], config.n_clips[1] + 1))
     for _ in range(n_clips):

@@ -46,6 +46,14 @@ class ImageGrid:
     crop_probability: float = 0.0
     oblique_max_deg: float = 8.0
 
+    def __post_init__(self):
+        if len(self.spacing_mm) != 3 or len(self.fov_mm) != 3 or min(self.spacing_mm) <= 0 or min(self.fov_mm) <= 0:
+            raise ValueError(f"ImageGrid needs 3 positive spacings and fields of view, got {self.spacing_mm}, {self.fov_mm}")
+        if self.direction not in ("identity", "flip_xy", "oblique"):
+            raise ValueError(f"unknown direction '{self.direction}' (identity, flip_xy or oblique)")
+        if not 0.0 <= self.crop_probability <= 1.0 or self.jitter_mm < 0 or self.oblique_max_deg < 0:
+            raise ValueError("crop_probability must be in [0, 1]; jitter_mm and oblique_max_deg non-negative")
+
     def size_xyz(self, spacing_scale: float = 1.0) -> tuple[int, int, int]:
         """Number of voxels (x, y, z) covering the field of view at the scaled spacing."""
         return tuple(max(1, int(round(f / (s * spacing_scale)))) for f, s in zip(self.fov_mm, self.spacing_mm))
@@ -106,6 +114,25 @@ class PhantomConfig:
         ("whole_liver", 50.0),
         ("lung_limit", 30.0),
     )
+
+    def __post_init__(self):
+        positive = ("spacing_scale", "canonical_spacing_mm", "spect_counts_per_mbq", "pet_counts_per_gbq", "clip_label_radius_mm")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"PhantomConfig.{name} must be positive, got {getattr(self, name)}")
+        for name in ("spect_fwhm_mm", "pet_fwhm_mm", "ct_noise_hu", "contrast_ct_noise_hu", "mr_noise_fraction", "mr_bias_amplitude", "y90_variation"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"PhantomConfig.{name} must not be negative, got {getattr(self, name)}")
+        ranges = ("n_lesions", "lesion_diameter_mm", "n_clips", "breathing_mm", "maa_activity_mbq", "tumour_to_normal", "lung_shunt_fraction")
+        for name in ranges:
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"PhantomConfig.{name} must be a range 0 <= low <= high, got {(lo, hi)}")
+        if self.lesion_diameter_mm[0] <= 0 or self.tumour_to_normal[0] <= 0 or self.lung_shunt_fraction[1] >= 1:
+            raise ValueError("lesion diameters and tumour-to-normal ratios must be positive, lung shunt fractions below 1")
+        for name in ("necrosis_probability", "hyperenhancing_probability", "body_background_fraction", "necrotic_uptake"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"PhantomConfig.{name} must be in [0, 1], got {getattr(self, name)}")
 
     @classmethod
     def small(cls, **overrides: Any) -> PhantomConfig:

@@ -135,13 +135,13 @@ def activity_fractions(liver_weight: np.ndarray, lungs: np.ndarray, body: np.nda
         (lungs.astype(np.float32), (1 - body_fraction) * lung_shunt, "lungs"),
         (body.astype(np.float32), body_fraction, "body"),
     ]
-    out = np.zeros(liver_weight.shape, np.float64)
+    out = np.zeros(liver_weight.shape, np.float32)
     for weight, share, name in parts:
         total = float(weight.sum(dtype=np.float64))
         if share > 0 and total <= 0:
             raise ValueError(f"the emission field of view holds no {name} voxels")
         if share > 0:
-            out += weight * (share / total)
+            out += weight * np.float32(share / total)
     return out
 
 

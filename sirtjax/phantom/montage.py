@@ -46,8 +46,8 @@ def resample_like(vol: Volume, reference: Volume, order: int = 1) -> np.ndarray:
     m = np.linalg.inv(index_to_world(vol)) @ index_to_world(reference)
     nz, ny, nx = reference.shape
     k, j, i = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
-    idx = np.stack([i, j, k, np.ones_like(i)], axis=0).reshape(4, -1).astype(np.float64)
-    src = (m @ idx)[:3][::-1].reshape(3, nz, ny, nx)
+    idx = np.stack([i, j, k, np.ones_like(i)], axis=0).reshape(4, -1).astype(np.float32)
+    src = (m.astype(np.float32) @ idx)[:3][::-1].reshape(3, nz, ny, nx)
     data = np.asarray(vol.array, np.float32)
     return ndimage.map_coordinates(data, src, order=order, mode="constant", cval=0.0)
 
@@ -85,8 +85,8 @@ def write_montage(images: dict[str, Volume], path: str | Path) -> Path:
             ax.imshow(sl(arr), cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
             if hot is not None:
                 h = sl(hot)
-                top = max(float(np.percentile(hot, 99.9)), 1e-6)
-                ax.imshow(np.ma.masked_less(h, 0.08 * top), cmap="hot", vmin=0, vmax=top, alpha=0.6, aspect=aspect, interpolation="bilinear")
+                top = max(float(hot.max()), 1e-6)
+                ax.imshow(np.ma.masked_less(h, 0.05 * top), cmap="hot", vmin=0, vmax=top, alpha=0.65, aspect=aspect, interpolation="bilinear")
             for name, color in CONTOURS:
                 lab = sl(labels[name])
                 if lab.any() and lab.min() != lab.max():
@@ -94,7 +94,7 @@ def write_montage(images: dict[str, Volume], path: str | Path) -> Path:
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"{title} - {axis}", color="white", fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.97, wspace=0.03, hspace=0.12)
     path = Path(path)
     fig.savefig(path, dpi=80, facecolor="black")
     plt.close(fig)
