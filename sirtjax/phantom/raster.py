@@ -78,6 +78,7 @@ class Canonical:
     lungs_sdf: Field  # float32 mm, negative inside the lungs
     landmark_sdf: Field  # float32 mm, negative inside any landmark (lesion or clip region)
     landmark_id: Field  # uint8: id of the nearest landmark near landmarks, 0 elsewhere
+    liver_texture: Field  # float32, unit-variance smooth noise (4 mm) in liver parenchyma, 0 elsewhere
 
 
 def _crop(full: np.ndarray, where: np.ndarray, outside: float) -> Field:
@@ -175,6 +176,7 @@ def rasterize(anat: dict, spacing_mm: float, clip_label_radius_mm: float, rng: n
         _crop(lungs_sdf, lungs_sdf < FAR, float(FAR)),
         _crop(landmark_sdf, near_landmark, float(FAR)),
         _crop(landmark_id, near_landmark, 0),
+        _liver_texture(tissue, rng, g.spacing),
     )
 
 
@@ -266,8 +268,11 @@ def _paint_ribs(anat: dict, g: _Grid, tissue: np.ndarray) -> None:
 
 def _paint_abdomen(anat: dict, g: _Grid, tissue: np.ndarray, rng: np.random.Generator) -> None:
     zr = anat["diaphragm"]["right"][2]
-    sl, p = g.region((-200, -150, -260), (200, 170, zr - 100.0))
+    top, back = zr - 130.0, anat["spine"]["y"] - 25.0
+    sl, p = g.region((-200, -150, -260), (200, 170, top + 60.0))
     field = _smooth_noise(rng, tuple(int(n) for n in tissue[sl].shape), 7.0 / g.spacing)
+    # bowel loops fill the visceral fat, thinning out upwards and towards the retroperitoneum
+    field = field - np.maximum(p[2] - np.float32(top), 0.0) / 15.0 - np.maximum(p[1] - np.float32(back), 0.0) / 10.0
     visceral = (tissue[sl] == Tissue.FAT) & (organs.cavity(anat, p) < -4.0)
     _paint(tissue, sl, visceral & (field > -0.9), Tissue.BOWEL)
     _paint(tissue, sl, visceral & (field > 2.1), Tissue.GAS)
@@ -296,6 +301,14 @@ def _liver_box(anat: dict) -> tuple[np.ndarray, np.ndarray]:
     margin = 3.0 * float(np.abs(np.asarray(lv["deformation"]["amplitudes"])).max()) + 10.0
     boxes = [_ellipsoid_box(lv[k], margin) for k in ("right", "left")]
     return np.minimum(boxes[0][0], boxes[1][0]), np.maximum(boxes[0][1], boxes[1][1])
+
+
+def _liver_texture(tissue: np.ndarray, rng: np.random.Generator, spacing_mm: float) -> Field:
+    """Smooth parenchymal texture: unit-variance noise of 4 mm correlation inside LIVER voxels."""
+    parenchyma = tissue == Tissue.LIVER
+    box = _crop(parenchyma, parenchyma, 0.0)
+    noise = _smooth_noise(rng, box.array.shape, 4.0 / spacing_mm) * box.array
+    return Field(noise.astype(np.float32), box.start, 0.0)
 
 
 def _paint_liver(anat: dict, g: _Grid, tissue: np.ndarray, liver_sdf: np.ndarray) -> None:

@@ -25,6 +25,8 @@ from sirtjax.phantom.raster import Canonical, Tissue, rasterize
 from sirtjax.volume import Volume
 
 SCHEMA_VERSION = 1
+TEXTURE_FRACTION = {"nc_ct": 0.06, "ce_ct": 0.05, "mr_t1": 0.04}
+"""Standard deviation of the liver parenchyma texture, as a fraction of the liver intensity."""
 STREAMS = ("anatomy", "texture", "postures", "grids", "intensities", "uptake", "noise")
 IMAGE_FILES = tuple(IMAGE_SESSION) + tuple(f"{x}_{k}" for x in ANATOMICAL_IMAGES for k in LABEL_KINDS)
 """Stems of the image files of a study folder (each written as STEM.nii.gz)."""
@@ -156,6 +158,9 @@ def _image_arrays(name, config, can, sampler, geom, truth, landmarks, rng) -> di
     modality = {"diag_ct": "ce_ct", "diag_mr": "mr_t1"}.get(name, "nc_ct")
     lut = modalities.intensity_lut(truth["intensities"], modality)
     clean = sampler.linear(lut[can.tissue])
+    texture = sampler.field_linear(can.liver_texture)
+    liver_value = truth["intensities"][modality]["LIVER"]
+    clean += texture * np.float32(TEXTURE_FRACTION[modality] * abs(liver_value))
     if modality == "mr_t1":
         clean = clean * _clip_voids(sampler.points_mm, truth)
         image = modalities.mr_image(rng, clean, config.mr_bias_amplitude, config.mr_noise_fraction, truth["intensities"]["mr_t1"]["LIVER"])
