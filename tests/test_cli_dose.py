@@ -41,6 +41,10 @@ def study(tmp_path_factory):
     write_volume(make_volume(np.zeros(shape, np.uint8), **grid), d / "empty.nii.gz")
     far = make_volume(liver, SPACING, (5000.0, 5000.0, 5000.0), DIRECTION)
     write_volume(far, d / "far_liver.nii.gz")
+    # CT of water (0 HU) on a 2 mm grid covering the activity grid, and one covering only a corner
+    ct_origin = np.asarray(ORIGIN) - DIRECTION @ np.array([5.0, 5.0, 5.0])
+    write_volume(make_volume(np.zeros((44, 56, 60), np.int16), (2.0, 2.0, 2.0), ct_origin, DIRECTION), d / "ct.nii.gz")
+    write_volume(make_volume(np.zeros((10, 10, 10), np.int16), (2.0, 2.0, 2.0), ct_origin, DIRECTION), d / "ct_small.nii.gz")
     pet = (counts * 1e4).astype(np.float32)
     pet[0, 0, 0] = -1e4
     write_volume(make_volume(pet, **grid), d / "pet.nii.gz")
@@ -93,17 +97,24 @@ def test_dose_vsv_writes_all_outputs_on_the_activity_grid(study, tmp_path, capsy
 
 def test_dose_ldm_mean_equals_the_mono_compartment_formula(study, tmp_path, capsys):
     out = tmp_path / "ldm"
-    code, _, err = run([
-        "dose", str(study / "spect.nii.gz"), "--liver", str(study / "liver.nii.gz"), "--model", "ldm",
-        "--activity-gbq", "2", "--lung-shunt", "0.1", "--liver-density", "1.05", "-o", str(out)], capsys)
+    args = ["dose", str(study / "spect.nii.gz"), "--liver", str(study / "liver.nii.gz"), "--model", "ldm",
+            "--activity-gbq", "2", "--lung-shunt", "0.1"]
+    code, _, err = run(args + ["--liver-density", "1.05", "-o", str(out)], capsys)
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
     liver = report["vois"][0]
-    mass_kg = liver["volume_ml"] * 1.05 / 1000
-    # LDM conserves activity, so the liver's mean dose is thesis eq. 1.4: F (1 - LSF) A / M
-    assert liver["mean_gy"] == pytest.approx(49.4293 * 0.9 * 2 / mass_kg, rel=1e-4)
+    # LDM conserves activity, so the liver's mean dose is thesis eq. 1.4: F (1 - LSF) A / (rho V)
+    assert liver["mean_gy"] == pytest.approx(49.4293 * 0.9 * 2 / (liver["volume_ml"] * 1.05 / 1000), rel=1e-4)
     assert report["lung"]["mass_source"] == "conventional 1 kg"
     assert report["lung"]["dose_gy"] == pytest.approx(49.4293 * 0.1 * 2, rel=1e-4)
+    # with a CT of water on another grid the density is 1.0 g/ml everywhere
+    code, _, err = run(args + ["--ct", str(study / "ct.nii.gz"), "-o", str(tmp_path / "ct")], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "ct" / "report.json").read_text())
+    assert report["density"]["source"] == "ct"
+    assert report["vois"][0]["mean_gy"] == pytest.approx(49.4293 * 0.9 * 2 / (liver["volume_ml"] / 1000), rel=1e-4)
+    code, _, err = run(args + ["--ct", str(study / "ct_small.nii.gz"), "-o", str(tmp_path / "ct2")], capsys)
+    assert code == 2 and "ct_small.nii.gz" in err and "does not cover" in err
 
 
 def test_dose_from_pet(study, tmp_path, capsys):

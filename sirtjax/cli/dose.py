@@ -104,21 +104,30 @@ def dose(
 
 def print_summary(report: dict, console) -> None:
     """Rich table of the per-VOI statistics, then the lung dose and the warnings."""
+    from rich import box
     from rich.table import Table
 
     c = report["constants"]
     table = Table(title=f"{report['model'].upper()} dose, constants {c['name']} ({c['gy_kg_per_gbq']:.2f} Gy kg/GBq)",
-                  caption="doses in Gy; V_x in % of the VOI volume")
+                  caption="volumes in ml, doses in Gy, V_x in % of the VOI volume", box=box.SIMPLE_HEAD)
     vois = report["vois"]
     keys = [k for k in vois[0] if k.startswith(("D", "V"))]
     for col in ["VOI", "ml", "mean", "min", "max"] + [k.split("_")[0] for k in keys]:
         table.add_column(col, justify="left" if col == "VOI" else "right", no_wrap=col == "VOI")
     for v in vois:
-        cells = [v["mean_gy"], v["min_gy"], v["max_gy"]] + [v[k] for k in keys]
-        table.add_row(v["name"], f"{v['volume_ml']:.1f}", *("empty" if x is None else f"{x:.1f}" for x in cells))
+        cells = [v["volume_ml"], v["mean_gy"], v["min_gy"], v["max_gy"]] + [v[k] for k in keys]
+        table.add_row(v["name"], *(_short(x) for x in cells))
     console.print(table)
     if report.get("lung"):
         lung = report["lung"]
         console.print(f"lung dose {lung['dose_gy']:.2f} Gy ({lung['formula']}, M_lung {lung['mass_kg']:.3f} kg: {lung['mass_source']})")
     for w in report["warnings"]:
         console.print(f"[bold yellow]warning[/]: {w['message']}")
+
+
+def _short(x: float | None) -> str:
+    """A number in at most 5 characters where possible: one decimal below 100, none above."""
+    if x is None:
+        return "empty"
+    return f"{x:.1f}" if abs(x) < 100 else f"{x:.0f}"
+

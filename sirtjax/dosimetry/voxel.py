@@ -10,7 +10,8 @@ instance of the label map, ``lungs`` (when a lung mask is given). Voxels in both
 lungs count as liver (a warning gives their number).
 
 Lung shunt (SPECT counts input): taken from ``lung_shunt_fraction`` when given, else from the counts
-in the lung and liver masks, else 0 with a warning. The lung mean dose is the lung-dose formula
+in the lung and liver masks (which underestimates it when the SPECT does not hold the whole lungs;
+the planar-image LSF is the clinical standard), else 0 with a warning. The lung mean dose is the lung-dose formula
 ``F * LSF * A / M_lung``; M_lung is the lung mask's volume times the CT density (or
 ``lung_density_g_ml`` without CT), or 1 kg without a lung mask. The ``lungs`` VOI of the dose map
 itself only holds the spill-over from the liver in that case, because the map carries the liver
@@ -198,7 +199,7 @@ def _lung_shunt(counts, liver_region, lung_arr, given, warnings) -> tuple[float,
     if lung_arr is not None and np.any(lung_arr):
         lung_counts = float(np.asarray(counts, np.float64)[lung_arr].sum())
         liver_counts = float(np.asarray(counts, np.float64)[liver_region].sum())
-        return lung_shunt_fraction(lung_counts, liver_counts), "counts in the lung and liver masks"
+        return lung_shunt_fraction(lung_counts, liver_counts), "counts in the lung and liver masks (valid if the image holds the whole lungs)"
     warnings.append(DosimetryWarning("lung_shunt_assumed_zero", "no lung shunt fraction and no lung mask: LSF taken as 0", 0.0))
     return 0.0, "assumed 0"
 
