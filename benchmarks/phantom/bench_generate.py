@@ -22,7 +22,7 @@ def _timed(seed: int, config: PhantomConfig) -> tuple[float, float, dict[str, fl
     def progress(stage: str) -> None:
         now = time.perf_counter()
         stages[last[1]] = stages.get(last[1], 0.0) + now - last[0]
-        last[:] = [now, stage.split()[0] if stage.startswith("imaging") else stage]
+        last[:] = [now, stage]
 
     t0, c0 = time.perf_counter(), time.process_time()
     study = generate_study(seed, config, progress=progress)

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from sirtjax.phantom import organs
-from sirtjax.phantom.shapes import Point, capsule, superellipse_xy
+from sirtjax.phantom.shapes import Point, capsule, rotation_matrix, superellipse_xy
 
 EXTENT_MM = ((-200.0, 200.0), (-150.0, 170.0), (-260.0, 340.0))  # x, y, z
 FAR = np.float32(50.0)
@@ -124,7 +124,9 @@ def _box(center, radius_mm) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _ellipsoid_box(spec: dict, margin: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
-    return _box(spec["center"], max(spec["radii"]) + margin)
+    """Axis-aligned bounds (x, y, z mm) of a rotated ellipsoid, grown by margin."""
+    r = rotation_matrix(spec.get("rotation_deg") or (0.0, 0.0, 0.0)) * np.asarray(spec["radii"])
+    return _box(spec["center"], np.sqrt((r**2).sum(axis=1)) + margin)
 
 
 def _segments_box(segments: list[dict], margin: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
@@ -297,10 +299,13 @@ def _paint_abdomen(anat: dict, g: _Grid, tissue: np.ndarray, rng: np.random.Gene
 
 
 def _liver_box(anat: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of the liver: its lobes grown by the largest displacement of its deformation."""
     lv = anat["liver"]
-    margin = 3.0 * float(np.abs(np.asarray(lv["deformation"]["amplitudes"])).max()) + 10.0
-    boxes = [_ellipsoid_box(lv[k], margin) for k in ("right", "left")]
-    return np.minimum(boxes[0][0], boxes[1][0]), np.maximum(boxes[0][1], boxes[1][1])
+    boxes = [_ellipsoid_box(lv[k], 0.0) for k in ("right", "left")]
+    lo, hi = np.minimum(boxes[0][0], boxes[1][0]), np.maximum(boxes[0][1], boxes[1][1])
+    reach = 3.0 * float(np.abs(np.asarray(lv["deformation"]["amplitudes"])).max())  # >= max |v|
+    reach = _max_displacement(anat, lo - reach, hi + reach) + 4.0
+    return lo - reach, hi + reach
 
 
 def _liver_texture(tissue: np.ndarray, rng: np.random.Generator, spacing_mm: float) -> Field:
@@ -317,7 +322,7 @@ def _paint_liver(anat: dict, g: _Grid, tissue: np.ndarray, liver_sdf: np.ndarray
     liver_sdf[sl] = np.minimum(f, FAR)
     inside = f < 0
     _paint(tissue, sl, inside, Tissue.LIVER)
-    reach = _max_liver_displacement(anat) + 4.0
+    reach = _max_displacement(anat, *_liver_box(anat)) + 4.0
     for name, code in (("portal", Tissue.PORTAL), ("hepatic", Tissue.HEPATIC)):
         for seg in anat["vessels"][name]:
             vsl, vp = g.region(*_segments_box([seg], margin=reach))
@@ -326,9 +331,8 @@ def _paint_liver(anat: dict, g: _Grid, tissue: np.ndarray, liver_sdf: np.ndarray
             _paint(tissue, vsl, tube & (near | (tissue[vsl] == code)), code)
 
 
-def _max_liver_displacement(anat: dict) -> float:
-    """Largest displacement (mm) of the liver's random deformation over its bounding box."""
-    lo, hi = _liver_box(anat)
+def _max_displacement(anat: dict, lo: np.ndarray, hi: np.ndarray) -> float:
+    """Largest displacement (mm) of the liver's random deformation over the box [lo, hi]."""
     axes = [np.linspace(a, b, 24, dtype=np.float32) for a, b in zip(lo, hi)]
     p = (axes[0][None, None, :], axes[1][None, :, None], axes[2][:, None, None])
     q = organs.liver_frame(anat, p)
