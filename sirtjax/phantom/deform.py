@@ -25,6 +25,7 @@ import numpy as np
 
 from sirtjax.phantom.config import IMAGE_SESSION, PhantomConfig
 from sirtjax.phantom.shapes import rotation_matrix
+from sirtjax.volume import Volume, index_to_world, make_volume
 
 CHUNK = 1 << 16
 MAX_INVERSE_ITERATIONS = 60
@@ -174,3 +175,15 @@ def true_mapping(truth: dict, fixed: str = "maa_ct", moving: str = "diag_ct") ->
         return to_world(pm, to_canonical(pf, pts)).astype(np.float64)
 
     return mapping
+
+
+def true_displacement(truth: dict, fixed_grid: Volume, fixed: str = "maa_ct", moving: str = "diag_ct") -> Volume:
+    """Ground-truth displacement field on the voxel centres of fixed_grid (any Volume on the fixed
+    image's grid): a Volume with array (z, y, x, 3) float32, components in mm along world x, y, z,
+    such that fixed point p maps to moving point p + u(p) (ITK's DisplacementFieldTransform)."""
+    nz, ny, nx = fixed_grid.shape
+    k, j, i = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
+    idx = np.stack([i, j, k, np.ones_like(i)], axis=-1).reshape(-1, 4).astype(np.float64)
+    points = (idx @ index_to_world(fixed_grid).T)[:, :3]
+    u = true_mapping(truth, fixed, moving)(points) - points
+    return make_volume(u.reshape(nz, ny, nx, 3).astype(np.float32), fixed_grid.spacing_mm, fixed_grid.origin_mm, fixed_grid.direction)
