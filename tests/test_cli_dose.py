@@ -188,3 +188,10 @@ def test_prescribe_bsa_table_and_from_masks(study, capsys):
 def test_prescribe_bad_input(capsys, args, message):
     code, _, err = run(["prescribe"] + args, capsys)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_cli_constant_choices_are_the_library_sets():
+    from sirtjax.cli.dose import ConstantSet
+    from sirtjax.dosimetry.constants import constant_sets
+
+    assert {c.value for c in ConstantSet} == set(constant_sets())

@@ -12,16 +12,22 @@ from sirtjax.cli._app import app
 
 
 class Model(str, Enum):
+    """Dose model."""
+
     vsv = "vsv"
     ldm = "ldm"
 
 
 class InputKind(str, Enum):
+    """What the activity image holds."""
+
     counts = "counts"
     bq_per_ml = "bq-per-ml"
 
 
 class ConstantSet(str, Enum):
+    """Named 90Y constant sets (sirtjax.dosimetry.constants)."""
+
     icrp107 = "icrp107"
     thesis = "thesis"
     resin = "resin"

@@ -13,6 +13,8 @@ from sirtjax.cli.dose import ConstantSet
 
 
 class Method(str, Enum):
+    """Prescription method."""
+
     partition = "partition"
     mono = "mono"
     bsa = "bsa"

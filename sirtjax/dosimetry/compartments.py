@@ -36,8 +36,8 @@ class MeasuredCompartments:
         return {
             "normal_volume_ml": self.normal_volume_ml,
             "normal_counts": self.normal_counts,
-            "tumours": [{"name": n, "volume_ml": float(v), "counts": float(c), "tn_ratio": float(r)}
-                        for n, v, c, r in zip(self.tumour_names, self.tumour_volume_ml, self.tumour_counts, self.tn_ratios)],
+            "tumours": [{"name": n, "volume_ml": float(v), "counts": float(c), "tn_ratio": float(r)} for n, v, c, r
+                        in zip(self.tumour_names, self.tumour_volume_ml, self.tumour_counts, self.tn_ratios)],
             "lung_shunt_fraction": self.lung_shunt_fraction,
             "masks": self.masks,
         }

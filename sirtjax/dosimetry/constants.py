@@ -48,12 +48,14 @@ class DoseConstants:
         return dataclasses.asdict(self)
 
 
-def dose_factor_gy_kg_per_gbq(half_life_h: float, mean_energy_mev: float, joule_per_mev: float = JOULE_PER_MEV) -> float:
+def dose_factor_gy_kg_per_gbq(half_life_h: float, mean_energy_mev: float,
+                              joule_per_mev: float = JOULE_PER_MEV) -> float:
     """Dose (Gy) to 1 kg from 1 GBq trapped for ever: E * T_half / ln 2 (thesis eq. 1.3)."""
     return mean_energy_mev * joule_per_mev * 1e9 * half_life_h * 3600.0 / math.log(2.0)
 
 
-def _from_energy(name: str, half_life_h: float, mean_energy_mev: float, source: str, joule_per_mev: float = JOULE_PER_MEV) -> DoseConstants:
+def _from_energy(name: str, half_life_h: float, mean_energy_mev: float, source: str,
+                 joule_per_mev: float = JOULE_PER_MEV) -> DoseConstants:
     factor = dose_factor_gy_kg_per_gbq(half_life_h, mean_energy_mev, joule_per_mev)
     return DoseConstants(name, half_life_h, mean_energy_mev, factor, source)
 

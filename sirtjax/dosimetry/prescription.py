@@ -97,7 +97,8 @@ def lung_dose_gy(activity_gbq: float, lung_shunt_fraction: float, lung_mass_kg: 
                  constants: str | DoseConstants = "icrp107") -> float:
     """Mean lung dose (Gy) of the shunted activity: F * LSF * A / M_lung."""
     c = get_constants(constants)
-    return c.gy_kg_per_gbq * _check_lsf(lung_shunt_fraction) * float(activity_gbq) / _check_positive("lung mass", lung_mass_kg)
+    mass = _check_positive("lung mass", lung_mass_kg)
+    return c.gy_kg_per_gbq * _check_lsf(lung_shunt_fraction) * float(activity_gbq) / mass
 
 
 def _finish(method: str, activity: float, lsf: float, lung_mass_kg: float, comps: list[Compartment],
@@ -111,7 +112,9 @@ def mono_compartment(target_dose_gy: float, target_mass_kg: float, *, lung_shunt
                      lung_mass_kg: float = LUNG_MASS_KG, constants: str | DoseConstants = "icrp107") -> Prescription:
     """Activity (GBq) giving the target (whole liver or a lobe) a mean dose D: D * M / (F * (1 - LSF))."""
     c = get_constants(constants)
-    dose, mass, lsf = _check_positive("target dose", target_dose_gy), _check_positive("target mass", target_mass_kg), _check_lsf(lung_shunt_fraction)
+    dose = _check_positive("target dose", target_dose_gy)
+    mass = _check_positive("target mass", target_mass_kg)
+    lsf = _check_lsf(lung_shunt_fraction)
     activity = dose * mass / (c.gy_kg_per_gbq * (1.0 - lsf))
     comp = Compartment("target", mass, None, 1.0, (1.0 - lsf) * activity, dose)
     return _finish("mono-compartment", activity, lsf, _check_positive("lung mass", lung_mass_kg), [comp], c, {})
@@ -177,7 +180,6 @@ def bsa_method(height_m: float, weight_kg: float, tumour_volume_ml: float, norma
                "liver_density_g_ml": density}
     extra = []
     if reduction < 1.0:
-        extra.append(DosimetryWarning("bsa_activity_reduced",
-                                      f"activity reduced to {100 * reduction:g} % for a lung shunt of {100 * lsf:.1f} %",
-                                      reduction, None))
+        message = f"activity reduced to {100 * reduction:g} % for a lung shunt of {100 * lsf:.1f} %"
+        extra.append(DosimetryWarning("bsa_activity_reduced", message, reduction, None))
     return _finish("bsa", activity, lsf, _check_positive("lung mass", lung_mass_kg), [comp], c, details, extra)

@@ -110,7 +110,8 @@ def _pass_counts(dose: jax.Array, labels: jax.Array, v_levels: jax.Array, *, num
     above = sum((d >= v_levels[i]).astype(jnp.int32) for i in range(v_levels.shape[0]))
     n_v = v_levels.shape[0] + 1
     v_hist = jnp.bincount(seg * n_v + above, length=(num_labels + 1) * n_v).reshape(num_labels + 1, n_v)
-    return hist_hi[:num_labels], sums.reshape(num_labels + 1, n_blocks)[:num_labels], v_hist[:num_labels], jnp.all(jnp.isfinite(d))
+    sums = sums.reshape(num_labels + 1, n_blocks)[:num_labels]
+    return hist_hi[:num_labels], sums, v_hist[:num_labels], jnp.all(jnp.isfinite(d))
 
 
 @partial(jax.jit, static_argnames=("num_labels", "num_pairs", "num_bins"))
@@ -172,7 +173,7 @@ def voi_statistics(
 ) -> VoiStatistics:
     """Statistics of dose_gy over each label 1..num_labels of labels (same shape, any shape; 0 = background).
 
-    ``num_labels`` defaults to the largest label. Voxels of overlapping VOIs can be given by
+    ``num_labels`` defaults to the largest label; labels above it are ignored like 0. Voxels of overlapping VOIs can be given by
     concatenating flattened (dose, label) arrays. Dose must be finite (ValueError otherwise).
     """
     labels = np.asarray(labels)

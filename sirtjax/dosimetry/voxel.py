@@ -84,30 +84,7 @@ def voxel_dosimetry(
     with blame("constants"):
         c = get_constants(constants)
     warnings: list[DosimetryWarning] = []
-    masks_note = {}
-
-    with blame("liver"):
-        liver_arr, masks_note["liver"] = labels_on_grid(liver, activity, "liver")
-        if not np.any(liver_arr):
-            raise ValueError("the liver mask is empty on the activity grid")
-    lesion_arr = np.zeros(activity.shape, np.int32)
-    if lesions is not None:
-        with blame("lesions"):
-            lesion_arr, masks_note["lesions"] = labels_on_grid(lesions, activity, "lesions")
-    outside = int(np.count_nonzero((lesion_arr > 0) & (liver_arr == 0)))
-    if outside:
-        warnings.append(DosimetryWarning("lesions_outside_liver",
-                                         f"{outside} lesion voxels lie outside the liver mask; they count as liver", outside))
-    liver_region = (liver_arr > 0) | (lesion_arr > 0)
-    lung_arr = None
-    if lungs is not None:
-        with blame("lungs"):
-            lung_arr, masks_note["lungs"] = labels_on_grid(lungs, activity, "lungs")
-        lung_arr = lung_arr > 0
-        both = int(np.count_nonzero(lung_arr & liver_region))
-        if both:
-            warnings.append(DosimetryWarning("lungs_overlap_liver", f"{both} voxels are in both the lung and the liver masks; they count as liver", both))
-            lung_arr &= ~liver_region
+    liver_region, lesion_arr, lung_arr, masks_note = _vois_on_grid(activity, liver, lesions, lungs, warnings)
 
     image = np.asarray(activity.array, np.float32)
     inputs: dict = {"kind": input_kind}
@@ -120,21 +97,22 @@ def voxel_dosimetry(
         act, removed = activity_from_bq_per_ml(image, activity.spacing_mm)
         inputs["negative_activity_removed_gbq"] = removed
         if removed > 0:
-            warnings.append(DosimetryWarning("negative_activity_removed", f"negative PET voxels held {removed:.4g} GBq; set to 0", removed))
-        lsf = None
+            warnings.append(DosimetryWarning("negative_activity_removed",
+                                             f"negative PET voxels held {removed:.4g} GBq; set to 0", removed))
 
     density = None
     if ct is not None:
         with blame("ct"):
-            hu = image_on_grid(ct, activity, "CT", np.asarray(act) > 0)
-        density = hu_to_density_g_ml(hu)
+            density = hu_to_density_g_ml(image_on_grid(ct, activity, "CT", np.asarray(act) > 0))
     kernel = voxel_kernel(activity.spacing_mm) if model == "vsv" else None
-    if kernel is not None and kernel.extrapolated:
-        warnings.append(DosimetryWarning("kernel_extrapolated", "voxel size outside the tabulated 2.21-9.28 mm: the S-value kernel is extrapolated"))
     if model == "vsv":
+        if kernel.extrapolated:
+            warnings.append(DosimetryWarning("kernel_extrapolated", "voxel size outside the tabulated 2.21-9.28 mm: "
+                                             "the S-value kernel is extrapolated"))
         dose = dose_vsv(act, activity.spacing_mm, constants=c, density_g_ml=density, kernel=kernel)
     else:
-        dose = dose_ldm(act, activity.spacing_mm, constants=c, density_g_ml=liver_density_g_ml if density is None else density)
+        dose = dose_ldm(act, activity.spacing_mm, constants=c,
+                        density_g_ml=liver_density_g_ml if density is None else density)
     dose = np.asarray(dose, np.float32)
 
     names, stats = _statistics(dose, liver_region, lesion_arr, lung_arr, activity.spacing_mm,
@@ -164,6 +142,35 @@ def voxel_dosimetry(
     return DoseResult(dose_vol, tuple(names), stats, report)
 
 
+def _vois_on_grid(activity, liver, lesions, lungs, warnings):
+    """Liver region (liver | lesions), lesion labels, lung mask (outside the liver) on the grid; notes."""
+    masks_note = {}
+    with blame("liver"):
+        liver_arr, masks_note["liver"] = labels_on_grid(liver, activity, "liver")
+        if not np.any(liver_arr):
+            raise ValueError("the liver mask is empty on the activity grid")
+    lesion_arr = np.zeros(activity.shape, np.int32)
+    if lesions is not None:
+        with blame("lesions"):
+            lesion_arr, masks_note["lesions"] = labels_on_grid(lesions, activity, "lesions")
+    outside = int(np.count_nonzero((lesion_arr > 0) & (liver_arr == 0)))
+    if outside:
+        warnings.append(DosimetryWarning("lesions_outside_liver",
+                                         f"{outside} lesion voxels lie outside the liver mask; they count as liver", outside))
+    liver_region = (liver_arr > 0) | (lesion_arr > 0)
+    lung_arr = None
+    if lungs is not None:
+        with blame("lungs"):
+            lung_arr, masks_note["lungs"] = labels_on_grid(lungs, activity, "lungs")
+        lung_arr = lung_arr > 0
+        both = int(np.count_nonzero(lung_arr & liver_region))
+        if both:
+            warnings.append(DosimetryWarning("lungs_overlap_liver",
+                                             f"{both} voxels are in both the lung and the liver masks; they count as liver", both))
+            lung_arr &= ~liver_region
+    return liver_region, lesion_arr, lung_arr, masks_note
+
+
 def _check_parameters(input_kind, model, activity_gbq, lsf, liver_density, lung_density) -> None:
     if input_kind not in INPUT_KINDS:
         raise DoseInputError("input_kind", f"must be one of {', '.join(INPUT_KINDS)}, got '{input_kind}'")
@@ -187,7 +194,9 @@ def _check_parameters(input_kind, model, activity_gbq, lsf, liver_density, lung_
 
 def _density_note(model: str, with_ct: bool, kernel) -> str:
     if with_ct:
-        return "density from CT (HU -> g/ml, piecewise linear); VSV dose scaled by rho_kernel / rho" if model == "vsv" else "LDM mass from CT density"
+        if model == "vsv":
+            return "density from CT (HU -> g/ml, piecewise linear); VSV dose scaled by rho_kernel / rho"
+        return "LDM mass from CT density (HU -> g/ml, piecewise linear)"
     if model == "vsv":
         return f"soft tissue of the kernel (closure density {kernel.closure_density_g_ml():.3f} g/ml)"
     return "constant liver density"
@@ -199,8 +208,10 @@ def _lung_shunt(counts, liver_region, lung_arr, given, warnings) -> tuple[float,
     if lung_arr is not None and np.any(lung_arr):
         lung_counts = float(np.asarray(counts, np.float64)[lung_arr].sum())
         liver_counts = float(np.asarray(counts, np.float64)[liver_region].sum())
-        return lung_shunt_fraction(lung_counts, liver_counts), "counts in the lung and liver masks (valid if the image holds the whole lungs)"
-    warnings.append(DosimetryWarning("lung_shunt_assumed_zero", "no lung shunt fraction and no lung mask: LSF taken as 0", 0.0))
+        source = "counts in the lung and liver masks (valid if the image holds the whole lungs)"
+        return lung_shunt_fraction(lung_counts, liver_counts), source
+    warnings.append(DosimetryWarning("lung_shunt_assumed_zero",
+                                     "no lung shunt fraction and no lung mask: LSF taken as 0", 0.0))
     return 0.0, "assumed 0"
 
 
