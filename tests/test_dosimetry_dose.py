@@ -150,7 +150,12 @@ def test_activity_from_pet():
     assert act[0, 0, 0] == 0 and removed == pytest.approx(2e6 * 0.02 * 1e-9, rel=1e-6)
 
 
-def test_dose_is_jittable_and_float32():
+def test_dose_is_jittable_float32_and_vmaps_like_a_loop():
     activity = jax.numpy.ones((6, 6, 6)) * 1e-4
     out = jax.jit(lambda a: dose_ldm(a, (2.0, 2.0, 2.0)))(activity)
     assert out.dtype == jax.numpy.float32
+    batch = np.random.default_rng(4).random((3, 8, 9, 10)).astype(np.float32)
+    kernel = np.random.default_rng(5).random((3, 5, 3)).astype(np.float32)
+    batched = np.asarray(jax.vmap(convolve_same, in_axes=(0, None))(batch, kernel))
+    looped = np.stack([np.asarray(convolve_same(b, kernel)) for b in batch])
+    np.testing.assert_allclose(batched, looped, rtol=1e-5, atol=1e-6)  # float32 FFT, same algorithm
