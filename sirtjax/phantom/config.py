@@ -8,19 +8,20 @@ A :class:`PhantomConfig` is recorded in full in ``truth.json``.
 from __future__ import annotations
 
 import dataclasses
+from types import MappingProxyType
 from typing import Any
 
 SESSIONS = ("maa", "diag_ct", "diag_mr", "y90")
 """Postures (acquisitions): MAA SPECT/CT, diagnostic CT, diagnostic MR, 90Y PET/CT."""
 
-IMAGE_SESSION = {
+IMAGE_SESSION = MappingProxyType({
     "maa_ct": "maa",
     "maa_spect": "maa",
     "diag_ct": "diag_ct",
     "diag_mr": "diag_mr",
     "y90_ct": "y90",
     "y90_pet": "y90",
-}
+})
 """The posture each image was acquired in; SPECT and PET share their CT's world frame."""
 
 ANATOMICAL_IMAGES = ("maa_ct", "diag_ct", "diag_mr", "y90_ct")

@@ -16,6 +16,8 @@ Gaussian), no activity outside the emission field of view, no CT streaks around 
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import numpy as np
 from scipy import ndimage
 
@@ -24,7 +26,7 @@ from sirtjax.phantom.raster import Tissue
 CT_RANGE_HU = (-1024, 3071)
 
 # (non-contrast CT HU, contrast CT HU, T1 MR a.u.) per tissue; the seed perturbs them slightly
-_BASE = {
+_BASE = MappingProxyType({
     Tissue.AIR: (-1000, -1000, 0),
     Tissue.FAT: (-100, -100, 900),
     Tissue.MUSCLE: (45, 60, 380),
@@ -49,7 +51,7 @@ _BASE = {
     Tissue.BOWEL: (30, 80, 330),
     Tissue.GALLBLADDER: (8, 10, 160),
     Tissue.CLIP: (3000, 3000, 0),
-}
+})
 MODALITIES = ("nc_ct", "ce_ct", "mr_t1")
 
 

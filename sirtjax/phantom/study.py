@@ -12,6 +12,7 @@ import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from sirtjax.phantom.raster import Canonical, Tissue, rasterize
 from sirtjax.volume import Volume
 
 SCHEMA_VERSION = 1
-TEXTURE_FRACTION = {"nc_ct": 0.06, "ce_ct": 0.05, "mr_t1": 0.04}
+TEXTURE_FRACTION = MappingProxyType({"nc_ct": 0.06, "ce_ct": 0.05, "mr_t1": 0.04})
 """Standard deviation of the liver parenchyma texture, as a fraction of the liver intensity."""
 STREAMS = ("anatomy", "texture", "postures", "grids", "intensities", "uptake", "noise")
 IMAGE_FILES = tuple(IMAGE_SESSION) + tuple(f"{x}_{k}" for x in ANATOMICAL_IMAGES for k in LABEL_KINDS)
