@@ -236,6 +236,7 @@ def _atomic_path(p: Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, _default_mode(0o666))  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, p)
     finally:
         if tmp.exists():
@@ -277,6 +278,7 @@ def _write_dicom_series(vol: Volume, folder: Path) -> None:
             writer.Execute(sl)
         if folder.exists():
             folder.rmdir()
+        os.chmod(staging, _default_mode(0o777))  # mkdtemp creates 0700
         os.replace(staging, folder)
     finally:
         if staging.exists():
@@ -322,6 +324,13 @@ def output_dir(path: str | Path) -> Iterator[Path]:
             os.replace(item, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _default_mode(mode: int) -> int:
+    """The permission bits a plain open()/mkdir() would give under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
 
 
 def _short(exc: BaseException) -> str:

@@ -145,6 +145,9 @@ def test_writes_are_atomic_and_leave_no_temporaries(tmp_path):
     vol = make_volume(np.ones((3, 4, 5), np.float32))
     io.write_volume(vol, tmp_path / "a.nii.gz")
     assert sorted(os.listdir(tmp_path)) == ["a.nii.gz"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.nii.gz").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     with pytest.raises(InputError):
         io.write_volume(vol, tmp_path / "a.png")
     assert sorted(os.listdir(tmp_path)) == ["a.nii.gz"]
