@@ -107,7 +107,7 @@ def fit_point_kernel(tables: dict[float, np.ndarray], designs: dict[float, np.nd
 
     ``designs`` may hold precomputed :func:`design_matrix` results for the same sizes.
     """
-    from scipy.optimize import lsq_linear
+    from scipy.optimize import nnls
 
     rows, targets = [], []
     for size, octant in tables.items():
@@ -120,8 +120,8 @@ def fit_point_kernel(tables: dict[float, np.ndarray], designs: dict[float, np.nd
     a = np.vstack(rows)
     y = np.concatenate(targets)
     penalty = np.diff(np.eye(a.shape[1]), 2, axis=0) * _FIT_PENALTY * np.sqrt(len(y))
-    sol = lsq_linear(np.vstack([a, penalty]), np.concatenate([y, np.zeros(len(penalty))]), bounds=(0.0, np.inf))
-    return np.append(sol.x, 0.0)
+    q, _ = nnls(np.vstack([a, penalty]), np.concatenate([y, np.zeros(len(penalty))]))  # Lawson-Hanson
+    return np.append(q, 0.0)
 
 
 def _data_file():
