@@ -1,0 +1,1 @@
+"""Differentiable registration in physical space (thesis 5.3.3, paper 001)."""
