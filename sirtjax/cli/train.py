@@ -1,0 +1,28 @@
+"""``sirtjax train CONFIG``: train a segmentation model from a JSON config (resumes if interrupted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from sirtjax.cli._app import app
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="JSON training config, e.g. configs/segmentation/liver_phantom.json.")],
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Run folder (default runs/<config name>).")] = None,
+) -> None:
+    """Train a U-Net; checkpoints, metrics.jsonl and the best model (best/) go to the run folder.
+
+    Re-running the same command after an interruption resumes from the last checkpoint.
+    """
+    from sirtjax.train import load_config
+    from sirtjax.train import train as run_training
+
+    cfg = load_config(config)
+    out = out or Path("runs") / config.stem
+    result = run_training(cfg, out)
+    typer.echo(f"done: {result['step']} steps, best validation DSC {result['best_val_dice']:.4f}; model in {out / 'best'}")

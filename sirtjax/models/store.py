@@ -1,0 +1,100 @@
+"""Build models from a JSON spec and save/load their weights (a model folder: model.json + weights.npz).
+
+A model folder holds ``model.json`` (the spec: ``arch``, ``in_features``, ``out_features``,
+``features`` and the inference settings such as ``spacing_mm`` and ``tile_out``) and
+``weights.npz`` (every ``nnx.Param`` of the model, keyed by its path). Named models ship in
+``sirtjax/data/models/<name>/``; nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sirtjax.errors import InputError
+from sirtjax.models.residual_unet import ResidualUNet3D
+from sirtjax.models.valid_unet import lesion_unet, thesis_liver_unet
+
+ARCHITECTURES = ("thesis_liver_unet", "lesion_unet", "residual_unet3d")
+MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
+
+
+def build_model(spec: dict[str, Any], *, rngs: nnx.Rngs) -> nnx.Module:
+    """A freshly initialised model from a spec dict (arch, in_features, out_features, features)."""
+    arch = spec.get("arch")
+    kwargs = {
+        "in_features": int(spec.get("in_features", 1)),
+        "out_features": int(spec.get("out_features", 1)),
+        "features": tuple(int(f) for f in spec["features"]),
+    }
+    if arch == "thesis_liver_unet":
+        return thesis_liver_unet(**kwargs, rngs=rngs)
+    if arch == "lesion_unet":
+        return lesion_unet(**kwargs, rngs=rngs)
+    if arch == "residual_unet3d":
+        return ResidualUNet3D(**kwargs, dropout_rate=float(spec.get("dropout_rate", 0.1)), rngs=rngs)
+    raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
+
+
+def _key(path: tuple) -> str:
+    return "/".join(str(p) for p in path)
+
+
+def param_arrays(model: nnx.Module) -> dict[str, np.ndarray]:
+    """Every nnx.Param of the model as float32 numpy arrays keyed by 'a/b/c' paths."""
+    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    return {_key(path): np.asarray(var.get_value(), np.float32) for path, var in flat}
+
+
+def load_param_arrays(model: nnx.Module, arrays: dict[str, np.ndarray], *, source: str = "weights") -> None:
+    """Copy arrays keyed like :func:`param_arrays` into the model; shapes and keys must match."""
+    state = nnx.state(model, nnx.Param)
+    flat = nnx.to_flat_state(state)
+    missing = {_key(p) for p, _ in flat} - set(arrays)
+    if missing:
+        raise InputError(source, f"weights miss {len(missing)} parameters (e.g. {sorted(missing)[0]}); wrong architecture?")
+    for path, var in flat:
+        value = np.asarray(arrays[_key(path)], np.float32)
+        if value.shape != var.get_value().shape:
+            raise InputError(source, f"parameter {_key(path)} has shape {value.shape}, model expects {var.get_value().shape}")
+        var.set_value(jnp.asarray(value))  # the state shares the model's variables
+
+
+def save_model(model: nnx.Module, spec: dict[str, Any], folder: str | Path) -> Path:
+    """Write model.json (the spec) and weights.npz (the parameters) into folder; returns folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "weights.tmp.npz"
+    np.savez_compressed(tmp, **param_arrays(model))
+    tmp.replace(folder / "weights.npz")
+    (folder / "model.json.tmp").write_text(json.dumps(spec, indent=2) + "\n")
+    (folder / "model.json.tmp").replace(folder / "model.json")
+    return folder
+
+
+def resolve_model_dir(name_or_path: str | Path) -> Path:
+    """The model folder for a shipped name (e.g. 'liver') or a path to a folder/training run."""
+    path = Path(name_or_path)
+    for cand in (path, path / "best", MODELS_DIR / str(name_or_path)):
+        if (cand / "model.json").is_file() and (cand / "weights.npz").is_file():
+            return cand
+    shipped = sorted(p.name for p in MODELS_DIR.iterdir() if (p / "model.json").is_file()) if MODELS_DIR.is_dir() else []
+    raise InputError(name_or_path, f"no model.json + weights.npz here; shipped models: {', '.join(shipped) or 'none'}")
+
+
+def load_model(name_or_path: str | Path) -> tuple[nnx.Module, dict[str, Any]]:
+    """Load (model, spec) from a shipped model name or a model folder (see module docstring)."""
+    folder = resolve_model_dir(name_or_path)
+    try:
+        spec = json.loads((folder / "model.json").read_text())
+        model = build_model(spec, rngs=nnx.Rngs(params=0))  # init values are overwritten below
+        with np.load(folder / "weights.npz") as data:
+            load_param_arrays(model, dict(data), source=str(folder / "weights.npz"))
+    except (ValueError, KeyError, OSError, json.JSONDecodeError) as exc:
+        raise InputError(folder, f"cannot load model: {exc}") from exc
+    return model, spec

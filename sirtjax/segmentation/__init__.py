@@ -1,0 +1,23 @@
+"""Segmentation: input preparation, sliding-window inference and post-processing (thesis 4.3.2, 7.3.2)."""
+
+from sirtjax.segmentation.infer import predict_array, predict_probability, segment_liver
+from sirtjax.segmentation.postprocess import fill_holes, instance_labels, largest_component, liver_mask
+from sirtjax.segmentation.preprocess import canonical_grid, normalize_intensity, prepare_image, prepare_label
+from sirtjax.segmentation.sliding_window import gaussian_weights, sliding_window, tile_starts
+
+__all__ = [
+    "canonical_grid",
+    "fill_holes",
+    "gaussian_weights",
+    "instance_labels",
+    "largest_component",
+    "liver_mask",
+    "normalize_intensity",
+    "predict_array",
+    "predict_probability",
+    "prepare_image",
+    "prepare_label",
+    "segment_liver",
+    "sliding_window",
+    "tile_starts",
+]

@@ -1,0 +1,116 @@
+"""Whole-image inference: prepare (canonical grid, window), sliding window, map back, post-process.
+
+The probability map is computed on the model's canonical grid (e.g. 3 mm, identity direction) and
+resampled trilinearly onto the input grid with ITK semantics (`sirtjax.preprocess.resample_to`),
+so the mask lies exactly on the input's voxels whatever its spacing, origin and direction; the
+threshold is applied after that resampling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sirtjax.preprocess import resample_to
+from sirtjax.segmentation.postprocess import liver_mask
+from sirtjax.segmentation.preprocess import prepare_image
+from sirtjax.segmentation.sliding_window import sliding_window
+from sirtjax.volume import Volume
+
+DEFAULT_TILE_OUT = (136, 136, 163)  # thesis output tile, given (x, y, z) like the thesis' 163x136x136
+
+
+@partial(jax.jit, static_argnums=(0, 2))
+def _forward(graphdef: nnx.GraphDef, state: nnx.State, tta: bool, x: jax.Array) -> jax.Array:
+    """Foreground-class probabilities (B, z, y, x, C) of a batch; with tta, mean over axis flips."""
+    model = nnx.merge(graphdef, state)
+
+    def probs(inp: jax.Array) -> jax.Array:
+        logits = model(inp)
+        return jax.nn.sigmoid(logits) if logits.shape[-1] == 1 else jax.nn.softmax(logits, axis=-1)
+
+    if not tta:
+        return probs(x)
+    flips = [(), (1,), (2,), (3,)]  # identity and each spatial axis (z, y, x)
+    return sum(jnp.flip(probs(jnp.flip(x, f)), f) if f else probs(x) for f in flips) / len(flips)
+
+
+def model_tiles(model: nnx.Module, image_shape: Sequence[int], max_out_tile: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(in_tile, out_tile) (z, y, x): output tiles no larger than needed for the image, valid for the model."""
+    want = [min(int(n), int(t)) for n, t in zip(image_shape, max_out_tile)]
+    in_tile = model.input_shape_for(want)
+    return in_tile, model.output_shape(in_tile)
+
+
+def predict_array(
+    model: nnx.Module,
+    image: np.ndarray,
+    *,
+    max_out_tile: Sequence[int],
+    tta: bool = False,
+    overlap: float = 0.5,
+    batch_size: int = 1,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Class probabilities (z, y, x, C) for a windowed network input (z, y, x) or (z, y, x, C)."""
+    image = np.asarray(image, np.float32)
+    if image.ndim == 3:
+        image = image[..., None]
+    in_tile, out_tile = model_tiles(model, image.shape[:3], max_out_tile)
+    graphdef, state = nnx.split(model)
+    return sliding_window(
+        lambda batch: _forward(graphdef, state, tta, jnp.asarray(batch)),
+        image,
+        in_tile=in_tile,
+        out_tile=out_tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        on_batch=on_batch,
+    )
+
+
+def foreground(probs: np.ndarray) -> np.ndarray:
+    """Foreground probability (z, y, x): the sigmoid channel, or 1 - p(background) for softmax output."""
+    return probs[..., 0] if probs.shape[-1] == 1 else 1.0 - probs[..., 0]
+
+
+def predict_probability(
+    model: nnx.Module,
+    spec: dict[str, Any],
+    vol: Volume,
+    *,
+    modality: str,
+    tta: bool = False,
+    batch_size: int = 1,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> Volume:
+    """Foreground probability (z, y, x) float32 on the input grid of `vol` (see module docstring)."""
+    prepared = prepare_image(vol, modality, spec.get("spacing_mm", (3.0, 3.0, 3.0)))
+    max_tile_xyz = spec.get("tile_out", DEFAULT_TILE_OUT)
+    probs = predict_array(
+        model, prepared.array, max_out_tile=tuple(max_tile_xyz)[::-1], tta=tta, batch_size=batch_size, on_batch=on_batch
+    )
+    prob_canonical = prepared.with_array(foreground(probs).astype(np.float32))
+    return resample_to(prob_canonical, vol, order=1, default_value=0.0)
+
+
+def segment_liver(
+    model: nnx.Module,
+    spec: dict[str, Any],
+    vol: Volume,
+    *,
+    modality: str,
+    tta: bool = False,
+    threshold: float = 0.5,
+    batch_size: int = 1,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> Volume:
+    """Liver mask (uint8 0/1, z, y, x) on the grid of `vol`: threshold, largest component, holes filled."""
+    prob = predict_probability(model, spec, vol, modality=modality, tta=tta, batch_size=batch_size, on_batch=on_batch)
+    return prob.with_array(liver_mask(np.asarray(prob.array), threshold=threshold))

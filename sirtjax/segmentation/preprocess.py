@@ -1,0 +1,60 @@
+"""Network input preparation (thesis 4.3.2): resample to a canonical grid, window by modality.
+
+The canonical grid has identity direction (LPS-aligned axes), the model's spacing (3 mm for the
+liver U-Net) and covers the physical bounding box of the input's field of view, so a network sees
+every image in the same anatomical orientation whatever the scanner's direction matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from sirtjax.errors import InputError
+from sirtjax.preprocess import resample_to, window_ct, window_mr
+from sirtjax.volume import Volume, index_to_world, make_volume
+
+MODALITIES = ("ct", "mr")
+
+
+def canonical_grid(vol: Volume, spacing_mm: Sequence[float]) -> Volume:
+    """An empty uint8 Volume, identity direction, spacing (x, y, z mm), covering vol's field of view."""
+    spacing = np.asarray(spacing_mm, np.float64).reshape(3)
+    nx, ny, nz = vol.size_xyz
+    # the field of view reaches half a voxel beyond the corner voxel centres
+    corners = np.array([[i, j, k, 1.0] for i in (-0.5, nx - 0.5) for j in (-0.5, ny - 0.5) for k in (-0.5, nz - 0.5)])
+    world = (corners @ index_to_world(vol).T)[:, :3]
+    lo, hi = world.min(axis=0), world.max(axis=0)
+    size_xyz = np.maximum(1, np.ceil((hi - lo) / spacing - 1e-6)).astype(int)
+    origin = (lo + hi) / 2 - spacing * (size_xyz - 1) / 2  # centre the new grid on the old box
+    return make_volume(np.zeros(tuple(size_xyz[::-1]), np.uint8), spacing, origin, np.eye(3))
+
+
+def normalize_intensity(image: np.ndarray, modality: str) -> np.ndarray:
+    """Thesis windowing to [-0.5, 0.5]: CT clip [-200, 200] HU; MR clip [min, 80 % of max]."""
+    if modality == "ct":
+        return np.asarray(window_ct(image))
+    if modality == "mr":
+        return np.asarray(window_mr(image))
+    raise InputError("--modality", f"unknown modality {modality!r}; expected one of {MODALITIES}")
+
+
+def prepare_image(vol: Volume, modality: str, spacing_mm: Sequence[float]) -> Volume:
+    """The windowed network input (z, y, x) float32 on the canonical grid of `vol`.
+
+    Outside the input's field of view the image is filled with its minimum (air), then windowed.
+    """
+    array = np.asarray(vol.array)
+    if array.ndim != 3:
+        raise InputError("image", f"expected a scalar 3D image, got array shape {array.shape}")
+    if array.size == 0 or not np.all(np.isfinite(array)):
+        raise InputError("image", "image is empty or contains NaN/inf values")
+    ref = canonical_grid(vol, spacing_mm)
+    resampled = resample_to(vol, ref, order=1, default_value=float(array.min()))
+    return resampled.with_array(normalize_intensity(np.asarray(resampled.array), modality).astype(np.float32))
+
+
+def prepare_label(label: Volume, reference: Volume) -> Volume:
+    """A label map resampled by nearest neighbour onto the reference grid (uint8 / int kept)."""
+    return resample_to(label, reference, order=0)

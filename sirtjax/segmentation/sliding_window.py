@@ -1,0 +1,105 @@
+"""Sliding-window inference with valid-convolution margins, Gaussian blending and batched tiles.
+
+An image (z, y, x, C) is covered by output tiles of size `out_tile` overlapping by `overlap`
+(50 % by default); each is predicted from the input tile `in_tile` centred on it (larger by the
+network's margin on each side; for same-size networks in_tile == out_tile). Outside the image the
+input is padded with `pad_value`. Overlapping predictions are blended with Gaussian weights
+(sigma = `sigma_scale` x tile size, as in nnU-Net) so tile borders do not show. Only one batch of
+tiles and two accumulators of the image's size are held at a time (bounded memory).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+
+def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
+    """Start indices of output tiles of length `tile` covering [0, size) with the given overlap.
+
+    Tiles are spaced by round(tile * (1 - overlap)) (at least 1); the last one ends at `size`. When
+    the image is shorter than a tile, one tile starts at 0 (the rest is padding).
+    """
+    if size <= tile:
+        return [0]
+    step = max(1, int(round(tile * (1.0 - overlap))))
+    starts = list(range(0, size - tile, step))
+    return starts + [size - tile]
+
+
+def gaussian_weights(tile: Sequence[int], sigma_scale: float = 0.125) -> np.ndarray:
+    """Separable Gaussian importance map (z, y, x) float32 peaking at 1 in the tile centre, > 0 everywhere."""
+    w = np.ones((), np.float32)
+    for n in tile:
+        c = (n - 1) / 2.0
+        g = np.exp(-0.5 * ((np.arange(n) - c) / max(sigma_scale * n, 1e-3)) ** 2).astype(np.float32)
+        w = np.multiply.outer(w, g)
+    return np.maximum(w / w.max(), 1e-3).astype(np.float32)
+
+
+def _tiles(shape: Sequence[int], out_tile: Sequence[int], overlap: float) -> Iterator[tuple[int, int, int]]:
+    for z in tile_starts(shape[0], out_tile[0], overlap):
+        for y in tile_starts(shape[1], out_tile[1], overlap):
+            for x in tile_starts(shape[2], out_tile[2], overlap):
+                yield (z, y, x)
+
+
+def sliding_window(
+    predict: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    *,
+    in_tile: Sequence[int],
+    out_tile: Sequence[int],
+    overlap: float = 0.5,
+    batch_size: int = 1,
+    pad_value: float = -0.5,
+    sigma_scale: float = 0.125,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Blend tile predictions over a whole image.
+
+    Args:
+      predict: maps a batch (B, *in_tile, C) float32 to (B, *out_tile, K) class scores; B is always
+        `batch_size` (short batches are padded) so a jit-compiled function compiles once.
+      image: (z, y, x, C) float32 network input.
+      in_tile, out_tile: tile sizes (z, y, x); in_tile - out_tile must be even (twice the margin).
+      overlap: fraction of the output tile shared with the next tile, in [0, 1).
+      on_batch: optional progress callback(done_tiles, total_tiles).
+
+    Returns:
+      (z, y, x, K) float32: the Gaussian-weighted mean of the predictions covering each voxel.
+    """
+    image = np.asarray(image, np.float32)
+    if image.ndim != 4:
+        raise ValueError(f"image must be (z, y, x, C), got shape {image.shape}")
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    shape = image.shape[:3]
+    margin = []
+    for i, o in zip(in_tile, out_tile):
+        if i < o or (i - o) % 2:
+            raise ValueError(f"input tile {tuple(in_tile)} must exceed output tile {tuple(out_tile)} by an even margin")
+        margin.append((i - o) // 2)
+    pad = [(m, m + max(0, o - n)) for m, o, n in zip(margin, out_tile, shape)] + [(0, 0)]
+    padded = np.pad(image, pad, constant_values=pad_value)
+    weights = gaussian_weights(out_tile, sigma_scale)
+    acc = None  # (z, y, x, K), allocated once K is known from the first prediction
+    wsum = np.zeros(shape, np.float32)
+    starts = list(_tiles(shape, out_tile, overlap))
+    for b0 in range(0, len(starts), batch_size):
+        chunk = starts[b0 : b0 + batch_size]
+        batch = np.full((batch_size, *in_tile, image.shape[3]), pad_value, np.float32)
+        for t, (z, y, x) in enumerate(chunk):
+            batch[t] = padded[z : z + in_tile[0], y : y + in_tile[1], x : x + in_tile[2]]
+        pred = np.asarray(predict(batch), np.float32)
+        if acc is None:
+            acc = np.zeros(shape + pred.shape[-1:], np.float32)
+        for t, (z, y, x) in enumerate(chunk):
+            ez, ey, ex = (min(s + o, n) - s for s, o, n in zip((z, y, x), out_tile, shape))
+            w = weights[:ez, :ey, :ex]
+            acc[z : z + ez, y : y + ey, x : x + ex] += pred[t, :ez, :ey, :ex] * w[..., None]
+            wsum[z : z + ez, y : y + ey, x : x + ex] += w
+        if on_batch is not None:
+            on_batch(min(b0 + batch_size, len(starts)), len(starts))
+    return acc / wsum[..., None]

@@ -1,0 +1,89 @@
+"""Training configuration: a JSON file (configs/segmentation/*.json) parsed into a frozen dataclass.
+
+Keys (defaults in parentheses): ``model`` (the model spec saved with the weights: arch, features,
+in_features, out_features, spacing_mm (x, y, z), tile_out (x, y, z), modalities); ``data``
+(``{"kind": "phantom", "train_seeds", "val_seeds", "images": {name: modality}}`` or
+``{"kind": "msd", "root", "modality", "label_values", "val_cases"}``); ``patch_out`` (z, y, x)
+output patch; ``batch_size`` (2); ``steps`` (total); ``steps_per_epoch`` (100);
+``val_every_epochs`` (1); ``checkpoint_every`` (steps, 50); ``learning_rate`` (1e-3);
+``plateau`` (factor 0.2, patience 2 validations, min_scale 1e-3); ``loss`` (dice);
+``foreground_prob`` (0.5); ``augment`` (see AugmentConfig); ``seed`` (0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from sirtjax.errors import InputError
+from sirtjax.train.augment import AugmentConfig
+from sirtjax.train.losses import LOSSES
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """All settings of one training run (see the module docstring for the JSON keys)."""
+
+    model: dict[str, Any]
+    data: dict[str, Any]
+    patch_out: tuple[int, int, int]
+    steps: int
+    batch_size: int = 2
+    steps_per_epoch: int = 100
+    val_every_epochs: int = 1
+    checkpoint_every: int = 50
+    learning_rate: float = 1e-3
+    plateau_factor: float = 0.2
+    plateau_patience: int = 2
+    plateau_min_scale: float = 1e-3
+    loss: str = "dice"
+    foreground_prob: float = 0.5
+    augment: AugmentConfig = AugmentConfig()
+    seed: int = 0
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:
+    """Validate a config dict and build a TrainConfig; bad values raise InputError(source, ...)."""
+    raw = dict(raw)
+    try:
+        plateau = raw.pop("plateau", {})
+        aug = raw.pop("augment", {})
+        cfg = TrainConfig(
+            **{k: v for k, v in raw.items() if not k.startswith("_")},
+            plateau_factor=float(plateau.get("factor", 0.2)),
+            plateau_patience=int(plateau.get("patience", 2)),
+            plateau_min_scale=float(plateau.get("min_scale", 1e-3)),
+            augment=AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()}),
+        )
+    except TypeError as exc:
+        raise InputError(source, f"bad config key: {exc}") from exc
+    cfg = dataclasses.replace(cfg, patch_out=tuple(int(n) for n in cfg.patch_out))
+    checks = [
+        (cfg.steps > 0, "steps must be positive"),
+        (cfg.batch_size > 0, "batch_size must be positive"),
+        (cfg.steps_per_epoch > 0 and cfg.checkpoint_every > 0 and cfg.val_every_epochs > 0, "epoch/checkpoint/validation intervals must be positive"),
+        (cfg.learning_rate > 0, "learning_rate must be positive"),
+        (0 < cfg.plateau_factor < 1, "plateau factor must be in (0, 1)"),
+        (cfg.loss in LOSSES, f"loss must be one of {LOSSES}"),
+        (len(cfg.patch_out) == 3 and min(cfg.patch_out) > 0, "patch_out needs 3 positive sizes (z, y, x)"),
+        (cfg.data.get("kind") in ("phantom", "msd"), "data.kind must be 'phantom' or 'msd'"),
+        ("arch" in cfg.model and "features" in cfg.model, "model needs 'arch' and 'features'"),
+    ]
+    for ok, problem in checks:
+        if not ok:
+            raise InputError(source, problem)
+    return cfg
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read and validate a JSON training config."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"cannot read JSON config: {exc}") from exc
+    if isinstance(raw.get("data", {}).get("root"), str):  # relative dataset paths are relative to the config
+        raw["data"]["root"] = str((path.parent / raw["data"]["root"]).resolve())
+    return parse_config(raw, str(path))

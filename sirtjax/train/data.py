@@ -1,0 +1,188 @@
+"""Training data: cases from Decathlon folders or phantom studies, stacked for on-device patch sampling.
+
+A case is a prepared image (windowed, on the model's canonical grid, see
+`sirtjax.segmentation.prepare_image`) and its 0/1 label on the same grid. Cases are padded to a
+common shape and stacked so a jit-compiled sampler can draw a batch of augmented patches from a
+single key: the patch centre is a random foreground voxel with probability `foreground_prob`,
+otherwise a uniform voxel of the case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sirtjax.errors import InputError
+from sirtjax.io import read_volume
+from sirtjax.segmentation.preprocess import prepare_image, prepare_label
+from sirtjax.train.augment import AugmentConfig, augment_intensity, patch_coordinates, sample_patch
+from sirtjax.volume import Volume
+
+PAD_VALUE = -0.5  # the window floor: outside the scan reads as air
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One training or validation example: prepared image (z, y, x) float32 and 0/1 label (uint8)."""
+
+    name: str
+    image: np.ndarray
+    label: np.ndarray
+    spacing_mm: tuple[float, float, float]  # (x, y, z)
+
+
+def make_case(name: str, image: Volume, label: Volume, modality: str, spacing_mm: Sequence[float], label_values: Sequence[int]) -> Case:
+    """Prepare one image/label pair: canonical grid, windowing; label = voxels with any of label_values."""
+    prepared = prepare_image(image, modality, spacing_mm)
+    lab = np.isin(np.asarray(prepare_label(label, prepared).array), list(label_values)).astype(np.uint8)
+    return Case(name, np.asarray(prepared.array, np.float32), lab, tuple(float(s) for s in spacing_mm))
+
+
+def msd_pairs(root: str | Path) -> list[tuple[Path, Path]]:
+    """(image, label) NIfTI paths of a Medical Segmentation Decathlon task folder (imagesTr/labelsTr)."""
+    root = Path(root)
+    images, labels = root / "imagesTr", root / "labelsTr"
+    if not images.is_dir() or not labels.is_dir():
+        raise InputError(root, "expected imagesTr/ and labelsTr/ folders (Medical Segmentation Decathlon layout)")
+    pairs = []
+    for img in sorted(images.glob("*.nii*")):
+        if img.name.startswith("."):
+            continue  # macOS resource forks shipped in some Decathlon archives
+        lab = labels / img.name.replace("_0000", "")
+        if not lab.is_file():
+            raise InputError(img, f"no label {lab.name} in {labels}")
+        pairs.append((img, lab))
+    if not pairs:
+        raise InputError(images, "no .nii/.nii.gz images")
+    return pairs
+
+
+def msd_cases(root: str | Path, *, modality: str, spacing_mm: Sequence[float], label_values: Sequence[int]) -> list[Case]:
+    """All cases of a Decathlon folder, prepared (see :func:`make_case`)."""
+    return [
+        make_case(img.name.split(".")[0], read_volume(img), read_volume(lab), modality, spacing_mm, label_values)
+        for img, lab in msd_pairs(root)
+    ]
+
+
+def phantom_cases(
+    seeds: Sequence[int],
+    images: dict[str, str],
+    *,
+    spacing_mm: Sequence[float],
+    label_suffix: str = "_liver",
+    cache_dir: str | Path | None = None,
+    phantom_options: dict | None = None,
+) -> list[Case]:
+    """Cases from phantom studies: for each seed and image name (-> modality), the image and its mask.
+
+    With `cache_dir`, prepared cases are stored as .npz there and reused (phantoms are deterministic).
+    """
+    from sirtjax.phantom import PhantomConfig, generate_study
+
+    cases = []
+    for seed in seeds:
+        names = [f"seed{seed}_{name}" for name in images]
+        paths = [Path(cache_dir) / f"{n}.npz" for n in names] if cache_dir else []
+        if paths and all(p.is_file() for p in paths):
+            for n, p in zip(names, paths):
+                with np.load(p) as d:
+                    cases.append(Case(n, d["image"], d["label"], tuple(float(s) for s in spacing_mm)))
+            continue
+        study = generate_study(int(seed), PhantomConfig(**(phantom_options or {})))
+        for i, (name, modality) in enumerate(images.items()):
+            case = make_case(names[i], study.images[name], study.images[name + label_suffix], modality, spacing_mm, (1,))
+            if paths:
+                paths[i].parent.mkdir(parents=True, exist_ok=True)
+                np.savez_compressed(paths[i], image=case.image, label=case.label)
+            cases.append(case)
+    return cases
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class StackedCases:
+    """Cases padded to one shape: images (N, Z, Y, X) float32, labels uint8, shapes (N, 3),
+    foreground samples (N, K, 3) int32 voxel indices (the case centre when a label is empty)."""
+
+    images: jax.Array
+    labels: jax.Array
+    shapes: jax.Array
+    foreground: jax.Array
+
+
+def stack_cases(cases: Sequence[Case], *, n_foreground: int = 4096, seed: int = 0) -> StackedCases:
+    """Stack prepared cases for :func:`sample_batch` (host numpy -> device arrays)."""
+    if not cases:
+        raise ValueError("no training cases")
+    big = np.max([c.image.shape for c in cases], axis=0)
+    rng = np.random.default_rng(seed)
+    images = np.full((len(cases), *big), PAD_VALUE, np.float32)
+    labels = np.zeros((len(cases), *big), np.uint8)
+    fg = np.zeros((len(cases), n_foreground, 3), np.int32)
+    for i, c in enumerate(cases):
+        z, y, x = c.image.shape
+        images[i, :z, :y, :x] = c.image
+        labels[i, :z, :y, :x] = c.label
+        idx = np.argwhere(c.label > 0)
+        fg[i] = idx[rng.integers(0, len(idx), n_foreground)] if len(idx) else np.array(c.image.shape) // 2
+    shapes = np.array([c.image.shape for c in cases], np.int32)
+    return StackedCases(jnp.asarray(images), jnp.asarray(labels), jnp.asarray(shapes), jnp.asarray(fg))
+
+
+@partial(jax.jit, static_argnames=("batch_size", "in_patch", "out_patch", "spacing_zyx_mm", "aug", "foreground_prob"))
+def sample_batch(
+    key: jax.Array,
+    data: StackedCases,
+    *,
+    batch_size: int,
+    in_patch: tuple[int, int, int],
+    out_patch: tuple[int, int, int],
+    spacing_zyx_mm: tuple[float, float, float],
+    aug: AugmentConfig,
+    foreground_prob: float,
+) -> tuple[jax.Array, jax.Array]:
+    """Augmented patches: inputs (B, *in_patch, 1) float32 and labels (B, *out_patch, 1) float32.
+
+    The label patch is the centre `out_patch` of the input patch (the network's valid output).
+    """
+    margin = [(i - o) // 2 for i, o in zip(in_patch, out_patch)]
+
+    def one(k: jax.Array) -> tuple[jax.Array, jax.Array]:
+        k_case, k_fg, k_which, k_uni, k_geo, k_int = jax.random.split(k, 6)
+        case = jax.random.randint(k_case, (), 0, data.images.shape[0])
+        shape = data.shapes[case].astype(jnp.float32)
+        fg_centre = data.foreground[case, jax.random.randint(k_which, (), 0, data.foreground.shape[1])].astype(jnp.float32)
+        uni_centre = jax.random.uniform(k_uni, (3,)) * (shape - 1)
+        centre = jnp.where(jax.random.bernoulli(k_fg, foreground_prob), fg_centre, uni_centre)
+        coords = patch_coordinates(k_geo, centre, in_patch, spacing_zyx_mm, aug)
+        # outside a case's own shape (the stacking pad) also reads as air / background
+        image = sample_patch(data.images[case], coords, order=1, cval=PAD_VALUE)
+        inside = jnp.all((coords > -0.5) & (coords < shape[:, None, None, None] - 0.5), axis=0)
+        image = jnp.where(inside, augment_intensity(k_int, image, aug), PAD_VALUE)
+        out_coords = coords[:, margin[0] : margin[0] + out_patch[0], margin[1] : margin[1] + out_patch[1], margin[2] : margin[2] + out_patch[2]]
+        label = sample_patch(data.labels[case].astype(jnp.float32), out_coords, order=0, cval=0.0)
+        return image[..., None], label[..., None]
+
+    return jax.vmap(one)(jax.random.split(key, batch_size))
+
+
+def batch_sampler(
+    data: StackedCases, *, batch_size: int, in_patch: Sequence[int], out_patch: Sequence[int], spacing_mm: Sequence[float], aug: AugmentConfig, foreground_prob: float
+) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
+    """A function key -> (inputs, labels) drawing one augmented batch (see :func:`sample_batch`)."""
+    kwargs = dict(
+        batch_size=int(batch_size),
+        in_patch=tuple(int(n) for n in in_patch),
+        out_patch=tuple(int(n) for n in out_patch),
+        spacing_zyx_mm=tuple(float(s) for s in spacing_mm)[::-1],
+        aug=aug,
+        foreground_prob=float(foreground_prob),
+    )
+    return lambda key: sample_batch(key, data, **kwargs)

@@ -1,0 +1,144 @@
+"""The training loop: data, model, jit-compiled steps, validation, checkpoints, metrics log.
+
+Outside the pure step everything is plain Python: batches are drawn from jax.random.fold_in(key,
+step), so a run resumed from the checkpoint of step s draws exactly the batches an uninterrupted
+run would; the latest checkpoint is written every `checkpoint_every` steps and after each
+validation; `metrics.jsonl` gets one line per logged step and per validation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sirtjax.metrics import dice
+from sirtjax.models.store import build_model, save_model
+from sirtjax.segmentation.infer import DEFAULT_TILE_OUT, foreground, predict_array
+from sirtjax.segmentation.postprocess import liver_mask
+from sirtjax.train import checkpoint
+from sirtjax.train.config import TrainConfig
+from sirtjax.train.data import Case, batch_sampler, msd_cases, phantom_cases, stack_cases
+from sirtjax.train.step import data_parallel, init_opt_state, make_optimizers, make_train_step, plateau_update
+
+LOG_EVERY = 10
+
+
+def load_cases(cfg: TrainConfig, cache_dir: Path | None) -> tuple[list[Case], list[Case]]:
+    """(train, validation) cases described by cfg.data."""
+    spacing = cfg.model.get("spacing_mm", (3.0, 3.0, 3.0))
+    d = cfg.data
+    if d["kind"] == "phantom":
+        kw = dict(spacing_mm=spacing, cache_dir=cache_dir, phantom_options=d.get("phantom_options"))
+        return phantom_cases(d["train_seeds"], d["images"], **kw), phantom_cases(d["val_seeds"], d["images"], **kw)
+    cases = msd_cases(d["root"], modality=d.get("modality", "ct"), spacing_mm=spacing, label_values=d.get("label_values", (1,)))
+    n_val = int(d.get("val_cases", max(1, len(cases) // 10)))
+    if len(cases) <= n_val:
+        raise ValueError(f"{len(cases)} cases cannot give {n_val} validation cases and a training set")
+    return cases[n_val:], cases[:n_val]
+
+
+def validate(model: nnx.Module, cases: Sequence[Case], spec: dict[str, Any]) -> dict[str, float]:
+    """DSC per validation case of the post-processed full-volume segmentation on the prepared grid."""
+    tile = tuple(spec.get("tile_out", DEFAULT_TILE_OUT))[::-1]
+    return {
+        c.name: dice(liver_mask(foreground(predict_array(model, c.image, max_out_tile=tile))), c.label) for c in cases
+    }
+
+
+def _append(log_path: Path, record: dict[str, Any]) -> None:
+    with log_path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _truncate_log(log_path: Path, step: int) -> None:
+    """Drop log lines written after `step` by a run that was killed before checkpointing them."""
+    if log_path.is_file():
+        keep = [ln for ln in log_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        log_path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    cases: tuple[list[Case], list[Case]] | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or resume) the model of cfg in out_dir; returns {'step', 'best_val_dice', 'out_dir'}.
+
+    out_dir receives checkpoints/{latest,best} (orbax), best/ (model.json + weights.npz of the best
+    validation DSC, loadable with `--model out_dir`), metrics.jsonl and cache/ (prepared phantom
+    cases). `cases` overrides the datasets of cfg.data; `stop_after` ends the run after that many
+    steps without a final checkpoint (to test resuming after a kill).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_cases, val_cases = cases if cases is not None else load_cases(cfg, out / "cache")
+    spacing = tuple(cfg.model.get("spacing_mm", (3.0, 3.0, 3.0)))
+    key = jax.random.key(cfg.seed)
+    model = build_model(cfg.model, rngs=nnx.Rngs(params=jax.random.fold_in(key, 1)))
+    in_patch = model.input_shape_for(cfg.patch_out)
+    out_patch = model.output_shape(in_patch)
+    graphdef, params = nnx.split(model)
+    adam, plateau = make_optimizers(cfg.learning_rate, factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_scale=cfg.plateau_min_scale)
+    state = {"params": params, "opt_state": init_opt_state(adam, plateau, params), "meta": np.array([0, 0], np.int64), "best": np.array(-1.0, np.float32)}
+    latest, best = checkpoint.managers(out)
+    log_path = out / "metrics.jsonl"
+    restored = checkpoint.restore_latest(latest, state)
+    if restored is not None:
+        state = restored
+        _truncate_log(log_path, int(state["meta"][0]))
+    start = int(state["meta"][0])
+    batch_sharding, replicated = data_parallel(cfg.batch_size)
+    params = jax.device_put(state["params"], replicated)
+    opt_state = jax.device_put(state["opt_state"], replicated)
+    n_val, best_dice = int(state["meta"][1]), float(state["best"])
+    sampler = batch_sampler(
+        stack_cases(train_cases, seed=cfg.seed), batch_size=cfg.batch_size, in_patch=in_patch, out_patch=out_patch,
+        spacing_mm=spacing, aug=cfg.augment, foreground_prob=cfg.foreground_prob,
+    )
+    step_fn = make_train_step(graphdef, adam, cfg.loss)
+    data_key = jax.random.fold_in(key, 2)
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+
+    def snapshot(step: int) -> dict[str, Any]:
+        return {"params": params, "opt_state": opt_state, "meta": np.array([step, n_val], np.int64), "best": np.array(best_dice, np.float32)}
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+    t0 = time.perf_counter()
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task("train", total=cfg.steps, completed=start, info="")
+        for step in range(start, end):
+            x, y = sampler(jax.random.fold_in(data_key, step))
+            params, opt_state, terms = step_fn(params, opt_state, jax.device_put(x, batch_sharding), jax.device_put(y, batch_sharding))
+            done = step + 1
+            if done % LOG_EVERY == 0 or done == end:
+                rec = {"step": done, **{k: float(v) for k, v in terms.items()}, "lr_scale": float(opt_state.plateau.scale), "time_s": round(time.perf_counter() - t0, 2)}
+                _append(log_path, rec)
+                bar.update(task, info=f"loss {rec['loss']:.4f}  best val DSC {best_dice:.4f}")
+            if done % (cfg.steps_per_epoch * cfg.val_every_epochs) == 0 or done == cfg.steps:
+                scores = validate(nnx.merge(graphdef, params), val_cases, cfg.model)
+                mean = float(np.mean(list(scores.values())))
+                opt_state = plateau_update(plateau, opt_state, params, mean)
+                n_val += 1
+                _append(log_path, {"step": done, "val_dice": mean, "val_cases": scores, "lr_scale": float(opt_state.plateau.scale)})
+                if mean > best_dice:
+                    best_dice = mean
+                    checkpoint.save(best, done, {"params": params}, metrics={"val_dice": mean})
+                    save_model(nnx.merge(graphdef, params), {**cfg.model, "val_dice": round(mean, 4), "step": done}, out / "best")
+                checkpoint.save(latest, done, snapshot(done))
+            elif done % cfg.checkpoint_every == 0:
+                checkpoint.save(latest, done, snapshot(done))
+            bar.update(task, completed=done)
+    return {"step": end, "best_val_dice": best_dice, "out_dir": str(out), "params": params}

@@ -1,0 +1,43 @@
+"""Binary segmentation losses on logits (N, z, y, x, 1) against 0/1 labels of the same shape.
+
+Each function returns one value per example (N,); the training objective averages them.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+LOSSES = ("dice", "dice_ce", "dice_focal")
+
+
+def soft_dice_loss(logits: jax.Array, labels: jax.Array, *, eps: float = 1.0) -> jax.Array:
+    """1 - soft DSC per example, 2 sum(p g) / (sum p + sum g) with p = sigmoid(logits); eps smooths empty labels."""
+    p = jax.nn.sigmoid(logits).reshape(logits.shape[0], -1)
+    g = labels.reshape(labels.shape[0], -1).astype(p.dtype)
+    return 1.0 - (2.0 * jnp.sum(p * g, axis=1) + eps) / (jnp.sum(p, axis=1) + jnp.sum(g, axis=1) + eps)
+
+
+def bce_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean binary cross-entropy per example (optax.sigmoid_binary_cross_entropy)."""
+    ce = optax.losses.sigmoid_binary_cross_entropy(logits, labels.astype(logits.dtype))
+    return jnp.mean(ce.reshape(ce.shape[0], -1), axis=1)
+
+
+def focal_loss(logits: jax.Array, labels: jax.Array, *, gamma: float = 2.0) -> jax.Array:
+    """Mean sigmoid focal loss per example (optax.sigmoid_focal_loss, alpha unset, gamma 2)."""
+    fl = optax.losses.sigmoid_focal_loss(logits, labels.astype(logits.dtype), gamma=gamma)
+    return jnp.mean(fl.reshape(fl.shape[0], -1), axis=1)
+
+
+def segmentation_loss(logits: jax.Array, labels: jax.Array, kind: str) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean loss over the batch and its named terms: 'dice', 'dice_ce' or 'dice_focal' (equal weights)."""
+    terms = {"dice": jnp.mean(soft_dice_loss(logits, labels))}
+    if kind == "dice_ce":
+        terms["ce"] = jnp.mean(bce_loss(logits, labels))
+    elif kind == "dice_focal":
+        terms["focal"] = jnp.mean(focal_loss(logits, labels))
+    elif kind != "dice":
+        raise ValueError(f"unknown loss {kind!r}; expected one of {LOSSES}")
+    return sum(terms.values()), terms

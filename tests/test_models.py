@@ -1,0 +1,105 @@
+"""Model geometry (thesis U-Nets, residual U-Net3D), the tap convolution and weight files."""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sirtjax.errors import InputError
+from sirtjax.models import ResidualUNet3D, build_model, lesion_unet, load_model, save_model, thesis_liver_unet
+from sirtjax.models._layers import tap_conv
+
+
+@partial(jax.jit, static_argnums=0)
+def _apply(graphdef, state, x, kwargs):
+    return nnx.merge(graphdef, state)(x, **kwargs)
+
+
+def apply(model, x, **kwargs):
+    """The model's forward under jit (compiled once per architecture and shape, not op by op)."""
+    graphdef, state = nnx.split(model)
+    return _apply(graphdef, state, x, kwargs)
+
+
+def abstract_forward_shape(build, input_shape):
+    """Output shape of a model built abstractly (no parameter values, no compute)."""
+    graphdef, state = nnx.split(nnx.eval_shape(build))
+    x = jax.ShapeDtypeStruct(input_shape, jnp.float32)
+    return jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state, x).shape
+
+
+def test_thesis_liver_unet_geometry():
+    """Thesis 4.3.2: 189x162x162 -> 163x136x136 (z, y, x); checked by shape inference, no compute."""
+    build = lambda: thesis_liver_unet(features=(2, 2, 2, 2), rngs=nnx.Rngs(0))  # noqa: E731
+    model = nnx.eval_shape(build)
+    assert model.output_shape((189, 162, 162)) == (163, 136, 136)
+    assert abstract_forward_shape(build, (2, 189, 162, 162, 1)) == (2, 163, 136, 136, 1)
+    assert model.margin() == (13, 13, 13)
+    with pytest.raises(ValueError):
+        model.output_shape((190, 162, 162))  # not divisible by 27
+
+
+def test_thesis_liver_unet_real_forward_small():
+    """A real forward on the smallest two-output-voxel-per-level size, batch 2, tiny widths."""
+    model = thesis_liver_unet(features=(2, 3, 3, 3), rngs=nnx.Rngs(0))
+    shape = model.input_shape_for((28, 28, 28))
+    assert shape == (54, 54, 54)
+    y = apply(model, jax.random.normal(jax.random.key(0), (2, *shape, 1)))
+    assert y.shape == (2, 28, 28, 28, 1) and bool(jnp.all(jnp.isfinite(y)))
+
+
+def test_lesion_unet_geometry():
+    """Thesis 7.3.2.2: 180x172x86 (x, y, z) -> 92x84x42 at 1x1x3 mm; a real forward at the smallest valid size."""
+    build = lambda: lesion_unet(features=(2, 2, 2, 2), rngs=nnx.Rngs(0))  # noqa: E731
+    model = nnx.eval_shape(build)
+    assert model.output_shape((86, 172, 180)) == (42, 84, 92)
+    assert abstract_forward_shape(build, (1, 86, 172, 180, 1)) == (1, 42, 84, 92, 1)
+
+
+def test_valid_unet_is_translation_equivariant_inside():
+    """All-valid lesion U-Net: shifting the input by the pooling period shifts the output (no padding effects)."""
+    model = lesion_unet(features=(2, 2, 2, 2), rngs=nnx.Rngs(1))
+    shape = model.input_shape_for((17, 1, 1))
+    big = jax.random.normal(jax.random.key(2), (1, shape[0] + 8, shape[1], shape[2], 1))
+    a = apply(model, big[:, : shape[0]])  # output voxels z = 0 .. m-1 of the big image
+    b = apply(model, big[:, 8 : 8 + shape[0]])  # output voxels z = 8 .. m+7
+    assert a.shape[1] > 8
+    np.testing.assert_allclose(a[:, 8:], b[:, :-8], atol=1e-5)  # float32 sums in another order
+
+
+def test_residual_unet_same_size_and_dropout_key():
+    model = ResidualUNet3D(features=(2, 4), rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (2, 6, 8, 12, 1))
+    y = apply(model, x)
+    assert y.shape == (2, 6, 8, 12, 1)
+    np.testing.assert_array_equal(apply(model, x), y)  # no key: deterministic inference
+    assert not np.allclose(apply(model, x, dropout_key=jax.random.key(1)), y)
+    with pytest.raises(ValueError):
+        jax.eval_shape(model, jax.ShapeDtypeStruct((1, 5, 8, 8, 1), jnp.float32))
+
+
+@pytest.mark.parametrize(("kernel", "padding"), [((3, 3, 3), "VALID"), ((1, 3, 3), "SAME")])
+def test_tap_conv_matches_lax(padding, kernel):
+    x = jax.random.normal(jax.random.key(0), (2, 7, 9, 8, 3))
+    w = jax.random.normal(jax.random.key(1), (*kernel, 3, 5))
+    ref = jax.jit(jax.lax.conv_general_dilated, static_argnums=(2, 3), static_argnames="dimension_numbers")(x, w, (1, 1, 1), padding, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    ours = jax.jit(tap_conv, static_argnums=(2, 3))(x, w, (1, 1, 1), padding)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)  # float32 summation order  # float32 summation order
+
+
+def test_save_load_roundtrip(tmp_path):
+    spec = {"arch": "thesis_liver_unet", "features": [2, 3, 3, 3], "spacing_mm": [3, 3, 3]}
+    model = build_model(spec, rngs=nnx.Rngs(3))
+    save_model(model, spec, tmp_path / "m")
+    loaded, spec2 = load_model(tmp_path / "m")
+    x = jax.random.normal(jax.random.key(0), (2, 54, 54, 54, 1))  # shares the compile of the forward test
+    np.testing.assert_array_equal(apply(model, x), apply(loaded, x))
+    assert spec2 == spec
+    with pytest.raises(InputError):
+        load_model(tmp_path / "nothing")
+    save_model(build_model({**spec, "features": [2, 2, 2, 3]}, rngs=nnx.Rngs(0)), spec, tmp_path / "bad")
+    with pytest.raises(InputError, match="shape"):
+        load_model(tmp_path / "bad")
