@@ -1,0 +1,171 @@
+"""Losses, patch sampling, training steps, checkpoint/resume, configs and the Decathlon loader."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sirtjax.errors import InputError
+from sirtjax.io import write_volume
+from sirtjax.models import build_model
+from sirtjax.train import AugmentConfig, Case, msd_cases, parse_config, soft_dice_loss, stack_cases, train
+from sirtjax.train.augment import rotation_matrix
+from sirtjax.train.data import sample_batch
+from sirtjax.train.step import init_opt_state, make_optimizers, make_train_step, plateau_update
+from sirtjax.volume import make_volume
+
+NO_AUG = AugmentConfig(max_rotation_deg=0.0, elastic_mm=0.0, intensity_shift=0.0, intensity_scale=0.0)
+TINY_MODEL = {"arch": "residual_unet3d", "features": [2, 4], "dropout_rate": 0.0, "tile_out": [8, 8, 8]}
+
+
+def blob_case(seed, shape=(12, 14, 16)):
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    label = (np.sum((grid - rng.uniform(4, 8, 3)) ** 2, -1) < rng.uniform(3, 4) ** 2).astype(np.uint8)
+    image = np.where(label, 0.3, -0.2) + 0.05 * rng.normal(size=shape)
+    return Case(f"blob{seed}", image.astype(np.float32), label, (3.0, 3.0, 3.0))
+
+
+def tiny_config(**overrides):
+    raw = {
+        "model": TINY_MODEL,
+        "data": {"kind": "phantom", "train_seeds": [], "val_seeds": [], "images": {}},
+        "patch_out": [8, 8, 8],
+        "steps": 6,
+        "batch_size": 2,
+        "steps_per_epoch": 3,
+        "checkpoint_every": 2,
+        "loss": "dice_ce",
+    }
+    return parse_config({**raw, **overrides})
+
+
+def test_soft_dice_hand_values():
+    labels = jnp.zeros((1, 2, 2, 2, 1)).at[0, 0, 0, :2].set(1.0)  # 2 of 8 voxels
+    half = soft_dice_loss(jnp.zeros((1, 2, 2, 2, 1)), labels)  # p = 0.5 everywhere
+    np.testing.assert_allclose(half, 1 - (2 * 0.5 * 2 + 1) / (0.5 * 8 + 2 + 1), rtol=1e-6)
+    perfect = soft_dice_loss(jnp.where(labels > 0, 30.0, -30.0), labels)
+    assert float(perfect[0]) < 1e-6
+
+
+def test_rotation_matrix_is_a_rotation():
+    r = rotation_matrix(jnp.array([0.3, -0.2, 0.5]))
+    np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-6)
+    assert float(jnp.linalg.det(r)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_patches_without_augmentation_are_exact_crops():
+    """Identity augmentation reads the patch straight out of the volume; labels are its centre."""
+    cases = [blob_case(0)]
+    data = stack_cases(cases, n_foreground=16)
+    x, y = sample_batch(jax.random.key(3), data, batch_size=1, in_patch=(5, 7, 9), out_patch=(3, 3, 5),
+                        spacing_zyx_mm=(3.0, 3.0, 3.0), aug=NO_AUG, foreground_prob=1.0)
+    img, lab = cases[0].image, cases[0].label
+    # find the crop position from the first voxel (values are continuous random, so unique)
+    z, yy, xx = np.argwhere(np.isclose(img, float(x[0, 0, 0, 0, 0]), atol=1e-6))[0]
+    np.testing.assert_allclose(x[0, ..., 0], img[z : z + 5, yy : yy + 7, xx : xx + 9], atol=1e-5)  # order-1 at integer points
+    np.testing.assert_array_equal(y[0, ..., 0], lab[z + 1 : z + 4, yy + 2 : yy + 5, xx + 2 : xx + 7])
+
+
+def test_train_steps_lower_the_loss_and_do_not_recompile():
+    model = build_model(TINY_MODEL, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    adam, plateau = make_optimizers(1e-2, factor=0.2, patience=1, min_scale=1e-3)
+    opt_state = init_opt_state(adam, plateau, params)
+    step = make_train_step(graphdef, adam, "dice")
+    data = stack_cases([blob_case(1)], n_foreground=64)
+    x, y = sample_batch(jax.random.key(0), data, batch_size=2, in_patch=(8, 8, 8), out_patch=(8, 8, 8),
+                        spacing_zyx_mm=(3.0, 3.0, 3.0), aug=NO_AUG, foreground_prob=1.0)
+    losses = []
+    for _ in range(8):
+        params, opt_state, terms = step(params, opt_state, x, y)
+        losses.append(float(terms["loss"]))
+    assert losses[-1] < losses[0] - 0.05
+    assert step._cache_size() == 1  # one compile for all steps
+    # reduce-on-plateau (patience 1): the first validation sets the best DSC, the next without improvement scales by 0.2
+    for dsc in (0.5, 0.5):
+        opt_state = plateau_update(plateau, opt_state, params, dsc)
+    assert float(opt_state.plateau.scale) == pytest.approx(0.2)
+
+
+def test_resume_after_kill_continues_identically(tmp_path):
+    """Stop after step 5 (last checkpoint at 4), resume: final state equals an uninterrupted run."""
+    cfg = tiny_config()
+    cases = ([blob_case(i) for i in range(2)], [blob_case(9)])
+    full = train(cfg, tmp_path / "a", cases=cases, progress=False)
+    killed = train(cfg, tmp_path / "b", cases=cases, stop_after=5, progress=False)
+    assert killed["step"] == 5
+    resumed = train(cfg, tmp_path / "b", cases=cases, progress=False)
+    assert resumed["step"] == 6
+    for a, b in zip(jax.tree.leaves(full["params"]), jax.tree.leaves(resumed["params"])):
+        np.testing.assert_array_equal(a, b)
+    log = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "val_dice" in r] == [3, 6]
+    assert (tmp_path / "b" / "best" / "weights.npz").is_file()
+    assert resumed["best_val_dice"] == pytest.approx(full["best_val_dice"])
+
+
+def test_config_validation_and_cli(tmp_path, capsys):
+    with pytest.raises(InputError, match="steps"):
+        tiny_config(steps=0)
+    with pytest.raises(InputError, match="bad config key"):
+        tiny_config(unknown_key=1)
+    from sirtjax.cli import main
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(bad)])
+    assert exc.value.code == 2 and "bad.json" in capsys.readouterr().err
+
+
+def test_decathlon_layout(tmp_path):
+    """imagesTr/labelsTr NIfTI pairs; labels 1 and 2 (liver, tumour) both count as liver."""
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    lab = np.zeros((10, 12, 14), np.uint8)
+    lab[3:7, 4:8, 5:9] = 1
+    lab[4:6, 5:7, 6:8] = 2
+    direction = np.diag([-1.0, -1.0, 1.0])
+    for name in ("liver_0.nii.gz", "liver_1.nii.gz"):
+        write_volume(make_volume(np.where(lab > 0, 60, -900).astype(np.int16), (3, 3, 3), (0, 0, 0), direction), tmp_path / "imagesTr" / name)
+        write_volume(make_volume(lab, (3, 3, 3), (0, 0, 0), direction), tmp_path / "labelsTr" / name)
+    cases = msd_cases(tmp_path, modality="ct", spacing_mm=(3, 3, 3), label_values=(1, 2))
+    assert [c.name for c in cases] == ["liver_0", "liver_1"]
+    assert cases[0].label.sum() == (lab > 0).sum()  # same spacing, flipped axes: nearest keeps every voxel
+    assert cases[0].image.max() == pytest.approx(60 / 400 + 0.0, abs=1e-5)  # 60 HU -> (60 + 200) / 400 - 0.5
+    (tmp_path / "labelsTr" / "liver_1.nii.gz").unlink()
+    with pytest.raises(InputError, match="no label"):
+        msd_cases(tmp_path, modality="ct", spacing_mm=(3, 3, 3), label_values=(1,))
+
+
+@pytest.mark.slow
+def test_data_parallel_two_devices_matches_one():
+    """The sharded step on 2 host devices gives the single-device loss (subprocess with forced devices)."""
+    code = """
+import jax, numpy as np
+from flax import nnx
+from sirtjax.models import build_model
+from sirtjax.train.step import make_optimizers, init_opt_state, make_train_step, data_parallel
+assert len(jax.local_devices()) == 2
+m = build_model({"arch": "residual_unet3d", "features": [2, 4]}, rngs=nnx.Rngs(0))
+g, p = nnx.split(m)
+adam, plat = make_optimizers(1e-3, factor=0.2, patience=1, min_scale=1e-3)
+s = init_opt_state(adam, plat, p)
+x = jax.random.normal(jax.random.key(0), (2, 8, 8, 8, 1)); y = (x > 0).astype(np.float32)
+step = make_train_step(g, adam, "dice")
+_, _, t1 = step(p, s, x, y)
+bs, rep = data_parallel(2)
+_, _, t2 = step(jax.device_put(p, rep), jax.device_put(s, rep), jax.device_put(x, bs), jax.device_put(y, bs))
+print(abs(float(t1["loss"]) - float(t2["loss"])))
+"""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert float(out.stdout.strip().splitlines()[-1]) < 1e-5  # float32 all-reduce order
