@@ -137,3 +137,17 @@ def test_segment_cli_rejects_bad_modality(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["segment", str(tmp_path / "img.nii.gz"), "-o", str(tmp_path / "m.nii.gz"), "--model", str(tmp_path)])
     assert exc.value.code == 2 and "model.json" in capsys.readouterr().err
+
+
+def test_mask_to_liver_dilates_in_mm():
+    """Voxels within 6 mm of the liver (anisotropic spacing, brute-force distances) are kept."""
+    from sirtjax.segmentation import mask_to_liver
+
+    image = make_volume(np.random.default_rng(0).uniform(-0.4, 0.4, (9, 11, 13)).astype(np.float32), (1.0, 2.0, 3.0))
+    liver = np.zeros(image.shape, np.uint8)
+    liver[4, 5, 6] = 1
+    out = np.asarray(mask_to_liver(image, image.with_array(liver), dilation_mm=6.0).array)
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in image.shape], indexing="ij")
+    dist = np.sqrt(((zz - 4) * 3.0) ** 2 + ((yy - 5) * 2.0) ** 2 + ((xx - 6) * 1.0) ** 2)
+    np.testing.assert_array_equal(out == np.asarray(image.array), dist <= 6.0)
+    assert np.all(out[dist > 6.0] == -0.5)

@@ -2,7 +2,7 @@
 
 from sirtjax.segmentation.infer import predict_array, predict_probability, segment_liver
 from sirtjax.segmentation.postprocess import fill_holes, instance_labels, largest_component, liver_mask
-from sirtjax.segmentation.preprocess import canonical_grid, normalize_intensity, prepare_image, prepare_label
+from sirtjax.segmentation.preprocess import canonical_grid, mask_to_liver, normalize_intensity, prepare_image, prepare_label
 from sirtjax.segmentation.sliding_window import gaussian_weights, sliding_window, tile_starts
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "instance_labels",
     "largest_component",
     "liver_mask",
+    "mask_to_liver",
     "normalize_intensity",
     "predict_array",
     "predict_probability",

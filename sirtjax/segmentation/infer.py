@@ -100,17 +100,10 @@ def predict_probability(
     return resample_to(prob_canonical, vol, order=1, default_value=0.0)
 
 
-def segment_liver(
-    model: nnx.Module,
-    spec: dict[str, Any],
-    vol: Volume,
-    *,
-    modality: str,
-    tta: bool = False,
-    threshold: float = 0.5,
-    batch_size: int = 1,
-    on_batch: Callable[[int, int], None] | None = None,
-) -> Volume:
-    """Liver mask (uint8 0/1, z, y, x) on the grid of `vol`: threshold, largest component, holes filled."""
-    prob = predict_probability(model, spec, vol, modality=modality, tta=tta, batch_size=batch_size, on_batch=on_batch)
+def segment_liver(model: nnx.Module, spec: dict[str, Any], vol: Volume, *, threshold: float = 0.5, **predict_kwargs: Any) -> Volume:
+    """Liver mask (uint8 0/1, z, y, x) on the grid of `vol`: threshold, largest component, holes filled.
+
+    `predict_kwargs` (modality, tta, batch_size, on_batch) go to :func:`predict_probability`.
+    """
+    prob = predict_probability(model, spec, vol, **predict_kwargs)
     return prob.with_array(liver_mask(np.asarray(prob.array), threshold=threshold))
