@@ -43,6 +43,7 @@ def tiny_config(**overrides):
         "steps_per_epoch": 3,
         "checkpoint_every": 2,
         "loss": "dice_ce",
+        "learning_rate": 1e-2,
     }
     return parse_config({**raw, **overrides})
 
@@ -79,16 +80,17 @@ def test_train_steps_lower_the_loss_and_do_not_recompile():
     graphdef, params = nnx.split(model)
     adam, plateau = make_optimizers(1e-2, factor=0.2, patience=1, min_scale=1e-3)
     opt_state = init_opt_state(adam, plateau, params)
-    step = make_train_step(graphdef, adam, "dice")
+    step = make_train_step(graphdef, 1e-2, "dice_ce")  # the resume test's step: one compile for both
     data = stack_cases([blob_case(1)], n_foreground=64)
     x, y = sample_batch(jax.random.key(0), data, batch_size=2, in_patch=(8, 8, 8), out_patch=(8, 8, 8),
                         spacing_zyx_mm=(3.0, 3.0, 3.0), aug=NO_AUG, foreground_prob=1.0)
+    calls_before = step._cache_size()
     losses = []
     for _ in range(8):
         params, opt_state, terms = step(params, opt_state, x, y)
         losses.append(float(terms["loss"]))
     assert losses[-1] < losses[0] - 0.05
-    assert step._cache_size() == 1  # one compile for all steps
+    assert step._cache_size() <= max(calls_before, 1)  # no recompilation across steps
     # reduce-on-plateau (patience 1): the first validation sets the best DSC, the next without improvement scales by 0.2
     for dsc in (0.5, 0.5):
         opt_state = plateau_update(plateau, opt_state, params, dsc)

@@ -52,7 +52,7 @@ def main() -> None:
 
     adam, plateau = make_optimizers(1e-3, factor=0.2, patience=2, min_scale=1e-3)
     opt_state = init_opt_state(adam, plateau, params)
-    step = make_train_step(graphdef, adam, "dice_ce")
+    step = make_train_step(graphdef, 1e-3, "dice_ce")
     in_patch = model.input_shape_for((args.train_patch_out,) * 3)
     out_patch = model.output_shape(in_patch)
     xb = jax.random.normal(jax.random.key(1), (args.batch, *in_patch, 1))

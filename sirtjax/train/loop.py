@@ -106,7 +106,7 @@ def train(
         stack_cases(train_cases, seed=cfg.seed), batch_size=cfg.batch_size, in_patch=in_patch, out_patch=out_patch,
         spacing_mm=spacing, aug=cfg.augment, foreground_prob=cfg.foreground_prob,
     )
-    step_fn = make_train_step(graphdef, adam, cfg.loss)
+    step_fn = make_train_step(graphdef, cfg.learning_rate, cfg.loss)
     data_key = jax.random.fold_in(key, 2)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
 

@@ -7,6 +7,7 @@ with value = 1 - DSC, and whose current scale multiplies Adam's updates inside t
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -37,11 +38,14 @@ def init_opt_state(adam: optax.GradientTransformation, plateau: optax.GradientTr
     return OptState(adam.init(params), plateau.init(params))
 
 
-def make_train_step(graphdef: nnx.GraphDef, adam: optax.GradientTransformation, loss_kind: str):
+@functools.lru_cache(maxsize=8)
+def make_train_step(graphdef: nnx.GraphDef, learning_rate: float, loss_kind: str):
     """step(params, opt_state, x, y) -> (params, opt_state, terms): one jit-compiled Adam step.
 
-    x (B, *in_patch, C) float32, y (B, *out_patch, 1) 0/1; terms maps 'loss' and each loss term to a scalar.
+    x (B, *in_patch, C) float32, y (B, *out_patch, 1) 0/1; terms maps 'loss' and each loss term to a
+    scalar. Cached per (architecture, learning rate, loss) so repeated runs in one process compile once.
     """
+    adam = optax.adam(learning_rate)  # the same transformation as make_optimizers' (stateless, pure)
 
     def objective(params, x, y):
         logits = nnx.merge(graphdef, params)(x)
