@@ -39,7 +39,7 @@ def make_step(objective: Objective, tx: optax.GradientTransformation) -> Callabl
         terms = dict(terms, loss=loss)
         return jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_state, opt_state), terms
 
-    return jax.jit(jax.vmap(step), donate_argnums=(0, 1))
+    return jax.jit(jax.vmap(step))
 
 
 def adam_cosine(learning_rate: float, iterations: int) -> optax.GradientTransformation:
@@ -83,7 +83,8 @@ def run_level(
 ) -> tuple[Any, LevelLog]:
     """Optimise batched params (leading axis B) until every member converged or max_iterations.
 
-    The first call compiles the step (or finds it in JAX's in-memory or persistent cache); its time
+
+    Each member's best params (lowest loss seen) are returned. The first call compiles the step (or finds it in JAX's in-memory or persistent cache); its time
     beyond a typical step is reported as ``compile_s``, the rest as ``run_s``. Returns the final
     params and a :class:`LevelLog`.
     """
@@ -99,8 +100,9 @@ def run_level(
     terms: dict[str, jax.Array] = {}
     first_s = 0.0
     t0 = time.perf_counter()
+    best_params = params
     for it in range(conv.max_iterations):
-        params, opt_state, terms = step(params, opt_state, data, weights, keys[it], active)
+        new_params, opt_state, terms = step(params, opt_state, data, weights, keys[it], active)
         loss = np.asarray(terms["loss"], np.float64)
         if it == 0:
             first_s = time.perf_counter() - t0
@@ -108,8 +110,14 @@ def run_level(
         iterations[act] += 1
         threshold = np.where(np.isfinite(best), best - conv.rel_tol * np.abs(np.where(np.isfinite(best), best, 0.0)), np.inf)
         improved = loss < threshold
-        best_at = np.where(improved & act, it, best_at)
-        best = np.where(improved & act, loss, best)
+        better = improved & act
+        best_at = np.where(better, it, best_at)
+        best = np.where(better, loss, best)
+        if better.any():  # the loss was evaluated at the step's input params
+            sel = jnp.asarray(better)
+            best_params = jax.tree.map(lambda b, p: jnp.where(sel.reshape((-1,) + (1,) * (p.ndim - 1)), p, b),
+                                       best_params, params)
+        params = new_params
         act &= ~((it + 1 >= conv.min_iterations) & (it - best_at >= conv.patience))
         if progress is not None:
             progress(label, it + 1, conv.max_iterations)
@@ -123,4 +131,4 @@ def run_level(
     compile_s = max(first_s - per_step, 0.0) if n > 1 else first_s
     log = LevelLog(label, iterations, history[:n], {k: np.asarray(v) for k, v in terms.items()},
                    compile_s, total_s - compile_s)
-    return params, log
+    return best_params, log
