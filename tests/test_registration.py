@@ -122,3 +122,32 @@ def test_step_compiles_once(affine_case):
     n_first = len(traces)
     run_level(step, params, tx, levels[0], None, jax.random.key(1), Convergence(5, min_iterations=5))
     assert n_first >= 1 and len(traces) == n_first  # the second call reuses the compiled step
+
+
+@pytest.mark.slow
+def test_grid_search_scores_every_weight_pair(affine_case):
+    from sirtjax.registration.grid_search import grid_search
+
+    fixed, moving, fmask, mmask, *_ = affine_case
+    pair = make_pair(fixed, moving, fixed_mask=fmask, moving_mask=mmask)
+    cfg = dataclasses.replace(FAST, affine_on="segmentation", affine_iterations=20, nonrigid_iterations=10)
+    out = grid_search([pair, pair], [fmask, fmask], [mmask, mmask], [0.0, 1.0], [0.0, 1.0, 4.0], cfg, max_batch=5)
+    assert out["rrmsd_mm"].shape == (2, 3) and np.all(np.isfinite(out["rrmsd_mm"]))
+    # the two identical cases give the same RMSD for every weight pair (batched in different chunks)
+    np.testing.assert_allclose(out["rmsd_mm"][..., 0], out["rmsd_mm"][..., 1], atol=0.5)
+    assert out["best"][1] > 0  # mask guidance helps the mask-scored error
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moving", ["diag_ct", "diag_mr"])
+def test_cnn_lm_guided_phantom_accuracy(moving):
+    from sirtjax.phantom import PhantomConfig, generate_study
+    from sirtjax.registration.evaluate import evaluate
+    from sirtjax.registration.register import PRESETS
+
+    study = generate_study(11, PhantomConfig.small())
+    fl, ml = study.images["maa_ct_labels"], study.images[f"{moving}_labels"]
+    res = register(study.images["maa_ct"], study.images[moving], fixed_labels=fl, moving_labels=ml,
+                   config=PRESETS["cnn-lm-guided"])
+    ev = evaluate(res.displacement, fl, ml)
+    assert ev["dice_liver"] >= 0.93 and ev["rmsd_mm"] <= 3.0 and ev["folding_liver"] < 0.001

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
-import os
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,18 +37,27 @@ def dilated(mask: Volume, mm: float) -> np.ndarray:
     return ndi.binary_dilation(np.asarray(mask.array) > 0, iterations=it)
 
 
-def score(disp: Volume | None, warped_labels: Volume, fixed_labels: Volume) -> dict:
-    """evaluate() on a field, or the same metrics on already warped labels (no folding)."""
+def score(disp: Volume | None, warped_labels: Volume | None, fixed_labels: Volume, moving_labels: Volume) -> dict:
+    """evaluate() on a field, or the same metrics on already warped labels (folding unknown)."""
     from sirtjax import metrics
 
     if disp is not None:
-        return evaluate(disp, fixed_labels, MOVING_LABELS[0])
+        return evaluate(disp, fixed_labels, moving_labels)
     r = metrics.rmsd(warped_labels, fixed_labels)
     return {"dice_liver": metrics.dice(np.asarray(warped_labels.array) == 1, np.asarray(fixed_labels.array) == 1),
             "rmsd_mm": r.rmsd_mm, "msd_mm": r.msd_mm, "folding_liver": float("nan")}
 
 
-MOVING_LABELS: list[Volume] = []
+def _mattes(fmask, mmask) -> sitk.ImageRegistrationMethod:
+    """A SimpleITK registration method with Mattes MI (32 bins, 20 % random samples) inside the masks."""
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(0.2, 1)
+    reg.SetMetricFixedMask(fmask)
+    reg.SetMetricMovingMask(mmask)
+    reg.SetInterpolator(sitk.sitkLinear)
+    return reg
 
 
 def run_sirtjax(mode, f, m, fl, ml, fm, mm):
@@ -72,13 +78,7 @@ def run_simpleitk(f, m, fm, mm):
     t0 = time.perf_counter()
     init = sitk.CenteredTransformInitializer(to_sitk(fm), to_sitk(mm), sitk.AffineTransform(3),
                                              sitk.CenteredTransformInitializerFilter.MOMENTS)
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(32)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.2, 1)
-    reg.SetMetricFixedMask(fmask)
-    reg.SetMetricMovingMask(mmask)
-    reg.SetInterpolator(sitk.sitkLinear)
+    reg = _mattes(fmask, mmask)
     reg.SetOptimizerAsRegularStepGradientDescent(2.0, 1e-3, 200)
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel([4, 2, 1])
@@ -87,13 +87,7 @@ def run_simpleitk(f, m, fm, mm):
     affine = reg.Execute(fi, mi)
     mesh = [max(1, int(sz * sp / 40.0)) for sz, sp in zip(fi.GetSize(), fi.GetSpacing())]
     bs = sitk.BSplineTransformInitializer(fi, mesh)
-    reg2 = sitk.ImageRegistrationMethod()
-    reg2.SetMetricAsMattesMutualInformation(32)
-    reg2.SetMetricSamplingStrategy(reg2.RANDOM)
-    reg2.SetMetricSamplingPercentage(0.2, 1)
-    reg2.SetMetricFixedMask(fmask)
-    reg2.SetMetricMovingMask(mmask)
-    reg2.SetInterpolator(sitk.sitkLinear)
+    reg2 = _mattes(fmask, mmask)
     reg2.SetOptimizerAsLBFGSB(1e-5, 100)
     reg2.SetShrinkFactorsPerLevel([2, 1])
     reg2.SetSmoothingSigmasPerLevel([1, 0])
@@ -108,7 +102,7 @@ def run_simpleitk(f, m, fm, mm):
     return disp, None, {"wall_s": wall}
 
 
-def run_elastix(f, m, fm, mm, workdir: Path):
+def run_elastix(f, m, fm, mm, ml):
     """elastix default affine + B-spline maps with masks (itk-elastix), labels by transformix (order 0)."""
     import itk
 
@@ -136,12 +130,12 @@ def run_elastix(f, m, fm, mm, workdir: Path):
     for i in range(params.GetNumberOfParameterMaps()):
         params.SetParameter(i, "FinalBSplineInterpolationOrder", "0")
         params.SetParameter(i, "ResultImagePixelType", "short")
-    warped = itk.transformix_filter(to_itk(MOVING_LABELS[0], np.float32), params)
+    warped = itk.transformix_filter(to_itk(ml, np.float32), params)
     arr = np.rint(itk.array_from_image(warped)).astype(np.uint8)
-    return None, MOVING_LABELS[1].with_array(arr), {"wall_s": wall}
+    return None, f.with_array(arr), {"wall_s": wall}
 
 
-def run_ants(f, m, fm):
+def run_ants(f, m, fm, ml):
     """ANTsPy SyN (its default affine initialisation), labels by nearest neighbour."""
     import ants
 
@@ -156,9 +150,9 @@ def run_ants(f, m, fm):
     t0 = time.perf_counter()
     reg = ants.registration(fa, ma, type_of_transform="SyN", mask=to_ants(fm.with_array(dilated(fm, 15).astype(np.float32))))
     wall = time.perf_counter() - t0
-    warped = ants.apply_transforms(fa, to_ants(MOVING_LABELS[0]), reg["fwdtransforms"], interpolator="nearestNeighbor")
+    warped = ants.apply_transforms(fa, to_ants(ml), reg["fwdtransforms"], interpolator="nearestNeighbor")
     arr = np.rint(warped.numpy().transpose(2, 1, 0)).astype(np.uint8)
-    return None, MOVING_LABELS[1].with_array(arr), {"wall_s": wall}
+    return None, f.with_array(arr), {"wall_s": wall}
 
 
 def main() -> None:
@@ -185,20 +179,18 @@ def main() -> None:
                 f, m = study.images["maa_ct"], study.images[mv]
                 fl, ml = study.images["maa_ct_labels"], study.images[f"{mv}_labels"]
                 fm, mm = study.images["maa_ct_liver"], study.images[f"{mv}_liver"]
-                MOVING_LABELS[:] = [ml, f]
                 for method in a.methods.split(","):
                     if method in PRESETS:
                         disp, warped, t = run_sirtjax(method, f, m, fl, ml, fm, mm)
                     elif method == "simpleitk":
                         disp, warped, t = run_simpleitk(f, m, fm, mm)
                     elif method == "elastix":
-                        with tempfile.TemporaryDirectory() as d:
-                            disp, warped, t = run_elastix(f, m, fm, mm, Path(d))
+                        disp, warped, t = run_elastix(f, m, fm, mm, ml)
                     elif method == "ants":
-                        disp, warped, t = run_ants(f, m, fm)
+                        disp, warped, t = run_ants(f, m, fm, ml)
                     else:
                         raise SystemExit(f"unknown method {method}")
-                    s = score(disp, warped, fl)
+                    s = score(disp, warped, fl, ml)
                     row = {"size": a.size, "moving": mv, "seed": seed, "method": method,
                            **{k: s[k] for k in ("dice_liver", "rmsd_mm", "msd_mm", "folding_liver")}, **t}
                     w.writerow(row)
