@@ -1,4 +1,4 @@
-"""``sirtjax demo OUT``: the end-to-end demonstration (for now: the default phantom study)."""
+"""``sirtjax demo OUT``: phantom study -> plan -> verification -> report, with no other arguments."""
 
 from __future__ import annotations
 
@@ -9,11 +9,68 @@ import typer
 
 from sirtjax.cli._app import app
 
+DEMO_MASKS = {
+    "maa_ct": ("liver", "lungs", "labels"),
+    "diag_ct": ("liver", "lesions", "labels"),
+    "y90_ct": ("liver", "labels"),
+}
+"""Masks the demo's manifest gives: livers and landmark label maps of every CT, lesions on the diagnostic
+CT only (mapped onto the MAA and 90Y CTs by registration), lungs on the MAA CT."""
+
+
+def clinical_manifest(manifest: dict, masks: dict = DEMO_MASKS) -> dict:
+    """A phantom manifest restricted to the given masks (series -> kinds), as a clinic would have them."""
+    out = dict(manifest)
+    out["masks"] = {series: {k: manifest["masks"][series][k] for k in kinds} for series, kinds in masks.items()}
+    return out
+
 
 @app.command()
-def demo(out: Annotated[Path, typer.Argument(help="Output folder.")]) -> None:
-    """Generate the default phantom study (seed 0) into OUT with its montage, and say where it is."""
-    from sirtjax.cli.phantom import write_phantom_folder
+def demo(
+    out: Annotated[Path, typer.Argument(help="Output folder (replaced): study/, plan/, verification files, report.html.")],
+    seed: Annotated[int, typer.Option("--seed", help="Phantom seed.")] = 0,
+    small: Annotated[bool, typer.Option("--small", help="Coarse 6 mm phantom (seconds; for tests).")] = False,
+) -> None:
+    """Generate a phantom study, plan and verify it (quick registration), and write the HTML report.
 
-    write_phantom_folder(out, seed=0, small=False)
-    typer.echo(f"demo study written to {out}; look at {out / 'montage.png'}")
+    The phantom has no planar scintigraphy: its true lung shunt fraction stands in for the planar
+    LSF. Lesions are given on the diagnostic CT only and reach the MAA and 90Y CTs by registration.
+    """
+    import json
+    import tempfile
+    import time
+
+    from sirtjax.cli.plan import progress_bars
+    from sirtjax.errors import InputError
+    from sirtjax.io import output_dir
+    from sirtjax.phantom import PhantomConfig, generate_study, write_study
+    from sirtjax.pipelines.inputs import QUICK_REGISTRATION, WorkflowOptions
+    from sirtjax.pipelines.run import run_study
+    from sirtjax.study import parse_manifest
+
+    if seed < 0:
+        raise InputError("--seed", f"must be a non-negative integer, got {seed}")
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "the output path exists and is not a folder")
+    start = time.perf_counter()
+    bar, say, progress = progress_bars()
+    with bar, tempfile.TemporaryDirectory() as scratch:
+        say("generating the phantom study")
+        phantom = generate_study(seed, PhantomConfig.small() if small else PhantomConfig(), progress=say)
+        manifest = clinical_manifest(phantom.manifest)
+        study_dir = write_study(phantom, Path(scratch) / "study")
+        (study_dir / "study.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        study = parse_manifest(manifest, study_dir / "study.json")
+        lsf = phantom.truth["lung_shunt_fraction"]["maa"]
+
+        def keep_study(tmp: Path) -> None:
+            with output_dir(tmp / "study") as s:
+                write_study(phantom, s)
+                (s / "study.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+        result = run_study(study, out, verify_too=True, options=WorkflowOptions(registration=QUICK_REGISTRATION),
+                           lung_shunt_fraction=lsf, seed=0, say=say, progress=progress, extra=keep_study,
+                           subtitle=f"Demo on phantom seed {seed}: lesions from the diagnostic CT mapped by registration; "
+                                    "the true LSF stands in for planar scintigraphy")
+    typer.echo(f"demo finished in {time.perf_counter() - start:.0f} s; planned {result.plan.planned_activity_gbq:.3f} GBq; "
+               f"report: {result.report_html}")

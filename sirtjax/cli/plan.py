@@ -1,0 +1,105 @@
+"""``sirtjax plan STUDY -o DIR``: the planning workflow (MAA SPECT/CT + diagnostic images) on a study manifest."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sirtjax.cli._app import app
+
+
+class Method(str, Enum):
+    """Prescription whose activity gives the predicted dose (when the study has no planned activity)."""
+
+    partition = "partition"
+    mono = "mono-compartment"
+    bsa = "bsa"
+
+
+class Model(str, Enum):
+    """Dose model."""
+
+    vsv = "vsv"
+    ldm = "ldm"
+
+
+def progress_bars():
+    """A rich Progress with a stage line and one bar per registration level; returns (bar, say, progress)."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description:<44}"), BarColumn(),
+                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), transient=True)
+    stage = bar.add_task("starting", total=None)
+    levels: dict[str, int] = {}
+
+    def say(text: str) -> None:
+        bar.update(stage, description=text)
+
+    def progress(label: str, it: int, total: int) -> None:
+        if label not in levels:
+            levels[label] = bar.add_task(f"  registration {label}", total=total)
+        bar.update(levels[label], completed=it)
+
+    return bar, say, progress
+
+
+def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: float | None, model: str, constants: str,
+                method: str, quick: bool, seed: int):
+    """Shared body of ``plan`` and ``verify``: validate, run with progress bars, return the RunResult."""
+    from sirtjax.dosimetry import constant_sets
+    from sirtjax.errors import InputError
+    from sirtjax.pipelines.inputs import QUICK_REGISTRATION, WorkflowOptions
+    from sirtjax.pipelines.run import run_study
+    from sirtjax.study import load_study
+
+    if lung_shunt is not None and not 0.0 <= lung_shunt < 1.0:
+        raise InputError("--lung-shunt", f"must be in [0, 1), got {lung_shunt}")
+    if constants not in constant_sets():
+        raise InputError("--constants", f"unknown constant set '{constants}' (one of {', '.join(constant_sets())})")
+    if seed < 0:
+        raise InputError("--seed", f"must be a non-negative integer, got {seed}")
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "the output path exists and is not a folder")
+    study = load_study(study_path)
+    options = WorkflowOptions(dose_model=model, constants=constants, prescription_method=method,
+                              registration=QUICK_REGISTRATION if quick else ())
+    bar, say, progress = progress_bars()
+    with bar:
+        return run_study(study, out, verify_too=verify_too, options=options, lung_shunt_fraction=lung_shunt,
+                         seed=seed, say=say, progress=progress)
+
+
+LungShunt = Annotated[float | None, typer.Option("--lung-shunt", help="Lung shunt fraction in [0, 1) from planar "
+                                                "scintigraphy (default: from SPECT lung/liver counts, else 0).")]
+DoseModel = Annotated[Model, typer.Option("--model", help="vsv: voxel S-value convolution; ldm: local deposition.")]
+Constants = Annotated[str, typer.Option("--constants", help="90Y constant set: icrp107, thesis, resin, glass.")]
+Prescribe = Annotated[Method, typer.Option("--method", help="Prescription for the predicted dose when the study "
+                                           "gives no y90_planned_gbq.")]
+Quick = Annotated[bool, typer.Option("--quick", help="Quick registration (24/12 mm levels, 60 iterations; coarser).")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the registrations' random MI sampling.")]
+
+
+@app.command()
+def plan(
+    study: Annotated[Path, typer.Argument(help="Study folder with study.json, or the manifest file.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder (replaced atomically).")],
+    lung_shunt: LungShunt = None,
+    model: DoseModel = Model.vsv,
+    constants: Constants = "icrp107",
+    method: Prescribe = Method.partition,
+    quick: Quick = False,
+    seed: Seed = 0,
+) -> None:
+    """Plan a SIRT treatment: VOIs on the MAA SPECT, T/N, LSF, prescriptions, predicted dose, report.
+
+    Writes VOIs (CT and SPECT grids), dose.nii.gz (Gy), dvh.csv, registration fields, rtstruct/,
+    report.json and report.html into OUT.
+    """
+    result = run_command(study, out, verify_too=False, lung_shunt=lung_shunt, model=model.value, constants=constants,
+                         method=method.value, quick=quick, seed=seed)
+    p = result.plan
+    typer.echo(f"planned {p.planned_activity_gbq:.3f} GBq ({p.report['planned_activity']['source']}); "
+               f"{len(p.warnings)} warning(s); report: {result.report_html}")

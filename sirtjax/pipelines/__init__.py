@@ -1,0 +1,20 @@
+"""The clinical workflows (thesis ch. 8): plan() on the MAA SPECT/CT session, verify() on the 90Y PET session.
+
+``inputs`` (what the workflows take), ``mapping`` (liver given or segmented, lesions mapped by
+registration), ``plan`` and ``verify`` (pure compositions of segmentation, registration and
+dosimetry), ``read`` (a study manifest into inputs), ``report`` (the HTML report's sections) and
+``outputs`` (the files of ``sirtjax plan`` / ``verify``).
+"""
+
+from sirtjax.pipelines.inputs import (DEFAULT_TARGET_DOSES_GY, Anatomy, Segmenter, Session, StudyData,
+                                      WorkflowOptions)
+from sirtjax.pipelines.mapping import Registered, choose_preset, lesions_of, liver_of, register_anatomy
+from sirtjax.pipelines.plan import PlanResult, SessionVois, plan
+from sirtjax.pipelines.read import read_anatomy, read_diagnostics, read_session, study_data
+from sirtjax.pipelines.verify import VerifyResult, verify
+
+__all__ = [
+    "DEFAULT_TARGET_DOSES_GY", "Anatomy", "Segmenter", "Session", "StudyData", "WorkflowOptions", "Registered",
+    "choose_preset", "lesions_of", "liver_of", "register_anatomy", "PlanResult", "SessionVois", "plan",
+    "read_anatomy", "read_diagnostics", "read_session", "study_data", "VerifyResult", "verify",
+]

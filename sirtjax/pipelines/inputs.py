@@ -1,0 +1,111 @@
+"""What the workflows take: anatomical images with their given masks, emission images, study data, options.
+
+Everything here is plain data (Volumes and numbers); reading a study folder into it is
+:func:`sirtjax.pipelines.read.plan_inputs` / ``verify_inputs``. Masks are label images on their
+image's grid: ``liver`` and ``lungs`` 0/1, ``lesions`` 0 and one id per instance, ``labels``
+liver = 1 and one id >= 2 per landmark (lesion or clip), the same id for the same landmark in
+every image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from sirtjax.volume import Volume, describe_grid
+
+# Used when the study gives no target dose (thesis 1.5.3: 40 Gy normal liver for the partition
+# model, 50 Gy whole liver for the mono-compartment model, 120 Gy tumour); the report says so.
+DEFAULT_TARGET_DOSES_GY = {"normal_liver": 40.0, "whole_liver": 50.0, "tumour": 120.0}
+PRESCRIPTION_METHODS = ("partition", "mono-compartment", "bsa")
+QUICK_REGISTRATION = (("levels", 2), ("finest_mm", 12.0), ("nonrigid_levels", 1), ("affine_iterations", 60),
+                      ("nonrigid_iterations", 60))
+"""Registration overrides for a quick run (the demo, ``--quick``): 24 and 12 mm levels, non-rigid at 12 mm
+only, 60 iterations; about a third of the presets' time from a cold start, coarser deformations."""
+
+Segmenter = Callable[[Volume, str], Volume]
+"""A liver segmenter: (image, modality 'CT' | 'MR') -> 0/1 liver mask on the image's grid."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Anatomy:
+    """An anatomical image (CT or MR) of one session with the masks the study gives for it (None: not given)."""
+
+    name: str
+    modality: str
+    image: Volume
+    liver: Volume | None = None
+    lesions: Volume | None = None
+    lungs: Volume | None = None
+    labels: Volume | None = None
+
+    def __post_init__(self):
+        if self.modality not in ("CT", "MR"):
+            raise ValueError(f"{self.name}: an anatomical image is CT or MR, got {self.modality!r}")
+        for kind in ("liver", "lesions", "lungs", "labels"):
+            mask = getattr(self, kind)
+            if mask is not None and tuple(mask.shape) != tuple(self.image.shape):
+                raise ValueError(f"{self.name}: the {kind} mask ({describe_grid(mask)}) is not on the image grid "
+                                 f"({describe_grid(self.image)})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    """A treatment session: its anatomical image (the MAA CT or the 90Y CT/MR) and its emission image.
+
+    The emission image (MAA SPECT in counts or 90Y PET in Bq/ml) shares the anatomical image's world
+    frame (hybrid scanner), so masks move between them by resampling alone.
+    """
+
+    anatomy: Anatomy
+    emission: Volume
+    emission_name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyData:
+    """Patient and prescription data of a study: patient (height_cm, weight_kg), activities, target doses.
+
+    ``activities`` uses the manifest keys (``maa_injected_mbq``, ``y90_planned_gbq``,
+    ``y90_injected_gbq``); ``lung_shunt_fraction`` is the planar-scintigraphy LSF in [0, 1) when known.
+    """
+
+    name: str
+    patient: dict
+    activities: dict
+    target_doses_gy: dict
+    lung_shunt_fraction: float | None = None
+
+    def __post_init__(self):
+        lsf = self.lung_shunt_fraction
+        if lsf is not None and not 0.0 <= lsf < 1.0:
+            raise ValueError(f"the lung shunt fraction must be in [0, 1), got {lsf}")
+
+    def target_dose_gy(self, kind: str) -> tuple[float, str]:
+        """The target dose of kind (normal_liver, whole_liver, tumour) and its source ('study' or 'default')."""
+        if kind in self.target_doses_gy:
+            return float(self.target_doses_gy[kind]), "study"
+        return DEFAULT_TARGET_DOSES_GY[kind], "default"
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkflowOptions:
+    """Settings shared by plan() and verify().
+
+    ``registration`` holds overrides of the chosen registration preset's fields (see
+    :class:`sirtjax.registration.register.RegistrationConfig`), e.g. ``(("nonrigid_iterations", 20),)``.
+    ``segmenter`` segments the liver where the study gives no liver mask (None: a missing liver mask
+    is an error). ``prescription_method`` picks the activity of the predicted dose when the study
+    gives no planned activity.
+    """
+
+    dose_model: str = "vsv"
+    constants: str = "icrp107"
+    prescription_method: str = "partition"
+    registration: tuple[tuple[str, object], ...] = ()
+    segmenter: Segmenter | None = None
+
+    def __post_init__(self):
+        if self.prescription_method not in PRESCRIPTION_METHODS:
+            raise ValueError(f"prescription_method must be one of {', '.join(PRESCRIPTION_METHODS)}, "
+                             f"got {self.prescription_method!r}")

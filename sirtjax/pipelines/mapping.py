@@ -1,0 +1,125 @@
+"""Liver and lesion VOIs of a session's anatomical image: given, segmented, or mapped by registration.
+
+Thesis ch. 8: the liver is taken on the session's own CT/MR (given, or segmented there, which
+avoids registration error); lesions drawn or segmented on a diagnostic CT/MR are mapped onto it
+by registering the diagnostic image to the session image (diagnostic -> MAA CT for planning,
+diagnostic -> 90Y CT/MR for verification). The preset follows the guidance available:
+CNN&LM-guided when both images have label maps sharing landmark ids (>= 2), CNN-guided when both
+have liver masks, image-based otherwise. Label maps are warped by nearest neighbour.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+from sirtjax.metrics import dice, jacobian_stats
+from sirtjax.pipelines.inputs import Anatomy, WorkflowOptions
+from sirtjax.registration.register import PRESETS, RegistrationResult, register
+from sirtjax.registration.warp import warp_volume
+from sirtjax.volume import Volume
+
+
+@dataclasses.dataclass(frozen=True)
+class Registered:
+    """A diagnostic image registered onto a session image, with its VOIs warped onto the session grid."""
+
+    source: str
+    target: str
+    preset: str
+    result: RegistrationResult
+    liver: Volume | None  # the source liver on the target grid (0/1), when the source has one
+    lesions: Volume | None  # the source lesion instances on the target grid
+    checks: dict  # JSON-ready: preset, liver Dice against the target liver, Jacobian statistics, stages
+
+
+def liver_of(anatomy: Anatomy, options: WorkflowOptions) -> tuple[Volume, str]:
+    """The liver mask (0/1, the image's grid) of an anatomical image and its source: 'given' or 'segmented'.
+
+    Raises ValueError when neither a mask nor a segmenter is available, or the result is empty.
+    """
+    if anatomy.liver is not None:
+        mask, source = anatomy.liver, "given"
+    elif options.segmenter is not None:
+        mask, source = options.segmenter(anatomy.image, anatomy.modality), "segmented"
+    else:
+        raise ValueError(f"{anatomy.name}: no liver mask given and no liver segmentation model available")
+    array = np.asarray(mask.array) != 0
+    if not np.any(array):
+        raise ValueError(f"{anatomy.name}: the {source} liver mask is empty")
+    return mask.with_array(array.astype(np.uint8)), source
+
+
+def shared_landmarks(a: Volume | None, b: Volume | None) -> list[int]:
+    """Landmark ids (>= 2) present in both label maps; [] when either is None."""
+    if a is None or b is None:
+        return []
+    return sorted((set(np.unique(np.asarray(a.array)).tolist()) & set(np.unique(np.asarray(b.array)).tolist())) - {0, 1})
+
+
+def choose_preset(target: Anatomy, source: Anatomy, target_liver: Volume | None, source_liver: Volume | None) -> str:
+    """'cnn-lm-guided' (shared landmark labels), 'cnn-guided' (liver masks on both) or 'image-based'."""
+    if shared_landmarks(target.labels, source.labels):
+        return "cnn-lm-guided"
+    if target_liver is not None and source_liver is not None:
+        return "cnn-guided"
+    return "image-based"
+
+
+def register_anatomy(target: Anatomy, source: Anatomy, *, target_liver: Volume, options: WorkflowOptions,
+                     key: jax.Array, progress=None) -> Registered:
+    """Register source (a diagnostic CT/MR) onto target and warp the source's liver and lesions onto it.
+
+    target_liver: the target's liver mask (0/1, target grid). The source liver is the given mask or,
+    with a segmenter, a segmentation; without either the CNN-guided preset is not available.
+    """
+    source_liver = None
+    if source.liver is not None or options.segmenter is not None:
+        source_liver, _ = liver_of(source, options)
+    preset = choose_preset(target, source, target_liver, source_liver)
+    config = dataclasses.replace(PRESETS[preset], **dict(options.registration))
+    guidance = {}
+    if preset == "cnn-lm-guided":
+        guidance = {"fixed_labels": target.labels, "moving_labels": source.labels}
+    elif preset == "cnn-guided":
+        guidance = {"fixed_mask": target_liver, "moving_mask": source_liver}
+    result = register(target.image, source.image, config=config, key=key, progress=progress, **guidance)
+    field = result.displacement
+    liver = None if source_liver is None else warp_volume(source_liver, field, order=0)
+    lesions = None if source.lesions is None else warp_volume(source.lesions, field, order=0)
+    target_mask = np.asarray(target_liver.array) != 0
+    checks = {
+        "source": source.name,
+        "target": target.name,
+        "preset": preset,
+        "landmarks": shared_landmarks(target.labels, source.labels) if preset == "cnn-lm-guided" else [],
+        "liver_dice": None if liver is None else float(dice(np.asarray(liver.array) != 0, target_mask)),
+        "jacobian": jacobian_stats(field).to_dict(),
+        "jacobian_liver": jacobian_stats(field, target_mask).to_dict(),
+        "stages": result.diagnostics["stages"],
+    }
+    return Registered(source.name, target.name, preset, result, liver, lesions, checks)
+
+
+def lesions_of(target: Anatomy, diagnostics: Sequence[Anatomy], *, target_liver: Volume, options: WorkflowOptions,
+               key: jax.Array, progress=None) -> tuple[Volume | None, str, list[Registered]]:
+    """Lesion instances on the target grid, how they were obtained, and the registrations done.
+
+    Order of preference: lesions given on the target image itself (no registration); else the
+    lesions of the first diagnostic image that has them, mapped by registration (every diagnostic
+    image with lesions is registered, for the report's checks); else None ('none').
+    """
+    if target.lesions is not None:
+        return target.lesions, f"given on {target.name}", []
+    with_lesions = [d for d in diagnostics if d.lesions is not None]
+    done = []
+    for d in with_lesions:
+        key, sub = jax.random.split(key)
+        done.append(register_anatomy(target, d, target_liver=target_liver, options=options, key=sub, progress=progress))
+    if not done:
+        return None, "none", []
+    first = done[0]
+    return first.lesions, f"mapped from {first.source} ({first.preset} registration)", done

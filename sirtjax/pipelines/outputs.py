@@ -1,0 +1,87 @@
+"""Files of ``sirtjax plan`` / ``sirtjax verify`` (the I/O edge of the pipelines): maps, masks, reports.
+
+Into a folder (the caller stages it with :func:`sirtjax.io.output_dir`, so it appears complete or
+not at all), every map and mask as NIfTI in its own space:
+
+- ``<anatomical>_liver|lesions|lungs.nii.gz``: VOIs on the session's CT/MR grid;
+- ``<emission>_liver|lesions|lungs.nii.gz``: the same VOIs on the SPECT/PET grid;
+- ``dose.nii.gz``: dose (Gy) on the emission grid; ``dvh.csv`` its cumulative DVHs;
+- ``registration/<source>_to_<target>/displacement.nii.gz`` (ITK convention, target grid),
+  ``warped.nii.gz`` (the diagnostic image on the target grid);
+- ``rtstruct/``: the VOIs as a DICOM RT Structure Set with its CT series (CT sessions only);
+- ``report.json``, and ``report.html`` when the caller passes the page.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from sirtjax.dosimetry.outputs import write_dvh_csv
+from sirtjax.dosimetry.voxel import DoseResult
+from sirtjax.io import write_volume
+from sirtjax.pipelines.mapping import Registered
+from sirtjax.pipelines.plan import SessionVois
+from sirtjax.pipelines.inputs import Session
+from sirtjax.report import write_report
+from sirtjax.rtstruct import write_rtstruct
+
+
+def _json_ready(value):
+    """NaN/inf become None so report.json is strict JSON."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        return _json_ready(value.item())
+    return value
+
+
+def write_session_outputs(folder: Path, session: Session, vois: SessionVois, dose: DoseResult,
+                          registrations: tuple[Registered, ...], report: dict, html: str | None,
+                          patient_id: str = "") -> list[Path]:
+    """Write one workflow's files into folder (see the module docstring); returns the paths written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    anat, emission = session.anatomy.name, session.emission_name
+    written = []
+
+    def vol(v, name, dtype):
+        if v is not None:
+            written.append(write_volume(v, folder / f"{name}.nii.gz", dtype=dtype))
+
+    for prefix, masks in ((anat, (vois.liver, vois.lesions, vois.lungs)),
+                          (emission, (vois.liver_emission, vois.lesions_emission, vois.lungs_emission))):
+        for kind, mask in zip(("liver", "lesions", "lungs"), masks):
+            vol(mask, f"{prefix}_{kind}", np.uint8 if kind != "lesions" else np.uint16)
+    vol(dose.dose, "dose", np.float32)
+    write_dvh_csv(dose.statistics, list(dose.voi_names), folder / "dvh.csv")
+    written.append(folder / "dvh.csv")
+    for r in registrations:
+        sub = folder / "registration" / f"{r.source}_to_{r.target}"
+        sub.mkdir(parents=True, exist_ok=True)
+        written += [write_volume(r.result.displacement, sub / "displacement.nii.gz", dtype=np.float32),
+                    write_volume(r.result.warped, sub / "warped.nii.gz", dtype=np.float32)]
+    if session.anatomy.modality == "CT":
+        rois = {"liver": vois.liver}
+        types = {"liver": "ORGAN"}
+        if vois.lesions is not None:
+            lesions = np.asarray(vois.lesions.array)
+            for i in (int(i) for i in np.unique(lesions) if i > 0):
+                rois[f"lesion_{i}"] = vois.lesions.with_array((lesions == i).astype(np.uint8))
+                types[f"lesion_{i}"] = "GTV"
+        if vois.lungs is not None:
+            rois["lungs"], types["lungs"] = vois.lungs, "ORGAN"
+        written.append(write_rtstruct(session.anatomy.image, rois, folder / "rtstruct", patient_name=report["study"],
+                                      patient_id=patient_id, roi_types=types))
+    (folder / "report.json").write_text(json.dumps(_json_ready(report), indent=1, allow_nan=False) + "\n",
+                                        encoding="utf-8")
+    written.append(folder / "report.json")
+    if html is not None:
+        written.append(write_report(html, folder / "report.html"))
+    return written

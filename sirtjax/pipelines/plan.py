@@ -1,0 +1,194 @@
+"""plan(): the SIRT planning workflow on a MAA SPECT/CT session (thesis ch. 8.3, DESIGN.md).
+
+1. Liver on the MAA CT: given, or segmented (``WorkflowOptions.segmenter``).
+2. Lesions: given on the MAA CT, or mapped from a diagnostic CT/MR by registration
+   (:mod:`sirtjax.pipelines.mapping`).
+3. VOIs into MAA SPECT space: the SPECT shares the MAA CT's world frame, so liver, lesions and
+   lungs are resampled onto the SPECT grid by nearest neighbour (:func:`sirtjax.preprocess.resample_to`).
+4. Compartments on the SPECT: volumes, counts, tumour-to-normal ratios, and the lung shunt fraction:
+   the study's planar value when given (the clinical standard), else from SPECT lung and liver
+   counts (a warning when the lung mask touches the CT field of view's edge: the lungs are then
+   cut and the LSF underestimated), else 0 with a warning.
+5. Prescriptions side by side: partition (normal-liver target), mono-compartment (whole-liver
+   target), BSA (when height and weight are known). Masses: CT-grid volumes (finer than the
+   SPECT's) times the liver density; T/N ratios: SPECT counts per ml.
+6. Predicted dose with the planned activity (the study's ``y90_planned_gbq``, else the chosen
+   method's prescription) and the dose statistics per VOI (:func:`sirtjax.dosimetry.voxel_dosimetry`).
+
+Approximations: nearest-neighbour resampling of masks onto the 4-5 mm SPECT grid changes small
+VOI volumes by a voxel layer; SPECT blur (about 12 mm FWHM) spills counts out of small lesions,
+lowering their measured T/N ratios and predicted doses; lung mass 1 kg in the prescriptions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+from sirtjax.dosimetry import (LIVER_DENSITY_G_ML, DoseResult, DosimetryWarning, MeasuredCompartments, Prescription,
+                               bsa_method, measure_compartments, mono_compartment, partition, voxel_dosimetry)
+from sirtjax.dosimetry.dose import voxel_volume_ml
+from sirtjax.pipelines.inputs import Anatomy, Session, StudyData, WorkflowOptions
+from sirtjax.pipelines.mapping import Registered, lesions_of, liver_of
+from sirtjax.preprocess import resample_to
+from sirtjax.volume import Volume
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionVois:
+    """Liver, lesion instances and lungs on the anatomical grid and on the emission grid (None: absent)."""
+
+    liver: Volume
+    lesions: Volume | None
+    lungs: Volume | None
+    liver_emission: Volume
+    lesions_emission: Volume | None
+    lungs_emission: Volume | None
+    sources: dict  # JSON-ready: where each VOI came from
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanResult:
+    """Everything the planning workflow computed; ``report`` is the JSON-ready summary (report.json)."""
+
+    session: Session
+    vois: SessionVois
+    registrations: tuple[Registered, ...]
+    compartments: MeasuredCompartments
+    lung_shunt_fraction: float
+    prescriptions: tuple[Prescription, ...]
+    planned_activity_gbq: float
+    dose: DoseResult
+    warnings: tuple[DosimetryWarning, ...]
+    report: dict
+
+
+def session_vois(session: Session, diagnostics: Sequence[Anatomy], options: WorkflowOptions, *,
+                 key: jax.Array, progress=None) -> tuple[SessionVois, list[Registered]]:
+    """Liver (own), lesions (given or registered) and lungs (given) of a session, also on its emission grid."""
+    anatomy = session.anatomy
+    liver, liver_source = liver_of(anatomy, options)
+    lesions, lesion_source, registrations = lesions_of(anatomy, diagnostics, target_liver=liver, options=options,
+                                                        key=key, progress=progress)
+    grid = session.emission
+
+    def on_grid(mask):
+        return None if mask is None else resample_to(mask, grid, order=0)
+
+    liver_e, lesions_e = on_grid(liver), on_grid(lesions)
+    lungs, lungs_e, lung_source = anatomy.lungs, on_grid(anatomy.lungs), "none"
+    if lungs is not None:
+        lung_source = f"given on {anatomy.name}"
+        region = np.asarray(liver_e.array) != 0
+        if lesions_e is not None:
+            region |= np.asarray(lesions_e.array) != 0
+        if not np.any((np.asarray(lungs_e.array) != 0) & ~region):  # the CT stops below the lungs
+            lungs = lungs_e = None
+            lung_source += ", but no lung voxel outside the liver on the emission grid (not used)"
+    sources = {"liver": f"{liver_source} on {anatomy.name}", "lesions": lesion_source, "lungs": lung_source}
+    vois = SessionVois(liver, lesions, lungs, liver_e, lesions_e, lungs_e, sources)
+    return vois, registrations
+
+
+def cut_by_field_of_view(mask: Volume) -> bool:
+    """True when a non-empty mask (z, y, x) touches the first or last slice of its grid along any axis."""
+    a = np.asarray(mask.array) != 0
+    return any(bool(np.any(np.take(a, i, axis=ax))) for ax in range(3) for i in (0, -1))
+
+
+def _lung_shunt(study: StudyData, measured: MeasuredCompartments, vois: SessionVois) -> tuple[float, str, list]:
+    if study.lung_shunt_fraction is not None:
+        return study.lung_shunt_fraction, "given (planar scintigraphy)", []
+    if measured.lung_shunt_fraction is not None:
+        warnings = []
+        if cut_by_field_of_view(vois.lungs):
+            warnings.append(DosimetryWarning(
+                "lung_mask_cut", "the lung mask reaches the edge of the CT field of view: the lungs are cut and the "
+                "LSF from SPECT counts is underestimated; give the planar LSF"))
+        return measured.lung_shunt_fraction, "SPECT counts in the lung and liver masks", warnings
+    return 0.0, "assumed 0", [DosimetryWarning("lung_shunt_assumed_zero",
+                                              "no planar LSF and no lung mask: the lung shunt fraction is taken as 0", 0.0)]
+
+
+def ct_volumes_ml(vois: SessionVois, tumour_names: Sequence[str]) -> tuple[float, np.ndarray]:
+    """Normal-liver volume and per-tumour volumes (ml) counted on the anatomical grid, tumours by name lesion_<id>."""
+    ml = voxel_volume_ml(vois.liver.spacing_mm)
+    liver = np.asarray(vois.liver.array) != 0
+    lesions = np.zeros(liver.shape, np.int64) if vois.lesions is None else np.asarray(vois.lesions.array, np.int64)
+    counts = np.bincount(lesions.ravel(), minlength=int(lesions.max()) + 1)
+    tumours = np.array([counts[int(n.split("_")[1])] * ml for n in tumour_names], float)
+    normal = float(np.count_nonzero(liver & (lesions == 0))) * ml
+    return normal, tumours
+
+
+def prescribe(study: StudyData, normal_ml: float, tumour_ml: np.ndarray, tn_ratios: np.ndarray, tumour_names,
+              lsf: float, constants: str) -> tuple[list[Prescription], dict]:
+    """Partition, mono-compartment and (with height and weight) BSA prescriptions; and the targets used."""
+    kg = LIVER_DENSITY_G_ML * 1e-3
+    d_normal, src_normal = study.target_dose_gy("normal_liver")
+    d_whole, src_whole = study.target_dose_gy("whole_liver")
+    out = [partition(d_normal, normal_ml * kg, list(tumour_ml * kg), list(tn_ratios), lung_shunt_fraction=lsf,
+                     constants=constants, tumour_names=list(tumour_names)),
+           mono_compartment(d_whole, (normal_ml + float(tumour_ml.sum())) * kg, lung_shunt_fraction=lsf,
+                            constants=constants)]
+    height, weight = study.patient.get("height_cm"), study.patient.get("weight_kg")
+    if height is not None and weight is not None:
+        out.append(bsa_method(height / 100.0, weight, float(tumour_ml.sum()), normal_ml, lung_shunt_fraction=lsf))
+    targets = {"normal_liver": {"dose_gy": d_normal, "source": src_normal},
+               "whole_liver": {"dose_gy": d_whole, "source": src_whole}}
+    return out, targets
+
+
+def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
+         options: WorkflowOptions = WorkflowOptions(), *, key: jax.Array, progress=None) -> PlanResult:
+    """Plan a SIRT treatment from a MAA SPECT (counts) / CT session and diagnostic CT/MR images.
+
+    Args:
+      session: MAA CT with its given masks and the MAA SPECT (counts, same world frame).
+      diagnostics: diagnostic CT/MR images with their given masks (lesions, liver, labels).
+      study: patient, activities, target doses and the planar LSF if known.
+      options: dose model, constants, registration overrides, segmenter, prescription method.
+      key: PRNG key for the registrations' random MI sampling.
+      progress: optional callback(label, iteration, max_iterations) of the registrations.
+
+    Returns:
+      A :class:`PlanResult`. Raises ValueError (or DoseInputError) on unusable inputs: no liver,
+      empty VOIs on the SPECT grid, a planned activity from a prescription that is impossible.
+    """
+    vois, registrations = session_vois(session, diagnostics, options, key=key, progress=progress)
+    spect = session.emission
+    measured = measure_compartments(spect, vois.liver_emission, lesions=vois.lesions_emission, lungs=vois.lungs_emission)
+    lsf, lsf_source, warnings = _lung_shunt(study, measured, vois)
+    normal_ml, tumour_ml = ct_volumes_ml(vois, measured.tumour_names)
+    prescriptions, targets = prescribe(study, normal_ml, tumour_ml, measured.tn_ratios, measured.tumour_names, lsf,
+                                       options.constants)
+    if "y90_planned_gbq" in study.activities:
+        activity, activity_source = float(study.activities["y90_planned_gbq"]), "planned activity of the study"
+    else:
+        chosen = next(p for p in prescriptions if p.method == options.prescription_method)
+        activity, activity_source = chosen.activity_gbq, f"{chosen.method} prescription"
+    dose = voxel_dosimetry(spect, vois.liver_emission, lesions=vois.lesions_emission, lungs=vois.lungs_emission,
+                           activity_gbq=activity, lung_shunt_fraction=lsf, model=options.dose_model,
+                           constants=options.constants)
+    all_warnings = tuple(warnings) + tuple(w for p in prescriptions for w in p.warnings)
+    all_warnings += tuple(DosimetryWarning(**w) for w in dose.report["warnings"])
+    report = {
+        "workflow": "plan",
+        "study": study.name,
+        "session": {"anatomical": session.anatomy.name, "emission": session.emission_name},
+        "vois": vois.sources,
+        "registrations": [r.checks for r in registrations],
+        "compartments": {**measured.to_dict(), "normal_volume_ml_ct": normal_ml,
+                         "tumour_volume_ml_ct": tumour_ml.tolist()},
+        "lung_shunt": {"fraction": lsf, "source": lsf_source, "from_spect": measured.lung_shunt_fraction},
+        "target_doses": targets,
+        "prescriptions": [p.to_dict() for p in prescriptions],
+        "planned_activity": {"gbq": activity, "source": activity_source},
+        "dose": dose.report,
+        "warnings": [w.to_dict() for w in all_warnings],
+    }
+    return PlanResult(session, vois, tuple(registrations), measured, lsf, tuple(prescriptions), activity, dose,
+                      all_warnings, report)

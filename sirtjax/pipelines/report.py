@@ -1,0 +1,139 @@
+"""The HTML report of plan() and verify(): sections assembled from their results (no file I/O here).
+
+One page for a plan, a verification, or both (the demo): study, VOI sources, registration checks
+(checkerboard and contour overlays of each registered diagnostic image), compartments and lung
+shunt, the prescriptions side by side, fused CT/SPECT and CT/PET slices with contours, dose
+tables, the plan-vs-verification comparison and DVHs, warnings, software version and constants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sirtjax.pipelines.mapping import Registered
+from sirtjax.pipelines.plan import PlanResult, SessionVois
+from sirtjax.pipelines.verify import VerifyResult
+from sirtjax.report import (FigurePng, KeyValues, Note, Section, Table, checkerboard_png, comparison_table, dose_table,
+                            dvh_png, fused_slices_png, percentile_window, prescription_table, provenance_section,
+                            render_report, study_section)
+from sirtjax.report.tables import fmt
+
+_CT_WINDOW = (-160.0, 240.0)
+
+
+def _contours(vois: SessionVois) -> dict:
+    out = {"liver": vois.liver}
+    if vois.lesions is not None:
+        out["lesions"] = vois.lesions
+    return out
+
+
+def _window(modality: str):
+    return _CT_WINDOW if modality == "CT" else None
+
+
+def registration_section(registrations: Sequence[Registered], anatomy, vois: SessionVois, title: str) -> Section:
+    """Checkerboard and contour overlay per registered diagnostic image, with Dice and Jacobian numbers."""
+    from sirtjax.report import contour_overlay_png
+
+    blocks = []
+    for r in registrations:
+        c = r.checks
+        items = [("Preset", r.preset), ("Landmarks used", ", ".join(map(str, c["landmarks"])) or "–"),
+                 ("Liver Dice (warped vs own liver)", fmt(c["liver_dice"], 3) or "–"),
+                 ("det J ≤ 0 (% of voxels)", fmt(100 * c["jacobian"]["fraction_nonpositive"], 3)),
+                 ("det J in the liver, min / max", f"{fmt(c['jacobian_liver']['min'])} / {fmt(c['jacobian_liver']['max'])}")]
+        blocks.append(KeyValues(tuple((f"{r.source} → {r.target}: {k}", str(v)) for k, v in items)))
+        blocks.append(FigurePng(checkerboard_png(anatomy.image, r.result.warped, contour=vois.liver,
+                                                 fixed_window=_window(anatomy.modality),
+                                                 warped_window=percentile_window(r.result.warped.array)),
+                                f"Checkerboard of {r.target} and the registered {r.source}: edges continuing across "
+                                "squares mean good alignment."))
+        warped = {"liver": r.liver} if r.liver is not None else {}
+        if r.lesions is not None:
+            warped["lesions"] = r.lesions
+        blocks.append(FigurePng(contour_overlay_png(anatomy.image, _contours(vois), warped,
+                                                    window=_window(anatomy.modality)),
+                                f"VOIs of {r.target} (solid) and of {r.source} mapped by the registration (dashed)."))
+    if not blocks:
+        blocks.append(Note("No registration was needed: the VOIs were given on this session's image."))
+    return Section(title, tuple(blocks))
+
+
+def plan_sections(p: PlanResult) -> list[Section]:
+    """Sections of the planning part: VOIs, registration, compartments, prescriptions, predicted dose."""
+    anatomy, spect = p.session.anatomy, p.session.emission
+    r = p.report
+    m = p.compartments
+    comp_rows = [("normal liver", fmt(r["compartments"]["normal_volume_ml_ct"], 1), fmt(m.normal_volume_ml, 1), "1.00")]
+    comp_rows += [(n.replace("_", " "), fmt(float(v_ct), 1), fmt(float(v), 1), fmt(float(tn), 2))
+                  for n, v_ct, v, tn in zip(m.tumour_names, r["compartments"]["tumour_volume_ml_ct"],
+                                            m.tumour_volume_ml, m.tn_ratios)]
+    ls = r["lung_shunt"]
+    lsf_items = [("Lung shunt fraction used (%)", fmt(100 * ls["fraction"], 1)), ("Source", ls["source"])]
+    if ls["from_spect"] is not None:
+        lsf_items.append(("LSF from SPECT lung/liver counts (%)", fmt(100 * ls["from_spect"], 1)))
+    targets = ", ".join(f"{k.replace('_', ' ')} {v['dose_gy']:g} Gy ({v['source']})" for k, v in r["target_doses"].items())
+    activity = r["planned_activity"]
+    return [
+        Section("VOIs", (KeyValues(tuple((k.capitalize(), v) for k, v in r["vois"].items())),)),
+        registration_section(p.registrations, anatomy, p.vois, f"Registration onto {anatomy.name} (planning)"),
+        Section("Compartments on the MAA SPECT", (
+            Table(("Compartment", "Volume on CT (ml)", "Volume on SPECT (ml)", "T/N ratio"), tuple(comp_rows),
+                  "T/N: count concentration over that of normal liver, on the SPECT grid; masses use the CT volumes."),
+            KeyValues(tuple(lsf_items)))),
+        Section("Prescription", (prescription_table([pr.to_dict() for pr in p.prescriptions]),
+                                 Note(f"Targets: {targets}. Lung mass 1 kg (convention)."))),
+        Section("Planning: MAA SPECT/CT", (
+            FigurePng(fused_slices_png(anatomy.image, overlay=spect, contours=_contours(p.vois),
+                                       anatomy_window=_window(anatomy.modality), overlay_label="SPECT (counts)"),
+                      f"{anatomy.name} with the MAA SPECT and the VOIs."),
+            FigurePng(fused_slices_png(anatomy.image, overlay=p.dose.dose, contours=_contours(p.vois),
+                                       anatomy_window=_window(anatomy.modality), overlay_label="dose (Gy)"),
+                      f"Predicted dose for {activity['gbq']:.3f} GBq ({activity['source']}; "
+                      f"{p.dose.report['model'].upper()} model)."),
+            dose_table(p.dose.report["vois"], caption="Predicted dose per VOI (SPECT grid)."))),
+    ]
+
+
+def verify_sections(v: VerifyResult, p: PlanResult) -> list[Section]:
+    """Sections of the verification part: VOIs, registration, PET dose, comparison with the plan, DVHs."""
+    anatomy, pet = v.session.anatomy, v.session.emission
+    blocks = [comparison_table(v.comparison)]
+    dvhs = {"plan": (p.dose.statistics.dvh_edges_gy, p.dose.statistics.cdvh_fraction, p.dose.voi_names)}
+    if v.comparison_at_injected is not None:
+        blocks.append(Note(f"Plan at {p.planned_activity_gbq:.3f} GBq above. Below, the plan's dose map recomputed for "
+                           f"the injected {v.report['injected_activity_gbq']:.3f} GBq (same distribution), so the "
+                           "differences show where the spheres went rather than how many were given."))
+        blocks.append(comparison_table(v.comparison_at_injected))
+        s = v.plan_at_injected.statistics
+        dvhs = {"plan (injected activity)": (s.dvh_edges_gy, s.cdvh_fraction, v.plan_at_injected.voi_names)}
+    dvhs["verification"] = (v.dose.statistics.dvh_edges_gy, v.dose.statistics.cdvh_fraction, v.dose.voi_names)
+    blocks.append(FigurePng(dvh_png(dvhs), "Cumulative DVHs per VOI: plan (solid) and verification (dashed)."))
+    return [
+        Section("VOIs (verification)", (KeyValues(tuple((k.capitalize(), s) for k, s in v.report["vois"].items())),)),
+        registration_section(v.registrations, anatomy, v.vois, f"Registration onto {anatomy.name} (verification)"),
+        Section("Verification: 90Y PET", (
+            FigurePng(fused_slices_png(anatomy.image, overlay=pet, contours=_contours(v.vois),
+                                       anatomy_window=_window(anatomy.modality), overlay_label="PET (Bq/ml)"),
+                      f"{anatomy.name} with the 90Y PET and the VOIs."),
+            FigurePng(fused_slices_png(anatomy.image, overlay=v.dose.dose, contours=_contours(v.vois),
+                                       anatomy_window=_window(anatomy.modality), overlay_label="dose (Gy)"),
+                      f"Dose from the 90Y PET ({v.dose.report['model'].upper()} model)."),
+            dose_table(v.dose.report["vois"], caption="Dose from the 90Y PET per VOI (PET grid)."))),
+        Section("Plan vs verification", tuple(blocks)),
+    ]
+
+
+def workflow_report(study: dict, plan: PlanResult, verification: VerifyResult | None = None, *,
+                    subtitle: str = "", parameters: dict | None = None) -> str:
+    """The whole HTML page for a plan (and its verification): study = StudyManifest.to_dict()."""
+    sections = [study_section(study), *plan_sections(plan)]
+    warnings = list(plan.warnings)
+    if verification is not None:
+        sections += verify_sections(verification, plan)
+        warnings += list(verification.warnings)
+    sections.append(provenance_section(plan.dose.report["constants"], parameters=parameters))
+    title = ("SIRT plan and verification" if verification is not None else "SIRT plan") + f" — {plan.report['study']}"
+    unique = list({(w.code, w.message): w for w in warnings}.values())
+    return render_report(title, sections, subtitle=subtitle, warnings=unique)

@@ -1,0 +1,86 @@
+"""Run the workflows on a study manifest and write their folders (what ``sirtjax plan|verify|demo`` call).
+
+Layout of ``run_study(study, out, verify=False)`` (``sirtjax plan``): the plan's files in ``out``
+(:mod:`sirtjax.pipelines.outputs`). With ``verify=True`` (``sirtjax verify``, the demo): the
+verification's files in ``out``, the plan it is compared with in ``out/plan/``, and
+``out/report.html`` covering both. The folder is staged and appears complete or not at all.
+Workflow errors (ValueError) become :class:`~sirtjax.errors.InputError` naming the manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+
+from sirtjax.errors import InputError
+from sirtjax.io import output_dir
+from sirtjax.pipelines.inputs import WorkflowOptions
+from sirtjax.pipelines.outputs import write_session_outputs
+from sirtjax.pipelines.plan import PlanResult, plan
+from sirtjax.pipelines.read import read_diagnostics, read_session, study_data
+from sirtjax.pipelines.report import workflow_report
+from sirtjax.pipelines.verify import VerifyResult, verify
+from sirtjax.study import StudyManifest
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """The results and where the report is."""
+
+    plan: PlanResult
+    verification: VerifyResult | None
+    report_html: Path
+
+
+def _parameters(options: WorkflowOptions, seed: int) -> dict:
+    reg = ", ".join(f"{k}={v}" for k, v in options.registration) or "preset defaults"
+    return {"dose model": options.dose_model, "prescription for the predicted dose": options.prescription_method,
+            "registration overrides": reg, "random seed": seed}
+
+
+def run_study(study: StudyManifest, out: Path, *, verify_too: bool = False, options: WorkflowOptions = WorkflowOptions(),
+              lung_shunt_fraction: float | None = None, seed: int = 0, say: Callable[[str], None] = lambda s: None,
+              progress=None, subtitle: str = "", extra: Callable[[Path], None] | None = None) -> RunResult:
+    """Plan (and verify) a study into out; ``say`` gets stage names, ``progress`` registration iterations.
+
+    ``extra``, when given, is called with the staging folder before it is published (the demo
+    writes its phantom study there).
+    """
+    data = study_data(study, lung_shunt_fraction)
+    k_plan, k_verify = jax.random.split(jax.random.key(seed))
+    parameters = _parameters(options, seed)
+    try:
+        say("reading the planning images")
+        diagnostics = read_diagnostics(study)
+        maa = read_session(study, "maa")
+        say("planning (segmentation, registration, dosimetry)")
+        p = plan(maa, diagnostics, data, options, key=k_plan, progress=progress)
+        v = None
+        if verify_too:
+            say("reading the verification images")
+            y90 = read_session(study, "y90")
+            say("verification (registration, dosimetry)")
+            v = verify(y90, diagnostics, data, p, options, key=k_verify, progress=progress)
+    except InputError:
+        raise
+    except ValueError as exc:
+        where = getattr(exc, "input_name", None)
+        raise InputError(study.path, f"{where}: {exc}" if where else str(exc)) from None
+    say("writing maps, masks, RT-Struct and the report")
+    with output_dir(out) as tmp:
+        if extra is not None:
+            extra(tmp)
+        plan_dir = tmp / "plan" if verify_too else tmp
+        plan_report = {**p.report, "study_manifest": study.to_dict(), "parameters": parameters}
+        write_session_outputs(plan_dir, maa, p.vois, p.dose, p.registrations, plan_report,
+                              workflow_report(study.to_dict(), p, subtitle=subtitle, parameters=parameters),
+                              patient_id=str(study.patient.get("id", "")))
+        if v is not None:
+            html = workflow_report(study.to_dict(), p, v, subtitle=subtitle, parameters=parameters)
+            write_session_outputs(tmp, y90, v.vois, v.dose, v.registrations,
+                                  {**v.report, "study_manifest": study.to_dict(), "parameters": parameters}, html,
+                                  patient_id=str(study.patient.get("id", "")))
+    return RunResult(p, v, Path(out) / "report.html")

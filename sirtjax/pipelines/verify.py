@@ -1,0 +1,88 @@
+"""verify(): the SIRT verification workflow on a 90Y PET/CT (or PET/MR) session, compared with the plan.
+
+Thesis ch. 8.4: the liver on the 90Y CT/MR (given or segmented), lesions mapped from the
+diagnostic image registered onto it (or given), VOIs resampled onto the PET grid (same world
+frame), dose from the PET in Bq/ml (decay corrected to the administration) with the same dose
+model and statistics as the plan. The comparison per VOI (mean dose, D70, V70, V100 and their
+differences, verification - plan) is made twice: against the plan as planned, and against the
+plan's dose map rescaled to the injected activity (dose is linear in the activity for a fixed lung
+shunt), which separates a different activity from a different distribution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+
+from sirtjax.dosimetry import DoseResult, DosimetryWarning, voxel_dosimetry
+from sirtjax.pipelines.inputs import Anatomy, Session, StudyData, WorkflowOptions
+from sirtjax.pipelines.mapping import Registered
+from sirtjax.pipelines.plan import PlanResult, SessionVois, session_vois
+from sirtjax.report import dose_differences
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyResult:
+    """Everything the verification computed; ``report`` is the JSON-ready summary (report.json)."""
+
+    session: Session
+    vois: SessionVois
+    registrations: tuple[Registered, ...]
+    dose: DoseResult
+    plan_at_injected: DoseResult | None  # the plan's dose recomputed for the injected activity
+    comparison: list[dict]  # dose_differences(plan, verification)
+    comparison_at_injected: list[dict] | None
+    warnings: tuple[DosimetryWarning, ...]
+    report: dict
+
+
+def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, plan: PlanResult,
+           options: WorkflowOptions = WorkflowOptions(), *, key: jax.Array, progress=None) -> VerifyResult:
+    """Dose from a 90Y PET (Bq/ml) / CT session and its comparison with the plan per VOI.
+
+    Args:
+      session: the 90Y CT (or MR) with its given masks and the 90Y PET in Bq/ml (same world frame).
+      diagnostics: diagnostic CT/MR images with their given masks (the lesions' source).
+      study: activities (``y90_injected_gbq`` enables the comparison at the injected activity).
+      plan: the plan of the same study (:func:`sirtjax.pipelines.plan`).
+      options: dose model and constants (use the plan's), registration overrides, segmenter.
+      key: PRNG key for the registrations.
+      progress: optional callback(label, iteration, max_iterations) of the registrations.
+    """
+    vois, registrations = session_vois(session, diagnostics, options, key=key, progress=progress)
+    dose = voxel_dosimetry(session.emission, vois.liver_emission, lesions=vois.lesions_emission,
+                           lungs=vois.lungs_emission, input_kind="bq-per-ml", model=options.dose_model,
+                           constants=options.constants)
+    comparison = dose_differences(plan.dose.report["vois"], dose.report["vois"])
+    injected = study.activities.get("y90_injected_gbq")
+    at_injected = comparison_at = None
+    if injected is not None:
+        pv = plan.vois
+        at_injected = voxel_dosimetry(plan.session.emission, pv.liver_emission, lesions=pv.lesions_emission,
+                                      lungs=pv.lungs_emission, activity_gbq=float(injected),
+                                      lung_shunt_fraction=plan.lung_shunt_fraction, model=options.dose_model,
+                                      constants=options.constants)
+        comparison_at = dose_differences(at_injected.report["vois"], dose.report["vois"])
+    warnings = tuple(DosimetryWarning(**w) for w in dose.report["warnings"])
+    pet_gbq = dose.report["activity"]["total_gbq"]
+    if injected is not None and pet_gbq > 1.2 * injected:
+        warnings += (DosimetryWarning("pet_activity_above_injected",
+                                      f"the PET holds {pet_gbq:.3g} GBq, more than the {injected:.3g} GBq injected: "
+                                      "check its units (Bq/ml) and decay correction", pet_gbq, injected),)
+    report = {
+        "workflow": "verify",
+        "study": study.name,
+        "session": {"anatomical": session.anatomy.name, "emission": session.emission_name},
+        "vois": vois.sources,
+        "registrations": [r.checks for r in registrations],
+        "dose": dose.report,
+        "plan_activity_gbq": plan.planned_activity_gbq,
+        "injected_activity_gbq": injected,
+        "comparison": comparison,
+        "comparison_at_injected_activity": comparison_at,
+        "warnings": [w.to_dict() for w in warnings],
+    }
+    return VerifyResult(session, vois, tuple(registrations), dose, at_injected, comparison, comparison_at,
+                        warnings, report)

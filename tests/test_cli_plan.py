@@ -1,0 +1,103 @@
+"""`sirtjax plan`, `sirtjax verify` and `sirtjax demo` on the command line (small phantom, masks given: no registration)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sirtjax.cli import main
+from sirtjax.cli.demo import DEMO_MASKS, clinical_manifest
+from sirtjax.io import read_volume
+from sirtjax.phantom import PhantomConfig, generate_study, write_study
+from sirtjax.volume import same_grid
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    return write_study(generate_study(5, PhantomConfig.small()), tmp_path_factory.mktemp("s") / "study")
+
+
+def test_verify_writes_plan_and_verification(study_dir, tmp_path, capsys):
+    out = tmp_path / "v"
+    main(["verify", str(study_dir), "-o", str(out), "--lung-shunt", "0.08"])
+    assert "report:" in capsys.readouterr().out
+    for folder, anat, emission in ((out / "plan", "maa_ct", "maa_spect"), (out, "y90_ct", "y90_pet")):
+        names = {p.name for p in folder.iterdir()}
+        assert {f"{anat}_liver.nii.gz", f"{anat}_lesions.nii.gz", f"{emission}_liver.nii.gz",
+                f"{emission}_lesions.nii.gz", "dose.nii.gz", "dvh.csv", "report.json", "report.html", "rtstruct"} <= names
+        emission_vol = read_volume(study_dir / f"{emission}.nii.gz")
+        assert same_grid(read_volume(folder / "dose.nii.gz"), emission_vol)
+        assert same_grid(read_volume(folder / f"{emission}_liver.nii.gz"), emission_vol)
+        assert same_grid(read_volume(folder / f"{anat}_liver.nii.gz"), read_volume(study_dir / f"{anat}.nii.gz"))
+        assert (folder / "rtstruct" / "rtstruct.dcm").is_file()
+        report = json.loads((folder / "report.json").read_text())  # strict JSON (no NaN)
+        assert report["vois"]["lesions"] == f"given on {anat}"
+    plan_report = json.loads((out / "plan" / "report.json").read_text())
+    assert plan_report["lung_shunt"] == {"fraction": 0.08, "source": "given (planar scintigraphy)",
+                                         "from_spect": plan_report["compartments"]["lung_shunt_fraction"]}
+    verify_report = json.loads((out / "report.json").read_text())
+    assert {r["name"] for r in verify_report["comparison"]} >= {"liver", "normal_liver"}
+    html = (out / "report.html").read_text()
+    assert "Plan vs verification" in html and "Prescription" in html and "data:image/png;base64," in html
+    dose = np.asarray(read_volume(out / "plan" / "dose.nii.gz").array)
+    assert np.isfinite(dose).all() and dose.max() > 0
+
+
+def test_plan_alone(study_dir, tmp_path, capsys):
+    out = tmp_path / "p"
+    main(["plan", str(study_dir / "study.json"), "-o", str(out), "--model", "ldm", "--method", "mono-compartment"])
+    assert "mono-compartment prescription" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["dose"]["model"] == "ldm"
+    assert report["planned_activity"]["source"] == "mono-compartment prescription"
+    assert not (out / "plan").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lung-shunt", "1.2"], "--lung-shunt"),
+    (["--constants", "nope"], "--constants"),
+    (["--seed", "-1"], "--seed"),
+])
+def test_bad_options_exit_2(study_dir, tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["plan", str(study_dir), "-o", str(tmp_path / "o"), *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_liver_exits_2_naming_the_manifest(study_dir, tmp_path, capsys):
+    manifest = json.loads((study_dir / "study.json").read_text())
+    manifest["masks"] = {}
+    path = study_dir / "no_masks.json"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(SystemExit) as exc:
+        main(["plan", str(path), "-o", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "no_masks.json" in err and "no liver mask given" in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_study_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["verify", str(tmp_path / "none"), "-o", str(tmp_path / "o")])
+    assert exc.value.code == 2
+
+
+def test_demo_manifest_keeps_the_clinical_masks(study_dir):
+    manifest = json.loads((study_dir / "study.json").read_text())
+    demo = clinical_manifest(manifest)
+    assert {s: set(m) for s, m in demo["masks"].items()} == {s: set(k) for s, k in DEMO_MASKS.items()}
+    assert "lesions" not in demo["masks"]["maa_ct"] and "lesions" in demo["masks"]["diag_ct"]
+    assert manifest["masks"]["maa_ct"]["lesions"]  # the input is not modified
+
+
+def test_demo_rejects_a_file_as_output(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", str(target)])
+    assert exc.value.code == 2

@@ -1,0 +1,191 @@
+"""plan() and verify() on small phantom studies, checked against dosimetry with the phantom's true masks."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from sirtjax import dosimetry
+from sirtjax.phantom import PhantomConfig, generate_study
+from sirtjax.pipelines import Anatomy, Session, StudyData, WorkflowOptions, choose_preset, liver_of, plan, verify
+from sirtjax.pipelines.plan import cut_by_field_of_view
+from sirtjax.volume import make_volume
+
+# Few iterations on one 12 mm level: enough for the liver-guided alignment of a 6 mm phantom.
+FAST = WorkflowOptions(registration=(("levels", 1), ("finest_mm", 12.0), ("nonrigid_levels", 1),
+                                     ("affine_iterations", 20), ("nonrigid_iterations", 20)))
+# Larger lesions than the default range so that each covers several voxels of the 6 mm CT and 8.8 mm SPECT.
+CONFIG = PhantomConfig.small(lesion_diameter_mm=(25.0, 45.0), n_lesions=(2, 3))
+
+
+def anatomy(images, name, modality, kinds):
+    return Anatomy(name, modality, images[name], **{k: images[f"{name}_{k}"] for k in kinds})
+
+
+@pytest.fixture(scope="module")
+def study():
+    return generate_study(3, CONFIG)
+
+
+@pytest.fixture(scope="module")
+def workflows(study):
+    im = study.images
+    truth = study.truth
+    maa = Session(anatomy(im, "maa_ct", "CT", ("liver", "lungs", "labels")), im["maa_spect"], "maa_spect")
+    y90 = Session(anatomy(im, "y90_ct", "CT", ("liver", "labels")), im["y90_pet"], "y90_pet")
+    diagnostics = (anatomy(im, "diag_ct", "CT", ("liver", "lesions", "labels")),)
+    data = StudyData("phantom", truth["patient"], {"y90_injected_gbq": truth["activities"]["y90_gbq"]},
+                     {"normal_liver": 40.0, "whole_liver": 50.0}, truth["lung_shunt_fraction"]["maa"])
+    p = plan(maa, diagnostics, data, FAST, key=jax.random.key(0))
+    v = verify(y90, diagnostics, data, p, FAST, key=jax.random.key(1))
+    return p, v, data
+
+
+def records(result):
+    return {r["name"]: r for r in result.report["vois"]}
+
+
+def test_plan_maps_lesions_by_landmark_guided_registration(workflows):
+    p, v, _ = workflows
+    assert p.report["vois"]["lesions"] == "mapped from diag_ct (cnn-lm-guided registration)"
+    assert v.report["vois"]["lesions"] == "mapped from diag_ct (cnn-lm-guided registration)"
+    for r in (*p.registrations, *v.registrations):
+        assert r.checks["liver_dice"] > 0.85  # liver-guided registration of the 6 mm phantom
+        assert r.checks["jacobian"]["fraction_nonpositive"] < 1e-3  # the spring model keeps it invertible
+
+
+def test_plan_agrees_with_true_masks(study, workflows):
+    """Planned activity, mean doses, D70 and V100 against the same dosimetry on the phantom's TRUE MAA CT masks.
+
+    Differences come from the registration (lesions mapped from the diagnostic CT: a voxel or two
+    of misplacement at 6 mm), nearest-neighbour voxelisation on the 8.8 mm SPECT grid and SPECT
+    blur (a shifted lesion VOI samples the blurred edge).
+    """
+    p, _, data = workflows
+    im = study.images
+    lsf = data.lung_shunt_fraction
+    ref = dosimetry.voxel_dosimetry(im["maa_spect"], im["maa_ct_liver"], lesions=im["maa_ct_lesions"],
+                                    activity_gbq=p.planned_activity_gbq, lung_shunt_fraction=lsf)
+    ours, truth = records(p.dose), records(ref)
+    print({n: [(ours[n][k], truth[n][k]) for k in ("mean_gy", "D70_gy", "V100_pct")] for n in ours if n in truth})
+    for name in ("liver", "normal_liver"):
+        assert ours[name]["mean_gy"] == pytest.approx(truth[name]["mean_gy"], rel=0.03)  # liver given: voxelisation only
+        assert ours[name]["D70_gy"] == pytest.approx(truth[name]["D70_gy"], rel=0.05)
+        assert ours[name]["V100_pct"] == pytest.approx(truth[name]["V100_pct"], abs=2.0)
+    lesions = [n for n in ours if n.startswith("lesion_")]
+    assert lesions and set(lesions) <= set(truth)
+    for name in lesions:
+        assert ours[name]["mean_gy"] == pytest.approx(truth[name]["mean_gy"], rel=0.25)  # registration + SPECT blur
+        assert ours[name]["D70_gy"] == pytest.approx(truth[name]["D70_gy"], rel=0.3)
+        assert ours[name]["V100_pct"] == pytest.approx(truth[name]["V100_pct"], abs=30.0)
+
+
+def test_planned_activity_agrees_with_truth(study, workflows):
+    """Partition activity against the formula with the phantom's true T/N ratios, true-mask volumes and true LSF.
+
+    The normal-liver mass dominates S = sum TN_i M_i + M_N, so the SPECT's underestimate of T/N
+    (blur spills lesion counts into normal liver) moves the activity by a few percent only.
+    """
+    p, _, data = workflows
+    im = study.images
+    ml = float(np.prod(im["maa_ct"].spacing_mm)) / 1000.0
+    lesions = np.asarray(im["maa_ct_lesions"].array)
+    liver = (np.asarray(im["maa_ct_liver"].array) > 0) | (lesions > 0)
+    tn = {les["instance"]: les["tn_ratio_maa"] for les in study.truth["lesions"]}
+    ids = [i for i in np.unique(lesions) if i > 0]
+    tumour_kg = [np.count_nonzero(lesions == i) * ml * 1.03e-3 for i in ids]
+    normal_kg = np.count_nonzero(liver & (lesions == 0)) * ml * 1.03e-3
+    expected = dosimetry.partition(40.0, normal_kg, tumour_kg, [tn[int(i)] for i in ids],
+                                   lung_shunt_fraction=data.lung_shunt_fraction)
+    partition = next(pr for pr in p.prescriptions if pr.method == "partition")
+    assert p.planned_activity_gbq == partition.activity_gbq
+    assert partition.activity_gbq == pytest.approx(expected.activity_gbq, rel=0.05)
+    mono = next(pr for pr in p.prescriptions if pr.method == "mono-compartment")
+    whole_kg = np.count_nonzero(liver) * ml * 1.03e-3
+    assert mono.activity_gbq == pytest.approx(50.0 * whole_kg / (49.43 * (1 - data.lung_shunt_fraction)), rel=0.03)
+    assert [pr.method for pr in p.prescriptions] == ["partition", "mono-compartment", "bsa"]
+
+
+def test_verify_agrees_with_true_masks(study, workflows):
+    """Verification dose per VOI against the PET dosimetry with the TRUE 90Y CT masks (tolerances as for the plan)."""
+    _, v, _ = workflows
+    im = study.images
+    ref = dosimetry.voxel_dosimetry(im["y90_pet"], im["y90_ct_liver"], lesions=im["y90_ct_lesions"], input_kind="bq-per-ml")
+    ours, truth = records(v.dose), records(ref)
+    assert ours["liver"]["mean_gy"] == pytest.approx(truth["liver"]["mean_gy"], rel=0.03)
+    for name in (n for n in ours if n.startswith("lesion_")):
+        assert ours[name]["mean_gy"] == pytest.approx(truth[name]["mean_gy"], rel=0.25)
+
+
+def test_comparison_with_plan(workflows):
+    p, v, data = workflows
+    plan_liver = records(p.dose)["liver"]
+    verif_liver = records(v.dose)["liver"]
+    liver = next(r for r in v.comparison if r["name"] == "liver")
+    assert liver["mean_gy"]["plan"] == plan_liver["mean_gy"]
+    assert liver["mean_gy"]["difference"] == pytest.approx(verif_liver["mean_gy"] - plan_liver["mean_gy"])
+    # the plan recomputed at the injected activity: dose is linear in the activity (same LSF, same map)
+    ratio = data.activities["y90_injected_gbq"] / p.planned_activity_gbq
+    at_inj = next(r for r in v.comparison_at_injected if r["name"] == "liver")
+    assert at_inj["mean_gy"]["plan"] == pytest.approx(plan_liver["mean_gy"] * ratio, rel=1e-4)  # float32 sums
+    assert at_inj["D70_gy"]["plan"] == pytest.approx(plan_liver["D70_gy"] * ratio, rel=1e-4)
+
+
+def test_given_target_lesions_need_no_registration(study):
+    im = study.images
+    maa = Session(anatomy(im, "maa_ct", "CT", ("liver", "lesions")), im["maa_spect"], "maa_spect")
+    diagnostics = (anatomy(im, "diag_ct", "CT", ("liver", "lesions")),)
+    data = StudyData("phantom", {}, {}, {})
+    p = plan(maa, diagnostics, data, FAST, key=jax.random.key(0))
+    assert p.registrations == () and p.report["vois"]["lesions"] == "given on maa_ct"
+    assert p.report["lung_shunt"]["source"] == "assumed 0"
+    assert any(w.code == "lung_shunt_assumed_zero" for w in p.warnings)
+    assert p.report["target_doses"]["normal_liver"] == {"dose_gy": 40.0, "source": "default"}
+    assert [pr.method for pr in p.prescriptions] == ["partition", "mono-compartment"]  # no height/weight: no BSA
+
+
+def test_liver_needs_a_mask_or_a_segmenter(study):
+    im = study.images
+    bare = Anatomy("maa_ct", "CT", im["maa_ct"])
+    with pytest.raises(ValueError, match="no liver mask given and no liver segmentation model"):
+        liver_of(bare, WorkflowOptions())
+    segmented = im["maa_ct_liver"]
+    mask, source = liver_of(bare, dataclasses.replace(WorkflowOptions(), segmenter=lambda vol, modality: segmented))
+    assert source == "segmented" and np.array_equal(np.asarray(mask.array), np.asarray(segmented.array) != 0)
+    empty = segmented.with_array(np.zeros(segmented.shape, np.uint8))
+    with pytest.raises(ValueError, match="empty"):
+        liver_of(dataclasses.replace(bare, liver=empty), WorkflowOptions())
+
+
+def test_preset_follows_the_guidance(study):
+    im = study.images
+    target = anatomy(im, "maa_ct", "CT", ("liver", "labels"))
+    source = anatomy(im, "diag_ct", "CT", ("liver", "labels"))
+    liver = im["maa_ct_liver"]
+    assert choose_preset(target, source, liver, im["diag_ct_liver"]) == "cnn-lm-guided"
+    no_labels = dataclasses.replace(source, labels=None)
+    assert choose_preset(target, no_labels, liver, im["diag_ct_liver"]) == "cnn-guided"
+    assert choose_preset(target, no_labels, liver, None) == "image-based"
+    # label maps sharing only the liver (no landmark id >= 2) do not make it landmark-guided
+    liver_only = source.labels.with_array((np.asarray(source.labels.array) == 1).astype(np.uint8))
+    assert choose_preset(target, dataclasses.replace(source, labels=liver_only), liver, im["diag_ct_liver"]) == "cnn-guided"
+
+
+def test_anatomy_rejects_masks_off_the_grid(study):
+    im = study.images
+    with pytest.raises(ValueError, match="not on the image grid"):
+        Anatomy("maa_ct", "CT", im["maa_ct"], liver=im["diag_ct_liver"])
+    with pytest.raises(ValueError, match="CT or MR"):
+        Anatomy("maa_spect", "SPECT", im["maa_spect"])
+
+
+def test_cut_by_field_of_view():
+    a = np.zeros((5, 6, 7), np.uint8)
+    a[2, 2:4, 3] = 1
+    vol = make_volume(a, (2.0, 2.0, 3.0), (0.0, 0.0, 0.0), np.eye(3))
+    assert not cut_by_field_of_view(vol)
+    a[-1, 2, 3] = 1  # touches the last slice
+    assert cut_by_field_of_view(vol.with_array(a))
