@@ -116,8 +116,9 @@ def run_elastix(f, m, fm, mm, ml):
     po = itk.ParameterObject.New()
     for kind in ("affine", "bspline"):
         p = po.GetDefaultParameterMap(kind, 3)
-        p["FinalGridSpacingInPhysicalUnits"] = ["40"] if kind == "bspline" else p.get("FinalGridSpacingInPhysicalUnits", [])
-        if kind == "affine":
+        if kind == "bspline":
+            p["FinalGridSpacingInPhysicalUnits"] = ["40"]
+        else:
             p["AutomaticTransformInitialization"] = ["true"]
             p["AutomaticTransformInitializationMethod"] = ["CenterOfGravity"]
         po.AddParameterMap(p)
