@@ -69,16 +69,17 @@ def test_bad_options_exit_2(study_dir, tmp_path, capsys, args, message):
     assert not (tmp_path / "o").exists()
 
 
-def test_missing_liver_exits_2_naming_the_manifest(study_dir, tmp_path, capsys):
+def test_missing_liver_without_a_model_exits_2_naming_the_manifest(study_dir, tmp_path, capsys):
     manifest = json.loads((study_dir / "study.json").read_text())
     manifest["masks"] = {}
     path = study_dir / "no_masks.json"
     path.write_text(json.dumps(manifest))
     with pytest.raises(SystemExit) as exc:
-        main(["plan", str(path), "-o", str(tmp_path / "o")])
+        main(["plan", str(path), "-o", str(tmp_path / "o"), "--liver-model", str(tmp_path / "no_model")])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "no_masks.json" in err and "no liver mask given" in err and len(err.strip().splitlines()) == 1
+    assert "no_masks.json" in err and "maa_ct: no liver mask given, and segmenting it failed" in err
+    assert "no_model" in err and len(err.strip().splitlines()) == 1
 
 
 def test_missing_study_exits_2(tmp_path, capsys):

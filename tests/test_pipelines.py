@@ -11,6 +11,7 @@ import pytest
 from sirtjax import dosimetry
 from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.pipelines import Anatomy, Session, StudyData, WorkflowOptions, choose_preset, liver_of, plan, verify
+from sirtjax.pipelines.mapping import landmark_labels
 from sirtjax.pipelines.plan import cut_by_field_of_view
 from sirtjax.volume import make_volume
 
@@ -189,3 +190,24 @@ def test_cut_by_field_of_view():
     assert not cut_by_field_of_view(vol)
     a[-1, 2, 3] = 1  # touches the last slice
     assert cut_by_field_of_view(vol.with_array(a))
+
+
+def test_landmark_labels_take_the_liver_in_use():
+    labels = np.zeros((4, 5, 6), np.uint8)
+    labels[1:3, 1:4, 1:5] = 1
+    labels[2, 2, 2] = 7  # a landmark
+    vol = make_volume(labels, (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), np.eye(3))
+    liver = np.zeros_like(labels)
+    liver[0:2, 0:2, 0:2] = 1  # a different (e.g. segmented) liver
+    out = np.asarray(landmark_labels(vol, vol.with_array(liver)).array)
+    assert out[2, 2, 2] == 7 and np.array_equal(out == 1, (liver == 1) & (labels < 2))
+    assert np.array_equal(np.asarray(landmark_labels(vol, None).array), labels)
+
+
+def test_demo_masks_drop_the_session_livers_when_segmenting():
+    from sirtjax.cli.demo import DEMO_MASKS, demo_masks
+
+    assert demo_masks(False) == DEMO_MASKS
+    seg = demo_masks(True)
+    assert "liver" not in seg["maa_ct"] and "liver" not in seg["y90_ct"] and "liver" in seg["diag_ct"]
+    assert "labels" in seg["maa_ct"] and "lungs" in seg["maa_ct"]

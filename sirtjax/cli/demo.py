@@ -18,6 +18,13 @@ DEMO_MASKS = {
 CT only (mapped onto the MAA and 90Y CTs by registration), lungs on the MAA CT."""
 
 
+def demo_masks(segment: bool) -> dict:
+    """DEMO_MASKS, without the MAA and 90Y CT livers when they are to be segmented by the liver model."""
+    if not segment:
+        return DEMO_MASKS
+    return {s: tuple(k for k in kinds if not (k == "liver" and s != "diag_ct")) for s, kinds in DEMO_MASKS.items()}
+
+
 def clinical_manifest(manifest: dict, masks: dict = DEMO_MASKS) -> dict:
     """A phantom manifest restricted to the given masks (series -> kinds), as a clinic would have them."""
     out = dict(manifest)
@@ -35,17 +42,21 @@ def demo(
 
     The phantom has no planar scintigraphy: its true lung shunt fraction stands in for the planar
     LSF. Lesions are given on the diagnostic CT only and reach the MAA and 90Y CTs by registration.
+    When the default liver model is installed, the MAA and 90Y CT livers are segmented with it and
+    their Dice against the phantom's truth is printed.
     """
     import json
+    import shutil
     import tempfile
     import time
 
     from sirtjax.cli.plan import progress_bars
     from sirtjax.errors import InputError
-    from sirtjax.io import output_dir
     from sirtjax.phantom import PhantomConfig, generate_study, write_study
+    from sirtjax.metrics import dice
     from sirtjax.pipelines.inputs import QUICK_REGISTRATION, WorkflowOptions
     from sirtjax.pipelines.run import run_study
+    from sirtjax.pipelines.segment import model_available, model_segmenter
     from sirtjax.study import parse_manifest
 
     if seed < 0:
@@ -57,20 +68,24 @@ def demo(
     with bar, tempfile.TemporaryDirectory() as scratch:
         say("generating the phantom study")
         phantom = generate_study(seed, PhantomConfig.small() if small else PhantomConfig(), progress=say)
-        manifest = clinical_manifest(phantom.manifest)
+        segment = model_available()
+        manifest = clinical_manifest(phantom.manifest, demo_masks(segment))
         study_dir = write_study(phantom, Path(scratch) / "study")
         (study_dir / "study.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         study = parse_manifest(manifest, study_dir / "study.json")
         lsf = phantom.truth["lung_shunt_fraction"]["maa"]
 
         def keep_study(tmp: Path) -> None:
-            with output_dir(tmp / "study") as s:
-                write_study(phantom, s)
-                (s / "study.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+            shutil.copytree(study_dir, tmp / "study")
 
-        result = run_study(study, out, verify_too=True, options=WorkflowOptions(registration=QUICK_REGISTRATION),
+        options = WorkflowOptions(registration=QUICK_REGISTRATION, segmenter=model_segmenter() if segment else None)
+        result = run_study(study, out, verify_too=True, options=options,
                            lung_shunt_fraction=lsf, seed=0, say=say, progress=progress, extra=keep_study,
                            subtitle=f"Demo on phantom seed {seed}: lesions from the diagnostic CT mapped by registration; "
                                     "the true LSF stands in for planar scintigraphy")
+    if segment:
+        for session, name in ((result.plan, "maa_ct"), (result.verification, "y90_ct")):
+            score = dice(session.vois.liver, phantom.images[f"{name}_liver"])
+            typer.echo(f"segmented liver on {name}: Dice {score:.3f} against the phantom's truth")
     typer.echo(f"demo finished in {time.perf_counter() - start:.0f} s; planned {result.plan.planned_activity_gbq:.3f} GBq; "
                f"report: {result.report_html}")

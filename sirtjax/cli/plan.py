@@ -47,12 +47,13 @@ def progress_bars():
 
 
 def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: float | None, model: str, constants: str,
-                method: str, quick: bool, seed: int):
+                method: str, quick: bool, seed: int, liver_model: str):
     """Shared body of ``plan`` and ``verify``: validate, run with progress bars, return the RunResult."""
     from sirtjax.dosimetry import constant_sets
     from sirtjax.errors import InputError
     from sirtjax.pipelines.inputs import QUICK_REGISTRATION, WorkflowOptions
     from sirtjax.pipelines.run import run_study
+    from sirtjax.pipelines.segment import model_segmenter
     from sirtjax.study import load_study
 
     if lung_shunt is not None and not 0.0 <= lung_shunt < 1.0:
@@ -65,7 +66,7 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
         raise InputError(out, "the output path exists and is not a folder")
     study = load_study(study_path)
     options = WorkflowOptions(dose_model=model, constants=constants, prescription_method=method,
-                              registration=QUICK_REGISTRATION if quick else ())
+                              registration=QUICK_REGISTRATION if quick else (), segmenter=model_segmenter(liver_model))
     bar, say, progress = progress_bars()
     with bar:
         return run_study(study, out, verify_too=verify_too, options=options, lung_shunt_fraction=lung_shunt,
@@ -80,6 +81,8 @@ Prescribe = Annotated[Method, typer.Option("--method", help="Prescription for th
                                            "gives no y90_planned_gbq.")]
 Quick = Annotated[bool, typer.Option("--quick", help="Quick registration (24/12 mm levels, 60 iterations; coarser).")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the registrations' random MI sampling.")]
+LiverModel = Annotated[str, typer.Option("--liver-model", help="Liver model (shipped name or folder) for images "
+                                         "without a given liver mask.")]
 
 
 @app.command()
@@ -92,6 +95,7 @@ def plan(
     method: Prescribe = Method.partition,
     quick: Quick = False,
     seed: Seed = 0,
+    liver_model: LiverModel = "liver",
 ) -> None:
     """Plan a SIRT treatment: VOIs on the MAA SPECT, T/N, LSF, prescriptions, predicted dose, report.
 
@@ -99,7 +103,7 @@ def plan(
     report.json and report.html into OUT.
     """
     result = run_command(study, out, verify_too=False, lung_shunt=lung_shunt, model=model.value, constants=constants,
-                         method=method.value, quick=quick, seed=seed)
+                         method=method.value, quick=quick, seed=seed, liver_model=liver_model)
     p = result.plan
     typer.echo(f"planned {p.planned_activity_gbq:.3f} GBq ({p.report['planned_activity']['source']}); "
                f"{len(p.warnings)} warning(s); report: {result.report_html}")

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from sirtjax.cli._app import app
-from sirtjax.cli.plan import Constants, DoseModel, LungShunt, Method, Model, Prescribe, Quick, Seed, run_command
+from sirtjax.cli.plan import (Constants, DoseModel, LiverModel, LungShunt, Method, Model, Prescribe, Quick, Seed,
+                              run_command)
 
 
 @app.command()
@@ -21,6 +22,7 @@ def verify(
     method: Prescribe = Method.partition,
     quick: Quick = False,
     seed: Seed = 0,
+    liver_model: LiverModel = "liver",
 ) -> None:
     """Verify a SIRT treatment: dose from the 90Y PET per VOI and its differences from the plan.
 
@@ -28,7 +30,7 @@ def verify(
     covers both.
     """
     result = run_command(study, out, verify_too=True, lung_shunt=lung_shunt, model=model.value, constants=constants,
-                         method=method.value, quick=quick, seed=seed)
+                         method=method.value, quick=quick, seed=seed, liver_model=liver_model)
     liver = next(r for r in result.verification.comparison if r["name"] == "liver")["mean_gy"]
     typer.echo(f"liver mean dose: plan {liver['plan']:.1f} Gy, verification {liver['verification']:.1f} Gy; "
                f"report: {result.report_html}")

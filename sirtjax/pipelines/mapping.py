@@ -5,7 +5,9 @@ avoids registration error); lesions drawn or segmented on a diagnostic CT/MR are
 by registering the diagnostic image to the session image (diagnostic -> MAA CT for planning,
 diagnostic -> 90Y CT/MR for verification). The preset follows the guidance available:
 CNN&LM-guided when both images have label maps sharing landmark ids (>= 2), CNN-guided when both
-have liver masks, image-based otherwise. Label maps are warped by nearest neighbour.
+have liver masks, image-based otherwise. With landmarks, the liver class of each label map is the
+liver VOI in use (given or segmented), so a segmented liver guides the registration as in the
+thesis. Label maps are warped by nearest neighbour.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from sirtjax.errors import SirtjaxError
 from sirtjax.metrics import dice, jacobian_stats
 from sirtjax.pipelines.inputs import Anatomy, WorkflowOptions
 from sirtjax.registration.register import PRESETS, RegistrationResult, register
@@ -44,7 +47,10 @@ def liver_of(anatomy: Anatomy, options: WorkflowOptions) -> tuple[Volume, str]:
     if anatomy.liver is not None:
         mask, source = anatomy.liver, "given"
     elif options.segmenter is not None:
-        mask, source = options.segmenter(anatomy.image, anatomy.modality), "segmented"
+        try:
+            mask, source = options.segmenter(anatomy.image, anatomy.modality), "segmented"
+        except SirtjaxError as exc:  # e.g. the liver model is not installed
+            raise ValueError(f"{anatomy.name}: no liver mask given, and segmenting it failed ({exc})") from None
     else:
         raise ValueError(f"{anatomy.name}: no liver mask given and no liver segmentation model available")
     array = np.asarray(mask.array) != 0
@@ -58,6 +64,13 @@ def shared_landmarks(a: Volume | None, b: Volume | None) -> list[int]:
     if a is None or b is None:
         return []
     return sorted((set(np.unique(np.asarray(a.array)).tolist()) & set(np.unique(np.asarray(b.array)).tolist())) - {0, 1})
+
+
+def landmark_labels(labels: Volume, liver: Volume | None) -> Volume:
+    """The label map for CNN&LM guidance: its landmarks (ids >= 2) over the liver VOI in use (1), else its own liver."""
+    a = np.asarray(labels.array)
+    base = (a == 1) if liver is None else (np.asarray(liver.array) != 0)
+    return labels.with_array(np.where(a >= 2, a, base.astype(a.dtype)))
 
 
 def choose_preset(target: Anatomy, source: Anatomy, target_liver: Volume | None, source_liver: Volume | None) -> str:
@@ -83,7 +96,8 @@ def register_anatomy(target: Anatomy, source: Anatomy, *, target_liver: Volume, 
     config = dataclasses.replace(PRESETS[preset], **dict(options.registration))
     guidance = {}
     if preset == "cnn-lm-guided":
-        guidance = {"fixed_labels": target.labels, "moving_labels": source.labels}
+        guidance = {"fixed_labels": landmark_labels(target.labels, target_liver),
+                    "moving_labels": landmark_labels(source.labels, source_liver)}
     elif preset == "cnn-guided":
         guidance = {"fixed_mask": target_liver, "moving_mask": source_liver}
     result = register(target.image, source.image, config=config, key=key, progress=progress, **guidance)
