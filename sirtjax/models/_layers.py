@@ -113,6 +113,7 @@ class ConvStage(nnx.Module):
                     kernel_size=k,
                     padding=p,
                     conv_general_dilated=tap_conv if taps else jax.lax.conv_general_dilated,
+                    kernel_init=nnx.initializers.he_normal(),  # keeps activations O(1) through the ReLU stack
                     rngs=rngs,
                 )
                 for i, (k, p) in enumerate(zip(kernels, paddings))

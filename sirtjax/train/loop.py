@@ -73,7 +73,7 @@ def train(
     stop_after: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train (or resume) the model of cfg in out_dir; returns {'step', 'best_val_dice', 'out_dir'}.
+    """Train (or resume) the model of cfg in out_dir; returns {'step', 'best_val_dice', 'out_dir', 'params'}.
 
     out_dir receives checkpoints/{latest,best} (orbax), best/ (model.json + weights.npz of the best
     validation DSC, loadable with `--model out_dir`), metrics.jsonl and cache/ (prepared phantom
