@@ -23,11 +23,9 @@ import scipy.ndimage as ndi
 import SimpleITK as sitk
 
 from sirtjax.io import from_sitk, to_sitk
-from sirtjax.metrics import jacobian_stats
 from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.registration.evaluate import evaluate
 from sirtjax.registration.register import PRESETS, register
-from sirtjax.registration.warp import warp_volume
 from sirtjax.volume import Volume
 
 

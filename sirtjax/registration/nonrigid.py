@@ -14,7 +14,6 @@ import dataclasses
 import functools
 
 import jax
-import jax.numpy as jnp
 
 from sirtjax.registration.optimise import adam_cosine, make_step
 from sirtjax.registration.problem import LevelData, SimilarityOptions, similarity_terms

@@ -20,7 +20,7 @@ from sirtjax.registration.mi import mattes_mi
 from sirtjax.registration.pyramid import pyramid_level
 from sirtjax.registration.similarity import overlap_ssd, ssd
 from sirtjax.registration.warp import AffineTransform, identity_affine, sample_channels
-from sirtjax.volume import Volume, make_volume, world_grid
+from sirtjax.volume import Volume, make_volume
 
 
 @jax.tree_util.register_dataclass
