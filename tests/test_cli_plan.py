@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from sirtjax.cli import main
 from sirtjax.cli.demo import DEMO_MASKS, clinical_manifest
@@ -13,16 +17,23 @@ from sirtjax.io import read_volume
 from sirtjax.phantom import PhantomConfig, generate_study, write_study
 from sirtjax.volume import same_grid
 
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "screenshot_report.sh"
+
 
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory):
     return write_study(generate_study(5, PhantomConfig.small()), tmp_path_factory.mktemp("s") / "study")
 
 
-def test_verify_writes_plan_and_verification(study_dir, tmp_path, capsys):
-    out = tmp_path / "v"
+@pytest.fixture(scope="module")
+def verified(study_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("v") / "v"
     main(["verify", str(study_dir), "-o", str(out), "--lung-shunt", "0.08"])
-    assert "report:" in capsys.readouterr().out
+    return out
+
+
+def test_verify_writes_plan_and_verification(study_dir, verified):
+    out = verified
     for folder, anat, emission in ((out / "plan", "maa_ct", "maa_spect"), (out, "y90_ct", "y90_pet")):
         names = {p.name for p in folder.iterdir()}
         assert {f"{anat}_liver.nii.gz", f"{anat}_lesions.nii.gz", f"{emission}_liver.nii.gz",
@@ -43,6 +54,17 @@ def test_verify_writes_plan_and_verification(study_dir, tmp_path, capsys):
     assert "Plan vs verification" in html and "Prescription" in html and "data:image/png;base64," in html
     dose = np.asarray(read_volume(out / "plan" / "dose.nii.gz").array)
     assert np.isfinite(dose).all() and dose.max() > 0
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_workflow_report_renders_in_chromium(verified, tmp_path):
+    shot = tmp_path / "shot.png"
+    res = subprocess.run(["bash", str(SCRIPT), str(verified / "report.html"), str(shot), "1000,2400"],
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr
+    img = np.asarray(Image.open(shot).convert("RGB"))
+    assert tuple(img[10, 500]) == (0x0B, 0x3D, 0x5C)  # the report's header bar colour (flat CSS fill)
+    assert len(np.unique(img[600:, :, 0])) > 50  # embedded CT/SPECT figures decoded: many grey levels
 
 
 def test_plan_alone(study_dir, tmp_path, capsys):
