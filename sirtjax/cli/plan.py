@@ -85,25 +85,34 @@ LiverModel = Annotated[str, typer.Option("--liver-model", help="Liver model (shi
                                          "without a given liver mask.")]
 
 
-@app.command()
-def plan(
-    study: Annotated[Path, typer.Argument(help="Study folder with study.json, or the manifest file.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder (replaced atomically).")],
-    lung_shunt: LungShunt = None,
-    model: DoseModel = Model.vsv,
-    constants: Constants = "icrp107",
-    method: Prescribe = Method.partition,
-    quick: Quick = False,
-    seed: Seed = 0,
-    liver_model: LiverModel = "liver",
-) -> None:
-    """Plan a SIRT treatment: VOIs on the MAA SPECT, T/N, LSF, prescriptions, predicted dose, report.
+def workflow_command(verify_too: bool, summary):
+    """The typer function of ``plan`` (verify_too False) or ``verify``; summary(RunResult) is the line printed."""
 
-    Writes VOIs (CT and SPECT grids), dose.nii.gz (Gy), dvh.csv, registration fields, rtstruct/,
-    report.json and report.html into OUT.
-    """
-    result = run_command(study, out, verify_too=False, lung_shunt=lung_shunt, model=model.value, constants=constants,
-                         method=method.value, quick=quick, seed=seed, liver_model=liver_model)
+    def command(
+        study: Annotated[Path, typer.Argument(help="Study folder with study.json, or the manifest file.")],
+        out: Annotated[Path, typer.Option("-o", "--out", help="Output folder (replaced atomically).")],
+        lung_shunt: LungShunt = None,
+        model: DoseModel = Model.vsv,
+        constants: Constants = "icrp107",
+        method: Prescribe = Method.partition,
+        quick: Quick = False,
+        seed: Seed = 0,
+        liver_model: LiverModel = "liver",
+    ) -> None:
+        result = run_command(study, out, verify_too=verify_too, lung_shunt=lung_shunt, model=model.value,
+                             constants=constants, method=method.value, quick=quick, seed=seed, liver_model=liver_model)
+        typer.echo(summary(result))
+
+    return command
+
+
+def _summary(result) -> str:
     p = result.plan
-    typer.echo(f"planned {p.planned_activity_gbq:.3f} GBq ({p.report['planned_activity']['source']}); "
-               f"{len(p.warnings)} warning(s); report: {result.report_html}")
+    return (f"planned {p.planned_activity_gbq:.3f} GBq ({p.report['planned_activity']['source']}); "
+            f"{len(p.warnings)} warning(s); report: {result.report_html}")
+
+
+plan = app.command("plan", help="""Plan a SIRT treatment: VOIs on the MAA SPECT, T/N, LSF, prescriptions, predicted dose, report.
+
+Writes VOIs (CT and SPECT grids), dose.nii.gz (Gy), dvh.csv, registration fields, rtstruct/,
+report.json and report.html into OUT.""")(workflow_command(False, _summary))

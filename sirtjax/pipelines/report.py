@@ -60,6 +60,25 @@ def registration_section(registrations: Sequence[Registered], anatomy, vois: Ses
     return Section(title, tuple(blocks))
 
 
+def session_section(title: str, anatomy, vois: SessionVois, emission: tuple, dose, dose_caption: str,
+                    table_caption: str) -> Section:
+    """Fused emission and dose slices on the anatomical image with the VOIs, and the dose table.
+
+    emission: (Volume, colour-bar label with units, name in captions); dose_caption is completed
+    with the dose model and a closing parenthesis.
+    """
+    image, label, name = emission
+    contours, window = _contours(vois), _window(anatomy.modality)
+    sep = "" if dose_caption.endswith("(") else "; "
+    return Section(title, (
+        FigurePng(fused_slices_png(anatomy.image, overlay=image, contours=contours, anatomy_window=window,
+                                   overlay_label=label), f"{anatomy.name} with {name} and the VOIs."),
+        FigurePng(fused_slices_png(anatomy.image, overlay=dose.dose, contours=contours, anatomy_window=window,
+                                   overlay_label="dose (Gy)"),
+                  f"{dose_caption}{sep}{dose.report['model'].upper()} model)."),
+        dose_table(dose.report["vois"], caption=table_caption)))
+
+
 def plan_sections(p: PlanResult) -> list[Section]:
     """Sections of the planning part: VOIs, registration, compartments, prescriptions, predicted dose."""
     anatomy, spect = p.session.anatomy, p.session.emission
@@ -84,15 +103,9 @@ def plan_sections(p: PlanResult) -> list[Section]:
             KeyValues(tuple(lsf_items)))),
         Section("Prescription", (prescription_table([pr.to_dict() for pr in p.prescriptions]),
                                  Note(f"Targets: {targets}. Lung mass 1 kg (convention)."))),
-        Section("Planning: MAA SPECT/CT", (
-            FigurePng(fused_slices_png(anatomy.image, overlay=spect, contours=_contours(p.vois),
-                                       anatomy_window=_window(anatomy.modality), overlay_label="SPECT (counts)"),
-                      f"{anatomy.name} with the MAA SPECT and the VOIs."),
-            FigurePng(fused_slices_png(anatomy.image, overlay=p.dose.dose, contours=_contours(p.vois),
-                                       anatomy_window=_window(anatomy.modality), overlay_label="dose (Gy)"),
-                      f"Predicted dose for {activity['gbq']:.3f} GBq ({activity['source']}; "
-                      f"{p.dose.report['model'].upper()} model)."),
-            dose_table(p.dose.report["vois"], caption="Predicted dose per VOI (SPECT grid)."))),
+        session_section("Planning: MAA SPECT/CT", anatomy, p.vois, (spect, "SPECT (counts)", "the MAA SPECT"), p.dose,
+                        f"Predicted dose for {activity['gbq']:.3f} GBq ({activity['source']}",
+                        "Predicted dose per VOI (SPECT grid)."),
     ]
 
 
@@ -113,14 +126,8 @@ def verify_sections(v: VerifyResult, p: PlanResult) -> list[Section]:
     return [
         Section("VOIs (verification)", (KeyValues(tuple((k.capitalize(), s) for k, s in v.report["vois"].items())),)),
         registration_section(v.registrations, anatomy, v.vois, f"Registration onto {anatomy.name} (verification)"),
-        Section("Verification: 90Y PET", (
-            FigurePng(fused_slices_png(anatomy.image, overlay=pet, contours=_contours(v.vois),
-                                       anatomy_window=_window(anatomy.modality), overlay_label="PET (Bq/ml)"),
-                      f"{anatomy.name} with the 90Y PET and the VOIs."),
-            FigurePng(fused_slices_png(anatomy.image, overlay=v.dose.dose, contours=_contours(v.vois),
-                                       anatomy_window=_window(anatomy.modality), overlay_label="dose (Gy)"),
-                      f"Dose from the 90Y PET ({v.dose.report['model'].upper()} model)."),
-            dose_table(v.dose.report["vois"], caption="Dose from the 90Y PET per VOI (PET grid)."))),
+        session_section("Verification: 90Y PET", anatomy, v.vois, (pet, "PET (Bq/ml)", "the 90Y PET"), v.dose,
+                        "Dose from the 90Y PET (", "Dose from the 90Y PET per VOI (PET grid)."),
         Section("Plan vs verification", tuple(blocks)),
     ]
 
