@@ -82,7 +82,7 @@ def tap_conv(inputs: jax.Array, kernel: jax.Array, window_strides, padding, **kw
 
 
 class ConvStage(nnx.Module):
-    """A sequence of 3D convolutions with ReLU, optionally with a residual connection.
+    """A sequence of 3D convolutions with leaky ReLU (no dead units in a deep unnormalised stack), optionally residual.
 
     Each conv has its own kernel (z, y, x) and padding ("VALID" shrinks by kernel - 1, "SAME" keeps
     the size). With ``residual=True`` the stage input, centre-cropped to the output size (and
@@ -132,10 +132,10 @@ class ConvStage(nnx.Module):
         for i, conv in enumerate(self.convs):
             h = conv(h)
             if i < len(self.convs) - 1 or not self.residual:
-                h = jax.nn.relu(h)
+                h = jax.nn.leaky_relu(h)
         if self.residual:
             skip = center_crop(x, h.shape[1:4])
             if self.project is not None:
                 skip = self.project(skip)
-            h = jax.nn.relu(h + skip)
+            h = jax.nn.leaky_relu(h + skip)
         return h

@@ -32,8 +32,12 @@ def focal_loss(logits: jax.Array, labels: jax.Array, *, gamma: float = 2.0) -> j
 
 
 def segmentation_loss(logits: jax.Array, labels: jax.Array, kind: str) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Mean loss over the batch and its named terms: 'dice', 'dice_ce' or 'dice_focal' (equal weights)."""
-    terms = {"dice": jnp.mean(soft_dice_loss(logits, labels))}
+    """Loss of a batch and its named terms: 'dice', 'dice_ce' or 'dice_focal' (equal weights).
+
+    The Dice term pools the whole batch (nnU-Net's batch Dice), so a patch without foreground does
+    not pin the loss at 1; CE and focal terms are voxel means.
+    """
+    terms = {"dice": soft_dice_loss(logits.reshape(1, -1), labels.reshape(1, -1))[0]}
     if kind == "dice_ce":
         terms["ce"] = jnp.mean(bce_loss(logits, labels))
     elif kind == "dice_focal":
