@@ -75,6 +75,13 @@ def test_plan_alone(study_dir, tmp_path, capsys):
     assert report["dose"]["model"] == "ldm"
     assert report["planned_activity"]["source"] == "mono-compartment prescription"
     assert not (out / "plan").exists()
+    # no --lung-shunt: the LSF comes from SPECT counts in the given lung mask, with a warning when
+    # the MAA CT's field of view cuts the lungs
+    assert report["lung_shunt"]["source"] == "SPECT counts in the lung and liver masks"
+    assert report["lung_shunt"]["fraction"] == report["compartments"]["lung_shunt_fraction"]
+    lungs = np.asarray(read_volume(study_dir / "maa_ct_lungs.nii.gz").array) != 0
+    cut = any(np.any(np.take(lungs, i, axis=ax)) for ax in range(3) for i in (0, -1))
+    assert cut == any(w["code"] == "lung_mask_cut" for w in report["warnings"])
 
 
 @pytest.mark.parametrize("args, message", [
