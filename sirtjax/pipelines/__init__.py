@@ -2,19 +2,21 @@
 
 ``inputs`` (what the workflows take), ``mapping`` (liver given or segmented, lesions mapped by
 registration), ``plan`` and ``verify`` (pure compositions of segmentation, registration and
-dosimetry), ``read`` (a study manifest into inputs), ``report`` (the HTML report's sections) and
-``outputs`` (the files of ``sirtjax plan`` / ``verify``).
+dosimetry), ``segment`` (a Segmenter from a trained liver model), ``read`` (a study manifest into
+inputs), ``report`` (the HTML report's sections), ``outputs`` (the files of ``sirtjax plan`` /
+``verify``) and ``run`` (manifest -> workflows -> output folder, what the commands call).
 """
 
 from sirtjax.pipelines.inputs import (DEFAULT_TARGET_DOSES_GY, Anatomy, Segmenter, Session, StudyData,
                                       WorkflowOptions)
 from sirtjax.pipelines.mapping import Registered, choose_preset, lesions_of, liver_of, register_anatomy
 from sirtjax.pipelines.plan import PlanResult, SessionVois, plan
+from sirtjax.pipelines.segment import model_available, model_segmenter
 from sirtjax.pipelines.read import read_anatomy, read_diagnostics, read_session, study_data
 from sirtjax.pipelines.verify import VerifyResult, verify
 
 __all__ = [
     "DEFAULT_TARGET_DOSES_GY", "Anatomy", "Segmenter", "Session", "StudyData", "WorkflowOptions", "Registered",
     "choose_preset", "lesions_of", "liver_of", "register_anatomy", "PlanResult", "SessionVois", "plan",
-    "read_anatomy", "read_diagnostics", "read_session", "study_data", "VerifyResult", "verify",
+    "model_available", "model_segmenter", "read_anatomy", "read_diagnostics", "read_session", "study_data", "VerifyResult", "verify",
 ]
