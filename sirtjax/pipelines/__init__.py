@@ -11,8 +11,8 @@ from sirtjax.pipelines.inputs import (DEFAULT_TARGET_DOSES_GY, Anatomy, Segmente
                                       WorkflowOptions)
 from sirtjax.pipelines.mapping import Registered, choose_preset, lesions_of, liver_of, register_anatomy
 from sirtjax.pipelines.plan import PlanResult, SessionVois, plan
-from sirtjax.pipelines.segment import model_available, model_segmenter
 from sirtjax.pipelines.read import read_anatomy, read_diagnostics, read_session, study_data
+from sirtjax.pipelines.segment import model_available, model_segmenter
 from sirtjax.pipelines.verify import VerifyResult, verify
 
 __all__ = [
