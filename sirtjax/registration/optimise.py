@@ -39,7 +39,15 @@ def make_step(objective: Objective, tx: optax.GradientTransformation) -> Callabl
         terms = dict(terms, loss=loss)
         return jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_state, opt_state), terms
 
-    return jax.jit(jax.vmap(step))
+    def batched(params, opt_state, data, weights, key, active):
+        args = (params, opt_state, data, weights, key, active)
+        if jax.tree.leaves(params)[0].shape[0] != 1:
+            return jax.vmap(step)(*args)
+        # a batch of one runs unbatched: vmapped gathers/scatters lower to slower batched forms on CPU
+        out = step(*jax.tree.map(lambda x: x[0], args))
+        return jax.tree.map(lambda x: x[None], out)
+
+    return jax.jit(batched)
 
 
 def adam_cosine(learning_rate: float, iterations: int) -> optax.GradientTransformation:

@@ -75,23 +75,29 @@ def make_level(
     """
     f = pyramid_level(fixed_stack, resolution_mm)
     m = pyramid_level(moving_stack, resolution_mm)
-    farr, marr = jnp.asarray(f.array), jnp.asarray(m.array)
     if image_roi is None:
-        weight = jnp.ones(f.shape, jnp.float32)
+        roi = None
     else:
-        roi = pyramid_level(fixed_stack.with_array(np.asarray(image_roi, np.float32)), resolution_mm)
-        weight = (jnp.asarray(roi.array) > 0.5).astype(jnp.float32)
-    liver = farr[..., 1] if farr.shape[-1] > 1 else jnp.zeros(f.shape, jnp.float32)
-    stiffness = 1.0 + (stiffness_inside - 1.0) * liver
-    img = farr[..., 0]
-    sel = jnp.where(weight > 0, img, jnp.nan)
-    fixed_range = jnp.stack([jnp.nanmin(sel), jnp.nanmax(sel)])
-    moving_range = jnp.stack([jnp.min(marr[..., 0]), jnp.max(marr[..., 0])])
+        roi = jnp.asarray(pyramid_level(fixed_stack.with_array(np.asarray(image_roi, np.float32)), resolution_mm).array)
+    weight, fixed_range, moving_range, stiffness = _level_arrays(
+        jnp.asarray(f.array), jnp.asarray(m.array), roi, jnp.float32(stiffness_inside))
     return LevelData(
         fixed=_as_f32(f), moving=_as_f32(m), image_weight=weight, fixed_range=fixed_range,
         moving_range=moving_range, stiffness=stiffness, affine=identity_affine(),
         radius_mm=jnp.asarray(1.0, jnp.float32),
     )
+
+
+@jax.jit
+def _level_arrays(farr: jax.Array, marr: jax.Array, roi: jax.Array | None, stiffness_inside: jax.Array):
+    """Image-term weights, fixed/moving intensity ranges and the stiffness map of one level (one program)."""
+    weight = jnp.ones(farr.shape[:3], jnp.float32) if roi is None else (roi > 0.5).astype(jnp.float32)
+    liver = farr[..., 1] if farr.shape[-1] > 1 else jnp.zeros(farr.shape[:3], jnp.float32)
+    stiffness = 1.0 + (stiffness_inside - 1.0) * liver
+    sel = jnp.where(weight > 0, farr[..., 0], jnp.nan)
+    fixed_range = jnp.stack([jnp.nanmin(sel), jnp.nanmax(sel)])
+    moving_range = jnp.stack([jnp.min(marr[..., 0]), jnp.max(marr[..., 0])])
+    return weight, fixed_range, moving_range, stiffness
 
 
 def _as_f32(vol: Volume) -> Volume:
@@ -104,8 +110,9 @@ def similarity_terms(
     """Similarity terms for the transformed fixed-grid points (z, y, x, 3) (moving world mm).
 
     ``image``: the image term (-MI in nats, or SSD), on every voxel of the ROI or, when the grid has
-    more than ``image_samples`` voxels, on that many drawn at random (with replacement) from the ROI with
-    ``key`` (one fresh key per step gives a fresh draw); samples mapped outside the moving image do
+    more than ``image_samples`` voxels, on that many drawn uniformly at random (with replacement) from the
+    grid with ``key`` (one fresh key per step gives a fresh draw), the draws outside the ROI weighing 0
+    (so a small ROI gets proportionally fewer effective samples); samples mapped outside the moving image do
     not count (as ITK). ``seg``: overlap SSD of the segmentation channels over the whole fixed grid
     (the warped moving segmentation is 0 outside the moving image).
     """
@@ -124,9 +131,10 @@ def similarity_terms(
     fimg = fvals[:, 0]
     if sampled:
         n = opts.image_samples
-        idx = jax.random.choice(key, pts.shape[0], (n,), p=weight / jnp.sum(weight))
+        # uniform draws; those outside the ROI get weight 0 (no cumulative-sum search over the grid)
+        idx = jax.random.randint(key, (n,), 0, pts.shape[0])
         mvals, inside = sample_channels(_image_channel(data.moving), pts[idx], 0.0)
-        fimg, weight = fimg[idx], jnp.ones((n,), jnp.float32)
+        fimg, weight = fimg[idx], weight[idx]
     w = weight * inside.astype(jnp.float32)
     mimg = mvals[:, 0]
     if opts.metric == "mi":

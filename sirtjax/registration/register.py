@@ -23,8 +23,9 @@ from sirtjax.registration import init
 from sirtjax.registration.nonrigid import RegulariserOptions, Weights, nonrigid_step
 from sirtjax.registration.optimise import Convergence, LevelLog, Progress, run_level
 from sirtjax.registration.problem import LevelData, SimilarityOptions, make_level, stack_channels
-from sirtjax.registration.warp import AffineTransform, affine_displacement, one_hot, resample_field, warp_volume
-from sirtjax.volume import Volume, make_volume
+from sirtjax.preprocess import sample_world
+from sirtjax.registration.warp import AffineTransform, affine_displacement, one_hot, resample_field
+from sirtjax.volume import Volume, make_volume, world_grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,8 +276,12 @@ def _upsample(v: jax.Array, coarse: Volume, fine: Volume) -> jax.Array:
 
 
 @jax.jit
-def _full_field(affine: AffineTransform, v: jax.Array, level_grid: Volume, fixed: Volume) -> jax.Array:
-    return affine_displacement(affine, fixed) + resample_field(level_grid.with_array(v), fixed)
+def _finish_arrays(affine: AffineTransform, v: jax.Array, level_grid: Volume, fixed: Volume, moving: Volume):
+    """Full-resolution field (z, y, x, 3) mm and the linearly warped moving image, in one program."""
+    field = affine_displacement(affine, fixed) + resample_field(level_grid.with_array(v), fixed)
+    pts = world_grid(fixed) + field
+    warped = sample_world(moving.with_array(jnp.asarray(moving.array, jnp.float32)), pts, order=1, default_value=0.0)
+    return field, warped
 
 
 def register_batch(
@@ -323,9 +328,9 @@ def register_batch(
 def finish(pair: Pair, affine: AffineTransform, v: jax.Array, level_grid: Volume, stages: list) -> RegistrationResult:
     """Assemble one pair's result: full-resolution field, warped moving image and diagnostics."""
     fixed = pair.fixed
-    field = _full_field(affine, v, level_grid, fixed.with_array(jnp.zeros(fixed.shape, jnp.uint8)))
+    field, warped = _finish_arrays(affine, v, level_grid, fixed.with_array(jnp.zeros(fixed.shape, jnp.uint8)), pair.moving)
     disp = make_volume(np.asarray(field, np.float32), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
-    warped = warp_volume(pair.moving, disp, order=1)
+    warped = make_volume(np.asarray(warped, np.float32), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
     diag = {"stages": [_stage_dict(stage, log, i) for stage, log, i in stages]}
     return RegistrationResult(affine, disp, warped, diag)
 

@@ -85,24 +85,21 @@ def gather_linear(array: jax.Array, idx_xyz: jax.Array) -> jax.Array:
     return out[..., 0] if scalar else out
 
 
-def _corners(shape_zyx: tuple[int, int, int], idx: jax.Array):
-    """Flat indices and trilinear weights (with their derivatives) of the 8 corners of each point."""
+def _corners(shape_zyx: tuple[int, int, int], idx: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Flat indices (8, N), trilinear weights (8, N) and their index derivatives (8, N, 3) of each point's corners."""
     nz, ny, nx = shape_zyx
     base = jnp.floor(idx)
     frac = idx - base
-    base = base.astype(jnp.int32)
+    corner = jnp.asarray(_CORNERS, jnp.int32)[:, None, :]  # (8, 1, 3) x, y, z offsets
     hi = jnp.asarray([nx - 1, ny - 1, nz - 1], jnp.int32)
-    out = []
-    for corner in _CORNERS:
-        c = jnp.asarray(corner, jnp.int32)
-        p = jnp.clip(base + c, 0, hi)
-        lin = (p[:, 2] * ny + p[:, 1]) * nx + p[:, 0]
-        f1 = jnp.where(c == 1, frac, 1.0 - frac)  # (N, 3) per-axis weights
-        sign = jnp.where(c == 1, 1.0, -1.0)
-        w = f1[:, 0] * f1[:, 1] * f1[:, 2]
-        dw = jnp.stack([sign[0] * f1[:, 1] * f1[:, 2], sign[1] * f1[:, 0] * f1[:, 2], sign[2] * f1[:, 0] * f1[:, 1]], -1)
-        out.append((lin, w, dw))
-    return out
+    p = jnp.clip(base.astype(jnp.int32)[None] + corner, 0, hi)  # (8, N, 3)
+    lin = (p[..., 2] * ny + p[..., 1]) * nx + p[..., 0]
+    f1 = jnp.where(corner == 1, frac[None], 1.0 - frac[None])  # (8, N, 3) per-axis weights
+    sign = jnp.where(corner == 1, 1.0, -1.0)
+    fx, fy, fz = f1[..., 0], f1[..., 1], f1[..., 2]
+    w = fx * fy * fz
+    dw = sign * jnp.stack([fy * fz, fx * fz, fx * fy], -1)
+    return lin, w, dw
 
 
 @jax.custom_vjp
@@ -112,21 +109,18 @@ def _trilinear(arr: jax.Array, idx: jax.Array) -> jax.Array:
 
 def _trilinear_fwd(arr, idx):
     flat = arr.reshape(-1, arr.shape[-1])
-    value, grad = 0.0, 0.0
-    corners = _corners(arr.shape[:3], idx)
-    for lin, w, dw in corners:
-        v = jnp.take(flat, lin, axis=0, mode="clip")  # (N, C)
-        value = value + w[:, None] * v
-        grad = grad + v[:, :, None] * dw[:, None, :]  # (N, C, 3)
-    return value, (grad, [(lin, w) for lin, w, _ in corners], arr.shape)
+    lin, w, dw = _corners(arr.shape[:3], idx)
+    v = jnp.take(flat, lin, axis=0, mode="clip")  # (8, N, C): all corners and channels in one gather
+    value = jnp.sum(w[..., None] * v, axis=0)
+    grad = jnp.sum(v[..., None] * dw[:, :, None, :], axis=0)  # (N, C, 3)
+    return value, (grad, lin, w, arr.shape)
 
 
 def _trilinear_bwd(res, g):
-    grad, corners, shape = res
+    grad, lin, w, shape = res
     d_idx = jnp.sum(g[:, :, None] * grad, axis=1)
     flat = jnp.zeros((int(np.prod(shape[:3])), shape[-1]), g.dtype)
-    for lin, w in corners:
-        flat = flat.at[lin].add(w[:, None] * g)
+    flat = flat.at[lin.reshape(-1)].add((w[..., None] * g[None]).reshape(-1, shape[-1]))
     return flat.reshape(shape), d_idx
 
 
