@@ -39,7 +39,7 @@ def test_register_cli_outputs_and_simpleitk_reproduces_the_warp(files, capsys):
     d, f = files
     out = d / "out"
     main(["register", str(f["fixed"]), str(f["moving"]), "-o", str(out), "--fixed-labels", str(f["fixed_labels"]),
-          "--moving-labels", str(f["moving_labels"]), "--apply", str(f["moving_labels"]), "--levels", "2",
+          "--moving-labels", str(f["moving_labels"]), "--apply", str(f["moving_labels"]), "--levels", "1",
           "--iterations", "15"])
     assert "registered (cnn-lm-guided)" in capsys.readouterr().out
     assert {p.name for p in out.iterdir()} == {"warped.nii.gz", "displacement.nii.gz", "affine.json", "report.json",
@@ -55,7 +55,7 @@ def test_register_cli_outputs_and_simpleitk_reproduces_the_warp(files, capsys):
                                                       sitk.sitkNearestNeighbor, 0))
     assert np.mean(labels.array == ref_labels) > 0.999  # nearest rounding at exact half-voxel ties may differ
     report = json.loads((out / "report.json").read_text())
-    assert [s["stage"] for s in report["stages"]] == ["affine", "affine", "nonrigid", "nonrigid"]
+    assert [s["stage"] for s in report["stages"]] == ["affine", "nonrigid"]  # one level keeps the test fast
     assert report["compile_s"] >= 0 and report["optimise_s"] > 0
     assert 0 <= report["jacobian_liver"]["fraction_nonpositive"] < 0.001
     affine = json.loads((out / "affine.json").read_text())

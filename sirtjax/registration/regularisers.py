@@ -13,6 +13,7 @@ import itertools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 NEIGHBOURHOODS = (6, 26)
 
@@ -25,15 +26,6 @@ def neighbour_offsets(neighbourhood: int) -> tuple[tuple[int, int, int], ...]:
         offs = [o for o in itertools.product((-1, 0, 1), repeat=3) if o > (0, 0, 0)]
         return tuple((o[2], o[1], o[0]) for o in offs)
     raise ValueError(f"neighbourhood must be 6 or 26, got {neighbourhood}")
-
-
-def _pair(array: jax.Array, offset_xyz: tuple[int, int, int], lead: int = 0) -> tuple[jax.Array, jax.Array]:
-    """(a, b) views of array ([lead axes,] z, y, x, ...) with b the neighbour of a at the (dx, dy, dz) offset."""
-    lo, hi = [slice(None)] * lead, [slice(None)] * lead
-    for d in offset_xyz[::-1]:  # (dz, dy, dx) for the (z, y, x) axes
-        lo.append(slice(max(-d, 0), -d if d > 0 else None))
-        hi.append(slice(max(d, 0), d if d < 0 else None))
-    return array[tuple(lo)], array[tuple(hi)]
 
 
 def spring_energy(
@@ -58,19 +50,28 @@ def spring_energy(
     """
     d = jnp.asarray(direction, jnp.float32) * jnp.asarray(spacing_mm, jnp.float32)
     m = jnp.eye(3, dtype=jnp.float32) if rest_matrix is None else rest_matrix
-    k = jnp.ones(displacement_mm.shape[:3], jnp.float32) if stiffness is None else jnp.asarray(stiffness, jnp.float32)
+    shape = displacement_mm.shape[:3]
+    k = jnp.ones(shape, jnp.float32) if stiffness is None else jnp.asarray(stiffness, jnp.float32)
+    offs = np.asarray(neighbour_offsets(neighbourhood), np.int32)  # (n, 3) x, y, z
+    count = sum(int(np.prod([max(n - abs(int(o)), 0) for n, o in zip(shape, oo[::-1])])) for oo in offs)
+    rests = (m @ (d @ jnp.asarray(offs.T, jnp.float32))).T  # (n, 3) deformed rest vectors of the springs
     u = jnp.moveaxis(displacement_mm, -1, 0)  # (3, z, y, x): contiguous components vectorise on CPU
-    total, count = jnp.float32(0.0), 0
-    for o_xyz in neighbour_offsets(neighbourhood):  # 3 or 13 static shifted-array differences
-        ka, kb = _pair(k, o_xyz)
-        if ka.size == 0:
-            continue
-        ua, ub = _pair(u, o_xyz, lead=1)
-        rest = m @ (d @ jnp.asarray(o_xyz, jnp.float32))
-        e = rest[:, None, None, None] + (ub - ua)
+    pu = jnp.pad(u, ((0, 0), (1, 1), (1, 1), (1, 1)))
+    pk = jnp.pad(k, 1)
+    ranges = [jnp.arange(n) for n in shape]
+
+    def one_offset(total, xs):  # a scan compiles the spring once, not once per offset
+        o_xyz, rest = xs
+        o = o_xyz[::-1]
+        ub = jax.lax.dynamic_slice(pu, (0, 1 + o[0], 1 + o[1], 1 + o[2]), (3, *shape))
+        kb = jax.lax.dynamic_slice(pk, (1 + o[0], 1 + o[1], 1 + o[2]), shape)
+        ok = [(r + oa >= 0) & (r + oa < n) for r, oa, n in zip(ranges, o, shape)]
+        valid = ok[0][:, None, None] & ok[1][None, :, None] & ok[2][None, None, :]
+        e = rest[:, None, None, None] + (ub - u)
         strain = jnp.sqrt(e[0] ** 2 + e[1] ** 2 + e[2] ** 2 + 1e-12) / jnp.linalg.norm(rest) - 1.0
-        total = total + jnp.sum(0.5 * (ka + kb) * strain**2)
-        count += ka.size
+        return total + jnp.sum(jnp.where(valid, 0.5 * (k + kb) * strain**2, 0.0)), None
+
+    total, _ = jax.lax.scan(one_offset, jnp.float32(0.0), (jnp.asarray(offs), rests))
     return total / max(count, 1)
 
 
