@@ -3,7 +3,7 @@
 Each command lives in its own module of this package (one module, one command, registered on
 :data:`sirtjax.cli._app.app` with ``@app.command()``); modules are discovered here, so adding a
 command means adding a module. Errors caused by the user's input
-(:class:`~sirtjax.errors.SirtjaxError`, click's usage errors) print one line naming the file and the
+(:class:`~sirtjax.errors.SirtjaxError`, typer's usage errors) print one line naming the file and the
 problem and exit with code 2; ``sirtjax --debug CMD ...`` shows the traceback instead.
 """
 
@@ -13,7 +13,6 @@ import importlib
 import pkgutil
 import sys
 
-import click
 import typer
 
 from sirtjax.cli._app import app
@@ -31,20 +30,25 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        app(args=args, standalone_mode=False)
+        code = app(args=args, standalone_mode=False)
     except SirtjaxError as exc:
         if debug:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except (click.exceptions.Abort, typer.Abort):
+    except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except (click.ClickException, typer.TyperException) as exc:  # typer >= 0.2x vendors its own click
-        exc.show()
+    except typer.TyperException as exc:  # usage errors (typer >= 0.29 vendors click; click is not a dependency)
+        if hasattr(exc, "show"):
+            exc.show()
+        else:
+            typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except Exception as exc:
         if debug:
             raise
         typer.echo(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback", err=True)
         sys.exit(1)
+    if isinstance(code, int) and code:  # typer.Exit(code) inside a command
+        sys.exit(code)
