@@ -131,3 +131,88 @@ def test_demo_rejects_a_file_as_output(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["demo", str(target)])
     assert exc.value.code == 2
+
+
+@pytest.fixture(scope="module")
+def plan_dir(study_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("p") / "plan"
+    main(["plan", str(study_dir), "-o", str(out), "--lung-shunt", "0.08"])
+    return out
+
+
+def test_verify_against_a_plan_folder_matches_plan_then_verify(study_dir, plan_dir, verified, tmp_path, capsys):
+    out = tmp_path / "v"
+    main(["verify", str(study_dir), "--plan", str(plan_dir), "-o", str(out)])
+    assert "report:" in capsys.readouterr().out
+    assert not (out / "plan").exists()  # the plan is not redone
+    ours = json.loads((out / "report.json").read_text())
+    theirs = json.loads((verified / "report.json").read_text())
+    assert ours["plan"] == str(plan_dir) and theirs["plan"] == "planned in this run"
+    # Same study, seed and settings: the plan folder and the in-run plan are the same plan, so the
+    # comparisons agree (the plan's numbers come from report.json; the at-injected comparison from
+    # the dose recomputed on the SPECT, float32 FFT, hence approx).
+    assert ours["comparison"] == theirs["comparison"]
+    assert ours["comparison_at_injected_activity"] == pytest.approx(theirs["comparison_at_injected_activity"])
+    html = (out / "report.html").read_text()
+    assert "Plan (read from its folder)" in html and f"{plan_dir}/report.html" in html and "Plan vs verification" in html
+
+
+def _copy_plan(plan_dir, tmp_path):
+    target = tmp_path / "plan_copy"
+    shutil.copytree(plan_dir, target)
+    return target
+
+
+def _edit_report(folder, edit):
+    report = json.loads((folder / "report.json").read_text())
+    edit(report)
+    (folder / "report.json").write_text(json.dumps(report))
+
+
+def _scale_dose(folder):
+    from sirtjax.io import write_volume
+
+    dose = read_volume(folder / "dose.nii.gz")
+    write_volume(dose.with_array(np.asarray(dose.array) * 1.05), folder / "dose.nii.gz")
+
+
+@pytest.mark.parametrize("damage, blamed, message", [
+    (lambda f: (f / "report.json").unlink(), "report.json", "no such file"),
+    (lambda f: (f / "report.json").write_text("{not json"), "report.json", "invalid JSON"),
+    (lambda f: _edit_report(f, lambda r: r["study_manifest"]["patient"].update(id="someone-else")), "report.json",
+     "patient id 'someone-else'"),
+    (lambda f: _edit_report(f, lambda r: r.update(workflow="verify")), "report.json", "not the report of a plan"),
+    (lambda f: _edit_report(f, lambda r: r.pop("dose")), "report.json", "lacks 'dose'"),
+    (lambda f: (f / "dose.nii.gz").unlink(), "dose.nii.gz", "no such file"),
+    (lambda f: (f / "dose.nii.gz").write_bytes(b"garbage" * 20), "dose.nii.gz", "cannot read"),
+    (_scale_dose, "dose.nii.gz", "differs from the plan's dose recomputed"),
+])
+def test_bad_plan_folder_exits_2_naming_the_file(study_dir, plan_dir, tmp_path, capsys, damage, blamed, message):
+    folder = _copy_plan(plan_dir, tmp_path)
+    damage(folder)
+    with pytest.raises(SystemExit) as exc:
+        main(["verify", str(study_dir), "--plan", str(folder), "-o", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{folder / blamed}:" in err and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lung-shunt", "0.1"], "--lung-shunt: not used with --plan"),
+    (["--model", "ldm"], "--model: the plan in"),
+    (["--constants", "glass"], "--constants: the plan in"),
+])
+def test_verify_options_that_contradict_the_plan_exit_2(study_dir, plan_dir, tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["verify", str(study_dir), "--plan", str(plan_dir), "-o", str(tmp_path / "o"), *args])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_verify_refuses_to_write_into_the_plan_folder(study_dir, plan_dir, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["verify", str(study_dir), "--plan", str(plan_dir), "-o", str(plan_dir)])
+    assert exc.value.code == 2
+    assert "must not be the --plan folder" in capsys.readouterr().err
+

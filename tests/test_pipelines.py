@@ -13,6 +13,7 @@ from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.pipelines import Anatomy, Session, StudyData, WorkflowOptions, choose_preset, liver_of, plan, verify
 from sirtjax.pipelines.mapping import landmark_labels
 from sirtjax.pipelines.plan import cut_by_field_of_view
+from sirtjax.pipelines.planned import planned_from_result
 from sirtjax.volume import make_volume
 
 # Few iterations on one 12 mm level: enough for the liver-guided alignment of a 6 mm phantom.
@@ -41,7 +42,7 @@ def workflows(study):
     data = StudyData("phantom", truth["patient"], {"y90_injected_gbq": truth["activities"]["y90_gbq"]},
                      {"normal_liver": 40.0, "whole_liver": 50.0}, truth["lung_shunt_fraction"]["maa"])
     p = plan(maa, diagnostics, data, FAST, key=jax.random.key(0))
-    v = verify(y90, diagnostics, data, p, FAST, key=jax.random.key(1))
+    v = verify(y90, diagnostics, data, planned_from_result(p), FAST, key=jax.random.key(1))
     return p, v, data
 
 

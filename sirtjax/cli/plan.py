@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -46,9 +47,34 @@ def progress_bars():
     return bar, say, progress
 
 
-def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: float | None, model: str, constants: str,
-                method: str, quick: bool, seed: int, liver_model: str):
-    """Shared body of ``plan`` and ``verify``: validate, run with progress bars, return the RunResult."""
+def _plan_settings(plan_dir: Path, out: Path, lung_shunt: float | None, model: str | None,
+                   constants: str | None) -> tuple[str, str]:
+    """The dose model and constants of the plan in plan_dir; InputError when the options contradict it."""
+    from sirtjax.errors import InputError
+    from sirtjax.pipelines.read import read_plan_report
+
+    if not plan_dir.is_dir():
+        raise InputError(plan_dir, "--plan takes the output folder of `sirtjax plan`; no such folder")
+    if out.resolve() == plan_dir.resolve():
+        raise InputError(out, "the output folder must not be the --plan folder (the plan would be overwritten)")
+    report = read_plan_report(plan_dir)
+    if lung_shunt is not None:
+        raise InputError("--lung-shunt", f"not used with --plan: the plan's LSF ({report['lung_shunt']['fraction']:g}) "
+                                         "is part of the plan")
+    planned = (report["dose"]["model"], report["dose"]["constants"]["name"])
+    for option, given, used in (("--model", model, planned[0]), ("--constants", constants, planned[1])):
+        if given is not None and given != used:
+            raise InputError(option, f"the plan in {plan_dir} used '{used}'; the verification must use the same")
+    return planned
+
+
+def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: float | None, model: str | None,
+                constants: str | None, method: str, quick: bool, seed: int, liver_model: str,
+                plan_dir: Path | None = None):
+    """Shared body of ``plan`` and ``verify``: validate, run with progress bars, return the RunResult.
+
+    model/constants None: the plan's with ``plan_dir``, else vsv and icrp107.
+    """
     from sirtjax.dosimetry import constant_sets
     from sirtjax.errors import InputError
     from sirtjax.pipelines.inputs import QUICK_REGISTRATION, WorkflowOptions
@@ -58,6 +84,9 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
 
     if lung_shunt is not None and not 0.0 <= lung_shunt < 1.0:
         raise InputError("--lung-shunt", f"must be in [0, 1), got {lung_shunt}")
+    if plan_dir is not None:
+        model, constants = _plan_settings(plan_dir, out, lung_shunt, model, constants)
+    model, constants = model or "vsv", constants or "icrp107"
     if constants not in constant_sets():
         raise InputError("--constants", f"unknown constant set '{constants}' (one of {', '.join(constant_sets())})")
     if seed < 0:
@@ -70,39 +99,48 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
     bar, say, progress = progress_bars()
     with bar:
         return run_study(study, out, verify_too=verify_too, options=options, lung_shunt_fraction=lung_shunt,
-                         seed=seed, say=say, progress=progress)
+                         seed=seed, say=say, progress=progress, plan_folder=plan_dir)
 
 
 LungShunt = Annotated[float | None, typer.Option("--lung-shunt", help="Lung shunt fraction in [0, 1) from planar "
                                                 "scintigraphy (default: from SPECT lung/liver counts, else 0).")]
-DoseModel = Annotated[Model, typer.Option("--model", help="vsv: voxel S-value convolution; ldm: local deposition.")]
-Constants = Annotated[str, typer.Option("--constants", help="90Y constant set: icrp107, thesis, resin, glass.")]
+DoseModel = Annotated[Model | None, typer.Option("--model", help="vsv (default): voxel S-value convolution; ldm: local "
+                                                 "deposition. With --plan: the plan's.", show_default=False)]
+Constants = Annotated[str | None, typer.Option("--constants", help="90Y constant set: icrp107 (default), thesis, resin, "
+                                               "glass. With --plan: the plan's.", show_default=False)]
 Prescribe = Annotated[Method, typer.Option("--method", help="Prescription for the predicted dose when the study "
                                            "gives no y90_planned_gbq.")]
 Quick = Annotated[bool, typer.Option("--quick", help="Quick registration (24/12 mm levels, 60 iterations; coarser).")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the registrations' random MI sampling.")]
 LiverModel = Annotated[str, typer.Option("--liver-model", help="Liver model (shipped name or folder) for images "
                                          "without a given liver mask.")]
+PlanDir = Annotated[Path | None, typer.Option("--plan", help="Output folder of an earlier `sirtjax plan` of this "
+                                              "study: compare with it instead of planning again.")]
 
 
 def workflow_command(verify_too: bool, summary):
-    """The typer function of ``plan`` (verify_too False) or ``verify``; summary(RunResult) is the line printed."""
+    """The typer function of ``plan`` (verify_too False) or ``verify`` (with --plan); summary(RunResult) is printed."""
 
     def command(
         study: Annotated[Path, typer.Argument(help="Study folder with study.json, or the manifest file.")],
         out: Annotated[Path, typer.Option("-o", "--out", help="Output folder (replaced atomically).")],
+        plan_dir: PlanDir = None,
         lung_shunt: LungShunt = None,
-        model: DoseModel = Model.vsv,
-        constants: Constants = "icrp107",
+        model: DoseModel = None,
+        constants: Constants = None,
         method: Prescribe = Method.partition,
         quick: Quick = False,
         seed: Seed = 0,
         liver_model: LiverModel = "liver",
     ) -> None:
-        result = run_command(study, out, verify_too=verify_too, lung_shunt=lung_shunt, model=model.value,
-                             constants=constants, method=method.value, quick=quick, seed=seed, liver_model=liver_model)
+        result = run_command(study, out, verify_too=verify_too, lung_shunt=lung_shunt,
+                             model=None if model is None else model.value, constants=constants, method=method.value,
+                             quick=quick, seed=seed, liver_model=liver_model, plan_dir=plan_dir)
         typer.echo(summary(result))
 
+    if not verify_too:  # --plan belongs to verify only
+        sig = inspect.signature(command, eval_str=True)  # typer reads these annotations as given
+        command.__signature__ = sig.replace(parameters=[q for q in sig.parameters.values() if q.name != "plan_dir"])
     return command
 
 

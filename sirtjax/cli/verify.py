@@ -14,5 +14,6 @@ def _summary(result) -> str:
 
 verify = app.command("verify", help="""Verify a SIRT treatment: dose from the 90Y PET per VOI and its differences from the plan.
 
-Runs the plan first (written to OUT/plan/), then the verification into OUT; OUT/report.html
-covers both.""")(workflow_command(True, _summary))
+Without --plan: plans first (written to OUT/plan/), then verifies into OUT; OUT/report.html covers both.
+
+With --plan PLAN_DIR (the output of an earlier `sirtjax plan` of the same study): compares with that plan (its report.json, VOIs and dose.nii.gz) without planning again; OUT holds the verification only.""")(workflow_command(True, _summary))

@@ -2,8 +2,9 @@
 
 ``inputs`` (what the workflows take), ``mapping`` (liver given or segmented, lesions mapped by
 registration), ``plan`` and ``verify`` (pure compositions of segmentation, registration and
-dosimetry), ``segment`` (a Segmenter from a trained liver model), ``read`` (a study manifest into
-inputs), ``report`` (the HTML report's sections), ``outputs`` (the files of ``sirtjax plan`` /
+dosimetry), ``planned`` (the plan a verification compares with: from this run or a plan folder),
+``segment`` (a Segmenter from a trained liver model), ``read`` (a study manifest and a plan folder
+into inputs), ``report`` (the HTML report's sections), ``outputs`` (the files of ``sirtjax plan`` /
 ``verify``) and ``run`` (manifest -> workflows -> output folder, what the commands call).
 """
 
@@ -11,12 +12,16 @@ from sirtjax.pipelines.inputs import (DEFAULT_TARGET_DOSES_GY, Anatomy, Segmente
                                       WorkflowOptions)
 from sirtjax.pipelines.mapping import Registered, choose_preset, lesions_of, liver_of, register_anatomy
 from sirtjax.pipelines.plan import PlanResult, SessionVois, plan
-from sirtjax.pipelines.read import read_anatomy, read_diagnostics, read_session, study_data
+from sirtjax.pipelines.planned import PlannedDose, planned_from_record, planned_from_result
+from sirtjax.pipelines.read import (read_anatomy, read_diagnostics, read_plan, read_plan_report, read_session,
+                                    study_data)
 from sirtjax.pipelines.segment import model_available, model_segmenter
 from sirtjax.pipelines.verify import VerifyResult, verify
 
 __all__ = [
     "DEFAULT_TARGET_DOSES_GY", "Anatomy", "Segmenter", "Session", "StudyData", "WorkflowOptions", "Registered",
     "choose_preset", "lesions_of", "liver_of", "register_anatomy", "PlanResult", "SessionVois", "plan",
-    "model_available", "model_segmenter", "read_anatomy", "read_diagnostics", "read_session", "study_data", "VerifyResult", "verify",
+    "PlannedDose", "planned_from_record", "planned_from_result", "model_available", "model_segmenter",
+    "read_anatomy", "read_diagnostics", "read_plan", "read_plan_report", "read_session", "study_data",
+    "VerifyResult", "verify",
 ]

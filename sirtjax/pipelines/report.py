@@ -4,6 +4,8 @@ One page for a plan, a verification, or both (the demo): study, VOI sources, reg
 (checkerboard and contour overlays of each registered diagnostic image), compartments and lung
 shunt, the prescriptions side by side, fused CT/SPECT and CT/PET slices with contours, dose
 tables, the plan-vs-verification comparison and DVHs, warnings, software version and constants.
+A verification against an earlier plan's folder shows that plan's numbers (from its report.json)
+and points to the plan's own report for its figures.
 """
 
 from __future__ import annotations
@@ -109,9 +111,23 @@ def plan_sections(p: PlanResult) -> list[Section]:
     ]
 
 
-def verify_sections(v: VerifyResult, p: PlanResult) -> list[Section]:
+def saved_plan_sections(report: dict, folder: str) -> list[Section]:
+    """Sections of a plan read from its folder (report.json): planned activity, LSF, prescriptions, dose table."""
+    ls, activity = report["lung_shunt"], report["planned_activity"]
+    items = (("Plan folder", folder), ("Planned activity (GBq)", f"{activity['gbq']:.3f} ({activity['source']})"),
+             ("Lung shunt fraction used (%)", f"{fmt(100 * ls['fraction'], 1)} ({ls['source']})"),
+             ("VOIs", "; ".join(f"{k}: {v}" for k, v in report.get("vois", {}).items())))
+    blocks = [KeyValues(items)]
+    if report.get("prescriptions"):
+        blocks.append(prescription_table(report["prescriptions"]))
+    blocks += [dose_table(report["dose"]["vois"], caption="Predicted dose per VOI (MAA SPECT grid), from the plan."),
+               Note(f"The plan's figures (VOIs, registration checks, predicted dose) are in {folder}/report.html.")]
+    return [Section("Plan (read from its folder)", tuple(blocks))]
+
+
+def verify_sections(v: VerifyResult) -> list[Section]:
     """Sections of the verification part: VOIs, registration, PET dose, comparison with the plan, DVHs."""
-    anatomy, pet = v.session.anatomy, v.session.emission
+    anatomy, pet, p = v.session.anatomy, v.session.emission, v.plan
     blocks = [comparison_table(v.comparison)]
     dvhs = {"plan": (p.dose.statistics.dvh_edges_gy, p.dose.statistics.cdvh_fraction, p.dose.voi_names)}
     if v.comparison_at_injected is not None:
@@ -132,15 +148,25 @@ def verify_sections(v: VerifyResult, p: PlanResult) -> list[Section]:
     ]
 
 
-def workflow_report(study: dict, plan: PlanResult, verification: VerifyResult | None = None, *,
+def workflow_report(study: dict, plan: PlanResult | None, verification: VerifyResult | None = None, *,
                     subtitle: str = "", parameters: dict | None = None) -> str:
-    """The whole HTML page for a plan (and its verification): study = StudyManifest.to_dict()."""
-    sections = [study_section(study), *plan_sections(plan)]
-    warnings = list(plan.warnings)
+    """The whole HTML page for a plan and/or its verification: study = StudyManifest.to_dict().
+
+    plan None: the verification was compared with a plan folder, whose numbers are shown instead.
+    """
+    if plan is None and verification is None:
+        raise ValueError("workflow_report needs a plan, a verification or both")
+    sections, warnings = [study_section(study)], []
+    if plan is not None:
+        sections += plan_sections(plan)
+        warnings += list(plan.warnings)
+    else:
+        sections += saved_plan_sections(verification.plan.report, verification.plan.source)
     if verification is not None:
-        sections += verify_sections(verification, plan)
+        sections += verify_sections(verification)
         warnings += list(verification.warnings)
-    sections.append(provenance_section(plan.dose.report["constants"], parameters=parameters))
-    title = ("SIRT plan and verification" if verification is not None else "SIRT plan") + f" — {plan.report['study']}"
+    constants = (plan or verification).dose.report["constants"]
+    sections.append(provenance_section(constants, parameters=parameters))
+    title = ("SIRT plan and verification" if verification is not None else "SIRT plan") + f" — {study['name']}"
     unique = list({(w.code, w.message): w for w in warnings}.values())
     return render_report(title, sections, subtitle=subtitle, warnings=unique)

@@ -3,7 +3,10 @@
 Layout of ``run_study(study, out, verify=False)`` (``sirtjax plan``): the plan's files in ``out``
 (:mod:`sirtjax.pipelines.outputs`). With ``verify=True`` (``sirtjax verify``, the demo): the
 verification's files in ``out``, the plan it is compared with in ``out/plan/``, and
-``out/report.html`` covering both. The folder is staged and appears complete or not at all.
+``out/report.html`` covering both. With ``plan_folder`` (``sirtjax verify --plan``): no planning;
+the verification is compared with that earlier plan (:func:`sirtjax.pipelines.read.read_plan`)
+and ``out`` holds the verification's files only. The folder is staged and appears complete or not
+at all.
 Workflow errors (ValueError) become :class:`~sirtjax.errors.InputError` naming the manifest.
 """
 
@@ -20,7 +23,8 @@ from sirtjax.io import output_dir
 from sirtjax.pipelines.inputs import WorkflowOptions
 from sirtjax.pipelines.outputs import write_session_outputs
 from sirtjax.pipelines.plan import PlanResult, plan
-from sirtjax.pipelines.read import read_diagnostics, read_session, study_data
+from sirtjax.pipelines.planned import planned_from_result
+from sirtjax.pipelines.read import read_diagnostics, read_plan, read_session, study_data
 from sirtjax.pipelines.report import workflow_report
 from sirtjax.pipelines.verify import VerifyResult, verify
 from sirtjax.study import StudyManifest
@@ -28,9 +32,9 @@ from sirtjax.study import StudyManifest
 
 @dataclasses.dataclass(frozen=True)
 class RunResult:
-    """The results and where the report is."""
+    """The results and where the report is (plan None: the verification used an earlier plan's folder)."""
 
-    plan: PlanResult
+    plan: PlanResult | None
     verification: VerifyResult | None
     report_html: Path
 
@@ -43,27 +47,35 @@ def _parameters(options: WorkflowOptions, seed: int) -> dict:
 
 def run_study(study: StudyManifest, out: Path, *, verify_too: bool = False, options: WorkflowOptions = WorkflowOptions(),
               lung_shunt_fraction: float | None = None, seed: int = 0, say: Callable[[str], None] = lambda s: None,
-              progress=None, subtitle: str = "", extra: Callable[[Path], None] | None = None) -> RunResult:
+              progress=None, subtitle: str = "", extra: Callable[[Path], None] | None = None,
+              plan_folder: Path | None = None) -> RunResult:
     """Plan (and verify) a study into out; ``say`` gets stage names, ``progress`` registration iterations.
 
-    ``extra``, when given, is called with the staging folder before it is published (the demo
-    writes its phantom study there).
+    ``plan_folder``: verify against that earlier ``sirtjax plan`` output instead of planning (implies
+    verification). ``extra``, when given, is called with the staging folder before it is published
+    (the demo writes its phantom study there).
     """
+    verify_too = verify_too or plan_folder is not None
     data = study_data(study, lung_shunt_fraction)
     k_plan, k_verify = jax.random.split(jax.random.key(seed))
     parameters = _parameters(options, seed)
     try:
-        say("reading the planning images")
         diagnostics = read_diagnostics(study)
-        maa = read_session(study, "maa")
-        say("planning (segmentation, registration, dosimetry)")
-        p = plan(maa, diagnostics, data, options, key=k_plan, progress=progress)
-        v = None
+        p = v = None
+        if plan_folder is None:
+            say("reading the planning images")
+            maa = read_session(study, "maa")
+            say("planning (segmentation, registration, dosimetry)")
+            p = plan(maa, diagnostics, data, options, key=k_plan, progress=progress)
+            planned = planned_from_result(p)
+        else:
+            say(f"reading the plan in {plan_folder}")
+            planned = read_plan(plan_folder, study)
         if verify_too:
             say("reading the verification images")
             y90 = read_session(study, "y90")
             say("verification (registration, dosimetry)")
-            v = verify(y90, diagnostics, data, p, options, key=k_verify, progress=progress)
+            v = verify(y90, diagnostics, data, planned, options, key=k_verify, progress=progress)
     except InputError:
         raise
     except ValueError as exc:
@@ -73,11 +85,12 @@ def run_study(study: StudyManifest, out: Path, *, verify_too: bool = False, opti
     with output_dir(out) as tmp:
         if extra is not None:
             extra(tmp)
-        plan_dir = tmp / "plan" if verify_too else tmp
-        plan_report = {**p.report, "study_manifest": study.to_dict(), "parameters": parameters}
-        write_session_outputs(plan_dir, maa, p.vois, p.dose, p.registrations, plan_report,
-                              workflow_report(study.to_dict(), p, subtitle=subtitle, parameters=parameters),
-                              patient_id=str(study.patient.get("id", "")))
+        if p is not None:
+            plan_dir = tmp / "plan" if verify_too else tmp
+            plan_report = {**p.report, "study_manifest": study.to_dict(), "parameters": parameters}
+            write_session_outputs(plan_dir, maa, p.vois, p.dose, p.registrations, plan_report,
+                                  workflow_report(study.to_dict(), p, subtitle=subtitle, parameters=parameters),
+                                  patient_id=str(study.patient.get("id", "")))
         if v is not None:
             html = workflow_report(study.to_dict(), p, v, subtitle=subtitle, parameters=parameters)
             write_session_outputs(tmp, y90, v.vois, v.dose, v.registrations,

@@ -5,8 +5,10 @@ diagnostic image registered onto it (or given), VOIs resampled onto the PET grid
 frame), dose from the PET in Bq/ml (decay corrected to the administration) with the same dose
 model and statistics as the plan. The comparison per VOI (mean dose, D70, V70, V100 and their
 differences, verification - plan) is made twice: against the plan as planned, and against the
-plan's dose map rescaled to the injected activity (dose is linear in the activity for a fixed lung
-shunt), which separates a different activity from a different distribution.
+plan's dose recomputed for the injected activity (same SPECT, VOIs and lung shunt), which separates
+a different activity from a different distribution. The plan is data
+(:class:`~sirtjax.pipelines.planned.PlannedDose`): computed in the same run, or read from the folder
+of an earlier ``sirtjax plan``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import jax
 from sirtjax.dosimetry import DoseResult, DosimetryWarning, voxel_dosimetry
 from sirtjax.pipelines.inputs import Anatomy, Session, StudyData, WorkflowOptions
 from sirtjax.pipelines.mapping import Registered
-from sirtjax.pipelines.plan import PlanResult, SessionVois, session_vois
+from sirtjax.pipelines.plan import SessionVois, session_vois
+from sirtjax.pipelines.planned import PlannedDose
 from sirtjax.report import dose_differences
 
 
@@ -31,6 +34,7 @@ class VerifyResult:
     vois: SessionVois
     registrations: tuple[Registered, ...]
     dose: DoseResult
+    plan: PlannedDose  # what the verification is compared with
     plan_at_injected: DoseResult | None  # the plan's dose recomputed for the injected activity
     comparison: list[dict]  # dose_differences(plan, verification)
     comparison_at_injected: list[dict] | None
@@ -38,7 +42,7 @@ class VerifyResult:
     report: dict
 
 
-def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, plan: PlanResult,
+def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, plan: PlannedDose,
            options: WorkflowOptions = WorkflowOptions(), *, key: jax.Array, progress=None) -> VerifyResult:
     """Dose from a 90Y PET (Bq/ml) / CT session and its comparison with the plan per VOI.
 
@@ -46,11 +50,17 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
       session: the 90Y CT (or MR) with its given masks and the 90Y PET in Bq/ml (same world frame).
       diagnostics: diagnostic CT/MR images with their given masks (the lesions' source).
       study: activities (``y90_injected_gbq`` enables the comparison at the injected activity).
-      plan: the plan of the same study (:func:`sirtjax.pipelines.plan`).
-      options: dose model and constants (use the plan's), registration overrides, segmenter.
+      plan: the plan of the same study (:func:`~sirtjax.pipelines.planned.planned_from_result` of
+        :func:`sirtjax.pipelines.plan`, or :func:`~sirtjax.pipelines.read.read_plan` of its folder).
+      options: registration overrides and segmenter; the dose model and constants must be the plan's
+        (ValueError otherwise: the comparison would mix models).
       key: PRNG key for the registrations.
       progress: optional callback(label, iteration, max_iterations) of the registrations.
     """
+    planned = plan.report["dose"]
+    if (options.dose_model, options.constants) != (planned["model"], planned["constants"]["name"]):
+        raise ValueError(f"the plan used the {planned['model']} model with {planned['constants']['name']} constants; "
+                         f"verify with the same, not {options.dose_model} with {options.constants}")
     vois, registrations = session_vois(session, diagnostics, options, key=key, progress=progress)
     dose = voxel_dosimetry(session.emission, vois.liver_emission, lesions=vois.lesions_emission,
                            lungs=vois.lungs_emission, input_kind="bq-per-ml", model=options.dose_model,
@@ -59,11 +69,7 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
     injected = study.activities.get("y90_injected_gbq")
     at_injected = comparison_at = None
     if injected is not None:
-        pv = plan.vois
-        at_injected = voxel_dosimetry(plan.session.emission, pv.liver_emission, lesions=pv.lesions_emission,
-                                      lungs=pv.lungs_emission, activity_gbq=float(injected),
-                                      lung_shunt_fraction=plan.lung_shunt_fraction, model=options.dose_model,
-                                      constants=options.constants)
+        at_injected = plan.dose_at(float(injected))
         comparison_at = dose_differences(at_injected.report["vois"], dose.report["vois"])
     warnings = tuple(DosimetryWarning(**w) for w in dose.report["warnings"])
     pet_gbq = dose.report["activity"]["total_gbq"]
@@ -78,11 +84,12 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
         "vois": vois.sources,
         "registrations": [r.checks for r in registrations],
         "dose": dose.report,
+        "plan": plan.source,
         "plan_activity_gbq": plan.planned_activity_gbq,
         "injected_activity_gbq": injected,
         "comparison": comparison,
         "comparison_at_injected_activity": comparison_at,
         "warnings": [w.to_dict() for w in warnings],
     }
-    return VerifyResult(session, vois, tuple(registrations), dose, at_injected, comparison, comparison_at,
+    return VerifyResult(session, vois, tuple(registrations), dose, plan, at_injected, comparison, comparison_at,
                         warnings, report)

@@ -1,0 +1,92 @@
+"""The plan a verification is compared with: from a plan computed in the same run, or from a plan folder.
+
+``sirtjax verify STUDY -o DIR`` plans and verifies in one run; ``sirtjax verify STUDY --plan
+PLAN_DIR -o DIR`` compares with a plan made earlier by ``sirtjax plan`` (its report.json, its VOIs
+on the SPECT grid and its dose.nii.gz, read by :func:`sirtjax.pipelines.read.read_plan`). Either
+way the verification gets a :class:`PlannedDose`: the plan's report, the MAA SPECT (counts) with
+the plan's VOIs on its grid, and the plan's dose (map, statistics, DVHs).
+
+A plan folder holds the dose map but not the DVH statistics behind it, so
+:func:`planned_from_record` recomputes the plan's dose from the SPECT, the VOIs and the plan's
+activity, lung shunt, dose model and constants (deterministic, a few seconds) and checks it against
+the folder's dose map: a plan folder made from other images (another study, an edited SPECT) or
+with other settings fails that check instead of giving a comparison with the wrong plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from sirtjax.dosimetry import DoseResult, voxel_dosimetry
+from sirtjax.pipelines.plan import PlanResult
+from sirtjax.volume import Volume, same_grid
+
+# The recomputed dose map must match the folder's within float32 round-off of the FFT convolution
+# (relative 1e-6 .. 1e-5 of the maximum); 1e-3 of the maximum leaves margin for another BLAS/CPU
+# while any change of activity, LSF, VOI or image changes the map by far more.
+DOSE_MAP_RTOL = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedDose:
+    """A plan as verification uses it: report (report.json), MAA SPECT (counts), VOIs on its grid, dose.
+
+    ``source`` says where the plan came from ('planned in this run' or the plan folder's path).
+    """
+
+    report: dict
+    spect: Volume
+    liver: Volume
+    lesions: Volume | None
+    lungs: Volume | None
+    dose: DoseResult
+    source: str
+
+    @property
+    def planned_activity_gbq(self) -> float:
+        """The activity (GBq) of the plan's predicted dose."""
+        return float(self.report["planned_activity"]["gbq"])
+
+    @property
+    def lung_shunt_fraction(self) -> float:
+        """The lung shunt fraction the plan used, in [0, 1)."""
+        return float(self.report["lung_shunt"]["fraction"])
+
+    def dose_at(self, activity_gbq: float) -> DoseResult:
+        """The plan's dose recomputed for another activity (same SPECT, VOIs, LSF, model and constants)."""
+        d = self.report["dose"]
+        return voxel_dosimetry(self.spect, self.liver, lesions=self.lesions, lungs=self.lungs,
+                               activity_gbq=float(activity_gbq), lung_shunt_fraction=self.lung_shunt_fraction,
+                               model=d["model"], constants=d["constants"]["name"])
+
+
+def planned_from_result(p: PlanResult) -> PlannedDose:
+    """The PlannedDose of a plan computed in this run (nothing recomputed)."""
+    v = p.vois
+    return PlannedDose(p.report, p.session.emission, v.liver_emission, v.lesions_emission, v.lungs_emission, p.dose,
+                       "planned in this run")
+
+
+def planned_from_record(report: dict, spect: Volume, liver: Volume, lesions: Volume | None, lungs: Volume | None,
+                        dose_map: Volume, source: str) -> PlannedDose:
+    """The PlannedDose of a saved plan: its report, SPECT, VOIs and dose map (Gy), all on the SPECT grid.
+
+    Recomputes the plan's dose and raises ValueError when it differs from ``dose_map`` by more than
+    ``DOSE_MAP_RTOL`` of its maximum (the folder was made from other images or settings), or when a
+    map is not on the SPECT grid.
+    """
+    for name, vol in (("liver", liver), ("lesions", lesions), ("lungs", lungs), ("dose map", dose_map)):
+        if vol is not None and not same_grid(vol, spect):
+            raise ValueError(f"the plan's {name} is not on the grid of the MAA SPECT")
+    draft = PlannedDose(report, spect, liver, lesions, lungs, None, source)
+    dose = draft.dose_at(draft.planned_activity_gbq)
+    ours, theirs = np.asarray(dose.dose.array, np.float32), np.asarray(dose_map.array, np.float32)
+    scale = max(float(np.max(np.abs(ours))), 1e-12)
+    worst = float(np.max(np.abs(ours - theirs)))
+    if worst > DOSE_MAP_RTOL * scale:
+        raise ValueError(f"differs from the plan's dose recomputed from this study's MAA SPECT and the plan's VOIs "
+                         f"(max difference {worst:.3g} Gy of {scale:.3g} Gy): the plan was made from other images "
+                         "or settings")
+    return dataclasses.replace(draft, dose=dose)
