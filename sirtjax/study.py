@@ -32,13 +32,16 @@ Schema (every key is checked; unknown keys are an error, so typos do not pass si
       "masks": {SERIES: {"liver": PATH, "lesions": PATH, "lungs": PATH, "labels": PATH}},  optional
       "activities": {"maa_injected_mbq": 150, "y90_planned_gbq": 1.8, "y90_injected_gbq": 1.75},
       "target_doses_gy": {"tumour": 120, "normal_liver": 40, "whole_liver": 50, "lung_limit": 30},
+      "lung_shunt_fraction": 0.08,            optional: planar-scintigraphy LSF, a fraction in [0, 1)
       "truth": "truth.json"                   optional (phantom studies: the ground truth)
     }
 
 Masks are label images on their series' grid: ``liver`` and ``lungs`` 0/1, ``lesions`` 0 and one
 id per lesion instance, ``labels`` liver = 1 and one id >= 2 per landmark. Plausibility limits
 (an error outside them): height 50-250 cm, weight 2-400 kg, MAA activity (0, 2000] MBq, 90Y
-activities (0, 20] GBq, target doses (0, 1000] Gy, lung limit (0, 100] Gy.
+activities (0, 20] GBq, target doses (0, 1000] Gy, lung limit (0, 100] Gy, lung shunt fraction
+[0, 1) (a fraction: 8 % is 0.08). The workflows use the lung shunt fraction of the command line
+(``--lung-shunt``) first, then the manifest's, then the one from SPECT lung/liver counts.
 
 Every problem raises :class:`~sirtjax.errors.InputError` naming the manifest file and the field
 (``study.json: series.maa_ct.file: no such file 'maa_ct.nii.gz'``).
@@ -64,7 +67,7 @@ MODALITIES = ("CT", "MR", "SPECT", "PET")
 SESSION_ROLES = {"maa": ("ct", "spect"), "diagnostic": ("ct", "mr"), "y90": ("ct", "mr", "pet")}
 MASK_KINDS = ("liver", "lesions", "lungs", "labels")
 _TOP_KEYS = ("schema", "schema_version", "name", "patient", "series", "sessions", "masks", "activities",
-             "target_doses_gy", "truth")
+             "target_doses_gy", "lung_shunt_fraction", "truth")
 _SERIES_KEYS = ("file", "folder", "modality", "session", "units", "tracer", "ct", "mr", "contrast", "phase",
                 "sequence", "decay_corrected_to")
 _PATIENT_LIMITS = {"height_cm": (50.0, 250.0), "weight_kg": (2.0, 400.0)}
@@ -98,6 +101,7 @@ class StudyManifest:
     activities: dict[str, float]
     target_doses_gy: dict[str, float]
     truth_path: Path | None
+    lung_shunt_fraction: float | None = None  # planar scintigraphy, in [0, 1)
 
     def session_series(self, session: str, role: str) -> str | None:
         """The series name playing role ('ct', 'mr', 'spect', 'pet') in session, or None."""
@@ -145,6 +149,7 @@ class StudyManifest:
             "masks": {k: {m: str(p) for m, p in v.items()} for k, v in self.masks.items()},
             "activities": dict(self.activities),
             "target_doses_gy": dict(self.target_doses_gy),
+            "lung_shunt_fraction": self.lung_shunt_fraction,
         }
 
 
@@ -176,7 +181,8 @@ def parse_manifest(data: object, manifest_path: str | Path) -> StudyManifest:
     doses = {k: c.number(v, f"target_doses_gy.{k}", 0.0, _DOSE_LIMITS[k], open_low=True)
              for k, v in c.mapping(data.get("target_doses_gy", {}), "target_doses_gy", tuple(_DOSE_LIMITS)).items()}
     truth = c.existing(data["truth"], "truth", folder=False) if "truth" in data else None
-    return StudyManifest(mpath, name, patient, series, sessions, masks, activities, doses, truth)
+    lsf = _lung_shunt(c, data["lung_shunt_fraction"]) if "lung_shunt_fraction" in data else None
+    return StudyManifest(mpath, name, patient, series, sessions, masks, activities, doses, truth, lsf)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -241,6 +247,14 @@ def _patient(c: _Checker, value) -> dict:
         if key in value:
             out[key] = c.number(value[key], f"patient.{key}", low, high)
     return out
+
+
+def _lung_shunt(c: _Checker, value) -> float:
+    """The planar LSF: a fraction in [0, 1); a value in [1, 100] (a percentage?) gets a hint."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 1.0 <= value <= 100.0:
+        c.fail("lung_shunt_fraction", f"{value!r} is not a fraction in [0, 1) (a lung shunt of {value:g} % is "
+                                      f"{value / 100:g})")
+    return c.number(value, "lung_shunt_fraction", 0.0, 1.0)
 
 
 def _series(c: _Checker, value) -> dict[str, Series]:

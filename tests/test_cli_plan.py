@@ -46,7 +46,7 @@ def test_verify_writes_plan_and_verification(study_dir, verified):
         report = json.loads((folder / "report.json").read_text())  # strict JSON (no NaN)
         assert report["vois"]["lesions"] == f"given on {anat}"
     plan_report = json.loads((out / "plan" / "report.json").read_text())
-    assert plan_report["lung_shunt"] == {"fraction": 0.08, "source": "given (planar scintigraphy)",
+    assert plan_report["lung_shunt"] == {"fraction": 0.08, "source": "planar scintigraphy (--lung-shunt)",
                                          "from_spect": plan_report["compartments"]["lung_shunt_fraction"]}
     verify_report = json.loads((out / "report.json").read_text())
     assert {r["name"] for r in verify_report["comparison"]} >= {"liver", "normal_liver"}
@@ -216,3 +216,14 @@ def test_verify_refuses_to_write_into_the_plan_folder(study_dir, plan_dir, capsy
     assert exc.value.code == 2
     assert "must not be the --plan folder" in capsys.readouterr().err
 
+
+def test_plan_takes_the_manifest_lung_shunt_fraction(study_dir, tmp_path):
+    manifest = json.loads((study_dir / "study.json").read_text())
+    path = study_dir / "with_lsf.json"
+    path.write_text(json.dumps({**manifest, "lung_shunt_fraction": 0.11}))
+    main(["plan", str(path), "-o", str(tmp_path / "p"), "--model", "ldm"])
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert report["lung_shunt"]["fraction"] == 0.11
+    assert report["lung_shunt"]["source"] == "planar scintigraphy (study manifest)"
+    assert report["lung_shunt"]["from_spect"] == report["compartments"]["lung_shunt_fraction"]  # shown beside it
+    assert not any(w["code"] == "lung_mask_cut" for w in report["warnings"])  # the cut lungs do not matter then

@@ -174,3 +174,34 @@ def test_bad_files_and_masks(patient_folder):
         study.read_mask("maa_ct", "liver")
     with pytest.raises(InputError, match="no series 'diag_ct'"):
         study.read("diag_ct")
+
+
+def test_lung_shunt_fraction_of_the_manifest(patient_folder):
+    from sirtjax.pipelines import study_data
+
+    folder, manifest, _, _ = patient_folder
+    assert load_study(folder).lung_shunt_fraction is None
+    study = parse_manifest({**manifest, "lung_shunt_fraction": 0.08}, folder / "study.json")
+    assert study.lung_shunt_fraction == 0.08 and study.to_dict()["lung_shunt_fraction"] == 0.08
+    # precedence: the command line's value, then the manifest's (then, in plan(), SPECT counts)
+    assert (study_data(study).lung_shunt_fraction, study_data(study).lung_shunt_source) == (
+        0.08, "planar scintigraphy (study manifest)")
+    given = study_data(study, 0.12)
+    assert (given.lung_shunt_fraction, given.lung_shunt_source) == (0.12, "planar scintigraphy (--lung-shunt)")
+    assert study_data(load_study(folder)).lung_shunt_fraction is None
+    assert parse_manifest({**manifest, "lung_shunt_fraction": 0}, folder / "study.json").lung_shunt_fraction == 0.0
+
+
+@pytest.mark.parametrize("value, message", [
+    (8, "lung_shunt_fraction: 8 is not a fraction in [0, 1) (a lung shunt of 8 % is 0.08)"),
+    (1.0, "lung_shunt_fraction: 1.0 is not a fraction"),
+    (-0.1, "lung_shunt_fraction: -0.1 is outside the plausible range [0, 1]"),
+    (250, "lung_shunt_fraction: 250 is outside the plausible range"),
+    ("0.08", "lung_shunt_fraction: expected a number"),
+    (True, "lung_shunt_fraction: expected a number"),
+])
+def test_absurd_lung_shunt_fraction_is_one_line_error(patient_folder, value, message):
+    folder, manifest, _, _ = patient_folder
+    with pytest.raises(InputError) as exc:
+        parse_manifest({**manifest, "lung_shunt_fraction": value}, folder / "study.json")
+    assert message in str(exc.value) and "study.json" in str(exc.value) and "\n" not in str(exc.value)

@@ -41,7 +41,8 @@ def demo(
     """Generate a phantom study, plan and verify it (quick registration), and write the HTML report.
 
     The phantom has no planar scintigraphy: its true lung shunt fraction stands in for the planar
-    LSF. Lesions are given on the diagnostic CT only and reach the MAA and 90Y CTs by registration.
+    LSF (the ``lung_shunt_fraction`` of the demo's study.json). Lesions are given on the diagnostic
+    CT only and reach the MAA and 90Y CTs by registration.
     When the default liver model is installed, the MAA and 90Y CT livers are segmented with it and
     their Dice against the phantom's truth is printed.
     """
@@ -69,18 +70,19 @@ def demo(
         say("generating the phantom study")
         phantom = generate_study(seed, PhantomConfig.small() if small else PhantomConfig(), progress=say)
         segment = model_available()
-        manifest = clinical_manifest(phantom.manifest, demo_masks(segment))
+        # The phantom has no planar scintigraphy: its true LSF stands in for the planar value.
+        manifest = {**clinical_manifest(phantom.manifest, demo_masks(segment)),
+                    "lung_shunt_fraction": phantom.truth["lung_shunt_fraction"]["maa"]}
         study_dir = write_study(phantom, Path(scratch) / "study")
         (study_dir / "study.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         study = parse_manifest(manifest, study_dir / "study.json")
-        lsf = phantom.truth["lung_shunt_fraction"]["maa"]
 
         def keep_study(tmp: Path) -> None:
             shutil.copytree(study_dir, tmp / "study")
 
         options = WorkflowOptions(registration=QUICK_REGISTRATION, segmenter=model_segmenter() if segment else None)
-        result = run_study(study, out, verify_too=True, options=options,
-                           lung_shunt_fraction=lsf, seed=0, say=say, progress=progress, extra=keep_study,
+        result = run_study(study, out, verify_too=True, options=options, seed=0, say=say, progress=progress,
+                           extra=keep_study,
                            subtitle=f"Demo on phantom seed {seed}: lesions from the diagnostic CT mapped by registration; "
                                     "the true LSF stands in for planar scintigraphy")
     if segment:

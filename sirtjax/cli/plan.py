@@ -103,7 +103,8 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
 
 
 LungShunt = Annotated[float | None, typer.Option("--lung-shunt", help="Lung shunt fraction in [0, 1) from planar "
-                                                "scintigraphy (default: from SPECT lung/liver counts, else 0).")]
+                                                "scintigraphy (default: the manifest's lung_shunt_fraction, else "
+                                                "from SPECT lung/liver counts, else 0).")]
 DoseModel = Annotated[Model | None, typer.Option("--model", help="vsv (default): voxel S-value convolution; ldm: local "
                                                  "deposition. With --plan: the plan's.", show_default=False)]
 Constants = Annotated[str | None, typer.Option("--constants", help="90Y constant set: icrp107 (default), thesis, resin, "

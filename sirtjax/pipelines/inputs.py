@@ -67,7 +67,8 @@ class StudyData:
     """Patient and prescription data of a study: patient (height_cm, weight_kg), activities, target doses.
 
     ``activities`` uses the manifest keys (``maa_injected_mbq``, ``y90_planned_gbq``,
-    ``y90_injected_gbq``); ``lung_shunt_fraction`` is the planar-scintigraphy LSF in [0, 1) when known.
+    ``y90_injected_gbq``); ``lung_shunt_fraction`` is the planar-scintigraphy LSF in [0, 1) when known,
+    ``lung_shunt_source`` where it came from (for the report).
     """
 
     name: str
@@ -75,6 +76,7 @@ class StudyData:
     activities: dict
     target_doses_gy: dict
     lung_shunt_fraction: float | None = None
+    lung_shunt_source: str = "planar scintigraphy"
 
     def __post_init__(self):
         lsf = self.lung_shunt_fraction

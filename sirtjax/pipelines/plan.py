@@ -6,7 +6,7 @@
 3. VOIs into MAA SPECT space: the SPECT shares the MAA CT's world frame, so liver, lesions and
    lungs are resampled onto the SPECT grid by nearest neighbour (:func:`sirtjax.preprocess.resample_to`).
 4. Compartments on the SPECT: volumes, counts, tumour-to-normal ratios, and the lung shunt fraction:
-   the study's planar value when given (the clinical standard), else from SPECT lung and liver
+   the planar value when given (command line, else manifest; the clinical standard), else from SPECT lung and liver
    counts (a warning when the lung mask touches the CT field of view's edge: the lungs are then
    cut and the LSF underestimated), else 0 with a warning.
 5. Prescriptions side by side: partition (normal-liver target), mono-compartment (whole-liver
@@ -101,7 +101,7 @@ def cut_by_field_of_view(mask: Volume) -> bool:
 
 def _lung_shunt(study: StudyData, measured: MeasuredCompartments, vois: SessionVois) -> tuple[float, str, list]:
     if study.lung_shunt_fraction is not None:
-        return study.lung_shunt_fraction, "given (planar scintigraphy)", []
+        return study.lung_shunt_fraction, study.lung_shunt_source, []
     if measured.lung_shunt_fraction is not None:
         warnings = []
         if cut_by_field_of_view(vois.lungs):

@@ -46,9 +46,16 @@ def read_diagnostics(study: StudyManifest) -> tuple[Anatomy, ...]:
 
 
 def study_data(study: StudyManifest, lung_shunt_fraction: float | None = None) -> StudyData:
-    """Patient, activities and target doses of a manifest, with the planar LSF when known."""
-    return StudyData(study.name, dict(study.patient), dict(study.activities), dict(study.target_doses_gy),
-                     lung_shunt_fraction)
+    """Patient, activities and target doses of a manifest, with the planar LSF: the one given here, else the manifest's.
+
+    Neither: None (the plan then takes the LSF from SPECT counts, with its warnings).
+    """
+    if lung_shunt_fraction is not None:
+        lsf, source = lung_shunt_fraction, "planar scintigraphy (--lung-shunt)"
+    else:
+        lsf, source = study.lung_shunt_fraction, "planar scintigraphy (study manifest)"
+    return StudyData(study.name, dict(study.patient), dict(study.activities), dict(study.target_doses_gy), lsf,
+                     source)
 
 
 def read_plan_report(folder: str | Path) -> dict:
