@@ -5,7 +5,8 @@ The parameter is a residual field ``v`` (z, y, x, 3) in mm on the fixed level gr
 converted into the initial displacement field" with the field's increment as the unknown. The
 objective is ``w_I L_I + w_S L_S + w_R L_R`` (thesis 5.3.3): L_I the image term (-MI or SSD), L_S
 the overlap SSD of masks / label maps, L_R the regulariser (spring model by default, at rest under
-the affine). Between levels the field is upsampled trilinearly (mm values are kept).
+the affine). The field lives on the level's region-of-interest box and its border voxels are
+held at 0 (:func:`zero_border`). Between levels the field is upsampled trilinearly (mm values are kept).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import dataclasses
 import functools
 
 import jax
+import jax.numpy as jnp
 
 from sirtjax.registration.optimise import adam_cosine, make_step
-from sirtjax.registration.problem import LevelData, SimilarityOptions, similarity_terms
+from sirtjax.registration.problem import LevelData, SimilarityOptions, sample_voxels, similarity_terms, voxel_world_mm
 from sirtjax.registration.regularisers import regulariser
 from sirtjax.registration.warp import affine_apply
-from sirtjax.volume import world_grid
 
 
 @jax.tree_util.register_dataclass
@@ -44,8 +45,10 @@ def nonrigid_objective(opts: SimilarityOptions, reg: RegulariserOptions, *, imag
     """Objective(v, data, weights, key) = w_I L_I + w_S L_S + w_R L_R and its terms by name."""
 
     def objective(v, data: LevelData, weights: Weights, key):
-        pts = affine_apply(data.affine, world_grid(data.fixed)) + v
-        terms = similarity_terms(data, pts, key, opts, image=image, seg=seg)
+        v = zero_border(v)
+        idx, w = sample_voxels(data, key, opts)
+        pts = affine_apply(data.affine, voxel_world_mm(data.fixed, idx)) + v.reshape(-1, 3)[idx]
+        terms = similarity_terms(data, idx, w, pts, opts, image=image, seg=seg)
         terms["reg"] = regulariser(
             reg.kind, v, data.fixed.spacing_mm, data.fixed.direction, rest_matrix=data.affine.matrix,
             stiffness=data.stiffness, neighbourhood=reg.neighbourhood,
@@ -59,6 +62,20 @@ def nonrigid_objective(opts: SimilarityOptions, reg: RegulariserOptions, *, imag
 
     return objective
 
+
+
+def zero_border(v: jax.Array) -> jax.Array:
+    """The field (z, y, x, 3) with its outermost voxel layer set to 0 (axes of 3 or more voxels).
+
+    The residual field is 0 outside its grid (the region-of-interest box); zeroing its border makes
+    the springs there tie it to that 0, so the full-resolution field stays continuous.
+    """
+    for axis in range(3):
+        n = v.shape[axis]
+        if n >= 3:
+            keep = jnp.zeros(n, v.dtype).at[1:-1].set(1.0)
+            v = v * keep.reshape((1,) * axis + (n,) + (1,) * (3 - axis))
+    return v
 
 
 @functools.lru_cache(maxsize=64)

@@ -3,9 +3,10 @@
 A :class:`LevelData` holds everything a jit-compiled step needs for one pair at one resolution, as
 a pytree of arrays (so pairs of equal shape stack along a leading axis and vmap): the fixed
 channels ``(z, y, x, 1 + C)`` (image, then C segmentation channels: a liver mask or one-hot label
-classes), the moving channels ``(z', y', x', 1 + C)`` on the moving level grid, the fixed-sample
-weights for the image term (1 everywhere, or a region of interest), the intensity ranges that
-define the MI bins, the stiffness map and the affine (the non-rigid stage's starting point).
+classes), the moving channels ``(z', y', x', 1 + C)`` on the moving level grid, the region of
+interest where the similarity terms are evaluated (as a 0/1 map and as a padded list of its flat
+voxel indices, so random samples are drawn without a search over the grid), the intensity ranges
+that define the MI bins, the stiffness map and the affine (the non-rigid stage's starting point).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.ndimage as ndi
 
 from sirtjax.registration.mi import mattes_mi
 from sirtjax.registration.pyramid import pyramid_level
 from sirtjax.registration.similarity import overlap_ssd, ssd
 from sirtjax.registration.warp import AffineTransform, identity_affine, sample_channels
-from sirtjax.volume import Volume, make_volume
+from sirtjax.volume import Volume, index_points_to_world, make_volume
 
 
 @jax.tree_util.register_dataclass
@@ -30,7 +32,9 @@ class LevelData:
 
     fixed: Volume
     moving: Volume
-    image_weight: jax.Array
+    roi_weight: jax.Array
+    roi_index: jax.Array
+    roi_count: jax.Array
     fixed_range: jax.Array
     moving_range: jax.Array
     stiffness: jax.Array
@@ -42,14 +46,15 @@ class LevelData:
 class SimilarityOptions:
     """Static choices of the similarity terms: metric 'mi' or 'ssd', MI bins, fixed Parzen order, sampling.
 
-    ``image_samples``: the image term uses that many voxels drawn at random (fresh each step) when
-    the level has more ROI voxels than that; None uses every voxel.
+    ``samples``: every similarity term is evaluated at that many fixed voxels drawn at random
+    (fresh each step) from the region of interest when the level has more voxels than that; None
+    (or a smaller grid) uses every voxel.
     """
 
     metric: str = "mi"
     bins: int = 32
     fixed_parzen_order: int = 0
-    image_samples: int | None = None
+    samples: int | None = None
 
 
 def stack_channels(image: Volume, seg: np.ndarray | None) -> Volume:
@@ -65,90 +70,142 @@ def make_level(
     resolution_mm: float,
     *,
     stiffness_inside: float = 1.0,
-    image_roi: np.ndarray | None = None,
+    roi_margin_mm: float | None = None,
 ) -> LevelData:
     """LevelData at a pyramid resolution (mm) from stacked fixed and moving channels (host).
 
     The stiffness map is ``1 + (stiffness_inside - 1) * liver`` with the liver taken from the fixed
-    segmentation's first channel (uniform 1 without segmentation). ``image_roi`` (fixed grid, 0/1)
-    restricts the image-term samples; None uses every voxel.
+    segmentation's first channel (uniform 1 without segmentation). The region of interest (where
+    the similarity terms are evaluated) is the fixed segmentation (any channel) grown by
+    ``roi_margin_mm``; without segmentation channels, with ``roi_margin_mm=None`` or with an empty
+    segmentation it is the whole grid.
     """
     f = pyramid_level(fixed_stack, resolution_mm)
     m = pyramid_level(moving_stack, resolution_mm)
-    if image_roi is None:
-        roi = None
-    else:
-        roi = jnp.asarray(pyramid_level(fixed_stack.with_array(np.asarray(image_roi, np.float32)), resolution_mm).array)
-    weight, fixed_range, moving_range, stiffness = _level_arrays(
-        jnp.asarray(f.array), jnp.asarray(m.array), roi, jnp.float32(stiffness_inside))
+    roi = roi_mask(np.asarray(f.array), np.asarray(f.spacing_mm), roi_margin_mm)
+    flat = np.flatnonzero(roi)
+    index = np.zeros(roi.size, np.int32)
+    index[: flat.size] = flat
+    fixed_range, moving_range, stiffness = _level_arrays(
+        jnp.asarray(f.array), jnp.asarray(m.array), jnp.float32(stiffness_inside))
     return LevelData(
-        fixed=_as_f32(f), moving=_as_f32(m), image_weight=weight, fixed_range=fixed_range,
-        moving_range=moving_range, stiffness=stiffness, affine=identity_affine(),
-        radius_mm=jnp.asarray(1.0, jnp.float32),
+        fixed=_as_f32(f), moving=_as_f32(m), roi_weight=jnp.asarray(roi, jnp.float32), roi_index=jnp.asarray(index),
+        roi_count=jnp.int32(flat.size), fixed_range=fixed_range, moving_range=moving_range, stiffness=stiffness,
+        affine=identity_affine(), radius_mm=jnp.asarray(1.0, jnp.float32),
     )
 
 
+def roi_box(level: LevelData) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding box (start, size) (z, y, x) voxels of the level's region of interest grown by one voxel (host)."""
+    roi = np.asarray(level.roi_weight) > 0
+    shape = np.asarray(roi.shape)
+    nz = np.argwhere(roi)
+    lo = np.maximum(nz.min(0) - 1, 0)
+    hi = np.minimum(nz.max(0) + 2, shape)
+    return lo, hi - lo
+
+
+def crop_level(level: LevelData, start_zyx: np.ndarray, size_zyx: np.ndarray) -> LevelData:
+    """The level with its fixed grid (channels, ROI, stiffness) cut to a box (z, y, x voxels) (host).
+
+    The box is moved inside the grid if it sticks out (and is the whole axis where it is larger).
+    The moving image, ranges and affine are kept; world coordinates are unchanged (the origin moves).
+    """
+    shape = np.asarray(level.roi_weight.shape)
+    size = np.minimum(np.asarray(size_zyx), shape)
+    start = np.clip(np.asarray(start_zyx), 0, shape - size)
+    sl = tuple(slice(int(a), int(a + n)) for a, n in zip(start, size))
+    f = level.fixed
+    origin = jnp.asarray(np.asarray(f.origin_mm) + np.asarray(f.direction) @ (np.asarray(f.spacing_mm) * start[::-1]),
+                         jnp.float32)
+    roi = np.asarray(level.roi_weight)[sl]
+    flat = np.flatnonzero(roi > 0)
+    index = np.zeros(roi.size, np.int32)
+    index[: flat.size] = flat
+    return dataclasses.replace(
+        level, fixed=Volume(f.array[sl], f.spacing_mm, origin, f.direction), roi_weight=jnp.asarray(roi),
+        roi_index=jnp.asarray(index), roi_count=jnp.int32(flat.size), stiffness=level.stiffness[sl])
+
+
+def roi_mask(fixed_channels: np.ndarray, spacing_mm: np.ndarray, margin_mm: float | None) -> np.ndarray:
+    """Region of interest (z, y, x) bool: segmentation channels (z, y, x, 1 + C) > 0.5 grown by margin_mm.
+
+    The margin is exact in mm on anisotropic grids (Euclidean distance transform); no segmentation,
+    no margin (None) or an empty segmentation give the whole grid.
+    """
+    shape = fixed_channels.shape[:3]
+    if margin_mm is None or fixed_channels.shape[-1] < 2:
+        return np.ones(shape, bool)
+    seg = np.max(fixed_channels[..., 1:], axis=-1) > 0.5
+    if not seg.any():
+        return np.ones(shape, bool)
+    dist = ndi.distance_transform_edt(~seg, sampling=np.asarray(spacing_mm, np.float64)[::-1])
+    return dist <= margin_mm
+
+
 @jax.jit
-def _level_arrays(farr: jax.Array, marr: jax.Array, roi: jax.Array | None, stiffness_inside: jax.Array):
-    """Image-term weights, fixed/moving intensity ranges and the stiffness map of one level (one program)."""
-    weight = jnp.ones(farr.shape[:3], jnp.float32) if roi is None else (roi > 0.5).astype(jnp.float32)
+def _level_arrays(farr: jax.Array, marr: jax.Array, stiffness_inside: jax.Array):
+    """Fixed/moving intensity ranges (whole images, as ITK) and the stiffness map of one level (one program)."""
     liver = farr[..., 1] if farr.shape[-1] > 1 else jnp.zeros(farr.shape[:3], jnp.float32)
     stiffness = 1.0 + (stiffness_inside - 1.0) * liver
-    sel = jnp.where(weight > 0, farr[..., 0], jnp.nan)
-    fixed_range = jnp.stack([jnp.nanmin(sel), jnp.nanmax(sel)])
+    fixed_range = jnp.stack([jnp.min(farr[..., 0]), jnp.max(farr[..., 0])])
     moving_range = jnp.stack([jnp.min(marr[..., 0]), jnp.max(marr[..., 0])])
-    return weight, fixed_range, moving_range, stiffness
+    return fixed_range, moving_range, stiffness
 
 
 def _as_f32(vol: Volume) -> Volume:
     return Volume(*(jnp.asarray(getattr(vol, f.name), jnp.float32) for f in dataclasses.fields(Volume)))
 
 
-def similarity_terms(
-    data: LevelData, moving_points_mm: jax.Array, key: jax.Array, opts: SimilarityOptions, *, image: bool, seg: bool
-) -> dict[str, jax.Array]:
-    """Similarity terms for the transformed fixed-grid points (z, y, x, 3) (moving world mm).
+def sample_voxels(data: LevelData, key: jax.Array, opts: SimilarityOptions) -> tuple[jax.Array, jax.Array]:
+    """Flat fixed-grid voxel indices (K,) where the similarity terms are evaluated, and their weights (K,).
 
-    ``image``: the image term (-MI in nats, or SSD), on every voxel of the ROI or, when the grid has
-    more than ``image_samples`` voxels, on that many drawn uniformly at random (with replacement) from the
-    grid with ``key`` (one fresh key per step gives a fresh draw), the draws outside the ROI weighing 0
-    (so a small ROI gets proportionally fewer effective samples); samples mapped outside the moving image do
-    not count (as ITK). ``seg``: overlap SSD of the segmentation channels over the whole fixed grid
-    (the warped moving segmentation is 0 outside the moving image).
+    On grids with more voxels than ``opts.samples``: that many drawn uniformly with replacement from
+    the region of interest with ``key`` (weights 1). Otherwise every voxel, weighted by the ROI.
     """
-    pts = moving_points_mm.reshape(-1, 3)
-    fvals = jnp.asarray(data.fixed.array).reshape(pts.shape[0], -1)
-    weight = data.image_weight.reshape(-1)
-    sampled = image and opts.image_samples is not None and opts.image_samples < pts.shape[0]
+    n = data.roi_weight.size
+    if opts.samples is None or opts.samples >= n:
+        return jnp.arange(n, dtype=jnp.int32), data.roi_weight.reshape(-1)
+    pick = jax.random.randint(key, (opts.samples,), 0, jnp.maximum(data.roi_count, 1))
+    return data.roi_index[pick], jnp.ones((opts.samples,), jnp.float32)
+
+
+def voxel_world_mm(grid: Volume, flat_index: jax.Array) -> jax.Array:
+    """World points (K, 3) mm (x, y, z) of flat voxel indices (K,) of grid's (z, y, x) array."""
+    nz, ny, nx = grid.array.shape[:3]
+    k, rest = jnp.divmod(flat_index, ny * nx)
+    j, i = jnp.divmod(rest, nx)
+    return index_points_to_world(grid, jnp.stack([i, j, k], -1).astype(jnp.float32))
+
+
+def similarity_terms(
+    data: LevelData, flat_index: jax.Array, weights: jax.Array, moving_points_mm: jax.Array,
+    opts: SimilarityOptions, *, image: bool, seg: bool,
+) -> dict[str, jax.Array]:
+    """Similarity terms at fixed voxels (K,) (from :func:`sample_voxels`) mapped to moving world points (K, 3) mm.
+
+    ``image``: the image term (-MI in nats, or SSD) over the weighted voxels; voxels mapped outside
+    the moving image do not count (as ITK). ``seg``: overlap SSD of the segmentation channels (the
+    warped moving segmentation is 0 outside the moving image). All channels are sampled with one
+    gather.
+    """
+    fvals = jnp.asarray(data.fixed.array).reshape(-1, data.fixed.array.shape[-1])[flat_index]
+    moving = data.moving if seg else data.moving.with_array(data.moving.array[..., :1])
+    mvals, inside = sample_channels(moving, moving_points_mm, 0.0)
     terms: dict[str, jax.Array] = {}
-    if seg or (image and not sampled):
-        moving = data.moving if seg else _image_channel(data.moving)
-        mvals, inside = sample_channels(moving, pts, 0.0)
     if seg:
-        terms["seg"] = overlap_ssd(fvals[:, 1:], mvals[:, 1:], jnp.ones_like(weight))
+        terms["seg"] = overlap_ssd(fvals[:, 1:], mvals[:, 1:], weights)
     if not image:
         return terms
-    fimg = fvals[:, 0]
-    if sampled:
-        n = opts.image_samples
-        # uniform draws; those outside the ROI get weight 0 (no cumulative-sum search over the grid)
-        idx = jax.random.randint(key, (n,), 0, pts.shape[0])
-        mvals, inside = sample_channels(_image_channel(data.moving), pts[idx], 0.0)
-        fimg, weight = fimg[idx], weight[idx]
-    w = weight * inside.astype(jnp.float32)
-    mimg = mvals[:, 0]
+    w = weights * inside.astype(jnp.float32)
     if opts.metric == "mi":
         terms["image"] = -mattes_mi(
-            fimg, mimg, w, fixed_range=(data.fixed_range[0], data.fixed_range[1]),
+            fvals[:, 0], mvals[:, 0], w, fixed_range=(data.fixed_range[0], data.fixed_range[1]),
             moving_range=(data.moving_range[0], data.moving_range[1]), bins=opts.bins,
             fixed_order=opts.fixed_parzen_order,
         )
     elif opts.metric == "ssd":
-        terms["image"] = ssd(fimg, mimg, w)
+        terms["image"] = ssd(fvals[:, 0], mvals[:, 0], w)
     else:
         raise ValueError(f"unknown metric '{opts.metric}' (use mi or ssd)")
     return terms
-
-
-def _image_channel(vol: Volume) -> Volume:
-    return vol.with_array(vol.array[..., :1])

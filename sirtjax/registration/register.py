@@ -20,9 +20,9 @@ import numpy as np
 
 from sirtjax.registration import affine as affine_stage
 from sirtjax.registration import init
-from sirtjax.registration.nonrigid import RegulariserOptions, Weights, nonrigid_step
+from sirtjax.registration.nonrigid import RegulariserOptions, Weights, nonrigid_step, zero_border
 from sirtjax.registration.optimise import Convergence, LevelLog, Progress, run_level
-from sirtjax.registration.problem import LevelData, SimilarityOptions, make_level, stack_channels
+from sirtjax.registration.problem import LevelData, SimilarityOptions, crop_level, make_level, roi_box, stack_channels
 from sirtjax.preprocess import sample_world
 from sirtjax.registration.warp import AffineTransform, affine_displacement, one_hot, resample_field
 from sirtjax.volume import Volume, make_volume, world_grid
@@ -41,7 +41,8 @@ class RegistrationConfig:
     metric: str = "mi"
     bins: int = 32
     fixed_parzen_order: int = 0
-    image_samples: int | None = 32768  # random image-term samples per step on larger grids (ITK-style); None = all
+    samples: int | None = 16384  # random fixed voxels per step for every similarity term on larger grids; None = all
+    roi_margin_mm: float | None = 30.0  # similarity terms within the fixed segmentation grown by this margin; None = everywhere
     affine_on: str = "images"  # or "segmentation" (the thesis' CNN-based affine)
     affine_iterations: int = 100
     affine_step: float = 0.1  # Adam step in units of the level resolution (mm / mm)
@@ -61,7 +62,7 @@ class RegistrationConfig:
 
     def similarity(self) -> SimilarityOptions:
         """The similarity options part of the config."""
-        return SimilarityOptions(self.metric, self.bins, self.fixed_parzen_order, self.image_samples)
+        return SimilarityOptions(self.metric, self.bins, self.fixed_parzen_order, self.samples)
 
     def weights(self) -> Weights:
         """The default loss weights as scalars."""
@@ -158,11 +159,13 @@ def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig) -> list[Le
 
     Sets each pair's affine centre (centre of mass of the fixed segmentation, else of the Otsu
     body mask) and radius; the affine itself is the identity until the affine stage fills it in.
+    Each level's fixed grid is cut to the bounding box of the region of interest (one box size per
+    level for the whole batch, the largest pair's, so the pairs stack); the non-rigid residual
+    field lives on that box and is zero outside it.
     """
     n_seg = {p.n_seg for p in pairs}
     if len(n_seg) != 1:
         raise ValueError("pairs in one batch need the same number of segmentation channels")
-    levels = []
     res = resolutions_mm(pairs[0].fixed, config)
     per_pair = []
     for p in pairs:
@@ -171,10 +174,15 @@ def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig) -> list[Le
         centre = init.centroid_mm(p.fixed, w)
         radius = init.rms_radius_mm(p.fixed, w, centre)
         aff = AffineTransform(jnp.eye(3, dtype=jnp.float32), jnp.zeros(3, jnp.float32), jnp.asarray(centre, jnp.float32))
-        per_pair.append([dataclasses.replace(make_level(fs, ms, r, stiffness_inside=config.liver_stiffness),
+        per_pair.append([dataclasses.replace(make_level(fs, ms, r, stiffness_inside=config.liver_stiffness,
+                                                        roi_margin_mm=config.roi_margin_mm),
                                              affine=aff, radius_mm=jnp.float32(radius)) for r in res])
+    levels = []
     for li in range(len(res)):
-        levels.append(_stack([pp[li] for pp in per_pair]))
+        boxes = [roi_box(pp[li]) for pp in per_pair]
+        size = np.max([b[1] for b in boxes], axis=0)
+        levels.append(_stack([crop_level(pp[li], start - (size - sz) // 2, size)
+                              for pp, (start, sz) in zip(per_pair, boxes)]))
     return levels
 
 
@@ -270,7 +278,7 @@ def run_nonrigid(
 @jax.jit
 def _upsample(v: jax.Array, coarse: Volume, fine: Volume) -> jax.Array:
     def one(v1, c, f):
-        return resample_field(c.with_array(v1), f)
+        return zero_border(resample_field(c.with_array(v1), f))
 
     return jax.vmap(one)(v, coarse, fine)
 
@@ -298,7 +306,7 @@ def register_batch(
       pairs: from :func:`make_pair`; equal fixed shapes, equal moving shapes, equal channel counts.
       config: static settings (see :class:`RegistrationConfig` and :data:`PRESETS`).
       weights: non-rigid loss weights, scalars or (B,) arrays; None uses the config's.
-      key: PRNG key for the random image-term samples (grids above ``image_samples`` voxels).
+      key: PRNG key for the random similarity samples (grids above ``samples`` voxels).
       progress: optional callback(label, iteration, max_iterations).
 
     Returns:
