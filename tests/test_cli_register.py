@@ -1,6 +1,8 @@
 """`sirtjax register` end to end on small volumes: outputs, SimpleITK reproduction, errors."""
 
+import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +10,10 @@ import SimpleITK as sitk
 
 from sirtjax.cli import main
 from sirtjax.io import read_volume, write_volume
+from sirtjax.registration.register import PRESETS, RegistrationConfig, config_from_dict
 from sirtjax.volume import make_volume, world_grid
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "registration"
 
 
 def _scene(vol, shift):
@@ -40,7 +45,7 @@ def test_register_cli_outputs_and_simpleitk_reproduces_the_warp(files, capsys):
     out = d / "out"
     main(["register", str(f["fixed"]), str(f["moving"]), "-o", str(out), "--fixed-labels", str(f["fixed_labels"]),
           "--moving-labels", str(f["moving_labels"]), "--apply", str(f["moving_labels"]), "--levels", "1",
-          "--iterations", "15"])
+          "--iterations", "15", "--config", str(CONFIGS / "cnn-lm-guided.json")])
     assert "registered (cnn-lm-guided)" in capsys.readouterr().out
     assert {p.name for p in out.iterdir()} == {"warped.nii.gz", "displacement.nii.gz", "affine.json", "report.json",
                                                "moving_labels_warped.nii.gz"}
@@ -55,6 +60,8 @@ def test_register_cli_outputs_and_simpleitk_reproduces_the_warp(files, capsys):
                                                       sitk.sitkNearestNeighbor, 0))
     assert np.mean(labels.array == ref_labels) > 0.999  # nearest rounding at exact half-voxel ties may differ
     report = json.loads((out / "report.json").read_text())
+    assert report["config"] == {**dataclasses.asdict(PRESETS["cnn-lm-guided"]), "levels": 1, "affine_iterations": 15,
+                                "nonrigid_iterations": 15}  # the file, then the command-line overrides
     assert [s["stage"] for s in report["stages"]] == ["affine", "nonrigid"]  # one level keeps the test fast
     assert report["compile_s"] >= 0 and report["optimise_s"] > 0
     assert 0 <= report["jacobian_liver"]["fraction_nonpositive"] < 0.001
@@ -77,3 +84,28 @@ def test_register_cli_rejects_zero_iterations(files, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["register", str(f["fixed"]), str(f["moving"]), "-o", str(d / "bad"), "--iterations", "0"])
     assert exc.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+
+
+def test_config_files_are_the_presets():
+    """configs/registration/<preset>.json hold exactly PRESETS (regenerate them from PRESETS with
+    json.dumps(dataclasses.asdict(PRESETS[name]), indent=2) after changing a preset)."""
+    assert sorted(p.stem for p in CONFIGS.glob("*.json")) == sorted(PRESETS)
+    for name, preset in PRESETS.items():
+        assert config_from_dict(json.loads((CONFIGS / f"{name}.json").read_text())) == preset, name
+    assert config_from_dict({"levels": 2}) == dataclasses.replace(RegistrationConfig(), levels=2)
+    assert config_from_dict({"finest_mm": 3}).finest_mm == 3.0 and config_from_dict({"samples": None}).samples is None
+    for bad in ({"level": 2}, {"levels": "2"}, {"w_reg": True}):
+        with pytest.raises(ValueError):
+            config_from_dict(bad)
+
+
+def test_register_cli_rejects_a_bad_config_file(files, capsys):
+    d, f = files
+    bad = d / "bad.json"
+    bad.write_text('{"levels": 3, "stiffnes": 2}')
+    with pytest.raises(SystemExit) as exc:
+        main(["register", str(f["fixed"]), str(f["moving"]), "-o", str(d / "bad"), "--config", str(bad)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown registration setting(s): stiffnes" in err
+    assert not (d / "bad").exists()

@@ -25,7 +25,8 @@ def register(
     fixed_labels: Annotated[Path | None, typer.Option(help="Fixed label map (liver 1, landmarks >= 2): CNN&LM-guided.")] = None,
     moving_labels: Annotated[Path | None, typer.Option(help="Moving label map, same ids as the fixed one.")] = None,
     preset: Annotated[str | None, typer.Option(help="image-based | cnn-guided | cnn-lm-guided (default: from the inputs).")] = None,
-    metric: Annotated[str, typer.Option(help="Image similarity: mi (multi-modal) or ssd (same modality).")] = "mi",
+    config: Annotated[Path | None, typer.Option("--config", help="JSON registration settings (e.g. configs/registration/cnn-guided.json) replacing the preset's; options given on the command line still override.")] = None,
+    metric: Annotated[str | None, typer.Option(help="Image similarity: mi (multi-modal) or ssd (same modality). Default: the preset's (mi).")] = None,
     apply: Annotated[list[Path] | None, typer.Option("--apply", help="Extra moving-space image to warp (repeatable); integer images with at most 256 values are label maps (nearest).")] = None,
     apply_labels: Annotated[list[Path] | None, typer.Option("--apply-labels", help="Extra moving-space label map, warped by nearest neighbour (repeatable).")] = None,
     w_image: Annotated[float | None, typer.Option(help="Weight of the image term w_I.")] = None,
@@ -33,8 +34,8 @@ def register(
     stiffness: Annotated[float | None, typer.Option(help="Weight of the spring regulariser w_R.")] = None,
     liver_stiffness: Annotated[float | None, typer.Option(help="Stiffness inside the fixed liver relative to outside (thesis 6.5).")] = None,
     affine_only: Annotated[bool, typer.Option(help="Stop after the affine stage.")] = False,
-    levels: Annotated[int, typer.Option(help="Pyramid levels (coarsest 2**(levels-1) x the finest).")] = 3,
-    iterations: Annotated[int, typer.Option(help="Maximum iterations per level and stage.")] = 100,
+    levels: Annotated[int | None, typer.Option(help="Pyramid levels (coarsest 2**(levels-1) x the finest). Default: the preset's (3).")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Maximum iterations per level and stage. Default: the preset's (100).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random MI sampling.")] = 0,
 ) -> None:
     """Register MOVING onto FIXED; writes warped.nii.gz, displacement.nii.gz (ITK), affine.json, report.json."""
@@ -46,7 +47,7 @@ def register(
 
     from sirtjax.io import output_dir, read_volume, write_volume
     from sirtjax.metrics import jacobian_stats
-    from sirtjax.registration.register import PRESETS, register as run_register
+    from sirtjax.registration.register import PRESETS, config_from_dict, register as run_register
     from sirtjax.registration.warp import affine_to_homogeneous, warp_volume
 
     t_start = time.perf_counter()
@@ -62,13 +63,17 @@ def register(
         raise InputError(Path(preset), "the cnn-guided preset needs --fixed-mask and --moving-mask")
     if preset == "cnn-lm-guided" and fixed_labels is None:
         raise InputError(Path(preset), "the cnn-lm-guided preset needs --fixed-labels and --moving-labels")
-    if metric not in ("mi", "ssd"):
+    if metric is not None and metric not in ("mi", "ssd"):
         raise InputError(Path(metric), "unknown metric (use mi or ssd)")
-    if levels < 1 or iterations < 1:
-        raise InputError(Path("--levels" if levels < 1 else "--iterations"), "must be at least 1")
+    for name, value in (("--levels", levels), ("--iterations", iterations)):
+        if value is not None and value < 1:
+            raise InputError(Path(name), "must be at least 1")
     for name, value in (("w-image", w_image), ("w-seg", w_seg), ("stiffness", stiffness), ("liver-stiffness", liver_stiffness)):
         if value is not None and not value >= 0:
             raise InputError(Path(f"--{name}"), f"must be a non-negative number, got {value}")
+    base = PRESETS[preset] if config is None else _load_config(config, config_from_dict)
+    if base.affine_on == "segmentation" and preset == "image-based":
+        raise InputError(config or Path(preset), "an affine on segmentations needs masks or label maps")
 
     fixed_vol = read_volume(fixed)
     moving_vol = read_volume(moving)
@@ -84,13 +89,15 @@ def register(
     extra = [(p, v, 0 if _is_label_map(v.array) else 1) for p, v in ((p, read_volume(p)) for p in apply or [])]
     extra += [(p, read_volume(p), 0) for p in apply_labels or []]
 
-    overrides = {"metric": metric, "levels": levels, "affine_iterations": iterations, "nonrigid_iterations": iterations}
-    for field, value in (("w_image", w_image), ("w_seg", w_seg), ("w_reg", stiffness), ("liver_stiffness", liver_stiffness)):
+    overrides = {}
+    for field, value in (("metric", metric), ("levels", levels), ("affine_iterations", iterations),
+                         ("nonrigid_iterations", iterations), ("w_image", w_image), ("w_seg", w_seg),
+                         ("w_reg", stiffness), ("liver_stiffness", liver_stiffness)):
         if value is not None:
             overrides[field] = value
     if affine_only:
         overrides["nonrigid_levels"] = 0
-    config = dataclasses.replace(PRESETS[preset], **overrides)
+    settings = dataclasses.replace(base, **overrides)
 
     with Progress(TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), transient=True) as bar:
@@ -101,13 +108,13 @@ def register(
                 tasks[label] = bar.add_task(label, total=total)
             bar.update(tasks[label], completed=it)
 
-        result = run_register(fixed_vol, moving_vol, config=config, key=jax.random.key(seed), progress=progress, **guides)
+        result = run_register(fixed_vol, moving_vol, config=settings, key=jax.random.key(seed), progress=progress, **guides)
 
     disp = result.displacement
     jac_all = jacobian_stats(disp).to_dict()
     report = {
         "fixed": str(fixed), "moving": str(moving), "preset": preset,
-        "config": dataclasses.asdict(config),
+        "config": dataclasses.asdict(settings), "config_file": None if config is None else str(config),
         "stages": result.diagnostics["stages"],
         "compile_s": sum(s["compile_s"] for s in result.diagnostics["stages"]),
         "optimise_s": sum(s["run_s"] for s in result.diagnostics["stages"]),
@@ -143,6 +150,20 @@ def register(
         f"registered ({preset}) in {report['total_s']:.1f} s (compile {report['compile_s']:.1f} s); "
         f"det J <= 0 in {100 * jac_all['fraction_nonpositive']:.3f} % of voxels -> {out}"
     )
+
+
+def _load_config(path: Path, parse):
+    """The RegistrationConfig of a JSON settings file (InputError if unreadable or invalid)."""
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"cannot read registration settings: {exc}") from None
+    if not isinstance(values, dict):
+        raise InputError(path, "registration settings must be a JSON object of RegistrationConfig fields")
+    try:
+        return parse(values)
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from None
 
 
 def _is_label_map(array) -> bool:

@@ -79,6 +79,26 @@ PRESETS: dict[str, RegistrationConfig] = {
 }
 
 
+def config_from_dict(values: dict) -> RegistrationConfig:
+    """RegistrationConfig from a dict of its fields (JSON); missing fields keep the defaults.
+
+    Raises ValueError naming any unknown field or a value of the wrong type.
+    """
+    fields = {f.name: f for f in dataclasses.fields(RegistrationConfig)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown registration setting(s): {', '.join(unknown)}")
+    for name, value in values.items():
+        default = getattr(RegistrationConfig, name)
+        ok = (value is None and "None" in str(fields[name].type)) or isinstance(value, type(default)) or (
+            isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)) or (
+            default is None and isinstance(value, (int, float)) and not isinstance(value, bool))
+        if not ok:
+            raise ValueError(f"registration setting {name} = {value!r} has the wrong type")
+    return RegistrationConfig(**{k: (float(v) if isinstance(getattr(RegistrationConfig, k), float) else v)
+                                 for k, v in values.items()})
+
+
 @dataclasses.dataclass(frozen=True)
 class Pair:
     """A fixed and a moving image with optional segmentation channels (z, y, x, C) on their grids."""
