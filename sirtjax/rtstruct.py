@@ -33,11 +33,11 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from sirtjax.errors import InputError
 from sirtjax.io import output_dir
+from sirtjax.report.colours import voi_colour_rgb
 from sirtjax.volume import Volume, index_to_world, same_grid
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
-ROI_COLOURS = ((0, 229, 255), (118, 255, 3), (255, 64, 129), (255, 234, 0), (179, 136, 255), (255, 145, 0))
 _ROI_TYPES = ("EXTERNAL", "PTV", "CTV", "GTV", "TREATED_VOLUME", "IRRAD_VOLUME", "AVOIDANCE", "ORGAN", "MARKER",
               "REGISTRATION", "ISOCENTER", "CONTRAST_AGENT", "CAVITY", "BRACHY_CHANNEL", "BRACHY_ACCESSORY",
               "BRACHY_SRC_APP", "BRACHY_CHNL_SHLD", "SUPPORT", "FIXATION", "DOSE_REGION", "CONTROL", "")
@@ -174,7 +174,7 @@ def _structure_set(ct: Volume, masks: dict[str, np.ndarray], slices: list[Datase
                 items.append(c)
         rc = Dataset()
         rc.ReferencedROINumber = number
-        rc.ROIDisplayColor = list(ROI_COLOURS[(number - 1) % len(ROI_COLOURS)])
+        rc.ROIDisplayColor = list(voi_colour_rgb(name))  # the report's colour for this VOI
         if items:
             rc.ContourSequence = DicomSequence(items)
         contours.append(rc)

@@ -212,3 +212,23 @@ def test_demo_masks_drop_the_session_livers_when_segmenting():
     seg = demo_masks(True)
     assert "liver" not in seg["maa_ct"] and "liver" not in seg["y90_ct"] and "liver" in seg["diag_ct"]
     assert "labels" in seg["maa_ct"] and "lungs" in seg["maa_ct"]
+
+
+def test_lesions_lost_on_the_emission_grid_are_named():
+    from sirtjax.pipelines.plan import SessionVois, lesions_lost_on_emission_grid
+    from sirtjax.preprocess import resample_to
+
+    ct = np.zeros((20, 20, 20), np.uint8)
+    ct[4:12, 4:12, 4:12] = 1  # 8 mm cube: survives 4 mm voxels
+    ct[15, 15, 15] = 2  # a 1 mm voxel between the 4 mm voxel centres: lost
+    lesions = make_volume(ct, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3))
+    spect = make_volume(np.zeros((5, 5, 5), np.float32), (4.0, 4.0, 4.0), (1.5, 1.5, 1.5), np.eye(3))
+    on_spect = resample_to(lesions, spect, order=0)  # SimpleITK-equal nearest neighbour
+    assert set(np.unique(np.asarray(on_spect.array))) == {0, 1}
+    liver = lesions.with_array((ct > 0).astype(np.uint8))
+    vois = SessionVois(liver, lesions, None, resample_to(liver, spect, order=0), on_spect, None, {})
+    (w,) = lesions_lost_on_emission_grid(vois, "maa_ct", "maa_spect")
+    assert w.code == "lesion_lost_on_emission_grid" and "lesion_2 (0.001 ml) on maa_ct" in w.message
+    assert "lesion_1" not in w.message and w.value == 1.0
+    kept = SessionVois(liver, lesions.with_array((ct == 1).astype(np.uint8)), None, vois.liver_emission, on_spect, None, {})
+    assert lesions_lost_on_emission_grid(kept, "maa_ct", "maa_spect") == []

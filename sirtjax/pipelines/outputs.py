@@ -23,7 +23,7 @@ from sirtjax.dosimetry.outputs import write_dvh_csv
 from sirtjax.dosimetry.voxel import DoseResult
 from sirtjax.io import write_volume
 from sirtjax.pipelines.mapping import Registered
-from sirtjax.pipelines.plan import SessionVois
+from sirtjax.pipelines.plan import SessionVois, lesion_instances
 from sirtjax.pipelines.inputs import Session
 from sirtjax.report import write_report
 from sirtjax.rtstruct import write_rtstruct
@@ -68,13 +68,9 @@ def write_session_outputs(folder: Path, session: Session, vois: SessionVois, dos
         written += [write_volume(r.result.displacement, sub / "displacement.nii.gz", dtype=np.float32),
                     write_volume(r.result.warped, sub / "warped.nii.gz", dtype=np.float32)]
     if session.anatomy.modality == "CT":
-        rois = {"liver": vois.liver}
-        types = {"liver": "ORGAN"}
-        if vois.lesions is not None:
-            lesions = np.asarray(vois.lesions.array)
-            for i in (int(i) for i in np.unique(lesions) if i > 0):
-                rois[f"lesion_{i}"] = vois.lesions.with_array((lesions == i).astype(np.uint8))
-                types[f"lesion_{i}"] = "GTV"
+        lesions = lesion_instances(vois.lesions)
+        rois = {"liver": vois.liver, **lesions}
+        types = {"liver": "ORGAN", **{name: "GTV" for name in lesions}}
         if vois.lungs is not None:
             rois["lungs"], types["lungs"] = vois.lungs, "ORGAN"
         written.append(write_rtstruct(session.anatomy.image, rois, folder / "rtstruct", patient_name=report["study"],

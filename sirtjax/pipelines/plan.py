@@ -93,6 +93,34 @@ def session_vois(session: Session, diagnostics: Sequence[Anatomy], options: Work
     return vois, registrations
 
 
+def lesion_instances(lesions: Volume | None) -> dict[str, Volume]:
+    """A lesion label map (ids > 0) as one 0/1 mask per instance, named lesion_<id> like the dose tables; {} for None."""
+    if lesions is None:
+        return {}
+    a = np.asarray(lesions.array)
+    return {f"lesion_{i}": lesions.with_array((a == i).astype(np.uint8)) for i in np.unique(a) if i > 0}
+
+
+def lesions_lost_on_emission_grid(vois: SessionVois, anatomical: str, emission: str) -> list[DosimetryWarning]:
+    """A warning naming the lesions present on the anatomical grid but without a voxel on the emission grid.
+
+    Nearest-neighbour resampling onto the coarser SPECT/PET grid drops lesions smaller than about
+    a voxel; they are then in no compartment, prescription or dose statistic. [] when none is lost.
+    """
+    if vois.lesions is None:
+        return []
+    ml = voxel_volume_ml(vois.lesions.spacing_mm)
+    a = np.asarray(vois.lesions.array)
+    kept = set() if vois.lesions_emission is None else set(np.unique(np.asarray(vois.lesions_emission.array)).tolist())
+    lost = [(int(i), np.count_nonzero(a == i) * ml) for i in np.unique(a) if i > 0 and int(i) not in kept]
+    if not lost:
+        return []
+    names = ", ".join(f"lesion_{i} ({v:.2g} ml)" for i, v in lost)
+    return [DosimetryWarning("lesion_lost_on_emission_grid",
+                             f"{names} on {anatomical} has no voxel on the {emission} grid (smaller than about a "
+                             "voxel): not in the compartments, prescription or dose statistics", float(len(lost)))]
+
+
 def cut_by_field_of_view(mask: Volume) -> bool:
     """True when a non-empty mask (z, y, x) touches the first or last slice of its grid along any axis."""
     a = np.asarray(mask.array) != 0
@@ -173,6 +201,7 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
     dose = voxel_dosimetry(spect, vois.liver_emission, lesions=vois.lesions_emission, lungs=vois.lungs_emission,
                            activity_gbq=activity, lung_shunt_fraction=lsf, model=options.dose_model,
                            constants=options.constants)
+    warnings += lesions_lost_on_emission_grid(vois, session.anatomy.name, session.emission_name)
     all_warnings = tuple(warnings) + tuple(w for p in prescriptions for w in p.warnings)
     all_warnings += tuple(DosimetryWarning(**w) for w in dose.report["warnings"])
     report = {

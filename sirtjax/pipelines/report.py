@@ -12,22 +12,34 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from sirtjax.pipelines.mapping import Registered
-from sirtjax.pipelines.plan import PlanResult, SessionVois
+from sirtjax.pipelines.plan import PlanResult, SessionVois, lesion_instances
 from sirtjax.pipelines.verify import VerifyResult
 from sirtjax.report import (FigurePng, KeyValues, Note, Section, Table, checkerboard_png, comparison_table, dose_table,
                             dvh_png, fused_slices_png, percentile_window, prescription_table, provenance_section,
                             render_report, study_section)
+from sirtjax.report.slices import mask_center_mm
 from sirtjax.report.tables import fmt
+from sirtjax.volume import Volume
 
 _CT_WINDOW = (-160.0, 240.0)
 
 
-def _contours(vois: SessionVois) -> dict:
-    out = {"liver": vois.liver}
-    if vois.lesions is not None:
-        out["lesions"] = vois.lesions
-    return out
+def _contours(liver: Volume | None, lesions: Volume | None) -> dict:
+    """Contours by VOI name: the liver and each lesion instance (so each lesion has its DVH colour)."""
+    return {**({"liver": liver} if liver is not None else {}), **lesion_instances(lesions)}
+
+
+def _centre_mm(vois: SessionVois):
+    """The centroid (LPS mm) of the largest lesion, so the slices cut through it; None (liver centroid) without lesions."""
+    if vois.lesions is None:
+        return None
+    a = np.asarray(vois.lesions.array)
+    counts = np.bincount(a.ravel().astype(np.int64))
+    counts[0] = 0
+    return mask_center_mm(vois.lesions.with_array(a == int(np.argmax(counts)))) if counts.any() else None
 
 
 def _window(modality: str):
@@ -51,10 +63,8 @@ def registration_section(registrations: Sequence[Registered], anatomy, vois: Ses
                                                  warped_window=percentile_window(r.result.warped.array)),
                                 f"Checkerboard of {r.target} and the registered {r.source}: edges continuing across "
                                 "squares mean good alignment."))
-        warped = {"liver": r.liver} if r.liver is not None else {}
-        if r.lesions is not None:
-            warped["lesions"] = r.lesions
-        blocks.append(FigurePng(contour_overlay_png(anatomy.image, _contours(vois), warped,
+        blocks.append(FigurePng(contour_overlay_png(anatomy.image, _contours(vois.liver, vois.lesions),
+                                                    _contours(r.liver, r.lesions), center_mm=_centre_mm(vois),
                                                     window=_window(anatomy.modality)),
                                 f"VOIs of {r.target} (solid) and of {r.source} mapped by the registration (dashed)."))
     if not blocks:
@@ -70,13 +80,15 @@ def session_section(title: str, anatomy, vois: SessionVois, emission: tuple, dos
     with the dose model and a closing parenthesis.
     """
     image, label, name = emission
-    contours, window = _contours(vois), _window(anatomy.modality)
+    contours, window, centre = _contours(vois.liver, vois.lesions), _window(anatomy.modality), _centre_mm(vois)
     sep = "" if dose_caption.endswith("(") else "; "
+    through = " (slices through the largest lesion)" if centre is not None else ""
     return Section(title, (
         FigurePng(fused_slices_png(anatomy.image, overlay=image, contours=contours, anatomy_window=window,
-                                   overlay_label=label), f"{anatomy.name} with {name} and the VOIs."),
+                                   overlay_label=label, center_mm=centre),
+                  f"{anatomy.name} with {name} and the VOIs{through}."),
         FigurePng(fused_slices_png(anatomy.image, overlay=dose.dose, contours=contours, anatomy_window=window,
-                                   overlay_label="dose (Gy)"),
+                                   overlay_label="dose (Gy)", center_mm=centre),
                   f"{dose_caption}{sep}{dose.report['model'].upper()} model)."),
         dose_table(dose.report["vois"], caption=table_caption)))
 

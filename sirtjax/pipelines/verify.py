@@ -21,7 +21,7 @@ import jax
 from sirtjax.dosimetry import DoseResult, DosimetryWarning, voxel_dosimetry
 from sirtjax.pipelines.inputs import Anatomy, Session, StudyData, WorkflowOptions
 from sirtjax.pipelines.mapping import Registered
-from sirtjax.pipelines.plan import SessionVois, session_vois
+from sirtjax.pipelines.plan import SessionVois, lesions_lost_on_emission_grid, session_vois
 from sirtjax.pipelines.planned import PlannedDose
 from sirtjax.report import dose_differences
 
@@ -71,7 +71,8 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
     if injected is not None:
         at_injected = plan.dose_at(float(injected))
         comparison_at = dose_differences(at_injected.report["vois"], dose.report["vois"])
-    warnings = tuple(DosimetryWarning(**w) for w in dose.report["warnings"])
+    warnings = tuple(lesions_lost_on_emission_grid(vois, session.anatomy.name, session.emission_name))
+    warnings += tuple(DosimetryWarning(**w) for w in dose.report["warnings"])
     pet_gbq = dose.report["activity"]["total_gbq"]
     if injected is not None and pet_gbq > 1.2 * injected:
         warnings += (DosimetryWarning("pet_activity_above_injected",

@@ -1,5 +1,6 @@
 """The HTML report of the planning and verification workflows: figures, tables and the page itself.
 
+``colours`` gives each VOI name its colour (the same in every figure and in RT-Struct);
 ``figures`` makes PNG figures from Volumes and arrays (fused slices with VOI contours,
 registration checkerboards and contour overlays, cumulative DVHs); ``tables`` turns the JSON-ready
 results (study, prescriptions, dose statistics, plan-vs-verification differences, constants) into
@@ -7,6 +8,7 @@ tables and sections; ``html`` assembles sections into one self-contained HTML pa
 atomically. Everything is a pure function of its inputs except :func:`write_report`.
 """
 
+from sirtjax.report.colours import voi_colour, voi_colours
 from sirtjax.report.figures import (CT_SOFT_TISSUE_WINDOW_HU, checkerboard_png, contour_overlay_png, dvh_png,
                                     fused_slices_png, percentile_window)
 from sirtjax.report.html import FigurePng, KeyValues, Note, Section, Table, render_report, write_report
@@ -14,6 +16,7 @@ from sirtjax.report.tables import (COMPARE_KEYS, comparison_table, dose_differen
                                    provenance_section, study_section)
 
 __all__ = [
+    "voi_colour", "voi_colours",
     "CT_SOFT_TISSUE_WINDOW_HU", "checkerboard_png", "contour_overlay_png", "dvh_png", "fused_slices_png",
     "percentile_window", "FigurePng", "KeyValues", "Note", "Section", "Table", "render_report", "write_report",
     "COMPARE_KEYS", "comparison_table", "dose_differences", "dose_table", "prescription_table",

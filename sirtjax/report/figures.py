@@ -5,7 +5,9 @@ object-oriented API with the Agg canvas: no pyplot, no global figure state). Sli
 axial, coronal and sagittal planes through a centre point (default: the centroid of the first
 contour's VOI, else the grid centre), drawn in mm with the true physical aspect ratio (see
 :mod:`sirtjax.report.slices` for orientation conventions). Overlays and masks on another grid are
-resampled onto the anatomy grid first (linear for images, nearest neighbour for masks).
+resampled onto the anatomy grid first (linear for images, nearest neighbour for masks). Each VOI has
+one colour in every figure (:mod:`sirtjax.report.colours`); contours have a dark edge so that they
+read on the CT and on the emission/dose colour map alike.
 """
 
 from __future__ import annotations
@@ -14,17 +16,17 @@ import io
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from matplotlib import patheffects
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from sirtjax.preprocess import resample_to
+from sirtjax.report.colours import voi_colours
 from sirtjax.report.slices import VIEWS, Oriented, Slice2D, mask_center_mm, orient, plane
 from sirtjax.volume import Volume, same_grid
 
 CT_SOFT_TISSUE_WINDOW_HU = (-160.0, 240.0)
-CONTOUR_COLOURS = ("#00e5ff", "#76ff03", "#ff4081", "#ffea00", "#b388ff", "#ff9100", "#18ffff", "#eeff41")
-_NAMED_COLOURS = {"liver": "#00e5ff", "normal_liver": "#76ff03", "lesions": "#ff4081", "tumour": "#ff4081",
-                  "lungs": "#ffea00", "lung": "#ffea00"}
+_EDGE = [patheffects.withStroke(linewidth=3.0, foreground="black", alpha=0.7)]  # contours read on any background
 _PANEL_HEIGHT_IN = 3.6
 _DPI = 110
 
@@ -49,14 +51,6 @@ def percentile_window(array, low_pct: float = 1.0, high_pct: float = 99.5) -> tu
 
 def _on_grid(vol: Volume, grid: Volume, order: int) -> Volume:
     return vol if same_grid(vol, grid) else resample_to(vol, grid, order=order)
-
-
-def voi_colours(names) -> dict[str, str]:
-    """A colour per VOI name: fixed ones for liver/normal_liver/lesions/tumour/lungs, then a palette."""
-    out, free = {}, [c for c in CONTOUR_COLOURS if c not in _NAMED_COLOURS.values()]
-    for n in names:
-        out[n] = _NAMED_COLOURS.get(n) or free[len([k for k in out if k not in _NAMED_COLOURS]) % len(free)]
-    return out
 
 
 def _centre(grid: Volume, masks: Sequence[Volume], center_mm) -> tuple[float, float, float]:
@@ -103,8 +97,9 @@ def _draw_contours(ax, masks: list[tuple[str, Oriented, str]], index_xyz, view: 
     for _, m, colour in masks:
         s = plane(m, view, index_xyz)
         if np.any(s.image > 0) and not np.all(s.image > 0):
-            ax.contour((s.image > 0).astype(np.float32), levels=[0.5], colors=[colour], linewidths=1.2,
-                       linestyles=linestyle, extent=s.extent, origin=s.origin)
+            cs = ax.contour((s.image > 0).astype(np.float32), levels=[0.5], colors=[colour], linewidths=1.4,
+                            linestyles=linestyle, extent=s.extent, origin=s.origin)
+            cs.set_path_effects(_EDGE)
 
 
 def _legend(fig: Figure, entries: list[tuple[str, str, str]]) -> None:
@@ -112,7 +107,7 @@ def _legend(fig: Figure, entries: list[tuple[str, str, str]]) -> None:
 
     if entries:
         handles = [Line2D([], [], color=c, linestyle=ls, lw=2, label=n) for n, c, ls in entries]
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), frameon=False, fontsize=9)
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8), frameon=False, fontsize=9)
 
 
 def fused_slices_png(
@@ -206,6 +201,7 @@ def contour_overlay_png(
 ) -> bytes:
     """Fixed image with its VOI outlines (solid) and the warped moving VOIs (dashed), same colour per name, as PNG.
 
+    The legend lists each VOI name once (its colour), then the two line styles.
     Masks may be on any grid (nearest-neighbour resampled onto the fixed grid). Where solid and
     dashed outlines coincide, the registration mapped that VOI well. ``window`` None: percentiles.
     """
@@ -223,7 +219,9 @@ def contour_overlay_png(
         ax.imshow(s.image, cmap="gray", vmin=lo, vmax=hi, extent=s.extent, origin=s.origin, interpolation="bilinear")
         _draw_contours(ax, solid, idx, view, "solid")
         _draw_contours(ax, dashed, idx, view, "dashed")
-    _legend(fig, [(f"{n} (fixed)", colour[n], "solid") for n in fm] + [(f"{n} (warped)", colour[n], "dashed") for n in wm])
+    styles = ([("fixed image's VOIs", "#444444", "solid")] if fm else []) + (
+        [("warped VOIs", "#444444", "dashed")] if wm else [])
+    _legend(fig, [(n, colour[n], "solid") for n in names] + styles)
     return png_bytes(fig)
 
 
@@ -231,32 +229,43 @@ def dvh_png(dvhs: Mapping[str, tuple[np.ndarray, np.ndarray, Sequence[str]]], *,
     """Cumulative DVHs as PNG: for each set (e.g. 'plan', 'verification'), (edges_gy (B+1,), cdvh (L, B), VOI names).
 
     ``cdvh[l, b]`` is the fraction of VOI l receiving at least ``edges_gy[b]`` Gy (as
-    :func:`sirtjax.dosimetry.voi_statistics` returns). Colour follows the VOI name, line style
-    the set. Empty VOIs (all-zero or NaN curves) are drawn as nothing but keep their legend entry.
+    :func:`sirtjax.dosimetry.voi_statistics` returns). Colour follows the VOI name (the same as its
+    contours), line style the set; the legend lists the VOIs, then the sets. The dose axis ends
+    just past the highest dose any VOI reaches. Empty VOIs (all-zero or NaN curves) are drawn as
+    nothing but keep their legend entry.
     """
+    from matplotlib.lines import Line2D
+
     styles = ("solid", "dashed", "dotted", "dashdot")
     fig = Figure(figsize=(9.5, 4.2), layout="constrained")
     ax = fig.subplots()
     names = list(dict.fromkeys(n for _, _, ns in dvhs.values() for n in ns))
     colour = voi_colours(names)
+    top_gy = 0.0
     for k, (label, (edges, cdvh, voi_names)) in enumerate(dvhs.items()):
         edges = np.asarray(edges, np.float64)
         cdvh = np.asarray(cdvh, np.float64).reshape(len(voi_names), -1)
         if edges.shape != (cdvh.shape[1] + 1,):
             raise ValueError(f"DVH '{label}': {edges.size} edges for {cdvh.shape[1]} bins")
+        reached = np.flatnonzero(np.nan_to_num(cdvh).max(axis=0, initial=0.0) > 0)
+        if reached.size:
+            top_gy = max(top_gy, float(edges[reached[-1] + 1]))
         for name, curve in zip(voi_names, cdvh):
             y = 100.0 * np.append(curve, 0.0)  # nothing reaches the top edge's dose
-            suffix = f" ({label})" if len(dvhs) > 1 else ""
             ax.plot(edges, y, drawstyle="steps-post", color=colour[name], linestyle=styles[k % len(styles)], lw=1.8,
-                    label=f"{name}{suffix}")
+                    path_effects=[patheffects.withStroke(linewidth=3.0, foreground="black", alpha=0.3)])
     ax.set_xlabel("dose (Gy)")
     ax.set_ylabel("volume receiving at least this dose (%)")
     ax.set_ylim(0, 102)
-    ax.set_xlim(left=0)
+    ax.set_xlim(0, 1.05 * top_gy if top_gy > 0 else None)
     ax.grid(True, color="#dddddd", lw=0.6)
     ax.spines[["top", "right"]].set_visible(False)
     if title:
         ax.set_title(title, fontsize=11)
-    if names:
-        ax.legend(frameon=False, fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    handles = [Line2D([], [], color=colour[n], lw=2.2, label=n) for n in names]
+    if len(dvhs) > 1:
+        handles += [Line2D([], [], color="#444444", lw=1.8, linestyle=styles[k % len(styles)], label=label)
+                    for k, label in enumerate(dvhs)]
+    if handles:
+        ax.legend(handles=handles, frameon=False, fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return png_bytes(fig)

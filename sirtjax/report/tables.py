@@ -134,7 +134,8 @@ def comparison_table(differences: Sequence[Mapping], keys: Sequence[str] = COMPA
             cells += [fmt(d.get("plan"), 1), fmt(d.get("verification"), 1),
                       None if diff is None else ("+" + diff if not diff.startswith("-") else diff)]
         rows.append(tuple(cells))
-    return Table(tuple(headers), tuple(rows), "Δ = verification − plan.", groups)
+    return Table(tuple(headers), tuple(rows), "Δ = verification − plan. –: the VOI is absent or empty on that "
+                 "side (e.g. a lesion not mapped, or lost when its mask was resampled onto the SPECT/PET grid).", groups)
 
 
 def provenance_section(constants: Mapping, *, parameters: Mapping | None = None, version: str | None = None) -> Section:
