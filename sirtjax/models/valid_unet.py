@@ -65,13 +65,13 @@ class ValidUNet(nnx.Module):
         self.encoder_spec, self.decoder_spec = encoder, decoder
         self.down = nnx.List(
             [
-                ConvStage(in_features if i == 0 else features[i - 1], f, encoder.kernels, encoder.paddings, residual=residual, taps=i == 0, rngs=rngs)
+                ConvStage(in_features if i == 0 else features[i - 1], f, encoder.kernels, encoder.paddings, residual=residual, rngs=rngs)
                 for i, f in enumerate(features)
             ]
         )
         self.up = nnx.List(
             [
-                ConvStage(features[i + 1] + features[i], features[i], decoder.kernels, decoder.paddings, residual=residual, taps=i == 0, rngs=rngs)
+                ConvStage(features[i + 1] + features[i], features[i], decoder.kernels, decoder.paddings, residual=residual, rngs=rngs)
                 for i in reversed(range(len(features) - 1))
             ]
         )
