@@ -1,10 +1,9 @@
 """DICOM RT Structure Set export of VOIs for clinical viewers (3D Slicer/SlicerRT, MIM, Eclipse, ...).
 
-:func:`write_rtstruct` writes, into one folder, the CT as a DICOM *CT Image* series (``ct/``) and an
-RT Structure Set (``rtstruct.dcm``) whose contours reference those slices. An RT-Struct is bound
-to the images it outlines (Frame of Reference UID, SOP Instance UID per slice), so both are written
-together. ``sirtjax.io.write_volume`` writes Secondary Capture images without a Frame of
-Reference, which RT-Struct consumers need; hence the CT writer here.
+:func:`write_rtstruct` writes, into one folder, the CT as a DICOM *CT Image* series (``ct/``, by
+:func:`sirtjax.io.dicom_series`, the writer behind ``write_volume`` too) and an RT Structure Set
+(``rtstruct.dcm``) whose contours reference those slices. An RT-Struct is bound to the images it
+outlines (Frame of Reference UID, SOP Instance UID per slice), so both are written together.
 
 Contours: for each VOI (a mask on the CT grid; voxels > 0 are inside) and each slice k of the CT
 grid, the iso-line at 0.5 of the binary slice (marching squares, ``contourpy``) gives closed
@@ -27,16 +26,15 @@ import contourpy
 import numpy as np
 import pydicom
 from matplotlib.path import Path as PolygonPath
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from sirtjax.errors import InputError
-from sirtjax.io import output_dir
+from sirtjax.io import dicom_dataset, dicom_decimals, dicom_series, output_dir, save_dicom_series
 from sirtjax.report.colours import voi_colour_rgb
 from sirtjax.volume import Volume, index_to_world, same_grid
 
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 _ROI_TYPES = ("EXTERNAL", "PTV", "CTV", "GTV", "TREATED_VOLUME", "IRRAD_VOLUME", "AVOIDANCE", "ORGAN", "MARKER",
               "REGISTRATION", "ISOCENTER", "CONTRAST_AGENT", "CAVITY", "BRACHY_CHANNEL", "BRACHY_ACCESSORY",
@@ -68,63 +66,9 @@ def _now() -> tuple[str, str]:
     return t.strftime("%Y%m%d"), t.strftime("%H%M%S")
 
 
-def _base_dataset(sop_class: str, sop_instance: str, common: Mapping) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_instance
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop_instance
-    for key, value in common.items():
-        setattr(ds, key, value)
-    return ds
-
-
-def _ds(values) -> list[float]:
-    """Numbers as DICOM decimal strings (at most 16 characters each)."""
-    return [pydicom.valuerep.DSfloat(float(v), auto_format=True) for v in values]
-
-
-def _ct_slices(ct: Volume, common: Mapping, series_uid: str) -> list[Dataset]:
-    hu = np.clip(np.rint(np.asarray(ct.array, np.float64)), -32768, 32767).astype(np.int16)
-    d = np.asarray(ct.direction, np.float64)
-    sx, sy, sz = (float(s) for s in np.asarray(ct.spacing_mm))
-    affine = index_to_world(ct)
-    date, time = _now()
-    slices = []
-    for k in range(hu.shape[0]):
-        ds = _base_dataset(CT_IMAGE_STORAGE, generate_uid(), common)
-        ds.Modality = "CT"
-        ds.SeriesInstanceUID = series_uid
-        ds.SeriesNumber = 1
-        ds.SeriesDescription = "sirtjax CT"
-        ds.PatientPosition = ""
-        ds.Laterality = ""  # type 2C: the liver is not a paired organ
-        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
-        ds.ContentDate, ds.ContentTime = date, time
-        ds.InstanceNumber = k + 1
-        ds.AcquisitionNumber = ""
-        ds.KVP = ""
-        ds.ImagePositionPatient = _ds((affine @ np.array([0.0, 0.0, k, 1.0]))[:3])
-        ds.ImageOrientationPatient = _ds([*d[:, 0], *d[:, 1]])
-        ds.PixelSpacing = _ds([sy, sx])  # row spacing (between rows, along y), then column spacing
-        ds.SliceThickness = pydicom.valuerep.DSfloat(sz, auto_format=True)
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = hu.shape[1], hu.shape[2]
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "HU"
-        ds.PixelData = np.ascontiguousarray(hu[k]).tobytes()
-        slices.append(ds)
-    return slices
-
-
 def _structure_set(ct: Volume, masks: dict[str, np.ndarray], slices: list[Dataset], common: Mapping,
                    frame_uid: str, roi_types: Mapping[str, str], label: str) -> Dataset:
-    ds = _base_dataset(RT_STRUCTURE_SET_STORAGE, generate_uid(), common)
+    ds = dicom_dataset(RT_STRUCTURE_SET_STORAGE, common)
     ds.Modality = "RTSTRUCT"
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = 2
@@ -170,7 +114,7 @@ def _structure_set(ct: Volume, masks: dict[str, np.ndarray], slices: list[Datase
                 c.ContourImageSequence = DicomSequence([image_ref(slices[k])])
                 c.ContourGeometricType = "CLOSED_PLANAR"
                 c.NumberOfContourPoints = len(world)
-                c.ContourData = _ds(world.ravel())
+                c.ContourData = dicom_decimals(world.ravel())
                 items.append(c)
         rc = Dataset()
         rc.ReferencedROINumber = number
@@ -233,13 +177,12 @@ def write_rtstruct(
               "StudyInstanceUID": study_uid, "StudyDate": date, "StudyTime": time, "ReferringPhysicianName": "",
               "StudyID": "", "AccessionNumber": "", "Manufacturer": "sirtjax",
               "FrameOfReferenceUID": frame_uid, "PositionReferenceIndicator": ""}
-    slices = _ct_slices(ct, common, series_uid)
+    slices = dicom_series(ct, modality="CT", tags={**common, "SeriesInstanceUID": series_uid}, description="sirtjax CT")
     rt = _structure_set(ct, masks, slices, common, frame_uid, roi_types, label)
     out = Path(folder)
     with output_dir(out) as tmp:
         (tmp / "ct").mkdir()
-        for k, s in enumerate(slices):
-            s.save_as(tmp / "ct" / f"CT{k + 1:04d}.dcm", enforce_file_format=True)
+        save_dicom_series(slices, tmp / "ct")
         rt.save_as(tmp / "rtstruct.dcm", enforce_file_format=True)
     return out / "rtstruct.dcm"
 

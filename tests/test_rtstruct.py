@@ -137,3 +137,26 @@ def test_sitk_reads_the_ct_series_as_ct(tmp_path):
     reader.ReadImageInformation()
     assert reader.GetMetaData("0008|0060").strip() == "CT"
     assert reader.GetMetaData("0008|0016").strip() == "1.2.840.10008.5.1.4.1.1.2"
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian package dicom3tools) is not installed")
+@pytest.mark.parametrize("modality", ["OT", "CT"])
+def test_write_volume_dicom_series_passes_dciodvfy(tmp_path, modality):
+    # The one DICOM series writer (sirtjax.io.dicom_series) behind write_volume and the RT-Struct's CT.
+    from sirtjax.io import write_volume
+
+    ct, _ = _ct_and_sphere((0.8, 1.1, 2.5), _oblique(20, 10), shape=(4, 10, 12), radius_mm=4)
+    write_volume(ct, tmp_path / "series", dicom_modality=modality)
+    files = sorted((tmp_path / "series").iterdir())
+    res = subprocess.run(["dciodvfy", str(files[0])], capture_output=True, text=True, timeout=60)
+    errors = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")]
+    assert not errors, "\n".join(errors)
+    ds = pydicom.dcmread(files[0])
+    assert ds.Modality == modality
+    assert ds.SOPClassUID == ("1.2.840.10008.5.1.4.1.1.2" if modality == "CT" else "1.2.840.10008.5.1.4.1.1.7")
+    back = read_volume(tmp_path / "series")
+    assert same_grid(back, ct, tol_mm=1e-3)
+    if modality == "CT":  # integer HU, as the RT-Struct's CT
+        np.testing.assert_array_equal(np.asarray(back.array), np.rint(np.asarray(ct.array)))
+    else:  # floats: int16 with a rescale slope, step = range / 64000
+        np.testing.assert_allclose(np.asarray(back.array), np.asarray(ct.array), atol=float(np.ptp(ct.array)) / 64000 + 1e-4)
