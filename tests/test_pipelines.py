@@ -112,14 +112,26 @@ def test_planned_activity_agrees_with_truth(study, workflows):
 
 
 def test_verify_agrees_with_true_masks(study, workflows):
-    """Verification dose per VOI against the PET dosimetry with the TRUE 90Y CT masks (tolerances as for the plan)."""
+    """Verification mean dose, D70 and V100 per VOI against the PET dosimetry with the TRUE 90Y CT masks.
+
+    Tolerances and reasons as for the plan: the liver is given (only the mapped lesions' boundary and
+    nearest-neighbour voxelisation on the PET grid differ); lesions are mapped from the diagnostic CT
+    by registration (a voxel or two of misplacement at 6 mm) and sample the blurred PET edge.
+    """
     _, v, _ = workflows
     im = study.images
     ref = dosimetry.voxel_dosimetry(im["y90_pet"], im["y90_ct_liver"], lesions=im["y90_ct_lesions"], input_kind="bq-per-ml")
     ours, truth = records(v.dose), records(ref)
-    assert ours["liver"]["mean_gy"] == pytest.approx(truth["liver"]["mean_gy"], rel=0.03)
-    for name in (n for n in ours if n.startswith("lesion_")):
-        assert ours[name]["mean_gy"] == pytest.approx(truth[name]["mean_gy"], rel=0.25)
+    for name in ("liver", "normal_liver"):
+        assert ours[name]["mean_gy"] == pytest.approx(truth[name]["mean_gy"], rel=0.03)  # liver given: voxelisation only
+        assert ours[name]["D70_gy"] == pytest.approx(truth[name]["D70_gy"], rel=0.05)
+        assert ours[name]["V100_pct"] == pytest.approx(truth[name]["V100_pct"], abs=2.0)
+    lesions = [n for n in ours if n.startswith("lesion_")]
+    assert lesions and set(lesions) <= set(truth)
+    for name in lesions:
+        assert ours[name]["mean_gy"] == pytest.approx(truth[name]["mean_gy"], rel=0.25)  # registration + PET blur
+        assert ours[name]["D70_gy"] == pytest.approx(truth[name]["D70_gy"], rel=0.3)
+        assert ours[name]["V100_pct"] == pytest.approx(truth[name]["V100_pct"], abs=30.0)
 
 
 def test_comparison_with_plan(workflows):
