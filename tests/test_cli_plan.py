@@ -82,6 +82,12 @@ def test_plan_alone(study_dir, tmp_path, capsys):
     lungs = np.asarray(read_volume(study_dir / "maa_ct_lungs.nii.gz").array) != 0
     cut = any(np.any(np.take(lungs, i, axis=ax)) for ax in range(3) for i in (0, -1))
     assert cut == any(w["code"] == "lung_mask_cut" for w in report["warnings"])
+    assert cut  # this phantom's MAA CT stops inside the lungs (the case below)
+    # A cut lung mask gives the LSF but no lung mass: the lung dose uses the conventional 1 kg (a
+    # sliver of lung once gave 0.1 g and a 90 kGy lung dose), and no lungs VOI enters the dose statistics.
+    assert report["dose"]["lung"]["mass_source"] == "conventional 1 kg"
+    assert "lungs" not in {v["name"] for v in report["dose"]["vois"]}
+    assert "cut by the CT field of view" in report["vois"]["lungs"]
 
 
 @pytest.mark.parametrize("args, message", [

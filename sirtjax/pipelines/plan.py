@@ -17,7 +17,9 @@
 
 Approximations: nearest-neighbour resampling of masks onto the 4-5 mm SPECT grid changes small
 VOI volumes by a voxel layer; SPECT blur (about 12 mm FWHM) spills counts out of small lesions,
-lowering their measured T/N ratios and predicted doses; lung mass 1 kg in the prescriptions.
+lowering their measured T/N ratios and predicted doses; lung mass 1 kg in the prescriptions, and in
+the dose map's lung dose when the lung mask is cut by the CT's field of view (its volume is then no
+lung mass; the mask still gives the LSF from SPECT counts when no planar LSF is known).
 """
 
 from __future__ import annotations
@@ -198,9 +200,14 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
     else:
         chosen = next(p for p in prescriptions if p.method == options.prescription_method)
         activity, activity_source = chosen.activity_gbq, f"{chosen.method} prescription"
-    dose = voxel_dosimetry(spect, vois.liver_emission, lesions=vois.lesions_emission, lungs=vois.lungs_emission,
-                           activity_gbq=activity, lung_shunt_fraction=lsf, model=options.dose_model,
-                           constants=options.constants)
+    # A lung mask cut by the CT's field of view holds a fraction of the lungs: its volume is no lung
+    # mass (a sliver gave 0.1 g and a 90 kGy "lung dose"), so the lung dose then uses the conventional 1 kg.
+    cut = vois.lungs is not None and cut_by_field_of_view(vois.lungs)
+    sources = {**vois.sources, "lungs": vois.sources["lungs"] + (
+        ", cut by the CT field of view: used for the LSF only (lung dose with the conventional 1 kg)" if cut else "")}
+    dose = voxel_dosimetry(spect, vois.liver_emission, lesions=vois.lesions_emission,
+                           lungs=None if cut else vois.lungs_emission, activity_gbq=activity, lung_shunt_fraction=lsf,
+                           model=options.dose_model, constants=options.constants)
     warnings += lesions_lost_on_emission_grid(vois, session.anatomy.name, session.emission_name)
     all_warnings = tuple(warnings) + tuple(w for p in prescriptions for w in p.warnings)
     all_warnings += tuple(DosimetryWarning(**w) for w in dose.report["warnings"])
@@ -208,7 +215,7 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
         "workflow": "plan",
         "study": study.name,
         "session": {"anatomical": session.anatomy.name, "emission": session.emission_name},
-        "vois": vois.sources,
+        "vois": sources,
         "registrations": [r.checks for r in registrations],
         "compartments": {**measured.to_dict(), "normal_volume_ml_ct": normal_ml,
                          "tumour_volume_ml_ct": tumour_ml.tolist()},

@@ -65,7 +65,8 @@ class PlannedDose:
 def planned_from_result(p: PlanResult) -> PlannedDose:
     """The PlannedDose of a plan computed in this run (nothing recomputed)."""
     v = p.vois
-    return PlannedDose(p.report, p.session.emission, v.liver_emission, v.lesions_emission, v.lungs_emission, p.dose,
+    lungs = v.lungs_emission if "lungs" in p.dose.voi_names else None  # the lungs the plan's dosimetry used
+    return PlannedDose(p.report, p.session.emission, v.liver_emission, v.lesions_emission, lungs, p.dose,
                        "planned in this run")
 
 

@@ -105,8 +105,9 @@ def read_plan(folder: str | Path, study: StudyManifest) -> PlannedDose:
     voi_names = {r.get("name") for r in report["dose"]["vois"] if isinstance(r, dict)}
     spect = study.read(emission)
 
-    def on_spect_grid(path: Path, required: bool):
-        if not path.exists() and not required:
+    def on_spect_grid(path: Path, used: bool):
+        """The map when the plan's dosimetry used it (read_volume: InputError when missing or garbled), else None."""
+        if not used:
             return None
         vol = read_volume(path)
         if not same_grid(vol, spect):
