@@ -207,6 +207,9 @@ def test_dose_table_and_differences():
     c = comparison_table(diffs)
     assert len(c.headers) == 1 + 3 * 4 and sum(n for _, n in c.groups) == len(c.headers)
     assert c.rows[0][1:4] == ("52.4", "49.7", "-2.7") and c.rows[0][4:7] == ("48.3", "48.7", "+0.4")
+    tiny = comparison_table([{"name": "liver", "mean_gy": {"plan": 1.0, "verification": 0.99, "difference": -0.01}}],
+                            keys=("mean_gy",))
+    assert tiny.rows[0][3] == "+0.0"  # never "-0.0"
 
 
 def test_study_and_provenance_sections():

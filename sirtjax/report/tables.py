@@ -131,6 +131,8 @@ def comparison_table(differences: Sequence[Mapping], keys: Sequence[str] = COMPA
         for k in keys:
             d = rec.get(k, {})
             diff = fmt(d.get("difference"), 1)
+            if diff is not None and float(diff) == 0.0:
+                diff = "0.0"  # not "-0.0" for a difference that rounds to zero
             cells += [fmt(d.get("plan"), 1), fmt(d.get("verification"), 1),
                       None if diff is None else ("+" + diff if not diff.startswith("-") else diff)]
         rows.append(tuple(cells))
