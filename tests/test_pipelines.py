@@ -59,6 +59,22 @@ def test_plan_maps_lesions_by_landmark_guided_registration(workflows):
         assert r.checks["jacobian"]["fraction_nonpositive"] < 1e-3  # the spring model keeps it invertible
 
 
+def assert_agrees_with_truth(ours: dict, truth: dict) -> None:
+    """Workflow VOI records (name -> record) against the same dosimetry on the true masks: mean, D70, V100."""
+    print({n: [(ours[n][k], truth[n][k]) for k in ("mean_gy", "D70_gy", "V100_pct")] for n in ours if n in truth})
+    for name in ("liver", "normal_liver"):
+        assert ours[name]["mean_gy"] == pytest.approx(truth[name]["mean_gy"], rel=0.03)  # liver given: voxelisation only
+        assert ours[name]["D70_gy"] == pytest.approx(truth[name]["D70_gy"], rel=0.05)
+        assert ours[name]["V100_pct"] == pytest.approx(truth[name]["V100_pct"], abs=2.0)
+    lesions = [n for n in ours if n.startswith("lesion_")]
+    assert lesions and set(lesions) <= set(truth)
+    for name in lesions:
+        # registration (a voxel or two at 6 mm) + emission blur at the shifted lesion edge
+        assert ours[name]["mean_gy"] == pytest.approx(truth[name]["mean_gy"], rel=0.25)
+        assert ours[name]["D70_gy"] == pytest.approx(truth[name]["D70_gy"], rel=0.3)
+        assert ours[name]["V100_pct"] == pytest.approx(truth[name]["V100_pct"], abs=30.0)
+
+
 def test_plan_agrees_with_true_masks(study, workflows):
     """Planned activity, mean doses, D70 and V100 against the same dosimetry on the phantom's TRUE MAA CT masks.
 
@@ -71,18 +87,7 @@ def test_plan_agrees_with_true_masks(study, workflows):
     lsf = data.lung_shunt_fraction
     ref = dosimetry.voxel_dosimetry(im["maa_spect"], im["maa_ct_liver"], lesions=im["maa_ct_lesions"],
                                     activity_gbq=p.planned_activity_gbq, lung_shunt_fraction=lsf)
-    ours, truth = records(p.dose), records(ref)
-    print({n: [(ours[n][k], truth[n][k]) for k in ("mean_gy", "D70_gy", "V100_pct")] for n in ours if n in truth})
-    for name in ("liver", "normal_liver"):
-        assert ours[name]["mean_gy"] == pytest.approx(truth[name]["mean_gy"], rel=0.03)  # liver given: voxelisation only
-        assert ours[name]["D70_gy"] == pytest.approx(truth[name]["D70_gy"], rel=0.05)
-        assert ours[name]["V100_pct"] == pytest.approx(truth[name]["V100_pct"], abs=2.0)
-    lesions = [n for n in ours if n.startswith("lesion_")]
-    assert lesions and set(lesions) <= set(truth)
-    for name in lesions:
-        assert ours[name]["mean_gy"] == pytest.approx(truth[name]["mean_gy"], rel=0.25)  # registration + SPECT blur
-        assert ours[name]["D70_gy"] == pytest.approx(truth[name]["D70_gy"], rel=0.3)
-        assert ours[name]["V100_pct"] == pytest.approx(truth[name]["V100_pct"], abs=30.0)
+    assert_agrees_with_truth(records(p.dose), records(ref))
 
 
 def test_planned_activity_agrees_with_truth(study, workflows):
@@ -121,17 +126,7 @@ def test_verify_agrees_with_true_masks(study, workflows):
     _, v, _ = workflows
     im = study.images
     ref = dosimetry.voxel_dosimetry(im["y90_pet"], im["y90_ct_liver"], lesions=im["y90_ct_lesions"], input_kind="bq-per-ml")
-    ours, truth = records(v.dose), records(ref)
-    for name in ("liver", "normal_liver"):
-        assert ours[name]["mean_gy"] == pytest.approx(truth[name]["mean_gy"], rel=0.03)  # liver given: voxelisation only
-        assert ours[name]["D70_gy"] == pytest.approx(truth[name]["D70_gy"], rel=0.05)
-        assert ours[name]["V100_pct"] == pytest.approx(truth[name]["V100_pct"], abs=2.0)
-    lesions = [n for n in ours if n.startswith("lesion_")]
-    assert lesions and set(lesions) <= set(truth)
-    for name in lesions:
-        assert ours[name]["mean_gy"] == pytest.approx(truth[name]["mean_gy"], rel=0.25)  # registration + PET blur
-        assert ours[name]["D70_gy"] == pytest.approx(truth[name]["D70_gy"], rel=0.3)
-        assert ours[name]["V100_pct"] == pytest.approx(truth[name]["V100_pct"], abs=30.0)
+    assert_agrees_with_truth(records(v.dose), records(ref))
 
 
 def test_comparison_with_plan(workflows):
