@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from sirtjax.registration.optimise import adam_cosine, make_step
-from sirtjax.registration.problem import LevelData, SimilarityOptions, sample_voxels, similarity_terms, voxel_world_mm
+from sirtjax.registration.problem import LevelData, SimilarityOptions, similarity_terms
 from sirtjax.registration.warp import AffineTransform, affine_apply
 
 
@@ -44,9 +44,7 @@ def affine_objective(opts: SimilarityOptions, on: str):
     def objective(params, data: LevelData, weights, key):
         del weights
         aff = params_to_affine(params, data.affine.centre_mm, data.radius_mm)
-        idx, w = sample_voxels(data, key, opts)
-        pts = affine_apply(aff, voxel_world_mm(data.fixed, idx))
-        terms = similarity_terms(data, idx, w, pts, opts, image=image, seg=not image)
+        terms = similarity_terms(data, key, lambda idx, p: affine_apply(aff, p), opts, image=image, seg=not image)
         return terms["image" if image else "seg"], terms
 
     return objective

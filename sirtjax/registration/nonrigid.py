@@ -5,8 +5,10 @@ The parameter is a residual field ``v`` (z, y, x, 3) in mm on the fixed level gr
 converted into the initial displacement field" with the field's increment as the unknown. The
 objective is ``w_I L_I + w_S L_S + w_R L_R`` (thesis 5.3.3): L_I the image term (-MI or SSD), L_S
 the overlap SSD of masks / label maps, L_R the regulariser (spring model by default, at rest under
-the affine). The field lives on the level's region-of-interest box and its border voxels are
-held at 0 (:func:`zero_border`). Between levels the field is upsampled trilinearly (mm values are kept).
+the affine). The field lives on the level's region-of-interest box (its border free) and is extended outside
+the box by its border values; the regulariser is averaged over the whole level grid as if the
+springs outside the box were at rest (an approximation: the extension is constant along the box
+normals, so only its tangential variation would strain them). Between levels the field is upsampled trilinearly (mm values are kept).
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ import dataclasses
 import functools
 
 import jax
-import jax.numpy as jnp
 
 from sirtjax.registration.optimise import adam_cosine, make_step
-from sirtjax.registration.problem import LevelData, SimilarityOptions, sample_voxels, similarity_terms, voxel_world_mm
+from sirtjax.registration.problem import LevelData, SimilarityOptions, similarity_terms
 from sirtjax.registration.regularisers import regulariser
 from sirtjax.registration.warp import affine_apply
 
@@ -45,14 +46,12 @@ def nonrigid_objective(opts: SimilarityOptions, reg: RegulariserOptions, *, imag
     """Objective(v, data, weights, key) = w_I L_I + w_S L_S + w_R L_R and its terms by name."""
 
     def objective(v, data: LevelData, weights: Weights, key):
-        v = zero_border(v)
-        idx, w = sample_voxels(data, key, opts)
-        pts = affine_apply(data.affine, voxel_world_mm(data.fixed, idx)) + v.reshape(-1, 3)[idx]
-        terms = similarity_terms(data, idx, w, pts, opts, image=image, seg=seg)
+        terms = similarity_terms(data, key, lambda idx, p: affine_apply(data.affine, p) + v.reshape(-1, 3)[idx],
+                                 opts, image=image, seg=seg)
         terms["reg"] = regulariser(
             reg.kind, v, data.fixed.spacing_mm, data.fixed.direction, rest_matrix=data.affine.matrix,
             stiffness=data.stiffness, neighbourhood=reg.neighbourhood,
-        )
+        ) * data.box_fraction  # a mean over the whole level grid, whose springs outside the box are at rest
         loss = weights.reg * terms["reg"]
         if image:
             loss = loss + weights.image * terms["image"]
@@ -62,20 +61,6 @@ def nonrigid_objective(opts: SimilarityOptions, reg: RegulariserOptions, *, imag
 
     return objective
 
-
-
-def zero_border(v: jax.Array) -> jax.Array:
-    """The field (z, y, x, 3) with its outermost voxel layer set to 0 (axes of 3 or more voxels).
-
-    The residual field is 0 outside its grid (the region-of-interest box); zeroing its border makes
-    the springs there tie it to that 0, so the full-resolution field stays continuous.
-    """
-    for axis in range(3):
-        n = v.shape[axis]
-        if n >= 3:
-            keep = jnp.zeros(n, v.dtype).at[1:-1].set(1.0)
-            v = v * keep.reshape((1,) * axis + (n,) + (1,) * (3 - axis))
-    return v
 
 
 @functools.lru_cache(maxsize=64)

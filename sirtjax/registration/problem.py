@@ -3,8 +3,8 @@
 A :class:`LevelData` holds everything a jit-compiled step needs for one pair at one resolution, as
 a pytree of arrays (so pairs of equal shape stack along a leading axis and vmap): the fixed
 channels ``(z, y, x, 1 + C)`` (image, then C segmentation channels: a liver mask or one-hot label
-classes), the moving channels ``(z', y', x', 1 + C)`` on the moving level grid, the region of
-interest where the similarity terms are evaluated (as a 0/1 map and as a padded list of its flat
+classes) on the box around the region of interest, the moving channels ``(z', y', x', 1 + C)`` on
+the moving level grid, the region of interest where the segmentation term is evaluated (as a 0/1 map and as a padded list of its flat
 voxel indices, so random samples are drawn without a search over the grid), the intensity ranges
 that define the MI bins, the stiffness map and the affine (the non-rigid stage's starting point).
 """
@@ -12,6 +12,7 @@ that define the MI bins, the stiffness map and the affine (the non-rigid stage's
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -40,15 +41,16 @@ class LevelData:
     stiffness: jax.Array
     affine: AffineTransform
     radius_mm: jax.Array
+    box_fraction: jax.Array  # voxels of the ROI box / voxels of the whole level grid (1 when not cut)
 
 
 @dataclasses.dataclass(frozen=True)
 class SimilarityOptions:
     """Static choices of the similarity terms: metric 'mi' or 'ssd', MI bins, fixed Parzen order, sampling.
 
-    ``samples``: every similarity term is evaluated at that many fixed voxels drawn at random
-    (fresh each step) from the region of interest when the level has more voxels than that; None
-    (or a smaller grid) uses every voxel.
+    ``samples``: each similarity term is evaluated at that many fixed voxels drawn at random
+    (fresh each step) when the level has more voxels than that; None (or a smaller grid) uses
+    every voxel.
     """
 
     metric: str = "mi"
@@ -91,7 +93,7 @@ def make_level(
     return LevelData(
         fixed=_as_f32(f), moving=_as_f32(m), roi_weight=jnp.asarray(roi, jnp.float32), roi_index=jnp.asarray(index),
         roi_count=jnp.int32(flat.size), fixed_range=fixed_range, moving_range=moving_range, stiffness=stiffness,
-        affine=identity_affine(), radius_mm=jnp.asarray(1.0, jnp.float32),
+        affine=identity_affine(), radius_mm=jnp.asarray(1.0, jnp.float32), box_fraction=jnp.asarray(1.0, jnp.float32),
     )
 
 
@@ -124,7 +126,8 @@ def crop_level(level: LevelData, start_zyx: np.ndarray, size_zyx: np.ndarray) ->
     index[: flat.size] = flat
     return dataclasses.replace(
         level, fixed=Volume(f.array[sl], f.spacing_mm, origin, f.direction), roi_weight=jnp.asarray(roi),
-        roi_index=jnp.asarray(index), roi_count=jnp.int32(flat.size), stiffness=level.stiffness[sl])
+        roi_index=jnp.asarray(index), roi_count=jnp.int32(flat.size), stiffness=level.stiffness[sl],
+        box_fraction=level.box_fraction * jnp.float32(np.prod(size) / np.prod(shape)))
 
 
 def roi_mask(fixed_channels: np.ndarray, spacing_mm: np.ndarray, margin_mm: float | None) -> np.ndarray:
@@ -157,15 +160,19 @@ def _as_f32(vol: Volume) -> Volume:
     return Volume(*(jnp.asarray(getattr(vol, f.name), jnp.float32) for f in dataclasses.fields(Volume)))
 
 
-def sample_voxels(data: LevelData, key: jax.Array, opts: SimilarityOptions) -> tuple[jax.Array, jax.Array]:
-    """Flat fixed-grid voxel indices (K,) where the similarity terms are evaluated, and their weights (K,).
+def sample_voxels(data: LevelData, key: jax.Array, opts: SimilarityOptions, *, roi: bool) -> tuple[jax.Array, jax.Array]:
+    """Flat fixed-grid voxel indices (K,) where a similarity term is evaluated, and their weights (K,).
 
-    On grids with more voxels than ``opts.samples``: that many drawn uniformly with replacement from
-    the region of interest with ``key`` (weights 1). Otherwise every voxel, weighted by the ROI.
+    ``roi``: draw from the region of interest, else from the whole (box) grid. On grids with more
+    voxels than ``opts.samples``: that many drawn uniformly with replacement with ``key`` (weights
+    1). Otherwise every voxel, weighted by the ROI (or 1).
     """
     n = data.roi_weight.size
     if opts.samples is None or opts.samples >= n:
-        return jnp.arange(n, dtype=jnp.int32), data.roi_weight.reshape(-1)
+        weights = data.roi_weight.reshape(-1) if roi else jnp.ones((n,), jnp.float32)
+        return jnp.arange(n, dtype=jnp.int32), weights
+    if not roi:
+        return jax.random.randint(key, (opts.samples,), 0, n), jnp.ones((opts.samples,), jnp.float32)
     pick = jax.random.randint(key, (opts.samples,), 0, jnp.maximum(data.roi_count, 1))
     return data.roi_index[pick], jnp.ones((opts.samples,), jnp.float32)
 
@@ -179,33 +186,41 @@ def voxel_world_mm(grid: Volume, flat_index: jax.Array) -> jax.Array:
 
 
 def similarity_terms(
-    data: LevelData, flat_index: jax.Array, weights: jax.Array, moving_points_mm: jax.Array,
+    data: LevelData, key: jax.Array, to_moving: Callable[[jax.Array, jax.Array], jax.Array],
     opts: SimilarityOptions, *, image: bool, seg: bool,
 ) -> dict[str, jax.Array]:
-    """Similarity terms at fixed voxels (K,) (from :func:`sample_voxels`) mapped to moving world points (K, 3) mm.
+    """The similarity terms of a transform given as ``to_moving(flat_index (K,), fixed world mm (K, 3)) -> moving mm (K, 3)``.
 
-    ``image``: the image term (-MI in nats, or SSD) over the weighted voxels; voxels mapped outside
-    the moving image do not count (as ITK). ``seg``: overlap SSD of the segmentation channels (the
-    warped moving segmentation is 0 outside the moving image). All channels are sampled with one
-    gather.
+    ``image``: the image term (-MI in nats, or SSD) on voxels drawn from the whole (box) grid, so
+    the anatomy around the organ informs it; voxels mapped outside the moving image do not count
+    (as ITK). ``seg``: overlap SSD of the segmentation channels on voxels drawn from the region of
+    interest (the warped moving segmentation is 0 outside the moving image). Both draws are
+    sampled with one gather.
     """
-    fvals = jnp.asarray(data.fixed.array).reshape(-1, data.fixed.array.shape[-1])[flat_index]
+    k_img, k_seg = jax.random.split(key)
+    sets = ([sample_voxels(data, k_img, opts, roi=False)] if image else []) + (
+        [sample_voxels(data, k_seg, opts, roi=True)] if seg else [])
+    idx = jnp.concatenate([s[0] for s in sets])
+    pts = to_moving(idx, voxel_world_mm(data.fixed, idx))
+    fvals = jnp.asarray(data.fixed.array).reshape(-1, data.fixed.array.shape[-1])[idx]
     moving = data.moving if seg else data.moving.with_array(data.moving.array[..., :1])
-    mvals, inside = sample_channels(moving, moving_points_mm, 0.0)
+    mvals, inside = sample_channels(moving, pts, 0.0)
     terms: dict[str, jax.Array] = {}
     if seg:
-        terms["seg"] = overlap_ssd(fvals[:, 1:], mvals[:, 1:], weights)
+        n = sets[-1][0].shape[0]
+        terms["seg"] = overlap_ssd(fvals[-n:, 1:], mvals[-n:, 1:], sets[-1][1])
     if not image:
         return terms
-    w = weights * inside.astype(jnp.float32)
+    n = sets[0][0].shape[0]
+    fimg, mimg, w = fvals[:n, 0], mvals[:n, 0], sets[0][1] * inside[:n].astype(jnp.float32)
     if opts.metric == "mi":
         terms["image"] = -mattes_mi(
-            fvals[:, 0], mvals[:, 0], w, fixed_range=(data.fixed_range[0], data.fixed_range[1]),
+            fimg, mimg, w, fixed_range=(data.fixed_range[0], data.fixed_range[1]),
             moving_range=(data.moving_range[0], data.moving_range[1]), bins=opts.bins,
             fixed_order=opts.fixed_parzen_order,
         )
     elif opts.metric == "ssd":
-        terms["image"] = ssd(fvals[:, 0], mvals[:, 0], w)
+        terms["image"] = ssd(fimg, mimg, w)
     else:
         raise ValueError(f"unknown metric '{opts.metric}' (use mi or ssd)")
     return terms

@@ -20,7 +20,7 @@ import numpy as np
 
 from sirtjax.registration import affine as affine_stage
 from sirtjax.registration import init
-from sirtjax.registration.nonrigid import RegulariserOptions, Weights, nonrigid_step, zero_border
+from sirtjax.registration.nonrigid import RegulariserOptions, Weights, nonrigid_step
 from sirtjax.registration.optimise import Convergence, LevelLog, Progress, run_level
 from sirtjax.registration.problem import LevelData, SimilarityOptions, crop_level, make_level, roi_box, stack_channels
 from sirtjax.preprocess import sample_world
@@ -180,8 +180,9 @@ def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig) -> list[Le
     Sets each pair's affine centre (centre of mass of the fixed segmentation, else of the Otsu
     body mask) and radius; the affine itself is the identity until the affine stage fills it in.
     Each level's fixed grid is cut to the bounding box of the region of interest (one box size per
-    level for the whole batch, the largest pair's, so the pairs stack); the non-rigid residual
-    field lives on that box and is zero outside it.
+    level for the whole batch, the largest pair's rounded up to 8 voxels, so the pairs stack and
+    similar pairs reuse compiled steps); the non-rigid residual
+    field lives on that box and is extended outside it by its border values.
     """
     n_seg = {p.n_seg for p in pairs}
     if len(n_seg) != 1:
@@ -200,10 +201,16 @@ def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig) -> list[Le
     levels = []
     for li in range(len(res)):
         boxes = [roi_box(pp[li]) for pp in per_pair]
-        size = np.max([b[1] for b in boxes], axis=0)
+        # rounded up to a multiple of 8 voxels: pairs of similar size share compiled steps
+        size = np.minimum(-(-np.max([b[1] for b in boxes], axis=0) // 8) * 8, level_shape(per_pair[0][li]))
         levels.append(_stack([crop_level(pp[li], start - (size - sz) // 2, size)
                               for pp, (start, sz) in zip(per_pair, boxes)]))
     return levels
+
+
+def level_shape(level: LevelData) -> np.ndarray:
+    """The (z, y, x) shape of a level's fixed grid."""
+    return np.asarray(level.roi_weight.shape)
 
 
 def _centroid_weights(image: Volume, seg: np.ndarray | None) -> np.ndarray:
@@ -298,7 +305,7 @@ def run_nonrigid(
 @jax.jit
 def _upsample(v: jax.Array, coarse: Volume, fine: Volume) -> jax.Array:
     def one(v1, c, f):
-        return zero_border(resample_field(c.with_array(v1), f))
+        return resample_field(c.with_array(v1), f)
 
     return jax.vmap(one)(v, coarse, fine)
 

@@ -166,9 +166,10 @@ def _warp_jit(moving: Volume, displacement: Volume, order: int, default_value: f
 
 
 def resample_field(field: Volume, grid: Volume) -> jax.Array:
-    """Trilinearly resample a displacement field (z, y, x, 3) onto another grid (zero outside), mm."""
-    vals, _ = sample_channels(field, world_grid(grid), 0.0)
-    return vals
+    """Trilinearly resample a displacement field (z, y, x, 3) mm onto another grid; outside its grid the field
+    is extended by its border values (clamped), so a field on a region-of-interest box stays continuous."""
+    idx = world_points_to_index(field, world_grid(grid))
+    return gather_linear(jnp.asarray(field.array, jnp.float32), idx)
 
 
 def compose_displacements(first: Volume, second: Volume) -> Volume:
