@@ -100,8 +100,27 @@ def run_simpleitk(f, m, fm, mm):
     return disp, None, {"wall_s": wall}
 
 
+def centroid_shifted(vol: Volume, translation_mm: np.ndarray) -> Volume:
+    """vol with its origin moved by -translation_mm: an initial translation applied to a moving image."""
+    return Volume(vol.array, vol.spacing_mm, np.asarray(vol.origin_mm, np.float64) - translation_mm, vol.direction)
+
+
+def mask_centre_offset(fm: Volume, mm: Volume) -> np.ndarray:
+    """Moving minus fixed liver-mask centre of mass (3,) mm: the peers' initial translation."""
+    from sirtjax.registration.init import centroid_mm
+
+    return centroid_mm(mm, np.asarray(mm.array) > 0) - centroid_mm(fm, np.asarray(fm.array) > 0)
+
+
 def run_elastix(f, m, fm, mm, ml):
-    """elastix default affine + B-spline maps with masks (itk-elastix), labels by transformix (order 0)."""
+    """elastix default affine + B-spline maps with a fixed metric mask (itk-elastix), labels by transformix (order 0).
+
+    elastix's own CenterOfGravity initialisation fails on these pairs (the metric masks do not
+    overlap), so the moving image, mask and labels start translated by the mask centres of mass
+    (the same information the guided sirtjax modes and SimpleITK's MOMENTS initialiser use). A
+    moving mask makes itk-elastix 5.4 reject every sample ("Too many samples map outside moving
+    image buffer: 0 / 368") even when the masks overlap, so only the fixed mask is given (as ANTs).
+    """
     import itk
 
     def to_itk(vol, dtype=np.float32):
@@ -116,15 +135,13 @@ def run_elastix(f, m, fm, mm, ml):
         p = po.GetDefaultParameterMap(kind, 3)
         if kind == "bspline":
             p["FinalGridSpacingInPhysicalUnits"] = ["40"]
-        else:
-            p["AutomaticTransformInitialization"] = ["true"]
-            p["AutomaticTransformInitializationMethod"] = ["CenterOfGravity"]
         po.AddParameterMap(p)
-    fmask = to_itk(fm.with_array(dilated(fm, 15).astype(np.uint8)), np.uint8)
-    mmask = to_itk(mm.with_array(dilated(mm, 15).astype(np.uint8)), np.uint8)
     t0 = time.perf_counter()
+    shift = mask_centre_offset(fm, mm)
+    m, ml = centroid_shifted(m, shift), centroid_shifted(ml, shift)
+    fmask = to_itk(fm.with_array(dilated(fm, 15).astype(np.uint8)), np.uint8)
     _, params = itk.elastix_registration_method(to_itk(f), to_itk(m), parameter_object=po, fixed_mask=fmask,
-                                                moving_mask=mmask, log_to_console=False)
+                                                log_to_console=False)
     wall = time.perf_counter() - t0
     for i in range(params.GetNumberOfParameterMaps()):
         params.SetParameter(i, "FinalBSplineInterpolationOrder", "0")
@@ -134,8 +151,11 @@ def run_elastix(f, m, fm, mm, ml):
     return None, f.with_array(arr), {"wall_s": wall}
 
 
-def run_ants(f, m, fm, ml):
-    """ANTsPy SyN (its default affine initialisation), labels by nearest neighbour."""
+def run_ants(f, m, fm, mm, ml):
+    """ANTsPy SyN (affine + SyN, Mattes MI, fixed metric mask), labels by nearest neighbour.
+
+    The moving image and labels start translated by the mask centres of mass, as for elastix.
+    """
     import ants
 
     def to_ants(vol):
@@ -145,8 +165,10 @@ def run_ants(f, m, fm, ml):
                               direction=np.asarray(vol.direction, float))
         return img
 
-    fa, ma = to_ants(f), to_ants(m)
     t0 = time.perf_counter()
+    shift = mask_centre_offset(fm, mm)
+    m, ml = centroid_shifted(m, shift), centroid_shifted(ml, shift)
+    fa, ma = to_ants(f), to_ants(m)
     reg = ants.registration(fa, ma, type_of_transform="SyN", mask=to_ants(fm.with_array(dilated(fm, 15).astype(np.float32))))
     wall = time.perf_counter() - t0
     warped = ants.apply_transforms(fa, to_ants(ml), reg["fwdtransforms"], interpolator="nearestNeighbor")
@@ -186,7 +208,7 @@ def main() -> None:
                     elif method == "elastix":
                         disp, warped, t = run_elastix(f, m, fm, mm, ml)
                     elif method == "ants":
-                        disp, warped, t = run_ants(f, m, fm, ml)
+                        disp, warped, t = run_ants(f, m, fm, mm, ml)
                     else:
                         raise SystemExit(f"unknown method {method}")
                     s = score(disp, warped, fl, ml)
@@ -196,7 +218,8 @@ def main() -> None:
                     fh.flush()
                     print(json.dumps(row), flush=True)
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    (out / f"uptime_{a.size}.txt").write_text(load + "\n")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    (out / f"uptime_{a.size}.txt").write_text(f"{load}\ncommit {commit}\n")
 
 
 if __name__ == "__main__":
