@@ -25,7 +25,7 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
 
 
 def build_model(spec: dict[str, Any], *, rngs: nnx.Rngs) -> nnx.Module:
-    """A freshly initialised model from a spec dict (arch, in_features, out_features, features)."""
+    """A freshly initialised model from a spec dict (arch, in_features, out_features, features[, norm])."""
     arch = spec.get("arch")
     kwargs = {
         "in_features": int(spec.get("in_features", 1)),
@@ -33,7 +33,7 @@ def build_model(spec: dict[str, Any], *, rngs: nnx.Rngs) -> nnx.Module:
         "features": tuple(int(f) for f in spec["features"]),
     }
     if arch == "thesis_liver_unet":
-        return thesis_liver_unet(**kwargs, rngs=rngs)
+        return thesis_liver_unet(**kwargs, norm=spec.get("norm"), rngs=rngs)
     if arch == "lesion_unet":
         return lesion_unet(**kwargs, rngs=rngs)
     if arch == "residual_unet3d":

@@ -56,6 +56,7 @@ class ValidUNet(nnx.Module):
         decoder: StageSpec,
         *,
         residual: bool = False,
+        norm: str | None = None,
         rngs: nnx.Rngs,
     ):
         features = tuple(int(f) for f in features)
@@ -65,13 +66,13 @@ class ValidUNet(nnx.Module):
         self.encoder_spec, self.decoder_spec = encoder, decoder
         self.down = nnx.List(
             [
-                ConvStage(in_features if i == 0 else features[i - 1], f, encoder.kernels, encoder.paddings, residual=residual, rngs=rngs)
+                ConvStage(in_features if i == 0 else features[i - 1], f, encoder.kernels, encoder.paddings, residual=residual, norm=norm, rngs=rngs)
                 for i, f in enumerate(features)
             ]
         )
         self.up = nnx.List(
             [
-                ConvStage(features[i + 1] + features[i], features[i], decoder.kernels, decoder.paddings, residual=residual, rngs=rngs)
+                ConvStage(features[i + 1] + features[i], features[i], decoder.kernels, decoder.paddings, residual=residual, norm=norm, rngs=rngs)
                 for i in reversed(range(len(features) - 1))
             ]
         )
@@ -137,9 +138,9 @@ class ValidUNet(nnx.Module):
 
 
 def thesis_liver_unet(
-    in_features: int = 1, out_features: int = 1, features: Sequence[int] = (8, 16, 32, 64), *, rngs: nnx.Rngs
+    in_features: int = 1, out_features: int = 1, features: Sequence[int] = (8, 16, 32, 64), *, norm: str | None = None, rngs: nnx.Rngs
 ) -> ValidUNet:
-    """The thesis 4.3.2 liver U-Net (3 mm, factor 3, 189x162x162 -> 163x136x136); widths configurable."""
+    """The thesis 4.3.2 liver U-Net (3 mm, factor 3, 189x162x162 -> 163x136x136); widths and normalisation configurable."""
     k = (3, 3, 3)
     return ValidUNet(
         in_features,
@@ -148,6 +149,7 @@ def thesis_liver_unet(
         factors=(3, 3, 3),
         encoder=StageSpec((k, k), ("SAME", "SAME")),
         decoder=StageSpec((k, k), ("VALID", "SAME")),
+        norm=norm,
         rngs=rngs,
     )
 
