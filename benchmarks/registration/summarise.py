@@ -1,4 +1,7 @@
-"""Summarise rows_*.csv of run.py into a markdown table: RRMSD, mean liver Dice, folding, time per method."""
+"""Summarise rows_*.csv of run.py into a markdown table: RRMSD, liver Dice, folding, time per method.
+
+Failed runs (a non-empty ``error``) count as failures and are left out of the accuracy columns.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +13,32 @@ from pathlib import Path
 import numpy as np
 
 
+def _num(r: dict, key: str) -> float:
+    v = r.get(key) or ""
+    return float(v) if v not in ("", "nan") else float("nan")
+
+
 def main(path: str) -> None:
     rows = list(csv.DictReader(open(path)))
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["moving"], r["method"])].append(r)
-    print("| moving -> maa_ct | method | pairs | RRMSD mm | mean liver Dice | max liver folding | median wall s | median run s (sirtjax, after compile) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| moving -> maa_ct | method | pairs ok | RRMSD mm | max RMSD mm | mean liver Dice | min liver Dice | "
+          "max liver folding | median wall s | median run s (after compile) | median compile s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for (mv, method), rs in sorted(groups.items()):
-        rm = np.asarray([float(r["rmsd_mm"]) for r in rs])
-        dice = np.mean([float(r["dice_liver"]) for r in rs])
-        fold = [float(r["folding_liver"]) for r in rs if r["folding_liver"] not in ("", "nan")]
-        wall = np.median([float(r["wall_s"]) for r in rs])
-        run = [float(r["run_s"]) for r in rs if r.get("run_s")]
-        print(f"| {mv} | {method} | {len(rs)} | {np.sqrt(np.mean(rm ** 2)):.2f} | {dice:.3f} | "
-              f"{(f'{100 * max(fold):.3f} %' if fold else 'n/a')} | {wall:.1f} | {(f'{np.median(run):.1f}' if run else '')} |")
+        ok = [r for r in rs if not r.get("error")]
+        rm = np.asarray([_num(r, "rmsd_mm") for r in ok])
+        dice = np.asarray([_num(r, "dice_liver") for r in ok])
+        fold = [_num(r, "folding_liver") for r in ok if np.isfinite(_num(r, "folding_liver"))]
+        wall = [_num(r, "wall_s") for r in ok]
+        run = [_num(r, "run_s") for r in ok if np.isfinite(_num(r, "run_s"))]
+        comp = [_num(r, "compile_s") for r in ok if np.isfinite(_num(r, "compile_s"))]
+        fmt = lambda xs, spec: format(np.median(xs), spec) if len(xs) else ""  # noqa: E731
+        print(f"| {mv} | {method} | {len(ok)}/{len(rs)} | "
+              f"{(f'{np.sqrt(np.mean(rm ** 2)):.2f}' if rm.size else '')} | {(f'{rm.max():.2f}' if rm.size else '')} | "
+              f"{(f'{dice.mean():.3f}' if dice.size else '')} | {(f'{dice.min():.3f}' if dice.size else '')} | "
+              f"{(f'{100 * max(fold):.3f} %' if fold else 'n/a')} | {fmt(wall, '.1f')} | {fmt(run, '.1f')} | {fmt(comp, '.1f')} |")
 
 
 if __name__ == "__main__":
