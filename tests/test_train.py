@@ -75,6 +75,23 @@ def test_patches_without_augmentation_are_exact_crops():
     np.testing.assert_array_equal(y[0, ..., 0], lab[z + 1 : z + 4, yy + 2 : yy + 5, xx + 2 : xx + 7])
 
 
+def test_case_weights_set_sampling_frequency():
+    """Sampling weights: a weight-0 case is never drawn; weights 1:3 draw the second case ~3x as often."""
+    import dataclasses
+
+    a, b = blob_case(0), blob_case(1)
+    a = dataclasses.replace(a, image=np.full_like(a.image, -0.3))  # tell the cases apart by intensity
+    b = dataclasses.replace(b, image=np.full_like(b.image, 0.4))
+    kw = dict(batch_size=400, in_patch=(3, 3, 3), out_patch=(1, 1, 1), spacing_zyx_mm=(3.0, 3.0, 3.0), aug=NO_AUG, foreground_prob=0.0)
+    x, _ = sample_batch(jax.random.key(0), stack_cases([dataclasses.replace(a, weight=0.0), b]), **kw)
+    assert np.all(np.asarray(x[:, 1, 1, 1, 0]) > 0)
+    x, _ = sample_batch(jax.random.key(1), stack_cases([a, dataclasses.replace(b, weight=3.0)]), **kw)
+    frac_b = float(np.mean(np.asarray(x[:, 1, 1, 1, 0]) > 0))
+    assert abs(frac_b - 0.75) < 0.07  # binomial sd for n=400 is 0.022; 3 sd
+    with pytest.raises(ValueError, match="weights"):
+        stack_cases([dataclasses.replace(a, weight=0.0)])
+
+
 def test_train_steps_lower_the_loss_and_do_not_recompile():
     model = build_model(TINY_MODEL, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model)

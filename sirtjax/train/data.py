@@ -35,6 +35,7 @@ class Case:
     image: np.ndarray
     label: np.ndarray
     spacing_mm: tuple[float, float, float]  # (x, y, z)
+    weight: float = 1.0  # relative probability of drawing this case for a training patch
 
 
 def make_case(name: str, image: Volume, label: Volume, modality: str, spacing_mm: Sequence[float], label_values: Sequence[int]) -> Case:
@@ -79,11 +80,15 @@ def phantom_cases(
     label_suffix: str = "_liver",
     cache_dir: str | Path | None = None,
     phantom_options: dict | None = None,
+    image_weights: dict[str, float] | None = None,
 ) -> list[Case]:
     """Cases from phantom studies: for each seed and image name (-> modality), the image and its mask.
 
-    With `cache_dir`, prepared cases are stored as .npz there and reused (phantoms are deterministic).
+    `image_weights` maps image names to sampling weights (default 1), e.g. to draw the MR, one image
+    in four per study, as often as the CTs together. With `cache_dir`, prepared cases are stored as
+    .npz there and reused (phantoms are deterministic).
     """
+    weights = {name: float((image_weights or {}).get(name, 1.0)) for name in images}
     from sirtjax.phantom import PhantomConfig, generate_study
 
     cases = []
@@ -91,13 +96,15 @@ def phantom_cases(
         names = [f"seed{seed}_{name}" for name in images]
         paths = [Path(cache_dir) / f"{n}.npz" for n in names] if cache_dir else []
         if paths and all(p.is_file() for p in paths):
-            for n, p in zip(names, paths):
+            for name, n, p in zip(images, names, paths):
                 with np.load(p) as d:
-                    cases.append(Case(n, d["image"], d["label"], tuple(float(s) for s in spacing_mm)))
+                    cases.append(Case(n, d["image"], d["label"], tuple(float(s) for s in spacing_mm), weights[name]))
             continue
         study = generate_study(int(seed), PhantomConfig(**(phantom_options or {})))
         for i, (name, modality) in enumerate(images.items()):
-            case = make_case(names[i], study.images[name], study.images[name + label_suffix], modality, spacing_mm, (1,))
+            case = dataclasses.replace(
+                make_case(names[i], study.images[name], study.images[name + label_suffix], modality, spacing_mm, (1,)), weight=weights[name]
+            )
             if paths:
                 paths[i].parent.mkdir(parents=True, exist_ok=True)
                 np.savez_compressed(paths[i], image=case.image, label=case.label)
@@ -109,12 +116,14 @@ def phantom_cases(
 @dataclasses.dataclass(frozen=True)
 class StackedCases:
     """Cases padded to one shape: images (N, Z, Y, X) float32, labels uint8, shapes (N, 3),
-    foreground samples (N, K, 3) int32 voxel indices (the case centre when a label is empty)."""
+    foreground samples (N, K, 3) int32 voxel indices (the case centre when a label is empty),
+    log_weights (N,) float32 log sampling weights."""
 
     images: jax.Array
     labels: jax.Array
     shapes: jax.Array
     foreground: jax.Array
+    log_weights: jax.Array
 
 
 def stack_cases(cases: Sequence[Case], *, n_foreground: int = 4096, seed: int = 0) -> StackedCases:
@@ -133,7 +142,11 @@ def stack_cases(cases: Sequence[Case], *, n_foreground: int = 4096, seed: int = 
         idx = np.argwhere(c.label > 0)
         fg[i] = idx[rng.integers(0, len(idx), n_foreground)] if len(idx) else np.array(c.image.shape) // 2
     shapes = np.array([c.image.shape for c in cases], np.int32)
-    return StackedCases(jnp.asarray(images), jnp.asarray(labels), jnp.asarray(shapes), jnp.asarray(fg))
+    weights = np.array([c.weight for c in cases], np.float64)
+    if np.any(weights < 0) or not np.any(weights > 0):
+        raise ValueError("case sampling weights must be >= 0 with at least one > 0")
+    log_w = np.log(np.maximum(weights, 1e-30)).astype(np.float32)
+    return StackedCases(jnp.asarray(images), jnp.asarray(labels), jnp.asarray(shapes), jnp.asarray(fg), jnp.asarray(log_w))
 
 
 @partial(jax.jit, static_argnames=("batch_size", "in_patch", "out_patch", "spacing_zyx_mm", "aug", "foreground_prob"))
@@ -156,7 +169,7 @@ def sample_batch(
 
     def one(k: jax.Array) -> tuple[jax.Array, jax.Array]:
         k_case, k_fg, k_which, k_uni, k_geo, k_int = jax.random.split(k, 6)
-        case = jax.random.randint(k_case, (), 0, data.images.shape[0])
+        case = jax.random.categorical(k_case, data.log_weights)
         shape = data.shapes[case].astype(jnp.float32)
         fg_centre = data.foreground[case, jax.random.randint(k_which, (), 0, data.foreground.shape[1])].astype(jnp.float32)
         uni_centre = jax.random.uniform(k_uni, (3,)) * (shape - 1)

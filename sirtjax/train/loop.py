@@ -37,7 +37,8 @@ def load_cases(cfg: TrainConfig, cache_dir: Path | None) -> tuple[list[Case], li
     d = cfg.data
     if d["kind"] == "phantom":
         kw = dict(spacing_mm=spacing, cache_dir=cache_dir, phantom_options=d.get("phantom_options"))
-        return phantom_cases(d["train_seeds"], d["images"], **kw), phantom_cases(d["val_seeds"], d.get("val_images", d["images"]), **kw)
+        train = phantom_cases(d["train_seeds"], d["images"], image_weights=d.get("image_weights"), **kw)
+        return train, phantom_cases(d["val_seeds"], d.get("val_images", d["images"]), **kw)
     cases = msd_cases(d["root"], modality=d.get("modality", "ct"), spacing_mm=spacing, label_values=d.get("label_values", (1,)))
     n_val = int(d.get("val_cases", max(1, len(cases) // 10)))
     if len(cases) <= n_val:
