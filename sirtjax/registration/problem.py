@@ -85,16 +85,21 @@ def make_level(
     f = pyramid_level(fixed_stack, resolution_mm)
     m = pyramid_level(moving_stack, resolution_mm)
     roi = roi_mask(np.asarray(f.array), np.asarray(f.spacing_mm), roi_margin_mm)
-    flat = np.flatnonzero(roi)
-    index = np.zeros(roi.size, np.int32)
-    index[: flat.size] = flat
     fixed_range, moving_range, stiffness = _level_arrays(
         jnp.asarray(f.array), jnp.asarray(m.array), jnp.float32(stiffness_inside))
     return LevelData(
-        fixed=_as_f32(f), moving=_as_f32(m), roi_weight=jnp.asarray(roi, jnp.float32), roi_index=jnp.asarray(index),
-        roi_count=jnp.int32(flat.size), fixed_range=fixed_range, moving_range=moving_range, stiffness=stiffness,
-        affine=identity_affine(), radius_mm=jnp.asarray(1.0, jnp.float32), box_fraction=jnp.asarray(1.0, jnp.float32),
+        fixed=_as_f32(f), moving=_as_f32(m), **_roi_fields(roi), fixed_range=fixed_range, moving_range=moving_range,
+        stiffness=stiffness, affine=identity_affine(), radius_mm=jnp.asarray(1.0, jnp.float32),
+        box_fraction=jnp.asarray(1.0, jnp.float32),
     )
+
+
+def _roi_fields(roi: np.ndarray) -> dict[str, jax.Array]:
+    """LevelData's ROI fields from a 0/1 map: the map (float32), its flat voxel indices padded to the grid size, their count."""
+    flat = np.flatnonzero(roi > 0)
+    index = np.zeros(roi.size, np.int32)
+    index[: flat.size] = flat
+    return {"roi_weight": jnp.asarray(roi, jnp.float32), "roi_index": jnp.asarray(index), "roi_count": jnp.int32(flat.size)}
 
 
 def roi_box(level: LevelData) -> tuple[np.ndarray, np.ndarray]:
@@ -120,13 +125,9 @@ def crop_level(level: LevelData, start_zyx: np.ndarray, size_zyx: np.ndarray) ->
     f = level.fixed
     origin = jnp.asarray(np.asarray(f.origin_mm) + np.asarray(f.direction) @ (np.asarray(f.spacing_mm) * start[::-1]),
                          jnp.float32)
-    roi = np.asarray(level.roi_weight)[sl]
-    flat = np.flatnonzero(roi > 0)
-    index = np.zeros(roi.size, np.int32)
-    index[: flat.size] = flat
     return dataclasses.replace(
-        level, fixed=Volume(f.array[sl], f.spacing_mm, origin, f.direction), roi_weight=jnp.asarray(roi),
-        roi_index=jnp.asarray(index), roi_count=jnp.int32(flat.size), stiffness=level.stiffness[sl],
+        level, fixed=Volume(f.array[sl], f.spacing_mm, origin, f.direction), **_roi_fields(np.asarray(level.roi_weight)[sl]),
+        stiffness=level.stiffness[sl],
         box_fraction=level.box_fraction * jnp.float32(np.prod(size) / np.prod(shape)))
 
 

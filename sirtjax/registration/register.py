@@ -23,9 +23,8 @@ from sirtjax.registration import init
 from sirtjax.registration.nonrigid import RegulariserOptions, Weights, nonrigid_step
 from sirtjax.registration.optimise import Convergence, LevelLog, Progress, run_level
 from sirtjax.registration.problem import LevelData, SimilarityOptions, crop_level, make_level, roi_box, stack_channels
-from sirtjax.preprocess import sample_world
-from sirtjax.registration.warp import AffineTransform, affine_displacement, one_hot, resample_field
-from sirtjax.volume import Volume, make_volume, world_grid
+from sirtjax.registration.warp import AffineTransform, affine_displacement, one_hot, resample_field, warp_array
+from sirtjax.volume import Volume, make_volume
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,9 +313,7 @@ def _upsample(v: jax.Array, coarse: Volume, fine: Volume) -> jax.Array:
 def _finish_arrays(affine: AffineTransform, v: jax.Array, level_grid: Volume, fixed: Volume, moving: Volume):
     """Full-resolution field (z, y, x, 3) mm and the linearly warped moving image, in one program."""
     field = affine_displacement(affine, fixed) + resample_field(level_grid.with_array(v), fixed)
-    pts = world_grid(fixed) + field
-    warped = sample_world(moving.with_array(jnp.asarray(moving.array, jnp.float32)), pts, order=1, default_value=0.0)
-    return field, warped
+    return field, warp_array(moving, fixed.with_array(field), 1, 0.0)
 
 
 def register_batch(

@@ -151,14 +151,15 @@ def warp_volume(moving: Volume, displacement: Volume, *, order: int = 1, default
     Returns:
       Volume on the fixed grid: float32 for order 1, moving's dtype for order 0.
     """
-    out = _warp_jit(moving, displacement, order, default_value)
+    out = warp_array(moving, displacement, order, default_value)
     if order == 0:
         out = np.asarray(out).astype(np.asarray(moving.array).dtype)
     return make_volume(np.asarray(out), displacement.spacing_mm, displacement.origin_mm, displacement.direction)
 
 
 @jax.jit(static_argnums=(2, 3))
-def _warp_jit(moving: Volume, displacement: Volume, order: int, default_value: float) -> jax.Array:
+def warp_array(moving: Volume, displacement: Volume, order: int, default_value: float) -> jax.Array:
+    """The array of :func:`warp_volume` (z, y, x) on the field's grid, jitted (composable inside other programs)."""
     pts = world_grid(displacement) + jnp.asarray(displacement.array, jnp.float32)
     if order == 1:
         moving = moving.with_array(jnp.asarray(moving.array, jnp.float32))
