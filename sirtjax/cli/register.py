@@ -47,7 +47,7 @@ def register(
 
     from sirtjax.io import output_dir, read_volume, write_volume
     from sirtjax.metrics import jacobian_stats
-    from sirtjax.registration.register import PRESETS, config_from_dict, register as run_register
+    from sirtjax.registration.register import PRESETS, register as run_register
     from sirtjax.registration.warp import affine_to_homogeneous, warp_volume
 
     t_start = time.perf_counter()
@@ -71,7 +71,7 @@ def register(
     for name, value in (("w-image", w_image), ("w-seg", w_seg), ("stiffness", stiffness), ("liver-stiffness", liver_stiffness)):
         if value is not None and not value >= 0:
             raise InputError(Path(f"--{name}"), f"must be a non-negative number, got {value}")
-    base = PRESETS[preset] if config is None else _load_config(config, config_from_dict)
+    base = PRESETS[preset] if config is None else _load_config(config)
     if base.affine_on == "segmentation" and preset == "image-based":
         raise InputError(config or Path(preset), "an affine on segmentations needs masks or label maps")
 
@@ -152,8 +152,10 @@ def register(
     )
 
 
-def _load_config(path: Path, parse):
+def _load_config(path: Path):
     """The RegistrationConfig of a JSON settings file (InputError if unreadable or invalid)."""
+    from sirtjax.registration.register import config_from_dict
+
     try:
         values = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -161,7 +163,7 @@ def _load_config(path: Path, parse):
     if not isinstance(values, dict):
         raise InputError(path, "registration settings must be a JSON object of RegistrationConfig fields")
     try:
-        return parse(values)
+        return config_from_dict(values)
     except ValueError as exc:
         raise InputError(path, str(exc)) from None
 

@@ -76,24 +76,23 @@ def run_study(study: StudyManifest, out: Path, *, verify_too: bool = False, opti
             y90 = read_session(study, "y90")
             say("verification (registration, dosimetry)")
             v = verify(y90, diagnostics, data, planned, options, key=k_verify, progress=progress)
-    except InputError:
-        raise
-    except ValueError as exc:
+    except ValueError as exc:  # InputError is no ValueError: it passes through naming its own file
         where = getattr(exc, "input_name", None)
         raise InputError(study.path, f"{where}: {exc}" if where else str(exc)) from None
     say("writing maps, masks, RT-Struct and the report")
+    manifest, patient_id = study.to_dict(), str(study.patient.get("id", ""))
     with output_dir(out) as tmp:
         if extra is not None:
             extra(tmp)
         if p is not None:
             plan_dir = tmp / "plan" if verify_too else tmp
-            plan_report = {**p.report, "study_manifest": study.to_dict(), "parameters": parameters}
-            write_session_outputs(plan_dir, maa, p.vois, p.dose, p.registrations, plan_report,
-                                  workflow_report(study.to_dict(), p, subtitle=subtitle, parameters=parameters),
-                                  patient_id=str(study.patient.get("id", "")))
+            write_session_outputs(plan_dir, maa, p.vois, p.dose, p.registrations,
+                                  {**p.report, "study_manifest": manifest, "parameters": parameters},
+                                  workflow_report(manifest, p, subtitle=subtitle, parameters=parameters),
+                                  patient_id=patient_id)
         if v is not None:
-            html = workflow_report(study.to_dict(), p, v, subtitle=subtitle, parameters=parameters)
             write_session_outputs(tmp, y90, v.vois, v.dose, v.registrations,
-                                  {**v.report, "study_manifest": study.to_dict(), "parameters": parameters}, html,
-                                  patient_id=str(study.patient.get("id", "")))
+                                  {**v.report, "study_manifest": manifest, "parameters": parameters},
+                                  workflow_report(manifest, p, v, subtitle=subtitle, parameters=parameters),
+                                  patient_id=patient_id)
     return RunResult(p, v, Path(out) / "report.html")
