@@ -188,3 +188,24 @@ print(abs(float(t1["loss"]) - float(t2["loss"])))
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert float(out.stdout.strip().splitlines()[-1]) < 1e-5  # float32 all-reduce order
+
+
+def test_init_from_starts_from_given_weights(tmp_path):
+    """init_from loads a trained model's weights as the start of a new run; a wrong architecture is refused."""
+    cases = ([blob_case(i) for i in range(2)], [blob_case(9)])
+    first = train(tiny_config(), tmp_path / "a", cases=cases, progress=False)
+    assert first["step"] == 6
+    from sirtjax.models import load_model
+    from sirtjax.models.store import param_arrays
+
+    started = train(tiny_config(init_from=str(tmp_path / "a")), tmp_path / "b", cases=cases, stop_after=0, progress=False)
+    model = build_model(TINY_MODEL, rngs=nnx.Rngs(0))
+    nnx.update(model, started["params"])
+    expected = param_arrays(load_model(tmp_path / "a")[0])
+    got = param_arrays(model)
+    assert expected.keys() == got.keys()
+    for k in expected:
+        np.testing.assert_array_equal(got[k], expected[k])
+    wider = {**TINY_MODEL, "features": [3, 4]}
+    with pytest.raises(InputError, match="shape"):
+        train(tiny_config(model=wider, init_from=str(tmp_path / "a")), tmp_path / "c", cases=cases, stop_after=0, progress=False)

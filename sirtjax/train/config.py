@@ -7,7 +7,9 @@ in_features, out_features, spacing_mm (x, y, z), tile_out (x, y, z), modalities)
 output patch; ``batch_size`` (2); ``steps`` (total); ``steps_per_epoch`` (100);
 ``val_every_epochs`` (1); ``checkpoint_every`` (steps, 50); ``learning_rate`` (1e-3);
 ``plateau`` (factor 0.2, patience 2 validations, min_scale 1e-3); ``loss`` (dice);
-``foreground_prob`` (0.5); ``augment`` (see AugmentConfig); ``seed`` (0).
+``foreground_prob`` (0.5); ``augment`` (see AugmentConfig); ``seed`` (0); ``init_from`` (none: a
+shipped model name or a model/run folder, relative to the config file, whose weights start a new run
+instead of random ones -- fine-tuning; ignored when the run resumes from its own checkpoint).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class TrainConfig:
     foreground_prob: float = 0.5
     augment: AugmentConfig = AugmentConfig()
     seed: int = 0
+    init_from: str | None = None
 
 
 def parse_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -86,4 +89,7 @@ def load_config(path: str | Path) -> TrainConfig:
         raise InputError(path, f"cannot read JSON config: {exc}") from exc
     if isinstance(raw.get("data", {}).get("root"), str):  # relative dataset paths are relative to the config
         raw["data"]["root"] = str((path.parent / raw["data"]["root"]).resolve())
+    init = raw.get("init_from")
+    if isinstance(init, str) and (path.parent / init).is_dir():  # a folder next to the config, else a shipped name
+        raw["init_from"] = str((path.parent / init).resolve())
     return parse_config(raw, str(path))

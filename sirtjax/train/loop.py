@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from sirtjax.metrics import dice
-from sirtjax.models.store import build_model, save_model
+from sirtjax.models.store import build_model, load_model, param_arrays, load_param_arrays, save_model
 from sirtjax.segmentation.infer import DEFAULT_TILE_OUT, foreground, predict_array
 from sirtjax.segmentation.postprocess import liver_mask
 from sirtjax.train import checkpoint
@@ -87,6 +87,8 @@ def train(
     spacing = tuple(cfg.model.get("spacing_mm", (3.0, 3.0, 3.0)))
     key = jax.random.key(cfg.seed)
     model = build_model(cfg.model, rngs=nnx.Rngs(params=jax.random.fold_in(key, 1)))
+    if cfg.init_from is not None:  # overwritten below if the run resumes from its own checkpoint
+        load_param_arrays(model, param_arrays(load_model(cfg.init_from)[0]), source=str(cfg.init_from))
     in_patch = model.input_shape_for(cfg.patch_out)
     out_patch = model.output_shape(in_patch)
     graphdef, params = nnx.split(model)
