@@ -9,7 +9,7 @@ import SimpleITK as sitk
 
 from sirtjax.io import read_volume, to_sitk, write_volume
 from sirtjax.preprocess import sample_world
-from sirtjax.registration.pyramid import gaussian_smooth, pyramid_level, shrink_grid
+from sirtjax.registration.pyramid import gaussian_smooth, pyramid_level, shrink_grid, smooth_and_shrink
 from sirtjax.registration.warp import (
     AffineTransform, affine_displacement, affine_to_homogeneous, compose_displacements, gather_linear,
     sample_channels, warp_volume,
@@ -113,6 +113,19 @@ def test_gaussian_smooth_matches_scipy():
     sig = (1.5, 0.0, 0.8)
     ours = np.asarray(gaussian_smooth(jnp.asarray(arr), sig))
     ref = ndi.gaussian_filter(arr, sig, mode="nearest", truncate=4.0)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)  # same sampled kernel, float32
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_smooth_and_shrink_matches_scipy_smoothing_then_linear_sampling(factor):
+    rng = np.random.default_rng(factor)
+    arr = rng.normal(size=(13, 15, 14, 2)).astype(np.float32)
+    sig = (0.5 * factor, 0.4 * factor, 0.0)  # one axis not smoothed, only shrunk
+    ours = np.asarray(smooth_and_shrink(jnp.asarray(arr), sig, factor))
+    smoothed = ndi.gaussian_filter(arr.astype(np.float64), sig + (0.0,), mode="nearest", truncate=4.0)
+    # block centres 0.5 (f - 1) + f i, clamped past the last voxel (map_coordinates 'nearest')
+    coords = np.meshgrid(*[0.5 * (factor - 1) + factor * np.arange(-(-n // factor)) for n in arr.shape[:3]], indexing="ij")
+    ref = np.stack([ndi.map_coordinates(smoothed[..., c], coords, order=1, mode="nearest") for c in range(2)], -1)
     np.testing.assert_allclose(ours, ref, atol=1e-5)  # same sampled kernel, float32
 
 

@@ -14,8 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sirtjax.registration.warp import gather_linear
-from sirtjax.volume import Volume, make_volume, world_grid, world_points_to_index
+from sirtjax.volume import Volume, make_volume
 
 
 def gaussian_kernel_1d(sigma_vox: float, truncate: float = 4.0) -> np.ndarray:
@@ -31,18 +30,48 @@ def gaussian_smooth(array: jax.Array, sigma_vox_zyx: tuple[float, float, float])
 
     Borders are replicated (scipy.ndimage mode 'nearest'); a sigma of 0 leaves that axis alone.
     """
+    return smooth_and_shrink(array, sigma_vox_zyx, 1)
+
+
+def _axis_kernel(sigma_vox: float, factor: int) -> np.ndarray:
+    """The 1-D kernel of one axis: Gaussian (or identity) combined with the linear interpolation
+    halfway between two fine voxels that an even shrink factor needs."""
+    k = gaussian_kernel_1d(sigma_vox) if sigma_vox > 0 else np.ones(1, np.float32)
+    if factor % 2 == 0:
+        k = 0.5 * (np.concatenate([k, [0.0]]) + np.concatenate([[0.0], k]))
+    return k.astype(np.float32)
+
+
+def smooth_and_shrink(array: jax.Array, sigma_vox_zyx: tuple[float, float, float], factor: int) -> jax.Array:
+    """Smooth a (z, y, x[, C]) array by sigmas (voxels) and keep every ``factor``-th block centre.
+
+    Output voxel ``i`` of an axis is the smoothed array linearly interpolated at fine index
+    ``0.5 * (factor - 1) + factor * i`` (the :func:`shrink_grid` voxel centres), ``ceil(n / factor)``
+    of them; borders are replicated. Each axis is one strided convolution with the Gaussian and the
+    interpolation folded into one kernel, so only the kept voxels are computed (a factor-f level
+    costs about 1/f of smoothing the whole grid). A block centre past the last fine voxel takes the
+    smoothed last voxel (the point is clamped, as ITK's and scipy's 'nearest' interpolation do).
+    """
     out = jnp.asarray(array, jnp.float32)
     for axis, sigma in enumerate(sigma_vox_zyx):
-        if sigma <= 0:
+        if sigma <= 0 and factor == 1:
             continue
-        k = jnp.asarray(gaussian_kernel_1d(float(sigma)))
-        r = (k.shape[0] - 1) // 2
+        k = _axis_kernel(float(sigma), factor)
+        r = (gaussian_kernel_1d(float(sigma)).shape[0] - 1) // 2 if sigma > 0 else 0
+        n = out.shape[axis]
+        n_out = -(-n // factor)
+        start = (factor - 1) // 2
+        needed = start + factor * (n_out - 1) + k.shape[0]
         moved = jnp.moveaxis(out, axis, -1)
         lead = moved.shape[:-1]
-        flat = moved.reshape(-1, 1, moved.shape[-1])
-        flat = jnp.pad(flat, ((0, 0), (0, 0), (r, r)), mode="edge")
-        conv = jax.lax.conv_general_dilated(flat, k[None, None, :], (1,), "VALID")
-        out = jnp.moveaxis(conv.reshape(*lead, -1), -1, axis)
+        flat = moved.reshape(-1, 1, n)
+        padded = jnp.pad(flat, ((0, 0), (0, 0), (r, max(needed - n - r, 0) + r)), mode="edge")
+        conv = jax.lax.conv_general_dilated(padded[..., start:needed], jnp.asarray(k)[None, None, :], (factor,), "VALID")
+        if 0.5 * (factor - 1) + factor * (n_out - 1) > n - 1:  # the last block centre is clamped to the last voxel
+            g = gaussian_kernel_1d(float(sigma)) if sigma > 0 else np.ones(1, np.float32)
+            last = padded[..., n - 1 : n + 2 * r] @ jnp.asarray(g)
+            conv = conv.at[..., -1].set(last)
+        out = jnp.moveaxis(conv.reshape(*lead, n_out), -1, axis)
     return out
 
 
@@ -54,14 +83,6 @@ def shrink_grid(vol: Volume, factor: int) -> Volume:
     offset_vox = 0.5 * (factor - 1)
     origin = np.asarray(vol.origin_mm, np.float64) + np.asarray(vol.direction, np.float64) @ (spacing * offset_vox)
     return make_volume(np.zeros(tuple(new_size[::-1]), np.uint8), spacing * factor, origin, vol.direction)
-
-
-@jax.jit(static_argnums=2)
-def smooth_and_sample(vol: Volume, grid: Volume, sigma_vox_zyx: tuple[float, float, float]) -> jax.Array:
-    """Smooth vol (z, y, x[, C]) by sigma voxels and sample it linearly at grid's voxel centres."""
-    smoothed = gaussian_smooth(vol.array, sigma_vox_zyx)
-    idx = world_points_to_index(vol, world_grid(grid))
-    return gather_linear(smoothed, idx)
 
 
 def pyramid_level(vol: Volume, resolution_mm: float) -> Volume:
@@ -78,8 +99,11 @@ def pyramid_level(vol: Volume, resolution_mm: float) -> Volume:
     if factor == 1 and not any(sigma):
         return vol.with_array(jnp.asarray(vol.array, jnp.float32))
     grid = shrink_grid(vol, factor)
-    arr = smooth_and_sample(vol, grid, sigma)
+    arr = _smooth_and_shrink_jit(vol.array, sigma, factor)
     return Volume(arr, grid.spacing_mm, grid.origin_mm, grid.direction)
+
+
+_smooth_and_shrink_jit = jax.jit(smooth_and_shrink, static_argnums=(1, 2))
 
 
 def factor_for_spacing(spacing_mm: np.ndarray, resolution_mm: float) -> int:
