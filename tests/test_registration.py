@@ -5,13 +5,14 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from sirtjax import metrics
 from sirtjax.preprocess import sample_world
 from sirtjax.registration.affine import affine_step
 from sirtjax.registration.nonrigid import RegulariserOptions, Weights, nonrigid_step
-from sirtjax.registration.optimise import Convergence, run_level
+from sirtjax.registration.optimise import Convergence, adam_cosine, run_level, window_converged
 from sirtjax.registration.problem import SimilarityOptions
 from sirtjax.registration.register import (
     RegistrationConfig, make_pair, prepare_levels, register,
@@ -111,7 +112,7 @@ def test_vmapped_step_matches_single_steps(affine_case):
     assert float(terms_b["loss"][0]) != pytest.approx(float(terms_b["loss"][1]), rel=1e-3)
 
 
-def test_step_compiles_once(affine_case):
+def test_step_compiles_once_for_every_learning_rate_and_length(affine_case):
     fixed, moving, *_ = affine_case
     traces = []
     opts = SimilarityOptions()
@@ -122,8 +123,32 @@ def test_step_compiles_once(affine_case):
         lambda name, *a, **k: traces.append(name) if name == "/jax/core/compile/backend_compile_duration" else None)
     run_level(step, params, tx, levels[0], None, jax.random.key(0), Convergence(5, min_iterations=5))
     n_first = len(traces)
-    run_level(step, params, tx, levels[0], None, jax.random.key(1), Convergence(5, min_iterations=5))
+    step2, tx2 = affine_step(opts, "images", 2.5, 9)  # another level's step size and schedule length
+    assert step2 is step
+    run_level(step2, params, tx2, levels[0], None, jax.random.key(1), Convergence(5, min_iterations=5))
     assert n_first >= 1 and len(traces) == n_first  # the second call reuses the compiled step
+
+
+def test_adam_cosine_equals_optax_adam_with_cosine_decay():
+    """The schedule kept in the optimiser state steps exactly like optax's adam(cosine_decay_schedule)."""
+    tx, ref = adam_cosine(0.5, 10), optax.adam(optax.cosine_decay_schedule(0.5, 10, alpha=0.1))
+    p = jnp.ones(3)
+    s1, s2 = tx.init(p), ref.init(p)
+    for i in range(14):  # past the end of the decay too
+        g = jnp.asarray([1.0, -2.0, 0.3]) * (i + 1)
+        (u1, s1), (u2, s2) = tx.update(g, s1, p), ref.update(g, s2, p)
+        np.testing.assert_allclose(np.asarray(u1), np.asarray(u2), rtol=1e-5, atol=1e-7)  # float32
+
+
+def test_window_rule_stops_on_a_noisy_plateau_not_on_a_noisy_descent():
+    rng = np.random.default_rng(0)
+    its = np.arange(200)
+    noise = rng.normal(0, 0.01, (200, 2))
+    # member 0 flattens at 1.0 after ~30 steps; member 1 keeps descending 0.5 % per step; both noisy
+    history = np.stack([1.0 + np.exp(-its / 10.0), 2.0 - 0.005 * its], -1) + noise
+    conv = Convergence(200, window=10, rel_tol=1e-3, min_iterations=20)
+    stop = [next((n for n in range(1, 201) if window_converged(history, n, conv)[m]), None) for m in range(2)]
+    assert 30 <= stop[0] <= 80 and stop[1] is None
 
 
 @pytest.mark.slow

@@ -50,9 +50,12 @@ def affine_objective(opts: SimilarityOptions, on: str):
     return objective
 
 
-
 @functools.lru_cache(maxsize=64)
+def _affine_step_program(opts: SimilarityOptions, on: str):
+    return make_step(affine_objective(opts, on))
+
+
 def affine_step(opts: SimilarityOptions, on: str, learning_rate_mm: float, iterations: int):
-    """(jit-compiled batched step, optimizer) of the affine stage, built once per static setting."""
-    tx = adam_cosine(learning_rate_mm, iterations)
-    return make_step(affine_objective(opts, on), tx), tx
+    """(jit-compiled batched step, optimizer) of the affine stage; the step is built once per static
+    setting and shared by every learning rate and iteration count (they live in the optimiser state)."""
+    return _affine_step_program(opts, on), adam_cosine(learning_rate_mm, iterations)

@@ -62,10 +62,12 @@ def nonrigid_objective(opts: SimilarityOptions, reg: RegulariserOptions, *, imag
     return objective
 
 
-
 @functools.lru_cache(maxsize=64)
-def nonrigid_step(opts: SimilarityOptions, reg: RegulariserOptions, image: bool, seg: bool,
-                  learning_rate_mm: float, iterations: int):
-    """(jit-compiled batched step, optimizer) of the non-rigid stage, built once per static setting."""
-    tx = adam_cosine(learning_rate_mm, iterations)
-    return make_step(nonrigid_objective(opts, reg, image=image, seg=seg), tx), tx
+def _nonrigid_step_program(opts: SimilarityOptions, reg: RegulariserOptions, image: bool, seg: bool):
+    return make_step(nonrigid_objective(opts, reg, image=image, seg=seg))
+
+
+def nonrigid_step(opts: SimilarityOptions, reg: RegulariserOptions, image: bool, seg: bool, learning_rate_mm: float, iterations: int):
+    """(jit-compiled batched step, optimizer) of the non-rigid stage; the step is built once per static
+    setting and shared by every learning rate and iteration count (they live in the optimiser state)."""
+    return _nonrigid_step_program(opts, reg, image, seg), adam_cosine(learning_rate_mm, iterations)

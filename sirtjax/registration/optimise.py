@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,16 +24,17 @@ Objective = Callable[[Any, Any, Any, jax.Array], tuple[jax.Array, dict[str, jax.
 Progress = Callable[[str, int, int], None]
 
 
-def make_step(objective: Objective, tx: optax.GradientTransformation) -> Callable:
-    """The jit-compiled, batch-vmapped optimisation step for objective(params, data, weights, key).
+def make_step(objective: Objective) -> Callable:
+    """The jit-compiled, batch-vmapped optimisation step for objective(params, data, weights, key) with
+    an :func:`adam_cosine` optimiser state (any learning rate and level length).
 
-    Build it once per static setting (see :func:`cached_step`) so later calls reuse the compiled
-    program instead of tracing a new closure.
+    Build it once per static setting (the affine and non-rigid stages cache theirs) so later calls
+    reuse the compiled program instead of tracing a new closure.
     """
 
     def step(params, opt_state, data, weights, key, active):
         (loss, terms), grads = jax.value_and_grad(objective, has_aux=True)(params, data, weights, key)
-        updates, new_state = tx.update(grads, opt_state, params)
+        updates, new_state = _cosine_adam_update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
         terms = dict(terms, loss=loss)
@@ -50,19 +51,67 @@ def make_step(objective: Objective, tx: optax.GradientTransformation) -> Callabl
     return jax.jit(batched)
 
 
+class CosineAdamState(NamedTuple):
+    """Adam's moments plus the schedule as arrays: step count, initial step size (mm) and level length."""
+
+    adam: optax.ScaleByAdamState
+    count: jax.Array
+    learning_rate: jax.Array
+    iterations: jax.Array
+
+
+def _cosine_adam_update(updates, state: CosineAdamState, params=None):
+    """Adam direction times a step size decaying by a cosine from learning_rate to 10 % of it over iterations."""
+    direction, adam_state = _ADAM.update(updates, state.adam, params)
+    frac = jnp.minimum(state.count.astype(jnp.float32) / state.iterations, 1.0)
+    lr = state.learning_rate * (0.1 + 0.45 * (1.0 + jnp.cos(jnp.pi * frac)))
+    updates = jax.tree.map(lambda d: -lr * d, direction)
+    return updates, CosineAdamState(adam_state, state.count + 1, state.learning_rate, state.iterations)
+
+
+_ADAM = optax.scale_by_adam()
+
+
 def adam_cosine(learning_rate: float, iterations: int) -> optax.GradientTransformation:
-    """Adam whose step size (in the parameters' unit, mm here) decays by a cosine to 10 % over the level."""
-    return optax.adam(optax.cosine_decay_schedule(learning_rate, max(iterations, 1), alpha=0.1))
+    """Adam whose step size (in the parameters' unit, mm here) decays by a cosine to 10 % over the level.
+
+    The step size and the level length are arrays in the optimiser state, not constants of the
+    program, and every instance shares one update function: one compiled step serves every
+    level, learning rate and iteration count of equal shapes (and the persistent cache hits across them).
+    """
+
+    def init(params):
+        return CosineAdamState(_ADAM.init(params), jnp.zeros((), jnp.int32), jnp.float32(learning_rate),
+                               jnp.float32(max(iterations, 1)))
+
+    return optax.GradientTransformation(init, _cosine_adam_update)
 
 
 @dataclasses.dataclass(frozen=True)
 class Convergence:
-    """Stop a member when its best loss improved by less than ``rel_tol`` over ``patience`` steps."""
+    """Stop a member when the mean loss of its last ``window`` steps is no longer lower than the mean of
+    the ``window`` steps before by more than ``rel_tol`` times its magnitude (after ``min_iterations``).
+
+    Comparing window means instead of single losses keeps the rule working when every step sees a
+    fresh random sample of voxels: one sampled loss is noisy, a mean over ``window`` steps much less,
+    and once the optimisation has flattened the window difference is below the noise and the rule
+    fires; a single lucky draw can neither stop nor prolong a level.
+    """
 
     max_iterations: int
-    patience: int = 10
-    rel_tol: float = 1e-4
-    min_iterations: int = 10
+    window: int = 10
+    rel_tol: float = 1e-3
+    min_iterations: int = 20
+
+
+def window_converged(history: np.ndarray, n: int, conv: Convergence) -> np.ndarray:
+    """Per member (B,): whether the first ``n`` losses of history (iterations, B) meet :class:`Convergence`."""
+    k = conv.window
+    if n < max(conv.min_iterations, 2 * k):
+        return np.zeros(history.shape[1], bool)
+    last = history[n - k : n].mean(0)
+    prev = history[n - 2 * k : n - k].mean(0)
+    return prev - last <= conv.rel_tol * np.abs(last)
 
 
 @dataclasses.dataclass
@@ -89,12 +138,11 @@ def run_level(
     label: str = "",
     progress: Progress | None = None,
 ) -> tuple[Any, LevelLog]:
-    """Optimise batched params (leading axis B) until every member converged or max_iterations.
+    """Optimise batched params (leading axis B) until every member converged (see :class:`Convergence`) or max_iterations.
 
-
-    Each member's best params (lowest loss seen) are returned. The first call compiles the step (or finds it in JAX's in-memory or persistent cache); its time
-    beyond a typical step is reported as ``compile_s``, the rest as ``run_s``. Returns the final
-    params and a :class:`LevelLog`.
+    A converged member keeps its params while the others go on. The first call compiles the step
+    (or finds it in JAX's in-memory or persistent cache); its time beyond a typical step is reported
+    as ``compile_s``, the rest as ``run_s``. Returns the final params and a :class:`LevelLog`.
     """
     batch = jax.tree.leaves(params)[0].shape[0]
     opt_state = jax.vmap(tx.init)(params)
@@ -102,31 +150,18 @@ def run_level(
     keys = jax.random.split(key, (conv.max_iterations, batch))
     history = np.full((conv.max_iterations, batch), np.nan, np.float32)
     iterations = np.zeros(batch, np.int64)
-    best = np.full(batch, np.inf)
-    best_at = np.zeros(batch, np.int64)
     act = np.ones(batch, bool)
     terms: dict[str, jax.Array] = {}
     first_s = 0.0
     t0 = time.perf_counter()
-    best_params = params
     for it in range(conv.max_iterations):
-        new_params, opt_state, terms = step(params, opt_state, data, weights, keys[it], active)
+        params, opt_state, terms = step(params, opt_state, data, weights, keys[it], active)
         loss = np.asarray(terms["loss"], np.float64)
         if it == 0:
             first_s = time.perf_counter() - t0
-        history[it, act] = loss[act]
+        history[it] = np.where(act, loss, history[it - 1] if it else loss)  # a stopped member's loss stays put
         iterations[act] += 1
-        threshold = np.where(np.isfinite(best), best - conv.rel_tol * np.abs(np.where(np.isfinite(best), best, 0.0)), np.inf)
-        improved = loss < threshold
-        better = improved & act
-        best_at = np.where(better, it, best_at)
-        best = np.where(better, loss, best)
-        if better.any():  # the loss was evaluated at the step's input params
-            sel = jnp.asarray(better)
-            best_params = jax.tree.map(lambda b, p: jnp.where(sel.reshape((-1,) + (1,) * (p.ndim - 1)), p, b),
-                                       best_params, params)
-        params = new_params
-        act &= ~((it + 1 >= conv.min_iterations) & (it - best_at >= conv.patience))
+        act &= ~window_converged(history, it + 1, conv)
         if progress is not None:
             progress(label, it + 1, conv.max_iterations)
         if not act.any():
@@ -137,6 +172,7 @@ def run_level(
     # the first call compiles (or loads from a cache); charge it the mean time of the others
     per_step = (total_s - first_s) / max(n - 1, 1)
     compile_s = max(first_s - per_step, 0.0) if n > 1 else first_s
-    log = LevelLog(label, iterations, history[:n], {k: np.asarray(v) for k, v in terms.items()},
+    history = np.where(np.arange(n)[:, None] < iterations[None, :], history[:n], np.nan)
+    log = LevelLog(label, iterations, history, {k: np.asarray(v) for k, v in terms.items()},
                    compile_s, total_s - compile_s)
-    return best_params, log
+    return params, log

@@ -53,8 +53,9 @@ class RegistrationConfig:
     regulariser: str = "spring"
     neighbourhood: int = 26
     liver_stiffness: float = 1.0  # stiffness inside the fixed liver relative to outside (thesis 6.5)
-    patience: int = 10
-    rel_tol: float = 1e-4
+    window: int = 10  # a level stops when the mean loss of its last `window` steps ...
+    rel_tol: float = 3e-3  # ... improved on the previous window's by less than rel_tol * |mean|
+    min_iterations: int = 20
     w_image: float = 1.0
     w_seg: float = 1.0
     w_reg: float = 10.0  # a 10 % strain everywhere costs as much as 0.1 nats of MI or 0.1 of 1 - Dice
@@ -243,7 +244,7 @@ def run_affine(
     for li, data in enumerate(levels):
         step, tx = affine_stage.affine_step(config.similarity(), config.affine_on,
                                             config.affine_step * res[li], config.affine_iterations)
-        conv = Convergence(config.affine_iterations, config.patience, config.rel_tol)
+        conv = Convergence(config.affine_iterations, config.window, config.rel_tol, config.min_iterations)
         if li == 0 and k > 1:
             data = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), data)
         key, sub = jax.random.split(key)
@@ -294,7 +295,7 @@ def run_nonrigid(
             v = _upsample(v, use[li - 1].fixed, data.fixed)
         step, tx = nonrigid_step(config.similarity(), reg, config.nonrigid_image, seg,
                                  config.nonrigid_step * res[li], config.nonrigid_iterations)
-        conv = Convergence(config.nonrigid_iterations, config.patience, config.rel_tol)
+        conv = Convergence(config.nonrigid_iterations, config.window, config.rel_tol, config.min_iterations)
         key, sub = jax.random.split(key)
         v, log = run_level(step, v, tx, data, weights, sub, conv, label=f"non-rigid {res[li]:g} mm", progress=progress)
         logs.append(log)
