@@ -13,7 +13,7 @@ from sirtjax.preprocess import sample_world
 from sirtjax.registration.affine import affine_step
 from sirtjax.registration.nonrigid import RegulariserOptions, Weights, nonrigid_step
 from sirtjax.registration.optimise import Convergence, adam_cosine, run_level, window_converged
-from sirtjax.registration.problem import SimilarityOptions
+from sirtjax.registration.problem import SimilarityOptions, bucket, make_level, pad_moving, similarity_terms, stack_channels
 from sirtjax.registration.register import (
     RegistrationConfig, make_pair, prepare_levels, register,
 )
@@ -89,6 +89,22 @@ def test_mask_guided_registration_aligns_the_liver(affine_case):
     assert float(jac.fraction_nonpositive) == 0.0
     names = [s["stage"] for s in res.diagnostics["stages"]]
     assert names == ["affine", "affine", "nonrigid", "nonrigid"]
+
+
+def test_padded_moving_grid_gives_the_same_similarity_terms(affine_case):
+    """Moving level grids padded to a bucket size (repeated border) sample exactly like the unpadded grid."""
+    fixed, moving, fmask, mmask, *_ = affine_case
+    pair = make_pair(fixed, moving, fixed_mask=fmask, moving_mask=mmask)
+    level = make_level(stack_channels(fixed, pair.fixed_seg), stack_channels(moving, pair.moving_seg), 4.0, roi_margin_mm=10.0)
+    padded = pad_moving(level, bucket(level.moving.array.shape[:3], 16))
+    assert padded.moving.array.shape != level.moving.array.shape
+    # a shift that maps part of the fixed grid outside the moving grid (those samples must not count)
+    to_moving = lambda idx, p: p + jnp.asarray([9.0, -7.0, 11.0])  # noqa: E731
+    opts = SimilarityOptions(samples=None)
+    a = similarity_terms(level, jax.random.key(0), to_moving, opts, image=True, seg=True)
+    b = similarity_terms(padded, jax.random.key(0), to_moving, opts, image=True, seg=True)
+    for name in ("image", "seg"):
+        assert float(a[name]) == pytest.approx(float(b[name]), rel=1e-6, abs=1e-7), name  # float32 reductions
 
 
 def test_vmapped_step_matches_single_steps(affine_case):

@@ -22,8 +22,8 @@ import scipy.ndimage as ndi
 from sirtjax.registration.mi import mattes_mi
 from sirtjax.registration.pyramid import pyramid_level
 from sirtjax.registration.similarity import overlap_ssd, ssd
-from sirtjax.registration.warp import AffineTransform, identity_affine, sample_channels
-from sirtjax.volume import Volume, index_points_to_world, make_volume
+from sirtjax.registration.warp import AffineTransform, gather_linear, identity_affine
+from sirtjax.volume import Volume, index_points_to_world, make_volume, world_points_to_index
 
 
 @jax.tree_util.register_dataclass
@@ -42,6 +42,7 @@ class LevelData:
     affine: AffineTransform
     radius_mm: jax.Array
     box_fraction: jax.Array  # voxels of the ROI box / voxels of the whole level grid (1 when not cut)
+    moving_size_xyz: jax.Array  # (3,) float32 voxels of the moving level grid; its array may be padded past them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,8 +91,23 @@ def make_level(
     return LevelData(
         fixed=_as_f32(f), moving=_as_f32(m), **_roi_fields(roi), fixed_range=fixed_range, moving_range=moving_range,
         stiffness=stiffness, affine=identity_affine(), radius_mm=jnp.asarray(1.0, jnp.float32),
-        box_fraction=jnp.asarray(1.0, jnp.float32),
+        box_fraction=jnp.asarray(1.0, jnp.float32), moving_size_xyz=jnp.asarray(m.array.shape[:3][::-1], jnp.float32),
     )
+
+
+def bucket(shape_zyx, multiple: int = 8) -> np.ndarray:
+    """A grid shape rounded up to a multiple of ``multiple`` voxels per axis, so pairs of similar size share compiled steps."""
+    return -(-np.asarray(shape_zyx) // multiple) * multiple
+
+
+def pad_moving(level: LevelData, shape_zyx) -> LevelData:
+    """The level with its moving channels padded at the high-index end to shape (z, y, x) by repeating the
+    border voxels (host). The grid (origin, spacing) and ``moving_size_xyz`` are kept, so sampling and the
+    outside test are unchanged: within half a voxel of the border the padding equals ITK's clamping."""
+    arr = level.moving.array
+    pad = [(0, int(n) - s) for n, s in zip(shape_zyx, arr.shape[:3])] + [(0, 0)]
+    m = level.moving
+    return dataclasses.replace(level, moving=Volume(jnp.pad(arr, pad, mode="edge"), m.spacing_mm, m.origin_mm, m.direction))
 
 
 def _roi_fields(roi: np.ndarray) -> dict[str, jax.Array]:
@@ -205,7 +221,9 @@ def similarity_terms(
     pts = to_moving(idx, voxel_world_mm(data.fixed, idx))
     fvals = jnp.asarray(data.fixed.array).reshape(-1, data.fixed.array.shape[-1])[idx]
     moving = data.moving if seg else data.moving.with_array(data.moving.array[..., :1])
-    mvals, inside = sample_channels(moving, pts, 0.0)
+    idx_m = world_points_to_index(moving, pts)
+    inside = jnp.all((idx_m >= -0.5) & (idx_m <= data.moving_size_xyz - 0.5), axis=-1)  # the unpadded grid (ITK)
+    mvals = jnp.where(inside[:, None], gather_linear(moving.array, idx_m), 0.0)
     terms: dict[str, jax.Array] = {}
     if seg:
         n = sets[-1][0].shape[0]

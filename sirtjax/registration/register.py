@@ -5,8 +5,8 @@ affine stage on every level (MI on the images, or overlap SSD on masks / label m
 the centres of mass with a few candidate starts at the coarsest level; then a non-rigid stage on
 the finest ``nonrigid_levels`` levels minimising ``w_I L_I + w_S L_S + w_R L_R``. Every level runs
 one jit-compiled step vmapped over the batch of pairs (and over weight settings); the Python loop
-around it decides convergence. Pairs in one batch must share the fixed shape and the moving shape
-(their spacings, origins and directions may differ).
+around it decides convergence. Pairs in one batch must share the fixed shape (the moving shapes may
+differ; spacings, origins and directions may differ too).
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from sirtjax.registration import affine as affine_stage
 from sirtjax.registration import init
 from sirtjax.registration.nonrigid import RegulariserOptions, Weights, nonrigid_step
 from sirtjax.registration.optimise import Convergence, LevelLog, Progress, run_level
-from sirtjax.registration.problem import LevelData, SimilarityOptions, crop_level, make_level, roi_box, stack_channels
+from sirtjax.registration.problem import (
+    LevelData, SimilarityOptions, bucket, crop_level, make_level, pad_moving, roi_box, stack_channels,
+)
 from sirtjax.registration.warp import AffineTransform, affine_displacement, one_hot, resample_field, warp_array
 from sirtjax.volume import Volume, make_volume
 
@@ -181,7 +183,9 @@ def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig) -> list[Le
     body mask) and radius; the affine itself is the identity until the affine stage fills it in.
     Each level's fixed grid is cut to the bounding box of the region of interest (one box size per
     level for the whole batch, the largest pair's rounded up to 8 voxels, so the pairs stack and
-    similar pairs reuse compiled steps); the non-rigid residual
+    similar pairs reuse compiled steps), and the moving level grids are padded to the largest
+    pair's rounded up the same way (their true sizes kept for the outside test, so pairs of
+    different moving shapes batch too); the non-rigid residual
     field lives on that box and is extended outside it by its border values.
     """
     n_seg = {p.n_seg for p in pairs}
@@ -201,9 +205,10 @@ def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig) -> list[Le
     levels = []
     for li in range(len(res)):
         boxes = [roi_box(pp[li]) for pp in per_pair]
-        # rounded up to a multiple of 8 voxels: pairs of similar size share compiled steps
-        size = np.minimum(-(-np.max([b[1] for b in boxes], axis=0) // 8) * 8, level_shape(per_pair[0][li]))
-        levels.append(_stack([crop_level(pp[li], start - (size - sz) // 2, size)
+        # box and moving grid rounded up to a multiple of 8 voxels: pairs of similar size share compiled steps
+        size = np.minimum(bucket(np.max([b[1] for b in boxes], axis=0)), level_shape(per_pair[0][li]))
+        moving_shape = bucket(np.max([pp[li].moving.array.shape[:3] for pp in per_pair], axis=0))
+        levels.append(_stack([pad_moving(crop_level(pp[li], start - (size - sz) // 2, size), moving_shape)
                               for pp, (start, sz) in zip(per_pair, boxes)]))
     return levels
 
@@ -328,7 +333,7 @@ def register_batch(
     """Register a batch of pairs of equal shapes in one vmapped optimisation per level.
 
     Args:
-      pairs: from :func:`make_pair`; equal fixed shapes, equal moving shapes, equal channel counts.
+      pairs: from :func:`make_pair`; equal fixed shapes and channel counts (moving shapes may differ).
       config: static settings (see :class:`RegistrationConfig` and :data:`PRESETS`).
       weights: non-rigid loss weights, scalars or (B,) arrays; None uses the config's.
       key: PRNG key for the random similarity samples (grids above ``samples`` voxels).
