@@ -49,8 +49,8 @@ class RegistrationConfig:
     affine_step: float = 0.1  # Adam step in units of the level resolution (mm / mm)
     candidates: int = 5
     nonrigid_levels: int = 3  # 0 = affine only
-    nonrigid_iterations: int = 100
-    nonrigid_step: float = 0.1
+    nonrigid_iterations: int = 60
+    nonrigid_step: float = 0.15  # larger steps, fewer of them: as accurate as 100 x 0.1 on 4 seeds, 40 % less time
     nonrigid_image: bool = True  # use the image term in the non-rigid stage
     regulariser: str = "spring"
     neighbourhood: int = 26
