@@ -1,8 +1,8 @@
 """The jit-compiled optimisation step and the Python convergence loop around it.
 
 A step is one pure function ``(params, opt_state, data, weights, key, active) -> (params,
-opt_state, terms)``: ``value_and_grad`` of the objective, ``tx.update`` and ``apply_updates``, all
-under one ``jax.jit``. It is vmapped over a leading batch axis (pairs of equal shape, weight
+opt_state, terms)``: ``value_and_grad`` of the objective, the :func:`adam_cosine` update and
+``apply_updates``, all under one ``jax.jit``. It is vmapped over a leading batch axis (pairs of equal shape, weight
 settings, candidate starts); a member whose ``active`` flag is False keeps its params and state, so
 converged members stop moving while the others go on. Resolution levels, convergence and logging
 stay in the plain Python loop of :func:`run_level`.
@@ -51,6 +51,9 @@ def make_step(objective: Objective) -> Callable:
     return jax.jit(batched)
 
 
+_ADAM = optax.scale_by_adam()
+
+
 class CosineAdamState(NamedTuple):
     """Adam's moments plus the schedule as arrays: step count, initial step size (mm) and level length."""
 
@@ -68,8 +71,6 @@ def _cosine_adam_update(updates, state: CosineAdamState, params=None):
     updates = jax.tree.map(lambda d: -lr * d, direction)
     return updates, CosineAdamState(adam_state, state.count + 1, state.learning_rate, state.iterations)
 
-
-_ADAM = optax.scale_by_adam()
 
 
 def adam_cosine(learning_rate: float, iterations: int) -> optax.GradientTransformation:
