@@ -87,14 +87,18 @@ def predict_probability(
     *,
     modality: str,
     tta: bool = False,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> Volume:
-    """Foreground probability (z, y, x) float32 on the input grid of `vol` (see module docstring)."""
+    """Foreground probability (z, y, x) float32 on the input grid of `vol` (see module docstring).
+
+    `batch_size` tiles go through the network at once; by default the spec's ``tile_batch`` (1 if absent).
+    """
     prepared = prepare_image(vol, modality, spec.get("spacing_mm", (3.0, 3.0, 3.0)))
     max_tile_xyz = spec.get("tile_out", DEFAULT_TILE_OUT)
     probs = predict_array(
-        model, prepared.array, max_out_tile=tuple(max_tile_xyz)[::-1], tta=tta, batch_size=batch_size, on_batch=on_batch
+        model, prepared.array, max_out_tile=tuple(max_tile_xyz)[::-1], tta=tta,
+        batch_size=int(spec.get("tile_batch", 1)) if batch_size is None else batch_size, on_batch=on_batch
     )
     prob_canonical = prepared.with_array(foreground(probs).astype(np.float32))
     return resample_to(prob_canonical, vol, order=1, default_value=0.0)
