@@ -1,7 +1,8 @@
-"""The shipped default liver model on phantom studies of seeds it never saw (trained on 0-7, validated on 100).
+"""The shipped default liver model on phantom studies of seeds it never saw (trained on 0-15, validated on 100-101).
 
-Marked slow: each test generates a full phantom study and runs the thesis-size U-Net on the CPU.
-They need the trained model in sirtjax/data/models/liver (see configs/segmentation/liver_phantom.json).
+The CT test runs in the default suite (one full phantom study, one image through `sirtjax segment`);
+the others are marked slow (three more studies, all four images each). Retraining: the model card
+in sirtjax/data/models/liver.
 """
 
 import numpy as np
@@ -20,7 +21,6 @@ def unseen_study():
     return generate_study(300, PhantomConfig())
 
 
-@pytest.mark.slow
 def test_default_model_ct_through_cli(unseen_study, tmp_path, capsys):
     """`sirtjax segment` on a contrast CT: mask on the image's own grid, liver DSC >= 0.90 (issue 5)."""
     from sirtjax.cli import main
