@@ -72,7 +72,6 @@ def _cosine_adam_update(updates, state: CosineAdamState, params=None):
     return updates, CosineAdamState(adam_state, state.count + 1, state.learning_rate, state.iterations)
 
 
-
 def adam_cosine(learning_rate: float, iterations: int) -> optax.GradientTransformation:
     """Adam whose step size (in the parameters' unit, mm here) decays by a cosine to 10 % over the level.
 

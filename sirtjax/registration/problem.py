@@ -22,8 +22,8 @@ import scipy.ndimage as ndi
 from sirtjax.registration.mi import mattes_mi
 from sirtjax.registration.pyramid import pyramid_level
 from sirtjax.registration.similarity import overlap_ssd, ssd
-from sirtjax.registration.warp import AffineTransform, gather_linear, identity_affine
-from sirtjax.volume import Volume, index_points_to_world, make_volume, world_points_to_index
+from sirtjax.registration.warp import AffineTransform, identity_affine, sample_channels
+from sirtjax.volume import Volume, index_points_to_world, make_volume
 
 
 @jax.tree_util.register_dataclass
@@ -221,9 +221,7 @@ def similarity_terms(
     pts = to_moving(idx, voxel_world_mm(data.fixed, idx))
     fvals = jnp.asarray(data.fixed.array).reshape(-1, data.fixed.array.shape[-1])[idx]
     moving = data.moving if seg else data.moving.with_array(data.moving.array[..., :1])
-    idx_m = world_points_to_index(moving, pts)
-    inside = jnp.all((idx_m >= -0.5) & (idx_m <= data.moving_size_xyz - 0.5), axis=-1)  # the unpadded grid (ITK)
-    mvals = jnp.where(inside[:, None], gather_linear(moving.array, idx_m), 0.0)
+    mvals, inside = sample_channels(moving, pts, 0.0, size_xyz=data.moving_size_xyz)  # outside test on the unpadded grid
     terms: dict[str, jax.Array] = {}
     if seg:
         n = sets[-1][0].shape[0]

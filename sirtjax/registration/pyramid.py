@@ -33,10 +33,10 @@ def gaussian_smooth(array: jax.Array, sigma_vox_zyx: tuple[float, float, float])
     return _smooth_and_shrink_jit(array, tuple(float(x) for x in sigma_vox_zyx), 1)
 
 
-def _axis_kernel(sigma_vox: float, factor: int) -> np.ndarray:
-    """The 1-D kernel of one axis: Gaussian (or identity) combined with the linear interpolation
+def _axis_kernel(gauss: np.ndarray, factor: int) -> np.ndarray:
+    """The 1-D kernel of one axis: the Gaussian (or identity) combined with the linear interpolation
     halfway between two fine voxels that an even shrink factor needs."""
-    k = gaussian_kernel_1d(sigma_vox) if sigma_vox > 0 else np.ones(1, np.float32)
+    k = gauss
     if factor % 2 == 0:
         k = 0.5 * (np.concatenate([k, [0.0]]) + np.concatenate([[0.0], k]))
     return k.astype(np.float32)
@@ -56,8 +56,9 @@ def smooth_and_shrink(array: jax.Array, sigma_vox_zyx: tuple[float, float, float
     for axis, sigma in enumerate(sigma_vox_zyx):
         if sigma <= 0 and factor == 1:
             continue
-        k = _axis_kernel(float(sigma), factor)
-        r = (gaussian_kernel_1d(float(sigma)).shape[0] - 1) // 2 if sigma > 0 else 0
+        g = gaussian_kernel_1d(float(sigma)) if sigma > 0 else np.ones(1, np.float32)
+        k = _axis_kernel(g, factor)
+        r = (g.shape[0] - 1) // 2
         n = out.shape[axis]
         n_out = -(-n // factor)
         start = (factor - 1) // 2
@@ -68,7 +69,6 @@ def smooth_and_shrink(array: jax.Array, sigma_vox_zyx: tuple[float, float, float
         padded = jnp.pad(flat, ((0, 0), (0, 0), (r, max(needed - n - r, 0) + r)), mode="edge")
         conv = jax.lax.conv_general_dilated(padded[..., start:needed], jnp.asarray(k)[None, None, :], (factor,), "VALID")
         if 0.5 * (factor - 1) + factor * (n_out - 1) > n - 1:  # the last block centre is clamped to the last voxel
-            g = gaussian_kernel_1d(float(sigma)) if sigma > 0 else np.ones(1, np.float32)
             last = padded[..., n - 1 : n + 2 * r] @ jnp.asarray(g)
             conv = conv.at[..., -1].set(last)
         out = jnp.moveaxis(conv.reshape(*lead, n_out), -1, axis)

@@ -63,9 +63,9 @@ def affine_displacement(aff: AffineTransform, grid: Volume) -> jax.Array:
     return affine_apply(aff, p) - p
 
 
-def inside_grid(shape_zyx: tuple[int, int, int], idx_xyz: jax.Array) -> jax.Array:
-    """True where a continuous index (..., 3) in (x, y, z) order lies within half a voxel of the grid."""
-    n_xyz = jnp.asarray(shape_zyx[::-1], jnp.float32)
+def inside_grid(size_xyz: jax.Array, idx_xyz: jax.Array) -> jax.Array:
+    """True where a continuous index (..., 3) in (x, y, z) order lies within half a voxel of a grid of size_xyz (3,) voxels."""
+    n_xyz = jnp.asarray(size_xyz, jnp.float32)
     return jnp.all((idx_xyz >= -0.5) & (idx_xyz <= n_xyz - 0.5), axis=-1)
 
 
@@ -128,13 +128,18 @@ def _trilinear_bwd(res, g):
 _trilinear.defvjp(_trilinear_fwd, _trilinear_bwd)
 
 
-def sample_channels(vol: Volume, points_mm: jax.Array, default_value: float = 0.0) -> tuple[jax.Array, jax.Array]:
+def sample_channels(
+    vol: Volume, points_mm: jax.Array, default_value: float = 0.0, *, size_xyz: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     """Linearly sample a (z, y, x[, C]) Volume at world points (..., 3) mm like ITK.
 
-    Returns (values (...[, C]) with ``default_value`` outside, inside (...) bool).
+    ``size_xyz``: the grid's true size (3,) voxels when its array is padded past it at the
+    high-index end by repeated border voxels (the outside test uses it; inside, the padding equals
+    ITK's clamping); default the array's shape. Returns (values (...[, C]) with ``default_value``
+    outside, inside (...) bool).
     """
     idx = world_points_to_index(vol, points_mm)
-    inside = inside_grid(vol.shape, idx)
+    inside = inside_grid(vol.shape[::-1] if size_xyz is None else size_xyz, idx)
     vals = gather_linear(jnp.asarray(vol.array, jnp.float32), idx)
     mask = inside[..., None] if vals.ndim > inside.ndim else inside
     return jnp.where(mask, vals, default_value), inside
