@@ -87,14 +87,20 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
     raise InputError(name_or_path, f"no model.json + weights.npz here; shipped models: {', '.join(shipped) or 'none'}")
 
 
+def load_weights(model: nnx.Module, name_or_path: str | Path) -> None:
+    """Copy the weights.npz of a shipped model name or model folder into `model` (same architecture)."""
+    path = resolve_model_dir(name_or_path) / "weights.npz"
+    with np.load(path) as data:
+        load_param_arrays(model, dict(data), source=str(path))
+
+
 def load_model(name_or_path: str | Path) -> tuple[nnx.Module, dict[str, Any]]:
     """Load (model, spec) from a shipped model name or a model folder (see module docstring)."""
     folder = resolve_model_dir(name_or_path)
     try:
         spec = json.loads((folder / "model.json").read_text())
         model = build_model(spec, rngs=nnx.Rngs(params=0))  # init values are overwritten below
-        with np.load(folder / "weights.npz") as data:
-            load_param_arrays(model, dict(data), source=str(folder / "weights.npz"))
+        load_weights(model, folder)
     except (ValueError, KeyError, OSError, json.JSONDecodeError) as exc:
         raise InputError(folder, f"cannot load model: {exc}") from exc
     return model, spec

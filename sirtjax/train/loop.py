@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from sirtjax.metrics import dice
-from sirtjax.models.store import build_model, load_model, param_arrays, load_param_arrays, save_model
+from sirtjax.models.store import build_model, load_weights, save_model
 from sirtjax.segmentation.infer import DEFAULT_TILE_OUT, foreground, predict_array
 from sirtjax.segmentation.postprocess import liver_mask
 from sirtjax.train import checkpoint
@@ -86,15 +86,15 @@ def train(
     train_cases, val_cases = cases if cases is not None else load_cases(cfg, out / "cache")
     spacing = tuple(cfg.model.get("spacing_mm", (3.0, 3.0, 3.0)))
     key = jax.random.key(cfg.seed)
+    latest, best = checkpoint.managers(out)
     model = build_model(cfg.model, rngs=nnx.Rngs(params=jax.random.fold_in(key, 1)))
-    if cfg.init_from is not None:  # overwritten below if the run resumes from its own checkpoint
-        load_param_arrays(model, param_arrays(load_model(cfg.init_from)[0]), source=str(cfg.init_from))
+    if cfg.init_from is not None and latest.latest_step() is None:  # a resumed run restores its own weights
+        load_weights(model, cfg.init_from)
     in_patch = model.input_shape_for(cfg.patch_out)
     out_patch = model.output_shape(in_patch)
     graphdef, params = nnx.split(model)
     adam, plateau = make_optimizers(cfg.learning_rate, factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_scale=cfg.plateau_min_scale)
     state = {"params": params, "opt_state": init_opt_state(adam, plateau, params), "meta": np.array([0, 0], np.int64), "best": np.array(-1.0, np.float32)}
-    latest, best = checkpoint.managers(out)
     log_path = out / "metrics.jsonl"
     restored = checkpoint.restore_latest(latest, state)
     if restored is not None:
