@@ -104,10 +104,20 @@ def world_grid(vol: Volume) -> jax.Array:
     return index_points_to_world(vol, idx)
 
 
+def matvec3(matrix: jax.Array, points: jax.Array) -> jax.Array:
+    """``points @ matrix.T`` for points (..., 3) as three broadcast multiply-adds.
+
+    Not a dot: XLA's CPU dot kernel for (N, 3) x (3, 3) crashed (segfault in YNNPACK, jax 0.10.2)
+    inside larger registration programs, and the elementwise form fuses with its neighbours.
+    """
+    m = jnp.asarray(matrix, jnp.float32)
+    return points[..., 0:1] * m[:, 0] + points[..., 1:2] * m[:, 1] + points[..., 2:3] * m[:, 2]
+
+
 def index_points_to_world(vol: Volume, idx_xyz: jax.Array) -> jax.Array:
     """Map continuous indices (..., 3) in (i, j, k) = (x, y, z) order to LPS mm (..., 3)."""
     a = jnp.asarray(vol.direction, jnp.float32) * jnp.asarray(vol.spacing_mm, jnp.float32)
-    return idx_xyz @ a.T + jnp.asarray(vol.origin_mm, jnp.float32)
+    return matvec3(a, idx_xyz) + jnp.asarray(vol.origin_mm, jnp.float32)
 
 
 def world_points_to_index(vol: Volume, points_mm: jax.Array) -> jax.Array:
@@ -115,7 +125,7 @@ def world_points_to_index(vol: Volume, points_mm: jax.Array) -> jax.Array:
     d = jnp.asarray(vol.direction, jnp.float32)
     s = jnp.asarray(vol.spacing_mm, jnp.float32)
     # direction is orthonormal, so its inverse is its transpose.
-    return ((points_mm - jnp.asarray(vol.origin_mm, jnp.float32)) @ d) / s
+    return matvec3(d.T, points_mm - jnp.asarray(vol.origin_mm, jnp.float32)) / s
 
 
 def corner_points_world(vol: Volume) -> np.ndarray:
