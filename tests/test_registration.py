@@ -96,7 +96,7 @@ def test_padded_moving_grid_gives_the_same_similarity_terms(affine_case):
     fixed, moving, fmask, mmask, *_ = affine_case
     pair = make_pair(fixed, moving, fixed_mask=fmask, moving_mask=mmask)
     level = make_level(stack_channels(fixed, pair.fixed_seg), stack_channels(moving, pair.moving_seg), 4.0, roi_margin_mm=10.0)
-    padded = pad_moving(level, bucket(level.moving.array.shape[:3], 16))
+    padded = pad_moving(level, bucket(np.asarray(level.moving.array.shape[:3]) + 1))
     assert padded.moving.array.shape != level.moving.array.shape
     # a shift that maps part of the fixed grid outside the moving grid (those samples must not count)
     to_moving = lambda idx, p: p + jnp.asarray([9.0, -7.0, 11.0])  # noqa: E731

@@ -182,19 +182,23 @@ def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig) -> list[Le
     Sets each pair's affine centre (centre of mass of the fixed segmentation, else of the Otsu
     body mask) and radius; the affine itself is the identity until the affine stage fills it in.
     Each level's fixed grid is cut to the bounding box of the region of interest (one box size per
-    level for the whole batch, the largest pair's rounded up to 8 voxels, so the pairs stack and
-    similar pairs reuse compiled steps), and the moving level grids are padded to the largest
-    pair's rounded up the same way (their true sizes kept for the outside test, so pairs of
+    level for the whole batch, the largest pair's rounded up by :func:`problem.bucket`, so the pairs
+    stack and pairs of similar size reuse compiled steps), and the moving level grids are padded to
+    the largest pair's rounded up the same way (their true sizes kept for the outside test, so pairs of
     different moving shapes batch too); the non-rigid residual
-    field lives on that box and is extended outside it by its border values.
+    field lives on that box and is extended outside it by its border values. Label-map channels
+    are padded with empty classes to a multiple of 4 (empty classes do not count in the overlap
+    term), so label maps with different numbers of landmarks batch and share compiled steps.
     """
-    n_seg = {p.n_seg for p in pairs}
-    if len(n_seg) != 1:
-        raise ValueError("pairs in one batch need the same number of segmentation channels")
+    if len({p.n_seg > 0 for p in pairs}) != 1:
+        raise ValueError("pairs in one batch must all have segmentation guidance or none")
+    n_seg = max(p.n_seg for p in pairs)
+    width = n_seg if n_seg <= 1 else -(-n_seg // 4) * 4
     res = resolutions_mm(pairs[0].fixed, config)
     per_pair = []
     for p in pairs:
-        fs, ms = stack_channels(p.fixed, p.fixed_seg), stack_channels(p.moving, p.moving_seg)
+        fs = stack_channels(p.fixed, _pad_channels(p.fixed_seg, width))
+        ms = stack_channels(p.moving, _pad_channels(p.moving_seg, width))
         w = _centroid_weights(p.fixed, p.fixed_seg)
         centre = init.centroid_mm(p.fixed, w)
         radius = init.rms_radius_mm(p.fixed, w, centre)
@@ -211,6 +215,13 @@ def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig) -> list[Le
         levels.append(_stack([pad_moving(crop_level(pp[li], start - (size - sz) // 2, size), moving_shape)
                               for pp, (start, sz) in zip(per_pair, boxes)]))
     return levels
+
+
+def _pad_channels(seg: np.ndarray | None, width: int) -> np.ndarray | None:
+    """Segmentation channels (z, y, x, C) padded with empty channels to ``width``."""
+    if seg is None or seg.shape[-1] >= width:
+        return seg
+    return np.concatenate([seg, np.zeros(seg.shape[:3] + (width - seg.shape[-1],), seg.dtype)], axis=-1)
 
 
 def level_shape(level: LevelData) -> np.ndarray:
