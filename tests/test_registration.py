@@ -107,6 +107,30 @@ def test_padded_moving_grid_gives_the_same_similarity_terms(affine_case):
         assert float(a[name]) == pytest.approx(float(b[name]), rel=1e-6, abs=1e-7), name  # float32 reductions
 
 
+def test_label_maps_with_different_landmark_counts_batch_and_pad_with_empty_classes(affine_case):
+    """Label maps are padded to 4 channels (empty classes leave the overlap term unchanged), so pairs
+    with 2 and 3 classes stack into one batch and share one compiled step."""
+    fixed, moving, fmask, mmask, *_ = affine_case
+    fa, ma, fl, ml = (np.asarray(v.array) for v in (fixed, moving, fmask, mmask))
+    f2 = np.where((fa > 100) & (fa < 140) & (fl == 0), 2, fl)  # the spot: 120 in the fixed image, 130 in the moving
+    m2 = np.where((ma > 120) & (ma < 140) & (ml == 0), 2, ml)
+    half = lambda lab: np.where((lab == 1) & (np.arange(lab.shape[0]) < lab.shape[0] // 2)[:, None, None], 3, lab)  # noqa: E731
+    pairs = [make_pair(fixed, moving, fixed_labels=fixed.with_array(f2.astype(np.uint8)), moving_labels=moving.with_array(m2.astype(np.uint8))),
+             make_pair(fixed, moving, fixed_labels=fixed.with_array(half(f2).astype(np.uint8)),
+                       moving_labels=moving.with_array(half(m2).astype(np.uint8)))]
+    assert [p.n_seg for p in pairs] == [2, 3]
+    levels = prepare_levels(pairs, FAST)
+    assert levels[-1].fixed.array.shape[-1] == 1 + 4  # image + 4 label channels for both pairs
+    opts = SimilarityOptions(samples=None)
+    to_moving = lambda idx, p: p + jnp.asarray([2.0, -1.0, 3.0])  # noqa: E731
+    one = make_level(stack_channels(fixed, pairs[0].fixed_seg), stack_channels(moving, pairs[0].moving_seg), 4.0,
+                     roi_margin_mm=FAST.roi_margin_mm)  # unpadded, uncropped: the same ROI voxels
+    padded = prepare_levels([pairs[0]], FAST)[-1]
+    a = similarity_terms(one, jax.random.key(0), to_moving, opts, image=False, seg=True)["seg"]
+    b = similarity_terms(jax.tree.map(lambda x: x[0], padded), jax.random.key(0), to_moving, opts, image=False, seg=True)["seg"]
+    assert float(b) == pytest.approx(float(a), rel=1e-4)
+
+
 def test_vmapped_step_matches_single_steps(affine_case):
     """A batch of two pairs with two weight settings steps exactly like two batches of one."""
     fixed, moving, fmask, mmask, *_ = affine_case
