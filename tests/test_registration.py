@@ -208,13 +208,7 @@ def test_grid_search_scores_every_weight_pair(affine_case):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("moving", [
-    "diag_ct",
-    # Known defect (issue 3): on this seed the MR pair folds 0.115 % of liver voxels (bound 0.1 %;
-    # RMSD 0.52 mm and Dice 0.951 pass; the 6-seed benchmark's worst is 0.014 %). Strict: an
-    # improvement that fixes it makes this test fail until the mark is removed.
-    pytest.param("diag_mr", marks=pytest.mark.xfail(strict=True, reason="liver folding 0.115 % > 0.1 % on seed 11")),
-])
+@pytest.mark.parametrize("moving", ["diag_ct", "diag_mr"])  # seed-11 MR folded 0.115-0.148 % before the folding barrier
 def test_cnn_lm_guided_phantom_accuracy(moving):
     from sirtjax.phantom import PhantomConfig, generate_study
     from sirtjax.registration.evaluate import evaluate

@@ -10,7 +10,10 @@ import SimpleITK as sitk
 
 from sirtjax.io import to_sitk
 from sirtjax.registration.mi import joint_histogram, mattes_mi
-from sirtjax.registration.regularisers import bending_energy, diffusion_energy, spring_energy, stiffness_map
+from sirtjax.metrics import jacobian_determinant
+from sirtjax.registration.regularisers import (
+    bending_energy, diffusion_energy, folding_penalty, spring_energy, stiffness_map,
+)
 from sirtjax.registration.similarity import overlap_ssd, ssd
 from sirtjax.registration.warp import sample_channels
 from sirtjax.volume import make_volume, world_grid
@@ -167,6 +170,25 @@ def test_spring_energy_gradients_match_autodiff_of_the_written_out_energy():
     assert float(ours(u, m, k)) == pytest.approx(float(ref(u, m, k)), rel=1e-5)
     for a, b in zip(jax.grad(ours, argnums=(0, 1, 2))(u, m, k), jax.grad(ref, argnums=(0, 1, 2))(u, m, k)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-6 * float(np.abs(b).max()))
+
+
+def test_folding_penalty_matches_the_jacobian_metric_and_only_bites_below_the_margin():
+    """folding_penalty and its VJP against jax.grad of relu(0.1 - det J)^2 with det J from sirtjax.metrics (oblique grid)."""
+    g, p = _grid_points((6, 7, 8), (1.5, 2.0, 3.0), _rot(25))
+    m = jnp.asarray(np.diag([1.05, 0.97, 1.0]), jnp.float32)
+    smooth = jnp.asarray(0.05 * np.sin(p / 10.0), jnp.float32)
+    assert float(folding_penalty(smooth, g.spacing_mm, g.direction, rest_matrix=m)) == 0.0  # det J near 1
+    u = 3.0 * jax.random.normal(jax.random.key(0), (6, 7, 8, 3))  # folds in many voxels
+
+    def reference(u):
+        field = g.with_array(jnp.zeros((6, 7, 8, 3)))
+        # the map p -> M p + u(p) is p -> p + ((M - I) p + u(p)): its displacement on the grid
+        det = jacobian_determinant(field.with_array(u + jnp.asarray(p, jnp.float32) @ (m - jnp.eye(3)).T))
+        return jnp.mean(jnp.maximum(0.1 - det, 0.0) ** 2)
+
+    ours = lambda u: folding_penalty(u, g.spacing_mm, g.direction, rest_matrix=m)  # noqa: E731
+    assert float(ours(u)) == pytest.approx(float(reference(u)), rel=1e-4) and float(ours(u)) > 0.1
+    np.testing.assert_allclose(np.asarray(jax.grad(ours)(u)), np.asarray(jax.grad(reference)(u)), rtol=1e-3, atol=1e-6)
 
 
 def test_diffusion_and_bending_energy_on_analytic_fields():

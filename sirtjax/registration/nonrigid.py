@@ -20,7 +20,7 @@ import jax
 
 from sirtjax.registration.optimise import adam_cosine, make_step
 from sirtjax.registration.problem import LevelData, SimilarityOptions, similarity_terms
-from sirtjax.registration.regularisers import regulariser
+from sirtjax.registration.regularisers import folding_penalty, regulariser
 from sirtjax.registration.warp import affine_apply
 
 
@@ -36,10 +36,12 @@ class Weights:
 
 @dataclasses.dataclass(frozen=True)
 class RegulariserOptions:
-    """Static regulariser choice: 'spring' (6 or 26 neighbours), 'diffusion' or 'bending'."""
+    """Static regulariser choice: 'spring' (6 or 26 neighbours), 'diffusion' or 'bending', plus the weight of
+    the folding barrier (:func:`regularisers.folding_penalty`) added to it (0 = none)."""
 
     kind: str = "spring"
     neighbourhood: int = 26
+    fold_weight: float = 0.0
 
 
 def nonrigid_objective(opts: SimilarityOptions, reg: RegulariserOptions, *, image: bool, seg: bool):
@@ -52,6 +54,10 @@ def nonrigid_objective(opts: SimilarityOptions, reg: RegulariserOptions, *, imag
             reg.kind, v, data.fixed.spacing_mm, data.fixed.direction, rest_matrix=data.affine.matrix,
             stiffness=data.stiffness, neighbourhood=reg.neighbourhood,
         ) * data.box_fraction  # a mean over the whole level grid, whose springs outside the box are at rest
+        if reg.fold_weight:
+            terms["fold"] = folding_penalty(v, data.fixed.spacing_mm, data.fixed.direction,
+                                            rest_matrix=data.affine.matrix) * data.box_fraction
+            terms["reg"] = terms["reg"] + reg.fold_weight * terms["fold"]
         loss = weights.reg * terms["reg"]
         if image:
             loss = loss + weights.image * terms["image"]

@@ -55,6 +55,7 @@ class RegistrationConfig:
     regulariser: str = "spring"
     neighbourhood: int = 26
     liver_stiffness: float = 1.0  # stiffness inside the fixed liver relative to outside (thesis 6.5)
+    fold_weight: float = 100.0  # folding barrier (det J < 0.1) relative to the spring energy; 0 = none
     window: int = 10  # a level stops when the mean loss of its last `window` steps ...
     rel_tol: float = 3e-3  # ... improved on the previous window's by less than rel_tol * |mean|
     min_iterations: int = 20
@@ -302,7 +303,7 @@ def run_nonrigid(
     nl = min(config.nonrigid_levels, len(levels))
     use = levels[len(levels) - nl:]
     seg = int(use[0].fixed.array.shape[-1]) > 1
-    reg = RegulariserOptions(config.regulariser, config.neighbourhood)
+    reg = RegulariserOptions(config.regulariser, config.neighbourhood, config.fold_weight)
     res = resolutions_mm_from_levels(use)
     v = jnp.zeros(use[0].fixed.array.shape[:4] + (3,), jnp.float32)
     logs = []
