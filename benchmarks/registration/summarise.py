@@ -1,6 +1,9 @@
 """Summarise rows_*.csv of run.py into a markdown table: RRMSD, liver Dice, folding, time per method.
 
 Failed runs (a non-empty ``error``) count as failures and are left out of the accuracy columns.
+Several CSV files are read as one table (runs of different methods on the same pairs).
+
+    python benchmarks/registration/summarise.py ROWS.csv [MORE_ROWS.csv ...] [--methods a,b]
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ def _num(r: dict, key: str) -> float:
     return float(v) if v not in ("", "nan") else float("nan")
 
 
-def main(path: str) -> None:
-    rows = list(csv.DictReader(open(path)))
+def main(paths: list[str], methods: set[str] | None = None) -> None:
+    rows = [r for path in paths for r in csv.DictReader(open(path)) if methods is None or r["method"] in methods]
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["moving"], r["method"])].append(r)
@@ -42,4 +45,10 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).parent / "results" / "rows_small.csv"))
+    args = sys.argv[1:]
+    chosen = None
+    if "--methods" in args:
+        i = args.index("--methods")
+        chosen = set(args[i + 1].split(","))
+        args = args[:i] + args[i + 2:]
+    main(args or [str(Path(__file__).parent / "results" / "rows_small.csv")], chosen)

@@ -5,7 +5,7 @@ The parameter is a residual field ``v`` (z, y, x, 3) in mm on the fixed level gr
 converted into the initial displacement field" with the field's increment as the unknown. The
 objective is ``w_I L_I + w_S L_S + w_R L_R`` (thesis 5.3.3): L_I the image term (-MI or SSD), L_S
 the overlap SSD of masks / label maps, L_R the regulariser (spring model by default, at rest under
-the affine). The field lives on the level's region-of-interest box (its border free) and is extended outside
+the affine, plus a barrier against folding: ``RegulariserOptions.fold_weight``). The field lives on the level's region-of-interest box (its border free) and is extended outside
 the box by its border values; the regulariser is averaged over the whole level grid as if the
 springs outside the box were at rest (an approximation: the extension is constant along the box
 normals, so only its tangential variation would strain them). Between levels the field is upsampled trilinearly (mm values are kept).
