@@ -34,30 +34,22 @@ def _index_derivative(u: jax.Array, axis: int) -> jax.Array:
     return jnp.concatenate([first, central, last], axis=axis)
 
 
-def displacement_gradient(u: jax.Array, spacing_mm: jax.Array, direction: jax.Array) -> jax.Array:
-    """World gradient ``du_c / dp_w`` (z, y, x, 3, 3) of a field u (z, y, x, 3) mm; see module doc."""
-    # Index axes (i, j, k) = (x, y, z) are array axes (2, 1, 0); g[..., c, a] = du_c / d index_a.
-    g = jnp.stack([_index_derivative(u, axis) for axis in (2, 1, 0)], axis=-1)
-    index_per_mm = jnp.asarray(direction, jnp.float32).T / jnp.asarray(spacing_mm, jnp.float32)[:, None]  # (S⁻¹ Dᵀ)[a, w]
-    return jnp.sum(g[..., :, :, None] * index_per_mm, axis=-2)  # broadcast, not a dot (see volume.matvec3)
-
-
-def det3(j: jax.Array) -> jax.Array:
-    """Determinant of 3x3 matrices (..., 3, 3), written out."""
-    return (
-        j[..., 0, 0] * (j[..., 1, 1] * j[..., 2, 2] - j[..., 1, 2] * j[..., 2, 1])
-        - j[..., 0, 1] * (j[..., 1, 0] * j[..., 2, 2] - j[..., 1, 2] * j[..., 2, 0])
-        + j[..., 0, 2] * (j[..., 1, 0] * j[..., 2, 1] - j[..., 1, 1] * j[..., 2, 0])
-    )
-
-
 @jax.jit
 def jacobian_determinant(field: Volume) -> jax.Array:
     """det of the world Jacobian of p -> p + u(p) per voxel, float32 (z, y, x); see module doc."""
     u = jnp.asarray(field.array, jnp.float32)
     if u.ndim != 4 or u.shape[-1] != 3:
         raise ValueError(f"a displacement field has shape (z, y, x, 3), got {u.shape}")
-    return det3(jnp.eye(3, dtype=jnp.float32) + displacement_gradient(u, field.spacing_mm, field.direction))
+    # Index axes (i, j, k) = (x, y, z) are array axes (2, 1, 0); g[..., c, a] = du_c / d index_a.
+    g = jnp.stack([_index_derivative(u, axis) for axis in (2, 1, 0)], axis=-1)
+    index_per_mm = jnp.asarray(field.direction, jnp.float32).T / jnp.asarray(field.spacing_mm, jnp.float32)[:, None]
+    # d index_a / d p_w = (S⁻¹ Dᵀ)[a, w]; a broadcast sum, not a dot (see volume.matvec3)
+    j = jnp.eye(3, dtype=jnp.float32) + jnp.sum(g[..., :, :, None] * index_per_mm, axis=-2)
+    return (
+        j[..., 0, 0] * (j[..., 1, 1] * j[..., 2, 2] - j[..., 1, 2] * j[..., 2, 1])
+        - j[..., 0, 1] * (j[..., 1, 0] * j[..., 2, 2] - j[..., 1, 2] * j[..., 2, 0])
+        + j[..., 0, 2] * (j[..., 1, 0] * j[..., 2, 1] - j[..., 1, 1] * j[..., 2, 0])
+    )
 
 
 class JacobianStats(NamedTuple):

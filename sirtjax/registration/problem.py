@@ -230,11 +230,8 @@ def similarity_terms(
     n_img = sets[0][0].shape[0] if image else 0
     terms: dict[str, jax.Array] = {}
     if seg:
-        c = data.moving.array.shape[-1]
         mvals, _ = sample_channels(data.moving, pts[n_img:], 0.0, size_xyz=data.moving_size_xyz,  # outside test: unpadded grid
-                                   )
-        mvals = mvals[:, 1:]  # TMP
-#TMP
+                                   channels=(1, data.moving.array.shape[-1]))
         terms["seg"] = overlap_ssd(farr[idx[n_img:], 1:], mvals, sets[-1][1])
     if not image:
         return terms

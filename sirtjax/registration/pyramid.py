@@ -33,10 +33,9 @@ def gaussian_smooth(array: jax.Array, sigma_vox_zyx: tuple[float, float, float])
     return _smooth_and_shrink_jit(array, tuple(float(x) for x in sigma_vox_zyx), 1)
 
 
-def _axis_kernel(gauss: np.ndarray, factor: int) -> np.ndarray:
-    """The 1-D kernel of one axis: the Gaussian (or identity) combined with the linear interpolation
+def _axis_kernel(k: np.ndarray, factor: int) -> np.ndarray:
+    """The 1-D kernel of one axis: the Gaussian (or identity) k combined with the linear interpolation
     halfway between two fine voxels that an even shrink factor needs."""
-    k = gauss
     if factor % 2 == 0:
         k = 0.5 * (np.concatenate([k, [0.0]]) + np.concatenate([[0.0], k]))
     return k.astype(np.float32)
