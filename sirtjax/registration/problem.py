@@ -22,7 +22,7 @@ import scipy.ndimage as ndi
 from sirtjax.registration.mi import mattes_mi
 from sirtjax.registration.pyramid import pyramid_level
 from sirtjax.registration.similarity import overlap_ssd, ssd
-from sirtjax.registration.warp import AffineTransform, identity_affine, sample_channels
+from sirtjax.registration.warp import AffineTransform, sample_channels
 from sirtjax.volume import Volume, index_points_to_world, make_volume
 
 
@@ -75,7 +75,7 @@ def make_level(
     stiffness_inside: float = 1.0,
     roi_margin_mm: float | None = None,
 ) -> LevelData:
-    """LevelData at a pyramid resolution (mm) from stacked fixed and moving channels (host).
+    """LevelData at a pyramid resolution (mm) from stacked fixed and moving channels, as host (numpy) arrays.
 
     The stiffness map is ``1 + (stiffness_inside - 1) * liver`` with the liver taken from the fixed
     segmentation's first channel (uniform 1 without segmentation). The region of interest (where
@@ -83,15 +83,18 @@ def make_level(
     ``roi_margin_mm``; without segmentation channels, with ``roi_margin_mm=None`` or with an empty
     segmentation it is the whole grid.
     """
-    f = pyramid_level(fixed_stack, resolution_mm)
-    m = pyramid_level(moving_stack, resolution_mm)
-    roi = roi_mask(np.asarray(f.array), np.asarray(f.spacing_mm), roi_margin_mm)
-    fixed_range, moving_range, stiffness = _level_arrays(
-        jnp.asarray(f.array), jnp.asarray(m.array), jnp.float32(stiffness_inside))
+    f = _as_f32(pyramid_level(fixed_stack, resolution_mm))
+    m = _as_f32(pyramid_level(moving_stack, resolution_mm))
+    farr, marr = f.array, m.array
+    liver = farr[..., 1] if farr.shape[-1] > 1 else np.zeros(farr.shape[:3], np.float32)
+    ranges = [np.asarray([a[..., 0].min(), a[..., 0].max()], np.float32) for a in (farr, marr)]
     return LevelData(
-        fixed=_as_f32(f), moving=_as_f32(m), **_roi_fields(roi), fixed_range=fixed_range, moving_range=moving_range,
-        stiffness=stiffness, affine=identity_affine(), radius_mm=jnp.asarray(1.0, jnp.float32),
-        box_fraction=jnp.asarray(1.0, jnp.float32), moving_size_xyz=jnp.asarray(m.array.shape[:3][::-1], jnp.float32),
+        fixed=f, moving=m, **_roi_fields(roi_mask(farr, np.asarray(f.spacing_mm), roi_margin_mm)),
+        fixed_range=ranges[0], moving_range=ranges[1],
+        stiffness=(1.0 + (np.float32(stiffness_inside) - 1.0) * liver).astype(np.float32),
+        affine=AffineTransform(np.eye(3, dtype=np.float32), np.zeros(3, np.float32), np.zeros(3, np.float32)),
+        radius_mm=np.float32(1.0), box_fraction=np.float32(1.0),
+        moving_size_xyz=np.asarray(marr.shape[:3][::-1], np.float32),
     )
 
 
@@ -111,10 +114,10 @@ def pad_moving(level: LevelData, shape_zyx) -> LevelData:
     """The level with its moving channels padded at the high-index end to shape (z, y, x) by repeating the
     border voxels (host). The grid (origin, spacing) and ``moving_size_xyz`` are kept, so sampling and the
     outside test are unchanged: within half a voxel of the border the padding equals ITK's clamping."""
-    arr = level.moving.array
+    arr = np.asarray(level.moving.array)
     pad = [(0, int(n) - s) for n, s in zip(shape_zyx, arr.shape[:3])] + [(0, 0)]
     m = level.moving
-    return dataclasses.replace(level, moving=Volume(jnp.pad(arr, pad, mode="edge"), m.spacing_mm, m.origin_mm, m.direction))
+    return dataclasses.replace(level, moving=Volume(np.pad(arr, pad, mode="edge"), m.spacing_mm, m.origin_mm, m.direction))
 
 
 def _roi_fields(roi: np.ndarray) -> dict[str, jax.Array]:
@@ -122,7 +125,7 @@ def _roi_fields(roi: np.ndarray) -> dict[str, jax.Array]:
     flat = np.flatnonzero(roi > 0)
     index = np.zeros(roi.size, np.int32)
     index[: flat.size] = flat
-    return {"roi_weight": jnp.asarray(roi, jnp.float32), "roi_index": jnp.asarray(index), "roi_count": jnp.int32(flat.size)}
+    return {"roi_weight": np.asarray(roi, np.float32), "roi_index": index, "roi_count": np.int32(flat.size)}
 
 
 def roi_box(level: LevelData) -> tuple[np.ndarray, np.ndarray]:
@@ -146,12 +149,11 @@ def crop_level(level: LevelData, start_zyx: np.ndarray, size_zyx: np.ndarray) ->
     start = np.clip(np.asarray(start_zyx), 0, shape - size)
     sl = tuple(slice(int(a), int(a + n)) for a, n in zip(start, size))
     f = level.fixed
-    origin = jnp.asarray(np.asarray(f.origin_mm) + np.asarray(f.direction) @ (np.asarray(f.spacing_mm) * start[::-1]),
-                         jnp.float32)
+    origin = (np.asarray(f.origin_mm) + np.asarray(f.direction) @ (np.asarray(f.spacing_mm) * start[::-1])).astype(np.float32)
     return dataclasses.replace(
-        level, fixed=Volume(f.array[sl], f.spacing_mm, origin, f.direction), **_roi_fields(np.asarray(level.roi_weight)[sl]),
-        stiffness=level.stiffness[sl],
-        box_fraction=level.box_fraction * jnp.float32(np.prod(size) / np.prod(shape)))
+        level, fixed=Volume(np.asarray(f.array)[sl], f.spacing_mm, origin, f.direction),
+        **_roi_fields(np.asarray(level.roi_weight)[sl]), stiffness=np.asarray(level.stiffness)[sl],
+        box_fraction=np.float32(level.box_fraction * np.prod(size) / np.prod(shape)))
 
 
 def roi_mask(fixed_channels: np.ndarray, spacing_mm: np.ndarray, margin_mm: float | None) -> np.ndarray:
@@ -170,18 +172,9 @@ def roi_mask(fixed_channels: np.ndarray, spacing_mm: np.ndarray, margin_mm: floa
     return dist <= margin_mm
 
 
-@jax.jit
-def _level_arrays(farr: jax.Array, marr: jax.Array, stiffness_inside: jax.Array):
-    """Fixed/moving intensity ranges (whole images, as ITK) and the stiffness map of one level (one program)."""
-    liver = farr[..., 1] if farr.shape[-1] > 1 else jnp.zeros(farr.shape[:3], jnp.float32)
-    stiffness = 1.0 + (stiffness_inside - 1.0) * liver
-    fixed_range = jnp.stack([jnp.min(farr[..., 0]), jnp.max(farr[..., 0])])
-    moving_range = jnp.stack([jnp.min(marr[..., 0]), jnp.max(marr[..., 0])])
-    return fixed_range, moving_range, stiffness
-
-
 def _as_f32(vol: Volume) -> Volume:
-    return Volume(*(jnp.asarray(getattr(vol, f.name), jnp.float32) for f in dataclasses.fields(Volume)))
+    """The Volume with every field a float32 numpy array (host)."""
+    return Volume(*(np.asarray(getattr(vol, f.name), np.float32) for f in dataclasses.fields(Volume)))
 
 
 def sample_voxels(data: LevelData, key: jax.Array, opts: SimilarityOptions, *, roi: bool) -> tuple[jax.Array, jax.Array]:

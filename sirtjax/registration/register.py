@@ -171,7 +171,8 @@ def resolutions_mm(fixed: Volume, config: RegistrationConfig) -> list[float]:
 
 
 def _stack(items: Sequence) -> object:
-    return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *items)
+    """Host pytrees of equal structure stacked along a new leading axis (numpy)."""
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *items)
 
 
 def _take(tree: object, i: int) -> object:
@@ -204,10 +205,10 @@ def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig) -> list[Le
         w = _centroid_weights(p.fixed, p.fixed_seg)
         centre = init.centroid_mm(p.fixed, w)
         radius = init.rms_radius_mm(p.fixed, w, centre)
-        aff = AffineTransform(jnp.eye(3, dtype=jnp.float32), jnp.zeros(3, jnp.float32), jnp.asarray(centre, jnp.float32))
+        aff = AffineTransform(np.eye(3, dtype=np.float32), np.zeros(3, np.float32), np.asarray(centre, np.float32))
         per_pair.append([dataclasses.replace(make_level(fs, ms, r, stiffness_inside=config.liver_stiffness,
                                                         roi_margin_mm=config.roi_margin_mm),
-                                             affine=aff, radius_mm=jnp.float32(radius)) for r in res])
+                                             affine=aff, radius_mm=np.float32(radius)) for r in res])
     levels = []
     for li in range(len(res)):
         boxes = [roi_box(pp[li]) for pp in per_pair]
@@ -216,7 +217,7 @@ def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig) -> list[Le
         moving_shape = bucket(np.max([pp[li].moving.array.shape[:3] for pp in per_pair], axis=0))
         levels.append(_stack([pad_moving(crop_level(pp[li], start - (size - sz) // 2, size), moving_shape)
                               for pp, (start, sz) in zip(per_pair, boxes)]))
-    return levels
+    return jax.device_put(levels)  # built on the host, moved once
 
 
 def _pad_channels(seg: np.ndarray | None, width: int) -> np.ndarray | None:

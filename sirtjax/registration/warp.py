@@ -34,11 +34,6 @@ class AffineTransform:
     centre_mm: jax.Array
 
 
-def identity_affine(centre_mm: jax.Array | np.ndarray = (0.0, 0.0, 0.0)) -> AffineTransform:
-    """The identity transform about centre_mm (3,)."""
-    return AffineTransform(jnp.eye(3, dtype=jnp.float32), jnp.zeros(3, jnp.float32), jnp.asarray(centre_mm, jnp.float32))
-
-
 def affine_apply(aff: AffineTransform, points_mm: jax.Array) -> jax.Array:
     """Map fixed world points (..., 3) mm to moving world points (..., 3) mm."""
     c = aff.centre_mm
