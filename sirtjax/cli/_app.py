@@ -17,13 +17,18 @@ app = typer.Typer(
 
 
 def enable_compilation_cache() -> None:
-    """Point JAX's persistent compilation cache at ~/.cache/sirtjax/jax (or $SIRTJAX_CACHE_DIR)."""
+    """Point JAX's persistent compilation cache at ~/.cache/sirtjax/jax (or $SIRTJAX_CACHE_DIR).
+
+    Every program is kept, however quick to compile: a registration runs ~100 small ones, and
+    compiling those again cost ~2 s per call. The registration steps' traced programs are kept in
+    the same folder (:mod:`sirtjax.registration.step_cache`).
+    """
     import jax
 
     cache = Path(os.environ.get("SIRTJAX_CACHE_DIR", Path.home() / ".cache" / "sirtjax" / "jax"))
     cache.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(cache))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 

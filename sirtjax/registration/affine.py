@@ -52,7 +52,7 @@ def affine_objective(opts: SimilarityOptions, on: str):
 
 @functools.lru_cache(maxsize=64)
 def _affine_step_program(opts: SimilarityOptions, on: str):
-    return make_step(affine_objective(opts, on))
+    return make_step(affine_objective(opts, on), f"affine {opts} {on}")
 
 
 def affine_step(opts: SimilarityOptions, on: str, learning_rate_mm: float, iterations: int):

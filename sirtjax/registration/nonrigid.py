@@ -70,7 +70,7 @@ def nonrigid_objective(opts: SimilarityOptions, reg: RegulariserOptions, *, imag
 
 @functools.lru_cache(maxsize=64)
 def _nonrigid_step_program(opts: SimilarityOptions, reg: RegulariserOptions, image: bool, seg: bool):
-    return make_step(nonrigid_objective(opts, reg, image=image, seg=seg))
+    return make_step(nonrigid_objective(opts, reg, image=image, seg=seg), f"nonrigid {opts} {reg} {image} {seg}")
 
 
 def nonrigid_step(opts: SimilarityOptions, reg: RegulariserOptions, image: bool, seg: bool, learning_rate_mm: float, iterations: int):

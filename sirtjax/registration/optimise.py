@@ -20,14 +20,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from sirtjax.registration.step_cache import CachedStep
+
 Objective = Callable[[Any, Any, Any, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 Progress = Callable[[str, int, int], None]
 
 
-def make_step(objective: Objective) -> Callable:
+def make_step(objective: Objective, name: str) -> Callable:
     """The jit-compiled, batch-vmapped optimisation step for objective(params, data, weights, key) with
     an :func:`adam_cosine` optimiser state (any learning rate and level length).
 
+    ``name`` identifies the objective's static settings: with a compilation cache folder set, the
+    traced programs are kept on disk under it (:class:`~sirtjax.registration.step_cache.CachedStep`).
     Build it once per static setting (the affine and non-rigid stages cache theirs) so later calls
     reuse the compiled program instead of tracing a new closure.
     """
@@ -48,7 +52,7 @@ def make_step(objective: Objective) -> Callable:
         out = step(*jax.tree.map(lambda x: x[0], args))
         return jax.tree.map(lambda x: x[None], out)
 
-    return jax.jit(batched)
+    return CachedStep(jax.jit(batched), name)
 
 
 _ADAM = optax.scale_by_adam()
