@@ -106,3 +106,13 @@ def test_registration_steps_round_trip_through_the_cache(cache_dir, monkeypatch)
     assert len(exports) == 4
     np.testing.assert_array_equal(second.displacement.array, first.displacement.array)
     assert float(np.abs(first.displacement.array).max()) > 1.0  # it did move (a one-voxel shift)
+
+
+def test_steps_compile_with_the_cpu_code_generation_options():
+    """The faster-compiling CPU emitters are known to this jaxlib (if an upgrade drops the option, this says so)."""
+    from sirtjax.registration.optimise import step_compiler_options
+
+    if jax.default_backend() == "cpu":
+        assert step_compiler_options() == {"xla_cpu_use_fusion_emitters": False}
+    step = make_step(_objective, "fit v4")
+    assert step.compiler_options == step_compiler_options()

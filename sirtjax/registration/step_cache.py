@@ -47,18 +47,21 @@ def _is_key(leaf) -> bool:
 
 
 class CachedStep:
-    """A jit-compiled step ``fn`` whose traced programs are also kept on disk (see module docstring)."""
+    """The step ``fn`` jit-compiled with XLA ``compiler_options``, its traced programs also kept on disk
+    (see module docstring); a loaded program is compiled with the same options."""
 
-    def __init__(self, fn: Callable, name: str):
-        self.fn = fn
+    def __init__(self, fn: Callable, name: str, compiler_options: dict | None = None):
         self.name = name
+        self.compiler_options = compiler_options or {}
+        self._fn = fn
+        self._jit = jax.jit(fn, compiler_options=self.compiler_options)
         self._programs: dict = {}
 
     def __call__(self, params, opt_state, *rest):
         """``fn(params, opt_state, *rest)``, through the stored program of these shapes when there is one."""
         args = (params, opt_state, *rest)
         if not jax.config.jax_compilation_cache_dir:
-            return self.fn(*args)
+            return self._jit(*args)
         leaves, treedef = jax.tree.flatten(args)
         signature = (treedef, tuple((leaf.shape, str(leaf.dtype)) for leaf in leaves))
         program = self._programs.get(signature)
@@ -79,7 +82,7 @@ class CachedStep:
         params_def, state_def = jax.tree.structure(params), jax.tree.structure(opt_state)
         n_p, n_s = params_def.num_leaves, state_def.num_leaves
 
-        @jax.jit
+        @functools.partial(jax.jit, compiler_options=self.compiler_options)
         def run(flat):
             return exported.call(*[jax.random.key_data(x) if impl else x for x, impl in zip(flat, impls)])
 
@@ -103,7 +106,7 @@ class CachedStep:
 
         def flat_step(*raw):
             flat = [jax.random.wrap_key_data(x, impl=impl) if impl else x for x, impl in zip(raw, impls)]
-            params, opt_state, terms = self.fn(*jax.tree.unflatten(treedef, flat))
+            params, opt_state, terms = self._fn(*jax.tree.unflatten(treedef, flat))
             names.extend(sorted(terms))
             return [*jax.tree.leaves(params), *jax.tree.leaves(opt_state), *(terms[n] for n in sorted(terms))]
 
