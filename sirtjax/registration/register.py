@@ -255,7 +255,14 @@ def run_affine(
     key: jax.Array,
     progress: Progress | None = None,
 ) -> tuple[AffineTransform, list[LevelLog]]:
-    """The affine stage over all levels for a batch; returns the batched AffineTransform and the logs."""
+    """The affine stage over all levels for a batch; returns the batched AffineTransform and the logs.
+
+    Every candidate start (``starts_mm`` (B, K, 3)) runs through all levels, batched with the pairs;
+    each pair keeps the candidate with the lowest mean loss over the last ``window`` steps of the
+    finest level. The coarse levels' losses do not rank the candidates: on a blurred image MI
+    differs little between optima (image-based MR seed 1: the coarsest level ranked the right start
+    4th of 5, the finest level 1st).
+    """
     batch, k = starts_mm.shape[:2]
     res = resolutions_mm_from_levels(levels)
     params = jax.vmap(affine_stage.init_params)(jnp.asarray(starts_mm.reshape(batch * k, 3), jnp.float32))
@@ -264,21 +271,31 @@ def run_affine(
         step, tx = affine_stage.affine_step(config.similarity(), config.affine_on,
                                             config.affine_step * res[li], config.affine_iterations)
         conv = Convergence(config.affine_iterations, config.window, config.rel_tol, config.min_iterations)
-        if li == 0 and k > 1:
+        if k > 1:
             data = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), data)
         key, sub = jax.random.split(key)
         params, log = run_level(step, params, tx, data, None, sub, conv, label=f"affine {res[li]:g} mm", progress=progress)
-        if li == 0 and k > 1:
-            final = np.asarray(log.last_terms["loss"]).reshape(batch, k)
-            best = np.argmin(final, axis=1)
-            params = jax.tree.map(lambda x: x.reshape(batch, k, *x.shape[1:])[np.arange(batch), best], params)
-            log.iterations = log.iterations.reshape(batch, k)[np.arange(batch), best]
-            log.last_terms = {n: v.reshape(batch, k)[np.arange(batch), best] for n, v in log.last_terms.items()}
-            log.loss_history = log.loss_history.reshape(-1, batch, k)[:, np.arange(batch), best]
         logs.append(log)
+    if k > 1:
+        best = np.argmin(_final_window_mean(logs[-1].loss_history, config.window).reshape(batch, k), axis=1)
+        pick = np.arange(batch) * k + best
+        params = jax.tree.map(lambda x: x[pick], params)
+        for log in logs:
+            log.iterations = log.iterations[pick]
+            log.last_terms = {n: v[pick] for n, v in log.last_terms.items()}
+            log.loss_history = log.loss_history[:, pick]
     data = levels[-1]
     affine = jax.vmap(affine_stage.params_to_affine)(params, data.affine.centre_mm, data.radius_mm)
     return affine, logs
+
+
+def _final_window_mean(history: np.ndarray, window: int) -> np.ndarray:
+    """Per member of a (iterations, B) loss history (NaN after a member stopped): mean of its last ``window`` losses."""
+    out = np.empty(history.shape[1])
+    for b in range(history.shape[1]):
+        h = history[:, b][np.isfinite(history[:, b])]
+        out[b] = h[-window:].mean() if h.size else np.inf
+    return out
 
 
 def resolutions_mm_from_levels(levels: list[LevelData]) -> list[float]:
