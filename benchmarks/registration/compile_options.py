@@ -1,0 +1,80 @@
+"""Compile and run time of each level step under XLA's default CPU emitters and under the steps' options.
+
+Lowers the six level steps of one 3 mm phantom pair once, compiles each with XLA's defaults and
+with :func:`sirtjax.registration.optimise.step_compiler_options`, and times 3 x 10 calls of each
+executable (best of 3). Re-run after a jax upgrade to see whether the options still pay.
+
+    python benchmarks/registration/compile_options.py --mode cnn-guided --seed 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+
+from sirtjax.phantom import PhantomConfig, generate_study
+from sirtjax.registration import affine as affine_stage
+from sirtjax.registration import register as reg
+from sirtjax.registration.nonrigid import RegulariserOptions, nonrigid_step
+from sirtjax.registration.optimise import step_compiler_options
+
+
+def level_steps(mode: str, seed: int) -> list[tuple[str, object, tuple]]:
+    """(name, traceable step, example arguments) of every affine and non-rigid level of one pair."""
+    study = generate_study(seed, PhantomConfig())
+    guide = {"cnn-guided": dict(fixed_mask=study.images["maa_ct_liver"], moving_mask=study.images["diag_ct_liver"]),
+             "cnn-lm-guided": dict(fixed_labels=study.images["maa_ct_labels"], moving_labels=study.images["diag_ct_labels"])}
+    pair = reg.make_pair(study.images["maa_ct"], study.images["diag_ct"], **guide.get(mode, {}))
+    cfg = reg.PRESETS[mode]
+    levels = reg.prepare_levels([pair], cfg)
+    seg = int(levels[0].fixed.array.shape[-1]) > 1
+    keys, active = jax.random.split(jax.random.key(0), 1), jnp.ones((1,), bool)
+    steps = []
+    for li, d in enumerate(levels):
+        step, tx = affine_stage.affine_step(cfg.similarity(), cfg.affine_on, 1.0, 100)
+        p = jax.vmap(affine_stage.init_params)(jnp.zeros((1, 3)))
+        steps.append((f"affine {li}", step, (p, jax.vmap(tx.init)(p), d, None, keys, active)))
+    reg_opts = RegulariserOptions(cfg.regulariser, cfg.neighbourhood, cfg.fold_weight)
+    for li, d in enumerate(levels):
+        step, tx = nonrigid_step(cfg.similarity(), reg_opts, cfg.nonrigid_image, seg, 1.0, 60)
+        v = jnp.zeros(d.fixed.array.shape[:4] + (3,))
+        steps.append((f"non-rigid {li}", step, (v, jax.vmap(tx.init)(v), d, jax.tree.map(lambda x: x[None], cfg.weights()),
+                                                keys, active)))
+    return steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", default="cnn-guided")
+    ap.add_argument("--seed", type=int, default=2)
+    a = ap.parse_args()
+    variants = {"XLA defaults": {}, "step options": step_compiler_options()}
+    print(f"| level step | {' | '.join(f'{v} compile s | {v} run ms' for v in variants)} |")
+    print("| --- |" + " --- |" * (2 * len(variants)))
+    totals = dict.fromkeys(variants, 0.0)
+    for name, step, args in level_steps(a.mode, a.seed):
+        lowered = jax.jit(step.fn).lower(*args)
+        cells = []
+        for variant, options in variants.items():
+            t0 = time.perf_counter()
+            compiled = lowered.compile(compiler_options=options)
+            compile_s = time.perf_counter() - t0
+            totals[variant] += compile_s
+            jax.block_until_ready(compiled(*args))
+            runs = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                for _ in range(10):
+                    out = compiled(*args)
+                jax.block_until_ready(out)
+                runs.append((time.perf_counter() - t0) / 10)
+            cells += [f"{compile_s:.2f}", f"{1e3 * min(runs):.1f}"]
+        print(f"| {name} | {' | '.join(cells)} |", flush=True)
+    print(f"| total compile | {' | '.join(f'{t:.1f} |' for t in totals.values())} |")
+
+
+if __name__ == "__main__":
+    main()
