@@ -53,7 +53,7 @@ class CachedStep:
     def __init__(self, fn: Callable, name: str, compiler_options: dict | None = None):
         self.name = name
         self.compiler_options = compiler_options or {}
-        self._fn = fn
+        self.fn = fn  # the step itself, not jit-compiled
         self._jit = jax.jit(fn, compiler_options=self.compiler_options)
         self._programs: dict = {}
 
@@ -106,7 +106,7 @@ class CachedStep:
 
         def flat_step(*raw):
             flat = [jax.random.wrap_key_data(x, impl=impl) if impl else x for x, impl in zip(raw, impls)]
-            params, opt_state, terms = self._fn(*jax.tree.unflatten(treedef, flat))
+            params, opt_state, terms = self.fn(*jax.tree.unflatten(treedef, flat))
             names.extend(sorted(terms))
             return [*jax.tree.leaves(params), *jax.tree.leaves(opt_state), *(terms[n] for n in sorted(terms))]
 
