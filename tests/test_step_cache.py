@@ -116,3 +116,11 @@ def test_steps_compile_with_the_cpu_code_generation_options():
         assert step_compiler_options() == {"xla_cpu_use_fusion_emitters": False}
     step = make_step(_objective, "fit v4")
     assert step.compiler_options == step_compiler_options()
+
+
+def test_an_unwritable_cache_folder_warns_and_the_step_still_runs(cache_dir):
+    (cache_dir / _SUBFOLDER).write_text("a file where the folder should be")
+    with pytest.warns(UserWarning, match="not cached"):
+        params, _ = _run(make_step(_objective, "fit v5"), 32)
+    assert float(params["a"][0]) == pytest.approx(3.0, abs=0.3)
+    assert not list(cache_dir.glob("**/*.tmp"))

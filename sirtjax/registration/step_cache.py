@@ -6,7 +6,8 @@ process still traces and lowers every step in Python first: about 1 s per non-ri
 set (``jax_compilation_cache_dir``), :class:`CachedStep` also stores each step as an exported
 program (``jax.export``, StableHLO) in its ``sirtjax-steps`` subfolder. The key is the step's name
 (its static settings), the shapes and dtypes of the arguments, the jax version, the backend and a
-digest of sirtjax's source, so any code change makes new entries. A later process deserialises the
+digest of sirtjax's source and of the versions of the libraries traced into the steps, so any code
+change makes new entries. A later process deserialises the
 program instead of tracing it, and its executable comes from the persistent cache. Without a cache
 folder a CachedStep is the plain jit-compiled step. An unreadable entry is exported again and replaced.
 
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import json
+import warnings
 import os
 import tempfile
 from collections.abc import Callable
@@ -32,10 +35,11 @@ _SUBFOLDER = "sirtjax-steps"
 
 
 @functools.lru_cache(maxsize=1)
-def source_digest() -> str:
-    """SHA-256 of every sirtjax source file (path and content): a changed program gets a new key."""
+def code_digest() -> str:
+    """SHA-256 of every sirtjax source file (path and content) and of the jax, jaxlib and optax versions:
+    the code a step is traced from; a change gives new keys."""
     root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
+    h = hashlib.sha256(json.dumps([importlib.metadata.version(lib) for lib in ("jax", "jaxlib", "optax")]).encode())
     for path in sorted(root.rglob("*.py")):
         h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())
@@ -71,14 +75,13 @@ class CachedStep:
 
     def _program(self, params, opt_state, leaves, signature) -> Callable:
         """The step of these argument shapes as a function of the flat leaves, loaded or exported."""
-        key = hashlib.sha256(json.dumps([self.name, str(signature), jax.__version__, jax.default_backend(),
-                                         source_digest()]).encode()).hexdigest()
-        path = Path(jax.config.jax_compilation_cache_dir) / _SUBFOLDER / f"{key}.bin"
+        key = hashlib.sha256(json.dumps([self.name, str(signature), jax.default_backend(), code_digest()]).encode())
+        path = Path(jax.config.jax_compilation_cache_dir) / _SUBFOLDER / f"{key.hexdigest()}.bin"
+        impls = [jax.random.key_impl(leaf) if _is_key(leaf) else None for leaf in leaves]
         exported, names = _load(path)
         if exported is None:
-            exported, names = self._export(leaves, signature[0])
+            exported, names = self._export(leaves, signature[0], impls)
             _save(path, exported, names)
-        impls = [jax.random.key_impl(leaf) if _is_key(leaf) else None for leaf in leaves]
         params_def, state_def = jax.tree.structure(params), jax.tree.structure(opt_state)
         n_p, n_s = params_def.num_leaves, state_def.num_leaves
 
@@ -99,9 +102,9 @@ class CachedStep:
 
         return call
 
-    def _export(self, leaves, treedef):
-        """The step exported over flat arguments (keys as raw key data) and flat outputs, and its term names."""
-        impls = [jax.random.key_impl(leaf) if _is_key(leaf) else None for leaf in leaves]
+    def _export(self, leaves, treedef, impls):
+        """The step exported over flat arguments (keys as raw key data; ``impls`` their PRNG implementations)
+        and flat outputs, and its term names."""
         names: list[str] = []
 
         def flat_step(*raw):
@@ -126,10 +129,16 @@ def _load(path: Path):
 
 
 def _save(path: Path, exported, names: list[str]) -> None:
-    """Write the entry atomically (a partly written file is never read)."""
+    """Write the entry atomically (a partly written file is never read); a failed write warns and leaves no file."""
     head = json.dumps(names).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(len(head).to_bytes(4, "little") + head + bytes(exported.serialize()))
-    os.replace(tmp, path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(len(head).to_bytes(4, "little") + head + bytes(exported.serialize()))
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+        warnings.warn(f"registration step not cached in {path.parent}: {exc}", stacklevel=3)
