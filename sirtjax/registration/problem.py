@@ -120,7 +120,7 @@ def pad_moving(level: LevelData, shape_zyx) -> LevelData:
     return dataclasses.replace(level, moving=Volume(np.pad(arr, pad, mode="edge"), m.spacing_mm, m.origin_mm, m.direction))
 
 
-def _roi_fields(roi: np.ndarray) -> dict[str, jax.Array]:
+def _roi_fields(roi: np.ndarray) -> dict[str, np.ndarray]:
     """LevelData's ROI fields from a 0/1 map: the map (float32), its flat voxel indices padded to the grid size, their count."""
     flat = np.flatnonzero(roi > 0)
     index = np.zeros(roi.size, np.int32)
