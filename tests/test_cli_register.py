@@ -46,7 +46,8 @@ def test_register_cli_outputs_and_simpleitk_reproduces_the_warp(files, capsys):
     main(["register", str(f["fixed"]), str(f["moving"]), "-o", str(out), "--fixed-labels", str(f["fixed_labels"]),
           "--moving-labels", str(f["moving_labels"]), "--apply", str(f["moving_labels"]), "--levels", "1",
           "--iterations", "15", "--config", str(CONFIGS / "cnn-lm-guided.json")])
-    assert "registered (cnn-lm-guided)" in capsys.readouterr().out
+    message = capsys.readouterr().out
+    assert "registered (cnn-lm-guided)" in message and "% of the fixed liver" in message
     assert {p.name for p in out.iterdir()} == {"warped.nii.gz", "displacement.nii.gz", "affine.json", "report.json",
                                                "moving_labels_warped.nii.gz"}
     field = sitk.ReadImage(str(out / "displacement.nii.gz"), sitk.sitkVectorFloat64)

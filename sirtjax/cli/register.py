@@ -146,9 +146,11 @@ def register(
         report["total_s"] = time.perf_counter() - t_start
         (tmp / "affine.json").write_text(json.dumps(affine_json, indent=2))
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    liver_fold = (f" ({100 * report['jacobian_liver']['fraction_nonpositive']:.3f} % of the fixed liver)"
+                  if "jacobian_liver" in report else "")
     typer.echo(
         f"registered ({preset}) in {report['total_s']:.1f} s (compile {report['compile_s']:.1f} s); "
-        f"det J <= 0 in {100 * jac_all['fraction_nonpositive']:.3f} % of voxels -> {out}"
+        f"det J <= 0 in {100 * jac_all['fraction_nonpositive']:.3f} % of voxels{liver_fold} -> {out}"
     )
 
 
