@@ -8,8 +8,8 @@ Several CSV files are read as one table (runs of different methods on the same p
 
 from __future__ import annotations
 
+import argparse
 import csv
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,7 +22,10 @@ def _num(r: dict, key: str) -> float:
 
 
 def main(paths: list[str], methods: set[str] | None = None) -> None:
-    rows = [r for path in paths for r in csv.DictReader(open(path)) if methods is None or r["method"] in methods]
+    rows = []
+    for path in paths:
+        with open(path, newline="") as fh:
+            rows += [r for r in csv.DictReader(fh) if methods is None or r["method"] in methods]
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["moving"], r["method"])].append(r)
@@ -45,10 +48,8 @@ def main(paths: list[str], methods: set[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    chosen = None
-    if "--methods" in args:
-        i = args.index("--methods")
-        chosen = set(args[i + 1].split(","))
-        args = args[:i] + args[i + 2:]
-    main(args or [str(Path(__file__).parent / "results" / "rows_small.csv")], chosen)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("rows", nargs="*", default=[str(Path(__file__).parent / "results" / "rows_small.csv")])
+    ap.add_argument("--methods", help="comma-separated methods to keep (default: all)")
+    a = ap.parse_args()
+    main(a.rows, None if a.methods is None else set(a.methods.split(",")))
