@@ -70,6 +70,19 @@ def test_register_cli_outputs_and_simpleitk_reproduces_the_warp(files, capsys):
     assert np.asarray(affine["homogeneous"]).shape == (4, 4)
 
 
+def test_register_cli_cnn_guided_leaves_the_image_term_out_unless_weighted(files):
+    d, f = files
+    common = ["--fixed-mask", str(f["fixed_labels"]), "--moving-mask", str(f["moving_labels"]), "--levels", "1",
+              "--iterations", "10"]
+    for name, extra in (("default", []), ("weighted", ["--w-image", "0.5"])):
+        main(["register", str(f["fixed"]), str(f["moving"]), "-o", str(d / name), *common, *extra])
+    default, weighted = (json.loads((d / n / "report.json").read_text()) for n in ("default", "weighted"))
+    assert default["preset"] == "cnn-guided" and not default["config"]["nonrigid_image"]
+    assert set(default["stages"][-1]["terms_last"]) == {"loss", "seg", "reg"}
+    assert weighted["config"]["nonrigid_image"] and weighted["config"]["w_image"] == 0.5
+    assert set(weighted["stages"][-1]["terms_last"]) == {"loss", "image", "seg", "reg"}
+
+
 def test_register_cli_rejects_half_given_guidance(files, capsys):
     d, f = files
     with pytest.raises(SystemExit) as exc:

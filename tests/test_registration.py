@@ -199,12 +199,22 @@ def test_grid_search_scores_every_weight_pair(affine_case):
 
     fixed, moving, fmask, mmask, *_ = affine_case
     pair = make_pair(fixed, moving, fixed_mask=fmask, moving_mask=mmask)
-    cfg = dataclasses.replace(FAST, affine_on="segmentation", affine_iterations=20, nonrigid_iterations=10)
+    # without the image term (as the cnn-guided preset): the search turns it on for its w_I > 0 members
+    cfg = dataclasses.replace(FAST, affine_on="segmentation", affine_iterations=20, nonrigid_iterations=10,
+                              nonrigid_image=False)
     out = grid_search([pair, pair], [fmask, fmask], [mmask, mmask], [0.0, 1.0], [0.0, 1.0, 4.0], cfg, max_batch=5)
     assert out["rrmsd_mm"].shape == (2, 3) and np.all(np.isfinite(out["rrmsd_mm"]))
     # the two identical cases give the same RMSD for every weight pair (batched in different chunks)
     np.testing.assert_allclose(out["rmsd_mm"][..., 0], out["rmsd_mm"][..., 1], atol=0.5)
     assert out["best"][1] > 0  # mask guidance helps the mask-scored error
+
+
+def test_positive_image_weight_without_the_image_term_is_refused(affine_case):
+    fixed, moving, fmask, mmask, *_ = affine_case
+    cfg = dataclasses.replace(FAST, affine_on="segmentation", affine_iterations=5, nonrigid_image=False)
+    with pytest.raises(ValueError, match="image weight"):
+        register(fixed, moving, fixed_mask=fmask, moving_mask=mmask, config=cfg,
+                 weights=Weights(jnp.float32(1.0), jnp.float32(1.0), jnp.float32(10.0)))
 
 
 @pytest.mark.slow

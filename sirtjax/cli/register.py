@@ -29,7 +29,7 @@ def register(
     metric: Annotated[str | None, typer.Option(help="Image similarity: mi (multi-modal) or ssd (same modality). Default: the preset's (mi).")] = None,
     apply: Annotated[list[Path] | None, typer.Option("--apply", help="Extra moving-space image to warp (repeatable); integer images with at most 256 values are label maps (nearest).")] = None,
     apply_labels: Annotated[list[Path] | None, typer.Option("--apply-labels", help="Extra moving-space label map, warped by nearest neighbour (repeatable).")] = None,
-    w_image: Annotated[float | None, typer.Option(help="Weight of the image term w_I.")] = None,
+    w_image: Annotated[float | None, typer.Option(help="Weight of the non-rigid image term w_I (cnn-guided default 0: masks only).")] = None,
     w_seg: Annotated[float | None, typer.Option(help="Weight of the segmentation term w_S.")] = None,
     stiffness: Annotated[float | None, typer.Option(help="Weight of the spring regulariser w_R.")] = None,
     liver_stiffness: Annotated[float | None, typer.Option(help="Stiffness inside the fixed liver relative to outside (thesis 6.5).")] = None,
@@ -95,6 +95,8 @@ def register(
                          ("w_reg", stiffness), ("liver_stiffness", liver_stiffness)):
         if value is not None:
             overrides[field] = value
+    if w_image is not None:
+        overrides["nonrigid_image"] = w_image > 0  # the cnn-guided preset leaves the image term out (w_I = 0)
     if affine_only:
         overrides["nonrigid_levels"] = 0
     settings = dataclasses.replace(base, **overrides)

@@ -8,6 +8,7 @@ landmark MCDs) against the fixed label map, and each weight pair by the RRMSD ov
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -40,6 +41,8 @@ def grid_search(
     """
     key = jax.random.key(0) if key is None else key
     n_cases, wi, ws = len(pairs), np.asarray(w_image, np.float32), np.asarray(w_seg, np.float32)
+    if np.any(wi > 0) and not config.nonrigid_image:
+        config = dataclasses.replace(config, nonrigid_image=True)  # a preset without the image term, searched with it
     levels = prepare_levels(pairs, config)
     k1, k2 = jax.random.split(key)
     affine, _ = run_affine(levels, initial_translations(pairs, config), config, k1)

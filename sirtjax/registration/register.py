@@ -75,8 +75,11 @@ class RegistrationConfig:
 PRESETS: dict[str, RegistrationConfig] = {
     # thesis 5.3.3: MI affine, MI + spring non-rigid, no segmentation
     "image-based": RegistrationConfig(affine_on="images"),
-    # CNN-guided: affine on liver masks, non-rigid on images + masks
-    "cnn-guided": RegistrationConfig(affine_on="segmentation", candidates=1),
+    # CNN-guided: affine on liver masks, non-rigid on the masks alone: the image term did not help on
+    # the thesis' patients (5.4.2: it degraded the CNN-based affine for CT, optimal w_I = 0 for MR) nor
+    # in our tuning (benchmarks/registration/results/tuning), and its MI pulled lesions off and folded
+    # the field at the fixed field-of-view edge; --w-image turns it back on
+    "cnn-guided": RegistrationConfig(affine_on="segmentation", candidates=1, nonrigid_image=False, w_image=0.0),
     # CNN&LM-guided: the same with label maps of liver and landmark classes; small landmark classes pull
     # hard locally and folded up to 0.16 % of liver voxels without the folding barrier (0 with it)
     "cnn-lm-guided": RegistrationConfig(affine_on="segmentation", candidates=1, fold_weight=100.0),
@@ -317,8 +320,11 @@ def run_nonrigid(
 ) -> tuple[jax.Array, list[LevelLog]]:
     """The non-rigid stage on the finest ``nonrigid_levels`` levels (affine already set in levels).
 
-    Returns the residual field on the finest level grid (B, z, y, x, 3) mm and the logs.
+    Returns the residual field on the finest level grid (B, z, y, x, 3) mm and the logs. Raises
+    ValueError when an image weight is positive but the config leaves the image term out.
     """
+    if not config.nonrigid_image and np.any(np.asarray(weights.image) > 0):
+        raise ValueError("a positive image weight w_I needs the non-rigid image term (nonrigid_image=True)")
     nl = min(config.nonrigid_levels, len(levels))
     use = levels[len(levels) - nl:]
     seg = int(use[0].fixed.array.shape[-1]) > 1
