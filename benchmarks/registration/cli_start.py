@@ -24,7 +24,7 @@ from pathlib import Path
 
 
 def register_once(study: Path, out: Path, env: dict) -> dict:
-    """One ``sirtjax register`` call (diag CT -> MAA CT, cnn-guided); wall and report times (s)."""
+    """One ``sirtjax register`` call (diag CT -> MAA CT, cnn-guided); wall and report times (s), folding (%)."""
     cmd = [sys.executable, "-m", "sirtjax", "register", str(study / "maa_ct.nii.gz"), str(study / "diag_ct.nii.gz"),
            "--fixed-mask", str(study / "maa_ct_liver.nii.gz"), "--moving-mask", str(study / "diag_ct_liver.nii.gz"),
            "-o", str(out)]
@@ -33,7 +33,9 @@ def register_once(study: Path, out: Path, env: dict) -> dict:
     wall = time.perf_counter() - t0
     report = json.loads((out / "report.json").read_text())
     return {"wall_s": round(wall, 2), "command_s": round(report["total_s"], 2),
-            "compile_s": round(report["compile_s"], 2), "optimise_s": round(report["optimise_s"], 2)}
+            "compile_s": round(report["compile_s"], 2), "optimise_s": round(report["optimise_s"], 2),
+            "folding_pct": round(100 * report["jacobian"]["fraction_nonpositive"], 3),
+            "folding_liver_pct": round(100 * report["jacobian_liver"]["fraction_nonpositive"], 3)}
 
 
 def main() -> None:
