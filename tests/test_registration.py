@@ -252,6 +252,20 @@ def test_cnn_guided_phantom_accuracy_and_no_folding(moving):
     assert float(metrics.jacobian_stats(res.displacement).fraction_nonpositive) < 1e-4
 
 
+@pytest.mark.slow
+def test_image_based_mr_does_not_fold():
+    """The image-based preset's folding barrier: its MI folded 0.35 % of all voxels of seed 12's MR pair without it."""
+    from sirtjax.phantom import PhantomConfig, generate_study
+    from sirtjax.registration.evaluate import evaluate
+    from sirtjax.registration.register import PRESETS
+
+    study = generate_study(12, PhantomConfig.small())
+    res = register(study.images["maa_ct"], study.images["diag_mr"], config=PRESETS["image-based"])
+    ev = evaluate(res.displacement, study.images["maa_ct_labels"], study.images["diag_mr_labels"])
+    assert ev["dice_liver"] >= 0.9 and ev["rmsd_mm"] <= 5.0, ev  # measured 0.914, 3.92 mm (3.93 without the barrier)
+    assert float(metrics.jacobian_stats(res.displacement).fraction_nonpositive) < 1e-4
+
+
 def test_cnn_lm_guided_quick_phantom_accuracy():
     """A real phantom pair in the default suite: MR -> MAA CT, label-map guided, 24/12 mm levels only."""
     from sirtjax.phantom import PhantomConfig, generate_study
