@@ -15,6 +15,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from run import guidance
 from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.registration import affine as affine_stage
 from sirtjax.registration import register as reg
@@ -25,9 +26,9 @@ from sirtjax.registration.optimise import step_compiler_options
 def level_steps(mode: str, seed: int) -> list[tuple[str, object, tuple]]:
     """(name, traceable step, example arguments) of every affine and non-rigid level of one pair."""
     study = generate_study(seed, PhantomConfig())
-    guide = {"cnn-guided": dict(fixed_mask=study.images["maa_ct_liver"], moving_mask=study.images["diag_ct_liver"]),
-             "cnn-lm-guided": dict(fixed_labels=study.images["maa_ct_labels"], moving_labels=study.images["diag_ct_labels"])}
-    pair = reg.make_pair(study.images["maa_ct"], study.images["diag_ct"], **guide.get(mode, {}))
+    im = study.images
+    pair = reg.make_pair(im["maa_ct"], im["diag_ct"],
+                         **guidance(mode, im["maa_ct_labels"], im["diag_ct_labels"], im["maa_ct_liver"], im["diag_ct_liver"]))
     cfg = reg.PRESETS[mode]
     levels = reg.prepare_levels([pair], cfg)
     seg = int(levels[0].fixed.array.shape[-1]) > 1
@@ -38,7 +39,7 @@ def level_steps(mode: str, seed: int) -> list[tuple[str, object, tuple]]:
         p = jax.vmap(affine_stage.init_params)(jnp.zeros((1, 3)))
         steps.append((f"affine {li}", step, (p, jax.vmap(tx.init)(p), d, None, keys, active)))
     reg_opts = RegulariserOptions(cfg.regulariser, cfg.neighbourhood, cfg.fold_weight)
-    for li, d in enumerate(levels):
+    for li, d in enumerate(levels[len(levels) - cfg.nonrigid_levels:]):  # the levels the preset's non-rigid stage runs
         step, tx = nonrigid_step(cfg.similarity(), reg_opts, cfg.nonrigid_image, seg, 1.0, 60)
         v = jnp.zeros(d.fixed.array.shape[:4] + (3,))
         steps.append((f"non-rigid {li}", step, (v, jax.vmap(tx.init)(v), d, jax.tree.map(lambda x: x[None], cfg.weights()),

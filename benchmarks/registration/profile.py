@@ -15,6 +15,7 @@ import time
 
 import jax
 
+from run import guidance
 from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.registration import register as reg
 from sirtjax.registration.evaluate import evaluate
@@ -61,8 +62,7 @@ def main() -> None:
     study = generate_study(a.seed, PhantomConfig.small() if a.size == "small" else PhantomConfig())
     f, m = study.images["maa_ct"], study.images[a.moving]
     fl, ml = study.images["maa_ct_labels"], study.images[f"{a.moving}_labels"]
-    kw = {"cnn-guided": dict(fixed_mask=study.images["maa_ct_liver"], moving_mask=study.images[f"{a.moving}_liver"]),
-          "cnn-lm-guided": dict(fixed_labels=fl, moving_labels=ml)}.get(a.mode, {})
+    kw = guidance(a.mode, fl, ml, study.images["maa_ct_liver"], study.images[f"{a.moving}_liver"])
     print("fixed", f.shape, "moving", m.shape, flush=True)
     for r in range(a.repeats):
         t, res = timed_register(a.mode, f, m, kw)

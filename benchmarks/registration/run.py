@@ -58,10 +58,15 @@ def _mattes(fmask, mmask) -> sitk.ImageRegistrationMethod:
     return reg
 
 
+def guidance(mode: str, fl: Volume, ml: Volume, fm: Volume, mm: Volume) -> dict:
+    """register()'s guidance arguments of a sirtjax preset: masks (cnn-guided), label maps (cnn-lm-guided) or none."""
+    return {"cnn-guided": dict(fixed_mask=fm, moving_mask=mm),
+            "cnn-lm-guided": dict(fixed_labels=fl, moving_labels=ml)}.get(mode, {})
+
+
 def run_sirtjax(mode, f, m, fl, ml, fm, mm):
-    kw = {"cnn-guided": dict(fixed_mask=fm, moving_mask=mm), "cnn-lm-guided": dict(fixed_labels=fl, moving_labels=ml)}.get(mode, {})
     t0 = time.perf_counter()
-    res = register(f, m, config=PRESETS[mode], **kw)
+    res = register(f, m, config=PRESETS[mode], **guidance(mode, fl, ml, fm, mm))
     wall = time.perf_counter() - t0
     st = res.diagnostics["stages"]
     return res.displacement, None, {"wall_s": wall, "compile_s": sum(s["compile_s"] for s in st),

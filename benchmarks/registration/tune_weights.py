@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from run import guidance
 from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.registration.grid_search import grid_search
 from sirtjax.registration.register import PRESETS, make_pair
@@ -48,12 +49,9 @@ def main() -> None:
     for seed in seeds:
         study = generate_study(seed, phantom)
         for mv in rmsd:
-            fl, ml = study.images["maa_ct_labels"], study.images[f"{mv}_labels"]
-            if a.mode == "cnn-guided":
-                pair = make_pair(study.images["maa_ct"], study.images[mv], fixed_mask=study.images["maa_ct_liver"],
-                                 moving_mask=study.images[f"{mv}_liver"])
-            else:
-                pair = make_pair(study.images["maa_ct"], study.images[mv], fixed_labels=fl, moving_labels=ml)
+            im = study.images
+            fl, ml = im["maa_ct_labels"], im[f"{mv}_labels"]
+            pair = make_pair(im["maa_ct"], im[mv], **guidance(a.mode, fl, ml, im["maa_ct_liver"], im[f"{mv}_liver"]))
             r = grid_search([pair], [fl], [ml], wi, ws, config)
             rmsd[mv].append(r["rmsd_mm"][..., 0])
             print(json.dumps({"seed": seed, "moving": mv, "rmsd_mm": np.round(r["rmsd_mm"][..., 0], 3).tolist()}), flush=True)

@@ -22,7 +22,7 @@ import scipy.ndimage as ndi
 from sirtjax.registration.mi import mattes_mi
 from sirtjax.registration.pyramid import pyramid_level
 from sirtjax.registration.similarity import overlap_ssd, ssd
-from sirtjax.registration.warp import AffineTransform, sample_channels
+from sirtjax.registration.warp import AffineTransform, identity_affine, sample_channels
 from sirtjax.volume import Volume, index_points_to_world, make_volume
 
 
@@ -92,7 +92,7 @@ def make_level(
         fixed=f, moving=m, **_roi_fields(roi_mask(farr, np.asarray(f.spacing_mm), roi_margin_mm)),
         fixed_range=ranges[0], moving_range=ranges[1],
         stiffness=(1.0 + (np.float32(stiffness_inside) - 1.0) * liver).astype(np.float32),
-        affine=AffineTransform(np.eye(3, dtype=np.float32), np.zeros(3, np.float32), np.zeros(3, np.float32)),
+        affine=identity_affine(),
         radius_mm=np.float32(1.0), box_fraction=np.float32(1.0),
         moving_size_xyz=np.asarray(marr.shape[:3][::-1], np.float32),
     )

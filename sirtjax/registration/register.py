@@ -25,7 +25,9 @@ from sirtjax.registration.optimise import Convergence, LevelLog, Progress, run_l
 from sirtjax.registration.problem import (
     LevelData, SimilarityOptions, bucket, crop_level, make_level, pad_moving, roi_box, stack_channels,
 )
-from sirtjax.registration.warp import AffineTransform, affine_displacement, one_hot, resample_field, warp_array
+from sirtjax.registration.warp import (
+    AffineTransform, affine_displacement, identity_affine, one_hot, resample_field, warp_array,
+)
 from sirtjax.volume import Volume, make_volume
 
 
@@ -211,7 +213,7 @@ def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig) -> list[Le
         w = _centroid_weights(p.fixed, p.fixed_seg)
         centre = init.centroid_mm(p.fixed, w)
         radius = init.rms_radius_mm(p.fixed, w, centre)
-        aff = AffineTransform(np.eye(3, dtype=np.float32), np.zeros(3, np.float32), np.asarray(centre, np.float32))
+        aff = identity_affine(centre)
         per_pair.append([dataclasses.replace(make_level(fs, ms, r, stiffness_inside=config.liver_stiffness,
                                                         roi_margin_mm=config.roi_margin_mm),
                                              affine=aff, radius_mm=np.float32(radius)) for r in res])

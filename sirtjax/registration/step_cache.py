@@ -21,9 +21,9 @@ import functools
 import hashlib
 import importlib.metadata
 import json
-import warnings
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 

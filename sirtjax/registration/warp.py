@@ -34,6 +34,11 @@ class AffineTransform:
     centre_mm: jax.Array
 
 
+def identity_affine(centre_mm=(0.0, 0.0, 0.0)) -> AffineTransform:
+    """The identity transform about centre_mm (3,), as host (numpy float32) arrays."""
+    return AffineTransform(np.eye(3, dtype=np.float32), np.zeros(3, np.float32), np.asarray(centre_mm, np.float32))
+
+
 def affine_apply(aff: AffineTransform, points_mm: jax.Array) -> jax.Array:
     """Map fixed world points (..., 3) mm to moving world points (..., 3) mm."""
     c = aff.centre_mm
