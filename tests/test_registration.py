@@ -7,17 +7,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import scipy.ndimage as ndi
 
 from sirtjax import metrics
 from sirtjax.preprocess import sample_world
 from sirtjax.registration.affine import affine_step
-from sirtjax.registration.nonrigid import RegulariserOptions, Weights, nonrigid_step
+from sirtjax.registration.nonrigid import RegulariserOptions, Weights, field_at, field_shape, field_volume, nonrigid_step
 from sirtjax.registration.optimise import Convergence, adam_cosine, run_level, window_converged
 from sirtjax.registration.problem import SimilarityOptions, bucket, make_level, pad_moving, similarity_terms, stack_channels
 from sirtjax.registration.register import (
     RegistrationConfig, make_pair, prepare_levels, register,
 )
-from sirtjax.registration.warp import affine_apply, warp_volume
+from sirtjax.registration.warp import affine_apply, resample_field, warp_volume
 from sirtjax.volume import make_volume, world_grid
 
 # 6 springs per voxel compile in half the time of 26 (which the loss tests cover); accuracy is checked the same
@@ -78,9 +79,11 @@ def test_mi_affine_recovers_a_known_transform_across_grids(affine_case):
                                np.asarray(affine_apply(res.affine, jnp.asarray(p))), atol=1e-3)
 
 
-def test_mask_guided_registration_aligns_the_liver(affine_case):
+@pytest.mark.parametrize("field_spacing_mm", [0.0, 8.0])  # 8 mm: a dense field on the 8 mm level, every 2nd voxel on the 4 mm level
+def test_mask_guided_registration_aligns_the_liver(affine_case, field_spacing_mm):
     fixed, moving, fmask, mmask, a_true, t_true = affine_case
-    res = register(fixed, moving, fixed_mask=fmask, moving_mask=mmask, config=dataclasses.replace(FAST, affine_on="segmentation"))
+    config = dataclasses.replace(FAST, affine_on="segmentation", field_spacing_mm=field_spacing_mm)
+    res = register(fixed, moving, fixed_mask=fmask, moving_mask=mmask, config=config)
     warped_mask = warp_volume(mmask, res.displacement, order=0)
     before = metrics.dice(np.asarray(sample_world(mmask, world_grid(fixed), order=0)) > 0, fmask.array > 0)
     after = metrics.dice(warped_mask.array > 0, fmask.array > 0)
@@ -89,6 +92,23 @@ def test_mask_guided_registration_aligns_the_liver(affine_case):
     assert float(jac.fraction_nonpositive) == 0.0
     names = [s["stage"] for s in res.diagnostics["stages"]]
     assert names == ["affine", "affine", "nonrigid", "nonrigid"]
+
+
+def test_coarse_field_interpolates_between_nodes_on_every_kth_voxel():
+    """The field seen by the similarity terms (field_at) is scipy's trilinear interpolation between nodes on
+    every 2nd voxel, and the field Volume written out (field_volume, resampled in world mm) is the same field."""
+    rng = np.random.default_rng(3)
+    level_shape = (9, 10, 13)
+    assert field_shape(level_shape, 2) == (5, 5, 7)
+    v = rng.normal(size=(5, 5, 7, 3)).astype(np.float32)
+    flat = np.arange(int(np.prod(level_shape)))
+    ours = np.asarray(field_at(jnp.asarray(v), jnp.asarray(flat), level_shape, 2))
+    k, j, i = np.unravel_index(flat, level_shape)
+    ref = np.stack([ndi.map_coordinates(v[..., c], [k / 2, j / 2, i / 2], order=1, mode="nearest") for c in range(3)], -1)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)  # voxels past the last node (x = 12 is node 6) clamp to it
+    level = make_volume(np.zeros(level_shape, np.float32), (3.5, 3.0, 4.0), (-38.0, -30.0, -36.0), _rot(10, 20))
+    written = np.asarray(resample_field(field_volume(jnp.asarray(v), level, 2), level))
+    np.testing.assert_allclose(written.reshape(-1, 3), ours, atol=1e-4)
 
 
 def test_padded_moving_grid_gives_the_same_similarity_terms(affine_case):

@@ -56,9 +56,9 @@ def grid_search(
         weights = Weights(jnp.asarray(wi[[i for i, _, _ in chunk]]), jnp.asarray(ws[[j for _, j, _ in chunk]]),
                           jnp.full((len(chunk),), config.w_reg, jnp.float32))
         k2, sub = jax.random.split(k2)
-        v, _ = run_nonrigid(data, weights, config, sub)
+        residual, _ = run_nonrigid(data, weights, config, sub)
         for m, (i, j, c) in enumerate(chunk):
-            res = finish(pairs[c], jax.tree.map(lambda x: x[c], affine), v[m], jax.tree.map(lambda x: x[m], data[-1].fixed), [])
+            res = finish(pairs[c], jax.tree.map(lambda x: x[c], affine), jax.tree.map(lambda x: x[m], residual), [])
             rmsd[i, j, c] = evaluate(res.displacement, fixed_labels[c], moving_labels[c])["rmsd_mm"]
     rr = np.sqrt(np.mean(rmsd**2, axis=-1))
     bi, bj = np.unravel_index(np.argmin(rr), rr.shape)

@@ -9,6 +9,11 @@ the affine, plus a barrier against folding: ``RegulariserOptions.fold_weight``).
 the box by its border values; the regulariser is averaged over the whole level grid as if the
 springs outside the box were at rest (an approximation: the extension is constant along the box
 normals, so only its tangential variation would strain them). Between levels the field is upsampled trilinearly (mm values are kept).
+
+With ``field_factor`` f > 1 the field lives on a grid f times coarser than the level's images (same
+origin and direction, every f-th voxel): the similarity terms still sample the images at the
+level's resolution and see the field through trilinear interpolation (as elastix's B-spline
+control grid is coarser than its images), and the regulariser acts on the coarse nodes.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import jax
 from sirtjax.registration.optimise import adam_cosine, make_step
 from sirtjax.registration.problem import LevelData, SimilarityOptions, similarity_terms
 from sirtjax.registration.regularisers import folding_penalty, regulariser
-from sirtjax.registration.warp import affine_apply
+from sirtjax.registration.warp import affine_apply, gather_linear
+from sirtjax.volume import Volume
 
 
 @jax.tree_util.register_dataclass
@@ -44,18 +50,47 @@ class RegulariserOptions:
     fold_weight: float = 0.0
 
 
-def nonrigid_objective(opts: SimilarityOptions, reg: RegulariserOptions, *, image: bool, seg: bool):
+def field_factor_for(field_spacing_mm: float, resolution_mm: float) -> int:
+    """Voxels of a level between the field's nodes: round(field_spacing_mm / resolution_mm), at least 1."""
+    return max(1, int(round(field_spacing_mm / resolution_mm)))
+
+
+def field_shape(shape_zyx, factor: int) -> tuple[int, int, int]:
+    """Shape (z, y, x) of the field grid with a node on every ``factor``-th voxel of a level grid of shape_zyx
+    (voxels past the last node take its value)."""
+    return tuple(-(-int(n) // factor) for n in shape_zyx)
+
+
+def field_volume(v: jax.Array, grid: Volume, factor: int) -> Volume:
+    """The field array v (z', y', x', 3) on its grid: level grid's origin and direction, ``factor`` times its spacing."""
+    return Volume(v, grid.spacing_mm * factor, grid.origin_mm, grid.direction)
+
+
+def field_at(v: jax.Array, flat_index: jax.Array, level_shape_zyx, factor: int) -> jax.Array:
+    """The residual field (K, 3) mm at flat level-grid voxel indices (K,): a gather, or trilinear from the coarse grid."""
+    if factor == 1:
+        return v.reshape(-1, 3)[flat_index]
+    _, ny, nx = level_shape_zyx
+    k, rest = jax.numpy.divmod(flat_index, ny * nx)
+    j, i = jax.numpy.divmod(rest, nx)
+    return gather_linear(v, jax.numpy.stack([i, j, k], -1).astype(jax.numpy.float32) / factor)
+
+
+def nonrigid_objective(opts: SimilarityOptions, reg: RegulariserOptions, *, image: bool, seg: bool, field_factor: int = 1):
     """Objective(v, data, weights, key) = w_I L_I + w_S L_S + w_R L_R and its terms by name."""
+    f = field_factor
 
     def objective(v, data: LevelData, weights: Weights, key):
-        terms = similarity_terms(data, key, lambda idx, p: affine_apply(data.affine, p) + v.reshape(-1, 3)[idx],
+        shape = data.fixed.array.shape[:3]
+        terms = similarity_terms(data, key, lambda idx, p: affine_apply(data.affine, p) + field_at(v, idx, shape, f),
                                  opts, image=image, seg=seg)
+        spacing, stiffness = data.fixed.spacing_mm * f, data.stiffness[::f, ::f, ::f]
         terms["reg"] = regulariser(
-            reg.kind, v, data.fixed.spacing_mm, data.fixed.direction, rest_matrix=data.affine.matrix,
-            stiffness=data.stiffness, neighbourhood=reg.neighbourhood,
+            reg.kind, v, spacing, data.fixed.direction, rest_matrix=data.affine.matrix,
+            stiffness=stiffness, neighbourhood=reg.neighbourhood,
         ) * data.box_fraction  # a mean over the whole level grid, whose springs outside the box are at rest
         if reg.fold_weight:
-            terms["fold"] = folding_penalty(v, data.fixed.spacing_mm, data.fixed.direction,
+            terms["fold"] = folding_penalty(v, spacing, data.fixed.direction,
                                             rest_matrix=data.affine.matrix) * data.box_fraction
             terms["reg"] = terms["reg"] + reg.fold_weight * terms["fold"]
         loss = weights.reg * terms["reg"]
@@ -69,11 +104,13 @@ def nonrigid_objective(opts: SimilarityOptions, reg: RegulariserOptions, *, imag
 
 
 @functools.lru_cache(maxsize=64)
-def _nonrigid_step_program(opts: SimilarityOptions, reg: RegulariserOptions, image: bool, seg: bool):
-    return make_step(nonrigid_objective(opts, reg, image=image, seg=seg), f"nonrigid {opts} {reg} {image} {seg}")
+def _nonrigid_step_program(opts: SimilarityOptions, reg: RegulariserOptions, image: bool, seg: bool, field_factor: int):
+    name = f"nonrigid {opts} {reg} {image} {seg}" + (f" field/{field_factor}" if field_factor > 1 else "")
+    return make_step(nonrigid_objective(opts, reg, image=image, seg=seg, field_factor=field_factor), name)
 
 
-def nonrigid_step(opts: SimilarityOptions, reg: RegulariserOptions, image: bool, seg: bool, learning_rate_mm: float, iterations: int):
+def nonrigid_step(opts: SimilarityOptions, reg: RegulariserOptions, image: bool, seg: bool, learning_rate_mm: float,
+                  iterations: int, field_factor: int = 1):
     """(jit-compiled batched step, optimizer) of the non-rigid stage; the step is built once per static
     setting and shared by every learning rate and iteration count (they live in the optimiser state)."""
-    return _nonrigid_step_program(opts, reg, image, seg), adam_cosine(learning_rate_mm, iterations)
+    return _nonrigid_step_program(opts, reg, image, seg, field_factor), adam_cosine(learning_rate_mm, iterations)

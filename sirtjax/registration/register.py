@@ -20,7 +20,7 @@ import numpy as np
 
 from sirtjax.registration import affine as affine_stage
 from sirtjax.registration import init
-from sirtjax.registration.nonrigid import RegulariserOptions, Weights, nonrigid_step
+from sirtjax.registration.nonrigid import RegulariserOptions, Weights, field_factor_for, field_shape, field_volume, nonrigid_step
 from sirtjax.registration.optimise import Convergence, LevelLog, Progress, run_level
 from sirtjax.registration.problem import (
     LevelData, SimilarityOptions, bucket, crop_level, make_level, pad_moving, roi_box, stack_channels,
@@ -54,6 +54,7 @@ class RegistrationConfig:
     nonrigid_iterations: int = 60
     nonrigid_step: float = 0.15  # larger steps, fewer of them: as accurate as 100 x 0.1 on 4 seeds, 40 % less time
     nonrigid_image: bool = True  # use the image term in the non-rigid stage
+    field_spacing_mm: float = 0.0  # non-rigid field nodes at least this far apart (every k-th voxel of finer levels); 0 = every voxel
     regulariser: str = "spring"
     neighbourhood: int = 26
     liver_stiffness: float = 1.0  # stiffness inside the fixed liver relative to outside (thesis 6.5)
@@ -81,10 +82,12 @@ PRESETS: dict[str, RegistrationConfig] = {
     # CNN-guided: affine on liver masks, non-rigid on the masks alone: the image term did not help on
     # the thesis' patients (5.4.2: it degraded the CNN-based affine for CT, optimal w_I = 0 for MR) nor
     # in our tuning (benchmarks/registration/results/tuning), and its MI pulled lesions off and folded
-    # the field at the fixed field-of-view edge; --w-image turns it back on. Non-rigid on the 12 and 6 mm
-    # levels only: as accurate on the training seeds as with the 24 mm level too, one program less to compile
+    # the field at the fixed field-of-view edge; --w-image turns it back on. Levels of 12, 6 and 3 mm (or
+    # the fixed spacing, when coarser), the non-rigid stage on the finest two with its field nodes at least
+    # 6 mm apart: on 3 mm images the masks' surfaces are twice as sharp as at 6 mm, while a 3 mm field
+    # (noisier under Adam, 4x the springs) was less accurate and 4x slower (training seeds, 3 mm CT)
     "cnn-guided": RegistrationConfig(affine_on="segmentation", candidates=1, nonrigid_image=False, w_image=0.0,
-                                     nonrigid_levels=2),
+                                     finest_mm=3.0, nonrigid_levels=2, field_spacing_mm=6.0),
     # CNN&LM-guided: the same with label maps of liver and landmark classes; small landmark classes pull
     # hard locally and folded up to 0.16 % of liver voxels without the folding barrier (0 with it)
     "cnn-lm-guided": RegistrationConfig(affine_on="segmentation", candidates=1, fold_weight=100.0),
@@ -322,10 +325,10 @@ def run_nonrigid(
     config: RegistrationConfig,
     key: jax.Array,
     progress: Progress | None = None,
-) -> tuple[jax.Array, list[LevelLog]]:
+) -> tuple[Volume, list[LevelLog]]:
     """The non-rigid stage on the finest ``nonrigid_levels`` levels (affine already set in levels).
 
-    Returns the residual field on the finest level grid (B, z, y, x, 3) mm and the logs. Raises
+    Returns the residual field, a batched Volume (B, z, y, x, 3) mm on the finest level's field grid, and the logs. Raises
     ValueError when an image weight is positive but the config leaves the image term out.
     """
     if not config.nonrigid_image and np.any(np.asarray(weights.image) > 0):
@@ -335,32 +338,34 @@ def run_nonrigid(
     seg = int(use[0].fixed.array.shape[-1]) > 1
     reg = RegulariserOptions(config.regulariser, config.neighbourhood, config.fold_weight)
     res = resolutions_mm_from_levels(use)
-    v = jnp.zeros(use[0].fixed.array.shape[:4] + (3,), jnp.float32)
+    factors = [field_factor_for(config.field_spacing_mm, r) for r in res]
+    v = jnp.zeros(use[0].fixed.array.shape[:1] + field_shape(use[0].fixed.array.shape[1:4], factors[0]) + (3,), jnp.float32)
     logs = []
     for li, data in enumerate(use):
         if li > 0:
-            v = _upsample(v, use[li - 1].fixed, data.fixed)
+            v = _upsample(field_volume(v, use[li - 1].fixed, factors[li - 1]), data.fixed, factors[li])
         step, tx = nonrigid_step(config.similarity(), reg, config.nonrigid_image, seg,
-                                 config.nonrigid_step * res[li], config.nonrigid_iterations)
+                                 config.nonrigid_step * res[li], config.nonrigid_iterations, factors[li])
         conv = Convergence(config.nonrigid_iterations, config.window, config.rel_tol, config.min_iterations)
         key, sub = jax.random.split(key)
         v, log = run_level(step, v, tx, data, weights, sub, conv, label=f"non-rigid {res[li]:g} mm", progress=progress)
         logs.append(log)
-    return v, logs
+    return field_volume(v, use[-1].fixed, factors[-1]), logs
+
+
+@jax.jit(static_argnums=2)
+def _upsample(coarse: Volume, fine_level: Volume, factor: int) -> jax.Array:
+    """A batched field Volume resampled onto the field grid of a batched level grid with ``factor`` (mm values kept)."""
+    def one(c, f):
+        return resample_field(c, field_volume(jnp.zeros(field_shape(f.array.shape[:3], factor), jnp.uint8), f, factor))
+
+    return jax.vmap(one)(coarse, fine_level)
 
 
 @jax.jit
-def _upsample(v: jax.Array, coarse: Volume, fine: Volume) -> jax.Array:
-    def one(v1, c, f):
-        return resample_field(c.with_array(v1), f)
-
-    return jax.vmap(one)(v, coarse, fine)
-
-
-@jax.jit
-def _finish_arrays(affine: AffineTransform, v: jax.Array, level_grid: Volume, fixed: Volume, moving: Volume):
+def _finish_arrays(affine: AffineTransform, residual: Volume, fixed: Volume, moving: Volume):
     """Full-resolution field (z, y, x, 3) mm and the linearly warped moving image, in one program."""
-    field = affine_displacement(affine, fixed) + resample_field(level_grid.with_array(v), fixed)
+    field = affine_displacement(affine, fixed) + resample_field(residual, fixed)
     return field, warp_array(moving, fixed.with_array(field), 1, 0.0)
 
 
@@ -393,22 +398,21 @@ def register_batch(
     affine, logs = run_affine(levels, initial_translations(pairs, config), config, k1, progress)
     stages = [("affine", lg) for lg in logs]
     if config.nonrigid_levels > 0:
-        v, nlogs = run_nonrigid(with_affine(levels, affine), weights, config, k2, progress)
-        grid = levels[-1].fixed
+        residual, nlogs = run_nonrigid(with_affine(levels, affine), weights, config, k2, progress)
         stages += [("nonrigid", lg) for lg in nlogs]
     else:
-        v = jnp.zeros(levels[-1].fixed.array.shape[:4] + (3,), jnp.float32)
-        grid = levels[-1].fixed
+        residual = field_volume(jnp.zeros(levels[-1].fixed.array.shape[:4] + (3,), jnp.float32), levels[-1].fixed, 1)
     return [
-        finish(p, _take(affine, i), _take(v, i), _take(grid, i), [(s, lg, i) for s, lg in stages])
+        finish(p, _take(affine, i), _take(residual, i), [(s, lg, i) for s, lg in stages])
         for i, p in enumerate(pairs)
     ]
 
 
-def finish(pair: Pair, affine: AffineTransform, v: jax.Array, level_grid: Volume, stages: list) -> RegistrationResult:
-    """Assemble one pair's result: full-resolution field, warped moving image and diagnostics."""
+def finish(pair: Pair, affine: AffineTransform, residual: Volume, stages: list) -> RegistrationResult:
+    """Assemble one pair's result from its affine and residual field (on its level grid): full-resolution
+    field, warped moving image and diagnostics."""
     fixed = pair.fixed
-    field, warped = _finish_arrays(affine, v, level_grid, fixed.with_array(jnp.zeros(fixed.shape, jnp.uint8)), pair.moving)
+    field, warped = _finish_arrays(affine, residual, fixed.with_array(jnp.zeros(fixed.shape, jnp.uint8)), pair.moving)
     disp = make_volume(np.asarray(field, np.float32), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
     warped = make_volume(np.asarray(warped, np.float32), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
     diag = {"stages": [_stage_dict(stage, log, i) for stage, log, i in stages]}
