@@ -7,12 +7,16 @@ nearest neighbour, RRMSD over the seeds, liver folding (det J <= 0) where a fiel
 Times are wall seconds per pair on this machine; sirtjax's are split into compile and run.
 
     python benchmarks/registration/run.py --seeds 1-6 --out benchmarks/registration/results
+
+``--set KEY=VALUE`` (repeatable, VALUE as JSON) changes a RegistrationConfig setting of every sirtjax
+preset in the run, to compare variants on training seeds; such rows are named ``preset[KEY=VALUE;...]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import subprocess
 import time
@@ -25,7 +29,7 @@ import SimpleITK as sitk
 from sirtjax.io import from_sitk, to_sitk
 from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.registration.evaluate import evaluate
-from sirtjax.registration.register import PRESETS, register
+from sirtjax.registration.register import PRESETS, RegistrationConfig, config_from_dict, register
 from sirtjax.volume import Volume
 
 
@@ -64,9 +68,9 @@ def guidance(mode: str, fl: Volume, ml: Volume, fm: Volume, mm: Volume) -> dict:
             "cnn-lm-guided": dict(fixed_labels=fl, moving_labels=ml)}.get(mode, {})
 
 
-def run_sirtjax(mode, f, m, fl, ml, fm, mm):
+def run_sirtjax(mode, f, m, fl, ml, fm, mm, config: RegistrationConfig):
     t0 = time.perf_counter()
-    res = register(f, m, config=PRESETS[mode], **guidance(mode, fl, ml, fm, mm))
+    res = register(f, m, config=config, **guidance(mode, fl, ml, fm, mm))
     wall = time.perf_counter() - t0
     st = res.diagnostics["stages"]
     return res.displacement, None, {"wall_s": wall, "compile_s": sum(s["compile_s"] for s in st),
@@ -181,10 +185,11 @@ def run_ants(f, m, fm, mm, ml):
     return None, f.with_array(arr), {"wall_s": wall}
 
 
-def run_method(method, f, m, fl, ml, fm, mm):
-    """(field or None, warped labels or None, timings) of one method on one pair."""
+def run_method(method, f, m, fl, ml, fm, mm, overrides: dict | None = None):
+    """(field or None, warped labels or None, timings) of one method on one pair; overrides change a sirtjax preset."""
     if method in PRESETS:
-        return run_sirtjax(method, f, m, fl, ml, fm, mm)
+        config = config_from_dict({**dataclasses.asdict(PRESETS[method]), **(overrides or {})})
+        return run_sirtjax(method, f, m, fl, ml, fm, mm, config)
     if method == "simpleitk":
         return run_simpleitk(f, m, fm, mm)
     if method == "elastix":
@@ -201,7 +206,10 @@ def main() -> None:
     ap.add_argument("--methods", default="image-based,cnn-guided,cnn-lm-guided,simpleitk,elastix,ants")
     ap.add_argument("--size", default="small", choices=["small", "full"])
     ap.add_argument("--out", default="benchmarks/registration/results")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change a sirtjax preset setting")
     a = ap.parse_args()
+    overrides = {k: json.loads(v) for k, _, v in (kv.partition("=") for kv in a.set)}
+    tag = f"[{';'.join(a.set)}]" if a.set else ""
     lo, _, hi = a.seeds.partition("-")
     seeds = list(range(int(lo), int(hi or lo) + 1))
     out = Path(a.out)
@@ -221,13 +229,13 @@ def main() -> None:
                 fm, mm = study.images["maa_ct_liver"], study.images[f"{mv}_liver"]
                 for method in a.methods.split(","):
                     try:
-                        disp, warped, t = run_method(method, f, m, fl, ml, fm, mm)
+                        disp, warped, t = run_method(method, f, m, fl, ml, fm, mm, overrides)
                         s = score(disp, warped, fl, ml)
                         error = ""
                     except Exception as exc:  # a failing peer is a result (recorded), not the end of the run
                         s = dict.fromkeys(("dice_liver", "rmsd_mm", "msd_mm", "folding_liver"), float("nan"))
                         t, error = {}, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                    row = {"size": a.size, "moving": mv, "seed": seed, "method": method,
+                    row = {"size": a.size, "moving": mv, "seed": seed, "method": method + (tag if method in PRESETS else ""),
                            **{k: s[k] for k in ("dice_liver", "rmsd_mm", "msd_mm", "folding_liver")}, **t, "error": error}
                     w.writerow(row)
                     fh.flush()
