@@ -10,10 +10,12 @@ the box by its border values; the regulariser is averaged over the whole level g
 springs outside the box were at rest (an approximation: the extension is constant along the box
 normals, so only its tangential variation would strain them). Between levels the field is upsampled trilinearly (mm values are kept).
 
-With ``field_factor`` f > 1 the field lives on a grid f times coarser than the level's images (same
-origin and direction, every f-th voxel): the similarity terms still sample the images at the
-level's resolution and see the field through trilinear interpolation (as elastix's B-spline
-control grid is coarser than its images), and the regulariser acts on the coarse nodes.
+With ``field_factor`` f > 1 the field's nodes sit on every f-th voxel of the level grid (same
+origin and direction, f times the spacing): the similarity terms still sample the images at the
+level's resolution and see the field through trilinear interpolation between the nodes (as
+elastix's B-spline control grid is coarser than its images), and the regulariser (springs between
+neighbouring nodes, stiffness taken at the nodes) and the folding barrier act on the nodes, so
+folding between them is not penalised exactly (the written field's det J is measured on it).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import dataclasses
 import functools
 
 import jax
+import jax.numpy as jnp
 
 from sirtjax.registration.optimise import adam_cosine, make_step
 from sirtjax.registration.problem import LevelData, SimilarityOptions, similarity_terms
@@ -71,9 +74,9 @@ def field_at(v: jax.Array, flat_index: jax.Array, level_shape_zyx, factor: int) 
     if factor == 1:
         return v.reshape(-1, 3)[flat_index]
     _, ny, nx = level_shape_zyx
-    k, rest = jax.numpy.divmod(flat_index, ny * nx)
-    j, i = jax.numpy.divmod(rest, nx)
-    return gather_linear(v, jax.numpy.stack([i, j, k], -1).astype(jax.numpy.float32) / factor)
+    k, rest = jnp.divmod(flat_index, ny * nx)
+    j, i = jnp.divmod(rest, nx)
+    return gather_linear(v, jnp.stack([i, j, k], -1).astype(jnp.float32) / factor)
 
 
 def nonrigid_objective(opts: SimilarityOptions, reg: RegulariserOptions, *, image: bool, seg: bool, field_factor: int = 1):
