@@ -16,7 +16,7 @@ from sirtjax.registration.nonrigid import RegulariserOptions, Weights, field_at,
 from sirtjax.registration.optimise import Convergence, adam_cosine, run_level, window_converged
 from sirtjax.registration.problem import SimilarityOptions, bucket, make_level, pad_moving, similarity_terms, stack_channels
 from sirtjax.registration.register import (
-    RegistrationConfig, make_pair, prepare_levels, register,
+    RegistrationConfig, make_pair, prepare_levels, register, run_nonrigid,
 )
 from sirtjax.registration.warp import affine_apply, resample_field, warp_volume
 from sirtjax.volume import make_volume, world_grid
@@ -109,6 +109,19 @@ def test_coarse_field_interpolates_between_nodes_on_every_kth_voxel():
     level = make_volume(np.zeros(level_shape, np.float32), (3.5, 3.0, 4.0), (-38.0, -30.0, -36.0), _rot(10, 20))
     written = np.asarray(resample_field(field_volume(jnp.asarray(v), level, 2), level))
     np.testing.assert_allclose(written.reshape(-1, 3), ours, atol=1e-4)
+
+
+def test_field_spacing_puts_the_finest_field_on_every_second_voxel(affine_case):
+    """field_spacing_mm 8 on 8 and 4 mm levels: the non-rigid stage returns its field on nodes 8 mm apart."""
+    fixed, moving, fmask, mmask, *_ = affine_case
+    config = dataclasses.replace(FAST, affine_on="segmentation", field_spacing_mm=8.0)
+    levels = prepare_levels([make_pair(fixed, moving, fixed_mask=fmask, moving_mask=mmask)], config)
+    weights = jax.tree.map(lambda w: w[None], config.weights())
+    residual, _ = run_nonrigid(levels, weights, config, jax.random.key(0))
+    finest = levels[-1].fixed
+    np.testing.assert_allclose(np.asarray(residual.spacing_mm), 2 * np.asarray(finest.spacing_mm))
+    assert residual.array.shape[1:4] == field_shape(finest.array.shape[1:4], 2)
+    assert float(jnp.max(jnp.abs(residual.array))) > 0.1  # the masks moved it (mm)
 
 
 def test_padded_moving_grid_gives_the_same_similarity_terms(affine_case):
