@@ -144,6 +144,7 @@ def test_pyramid_level_keeps_field_of_view_and_world_position():
     ramp = vol.with_array(p[..., 0].astype(np.float32))
     lvl = pyramid_level(ramp, 6.0)
     q = np.asarray(world_grid(lvl))
-    inner = (slice(3, -3),) * 3
-    assert lvl.shape == (7, 8, 10)  # factor floor(6 mm / max spacing 2 mm) = 3 on every axis
+    inner = (slice(3, -3), slice(2, -2), slice(2, -2))
+    assert lvl.shape == (7, 6, 7)  # factors floor(6 mm / spacing): 4, 4 and 3 along x, y, z
+    np.testing.assert_allclose(np.asarray(lvl.spacing_mm), [6.0, 6.0, 6.0])
     np.testing.assert_allclose(np.asarray(lvl.array)[inner], q[inner][..., 0], atol=1e-3)

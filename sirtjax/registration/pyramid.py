@@ -41,8 +41,8 @@ def _axis_kernel(k: np.ndarray, factor: int) -> np.ndarray:
     return k.astype(np.float32)
 
 
-def smooth_and_shrink(array: jax.Array, sigma_vox_zyx: tuple[float, float, float], factor: int) -> jax.Array:
-    """Smooth a (z, y, x[, C]) array by sigmas (voxels) and keep every ``factor``-th block centre.
+def smooth_and_shrink(array: jax.Array, sigma_vox_zyx: tuple[float, float, float], factor: int | tuple[int, int, int]) -> jax.Array:
+    """Smooth a (z, y, x[, C]) array by sigmas (voxels) and keep every ``factor``-th block centre (one factor, or one per axis z, y, x).
 
     Output voxel ``i`` of an axis is the smoothed array linearly interpolated at fine index
     ``0.5 * (factor - 1) + factor * i`` (the :func:`shrink_grid` voxel centres), ``ceil(n / factor)``
@@ -52,7 +52,8 @@ def smooth_and_shrink(array: jax.Array, sigma_vox_zyx: tuple[float, float, float
     smoothed last voxel (the point is clamped, as ITK's and scipy's 'nearest' interpolation do).
     """
     out = jnp.asarray(array, jnp.float32)
-    for axis, sigma in enumerate(sigma_vox_zyx):
+    factors = (factor,) * 3 if isinstance(factor, int) else tuple(factor)
+    for axis, (sigma, factor) in enumerate(zip(sigma_vox_zyx, factors)):
         if sigma <= 0 and factor == 1:
             continue
         g = gaussian_kernel_1d(float(sigma)) if sigma > 0 else np.ones(1, np.float32)
@@ -74,10 +75,11 @@ def smooth_and_shrink(array: jax.Array, sigma_vox_zyx: tuple[float, float, float
     return out
 
 
-def shrink_grid(vol: Volume, factor: int) -> Volume:
-    """The grid of a pyramid level with integer shrink factor (host); array is a uint8 placeholder."""
+def shrink_grid(vol: Volume, factor: int | tuple[int, int, int]) -> Volume:
+    """The grid of a pyramid level with integer shrink factor(s) (one, or one per axis z, y, x) (host); array is a uint8 placeholder."""
     spacing = np.asarray(vol.spacing_mm, np.float64)
     size_xyz = np.asarray(vol.size_xyz)
+    factor = np.broadcast_to(np.asarray(factor, np.int64), (3,))[::-1]  # (x, y, z)
     new_size = np.maximum(1, np.ceil(size_xyz / factor)).astype(int)
     offset_vox = 0.5 * (factor - 1)
     origin = np.asarray(vol.origin_mm, np.float64) + np.asarray(vol.direction, np.float64) @ (spacing * offset_vox)
@@ -88,14 +90,14 @@ def pyramid_level(vol: Volume, resolution_mm: float) -> Volume:
     """A (z, y, x[, C]) Volume at a pyramid resolution (mm), float32.
 
     Axes finer than the resolution are smoothed with sigma = 0.5 * resolution_mm (in mm, converted
-    to voxels per axis); the grid shrinks by the largest integer factor f with
-    ``f * max(spacing) <= resolution_mm``. At or below the native resolution the Volume is returned
-    unchanged (as float32).
+    to voxels per axis); each axis shrinks by the largest integer factor f with
+    ``f * spacing <= resolution_mm`` (so a 1.5 x 1.5 x 2.5 mm CT has a 3 x 3 x 2.5 mm level at 3 mm).
+    At or below the native resolution the Volume is returned unchanged (as float32).
     """
     spacing_zyx = np.asarray(vol.spacing_mm, np.float64)[::-1]
     sigma = tuple(float(0.5 * resolution_mm / s) if resolution_mm > 1.01 * s else 0.0 for s in spacing_zyx)
-    factor = factor_for_spacing(np.asarray(vol.spacing_mm), resolution_mm)
-    if factor == 1 and not any(sigma):
+    factor = factors_for_spacing(spacing_zyx, resolution_mm)
+    if factor == (1, 1, 1) and not any(sigma):
         return vol.with_array(jnp.asarray(vol.array, jnp.float32))
     grid = shrink_grid(vol, factor)
     arr = _smooth_and_shrink_jit(vol.array, sigma, factor)
@@ -105,6 +107,6 @@ def pyramid_level(vol: Volume, resolution_mm: float) -> Volume:
 _smooth_and_shrink_jit = jax.jit(smooth_and_shrink, static_argnums=(1, 2))
 
 
-def factor_for_spacing(spacing_mm: np.ndarray, resolution_mm: float) -> int:
-    """Largest integer shrink factor f with f * max(spacing) <= resolution_mm (at least 1)."""
-    return max(1, int(math.floor(resolution_mm / float(np.max(spacing_mm)) + 1e-6)))
+def factors_for_spacing(spacing_mm: np.ndarray, resolution_mm: float) -> tuple[int, ...]:
+    """Per axis, the largest integer shrink factor f with f * spacing <= resolution_mm (at least 1)."""
+    return tuple(max(1, int(math.floor(resolution_mm / float(s) + 1e-6))) for s in spacing_mm)
