@@ -24,10 +24,9 @@ import dataclasses
 import functools
 
 import jax
-import jax.numpy as jnp
 
 from sirtjax.registration.optimise import adam_cosine, make_step
-from sirtjax.registration.problem import LevelData, SimilarityOptions, similarity_terms
+from sirtjax.registration.problem import LevelData, SimilarityOptions, flat_to_index_xyz, similarity_terms
 from sirtjax.registration.regularisers import folding_penalty, regulariser
 from sirtjax.registration.warp import affine_apply, gather_linear
 from sirtjax.volume import Volume
@@ -73,10 +72,7 @@ def field_at(v: jax.Array, flat_index: jax.Array, level_shape_zyx, factor: int) 
     """The residual field (K, 3) mm at flat level-grid voxel indices (K,): a gather, or trilinear from the coarse grid."""
     if factor == 1:
         return v.reshape(-1, 3)[flat_index]
-    _, ny, nx = level_shape_zyx
-    k, rest = jnp.divmod(flat_index, ny * nx)
-    j, i = jnp.divmod(rest, nx)
-    return gather_linear(v, jnp.stack([i, j, k], -1).astype(jnp.float32) / factor)
+    return gather_linear(v, flat_to_index_xyz(level_shape_zyx, flat_index) / factor)
 
 
 def nonrigid_objective(opts: SimilarityOptions, reg: RegulariserOptions, *, image: bool, seg: bool, field_factor: int = 1):

@@ -194,12 +194,17 @@ def sample_voxels(data: LevelData, key: jax.Array, opts: SimilarityOptions, *, r
     return data.roi_index[pick], jnp.ones((opts.samples,), jnp.float32)
 
 
-def voxel_world_mm(grid: Volume, flat_index: jax.Array) -> jax.Array:
-    """World points (K, 3) mm (x, y, z) of flat voxel indices (K,) of grid's (z, y, x) array."""
-    nz, ny, nx = grid.array.shape[:3]
+def flat_to_index_xyz(shape_zyx, flat_index: jax.Array) -> jax.Array:
+    """Voxel indices (K, 3) float32 in (x, y, z) order of flat indices (K,) into a (z, y, x) grid."""
+    _, ny, nx = shape_zyx
     k, rest = jnp.divmod(flat_index, ny * nx)
     j, i = jnp.divmod(rest, nx)
-    return index_points_to_world(grid, jnp.stack([i, j, k], -1).astype(jnp.float32))
+    return jnp.stack([i, j, k], -1).astype(jnp.float32)
+
+
+def voxel_world_mm(grid: Volume, flat_index: jax.Array) -> jax.Array:
+    """World points (K, 3) mm (x, y, z) of flat voxel indices (K,) of grid's (z, y, x) array."""
+    return index_points_to_world(grid, flat_to_index_xyz(grid.array.shape[:3], flat_index))
 
 
 def similarity_terms(
