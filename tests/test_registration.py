@@ -14,7 +14,8 @@ from sirtjax.preprocess import sample_world
 from sirtjax.registration.affine import affine_step
 from sirtjax.registration.nonrigid import RegulariserOptions, Weights, field_at, field_shape, field_volume, nonrigid_step
 from sirtjax.registration.optimise import Convergence, adam_cosine, run_level, window_converged
-from sirtjax.registration.problem import SimilarityOptions, bucket, make_level, pad_moving, similarity_terms, stack_channels
+from sirtjax.registration.problem import SimilarityOptions, make_level, pad_moving, similarity_terms, stack_channels, stack_levels
+from sirtjax.registration.pyramid import bucket
 from sirtjax.registration.register import (
     RegistrationConfig, make_pair, prepare_levels, register, run_nonrigid,
 )
@@ -128,7 +129,8 @@ def test_padded_moving_grid_gives_the_same_similarity_terms(affine_case):
     """Moving level grids padded to a bucket size (repeated border) sample exactly like the unpadded grid."""
     fixed, moving, fmask, mmask, *_ = affine_case
     pair = make_pair(fixed, moving, fixed_mask=fmask, moving_mask=mmask)
-    level = make_level(stack_channels(fixed, pair.fixed_seg), stack_channels(moving, pair.moving_seg), 4.0, roi_margin_mm=10.0)
+    level = make_level(*(stack_levels(stack_channels(img, seg), [4.0])[0] for img, seg in ((fixed, pair.fixed_seg), (moving, pair.moving_seg))),
+                       roi_margin_mm=10.0)
     padded = pad_moving(level, bucket(np.asarray(level.moving.array.shape[:3]) + 1))
     assert padded.moving.array.shape != level.moving.array.shape
     # a shift that maps part of the fixed grid outside the moving grid (those samples must not count)
@@ -156,7 +158,7 @@ def test_label_maps_with_different_landmark_counts_batch_and_pad_with_empty_clas
     assert levels[-1].fixed.array.shape[-1] == 1 + 4  # image + 4 label channels for both pairs
     opts = SimilarityOptions(samples=None)
     to_moving = lambda idx, p: p + jnp.asarray([2.0, -1.0, 3.0])  # noqa: E731
-    one = make_level(stack_channels(fixed, pairs[0].fixed_seg), stack_channels(moving, pairs[0].moving_seg), 4.0,
+    one = make_level(*(stack_levels(stack_channels(img, seg), [4.0])[0] for img, seg in ((fixed, pairs[0].fixed_seg), (moving, pairs[0].moving_seg))),
                      roi_margin_mm=FAST.roi_margin_mm)  # unpadded, uncropped: the same ROI voxels
     padded = prepare_levels([pairs[0]], FAST)[-1]
     a = similarity_terms(one, jax.random.key(0), to_moving, opts, image=False, seg=True)["seg"]

@@ -12,7 +12,7 @@ that define the MI bins, the stiffness map and the affine (the non-rigid stage's
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +20,7 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from sirtjax.registration.mi import mattes_mi
-from sirtjax.registration.pyramid import pyramid_level
+from sirtjax.registration.pyramid import channel_boxes, pyramid_level, pyramid_level_sparse
 from sirtjax.registration.similarity import overlap_ssd, ssd
 from sirtjax.registration.warp import AffineTransform, identity_affine, sample_channels
 from sirtjax.volume import Volume, index_points_to_world, make_volume
@@ -67,15 +67,30 @@ def stack_channels(image: Volume, seg: np.ndarray | None) -> Volume:
     return make_volume(arr, image.spacing_mm, image.origin_mm, image.direction)
 
 
+def stack_levels(stack: Volume, resolutions_mm: Sequence[float]) -> list[Volume]:
+    """Pyramid levels of stacked channels (float32 host arrays): the image densely, the segmentation
+    channels only around their non-zero voxels (:func:`pyramid.pyramid_level_sparse`)."""
+    arr = np.asarray(stack.array)
+    if arr.shape[-1] == 1:
+        return [_as_f32(pyramid_level(stack, r)) for r in resolutions_mm]
+    seg = stack.with_array(arr[..., 1:])
+    boxes = channel_boxes(seg.array)
+    levels = []
+    for r in resolutions_mm:
+        image = np.asarray(pyramid_level(stack.with_array(arr[..., :1]), r).array)
+        level = pyramid_level_sparse(seg, r, boxes)
+        levels.append(_as_f32(level.with_array(np.concatenate([image, level.array], axis=-1))))
+    return levels
+
+
 def make_level(
-    fixed_stack: Volume,
-    moving_stack: Volume,
-    resolution_mm: float,
+    fixed: Volume,
+    moving: Volume,
     *,
     stiffness_inside: float = 1.0,
     roi_margin_mm: float | None = None,
 ) -> LevelData:
-    """LevelData at a pyramid resolution (mm) from stacked fixed and moving channels, as host (numpy) arrays.
+    """LevelData from the fixed and moving stacked channels at one pyramid level (:func:`stack_levels`), as host (numpy) arrays.
 
     The stiffness map is ``1 + (stiffness_inside - 1) * liver`` with the liver taken from the fixed
     segmentation's first channel (uniform 1 without segmentation). The region of interest (where
@@ -83,8 +98,7 @@ def make_level(
     ``roi_margin_mm``; without segmentation channels, with ``roi_margin_mm=None`` or with an empty
     segmentation it is the whole grid.
     """
-    f = _as_f32(pyramid_level(fixed_stack, resolution_mm))
-    m = _as_f32(pyramid_level(moving_stack, resolution_mm))
+    f, m = _as_f32(fixed), _as_f32(moving)
     farr, marr = f.array, m.array
     liver = farr[..., 1] if farr.shape[-1] > 1 else np.zeros(farr.shape[:3], np.float32)
     ranges = [np.asarray([a[..., 0].min(), a[..., 0].max()], np.float32) for a in (farr, marr)]
@@ -96,18 +110,6 @@ def make_level(
         radius_mm=np.float32(1.0), box_fraction=np.float32(1.0),
         moving_size_xyz=np.asarray(marr.shape[:3][::-1], np.float32),
     )
-
-
-def bucket(shape_zyx) -> np.ndarray:
-    """A grid shape with each axis rounded up to the next size 2^k or 3 * 2^k (at least 8: 8, 12, 16, 24, 32, 48, ...).
-
-    Steps are compiled per shape; sizes at most 1.5x apart make the grids of different patients
-    (their liver boxes, their moving images) fall on the same few shapes, so the compiled steps
-    and the persistent cache are reused across patients, for at most 1.5x the voxels per axis.
-    """
-    n = np.maximum(np.asarray(shape_zyx, np.int64), 8)
-    power = 2 ** np.floor(np.log2(n - 1)).astype(np.int64)  # largest power of 2 below n
-    return np.where(n <= power * 3 // 2, power * 3 // 2, 2 * power)
 
 
 def pad_moving(level: LevelData, shape_zyx) -> LevelData:

@@ -23,8 +23,9 @@ from sirtjax.registration import init
 from sirtjax.registration.nonrigid import RegulariserOptions, Weights, field_factor_for, field_shape, field_volume, nonrigid_step
 from sirtjax.registration.optimise import Convergence, LevelLog, Progress, run_level
 from sirtjax.registration.problem import (
-    LevelData, SimilarityOptions, bucket, crop_level, make_level, pad_moving, roi_box, stack_channels,
+    LevelData, SimilarityOptions, crop_level, make_level, pad_moving, roi_box, stack_channels, stack_levels,
 )
+from sirtjax.registration.pyramid import bucket
 from sirtjax.registration.warp import (
     AffineTransform, affine_displacement, identity_affine, one_hot, resample_field, warp_array,
 )
@@ -199,7 +200,7 @@ def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig) -> list[Le
     Sets each pair's affine centre (centre of mass of the fixed segmentation, else of the Otsu
     body mask) and radius; the affine itself is the identity until the affine stage fills it in.
     Each level's fixed grid is cut to the bounding box of the region of interest (one box size per
-    level for the whole batch, the largest pair's rounded up by :func:`problem.bucket`, so the pairs
+    level for the whole batch, the largest pair's rounded up by :func:`pyramid.bucket`, so the pairs
     stack and pairs of similar size reuse compiled steps), and the moving level grids are padded to
     the largest pair's rounded up the same way (their true sizes kept for the outside test, so pairs of
     different moving shapes batch too); the non-rigid residual
@@ -214,15 +215,15 @@ def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig) -> list[Le
     res = resolutions_mm(pairs[0].fixed, config)
     per_pair = []
     for p in pairs:
-        fs = stack_channels(p.fixed, _pad_channels(p.fixed_seg, width))
-        ms = stack_channels(p.moving, _pad_channels(p.moving_seg, width))
+        fs = stack_levels(stack_channels(p.fixed, _pad_channels(p.fixed_seg, width)), res)
+        ms = stack_levels(stack_channels(p.moving, _pad_channels(p.moving_seg, width)), res)
         w = _centroid_weights(p.fixed, p.fixed_seg)
         centre = init.centroid_mm(p.fixed, w)
         radius = init.rms_radius_mm(p.fixed, w, centre)
         aff = identity_affine(centre)
-        per_pair.append([dataclasses.replace(make_level(fs, ms, r, stiffness_inside=config.liver_stiffness,
+        per_pair.append([dataclasses.replace(make_level(f, m, stiffness_inside=config.liver_stiffness,
                                                         roi_margin_mm=config.roi_margin_mm),
-                                             affine=aff, radius_mm=np.float32(radius)) for r in res])
+                                             affine=aff, radius_mm=np.float32(radius)) for f, m in zip(fs, ms)])
     levels = []
     for li in range(len(res)):
         boxes = [roi_box(pp[li]) for pp in per_pair]
