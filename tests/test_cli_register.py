@@ -108,6 +108,9 @@ def test_config_files_are_the_presets():
         assert config_from_dict(json.loads((CONFIGS / f"{name}.json").read_text())) == preset, name
     assert config_from_dict({"levels": 2}) == dataclasses.replace(RegistrationConfig(), levels=2)
     assert config_from_dict({"finest_mm": 3}).finest_mm == 3.0 and config_from_dict({"samples": None}).samples is None
+    # float settings that may be None (null in the JSON files) stay None
+    assert config_from_dict({"roi_margin_mm": None, "finest_mm": None}) == dataclasses.replace(
+        RegistrationConfig(), roi_margin_mm=None, finest_mm=None)
     for bad in ({"level": 2}, {"levels": "2"}, {"w_reg": True}):
         with pytest.raises(ValueError):
             config_from_dict(bad)

@@ -114,7 +114,7 @@ def config_from_dict(values: dict) -> RegistrationConfig:
             default is None and isinstance(value, (int, float)) and not isinstance(value, bool))
         if not ok:
             raise ValueError(f"registration setting {name} = {value!r} has the wrong type")
-    return RegistrationConfig(**{k: (float(v) if isinstance(getattr(RegistrationConfig, k), float) else v)
+    return RegistrationConfig(**{k: (float(v) if v is not None and isinstance(getattr(RegistrationConfig, k), float) else v)
                                  for k, v in values.items()})
 
 
