@@ -12,7 +12,9 @@ import scipy.ndimage as ndi
 from sirtjax import metrics
 from sirtjax.preprocess import sample_world
 from sirtjax.registration.affine import affine_step
-from sirtjax.registration.nonrigid import RegulariserOptions, Weights, field_at, field_shape, field_volume, nonrigid_step
+from sirtjax.registration.nonrigid import (
+    RegulariserOptions, Weights, field_at, field_shape, field_volume, nonrigid_objective, nonrigid_step,
+)
 from sirtjax.registration.optimise import Convergence, adam_cosine, run_level, window_converged
 from sirtjax.registration.problem import SimilarityOptions, make_level, pad_moving, similarity_terms, stack_channels, stack_levels
 from sirtjax.registration.pyramid import bucket
@@ -80,10 +82,12 @@ def test_mi_affine_recovers_a_known_transform_across_grids(affine_case):
                                np.asarray(affine_apply(res.affine, jnp.asarray(p))), atol=1e-3)
 
 
-@pytest.mark.parametrize("field_spacing_mm", [0.0, 8.0])  # 8 mm: a dense field on the 8 mm level, every 2nd voxel on the 4 mm level
-def test_mask_guided_registration_aligns_the_liver(affine_case, field_spacing_mm):
+# 8 mm: a dense field on the 8 mm level, every 2nd voxel on the 4 mm level; image_field_mm: an image stage first
+@pytest.mark.parametrize("field_spacing_mm,image_field_mm", [(0.0, 0.0), (8.0, 0.0), (8.0, 16.0)])
+def test_mask_guided_registration_aligns_the_liver(affine_case, field_spacing_mm, image_field_mm):
     fixed, moving, fmask, mmask, a_true, t_true = affine_case
-    config = dataclasses.replace(FAST, affine_on="segmentation", field_spacing_mm=field_spacing_mm)
+    config = dataclasses.replace(FAST, affine_on="segmentation", field_spacing_mm=field_spacing_mm,
+                                 image_field_mm=image_field_mm, image_field_iterations=20)
     res = register(fixed, moving, fixed_mask=fmask, moving_mask=mmask, config=config)
     warped_mask = warp_volume(mmask, res.displacement, order=0)
     before = metrics.dice(np.asarray(sample_world(mmask, world_grid(fixed), order=0)) > 0, fmask.array > 0)
@@ -92,7 +96,7 @@ def test_mask_guided_registration_aligns_the_liver(affine_case, field_spacing_mm
     jac = metrics.jacobian_stats(res.displacement, fmask.array > 0)
     assert float(jac.fraction_nonpositive) == 0.0
     names = [s["stage"] for s in res.diagnostics["stages"]]
-    assert names == ["affine", "affine", "nonrigid", "nonrigid"]
+    assert names == ["affine", "affine"] + ["image", "image"] * (image_field_mm > 0) + ["nonrigid", "nonrigid"]
 
 
 def test_coarse_field_interpolates_between_nodes_on_every_kth_voxel():
@@ -123,6 +127,26 @@ def test_field_spacing_puts_the_finest_field_on_every_second_voxel(affine_case):
     np.testing.assert_allclose(np.asarray(residual.spacing_mm), 2 * np.asarray(finest.spacing_mm))
     assert residual.array.shape[1:4] == field_shape(finest.array.shape[1:4], 2)
     assert float(jnp.max(jnp.abs(residual.array))) > 0.1  # the masks moved it (mm)
+
+
+def test_nonrigid_objective_adds_the_base_field_and_rests_its_springs_on_it(affine_case):
+    """A field from an earlier stage (LevelData.base_field) moves the similarity terms and the folding barrier
+    exactly as if the optimised field held it, while the springs see only the optimised part."""
+    fixed, moving, fmask, mmask, *_ = affine_case
+    pair = make_pair(fixed, moving, fixed_mask=fmask, moving_mask=mmask)
+    level = make_level(*(stack_levels(stack_channels(img, seg), [4.0])[0] for img, seg in ((fixed, pair.fixed_seg), (moving, pair.moving_seg))),
+                       roi_margin_mm=10.0)
+    shape = field_shape(level.fixed.array.shape[:3], 2)
+    k, j, i = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    base = jnp.asarray(np.stack([12.0 * np.sin(i / 1.5 + k / 5), 2.0 * np.cos(j / 4), 3.0 * np.sin(k / 3)], -1), jnp.float32)  # x, y, z mm
+    objective = nonrigid_objective(SimilarityOptions(samples=None), RegulariserOptions("spring", 26, 5.0), image=True, seg=True, field_factor=2)
+    weights = Weights(jnp.float32(1.0), jnp.float32(1.0), jnp.float32(1.0))
+    _, on_base = objective(jnp.zeros_like(base), dataclasses.replace(level, base_field=base), weights, jax.random.key(0))
+    _, held = objective(base, level, weights, jax.random.key(0))
+    for name in ("image", "seg", "fold"):
+        assert float(on_base[name]) == pytest.approx(float(held[name]), rel=1e-6, abs=1e-9), name
+    assert float(held["fold"]) > 0 and float(held["reg"]) > 1e-3  # the base strains the springs of a field that holds it
+    assert float(on_base["reg"]) == pytest.approx(5.0 * float(held["fold"]), rel=1e-6)  # springs at rest: only the barrier
 
 
 def test_padded_moving_grid_gives_the_same_similarity_terms(affine_case):

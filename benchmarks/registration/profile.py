@@ -37,12 +37,13 @@ def timed_register(mode: str, f, m, kw: dict) -> tuple[dict, object]:
     t["affine_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     weights = jax.tree.map(lambda w: w[None], config.weights())
-    residual, nlogs = reg.run_nonrigid(reg.with_affine(levels, affine), weights, config, k2)
+    residual, stages = reg.run_nonrigid_stages([pair], levels, affine, weights, config, k2)
     jax.block_until_ready(residual)
     t["nonrigid_s"] = time.perf_counter() - t2
     t3 = time.perf_counter()
+    nlogs = [lg for _, lg in stages]
     res = reg.finish(pair, reg._take(affine, 0), reg._take(residual, 0),
-                     [("affine", lg, 0) for lg in alogs] + [("nonrigid", lg, 0) for lg in nlogs])
+                     [("affine", lg, 0) for lg in alogs] + [(name, lg, 0) for name, lg in stages])
     t["finish_s"] = time.perf_counter() - t3
     t["total_s"] = time.perf_counter() - t0
     t["levels"] = [{"level": lg.label, "iterations": int(lg.iterations[0]), "compile_s": round(lg.compile_s, 2),

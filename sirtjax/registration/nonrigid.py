@@ -76,12 +76,17 @@ def field_at(v: jax.Array, flat_index: jax.Array, level_shape_zyx, factor: int) 
 
 
 def nonrigid_objective(opts: SimilarityOptions, reg: RegulariserOptions, *, image: bool, seg: bool, field_factor: int = 1):
-    """Objective(v, data, weights, key) = w_I L_I + w_S L_S + w_R L_R and its terms by name."""
+    """Objective(v, data, weights, key) = w_I L_I + w_S L_S + w_R L_R and its terms by name.
+
+    The transform's residual field is ``data.base_field + v``; the springs act on v alone (a field from
+    an earlier stage is their rest state), the folding barrier on the whole field.
+    """
     f = field_factor
 
     def objective(v, data: LevelData, weights: Weights, key):
         shape = data.fixed.array.shape[:3]
-        terms = similarity_terms(data, key, lambda idx, p: affine_apply(data.affine, p) + field_at(v, idx, shape, f),
+        total = data.base_field + v
+        terms = similarity_terms(data, key, lambda idx, p: affine_apply(data.affine, p) + field_at(total, idx, shape, f),
                                  opts, image=image, seg=seg)
         spacing, stiffness = data.fixed.spacing_mm * f, data.stiffness[::f, ::f, ::f]
         terms["reg"] = regulariser(
@@ -89,7 +94,7 @@ def nonrigid_objective(opts: SimilarityOptions, reg: RegulariserOptions, *, imag
             stiffness=stiffness, neighbourhood=reg.neighbourhood,
         ) * data.box_fraction  # a mean over the whole level grid, whose springs outside the box are at rest
         if reg.fold_weight:
-            terms["fold"] = folding_penalty(v, spacing, data.fixed.direction,
+            terms["fold"] = folding_penalty(total, spacing, data.fixed.direction,
                                             rest_matrix=data.affine.matrix) * data.box_fraction
             terms["reg"] = terms["reg"] + reg.fold_weight * terms["fold"]
         loss = weights.reg * terms["reg"]

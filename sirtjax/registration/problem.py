@@ -42,6 +42,7 @@ class LevelData:
     affine: AffineTransform
     radius_mm: jax.Array
     box_fraction: jax.Array  # voxels of the ROI box / voxels of the whole level grid (1 when not cut)
+    base_field: jax.Array  # (z', y', x', 3) mm field the non-rigid stage adds its own to (on its node grid); (1, 1, 1, 3) zeros = none
     moving_size_xyz: jax.Array  # (3,) float32 voxels of the moving level grid; its array may be padded past them
 
 
@@ -107,7 +108,7 @@ def make_level(
         fixed_range=ranges[0], moving_range=ranges[1],
         stiffness=(1.0 + (np.float32(stiffness_inside) - 1.0) * liver).astype(np.float32),
         affine=identity_affine(),
-        radius_mm=np.float32(1.0), box_fraction=np.float32(1.0),
+        radius_mm=np.float32(1.0), box_fraction=np.float32(1.0), base_field=np.zeros((1, 1, 1, 3), np.float32),
         moving_size_xyz=np.asarray(marr.shape[:3][::-1], np.float32),
     )
 

@@ -56,6 +56,9 @@ class RegistrationConfig:
     nonrigid_step: float = 0.15  # larger steps, fewer of them: as accurate as 100 x 0.1 on 4 seeds, 40 % less time
     nonrigid_image: bool = True  # use the image term in the non-rigid stage
     field_spacing_mm: float = 0.0  # non-rigid field nodes at least this far apart (every k-th voxel of finer levels); 0 = every voxel
+    image_field_mm: float = 0.0  # > 0: first a non-rigid stage on the images alone (MI, whole grid), field nodes this far apart
+    image_field_iterations: int = 200  # steps per level of that stage (no early stop) ...
+    image_field_samples: int = 4096  # ... each on this many random voxels
     regulariser: str = "spring"
     neighbourhood: int = 26
     liver_stiffness: float = 1.0  # stiffness inside the fixed liver relative to outside (thesis 6.5)
@@ -80,15 +83,19 @@ PRESETS: dict[str, RegistrationConfig] = {
     # thesis 5.3.3: MI affine, MI + spring non-rigid, no segmentation; MI folded 0.17-0.47 % of all voxels
     # of MR pairs (small seeds 1, 2, 12) without the folding barrier, 0 with it at equal accuracy
     "image-based": RegistrationConfig(affine_on="images", fold_weight=100.0),
-    # CNN-guided: affine on liver masks, non-rigid on the masks alone: the image term did not help on
-    # the thesis' patients (5.4.2: it degraded the CNN-based affine for CT, optimal w_I = 0 for MR) nor
-    # in our tuning (benchmarks/registration/results/tuning), and its MI pulled lesions off and folded
-    # the field at the fixed field-of-view edge; --w-image turns it back on. Levels of 12, 6 and 3 mm (or
-    # the fixed spacing, when coarser), the non-rigid stage on the finest two with its field nodes at least
-    # 6 mm apart: on 3 mm images the masks' surfaces are twice as sharp as at 6 mm, while a 3 mm field
-    # (noisier under Adam, 4x the springs) was less accurate and 4x slower (training seeds, 3 mm CT)
+    # CNN-guided: affine on liver masks; an image stage (image_field_mm): MI over the whole grid with field
+    # nodes 40 mm apart, 200 steps a level; then the non-rigid stage on the masks alone, its springs resisting
+    # only its own part of the field. The masks fit the liver's surface but cannot show where its interior
+    # went (benchmarks/registration/depth_error.py, seed 101: 3.5 mm off deep inside, 0.7 mm at the surface);
+    # the coarse image field, seeing the whole body, moves it. Training seeds 101-104, 3 mm: CT RRMSD 1.67 ->
+    # 1.53, MR 1.84 -> 1.63 mm; 6 mm seeds 101-106: CT 2.56 -> 2.26, MR 2.38 -> 2.40. An image term at the
+    # masks' resolution did not help (thesis 5.4.2: optimal w_I = 0 for MR; our tuning, results/tuning: its
+    # MI pulled lesions off and folded the field at the fixed field-of-view edge); --w-image turns it on.
+    # Levels of 12, 6 and 3 mm (or the fixed spacing, when coarser), the mask stage on the finest two with
+    # its field nodes at least 6 mm apart: on 3 mm images the masks' surfaces are twice as sharp as at 6 mm,
+    # while a 3 mm field (noisier under Adam, 4x the springs) was less accurate and 4x slower (training seeds)
     "cnn-guided": RegistrationConfig(affine_on="segmentation", candidates=1, nonrigid_image=False, w_image=0.0,
-                                     finest_mm=3.0, nonrigid_levels=2, field_spacing_mm=6.0),
+                                     finest_mm=3.0, nonrigid_levels=2, field_spacing_mm=6.0, image_field_mm=40.0),
     # CNN&LM-guided: the same with label maps of liver and landmark classes; small landmark classes pull
     # hard locally and folded up to 0.16 % of liver voxels without the folding barrier (0 with it). The
     # levels and field of cnn-guided: on 3 mm training seeds RRMSD CT 0.82 -> 0.50, MR 1.02 -> 0.58 mm
@@ -329,10 +336,14 @@ def run_nonrigid(
     config: RegistrationConfig,
     key: jax.Array,
     progress: Progress | None = None,
+    base: Volume | None = None,
+    label: str = "non-rigid",
 ) -> tuple[Volume, list[LevelLog]]:
     """The non-rigid stage on the finest ``nonrigid_levels`` levels (affine already set in levels).
 
-    Returns the residual field, a batched Volume (B, z, y, x, 3) mm on the finest level's field grid, and the logs. Raises
+    ``base``: a batched residual field Volume from an earlier stage; this stage adds its own field to
+    it, and its springs resist only its own (the base is their rest state). Returns the whole residual
+    field, a batched Volume (B, z, y, x, 3) mm on the finest level's field grid, and the logs. Raises
     ValueError when an image weight is positive but the config leaves the image term out.
     """
     if not config.nonrigid_image and np.any(np.asarray(weights.image) > 0):
@@ -348,13 +359,31 @@ def run_nonrigid(
     for li, data in enumerate(use):
         if li > 0:
             v = _upsample(field_volume(v, use[li - 1].fixed, factors[li - 1]), data.fixed, factors[li])
+        if base is not None:
+            data = dataclasses.replace(data, base_field=_upsample(base, data.fixed, factors[li]))
         step, tx = nonrigid_step(config.similarity(), reg, config.nonrigid_image, seg,
                                  config.nonrigid_step * res[li], config.nonrigid_iterations, factors[li])
         conv = Convergence(config.nonrigid_iterations, config.window, config.rel_tol, config.min_iterations)
         key, sub = jax.random.split(key)
-        v, log = run_level(step, v, tx, data, weights, sub, conv, label=f"non-rigid {res[li]:g} mm", progress=progress)
+        v, log = run_level(step, v, tx, data, weights, sub, conv, label=f"{label} {res[li]:g} mm", progress=progress)
         logs.append(log)
-    return field_volume(v, use[-1].fixed, factors[-1]), logs
+    return field_volume(data.base_field + v, use[-1].fixed, factors[-1]), logs
+
+
+def image_stage_config(config: RegistrationConfig) -> RegistrationConfig:
+    """The settings of the image stage that ``image_field_mm`` > 0 puts before the guided non-rigid stage.
+
+    MI on the whole grids of every level (``image_field_samples`` random voxels per step, as elastix's
+    few thousand), field nodes ``image_field_mm`` apart, ``image_field_iterations`` steps per level, the
+    springs of the config and the image-based preset's folding barrier. A coarse field sees the whole
+    body's anatomy (outline, bones, organs, vessels): it moves the liver's interior and its surface
+    tangentially, which masks cannot show; the guided stage then fits the surfaces on top of it.
+    """
+    its = config.image_field_iterations
+    return dataclasses.replace(config, nonrigid_levels=config.levels, nonrigid_image=True, w_image=1.0, fold_weight=100.0,
+                               samples=config.image_field_samples, field_spacing_mm=config.image_field_mm, image_field_mm=0.0,
+                               roi_margin_mm=None,
+                               nonrigid_iterations=its, min_iterations=its)
 
 
 @jax.jit(static_argnums=2)
@@ -400,16 +429,37 @@ def register_batch(
     levels = prepare_levels(pairs, config)
     k1, k2 = jax.random.split(key)
     affine, logs = run_affine(levels, initial_translations(pairs, config), config, k1, progress)
-    stages = [("affine", lg) for lg in logs]
-    if config.nonrigid_levels > 0:
-        residual, nlogs = run_nonrigid(with_affine(levels, affine), weights, config, k2, progress)
-        stages += [("nonrigid", lg) for lg in nlogs]
-    else:
-        residual = field_volume(jnp.zeros(levels[-1].fixed.array.shape[:4] + (3,), jnp.float32), levels[-1].fixed, 1)
+    residual, nlogs = run_nonrigid_stages(pairs, levels, affine, weights, config, k2, progress)
+    stages = [("affine", lg) for lg in logs] + nlogs
     return [
         finish(p, _take(affine, i), _take(residual, i), [(s, lg, i) for s, lg in stages])
         for i, p in enumerate(pairs)
     ]
+
+
+def run_nonrigid_stages(
+    pairs: Sequence[Pair],
+    levels: list[LevelData],
+    affine: AffineTransform,
+    weights: Weights,
+    config: RegistrationConfig,
+    key: jax.Array,
+    progress: Progress | None = None,
+) -> tuple[Volume, list[tuple[str, LevelLog]]]:
+    """Everything after the affine stage: the image stage (``image_field_mm`` > 0) on the pairs' images, then the
+    non-rigid stage on ``levels``; the batched residual field Volume and the (stage name, log) of every level."""
+    if config.nonrigid_levels == 0:
+        return field_volume(jnp.zeros(levels[-1].fixed.array.shape[:4] + (3,), jnp.float32), levels[-1].fixed, 1), []
+    base, stages = None, []
+    if config.image_field_mm > 0:
+        pre = image_stage_config(config)
+        key, sub = jax.random.split(key)
+        plain = prepare_levels([Pair(p.fixed, p.moving) for p in pairs], pre)
+        pre_weights = jax.tree.map(lambda w: jnp.broadcast_to(w, (len(pairs),)), pre.weights())
+        base, logs = run_nonrigid(with_affine(plain, affine), pre_weights, pre, sub, progress, label="image")
+        stages += [("image", lg) for lg in logs]
+    residual, logs = run_nonrigid(with_affine(levels, affine), weights, config, key, progress, base=base)
+    return residual, stages + [("nonrigid", lg) for lg in logs]
 
 
 def finish(pair: Pair, affine: AffineTransform, residual: Volume, stages: list) -> RegistrationResult:
