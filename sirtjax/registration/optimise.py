@@ -182,16 +182,25 @@ def run_level(
     terms: dict[str, jax.Array] = {}
     first_s = 0.0
     t0 = time.perf_counter()
+    pending = []  # losses of steps before min_iterations: read back later, so those steps dispatch without waiting
     for it in range(conv.max_iterations):
         params, opt_state, terms = step(params, opt_state, data, weights, keys[it], active)
-        loss = np.asarray(terms["loss"], np.float64)
         if it == 0:
+            jax.block_until_ready(terms["loss"])
             first_s = time.perf_counter() - t0
+        if progress is not None:
+            progress(label, it + 1, conv.max_iterations)
+        if it + 1 < min(conv.min_iterations, conv.max_iterations):  # no member can stop yet: all stay active
+            pending.append(terms["loss"])
+            iterations += 1
+            continue
+        for i, lp in enumerate(pending):
+            history[it - len(pending) + i] = np.asarray(lp, np.float64)
+        pending = []
+        loss = np.asarray(terms["loss"], np.float64)
         history[it] = np.where(act, loss, history[it - 1] if it else loss)  # a stopped member's loss stays put
         iterations[act] += 1
         act &= ~window_converged(history, it + 1, conv)
-        if progress is not None:
-            progress(label, it + 1, conv.max_iterations)
         if not act.any():
             break
         active = jnp.asarray(act)
