@@ -14,12 +14,11 @@ interior left behind shows as an error growing with depth.
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 from scipy import ndimage
 
-from run import run_method
+from run import parse_overrides, run_method
 from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.phantom.deform import true_displacement
 from sirtjax.registration.register import PRESETS
@@ -48,7 +47,7 @@ def main() -> None:
     ap.add_argument("--size", default="full", choices=["small", "full"])
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change a preset setting")
     a = ap.parse_args()
-    overrides = {k: json.loads(v) for k, _, v in (kv.partition("=") for kv in a.set)}
+    overrides = parse_overrides(a.set)
     cfg = PhantomConfig.small() if a.size == "small" else PhantomConfig()
     for seed in (int(s) for s in a.seeds.split(",")):
         study = generate_study(seed, cfg)
@@ -57,12 +56,12 @@ def main() -> None:
             disp, _, _ = run_method(a.method, f, study.images[mv], study.images["maa_ct_labels"], study.images[f"{mv}_labels"],
                                     fm, study.images[f"{mv}_liver"], overrides)
             error = np.asarray(disp.array) - np.asarray(true_displacement(study.truth, f, moving=mv).array)
-            liver = np.asarray(fm.array) > 0
+            liver, spacing_zyx = np.asarray(fm.array) > 0, np.asarray(f.spacing_mm, np.float64)[::-1]
             print(f"seed {seed} {mv} {a.method}{a.set or ''}", flush=True)
-            for row in depth_table(error, liver, np.asarray(f.spacing_mm, np.float64)[::-1]):
+            for row in depth_table(error, liver, spacing_zyx):
                 print(f"  depth {row['depth_mm']:>7} mm  voxels {row['voxels']:6d}  mean {row['mean_mm']:.2f}  "
                       f"p90 {row['p90_mm']:.2f}  mean error xyz {row['mean_xyz_mm']}", flush=True)
-            outside = (~liver) & (ndimage.distance_transform_edt(~liver, sampling=np.asarray(f.spacing_mm, np.float64)[::-1]) <= 20)
+            outside = (~liver) & (ndimage.distance_transform_edt(~liver, sampling=spacing_zyx) <= 20)
             print(f"  outside the liver, 0-20 mm: mean {np.linalg.norm(error[outside], axis=-1).mean():.2f}", flush=True)
 
 

@@ -199,6 +199,11 @@ def run_method(method, f, m, fl, ml, fm, mm, overrides: dict | None = None):
     raise SystemExit(f"unknown method {method}")
 
 
+def parse_overrides(settings: list[str]) -> dict:
+    """``--set KEY=VALUE`` strings (VALUE as JSON) as a dict of RegistrationConfig overrides."""
+    return {k: json.loads(v) for k, _, v in (kv.partition("=") for kv in settings)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", default="1-6")
@@ -208,7 +213,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/registration/results")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change a sirtjax preset setting")
     a = ap.parse_args()
-    overrides = {k: json.loads(v) for k, _, v in (kv.partition("=") for kv in a.set)}
+    overrides = parse_overrides(a.set)
     tag = f"[{';'.join(a.set)}]" if a.set else ""
     lo, _, hi = a.seeds.partition("-")
     seeds = list(range(int(lo), int(hi or lo) + 1))

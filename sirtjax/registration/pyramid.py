@@ -94,9 +94,7 @@ def pyramid_level(vol: Volume, resolution_mm: float) -> Volume:
     ``f * spacing <= resolution_mm`` (so a 1.5 x 1.5 x 2.5 mm CT has a 3 x 3 x 2.5 mm level at 3 mm).
     At or below the native resolution the Volume is returned unchanged (as float32).
     """
-    spacing_zyx = np.asarray(vol.spacing_mm, np.float64)[::-1]
-    sigma = tuple(float(0.5 * resolution_mm / s) if resolution_mm > 1.01 * s else 0.0 for s in spacing_zyx)
-    factor = factors_for_spacing(spacing_zyx, resolution_mm)
+    sigma, factor = level_schedule(vol, resolution_mm)
     if factor == (1, 1, 1) and not any(sigma):
         return vol.with_array(jnp.asarray(vol.array, jnp.float32))
     grid = shrink_grid(vol, factor)
@@ -105,6 +103,13 @@ def pyramid_level(vol: Volume, resolution_mm: float) -> Volume:
 
 
 _smooth_and_shrink_jit = jax.jit(smooth_and_shrink, static_argnums=(1, 2))
+
+
+def level_schedule(vol: Volume, resolution_mm: float) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """Gaussian sigmas (voxels) and shrink factors per axis (z, y, x) of a pyramid level at resolution_mm."""
+    spacing_zyx = np.asarray(vol.spacing_mm, np.float64)[::-1]
+    sigma = tuple(float(0.5 * resolution_mm / s) if resolution_mm > 1.01 * s else 0.0 for s in spacing_zyx)
+    return sigma, factors_for_spacing(spacing_zyx, resolution_mm)
 
 
 def channel_boxes(array: np.ndarray) -> list[tuple[np.ndarray, np.ndarray] | None]:
@@ -128,9 +133,7 @@ def pyramid_level_sparse(vol: Volume, resolution_mm: float, boxes: list[tuple[np
     so similar patients share the compiled smoothing.
     """
     arr = np.asarray(vol.array)
-    spacing_zyx = np.asarray(vol.spacing_mm, np.float64)[::-1]
-    sigma = tuple(float(0.5 * resolution_mm / s) if resolution_mm > 1.01 * s else 0.0 for s in spacing_zyx)
-    factor = factors_for_spacing(spacing_zyx, resolution_mm)
+    sigma, factor = level_schedule(vol, resolution_mm)
     if factor == (1, 1, 1) and not any(sigma):
         return pyramid_level(vol, resolution_mm)
     grid = shrink_grid(vol, factor)
