@@ -201,11 +201,16 @@ def test_vmapped_step_matches_single_steps(affine_case):
     rng = np.random.default_rng(0)
     v = jnp.asarray(rng.normal(0, 1, (2, *level.fixed.array.shape[1:4], 3)), jnp.float32)
     w = Weights(jnp.asarray([1.0, 0.0]), jnp.asarray([1.0, 2.0]), jnp.asarray([1.0, 5.0]))
-    keys = jax.random.split(jax.random.key(0), 2)
-    out_b, _, terms_b = step(v, jax.vmap(tx.init)(v), both, w, keys, jnp.ones(2, bool))
+    key = jax.random.key(0)  # the level is smaller than FAST's samples: every voxel counts, whatever the key
+
+    def one_step(v, data, w, batch):  # a chunk of one step, no stopping rule
+        return step(v, jax.vmap(tx.init)(v), data, w, key, jnp.ones(batch, bool), jnp.full((20, batch), jnp.nan),
+                    jnp.int32(0), jnp.int32(1), jnp.int32(100), jnp.float32(0.0))
+
+    out_b, _, terms_b = one_step(v, both, w, 2)
     for i in range(2):
         wi = jax.tree.map(lambda x: x[i : i + 1], w)
-        out_1, _, terms_1 = step(v[i : i + 1], jax.vmap(tx.init)(v[i : i + 1]), level, wi, keys[i : i + 1], jnp.ones(1, bool))
+        out_1, _, terms_1 = one_step(v[i : i + 1], level, wi, 1)
         # same program; Adam's first step is g / |g|, so near-zero gradients amplify float32 summation order
         np.testing.assert_allclose(np.asarray(out_b[i]), np.asarray(out_1[0]), atol=1e-3)
         assert float(terms_b["loss"][i]) == pytest.approx(float(terms_1["loss"][0]), rel=1e-5)
@@ -247,9 +252,15 @@ def test_window_rule_stops_on_a_noisy_plateau_not_on_a_noisy_descent():
     noise = rng.normal(0, 0.01, (200, 2))
     # member 0 flattens at 1.0 after ~30 steps; member 1 keeps descending 0.5 % per step; both noisy
     history = np.stack([1.0 + np.exp(-its / 10.0), 2.0 - 0.005 * its], -1) + noise
-    conv = Convergence(200, window=10, rel_tol=1e-3, min_iterations=20)
-    stop = [next((n for n in range(1, 201) if window_converged(history, n, conv)[m]), None) for m in range(2)]
+    padded = np.concatenate([np.full((20, 2), np.nan), history])  # the rule's tail starts as NaN
+
+    def converged(n):  # after n steps: the last 2 windows of 10 losses, at least 20 steps
+        return np.asarray(window_converged(jnp.asarray(padded[n:n + 20], jnp.float32), n, 20, 1e-3))
+
+    stop = [next((n for n in range(1, 201) if converged(n)[m]), None) for m in range(2)]
     assert 30 <= stop[0] <= 80 and stop[1] is None
+    flat = jnp.ones((20, 1), jnp.float32)  # a perfectly flat tail stops a member, but not before min_iterations
+    assert [bool(window_converged(flat, n, 30, 1e-3)[0]) for n in (20, 29, 30)] == [False, False, True]
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Compile and run time of each level step under XLA's default CPU emitters and under the steps' options.
 
-Lowers the six level steps of one 3 mm phantom pair once, compiles each with XLA's defaults and
+Lowers the six level steps (one step per call) of one 3 mm phantom pair once, compiles each with XLA's defaults and
 with :func:`sirtjax.registration.optimise.step_compiler_options`, and times 3 x 10 calls of each
 executable (best of 3). Re-run after a jax upgrade to see whether the options still pay.
 
@@ -32,18 +32,20 @@ def level_steps(mode: str, seed: int) -> list[tuple[str, object, tuple]]:
     cfg = reg.PRESETS[mode]
     levels = reg.prepare_levels([pair], cfg)
     seg = int(levels[0].fixed.array.shape[-1]) > 1
-    keys, active = jax.random.split(jax.random.key(0), 1), jnp.ones((1,), bool)
+    # one step per call (count 1), no early stop: (key, active, tail, start, count, min_iterations, rel_tol)
+    run_one = (jax.random.key(0), jnp.ones((1,), bool), jnp.full((20, 1), jnp.nan), jnp.int32(0), jnp.int32(1),
+               jnp.int32(10**6), jnp.float32(0.0))
     steps = []
     for li, d in enumerate(levels):
         step, tx = affine_stage.affine_step(cfg.similarity(), cfg.affine_on, 1.0, 100)
         p = jax.vmap(affine_stage.init_params)(jnp.zeros((1, 3)))
-        steps.append((f"affine {li}", step, (p, jax.vmap(tx.init)(p), d, None, keys, active)))
+        steps.append((f"affine {li}", step, (p, jax.vmap(tx.init)(p), d, None, *run_one)))
     reg_opts = RegulariserOptions(cfg.regulariser, cfg.neighbourhood, cfg.fold_weight)
     for li, d in enumerate(levels[len(levels) - cfg.nonrigid_levels:]):  # the levels the preset's non-rigid stage runs
         step, tx = nonrigid_step(cfg.similarity(), reg_opts, cfg.nonrigid_image, seg, 1.0, 60)
         v = jnp.zeros(d.fixed.array.shape[:4] + (3,))
         steps.append((f"non-rigid {li}", step, (v, jax.vmap(tx.init)(v), d, jax.tree.map(lambda x: x[None], cfg.weights()),
-                                                keys, active)))
+                                                *run_one)))
     return steps
 
 

@@ -1,11 +1,14 @@
-"""The jit-compiled optimisation step and the Python convergence loop around it.
+"""The jit-compiled optimisation steps and the Python loop around them.
 
 A step is one pure function ``(params, opt_state, data, weights, key, active) -> (params,
 opt_state, terms)``: ``value_and_grad`` of the objective, the :func:`adam_cosine` update and
-``apply_updates``, all under one ``jax.jit``. It is vmapped over a leading batch axis (pairs of equal shape, weight
-settings, candidate starts); a member whose ``active`` flag is False keeps its params and state, so
-converged members stop moving while the others go on. Resolution levels, convergence and logging
-stay in the plain Python loop of :func:`run_level`.
+``apply_updates``. It is vmapped over a leading batch axis (pairs of equal shape, weight settings,
+candidate starts); a member whose ``active`` flag is False keeps its params and state, so converged
+members stop moving while the others go on. :func:`make_step` compiles a run of up to
+``CHUNK_STEPS`` such steps as one ``lax.while_loop`` that also applies the :class:`Convergence` rule
+after every step, so a level makes one host round trip per chunk instead of one per step (the
+dispatch of a step cost about as much as a small step itself on CPU, and a GPU would idle between
+steps). Resolution levels, progress and logging stay in the plain Python loop of :func:`run_level`.
 """
 
 from __future__ import annotations
@@ -26,10 +29,20 @@ from sirtjax.registration.step_cache import CachedStep
 Objective = Callable[[Any, Any, Any, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 Progress = Callable[[str, int, int], None]
 
+CHUNK_STEPS = 25  # steps per device call (the first call of a level runs one, so compile time can be told apart)
+
 
 def make_step(objective: Objective, name: str) -> Callable:
-    """The jit-compiled, batch-vmapped optimisation step for objective(params, data, weights, key) with
-    an :func:`adam_cosine` optimiser state (any learning rate and level length).
+    """The jit-compiled, batch-vmapped optimisation of objective(params, data, weights, key) with an
+    :func:`adam_cosine` optimiser state (any learning rate and level length), a chunk of steps per call.
+
+    The returned function maps ``(params, opt_state, data, weights, key, active, tail, start, count,
+    min_iterations, rel_tol)`` to ``(params, opt_state, out)``: it runs global steps ``start`` ..
+    ``start + count - 1`` (``count`` <= ``CHUNK_STEPS``; step i draws its samples with
+    ``fold_in(key, i)``), stopping early once no member is active. ``tail`` (2 window, B) holds the
+    last losses for the :class:`Convergence` rule (NaN before there are any). ``out`` holds the last
+    step's terms (``loss`` among them), ``_losses`` (CHUNK_STEPS, B; NaN where a member did not step),
+    ``_steps`` (B,) the steps each member made, and ``_active`` and ``_tail`` to pass to the next call.
 
     ``name`` identifies the objective's static settings: with a compilation cache folder set, the
     traced programs are kept on disk under it (:class:`~sirtjax.registration.step_cache.CachedStep`).
@@ -46,15 +59,39 @@ def make_step(objective: Objective, name: str) -> Callable:
         terms = dict(terms, loss=loss)
         return jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_state, opt_state), terms
 
-    def batched(params, opt_state, data, weights, key, active):
-        args = (params, opt_state, data, weights, key, active)
-        if jax.tree.leaves(params)[0].shape[0] != 1:
+    def batched(params, opt_state, data, weights, keys, active):
+        args = (params, opt_state, data, weights, keys, active)
+        if active.shape[0] != 1:
             return jax.vmap(step)(*args)
         # a batch of one runs unbatched: vmapped gathers/scatters lower to slower batched forms on CPU
         out = step(*jax.tree.map(lambda x: x[0], args))
         return jax.tree.map(lambda x: x[None], out)
 
-    return CachedStep(batched, name, step_compiler_options())
+    one_step = jax.jit(batched)  # traced once: the shape of its terms, then the loop's body reuses that trace
+
+    def chunk(params, opt_state, data, weights, key, active, tail, start, count, min_iterations, rel_tol):
+        batch = active.shape[0]
+        keys_at = lambda i: jax.random.split(jax.random.fold_in(key, i), batch)  # noqa: E731
+        terms0 = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
+                              jax.eval_shape(one_step, params, opt_state, data, weights, keys_at(start), active)[2])
+        losses0 = jnp.full((CHUNK_STEPS, batch), jnp.nan, jnp.float32)
+
+        def body(carry):
+            j, params, opt_state, active, tail, terms, losses, steps = carry
+            params, opt_state, terms = one_step(params, opt_state, data, weights, keys_at(start + j), active)
+            loss = terms["loss"].astype(jnp.float32)
+            losses = losses.at[j].set(jnp.where(active, loss, jnp.nan))
+            tail = jnp.concatenate([tail[1:], jnp.where(active, loss, tail[-1])[None]])
+            steps = steps + active
+            active = active & ~window_converged(tail, start + j + 1, min_iterations, rel_tol)
+            return j + 1, params, opt_state, active, tail, terms, losses, steps
+
+        carry = (jnp.int32(0), params, opt_state, active, tail, terms0, losses0, jnp.zeros((batch,), jnp.int32))
+        _, params, opt_state, active, tail, terms, losses, steps = jax.lax.while_loop(
+            lambda c: (c[0] < count) & jnp.any(c[3]), body, carry)
+        return params, opt_state, dict(terms, _losses=losses, _active=active, _tail=tail, _steps=steps)
+
+    return CachedStep(chunk, name, step_compiler_options())
 
 
 @functools.lru_cache(maxsize=1)
@@ -132,14 +169,12 @@ class Convergence:
     min_iterations: int = 20
 
 
-def window_converged(history: np.ndarray, n: int, conv: Convergence) -> np.ndarray:
-    """Per member (B,): whether the first ``n`` losses of history (iterations, B) meet :class:`Convergence`."""
-    k = conv.window
-    if n < max(conv.min_iterations, 2 * k):
-        return np.zeros(history.shape[1], bool)
-    last = history[n - k : n].mean(0)
-    prev = history[n - 2 * k : n - k].mean(0)
-    return prev - last <= conv.rel_tol * np.abs(last)
+def window_converged(tail: jax.Array, n: jax.Array, min_iterations: jax.Array, rel_tol: jax.Array) -> jax.Array:
+    """Per member (B,): whether a member whose last 2 window losses are ``tail`` (2 window, B), after ``n``
+    steps, meets :class:`Convergence` (never before ``max(min_iterations, 2 window)`` steps)."""
+    k = tail.shape[0] // 2
+    prev, last = jnp.mean(tail[:k], axis=0), jnp.mean(tail[k:], axis=0)
+    return (n >= jnp.maximum(min_iterations, 2 * k)) & (prev - last <= rel_tol * jnp.abs(last))
 
 
 @dataclasses.dataclass
@@ -175,41 +210,33 @@ def run_level(
     batch = jax.tree.leaves(params)[0].shape[0]
     opt_state = jax.vmap(tx.init)(params)
     active = jnp.ones((batch,), bool)
-    keys = jax.random.split(key, (conv.max_iterations, batch))
-    history = np.full((conv.max_iterations, batch), np.nan, np.float32)
+    tail = jnp.full((2 * conv.window, batch), jnp.nan, jnp.float32)
+    rule = (jnp.int32(conv.min_iterations), jnp.float32(conv.rel_tol))
+    chunks: list[np.ndarray] = []
     iterations = np.zeros(batch, np.int64)
-    act = np.ones(batch, bool)
-    terms: dict[str, jax.Array] = {}
-    first_s = 0.0
+    out: dict[str, jax.Array] = {}
+    done, first_s = 0, 0.0
     t0 = time.perf_counter()
-    pending = []  # losses of steps before min_iterations: read back later, so those steps dispatch without waiting
-    for it in range(conv.max_iterations):
-        params, opt_state, terms = step(params, opt_state, data, weights, keys[it], active)
-        if it == 0:
-            jax.block_until_ready(terms["loss"])
+    while done < conv.max_iterations:
+        count = 1 if done == 0 else min(CHUNK_STEPS, conv.max_iterations - done)
+        params, opt_state, out = step(params, opt_state, data, weights, key, active, tail, jnp.int32(done),
+                                      jnp.int32(count), *rule)
+        chunks.append(np.asarray(out.pop("_losses"))[:count])  # waits for the chunk
+        active, tail = out.pop("_active"), out.pop("_tail")
+        iterations += np.asarray(out.pop("_steps"))
+        if done == 0:
             first_s = time.perf_counter() - t0
+        done += count
         if progress is not None:
-            progress(label, it + 1, conv.max_iterations)
-        if it + 1 < min(conv.min_iterations, conv.max_iterations):  # no member can stop yet: all stay active
-            pending.append(terms["loss"])
-            iterations += 1
-            continue
-        for i, lp in enumerate(pending):
-            history[it - len(pending) + i] = np.asarray(lp, np.float64)
-        pending = []
-        loss = np.asarray(terms["loss"], np.float64)
-        history[it] = np.where(act, loss, history[it - 1] if it else loss)  # a stopped member's loss stays put
-        iterations[act] += 1
-        act &= ~window_converged(history, it + 1, conv)
-        if not act.any():
+            progress(label, done, conv.max_iterations)
+        if not np.asarray(active).any():
             break
-        active = jnp.asarray(act)
     total_s = time.perf_counter() - t0
+    history = np.concatenate(chunks)
     n = int(iterations.max())
-    # the first call compiles (or loads from a cache); charge it the mean time of the others
+    # the first call compiles (or loads from a cache) and runs one step; charge it the mean time of the others
     per_step = (total_s - first_s) / max(n - 1, 1)
     compile_s = max(first_s - per_step, 0.0) if n > 1 else first_s
-    history = np.where(np.arange(n)[:, None] < iterations[None, :], history[:n], np.nan)
-    log = LevelLog(label, iterations, history, {k: np.asarray(v) for k, v in terms.items()},
+    log = LevelLog(label, iterations, history[:n], {k: np.asarray(v) for k, v in out.items()},
                    compile_s, total_s - compile_s)
     return params, log
