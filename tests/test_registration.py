@@ -99,21 +99,34 @@ def test_mask_guided_registration_aligns_the_liver(affine_case, field_spacing_mm
     assert names == ["affine", "affine"] + ["image", "image"] * (image_field_mm > 0) + ["nonrigid", "nonrigid"]
 
 
-def test_coarse_field_interpolates_between_nodes_on_every_kth_voxel():
-    """The field seen by the similarity terms (field_at) is scipy's trilinear interpolation between nodes on
-    every 2nd voxel, and the field Volume written out (field_volume, resampled in world mm) is the same field."""
+@pytest.mark.parametrize("order", [1, 3])
+def test_coarse_field_interpolates_between_nodes_on_every_kth_voxel(order):
+    """The field seen by the similarity terms (field_at) is scipy's trilinear interpolation (order 1) or cubic
+    B-spline without prefilter (3: the nodes hold coefficients) between nodes on every 2nd voxel, and the field
+    Volume written out (field_volume, resampled in world mm) is the same field."""
     rng = np.random.default_rng(3)
     level_shape = (9, 10, 13)
     assert field_shape(level_shape, 2) == (5, 5, 7)
     v = rng.normal(size=(5, 5, 7, 3)).astype(np.float32)
     flat = np.arange(int(np.prod(level_shape)))
-    ours = np.asarray(field_at(jnp.asarray(v), jnp.asarray(flat), level_shape, 2))
+    ours = np.asarray(field_at(jnp.asarray(v), jnp.asarray(flat), level_shape, 2, order))
     k, j, i = np.unravel_index(flat, level_shape)
-    ref = np.stack([ndi.map_coordinates(v[..., c], [k / 2, j / 2, i / 2], order=1, mode="nearest") for c in range(3)], -1)
+    ref = np.stack([ndi.map_coordinates(v[..., c], [k / 2, j / 2, i / 2], order=order, prefilter=False, mode="nearest")
+                    for c in range(3)], -1)
     np.testing.assert_allclose(ours, ref, atol=1e-5)  # voxels past the last node (x = 12 is node 6) clamp to it
     level = make_volume(np.zeros(level_shape, np.float32), (3.5, 3.0, 4.0), (-38.0, -30.0, -36.0), _rot(10, 20))
-    written = np.asarray(resample_field(field_volume(jnp.asarray(v), level, 2), level))
+    written = np.asarray(resample_field(field_volume(jnp.asarray(v), level, 2), level, order))
     np.testing.assert_allclose(written.reshape(-1, 3), ours, atol=1e-4)
+
+
+def test_a_spline_field_cannot_rest_on_an_earlier_field(affine_case):
+    fixed, moving, fmask, mmask, *_ = affine_case
+    levels = prepare_levels([make_pair(fixed, moving, fixed_mask=fmask, moving_mask=mmask)], FAST)
+    weights = jax.tree.map(lambda w: w[None], FAST.weights())
+    base = field_volume(jnp.zeros((1, 2, 2, 2, 3)), levels[-1].fixed, 4)
+    for order, earlier in ((3, base), (2, None)):
+        with pytest.raises(ValueError, match="field_order"):
+            run_nonrigid(levels, weights, dataclasses.replace(FAST, field_order=order), jax.random.key(0), base=earlier)
 
 
 def test_field_spacing_puts_the_finest_field_on_every_second_voxel(affine_case):

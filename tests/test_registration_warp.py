@@ -13,10 +13,10 @@ from sirtjax.registration.pyramid import (
     channel_boxes, gaussian_smooth, pyramid_level, pyramid_level_sparse, shrink_grid, smooth_and_shrink,
 )
 from sirtjax.registration.warp import (
-    AffineTransform, affine_displacement, affine_to_homogeneous, compose_displacements, gather_linear,
-    sample_channels, warp_volume,
+    AffineTransform, affine_displacement, affine_to_homogeneous, compose_displacements, gather_bspline, gather_linear,
+    resample_field, sample_channels, warp_volume,
 )
-from sirtjax.volume import make_volume, world_grid
+from sirtjax.volume import make_volume, world_grid, world_points_to_index
 
 
 def _rotation(deg_x, deg_z):
@@ -57,6 +57,28 @@ def test_gather_linear_matches_scipy_and_its_gradient():
     gr = jax.jit(jax.grad(lambda a: jnp.sum(jax.scipy.ndimage.map_coordinates(
         a[..., 0], [jnp.asarray(c) for c in coords], order=1, mode="nearest") ** 2)))(jnp.asarray(arr))
     np.testing.assert_allclose(np.asarray(ga), np.asarray(gr), atol=1e-4)
+
+
+def test_gather_bspline_matches_scipy_cubic_spline_and_reproduces_linear_fields():
+    """Coefficients evaluated as scipy's order-3 spline without prefilter (border coefficients repeated); a linear
+    coefficient field is its own spline (B-splines reproduce linear functions), in a resampled field Volume too."""
+    rng = np.random.default_rng(2)
+    coef = rng.normal(size=(6, 7, 8, 2)).astype(np.float32)
+    idx = rng.uniform(-0.5, 7.5, size=(80, 3)).astype(np.float32) * np.float32([1.0, 6 / 7, 5 / 7])  # (x, y, z), to the borders
+    ours = np.asarray(gather_bspline(jnp.asarray(coef), jnp.asarray(idx)))
+    coords = [idx[:, 2], idx[:, 1], idx[:, 0]]
+    ref = np.stack([ndi.map_coordinates(coef[..., c], coords, order=3, prefilter=False, mode="nearest") for c in range(2)], -1)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    nodes = make_volume(np.zeros((9, 10, 11), np.float32), (12.0, 10.0, 14.0), (-40.0, -30.0, -50.0), _rotation(10, -20))
+    p = np.asarray(world_grid(nodes))
+    linear = nodes.with_array(np.stack([0.1 * p[..., 0] + 0.05 * p[..., 2], -0.08 * p[..., 1], 2.0 + 0.0 * p[..., 0]], -1).astype(np.float32))
+    fine = make_volume(np.zeros((12, 13, 14), np.float32), (5.0, 6.0, 7.0), (-20.0, -10.0, -30.0), _rotation(10, -20))
+    q = np.asarray(world_grid(fine))
+    expected = np.stack([0.1 * q[..., 0] + 0.05 * q[..., 2], -0.08 * q[..., 1], 2.0 + 0.0 * q[..., 0]], -1)
+    u = np.asarray(world_points_to_index(nodes, jnp.asarray(q)))
+    away = np.all((u >= 1) & (u <= np.asarray(nodes.shape[::-1]) - 3), -1)  # 4 x 4 x 4 coefficients inside the grid
+    assert away.mean() > 0.3
+    np.testing.assert_allclose(np.asarray(resample_field(linear, fine, order=3))[away], expected[away], atol=1e-3)
 
 
 def test_sample_channels_matches_foundation_sampler(oblique_pair):

@@ -139,6 +139,26 @@ def _trilinear_bwd(channels, res, g):
 _trilinear.defvjp(_trilinear_fwd, _trilinear_bwd)
 
 
+def gather_bspline(coefficients: jax.Array, idx_xyz: jax.Array) -> jax.Array:
+    """Cubic B-spline (z, y, x, C) coefficients evaluated at continuous indices (N, 3) (x, y, z order): (N, C).
+
+    The field ``sum_ijk c_ijk B(x - i) B(y - j) B(z - k)`` with B the cubic B-spline, the
+    coefficients on the integer grid (elastix's B-spline transform); past the grid the coefficients
+    are clamped to the border ones. Each point reads 4 x 4 x 4 coefficients; differentiable (autodiff).
+    """
+    shape = coefficients.shape[:3]
+    base = jnp.floor(idx_xyz)
+    t = idx_xyz - base
+    b = base.astype(jnp.int32)
+    weights = jnp.stack([(1 - t) ** 3, 3 * t**3 - 6 * t**2 + 4, -3 * t**3 + 3 * t**2 + 3 * t + 1, t**3], -1) / 6.0  # (N, 3, 4)
+    nx, ny, nz = shape[2], shape[1], shape[0]
+    ix, iy, iz = (jnp.clip(b[:, a, None] + jnp.arange(-1, 3), 0, n - 1) for a, n in enumerate((nx, ny, nz)))
+    flat = (iz[:, :, None, None] * ny + iy[:, None, :, None]) * nx + ix[:, None, None, :]  # (N, 4, 4, 4)
+    w = weights[:, 2, :, None, None] * weights[:, 1, None, :, None] * weights[:, 0, None, None, :]
+    rows = coefficients.reshape(-1, coefficients.shape[-1])[flat.reshape(len(flat), -1)]  # (N, 64, C)
+    return jnp.einsum("nk,nkc->nc", w.reshape(len(flat), -1), rows)
+
+
 def sample_channels(
     vol: Volume, points_mm: jax.Array, default_value: float = 0.0, *, size_xyz: jax.Array | None = None,
     channels: tuple[int, int] | None = None,
@@ -184,11 +204,18 @@ def warp_array(moving: Volume, displacement: Volume, order: int, default_value: 
     return sample_world(moving, pts, order=order, default_value=default_value)
 
 
-def resample_field(field: Volume, grid: Volume) -> jax.Array:
-    """Trilinearly resample a displacement field (z, y, x, 3) mm onto another grid; outside its grid the field
-    is extended by its border values (clamped), so a field on a region-of-interest box stays continuous."""
+def resample_field(field: Volume, grid: Volume, order: int = 1) -> jax.Array:
+    """Resample a displacement field (z, y, x, 3) mm onto another grid; outside its grid the field is extended
+    by its border values (clamped), so a field on a region-of-interest box stays continuous.
+
+    ``order`` 1: the array holds the field's values, interpolated trilinearly; 3: it holds cubic B-spline
+    coefficients (:func:`gather_bspline`), and the result is the spline's values.
+    """
     idx = world_points_to_index(field, world_grid(grid))
-    return gather_linear(jnp.asarray(field.array, jnp.float32), idx)
+    arr = jnp.asarray(field.array, jnp.float32)
+    if order == 1:
+        return gather_linear(arr, idx)
+    return gather_bspline(arr, idx.reshape(-1, 3)).reshape(*idx.shape[:-1], arr.shape[-1])
 
 
 def compose_displacements(first: Volume, second: Volume) -> Volume:
