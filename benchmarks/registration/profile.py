@@ -21,8 +21,8 @@ from sirtjax.registration import register as reg
 from sirtjax.registration.evaluate import evaluate
 
 
-def timed_register(mode: str, f, m, kw: dict) -> tuple[dict, object]:
-    """One register() call with every phase timed (s, wall, results blocked on)."""
+def timed_register(mode: str, f, m, kw: dict, key: int = 0) -> tuple[dict, object]:
+    """One register() call with every phase timed (s, wall, results blocked on); ``key`` seeds its random samples."""
     config = reg.PRESETS[mode]
     t = {}
     t0 = time.perf_counter()
@@ -30,8 +30,7 @@ def timed_register(mode: str, f, m, kw: dict) -> tuple[dict, object]:
     levels = jax.block_until_ready(reg.prepare_levels([pair], config))
     t["prepare_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    key = jax.random.key(0)
-    k1, k2 = jax.random.split(key)
+    k1, k2 = jax.random.split(jax.random.key(key))
     affine, alogs = reg.run_affine(levels, reg.initial_translations([pair], config), config, k1)
     jax.block_until_ready(affine)
     t["affine_s"] = time.perf_counter() - t1
@@ -59,6 +58,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--moving", default="diag_ct")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--key", type=int, default=0, help="PRNG key of the random samples")
     a = ap.parse_args()
     study = generate_study(a.seed, PhantomConfig.small() if a.size == "small" else PhantomConfig())
     f, m = study.images["maa_ct"], study.images[a.moving]
@@ -66,7 +66,7 @@ def main() -> None:
     kw = guidance(a.mode, fl, ml, study.images["maa_ct_liver"], study.images[f"{a.moving}_liver"])
     print("fixed", f.shape, "moving", m.shape, flush=True)
     for r in range(a.repeats):
-        t, res = timed_register(a.mode, f, m, kw)
+        t, res = timed_register(a.mode, f, m, kw, a.key)
         ev = evaluate(res.displacement, fl, ml)
         t.update(call=r, rmsd_mm=round(ev["rmsd_mm"], 3), dice_liver=round(ev["dice_liver"], 4),
                  folding_liver=ev["folding_liver"])
