@@ -56,7 +56,7 @@ class RegistrationConfig:
     nonrigid_step: float = 0.15  # larger steps, fewer of them: as accurate as 100 x 0.1 on 4 seeds, 40 % less time
     nonrigid_image: bool = True  # use the image term in the non-rigid stage
     field_spacing_mm: float = 0.0  # non-rigid field nodes at least this far apart (every k-th voxel of finer levels); 0 = every voxel
-    field_order: int = 1  # between the nodes: 1 trilinear, 3 cubic B-spline (the nodes hold its coefficients; no base field)
+    field_order: int = 1  # between the nodes: 1 trilinear, 3 cubic B-spline (coefficients at the nodes; meant for coarse node grids)
     image_field_mm: float = 0.0  # > 0: first a non-rigid stage on the images alone (MI, whole grid), field nodes this far apart
     image_field_iterations: int = 200  # steps per level of that stage (no early stop) ...
     image_field_samples: int = 4096  # ... each on this many random voxels

@@ -146,7 +146,8 @@ def gather_bspline(coefficients: jax.Array, idx_xyz: jax.Array) -> jax.Array:
     coefficients on the integer grid (elastix's B-spline transform); past the grid the coefficients
     are clamped to the border ones. Each point reads 4 x 4 x 4 coefficients. Differentiable in both
     arguments (a custom VJP: the coefficients' gradient as one product of per-axis weight matrices,
-    (nz ny, N) x (N, nx C), instead of a scatter of 64 N updates; meant for coarse coefficient grids).
+    (nz ny, N) x (N, nx C), instead of a scatter of 64 N updates: memory O(N (nz ny + nx C)), so it is
+    meant for coarse coefficient grids such as the image stage's 40 mm nodes).
     """
     return _bspline(coefficients, idx_xyz)
 
