@@ -84,12 +84,13 @@ PRESETS: dict[str, RegistrationConfig] = {
     # thesis 5.3.3: MI affine, MI + spring non-rigid, no segmentation; MI folded 0.17-0.47 % of all voxels
     # of MR pairs (small seeds 1, 2, 12) without the folding barrier, 0 with it at equal accuracy
     "image-based": RegistrationConfig(affine_on="images", fold_weight=100.0),
-    # CNN-guided: affine on liver masks; an image stage (image_field_mm): MI over the whole grid with field
-    # nodes 40 mm apart, 200 steps a level; then the non-rigid stage on the masks alone, its springs resisting
-    # only its own part of the field. The masks fit the liver's surface but cannot show where its interior
-    # went (benchmarks/registration/depth_error.py, seed 101: 3.5 mm off deep inside, 0.7 mm at the surface);
-    # the coarse image field, seeing the whole body, moves it. Training seeds 101-104, 3 mm: CT RRMSD 1.67 ->
-    # 1.53, MR 1.84 -> 1.63 mm; 6 mm seeds 101-106: CT 2.56 -> 2.26, MR 2.38 -> 2.40. An image term at the
+    # CNN-guided: affine on liver masks; an image stage (image_field_mm): MI over the whole grid with a cubic
+    # B-spline field, nodes 40 mm apart, 200 steps a level; then the non-rigid stage on the masks alone, its
+    # springs resisting only its own part of the field. The masks fit the liver's surface but cannot show where
+    # its interior went (benchmarks/registration/depth_error.py, seed 101: 3.5 mm off deep inside, 0.7 mm at the
+    # surface); the coarse image field, seeing the whole body, moves it. Training seeds 101-104, 3 mm CT RRMSD
+    # (mean of two PRNG keys): masks alone 1.67, trilinear image field 1.62, B-spline 1.45 mm (elastix 1.49);
+    # MR 1.84 -> 1.47 mm (benchmarks/registration/README.md, rounds 8-9). An image term at the
     # masks' resolution did not help (thesis 5.4.2: optimal w_I = 0 for MR; our tuning, results/tuning: its
     # MI pulled lesions off and folded the field at the fixed field-of-view edge); --w-image turns it on.
     # Levels of 12, 6 and 3 mm (or the fixed spacing, when coarser), the mask stage on the finest two with

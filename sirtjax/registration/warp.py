@@ -175,7 +175,7 @@ def _bspline(coefficients, idx_xyz):
 
 def _bspline_fwd(coefficients, idx_xyz):
     nz, ny, nx, c = coefficients.shape
-    (ix, iy, iz), w, dw = _bspline_support((nz, ny, nx), idx_xyz)
+    (ix, iy, iz), w, _ = _bspline_support((nz, ny, nx), idx_xyz)
     flat = (iz[:, :, None, None] * ny + iy[:, None, :, None]) * nx + ix[:, None, None, :]  # (N, 4, 4, 4)
     rows = coefficients.reshape(-1, c)[flat.reshape(len(flat), 64)]  # (N, 64, C)
     weights = (w[:, 2, :, None, None] * w[:, 1, None, :, None] * w[:, 0, None, None, :]).reshape(-1, 64)
@@ -254,6 +254,8 @@ def resample_field(field: Volume, grid: Volume, order: int = 1) -> jax.Array:
     ``order`` 1: the array holds the field's values, interpolated trilinearly; 3: it holds cubic B-spline
     coefficients (:func:`gather_bspline`), and the result is the spline's values.
     """
+    if order not in (1, 3):
+        raise ValueError(f"field order must be 1 or 3, got {order}")
     idx = world_points_to_index(field, world_grid(grid))
     arr = jnp.asarray(field.array, jnp.float32)
     if order == 1:
