@@ -13,7 +13,7 @@ from sirtjax.registration.pyramid import (
     channel_boxes, gaussian_smooth, pyramid_level, pyramid_level_sparse, shrink_grid, smooth_and_shrink,
 )
 from sirtjax.registration.warp import (
-    AffineTransform, affine_displacement, affine_to_homogeneous, compose_displacements, gather_bspline, gather_linear,
+    AffineTransform, affine_displacement, affine_to_homogeneous, bspline_on_grid, compose_displacements, gather_bspline, gather_linear,
     resample_field, sample_channels, warp_volume,
 )
 from sirtjax.volume import make_volume, world_grid, world_points_to_index
@@ -64,7 +64,7 @@ def test_gather_bspline_matches_scipy_cubic_spline_and_reproduces_linear_fields(
     coefficient field is its own spline (B-splines reproduce linear functions), in a resampled field Volume too."""
     rng = np.random.default_rng(2)
     coef = rng.normal(size=(6, 7, 8, 2)).astype(np.float32)
-    idx = rng.uniform(-0.5, 7.5, size=(80, 3)).astype(np.float32) * np.float32([1.0, 6 / 7, 5 / 7])  # (x, y, z), to the borders
+    idx = rng.uniform(-2.5, 9.5, size=(120, 3)).astype(np.float32) * np.float32([1.0, 6 / 7, 5 / 7])  # (x, y, z), past the borders
     ours = np.asarray(gather_bspline(jnp.asarray(coef), jnp.asarray(idx)))
     coords = [idx[:, 2], idx[:, 1], idx[:, 0]]
     ref = np.stack([ndi.map_coordinates(coef[..., c], coords, order=3, prefilter=False, mode="nearest") for c in range(2)], -1)
@@ -92,6 +92,24 @@ def test_gather_bspline_matches_scipy_cubic_spline_and_reproduces_linear_fields(
     away = np.all((u >= 1) & (u <= np.asarray(nodes.shape[::-1]) - 3), -1)  # 4 x 4 x 4 coefficients inside the grid
     assert away.mean() > 0.3
     np.testing.assert_allclose(np.asarray(resample_field(linear, fine, order=3))[away], expected[away], atol=1e-3)
+
+
+def test_bspline_on_grid_matches_scipy_at_every_voxel():
+    """Nodes every 4th voxel of a grid reaching past the coefficients (x: 30 / 4 > 7 nodes): scipy's order-3 spline
+    at voxel / 4, and the coefficients' gradient of gather_bspline at the same points."""
+    rng = np.random.default_rng(3)
+    coef = rng.normal(size=(5, 6, 7, 2)).astype(np.float32)
+    shape = (19, 23, 30)
+    z, y, x = (a.ravel() for a in np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"))
+    vox = jnp.asarray(np.stack([x, y, z], -1), jnp.int32)
+    ours = np.asarray(bspline_on_grid(jnp.asarray(coef), vox, shape, 4))
+    ref = np.stack([ndi.map_coordinates(coef[..., c], [z / 4, y / 4, x / 4], order=3, prefilter=False, mode="nearest")
+                    for c in range(2)], -1)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    g_out = jnp.asarray(rng.normal(size=ours.shape), jnp.float32)
+    grads = [jax.grad(lambda c: jnp.sum(fn(c) * g_out))(jnp.asarray(coef))
+             for fn in (lambda c: bspline_on_grid(c, vox, shape, 4), lambda c: gather_bspline(c, vox.astype(jnp.float32) / 4))]
+    np.testing.assert_allclose(np.asarray(grads[0]), np.asarray(grads[1]), rtol=1e-4, atol=1e-3)
 
 
 def test_sample_channels_matches_foundation_sampler(oblique_pair):

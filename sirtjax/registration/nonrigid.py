@@ -30,7 +30,7 @@ import jax
 from sirtjax.registration.optimise import adam_cosine, make_step
 from sirtjax.registration.problem import LevelData, SimilarityOptions, flat_to_index_xyz, similarity_terms
 from sirtjax.registration.regularisers import folding_penalty, regulariser
-from sirtjax.registration.warp import affine_apply, gather_bspline, gather_linear
+from sirtjax.registration.warp import affine_apply, bspline_on_grid, gather_linear
 from sirtjax.volume import Volume
 
 
@@ -75,8 +75,8 @@ def field_at(v: jax.Array, flat_index: jax.Array, level_shape_zyx, factor: int, 
     trilinearly (``order`` 1: v holds the field's values) or as a cubic B-spline (3: v holds its coefficients)."""
     if factor == 1 and order == 1:
         return v.reshape(-1, 3)[flat_index]
-    idx = flat_to_index_xyz(level_shape_zyx, flat_index) / factor
-    return gather_linear(v, idx) if order == 1 else gather_bspline(v, idx)
+    idx = flat_to_index_xyz(level_shape_zyx, flat_index)
+    return gather_linear(v, idx / factor) if order == 1 else bspline_on_grid(v, idx, level_shape_zyx, factor)
 
 
 def nonrigid_objective(opts: SimilarityOptions, reg: RegulariserOptions, *, image: bool, seg: bool, field_factor: int = 1,

@@ -144,12 +144,33 @@ def gather_bspline(coefficients: jax.Array, idx_xyz: jax.Array) -> jax.Array:
 
     The field ``sum_ijk c_ijk B(x - i) B(y - j) B(z - k)`` with B the cubic B-spline, the
     coefficients on the integer grid (elastix's B-spline transform); past the grid the coefficients
-    are clamped to the border ones. Each point reads 4 x 4 x 4 coefficients. Differentiable in both
+    are clamped to the border ones. Each point reads one 4 x 4 x 4 block (a single gather from the
+    coefficients padded by their border values, 3-5x faster than 64 gathers on CPU). Differentiable in both
     arguments (a custom VJP: the coefficients' gradient as one product of per-axis weight matrices,
     (nz ny, N) x (N, nx C), instead of a scatter of 64 N updates: memory O(N (nz ny + nx C)), so it is
     meant for coarse coefficient grids such as the image stage's 40 mm nodes).
     """
     return _bspline(coefficients, idx_xyz)
+
+
+def bspline_on_grid(coefficients: jax.Array, voxel_xyz: jax.Array, grid_shape_zyx, factor: int) -> jax.Array:
+    """Cubic B-spline (z, y, x, C) coefficients with nodes every ``factor`` voxels of a (z, y, x) grid, at integer
+    voxels (N, 3) (x, y, z order) of that grid: (N, C), equal to ``gather_bspline(coefficients, voxel_xyz / factor)``.
+
+    Faster for many points: the spline is first summed along z at every z voxel (a (nz, ny', nx', C) table
+    of the coefficient grid's size times ``factor``), so each point then reads one 4 x 4 block of it.
+    Differentiable in the coefficients (autodiff); the voxels are integers.
+    """
+    nzc, nyc, nxc, c = coefficients.shape
+    z = jnp.arange(grid_shape_zyx[0], dtype=jnp.float32)[:, None] / factor
+    (nodes_z,), wz, _, _ = _bspline_support((nzc,), z)
+    table = sum(wz[:, 0, a, None, None, None] * coefficients[nodes_z[:, a]] for a in range(4))  # (nz, nyc, nxc, C)
+    padded = jnp.pad(table, ((0, 0), (2, 3), (2, 3), (0, 0)), mode="edge")
+    _, w, _, first = _bspline_support((nyc, nxc), voxel_xyz[:, :2].astype(jnp.float32) / factor)
+    start = jnp.stack([voxel_xyz[:, 2].astype(jnp.int32), first[:, 1] + 2, first[:, 0] + 2], -1)
+    dims = jax.lax.GatherDimensionNumbers(offset_dims=(1, 2, 3), collapsed_slice_dims=(0,), start_index_map=(0, 1, 2))
+    blocks = jax.lax.gather(padded, start, dims, slice_sizes=(1, 4, 4, c), mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+    return jnp.einsum("nyxc,ny,nx->nc", blocks, w[:, 1], w[:, 0])
 
 
 def _bspline_weights(t: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -160,12 +181,18 @@ def _bspline_weights(t: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _bspline_support(shape_zyx, idx_xyz: jax.Array):
-    """Per axis x, y, z: the 4 clamped node indices (N, 4), their weights and weight derivatives (N, 4)."""
-    base = jnp.floor(idx_xyz)
-    w, dw = _bspline_weights(idx_xyz - base)  # (N, 3, 4)
-    b = base.astype(jnp.int32)
-    nodes = [jnp.clip(b[:, a, None] + jnp.arange(-1, 3), 0, n - 1) for a, n in enumerate(shape_zyx[::-1])]
-    return nodes, w, dw
+    """Per axis x, y, z: the 4 clamped node indices (N, 4), their weights and weight derivatives (N, 4), and the
+    first node's index (N, 3) (x, y, z) in ``[-2, n - 1]``.
+
+    Indices are first clipped to ``[-1, n]``: past that the clamped spline is constant (its value and
+    gradient there equal those at the clip), so every support starts at most one node outside the grid.
+    """
+    x = jnp.clip(idx_xyz, -1.0, jnp.asarray(shape_zyx[::-1], idx_xyz.dtype))
+    base = jnp.floor(x)
+    w, dw = _bspline_weights(x - base)  # (N, 3, 4)
+    first = base.astype(jnp.int32) - 1
+    nodes = [jnp.clip(first[:, a, None] + jnp.arange(4), 0, n - 1) for a, n in enumerate(shape_zyx[::-1])]
+    return nodes, w, dw, first
 
 
 @jax.custom_vjp
@@ -174,10 +201,14 @@ def _bspline(coefficients, idx_xyz):
 
 
 def _bspline_fwd(coefficients, idx_xyz):
-    nz, ny, nx, c = coefficients.shape
-    (ix, iy, iz), w, _ = _bspline_support((nz, ny, nx), idx_xyz)
-    flat = (iz[:, :, None, None] * ny + iy[:, None, :, None]) * nx + ix[:, None, None, :]  # (N, 4, 4, 4)
-    rows = coefficients.reshape(-1, c)[flat.reshape(len(flat), 64)]  # (N, 64, C)
+    c = coefficients.shape[-1]
+    _, w, _, first = _bspline_support(coefficients.shape[:3], idx_xyz)
+    # one (4, 4, 4, C) block per point from the coefficients padded by their border values (2 below, 3 above)
+    padded = jnp.pad(coefficients, ((2, 3), (2, 3), (2, 3), (0, 0)), mode="edge")
+    dims = jax.lax.GatherDimensionNumbers(offset_dims=(1, 2, 3, 4), collapsed_slice_dims=(), start_index_map=(0, 1, 2))
+    blocks = jax.lax.gather(padded, first[:, ::-1] + 2, dims, slice_sizes=(4, 4, 4, c),
+                            mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+    rows = blocks.reshape(len(idx_xyz), 64, c)
     weights = (w[:, 2, :, None, None] * w[:, 1, None, :, None] * w[:, 0, None, None, :]).reshape(-1, 64)
     return jnp.einsum("nk,nkc->nc", weights, rows), (coefficients, idx_xyz, rows)
 
@@ -185,7 +216,7 @@ def _bspline_fwd(coefficients, idx_xyz):
 def _bspline_bwd(res, g):
     coefficients, idx_xyz, rows = res
     nz, ny, nx, c = coefficients.shape
-    (ix, iy, iz), w, dw = _bspline_support((nz, ny, nx), idx_xyz)
+    (ix, iy, iz), w, dw, _ = _bspline_support((nz, ny, nx), idx_xyz)
 
     def dense(nodes, weights, n):  # (N, n): the 4 weights placed at their (clamped, so possibly repeated) nodes
         return jnp.sum(weights[:, :, None] * (nodes[:, :, None] == jnp.arange(n)), axis=1)
