@@ -19,7 +19,7 @@ from sirtjax.registration.optimise import Convergence, adam_cosine, run_level, w
 from sirtjax.registration.problem import SimilarityOptions, make_level, pad_moving, similarity_terms, stack_channels, stack_levels
 from sirtjax.registration.pyramid import bucket
 from sirtjax.registration.register import (
-    RegistrationConfig, make_pair, prepare_levels, register, run_nonrigid,
+    PRESETS, RegistrationConfig, image_stage_config, make_pair, prepare_levels, register, run_nonrigid,
 )
 from sirtjax.registration.warp import affine_apply, resample_field, warp_volume
 from sirtjax.volume import make_volume, world_grid
@@ -97,6 +97,14 @@ def test_mask_guided_registration_aligns_the_liver(affine_case, field_spacing_mm
     assert float(jac.fraction_nonpositive) == 0.0
     names = [s["stage"] for s in res.diagnostics["stages"]]
     assert names == ["affine", "affine"] + ["image", "image"] * (image_field_mm > 0) + ["nonrigid", "nonrigid"]
+
+
+def test_image_stage_has_its_own_spring_weight():
+    """The image stage's springs weigh image_field_w_reg (w_R of that stage), the guided stage's keep w_reg."""
+    config = dataclasses.replace(PRESETS["cnn-guided"], image_field_w_reg=2.5, w_reg=7.0)
+    pre = image_stage_config(config)
+    assert float(pre.weights().reg) == 2.5 and float(config.weights().reg) == 7.0
+    assert pre.field_order == 3 and pre.nonrigid_image and pre.image_field_mm == 0.0
 
 
 @pytest.mark.parametrize("order", [1, 3])
