@@ -16,7 +16,9 @@ from sirtjax.registration.nonrigid import (
     RegulariserOptions, Weights, field_at, field_shape, field_volume, nonrigid_objective, nonrigid_step,
 )
 from sirtjax.registration.optimise import Convergence, adam_cosine, run_level, window_converged
-from sirtjax.registration.problem import SimilarityOptions, make_level, pad_moving, similarity_terms, stack_channels, stack_levels
+from sirtjax.registration.problem import (
+    SimilarityOptions, make_level, pad_moving, roi_mask, similarity_terms, stack_channels, stack_levels,
+)
 from sirtjax.registration.pyramid import bucket
 from sirtjax.registration.register import (
     PRESETS, RegistrationConfig, image_stage_config, make_pair, prepare_levels, register, run_nonrigid,
@@ -97,6 +99,19 @@ def test_mask_guided_registration_aligns_the_liver(affine_case, field_spacing_mm
     assert float(jac.fraction_nonpositive) == 0.0
     names = [s["stage"] for s in res.diagnostics["stages"]]
     assert names == ["affine", "affine"] + ["image", "image"] * (image_field_mm > 0) + ["nonrigid", "nonrigid"]
+
+
+@pytest.mark.parametrize("margin_mm", [0.0, 7.5, 30.0])
+def test_roi_mask_is_the_segmentation_grown_by_the_margin_in_mm(margin_mm):
+    """scipy's distance map of the whole grid, anisotropic spacing, a segmentation touching a border and a speck."""
+    seg = np.zeros((20, 30, 40), bool)
+    seg[3:9, 0:6, 10:25] = True
+    seg[15, 20, 33] = True
+    channels = np.stack([np.zeros(seg.shape), seg.astype(np.float64)], -1)
+    spacing_xyz = np.array([1.5, 2.0, 4.0])
+    expected = ndi.distance_transform_edt(~seg, sampling=spacing_xyz[::-1]) <= margin_mm
+    np.testing.assert_array_equal(roi_mask(channels, spacing_xyz, margin_mm), expected)
+    assert roi_mask(np.zeros(seg.shape + (2,)), spacing_xyz, margin_mm).all()  # empty: the whole grid
 
 
 def test_image_stage_has_its_own_spring_weight():

@@ -171,8 +171,15 @@ def roi_mask(fixed_channels: np.ndarray, spacing_mm: np.ndarray, margin_mm: floa
     seg = np.max(fixed_channels[..., 1:], axis=-1) > 0.5
     if not seg.any():
         return np.ones(shape, bool)
-    dist = ndi.distance_transform_edt(~seg, sampling=np.asarray(spacing_mm, np.float64)[::-1])
-    return dist <= margin_mm
+    # only the segmentation's bounding box grown by the margin can be within it: the distance map there alone
+    spacing_zyx = np.asarray(spacing_mm, np.float64)[::-1]
+    nz = np.argwhere(seg)
+    reach = np.ceil(margin_mm / spacing_zyx).astype(int) + 1
+    lo, hi = np.maximum(nz.min(0) - reach, 0), np.minimum(nz.max(0) + 1 + reach, shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    out = np.zeros(shape, bool)
+    out[box] = ndi.distance_transform_edt(~seg[box], sampling=spacing_zyx) <= margin_mm
+    return out
 
 
 def _as_f32(vol: Volume) -> Volume:
