@@ -93,9 +93,8 @@ PRESETS: dict[str, RegistrationConfig] = {
     # (mean of two PRNG keys): masks alone 1.67, trilinear image field 1.62, B-spline 1.45 mm (elastix 1.49);
     # MR 1.84 -> 1.47 mm (benchmarks/registration/README.md, rounds 8-9). That stage's springs at w_R 5, not 10:
     # error of the field against the phantoms' true one in the liver, 3 mm CT 1.02 -> 0.92 mm, MR 1.14 -> 1.07 mm;
-    # w_R 3 was better still on CT (0.87) but worse on MR (1.19; 6 mm MR 1.58 -> 1.90) (round 10).
-    # An image term at the
-    # masks' resolution did not help (thesis 5.4.2: optimal w_I = 0 for MR; our tuning, results/tuning: its
+    # w_R 3 was better still on CT (0.87) but worse on MR (1.19; 6 mm MR 1.58 -> 1.90) (round 10). An image term
+    # at the masks' resolution did not help (thesis 5.4.2: optimal w_I = 0 for MR; our tuning, results/tuning: its
     # MI pulled lesions off and folded the field at the fixed field-of-view edge); --w-image turns it on.
     # Levels of 12, 6 and 3 mm (or the fixed spacing, when coarser), the mask stage on the finest two with
     # its field nodes at least 6 mm apart: on 3 mm images the masks' surfaces are twice as sharp as at 6 mm,
@@ -390,13 +389,14 @@ def image_stage_config(config: RegistrationConfig) -> RegistrationConfig:
     MI on the whole grids of every level (``image_field_samples`` random voxels per step, as elastix's
     few thousand), a cubic B-spline field with nodes ``image_field_mm`` apart (as elastix's; training
     seeds 101-104, 3 mm CT: RRMSD 1.62 with trilinear nodes, 1.45 mm), ``image_field_iterations`` steps
-    per level, the springs of the config and the image-based preset's folding barrier. A coarse field sees the whole
-    body's anatomy (outline, bones, organs, vessels): it moves the liver's interior and its surface
-    tangentially, which masks cannot show; the guided stage then fits the surfaces on top of it.
+    per level, springs weighted ``image_field_w_reg`` and the image-based preset's folding barrier. A
+    coarse field sees the whole body's anatomy (outline, bones, organs, vessels): it moves the liver's
+    interior and its surface tangentially, which masks cannot show; the guided stage then fits the
+    surfaces on top of it.
     """
     its = config.image_field_iterations
-    return dataclasses.replace(config, nonrigid_levels=config.levels, nonrigid_image=True, w_image=1.0, w_reg=config.image_field_w_reg,
-                               fold_weight=100.0,
+    return dataclasses.replace(config, nonrigid_levels=config.levels, nonrigid_image=True, w_image=1.0,
+                               w_reg=config.image_field_w_reg, fold_weight=100.0,
                                samples=config.image_field_samples, field_spacing_mm=config.image_field_mm, image_field_mm=0.0,
                                roi_margin_mm=None,
                                nonrigid_iterations=its, min_iterations=its, field_order=3)

@@ -145,7 +145,7 @@ def gather_bspline(coefficients: jax.Array, idx_xyz: jax.Array) -> jax.Array:
     The field ``sum_ijk c_ijk B(x - i) B(y - j) B(z - k)`` with B the cubic B-spline, the
     coefficients on the integer grid (elastix's B-spline transform); past the grid the coefficients
     are clamped to the border ones. Each point reads one 4 x 4 x 4 block (a single gather from the
-    coefficients padded by their border values, 3-5x faster than 64 gathers on CPU). Differentiable in both
+    coefficients padded by their border values, 2-3x faster than 64 gathers on CPU). Differentiable in both
     arguments (a custom VJP: the coefficients' gradient as one product of per-axis weight matrices,
     (nz ny, N) x (N, nx C), instead of a scatter of 64 N updates: memory O(N (nz ny + nx C)), so it is
     meant for coarse coefficient grids such as the image stage's 40 mm nodes).
@@ -181,8 +181,8 @@ def _bspline_weights(t: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _bspline_support(shape_zyx, idx_xyz: jax.Array):
-    """Per axis x, y, z: the 4 clamped node indices (N, 4), their weights and weight derivatives (N, 4), and the
-    first node's index (N, 3) (x, y, z) in ``[-2, n - 1]``.
+    """Per axis of idx (x, y, z order, one per axis of shape_zyx): the 4 clamped node indices (N, 4), their
+    weights and weight derivatives (N, 4), and the first node's unclamped index (N, axes) in ``[-2, n - 1]``.
 
     Indices are first clipped to ``[-1, n]``: past that the clamped spline is constant (its value and
     gradient there equal those at the clip), so every support starts at most one node outside the grid.
