@@ -3,10 +3,11 @@
 Pairs: fixed = MAA CT, moving = diagnostic CT or MR, seeds given on the command line. Every method
 sees the same images; the guided ones the same liver masks (CNN-guided) or label maps. Accuracy:
 liver Dice, RMSD (thesis 5.3.4: liver MSD and landmark MCDs, mm) of the moving label map warped by
-nearest neighbour, RRMSD over the seeds, liver folding (det J <= 0) where a field is available. Where a field is available, also its error against
-the phantom's true displacement over the fixed liver (mean and 90th percentile of |u - u_true|, mm): the label
-metrics have a floor of their own (nearest-neighbour warping of 3 mm labels moves a small landmark's centre by up to
-half a voxel per axis), which method ``truth`` (the true field, scored the same way) measures.
+nearest neighbour, RRMSD over the seeds; where a field is available, liver folding (det J <= 0) and the
+field's error against the phantom's true displacement over the fixed liver (mean and 90th percentile of
+|u - u_true|, mm). The label metrics have a floor of their own (nearest-neighbour warping of 3 mm labels moves a
+small landmark's centre by up to half a voxel per axis), which method ``truth`` (the true field, scored the same
+way) measures.
 Times are wall seconds per pair on this machine; sirtjax's are split into compile and run.
 
     python benchmarks/registration/run.py --seeds 1-6 --out benchmarks/registration/results

@@ -17,7 +17,7 @@ elastix's B-spline control grid is coarser than its images), and the regulariser
 neighbouring nodes, stiffness taken at the nodes) and the folding barrier act on the nodes, so
 folding between them is not penalised exactly (the written field's det J is measured on it). With
 ``field_order`` 3 the nodes hold cubic B-spline coefficients instead of values (elastix's transform):
-a smoother field between the same nodes, at 64 node reads per sample instead of 8.
+a smoother field between the same nodes, from 4 x 4 x 4 nodes per sample instead of 2 x 2 x 2.
 """
 
 from __future__ import annotations

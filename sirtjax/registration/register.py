@@ -96,9 +96,9 @@ PRESETS: dict[str, RegistrationConfig] = {
     # w_R 3 was better still on CT (0.87) but worse on MR (1.19; 6 mm MR 1.58 -> 1.90). The mask stage's springs
     # at w_R 100, not 10: at 10 it fitted the voxelised masks' rounding (liver MSD 0.27 mm where the true field
     # scores 0.8) and pulled the field off; at 100 the field error fell 3 mm CT 0.92 -> 0.71, MR 1.07 -> 0.96,
-    # 6 mm CT 1.46 -> 1.17, MR 1.62 -> 1.48 mm (training seeds, round 10). An image term
-    # at the masks' resolution did not help (thesis 5.4.2: optimal w_I = 0 for MR; our tuning, results/tuning: its
-    # MI pulled lesions off and folded the field at the fixed field-of-view edge); --w-image turns it on.
+    # 6 mm CT 1.46 -> 1.17, MR 1.62 -> 1.48 mm (training seeds, round 10). An image term at the masks'
+    # resolution did not help (thesis 5.4.2: optimal w_I = 0 for MR; our tuning, results/tuning: its MI pulled
+    # lesions off and folded the field at the fixed field-of-view edge); --w-image turns it on.
     # Levels of 12, 6 and 3 mm (or the fixed spacing, when coarser), the mask stage on the finest two with
     # its field nodes at least 6 mm apart: on 3 mm images the masks' surfaces are twice as sharp as at 6 mm,
     # while a 3 mm field (noisier under Adam, 4x the springs) was less accurate and 4x slower (training seeds)
@@ -379,11 +379,12 @@ def run_nonrigid(
         key, sub = jax.random.split(key)
         v, log = run_level(step, v, tx, data, weights, sub, conv, label=f"{label} {res[li]:g} mm", progress=progress)
         logs.append(log)
+    finest = use[-1].fixed
     if order == 3:  # the spline's values on a grid 4x finer than its nodes: trilinear between them is then within a
         # small fraction of the spline's curvature (a dense grid would cost 64 reads per voxel)
         out_factor = max(1, factors[-1] // 4)
-        return field_volume(_upsample(field_volume(v, data.fixed, factors[-1]), data.fixed, out_factor, 3), data.fixed, out_factor), logs
-    return field_volume(data.base_field + v, use[-1].fixed, factors[-1]), logs
+        return field_volume(_upsample(field_volume(v, finest, factors[-1]), finest, out_factor, 3), finest, out_factor), logs
+    return field_volume(data.base_field + v, finest, factors[-1]), logs
 
 
 def image_stage_config(config: RegistrationConfig) -> RegistrationConfig:

@@ -161,16 +161,26 @@ def bspline_on_grid(coefficients: jax.Array, voxel_xyz: jax.Array, grid_shape_zy
     of the coefficient grid's size times ``factor``), so each point then reads one 4 x 4 block of it.
     Differentiable in the coefficients (autodiff); the voxels are integers.
     """
-    nzc, nyc, nxc, c = coefficients.shape
+    nzc, nyc, nxc, _ = coefficients.shape
     z = jnp.arange(grid_shape_zyx[0], dtype=jnp.float32)[:, None] / factor
     (nodes_z,), wz, _, _ = _bspline_support((nzc,), z)
     table = sum(wz[:, 0, a, None, None, None] * coefficients[nodes_z[:, a]] for a in range(4))  # (nz, nyc, nxc, C)
-    padded = jnp.pad(table, ((0, 0), (2, 3), (2, 3), (0, 0)), mode="edge")
     _, w, _, first = _bspline_support((nyc, nxc), voxel_xyz[:, :2].astype(jnp.float32) / factor)
-    start = jnp.stack([voxel_xyz[:, 2].astype(jnp.int32), first[:, 1] + 2, first[:, 0] + 2], -1)
-    dims = jax.lax.GatherDimensionNumbers(offset_dims=(1, 2, 3), collapsed_slice_dims=(0,), start_index_map=(0, 1, 2))
-    blocks = jax.lax.gather(padded, start, dims, slice_sizes=(1, 4, 4, c), mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+    start = jnp.stack([voxel_xyz[:, 2].astype(jnp.int32), first[:, 1], first[:, 0]], -1)
+    blocks = _support_blocks(table, start, (False, True, True))  # (N, 4, 4, C)
     return jnp.einsum("nyxc,ny,nx->nc", blocks, w[:, 1], w[:, 0])
+
+
+def _support_blocks(values: jax.Array, start_zyx: jax.Array, spline_axes: tuple[bool, bool, bool]) -> jax.Array:
+    """Per point, the (z, y, x, C) values from ``start_zyx`` (N, 3): 4 along each spline axis (its start the
+    first node's index, in ``[-2, n - 1]``; past the grid the border values repeat), 1 along the others (an
+    index into the axis, which is dropped). One gather; (N, 4 per spline axis, C)."""
+    padded = jnp.pad(values, [(2, 3) if a else (0, 0) for a in spline_axes] + [(0, 0)], mode="edge")
+    dims = jax.lax.GatherDimensionNumbers(offset_dims=tuple(range(1, 2 + sum(spline_axes))), start_index_map=(0, 1, 2),
+                                          collapsed_slice_dims=tuple(i for i, a in enumerate(spline_axes) if not a))
+    shift = jnp.asarray([2 if a else 0 for a in spline_axes], jnp.int32)  # the padding below each spline axis
+    return jax.lax.gather(padded, start_zyx + shift, dims, slice_sizes=tuple(4 if a else 1 for a in spline_axes) + values.shape[-1:],
+                          mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
 
 
 def _bspline_weights(t: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -201,22 +211,15 @@ def _bspline(coefficients, idx_xyz):
 
 
 def _bspline_fwd(coefficients, idx_xyz):
-    c = coefficients.shape[-1]
-    _, w, _, first = _bspline_support(coefficients.shape[:3], idx_xyz)
-    # one (4, 4, 4, C) block per point from the coefficients padded by their border values (2 below, 3 above)
-    padded = jnp.pad(coefficients, ((2, 3), (2, 3), (2, 3), (0, 0)), mode="edge")
-    dims = jax.lax.GatherDimensionNumbers(offset_dims=(1, 2, 3, 4), collapsed_slice_dims=(), start_index_map=(0, 1, 2))
-    blocks = jax.lax.gather(padded, first[:, ::-1] + 2, dims, slice_sizes=(4, 4, 4, c),
-                            mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
-    rows = blocks.reshape(len(idx_xyz), 64, c)
+    nodes, w, dw, first = _bspline_support(coefficients.shape[:3], idx_xyz)
+    rows = _support_blocks(coefficients, first[:, ::-1], (True, True, True)).reshape(len(idx_xyz), 64, -1)
     weights = (w[:, 2, :, None, None] * w[:, 1, None, :, None] * w[:, 0, None, None, :]).reshape(-1, 64)
-    return jnp.einsum("nk,nkc->nc", weights, rows), (coefficients, idx_xyz, rows)
+    return jnp.einsum("nk,nkc->nc", weights, rows), (coefficients, nodes, w, dw, rows)
 
 
 def _bspline_bwd(res, g):
-    coefficients, idx_xyz, rows = res
+    coefficients, (ix, iy, iz), w, dw, rows = res
     nz, ny, nx, c = coefficients.shape
-    (ix, iy, iz), w, dw, _ = _bspline_support((nz, ny, nx), idx_xyz)
 
     def dense(nodes, weights, n):  # (N, n): the 4 weights placed at their (clamped, so possibly repeated) nodes
         return jnp.sum(weights[:, :, None] * (nodes[:, :, None] == jnp.arange(n)), axis=1)
