@@ -59,6 +59,16 @@ def test_gather_linear_matches_scipy_and_its_gradient():
     np.testing.assert_allclose(np.asarray(ga), np.asarray(gr), atol=1e-4)
 
 
+def _written_out_spline(c, i):
+    """Cubic B-spline coefficients c (z, y, x, C) at indices i (N, 3) (x, y, z) as 64 clamped gathers (a reference for autodiff)."""
+    t = i - jnp.floor(i)
+    w = jnp.stack([(1 - t) ** 3, 3 * t**3 - 6 * t**2 + 4, -3 * t**3 + 3 * t**2 + 3 * t + 1, t**3], -1) / 6.0
+    b = jnp.floor(i).astype(jnp.int32)
+    at = [[jnp.clip(b[:, a] + o - 1, 0, c.shape[2 - a] - 1) for o in range(4)] for a in range(3)]
+    return sum((w[:, 2, oz] * w[:, 1, oy] * w[:, 0, ox])[:, None] * c[at[2][oz], at[1][oy], at[0][ox]]
+               for oz in range(4) for oy in range(4) for ox in range(4))
+
+
 def test_gather_bspline_matches_scipy_cubic_spline_and_reproduces_linear_fields():
     """Coefficients evaluated as scipy's order-3 spline without prefilter (border coefficients repeated); a linear
     coefficient field is its own spline (B-splines reproduce linear functions), in a resampled field Volume too."""
@@ -70,16 +80,9 @@ def test_gather_bspline_matches_scipy_cubic_spline_and_reproduces_linear_fields(
     ref = np.stack([ndi.map_coordinates(coef[..., c], coords, order=3, prefilter=False, mode="nearest") for c in range(2)], -1)
     np.testing.assert_allclose(ours, ref, atol=1e-5)
     # the custom VJP against autodiff of the spline written out as 64 clamped gathers
-    def written_out(c, i):
-        t = i - jnp.floor(i)
-        w = jnp.stack([(1 - t) ** 3, 3 * t**3 - 6 * t**2 + 4, -3 * t**3 + 3 * t**2 + 3 * t + 1, t**3], -1) / 6.0
-        b = jnp.floor(i).astype(jnp.int32)
-        at = [[jnp.clip(b[:, a] + o - 1, 0, c.shape[2 - a] - 1) for o in range(4)] for a in range(3)]
-        return sum((w[:, 2, oz] * w[:, 1, oy] * w[:, 0, ox])[:, None] * c[at[2][oz], at[1][oy], at[0][ox]]
-                   for oz in range(4) for oy in range(4) for ox in range(4))
     g_out = jnp.asarray(rng.normal(size=ours.shape), jnp.float32)
     grads = [jax.jit(jax.grad(lambda c, i: jnp.sum(fn(c, i) * g_out), argnums=(0, 1)))(jnp.asarray(coef), jnp.asarray(idx))
-             for fn in (gather_bspline, written_out)]
+             for fn in (gather_bspline, _written_out_spline)]
     for ours_g, ref_g in zip(*grads):
         np.testing.assert_allclose(np.asarray(ours_g), np.asarray(ref_g), atol=1e-4)
     nodes = make_volume(np.zeros((9, 10, 11), np.float32), (12.0, 10.0, 14.0), (-40.0, -30.0, -50.0), _rotation(10, -20))
@@ -96,7 +99,8 @@ def test_gather_bspline_matches_scipy_cubic_spline_and_reproduces_linear_fields(
 
 def test_bspline_on_grid_matches_scipy_at_every_voxel():
     """Nodes every 4th voxel of a grid reaching past the coefficients (x: 30 / 4 > 7 nodes): scipy's order-3 spline
-    at voxel / 4, and the coefficients' gradient of gather_bspline at the same points."""
+    at voxel / 4; its custom VJP against autodiff of the spline written out as 64 clamped gathers (past the last
+    node too, where the clamped spline is constant), inside a jit as the registration steps use it."""
     rng = np.random.default_rng(3)
     coef = rng.normal(size=(5, 6, 7, 2)).astype(np.float32)
     shape = (19, 23, 30)
@@ -107,8 +111,9 @@ def test_bspline_on_grid_matches_scipy_at_every_voxel():
                     for c in range(2)], -1)
     np.testing.assert_allclose(ours, ref, atol=1e-5)
     g_out = jnp.asarray(rng.normal(size=ours.shape), jnp.float32)
-    grads = [jax.grad(lambda c: jnp.sum(fn(c) * g_out))(jnp.asarray(coef))
-             for fn in (lambda c: bspline_on_grid(c, vox, shape, 4), lambda c: gather_bspline(c, vox.astype(jnp.float32) / 4))]
+    grads = [jax.jit(jax.grad(lambda c: jnp.sum(fn(c) * g_out)))(jnp.asarray(coef))
+             for fn in (lambda c: bspline_on_grid(c, vox, shape, 4),
+                        lambda c: _written_out_spline(c, vox.astype(jnp.float32) / 4))]
     np.testing.assert_allclose(np.asarray(grads[0]), np.asarray(grads[1]), rtol=1e-4, atol=1e-3)
 
 

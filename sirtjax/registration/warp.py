@@ -159,8 +159,15 @@ def bspline_on_grid(coefficients: jax.Array, voxel_xyz: jax.Array, grid_shape_zy
 
     Faster for many points: the spline is first summed along z at every z voxel (a (nz, ny', nx', C) table
     of the coefficient grid's size times ``factor``), so each point then reads one 4 x 4 block of it.
-    Differentiable in the coefficients (autodiff); the voxels are integers.
+    Differentiable in the coefficients (a custom VJP: :func:`gather_bspline`'s product of per-axis weight
+    matrices; autodiff of the table's gather spent most of an image-stage step transposing its (N, 4, 4, C)
+    cotangent); the voxels are integers and get no gradient.
     """
+    return _bspline_grid(coefficients, voxel_xyz, tuple(int(n) for n in grid_shape_zyx), int(factor))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _bspline_grid(coefficients, voxel_xyz, grid_shape_zyx, factor):
     nzc, nyc, nxc, _ = coefficients.shape
     z = jnp.arange(grid_shape_zyx[0], dtype=jnp.float32)[:, None] / factor
     (nodes_z,), wz, _, _ = _bspline_support((nzc,), z)
@@ -169,6 +176,19 @@ def bspline_on_grid(coefficients: jax.Array, voxel_xyz: jax.Array, grid_shape_zy
     start = jnp.stack([voxel_xyz[:, 2].astype(jnp.int32), first[:, 1], first[:, 0]], -1)
     blocks = _support_blocks(table, start, (False, True, True))  # (N, 4, 4, C)
     return jnp.einsum("nyxc,ny,nx->nc", blocks, w[:, 1], w[:, 0])
+
+
+def _bspline_grid_fwd(coefficients, voxel_xyz, grid_shape_zyx, factor):
+    return _bspline_grid(coefficients, voxel_xyz, grid_shape_zyx, factor), (coefficients.shape, voxel_xyz)
+
+
+def _bspline_grid_bwd(grid_shape_zyx, factor, res, g):
+    shape, voxel_xyz = res
+    nodes, w, _, _ = _bspline_support(shape[:3], voxel_xyz.astype(jnp.float32) / factor)
+    return _coefficient_gradient(shape, nodes, w, g), None
+
+
+_bspline_grid.defvjp(_bspline_grid_fwd, _bspline_grid_bwd)
 
 
 def _support_blocks(values: jax.Array, start_zyx: jax.Array, spline_axes: tuple[bool, bool, bool]) -> jax.Array:
@@ -217,16 +237,23 @@ def _bspline_fwd(coefficients, idx_xyz):
     return jnp.einsum("nk,nkc->nc", weights, rows), (coefficients, nodes, w, dw, rows)
 
 
-def _bspline_bwd(res, g):
-    coefficients, (ix, iy, iz), w, dw, rows = res
-    nz, ny, nx, c = coefficients.shape
+def _coefficient_gradient(shape, nodes, w, g):
+    """Gradient (z, y, x, C) of the coefficients of a B-spline of ``shape`` from its points' cotangents g (N, C), given
+    their :func:`_bspline_support` nodes and weights: one (nz ny, N) x (N, nx C) product of per-axis weight matrices
+    instead of a scatter of 64 N updates (memory O(N (nz ny + nx C)): meant for coarse coefficient grids)."""
+    (ix, iy, iz), (nz, ny, nx, c) = nodes, shape
 
     def dense(nodes, weights, n):  # (N, n): the 4 weights placed at their (clamped, so possibly repeated) nodes
         return jnp.sum(weights[:, :, None] * (nodes[:, :, None] == jnp.arange(n)), axis=1)
 
     zy = (dense(iz, w[:, 2], nz)[:, :, None] * dense(iy, w[:, 1], ny)[:, None, :]).reshape(len(g), nz * ny)
     xg = (dense(ix, w[:, 0], nx)[:, :, None] * g[:, None, :]).reshape(len(g), nx * c)
-    d_coef = (zy.T @ xg).reshape(nz, ny, nx, c)
+    return (zy.T @ xg).reshape(nz, ny, nx, c)
+
+
+def _bspline_bwd(res, g):
+    coefficients, nodes, w, dw, rows = res
+    d_coef = _coefficient_gradient(coefficients.shape, nodes, w, g)
     rg = jnp.einsum("nkc,nc->nk", rows, g).reshape(-1, 4, 4, 4)  # (N, z, y, x) corner values along g
     d_idx = jnp.stack([jnp.einsum("nzyx,nz,ny,nx->n", rg, *(dw[:, a] if a == axis else w[:, a] for a in (2, 1, 0)))
                        for axis in (0, 1, 2)], -1)
