@@ -27,16 +27,17 @@ def timed_register(mode: str, f, m, kw: dict, key: int = 0) -> tuple[dict, objec
     t = {}
     t0 = time.perf_counter()
     pair = reg.make_pair(f, m, **kw)
-    levels = jax.block_until_ready(reg.prepare_levels([pair], config))
+    pyramids = reg.pair_pyramids([pair], config)
+    levels = jax.block_until_ready(reg.prepare_levels([pair], config, pyramids))
     t["prepare_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     k1, k2 = jax.random.split(jax.random.key(key))
-    affine, alogs = reg.run_affine(levels, reg.initial_translations([pair], config), config, k1)
+    affine, alogs = reg.run_affine(levels, reg.affine_start([pair], config), config, k1)
     jax.block_until_ready(affine)
     t["affine_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     weights = jax.tree.map(lambda w: w[None], config.weights())
-    residual, stages = reg.run_nonrigid_stages([pair], levels, affine, weights, config, k2)
+    residual, stages = reg.run_nonrigid_stages([pair], levels, affine, weights, config, k2, pyramids=pyramids)
     jax.block_until_ready(residual)
     t["nonrigid_s"] = time.perf_counter() - t2
     t3 = time.perf_counter()

@@ -18,7 +18,7 @@ import numpy as np
 from sirtjax.registration.evaluate import evaluate
 from sirtjax.registration.nonrigid import Weights
 from sirtjax.registration.register import (
-    Pair, RegistrationConfig, finish, initial_translations, prepare_levels, run_affine, run_nonrigid, with_affine,
+    Pair, RegistrationConfig, affine_start, finish, prepare_levels, run_affine, run_nonrigid, with_affine,
 )
 from sirtjax.volume import Volume
 
@@ -45,7 +45,7 @@ def grid_search(
         config = dataclasses.replace(config, nonrigid_image=True)  # a preset without the image term, searched with it
     levels = prepare_levels(pairs, config)
     k1, k2 = jax.random.split(key)
-    affine, _ = run_affine(levels, initial_translations(pairs, config), config, k1)
+    affine, _ = run_affine(levels, affine_start(pairs, config), config, k1)
     levels = with_affine(levels, affine)
     combos = [(i, j, c) for i in range(len(wi)) for j in range(len(ws)) for c in range(n_cases)]
     rmsd = np.full((len(wi), len(ws), n_cases), np.nan)

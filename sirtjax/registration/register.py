@@ -27,7 +27,7 @@ from sirtjax.registration.problem import (
 )
 from sirtjax.registration.pyramid import bucket
 from sirtjax.registration.warp import (
-    AffineTransform, affine_displacement, identity_affine, one_hot, resample_field, warp_array,
+    AffineTransform, affine_displacement, one_hot, resample_field, warp_array,
 )
 from sirtjax.volume import Volume, make_volume
 
@@ -58,7 +58,8 @@ class RegistrationConfig:
     field_spacing_mm: float = 0.0  # non-rigid field nodes at least this far apart (every k-th voxel of finer levels); 0 = every voxel
     field_order: int = 1  # between the nodes: 1 trilinear, 3 cubic B-spline (coefficients at the nodes; meant for coarse node grids)
     image_field_mm: float = 0.0  # > 0: first a non-rigid stage on the images alone (MI, whole grid), field nodes this far apart
-    image_field_iterations: int = 200  # steps per level of that stage (no early stop) ...
+    image_field_levels: int = 3  # that stage runs on the finest this many pyramid levels ...
+    image_field_iterations: int = 200  # ... this many steps a level (no early stop) ...
     image_field_samples: int = 4096  # ... each on this many random voxels
     image_field_w_reg: float = 10.0  # ... and this spring weight (w_reg of that stage)
     regulariser: str = "spring"
@@ -210,38 +211,44 @@ def _take(tree: object, i: int) -> object:
     return jax.tree.map(lambda x: x[i], tree)
 
 
-def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig) -> list[LevelData]:
+def pair_pyramids(pairs: Sequence[Pair], config: RegistrationConfig) -> list[tuple[list[Volume], list[Volume]]]:
+    """Per pair, the pyramid levels (coarsest first, :func:`resolutions_mm`) of its fixed and of its moving
+    channels (:func:`problem.stack_levels`: the image, then the segmentation channels, host float32).
+
+    Label-map channels are padded with empty classes to a multiple of 4 (empty classes do not count in the
+    overlap term), so label maps with different numbers of landmarks batch and share compiled steps.
+    """
+    n_seg = max(p.n_seg for p in pairs)
+    width = n_seg if n_seg <= 1 else -(-n_seg // 4) * 4
+    res = resolutions_mm(pairs[0].fixed, config)
+    return [tuple(stack_levels(stack_channels(img, _pad_channels(seg, width)), res)
+                  for img, seg in ((p.fixed, p.fixed_seg), (p.moving, p.moving_seg))) for p in pairs]
+
+
+def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig,
+                   pyramids: Sequence[tuple[list[Volume], list[Volume]]] | None = None) -> list[LevelData]:
     """LevelData of every pyramid level (coarsest first), batched over pairs (leading axis).
 
-    Sets each pair's affine centre (centre of mass of the fixed segmentation, else of the Otsu
-    body mask) and radius; the affine itself is the identity until the affine stage fills it in.
+    ``pyramids``: the pairs' :func:`pair_pyramids` when already computed (for a config with the same
+    levels; computed here when None); unguided pairs use only their image channel, so one pyramid serves
+    both the guided levels and an unguided stage on the same images. The affine is the identity and its
+    centre and radius unset until :func:`run_affine` fills them in.
     Each level's fixed grid is cut to the bounding box of the region of interest (one box size per
     level for the whole batch, the largest pair's rounded up by :func:`pyramid.bucket`, so the pairs
     stack and pairs of similar size reuse compiled steps), and the moving level grids are padded to
     the largest pair's rounded up the same way (their true sizes kept for the outside test, so pairs of
     different moving shapes batch too); the non-rigid residual
-    field lives on that box and is extended outside it by its border values. Label-map channels
-    are padded with empty classes to a multiple of 4 (empty classes do not count in the overlap
-    term), so label maps with different numbers of landmarks batch and share compiled steps.
+    field lives on that box and is extended outside it by its border values.
     """
     if len({p.n_seg > 0 for p in pairs}) != 1:
         raise ValueError("pairs in one batch must all have segmentation guidance or none")
-    n_seg = max(p.n_seg for p in pairs)
-    width = n_seg if n_seg <= 1 else -(-n_seg // 4) * 4
-    res = resolutions_mm(pairs[0].fixed, config)
-    per_pair = []
-    for p in pairs:
-        fs = stack_levels(stack_channels(p.fixed, _pad_channels(p.fixed_seg, width)), res)
-        ms = stack_levels(stack_channels(p.moving, _pad_channels(p.moving_seg, width)), res)
-        w = _centroid_weights(p.fixed, p.fixed_seg)
-        centre = init.centroid_mm(p.fixed, w)
-        radius = init.rms_radius_mm(p.fixed, w, centre)
-        aff = identity_affine(centre)
-        per_pair.append([dataclasses.replace(make_level(f, m, stiffness_inside=config.liver_stiffness,
-                                                        roi_margin_mm=config.roi_margin_mm),
-                                             affine=aff, radius_mm=np.float32(radius)) for f, m in zip(fs, ms)])
+    pyramids = pair_pyramids(pairs, config) if pyramids is None else pyramids
+    channels = None if pairs[0].n_seg else 1
+    per_pair = [[make_level(f.with_array(f.array[..., :channels]), m.with_array(m.array[..., :channels]),
+                            stiffness_inside=config.liver_stiffness, roi_margin_mm=config.roi_margin_mm)
+                 for f, m in zip(*pyramid)] for pyramid in pyramids]
     levels = []
-    for li in range(len(res)):
+    for li in range(len(per_pair[0])):
         boxes = [roi_box(pp[li]) for pp in per_pair]
         # box and moving grid rounded up to a multiple of 8 voxels: pairs of similar size share compiled steps
         size = np.minimum(bucket(np.max([b[1] for b in boxes], axis=0)), level_shape(per_pair[0][li]))
@@ -269,34 +276,51 @@ def _centroid_weights(image: Volume, seg: np.ndarray | None) -> np.ndarray:
     return init.body_mask(np.asarray(image.array)).astype(np.float64)
 
 
-def initial_translations(pairs: Sequence[Pair], config: RegistrationConfig) -> np.ndarray:
-    """Candidate start translations (B, K, 3) mm: centre-of-mass alignment plus z offsets."""
-    out = []
+@dataclasses.dataclass(frozen=True)
+class AffineStart:
+    """Where the affine stage starts, per pair: its centre (B, 3) mm and radius (B,) mm (see :mod:`affine`) and the
+    candidate start translations (B, K, 3) mm."""
+
+    centre_mm: np.ndarray
+    radius_mm: np.ndarray
+    translations_mm: np.ndarray
+
+
+def affine_start(pairs: Sequence[Pair], config: RegistrationConfig) -> AffineStart:
+    """The affine stage's start: centre and radius of the fixed segmentation (else of the Otsu body mask), and
+    the candidate translations (centre-of-mass alignment plus z offsets, ``config.candidates`` of them)."""
+    centres, radii, starts = [], [], []
     for p in pairs:
-        cf = init.centroid_mm(p.fixed, _centroid_weights(p.fixed, p.fixed_seg))
+        w = _centroid_weights(p.fixed, p.fixed_seg)
+        cf = init.centroid_mm(p.fixed, w)
         cm = init.centroid_mm(p.moving, _centroid_weights(p.moving, p.moving_seg))
-        out.append(init.candidate_translations(cm - cf, init.z_extent_mm(p.fixed), config.candidates))
-    return np.stack(out)
+        centres.append(cf)
+        radii.append(init.rms_radius_mm(p.fixed, w, cf))
+        starts.append(init.candidate_translations(cm - cf, init.z_extent_mm(p.fixed), config.candidates))
+    return AffineStart(np.asarray(centres, np.float32), np.asarray(radii, np.float32), np.stack(starts))
 
 
 def run_affine(
     levels: list[LevelData],
-    starts_mm: np.ndarray,
+    start: AffineStart,
     config: RegistrationConfig,
     key: jax.Array,
     progress: Progress | None = None,
 ) -> tuple[AffineTransform, list[LevelLog]]:
     """The affine stage over all levels for a batch; returns the batched AffineTransform and the logs.
 
-    Every candidate start (``starts_mm`` (B, K, 3)) runs through all levels, batched with the pairs;
+    Every candidate start (``start.translations_mm`` (B, K, 3)) runs through all levels, batched with the pairs;
     each pair keeps the candidate with the lowest mean loss over the last ``window`` steps of the
     finest level. The coarse levels' losses do not rank the candidates: on a blurred image MI
     differs little between optima (image-based MR seed 1: the coarsest level ranked the right start
     4th of 5, the finest level 1st).
     """
-    batch, k = starts_mm.shape[:2]
+    batch, k = start.translations_mm.shape[:2]
     res = resolutions_mm_from_levels(levels)
-    params = jax.vmap(affine_stage.init_params)(jnp.asarray(starts_mm.reshape(batch * k, 3), jnp.float32))
+    centre, radius = jnp.asarray(start.centre_mm), jnp.asarray(start.radius_mm)
+    at_centre = AffineTransform(jnp.broadcast_to(jnp.eye(3), (batch, 3, 3)), jnp.zeros((batch, 3)), centre)
+    levels = [dataclasses.replace(d, affine=at_centre, radius_mm=radius) for d in levels]
+    params = jax.vmap(affine_stage.init_params)(jnp.asarray(start.translations_mm.reshape(batch * k, 3), jnp.float32))
     logs = []
     for li, data in enumerate(levels):
         step, tx = affine_stage.affine_step(config.similarity(), config.affine_on,
@@ -315,8 +339,7 @@ def run_affine(
             log.iterations = log.iterations[pick]
             log.last_terms = {n: v[pick] for n, v in log.last_terms.items()}
             log.loss_history = log.loss_history[:, pick]
-    data = levels[-1]
-    affine = jax.vmap(affine_stage.params_to_affine)(params, data.affine.centre_mm, data.radius_mm)
+    affine = jax.vmap(affine_stage.params_to_affine)(params, centre, radius)
     return affine, logs
 
 
@@ -390,16 +413,17 @@ def run_nonrigid(
 def image_stage_config(config: RegistrationConfig) -> RegistrationConfig:
     """The settings of the image stage that ``image_field_mm`` > 0 puts before the guided non-rigid stage.
 
-    MI on the whole grids of every level (``image_field_samples`` random voxels per step, as elastix's
-    few thousand), a cubic B-spline field with nodes ``image_field_mm`` apart (as elastix's; training
-    seeds 101-104, 3 mm CT: RRMSD 1.62 with trilinear nodes, 1.45 mm), ``image_field_iterations`` steps
-    per level, springs weighted ``image_field_w_reg`` and the image-based preset's folding barrier. A
+    MI on the whole grids of the finest ``image_field_levels`` levels (``image_field_samples`` random voxels
+    per step, as elastix's few thousand), a cubic B-spline field with nodes ``image_field_mm`` apart (as
+    elastix's; training seeds 101-104, 3 mm CT: RRMSD 1.62 with trilinear nodes, 1.45 mm),
+    ``image_field_iterations`` steps per level, springs weighted ``image_field_w_reg`` and the image-based
+    preset's folding barrier. A
     coarse field sees the whole body's anatomy (outline, bones, organs, vessels): it moves the liver's
     interior and its surface tangentially, which masks cannot show; the guided stage then fits the
     surfaces on top of it.
     """
     its = config.image_field_iterations
-    return dataclasses.replace(config, nonrigid_levels=config.levels, nonrigid_image=True, w_image=1.0,
+    return dataclasses.replace(config, nonrigid_levels=config.image_field_levels, nonrigid_image=True, w_image=1.0,
                                w_reg=config.image_field_w_reg, fold_weight=100.0,
                                samples=config.image_field_samples, field_spacing_mm=config.image_field_mm, image_field_mm=0.0,
                                roi_margin_mm=None,
@@ -447,10 +471,11 @@ def register_batch(
     batch = len(pairs)
     weights = config.weights() if weights is None else weights
     weights = jax.tree.map(lambda w: jnp.broadcast_to(jnp.asarray(w, jnp.float32), (batch,)), weights)
-    levels = prepare_levels(pairs, config)
+    pyramids = pair_pyramids(pairs, config)
+    levels = prepare_levels(pairs, config, pyramids)
     k1, k2 = jax.random.split(key)
-    affine, logs = run_affine(levels, initial_translations(pairs, config), config, k1, progress)
-    residual, nlogs = run_nonrigid_stages(pairs, levels, affine, weights, config, k2, progress)
+    affine, logs = run_affine(levels, affine_start(pairs, config), config, k1, progress)
+    residual, nlogs = run_nonrigid_stages(pairs, levels, affine, weights, config, k2, progress, pyramids)
     stages = [("affine", lg) for lg in logs] + nlogs
     return [
         finish(p, _take(affine, i), _take(residual, i), [(s, lg, i) for s, lg in stages])
@@ -466,16 +491,18 @@ def run_nonrigid_stages(
     config: RegistrationConfig,
     key: jax.Array,
     progress: Progress | None = None,
+    pyramids: Sequence[tuple[list[Volume], list[Volume]]] | None = None,
 ) -> tuple[Volume, list[tuple[str, LevelLog]]]:
     """Everything after the affine stage: the image stage (``image_field_mm`` > 0) on the pairs' images, then the
-    non-rigid stage on ``levels``; the batched residual field Volume and the (stage name, log) of every level."""
+    non-rigid stage on ``levels``; the batched residual field Volume and the (stage name, log) of every level.
+    ``pyramids``: the pairs' :func:`pair_pyramids`, if computed already (the image stage's levels reuse them)."""
     if config.nonrigid_levels == 0:
         return field_volume(jnp.zeros(levels[-1].fixed.array.shape[:4] + (3,), jnp.float32), levels[-1].fixed, 1), []
     base, stages = None, []
     if config.image_field_mm > 0:
         pre = image_stage_config(config)
         key, sub = jax.random.split(key)
-        plain = prepare_levels([Pair(p.fixed, p.moving) for p in pairs], pre)
+        plain = prepare_levels([Pair(p.fixed, p.moving) for p in pairs], pre, pyramids)
         pre_weights = jax.tree.map(lambda w: jnp.broadcast_to(w, (len(pairs),)), pre.weights())
         base, logs = run_nonrigid(with_affine(plain, affine), pre_weights, pre, sub, progress, label="image")
         stages += [("image", lg) for lg in logs]
