@@ -87,25 +87,23 @@ PRESETS: dict[str, RegistrationConfig] = {
     # of MR pairs (small seeds 1, 2, 12) without the folding barrier, 0 with it at equal accuracy
     "image-based": RegistrationConfig(affine_on="images", fold_weight=100.0),
     # CNN-guided: affine on liver masks; an image stage (image_field_mm): MI over the whole grid with a cubic
-    # B-spline field, nodes 40 mm apart, 200 steps a level; then the non-rigid stage on the masks alone, its
-    # springs resisting only its own part of the field. The masks fit the liver's surface but cannot show where
-    # its interior went (benchmarks/registration/depth_error.py, seed 101: 3.5 mm off deep inside, 0.7 mm at the
-    # surface); the coarse image field, seeing the whole body, moves it. Training seeds 101-104, 3 mm CT RRMSD
-    # (mean of two PRNG keys): masks alone 1.67, trilinear image field 1.62, B-spline 1.45 mm (elastix 1.49);
-    # MR 1.84 -> 1.47 mm (benchmarks/registration/README.md, rounds 8-9). That stage's springs at w_R 5, not 10:
-    # error of the field against the phantoms' true one in the liver, 3 mm CT 1.02 -> 0.92 mm, MR 1.14 -> 1.07 mm;
-    # w_R 3 was better still on CT (0.87) but worse on MR (1.19; 6 mm MR 1.58 -> 1.90). The mask stage's springs
-    # at w_R 100, not 10: at 10 it fitted the voxelised masks' rounding (liver MSD 0.27 mm where the true field
-    # scores 0.8) and pulled the field off; at 100 the field error fell 3 mm CT 0.92 -> 0.71, MR 1.07 -> 0.96,
-    # 6 mm CT 1.46 -> 1.17, MR 1.62 -> 1.48 mm (training seeds, round 10). An image term at the masks'
-    # resolution did not help (thesis 5.4.2: optimal w_I = 0 for MR; our tuning, results/tuning: its MI pulled
-    # lesions off and folded the field at the fixed field-of-view edge); --w-image turns it on.
-    # Levels of 12, 6 and 3 mm (or the fixed spacing, when coarser), the mask stage on the finest two with
-    # its field nodes at least 6 mm apart: on 3 mm images the masks' surfaces are twice as sharp as at 6 mm,
-    # while a 3 mm field (noisier under Adam, 4x the springs) was less accurate and 4x slower (training seeds)
+    # B-spline field, nodes 40 mm apart; then the non-rigid stage on the masks alone, its springs resisting only
+    # its own part of the field. The masks fit the liver's surface but cannot show where its interior went
+    # (benchmarks/registration/depth_error.py, seed 101: 3.5 mm off deep inside, 0.7 mm at the surface); the
+    # coarse image field, seeing the whole body, moves it (training seeds 101-104, 3 mm CT RRMSD 1.67 -> 1.45 mm,
+    # MR 1.84 -> 1.47, rounds 8-9 of benchmarks/registration/README.md). Weights chosen on the training seeds by
+    # the field's error against the phantoms' true field in the liver (round 10): image stage springs w_R 5
+    # (w_R 3 fitted CT better, MR worse), mask stage springs w_R 100 (at 10 it fitted the voxelised masks'
+    # rounding: 3 mm CT 0.92 -> 0.71 mm, MR 1.07 -> 0.96, 6 mm CT 1.46 -> 1.17, MR 1.62 -> 1.48). No image term
+    # at the masks' resolution (thesis 5.4.2: optimal w_I = 0 for MR; ours pulled lesions off and folded the field
+    # at the fixed field-of-view edge); --w-image turns it on. Levels of 12, 6 and 3 mm (or the fixed spacing,
+    # when coarser), the mask field's nodes at least 6 mm apart (a 3 mm field was less accurate and 4x slower).
+    # Round 11, for speed: the image stage on the finest two levels, 150 steps each (not three levels of 200),
+    # the mask stage on the finest level only (not two): 3 mm pairs 3.4 -> 2.3 s warm; training field error
+    # 3 mm CT 0.708 -> 0.711 mm, MR 1.065 -> 0.990; 6 mm CT 1.148 -> 1.127, MR 1.489 -> 1.684 (mean of keys 0, 1)
     "cnn-guided": RegistrationConfig(affine_on="segmentation", candidates=1, nonrigid_image=False, w_image=0.0,
-                                     finest_mm=3.0, nonrigid_levels=2, field_spacing_mm=6.0, image_field_mm=40.0,
-                                     image_field_w_reg=5.0, w_reg=100.0),
+                                     finest_mm=3.0, nonrigid_levels=1, field_spacing_mm=6.0, image_field_mm=40.0,
+                                     image_field_levels=2, image_field_iterations=150, image_field_w_reg=5.0, w_reg=100.0),
     # CNN&LM-guided: the same with label maps of liver and landmark classes; small landmark classes pull
     # hard locally and folded up to 0.16 % of liver voxels without the folding barrier (0 with it). The
     # levels and field of cnn-guided: on 3 mm training seeds RRMSD CT 0.82 -> 0.50, MR 1.02 -> 0.58 mm
