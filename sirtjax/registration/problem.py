@@ -134,10 +134,8 @@ def _roi_fields(roi: np.ndarray) -> dict[str, np.ndarray]:
 def roi_box(level: LevelData) -> tuple[np.ndarray, np.ndarray]:
     """Bounding box (start, size) (z, y, x) voxels of the level's region of interest grown by one voxel (host)."""
     roi = np.asarray(level.roi_weight) > 0
-    shape = np.asarray(roi.shape)
-    nz = np.argwhere(roi)
-    lo = np.maximum(nz.min(0) - 1, 0)
-    hi = np.minimum(nz.max(0) + 2, shape)
+    start, stop = channel_boxes(roi[..., None])[0]
+    lo, hi = np.maximum(start - 1, 0), np.minimum(stop + 1, roi.shape)
     return lo, hi - lo
 
 
