@@ -77,7 +77,6 @@ def test_patches_without_augmentation_are_exact_crops():
 
 def test_case_weights_set_sampling_frequency():
     """Sampling weights: a weight-0 case is never drawn; weights 1:3 draw the second case ~3x as often."""
-
     a, b = blob_case(0), blob_case(1)
     a = dataclasses.replace(a, image=np.full_like(a.image, -0.3))  # tell the cases apart by intensity
     b = dataclasses.replace(b, image=np.full_like(b.image, 0.4))

@@ -99,8 +99,9 @@ PRESETS: dict[str, RegistrationConfig] = {
     # at the fixed field-of-view edge); --w-image turns it on. Levels of 12, 6 and 3 mm (or the fixed spacing,
     # when coarser), the mask field's nodes at least 6 mm apart (a 3 mm field was less accurate and 4x slower).
     # Round 11, for speed: the image stage on the finest two levels, 150 steps each (not three levels of 200),
-    # the mask stage on the finest level only (not two), 40 steps (not 60): 3 mm pairs 3.4 -> ~2 s warm; training
-    # field error 3 mm CT 0.708 -> 0.719 mm, MR 1.065 -> 1.007; 6 mm CT 1.148 -> 1.132, MR 1.489 -> 1.674 (keys 0, 1)
+    # the mask stage on the finest level only (not two), 40 steps (not 60): 3 mm pairs 3.4-3.9 -> 2.2-2.9 s warm
+    # (profile.py, seed 2); training field error 3 mm CT 0.708 -> 0.719 mm, MR 1.065 -> 1.007; 6 mm CT 1.148 -> 1.132,
+    # MR 1.489 -> 1.674 (keys 0, 1)
     "cnn-guided": RegistrationConfig(affine_on="segmentation", candidates=1, nonrigid_image=False, w_image=0.0,
                                      nonrigid_iterations=40,
                                      finest_mm=3.0, nonrigid_levels=1, field_spacing_mm=6.0, image_field_mm=40.0,

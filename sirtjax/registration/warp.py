@@ -140,17 +140,19 @@ def _trilinear_bwd(channels, res, g):
                                            scatter_dims_to_operand_dims=(0, 1, 2))
     padded = jax.lax.scatter_add(jnp.zeros(tuple(n_zyx + 2) + g.shape[-1:], g.dtype), start, blocks, dims,
                                  mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
-    for axis, n in enumerate(n_zyx):  # fold the padding onto the border
-        inner = jax.lax.slice_in_dim(padded, 1, n + 1, axis=axis)
-        low = jax.lax.slice_in_dim(padded, 0, 1, axis=axis)
-        high = jax.lax.slice_in_dim(padded, n + 1, n + 2, axis=axis)
-        padded = inner.at[(slice(None),) * axis + (0,)].add(jnp.squeeze(low, axis)).at[
-            (slice(None),) * axis + (n - 1,)].add(jnp.squeeze(high, axis))
+    for axis, n in enumerate(n_zyx):  # fold the padding onto the border: voxel 0 takes pad 0, voxel n - 1 pad n + 1
+        at = functools.partial(_along, axis)
+        padded = padded[at(slice(1, n + 1))].at[at(0)].add(padded[at(0)]).at[at(n - 1)].add(padded[at(n + 1)])
     pad_c = [(0, 0)] * 3 + [(channels[0], shape[-1] - channels[1])]
     return jnp.pad(padded, pad_c), d_idx
 
 
 _trilinear.defvjp(_trilinear_fwd, _trilinear_bwd)
+
+
+def _along(axis: int, index) -> tuple:
+    """An index (int or slice) into one axis, every earlier axis whole."""
+    return (slice(None),) * axis + (index,)
 
 
 def gather_bspline(coefficients: jax.Array, idx_xyz: jax.Array) -> jax.Array:
