@@ -81,7 +81,7 @@ def _small_kernel_rfftn(kernel: jax.Array, shape: tuple[int, int, int]) -> jax.A
         taps = kernel.shape[axis]
         phase = (jnp.arange(taps)[:, None] * jnp.arange(freqs)[None, :]) % n  # exact integer phase
         dft = jnp.exp(-2j * jnp.pi * phase.astype(jnp.float32) / n).astype(jnp.complex64)  # (taps, freqs)
-        out = jnp.moveaxis(jnp.tensordot(out, dft, axes=([axis], [0])), -1, axis)
+        out = jnp.moveaxis(jnp.tensordot(out, dft, axes=([axis], [0]), precision=jax.lax.Precision.HIGHEST), -1, axis)
     return out
 
 

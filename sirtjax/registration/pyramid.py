@@ -67,9 +67,10 @@ def smooth_and_shrink(array: jax.Array, sigma_vox_zyx: tuple[float, float, float
         lead = moved.shape[:-1]
         flat = moved.reshape(-1, 1, n)
         padded = jnp.pad(flat, ((0, 0), (0, 0), (r, max(needed - n - r, 0) + r)), mode="edge")
-        conv = jax.lax.conv_general_dilated(padded[..., start:needed], jnp.asarray(k)[None, None, :], (factor,), "VALID")
+        conv = jax.lax.conv_general_dilated(padded[..., start:needed], jnp.asarray(k)[None, None, :], (factor,), "VALID",
+                                            precision=jax.lax.Precision.HIGHEST)
         if 0.5 * (factor - 1) + factor * (n_out - 1) > n - 1:  # the last block centre is clamped to the last voxel
-            last = padded[..., n - 1 : n + 2 * r] @ jnp.asarray(g)
+            last = jnp.matmul(padded[..., n - 1 : n + 2 * r], jnp.asarray(g), precision=jax.lax.Precision.HIGHEST)
             conv = conv.at[..., -1].set(last)
         out = jnp.moveaxis(conv.reshape(*lead, n_out), -1, axis)
     return out

@@ -60,7 +60,9 @@ def spring_energy(
     if not offsets:
         return jnp.float32(0.0)
     count = sum(int(np.prod([n - abs(a) for n, a in zip(shape, o[::-1])])) for o in offsets)
-    rests = (m @ (d @ jnp.asarray(np.asarray(offsets, np.float32).T))).T  # (n, 3) deformed rest vectors
+    exact = jax.lax.Precision.HIGHEST  # full float32 on a GPU too (not TF32)
+    rests = jnp.matmul(m, jnp.matmul(d, jnp.asarray(np.asarray(offsets, np.float32).T), precision=exact),
+                       precision=exact).T  # (n, 3) deformed rest vectors
     u = jnp.moveaxis(jnp.asarray(displacement_mm, jnp.float32), -1, 0)  # (3, z, y, x): contiguous components
     total = _spring_sum(offsets, u, rests, k)
     return total / count

@@ -23,6 +23,9 @@ import numpy as np
 from sirtjax.preprocess import sample_world
 from sirtjax.volume import Volume, make_volume, matvec3, world_grid, world_points_to_index
 
+# float32 products in full float32 on every backend (a GPU would otherwise use TF32, ~1e-3 relative)
+_EXACT = jax.lax.Precision.HIGHEST
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -191,7 +194,7 @@ def _bspline_grid(coefficients, voxel_xyz, grid_shape_zyx, factor):
     _, w, _, first = _bspline_support((nyc, nxc), voxel_xyz[:, :2].astype(jnp.float32) / factor)
     start = jnp.stack([voxel_xyz[:, 2].astype(jnp.int32), first[:, 1], first[:, 0]], -1)
     blocks = _support_blocks(table, start, (False, True, True))  # (N, 4, 4, C)
-    return jnp.einsum("nyxc,ny,nx->nc", blocks, w[:, 1], w[:, 0])
+    return jnp.einsum("nyxc,ny,nx->nc", blocks, w[:, 1], w[:, 0], precision=_EXACT)
 
 
 def _bspline_grid_fwd(coefficients, voxel_xyz, grid_shape_zyx, factor):
@@ -250,7 +253,7 @@ def _bspline_fwd(coefficients, idx_xyz):
     nodes, w, dw, first = _bspline_support(coefficients.shape[:3], idx_xyz)
     rows = _support_blocks(coefficients, first[:, ::-1], (True, True, True)).reshape(len(idx_xyz), 64, -1)
     weights = (w[:, 2, :, None, None] * w[:, 1, None, :, None] * w[:, 0, None, None, :]).reshape(-1, 64)
-    return jnp.einsum("nk,nkc->nc", weights, rows), (coefficients, nodes, w, dw, rows)
+    return jnp.einsum("nk,nkc->nc", weights, rows, precision=_EXACT), (coefficients, nodes, w, dw, rows)
 
 
 def _coefficient_gradient(shape, nodes, w, g):
@@ -264,14 +267,15 @@ def _coefficient_gradient(shape, nodes, w, g):
 
     zy = (dense(iz, w[:, 2], nz)[:, :, None] * dense(iy, w[:, 1], ny)[:, None, :]).reshape(len(g), nz * ny)
     xg = (dense(ix, w[:, 0], nx)[:, :, None] * g[:, None, :]).reshape(len(g), nx * c)
-    return (zy.T @ xg).reshape(nz, ny, nx, c)
+    return jnp.matmul(zy.T, xg, precision=_EXACT).reshape(nz, ny, nx, c)
 
 
 def _bspline_bwd(res, g):
     coefficients, nodes, w, dw, rows = res
     d_coef = _coefficient_gradient(coefficients.shape, nodes, w, g)
-    rg = jnp.einsum("nkc,nc->nk", rows, g).reshape(-1, 4, 4, 4)  # (N, z, y, x) corner values along g
-    d_idx = jnp.stack([jnp.einsum("nzyx,nz,ny,nx->n", rg, *(dw[:, a] if a == axis else w[:, a] for a in (2, 1, 0)))
+    rg = jnp.einsum("nkc,nc->nk", rows, g, precision=_EXACT).reshape(-1, 4, 4, 4)  # (N, z, y, x) corner values along g
+    d_idx = jnp.stack([jnp.einsum("nzyx,nz,ny,nx->n", rg, *(dw[:, a] if a == axis else w[:, a] for a in (2, 1, 0)),
+                                  precision=_EXACT)
                        for axis in (0, 1, 2)], -1)
     return d_coef, d_idx
 
