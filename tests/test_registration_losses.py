@@ -150,7 +150,8 @@ def _naive_spring_energy(u, spacing, direction, rest_matrix, stiffness):
     for o in itertools.product((-1, 0, 1), repeat=3):  # (z, y, x) offsets
         if o <= (0, 0, 0):
             continue
-        rest = rest_matrix @ (d @ jnp.asarray(o[::-1], jnp.float32))
+        rest = jnp.matmul(rest_matrix, jnp.matmul(d, jnp.asarray(o[::-1], jnp.float32), precision="highest"),
+                          precision="highest")  # full float32 on a GPU (not TF32)
         a = tuple(slice(max(-k, 0), n - max(k, 0)) for k, n in zip(o, shape))
         b = tuple(slice(max(k, 0), n - max(-k, 0)) for k, n in zip(o, shape))
         strain = jnp.linalg.norm(rest + u[b] - u[a], axis=-1) / jnp.linalg.norm(rest) - 1.0
@@ -183,7 +184,7 @@ def test_folding_penalty_matches_the_jacobian_metric_and_only_bites_below_the_ma
     def reference(u):
         field = g.with_array(jnp.zeros((6, 7, 8, 3)))
         # the map p -> M p + u(p) is p -> p + ((M - I) p + u(p)): its displacement on the grid
-        det = jacobian_determinant(field.with_array(u + jnp.asarray(p, jnp.float32) @ (m - jnp.eye(3)).T))
+        det = jacobian_determinant(field.with_array(u + jnp.asarray(np.asarray(p) @ (np.asarray(m) - np.eye(3)).T, jnp.float32)))
         return jnp.mean(jnp.maximum(0.1 - det, 0.0) ** 2)
 
     ours = lambda u: folding_penalty(u, g.spacing_mm, g.direction, rest_matrix=m)  # noqa: E731

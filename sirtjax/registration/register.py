@@ -12,7 +12,9 @@ differ; spacings, origins and directions may differ too).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -211,6 +213,15 @@ def _take(tree: object, i: int) -> object:
     return jax.tree.map(lambda x: x[i], tree)
 
 
+def _per_pair(fn: Callable, items: Sequence) -> list:
+    """[fn(item) for item in items], in threads for a batch: the host preparation of a pair is mostly numpy, scipy
+    and XLA calls that release the GIL, so a batch's pairs are prepared side by side on the host's cores."""
+    if len(items) == 1:
+        return [fn(items[0])]
+    with ThreadPoolExecutor(min(len(items), os.cpu_count() or 1)) as pool:
+        return list(pool.map(fn, items))
+
+
 def pair_pyramids(pairs: Sequence[Pair], config: RegistrationConfig) -> list[tuple[list[Volume], list[Volume]]]:
     """Per pair, the pyramid levels (coarsest first, :func:`resolutions_mm`) of its fixed and of its moving
     channels (:func:`problem.stack_levels`: the image, then the segmentation channels, host float32).
@@ -221,8 +232,8 @@ def pair_pyramids(pairs: Sequence[Pair], config: RegistrationConfig) -> list[tup
     n_seg = max(p.n_seg for p in pairs)
     width = n_seg if n_seg <= 1 else -(-n_seg // 4) * 4
     res = resolutions_mm(pairs[0].fixed, config)
-    return [tuple(stack_levels(stack_channels(img, _pad_channels(seg, width)), res)
-                  for img, seg in ((p.fixed, p.fixed_seg), (p.moving, p.moving_seg))) for p in pairs]
+    return _per_pair(lambda p: tuple(stack_levels(stack_channels(img, _pad_channels(seg, width)), res)
+                                     for img, seg in ((p.fixed, p.fixed_seg), (p.moving, p.moving_seg))), pairs)
 
 
 def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig,
@@ -244,9 +255,10 @@ def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig,
         raise ValueError("pairs in one batch must all have segmentation guidance or none")
     pyramids = pair_pyramids(pairs, config) if pyramids is None else pyramids
     channels = None if pairs[0].n_seg else 1
-    per_pair = [[make_level(f.with_array(f.array[..., :channels]), m.with_array(m.array[..., :channels]),
-                            stiffness_inside=config.liver_stiffness, roi_margin_mm=config.roi_margin_mm)
-                 for f, m in zip(*pyramid)] for pyramid in pyramids]
+    per_pair = _per_pair(lambda pyramid: [
+        make_level(f.with_array(f.array[..., :channels]), m.with_array(m.array[..., :channels]),
+                   stiffness_inside=config.liver_stiffness, roi_margin_mm=config.roi_margin_mm)
+        for f, m in zip(*pyramid)], pyramids)
     levels = []
     for li in range(len(per_pair[0])):
         boxes = [roi_box(pp[li]) for pp in per_pair]
@@ -289,14 +301,14 @@ class AffineStart:
 def affine_start(pairs: Sequence[Pair], config: RegistrationConfig) -> AffineStart:
     """The affine stage's start: centre and radius of the fixed segmentation (else of the Otsu body mask), and
     the candidate translations (centre-of-mass alignment plus z offsets, ``config.candidates`` of them)."""
-    centres, radii, starts = [], [], []
-    for p in pairs:
+    def one(p: Pair) -> tuple[np.ndarray, float, np.ndarray]:
         w = _centroid_weights(p.fixed, p.fixed_seg)
         cf = init.centroid_mm(p.fixed, w)
         cm = init.centroid_mm(p.moving, _centroid_weights(p.moving, p.moving_seg))
-        centres.append(cf)
-        radii.append(init.rms_radius_mm(p.fixed, w, cf))
-        starts.append(init.candidate_translations(cm - cf, init.z_extent_mm(p.fixed), config.candidates))
+        return cf, init.rms_radius_mm(p.fixed, w, cf), init.candidate_translations(cm - cf, init.z_extent_mm(p.fixed),
+                                                                                   config.candidates)
+
+    centres, radii, starts = zip(*_per_pair(one, pairs))
     return AffineStart(np.asarray(centres, np.float32), np.asarray(radii, np.float32), np.stack(starts))
 
 
