@@ -116,7 +116,10 @@ def level_schedule(vol: Volume, resolution_mm: float) -> tuple[tuple[float, ...]
 def channel_boxes(array: np.ndarray) -> list[tuple[np.ndarray, np.ndarray] | None]:
     """Per channel of a (z, y, x, C) array, the (start, stop) zyx voxel box of its non-zero voxels; None when all zero."""
     nz = np.asarray(array) != 0
-    profiles = (nz.any(axis=(1, 2)), nz.any(axis=(0, 2)), nz.any(axis=(0, 1)))  # (n_axis, C) each
+    # reductions over one leading axis, then over the small results: numpy reduces over (1, 2) or (0, 2) at once
+    # about 25x slower (45 -> 1.7 ms for 80 x 112 x 128 x 12)
+    yx, zx = nz.any(axis=0), nz.any(axis=1)
+    profiles = (zx.any(axis=1), yx.any(axis=1), zx.any(axis=0))  # (n_axis, C) each
     boxes = []
     for c in range(nz.shape[-1]):
         hits = [np.flatnonzero(p[:, c]) for p in profiles]
