@@ -65,7 +65,8 @@ def stack_channels(image: Volume, seg: np.ndarray | None, width: int = 0) -> Vol
     """Image (z, y, x) and optional segmentation channels (z, y, x, C) as one (z, y, x, 1 + C) float32 Volume, the
     segmentation padded with empty channels to ``width`` channels when it has fewer."""
     n = 0 if seg is None else seg.shape[-1]
-    arr = np.zeros(image.shape + (1 + max(n, width if n else 0),), np.float32)
+    seg_channels = max(n, width) if n else 0
+    arr = np.zeros(image.shape + (1 + seg_channels,), np.float32)
     arr[..., 0] = np.asarray(image.array)
     if n:
         arr[..., 1 : 1 + n] = np.asarray(seg)
