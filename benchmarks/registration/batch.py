@@ -4,10 +4,12 @@ Made for a GPU node (the issue's targets there: <= 1 s per pair, and the through
 it runs on any backend. Pairs: fixed = MAA CT, moving = diagnostic CT or MR of phantom seeds
 ``--seeds`` (all of one grid, as ``register_batch`` needs equal fixed shapes). For each preset:
 
-- single: ``register()`` on the first ``--single`` pairs one after another; the first call compiles,
-  the others are warm (their median is the per-pair time);
-- batch: ``register_batch()`` on all pairs in one call, twice (the first compiles for the batch
-  shape); throughput = pairs / warm wall.
+- single: the first ``--single`` pairs registered one after another (a batch of one each); the first
+  call compiles, the others are warm (their median is the per-pair time);
+- batch: all pairs registered in one batch, twice (the first call compiles for the batch shape);
+  throughput = pairs / warm wall.
+
+Both go through :func:`timed_batch`, ``register_batch``'s phases timed one by one.
 
 Accuracy is the mean |u - u_true| over the fixed liver (mm) and RMSD (thesis 5.3.4) of every pair,
 so a batch is seen to register as well as one pair at a time (its random samples differ).
@@ -31,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from run import field_error, guidance
+from run import field_error, guidance, seed_range
 from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.phantom.deform import true_displacement
 from sirtjax.registration import register as reg
@@ -134,19 +136,16 @@ def main() -> None:
     ap.add_argument("--size", default="full", choices=["small", "full"])
     ap.add_argument("--out", default="benchmarks/registration/results/batch")
     a = ap.parse_args()
-    lo, _, hi = a.seeds.partition("-")
-    seeds = list(range(int(lo), int(hi or lo) + 1))
-    device = jax.devices()[0]
-    print(json.dumps({"backend": jax.default_backend(), "device": device.device_kind, "jax": jax.__version__}),
-          flush=True)
+    seeds = seed_range(a.seeds)
+    meta = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind, "jax": jax.__version__,
+            "host": platform.node(), "size": a.size, "moving": a.moving, "seeds": a.seeds}
+    print(json.dumps(meta), flush=True)
     t0 = time.perf_counter()
     pairs = load_pairs(seeds, a.moving, PhantomConfig.small() if a.size == "small" else PhantomConfig())
     print(json.dumps({"phantoms_s": time.perf_counter() - t0, "fixed_shape": pairs[0]["f"].shape}), flush=True)
     rows = [run_mode(mode, pairs, min(a.single, len(pairs)), jax.random.key(0)) for mode in a.modes.split(",")]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"backend": jax.default_backend(), "device": device.device_kind, "jax": jax.__version__,
-            "host": platform.node(), "size": a.size, "moving": a.moving, "seeds": a.seeds}
     (out / f"batch_{a.size}_{a.moving}.json").write_text(json.dumps({"meta": meta, "modes": rows}, indent=1))
 
 

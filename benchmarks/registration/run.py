@@ -219,6 +219,12 @@ def run_method(method, f, m, fl, ml, fm, mm, overrides: dict | None = None):
     raise SystemExit(f"unknown method {method}")
 
 
+def seed_range(text: str) -> list[int]:
+    """Phantom seeds from ``"A-B"`` (inclusive) or ``"A"``."""
+    lo, _, hi = text.partition("-")
+    return list(range(int(lo), int(hi or lo) + 1))
+
+
 def parse_overrides(settings: list[str]) -> dict:
     """``--set KEY=VALUE`` strings (VALUE as JSON) as a dict of RegistrationConfig overrides."""
     return {k: json.loads(v) for k, _, v in (kv.partition("=") for kv in settings)}
@@ -235,8 +241,7 @@ def main() -> None:
     a = ap.parse_args()
     overrides = parse_overrides(a.set)
     tag = f"[{';'.join(a.set)}]" if a.set else ""
-    lo, _, hi = a.seeds.partition("-")
-    seeds = list(range(int(lo), int(hi or lo) + 1))
+    seeds = seed_range(a.seeds)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / f"rows_{a.size}.csv"

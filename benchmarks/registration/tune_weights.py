@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from run import guidance
+from run import guidance, seed_range
 from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.registration.grid_search import grid_search
 from sirtjax.registration.register import PRESETS, make_pair
@@ -38,8 +38,7 @@ def main() -> None:
     ap.add_argument("--w-seg", default="0,0.3,1,3")
     ap.add_argument("--out", default="benchmarks/registration/results/tuning")
     a = ap.parse_args()
-    lo, _, hi = a.seeds.partition("-")
-    seeds = list(range(int(lo), int(hi or lo) + 1))
+    seeds = seed_range(a.seeds)
     wi, ws = parse_floats(a.w_image), parse_floats(a.w_seg)
     config = PRESETS[a.mode]
     phantom = PhantomConfig.small() if a.size == "small" else PhantomConfig()
