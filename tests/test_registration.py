@@ -17,7 +17,7 @@ from sirtjax.registration.nonrigid import (
 )
 from sirtjax.registration.optimise import Convergence, adam_cosine, run_level, window_converged
 from sirtjax.registration.problem import (
-    SimilarityOptions, make_level, pad_moving, roi_mask, similarity_terms, stack_channels, stack_levels,
+    SimilarityOptions, intensity_range, make_level, pad_moving, roi_mask, similarity_terms, stack_channels, stack_levels,
 )
 from sirtjax.registration.pyramid import bucket
 from sirtjax.registration.register import (
@@ -112,6 +112,38 @@ def test_roi_mask_is_the_segmentation_grown_by_the_margin_in_mm(margin_mm):
     expected = ndi.distance_transform_edt(~seg, sampling=spacing_xyz[::-1]) <= margin_mm
     np.testing.assert_array_equal(roi_mask(channels, spacing_xyz, margin_mm), expected)
     assert roi_mask(np.zeros(seg.shape + (2,)), spacing_xyz, margin_mm).all()  # empty: the whole grid
+
+
+def _ct_slab(rng):
+    """HU-like (z, y, x) slab: air, a body of soft tissue with a bone, noise, -3024 outside the reconstruction circle
+    (a quarter of the voxels) and a metal clip at 3071."""
+    y, x = np.mgrid[:64, :64] - 31.5
+    r = np.hypot(y, x)
+    hu = np.where(r < 26, 40.0, -1000.0) + np.where(np.hypot(y - 8, x) < 4, 900.0, 0.0)
+    ct = np.repeat(hu[None], 12, axis=0) + rng.normal(0, 15, (12, 64, 64))
+    ct[:, r > 31] = -3024.0
+    ct[5:7, 30:32, 20:22] = 3071.0
+    return ct.astype(np.float32)
+
+
+def test_mi_bins_span_the_tissues_not_padding_or_metal():
+    """The MI range is numpy's 0.5/99.5 % percentiles of the voxels at or above -1024 (CT padding below air left
+    out): air to bone, not -3024 to the metal's 3071."""
+    ct = _ct_slab(np.random.default_rng(0))
+    lo, hi = intensity_range(ct)
+    np.testing.assert_allclose([lo, hi], np.percentile(ct[ct >= -1024], [0.5, 99.5]), rtol=1e-5)
+    assert -1060 < lo < -1000 and 900 < hi < 1000
+    level = make_level(make_volume(ct[..., None]), make_volume(ct[..., None]))
+    np.testing.assert_allclose(level.fixed_range, [lo, hi])
+
+
+def test_mi_range_of_a_small_bright_object_is_its_min_and_max():
+    """When the percentiles coincide (a 0/1 image whose 1s are under 0.5 % of it), the range is the min and max."""
+    img = np.zeros((20, 30, 40), np.float32)
+    img[3, 4, 5:10] = 1.0
+    np.testing.assert_array_equal(intensity_range(img), [0.0, 1.0])
+    big = np.random.default_rng(1).normal(size=(80, 80, 80)).astype(np.float32)  # a subsample above max_samples
+    np.testing.assert_allclose(intensity_range(big), np.percentile(big, [0.5, 99.5]), atol=0.05)
 
 
 def test_image_stage_has_its_own_spring_weight():

@@ -107,7 +107,7 @@ def make_level(
     f, m = _as_f32(fixed), _as_f32(moving)
     farr, marr = f.array, m.array
     liver = farr[..., 1] if farr.shape[-1] > 1 else np.zeros(farr.shape[:3], np.float32)
-    ranges = [np.asarray([a[..., 0].min(), a[..., 0].max()], np.float32) for a in (farr, marr)]
+    ranges = [intensity_range(a[..., 0]) for a in (farr, marr)]
     return LevelData(
         fixed=f, moving=m, **_roi_fields(roi_mask(farr, np.asarray(f.spacing_mm), roi_margin_mm)),
         fixed_range=ranges[0], moving_range=ranges[1],
@@ -116,6 +116,31 @@ def make_level(
         radius_mm=np.float32(1.0), box_fraction=np.float32(1.0), base_field=np.zeros((1, 1, 1, 3), np.float32),
         moving_size_xyz=np.asarray(marr.shape[:3][::-1], np.float32),
     )
+
+
+RANGE_PERCENTILES = (0.5, 99.5)
+AIR_HU = -1024.0  # the lowest CT value that is a tissue (air); scanners write -2048 or -3024 outside their field of view
+
+
+def intensity_range(image: np.ndarray, max_samples: int = 1 << 17) -> np.ndarray:
+    """The MI bin range (2,) float32 of an image: its 0.5th and 99.5th intensity percentiles (host).
+
+    Winsorised as ANTs' usual ``[0.005, 0.995]``: a few extreme voxels (metal, iodine, MR hot spots) would
+    otherwise stretch the range and squeeze the tissues into a few bins; voxels past it fall into the end bins.
+    Voxels below -1024 do not count when others are at or above it: on a CT (Hounsfield units) they are
+    the padding outside the reconstruction circle (-2048 or -3024, often a fifth of a slice), not tissue; MR,
+    SPECT and PET images are not negative. Percentiles of a regular subsample of at most ``max_samples``
+    voxels (approximate, well within a bin on images of more than a few thousand voxels); when the
+    percentiles coincide (a small object on a constant background) the range is the image's min and max.
+    """
+    flat = np.asarray(image, np.float32).ravel()
+    sub = flat[:: max(1, flat.size // max_samples)]
+    if sub.min() < AIR_HU and sub.max() >= AIR_HU:
+        sub = sub[sub >= AIR_HU]
+    lo, hi = np.percentile(sub, RANGE_PERCENTILES)
+    if hi <= lo:
+        lo, hi = flat.min(), flat.max()
+    return np.asarray([lo, hi], np.float32)
 
 
 def pad_moving(level: LevelData, shape_zyx) -> LevelData:
