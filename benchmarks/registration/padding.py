@@ -51,10 +51,11 @@ def main() -> None:
         im = study.images
         fixed, moving = im["maa_ct"], im["diag_ct"]
         truth = true_displacement(study.truth, fixed, moving="diag_ct")
+        versions = (("clean", moving), ("scanner", scanner_ct(moving)))
         for mode in a.modes.split(","):
             kw = guidance(mode, im["maa_ct_labels"], im["diag_ct_labels"], im["maa_ct_liver"], im["diag_ct_liver"])
             row = {"seed": seed, "mode": mode}
-            for name, mv in (("clean", moving), ("scanner", scanner_ct(moving))):
+            for name, mv in versions:
                 res = register(fixed, mv, config=PRESETS[mode], key=jax.random.key(a.key), **kw)
                 ev = evaluate(res.displacement, im["maa_ct_labels"], im["diag_ct_labels"])
                 row[name] = {"field_err_mm": round(field_error(res.displacement, truth, im["maa_ct_liver"])["field_err_mm"], 3),
