@@ -90,9 +90,9 @@ PRESETS: dict[str, RegistrationConfig] = {
     # stage on the finest two levels (12, 6 mm), not on the 24 mm level too: there a node per voxel (10 x 14 x 16 on
     # a 3 mm study) is fitted to MI from as few voxels, and on MR it stretched the liver along z at the fixed field
     # of view's edge (3 mm seed 5: RMSD 4.5 mm on the 12 and 6 mm levels, 15.6 mm with the 24 mm level before them).
-    # Training seeds (field error CT / MR, mm, keys 0, 1): 3 mm 101-104 three levels 2.21 / 4.11, two 2.20 / 3.22;
-    # 6 mm 101-105 2.07 / 3.90 and 2.09 / 3.07 (seed 106's MR affine fails either way; the 6 mm level alone:
-    # 3 mm 2.25 / 2.92; the 12 mm level is kept for deformations larger than the phantoms')
+    # Training seeds, field error CT / MR (mm, keys 0, 1), three levels -> two: 3 mm 101-104 2.21 / 4.11 -> 2.20 / 3.22,
+    # 6 mm 101-105 2.07 / 3.90 -> 2.09 / 3.07 (seed 106's MR affine fails either way). The 6 mm level alone fit 3 mm
+    # MR better but CT worse (2.25 / 2.92); the 12 mm level stays for deformations larger than the phantoms'.
     "image-based": RegistrationConfig(affine_on="images", fold_weight=100.0, nonrigid_levels=2),
     # CNN-guided: affine on liver masks; an image stage (image_field_mm): MI over the whole grid with a cubic
     # B-spline field, nodes 40 mm apart; then the non-rigid stage on the masks alone, its springs resisting only
