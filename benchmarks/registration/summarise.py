@@ -1,9 +1,10 @@
 """Summarise rows_*.csv of run.py into a markdown table: RRMSD, liver Dice, folding, field error, time per method.
 
 Failed runs (a non-empty ``error``) count as failures and are left out of the accuracy columns.
-Several CSV files are read as one table (runs of different methods on the same pairs).
+Several CSV files are read as one table (runs of different methods on the same pairs). ``--paired A,B``
+adds a second table comparing two methods pair by pair (same seed and moving image).
 
-    python benchmarks/registration/summarise.py ROWS.csv [MORE_ROWS.csv ...] [--methods a,b]
+    python benchmarks/registration/summarise.py ROWS.csv [MORE_ROWS.csv ...] [--methods a,b] [--paired a,b]
 """
 
 from __future__ import annotations
@@ -21,11 +22,18 @@ def _num(r: dict, key: str) -> float:
     return float(v) if v not in ("", "nan") else float("nan")
 
 
-def main(paths: list[str], methods: set[str] | None = None) -> None:
+def main(paths: list[str], methods: set[str] | None = None, paired: tuple[str, str] | None = None) -> None:
     rows = []
     for path in paths:
         with open(path, newline="") as fh:
             rows += [r for r in csv.DictReader(fh) if methods is None or r["method"] in methods]
+    method_table(rows)
+    if paired:
+        paired_table(rows, *paired)
+
+
+def method_table(rows: list[dict]) -> None:
+    """One markdown row per (moving image, method): accuracy over its pairs and median times."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["moving"], r["method"])].append(r)
@@ -51,9 +59,40 @@ def main(paths: list[str], methods: set[str] | None = None) -> None:
               f"{(f'{max(fp90):.2f}' if fp90 else 'n/a')} | {fmt(wall, '.1f')} | {fmt(run, '.1f')} | {fmt(comp, '.1f')} |")
 
 
+def _mean_ci(d: np.ndarray, resamples: int = 10000) -> tuple[float, float, float]:
+    """Mean of d and its 95 % bootstrap interval (resampling the pairs; fixed seed, so reruns agree)."""
+    idx = np.random.default_rng(0).integers(0, d.size, (resamples, d.size))
+    lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
+    return float(d.mean()), float(lo), float(hi)
+
+
+def paired_table(rows: list[dict], a: str, b: str) -> None:
+    """Method a against b on the pairs both finished: mean difference a - b of RMSD and of liver field error
+    (mm; negative: a is closer) with 95 % bootstrap intervals, how many pairs a is closer, and the median
+    ratio of b's wall time to a's time after compiling (wall - compile; a process compiles on its first pairs)."""
+    ok = {(r["moving"], r["seed"], r["method"]): r for r in rows if not r.get("error")}
+    print(f"\n| moving -> maa_ct | pairs | {a} - {b}: RMSD mm (95 % CI) | {a} closer (RMSD) | "
+          f"field error mm (95 % CI) | {a} closer (field) | median {b} wall / {a} wall after compile |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for mv in sorted({k[0] for k in ok}):
+        keys = sorted({k[1] for k in ok if k[0] == mv and (mv, k[1], a) in ok and (mv, k[1], b) in ok}, key=int)
+        if not keys:
+            continue
+        ra, rb = [ok[(mv, s, a)] for s in keys], [ok[(mv, s, b)] for s in keys]
+        cells = []
+        for metric in ("rmsd_mm", "field_err_mm"):
+            d = np.asarray([_num(x, metric) - _num(y, metric) for x, y in zip(ra, rb)])
+            m, lo, hi = _mean_ci(d)
+            cells += [f"{m:+.2f} ({lo:+.2f} to {hi:+.2f})", f"{int((d < 0).sum())}/{d.size}"]
+        ratio = [_num(y, "wall_s") / (_num(x, "wall_s") - (_num(x, "compile_s") if x.get("compile_s") else 0.0))
+                 for x, y in zip(ra, rb)]
+        print(f"| {mv} | {len(keys)} | {' | '.join(cells)} | {np.median(ratio):.1f}x |")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("rows", nargs="*", default=[str(Path(__file__).parent / "results" / "rows_small.csv")])
     ap.add_argument("--methods", help="comma-separated methods to keep (default: all)")
+    ap.add_argument("--paired", help="A,B: compare two methods pair by pair")
     a = ap.parse_args()
-    main(a.rows, None if a.methods is None else set(a.methods.split(",")))
+    main(a.rows, None if a.methods is None else set(a.methods.split(",")), tuple(a.paired.split(",")) if a.paired else None)
