@@ -14,6 +14,7 @@ from sirtjax.metrics import jacobian_determinant
 from sirtjax.registration.regularisers import (
     bending_energy, diffusion_energy, folding_penalty, spring_energy, stiffness_map,
 )
+from sirtjax.registration.affine import strain_excess
 from sirtjax.registration.similarity import overlap_ssd, ssd
 from sirtjax.registration.warp import sample_channels
 from sirtjax.volume import make_volume, world_grid
@@ -204,3 +205,17 @@ def test_diffusion_and_bending_energy_on_analytic_fields():
     quad[..., 2] = 0.01 * p[..., 2] ** 2  # d2u_z/dz2 = 0.02, exact for central differences inside
     e = bending_energy(jnp.asarray(quad, jnp.float32), g.spacing_mm)
     assert 0 < float(e) <= 0.02**2 * 1.0001  # one-sided edges see less curvature
+
+
+def test_strain_excess_is_zero_for_rotations_and_exact_for_a_stretch():
+    from scipy.spatial.transform import Rotation
+
+    for r in Rotation.random(5, random_state=0).as_matrix():
+        assert float(strain_excess(jnp.asarray(r, jnp.float32), 0.0)) < 1e-10
+    r = Rotation.from_euler("xyz", [10, -20, 30], degrees=True).as_matrix()
+    for s in (0.5, 0.9, 1.2, 1.6):  # a rotated stretch s along one axis: E has the one eigenvalue (s^2 - 1) / 2
+        m = jnp.asarray(r @ np.diag([1.0, s, 1.0]), jnp.float32)
+        expected = max(((s * s - 1) / 2) ** 2 - 0.15**2, 0.0)
+        np.testing.assert_allclose(float(strain_excess(m, 0.15)), expected, rtol=1e-5, atol=1e-7)
+    grad = jax.grad(strain_excess)(jnp.eye(3), 0.15)
+    assert np.all(np.isfinite(np.asarray(grad))) and float(jnp.abs(grad).max()) == 0.0

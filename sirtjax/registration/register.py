@@ -53,6 +53,7 @@ class RegistrationConfig:
     affine_iterations: int = 100
     affine_step: float = 0.1  # Adam step in units of the level resolution (mm / mm)
     candidates: int = 5
+    affine_max_strain: float | None = 0.15  # |E|_F of the affine's Green-Lagrange strain past which a barrier acts; None = no limit
     nonrigid_levels: int = 3  # 0 = affine only
     nonrigid_iterations: int = 60
     nonrigid_step: float = 0.15  # larger steps, fewer of them: as accurate as 100 x 0.1 on 4 seeds, 40 % less time
@@ -337,7 +338,7 @@ def run_affine(
     logs = []
     for li, data in enumerate(levels):
         step, tx = affine_stage.affine_step(config.similarity(), config.affine_on,
-                                            config.affine_step * res[li], config.affine_iterations)
+                                            config.affine_step * res[li], config.affine_iterations, config.affine_max_strain)
         conv = Convergence(config.affine_iterations, config.window, config.rel_tol, config.min_iterations)
         if k > 1:
             data = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), data)
