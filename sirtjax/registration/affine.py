@@ -6,12 +6,13 @@ Parameters are ``{"translation_mm": (3,), "linear_mm": (3, 3)}``; the transform 
 makes every parameter a displacement in mm at a typical distance from the centre, so one Adam
 learning rate (mm per step) suits all twelve (ITK needs parameter scales for the same reason).
 
-The images are of one patient, so the linear part stays near a rotation: a barrier on the Green-Lagrange
+The images are of one patient, so a whole-image affine stays near a rotation: an optional barrier on the Green-Lagrange
 strain ``E = (M^T M - I) / 2`` of the matrix ``M`` (zero while ``|E|_F <= max_strain``) stops MI from
 collapsing the fixed grid into a slab of the moving image. With fields of view that overlap only partly
 along z, MI can gain by moving samples out of the moving image or into one homogeneous region (3 mm MR
 phantom pairs: a principal stretch of 0.19 and the liver 40 mm off; plausible affines there had
-``|E|_F`` <= 0.11).
+``|E|_F`` <= 0.11). An affine fitted to liver segmentations follows the organ's own deformation and may
+strain more; the guided presets leave it free (``RegistrationConfig.affine_max_strain``).
 """
 
 from __future__ import annotations
