@@ -111,7 +111,7 @@ def test_config_files_are_the_presets():
     # float settings that may be None (null in the JSON files) stay None
     assert config_from_dict({"roi_margin_mm": None, "finest_mm": None}) == dataclasses.replace(
         RegistrationConfig(), roi_margin_mm=None, finest_mm=None)
-    for bad in ({"level": 2}, {"levels": "2"}, {"w_reg": True}):
+    for bad in ({"level": 2}, {"levels": "2"}, {"w_reg": True}, {"samples": 0}, {"image_field_samples": 10**6}):
         with pytest.raises(ValueError):
             config_from_dict(bad)
 

@@ -17,7 +17,8 @@ from sirtjax.registration.nonrigid import (
 )
 from sirtjax.registration.optimise import Convergence, adam_cosine, run_level, window_converged
 from sirtjax.registration.problem import (
-    SimilarityOptions, intensity_range, make_level, pad_moving, roi_mask, similarity_terms, stack_channels, stack_levels,
+    MAX_SAMPLES, SimilarityOptions, intensity_range, make_level, pad_moving, roi_mask, similarity_terms, stack_channels,
+    stack_levels, stratified_picks,
 )
 from sirtjax.registration.pyramid import bucket
 from sirtjax.registration.register import (
@@ -144,6 +145,28 @@ def test_mi_range_of_a_small_bright_object_is_its_min_and_max():
     np.testing.assert_array_equal(intensity_range(img), [0.0, 1.0])
     big = np.random.default_rng(1).normal(size=(80, 80, 80)).astype(np.float32)  # a subsample above max_samples
     np.testing.assert_allclose(intensity_range(big), np.percentile(big, [0.5, 99.5]), atol=0.05)
+
+
+@pytest.mark.parametrize("n, k", [(37, 5), (1000, 64), (7, 7), (5, 16)])
+def test_stratified_picks_draw_every_index_equally_often_one_per_stratum(n, k):
+    """Every index is drawn with probability k / n (scipy's chi-square test over 4000 draws does not reject
+    uniformity), each draw is sorted, in range, and has exactly one pick in each stratum [i n / k, (i + 1) n / k)."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    draws = np.asarray(jax.vmap(lambda key: stratified_picks(key, k, jnp.int32(n)))(jax.random.split(jax.random.key(0), 4000)))
+    assert draws.min() >= 0 and draws.max() < n and np.all(np.diff(draws, axis=1) >= 0)
+    strata = np.floor(np.arange(k + 1) * n / k).astype(int)  # pick i lies in [floor(i n / k), ceil((i + 1) n / k))
+    assert np.all(draws >= strata[:-1]) and np.all(draws < -(-(np.arange(1, k + 1) * n) // k))
+    counts = np.bincount(draws.ravel(), minlength=n)
+    assert scipy_stats.chisquare(counts).pvalue > 0.01
+    assert np.all(np.asarray(stratified_picks(jax.random.key(1), k, jnp.int32(2**31 - 1))) >= 0)  # no int32 overflow
+
+
+def test_samples_beyond_the_supported_range_are_rejected():
+    """samples must be None (every voxel) or 1 .. MAX_SAMPLES: 0 or more would draw nothing or overflow the sampler."""
+    for bad in (0, -5, MAX_SAMPLES + 1):
+        with pytest.raises(ValueError, match="samples must be"):
+            SimilarityOptions(samples=bad)
+    assert SimilarityOptions(samples=MAX_SAMPLES).samples == MAX_SAMPLES
 
 
 def test_image_stage_has_its_own_spring_weight():

@@ -46,19 +46,26 @@ class LevelData:
     moving_size_xyz: jax.Array  # (3,) float32 voxels of the moving level grid; its array may be padded past them
 
 
+MAX_SAMPLES = 1 << 16  # random voxels per similarity term and step at most (:func:`stratified_picks`' integer range)
+
+
 @dataclasses.dataclass(frozen=True)
 class SimilarityOptions:
     """Static choices of the similarity terms: metric 'mi' or 'ssd', MI bins, fixed Parzen order, sampling.
 
     ``samples``: each similarity term is evaluated at that many fixed voxels drawn at random
-    (fresh each step) when the level has more voxels than that; None (or a smaller grid) uses
-    every voxel.
+    (fresh each step, one per stratum: :func:`stratified_picks`) when the level has more voxels than
+    that; None (or a smaller grid) uses every voxel.
     """
 
     metric: str = "mi"
     bins: int = 32
     fixed_parzen_order: int = 0
     samples: int | None = None
+
+    def __post_init__(self):
+        if self.samples is not None and not 1 <= self.samples <= MAX_SAMPLES:
+            raise ValueError(f"samples must be None (every voxel) or 1 .. {MAX_SAMPLES}, got {self.samples}")
 
 
 def stack_channels(image: Volume, seg: np.ndarray | None, width: int = 0) -> Volume:
@@ -220,17 +227,34 @@ def sample_voxels(data: LevelData, key: jax.Array, opts: SimilarityOptions, *, r
     """Flat fixed-grid voxel indices (K,) where a similarity term is evaluated, and their weights (K,).
 
     ``roi``: draw from the region of interest, else from the whole (box) grid. On grids with more
-    voxels than ``opts.samples``: that many drawn uniformly with replacement with ``key`` (weights
-    1). Otherwise every voxel, weighted by the ROI (or 1).
+    voxels than ``opts.samples``: K = ``opts.samples`` voxels drawn with ``key`` by
+    :func:`stratified_picks` (weights 1). Otherwise every voxel, weighted by the ROI (or 1).
     """
     n = data.roi_weight.size
     if opts.samples is None or opts.samples >= n:
         weights = data.roi_weight.reshape(-1) if roi else jnp.ones((n,), jnp.float32)
         return jnp.arange(n, dtype=jnp.int32), weights
+    ones = jnp.ones((opts.samples,), jnp.float32)
     if not roi:
-        return jax.random.randint(key, (opts.samples,), 0, n), jnp.ones((opts.samples,), jnp.float32)
-    pick = jax.random.randint(key, (opts.samples,), 0, jnp.maximum(data.roi_count, 1))
-    return data.roi_index[pick], jnp.ones((opts.samples,), jnp.float32)
+        return stratified_picks(key, opts.samples, jnp.int32(n)), ones
+    return data.roi_index[stratified_picks(key, opts.samples, jnp.maximum(data.roi_count, 1))], ones
+
+
+def stratified_picks(key: jax.Array, k: int, n: jax.Array) -> jax.Array:
+    """K random indices into 0 .. n - 1 (n traced, k <= MAX_SAMPLES): one in each of K strata, in increasing order.
+
+    Jittered sampling: pick i is ``(i n + t_i) // k`` with t_i uniform in 0 .. n - 1, so every index is
+    drawn with probability k / n (an unbiased mean, as independent uniform draws), the draws cover the
+    range evenly (a lower variance than k independent draws), and they come sorted: the samples of a
+    flat (z, y, x) voxel list are read nearly in memory order (the gathers from the images and the
+    field, and the field gradient's scatter, were cache-bound: the mask term of a 3 mm pair 8.3 -> 6.5 ms a step
+    on this CPU). Integer arithmetic without overflow: ``i n + t = k (i q + t // k) + (i r + t % k)``
+    with ``n = q k + r``, the last term below k^2 <= 2^32 in uint32.
+    """
+    t = jax.random.randint(key, (k,), 0, n).astype(jnp.uint32)
+    i = jnp.arange(k, dtype=jnp.uint32)
+    q, r = (n // k).astype(jnp.uint32), (n % k).astype(jnp.uint32)
+    return (i * q + t // k + (i * r + t % k) // k).astype(jnp.int32)
 
 
 def flat_to_index_xyz(shape_zyx, flat_index: jax.Array) -> jax.Array:

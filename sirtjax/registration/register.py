@@ -131,7 +131,7 @@ PRESETS: dict[str, RegistrationConfig] = {
 def config_from_dict(values: dict) -> RegistrationConfig:
     """RegistrationConfig from a dict of its fields (JSON); missing fields keep the defaults.
 
-    Raises ValueError naming any unknown field or a value of the wrong type.
+    Raises ValueError naming any unknown field, a value of the wrong type or a sample count out of range.
     """
     fields = {f.name: f for f in dataclasses.fields(RegistrationConfig)}
     unknown = sorted(set(values) - set(fields))
@@ -144,8 +144,10 @@ def config_from_dict(values: dict) -> RegistrationConfig:
             default is None and isinstance(value, (int, float)) and not isinstance(value, bool))
         if not ok:
             raise ValueError(f"registration setting {name} = {value!r} has the wrong type")
-    return RegistrationConfig(**{k: (float(v) if v is not None and isinstance(getattr(RegistrationConfig, k), float) else v)
-                                 for k, v in values.items()})
+    config = RegistrationConfig(**{k: (float(v) if v is not None and isinstance(getattr(RegistrationConfig, k), float) else v)
+                                   for k, v in values.items()})
+    config.similarity(), image_stage_config(config).similarity()  # raise here on sample counts out of range
+    return config
 
 
 @dataclasses.dataclass(frozen=True)
