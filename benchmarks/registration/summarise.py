@@ -63,8 +63,11 @@ def method_table(rows: list[dict]) -> None:
 
 
 def _compile_s(row: dict) -> float:
-    """A sirtjax row's compile time: every program's (compile_all_s) where recorded, else its level steps' (compile_s)."""
-    return _num(row, "compile_all_s") if row.get("compile_all_s") else _num(row, "compile_s")
+    """A row's compile time: every program's (compile_all_s) where recorded, else its level steps' (compile_s), else 0."""
+    for key in ("compile_all_s", "compile_s"):
+        if row.get(key):
+            return _num(row, key)
+    return 0.0
 
 
 def _mean_ci(d: np.ndarray, resamples: int = 10000) -> tuple[float, float, float]:
@@ -92,7 +95,7 @@ def paired_table(rows: list[dict], a: str, b: str) -> None:
             d = np.asarray([_num(x, metric) - _num(y, metric) for x, y in zip(ra, rb)])
             m, lo, hi = _mean_ci(d)
             cells += [f"{m:+.2f} ({lo:+.2f} to {hi:+.2f})", f"{int((d < 0).sum())}/{d.size}"]
-        ratio = [_num(y, "wall_s") / (_num(x, "wall_s") - (_compile_s(x) if x.get("compile_s") else 0.0)) for x, y in zip(ra, rb)]
+        ratio = [_num(y, "wall_s") / (_num(x, "wall_s") - _compile_s(x)) for x, y in zip(ra, rb)]
         print(f"| {mv} | {len(keys)} | {' | '.join(cells)} | {np.median(ratio):.1f}x |")
 
 

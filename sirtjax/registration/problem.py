@@ -64,8 +64,13 @@ class SimilarityOptions:
     samples: int | None = None
 
     def __post_init__(self):
-        if self.samples is not None and not 1 <= self.samples <= MAX_SAMPLES:
-            raise ValueError(f"samples must be None (every voxel) or 1 .. {MAX_SAMPLES}, got {self.samples}")
+        check_samples(self.samples)
+
+
+def check_samples(samples: int | None) -> None:
+    """Raise ValueError unless a sample count is None (every voxel) or 1 .. MAX_SAMPLES."""
+    if samples is not None and not 1 <= samples <= MAX_SAMPLES:
+        raise ValueError(f"samples must be None (every voxel) or 1 .. {MAX_SAMPLES}, got {samples}")
 
 
 def stack_channels(image: Volume, seg: np.ndarray | None, width: int = 0) -> Volume:

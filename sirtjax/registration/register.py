@@ -25,7 +25,7 @@ from sirtjax.registration import init
 from sirtjax.registration.nonrigid import RegulariserOptions, Weights, field_factor_for, field_shape, field_volume, nonrigid_step
 from sirtjax.registration.optimise import Convergence, LevelLog, Progress, run_level
 from sirtjax.registration.problem import (
-    LevelData, SimilarityOptions, crop_level, make_level, pad_moving, roi_box, stack_channels, stack_levels,
+    LevelData, SimilarityOptions, check_samples, crop_level, make_level, pad_moving, roi_box, stack_channels, stack_levels,
 )
 from sirtjax.registration.pyramid import bucket
 from sirtjax.registration.warp import (
@@ -79,6 +79,10 @@ class RegistrationConfig:
     w_image: float = 1.0
     w_seg: float = 1.0
     w_reg: float = 10.0  # a 10 % strain everywhere costs as much as 0.1 nats of MI or 0.1 of 1 - Dice
+
+    def __post_init__(self):
+        check_samples(self.samples)
+        check_samples(self.image_field_samples)
 
     def similarity(self) -> SimilarityOptions:
         """The similarity options part of the config."""
@@ -148,10 +152,8 @@ def config_from_dict(values: dict) -> RegistrationConfig:
             default is None and isinstance(value, (int, float)) and not isinstance(value, bool))
         if not ok:
             raise ValueError(f"registration setting {name} = {value!r} has the wrong type")
-    config = RegistrationConfig(**{k: (float(v) if v is not None and isinstance(getattr(RegistrationConfig, k), float) else v)
-                                   for k, v in values.items()})
-    config.similarity(), image_stage_config(config).similarity()  # raise here on sample counts out of range
-    return config
+    return RegistrationConfig(**{k: (float(v) if v is not None and isinstance(getattr(RegistrationConfig, k), float) else v)
+                                 for k, v in values.items()})
 
 
 @dataclasses.dataclass(frozen=True)
