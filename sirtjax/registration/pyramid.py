@@ -67,10 +67,9 @@ def smooth_and_shrink(array: jax.Array, sigma_vox_zyx: tuple[float, float, float
         pad = [(0, 0)] * out.ndim
         pad[axis] = (r, max(needed - n - r, 0) + r)
         padded = jnp.pad(out, pad, mode="edge")
-        shrunk = _taps(padded, k, start, n_out, factor, axis)
+        out = _taps(padded, k, start, n_out, factor, axis)
         if 0.5 * (factor - 1) + factor * (n_out - 1) > n - 1:  # the last block centre is clamped to the last voxel
-            shrunk = jax.lax.dynamic_update_slice_in_dim(shrunk, _taps(padded, g, n - 1, 1, 1, axis), n_out - 1, axis)
-        out = shrunk
+            out = jax.lax.dynamic_update_slice_in_dim(out, _taps(padded, g, n - 1, 1, 1, axis), n_out - 1, axis)
     return out
 
 
