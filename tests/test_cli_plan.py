@@ -158,9 +158,25 @@ def test_verify_against_a_plan_folder_matches_plan_then_verify(study_dir, plan_d
     # comparisons agree (the plan's numbers come from report.json; the at-injected comparison from
     # the dose recomputed on the SPECT, float32 FFT, hence approx).
     assert ours["comparison"] == theirs["comparison"]
-    assert ours["comparison_at_injected_activity"] == pytest.approx(theirs["comparison_at_injected_activity"])
+    assert_nested_close(ours["comparison_at_injected_activity"], theirs["comparison_at_injected_activity"])
     html = (out / "report.html").read_text()
     assert "Plan (read from its folder)" in html and f"{plan_dir}/report.html" in html and "Plan vs verification" in html
+
+
+def assert_nested_close(ours, theirs, rel=1e-6, path="report"):
+    """Equal JSON trees, floats within `rel` (pytest.approx takes no nested data since pytest 9)."""
+    if isinstance(theirs, dict):
+        assert isinstance(ours, dict) and ours.keys() == theirs.keys(), path
+        for k in theirs:
+            assert_nested_close(ours[k], theirs[k], rel, f"{path}.{k}")
+    elif isinstance(theirs, list):
+        assert isinstance(ours, list) and len(ours) == len(theirs), path
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            assert_nested_close(a, b, rel, f"{path}[{i}]")
+    elif isinstance(theirs, float):
+        assert ours == pytest.approx(theirs, rel=rel), path
+    else:
+        assert ours == theirs, path
 
 
 def _copy_plan(plan_dir, tmp_path):
