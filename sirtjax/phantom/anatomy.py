@@ -72,13 +72,14 @@ def sample_anatomy(rng: np.random.Generator, config: PhantomConfig) -> dict:
     }
     anat["lungs"] = {"wall_mm": 20.0, "apex_z": _u(rng, 300.0, 320.0), "taper_start_z": 200.0, "taper": 0.6}
     anat["mediastinum"] = {"center_xy": [_u(rng, 4, 14), cy - 10.0], "half_widths": [_u(rng, 24, 32), b * 1.2]}
-    s = _u(rng, 0.92, 1.1) * (height_cm / 175.0) ** 0.3
+    s = _u(rng, *config.liver_scale) * (height_cm / 175.0) ** 0.3
     ac = a - fat - anat["body"]["muscle_mm"]  # half-widths of the abdominal cavity
     bc = b - fat - anat["body"]["muscle_mm"]
-    left_scale = _u(rng, 0.7, 1.3)
+    left_scale = _u(rng, *config.left_lobe_scale)
+    ap, shift = config.liver_ap_scale, config.left_lobe_shift_mm
     anat["liver"] = {
-        "right": _ellipsoid(rng, [-0.52 * ac, cy - 0.15 * bc, zr - 78.0], [0.57 * ac, 0.92 * bc, 98.0], [0.0, 25.0, 8.0], s),
-        "left": _ellipsoid(rng, [0.1 * ac, cy - 0.62 * bc, zr - 52.0], [0.55 * ac * left_scale, 0.4 * bc, 32.0], [0.0, 12.0, -22.0], s),
+        "right": _ellipsoid(rng, [-0.52 * ac, cy - 0.15 * bc, zr - 78.0], [0.57 * ac, 0.92 * bc * ap, 98.0], [0.0, 25.0, 8.0], s),
+        "left": _ellipsoid(rng, [0.1 * ac + shift, cy - 0.62 * bc, zr - 52.0], [0.55 * ac * left_scale, 0.4 * bc * ap, 32.0], [0.0, 12.0, -22.0], s),
         "blend_mm": _u(rng, 20.0, 35.0),
         "deformation": {
             "centers": [_jit(rng, [-40.0, cy - 20.0, zr - 70.0], 60.0) for _ in range(6)],

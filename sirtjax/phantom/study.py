@@ -72,7 +72,7 @@ def generate_study(seed: int, config: PhantomConfig = PhantomConfig(), *, progre
     say("drawing the anatomy")
     anat = sample_anatomy(rng["anatomy"], config)
     say("rasterising the canonical patient")
-    can = rasterize(anat, config.canonical_spacing_mm * config.spacing_scale, config.clip_label_radius_mm, rng["texture"])
+    can = _rasterize(anat, config, rng)
     postures = {s: sample_posture(rng["postures"], config, anat) for s in SESSIONS}
     landmarks = _landmarks(anat, postures)
     truth = _truth_core(seed, config, anat, can, postures, landmarks, rng["uptake"])
@@ -96,6 +96,20 @@ def generate_study(seed: int, config: PhantomConfig = PhantomConfig(), *, progre
             truth["images"][name]["landmark_ids"] = sorted(int(v) for v in np.unique(arrays[f"{name}_labels"]) if v >= 2)
     manifest = make_manifest(truth)
     return Study(images={k: images[k] for k in IMAGE_FILES}, truth=truth, manifest=manifest)
+
+
+def _rasterize(anat: dict, config: PhantomConfig, rng: dict[str, np.random.Generator]) -> Canonical:
+    return rasterize(anat, config.canonical_spacing_mm * config.spacing_scale, config.clip_label_radius_mm, rng["texture"])
+
+
+def canonical_patient(seed: int, config: PhantomConfig = PhantomConfig()) -> Canonical:
+    """The rasterised canonical patient of a seed (tissue codes and label fields), without imaging.
+
+    The same anatomy as :func:`generate_study` draws for (seed, config); the synthetic training
+    generator (`sirtjax.train.synth`) renders its images from these tissue maps.
+    """
+    rng = _rngs(int(seed))
+    return _rasterize(sample_anatomy(rng["anatomy"], config), config, rng)
 
 
 def _landmarks(anat: dict, postures: dict) -> list[dict]:
