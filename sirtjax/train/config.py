@@ -7,7 +7,9 @@ in_features, out_features, spacing_mm (x, y, z), tile_out (x, y, z), modalities)
 output patch; ``batch_size`` (2); ``steps`` (total); ``steps_per_epoch`` (100);
 ``val_every_epochs`` (1); ``checkpoint_every`` (steps, 50); ``learning_rate`` (1e-3);
 ``plateau`` (factor 0.2, patience 2 validations, min_scale 1e-3); ``loss`` (dice);
-``foreground_prob`` (0.5); ``augment`` (see AugmentConfig); ``seed`` (0); ``init_from`` (none: a
+``foreground_prob`` (0.5); ``augment`` (see AugmentConfig); ``synth`` (none: domain-randomised
+images, ``{"seeds", "variants": [phantom options, cycled over the seeds], "n_real": realistic
+renderings per batch, "generator": SynthConfig fields}``, see `sirtjax.train.synth`); ``seed`` (0); ``init_from`` (none: a
 shipped model name or a model/run folder, relative to the config file, whose weights start a new run
 instead of random ones -- fine-tuning; ignored when the run resumes from its own checkpoint).
 """
@@ -22,6 +24,25 @@ from typing import Any
 from sirtjax.errors import InputError
 from sirtjax.train.augment import AugmentConfig
 from sirtjax.train.losses import LOSSES
+from sirtjax.train.synth import SynthConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthSource:
+    """Where synthetic images come from: phantom seeds, their anatomy variants, the generator."""
+
+    seeds: tuple[int, ...]
+    variants: tuple[dict[str, Any], ...] = ({},)  # PhantomConfig options, seed i gets variant i % len
+    n_real: int = 1  # realistic renderings (data) per batch; the rest of the batch is synthetic
+    generator: SynthConfig = SynthConfig()
+
+
+def _synth_source(raw: dict[str, Any] | None) -> SynthSource | None:
+    if raw is None:
+        return None
+    gen = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.get("generator", {}).items()}
+    variants = tuple({k: tuple(v) if isinstance(v, list) else v for k, v in var.items()} for var in raw.get("variants", [{}]))
+    return SynthSource(tuple(int(s) for s in raw["seeds"]), variants or ({},), int(raw.get("n_real", 1)), SynthConfig(**gen))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +66,7 @@ class TrainConfig:
     augment: AugmentConfig = AugmentConfig()
     seed: int = 0
     init_from: str | None = None
+    synth: SynthSource | None = None
 
 
 def parse_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -53,14 +75,16 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:
     try:
         plateau = raw.pop("plateau", {})
         aug = raw.pop("augment", {})
+        synth = _synth_source(raw.pop("synth", None))
         cfg = TrainConfig(
             **{k: v for k, v in raw.items() if not k.startswith("_")},
             plateau_factor=float(plateau.get("factor", 0.2)),
             plateau_patience=int(plateau.get("patience", 2)),
             plateau_min_scale=float(plateau.get("min_scale", 1e-3)),
             augment=AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()}),
+            synth=synth,
         )
-    except TypeError as exc:
+    except (TypeError, KeyError) as exc:
         raise InputError(source, f"bad config key: {exc}") from exc
     cfg = dataclasses.replace(cfg, patch_out=tuple(int(n) for n in cfg.patch_out))
     checks = [
@@ -73,6 +97,8 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:
         (len(cfg.patch_out) == 3 and min(cfg.patch_out) > 0, "patch_out needs 3 positive sizes (z, y, x)"),
         (cfg.data.get("kind") in ("phantom", "msd"), "data.kind must be 'phantom' or 'msd'"),
         ("arch" in cfg.model and "features" in cfg.model, "model needs 'arch' and 'features'"),
+        (cfg.synth is None or 0 <= cfg.synth.n_real < cfg.batch_size, "synth.n_real must be in [0, batch_size)"),
+        (cfg.synth is None or len(set(cfg.model.get("spacing_mm", (3.0,) * 3))) == 1, "synthetic training needs an isotropic model spacing"),
     ]
     for ok, problem in checks:
         if not ok:

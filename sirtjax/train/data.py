@@ -10,6 +10,7 @@ otherwise a uniform voxel of the case.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -43,6 +44,15 @@ def make_case(name: str, image: Volume, label: Volume, modality: str, spacing_mm
     prepared = prepare_image(image, modality, spacing_mm)
     lab = np.isin(np.asarray(prepare_label(label, prepared).array), list(label_values)).astype(np.uint8)
     return Case(name, np.asarray(prepared.array, np.float32), lab, tuple(float(s) for s in spacing_mm))
+
+
+def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
+    """Write a compressed .npz so that a killed writer leaves the old file or none, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as f:
+        np.savez_compressed(f, **arrays)
+    os.replace(tmp, path)
 
 
 def msd_pairs(root: str | Path) -> list[tuple[Path, Path]]:
@@ -106,8 +116,7 @@ def phantom_cases(
                 make_case(names[i], study.images[name], study.images[name + label_suffix], modality, spacing_mm, (1,)), weight=weights[name]
             )
             if paths:
-                paths[i].parent.mkdir(parents=True, exist_ok=True)
-                np.savez_compressed(paths[i], image=case.image, label=case.label)
+                save_npz_atomic(paths[i], image=case.image, label=case.label)
             cases.append(case)
     return cases
 

@@ -1,0 +1,59 @@
+"""Fill a training run's cache/ in parallel: the prepared phantom cases and the synthetic generator's maps.
+
+`sirtjax train` makes the same files one seed at a time when they are missing; on a many-core
+machine this script makes them in parallel first (one process per seed), so the accelerator does
+not wait. Usage: python scripts/prepare_training_cache.py CONFIG RUN_DIR [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+from pathlib import Path
+
+
+def _real(args: tuple) -> str:
+    seed, images, spacing, cache, options = args
+    from sirtjax.train.data import phantom_cases
+
+    phantom_cases([seed], images, spacing_mm=spacing, cache_dir=cache, phantom_options=options)
+    return f"seed {seed}: {', '.join(images)}"
+
+
+def _synth(args: tuple) -> str:
+    seed, options, cache = args
+    from sirtjax.train.loop import synth_patient
+
+    synth_patient(seed, options, Path(cache))
+    return f"seed {seed}: synthetic maps"
+
+
+def main() -> None:
+    """Parse the arguments and prepare every case of the config in a process pool."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("config", type=Path)
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--workers", type=int, default=mp.cpu_count())
+    a = p.parse_args()
+    from sirtjax.train import load_config
+
+    cfg = load_config(a.config)
+    d, cache = cfg.data, str(a.run_dir / "cache")
+    spacing = tuple(cfg.model.get("spacing_mm", (3.0, 3.0, 3.0)))
+    jobs = [(_real, (s, d["images"], spacing, cache, d.get("phantom_options"))) for s in d["train_seeds"]]
+    jobs += [(_real, (s, d.get("val_images", d["images"]), spacing, cache, d.get("phantom_options"))) for s in d["val_seeds"]]
+    if cfg.synth is not None:
+        v = cfg.synth.variants
+        jobs += [(_synth, (s, v[i % len(v)], cache)) for i, s in enumerate(cfg.synth.seeds)]
+    with mp.get_context("spawn").Pool(a.workers) as pool:
+        for line in pool.imap_unordered(_call, jobs):
+            print(line, flush=True)
+
+
+def _call(job: tuple) -> str:
+    fn, args = job
+    return fn(args)
+
+
+if __name__ == "__main__":
+    main()

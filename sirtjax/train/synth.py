@@ -1,0 +1,297 @@
+"""Domain-randomised training images synthesised from tissue label maps (SynthSeg, Billot et al. 2023).
+
+The model must segment scans from scanners, phases, sequences and resolutions it never saw, so most
+training images carry no fixed contrast at all: each patch is rendered on the device from a
+phantom's canonical tissue map (every structure the phantom has: fat, muscle, bone, marrow, discs,
+lungs and their vessels, heart, great vessels, liver and its vessels, spleen, kidneys, stomach,
+gas, bowel, gallbladder, clips, each lesion and its necrotic core) as follows, every draw from the
+key passed in:
+
+1. geometry: a random rotation, per-axis scaling (log-uniform), smooth elastic displacement and the
+   patch centre (on the liver with probability ``foreground_prob``) give where each voxel of the
+   model-spacing patch reads the tissue map (nearest neighbour);
+2. anatomy edits in label space: ascites (a fluid layer of random thickness around the liver that
+   replaces fat and bowel) and resection (liver beyond a random plane near the patch centre becomes
+   fluid or fat and leaves the label);
+3. contrast: per tissue code a Gaussian with a random mean in the windowed range and a random
+   standard deviation (air outside the body is dark with probability ``dark_air_prob``, as in both
+   CT and MR windowing);
+4. acquisition: a smooth multiplicative bias field, a random slice thickness along one axis
+   (Gaussian slice profile, then sampling at that thickness and linear interpolation back), a
+   small in-plane blur, a gamma change, Gaussian or Rician noise;
+5. field of view: with probability ``fov_cut_prob`` everything beyond a random plane is outside the
+   scan (the inference pad value, label 0), as for a liver cut by the field of view.
+
+Images end clipped to [-0.5, 0.5], the range of the CT and MR windows the model sees at inference
+(`sirtjax.segmentation.preprocess.normalize_intensity`). Approximations: intensities are drawn in
+that windowed space, not in HU; the slice profile is Gaussian; noise is white.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import ndimage
+
+from sirtjax.phantom.raster import Canonical, Tissue
+from sirtjax.train.augment import rotation_matrix
+
+N_CODES = 64  # tissue codes 0..63: Tissue, LESION + i, NECROSIS + i
+FLUID = 63  # the code painted for ascites and resection cavities (unused by the phantom)
+PAD_VALUE = -0.5
+FAR_MM = 255  # liver distances are stored as uint8 mm, saturated here
+_ASCITES_REPLACES = (Tissue.FAT, Tissue.BOWEL, Tissue.GAS)
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthConfig:
+    """Strengths of the synthetic generator (see the module docstring); zeros disable a step."""
+
+    max_rotation_deg: float = 15.0
+    scale_range: tuple[float, float] = (0.8, 1.25)  # per-axis scaling, log-uniform
+    elastic_mm: float = 4.0
+    elastic_spacing_mm: float = 40.0
+    mean_range: tuple[float, float] = (-0.65, 0.65)  # tissue means, windowed units
+    std_max: float = 0.08  # within-tissue standard deviation, drawn in [0, std_max]
+    dark_air_prob: float = 0.9
+    bias_max: float = 0.35  # standard deviation of the log bias field, drawn in [0, bias_max]
+    bias_nodes: int = 4  # bias control points per axis
+    slice_mm: tuple[float, float] = (1.0, 8.0)  # slice thickness range (uniform)
+    slice_axis_probs: tuple[float, float, float] = (0.7, 0.15, 0.15)  # thick axis z, y, x
+    blur_max_vox: float = 0.6  # isotropic point-spread sigma in voxels, drawn in [0, blur_max_vox]
+    gamma_std: float = 0.3  # log-gamma standard deviation
+    noise_max: float = 0.2  # noise standard deviation (windowed units), drawn in [0, noise_max]
+    rician_prob: float = 0.3
+    fov_cut_prob: float = 0.25
+    ascites_prob: float = 0.2
+    ascites_max_mm: float = 20.0
+    resection_prob: float = 0.15
+    resection_radius_mm: tuple[float, float] = (30.0, 70.0)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LabelMaps:
+    """Canonical patients stacked for the generator: tissue (N, Z, Y, X) uint8 codes, liver
+    distance (N, Z, Y, X) uint8 mm (0 inside the liver), foreground (N, K, 3) int32 liver voxels."""
+
+    tissue: jax.Array
+    liver_mm: jax.Array
+    foreground: jax.Array
+
+
+def patient_maps(can: Canonical) -> tuple[np.ndarray, np.ndarray]:
+    """(tissue codes uint8, liver distance uint8 mm: 0 inside, saturating at 255) of a canonical patient."""
+    sdf = np.full(can.tissue.shape, can.liver_sdf.outside, np.float32)
+    z0, y0, x0 = can.liver_sdf.start
+    dz, dy, dx = can.liver_sdf.array.shape
+    sdf[z0 : z0 + dz, y0 : y0 + dy, x0 : x0 + dx] = can.liver_sdf.array
+    liver = sdf < 0
+    dist = ndimage.distance_transform_edt(~liver, sampling=can.spacing_mm)
+    return can.tissue.astype(np.uint8), np.clip(np.ceil(dist), 0, FAR_MM).astype(np.uint8)
+
+
+def stack_label_maps(patients: Sequence[tuple[np.ndarray, np.ndarray]], *, n_foreground: int = 4096, seed: int = 0) -> LabelMaps:
+    """Stack (tissue, liver distance) pairs of one canonical grid shape into LabelMaps."""
+    if not patients:
+        raise ValueError("no label maps for the synthetic generator")
+    if len({t.shape for t, _ in patients}) != 1:
+        raise ValueError("canonical label maps must share one grid shape")
+    rng = np.random.default_rng(seed)
+    fg = []
+    for _, liver_mm in patients:
+        idx = np.argwhere(liver_mm == 0)
+        fg.append(idx[rng.integers(0, len(idx), n_foreground)] if len(idx) else np.tile(np.array(liver_mm.shape) // 2, (n_foreground, 1)))
+    return LabelMaps(
+        jnp.asarray(np.stack([t for t, _ in patients])), jnp.asarray(np.stack([d for _, d in patients])), jnp.asarray(np.stack(fg).astype(np.int32))
+    )
+
+
+def _gather(volume: jax.Array, idx: jax.Array, outside) -> jax.Array:
+    """volume (Z, Y, X) at integer indices idx (3, ...), `outside` beyond its bounds."""
+    shape = jnp.asarray(volume.shape)[:, None, None, None]
+    inside = jnp.all((idx >= 0) & (idx < shape), axis=0)
+    clipped = jnp.clip(idx, 0, shape - 1)
+    return jnp.where(inside, volume[clipped[0], clipped[1], clipped[2]], outside)
+
+
+def _blur_axis(x: jax.Array, sigma_vox: jax.Array, axis: int, radius: int = 8) -> jax.Array:
+    """Gaussian blur of x along one axis (edge-replicated), sigma in voxels (0: unchanged)."""
+    taps = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+    w = jnp.exp(-0.5 * (taps / jnp.maximum(sigma_vox, 1e-3)) ** 2)
+    w = w / w.sum()
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (radius, radius)
+    xp = jnp.pad(x, pad, mode="edge")
+    n = x.shape[axis]
+    return sum(w[i] * jax.lax.slice_in_dim(xp, i, i + n, axis=axis) for i in range(2 * radius + 1))
+
+
+def _resample_axis(x: jax.Array, factor: jax.Array, axis: int) -> jax.Array:
+    """Sample x every `factor` voxels along axis and interpolate linearly back (factor >= 1)."""
+    n = x.shape[axis]
+    pos = jnp.arange(n, dtype=jnp.float32)
+    k = jnp.floor(pos / factor)
+    lo, hi = k * factor, jnp.minimum((k + 1) * factor, n - 1)
+    t = jnp.where(hi > lo, (pos - lo) / jnp.maximum(hi - lo, 1e-6), 0.0)
+
+    def at(p):  # linear interpolation of x at fractional positions p along the axis
+        i0 = jnp.clip(jnp.floor(p).astype(jnp.int32), 0, n - 1)
+        i1 = jnp.clip(i0 + 1, 0, n - 1)
+        f = p - jnp.floor(p)
+        shape = [1] * x.ndim
+        shape[axis] = n
+        a, b = jnp.take(x, i0, axis=axis), jnp.take(x, i1, axis=axis)
+        return a + f.reshape(shape) * (b - a)
+
+    shape = [1] * x.ndim
+    shape[axis] = n
+    return at(lo) + t.reshape(shape) * (at(hi) - at(lo))
+
+
+def _acquire(key: jax.Array, image: jax.Array, spacing_mm: float, cfg: SynthConfig) -> jax.Array:
+    """Bias, resolution, gamma and noise applied to a clean synthetic patch (windowed units)."""
+    k_bias, k_bamp, k_thick, k_axis, k_blur, k_gamma, k_nsd, k_n1, k_n2, k_ric = jax.random.split(key, 10)
+    x = image + 0.5  # >= 0 for multiplicative bias, gamma and Rician magnitude
+    if cfg.bias_max > 0:
+        amp = jax.random.uniform(k_bamp, (), maxval=cfg.bias_max)
+        coarse = amp * jax.random.normal(k_bias, (cfg.bias_nodes,) * 3)
+        x = x * jnp.exp(jax.image.resize(coarse, image.shape, method="cubic"))
+    thick_mm = jax.random.uniform(k_thick, (), minval=cfg.slice_mm[0], maxval=cfg.slice_mm[1])
+    thick_axis = jax.random.categorical(k_axis, jnp.log(jnp.asarray(cfg.slice_axis_probs)))
+    psf = jax.random.uniform(k_blur, (), maxval=cfg.blur_max_vox)
+    for axis in range(3):
+        factor = jnp.where(thick_axis == axis, jnp.maximum(thick_mm / spacing_mm, 1.0), 1.0)
+        sigma = jnp.maximum(psf, jnp.where(factor > 1.0, factor / 2.355, 0.0))
+        x = _resample_axis(_blur_axis(x, sigma, axis), factor, axis)
+    x = jnp.maximum(x, 0.0) ** jnp.exp(cfg.gamma_std * jax.random.normal(k_gamma))
+    sd = jax.random.uniform(k_nsd, (), maxval=cfg.noise_max)
+    n1, n2 = sd * jax.random.normal(k_n1, x.shape), sd * jax.random.normal(k_n2, x.shape)
+    x = jnp.where(jax.random.bernoulli(k_ric, cfg.rician_prob), jnp.sqrt((x + n1) ** 2 + n2**2), x + n1)
+    return jnp.clip(x - 0.5, -0.5, 0.5)
+
+
+def _geometry(key: jax.Array, centre: jax.Array, patch: Sequence[int], spacing_mm: float, source_mm: float, cfg: SynthConfig) -> tuple[jax.Array, jax.Array]:
+    """(source voxel coordinates (3, *patch) float, patch-relative mm (3, *patch)) of one patch."""
+    k_rot, k_scale, k_el = jax.random.split(key, 3)
+    rel_mm = jnp.stack(jnp.meshgrid(*[(jnp.arange(n, dtype=jnp.float32) - (n - 1) / 2) * spacing_mm for n in patch], indexing="ij"))
+    lo, hi = np.log(cfg.scale_range[0]), np.log(cfg.scale_range[1])
+    scale = jnp.exp(jax.random.uniform(k_scale, (3,), minval=lo, maxval=hi))
+    angles = jnp.deg2rad(cfg.max_rotation_deg) * jax.random.uniform(k_rot, (3,), minval=-1.0, maxval=1.0)
+    src_mm = jnp.einsum("ij,j...->i...", rotation_matrix(angles), rel_mm / scale[:, None, None, None])
+    if cfg.elastic_mm > 0:
+        ctrl = tuple(max(2, int(n * spacing_mm // cfg.elastic_spacing_mm) + 2) for n in patch)
+        src_mm = src_mm + jax.image.resize(cfg.elastic_mm * jax.random.normal(k_el, (3, *ctrl)), (3, *patch), method="linear")
+    return src_mm / source_mm + centre[:, None, None, None], rel_mm
+
+
+def _edit_anatomy(key: jax.Array, tissue: jax.Array, liver_mm: jax.Array, rel_mm: jax.Array, cfg: SynthConfig) -> tuple[jax.Array, jax.Array]:
+    """Ascites and resection in label space; returns (tissue codes, liver 0/1)."""
+    k_asc, k_thick, k_res, k_c, k_n, k_r, k_fill = jax.random.split(key, 7)
+    liver = liver_mm == 0
+    thick = jax.random.uniform(k_thick, (), minval=3.0, maxval=max(cfg.ascites_max_mm, 3.0))
+    fluid = jax.random.bernoulli(k_asc, cfg.ascites_prob) & (liver_mm > 0) & (liver_mm <= thick) & jnp.isin(tissue, jnp.asarray(_ASCITES_REPLACES, tissue.dtype))
+    tissue = jnp.where(fluid, FLUID, tissue)
+    centre = 25.0 * jax.random.normal(k_c, (3,))
+    normal = jax.random.normal(k_n, (3,))
+    normal = normal / jnp.linalg.norm(normal)
+    radius = jax.random.uniform(k_r, (), minval=cfg.resection_radius_mm[0], maxval=cfg.resection_radius_mm[1])
+    d = rel_mm - centre[:, None, None, None]
+    cut = jax.random.bernoulli(k_res, cfg.resection_prob) & liver & (jnp.einsum("i,i...->...", normal, d) > 0) & (jnp.sum(d**2, axis=0) < radius**2)
+    tissue = jnp.where(cut, jnp.where(jax.random.bernoulli(k_fill), FLUID, Tissue.FAT), tissue)
+    return tissue, (liver & ~cut).astype(jnp.float32)
+
+
+def _contrast(key: jax.Array, tissue: jax.Array, cfg: SynthConfig) -> jax.Array:
+    """A random Gaussian-mixture image: per tissue code a random mean and standard deviation."""
+    k_mean, k_sd, k_air, k_airv, k_noise = jax.random.split(key, 5)
+    means = jax.random.uniform(k_mean, (N_CODES,), minval=cfg.mean_range[0], maxval=cfg.mean_range[1])
+    dark = jax.random.uniform(k_airv, (), minval=-0.6, maxval=-0.4)
+    means = means.at[Tissue.AIR].set(jnp.where(jax.random.bernoulli(k_air, cfg.dark_air_prob), dark, means[Tissue.AIR]))
+    sds = jax.random.uniform(k_sd, (N_CODES,), maxval=cfg.std_max)
+    codes = tissue.astype(jnp.int32)
+    return means[codes] + sds[codes] * jax.random.normal(k_noise, tissue.shape)
+
+
+def _fov_cut(key: jax.Array, shape: Sequence[int], cfg: SynthConfig) -> jax.Array:
+    """A (*shape) bool mask of voxels inside the simulated field of view."""
+    k_do, k_axis, k_pos, k_side = jax.random.split(key, 4)
+    axis = jax.random.categorical(k_axis, jnp.log(jnp.asarray([0.6, 0.2, 0.2])))
+    grids = jnp.stack(jnp.meshgrid(*[jnp.arange(n, dtype=jnp.float32) / (n - 1) for n in shape], indexing="ij"))
+    coord = jnp.take(grids, axis, axis=0)
+    pos = jax.random.uniform(k_pos, (), minval=0.15, maxval=0.85)
+    beyond = jnp.where(jax.random.bernoulli(k_side), coord > pos, coord < pos)
+    return ~(jax.random.bernoulli(k_do, cfg.fov_cut_prob) & beyond)
+
+
+@partial(jax.jit, static_argnames=("batch_size", "in_patch", "out_patch", "spacing_mm", "source_mm", "cfg", "foreground_prob"))
+def synth_batch(
+    key: jax.Array,
+    maps: LabelMaps,
+    *,
+    batch_size: int,
+    in_patch: tuple[int, int, int],
+    out_patch: tuple[int, int, int],
+    spacing_mm: float,
+    source_mm: float,
+    cfg: SynthConfig,
+    foreground_prob: float,
+) -> tuple[jax.Array, jax.Array]:
+    """Synthetic patches: inputs (B, *in_patch, 1) float32 in [-0.5, 0.5], liver labels (B, *out_patch, 1)."""
+    margin = [(i - o) // 2 for i, o in zip(in_patch, out_patch)]
+
+    def one(k: jax.Array) -> tuple[jax.Array, jax.Array]:
+        k_case, k_fg, k_which, k_uni, k_geo, k_edit, k_con, k_acq, k_fov = jax.random.split(k, 9)
+        case = jax.random.randint(k_case, (), 0, maps.tissue.shape[0])
+        shape = jnp.asarray(maps.tissue.shape[1:], jnp.float32)
+        fg = maps.foreground[case, jax.random.randint(k_which, (), 0, maps.foreground.shape[1])].astype(jnp.float32)
+        centre = jnp.where(jax.random.bernoulli(k_fg, foreground_prob), fg, jax.random.uniform(k_uni, (3,)) * (shape - 1))
+        coords, rel_mm = _geometry(k_geo, centre, in_patch, spacing_mm, source_mm, cfg)
+        idx = jnp.round(coords).astype(jnp.int32)
+        tissue = _gather(maps.tissue[case], idx, jnp.uint8(Tissue.AIR))
+        liver_mm = _gather(maps.liver_mm[case], idx, jnp.uint8(FAR_MM))
+        tissue, liver = _edit_anatomy(k_edit, tissue, liver_mm, rel_mm, cfg)
+        image = _acquire(k_acq, _contrast(k_con, tissue, cfg), spacing_mm, cfg)
+        inside = _fov_cut(k_fov, in_patch, cfg)
+        image = jnp.where(inside, image, PAD_VALUE)
+        label = jnp.where(inside, liver, 0.0)
+        label = label[margin[0] : margin[0] + out_patch[0], margin[1] : margin[1] + out_patch[1], margin[2] : margin[2] + out_patch[2]]
+        return image[..., None], label[..., None]
+
+    return jax.vmap(one)(jax.random.split(key, batch_size))
+
+
+def synth_sampler(
+    maps: LabelMaps, source_mm: float, *, batch_size: int, in_patch: Sequence[int], out_patch: Sequence[int], spacing_mm: float, cfg: SynthConfig, foreground_prob: float
+) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
+    """A function key -> (inputs, labels) drawing one synthetic batch (see :func:`synth_batch`)."""
+    kwargs = dict(
+        batch_size=int(batch_size),
+        in_patch=tuple(int(n) for n in in_patch),
+        out_patch=tuple(int(n) for n in out_patch),
+        spacing_mm=float(spacing_mm),
+        source_mm=float(source_mm),
+        cfg=cfg,
+        foreground_prob=float(foreground_prob),
+    )
+    return lambda key: synth_batch(key, maps, **kwargs)
+
+
+def mixed_sampler(
+    real: Callable[[jax.Array], tuple[jax.Array, jax.Array]] | None, synth: Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
+    """Batches of realistic renderings (drawn by `real`, may be None) followed by synthetic patches."""
+    if real is None:
+        return synth
+
+    def draw(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        k_real, k_synth = jax.random.split(key)
+        (xr, yr), (xs, ys) = real(k_real), synth(k_synth)
+        return jnp.concatenate([xr, xs]), jnp.concatenate([yr, ys])
+
+    return draw
