@@ -205,7 +205,10 @@ def test_bad_seed_is_rejected():
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"spacing_scale": 0.0}, {"n_lesions": (3, 1)}, {"spect_fwhm_mm": -1.0}, {"lung_shunt_fraction": (0.1, 1.0)}, {"necrotic_uptake": 2.0}],
+    [
+        {"spacing_scale": 0.0}, {"n_lesions": (3, 1)}, {"spect_fwhm_mm": -1.0}, {"lung_shunt_fraction": (0.1, 1.0)}, {"necrotic_uptake": 2.0},
+        {"liver_scale": (1.2, 1.0)}, {"liver_ap_scale": 0.0}, {"diag_ct_phase": "venous"}, {"diag_mr_sequence": "dwi"},
+    ],
 )
 def test_config_rejects_absurd_values(overrides):
     with pytest.raises(ValueError):
@@ -224,3 +227,35 @@ def test_study_without_landmarks_and_with_a_full_liver():
     placed = crowded.truth["lesions"]
     assert crowded.truth["anatomy"]["lesions_drawn"] == 6 and 1 <= len(placed) <= 6
     assert all(les["diameter_mm"] > 0.87 * 50.0 for les in placed)  # radii jitter by up to 13 %
+
+
+def test_liver_size_options_scale_the_liver_and_leave_the_rest_of_the_patient():
+    volumes = {}
+    for scale in (0.8, 1.0, 1.25):
+        t = generate_study(5, PhantomConfig(spacing_scale=2.0, liver_scale=(scale, scale))).truth
+        volumes[scale] = t["liver_volume_ml"]
+        assert t["patient"]["height_cm"] == pytest.approx(generate_study(5, PhantomConfig(spacing_scale=2.0)).truth["patient"]["height_cm"])
+    # the cube of the scale for a small liver (0.51); the diaphragm and the cavity clip a large one (1.27, not 1.95)
+    assert volumes[0.8] < 0.75 * volumes[1.0] and volumes[1.25] > 1.2 * volumes[1.0]
+
+
+def test_phases_and_sequences_render_their_contrast():
+    """Arterial CT: aorta far above the liver; delayed: between non-contrast and portal; T2: fluid
+    bright, liver darker than spleen; opposed-phase: fat darker than in-phase T1, the liver not."""
+    base = generate_study(7, PhantomConfig.small())
+    hu = base.truth["intensities"]
+    assert hu["art_ct"]["AORTA"] > hu["art_ct"]["LIVER"] + 150 and hu["art_ct"]["LIVER"] < hu["ce_ct"]["LIVER"]
+    assert hu["nc_ct"]["LIVER"] < hu["del_ct"]["LIVER"] < hu["ce_ct"]["LIVER"]
+    assert hu["mr_t2"]["GALLBLADDER"] > 3 * hu["mr_t2"]["LIVER"] and hu["mr_t2"]["SPLEEN"] > hu["mr_t2"]["LIVER"]
+    seen = {}
+    for key, opts, image in (("art", {"diag_ct_phase": "arterial"}, "diag_ct"), ("opp", {"diag_mr_sequence": "opposed"}, "diag_mr"), ("t1", {}, "diag_mr")):
+        st = generate_study(7, PhantomConfig.small(**opts))
+        np.testing.assert_array_equal(st.images[f"{image}_liver"].array, base.images[f"{image}_liver"].array)  # same patient, same grid
+        seen[key] = np.asarray(st.images[image].array, np.float64)
+    liver = np.asarray(base.images["diag_ct_liver"].array) > 0
+    assert abs(np.median(seen["art"][liver]) - hu["art_ct"]["LIVER"]) < 20
+    fat = np.asarray(base.images["diag_mr"].array) > 0.85 * hu["mr_t1"]["FAT"]  # bright on T1: fat
+    mr_liver = np.asarray(base.images["diag_mr_liver"].array) > 0
+    # opposed phase |water - fat|: fat (90 % fat signal) keeps 0.8 of its in-phase signal, the fat-free liver all of it
+    assert 0.7 < np.median(seen["opp"][fat]) / np.median(seen["t1"][fat]) < 0.9
+    assert abs(np.median(seen["opp"][mr_liver]) / np.median(seen["t1"][mr_liver]) - 1) < 0.05

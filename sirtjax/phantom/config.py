@@ -97,6 +97,8 @@ class PhantomConfig:
     diag_mr: ImageGrid = ImageGrid((3.2, 3.2, 4.0), (384.0, 332.8, 256.0), 0.0, "oblique")
     y90_ct: ImageGrid = ImageGrid((3.0, 3.0, 3.5), (384.0, 336.0, 252.0), 0.0, "identity", crop_probability=0.25)
     y90_pet: ImageGrid = ImageGrid((4.0, 4.0, 4.0), (400.0, 344.0, 440.0), 80.0, "identity", jitter_mm=0.0)
+    diag_ct_phase: str = "portal"  # contrast phase of diag_ct: portal, arterial or delayed
+    diag_mr_sequence: str = "t1"  # diag_mr: t1, t2 (T2-weighted) or opposed (T1 opposed-phase)
     ct_noise_hu: float = 25.0
     contrast_ct_noise_hu: float = 12.0
     mr_noise_fraction: float = 0.03
@@ -137,6 +139,8 @@ class PhantomConfig:
             raise ValueError("liver and left-lobe scale factors must be positive")
         if self.lesion_diameter_mm[0] <= 0 or self.tumour_to_normal[0] <= 0 or self.lung_shunt_fraction[1] >= 1:
             raise ValueError("lesion diameters and tumour-to-normal ratios must be positive, lung shunt fractions below 1")
+        if self.diag_ct_phase not in ("portal", "arterial", "delayed") or self.diag_mr_sequence not in ("t1", "t2", "opposed"):
+            raise ValueError(f"unknown diag_ct_phase {self.diag_ct_phase!r} or diag_mr_sequence {self.diag_mr_sequence!r}")
         for name in ("necrosis_probability", "hyperenhancing_probability", "body_background_fraction", "necrotic_uptake"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"PhantomConfig.{name} must be in [0, 1], got {getattr(self, name)}")

@@ -53,6 +53,27 @@ _BASE = MappingProxyType({
     Tissue.CLIP: (3000, 3000, 0),
 })
 MODALITIES = ("nc_ct", "ce_ct", "mr_t1")
+DERIVED = ("art_ct", "del_ct", "mr_t2", "mr_t1_fat")
+"""Contrasts derived from the drawn ones without further random draws (so every seed keeps its
+patient): arterial and delayed CT phases, a T2-weighted MR and the fat part of the T1 signal (for
+in/opposed-phase imaging). Their values are textbook-typical, not measured."""
+
+# T2-weighted signal (a.u.): fluid bright, liver darker than spleen, flowing blood dark
+_T2 = MappingProxyType({
+    Tissue.AIR: 0, Tissue.FAT: 650, Tissue.MUSCLE: 220, Tissue.CORTEX: 30, Tissue.MARROW: 450, Tissue.DISC: 700,
+    Tissue.CSF: 1500, Tissue.LUNG: 20, Tissue.LUNG_VESSEL: 60, Tissue.HEART: 150, Tissue.AORTA: 60, Tissue.IVC: 80,
+    Tissue.LIVER: 300, Tissue.PORTAL: 90, Tissue.HEPATIC: 90, Tissue.SPLEEN: 560, Tissue.KIDNEY_CORTEX: 600,
+    Tissue.KIDNEY_MEDULLA: 750, Tissue.STOMACH_WALL: 380, Tissue.STOMACH_CONTENT: 1300, Tissue.GAS: 0, Tissue.BOWEL: 500,
+    Tissue.GALLBLADDER: 1500, Tissue.CLIP: 0,
+})
+# arterial phase: enhancement over non-contrast (HU); delayed phase: this fraction of portal-venous enhancement
+_ARTERIAL_GAIN = MappingProxyType({
+    Tissue.HEART: 220, Tissue.AORTA: 280, Tissue.LUNG_VESSEL: 200, Tissue.PORTAL: 70, Tissue.HEPATIC: 10, Tissue.IVC: 30,
+    Tissue.LIVER: 15, Tissue.SPLEEN: 70, Tissue.KIDNEY_CORTEX: 170, Tissue.KIDNEY_MEDULLA: 30, Tissue.STOMACH_WALL: 50,
+    Tissue.BOWEL: 30, Tissue.MUSCLE: 8,
+})
+_DELAYED_FRACTION = 0.55
+_FAT_FRACTION = MappingProxyType({Tissue.FAT: 0.9, Tissue.MARROW: 0.5})  # of the T1 signal
 
 
 def sample_intensities(rng: np.random.Generator, anat: dict) -> dict:
@@ -63,6 +84,7 @@ def sample_intensities(rng: np.random.Generator, anat: dict) -> dict:
         for m, v, j in zip(MODALITIES, values, jitter):
             fixed = tissue in (Tissue.AIR, Tissue.GAS, Tissue.CLIP, Tissue.CORTEX)
             out[m][tissue.name] = float(v if fixed else v + j)
+    _derive(out)
     for i, les in enumerate(anat["lesions"]):
         hyper = les["enhancement"] == "hyper"
         out["nc_ct"][f"LESION{i}"] = out["nc_ct"]["LIVER"] - float(rng.uniform(10, 25))
@@ -71,7 +93,35 @@ def sample_intensities(rng: np.random.Generator, anat: dict) -> dict:
         out["nc_ct"][f"NECROSIS{i}"] = float(rng.uniform(10, 20))
         out["ce_ct"][f"NECROSIS{i}"] = float(rng.uniform(15, 25))
         out["mr_t1"][f"NECROSIS{i}"] = out["mr_t1"]["LIVER"] * float(rng.uniform(0.2, 0.3))
+        _derive_lesion(out, i, hyper)
     return out
+
+
+def _derive(out: dict) -> None:
+    """Fill the DERIVED tables of the tissues from the drawn nc_ct, ce_ct and mr_t1 values."""
+    for m in DERIVED:
+        out[m] = {}
+    for tissue in _BASE:
+        name = tissue.name
+        nc, ce, t1 = out["nc_ct"][name], out["ce_ct"][name], out["mr_t1"][name]
+        fixed = tissue in (Tissue.AIR, Tissue.GAS, Tissue.CLIP, Tissue.CORTEX, Tissue.LUNG)
+        out["art_ct"][name] = nc if fixed else nc + float(_ARTERIAL_GAIN.get(tissue, 0.3 * (ce - nc)))
+        out["del_ct"][name] = nc if fixed else nc + _DELAYED_FRACTION * (ce - nc)
+        out["mr_t2"][name] = float(_T2[tissue]) * (t1 / max(_BASE[tissue][2], 1.0) if _BASE[tissue][2] else 1.0)
+        out["mr_t1_fat"][name] = _FAT_FRACTION.get(tissue, 0.0) * t1
+
+
+def _derive_lesion(out: dict, i: int, hyper: bool) -> None:
+    """Derived-contrast values of lesion i and its necrotic core (hyper-enhancing lesions light up arterially)."""
+    delta = out["ce_ct"][f"LESION{i}"] - out["ce_ct"]["LIVER"]  # the lesion's portal-venous contrast to the liver
+    out["art_ct"][f"LESION{i}"] = out["art_ct"]["LIVER"] + (2.0 * abs(delta) if hyper else 0.3 * delta)
+    out["del_ct"][f"LESION{i}"] = out["del_ct"]["LIVER"] + 0.4 * delta - (15.0 if hyper else 0.0)
+    out["mr_t2"][f"LESION{i}"] = out["mr_t2"]["LIVER"] * (1.5 + out["mr_t1"]["LIVER"] / max(out["mr_t1"][f"LESION{i}"], 1.0) / 2)
+    out["mr_t1_fat"][f"LESION{i}"] = 0.0
+    out["art_ct"][f"NECROSIS{i}"] = out["nc_ct"][f"NECROSIS{i}"] + 3.0
+    out["del_ct"][f"NECROSIS{i}"] = out["ce_ct"][f"NECROSIS{i}"]
+    out["mr_t2"][f"NECROSIS{i}"] = 1200.0
+    out["mr_t1_fat"][f"NECROSIS{i}"] = 0.0
 
 
 def intensity_lut(intensities: dict, modality: str) -> np.ndarray:

@@ -26,7 +26,7 @@ from sirtjax.phantom.raster import Canonical, Tissue, rasterize
 from sirtjax.volume import Volume
 
 SCHEMA_VERSION = 1
-TEXTURE_FRACTION = MappingProxyType({"nc_ct": 0.06, "ce_ct": 0.05, "mr_t1": 0.04})
+TEXTURE_FRACTION = MappingProxyType({"nc_ct": 0.06, "ce_ct": 0.05, "art_ct": 0.05, "del_ct": 0.05, "mr_t1": 0.04, "mr_t2": 0.04, "mr_opp": 0.04})
 """Standard deviation of the liver parenchyma texture, as a fraction of the liver intensity."""
 STREAMS = ("anatomy", "texture", "postures", "grids", "intensities", "uptake", "noise")
 IMAGE_FILES = tuple(IMAGE_SESSION) + tuple(f"{x}_{k}" for x in ANATOMICAL_IMAGES for k in LABEL_KINDS)
@@ -170,22 +170,40 @@ def _image_arrays(name, config, can, sampler, geom, truth, landmarks, rng) -> di
     session = IMAGE_SESSION[name]
     if name in ("maa_spect", "y90_pet"):
         return {name: _emission(name, config, can, sampler, geom, truth, rng)}
-    modality = {"diag_ct": "ce_ct", "diag_mr": "mr_t1"}.get(name, "nc_ct")
-    lut = modalities.intensity_lut(truth["intensities"], modality)
-    clean = sampler.linear(lut[can.tissue])
+    modality = _modality(name, config)
+    clean = _clean_signal(modality, truth["intensities"], can, sampler)
     texture = sampler.field_linear(can.liver_texture)
-    liver_value = truth["intensities"][modality]["LIVER"]
+    liver_value = truth["intensities"]["mr_t1" if modality == "mr_opp" else modality]["LIVER"]
     clean += texture * np.float32(TEXTURE_FRACTION[modality] * abs(liver_value))
-    if modality == "mr_t1":
+    if modality.startswith("mr"):
         clean = clean * _clip_voids(sampler.points_mm, truth)
         image = modalities.mr_image(rng, clean, config.mr_bias_amplitude, config.mr_noise_fraction, truth["intensities"]["mr_t1"]["LIVER"])
     else:
-        noise = config.contrast_ct_noise_hu if modality == "ce_ct" else config.ct_noise_hu
+        noise = config.contrast_ct_noise_hu if name == "diag_ct" else config.ct_noise_hu
         image = modalities.ct_image(rng, clean, noise)
     lesion_ids = {les["id"] for les in truth["lesions"]}
     here = [{"id": lm["id"], "world_mm": lm["world_mm"][session]} for lm in landmarks]
     labels = sessions.anatomical_labels(can, sampler, geom, here, lesion_ids)
     return {name: image, **{f"{name}_{k}": v for k, v in labels.items()}}
+
+
+def _modality(name: str, config: PhantomConfig) -> str:
+    """The intensity table an anatomical image is rendered with (phase and sequence from config)."""
+    if name == "diag_ct":
+        return {"portal": "ce_ct", "arterial": "art_ct", "delayed": "del_ct"}[config.diag_ct_phase]
+    if name == "diag_mr":
+        return {"t1": "mr_t1", "t2": "mr_t2", "opposed": "mr_opp"}[config.diag_mr_sequence]
+    return "nc_ct"
+
+
+def _clean_signal(modality: str, intensities: dict, can: Canonical, sampler: sessions.CanonicalSampler) -> np.ndarray:
+    """Noise-free image on the session grid; opposed-phase MR is |water - fat| after partial voluming,
+    so voxels that mix fat and water cancel (the dark fat-water boundaries of opposed-phase images)."""
+    if modality != "mr_opp":
+        return sampler.linear(modalities.intensity_lut(intensities, modality)[can.tissue])
+    t1 = sampler.linear(modalities.intensity_lut(intensities, "mr_t1")[can.tissue])
+    fat = sampler.linear(modalities.intensity_lut(intensities, "mr_t1_fat")[can.tissue])
+    return np.abs(t1 - 2 * fat)
 
 
 def _clip_voids(q: np.ndarray, truth: dict) -> np.ndarray:

@@ -1,0 +1,146 @@
+"""Liver DSC of segmentation models on study-renderer images of unseen seeds: the standard images and a stress set.
+
+Every image comes from `sirtjax.phantom.generate_study` (the study renderer, never the training
+generator) for seeds that no training config uses (training 0-23, validation 100-101). One row per
+condition, one column per model; each cell is the mean liver DSC over the seeds (min in brackets)
+after the shipped post-processing, on the image's own grid. Then the CPU time of `segment_liver` on
+a 3 mm CT after compilation and this process's peak memory.
+
+    python benchmarks/segmentation/stress.py [--models liver,OTHER_MODEL_DIR] [--seeds 300,301,302] [--workers 4] [--out FILE.md]
+
+Studies are generated in a process pool (`--workers`); inference runs in the main process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing as mp
+import os
+import platform
+import resource
+import time
+from typing import Any
+
+import numpy as np
+
+# condition -> (image, modality, PhantomConfig overrides); grids are replaced field by field
+ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "CT non-contrast (MAA CT)": ("maa_ct", "ct", {}),
+    "CT portal-venous (diag CT)": ("diag_ct", "ct", {}),
+    "CT low-dose (50 HU noise)": ("maa_ct", "ct", {"ct_noise_hu": 50.0}),
+    "CT 90Y (3.5 mm slices)": ("y90_ct", "ct", {}),
+    "MR T1 (oblique grid)": ("diag_mr", "mr", {}),
+    "stress: CT 3x noise (75 HU)": ("maa_ct", "ct", {"ct_noise_hu": 75.0}),
+    "stress: CT 5 mm slices": ("diag_ct", "ct", {"diag_ct": {"spacing_mm": (1.5, 1.5, 5.0)}}),
+    "stress: CT 8 mm slices": ("diag_ct", "ct", {"diag_ct": {"spacing_mm": (1.5, 1.5, 8.0)}}),
+    "stress: CT arterial phase": ("diag_ct", "ct", {"diag_ct_phase": "arterial"}),
+    "stress: CT delayed phase": ("diag_ct", "ct", {"diag_ct_phase": "delayed"}),
+    "stress: MR T2-like": ("diag_mr", "mr", {"diag_mr_sequence": "t2"}),
+    "stress: MR opposed-phase": ("diag_mr", "mr", {"diag_mr_sequence": "opposed"}),
+    "stress: liver cut by the field of view": ("maa_ct", "ct", {"maa_ct": {"fov_mm": (384.0, 336.0, 120.0)}}),
+    "stress: ~3.5 L liver, large tumours": ("diag_ct", "ct", {"liver_scale": (1.28, 1.32), "n_lesions": (3, 5), "lesion_diameter_mm": (60.0, 100.0)}),
+    "stress: ~0.9 L liver": ("diag_ct", "ct", {"liver_scale": (0.8, 0.82)}),
+    "stress: CT oblique grid": ("diag_ct", "ct", {"diag_ct": {"direction": "oblique"}}),
+    "stress: left lobe far left, compressed": ("diag_ct", "ct", {"left_lobe_shift_mm": 35.0, "liver_ap_scale": 0.8}),
+}
+
+
+def phantom_config(overrides: dict[str, Any]):
+    """PhantomConfig with overrides; a dict value for an image grid replaces those ImageGrid fields."""
+    from sirtjax.phantom import PhantomConfig
+
+    base = PhantomConfig()
+    kw = {k: dataclasses.replace(getattr(base, k), **v) if isinstance(v, dict) else v for k, v in overrides.items()}
+    return dataclasses.replace(base, **kw)
+
+
+def render(job: tuple[str, int]) -> tuple[str, int, dict[str, Any]]:
+    """(condition, seed, {image, liver arrays, geometry, liver ml in view, whole liver ml}) of one row's study."""
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    from sirtjax.phantom import generate_study
+
+    condition, seed = job
+    image, _, overrides = ROWS[condition]
+    study = generate_study(seed, phantom_config(overrides))
+    vol, liver = study.images[image], study.images[image + "_liver"]
+    voxel_ml = float(np.prod(vol.spacing_mm)) / 1000
+    return condition, seed, {
+        "image": np.asarray(vol.array), "liver": np.asarray(liver.array), "spacing": np.asarray(vol.spacing_mm),
+        "origin": np.asarray(vol.origin_mm), "direction": np.asarray(vol.direction),
+        "liver_ml_in_view": float(np.asarray(liver.array).sum()) * voxel_ml, "liver_ml": study.truth["liver_volume_ml"],
+    }
+
+
+def main() -> None:
+    """Render every row for every seed, segment with every model, print (and write) the table."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="liver")
+    ap.add_argument("--seeds", default="300,301,302")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rows", default="", help="comma-separated row numbers (default all)")
+    ap.add_argument("--out", default="")
+    a = ap.parse_args()
+    import jax
+
+    from sirtjax.metrics import dice
+    from sirtjax.models import load_model
+    from sirtjax.segmentation import segment_liver
+    from sirtjax.volume import make_volume
+
+    conditions = list(ROWS) if not a.rows else [list(ROWS)[int(i)] for i in a.rows.split(",")]
+    seeds = [int(s) for s in a.seeds.split(",")]
+    models = {name: load_model(name) for name in a.models.split(",")}
+    jobs = [(c, s) for c in conditions for s in seeds]
+    scores: dict[tuple[str, str], list[float]] = {}
+    volumes: dict[str, list[tuple[float, float]]] = {}
+    t0 = time.perf_counter()
+    with mp.get_context("spawn").Pool(a.workers) as pool:
+        for condition, seed, r in pool.imap_unordered(render, jobs):
+            _, modality, _ = ROWS[condition]
+            vol = make_volume(r["image"], r["spacing"], r["origin"], r["direction"])
+            volumes.setdefault(condition, []).append((r["liver_ml_in_view"], r["liver_ml"]))
+            for name, (model, spec) in models.items():
+                mask = segment_liver(model, spec, vol, modality=modality)
+                scores.setdefault((condition, name), []).append(dice(np.asarray(mask.array), r["liver"]))
+            print(f"{condition} seed {seed}: " + ", ".join(f"{n} {scores[(condition, n)][-1]:.3f}" for n in models), flush=True)
+    lines = [
+        f"device: {jax.devices()[0].platform} ({platform.machine()}, {os.cpu_count()} CPUs); seeds {a.seeds}; models: "
+        + "; ".join(f"{n} = {spec.get('arch')} {spec.get('features')} (val DSC {spec.get('val_dice', '-')})" for n, (_, spec) in models.items()),
+        "",
+        "| condition | image | liver ml in view (whole) | " + " | ".join(models) + " |",
+        "|---|---|---|" + "---|" * len(models),
+    ]
+    for c in conditions:
+        ml = np.mean(volumes[c], axis=0)
+        cells = [f"{np.mean(scores[(c, n)]):.3f} ({np.min(scores[(c, n)]):.3f})" for n in models]
+        lines.append(f"| {c} | {ROWS[c][0]} | {ml[0]:.0f} ({ml[1]:.0f}) | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"mean DSC (min over seeds) per row; {time.perf_counter() - t0:.0f} s in all")
+    lines += _timing(models, make_volume, segment_liver)
+    text = "\n".join(lines)
+    print("\n" + text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text + "\n")
+
+
+def _timing(models: dict, make_volume, segment_liver) -> list[str]:
+    """CPU-or-device wall time of segment_liver on the 3 mm MAA CT of seed 300, after compilation, and peak RSS."""
+    _, _, r = render(("CT non-contrast (MAA CT)", 300))
+    vol = make_volume(r["image"], r["spacing"], r["origin"], r["direction"])
+    out = ["", f"segment_liver on a {'x'.join(str(n) for n in r['image'].shape)} 3 mm CT (seed 300 MAA CT), after compilation:"]
+    for name, (model, spec) in models.items():
+        segment_liver(model, spec, vol, modality="ct")
+        t = []
+        for _ in range(2):
+            s = time.perf_counter()
+            segment_liver(model, spec, vol, modality="ct")
+            t.append(time.perf_counter() - s)
+        out.append(f"- {name}: {min(t):.1f} s (best of 2)")
+    out.append(f"peak memory of this process (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    return out
+
+
+if __name__ == "__main__":
+    main()
