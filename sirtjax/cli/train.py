@@ -12,7 +12,7 @@ from sirtjax.cli._app import app
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Argument(help="JSON training config, e.g. configs/segmentation/liver_phantom.json.")],
+    config: Annotated[Path, typer.Argument(help="JSON training config, e.g. configs/segmentation/liver_synth.json.")],
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Run folder (default runs/<config name>).")] = None,
 ) -> None:
     """Train a U-Net; checkpoints, metrics.jsonl and the best model (best/) go to the run folder.
