@@ -151,3 +151,17 @@ def test_mask_to_liver_dilates_in_mm():
     dist = np.sqrt(((zz - 4) * 3.0) ** 2 + ((yy - 5) * 2.0) ** 2 + ((xx - 6) * 1.0) ** 2)
     np.testing.assert_array_equal(out == np.asarray(image.array), dist <= 6.0)
     assert np.all(out[dist > 6.0] == -0.5)
+
+
+def test_liver_warnings_flag_implausible_volumes_and_several_large_components():
+    from sirtjax.segmentation.postprocess import liver_warnings
+
+    prob = np.zeros((40, 40, 40), np.float32)
+    prob[2:22, 2:22, 2:22] = 0.9  # 8000 voxels
+    assert liver_warnings(prob, voxel_ml=0.2) == []  # 1600 ml, one component
+    (small,) = liver_warnings(prob, voxel_ml=0.05)  # 400 ml
+    assert "implausible liver volume 400 ml" in small
+    prob[25:38, 25:38, 25:38] = 0.8  # a second component, 2197 voxels = 439 ml
+    (several,) = liver_warnings(prob, voxel_ml=0.2)
+    assert "2 components" in several and "1600 ml" in several
+    assert "implausible liver volume 0 ml" in liver_warnings(np.zeros((4, 4, 4)), voxel_ml=1.0)[0]

@@ -27,6 +27,7 @@ def segment(
     from sirtjax.io import read_volume, write_volume
     from sirtjax.models import load_model
     from sirtjax.segmentation import liver_mask, predict_probability
+    from sirtjax.segmentation.postprocess import liver_warnings
     from sirtjax.segmentation.preprocess import MODALITIES
 
     if modality is not None and modality not in MODALITIES:
@@ -47,3 +48,5 @@ def segment(
         write_volume(prob, probability, dtype=np.float32)
     voxel_ml = float(np.prod(vol.spacing_mm)) / 1000.0
     typer.echo(f"liver: {int(mask.array.sum()) * voxel_ml:.1f} ml -> {out}")
+    for line in liver_warnings(np.asarray(prob.array), voxel_ml):
+        typer.echo(f"warning: {line}", err=True)

@@ -42,3 +42,24 @@ def instance_labels(probability: np.ndarray, *, threshold: float = 0.5, min_voxe
     lut = np.zeros(n + 1, np.int32)
     lut[order] = np.arange(1, len(order) + 1, dtype=np.int32)
     return lut[labels]
+
+
+PLAUSIBLE_LIVER_ML = (600.0, 4500.0)
+LARGE_COMPONENT_ML = 50.0
+
+
+def liver_warnings(probability: np.ndarray, voxel_ml: float, *, threshold: float = 0.5) -> list[str]:
+    """One-line warnings for an implausible liver prediction: volume (of the kept largest component)
+    outside PLAUSIBLE_LIVER_ML, or more than one component of at least LARGE_COMPONENT_ML before
+    the largest is kept."""
+    labels, n = ndimage.label(np.asarray(probability) > threshold)
+    sizes_ml = np.sort(np.bincount(labels.ravel())[1:])[::-1] * float(voxel_ml)
+    kept_ml = float(sizes_ml[0]) if n else 0.0
+    out = []
+    lo, hi = PLAUSIBLE_LIVER_ML
+    if not lo <= kept_ml <= hi:
+        out.append(f"implausible liver volume {kept_ml:.0f} ml (expected {lo:.0f}-{hi:.0f} ml): check the image, its modality and the result")
+    large = int(np.sum(sizes_ml >= LARGE_COMPONENT_ML))
+    if large > 1:
+        out.append(f"the prediction has {large} components of >= {LARGE_COMPONENT_ML:.0f} ml; only the largest ({kept_ml:.0f} ml) was kept")
+    return out
