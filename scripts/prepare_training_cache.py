@@ -22,9 +22,9 @@ def _real(args: tuple) -> str:
 
 def _synth(args: tuple) -> str:
     seed, options, cache = args
-    from sirtjax.train.loop import synth_patient
+    from sirtjax.train.synth import phantom_patient
 
-    synth_patient(seed, options, Path(cache))
+    phantom_patient(seed, options, Path(cache))
     return f"seed {seed}: synthetic maps"
 
 

@@ -1,11 +1,12 @@
 """Random patch sampling with augmentation, all from explicit keys (jit- and vmap-able).
 
 A patch is read from a whole prepared volume (z, y, x) through sampling coordinates, so rotation
-and elastic deformation never leave empty corners: the patch centre, a rotation (uniform angles up
-to `max_rotation_deg` about each axis), a smooth elastic displacement (Gaussian control-point
-offsets of `elastic_mm` std every `elastic_spacing_mm`, interpolated linearly) and optional flips
-define where each patch voxel is read. Coordinates are in voxel indices (z, y, x); rotations and
-displacements are applied in mm using `spacing_zyx_mm`, so they are physical on anisotropic grids.
+and elastic deformation never leave empty corners: the patch centre, optional flips, a per-axis
+scaling (log-uniform in `scale_range`), a rotation (uniform angles up to `max_rotation_deg` about
+each axis) and a smooth elastic displacement (Gaussian control-point offsets of `elastic_mm` std
+every `elastic_spacing_mm`, interpolated linearly) define where each patch voxel is read.
+Coordinates are in voxel indices (z, y, x) of the source; rotations and displacements are applied
+in mm, so they are physical on anisotropic grids and when the source has another spacing.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.ndimage import map_coordinates
 
 
@@ -28,6 +30,7 @@ class AugmentConfig:
     elastic_spacing_mm: float = 30.0
     intensity_shift: float = 0.05  # std of an additive shift of the windowed image
     intensity_scale: float = 0.05  # std of a multiplicative change (1 + s)
+    scale_range: tuple[float, float] = (1.0, 1.0)  # per-axis scaling of the anatomy, log-uniform
 
 
 def rotation_matrix(angles_rad: jax.Array) -> jax.Array:
@@ -41,20 +44,29 @@ def rotation_matrix(angles_rad: jax.Array) -> jax.Array:
     return out
 
 
+def patch_offsets_mm(patch_shape: Sequence[int], spacing_zyx_mm: Sequence[float]) -> jax.Array:
+    """Offsets (3, *patch_shape) in mm of each patch voxel from the patch centre (z, y, x)."""
+    return jnp.stack(jnp.meshgrid(*[(jnp.arange(n, dtype=jnp.float32) - (n - 1) / 2) * s for n, s in zip(patch_shape, spacing_zyx_mm)], indexing="ij"))
+
+
 def patch_coordinates(
     key: jax.Array,
     centre_zyx: jax.Array,
     patch_shape: Sequence[int],
     spacing_zyx_mm: Sequence[float],
     cfg: AugmentConfig,
+    source_spacing_zyx_mm: Sequence[float] | None = None,
 ) -> jax.Array:
-    """Sampling coordinates (3, *patch_shape) in voxel indices (z, y, x) of the source volume."""
+    """Sampling coordinates (3, *patch_shape) in voxel indices (z, y, x) of the source volume.
+
+    The patch has spacing `spacing_zyx_mm`; the source has `source_spacing_zyx_mm` (default: the same).
+    """
     k_rot, k_el, k_flip = jax.random.split(key, 3)
-    spacing = jnp.asarray(spacing_zyx_mm, jnp.float32)
-    rel = jnp.stack(jnp.meshgrid(*[jnp.arange(n, dtype=jnp.float32) - (n - 1) / 2 for n in patch_shape], indexing="ij"))
     flips = jax.random.bernoulli(k_flip, jnp.asarray(cfg.flip_prob, jnp.float32))
-    rel = rel * jnp.where(flips, -1.0, 1.0)[:, None, None, None]
-    rel_mm = rel * spacing[:, None, None, None]
+    rel_mm = patch_offsets_mm(patch_shape, spacing_zyx_mm) * jnp.where(flips, -1.0, 1.0)[:, None, None, None]
+    if tuple(cfg.scale_range) != (1.0, 1.0):
+        lo, hi = np.log(cfg.scale_range[0]), np.log(cfg.scale_range[1])
+        rel_mm = rel_mm / jnp.exp(jax.random.uniform(jax.random.fold_in(key, 3), (3,), minval=lo, maxval=hi))[:, None, None, None]
     angles = jnp.deg2rad(cfg.max_rotation_deg) * jax.random.uniform(k_rot, (3,), minval=-1.0, maxval=1.0)
     rel_mm = jnp.einsum("ij,j...->i...", rotation_matrix(angles), rel_mm)
     if cfg.elastic_mm > 0:
@@ -62,7 +74,16 @@ def patch_coordinates(
         ctrl = tuple(max(2, int(e // cfg.elastic_spacing_mm) + 2) for e in extent)
         coarse = cfg.elastic_mm * jax.random.normal(k_el, (3, *ctrl))
         rel_mm = rel_mm + jax.image.resize(coarse, (3, *patch_shape), method="linear")
-    return rel_mm / spacing[:, None, None, None] + jnp.asarray(centre_zyx, jnp.float32)[:, None, None, None]
+    source = jnp.asarray(spacing_zyx_mm if source_spacing_zyx_mm is None else source_spacing_zyx_mm, jnp.float32)
+    return rel_mm / source[:, None, None, None] + jnp.asarray(centre_zyx, jnp.float32)[:, None, None, None]
+
+
+def patch_centre(k_fg: jax.Array, k_which: jax.Array, k_uni: jax.Array, foreground: jax.Array, shape: jax.Array, foreground_prob: float) -> jax.Array:
+    """A patch centre (3,) float: one of the foreground voxels (K, 3) with probability foreground_prob
+    (drawn with k_fg; which one with k_which), else a uniform position (k_uni) in a volume of `shape` (3,)."""
+    fg = foreground[jax.random.randint(k_which, (), 0, foreground.shape[0])].astype(jnp.float32)
+    uni = jax.random.uniform(k_uni, (3,)) * (shape.astype(jnp.float32) - 1)
+    return jnp.where(jax.random.bernoulli(k_fg, foreground_prob), fg, uni)
 
 
 def sample_patch(volume: jax.Array, coords: jax.Array, *, order: int, cval: float) -> jax.Array:

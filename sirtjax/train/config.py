@@ -37,12 +37,16 @@ class SynthSource:
     generator: SynthConfig = SynthConfig()
 
 
+def _tuples(raw: dict[str, Any]) -> dict[str, Any]:
+    """JSON lists as tuples (the frozen config dataclasses hold tuples)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+
+
 def _synth_source(raw: dict[str, Any] | None) -> SynthSource | None:
     if raw is None:
         return None
-    gen = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.get("generator", {}).items()}
-    variants = tuple({k: tuple(v) if isinstance(v, list) else v for k, v in var.items()} for var in raw.get("variants", [{}]))
-    return SynthSource(tuple(int(s) for s in raw["seeds"]), variants or ({},), int(raw.get("n_real", 1)), SynthConfig(**gen))
+    variants = tuple(_tuples(var) for var in raw.get("variants", [{}]))
+    return SynthSource(tuple(int(s) for s in raw["seeds"]), variants or ({},), int(raw.get("n_real", 1)), SynthConfig(**_tuples(raw.get("generator", {}))))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +85,7 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:
             plateau_factor=float(plateau.get("factor", 0.2)),
             plateau_patience=int(plateau.get("patience", 2)),
             plateau_min_scale=float(plateau.get("min_scale", 1e-3)),
-            augment=AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()}),
+            augment=AugmentConfig(**_tuples(aug)),
             synth=synth,
         )
     except (TypeError, KeyError) as exc:

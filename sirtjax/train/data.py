@@ -22,7 +22,7 @@ import numpy as np
 from sirtjax.errors import InputError
 from sirtjax.io import read_volume
 from sirtjax.segmentation.preprocess import prepare_image, prepare_label
-from sirtjax.train.augment import AugmentConfig, augment_intensity, patch_coordinates, sample_patch
+from sirtjax.train.augment import AugmentConfig, augment_intensity, patch_centre, patch_coordinates, sample_patch
 from sirtjax.volume import Volume
 
 PAD_VALUE = -0.5  # the window floor: outside the scan reads as air
@@ -180,9 +180,7 @@ def sample_batch(
         k_case, k_fg, k_which, k_uni, k_geo, k_int = jax.random.split(k, 6)
         case = jax.random.categorical(k_case, data.log_weights)
         shape = data.shapes[case].astype(jnp.float32)
-        fg_centre = data.foreground[case, jax.random.randint(k_which, (), 0, data.foreground.shape[1])].astype(jnp.float32)
-        uni_centre = jax.random.uniform(k_uni, (3,)) * (shape - 1)
-        centre = jnp.where(jax.random.bernoulli(k_fg, foreground_prob), fg_centre, uni_centre)
+        centre = patch_centre(k_fg, k_which, k_uni, data.foreground[case], shape, foreground_prob)
         coords = patch_coordinates(k_geo, centre, in_patch, spacing_zyx_mm, aug)
         # outside a case's own shape (the stacking pad) also reads as air / background
         image = sample_patch(data.images[case], coords, order=1, cval=PAD_VALUE)

@@ -8,7 +8,6 @@ validation; `metrics.jsonl` gets one line per logged step and per validation.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -25,9 +24,9 @@ from sirtjax.segmentation.infer import DEFAULT_TILE_OUT, foreground, predict_arr
 from sirtjax.segmentation.postprocess import liver_mask
 from sirtjax.train import checkpoint
 from sirtjax.train.config import TrainConfig
-from sirtjax.train.data import Case, batch_sampler, msd_cases, phantom_cases, save_npz_atomic, stack_cases
+from sirtjax.train.data import Case, batch_sampler, msd_cases, phantom_cases, stack_cases
 from sirtjax.train.step import data_parallel, init_opt_state, make_optimizers, make_train_step, plateau_update
-from sirtjax.train.synth import mixed_sampler, patient_maps, stack_label_maps, synth_sampler
+from sirtjax.train.synth import mixed_sampler, phantom_label_maps, synth_sampler
 
 LOG_EVERY = 10
 
@@ -47,30 +46,6 @@ def load_cases(cfg: TrainConfig, cache_dir: Path | None) -> tuple[list[Case], li
     return cases[n_val:], cases[:n_val]
 
 
-def canonical_spacing_mm(options: dict[str, Any]) -> float:
-    """The canonical grid spacing (mm) of phantoms made with these PhantomConfig options."""
-    from sirtjax.phantom import PhantomConfig
-
-    c = PhantomConfig(**options)
-    return float(c.canonical_spacing_mm * c.spacing_scale)
-
-
-def synth_patient(seed: int, options: dict[str, Any], cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
-    """(tissue, liver distance) maps of a phantom seed for the generator, cached as .npz in cache_dir."""
-    from sirtjax.phantom import PhantomConfig
-    from sirtjax.phantom.study import canonical_patient
-
-    tag = hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
-    path = None if cache_dir is None else Path(cache_dir) / f"synth_seed{seed}_{tag}.npz"
-    if path is not None and path.is_file():
-        with np.load(path) as d:
-            return d["tissue"], d["liver_mm"]
-    tissue, liver_mm = patient_maps(canonical_patient(int(seed), PhantomConfig(**options)))
-    if path is not None:
-        save_npz_atomic(path, tissue=tissue, liver_mm=liver_mm)
-    return tissue, liver_mm
-
-
 def make_sampler(
     cfg: TrainConfig, train_cases: Sequence[Case], in_patch: Sequence[int], out_patch: Sequence[int], cache_dir: Path | None = None
 ) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
@@ -86,13 +61,9 @@ def make_sampler(
     if cfg.synth is None:
         return real
     src = cfg.synth
-    options = [src.variants[i % len(src.variants)] for i in range(len(src.seeds))]
-    spacings = {canonical_spacing_mm(o) for o in options}
-    if len(spacings) != 1:
-        raise ValueError(f"synth variants must share one canonical spacing, got {sorted(spacings)}")
-    maps = stack_label_maps([synth_patient(seed, o, cache_dir) for seed, o in zip(src.seeds, options)], seed=cfg.seed)
+    maps, source_mm = phantom_label_maps(src.seeds, src.variants, cache_dir, seed=cfg.seed)
     synth = synth_sampler(
-        maps, spacings.pop(), batch_size=cfg.batch_size - n_real, in_patch=in_patch, out_patch=out_patch, spacing_mm=spacing[0],
+        maps, source_mm, batch_size=cfg.batch_size - n_real, in_patch=in_patch, out_patch=out_patch, spacing_mm=spacing[0],
         cfg=src.generator, foreground_prob=cfg.foreground_prob,
     )
     return mixed_sampler(real, synth)

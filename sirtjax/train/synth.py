@@ -30,16 +30,23 @@ that windowed space, not in HU; the slice profile is Gaussian; noise is white.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
+from sirtjax.phantom.config import PhantomConfig
 from sirtjax.phantom.raster import Canonical, Tissue
-from sirtjax.train.augment import rotation_matrix
+from sirtjax.phantom.study import canonical_patient
+from sirtjax.train.augment import AugmentConfig, patch_centre, patch_coordinates, patch_offsets_mm
+from sirtjax.train.data import save_npz_atomic
 
 N_CODES = 64  # tissue codes 0..63: Tissue, LESION + i, NECROSIS + i
 FLUID = 63  # the code painted for ascites and resection cavities (unused by the phantom)
@@ -112,6 +119,28 @@ def stack_label_maps(patients: Sequence[tuple[np.ndarray, np.ndarray]], *, n_for
     )
 
 
+def phantom_patient(seed: int, options: dict[str, Any], cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`patient_maps` of a phantom seed made with PhantomConfig(**options), cached as .npz in cache_dir."""
+    tag = hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
+    path = None if cache_dir is None else Path(cache_dir) / f"synth_seed{seed}_{tag}.npz"
+    if path is not None and path.is_file():
+        with np.load(path) as d:
+            return d["tissue"], d["liver_mm"]
+    tissue, liver_mm = patient_maps(canonical_patient(int(seed), PhantomConfig(**options)))
+    if path is not None:
+        save_npz_atomic(path, tissue=tissue, liver_mm=liver_mm)
+    return tissue, liver_mm
+
+
+def phantom_label_maps(seeds: Sequence[int], variants: Sequence[dict[str, Any]], cache_dir: Path | None, *, seed: int = 0) -> tuple[LabelMaps, float]:
+    """(LabelMaps, canonical spacing mm) of phantom seeds; seed i is made with variants[i % len(variants)]."""
+    options = [variants[i % len(variants)] for i in range(len(seeds))]
+    spacings = {float(c.canonical_spacing_mm * c.spacing_scale) for c in (PhantomConfig(**o) for o in options)}
+    if len(spacings) != 1:
+        raise ValueError(f"synth variants must share one canonical spacing, got {sorted(spacings)}")
+    return stack_label_maps([phantom_patient(s, o, cache_dir) for s, o in zip(seeds, options)], seed=seed), spacings.pop()
+
+
 def _gather(volume: jax.Array, idx: jax.Array, outside) -> jax.Array:
     """volume (Z, Y, X) at integer indices idx (3, ...), `outside` beyond its bounds."""
     shape = jnp.asarray(volume.shape)[:, None, None, None]
@@ -140,17 +169,14 @@ def _resample_axis(x: jax.Array, factor: jax.Array, axis: int) -> jax.Array:
     lo, hi = k * factor, jnp.minimum((k + 1) * factor, n - 1)
     t = jnp.where(hi > lo, (pos - lo) / jnp.maximum(hi - lo, 1e-6), 0.0)
 
-    def at(p):  # linear interpolation of x at fractional positions p along the axis
-        i0 = jnp.clip(jnp.floor(p).astype(jnp.int32), 0, n - 1)
-        i1 = jnp.clip(i0 + 1, 0, n - 1)
-        f = p - jnp.floor(p)
-        shape = [1] * x.ndim
-        shape[axis] = n
-        a, b = jnp.take(x, i0, axis=axis), jnp.take(x, i1, axis=axis)
-        return a + f.reshape(shape) * (b - a)
-
     shape = [1] * x.ndim
     shape[axis] = n
+
+    def at(p):  # linear interpolation of x at fractional positions p along the axis
+        i0 = jnp.clip(jnp.floor(p).astype(jnp.int32), 0, n - 1)
+        a, b = jnp.take(x, i0, axis=axis), jnp.take(x, jnp.clip(i0 + 1, 0, n - 1), axis=axis)
+        return a + (p - jnp.floor(p)).reshape(shape) * (b - a)
+
     return at(lo) + t.reshape(shape) * (at(hi) - at(lo))
 
 
@@ -174,20 +200,6 @@ def _acquire(key: jax.Array, image: jax.Array, spacing_mm: float, cfg: SynthConf
     n1, n2 = sd * jax.random.normal(k_n1, x.shape), sd * jax.random.normal(k_n2, x.shape)
     x = jnp.where(jax.random.bernoulli(k_ric, cfg.rician_prob), jnp.sqrt((x + n1) ** 2 + n2**2), x + n1)
     return jnp.clip(x - 0.5, -0.5, 0.5)
-
-
-def _geometry(key: jax.Array, centre: jax.Array, patch: Sequence[int], spacing_mm: float, source_mm: float, cfg: SynthConfig) -> tuple[jax.Array, jax.Array]:
-    """(source voxel coordinates (3, *patch) float, patch-relative mm (3, *patch)) of one patch."""
-    k_rot, k_scale, k_el = jax.random.split(key, 3)
-    rel_mm = jnp.stack(jnp.meshgrid(*[(jnp.arange(n, dtype=jnp.float32) - (n - 1) / 2) * spacing_mm for n in patch], indexing="ij"))
-    lo, hi = np.log(cfg.scale_range[0]), np.log(cfg.scale_range[1])
-    scale = jnp.exp(jax.random.uniform(k_scale, (3,), minval=lo, maxval=hi))
-    angles = jnp.deg2rad(cfg.max_rotation_deg) * jax.random.uniform(k_rot, (3,), minval=-1.0, maxval=1.0)
-    src_mm = jnp.einsum("ij,j...->i...", rotation_matrix(angles), rel_mm / scale[:, None, None, None])
-    if cfg.elastic_mm > 0:
-        ctrl = tuple(max(2, int(n * spacing_mm // cfg.elastic_spacing_mm) + 2) for n in patch)
-        src_mm = src_mm + jax.image.resize(cfg.elastic_mm * jax.random.normal(k_el, (3, *ctrl)), (3, *patch), method="linear")
-    return src_mm / source_mm + centre[:, None, None, None], rel_mm
 
 
 def _edit_anatomy(key: jax.Array, tissue: jax.Array, liver_mm: jax.Array, rel_mm: jax.Array, cfg: SynthConfig) -> tuple[jax.Array, jax.Array]:
@@ -244,18 +256,19 @@ def synth_batch(
 ) -> tuple[jax.Array, jax.Array]:
     """Synthetic patches: inputs (B, *in_patch, 1) float32 in [-0.5, 0.5], liver labels (B, *out_patch, 1)."""
     margin = [(i - o) // 2 for i, o in zip(in_patch, out_patch)]
+    spatial = AugmentConfig(
+        max_rotation_deg=cfg.max_rotation_deg, elastic_mm=cfg.elastic_mm, elastic_spacing_mm=cfg.elastic_spacing_mm, scale_range=cfg.scale_range
+    )
 
     def one(k: jax.Array) -> tuple[jax.Array, jax.Array]:
         k_case, k_fg, k_which, k_uni, k_geo, k_edit, k_con, k_acq, k_fov = jax.random.split(k, 9)
         case = jax.random.randint(k_case, (), 0, maps.tissue.shape[0])
-        shape = jnp.asarray(maps.tissue.shape[1:], jnp.float32)
-        fg = maps.foreground[case, jax.random.randint(k_which, (), 0, maps.foreground.shape[1])].astype(jnp.float32)
-        centre = jnp.where(jax.random.bernoulli(k_fg, foreground_prob), fg, jax.random.uniform(k_uni, (3,)) * (shape - 1))
-        coords, rel_mm = _geometry(k_geo, centre, in_patch, spacing_mm, source_mm, cfg)
+        centre = patch_centre(k_fg, k_which, k_uni, maps.foreground[case], jnp.asarray(maps.tissue.shape[1:]), foreground_prob)
+        coords = patch_coordinates(k_geo, centre, in_patch, (spacing_mm,) * 3, spatial, (source_mm,) * 3)
         idx = jnp.round(coords).astype(jnp.int32)
         tissue = _gather(maps.tissue[case], idx, jnp.uint8(Tissue.AIR))
         liver_mm = _gather(maps.liver_mm[case], idx, jnp.uint8(FAR_MM))
-        tissue, liver = _edit_anatomy(k_edit, tissue, liver_mm, rel_mm, cfg)
+        tissue, liver = _edit_anatomy(k_edit, tissue, liver_mm, patch_offsets_mm(in_patch, (spacing_mm,) * 3), cfg)
         image = _acquire(k_acq, _contrast(k_con, tissue, cfg), spacing_mm, cfg)
         inside = _fov_cut(k_fov, in_patch, cfg)
         image = jnp.where(inside, image, PAD_VALUE)
