@@ -51,6 +51,9 @@ def test_bsa_worked_check_and_resin_reduction():
     assert reduced.activity_gbq == pytest.approx(0.6 * p.activity_gbq)
     codes = {w.code for w in reduced.warnings}
     assert codes == {"lung_shunt_above_limit", "bsa_activity_reduced"}
+    # The reduction concerns the BSA column only (the report shows every method's warnings in one box).
+    message = next(w.message for w in reduced.warnings if w.code == "bsa_activity_reduced")
+    assert message.startswith("BSA method only:") and "60 %" in message and "25.0 %" in message
 
 
 def test_warnings_are_structured():

@@ -180,6 +180,7 @@ def bsa_method(height_m: float, weight_kg: float, tumour_volume_ml: float, norma
                "liver_density_g_ml": density}
     extra = []
     if reduction < 1.0:
-        message = f"activity reduced to {100 * reduction:g} % for a lung shunt of {100 * lsf:.1f} %"
+        message = (f"BSA method only: its activity is reduced to {100 * reduction:g} % for a lung shunt of "
+                   f"{100 * lsf:.1f} % (resin-sphere rule; the other methods' activities are not reduced)")
         extra.append(DosimetryWarning("bsa_activity_reduced", message, reduction, None))
     return _finish("bsa", activity, lsf, _check_positive("lung mass", lung_mass_kg), [comp], c, details, extra)
