@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,11 +23,18 @@ import numpy as np
 import SimpleITK as sitk
 
 from sirtjax.errors import InputError
+from sirtjax.outputs import default_mode, output_dir
 from sirtjax.volume import Volume, index_to_world, make_volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+SLICE_GAP_TOLERANCE = 0.01
+"""Largest relative deviation of a DICOM series' slice gaps from their median that is accepted."""
+
+# ITK prints its warnings on the C-level stderr; sirtjax checks what they warn about (missing and
+# unevenly spaced DICOM slices, empty folders) itself and says it in one line.
+sitk.ProcessObject.SetGlobalWarningDisplay(False)
 
 
 def _suffix(path: Path) -> str:
@@ -91,9 +97,31 @@ def _check_dimensions(p: Path, array: np.ndarray, vector: bool) -> None:
         raise InputError(p, "the image is empty")
 
 
+def available_memory_bytes() -> int:
+    """Memory the system can give without swapping (MemAvailable on Linux, else the physical total)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _check_memory(p: Path, shape: tuple[int, ...], itemsize: int) -> None:
+    """InputError before loading when the voxels (as at least float32) would not fit in available memory."""
+    need = int(np.prod(np.asarray(shape, dtype=np.float64))) * max(int(itemsize), 4)
+    have = available_memory_bytes()
+    if need > have:
+        raise InputError(p, f"the image ({'x'.join(map(str, shape))} voxels) needs {need / 2**30:.1f} GiB of memory "
+                            f"to load; {have / 2**30:.1f} GiB are available")
+
+
 def _read_nifti(p: Path) -> Volume:
     try:
         img = nib.load(str(p))
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise InputError(p, f"cannot read NIfTI file ({_short(exc)})") from None
+    _check_memory(p, img.shape, img.get_data_dtype().itemsize)
+    try:
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises many types for corrupt files
         raise InputError(p, f"cannot read NIfTI file ({_short(exc)})") from None
@@ -122,8 +150,12 @@ def _orthonormalise(d: np.ndarray) -> np.ndarray:
 
 
 def _read_sitk_file(p: Path) -> Volume:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
     try:
-        img = sitk.ReadImage(str(p))
+        reader.ReadImageInformation()
+        _check_memory(p, (*reader.GetSize(), reader.GetNumberOfComponents()), 4)
+        img = reader.Execute()
     except RuntimeError as exc:
         raise InputError(p, f"cannot read image ({_short(exc)})") from None
     return _from_sitk(p, img)
@@ -140,12 +172,42 @@ def _read_dicom_series(p: Path) -> Volume:
     if len(series) > 1:
         raise InputError(p, f"the folder holds {len(series)} DICOM series; give a folder with one")
     files = reader.GetGDCMSeriesFileNames(str(p), series[0])
+    _check_slices(p, files)
     reader.SetFileNames(files)
     try:
         img = reader.Execute()
     except RuntimeError as exc:
         raise InputError(p, f"cannot read the DICOM series ({_short(exc)})") from None
     return _from_sitk(p, img)
+
+
+def _check_slices(p: Path, files) -> None:
+    """InputError unless the series' slices are evenly spaced along their normal and fit in memory."""
+    origins, first = [], None
+    for name in files:
+        info = sitk.ImageFileReader()
+        info.SetFileName(name)
+        try:
+            info.ReadImageInformation()
+        except RuntimeError as exc:
+            raise InputError(p, f"cannot read the DICOM file {Path(name).name} ({_short(exc)})") from None
+        first = first or info
+        origins.append(info.GetOrigin())
+    _check_memory(p, (len(files), *first.GetSize()[:2]), 4)
+    if len(files) < 3:
+        return
+    normal = np.reshape(first.GetDirection(), (3, 3))[:, 2]
+    gaps = np.diff(np.sort(np.asarray(origins) @ normal))
+    median = float(np.median(gaps))
+    if median <= 0 or np.min(gaps) < 1e-3:
+        raise InputError(p, "two slices of the DICOM series lie at the same position")
+    if np.max(gaps) > 1.5 * median:
+        missing = int(round(float(np.sum(gaps / median - 1))))
+        raise InputError(p, f"the DICOM series has missing slices (about {missing}; gaps of {median:.2f} to "
+                            f"{np.max(gaps):.2f} mm)")
+    if np.max(np.abs(gaps - median)) > SLICE_GAP_TOLERANCE * median:
+        raise InputError(p, f"the DICOM series has uneven slice spacing (gaps of {np.min(gaps):.2f} to "
+                            f"{np.max(gaps):.2f} mm)")
 
 
 def _from_sitk(p: Path, img: sitk.Image) -> Volume:
@@ -238,7 +300,7 @@ def _atomic_path(p: Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, _default_mode(0o666))  # mkstemp creates 0600; give the usual permissions
+        os.chmod(tmp, default_mode(0o666))  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, p)
     finally:
         if tmp.exists():
@@ -355,50 +417,9 @@ def save_dicom_series(slices: list, folder: Path) -> list[Path]:
 def _write_dicom_series(vol: Volume, folder: Path, modality: str) -> None:
     if np.asarray(vol.array).ndim != 3:
         raise InputError(folder, "only scalar images can be written as a DICOM series")
-    if folder.exists() and any(folder.iterdir()):
-        raise InputError(folder, "the DICOM output folder exists and is not empty")
     slices = dicom_series(vol, modality=modality)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with output_dir(folder) as staging:
         save_dicom_series(slices, staging)
-        if folder.exists():
-            folder.rmdir()
-        os.chmod(staging, _default_mode(0o777))  # mkdtemp creates 0700
-        os.replace(staging, folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-
-
-@contextlib.contextmanager
-def output_dir(path: str | Path) -> Iterator[Path]:
-    """Stage a command's outputs in a temporary sibling folder; move them into path on success.
-
-    On an exception nothing appears in path and the staging folder is removed, so outputs appear
-    complete or not at all. Files already in path with other names are left alone.
-    """
-    final = Path(path)
-    if final.exists() and not final.is_dir():
-        raise InputError(final, "the output path exists and is not a folder")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    try:
-        yield staging
-        final.mkdir(exist_ok=True)
-        for item in sorted(staging.iterdir()):
-            target = final / item.name
-            if target.is_dir() and item.is_dir():
-                shutil.rmtree(target)
-            os.replace(item, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _default_mode(mode: int) -> int:
-    """The permission bits a plain open()/mkdir() would give under the current umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return mode & ~umask
 
 
 def _short(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.ndimage import map_coordinates
 
-from sirtjax.volume import Volume, make_volume, world_grid, world_points_to_index
+from sirtjax.volume import Volume, describe_grid, make_volume, same_grid, world_grid, world_points_to_index
 
 
 def sample_index(
@@ -113,3 +113,36 @@ def crop_to_mask(vol: Volume, mask: np.ndarray, *, margin_mm: float = 0.0) -> Vo
     sub = np.asarray(vol.array)[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
     origin = np.asarray(vol.origin_mm) + np.asarray(vol.direction) @ (np.asarray(vol.spacing_mm) * lo[::-1])
     return make_volume(sub, vol.spacing_mm, origin, vol.direction)
+
+
+def labels_on_grid(labels: Volume, grid: Volume, name: str, grid_name: str = "activity") -> tuple[np.ndarray, dict]:
+    """A label map (z, y, x) on the grid of ``grid`` (int32) and a JSON-ready note of the resampling.
+
+    Same grid: used as is. Another grid: resampled by nearest neighbour in physical space
+    (:func:`resample_to`). Raises ValueError when the labels are not integers, or
+    are non-empty but fall entirely outside the grid.
+    """
+    array = np.asarray(labels.array)
+    if array.dtype == np.bool_:
+        array = array.astype(np.int32)
+    if not np.issubdtype(array.dtype, np.integer):
+        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+            raise ValueError(f"the {name} image is not a mask or label map (non-integer values)")
+    if np.any(array < 0):
+        raise ValueError(f"the {name} label map has negative labels")
+    array = array.astype(np.int32)
+    input_ml = float(np.count_nonzero(array)) * float(np.prod(labels.spacing_mm)) / 1000.0
+    if same_grid(labels, grid):
+        on_grid, resampled = array, False
+    else:
+        on_grid = np.asarray(resample_to(labels.with_array(array), grid, order=0).array, np.int32)
+        resampled = True
+        if input_ml > 0 and not np.any(on_grid):
+            raise ValueError(f"the {name} mask does not overlap the {grid_name} grid ({describe_grid(grid)})")
+    note = {
+        "resampled_nearest": resampled,
+        "input_grid": describe_grid(labels),
+        "volume_ml_input": input_ml,
+        "volume_ml_on_grid": float(np.count_nonzero(on_grid)) * float(np.prod(grid.spacing_mm)) / 1000.0,
+    }
+    return on_grid, note

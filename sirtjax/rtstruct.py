@@ -31,7 +31,8 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
 
 from sirtjax.errors import InputError
-from sirtjax.io import dicom_dataset, dicom_decimals, dicom_series, output_dir, save_dicom_series
+from sirtjax.io import dicom_dataset, dicom_decimals, dicom_series, save_dicom_series
+from sirtjax.outputs import output_dir
 from sirtjax.report.colours import voi_colour_rgb
 from sirtjax.volume import Volume, index_to_world, same_grid
 

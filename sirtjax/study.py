@@ -103,6 +103,11 @@ class StudyManifest:
     truth_path: Path | None
     lung_shunt_fraction: float | None = None  # planar scintigraphy, in [0, 1)
 
+    def input_paths(self) -> tuple[Path, ...]:
+        """The manifest's folder and every file it names: what a workflow's output must keep clear of."""
+        named = [s.path for s in self.series.values()] + [p for m in self.masks.values() for p in m.values()]
+        return (self.path.parent, *named, *([self.truth_path] if self.truth_path else []))
+
     def session_series(self, session: str, role: str) -> str | None:
         """The series name playing role ('ct', 'mr', 'spect', 'pet') in session, or None."""
         return self.sessions.get(session, {}).get(role)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -39,3 +40,7 @@ def _root(
     """SIRT image analysis in JAX: phantoms, registration, segmentation, dosimetry, planning."""
     del debug  # read by sirtjax.cli.main before the app runs
     enable_compilation_cache()
+
+
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output as a whole (default: refuse it).")]
+"""The ``--overwrite`` flag of every command that writes outputs (:mod:`sirtjax.outputs`)."""

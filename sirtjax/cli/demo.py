@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import app
+from sirtjax.cli._app import Overwrite, app
 
 DEMO_MASKS = {
     "maa_ct": ("liver", "lungs", "labels"),
@@ -34,9 +34,10 @@ def clinical_manifest(manifest: dict, masks: dict = DEMO_MASKS) -> dict:
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Argument(help="Output folder (replaced): study/, plan/, verification files, report.html.")],
+    out: Annotated[Path, typer.Argument(help="Output folder (refused if it exists, unless --overwrite): study/, plan/, verification files, report.html.")],
     seed: Annotated[int, typer.Option("--seed", help="Phantom seed (the default, 200, is none of the liver model's training or validation phantoms).")] = 200,
     small: Annotated[bool, typer.Option("--small", help="Coarse 6 mm phantom (seconds; for tests).")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Generate a phantom study, plan and verify it (quick registration), and write the HTML report.
 
@@ -46,7 +47,6 @@ def demo(
     When the default liver model is installed, the MAA and 90Y CT livers are segmented with it and
     their Dice against the phantom's truth is printed.
     """
-    import json
     import shutil
     import tempfile
     import time
@@ -55,6 +55,7 @@ def demo(
     from sirtjax.errors import InputError
     from sirtjax.phantom import PhantomConfig, generate_study, write_study
     from sirtjax.metrics import dice
+    from sirtjax.outputs import check_output, write_json
     from sirtjax.pipelines.inputs import QUICK_REGISTRATION, WorkflowOptions
     from sirtjax.pipelines.run import run_study
     from sirtjax.pipelines.segment import model_available, model_segmenter
@@ -62,8 +63,7 @@ def demo(
 
     if seed < 0:
         raise InputError("--seed", f"must be a non-negative integer, got {seed}")
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "the output path exists and is not a folder")
+    check_output(out, overwrite=overwrite)
     start = time.perf_counter()
     bar, say, progress = progress_bars()
     with bar, tempfile.TemporaryDirectory() as scratch:
@@ -74,14 +74,14 @@ def demo(
         manifest = {**clinical_manifest(phantom.manifest, demo_masks(segment)),
                     "lung_shunt_fraction": phantom.truth["lung_shunt_fraction"]["maa"]}
         study_dir = write_study(phantom, Path(scratch) / "study")
-        (study_dir / "study.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        write_json(manifest, study_dir / "study.json", sort_keys=True)
         study = parse_manifest(manifest, study_dir / "study.json")
 
         def keep_study(tmp: Path) -> None:
             shutil.copytree(study_dir, tmp / "study")
 
         options = WorkflowOptions(registration=QUICK_REGISTRATION, segmenter=model_segmenter() if segment else None)
-        result = run_study(study, out, verify_too=True, options=options, seed=0, say=say, progress=progress,
+        result = run_study(study, out, overwrite=overwrite, verify_too=True, options=options, seed=0, say=say, progress=progress,
                            extra=keep_study,
                            subtitle=f"Demo on phantom seed {seed}: lesions from the diagnostic CT mapped by registration; "
                                     "the true LSF stands in for planar scintigraphy")

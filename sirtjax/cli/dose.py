@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import app
+from sirtjax.cli._app import Overwrite, app
 
 
 class Model(str, Enum):
@@ -63,6 +63,7 @@ def dose(
     liver_density: Annotated[float, typer.Option("--liver-density", help="Liver density (g/ml) for LDM without CT.")] = 1.03,
     dose_levels: Annotated[str, typer.Option("--dx", help="D_x levels, % of VOI volume.")] = "70,50",
     volume_levels: Annotated[str, typer.Option("--vx", help="V_x levels in Gy.")] = "70,100,120",
+    overwrite: Overwrite = False,
 ) -> None:
     """Voxel dose (Gy) on the activity grid with per-VOI mean/min/max, D_x, V_x and cumulative DVHs.
 
@@ -76,8 +77,11 @@ def dose(
 
     from sirtjax.dosimetry.outputs import write_dose_outputs
     from sirtjax.dosimetry.voxel import DoseInputError, voxel_dosimetry
-    from sirtjax.io import output_dir, read_volume
+    from sirtjax.io import read_volume
+    from sirtjax.outputs import check_output, output_dir
 
+    inputs = [p for p in (activity, liver, lesions, lung, ct) if p is not None]
+    check_output(out, overwrite=overwrite, inputs=inputs)
     dx = parse_levels(dose_levels, "--dx")
     if any(not 0.0 <= x <= 100.0 for x in dx):
         raise InputError("--dx", f"D_x levels are percentages in [0, 100], got {dose_levels}")
@@ -101,7 +105,7 @@ def dose(
         except DoseInputError as exc:
             raise InputError(sources.get(exc.input_name, exc.input_name), str(exc)) from None
         progress.update(task, advance=1, description="writing outputs")
-        with output_dir(out) as tmp:
+        with output_dir(out, overwrite=overwrite, inputs=inputs) as tmp:
             write_dose_outputs(result, tmp)
         progress.update(task, advance=1)
     print_summary(result.report, Console())
@@ -128,7 +132,7 @@ def print_summary(report: dict, console) -> None:
         lung = report["lung"]
         console.print(f"lung dose {lung['dose_gy']:.2f} Gy ({lung['formula']}, M_lung {lung['mass_kg']:.3f} kg: {lung['mass_source']})")
     for w in report["warnings"]:
-        console.print(f"[bold yellow]warning[/]: {w['message']}")
+        typer.echo(f"warning: {w['message']}", err=True)
 
 
 def _short(x: float | None) -> str:

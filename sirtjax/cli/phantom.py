@@ -7,28 +7,27 @@ from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import app
+from sirtjax.cli._app import Overwrite, app
 
 
-def write_phantom_folder(out: Path, seed: int, small: bool) -> Path:
+def write_phantom_folder(out: Path, seed: int, small: bool, overwrite: bool = False) -> Path:
     """Generate the study of a seed, write it and montage.png into out (atomically); returns out."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from sirtjax.errors import InputError
-    from sirtjax.io import output_dir
+    from sirtjax.outputs import check_output, output_dir
     from sirtjax.phantom import PhantomConfig, generate_study, write_study
     from sirtjax.phantom.montage import write_montage
 
     if seed < 0:
         raise InputError("--seed", f"must be a non-negative integer, got {seed}")
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "the output path exists and is not a folder")
+    check_output(out, overwrite=overwrite)
     config = PhantomConfig.small() if small else PhantomConfig()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar:
         task = bar.add_task("generating the phantom study", total=None)
         study = generate_study(seed, config, progress=lambda stage: bar.update(task, description=stage))
         bar.update(task, description="writing images")
-        with output_dir(out) as tmp:
+        with output_dir(out, overwrite=overwrite) as tmp:
             write_study(study, tmp)
             bar.update(task, description="drawing the montage")
             write_montage(study.images, tmp / "montage.png")
@@ -37,9 +36,10 @@ def write_phantom_folder(out: Path, seed: int, small: bool) -> Path:
 
 @app.command()
 def phantom(
-    out: Annotated[Path, typer.Argument(help="Output folder for the study (created; files are replaced).")],
+    out: Annotated[Path, typer.Argument(help="Output folder for the study (refused if it exists, unless --overwrite).")],
     seed: Annotated[int, typer.Option("--seed", help="Random seed (non-negative); the same seed gives the same files.")] = 0,
     small: Annotated[bool, typer.Option("--small", help="Coarse 6 mm study for quick tests.")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Write a phantom SIRT study: MAA SPECT/CT, diagnostic CT and MR, 90Y PET/CT, labels, truth.
 
@@ -47,5 +47,5 @@ def phantom(
     X_liver, X_lesions, X_lungs, X_labels per anatomical image X, truth.json, study.json and
     montage.png.
     """
-    write_phantom_folder(out, seed, small)
+    write_phantom_folder(out, seed, small, overwrite)
     typer.echo(f"phantom study (seed {seed}) written to {out}; montage: {out / 'montage.png'}")

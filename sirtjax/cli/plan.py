@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import app
+from sirtjax.cli._app import Overwrite, app
 
 
 class Method(str, Enum):
@@ -70,7 +70,7 @@ def _plan_settings(plan_dir: Path, out: Path, lung_shunt: float | None, model: s
 
 def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: float | None, model: str | None,
                 constants: str | None, method: str, quick: bool, seed: int, liver_model: str,
-                plan_dir: Path | None = None):
+                plan_dir: Path | None = None, overwrite: bool = False):
     """Shared body of ``plan`` and ``verify``: validate, run with progress bars, return the RunResult.
 
     model/constants None: the plan's with ``plan_dir``, else vsv and icrp107.
@@ -80,6 +80,7 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
     from sirtjax.pipelines.inputs import QUICK_REGISTRATION, WorkflowOptions
     from sirtjax.pipelines.run import run_study
     from sirtjax.pipelines.segment import model_segmenter
+    from sirtjax.outputs import check_output
     from sirtjax.study import load_study
 
     if lung_shunt is not None and not 0.0 <= lung_shunt < 1.0:
@@ -91,14 +92,13 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
         raise InputError("--constants", f"unknown constant set '{constants}' (one of {', '.join(constant_sets())})")
     if seed < 0:
         raise InputError("--seed", f"must be a non-negative integer, got {seed}")
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "the output path exists and is not a folder")
     study = load_study(study_path)
+    check_output(out, overwrite=overwrite, inputs=[*study.input_paths(), *([plan_dir] if plan_dir else [])])
     options = WorkflowOptions(dose_model=model, constants=constants, prescription_method=method,
                               registration=QUICK_REGISTRATION if quick else (), segmenter=model_segmenter(liver_model))
     bar, say, progress = progress_bars()
     with bar:
-        return run_study(study, out, verify_too=verify_too, options=options, lung_shunt_fraction=lung_shunt,
+        return run_study(study, out, overwrite=overwrite, verify_too=verify_too, options=options, lung_shunt_fraction=lung_shunt,
                          seed=seed, say=say, progress=progress, plan_folder=plan_dir)
 
 
@@ -124,7 +124,7 @@ def workflow_command(verify_too: bool, summary):
 
     def command(
         study: Annotated[Path, typer.Argument(help="Study folder with study.json, or the manifest file.")],
-        out: Annotated[Path, typer.Option("-o", "--out", help="Output folder (replaced atomically).")],
+        out: Annotated[Path, typer.Option("-o", "--out", help="Output folder (refused if it exists, unless --overwrite replaces it whole).")],
         plan_dir: PlanDir = None,
         lung_shunt: LungShunt = None,
         model: DoseModel = None,
@@ -133,10 +133,12 @@ def workflow_command(verify_too: bool, summary):
         quick: Quick = False,
         seed: Seed = 0,
         liver_model: LiverModel = "liver",
+        overwrite: Overwrite = False,
     ) -> None:
         result = run_command(study, out, verify_too=verify_too, lung_shunt=lung_shunt,
                              model=None if model is None else model.value, constants=constants, method=method.value,
-                             quick=quick, seed=seed, liver_model=liver_model, plan_dir=plan_dir)
+                             quick=quick, seed=seed, liver_model=liver_model, plan_dir=plan_dir,
+                             overwrite=overwrite)
         typer.echo(summary(result))
 
     if not verify_too:  # --plan belongs to verify only

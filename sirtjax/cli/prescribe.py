@@ -52,9 +52,18 @@ def prescribe(
     from rich.console import Console
 
     from sirtjax.dosimetry import prescription as rx
-    from sirtjax.dosimetry.limits import DosimetryWarning
+    from sirtjax.plausibility import ResultWarning
     from sirtjax.errors import InputError
 
+    positive = [("--dose-gy", dose_gy), ("--liver-ml", liver_ml), ("--normal-ml", normal_ml),
+                ("--lung-mass-kg", lung_mass_kg), ("--density", density), ("--height-m", height_m),
+                ("--weight-kg", weight_kg), *(("--tumour-ml", v) for v in tumour_ml or []), *(("--tn", v) for v in tn or [])]
+    for option, value in positive:
+        if value is not None and not value > 0:
+            raise InputError(option, f"must be positive, got {value:g}")
+    for option, value in (("--lung-counts", lung_counts), ("--liver-counts", liver_counts)):
+        if value is not None and not value >= 0:
+            raise InputError(option, f"must be non-negative, got {value:g}")
     measured = None
     if spect is not None:
         if any(v is not None for v in (liver_ml, normal_ml, tumour_ml or None, tn or None)):
@@ -91,7 +100,7 @@ def prescribe(
 
     report = plan.to_dict()
     if shunt_source.startswith("not given"):
-        report["warnings"].append(DosimetryWarning("lung_shunt_assumed_zero", "no lung shunt fraction given: LSF taken as 0", 0.0).to_dict())
+        report["warnings"].append(ResultWarning("lung_shunt_assumed_zero", "no lung shunt fraction given: LSF taken as 0", 0.0).to_dict())
     report["inputs"] = {"normal_volume_ml": normal, "tumour_volumes_ml": [float(v) for v in tumours],
                         "tn_ratios": [float(r) for r in ratios], "density_g_ml": density, "lsf_source": shunt_source,
                         "measured": None if measured is None else measured.to_dict()}

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import app
+from sirtjax.cli._app import Overwrite, app
 from sirtjax.errors import InputError
 
 PRESET_NAMES = ("image-based", "cnn-guided", "cnn-lm-guided")
@@ -37,6 +37,7 @@ def register(
     levels: Annotated[int | None, typer.Option(help="Pyramid levels (coarsest 2**(levels-1) x the finest). Default: the preset's (3).")] = None,
     iterations: Annotated[int | None, typer.Option(help="Maximum iterations per level and stage (a level stops earlier once its loss flattens). Default: the preset's (100 affine, 60 non-rigid).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random MI sampling.")] = 0,
+    overwrite: Overwrite = False,
 ) -> None:
     """Register MOVING onto FIXED; writes warped.nii.gz, displacement.nii.gz (ITK), affine.json, report.json."""
     import dataclasses
@@ -45,8 +46,11 @@ def register(
     import numpy as np
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sirtjax.io import output_dir, read_volume, write_volume
+    from sirtjax.io import read_volume, write_volume
     from sirtjax.metrics import jacobian_stats
+    from sirtjax.plausibility import check_folding, check_resampled
+    from sirtjax.outputs import check_output, output_dir, write_json
+    from sirtjax.preprocess import labels_on_grid
     from sirtjax.registration.register import PRESETS, register as run_register
     from sirtjax.registration.warp import affine_to_homogeneous, warp_volume
 
@@ -71,21 +75,32 @@ def register(
     for name, value in (("w-image", w_image), ("w-seg", w_seg), ("stiffness", stiffness), ("liver-stiffness", liver_stiffness)):
         if value is not None and not value >= 0:
             raise InputError(Path(f"--{name}"), f"must be a non-negative number, got {value}")
+    inputs = [p for p in (fixed, moving, fixed_mask, moving_mask, fixed_labels, moving_labels, config,
+                          *(apply or []), *(apply_labels or [])) if p is not None]
+    check_output(out, overwrite=overwrite, inputs=inputs)
     base = PRESETS[preset] if config is None else _load_config(config)
     if base.affine_on == "segmentation" and preset == "image-based":
         raise InputError(config or Path(preset), "an affine on segmentations needs masks or label maps")
 
     fixed_vol = read_volume(fixed)
     moving_vol = read_volume(moving)
-    guides = {}
+    guides, warnings = {}, []
     for key, path, ref in (("fixed_mask", fixed_mask, fixed_vol), ("moving_mask", moving_mask, moving_vol),
                            ("fixed_labels", fixed_labels, fixed_vol), ("moving_labels", moving_labels, moving_vol)):
         if path is None or (preset != "cnn-guided" and key.endswith("mask")) or (preset != "cnn-lm-guided" and key.endswith("labels")):
             continue
-        vol = read_volume(path)
-        if vol.shape != ref.shape:
-            raise InputError(path, f"shape {vol.shape} differs from its image {ref.shape}")
-        guides[key] = vol
+        side = key.split("_")[0]
+        try:
+            array, note = labels_on_grid(read_volume(path), ref, key.replace("_", " "), grid_name=f"{side} image's")
+        except ValueError as exc:
+            raise InputError(path, str(exc)) from None
+        if not np.any(array if key.endswith("mask") else array == 1):
+            what = "mask is empty" if key.endswith("mask") else "label map has no liver (label 1)"
+            where = f" on the {side} image's grid" if note["resampled_nearest"] else ""
+            raise InputError(path, f"the {what}{where}")
+        warnings += [dataclasses.replace(w, message=f"{path}: {w.message}")
+                     for w in check_resampled(key.replace("_", " "), note, f"{side} image's")]
+        guides[key] = ref.with_array(array)
     extra = [(p, v, 0 if _is_label_map(v.array) else 1) for p, v in ((p, read_volume(p)) for p in apply or [])]
     extra += [(p, read_volume(p), 0) for p in apply_labels or []]
 
@@ -126,6 +141,7 @@ def register(
         liver = np.asarray((guides.get("fixed_mask") or guides["fixed_labels"]).array)
         liver = liver != 0 if "fixed_mask" in guides else liver == 1
         report["jacobian_liver"] = jacobian_stats(disp, liver).to_dict()
+        warnings += check_folding(report["jacobian_liver"]["fraction_nonpositive"])
     h = affine_to_homogeneous(result.affine)
     affine_json = {
         "convention": "fixed world point p (LPS mm) -> moving world point: matrix @ (p - centre_mm) + centre_mm + translation_mm",
@@ -134,7 +150,7 @@ def register(
         "centre_mm": np.asarray(result.affine.centre_mm, float).tolist(),
         "homogeneous": h.tolist(),
     }
-    with output_dir(out) as tmp:
+    with output_dir(out, overwrite=overwrite, inputs=inputs) as tmp:
         write_volume(result.warped, tmp / "warped.nii.gz")
         write_volume(disp, tmp / "displacement.nii.gz", dtype=np.float32)
         written = []
@@ -145,15 +161,18 @@ def register(
             write_volume(warped, target)
             written.append(target.name)
         report["applied"] = written
+        report["warnings"] = [w.to_dict() for w in warnings]
         report["total_s"] = time.perf_counter() - t_start
-        (tmp / "affine.json").write_text(json.dumps(affine_json, indent=2))
-        (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        write_json(affine_json, tmp / "affine.json")
+        write_json(report, tmp / "report.json")
     liver_fold = (f" ({100 * report['jacobian_liver']['fraction_nonpositive']:.3f} % of the fixed liver)"
                   if "jacobian_liver" in report else "")
     typer.echo(
         f"registered ({preset}) in {report['total_s']:.1f} s (compile {report['compile_s']:.1f} s); "
         f"det J <= 0 in {100 * jac_all['fraction_nonpositive']:.3f} % of voxels{liver_fold} -> {out}"
     )
+    for w in warnings:
+        typer.echo(f"warning: {w.message}", err=True)
 
 
 def _load_config(path: Path):

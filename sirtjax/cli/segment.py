@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from sirtjax.cli._app import app
+from sirtjax.cli._app import Overwrite, app
 
 
 @app.command()
@@ -18,6 +18,7 @@ def segment(
     modality: Annotated[Optional[str], typer.Option("--modality", help="ct or mr (default: the image's minimum < -500 means CT).")] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average predictions over axis flips (4x slower).")] = False,
     probability: Annotated[Optional[Path], typer.Option("--probability", help="Also write the probability map here.")] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Segment the liver: 3 mm canonical grid, windowing, sliding-window U-Net, largest component."""
     import numpy as np
@@ -26,12 +27,17 @@ def segment(
     from sirtjax.errors import InputError
     from sirtjax.io import read_volume, write_volume
     from sirtjax.models import load_model
+    from sirtjax.outputs import check_output
     from sirtjax.segmentation import liver_mask, predict_probability
     from sirtjax.segmentation.postprocess import liver_warnings
     from sirtjax.segmentation.preprocess import MODALITIES
 
     if modality is not None and modality not in MODALITIES:
         raise InputError("--modality", f"must be one of {', '.join(MODALITIES)}, got {modality!r}")
+    for path in (out, probability) if probability is not None else (out,):
+        check_output(path, overwrite=overwrite, folder=False, inputs=(image,))
+    if probability is not None and probability.resolve() == out.resolve():
+        raise InputError(probability, "--probability must differ from the mask output")
     vol = read_volume(image)
     net, spec = load_model(model)
     if modality is None:

@@ -15,7 +15,8 @@ from sirtjax.dosimetry.constants import (LIVER_DENSITY_G_ML, DoseConstants, cons
 from sirtjax.dosimetry.dose import (convolve_same, dose_ldm, dose_vsv, hu_to_density_g_ml, voxel_volume_ml,
                                     vsv_gy_per_gbq)
 from sirtjax.dosimetry.kernels import VoxelKernel, load_vsv_octant, tabulated_voxel_sizes_mm, voxel_kernel
-from sirtjax.dosimetry.limits import DosimetryWarning, check_lung_dose, check_lung_shunt
+from sirtjax.dosimetry.limits import check_lung_dose, check_lung_shunt
+from sirtjax.plausibility import ResultWarning
 from sirtjax.dosimetry.prescription import (Compartment, Prescription, body_surface_area_m2, bsa_method, lung_dose_gy,
                                             mono_compartment, partition, resin_lsf_reduction)
 from sirtjax.dosimetry.statistics import VoiStatistics, voi_statistics
@@ -26,7 +27,7 @@ __all__ = [
     "tumour_to_normal_ratios", "LIVER_DENSITY_G_ML", "DoseConstants", "constant_sets",
     "dose_factor_gy_kg_per_gbq", "get_constants", "convolve_same", "dose_ldm", "dose_vsv",
     "hu_to_density_g_ml", "voxel_volume_ml", "vsv_gy_per_gbq", "VoxelKernel", "load_vsv_octant",
-    "tabulated_voxel_sizes_mm", "voxel_kernel", "DosimetryWarning", "check_lung_dose",
+    "tabulated_voxel_sizes_mm", "voxel_kernel", "ResultWarning", "check_lung_dose",
     "check_lung_shunt", "Compartment", "Prescription", "body_surface_area_m2", "bsa_method",
     "lung_dose_gy", "mono_compartment", "partition", "resin_lsf_reduction", "VoiStatistics",
     "voi_statistics", "DoseResult", "voxel_dosimetry", "MeasuredCompartments", "measure_compartments",

@@ -14,7 +14,8 @@ import numpy as np
 
 from sirtjax.dosimetry.activity import lung_shunt_fraction, tumour_to_normal_ratios
 from sirtjax.dosimetry.dose import voxel_volume_ml
-from sirtjax.dosimetry.masks import blame, labels_on_grid
+from sirtjax.dosimetry.masks import blame
+from sirtjax.preprocess import labels_on_grid
 from sirtjax.volume import Volume
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import numpy as np
 from sirtjax.dosimetry.statistics import VoiStatistics
 from sirtjax.dosimetry.voxel import DoseResult
 from sirtjax.io import write_volume
+from sirtjax.outputs import write_json
 
 
 def write_dvh_csv(stats: VoiStatistics, names: list[str], path: Path) -> None:
@@ -60,5 +60,5 @@ def write_dose_outputs(result: DoseResult, folder: Path) -> list[Path]:
     write_dvh_csv(result.statistics, names, paths[1])
     title = f"Cumulative DVH ({result.report['model'].upper()}, constants {result.report['constants']['name']})"
     plot_dvh(result.statistics, names, paths[2], title=title)
-    paths[3].write_text(json.dumps(result.report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    write_json(result.report, paths[3])
     return paths

@@ -27,7 +27,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from sirtjax.dosimetry.constants import LIVER_DENSITY_G_ML, LUNG_MASS_KG, DoseConstants, get_constants
-from sirtjax.dosimetry.limits import DosimetryWarning, check_lung_dose, check_lung_shunt
+from sirtjax.dosimetry.limits import check_lung_dose, check_lung_shunt
+from sirtjax.plausibility import ResultWarning
 
 _RESIN_LSF_REDUCTION = ((0.10, 1.0), (0.15, 0.8), (0.20, 0.6))
 
@@ -55,7 +56,7 @@ class Prescription:
     lung_dose_gy: float
     compartments: tuple[Compartment, ...]
     constants: DoseConstants
-    warnings: tuple[DosimetryWarning, ...]
+    warnings: tuple[ResultWarning, ...]
     details: dict
 
     @property
@@ -102,7 +103,7 @@ def lung_dose_gy(activity_gbq: float, lung_shunt_fraction: float, lung_mass_kg: 
 
 
 def _finish(method: str, activity: float, lsf: float, lung_mass_kg: float, comps: list[Compartment],
-            c: DoseConstants, details: dict, extra: Sequence[DosimetryWarning] = ()) -> Prescription:
+            c: DoseConstants, details: dict, extra: Sequence[ResultWarning] = ()) -> Prescription:
     lung = lung_dose_gy(activity, lsf, lung_mass_kg, c)
     warnings = tuple(check_lung_shunt(lsf)) + tuple(check_lung_dose(lung)) + tuple(extra)
     return Prescription(method, activity, lsf, lung_mass_kg, lung, tuple(comps), c, warnings, details)
@@ -182,5 +183,5 @@ def bsa_method(height_m: float, weight_kg: float, tumour_volume_ml: float, norma
     if reduction < 1.0:
         message = (f"BSA method only: its activity is reduced to {100 * reduction:g} % for a lung shunt of "
                    f"{100 * lsf:.1f} % (resin-sphere rule; the other methods' activities are not reduced)")
-        extra.append(DosimetryWarning("bsa_activity_reduced", message, reduction, None))
+        extra.append(ResultWarning("bsa_activity_reduced", message, reduction, None))
     return _finish("bsa", activity, lsf, _check_positive("lung mass", lung_mass_kg), [comp], c, details, extra)

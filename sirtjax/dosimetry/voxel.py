@@ -29,8 +29,10 @@ from sirtjax.dosimetry.activity import activity_from_bq_per_ml, activity_from_co
 from sirtjax.dosimetry.constants import LIVER_DENSITY_G_ML, LUNG_MASS_KG, get_constants
 from sirtjax.dosimetry.dose import dose_ldm, dose_vsv, hu_to_density_g_ml, voxel_volume_ml
 from sirtjax.dosimetry.kernels import voxel_kernel
-from sirtjax.dosimetry.limits import DosimetryWarning, check_lung_dose, check_lung_shunt
-from sirtjax.dosimetry.masks import DoseInputError, blame, image_on_grid, labels_on_grid
+from sirtjax.dosimetry.limits import check_lung_dose, check_lung_shunt
+from sirtjax.dosimetry.masks import DoseInputError, blame, image_on_grid
+from sirtjax.plausibility import ResultWarning, check_dose_maximum, check_resampled
+from sirtjax.preprocess import labels_on_grid
 from sirtjax.dosimetry.prescription import lung_dose_gy
 from sirtjax.dosimetry.statistics import (DEFAULT_DOSE_LEVELS_PCT, DEFAULT_VOLUME_LEVELS_GY, VoiStatistics,
                                           voi_statistics)
@@ -83,7 +85,7 @@ def voxel_dosimetry(
     _check_parameters(input_kind, model, activity_gbq, lung_shunt_fraction, liver_density_g_ml, lung_density_g_ml)
     with blame("constants"):
         c = get_constants(constants)
-    warnings: list[DosimetryWarning] = []
+    warnings: list[ResultWarning] = []
     liver_region, lesion_arr, lung_arr, masks_note = _vois_on_grid(activity, liver, lesions, lungs, warnings)
 
     image = np.asarray(activity.array, np.float32)
@@ -97,7 +99,7 @@ def voxel_dosimetry(
         act, removed = activity_from_bq_per_ml(image, activity.spacing_mm)
         inputs["negative_activity_removed_gbq"] = removed
         if removed > 0:
-            warnings.append(DosimetryWarning("negative_activity_removed",
+            warnings.append(ResultWarning("negative_activity_removed",
                                              f"negative PET voxels held {removed:.4g} GBq; set to 0", removed))
 
     density = None
@@ -107,13 +109,14 @@ def voxel_dosimetry(
     kernel = voxel_kernel(activity.spacing_mm) if model == "vsv" else None
     if model == "vsv":
         if kernel.extrapolated:
-            warnings.append(DosimetryWarning("kernel_extrapolated", "voxel size outside the tabulated 2.21-9.28 mm: "
+            warnings.append(ResultWarning("kernel_extrapolated", "voxel size outside the tabulated 2.21-9.28 mm: "
                                              "the S-value kernel is extrapolated"))
         dose = dose_vsv(act, activity.spacing_mm, constants=c, density_g_ml=density, kernel=kernel)
     else:
         dose = dose_ldm(act, activity.spacing_mm, constants=c,
                         density_g_ml=liver_density_g_ml if density is None else density)
     dose = np.asarray(dose, np.float32)
+    warnings += check_dose_maximum(float(dose.max()))
 
     names, stats = _statistics(dose, liver_region, lesion_arr, lung_arr, activity.spacing_mm,
                                dose_levels_pct, volume_levels_gy, num_bins)
@@ -155,7 +158,7 @@ def _vois_on_grid(activity, liver, lesions, lungs, warnings):
             lesion_arr, masks_note["lesions"] = labels_on_grid(lesions, activity, "lesions")
     outside = int(np.count_nonzero((lesion_arr > 0) & (liver_arr == 0)))
     if outside:
-        warnings.append(DosimetryWarning("lesions_outside_liver",
+        warnings.append(ResultWarning("lesions_outside_liver",
                                          f"{outside} lesion voxels lie outside the liver mask; they count as liver", outside))
     liver_region = (liver_arr > 0) | (lesion_arr > 0)
     lung_arr = None
@@ -165,9 +168,11 @@ def _vois_on_grid(activity, liver, lesions, lungs, warnings):
         lung_arr = lung_arr > 0
         both = int(np.count_nonzero(lung_arr & liver_region))
         if both:
-            warnings.append(DosimetryWarning("lungs_overlap_liver",
+            warnings.append(ResultWarning("lungs_overlap_liver",
                                              f"{both} voxels are in both the lung and the liver masks; they count as liver", both))
             lung_arr &= ~liver_region
+    for name, note in masks_note.items():
+        warnings += check_resampled(name, note)
     return liver_region, lesion_arr, lung_arr, masks_note
 
 
@@ -210,7 +215,7 @@ def _lung_shunt(counts, liver_region, lung_arr, given, warnings) -> tuple[float,
         liver_counts = float(np.asarray(counts, np.float64)[liver_region].sum())
         source = "counts in the lung and liver masks (valid if the image holds the whole lungs)"
         return lung_shunt_fraction(lung_counts, liver_counts), source
-    warnings.append(DosimetryWarning("lung_shunt_assumed_zero",
+    warnings.append(ResultWarning("lung_shunt_assumed_zero",
                                      "no lung shunt fraction and no lung mask: LSF taken as 0", 0.0))
     return 0.0, "assumed 0"
 

@@ -17,7 +17,8 @@ from types import MappingProxyType
 import numpy as np
 
 from sirtjax.errors import InputError
-from sirtjax.io import output_dir, read_volume, write_volume
+from sirtjax.io import read_volume, write_volume
+from sirtjax.outputs import output_dir, write_json
 from sirtjax.phantom import modalities, sessions
 from sirtjax.phantom.anatomy import sample_anatomy
 from sirtjax.phantom.config import ANATOMICAL_IMAGES, IMAGE_SESSION, LABEL_KINDS, SESSIONS, PhantomConfig
@@ -279,7 +280,7 @@ def write_study(study: Study, folder: str | Path) -> Path:
         for stem, vol in study.images.items():
             write_volume(vol, tmp / f"{stem}.nii.gz")
         for fname, data in (("truth.json", study.truth), ("study.json", study.manifest)):
-            (tmp / fname).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+            write_json(data, tmp / fname, sort_keys=True)
     return folder
 
 

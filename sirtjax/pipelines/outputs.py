@@ -14,7 +14,6 @@ not at all), every map and mask as NIfTI in its own space:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,24 +21,12 @@ import numpy as np
 from sirtjax.dosimetry.outputs import write_dvh_csv
 from sirtjax.dosimetry.voxel import DoseResult
 from sirtjax.io import write_volume
+from sirtjax.outputs import write_json
 from sirtjax.pipelines.mapping import Registered
 from sirtjax.pipelines.plan import SessionVois, lesion_instances
 from sirtjax.pipelines.inputs import Session
 from sirtjax.report import write_report
 from sirtjax.rtstruct import write_rtstruct
-
-
-def _json_ready(value):
-    """NaN/inf become None so report.json is strict JSON."""
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        return _json_ready(value.item())
-    return value
 
 
 def write_session_outputs(folder: Path, session: Session, vois: SessionVois, dose: DoseResult,
@@ -75,9 +62,7 @@ def write_session_outputs(folder: Path, session: Session, vois: SessionVois, dos
             rois["lungs"], types["lungs"] = vois.lungs, "ORGAN"
         written.append(write_rtstruct(session.anatomy.image, rois, folder / "rtstruct", patient_name=report["study"],
                                       patient_id=patient_id, roi_types=types))
-    (folder / "report.json").write_text(json.dumps(_json_ready(report), indent=1, allow_nan=False) + "\n",
-                                        encoding="utf-8")
-    written.append(folder / "report.json")
+    written.append(write_json(report, folder / "report.json"))
     if html is not None:
         written.append(write_report(html, folder / "report.html"))
     return written

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from sirtjax.dosimetry import (LIVER_DENSITY_G_ML, DoseResult, DosimetryWarning, MeasuredCompartments, Prescription,
+from sirtjax.dosimetry import (LIVER_DENSITY_G_ML, DoseResult, ResultWarning, MeasuredCompartments, Prescription,
                                bsa_method, measure_compartments, mono_compartment, partition, voxel_dosimetry)
 from sirtjax.dosimetry.dose import voxel_volume_ml
 from sirtjax.pipelines.inputs import Anatomy, Session, StudyData, WorkflowOptions
@@ -64,7 +64,7 @@ class PlanResult:
     prescriptions: tuple[Prescription, ...]
     planned_activity_gbq: float
     dose: DoseResult
-    warnings: tuple[DosimetryWarning, ...]
+    warnings: tuple[ResultWarning, ...]
     report: dict
 
 
@@ -103,7 +103,7 @@ def lesion_instances(lesions: Volume | None) -> dict[str, Volume]:
     return {f"lesion_{i}": lesions.with_array((a == i).astype(np.uint8)) for i in np.unique(a) if i > 0}
 
 
-def lesions_lost_on_emission_grid(vois: SessionVois, anatomical: str, emission: str) -> list[DosimetryWarning]:
+def lesions_lost_on_emission_grid(vois: SessionVois, anatomical: str, emission: str) -> list[ResultWarning]:
     """A warning naming the lesions present on the anatomical grid but without a voxel on the emission grid.
 
     Nearest-neighbour resampling onto the coarser SPECT/PET grid drops lesions smaller than about
@@ -118,7 +118,7 @@ def lesions_lost_on_emission_grid(vois: SessionVois, anatomical: str, emission: 
     if not lost:
         return []
     names = ", ".join(f"lesion_{i} ({v:.2g} ml)" for i, v in lost)
-    return [DosimetryWarning("lesion_lost_on_emission_grid",
+    return [ResultWarning("lesion_lost_on_emission_grid",
                              f"{names} on {anatomical} has no voxel on the {emission} grid (smaller than about a "
                              "voxel): not in the compartments, prescription or dose statistics", float(len(lost)))]
 
@@ -135,11 +135,11 @@ def _lung_shunt(study: StudyData, measured: MeasuredCompartments, vois: SessionV
     if measured.lung_shunt_fraction is not None:
         warnings = []
         if cut_by_field_of_view(vois.lungs):
-            warnings.append(DosimetryWarning(
+            warnings.append(ResultWarning(
                 "lung_mask_cut", "the lung mask reaches the edge of the CT field of view: the lungs are cut and the "
                 "LSF from SPECT counts is underestimated; give the planar LSF"))
         return measured.lung_shunt_fraction, "SPECT counts in the lung and liver masks", warnings
-    return 0.0, "assumed 0", [DosimetryWarning("lung_shunt_assumed_zero",
+    return 0.0, "assumed 0", [ResultWarning("lung_shunt_assumed_zero",
                                               "no planar LSF and no lung mask: the lung shunt fraction is taken as 0", 0.0)]
 
 
@@ -210,7 +210,7 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
                            model=options.dose_model, constants=options.constants)
     warnings += lesions_lost_on_emission_grid(vois, session.anatomy.name, session.emission_name)
     all_warnings = tuple(warnings) + tuple(w for p in prescriptions for w in p.warnings)
-    all_warnings += tuple(DosimetryWarning(**w) for w in dose.report["warnings"])
+    all_warnings += tuple(ResultWarning(**w) for w in dose.report["warnings"])
     report = {
         "workflow": "plan",
         "study": study.name,

@@ -19,7 +19,7 @@ from pathlib import Path
 import jax
 
 from sirtjax.errors import InputError
-from sirtjax.io import output_dir
+from sirtjax.outputs import output_dir
 from sirtjax.pipelines.inputs import WorkflowOptions
 from sirtjax.pipelines.outputs import write_session_outputs
 from sirtjax.pipelines.plan import PlanResult, plan
@@ -48,10 +48,10 @@ def _parameters(options: WorkflowOptions, seed: int) -> dict:
 def run_study(study: StudyManifest, out: Path, *, verify_too: bool = False, options: WorkflowOptions = WorkflowOptions(),
               lung_shunt_fraction: float | None = None, seed: int = 0, say: Callable[[str], None] = lambda s: None,
               progress=None, subtitle: str = "", extra: Callable[[Path], None] | None = None,
-              plan_folder: Path | None = None) -> RunResult:
+              plan_folder: Path | None = None, overwrite: bool = False) -> RunResult:
     """Plan (and verify) a study into out; ``say`` gets stage names, ``progress`` registration iterations.
 
-    ``plan_folder``: verify against that earlier ``sirtjax plan`` output instead of planning (implies
+    ``overwrite``: replace an existing out (:mod:`sirtjax.outputs`). ``plan_folder``: verify against that earlier ``sirtjax plan`` output instead of planning (implies
     verification). ``extra``, when given, is called with the staging folder before it is published
     (the demo writes its phantom study there).
     """
@@ -81,7 +81,7 @@ def run_study(study: StudyManifest, out: Path, *, verify_too: bool = False, opti
         raise InputError(study.path, f"{where}: {exc}" if where else str(exc)) from None
     say("writing maps, masks, RT-Struct and the report")
     manifest, patient_id = study.to_dict(), str(study.patient.get("id", ""))
-    with output_dir(out) as tmp:
+    with output_dir(out, overwrite=overwrite, inputs=[*study.input_paths(), *([plan_folder] if plan_folder else [])]) as tmp:
         if extra is not None:
             extra(tmp)
         if p is not None:

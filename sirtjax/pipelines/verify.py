@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import jax
 
-from sirtjax.dosimetry import DoseResult, DosimetryWarning, voxel_dosimetry
+from sirtjax.dosimetry import DoseResult, ResultWarning, voxel_dosimetry
 from sirtjax.pipelines.inputs import Anatomy, Session, StudyData, WorkflowOptions
 from sirtjax.pipelines.mapping import Registered
 from sirtjax.pipelines.plan import SessionVois, lesions_lost_on_emission_grid, session_vois
@@ -38,7 +38,7 @@ class VerifyResult:
     plan_at_injected: DoseResult | None  # the plan's dose recomputed for the injected activity
     comparison: list[dict]  # dose_differences(plan, verification)
     comparison_at_injected: list[dict] | None
-    warnings: tuple[DosimetryWarning, ...]
+    warnings: tuple[ResultWarning, ...]
     report: dict
 
 
@@ -72,10 +72,10 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
         at_injected = plan.dose_at(float(injected))
         comparison_at = dose_differences(at_injected.report["vois"], dose.report["vois"])
     warnings = tuple(lesions_lost_on_emission_grid(vois, session.anatomy.name, session.emission_name))
-    warnings += tuple(DosimetryWarning(**w) for w in dose.report["warnings"])
+    warnings += tuple(ResultWarning(**w) for w in dose.report["warnings"])
     pet_gbq = dose.report["activity"]["total_gbq"]
     if injected is not None and pet_gbq > 1.2 * injected:
-        warnings += (DosimetryWarning("pet_activity_above_injected",
+        warnings += (ResultWarning("pet_activity_above_injected",
                                       f"the PET holds {pet_gbq:.3g} GBq, more than the {injected:.3g} GBq injected: "
                                       "check its units (Bq/ml) and decay correction", pet_gbq, injected),)
     report = {

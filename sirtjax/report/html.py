@@ -154,7 +154,7 @@ def render_report(
       title: page title (e.g. "SIRT plan - patient-042").
       sections: in display order.
       subtitle: a line under the title (study, date of the images, ...).
-      warnings: strings, dicts with "message" (as ``DosimetryWarning.to_dict()`` gives) or objects
+      warnings: strings, dicts with "message" (as ``ResultWarning.to_dict()`` gives) or objects
         with a ``message``; shown in a highlighted box at the top, or "No warnings." when empty.
       version: software version for the footer; default ``sirtjax.__version__``.
       created: timestamp for the footer; default now (pass one for reproducible bytes).

@@ -113,10 +113,12 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:
 def load_config(path: str | Path) -> TrainConfig:
     """Read and validate a JSON training config."""
     path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such config file" if not path.exists() else "is a folder, not a JSON config file")
     try:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"cannot read JSON config: {exc}") from exc
+        raise InputError(path, f"cannot read JSON config: {exc}") from None
     if isinstance(raw.get("data", {}).get("root"), str):  # relative dataset paths are relative to the config
         raw["data"]["root"] = str((path.parent / raw["data"]["root"]).resolve())
     init = raw.get("init_from")

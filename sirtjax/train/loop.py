@@ -107,7 +107,6 @@ def train(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_cases, val_cases = cases if cases is not None else load_cases(cfg, out / "cache")
-    spacing = tuple(cfg.model.get("spacing_mm", (3.0, 3.0, 3.0)))
     key = jax.random.key(cfg.seed)
     latest, best = checkpoint.managers(out)
     model = build_model(cfg.model, rngs=nnx.Rngs(params=jax.random.fold_in(key, 1)))
