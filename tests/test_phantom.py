@@ -259,3 +259,19 @@ def test_phases_and_sequences_render_their_contrast():
     # opposed phase |water - fat|: fat (90 % fat signal) keeps 0.8 of its in-phase signal, the fat-free liver all of it
     assert 0.7 < np.median(seen["opp"][fat]) / np.median(seen["t1"][fat]) < 0.9
     assert abs(np.median(seen["opp"][mr_liver]) / np.median(seen["t1"][mr_liver]) - 1) < 0.05
+
+
+def test_montage_has_a_legend_for_its_contour_colours(study, tmp_path):
+    from matplotlib.colors import to_hex
+
+    from sirtjax.phantom.montage import CONTOURS, montage_figure, write_montage
+
+    fig = montage_figure(study.images)
+    assert len(fig.legends) == 1
+    legend = fig.legends[0]
+    entries = {t.get_text(): h for t, h in zip(legend.get_texts(), legend.legend_handles)}
+    for name, colour in CONTOURS:  # every contour colour drawn in the panels is named
+        assert to_hex(entries[name].get_color()) == to_hex(colour)
+    assert any("PET" in t for t in entries)
+    png = write_montage(study.images, tmp_path / "montage.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

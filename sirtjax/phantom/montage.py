@@ -4,6 +4,7 @@ Rows: MAA CT, MAA SPECT fused on the MAA CT, diagnostic CT, diagnostic MR, 90Y C
 on the 90Y CT; columns: axial, coronal, sagittal slices through the liver centre. Slices are shown
 in radiological orientation (patient right on the image left, anterior or superior at the top)
 whatever the direction matrix of the grid (oblique grids are shown along their nearest axes).
+A legend under the panels names the contour colours (liver, lungs, lesions) and the overlay colour map.
 """
 
 from __future__ import annotations
@@ -60,12 +61,22 @@ def _window(name: str, arr: np.ndarray) -> tuple[float, float]:
 
 def write_montage(images: dict[str, Volume], path: str | Path) -> Path:
     """Render the montage of a study's images (keyed by file stem) to a PNG at path."""
-    import matplotlib
+    fig = montage_figure(images)
+    path = Path(path)
+    fig.savefig(path, dpi=80, facecolor="black")
+    return path
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(ROWS), 3, figsize=(12, 3.3 * len(ROWS)), facecolor="black")
+def montage_figure(images: dict[str, Volume]):
+    """The montage of a study's images (keyed by file stem) as a matplotlib Figure (Agg canvas, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    fig = Figure(figsize=(12, 3.3 * len(ROWS) + 0.4), facecolor="black")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(ROWS), 3)
     for row, (base, overlay, title) in enumerate(ROWS):
         arr, sp = to_lps_array(images[base])
         liver, _ = to_lps_array(images[f"{base}_liver"])
@@ -94,11 +105,12 @@ def write_montage(images: dict[str, Volume], path: str | Path) -> Path:
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"{title} - {axis}", color="white", fontsize=8)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.97, wspace=0.03, hspace=0.12)
-    path = Path(path)
-    fig.savefig(path, dpi=80, facecolor="black")
-    plt.close(fig)
-    return path
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.035, top=0.97, wspace=0.03, hspace=0.12)
+    handles = [Line2D([], [], color=color, lw=2.0, label=name) for name, color in CONTOURS]
+    handles.append(Patch(facecolor="orange", edgecolor="none", label="SPECT / PET uptake (hot colour map)"))
+    fig.legend(handles=handles, loc="lower center", ncols=len(handles), frameon=False, fontsize=9,
+               labelcolor="white", bbox_to_anchor=(0.5, 0.0))
+    return fig
 
 
 def _orient(slice2d: np.ndarray, col: int) -> np.ndarray:
