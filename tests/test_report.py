@@ -156,10 +156,10 @@ def test_dvh_png_checks_shapes():
         dvh_png({"plan": (edges[:-1], cdvh, ["liver", "lesion_1"])})
 
 
-def _prescription(method, activity, comps):
+def _prescription(method, activity, comps, constants=("icrp107", 49.43)):
     return {"method": method, "activity_gbq": activity, "liver_activity_gbq": 0.9 * activity,
-            "lung_shunt_fraction": 0.1, "lung_mass_kg": 1.0, "lung_dose_gy": 4.9 * activity,
-            "compartments": comps, "constants": {"name": "icrp107", "gy_kg_per_gbq": 49.43}, "warnings": []}
+            "lung_shunt_fraction": 0.1, "lung_mass_kg": 1.0, "lung_dose_gy": 4.9 * activity, "compartments": comps,
+            "constants": {"name": constants[0], "gy_kg_per_gbq": constants[1]}, "warnings": []}
 
 
 def test_prescription_table_side_by_side():
@@ -176,9 +176,19 @@ def test_prescription_table_side_by_side():
     assert rows["T/N ratio, tumour 1"] == ("3.00", None)
     assert rows["Mean dose, target (Gy)"] == (None, "50.0")
     assert "T/N ratio, target" not in rows
-    assert "49.43" in t.caption
+    assert t.caption == "Dose constants: icrp107, 49.43 Gy·kg/GBq, in every column."
     with pytest.raises(ValueError):
         prescription_table([])
+
+
+def test_prescription_table_names_each_columns_constants_once():
+    # The demo's table: partition and MIRD with ICRP-107, BSA with the resin convention.
+    comps = [{"name": "target", "mass_kg": 1.5, "tn_ratio": None, "dose_gy": 50.0}]
+    t = prescription_table([_prescription("partition", 1.7, comps), _prescription("mono-compartment", 1.6, comps),
+                            _prescription("bsa", 1.5, comps, ("resin", 49.67))])
+    assert t.caption == ("Dose constants per column — Partition model and Mono-compartment (MIRD): icrp107, "
+                         "49.43 Gy·kg/GBq; BSA method: resin, 49.67 Gy·kg/GBq.")
+    assert t.caption.count("icrp107") == 1 and t.caption.count("resin") == 1
 
 
 RECORDS_PLAN = [

@@ -59,7 +59,11 @@ def study_section(study: Mapping) -> Section:
 
 
 def prescription_table(prescriptions: Sequence[Mapping]) -> Table:
-    """The prescription methods side by side (one column each): activities, lung shunt/dose, dose per compartment."""
+    """The prescription methods side by side (one column each): activities, lung shunt/dose, dose per compartment.
+
+    The caption names each dose constant set once, with the columns that use it (the BSA method
+    uses the resin-sphere convention, the partition and MIRD models usually ICRP-107).
+    """
     if not prescriptions:
         raise ValueError("no prescription to tabulate")
     headers = ("", *(_METHOD_TITLES.get(p["method"], p["method"]) for p in prescriptions))
@@ -82,10 +86,27 @@ def prescription_table(prescriptions: Sequence[Mapping]) -> Table:
         rows.append(row(f"Mass, {label} (kg)", lambda p, comp=comp: comp(p, "mass_kg"), 3))
         if any(comp(p, "tn_ratio") is not None for p in prescriptions):
             rows.append(row(f"T/N ratio, {label}", lambda p, comp=comp: comp(p, "tn_ratio"), 2))
-    factors = [f"{p['constants']['name']} {p['constants']['gy_kg_per_gbq']:.2f} Gy·kg/GBq"
-               for p in prescriptions if "constants" in p]
-    caption = "Dose factors: " + ", ".join(factors) if factors else ""
-    return Table(headers, tuple(rows), caption)
+    return Table(headers, tuple(rows), _constants_caption(prescriptions, headers[1:]))
+
+
+def _constants_caption(prescriptions: Sequence[Mapping], titles: Sequence[str]) -> str:
+    """Which dose constant set each column uses, each set named once with the columns that use it."""
+    groups: dict[tuple, list[str]] = {}
+    for p, title in zip(prescriptions, titles):
+        c = p.get("constants")
+        if c:
+            groups.setdefault((c.get("name"), c.get("gy_kg_per_gbq")), []).append(title)
+    if not groups:
+        return ""
+
+    def factor(f):
+        return f", {f:.2f} Gy·kg/GBq" if fmt(f) is not None else ""
+
+    if len(groups) == 1 and len(next(iter(groups.values()))) == len(prescriptions):
+        (name, f), = groups
+        return f"Dose constants: {name}{factor(f)}, in every column."
+    parts = [f"{' and '.join(cols)}: {name}{factor(f)}" for (name, f), cols in groups.items()]
+    return "Dose constants per column — " + "; ".join(parts) + "."
 
 
 def _stat_keys(records: Sequence[Mapping]) -> list[str]:
