@@ -10,11 +10,13 @@ import re
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from sirtjax.report import (FigurePng, KeyValues, Note, Section, Table, checkerboard_png, comparison_table,
-                            contour_overlay_png, dose_differences, dose_table, dvh_png, fused_slices_png,
-                            prescription_table, provenance_section, render_report, study_section, write_report)
+                            contour_overlay_png, dose_differences, dose_table, dvh_figure, dvh_png,
+                            fused_slices_figure, fused_slices_png, prescription_table, provenance_section,
+                            render_report, study_section, voi_colour, write_report)
 from sirtjax.report.slices import mask_center_mm, orient, plane
 from sirtjax.volume import index_to_world, make_volume
 
@@ -154,6 +156,42 @@ def test_dvh_png_checks_shapes():
     assert dvh_png({"plan": (edges, cdvh, ["liver", "lesion_1"]), "verification": (edges, cdvh * 0.9, ["liver", "lesion_1"])})[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="edges"):
         dvh_png({"plan": (edges[:-1], cdvh, ["liver", "lesion_1"])})
+
+
+def test_fused_slices_colour_bar_has_units_and_no_offset():
+    # A PET in Bq/ml peaks near 2e6: matplotlib would print "1e6" above the colour bar. The bar's
+    # ticks are plain numbers and its label carries the unit.
+    vol, mask = _sphere()
+    pet = vol.with_array(np.asarray(vol.array) * 2.4e6 + 1.3e6)
+    fig = fused_slices_figure(vol, overlay=pet, contours={"liver": mask}, overlay_label="PET (Bq/ml)")
+    FigureCanvasAgg(fig).draw()  # tick labels and the offset text are set when the figure is drawn
+    bar = fig.axes[-1]
+    assert bar.get_ylabel() == "PET (Bq/ml)"
+    labels = [t.get_text() for t in bar.get_yticklabels()]
+    assert labels and all(t.isdigit() for t in labels), labels  # 0, 500000, ... (plain, no 1e6 scale)
+    assert bar.yaxis.get_offset_text().get_text() == ""
+
+
+def test_dvh_liver_stays_visible_under_the_normal_liver():
+    # Small lesions: the liver and normal-liver curves coincide. The liver is a wide translucent band
+    # drawn under the normal liver's thin line, in the plot and in the legend.
+    edges = np.linspace(0, 100, 11)
+    curve = np.clip(1 - np.linspace(0, 1, 10), 0, 1)
+    names = ["liver", "normal_liver", "lesion_1"]
+    fig = dvh_figure({"plan": (edges, np.stack([curve, curve, curve ** 0.5]), names),
+                      "verification": (edges, np.stack([curve, curve, curve]) * 0.9, names)})
+    ax = fig.axes[0]
+    by_colour = {}
+    for line in ax.get_lines():
+        by_colour.setdefault(line.get_color(), []).append(line)
+    liver, normal = by_colour[voi_colour("liver")], by_colour[voi_colour("normal_liver")]
+    assert len(liver) == len(normal) == 2
+    for a, b in zip(liver, normal):
+        assert a.get_linewidth() >= 2.5 * b.get_linewidth()
+        assert a.get_zorder() < b.get_zorder() and a.get_alpha() < 1.0
+        assert a.get_linestyle() == b.get_linestyle()  # the line style is the set's (plan / verification)
+    legend = {t.get_text(): h for t, h in zip(ax.get_legend().get_texts(), ax.get_legend().legend_handles)}
+    assert legend["liver"].get_linewidth() > legend["normal_liver"].get_linewidth()
 
 
 def _prescription(method, activity, comps, constants=("icrp107", 49.43)):

@@ -1,7 +1,8 @@
 """Report figures as PNG bytes: fused anatomy/emission slices with VOI contours, registration checks, DVHs.
 
-Every function takes Volumes or plain arrays and returns the bytes of a PNG (matplotlib's
-object-oriented API with the Agg canvas: no pyplot, no global figure state). Slices are the
+Every ``*_png`` function takes Volumes or plain arrays and returns the bytes of a PNG (matplotlib's
+object-oriented API with the Agg canvas: no pyplot, no global figure state); ``fused_slices_figure``
+and ``dvh_figure`` return the Figure itself (for callers that inspect or compose it). Slices are the
 axial, coronal and sagittal planes through a centre point (default: the centroid of the first
 contour's VOI, else the grid centre), drawn in mm with the true physical aspect ratio (see
 :mod:`sirtjax.report.slices` for orientation conventions). Overlays and masks on another grid are
@@ -19,6 +20,7 @@ import numpy as np
 from matplotlib import patheffects
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 
 from sirtjax.preprocess import resample_to
 from sirtjax.report.colours import voi_colours
@@ -110,7 +112,12 @@ def _legend(fig: Figure, entries: list[tuple[str, str, str]]) -> None:
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8), frameon=False, fontsize=9)
 
 
-def fused_slices_png(
+def fused_slices_png(anatomy: Volume, **kwargs) -> bytes:
+    """:func:`fused_slices_figure` as PNG bytes (same arguments)."""
+    return png_bytes(fused_slices_figure(anatomy, **kwargs))
+
+
+def fused_slices_figure(
     anatomy: Volume,
     *,
     overlay: Volume | None = None,
@@ -119,14 +126,15 @@ def fused_slices_png(
     anatomy_window: tuple[float, float] | None = CT_SOFT_TISSUE_WINDOW_HU,
     overlay_label: str = "",
     overlay_floor: float = 0.05,
-) -> bytes:
-    """Axial/coronal/sagittal slices of an anatomical image with an emission overlay and VOI contours, as PNG.
+) -> Figure:
+    """Axial/coronal/sagittal slices of an anatomical image with an emission overlay and VOI contours (a Figure).
 
     Args:
       anatomy: CT (HU) or MR Volume, array (z, y, x); gives the display grid.
       overlay: SPECT/PET/dose Volume on any grid (resampled linearly onto the anatomy grid); drawn
         with a colour map above ``overlay_floor`` times its maximum, with a colour bar labelled
-        ``overlay_label`` (give the units). None: anatomy only.
+        ``overlay_label`` (give the units; the ticks are plain numbers, never a "1e6" multiplier or
+        an offset, so scale the overlay to a readable unit first, e.g. MBq/ml). None: anatomy only.
       contours: VOI name -> label Volume (any grid; voxels > 0 are the VOI), drawn as outlines.
       center_mm: LPS point (mm) the three planes pass through; default the first VOI's centroid.
       anatomy_window: grey-level window (HU for CT); None: the 1st-99.5th percentile (MR).
@@ -151,9 +159,13 @@ def fused_slices_png(
                               interpolation="bilinear")
         _draw_contours(ax, oriented_masks, idx, view)
     if image is not None:
-        fig.colorbar(image, ax=fig.axes, shrink=0.8, pad=0.01, label=overlay_label)
+        bar = fig.colorbar(image, ax=fig.axes, shrink=0.8, pad=0.01, label=overlay_label)
+        plain = ScalarFormatter(useOffset=False)
+        plain.set_scientific(False)  # the label gives the unit: no "1e6" or "+1e3" above the bar
+        bar.formatter = plain
+        bar.update_ticks()
     _legend(fig, [(n, c, "solid") for n, _, c in oriented_masks])
-    return png_bytes(fig)
+    return fig
 
 
 def checkerboard_png(
@@ -225,14 +237,32 @@ def contour_overlay_png(
     return png_bytes(fig)
 
 
+# The whole liver contains the normal liver (and the lesions): with small lesions their DVHs all but
+# coincide, so the liver is drawn as a wide, translucent band underneath and the other VOIs as thin
+# lines on top; where the curves coincide the band shows round the thin line.
+_DVH_BAND = {"liver"}
+_DVH_BAND_STYLE = {"lw": 5.5, "alpha": 0.45, "zorder": 1.5}
+_DVH_LINE_STYLE = {"lw": 1.8, "alpha": 1.0, "zorder": 2.5}
+
+
+def _dvh_style(name: str) -> dict:
+    return _DVH_BAND_STYLE if name in _DVH_BAND else _DVH_LINE_STYLE
+
+
 def dvh_png(dvhs: Mapping[str, tuple[np.ndarray, np.ndarray, Sequence[str]]], *, title: str = "") -> bytes:
-    """Cumulative DVHs as PNG: for each set (e.g. 'plan', 'verification'), (edges_gy (B+1,), cdvh (L, B), VOI names).
+    """:func:`dvh_figure` as PNG bytes (same arguments)."""
+    return png_bytes(dvh_figure(dvhs, title=title))
+
+
+def dvh_figure(dvhs: Mapping[str, tuple[np.ndarray, np.ndarray, Sequence[str]]], *, title: str = "") -> Figure:
+    """Cumulative DVHs: for each set (e.g. 'plan', 'verification'), (edges_gy (B+1,), cdvh (L, B), VOI names).
 
     ``cdvh[l, b]`` is the fraction of VOI l receiving at least ``edges_gy[b]`` Gy (as
     :func:`sirtjax.dosimetry.voi_statistics` returns). Colour follows the VOI name (the same as its
-    contours), line style the set; the legend lists the VOIs, then the sets. The dose axis ends
-    just past the highest dose any VOI reaches. Empty VOIs (all-zero or NaN curves) are drawn as
-    nothing but keep their legend entry.
+    contours), line style the set; the legend lists the VOIs, then the sets. The whole liver is a
+    wide translucent band under the thin lines of the other VOIs, so that it stays visible where its
+    curve coincides with the normal liver's. The dose axis ends just past the highest dose any VOI
+    reaches. Empty VOIs (all-zero or NaN curves) are drawn as nothing but keep their legend entry.
     """
     from matplotlib.lines import Line2D
 
@@ -252,8 +282,10 @@ def dvh_png(dvhs: Mapping[str, tuple[np.ndarray, np.ndarray, Sequence[str]]], *,
             top_gy = max(top_gy, float(edges[reached[-1] + 1]))
         for name, curve in zip(voi_names, cdvh):
             y = 100.0 * np.append(curve, 0.0)  # nothing reaches the top edge's dose
-            ax.plot(edges, y, drawstyle="steps-post", color=colour[name], linestyle=styles[k % len(styles)], lw=1.8,
-                    path_effects=[patheffects.withStroke(linewidth=3.0, foreground="black", alpha=0.3)])
+            st = _dvh_style(name)
+            edge = [] if name in _DVH_BAND else [patheffects.withStroke(linewidth=3.0, foreground="black", alpha=0.3)]
+            ax.plot(edges, y, drawstyle="steps-post", color=colour[name], linestyle=styles[k % len(styles)],
+                    label=f"{name} ({label})", path_effects=edge, **st)
     ax.set_xlabel("dose (Gy)")
     ax.set_ylabel("volume receiving at least this dose (%)")
     ax.set_ylim(0, 102)
@@ -262,10 +294,11 @@ def dvh_png(dvhs: Mapping[str, tuple[np.ndarray, np.ndarray, Sequence[str]]], *,
     ax.spines[["top", "right"]].set_visible(False)
     if title:
         ax.set_title(title, fontsize=11)
-    handles = [Line2D([], [], color=colour[n], lw=2.2, label=n) for n in names]
+    handles = [Line2D([], [], color=colour[n], lw=_dvh_style(n)["lw"], alpha=_dvh_style(n)["alpha"], label=n)
+               for n in names]
     if len(dvhs) > 1:
         handles += [Line2D([], [], color="#444444", lw=1.8, linestyle=styles[k % len(styles)], label=label)
                     for k, label in enumerate(dvhs)]
     if handles:
         ax.legend(handles=handles, frameon=False, fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return png_bytes(fig)
+    return fig
