@@ -88,6 +88,10 @@ def test_plan_alone(study_dir, tmp_path, capsys):
     assert report["dose"]["lung"]["mass_source"] == "conventional 1 kg"
     assert "lungs" not in {v["name"] for v in report["dose"]["vois"]}
     assert "cut by the CT field of view" in report["vois"]["lungs"]
+    # The plan's own report has the predicted DVHs (README: "predicted dose, DVHs, report.html").
+    html = (out / "report.html").read_text()
+    assert "Predicted cumulative DVHs per VOI" in html
+    assert html.count("data:image/png;base64,") == 3  # SPECT and dose slices, DVHs (no registration)
 
 
 @pytest.mark.parametrize("args, message", [

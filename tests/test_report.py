@@ -18,7 +18,7 @@ from sirtjax.report import (FigurePng, KeyValues, Note, Section, Table, checkerb
                             fused_slices_figure, fused_slices_png, prescription_table, provenance_section,
                             render_report, study_section, voi_colour, write_report)
 from sirtjax.report.slices import mask_center_mm, orient, plane
-from sirtjax.volume import index_to_world, make_volume
+from sirtjax.volume import index_to_world, make_volume, same_grid
 
 SPACING = (0.9, 1.6, 3.0)
 
@@ -170,6 +170,16 @@ def test_fused_slices_colour_bar_has_units_and_no_offset():
     labels = [t.get_text() for t in bar.get_yticklabels()]
     assert labels and all(t.isdigit() for t in labels), labels  # 0, 500000, ... (plain, no 1e6 scale)
     assert bar.yaxis.get_offset_text().get_text() == ""
+
+
+def test_workflow_report_shows_the_pet_in_mbq_per_ml():
+    from sirtjax.pipelines.report import pet_emission
+
+    vol, _ = _sphere()
+    pet = vol.with_array(np.asarray(vol.array, np.float32) * 2.5e6)
+    shown, label, _ = pet_emission(pet)
+    assert label == "PET (MBq/ml)"
+    assert float(np.max(shown.array)) == pytest.approx(2.5) and same_grid(shown, pet)
 
 
 def test_dvh_liver_stays_visible_under_the_normal_liver():

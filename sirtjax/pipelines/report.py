@@ -3,7 +3,8 @@
 One page for a plan, a verification, or both (the demo): study, VOI sources, registration checks
 (checkerboard and contour overlays of each registered diagnostic image), compartments and lung
 shunt, the prescriptions side by side, fused CT/SPECT and CT/PET slices with contours, dose
-tables, the plan-vs-verification comparison and DVHs, warnings, software version and constants.
+tables, the predicted DVHs, the plan-vs-verification comparison and DVHs, warnings, software
+version and constants. The PET is shown in MBq/ml.
 A verification against an earlier plan's folder shows that plan's numbers (from its report.json)
 and points to the plan's own report for its figures.
 """
@@ -73,8 +74,8 @@ def registration_section(registrations: Sequence[Registered], anatomy, vois: Ses
 
 
 def session_section(title: str, anatomy, vois: SessionVois, emission: tuple, dose, dose_caption: str,
-                    table_caption: str) -> Section:
-    """Fused emission and dose slices on the anatomical image with the VOIs, and the dose table.
+                    table_caption: str, extra: Sequence = ()) -> Section:
+    """Fused emission and dose slices on the anatomical image with the VOIs, the dose table, then ``extra`` blocks.
 
     emission: (Volume, colour-bar label with units, name in captions); dose_caption is completed
     with the dose model and a closing parenthesis.
@@ -90,11 +91,22 @@ def session_section(title: str, anatomy, vois: SessionVois, emission: tuple, dos
         FigurePng(fused_slices_png(anatomy.image, overlay=dose.dose, contours=contours, anatomy_window=window,
                                    overlay_label="dose (Gy)", center_mm=centre),
                   f"{dose_caption}{sep}{dose.report['model'].upper()} model)."),
-        dose_table(dose.report["vois"], caption=table_caption)))
+        dose_table(dose.report["vois"], caption=table_caption), *extra))
+
+
+def pet_emission(pet: Volume) -> tuple[Volume, str, str]:
+    """The 90Y PET for display, as session_section's emission: converted from Bq/ml to MBq/ml (readable colour-bar ticks)."""
+    return pet.with_array(np.asarray(pet.array, np.float32) * 1e-6), "PET (MBq/ml)", "the 90Y PET"
+
+
+def dvh_figure_block(dose, caption: str) -> FigurePng:
+    """The cumulative DVHs of one dose result (plan or verification) as a figure block."""
+    s = dose.statistics
+    return FigurePng(dvh_png({"plan": (s.dvh_edges_gy, s.cdvh_fraction, dose.voi_names)}), caption)
 
 
 def plan_sections(p: PlanResult) -> list[Section]:
-    """Sections of the planning part: VOIs, registration, compartments, prescriptions, predicted dose."""
+    """Sections of the planning part: VOIs, registration, compartments, prescriptions, predicted dose and DVHs."""
     anatomy, spect = p.session.anatomy, p.session.emission
     r = p.report
     m = p.compartments
@@ -119,7 +131,9 @@ def plan_sections(p: PlanResult) -> list[Section]:
                                  Note(f"Targets: {targets}. Lung mass 1 kg (convention)."))),
         session_section("Planning: MAA SPECT/CT", anatomy, p.vois, (spect, "SPECT (counts)", "the MAA SPECT"), p.dose,
                         f"Predicted dose for {activity['gbq']:.3f} GBq ({activity['source']}",
-                        "Predicted dose per VOI (SPECT grid)."),
+                        "Predicted dose per VOI (SPECT grid).",
+                        (dvh_figure_block(p.dose, f"Predicted cumulative DVHs per VOI for {activity['gbq']:.3f} GBq "
+                                                  "(SPECT grid)."),)),
     ]
 
 
@@ -154,7 +168,7 @@ def verify_sections(v: VerifyResult) -> list[Section]:
     return [
         Section("VOIs (verification)", (KeyValues(tuple((k.capitalize(), s) for k, s in v.report["vois"].items())),)),
         registration_section(v.registrations, anatomy, v.vois, f"Registration onto {anatomy.name} (verification)"),
-        session_section("Verification: 90Y PET", anatomy, v.vois, (pet, "PET (Bq/ml)", "the 90Y PET"), v.dose,
+        session_section("Verification: 90Y PET", anatomy, v.vois, pet_emission(pet), v.dose,
                         "Dose from the 90Y PET (", "Dose from the 90Y PET per VOI (PET grid)."),
         Section("Plan vs verification", tuple(blocks)),
     ]
