@@ -238,10 +238,10 @@ def contour_overlay_png(
 
 
 # The whole liver contains the normal liver (and the lesions): with small lesions their DVHs all but
-# coincide, so the liver is drawn as a wide, translucent band underneath and the other VOIs as thin
+# coincide, so the liver is drawn as a wide band underneath and the other VOIs as thin
 # lines on top; where the curves coincide the band shows round the thin line.
 _DVH_BAND = {"liver"}
-_DVH_BAND_STYLE = {"lw": 5.5, "alpha": 0.45, "zorder": 1.5}
+_DVH_BAND_STYLE = {"lw": 5.5, "alpha": 1.0, "zorder": 1.5}
 _DVH_LINE_STYLE = {"lw": 1.8, "alpha": 1.0, "zorder": 2.5}
 
 
@@ -260,7 +260,7 @@ def dvh_figure(dvhs: Mapping[str, tuple[np.ndarray, np.ndarray, Sequence[str]]],
     ``cdvh[l, b]`` is the fraction of VOI l receiving at least ``edges_gy[b]`` Gy (as
     :func:`sirtjax.dosimetry.voi_statistics` returns). Colour follows the VOI name (the same as its
     contours), line style the set; the legend lists the VOIs, then the sets. The whole liver is a
-    wide translucent band under the thin lines of the other VOIs, so that it stays visible where its
+    wide band under the thin lines of the other VOIs, so that it stays visible where its
     curve coincides with the normal liver's. The dose axis ends just past the highest dose any VOI
     reaches. Empty VOIs (all-zero or NaN curves) are drawn as nothing but keep their legend entry.
     """
