@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no box drawing, no "<bool>" after flags, no blank first line
 )
 
 
@@ -44,3 +46,11 @@ def _root(
 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output as a whole (default: refuse it).")]
 """The ``--overwrite`` flag of every command that writes outputs (:mod:`sirtjax.outputs`)."""
+
+
+class Method(str, Enum):
+    """Prescription method, named as in sirtjax.pipelines.inputs.PRESCRIPTION_METHODS and the reports."""
+
+    partition = "partition"
+    mono = "mono-compartment"
+    bsa = "bsa"

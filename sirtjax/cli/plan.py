@@ -9,15 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import Overwrite, app
-
-
-class Method(str, Enum):
-    """Prescription whose activity gives the predicted dose (when the study has no planned activity)."""
-
-    partition = "partition"
-    mono = "mono-compartment"
-    bsa = "bsa"
+from sirtjax.cli._app import Method, Overwrite, app
 
 
 class Model(str, Enum):
@@ -105,10 +97,14 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
 LungShunt = Annotated[float | None, typer.Option("--lung-shunt", help="Lung shunt fraction in [0, 1) from planar "
                                                 "scintigraphy (default: the manifest's lung_shunt_fraction, else "
                                                 "from SPECT lung/liver counts, else 0).")]
-DoseModel = Annotated[Model | None, typer.Option("--model", help="vsv (default): voxel S-value convolution; ldm: local "
-                                                 "deposition. With --plan: the plan's.", show_default=False)]
-Constants = Annotated[str | None, typer.Option("--constants", help="90Y constant set: icrp107 (default), thesis, resin, "
-                                               "glass. With --plan: the plan's.", show_default=False)]
+_MODEL_HELP = "vsv (default): voxel S-value convolution; ldm: local deposition."
+_CONSTANTS_HELP = "90Y constant set: icrp107 (default), thesis, resin, glass."
+_PLANS = " With --plan: the plan's."
+DoseModel = Annotated[Model | None, typer.Option("--model", help=_MODEL_HELP + _PLANS, show_default=False)]
+Constants = Annotated[str | None, typer.Option("--constants", help=_CONSTANTS_HELP + _PLANS, show_default=False)]
+PLAN_ONLY = {"model": Annotated[Model | None, typer.Option("--model", help=_MODEL_HELP, show_default=False)],
+             "constants": Annotated[str | None, typer.Option("--constants", help=_CONSTANTS_HELP, show_default=False)]}
+"""The annotations of ``plan``, whose help has no --plan to refer to."""
 Prescribe = Annotated[Method, typer.Option("--method", help="Prescription for the predicted dose when the study "
                                            "gives no y90_planned_gbq.")]
 Quick = Annotated[bool, typer.Option("--quick", help="Quick registration (24/12 mm levels, 60 iterations; coarser).")]
@@ -143,7 +139,8 @@ def workflow_command(verify_too: bool, summary):
 
     if not verify_too:  # --plan belongs to verify only
         sig = inspect.signature(command, eval_str=True)  # typer reads these annotations as given
-        command.__signature__ = sig.replace(parameters=[q for q in sig.parameters.values() if q.name != "plan_dir"])
+        command.__signature__ = sig.replace(parameters=[q.replace(annotation=PLAN_ONLY.get(q.name, q.annotation))
+                                                        for q in sig.parameters.values() if q.name != "plan_dir"])
     return command
 
 

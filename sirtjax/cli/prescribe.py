@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import app
+from sirtjax.cli._app import Method, app
 from sirtjax.cli.dose import ConstantSet
-
-
-class Method(str, Enum):
-    """Prescription method."""
-
-    partition = "partition"
-    mono = "mono"
-    bsa = "bsa"
 
 
 @app.command()
 def prescribe(
-    method: Annotated[Method, typer.Option("--method", help="partition (T/N), mono (MIRD) or bsa (resin).")] = Method.partition,
-    dose_gy: Annotated[float | None, typer.Option("--dose-gy", help="partition: normal-liver dose; mono: target mean dose (Gy).")] = None,
+    method: Annotated[Method, typer.Option("--method", help="partition (T/N), mono-compartment (MIRD) or bsa (resin).")] = Method.partition,
+    dose_gy: Annotated[float | None, typer.Option("--dose-gy", help="partition: normal-liver dose; mono-compartment: target mean dose (Gy).")] = None,
     liver_ml: Annotated[float | None, typer.Option("--liver-ml", help="Whole (treated) liver volume incl. tumours (ml).")] = None,
     normal_ml: Annotated[float | None, typer.Option("--normal-ml", help="Normal-liver volume (ml); default liver minus tumours.")] = None,
     tumour_ml: Annotated[list[float] | None, typer.Option("--tumour-ml", help="A tumour volume (ml); repeat per tumour.")] = None,
