@@ -25,12 +25,17 @@ class MeasuredCompartments:
 
     normal_volume_ml: float
     normal_counts: float
-    tumour_names: tuple[str, ...]
+    tumour_ids: tuple[int, ...]  # the lesion label of each tumour
     tumour_volume_ml: np.ndarray
     tumour_counts: np.ndarray
     tn_ratios: np.ndarray
     lung_shunt_fraction: float | None
     masks: dict
+
+    @property
+    def tumour_names(self) -> tuple[str, ...]:
+        """The tumours' names, lesion_<id>."""
+        return tuple(f"lesion_{i}" for i in self.tumour_ids)
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -88,5 +93,5 @@ def measure_compartments(spect: Volume, liver: Volume, *, lesions: Volume | None
             lung_counts = float(counts[lung_arr].sum(dtype=np.float64))
         with blame("spect"):
             lsf = lung_shunt_fraction(lung_counts, float(counts[region].sum(dtype=np.float64)))
-    return MeasuredCompartments(normal_ml, normal_counts, tuple(f"lesion_{i}" for i in ids), tumour_ml,
+    return MeasuredCompartments(normal_ml, normal_counts, tuple(int(i) for i in ids), tumour_ml,
                                 np.asarray(tumour_counts, float), np.asarray(tn, float), lsf, masks)

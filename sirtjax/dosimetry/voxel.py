@@ -47,12 +47,13 @@ V_X_DEFINITION = "V_x: percentage of the VOI's voxels receiving at least x Gy"
 
 @dataclasses.dataclass(frozen=True)
 class DoseResult:
-    """Dose map (Gy, float32, activity grid), VOI names, their statistics and the JSON-ready report."""
+    """Dose map (Gy, float32, activity grid), VOI names, their statistics, warnings and the JSON-ready report."""
 
     dose: Volume
     voi_names: tuple[str, ...]
     statistics: VoiStatistics
     report: dict
+    warnings: tuple[ResultWarning, ...] = ()
 
 
 def _grid_dict(vol: Volume) -> dict:
@@ -142,7 +143,7 @@ def voxel_dosimetry(
         "warnings": [w.to_dict() for w in warnings],
     }
     dose_vol = make_volume(dose, activity.spacing_mm, activity.origin_mm, activity.direction)
-    return DoseResult(dose_vol, tuple(names), stats, report)
+    return DoseResult(dose_vol, tuple(names), stats, report, tuple(warnings))
 
 
 def _vois_on_grid(activity, liver, lesions, lungs, warnings):

@@ -36,6 +36,7 @@ from sirtjax.dosimetry.dose import voxel_volume_ml
 from sirtjax.pipelines.inputs import Anatomy, Session, StudyData, WorkflowOptions
 from sirtjax.pipelines.mapping import Registered, lesions_of, liver_of
 from sirtjax.preprocess import resample_to
+from sirtjax.plausibility import check_folding, check_liver_volume
 from sirtjax.volume import Volume
 
 
@@ -103,6 +104,17 @@ def lesion_instances(lesions: Volume | None) -> dict[str, Volume]:
     return {f"lesion_{i}": lesions.with_array((a == i).astype(np.uint8)) for i in np.unique(a) if i > 0}
 
 
+def session_warnings(vois: SessionVois, registrations: Sequence[Registered], session: Session) -> list[ResultWarning]:
+    """Implausible VOIs and registrations of a session: liver volume, liver folding, lesions lost on the emission grid."""
+    anatomical = session.anatomy.name
+    liver_ml = float(np.count_nonzero(np.asarray(vois.liver.array))) * voxel_volume_ml(vois.liver.spacing_mm)
+    out = check_liver_volume(liver_ml, f"{anatomical} liver ({vois.sources['liver']})")
+    for r in registrations:
+        out += check_folding(r.checks["jacobian_liver"]["fraction_nonpositive"],
+                             f"the {r.target} liver ({r.source} to {r.target} registration)")
+    return out + lesions_lost_on_emission_grid(vois, anatomical, session.emission_name)
+
+
 def lesions_lost_on_emission_grid(vois: SessionVois, anatomical: str, emission: str) -> list[ResultWarning]:
     """A warning naming the lesions present on the anatomical grid but without a voxel on the emission grid.
 
@@ -143,13 +155,13 @@ def _lung_shunt(study: StudyData, measured: MeasuredCompartments, vois: SessionV
                                               "no planar LSF and no lung mask: the lung shunt fraction is taken as 0", 0.0)]
 
 
-def ct_volumes_ml(vois: SessionVois, tumour_names: Sequence[str]) -> tuple[float, np.ndarray]:
-    """Normal-liver volume and per-tumour volumes (ml) counted on the anatomical grid, tumours by name lesion_<id>."""
+def ct_volumes_ml(vois: SessionVois, tumour_ids: Sequence[int]) -> tuple[float, np.ndarray]:
+    """Normal-liver volume and per-tumour volumes (ml) counted on the anatomical grid, tumours by lesion label."""
     ml = voxel_volume_ml(vois.liver.spacing_mm)
     liver = np.asarray(vois.liver.array) != 0
     lesions = np.zeros(liver.shape, np.int64) if vois.lesions is None else np.asarray(vois.lesions.array, np.int64)
     counts = np.bincount(lesions.ravel(), minlength=int(lesions.max()) + 1)
-    tumours = np.array([counts[int(n.split("_")[1])] * ml for n in tumour_names], float)
+    tumours = np.array([counts[i] * ml for i in tumour_ids], float)
     normal = float(np.count_nonzero(liver & (lesions == 0))) * ml
     return normal, tumours
 
@@ -192,7 +204,7 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
     spect = session.emission
     measured = measure_compartments(spect, vois.liver_emission, lesions=vois.lesions_emission, lungs=vois.lungs_emission)
     lsf, lsf_source, warnings = _lung_shunt(study, measured, vois)
-    normal_ml, tumour_ml = ct_volumes_ml(vois, measured.tumour_names)
+    normal_ml, tumour_ml = ct_volumes_ml(vois, measured.tumour_ids)
     prescriptions, targets = prescribe(study, normal_ml, tumour_ml, measured.tn_ratios, measured.tumour_names, lsf,
                                        options.constants)
     if "y90_planned_gbq" in study.activities:
@@ -208,9 +220,9 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
     dose = voxel_dosimetry(spect, vois.liver_emission, lesions=vois.lesions_emission,
                            lungs=None if cut else vois.lungs_emission, activity_gbq=activity, lung_shunt_fraction=lsf,
                            model=options.dose_model, constants=options.constants)
-    warnings += lesions_lost_on_emission_grid(vois, session.anatomy.name, session.emission_name)
+    warnings += session_warnings(vois, registrations, session)
     all_warnings = tuple(warnings) + tuple(w for p in prescriptions for w in p.warnings)
-    all_warnings += tuple(ResultWarning(**w) for w in dose.report["warnings"])
+    all_warnings += dose.warnings
     report = {
         "workflow": "plan",
         "study": study.name,

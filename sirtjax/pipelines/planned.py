@@ -33,7 +33,8 @@ DOSE_MAP_RTOL = 1e-3
 class PlannedDose:
     """A plan as verification uses it: report (report.json), MAA SPECT (counts), VOIs on its grid, dose.
 
-    ``source`` says where the plan came from ('planned in this run' or the plan folder's path).
+    ``source`` says where the plan came from ('planned in this run' or the plan folder's path). The
+    numbers verification computes with are typed fields; ``report`` is shown, not read back.
     """
 
     report: dict
@@ -43,23 +44,16 @@ class PlannedDose:
     lungs: Volume | None
     dose: DoseResult
     source: str
-
-    @property
-    def planned_activity_gbq(self) -> float:
-        """The activity (GBq) of the plan's predicted dose."""
-        return float(self.report["planned_activity"]["gbq"])
-
-    @property
-    def lung_shunt_fraction(self) -> float:
-        """The lung shunt fraction the plan used, in [0, 1)."""
-        return float(self.report["lung_shunt"]["fraction"])
+    planned_activity_gbq: float  # the activity of the plan's predicted dose
+    lung_shunt_fraction: float  # the LSF the plan used, in [0, 1)
+    dose_model: str  # vsv or ldm
+    constants: str  # the name of the 90Y constant set
 
     def dose_at(self, activity_gbq: float) -> DoseResult:
         """The plan's dose recomputed for another activity (same SPECT, VOIs, LSF, model and constants)."""
-        d = self.report["dose"]
         return voxel_dosimetry(self.spect, self.liver, lesions=self.lesions, lungs=self.lungs,
                                activity_gbq=float(activity_gbq), lung_shunt_fraction=self.lung_shunt_fraction,
-                               model=d["model"], constants=d["constants"]["name"])
+                               model=self.dose_model, constants=self.constants)
 
 
 def planned_from_result(p: PlanResult) -> PlannedDose:
@@ -67,7 +61,8 @@ def planned_from_result(p: PlanResult) -> PlannedDose:
     v = p.vois
     lungs = v.lungs_emission if "lungs" in p.dose.voi_names else None  # the lungs the plan's dosimetry used
     return PlannedDose(p.report, p.session.emission, v.liver_emission, v.lesions_emission, lungs, p.dose,
-                       "planned in this run")
+                       "planned in this run", p.planned_activity_gbq, p.lung_shunt_fraction, p.dose.report["model"],
+                       p.dose.report["constants"]["name"])
 
 
 def planned_from_record(report: dict, spect: Volume, liver: Volume, lesions: Volume | None, lungs: Volume | None,
@@ -81,7 +76,9 @@ def planned_from_record(report: dict, spect: Volume, liver: Volume, lesions: Vol
     for name, vol in (("liver", liver), ("lesions", lesions), ("lungs", lungs), ("dose map", dose_map)):
         if vol is not None and not same_grid(vol, spect):
             raise ValueError(f"the plan's {name} is not on the grid of the MAA SPECT")
-    draft = PlannedDose(report, spect, liver, lesions, lungs, None, source)
+    draft = PlannedDose(report, spect, liver, lesions, lungs, None, source, float(report["planned_activity"]["gbq"]),
+                        float(report["lung_shunt"]["fraction"]), report["dose"]["model"],
+                        report["dose"]["constants"]["name"])
     dose = draft.dose_at(draft.planned_activity_gbq)
     ours, theirs = np.asarray(dose.dose.array, np.float32), np.asarray(dose_map.array, np.float32)
     scale = max(float(np.max(np.abs(ours))), 1e-12)

@@ -21,7 +21,7 @@ import jax
 from sirtjax.dosimetry import DoseResult, ResultWarning, voxel_dosimetry
 from sirtjax.pipelines.inputs import Anatomy, Session, StudyData, WorkflowOptions
 from sirtjax.pipelines.mapping import Registered
-from sirtjax.pipelines.plan import SessionVois, lesions_lost_on_emission_grid, session_vois
+from sirtjax.pipelines.plan import SessionVois, session_warnings, session_vois
 from sirtjax.pipelines.planned import PlannedDose
 from sirtjax.report import dose_differences
 
@@ -57,9 +57,8 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
       key: PRNG key for the registrations.
       progress: optional callback(label, iteration, max_iterations) of the registrations.
     """
-    planned = plan.report["dose"]
-    if (options.dose_model, options.constants) != (planned["model"], planned["constants"]["name"]):
-        raise ValueError(f"the plan used the {planned['model']} model with {planned['constants']['name']} constants; "
+    if (options.dose_model, options.constants) != (plan.dose_model, plan.constants):
+        raise ValueError(f"the plan used the {plan.dose_model} model with {plan.constants} constants; "
                          f"verify with the same, not {options.dose_model} with {options.constants}")
     vois, registrations = session_vois(session, diagnostics, options, key=key, progress=progress)
     dose = voxel_dosimetry(session.emission, vois.liver_emission, lesions=vois.lesions_emission,
@@ -71,8 +70,7 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
     if injected is not None:
         at_injected = plan.dose_at(float(injected))
         comparison_at = dose_differences(at_injected.report["vois"], dose.report["vois"])
-    warnings = tuple(lesions_lost_on_emission_grid(vois, session.anatomy.name, session.emission_name))
-    warnings += tuple(ResultWarning(**w) for w in dose.report["warnings"])
+    warnings = tuple(session_warnings(vois, registrations, session)) + dose.warnings
     pet_gbq = dose.report["activity"]["total_gbq"]
     if injected is not None and pet_gbq > 1.2 * injected:
         warnings += (ResultWarning("pet_activity_above_injected",
