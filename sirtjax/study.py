@@ -103,6 +103,18 @@ class StudyManifest:
     truth_path: Path | None
     lung_shunt_fraction: float | None = None  # planar scintigraphy, in [0, 1)
 
+    def relocated(self, folder: Path) -> StudyManifest:
+        """The same manifest with every path inside its folder moved under folder (a copy of the study)."""
+        old, new = self.path.parent, Path(folder)
+
+        def move(p: Path | None) -> Path | None:
+            return new / p.relative_to(old) if p is not None and p.is_relative_to(old) else p
+
+        return dataclasses.replace(
+            self, path=move(self.path), truth_path=move(self.truth_path),
+            series={k: dataclasses.replace(s, path=move(s.path)) for k, s in self.series.items()},
+            masks={k: {kind: move(p) for kind, p in m.items()} for k, m in self.masks.items()})
+
     def input_paths(self) -> tuple[Path, ...]:
         """The manifest's folder and every file it names: what a workflow's output must keep clear of."""
         named = [s.path for s in self.series.values()] + [p for m in self.masks.values() for p in m.values()]

@@ -253,3 +253,13 @@ def test_plan_takes_the_manifest_lung_shunt_fraction(study_dir, tmp_path):
     assert report["lung_shunt"]["source"] == "planar scintigraphy (study manifest)"
     assert report["lung_shunt"]["from_spect"] == report["compartments"]["lung_shunt_fraction"]  # shown beside it
     assert not any(w["code"] == "lung_mask_cut" for w in report["warnings"])  # the cut lungs do not matter then
+
+
+def test_demo_report_points_into_its_own_study_copy(tmp_path):
+    """The demo's report.json names the study copy inside the output, not the deleted temporary folder."""
+    out = tmp_path / "demo"
+    main(["demo", str(out), "--small"])
+    report = json.loads((out / "report.json").read_text())
+    named = [Path(report["study_manifest"]["manifest"])] + [Path(s["path"]) for s in report["study_manifest"]["series"].values()]
+    assert all(p.is_relative_to(out.absolute() / "study") and p.exists() for p in named), named
+    assert (out / "report.html").exists() and (out / "plan" / "report.json").exists()

@@ -47,7 +47,6 @@ def demo(
     When the default liver model is installed, the MAA and 90Y CT livers are segmented with it and
     their Dice against the phantom's truth is printed.
     """
-    import shutil
     import tempfile
     import time
 
@@ -77,12 +76,9 @@ def demo(
         write_json(manifest, study_dir / "study.json", sort_keys=True)
         study = parse_manifest(manifest, study_dir / "study.json")
 
-        def keep_study(tmp: Path) -> None:
-            shutil.copytree(study_dir, tmp / "study")
-
         options = WorkflowOptions(registration=QUICK_REGISTRATION, segmenter=model_segmenter() if segment else None)
         result = run_study(study, out, overwrite=overwrite, verify_too=True, options=options, seed=0, say=say, progress=progress,
-                           extra=keep_study,
+                           copy_study=True,
                            subtitle=f"Demo on phantom seed {seed}: lesions from the diagnostic CT mapped by registration; "
                                     "the true LSF stands in for planar scintigraphy")
     if segment:

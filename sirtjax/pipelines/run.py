@@ -13,6 +13,7 @@ Workflow errors (ValueError) become :class:`~sirtjax.errors.InputError` naming t
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,13 +48,13 @@ def _parameters(options: WorkflowOptions, seed: int) -> dict:
 
 def run_study(study: StudyManifest, out: Path, *, verify_too: bool = False, options: WorkflowOptions = WorkflowOptions(),
               lung_shunt_fraction: float | None = None, seed: int = 0, say: Callable[[str], None] = lambda s: None,
-              progress=None, subtitle: str = "", extra: Callable[[Path], None] | None = None,
+              progress=None, subtitle: str = "", copy_study: bool = False,
               plan_folder: Path | None = None, overwrite: bool = False) -> RunResult:
     """Plan (and verify) a study into out; ``say`` gets stage names, ``progress`` registration iterations.
 
     ``overwrite``: replace an existing out (:mod:`sirtjax.outputs`). ``plan_folder``: verify against that earlier ``sirtjax plan`` output instead of planning (implies
-    verification). ``extra``, when given, is called with the staging folder before it is published
-    (the demo writes its phantom study there).
+    verification). ``copy_study``: copy the study's folder into ``out/study`` and record that copy,
+    not the original, in the reports (the demo's phantom study lives in a temporary folder).
     """
     verify_too = verify_too or plan_folder is not None
     data = study_data(study, lung_shunt_fraction)
@@ -80,10 +81,11 @@ def run_study(study: StudyManifest, out: Path, *, verify_too: bool = False, opti
         where = getattr(exc, "input_name", None)
         raise InputError(study.path, f"{where}: {exc}" if where else str(exc)) from None
     say("writing maps, masks, RT-Struct and the report")
-    manifest, patient_id = study.to_dict(), str(study.patient.get("id", ""))
+    recorded = study.relocated(Path(out).absolute() / "study") if copy_study else study
+    manifest, patient_id = recorded.to_dict(), str(study.patient.get("id", ""))
     with output_dir(out, overwrite=overwrite, inputs=[*study.input_paths(), *([plan_folder] if plan_folder else [])]) as tmp:
-        if extra is not None:
-            extra(tmp)
+        if copy_study:
+            shutil.copytree(study.path.parent, tmp / "study")
         if p is not None:
             plan_dir = tmp / "plan" if verify_too else tmp
             write_session_outputs(plan_dir, maa, p.vois, p.dose, p.registrations,
