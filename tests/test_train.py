@@ -207,3 +207,42 @@ def test_init_from_starts_from_given_weights(tmp_path):
     wider = {**TINY_MODEL, "features": [3, 4]}
     with pytest.raises(InputError, match="shape"):
         train(tiny_config(model=wider, init_from=str(tmp_path / "a")), tmp_path / "c", cases=cases, stop_after=0, progress=False)
+
+
+KILLED_TRAINING = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from test_train import blob_case, tiny_config
+from sirtjax.train import train
+cases = ([blob_case(i) for i in range(2)], [blob_case(9)])
+train(tiny_config(steps=100000, checkpoint_every=2), sys.argv[1], cases=cases, progress=False)
+"""
+
+
+def test_training_killed_by_sigkill_resumes(tmp_path):
+    """A real SIGKILL during training: the next run resumes from the last complete checkpoint."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_TRAINING, str(run), os.path.dirname(__file__)])
+    try:
+        deadline = time.monotonic() + 240
+        latest = run / "checkpoints" / "latest"
+        while time.monotonic() < deadline and proc.poll() is None:
+            steps = [int(p.name) for p in latest.glob("*") if p.name.isdigit()] if latest.is_dir() else []
+            if steps and max(steps) >= 4:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the training ended before it was killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = max(int(p.name) for p in latest.glob("*") if p.name.isdigit())
+    cases = ([blob_case(i) for i in range(2)], [blob_case(9)])
+    resumed = train(tiny_config(steps=done + 4, checkpoint_every=2), run, cases=cases, progress=False)
+    assert resumed["step"] == done + 4  # continued from the checkpoint, not from 0
+    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in log) == done + 4
