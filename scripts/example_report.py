@@ -20,8 +20,9 @@ import numpy as np
 from sirtjax import dosimetry
 from sirtjax.phantom import PhantomConfig, generate_study, write_study
 from sirtjax.preprocess import resample_to
+from sirtjax.dosimetry.comparison import compare_vois
 from sirtjax.report import (FigurePng, Note, Section, checkerboard_png, comparison_table, contour_overlay_png,
-                            dose_differences, dose_table, dvh_png, fused_slices_png, prescription_table,
+                            dose_table, dvh_png, fused_slices_png, prescription_table,
                             provenance_section, render_report, study_section, write_report)
 from sirtjax.study import load_study
 
@@ -63,7 +64,7 @@ def build(study) -> str:
                              lung_shunt_fraction=lsf),
     ]
     plan_records, verif_records = plan.report["vois"], verif.report["vois"]
-    diffs = dose_differences(plan_records, verif_records)
+    diffs = compare_vois(plan_records, verif_records)
     warnings = [w for pr in prescriptions for w in pr.warnings] + plan.report["warnings"] + verif.report["warnings"]
     voi = {"liver": liver, "lesions": lesions}
     sections = [

@@ -133,14 +133,14 @@ def test_comparison_with_plan(workflows):
     p, v, data = workflows
     plan_liver = records(p.dose)["liver"]
     verif_liver = records(v.dose)["liver"]
-    liver = next(r for r in v.comparison if r["name"] == "liver")
-    assert liver["mean_gy"]["plan"] == plan_liver["mean_gy"]
-    assert liver["mean_gy"]["difference"] == pytest.approx(verif_liver["mean_gy"] - plan_liver["mean_gy"])
+    liver = next(r for r in v.comparison if r.name == "liver")
+    assert liver["mean_gy"].plan == plan_liver["mean_gy"]
+    assert liver["mean_gy"].difference == pytest.approx(verif_liver["mean_gy"] - plan_liver["mean_gy"])
     # the plan recomputed at the injected activity: dose is linear in the activity (same LSF, same map)
     ratio = data.activities["y90_injected_gbq"] / p.planned_activity_gbq
-    at_inj = next(r for r in v.comparison_at_injected if r["name"] == "liver")
-    assert at_inj["mean_gy"]["plan"] == pytest.approx(plan_liver["mean_gy"] * ratio, rel=1e-4)  # float32 sums
-    assert at_inj["D70_gy"]["plan"] == pytest.approx(plan_liver["D70_gy"] * ratio, rel=1e-4)
+    at_inj = next(r for r in v.comparison_at_injected if r.name == "liver")
+    assert at_inj["mean_gy"].plan == pytest.approx(plan_liver["mean_gy"] * ratio, rel=1e-4)  # float32 sums
+    assert at_inj["D70_gy"].plan == pytest.approx(plan_liver["D70_gy"] * ratio, rel=1e-4)
 
 
 def test_given_target_lesions_need_no_registration(study):

@@ -13,8 +13,9 @@ import scipy.ndimage as ndi
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
+from sirtjax.dosimetry.comparison import Compared, VoiComparison, compare_vois
 from sirtjax.report import (FigurePng, KeyValues, Note, Section, Table, checkerboard_png, comparison_table,
-                            contour_overlay_png, dose_differences, dose_table, dvh_figure, dvh_png,
+                            contour_overlay_png, dose_table, dvh_figure, dvh_png,
                             fused_slices_figure, fused_slices_png, prescription_table, provenance_section,
                             render_report, study_section, voi_colour, write_report)
 from sirtjax.report.slices import mask_center_mm, orient, plane
@@ -256,17 +257,16 @@ def test_dose_table_and_differences():
     assert t.headers == ("VOI", "Volume (ml)", "Mean (Gy)", "D70 (Gy)", "D50 (Gy)", "V70 (%)", "V100 (%)")
     assert t.rows[0] == ("liver", "1500.0", "52.4", "48.3", "57.2", "1.8", "0.2")
     assert t.rows[2][2:] == (None,) * 5  # an empty VOI shows dashes, never NaN
-    diffs = dose_differences(RECORDS_PLAN, RECORDS_VERIF)
-    assert [d["name"] for d in diffs] == ["liver", "lesion_1", "lesion_2", "lesion_3"]
-    assert diffs[0]["mean_gy"]["difference"] == pytest.approx(49.7 - 52.4)
-    assert diffs[1]["V100_pct"] == {"plan": 66.7, "verification": 0.0, "difference": pytest.approx(-66.7)}
-    assert diffs[2]["D70_gy"] == {"plan": None, "verification": None, "difference": None}
-    assert diffs[3]["mean_gy"] == {"plan": None, "verification": 90.0, "difference": None}
+    diffs = compare_vois(RECORDS_PLAN, RECORDS_VERIF)
+    assert [d.name for d in diffs] == ["liver", "lesion_1", "lesion_2", "lesion_3"]
+    assert diffs[0]["mean_gy"].difference == pytest.approx(49.7 - 52.4)
+    assert diffs[1].to_dict()["V100_pct"] == {"plan": 66.7, "verification": 0.0, "difference": pytest.approx(-66.7)}
+    assert diffs[2].to_dict()["D70_gy"] == {"plan": None, "verification": None, "difference": None}
+    assert diffs[3].to_dict()["mean_gy"] == {"plan": None, "verification": 90.0, "difference": None}
     c = comparison_table(diffs)
     assert len(c.headers) == 1 + 3 * 4 and sum(n for _, n in c.groups) == len(c.headers)
     assert c.rows[0][1:4] == ("52.4", "49.7", "-2.7") and c.rows[0][4:7] == ("48.3", "48.7", "+0.4")
-    tiny = comparison_table([{"name": "liver", "mean_gy": {"plan": 1.0, "verification": 0.99, "difference": -0.01}}],
-                            keys=("mean_gy",))
+    tiny = comparison_table([VoiComparison("liver", {"mean_gy": Compared(1.0, 0.99)})], keys=("mean_gy",))
     assert tiny.rows[0][3] == "+0.0"  # never "-0.0"
 
 
@@ -291,7 +291,7 @@ def _page(**kw) -> tuple[str, bytes]:
     sections = [
         Section("Study <&>", (KeyValues((("Patient", "<script>alert(1)</script>"),)),)),
         Section("Doses", (dose_table(RECORDS_PLAN), Note("a note"), FigurePng(png, "a figure"))),
-        Section("Comparison", (comparison_table(dose_differences(RECORDS_PLAN, RECORDS_VERIF)),)),
+        Section("Comparison", (comparison_table(compare_vois(RECORDS_PLAN, RECORDS_VERIF)),)),
     ]
     return render_report("SIRT plan — test", sections, subtitle="sub", version="1.2.3", **kw), png
 

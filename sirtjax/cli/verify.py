@@ -7,8 +7,8 @@ from sirtjax.cli.plan import workflow_command
 
 
 def _summary(result) -> str:
-    liver = next(r for r in result.verification.comparison if r["name"] == "liver")["mean_gy"]
-    return (f"liver mean dose: plan {liver['plan']:.1f} Gy, verification {liver['verification']:.1f} Gy; "
+    liver = next(r for r in result.verification.comparison if r.name == "liver")["mean_gy"]
+    return (f"liver mean dose: plan {liver.plan:.1f} Gy, verification {liver.verification:.1f} Gy; "
             f"report: {result.report_html}")
 
 

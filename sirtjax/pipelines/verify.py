@@ -19,11 +19,11 @@ from collections.abc import Sequence
 import jax
 
 from sirtjax.dosimetry import DoseResult, ResultWarning, voxel_dosimetry
+from sirtjax.dosimetry.comparison import VoiComparison, compare_vois
 from sirtjax.pipelines.inputs import Anatomy, Session, StudyData, WorkflowOptions
 from sirtjax.pipelines.mapping import Registered
 from sirtjax.pipelines.plan import SessionVois, session_warnings, session_vois
 from sirtjax.pipelines.planned import PlannedDose
-from sirtjax.report import dose_differences
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,8 +36,8 @@ class VerifyResult:
     dose: DoseResult
     plan: PlannedDose  # what the verification is compared with
     plan_at_injected: DoseResult | None  # the plan's dose recomputed for the injected activity
-    comparison: list[dict]  # dose_differences(plan, verification)
-    comparison_at_injected: list[dict] | None
+    comparison: tuple[VoiComparison, ...]  # plan against verification per VOI
+    comparison_at_injected: tuple[VoiComparison, ...] | None
     warnings: tuple[ResultWarning, ...]
     report: dict
 
@@ -64,12 +64,12 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
     dose = voxel_dosimetry(session.emission, vois.liver_emission, lesions=vois.lesions_emission,
                            lungs=vois.lungs_emission, input_kind="bq-per-ml", model=options.dose_model,
                            constants=options.constants)
-    comparison = dose_differences(plan.dose.report["vois"], dose.report["vois"])
+    comparison = compare_vois(_records(plan.dose), _records(dose))
     injected = study.activities.get("y90_injected_gbq")
     at_injected = comparison_at = None
     if injected is not None:
         at_injected = plan.dose_at(float(injected))
-        comparison_at = dose_differences(at_injected.report["vois"], dose.report["vois"])
+        comparison_at = compare_vois(_records(at_injected), _records(dose))
     warnings = tuple(session_warnings(vois, registrations, session)) + dose.warnings
     pet_gbq = dose.report["activity"]["total_gbq"]
     if injected is not None and pet_gbq > 1.2 * injected:
@@ -86,9 +86,14 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
         "plan": plan.source,
         "plan_activity_gbq": plan.planned_activity_gbq,
         "injected_activity_gbq": injected,
-        "comparison": comparison,
-        "comparison_at_injected_activity": comparison_at,
+        "comparison": [c.to_dict() for c in comparison],
+        "comparison_at_injected_activity": None if comparison_at is None else [c.to_dict() for c in comparison_at],
         "warnings": [w.to_dict() for w in warnings],
     }
     return VerifyResult(session, vois, tuple(registrations), dose, plan, at_injected, comparison, comparison_at,
                         warnings, report)
+
+
+def _records(dose: DoseResult) -> list[dict]:
+    """The per-VOI statistics of a dose result as records (name, volume_ml, mean_gy, D70_gy, ...)."""
+    return dose.statistics.to_records(list(dose.voi_names))

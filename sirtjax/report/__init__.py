@@ -12,7 +12,7 @@ from sirtjax.report.colours import voi_colour, voi_colours
 from sirtjax.report.figures import (CT_SOFT_TISSUE_WINDOW_HU, checkerboard_png, contour_overlay_png, dvh_figure,
                                     dvh_png, fused_slices_figure, fused_slices_png, percentile_window)
 from sirtjax.report.html import FigurePng, KeyValues, Note, Section, Table, render_report, write_report
-from sirtjax.report.tables import (COMPARE_KEYS, comparison_table, dose_differences, dose_table, prescription_table,
+from sirtjax.report.tables import (comparison_table, dose_table, prescription_table,
                                    provenance_section, study_section)
 
 __all__ = [
@@ -20,6 +20,6 @@ __all__ = [
     "CT_SOFT_TISSUE_WINDOW_HU", "checkerboard_png", "contour_overlay_png", "dvh_figure", "dvh_png",
     "fused_slices_figure", "fused_slices_png",
     "percentile_window", "FigurePng", "KeyValues", "Note", "Section", "Table", "render_report", "write_report",
-    "COMPARE_KEYS", "comparison_table", "dose_differences", "dose_table", "prescription_table",
+    "comparison_table", "dose_table", "prescription_table",
     "provenance_section", "study_section",
 ]

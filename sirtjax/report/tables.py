@@ -13,9 +13,8 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from sirtjax.dosimetry.comparison import COMPARE_KEYS, Compared, VoiComparison
 from sirtjax.report.html import KeyValues, Section, Table
-
-COMPARE_KEYS = ("mean_gy", "D70_gy", "V70_pct", "V100_pct")
 _ACTIVITY_TITLES = {"maa_injected_mbq": "99mTc-MAA injected (MBq)", "y90_planned_gbq": "90Y planned (GBq)",
                     "y90_injected_gbq": "90Y injected (GBq)"}
 _METHOD_TITLES = {"partition": "Partition model", "mono-compartment": "Mono-compartment (MIRD)", "bsa": "BSA method"}
@@ -123,38 +122,19 @@ def dose_table(records: Sequence[Mapping], *, keys: Sequence[str] | None = None,
     return Table(("VOI", *(column_title(k) for k in keys)), rows, caption)
 
 
-def dose_differences(plan: Sequence[Mapping], verification: Sequence[Mapping],
-                     keys: Sequence[str] = COMPARE_KEYS) -> list[dict]:
-    """Per VOI name (plan order, then verification-only VOIs): plan, verification and verification - plan per key.
-
-    A VOI or value missing on one side gives None for it and for the difference.
-    """
-    p_by = {r["name"]: r for r in plan}
-    v_by = {r["name"]: r for r in verification}
-    out = []
-    for name in dict.fromkeys([*p_by, *v_by]):
-        rec: dict = {"name": name}
-        for k in keys:
-            a, b = p_by.get(name, {}).get(k), v_by.get(name, {}).get(k)
-            rec[k] = {"plan": a, "verification": b,
-                      "difference": b - a if fmt(a) is not None and fmt(b) is not None else None}
-        out.append(rec)
-    return out
-
-
-def comparison_table(differences: Sequence[Mapping], keys: Sequence[str] = COMPARE_KEYS) -> Table:
-    """Plan vs verification per VOI from dose_differences(): for each key, plan / verification / difference."""
+def comparison_table(comparisons: Sequence[VoiComparison], keys: Sequence[str] = COMPARE_KEYS) -> Table:
+    """Plan vs verification per VOI (:func:`sirtjax.dosimetry.comparison.compare_vois`): plan / verification / difference per key."""
     headers = ["VOI"] + ["plan", "verif.", "Δ"] * len(keys)
     groups = (("", 1), *((column_title(k), 3) for k in keys))
     rows = []
-    for rec in differences:
-        cells = [str(rec["name"])]
+    for rec in comparisons:
+        cells = [rec.name]
         for k in keys:
-            d = rec.get(k, {})
-            diff = fmt(d.get("difference"), 1)
+            d = rec.values.get(k, Compared(None, None))
+            diff = fmt(d.difference, 1)
             if diff is not None and float(diff) == 0.0:
                 diff = "0.0"  # not "-0.0" for a difference that rounds to zero
-            cells += [fmt(d.get("plan"), 1), fmt(d.get("verification"), 1),
+            cells += [fmt(d.plan, 1), fmt(d.verification, 1),
                       None if diff is None else ("+" + diff if not diff.startswith("-") else diff)]
         rows.append(tuple(cells))
     return Table(tuple(headers), tuple(rows), "Δ = verification − plan. –: the VOI is absent or empty on that "
