@@ -225,5 +225,6 @@ def test_mask_on_another_overlapping_grid_is_resampled_and_said(files, tmp_path,
                  0,
                  notice[0] if notice else ""))
     assert notice and notice[0].startswith("warning: the liver mask is on another grid"), captured.err
+    assert not captured.out.startswith("\n") and not captured.err.startswith("\n")  # no blank first line
     report = json.loads((d / "out" / "report.json").read_text())
     assert any(w["code"] == "mask_resampled" for w in report["warnings"]), report["warnings"]

@@ -54,3 +54,12 @@ class Method(str, Enum):
     partition = "partition"
     mono = "mono-compartment"
     bsa = "bsa"
+
+
+def progress_bar(*columns, **kwargs):
+    """A transient rich Progress on stderr, shown only on a terminal (piped, it printed a blank line)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    return Progress(*columns, console=console, transient=True, disable=not console.is_terminal, **kwargs)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import Overwrite, app
+from sirtjax.cli._app import Overwrite, app, progress_bar
 
 
 class Model(str, Enum):
@@ -71,7 +71,7 @@ def dose(
     says so. SPECT counts inside the liver are scaled to (1 - LSF) x the administered activity.
     """
     from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from sirtjax.errors import InputError
 
@@ -89,8 +89,7 @@ def dose(
     sources = {"activity": activity, "liver": liver, "lesions": lesions, "lungs": lung, "ct": ct,
                "activity_gbq": "--activity-gbq", "lung_shunt_fraction": "--lung-shunt", "constants": "--constants",
                "liver_density_g_ml": "--liver-density"}
-    console = Console(stderr=True)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as progress:
+    with progress_bar(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()) as progress:
         task = progress.add_task("reading images", total=3)
         images = {name: read_volume(path) for name, path in
                   (("activity", activity), ("liver", liver), ("lesions", lesions), ("lungs", lung), ("ct", ct)) if path is not None}

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import app
+from sirtjax.cli._app import app, progress_bar
 
 
 @app.command()
@@ -73,8 +73,7 @@ def _grid_mismatch(a, b) -> str:
 def _report(pred, ref, p_vol, r_vol, *, lesions: bool, rmsd: bool, console) -> dict:
     """The evaluation as a dict of plain JSON values (per-label rows, optional lesions/RMSD)."""
     import numpy as np
-    from rich.progress import Progress
-
+    
     from sirtjax.metrics import iter_label_metrics, lesion_detection
     from sirtjax.metrics import rmsd as rmsd_of
     from sirtjax.volume import describe_grid
@@ -85,7 +84,7 @@ def _report(pred, ref, p_vol, r_vol, *, lesions: bool, rmsd: bool, console) -> d
         n, rows = iter_label_metrics(*binary, labels=[1])
     else:
         n, rows = iter_label_metrics(p_vol, r_vol)
-    with Progress(console=console, transient=True) as progress:
+    with progress_bar() as progress:
         task = progress.add_task("evaluating labels", total=n)
         report["labels"] = []
         for row in rows:

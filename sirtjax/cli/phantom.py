@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import Overwrite, app
+from sirtjax.cli._app import Overwrite, app, progress_bar
 
 
 def write_phantom_folder(out: Path, seed: int, small: bool, overwrite: bool = False) -> Path:
     """Generate the study of a seed, write it and montage.png into out (atomically); returns out."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from sirtjax.errors import InputError
     from sirtjax.outputs import check_output, output_dir
@@ -23,7 +23,7 @@ def write_phantom_folder(out: Path, seed: int, small: bool, overwrite: bool = Fa
         raise InputError("--seed", f"must be a non-negative integer, got {seed}")
     check_output(out, overwrite=overwrite)
     config = PhantomConfig.small() if small else PhantomConfig()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar:
+    with progress_bar(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()) as bar:
         task = bar.add_task("generating the phantom study", total=None)
         study = generate_study(seed, config, progress=lambda stage: bar.update(task, description=stage))
         bar.update(task, description="writing images")

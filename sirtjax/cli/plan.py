@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import Method, Overwrite, app
+from sirtjax.cli._app import Method, Overwrite, app, progress_bar
 
 
 class Model(str, Enum):
@@ -21,10 +21,10 @@ class Model(str, Enum):
 
 def progress_bars():
     """A rich Progress with a stage line and one bar per registration level; returns (bar, say, progress)."""
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    bar = Progress(SpinnerColumn(), TextColumn("{task.description:<44}"), BarColumn(),
-                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), transient=True)
+    bar = progress_bar(SpinnerColumn(), TextColumn("{task.description:<44}"), BarColumn(),
+                       TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
     stage = bar.add_task("starting", total=None)
     levels: dict[str, int] = {}
 

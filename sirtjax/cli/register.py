@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import Overwrite, app
+from sirtjax.cli._app import Overwrite, app, progress_bar
 from sirtjax.errors import InputError
 
 PRESET_NAMES = ("image-based", "cnn-guided", "cnn-lm-guided")
@@ -44,7 +44,7 @@ def register(
 
     import jax
     import numpy as np
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
     from sirtjax.io import read_volume, write_volume
     from sirtjax.metrics import jacobian_stats
@@ -116,8 +116,8 @@ def register(
         overrides["nonrigid_levels"] = 0
     settings = dataclasses.replace(base, **overrides)
 
-    with Progress(TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), transient=True) as bar:
+    with progress_bar(TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeElapsedColumn()) as bar:
         tasks: dict[str, int] = {}
 
         def progress(label: str, it: int, total: int) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from sirtjax.cli._app import Overwrite, app
+from sirtjax.cli._app import Overwrite, app, progress_bar
 
 
 @app.command()
@@ -22,8 +22,7 @@ def segment(
 ) -> None:
     """Segment the liver: 3 mm canonical grid, windowing, sliding-window U-Net, largest component."""
     import numpy as np
-    from rich.progress import Progress
-
+    
     from sirtjax.errors import InputError
     from sirtjax.io import read_volume, write_volume
     from sirtjax.models import load_model
@@ -45,7 +44,7 @@ def segment(
         typer.echo(f"modality: {modality} (guessed from the intensities; pass --modality to set it)")
     if modality not in spec.get("modalities", MODALITIES):
         raise InputError("--modality", f"model {model} was trained for {spec.get('modalities')}, not {modality}")
-    with Progress(transient=True) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("segmenting", total=None)
         prob = predict_probability(net, spec, vol, modality=modality, tta=tta, on_batch=lambda d, n: bar.update(task, completed=d, total=n))
     mask = prob.with_array(liver_mask(np.asarray(prob.array)))
