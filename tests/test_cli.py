@@ -43,3 +43,14 @@ def test_debug_shows_the_exception(tmp_path):
 
     with pytest.raises(InputError):
         main(["--debug", "evaluate", str(tmp_path / "a.nii.gz"), str(tmp_path / "b.nii.gz")])
+
+
+@pytest.mark.parametrize("command", ["plan", "verify", "register", "segment", "dose", "prescribe", "demo", "phantom"])
+def test_help_is_plain_and_names_only_its_own_options(command, capsys):
+    """No '<bool>' after flags, no blank first line; plan's help does not refer to verify's --plan."""
+    main([command, "--help"])  # returns: no exit code but 0
+    out = capsys.readouterr().out
+    assert "<bool>" not in out and out.startswith("Usage: ")
+    assert ("--plan" in out) == (command == "verify")
+    if command in ("plan", "prescribe"):
+        assert "mono-compartment" in out
