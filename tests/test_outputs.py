@@ -138,3 +138,17 @@ def test_cli_refuses_an_existing_output_and_overwrite_replaces_it(tmp_path, caps
     assert (out / "stale.txt").exists()
     main(["phantom", str(out), "--small", "--seed", "3", "--overwrite"])
     assert not (out / "stale.txt").exists() and (out / "study.json").exists()
+
+
+def test_sigkill_of_a_real_command_while_it_writes_keeps_the_old_output(tmp_path):
+    """`sirtjax phantom OUT --overwrite` killed once its staging folder exists: OUT is still the old run, whole."""
+    old = _old_output(tmp_path / "out")
+    proc = subprocess.Popen([sys.executable, "-m", "sirtjax", "phantom", str(tmp_path / "out"), "--small", "--overwrite"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.*.partial/*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the command ended before it was killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert _tree(tmp_path / "out") == old
