@@ -86,6 +86,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
             for dcm in (d / f"{name}_{k}").iterdir():
                 shutil.move(str(dcm), folder / f"s{k}_{dcm.name}")
         f[name] = folder
+    from sirtjax.phantom import PhantomConfig, generate_study, write_study
+
+    f["study"] = write_study(generate_study(5, PhantomConfig.small()), d / "study")
     (f["missing_slice"] / "s0_IMG0010.dcm").unlink()
     _shift_slice(f["uneven_spacing"] / "s0_IMG0010.dcm", 1.2)
     return f
@@ -167,6 +170,12 @@ def _rows() -> list[Row]:
         Row("the output is the input", ("segment", "{ct}", "-o", "{ct}", "--overwrite"), "ct.nii.gz", "input"),
         Row("an output folder holding the inputs", ("dose", "{activity}", "--liver", "{liver}", "--activity-gbq", "1",
                                                     "-o", "{activity_dir}", "--overwrite"), "inputs", "input"),
+        Row("the output is the input study", ("plan", "{study}", "-o", "{study}", "--overwrite"), "study", "input"),
+        Row("an output inside the input study", ("plan", "{study}", "-o", "{study}/plan"), "study/plan",
+            "inside the input folder"),
+        Row("a --plan folder that does not exist", ("verify", "{study}", "--plan", "{missing}", "-o", "{out}"),
+            "missing.nii.gz", "no such folder"),
+        Row("LSF >= 1", ("plan", "{study}", "-o", "{out}", "--lung-shunt", "1.5"), "--lung-shunt", "[0, 1)"),
         Row("negative activity", ("dose", "{activity}", "--liver", "{liver}", "--activity-gbq", "-1", "-o", "{out}"), "--activity-gbq", "positive"),
         Row("negative activity", ("prescribe", "--method", "bsa", "--height-m", "1.7", "--weight-kg", "-70",
                                   "--liver-ml", "1500", "--tumour-ml", "100"), "--weight-kg", "positive"),
