@@ -164,7 +164,8 @@ def verify_sections(v: VerifyResult) -> list[Section]:
         s = v.plan_at_injected.statistics
         dvhs = {"plan (injected activity)": (s.dvh_edges_gy, s.cdvh_fraction, v.plan_at_injected.voi_names)}
     dvhs["verification"] = (v.dose.statistics.dvh_edges_gy, v.dose.statistics.cdvh_fraction, v.dose.voi_names)
-    blocks.append(FigurePng(dvh_png(dvhs), "Cumulative DVHs per VOI: plan (solid) and verification (dashed)."))
+    plan_label = next(iter(dvhs))
+    blocks.append(FigurePng(dvh_png(dvhs), f"Cumulative DVHs per VOI: {plan_label} (solid) and verification (dashed)."))
     return [
         Section("VOIs (verification)", (KeyValues(tuple((k.capitalize(), s) for k, s in v.report["vois"].items())),)),
         registration_section(v.registrations, anatomy, v.vois, f"Registration onto {anatomy.name} (verification)"),
