@@ -253,14 +253,8 @@ def test_dose_is_linear_in_activity(seed, spacing, a, constants):
                                rtol=2e-6, atol=0)
 
 
-THESIS_HALF_LIFE_BUG = ("library bug: vsv_gy_per_gbq scales the kernel by the ratio of dose factors AND by the set's "
-                        "decays per GBq, counting a half-life other than ICRP-107's twice (the 'thesis' set deposits "
-                        "64.0416 / 64.1 = 0.99909 of its energy); see report")
-
-
-@pytest.mark.parametrize("constants", [*(c for c in sorted(constant_sets()) if c != "thesis"),
-                                       pytest.param("thesis", marks=pytest.mark.xfail(strict=True, reason=THESIS_HALF_LIFE_BUG))])
-@settings(PROPERTY, max_examples=8, phases=[Phase.explicit, Phase.generate])  # no shrinking: the xfail fails at once
+@pytest.mark.parametrize("constants", sorted(constant_sets()))
+@settings(PROPERTY, max_examples=8)
 @given(st.one_of(st.sampled_from([(s, s, s) for s in tabulated_voxel_sizes_mm()]),
                  st.tuples(*[finite(min_value=2.5, max_value=12.0)] * 3)),
        st.tuples(*[st.integers(1, 3)] * 3), _seeds(), st.booleans())

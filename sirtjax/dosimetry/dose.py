@@ -63,9 +63,10 @@ def dose_ldm(
 def vsv_gy_per_gbq(kernel: VoxelKernel, constants: str | DoseConstants = "icrp107") -> np.ndarray:
     """The kernel as dose (Gy) per GBq administered in the source voxel, float32 (z, y, x)."""
     c = get_constants(constants)
-    energy_scale = c.gy_kg_per_gbq / kernel_reference().gy_kg_per_gbq
+    reference = kernel_reference()
+    energy_scale = c.gy_kg_per_gbq / reference.gy_kg_per_gbq  # the set's half-life and energy, counted once
     gy_per_decay = kernel.s_values * 1e-9  # mGy/(MBq*s) = 1e-3 Gy per 1e6 decays
-    return (gy_per_decay * c.decays_per_gbq * energy_scale).astype(np.float32)
+    return (gy_per_decay * reference.decays_per_gbq * energy_scale).astype(np.float32)
 
 
 def padded_shape(shape: tuple[int, ...], kernel_shape: tuple[int, ...]) -> tuple[int, ...]:
