@@ -172,17 +172,20 @@ def _read_dicom_series(p: Path) -> Volume:
     if len(series) > 1:
         raise InputError(p, f"the folder holds {len(series)} DICOM series; give a folder with one")
     files = reader.GetGDCMSeriesFileNames(str(p), series[0])
-    _check_slices(p, files)
+    slice_size = _check_slices(p, files)
     reader.SetFileNames(files)
     try:
         img = reader.Execute()
     except RuntimeError as exc:
         raise InputError(p, f"cannot read the DICOM series ({_short(exc)})") from None
+    if tuple(img.GetSize()) != (*slice_size, len(files)):  # ITK stacks one-row slices along y
+        raise InputError(p, f"the series' {len(files)} slices of {slice_size[0]}x{slice_size[1]} voxels read as a "
+                            f"{'x'.join(map(str, img.GetSize()))} image; slices this thin are not supported")
     return _from_sitk(p, img)
 
 
-def _check_slices(p: Path, files) -> None:
-    """InputError unless the series' slices are evenly spaced along their normal and fit in memory."""
+def _check_slices(p: Path, files) -> tuple[int, int]:
+    """The slices' size (x, y); InputError unless they are evenly spaced along their normal and fit in memory."""
     origins, first = [], None
     for name in files:
         info = sitk.ImageFileReader()
@@ -195,7 +198,7 @@ def _check_slices(p: Path, files) -> None:
         origins.append(info.GetOrigin())
     _check_memory(p, (len(files), *first.GetSize()[:2]), 4)
     if len(files) < 3:
-        return
+        return tuple(first.GetSize()[:2])
     normal = np.reshape(first.GetDirection(), (3, 3))[:, 2]
     gaps = np.diff(np.sort(np.asarray(origins) @ normal))
     median = float(np.median(gaps))
@@ -208,6 +211,7 @@ def _check_slices(p: Path, files) -> None:
     if np.max(np.abs(gaps - median)) > SLICE_GAP_TOLERANCE * median:
         raise InputError(p, f"the DICOM series has uneven slice spacing (gaps of {np.min(gaps):.2f} to "
                             f"{np.max(gaps):.2f} mm)")
+    return tuple(first.GetSize()[:2])
 
 
 def _from_sitk(p: Path, img: sitk.Image) -> Volume:
