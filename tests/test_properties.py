@@ -363,14 +363,19 @@ def test_image_registered_to_itself_keeps_the_affine_stage_at_the_identity(grid,
     assert u.max() < 0.25 * float(np.min(img.spacing_mm)), u.max()
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: Adam turns the float32 round-off gradient at the exact optimum into "
-                                       "full learning-rate steps; self-registration drifts by up to ~2 voxels (see report)")
+@pytest.mark.parametrize("optimiser", [
+    pytest.param("adam", marks=pytest.mark.xfail(strict=True, reason=(
+        "Adam's first step is the step size times sign(gradient), also for a float32 round-off gradient at the exact "
+        "optimum; its momentum then carries the field up to ~1.2 voxels away (issue 33)"))),
+    "lbfgs",
+])
 @settings(PROPERTY, max_examples=6, phases=[Phase.explicit, Phase.generate])
-@given(grids(shape=(10, 10, 10), spacing=(2.0, 4.0), origin=200.0), _seeds())
-def test_image_registered_to_itself_with_ssd_stays_at_the_identity(grid, seed):
+@given(grid=grids(shape=(10, 10, 10), spacing=(2.0, 4.0), origin=200.0), seed=_seeds())
+def test_image_registered_to_itself_with_ssd_stays_at_the_identity(optimiser, grid, seed):
     """register(I, I), affine + non-rigid with SSD (whose global minimum 0 is the identity): displacement < half a voxel."""
     img = _smooth_image(grid, seed)
-    res = register(img, img, config=dataclasses.replace(SELF_REGISTRATION, metric="ssd", nonrigid_levels=1))
+    config = dataclasses.replace(SELF_REGISTRATION, metric="ssd", nonrigid_levels=1, optimiser=optimiser)
+    res = register(img, img, config=config)
     u = np.linalg.norm(np.asarray(res.displacement.array), axis=-1)
     assert u.max() < 0.5 * float(np.min(img.spacing_mm)), u.max()
 

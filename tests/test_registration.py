@@ -15,7 +15,9 @@ from sirtjax.registration.affine import affine_step
 from sirtjax.registration.nonrigid import (
     RegulariserOptions, Weights, field_at, field_shape, field_volume, nonrigid_objective, nonrigid_step,
 )
-from sirtjax.registration.optimise import Convergence, adam_cosine, run_level, window_converged
+from sirtjax.registration.optimise import (
+    OPTIMISERS, Convergence, adam_cosine, make_step, run_level, transformation, window_converged,
+)
 from sirtjax.registration.problem import (
     MAX_SAMPLES, SimilarityOptions, intensity_range, make_level, pad_moving, roi_mask, similarity_terms, stack_channels,
     stack_levels, stratified_picks,
@@ -335,6 +337,31 @@ def test_adam_cosine_equals_optax_adam_with_cosine_decay():
         g = jnp.asarray([1.0, -2.0, 0.3]) * (i + 1)
         (u1, s1), (u2, s2) = update(g, s1, p), update_ref(g, s2, p)
         np.testing.assert_allclose(np.asarray(u1), np.asarray(u2), rtol=1e-5, atol=1e-7)  # float32
+
+
+def _quadratic(params, data, weights, key):
+    """An ill-conditioned convex quadratic (condition number 100) whose minimum is data["target"]."""
+    del weights, key
+    r = (params - data["target"]) * jnp.asarray([10.0, 1.0, 0.1])
+    loss = jnp.sum(r * r)
+    return loss, {"fit": loss}
+
+
+@pytest.mark.parametrize("kind", OPTIMISERS)
+def test_every_optimiser_reaches_the_minimum_of_a_quadratic_through_make_step(kind):
+    """make_step(objective, tx) with each optax transformation: the analytic minimum to 1e-3 (L-BFGS, with its line
+    search through value_fn, in a few steps; Adam's last steps are 10 % of its step size)."""
+    target = jnp.asarray([[1.5, -2.0, 0.7]])
+    step = make_step(_quadratic, transformation(kind, 1.0, 1), f"quadratic {kind}")
+    iterations = 300 if kind == "adam" else 30
+    params, log = run_level(step, jnp.zeros((1, 3)), transformation(kind, 0.05, iterations), {"target": target}, None,
+                            jax.random.key(0), Convergence(iterations, min_iterations=iterations))
+    np.testing.assert_allclose(np.asarray(params), np.asarray(target), atol=1e-3 if kind == "lbfgs" else 2e-2)
+
+
+def test_an_unknown_optimiser_is_refused_by_name():
+    with pytest.raises(ValueError, match="unknown optimiser 'sgd'"):
+        transformation("sgd", 1.0, 10)
 
 
 def test_window_rule_stops_on_a_noisy_plateau_not_on_a_noisy_descent():

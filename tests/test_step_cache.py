@@ -41,10 +41,10 @@ def _entries(folder):
 
 
 def test_a_new_step_loads_the_stored_program_without_tracing(cache_dir):
-    params, log = _run(make_step(_objective, "fit v1"), 64)
+    params, log = _run(make_step(_objective, adam_cosine(1.0, 1), "fit v1"), 64)
     assert len(_entries(cache_dir)) == 1
     before = len(TRACES)
-    params2, log2 = _run(make_step(_objective, "fit v1"), 64)  # as a new process would: a fresh jit, same key
+    params2, log2 = _run(make_step(_objective, adam_cosine(1.0, 1), "fit v1"), 64)  # as a new process would: a fresh jit, same key
     assert len(TRACES) == before
     np.testing.assert_array_equal(log2.loss_history, log.loss_history)
     jax.tree.map(np.testing.assert_array_equal, params2, params)
@@ -54,24 +54,24 @@ def test_a_new_step_loads_the_stored_program_without_tracing(cache_dir):
 
 def test_stored_program_matches_the_plain_step(cache_dir):
     jax.config.update("jax_compilation_cache_dir", None)
-    plain, log_plain = _run(make_step(_objective, "fit v2"), 48, seed=3)
+    plain, log_plain = _run(make_step(_objective, adam_cosine(1.0, 1), "fit v2"), 48, seed=3)
     jax.config.update("jax_compilation_cache_dir", str(cache_dir))
     assert not (cache_dir / _SUBFOLDER).exists()
-    stored, log_stored = _run(make_step(_objective, "fit v2"), 48, seed=3)
+    stored, log_stored = _run(make_step(_objective, adam_cosine(1.0, 1), "fit v2"), 48, seed=3)
     np.testing.assert_allclose(log_stored.loss_history, log_plain.loss_history, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), stored, plain)
 
 
 def test_new_shapes_and_names_get_their_own_entries_and_a_broken_entry_is_replaced(cache_dir):
-    _run(make_step(_objective, "fit v3"), 32)
-    _run(make_step(_objective, "fit v3"), 40)
-    _run(make_step(_objective, "fit v3 other settings"), 32)
+    _run(make_step(_objective, adam_cosine(1.0, 1), "fit v3"), 32)
+    _run(make_step(_objective, adam_cosine(1.0, 1), "fit v3"), 40)
+    _run(make_step(_objective, adam_cosine(1.0, 1), "fit v3 other settings"), 32)
     entries = _entries(cache_dir)
     assert len(entries) == 3
     for e in entries:
         e.write_bytes(b"\x05\x00\x00\x00[]")  # truncated: names but no program
     before = len(TRACES)
-    params, _ = _run(make_step(_objective, "fit v3"), 32)
+    params, _ = _run(make_step(_objective, adam_cosine(1.0, 1), "fit v3"), 32)
     assert len(TRACES) == before + 1  # traced and exported again
     assert float(params["a"][0]) == pytest.approx(3.0, abs=0.3)
     assert max(e.stat().st_size for e in _entries(cache_dir)) > 100
@@ -114,13 +114,13 @@ def test_steps_compile_with_the_cpu_code_generation_options():
 
     if jax.default_backend() == "cpu":
         assert step_compiler_options() == {"xla_cpu_use_fusion_emitters": False}
-    step = make_step(_objective, "fit v4")
+    step = make_step(_objective, adam_cosine(1.0, 1), "fit v4")
     assert step.compiler_options == step_compiler_options()
 
 
 def test_an_unwritable_cache_folder_warns_and_the_step_still_runs(cache_dir):
     (cache_dir / _SUBFOLDER).write_text("a file where the folder should be")
     with pytest.warns(UserWarning, match="not cached"):
-        params, _ = _run(make_step(_objective, "fit v5"), 32)
+        params, _ = _run(make_step(_objective, adam_cosine(1.0, 1), "fit v5"), 32)
     assert float(params["a"][0]) == pytest.approx(3.0, abs=0.3)
     assert not list(cache_dir.glob("**/*.tmp"))

@@ -22,7 +22,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from sirtjax.registration.optimise import adam_cosine, make_step
+from sirtjax.registration.optimise import make_step, transformation
 from sirtjax.registration.problem import LevelData, SimilarityOptions, similarity_terms
 from sirtjax.registration.warp import AffineTransform, affine_apply
 
@@ -76,12 +76,13 @@ def affine_objective(opts: SimilarityOptions, on: str, max_strain: float | None 
 
 
 @functools.lru_cache(maxsize=64)
-def _affine_step_program(opts: SimilarityOptions, on: str, max_strain: float | None):
-    return make_step(affine_objective(opts, on, max_strain), f"affine {opts} {on}" + (
-        f" strain {max_strain}" if max_strain is not None else ""))
+def _affine_step_program(opts: SimilarityOptions, on: str, max_strain: float | None, optimiser: str):
+    return make_step(affine_objective(opts, on, max_strain), transformation(optimiser, 1.0, 1),
+                     f"affine {opts} {on}" + (f" strain {max_strain}" if max_strain is not None else "") + f" {optimiser}")
 
 
-def affine_step(opts: SimilarityOptions, on: str, learning_rate_mm: float, iterations: int, max_strain: float | None = None):
-    """(jit-compiled batched step, optimizer) of the affine stage; the step is built once per static
+def affine_step(opts: SimilarityOptions, on: str, learning_rate_mm: float, iterations: int, max_strain: float | None = None,
+                optimiser: str = "adam"):
+    """(jit-compiled batched step, optax transformation) of the affine stage; the step is built once per static
     setting and shared by every learning rate and iteration count (they live in the optimiser state)."""
-    return _affine_step_program(opts, on, max_strain), adam_cosine(learning_rate_mm, iterations)
+    return _affine_step_program(opts, on, max_strain, optimiser), transformation(optimiser, learning_rate_mm, iterations)

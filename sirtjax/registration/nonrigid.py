@@ -27,7 +27,7 @@ import functools
 
 import jax
 
-from sirtjax.registration.optimise import adam_cosine, make_step
+from sirtjax.registration.optimise import make_step, transformation
 from sirtjax.registration.problem import LevelData, SimilarityOptions, flat_to_index_xyz, similarity_terms
 from sirtjax.registration.regularisers import folding_penalty, regulariser
 from sirtjax.registration.warp import affine_apply, bspline_on_grid, gather_linear
@@ -116,14 +116,16 @@ def nonrigid_objective(opts: SimilarityOptions, reg: RegulariserOptions, *, imag
 
 @functools.lru_cache(maxsize=64)
 def _nonrigid_step_program(opts: SimilarityOptions, reg: RegulariserOptions, image: bool, seg: bool, field_factor: int,
-                           field_order: int):
+                           field_order: int, optimiser: str):
     name = f"nonrigid {opts} {reg} {image} {seg}" + (f" field/{field_factor}" if field_factor > 1 else "") + (
-        f" order {field_order}" if field_order != 1 else "")
-    return make_step(nonrigid_objective(opts, reg, image=image, seg=seg, field_factor=field_factor, field_order=field_order), name)
+        f" order {field_order}" if field_order != 1 else "") + f" {optimiser}"
+    objective = nonrigid_objective(opts, reg, image=image, seg=seg, field_factor=field_factor, field_order=field_order)
+    return make_step(objective, transformation(optimiser, 1.0, 1), name)
 
 
 def nonrigid_step(opts: SimilarityOptions, reg: RegulariserOptions, image: bool, seg: bool, learning_rate_mm: float,
-                  iterations: int, field_factor: int = 1, field_order: int = 1):
-    """(jit-compiled batched step, optimizer) of the non-rigid stage; the step is built once per static
+                  iterations: int, field_factor: int = 1, field_order: int = 1, optimiser: str = "adam"):
+    """(jit-compiled batched step, optax transformation) of the non-rigid stage; the step is built once per static
     setting and shared by every learning rate and iteration count (they live in the optimiser state)."""
-    return _nonrigid_step_program(opts, reg, image, seg, field_factor, field_order), adam_cosine(learning_rate_mm, iterations)
+    step = _nonrigid_step_program(opts, reg, image, seg, field_factor, field_order, optimiser)
+    return step, transformation(optimiser, learning_rate_mm, iterations)

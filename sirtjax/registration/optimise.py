@@ -1,8 +1,9 @@
 """The jit-compiled optimisation steps and the Python loop around them.
 
 A step is one pure function ``(params, opt_state, data, weights, key, active) -> (params,
-opt_state, terms)``: ``value_and_grad`` of the objective, the :func:`adam_cosine` update and
-``apply_updates``. It is vmapped over a leading batch axis (pairs of equal shape, weight settings,
+opt_state, terms)``: ``value_and_grad`` of the objective, the optax transformation's ``update``
+(:func:`transformation`: Adam with the level's cosine step size, or L-BFGS with a zoom line search)
+and ``apply_updates``. It is vmapped over a leading batch axis (pairs of equal shape, weight settings,
 candidate starts); a member whose ``active`` flag is False keeps its params and state, so converged
 members stop moving while the others go on. :func:`make_step` compiles a run of up to
 ``CHUNK_STEPS`` such steps as one ``lax.while_loop`` that also applies the :class:`Convergence` rule
@@ -32,9 +33,14 @@ Progress = Callable[[str, int, int], None]
 CHUNK_STEPS = 25  # steps per device call (the first call of a level runs one, so compile time can be told apart)
 
 
-def make_step(objective: Objective, name: str) -> Callable:
-    """The jit-compiled, batch-vmapped optimisation of objective(params, data, weights, key) with an
-    :func:`adam_cosine` optimiser state (any learning rate and level length), a chunk of steps per call.
+def make_step(objective: Objective, tx: optax.GradientTransformationExtraArgs, name: str) -> Callable:
+    """The jit-compiled, batch-vmapped optimisation of objective(params, data, weights, key) by the optax
+    transformation ``tx``, a chunk of steps per call.
+
+    ``tx.update`` gets the loss, the gradient and the objective at the step's samples (``value``, ``grad``,
+    ``value_fn``) for line searches. It must read every per-level constant (step size, level length) from
+    its state, as :func:`transformation`'s do: the program is traced once and then serves every
+    instance of the same kind, whose states carry their own constants.
 
     The returned function maps ``(params, opt_state, data, weights, key, active, tail, start, count,
     min_iterations, rel_tol)`` to ``(params, opt_state, out)``: it runs global steps ``start`` ..
@@ -53,7 +59,8 @@ def make_step(objective: Objective, name: str) -> Callable:
 
     def step(params, opt_state, data, weights, key, active):
         (loss, terms), grads = jax.value_and_grad(objective, has_aux=True)(params, data, weights, key)
-        updates, new_state = _cosine_adam_update(grads, opt_state, params)
+        value_fn = lambda p: objective(p, data, weights, key)[0]  # noqa: E731 - the same samples as the gradient
+        updates, new_state = tx.update(grads, opt_state, params, value=loss, grad=grads, value_fn=value_fn)
         new_params = optax.apply_updates(params, updates)
         keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
         terms = dict(terms, loss=loss)
@@ -116,40 +123,56 @@ def step_compiler_options() -> dict[str, bool]:
     return options
 
 
-_ADAM = optax.scale_by_adam()
+class LevelCosineState(NamedTuple):
+    """The schedule as arrays: step count, initial step size (mm) and level length."""
 
-
-class CosineAdamState(NamedTuple):
-    """Adam's moments plus the schedule as arrays: step count, initial step size (mm) and level length."""
-
-    adam: optax.ScaleByAdamState
     count: jax.Array
     learning_rate: jax.Array
     iterations: jax.Array
 
 
-def _cosine_adam_update(updates, state: CosineAdamState, params=None):
-    """Adam direction times a step size decaying by a cosine from learning_rate to 10 % of it over iterations."""
-    direction, adam_state = _ADAM.update(updates, state.adam, params)
-    frac = jnp.minimum(state.count.astype(jnp.float32) / state.iterations, 1.0)
-    lr = state.learning_rate * (0.1 + 0.45 * (1.0 + jnp.cos(jnp.pi * frac)))
-    updates = jax.tree.map(lambda d: -lr * d, direction)
-    return updates, CosineAdamState(adam_state, state.count + 1, state.learning_rate, state.iterations)
+def scale_by_level_cosine(learning_rate: float, iterations: int) -> optax.GradientTransformation:
+    """Updates times minus a step size (in the parameters' unit, mm here) decaying by a cosine to 10 % of
+    ``learning_rate`` over ``iterations`` steps, then constant.
 
-
-def adam_cosine(learning_rate: float, iterations: int) -> optax.GradientTransformation:
-    """Adam whose step size (in the parameters' unit, mm here) decays by a cosine to 10 % over the level.
-
-    The step size and the level length are arrays in the optimiser state, not constants of the
-    program, and every instance shares one update function: one compiled step serves every
-    level, learning rate and iteration count of equal shapes (and the persistent cache hits across them).
+    The step size and the level length are arrays in the state, not constants of the program, so one
+    compiled step serves every level, learning rate and iteration count of equal shapes (and the
+    persistent cache hits across them); :func:`optax.cosine_decay_schedule` would bake them in.
     """
 
     def init(params):
-        return CosineAdamState(_ADAM.init(params), jnp.zeros((), jnp.int32), jnp.float32(learning_rate),
-                               jnp.float32(max(iterations, 1)))
+        del params
+        return LevelCosineState(jnp.zeros((), jnp.int32), jnp.float32(learning_rate), jnp.float32(max(iterations, 1)))
 
-    return optax.GradientTransformation(init, _cosine_adam_update)
+    def update(updates, state: LevelCosineState, params=None):
+        del params
+        frac = jnp.minimum(state.count.astype(jnp.float32) / state.iterations, 1.0)
+        lr = state.learning_rate * (0.1 + 0.45 * (1.0 + jnp.cos(jnp.pi * frac)))
+        return jax.tree.map(lambda u: -lr * u, updates), state._replace(count=state.count + 1)
+
+    return optax.GradientTransformation(init, update)
+
+
+def adam_cosine(learning_rate: float, iterations: int) -> optax.GradientTransformationExtraArgs:
+    """Adam whose step size (mm) decays by a cosine to 10 % over the level (:func:`scale_by_level_cosine`)."""
+    return optax.chain(optax.scale_by_adam(), scale_by_level_cosine(learning_rate, iterations))
+
+
+OPTIMISERS = ("adam", "lbfgs")
+
+
+def transformation(kind: str, learning_rate: float, iterations: int) -> optax.GradientTransformationExtraArgs:
+    """The optimiser of a level: ``adam`` (:func:`adam_cosine`) or ``lbfgs``.
+
+    L-BFGS (:func:`optax.lbfgs`, memory 10) takes its step length from a zoom line search on the step's own
+    samples, not from ``learning_rate``; the line search costs extra objective evaluations a step. With random
+    samples every step sees another objective, so its curvature pairs mix samples (approximate).
+    """
+    if kind == "adam":
+        return adam_cosine(learning_rate, iterations)
+    if kind == "lbfgs":
+        return optax.lbfgs()
+    raise ValueError(f"unknown optimiser '{kind}' (use {' or '.join(OPTIMISERS)})")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,7 @@ import numpy as np
 from sirtjax.registration import affine as affine_stage
 from sirtjax.registration import init
 from sirtjax.registration.nonrigid import RegulariserOptions, Weights, field_factor_for, field_shape, field_volume, nonrigid_step
-from sirtjax.registration.optimise import Convergence, LevelLog, Progress, run_level
+from sirtjax.registration.optimise import OPTIMISERS, Convergence, LevelLog, Progress, run_level
 from sirtjax.registration.problem import (
     LevelData, SimilarityOptions, check_samples, crop_level, make_level, pad_moving, roi_box, stack_channels, stack_levels,
 )
@@ -49,6 +49,7 @@ class RegistrationConfig:
     fixed_parzen_order: int = 0
     samples: int | None = 16384  # random fixed voxels per step for every similarity term on larger grids; None = all
     roi_margin_mm: float | None = 30.0  # similarity terms within the fixed segmentation grown by this margin; None = everywhere
+    optimiser: str = "adam"  # or "lbfgs" (optimise.transformation), every stage
     affine_on: str = "images"  # or "segmentation" (the thesis' CNN-based affine)
     affine_iterations: int = 100
     affine_step: float = 0.1  # Adam step in units of the level resolution (mm / mm)
@@ -81,6 +82,8 @@ class RegistrationConfig:
     w_reg: float = 10.0  # a 10 % strain everywhere costs as much as 0.1 nats of MI or 0.1 of 1 - Dice
 
     def __post_init__(self):
+        if self.optimiser not in OPTIMISERS:
+            raise ValueError(f"unknown optimiser '{self.optimiser}' (use {' or '.join(OPTIMISERS)})")
         check_samples(self.samples)
         check_samples(self.image_field_samples)
 
@@ -355,7 +358,8 @@ def run_affine(
     logs = []
     for li, data in enumerate(levels):
         step, tx = affine_stage.affine_step(config.similarity(), config.affine_on,
-                                            config.affine_step * res[li], config.affine_iterations, config.affine_max_strain)
+                                            config.affine_step * res[li], config.affine_iterations, config.affine_max_strain,
+                                            config.optimiser)
         conv = Convergence(config.affine_iterations, config.window, config.rel_tol, config.min_iterations)
         if k > 1:
             data = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), data)
@@ -428,7 +432,8 @@ def run_nonrigid(
         if base is not None:
             data = dataclasses.replace(data, base_field=_upsample(base, data.fixed, factors[li]))
         step, tx = nonrigid_step(config.similarity(), reg, config.nonrigid_image, seg,
-                                 config.nonrigid_step * res[li], config.nonrigid_iterations, factors[li], order)
+                                 config.nonrigid_step * res[li], config.nonrigid_iterations, factors[li], order,
+                                 config.optimiser)
         conv = Convergence(config.nonrigid_iterations, config.window, config.rel_tol, config.min_iterations)
         key, sub = jax.random.split(key)
         v, log = run_level(step, v, tx, data, weights, sub, conv, label=f"{label} {res[li]:g} mm", progress=progress)
