@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from sirtjax.cli import main
 from sirtjax.io import read_volume, write_volume
-from sirtjax.registration.register import PRESETS, RegistrationConfig, config_from_dict
+from sirtjax.registration import PRESETS, RegistrationConfig, config_from_dict
 from sirtjax.volume import make_volume, world_grid
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "registration"

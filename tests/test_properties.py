@@ -32,7 +32,7 @@ from sirtjax.dosimetry.kernels import tabulated_voxel_sizes_mm, voxel_kernel
 from sirtjax.dosimetry.statistics import voi_statistics
 from sirtjax.dosimetry.voxel import voxel_dosimetry
 from sirtjax.errors import InputError
-from sirtjax.registration.register import RegistrationConfig, register
+from sirtjax.registration import RegistrationConfig, register
 from sirtjax.registration.warp import AffineTransform, affine_displacement, compose_displacements, warp_volume
 from sirtjax.volume import Volume, index_to_world, make_volume, world_to_index
 

@@ -23,9 +23,9 @@ from sirtjax.registration.problem import (
     stack_levels, stratified_picks,
 )
 from sirtjax.registration.pyramid import bucket
-from sirtjax.registration.register import (
-    PRESETS, RegistrationConfig, image_stage_config, make_pair, prepare_levels, register, run_nonrigid,
-)
+from sirtjax.registration import PRESETS, RegistrationConfig, make_pair, register
+from sirtjax.registration.levels import prepare_levels
+from sirtjax.registration.stages import image_stage_config, run_nonrigid
 from sirtjax.registration.warp import affine_apply, resample_field, warp_volume
 from sirtjax.volume import make_volume, world_grid
 
@@ -410,7 +410,6 @@ def test_positive_image_weight_without_the_image_term_is_refused(affine_case):
 def test_cnn_lm_guided_phantom_accuracy(moving):
     from sirtjax.phantom import PhantomConfig, generate_study
     from sirtjax.registration.evaluate import evaluate
-    from sirtjax.registration.register import PRESETS
 
     study = generate_study(11, PhantomConfig.small())
     fl, ml = study.images["maa_ct_labels"], study.images[f"{moving}_labels"]
@@ -427,7 +426,6 @@ def test_cnn_guided_phantom_accuracy_and_no_folding(moving):
     folding anywhere (its MI term folded the field at the MAA CT's field-of-view edge, round 5)."""
     from sirtjax.phantom import PhantomConfig, generate_study
     from sirtjax.registration.evaluate import evaluate
-    from sirtjax.registration.register import PRESETS
 
     study = generate_study(12, PhantomConfig.small())
     fl, ml = study.images["maa_ct_labels"], study.images[f"{moving}_labels"]
@@ -445,7 +443,6 @@ def test_image_based_mr_does_not_fold():
     """The image-based preset's folding barrier: its MI folded 0.35 % of all voxels of seed 12's MR pair without it."""
     from sirtjax.phantom import PhantomConfig, generate_study
     from sirtjax.registration.evaluate import evaluate
-    from sirtjax.registration.register import PRESETS
 
     study = generate_study(12, PhantomConfig.small())
     res = register(study.images["maa_ct"], study.images["diag_mr"], config=PRESETS["image-based"])
@@ -506,7 +503,6 @@ def test_cnn_lm_guided_quick_phantom_accuracy():
     """A real phantom pair in the default suite: MR -> MAA CT, label-map guided, 24/12 mm levels only."""
     from sirtjax.phantom import PhantomConfig, generate_study
     from sirtjax.registration.evaluate import evaluate
-    from sirtjax.registration.register import PRESETS
 
     study = generate_study(11, PhantomConfig.small())
     fl, ml = study.images["maa_ct_labels"], study.images["diag_mr_labels"]
@@ -526,7 +522,6 @@ def test_mi_affine_ranks_candidate_starts_at_the_finest_level():
     finest level the right one (3.3 mm, liver Dice 0.93 after the affine alone); the stage keeps the latter."""
     from sirtjax.phantom import PhantomConfig, generate_study
     from sirtjax.registration.evaluate import evaluate
-    from sirtjax.registration.register import PRESETS
 
     study = generate_study(22, PhantomConfig.small())
     res = register(study.images["maa_ct"], study.images["diag_mr"],
@@ -536,7 +531,7 @@ def test_mi_affine_ranks_candidate_starts_at_the_finest_level():
 
 
 def test_final_window_mean_skips_the_steps_after_a_member_stopped():
-    from sirtjax.registration.register import _final_window_mean
+    from sirtjax.registration.stages import _final_window_mean
 
     history = np.array([[5.0, 9.0], [4.0, 8.0], [3.0, np.nan], [1.0, np.nan]])
     np.testing.assert_allclose(_final_window_mean(history, 2), [2.0, 8.5])

@@ -80,7 +80,7 @@ def test_new_shapes_and_names_get_their_own_entries_and_a_broken_entry_is_replac
 def test_registration_steps_round_trip_through_the_cache(cache_dir, monkeypatch):
     """The real steps (LevelData pytrees, batched PRNG keys): exported once, then loaded by fresh steps with equal results."""
     from sirtjax.registration import affine, nonrigid, step_cache
-    from sirtjax.registration.register import RegistrationConfig, register
+    from sirtjax.registration import RegistrationConfig, register
     from sirtjax.volume import make_volume, world_grid
 
     fixed = make_volume(np.zeros((12, 14, 16), np.float32), (4.0, 3.5, 5.0), (-30.0, -25.0, -30.0))

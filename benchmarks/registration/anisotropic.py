@@ -16,7 +16,7 @@ from run import guidance
 from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.phantom.config import ImageGrid
 from sirtjax.registration.evaluate import evaluate
-from sirtjax.registration.register import PRESETS, register
+from sirtjax.registration import PRESETS, register
 
 
 def main() -> None:

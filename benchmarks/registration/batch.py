@@ -36,7 +36,8 @@ import numpy as np
 from run import field_error, guidance, seed_range
 from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.phantom.deform import true_displacement
-from sirtjax.registration import register as reg
+from sirtjax import registration
+from sirtjax.registration import api as reg_api, levels as reg_levels, stages as reg_stages
 from sirtjax.registration.evaluate import evaluate
 
 
@@ -61,27 +62,27 @@ def load_pairs(seeds: list[int], moving: str, config: PhantomConfig) -> list[dic
         return list(pool.map(functools.partial(load_pair, moving=moving, config=config), seeds))
 
 
-def timed_batch(config: reg.RegistrationConfig, pairs: list[reg.Pair], key: jax.Array) -> tuple[dict, list]:
+def timed_batch(config: registration.RegistrationConfig, pairs: list[registration.Pair], key: jax.Array) -> tuple[dict, list]:
     """``register_batch`` with every phase timed (wall s, results blocked on): host preparation, affine,
     non-rigid, finishing, and each level's iterations (the batch's most), compile and run seconds."""
     t = {}
     t0 = time.perf_counter()
     weights = jax.tree.map(lambda w: jnp.broadcast_to(jnp.asarray(w, jnp.float32), (len(pairs),)), config.weights())
-    pyramids = reg.pair_pyramids(pairs, config)
-    levels = jax.block_until_ready(reg.prepare_levels(pairs, config, pyramids))
+    pyramids = reg_levels.pair_pyramids(pairs, config)
+    levels = jax.block_until_ready(reg_levels.prepare_levels(pairs, config, pyramids))
     t["prepare_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     k1, k2 = jax.random.split(key)
-    affine, alogs = reg.run_affine(levels, reg.affine_start(pairs, config), config, k1)
+    affine, alogs = reg_stages.run_affine(levels, reg_levels.affine_start(pairs, config), config, k1)
     jax.block_until_ready(affine)
     t["affine_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    residual, stages = reg.run_nonrigid_stages(pairs, levels, affine, weights, config, k2, pyramids=pyramids)
+    residual, stages = reg_stages.run_nonrigid_stages(pairs, levels, affine, weights, config, k2, pyramids=pyramids)
     jax.block_until_ready(residual)
     t["nonrigid_s"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     logs = [("affine", lg) for lg in alogs] + stages
-    results = [reg.finish(p, reg._take(affine, i), reg._take(residual, i), [(s, lg, i) for s, lg in logs])
+    results = [reg_api.finish(p, reg_levels.take(affine, i), reg_levels.take(residual, i), [(s, lg, i) for s, lg in logs])
                for i, p in enumerate(pairs)]
     t["finish_s"] = time.perf_counter() - t3
     t["total_s"] = time.perf_counter() - t0
@@ -90,7 +91,7 @@ def timed_batch(config: reg.RegistrationConfig, pairs: list[reg.Pair], key: jax.
     return t, results
 
 
-def accuracy(result: reg.RegistrationResult, p: dict) -> dict:
+def accuracy(result: registration.RegistrationResult, p: dict) -> dict:
     """Field error and RMSD of one pair's result."""
     ev = evaluate(result.displacement, p["fl"], p["ml"])
     return {"field_err_mm": field_error(result.displacement, p["truth"], p["fm"])["field_err_mm"],
@@ -99,8 +100,8 @@ def accuracy(result: reg.RegistrationResult, p: dict) -> dict:
 
 def run_mode(mode: str, pairs: list[dict], n_single: int, key: jax.Array) -> dict:
     """Single-pair and batched timings and accuracy of one preset."""
-    config = reg.PRESETS[mode]
-    made = [reg.make_pair(p["f"], p["m"], **guidance(mode, p["fl"], p["ml"], p["fm"], p["mm"])) for p in pairs]
+    config = registration.PRESETS[mode]
+    made = [registration.make_pair(p["f"], p["m"], **guidance(mode, p["fl"], p["ml"], p["fm"], p["mm"])) for p in pairs]
     single = []
     for p, pair in zip(pairs[:n_single], made):
         t, (res,) = timed_batch(config, [pair], key)

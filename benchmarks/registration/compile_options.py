@@ -18,7 +18,8 @@ import jax.numpy as jnp
 from run import guidance
 from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.registration import affine as affine_stage
-from sirtjax.registration import register as reg
+from sirtjax import registration
+from sirtjax.registration import levels as reg_levels
 from sirtjax.registration.nonrigid import RegulariserOptions, nonrigid_step
 from sirtjax.registration.optimise import step_compiler_options
 
@@ -27,10 +28,10 @@ def level_steps(mode: str, seed: int) -> list[tuple[str, object, tuple]]:
     """(name, traceable step, example arguments) of every affine and non-rigid level of one pair."""
     study = generate_study(seed, PhantomConfig())
     im = study.images
-    pair = reg.make_pair(im["maa_ct"], im["diag_ct"],
+    pair = registration.make_pair(im["maa_ct"], im["diag_ct"],
                          **guidance(mode, im["maa_ct_labels"], im["diag_ct_labels"], im["maa_ct_liver"], im["diag_ct_liver"]))
-    cfg = reg.PRESETS[mode]
-    levels = reg.prepare_levels([pair], cfg)
+    cfg = registration.PRESETS[mode]
+    levels = reg_levels.prepare_levels([pair], cfg)
     seg = int(levels[0].fixed.array.shape[-1]) > 1
     # one step per call (count 1), no early stop: (key, active, tail, start, count, min_iterations, rel_tol)
     run_one = (jax.random.key(0), jnp.ones((1,), bool), jnp.full((20, 1), jnp.nan), jnp.int32(0), jnp.int32(1),

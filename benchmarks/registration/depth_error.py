@@ -21,7 +21,7 @@ from scipy import ndimage
 from run import parse_overrides, run_method
 from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.phantom.deform import true_displacement
-from sirtjax.registration.register import PRESETS
+from sirtjax.registration import PRESETS
 
 BANDS_MM = ((0, 5), (5, 10), (10, 20), (20, 30), (30, 50), (50, 1000))
 

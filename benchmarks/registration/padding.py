@@ -21,7 +21,7 @@ from run import field_error, guidance, seed_range
 from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.phantom.deform import true_displacement
 from sirtjax.registration.evaluate import evaluate
-from sirtjax.registration.register import PRESETS, register
+from sirtjax.registration import PRESETS, register
 from sirtjax.volume import Volume
 
 PADDING_HU = -3024.0

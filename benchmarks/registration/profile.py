@@ -17,7 +17,7 @@ import jax
 from batch import timed_batch
 from run import guidance
 from sirtjax.phantom import PhantomConfig, generate_study
-from sirtjax.registration import register as reg
+from sirtjax import registration
 from sirtjax.registration.evaluate import evaluate
 
 
@@ -36,7 +36,7 @@ def main() -> None:
     kw = guidance(a.mode, fl, ml, study.images["maa_ct_liver"], study.images[f"{a.moving}_liver"])
     print("fixed", f.shape, "moving", m.shape, flush=True)
     for r in range(a.repeats):
-        t, (res,) = timed_batch(reg.PRESETS[a.mode], [reg.make_pair(f, m, **kw)], jax.random.key(a.key))
+        t, (res,) = timed_batch(registration.PRESETS[a.mode], [registration.make_pair(f, m, **kw)], jax.random.key(a.key))
         ev = evaluate(res.displacement, fl, ml)
         t.update(call=r, rmsd_mm=round(ev["rmsd_mm"], 3), dice_liver=round(ev["dice_liver"], 4),
                  folding_liver=ev["folding_liver"])

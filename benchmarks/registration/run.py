@@ -38,7 +38,7 @@ from sirtjax.io import from_sitk, to_sitk
 from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.phantom.deform import true_displacement
 from sirtjax.registration.evaluate import evaluate
-from sirtjax.registration.register import PRESETS, RegistrationConfig, config_from_dict, register
+from sirtjax.registration import PRESETS, RegistrationConfig, config_from_dict, register
 from sirtjax.volume import Volume
 
 

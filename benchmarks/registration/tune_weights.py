@@ -20,7 +20,7 @@ import numpy as np
 from run import guidance, seed_range
 from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.registration.grid_search import grid_search
-from sirtjax.registration.register import PRESETS, make_pair
+from sirtjax.registration import PRESETS, make_pair
 
 
 def parse_floats(text: str) -> list[float]:

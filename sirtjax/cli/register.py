@@ -51,7 +51,7 @@ def register(
     from sirtjax.plausibility import check_folding, check_resampled
     from sirtjax.outputs import check_output, output_dir, write_json
     from sirtjax.preprocess import labels_on_grid
-    from sirtjax.registration.register import PRESETS, register as run_register
+    from sirtjax.registration import PRESETS, register as run_register
     from sirtjax.registration.warp import affine_to_homogeneous, warp_volume
 
     t_start = time.perf_counter()
@@ -177,7 +177,7 @@ def register(
 
 def _load_config(path: Path):
     """The RegistrationConfig of a JSON settings file (InputError if unreadable or invalid)."""
-    from sirtjax.registration.register import config_from_dict
+    from sirtjax.registration import config_from_dict
 
     try:
         values = json.loads(path.read_text())

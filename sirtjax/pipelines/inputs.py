@@ -95,7 +95,7 @@ class WorkflowOptions:
     """Settings shared by plan() and verify().
 
     ``registration`` holds overrides of the chosen registration preset's fields (see
-    :class:`sirtjax.registration.register.RegistrationConfig`), e.g. ``(("nonrigid_iterations", 20),)``.
+    :class:`sirtjax.registration.RegistrationConfig`), e.g. ``(("nonrigid_iterations", 20),)``.
     ``segmenter`` segments the liver where the study gives no liver mask (None: a missing liver mask
     is an error). ``prescription_method`` picks the activity of the predicted dose when the study
     gives no planned activity.

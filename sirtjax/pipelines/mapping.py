@@ -21,7 +21,7 @@ import numpy as np
 from sirtjax.errors import SirtjaxError
 from sirtjax.metrics import dice, jacobian_stats
 from sirtjax.pipelines.inputs import Anatomy, WorkflowOptions
-from sirtjax.registration.register import PRESETS, RegistrationResult, register
+from sirtjax.registration import PRESETS, RegistrationResult, register
 from sirtjax.registration.warp import warp_volume
 from sirtjax.volume import Volume
 

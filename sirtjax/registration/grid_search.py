@@ -17,9 +17,10 @@ import numpy as np
 
 from sirtjax.registration.evaluate import evaluate
 from sirtjax.registration.nonrigid import Weights
-from sirtjax.registration.register import (
-    Pair, RegistrationConfig, affine_start, finish, prepare_levels, run_affine, run_nonrigid, with_affine,
-)
+from sirtjax.registration.api import finish
+from sirtjax.registration.config import RegistrationConfig
+from sirtjax.registration.levels import Pair, affine_start, prepare_levels, with_affine
+from sirtjax.registration.stages import run_affine, run_nonrigid
 from sirtjax.volume import Volume
 
 
