@@ -12,9 +12,6 @@ import typer
 from sirtjax.cli._app import Overwrite, app, progress_bar
 from sirtjax.errors import InputError
 
-PRESET_NAMES = ("image-based", "cnn-guided", "cnn-lm-guided")
-
-
 @app.command()
 def register(
     fixed: Annotated[Path, typer.Argument(help="Fixed (reference) image: NIfTI file or DICOM folder.")],
@@ -47,11 +44,11 @@ def register(
     from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
     from sirtjax.io import read_volume, write_volume
-    from sirtjax.metrics import jacobian_stats
-    from sirtjax.plausibility import check_folding, check_resampled
     from sirtjax.outputs import check_output, output_dir, write_json
+    from sirtjax.plausibility import check_resampled
     from sirtjax.preprocess import labels_on_grid
-    from sirtjax.registration import PRESETS, register as run_register
+    from sirtjax.registration import PRESETS
+    from sirtjax.registration.guided import PRESET_GUIDANCE, Guidance, check_guidance, choose_preset, register_checked
     from sirtjax.registration.warp import affine_to_homogeneous, warp_volume
 
     t_start = time.perf_counter()
@@ -59,14 +56,15 @@ def register(
         raise InputError(fixed_mask or moving_mask, "give both --fixed-mask and --moving-mask")
     if (fixed_labels is None) != (moving_labels is None):
         raise InputError(fixed_labels or moving_labels, "give both --fixed-labels and --moving-labels")
+    paths = {"fixed_mask": fixed_mask, "moving_mask": moving_mask, "fixed_labels": fixed_labels, "moving_labels": moving_labels}
     if preset is None:
-        preset = "cnn-lm-guided" if fixed_labels else "cnn-guided" if fixed_mask else "image-based"
-    if preset not in PRESET_NAMES:
-        raise InputError(Path(preset), f"unknown preset (use {', '.join(PRESET_NAMES)})")
-    if preset == "cnn-guided" and fixed_mask is None:
-        raise InputError(Path(preset), "the cnn-guided preset needs --fixed-mask and --moving-mask")
-    if preset == "cnn-lm-guided" and fixed_labels is None:
-        raise InputError(Path(preset), "the cnn-lm-guided preset needs --fixed-labels and --moving-labels")
+        preset = choose_preset(masks=fixed_mask is not None, labels=fixed_labels is not None)
+    if preset not in PRESETS:
+        raise InputError(Path(preset), f"unknown preset (use {', '.join(PRESETS)})")
+    try:
+        check_guidance(preset, [name for name, path in paths.items() if path is not None])
+    except ValueError as exc:
+        raise InputError(Path(preset), str(exc)) from None
     if metric is not None and metric not in ("mi", "ssd"):
         raise InputError(Path(metric), "unknown metric (use mi or ssd)")
     for name, value in (("--levels", levels), ("--iterations", iterations)):
@@ -78,18 +76,17 @@ def register(
     inputs = [p for p in (fixed, moving, fixed_mask, moving_mask, fixed_labels, moving_labels, config,
                           *(apply or []), *(apply_labels or [])) if p is not None]
     check_output(out, overwrite=overwrite, inputs=inputs)
-    base = PRESETS[preset] if config is None else _load_config(config)
-    if base.affine_on == "segmentation" and preset == "image-based":
-        raise InputError(config or Path(preset), "an affine on segmentations needs masks or label maps")
+    base = None if config is None else _load_config(config)
+    if base is not None and base.affine_on == "segmentation" and preset == "image-based":
+        raise InputError(config, "an affine on segmentations needs masks or label maps")
 
     fixed_vol = read_volume(fixed)
     moving_vol = read_volume(moving)
     guides, warnings = {}, []
-    for key, path, ref in (("fixed_mask", fixed_mask, fixed_vol), ("moving_mask", moving_mask, moving_vol),
-                           ("fixed_labels", fixed_labels, fixed_vol), ("moving_labels", moving_labels, moving_vol)):
-        if path is None or (preset != "cnn-guided" and key.endswith("mask")) or (preset != "cnn-lm-guided" and key.endswith("labels")):
-            continue
+    for key in PRESET_GUIDANCE[preset]:
+        path = paths[key]
         side = key.split("_")[0]
+        ref = fixed_vol if side == "fixed" else moving_vol
         try:
             array, note = labels_on_grid(read_volume(path), ref, key.replace("_", " "), grid_name=f"{side} image's")
         except ValueError as exc:
@@ -114,7 +111,6 @@ def register(
         overrides["nonrigid_image"] = w_image > 0  # the cnn-guided preset leaves the image term out (w_I = 0)
     if affine_only:
         overrides["nonrigid_levels"] = 0
-    settings = dataclasses.replace(base, **overrides)
 
     with progress_bar(TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TimeElapsedColumn()) as bar:
@@ -125,23 +121,22 @@ def register(
                 tasks[label] = bar.add_task(label, total=total)
             bar.update(tasks[label], completed=it)
 
-        result = run_register(fixed_vol, moving_vol, config=settings, key=jax.random.key(seed), progress=progress, **guides)
+        checked = register_checked(fixed_vol, moving_vol, Guidance(**guides), preset=preset, config=base,
+                                   overrides=overrides, key=jax.random.key(seed), progress=progress)
 
+    result = checked.result
     disp = result.displacement
-    jac_all = jacobian_stats(disp).to_dict()
+    warnings += list(checked.warnings)
     report = {
         "fixed": str(fixed), "moving": str(moving), "preset": preset,
-        "config": dataclasses.asdict(settings), "config_file": None if config is None else str(config),
+        "config": dataclasses.asdict(checked.config), "config_file": None if config is None else str(config),
         "stages": result.diagnostics["stages"],
         "compile_s": sum(s["compile_s"] for s in result.diagnostics["stages"]),
         "optimise_s": sum(s["run_s"] for s in result.diagnostics["stages"]),
-        "jacobian": jac_all,
+        "jacobian": checked.jacobian,
     }
-    if "fixed_mask" in guides or "fixed_labels" in guides:
-        liver = np.asarray((guides.get("fixed_mask") or guides["fixed_labels"]).array)
-        liver = liver != 0 if "fixed_mask" in guides else liver == 1
-        report["jacobian_liver"] = jacobian_stats(disp, liver).to_dict()
-        warnings += check_folding(report["jacobian_liver"]["fraction_nonpositive"])
+    if checked.jacobian_liver is not None:
+        report["jacobian_liver"] = checked.jacobian_liver
     h = affine_to_homogeneous(result.affine)
     affine_json = {
         "convention": "fixed world point p (LPS mm) -> moving world point: matrix @ (p - centre_mm) + centre_mm + translation_mm",
@@ -169,7 +164,7 @@ def register(
                   if "jacobian_liver" in report else "")
     typer.echo(
         f"registered ({preset}) in {report['total_s']:.1f} s (compile {report['compile_s']:.1f} s); "
-        f"det J <= 0 in {100 * jac_all['fraction_nonpositive']:.3f} % of voxels{liver_fold} -> {out}"
+        f"det J <= 0 in {100 * checked.jacobian['fraction_nonpositive']:.3f} % of voxels{liver_fold} -> {out}"
     )
     for w in warnings:
         typer.echo(f"warning: {w.message}", err=True)

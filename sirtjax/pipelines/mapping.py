@@ -19,9 +19,10 @@ import jax
 import numpy as np
 
 from sirtjax.errors import SirtjaxError
-from sirtjax.metrics import dice, jacobian_stats
+from sirtjax.metrics import dice
+from sirtjax.plausibility import ResultWarning
 from sirtjax.pipelines.inputs import Anatomy, WorkflowOptions
-from sirtjax.registration import PRESETS, RegistrationResult, register
+from sirtjax.registration import RegistrationResult, guided
 from sirtjax.registration.warp import warp_volume
 from sirtjax.volume import Volume
 
@@ -37,6 +38,7 @@ class Registered:
     liver: Volume | None  # the source liver on the target grid (0/1), when the source has one
     lesions: Volume | None  # the source lesion instances on the target grid
     checks: dict  # JSON-ready: preset, liver Dice against the target liver, Jacobian statistics, stages
+    warnings: tuple[ResultWarning, ...] = ()  # implausible results (folding of the target liver)
 
 
 def liver_of(anatomy: Anatomy, options: WorkflowOptions) -> tuple[Volume, str]:
@@ -74,12 +76,10 @@ def landmark_labels(labels: Volume, liver: Volume | None) -> Volume:
 
 
 def choose_preset(target: Anatomy, source: Anatomy, target_liver: Volume | None, source_liver: Volume | None) -> str:
-    """'cnn-lm-guided' (shared landmark labels), 'cnn-guided' (liver masks on both) or 'image-based'."""
-    if shared_landmarks(target.labels, source.labels):
-        return "cnn-lm-guided"
-    if target_liver is not None and source_liver is not None:
-        return "cnn-guided"
-    return "image-based"
+    """'cnn-lm-guided' (shared landmark labels), 'cnn-guided' (liver masks on both) or 'image-based'
+    (:func:`sirtjax.registration.guided.choose_preset`)."""
+    return guided.choose_preset(masks=target_liver is not None and source_liver is not None,
+                                labels=bool(shared_landmarks(target.labels, source.labels)))
 
 
 def register_anatomy(target: Anatomy, source: Anatomy, *, target_liver: Volume, options: WorkflowOptions,
@@ -93,14 +93,14 @@ def register_anatomy(target: Anatomy, source: Anatomy, *, target_liver: Volume, 
     if source.liver is not None or options.segmenter is not None:
         source_liver, _ = liver_of(source, options)
     preset = choose_preset(target, source, target_liver, source_liver)
-    config = dataclasses.replace(PRESETS[preset], **dict(options.registration))
-    guidance = {}
+    guidance = guided.Guidance(fixed_mask=target_liver, moving_mask=source_liver)
     if preset == "cnn-lm-guided":
-        guidance = {"fixed_labels": landmark_labels(target.labels, target_liver),
-                    "moving_labels": landmark_labels(source.labels, source_liver)}
-    elif preset == "cnn-guided":
-        guidance = {"fixed_mask": target_liver, "moving_mask": source_liver}
-    result = register(target.image, source.image, config=config, key=key, progress=progress, **guidance)
+        guidance = dataclasses.replace(guidance, fixed_labels=landmark_labels(target.labels, target_liver),
+                                       moving_labels=landmark_labels(source.labels, source_liver))
+    checked = guided.register_checked(
+        target.image, source.image, guidance, preset=preset, overrides=dict(options.registration), key=key,
+        progress=progress, liver_name=f"the {target.name} liver ({source.name} to {target.name} registration)")
+    result = checked.result
     field = result.displacement
     liver = None if source_liver is None else warp_volume(source_liver, field, order=0)
     lesions = None if source.lesions is None else warp_volume(source.lesions, field, order=0)
@@ -111,11 +111,11 @@ def register_anatomy(target: Anatomy, source: Anatomy, *, target_liver: Volume, 
         "preset": preset,
         "landmarks": shared_landmarks(target.labels, source.labels) if preset == "cnn-lm-guided" else [],
         "liver_dice": None if liver is None else float(dice(np.asarray(liver.array) != 0, target_mask)),
-        "jacobian": jacobian_stats(field).to_dict(),
-        "jacobian_liver": jacobian_stats(field, target_mask).to_dict(),
+        "jacobian": checked.jacobian,
+        "jacobian_liver": checked.jacobian_liver,
         "stages": result.diagnostics["stages"],
     }
-    return Registered(source.name, target.name, preset, result, liver, lesions, checks)
+    return Registered(source.name, target.name, preset, result, liver, lesions, checks, checked.warnings)
 
 
 def lesions_of(target: Anatomy, diagnostics: Sequence[Anatomy], *, target_liver: Volume, options: WorkflowOptions,

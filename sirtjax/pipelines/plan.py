@@ -36,7 +36,7 @@ from sirtjax.dosimetry.dose import voxel_volume_ml
 from sirtjax.pipelines.inputs import Anatomy, Session, StudyData, WorkflowOptions
 from sirtjax.pipelines.mapping import Registered, lesions_of, liver_of
 from sirtjax.preprocess import resample_to
-from sirtjax.plausibility import check_folding, check_liver_volume
+from sirtjax.plausibility import check_liver_volume
 from sirtjax.volume import Volume
 
 
@@ -110,8 +110,7 @@ def session_warnings(vois: SessionVois, registrations: Sequence[Registered], ses
     liver_ml = float(np.count_nonzero(np.asarray(vois.liver.array))) * voxel_volume_ml(vois.liver.spacing_mm)
     out = check_liver_volume(liver_ml, f"{anatomical} liver ({vois.sources['liver']})")
     for r in registrations:
-        out += check_folding(r.checks["jacobian_liver"]["fraction_nonpositive"],
-                             f"the {r.target} liver ({r.source} to {r.target} registration)")
+        out += list(r.warnings)
     return out + lesions_lost_on_emission_grid(vois, anatomical, session.emission_name)
 
 

@@ -1,0 +1,114 @@
+"""register() as the command line and the workflows call it: the preset chosen from the guidance at hand, the
+guidance passed as that preset needs it, and the checks every caller reports (Jacobian statistics, folding)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+
+import jax
+import numpy as np
+
+from sirtjax.metrics import jacobian_stats
+from sirtjax.plausibility import ResultWarning, check_folding
+from sirtjax.registration.api import RegistrationResult, register
+from sirtjax.registration.config import RegistrationConfig
+from sirtjax.registration.optimise import Progress
+from sirtjax.registration.presets import PRESETS
+from sirtjax.volume import Volume
+
+
+# the guidance register() gets under each preset (Guidance field names)
+PRESET_GUIDANCE: dict[str, tuple[str, ...]] = {
+    "cnn-lm-guided": ("fixed_labels", "moving_labels"),
+    "cnn-guided": ("fixed_mask", "moving_mask"),
+    "image-based": (),
+}
+
+
+def check_guidance(preset: str, given: Iterable[str]) -> None:
+    """Raises ValueError naming (as command-line flags) the guidance that ``preset`` needs and ``given`` lacks."""
+    missing = [name for name in PRESET_GUIDANCE[preset] if name not in set(given)]
+    if missing:
+        raise ValueError(f"the {preset} preset needs {' and '.join('--' + n.replace('_', '-') for n in missing)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Guidance:
+    """What guides a registration: liver masks (0/1) and/or label maps (liver 1, landmarks >= 2), each on its image's grid."""
+
+    fixed_mask: Volume | None = None
+    moving_mask: Volume | None = None
+    fixed_labels: Volume | None = None
+    moving_labels: Volume | None = None
+
+    @property
+    def has_masks(self) -> bool:
+        """Liver masks on both images."""
+        return self.fixed_mask is not None and self.moving_mask is not None
+
+    @property
+    def has_labels(self) -> bool:
+        """Label maps on both images."""
+        return self.fixed_labels is not None and self.moving_labels is not None
+
+    def for_preset(self, preset: str) -> dict[str, Volume]:
+        """register()'s guidance arguments for a preset: label maps (cnn-lm-guided), masks (cnn-guided) or none.
+
+        Raises ValueError when the preset needs guidance that is missing.
+        """
+        check_guidance(preset, [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None])
+        return {name: getattr(self, name) for name in PRESET_GUIDANCE[preset]}
+
+    def fixed_liver(self) -> np.ndarray | None:
+        """The fixed liver (bool, fixed grid): the mask, else label 1 of the label map; None without either."""
+        if self.fixed_mask is not None:
+            return np.asarray(self.fixed_mask.array) != 0
+        return None if self.fixed_labels is None else np.asarray(self.fixed_labels.array) == 1
+
+
+def choose_preset(*, masks: bool, labels: bool) -> str:
+    """'cnn-lm-guided' with label maps (of shared landmarks) on both images, else 'cnn-guided' with liver masks
+    on both, else 'image-based'."""
+    return "cnn-lm-guided" if labels else "cnn-guided" if masks else "image-based"
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedRegistration:
+    """A registration with its preset and settings, its Jacobian statistics (whole grid and fixed liver) and
+    the implausibility warnings (folding of the fixed liver above 1 %)."""
+
+    preset: str
+    config: RegistrationConfig
+    result: RegistrationResult
+    jacobian: dict
+    jacobian_liver: dict | None
+    warnings: tuple[ResultWarning, ...]
+
+
+def register_checked(
+    fixed: Volume,
+    moving: Volume,
+    guidance: Guidance = Guidance(),
+    *,
+    preset: str | None = None,
+    config: RegistrationConfig | None = None,
+    overrides: Mapping[str, object] = {},
+    key: jax.Array,
+    progress: Progress | None = None,
+    liver_name: str = "the fixed liver",
+) -> CheckedRegistration:
+    """Register moving onto fixed with ``preset`` (default :func:`choose_preset`) and check the result.
+
+    ``config`` replaces the preset's settings; ``overrides`` (RegistrationConfig fields) change either.
+    Raises ValueError for an unknown preset or one whose guidance is missing.
+    """
+    preset = choose_preset(masks=guidance.has_masks, labels=guidance.has_labels) if preset is None else preset
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset '{preset}' (use {', '.join(PRESETS)})")
+    settings = dataclasses.replace(PRESETS[preset] if config is None else config, **overrides)
+    result = register(fixed, moving, config=settings, key=key, progress=progress, **guidance.for_preset(preset))
+    liver = guidance.fixed_liver()
+    jac_liver = None if liver is None else jacobian_stats(result.displacement, liver).to_dict()
+    warnings = () if jac_liver is None else tuple(check_folding(jac_liver["fraction_nonpositive"], liver_name))
+    return CheckedRegistration(preset, settings, result, jacobian_stats(result.displacement).to_dict(), jac_liver, warnings)
