@@ -16,12 +16,13 @@ from sirtjax.registration.nonrigid import (
     RegulariserOptions, Weights, field_at, field_shape, field_volume, nonrigid_objective, nonrigid_step,
 )
 from sirtjax.registration.optimise import (
-    OPTIMISERS, Convergence, adam_cosine, make_step, run_level, transformation, window_converged,
+    OPTIMISERS, Convergence, LevelOptimiser, adam_cosine, make_step, run_level, transformation, window_converged,
 )
 from sirtjax.registration.problem import (
     MAX_SAMPLES, SimilarityOptions, intensity_range, make_level, pad_moving, roi_mask, similarity_terms, stack_channels,
-    stack_levels, stratified_picks,
+    stack_levels,
 )
+from sirtjax.registration.sampling import stratified_picks
 from sirtjax.registration.pyramid import bucket
 from sirtjax.registration import PRESETS, RegistrationConfig, make_pair, register
 from sirtjax.registration.levels import prepare_levels
@@ -354,7 +355,7 @@ def test_every_optimiser_reaches_the_minimum_of_a_quadratic_through_make_step(ki
     target = jnp.asarray([[1.5, -2.0, 0.7]])
     step = make_step(_quadratic, transformation(kind, 1.0, 1), f"quadratic {kind}")
     iterations = 300 if kind == "adam" else 30
-    params, log = run_level(step, jnp.zeros((1, 3)), transformation(kind, 0.05, iterations), {"target": target}, None,
+    params, log = run_level(step, jnp.zeros((1, 3)), LevelOptimiser(kind, 0.05, iterations), {"target": target}, None,
                             jax.random.key(0), Convergence(iterations, min_iterations=iterations))
     np.testing.assert_allclose(np.asarray(params), np.asarray(target), atol=1e-3 if kind == "lbfgs" else 2e-2)
 

@@ -12,9 +12,10 @@ from sirtjax.preprocess import sample_world
 from sirtjax.registration.pyramid import (
     channel_boxes, gaussian_smooth, pyramid_level, pyramid_level_sparse, shrink_grid, smooth_and_shrink,
 )
+from sirtjax.registration.bspline import bspline_on_grid, gather_bspline
 from sirtjax.registration.warp import (
-    AffineTransform, affine_displacement, affine_to_homogeneous, bspline_on_grid, compose_displacements, gather_bspline, gather_linear,
-    resample_field, sample_channels, warp_volume,
+    AffineTransform, affine_displacement, affine_to_homogeneous, compose_displacements, gather_linear, resample_field,
+    sample_channels, warp_volume,
 )
 from sirtjax.volume import make_volume, world_grid, world_points_to_index
 

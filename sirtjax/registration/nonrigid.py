@@ -27,10 +27,12 @@ import functools
 
 import jax
 
-from sirtjax.registration.optimise import make_step, transformation
-from sirtjax.registration.problem import LevelData, SimilarityOptions, flat_to_index_xyz, similarity_terms
+from sirtjax.registration.optimise import LevelOptimiser, make_step, transformation
+from sirtjax.registration.problem import LevelData, SimilarityOptions, similarity_terms
+from sirtjax.registration.sampling import flat_to_index_xyz
 from sirtjax.registration.regularisers import folding_penalty, regulariser
-from sirtjax.registration.warp import affine_apply, bspline_on_grid, gather_linear
+from sirtjax.registration.bspline import bspline_on_grid
+from sirtjax.registration.warp import affine_apply, gather_linear
 from sirtjax.volume import Volume
 
 
@@ -125,7 +127,7 @@ def _nonrigid_step_program(opts: SimilarityOptions, reg: RegulariserOptions, ima
 
 def nonrigid_step(opts: SimilarityOptions, reg: RegulariserOptions, image: bool, seg: bool, learning_rate_mm: float,
                   iterations: int, field_factor: int = 1, field_order: int = 1, optimiser: str = "adam"):
-    """(jit-compiled batched step, optax transformation) of the non-rigid stage; the step is built once per static
+    """(jit-compiled batched step, level optimiser) of the non-rigid stage; the step is built once per static
     setting and shared by every learning rate and iteration count (they live in the optimiser state)."""
     step = _nonrigid_step_program(opts, reg, image, seg, field_factor, field_order, optimiser)
-    return step, transformation(optimiser, learning_rate_mm, iterations)
+    return step, LevelOptimiser(optimiser, learning_rate_mm, iterations)
