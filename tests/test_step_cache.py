@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sirtjax.registration.optimise import Convergence, adam_cosine, make_step, run_level
+from sirtjax.registration.optimise import Convergence, LevelOptimiser, adam_cosine, make_step, run_level
 from sirtjax.registration.step_cache import _SUBFOLDER
 
 TRACES = []
@@ -24,7 +24,7 @@ def _run(step, n_points: int, seed: int = 0):
     x = jnp.linspace(-1.0, 1.0, n_points)[None]
     data = {"x": x, "y": 3.0 * x - 0.5}
     params = {"a": jnp.zeros((1,)), "b": jnp.zeros((1,))}
-    return run_level(step, params, adam_cosine(0.3, 60), data, jnp.ones((1,)), jax.random.key(seed),
+    return run_level(step, params, LevelOptimiser("adam", 0.3, 60), data, jnp.ones((1,)), jax.random.key(seed),
                      Convergence(60, min_iterations=60))
 
 
@@ -79,7 +79,7 @@ def test_new_shapes_and_names_get_their_own_entries_and_a_broken_entry_is_replac
 
 def test_registration_steps_round_trip_through_the_cache(cache_dir, monkeypatch):
     """The real steps (LevelData pytrees, batched PRNG keys): exported once, then loaded by fresh steps with equal results."""
-    from sirtjax.registration import affine, nonrigid, step_cache
+    from sirtjax.registration import affine, api, nonrigid, pyramid, stages, step_cache
     from sirtjax.registration import RegistrationConfig, register
     from sirtjax.volume import make_volume, world_grid
 
@@ -95,17 +95,46 @@ def test_registration_steps_round_trip_through_the_cache(cache_dir, monkeypatch)
     real_export = step_cache.export.export
     monkeypatch.setattr(step_cache.export, "export", lambda fn: exports.append(1) or real_export(fn))
 
-    def fresh_run():
+    def fresh_run():  # as a new process: no step or helper program in memory
         affine._affine_step_program.cache_clear()
         nonrigid._nonrigid_step_program.cache_clear()
+        for program in (pyramid._smooth_and_shrink_jit, stages._upsample, api._finish_arrays):
+            program._programs.clear()
         return register(fixed.with_array(img), moving, config=config, **masks)
 
     first = fresh_run()
-    assert len(exports) == 4 and len(_entries(cache_dir)) == 4  # two levels, two stages
+    n = len(exports)
+    assert n >= 4 + 2 and len(_entries(cache_dir)) == n  # two levels, two stages; pyramids, the final warp
     second = fresh_run()
-    assert len(exports) == 4
+    assert len(exports) == n
     np.testing.assert_array_equal(second.displacement.array, first.displacement.array)
     assert float(np.abs(first.displacement.array).max()) > 1.0  # it did move (a one-voxel shift)
+
+
+def test_a_cached_program_loads_its_stored_program_in_a_new_instance(cache_dir):
+    """CachedProgram: static arguments (given or left to their defaults) and pytree inputs; a fresh instance of the
+    same name loads the stored program without tracing, with the plain jit's results."""
+    from sirtjax.registration.step_cache import CachedProgram
+    from sirtjax.volume import make_volume
+
+    traces = []
+
+    def scaled(vol, factor, offset=1.0):
+        traces.append(1)
+        return vol.array * factor + offset, vol.spacing_mm * factor
+
+    vol = make_volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4), (1.0, 2.0, 3.0), (5.0, 6.0, 7.0))
+    first = CachedProgram(scaled, "scaled v1", static_argnums=(1, 2))
+    out = first(vol, 2.0)
+    assert len(traces) == 1 and len(_entries(cache_dir)) == 1
+    fresh = CachedProgram(scaled, "scaled v1", static_argnums=(1, 2))
+    again = fresh(vol, 2.0)
+    assert len(traces) == 1  # loaded, not traced
+    np.testing.assert_array_equal(np.asarray(again[0]), np.asarray(out[0]))
+    np.testing.assert_array_equal(np.asarray(again[0]), np.asarray(vol.array) * 2 + 1)
+    np.testing.assert_allclose(np.asarray(again[1]), [2.0, 4.0, 6.0])
+    fresh(vol, 2.0, 0.0)  # another static value: another program
+    assert len(traces) == 2 and len(_entries(cache_dir)) == 2
 
 
 def test_steps_compile_with_the_cpu_code_generation_options():

@@ -39,7 +39,7 @@ def level_steps(mode: str, seed: int) -> list[tuple[str, object, tuple]]:
     steps = []
     for li, d in enumerate(levels):
         step, tx = affine_stage.affine_step(cfg.similarity(), cfg.affine_on, 1.0, 100)
-        p = jax.vmap(affine_stage.init_params)(jnp.zeros((1, 3)))
+        p = affine_stage.init_params(jnp.zeros((1, 3)))
         steps.append((f"affine {li}", step, (p, jax.vmap(tx.init)(p), d, None, *run_one)))
     reg_opts = RegulariserOptions(cfg.regulariser, cfg.neighbourhood, cfg.fold_weight)
     for li, d in enumerate(levels[len(levels) - cfg.nonrigid_levels:]):  # the levels the preset's non-rigid stage runs

@@ -21,15 +21,17 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from sirtjax.registration.optimise import make_step, transformation
+from sirtjax.registration.optimise import LevelOptimiser, make_step, transformation
 from sirtjax.registration.problem import LevelData, SimilarityOptions, similarity_terms
 from sirtjax.registration.warp import AffineTransform, affine_apply
 
 
-def init_params(translation_mm: jax.Array) -> dict[str, jax.Array]:
-    """Affine parameters for a pure translation (3,) mm."""
-    return {"translation_mm": jnp.asarray(translation_mm, jnp.float32), "linear_mm": jnp.zeros((3, 3), jnp.float32)}
+def init_params(translation_mm: np.ndarray) -> dict[str, np.ndarray]:
+    """Affine parameters (host arrays) for pure translations (..., 3) mm."""
+    t = np.asarray(translation_mm, np.float32)
+    return {"translation_mm": t, "linear_mm": np.zeros(t.shape[:-1] + (3, 3), np.float32)}
 
 
 def params_to_affine(params: dict[str, jax.Array], centre_mm: jax.Array, radius_mm: jax.Array) -> AffineTransform:
@@ -83,6 +85,6 @@ def _affine_step_program(opts: SimilarityOptions, on: str, max_strain: float | N
 
 def affine_step(opts: SimilarityOptions, on: str, learning_rate_mm: float, iterations: int, max_strain: float | None = None,
                 optimiser: str = "adam"):
-    """(jit-compiled batched step, optax transformation) of the affine stage; the step is built once per static
+    """(jit-compiled batched step, level optimiser) of the affine stage; the step is built once per static
     setting and shared by every learning rate and iteration count (they live in the optimiser state)."""
-    return _affine_step_program(opts, on, max_strain, optimiser), transformation(optimiser, learning_rate_mm, iterations)
+    return _affine_step_program(opts, on, max_strain, optimiser), LevelOptimiser(optimiser, learning_rate_mm, iterations)

@@ -17,7 +17,6 @@ import dataclasses
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from sirtjax.registration.config import RegistrationConfig
@@ -25,6 +24,7 @@ from sirtjax.registration.levels import Pair, affine_start, make_pair, pair_pyra
 from sirtjax.registration.nonrigid import Weights
 from sirtjax.registration.optimise import LevelLog, Progress
 from sirtjax.registration.stages import run_affine, run_nonrigid_stages
+from sirtjax.registration.step_cache import CachedProgram
 from sirtjax.registration.warp import AffineTransform, affine_displacement, resample_field, warp_array
 from sirtjax.volume import Volume, make_volume
 
@@ -86,13 +86,14 @@ def register_batch(
     key = jax.random.key(0) if key is None else key
     batch = len(pairs)
     weights = config.weights() if weights is None else weights
-    weights = jax.tree.map(lambda w: jnp.broadcast_to(jnp.asarray(w, jnp.float32), (batch,)), weights)
+    weights = jax.tree.map(lambda w: np.broadcast_to(np.asarray(w, np.float32), (batch,)), weights)
     pyramids = pair_pyramids(pairs, config)
     levels = prepare_levels(pairs, config, pyramids)
     k1, k2 = jax.random.split(key)
     affine, logs = run_affine(levels, affine_start(pairs, config), config, k1, progress)
     residual, nlogs = run_nonrigid_stages(pairs, levels, affine, weights, config, k2, progress, pyramids)
     stages = [("affine", lg) for lg in logs] + nlogs
+    affine, residual = jax.device_get((affine, residual))  # one copy to the host, then per-pair views
     return [
         finish(p, take(affine, i), take(residual, i), [(s, lg, i) for s, lg in stages])
         for i, p in enumerate(pairs)
@@ -103,15 +104,14 @@ def finish(pair: Pair, affine: AffineTransform, residual: Volume, stages: list) 
     """Assemble one pair's result from its affine and residual field (on its level grid): full-resolution
     field, warped moving image and diagnostics."""
     fixed = pair.fixed
-    field, warped = _finish_arrays(affine, residual, fixed.with_array(jnp.zeros(fixed.shape, jnp.uint8)), pair.moving)
+    field, warped = _finish_arrays(affine, residual, fixed.with_array(np.zeros(fixed.shape, np.uint8)), pair.moving)
     disp = make_volume(np.asarray(field, np.float32), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
     warped = make_volume(np.asarray(warped, np.float32), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
     diag = {"stages": [_stage_dict(stage, log, i) for stage, log, i in stages]}
     return RegistrationResult(affine, disp, warped, diag)
 
 
-@jax.jit
-def _finish_arrays(affine: AffineTransform, residual: Volume, fixed: Volume, moving: Volume):
+def _finish(affine: AffineTransform, residual: Volume, fixed: Volume, moving: Volume):
     """Full-resolution field (z, y, x, 3) mm and the linearly warped moving image, in one program."""
     field = affine_displacement(affine, fixed) + resample_field(residual, fixed)
     return field, warp_array(moving, fixed.with_array(field), 1, 0.0)
@@ -130,3 +130,6 @@ def _stage_dict(stage: str, log: LevelLog, i: int) -> dict:
         "compile_s": log.compile_s,
         "run_s": log.run_s,
     }
+
+
+_finish_arrays = CachedProgram(_finish, "finish")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
+import numpy as np
 
 from sirtjax.registration.nonrigid import Weights
 from sirtjax.registration.optimise import OPTIMISERS
@@ -72,8 +72,8 @@ class RegistrationConfig:
         return SimilarityOptions(self.metric, self.bins, self.fixed_parzen_order, self.samples)
 
     def weights(self) -> Weights:
-        """The default loss weights as scalars."""
-        return Weights(jnp.float32(self.w_image), jnp.float32(self.w_seg), jnp.float32(self.w_reg))
+        """The default loss weights as scalars (host)."""
+        return Weights(np.float32(self.w_image), np.float32(self.w_seg), np.float32(self.w_reg))
 
 
 def config_from_dict(values: dict) -> RegistrationConfig:

@@ -142,7 +142,8 @@ def scale_by_level_cosine(learning_rate: float, iterations: int) -> optax.Gradie
 
     def init(params):
         del params
-        return LevelCosineState(jnp.zeros((), jnp.int32), jnp.float32(learning_rate), jnp.float32(max(iterations, 1)))
+        return LevelCosineState(jnp.zeros((), jnp.int32), jnp.float32(learning_rate),
+                                jnp.maximum(jnp.float32(iterations), 1.0))
 
     def update(updates, state: LevelCosineState, params=None):
         del params
@@ -173,6 +174,32 @@ def transformation(kind: str, learning_rate: float, iterations: int) -> optax.Gr
     if kind == "lbfgs":
         return optax.lbfgs()
     raise ValueError(f"unknown optimiser '{kind}' (use {' or '.join(OPTIMISERS)})")
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelOptimiser:
+    """The optimiser of one level: its kind (:data:`OPTIMISERS`), step size (mm) and length (steps)."""
+
+    kind: str = "adam"
+    learning_rate: float = 1.0
+    iterations: int = 1
+
+    def transformation(self) -> optax.GradientTransformationExtraArgs:
+        """The level's optax transformation (:func:`transformation`)."""
+        return transformation(self.kind, self.learning_rate, self.iterations)
+
+    def init(self, params: Any) -> Any:
+        """The optimiser state of batched params (leading axis B), from one compiled program per kind and
+        params shape: the step size and length enter as arguments (eager ``vmap(tx.init)`` compiled a
+        program per operation, and a jit of it one per level)."""
+        batch = jax.tree.leaves(params)[0].shape[0]
+        return _init_batched(self.kind, params, np.full(batch, self.learning_rate, np.float32),
+                             np.full(batch, self.iterations, np.int32))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_batched(kind: str, params, learning_rate, iterations):
+    return jax.vmap(lambda p, lr, n: transformation(kind, lr, n).init(p))(params, learning_rate, iterations)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,7 +242,7 @@ class LevelLog:
 def run_level(
     step: Callable,
     params: Any,
-    tx: optax.GradientTransformation,
+    optimiser: LevelOptimiser,
     data: Any,
     weights: Any,
     key: jax.Array,
@@ -231,10 +258,10 @@ def run_level(
     as ``compile_s``, the rest as ``run_s``. Returns the final params and a :class:`LevelLog`.
     """
     batch = jax.tree.leaves(params)[0].shape[0]
-    opt_state = jax.vmap(tx.init)(params)
-    active = jnp.ones((batch,), bool)
-    tail = jnp.full((2 * conv.window, batch), jnp.nan, jnp.float32)
-    rule = (jnp.int32(conv.min_iterations), jnp.float32(conv.rel_tol))
+    opt_state = optimiser.init(params)
+    active = np.ones((batch,), bool)
+    tail = np.full((2 * conv.window, batch), np.nan, np.float32)
+    rule = (np.int32(conv.min_iterations), np.float32(conv.rel_tol))
     chunks: list[np.ndarray] = []
     iterations = np.zeros(batch, np.int64)
     out: dict[str, jax.Array] = {}
@@ -242,8 +269,8 @@ def run_level(
     t0 = time.perf_counter()
     while done < conv.max_iterations:
         count = 1 if done == 0 else min(CHUNK_STEPS, conv.max_iterations - done)
-        params, opt_state, out = step(params, opt_state, data, weights, key, active, tail, jnp.int32(done),
-                                      jnp.int32(count), *rule)
+        params, opt_state, out = step(params, opt_state, data, weights, key, active, tail, np.int32(done),
+                                      np.int32(count), *rule)
         chunks.append(np.asarray(out.pop("_losses"))[:count])  # waits for the chunk
         active, tail = out.pop("_active"), out.pop("_tail")
         iterations += np.asarray(out.pop("_steps"))

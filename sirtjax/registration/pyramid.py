@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sirtjax.registration.step_cache import CachedProgram
 from sirtjax.volume import Volume, make_volume
 
 
@@ -106,7 +107,7 @@ def pyramid_level(vol: Volume, resolution_mm: float) -> Volume:
     return Volume(arr, grid.spacing_mm, grid.origin_mm, grid.direction)
 
 
-_smooth_and_shrink_jit = jax.jit(smooth_and_shrink, static_argnums=(1, 2))
+_smooth_and_shrink_jit = CachedProgram(smooth_and_shrink, "pyramid smooth_and_shrink", static_argnums=(1, 2))
 
 
 def level_schedule(vol: Volume, resolution_mm: float) -> tuple[tuple[float, ...], tuple[int, ...]]:

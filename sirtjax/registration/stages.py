@@ -19,6 +19,7 @@ from sirtjax.registration.levels import AffineStart, Pair, prepare_levels, resol
 from sirtjax.registration.nonrigid import RegulariserOptions, Weights, field_factor_for, field_shape, field_volume, nonrigid_step
 from sirtjax.registration.optimise import Convergence, LevelLog, Progress, run_level
 from sirtjax.registration.problem import LevelData
+from sirtjax.registration.step_cache import CachedProgram
 from sirtjax.registration.warp import AffineTransform, resample_field
 from sirtjax.volume import Volume
 
@@ -40,20 +41,21 @@ def run_affine(
     """
     batch, k = start.translations_mm.shape[:2]
     res = resolutions_mm_from_levels(levels)
-    centre, radius = jnp.asarray(start.centre_mm), jnp.asarray(start.radius_mm)
-    at_centre = AffineTransform(jnp.broadcast_to(jnp.eye(3), (batch, 3, 3)), jnp.zeros((batch, 3)), centre)
+    centre, radius = np.asarray(start.centre_mm, np.float32), np.asarray(start.radius_mm, np.float32)
+    at_centre = AffineTransform(np.broadcast_to(np.eye(3, dtype=np.float32), (batch, 3, 3)), np.zeros((batch, 3), np.float32),
+                                centre)
     levels = [dataclasses.replace(d, affine=at_centre, radius_mm=radius) for d in levels]
-    params = jax.vmap(affine_stage.init_params)(jnp.asarray(start.translations_mm.reshape(batch * k, 3), jnp.float32))
+    params = affine_stage.init_params(start.translations_mm.reshape(batch * k, 3))
     logs = []
     for li, data in enumerate(levels):
-        step, tx = affine_stage.affine_step(config.similarity(), config.affine_on,
+        step, optimiser = affine_stage.affine_step(config.similarity(), config.affine_on,
                                             config.affine_step * res[li], config.affine_iterations, config.affine_max_strain,
                                             config.optimiser)
         conv = Convergence(config.affine_iterations, config.window, config.rel_tol, config.min_iterations)
         if k > 1:
             data = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), data)
         key, sub = jax.random.split(key)
-        params, log = run_level(step, params, tx, data, None, sub, conv, label=f"affine {res[li]:g} mm", progress=progress)
+        params, log = run_level(step, params, optimiser, data, None, sub, conv, label=f"affine {res[li]:g} mm", progress=progress)
         logs.append(log)
     if k > 1:
         best = np.argmin(_final_window_mean(logs[-1].loss_history, config.window).reshape(batch, k), axis=1)
@@ -63,8 +65,10 @@ def run_affine(
             log.iterations = log.iterations[pick]
             log.last_terms = {n: v[pick] for n, v in log.last_terms.items()}
             log.loss_history = log.loss_history[:, pick]
-    affine = jax.vmap(affine_stage.params_to_affine)(params, centre, radius)
-    return affine, logs
+    return _params_to_affine(params, centre, radius), logs
+
+
+_params_to_affine = jax.jit(jax.vmap(affine_stage.params_to_affine))  # one program, not one per operation
 
 
 def _final_window_mean(history: np.ndarray, window: int) -> np.ndarray:
@@ -103,19 +107,19 @@ def run_nonrigid(
     order = config.field_order
     if order not in (1, 3) or (order == 3 and base is not None):
         raise ValueError(f"field_order must be 1 or 3 (3 without an earlier stage's field), got {order}")
-    v = jnp.zeros(use[0].fixed.array.shape[:1] + field_shape(use[0].fixed.array.shape[1:4], factors[0]) + (3,), jnp.float32)
+    v = np.zeros(use[0].fixed.array.shape[:1] + field_shape(use[0].fixed.array.shape[1:4], factors[0]) + (3,), np.float32)
     logs = []
     for li, data in enumerate(use):
         if li > 0:  # B-spline coefficients: the coarse spline's values at the new nodes start the finer level
             v = _upsample(field_volume(v, use[li - 1].fixed, factors[li - 1]), data.fixed, factors[li], order)
         if base is not None:
             data = dataclasses.replace(data, base_field=_upsample(base, data.fixed, factors[li]))
-        step, tx = nonrigid_step(config.similarity(), reg, config.nonrigid_image, seg,
+        step, optimiser = nonrigid_step(config.similarity(), reg, config.nonrigid_image, seg,
                                  config.nonrigid_step * res[li], config.nonrigid_iterations, factors[li], order,
                                  config.optimiser)
         conv = Convergence(config.nonrigid_iterations, config.window, config.rel_tol, config.min_iterations)
         key, sub = jax.random.split(key)
-        v, log = run_level(step, v, tx, data, weights, sub, conv, label=f"{label} {res[li]:g} mm", progress=progress)
+        v, log = run_level(step, v, optimiser, data, weights, sub, conv, label=f"{label} {res[li]:g} mm", progress=progress)
         logs.append(log)
     finest = use[-1].fixed
     if order == 3:  # the spline's values on a grid 4x finer than its nodes: trilinear between them is then within a
@@ -165,18 +169,20 @@ def run_nonrigid_stages(
         pre = image_stage_config(config)
         key, sub = jax.random.split(key)
         plain = prepare_levels([Pair(p.fixed, p.moving) for p in pairs], pre, pyramids)
-        pre_weights = jax.tree.map(lambda w: jnp.broadcast_to(w, (len(pairs),)), pre.weights())
+        pre_weights = jax.tree.map(lambda w: np.broadcast_to(w, (len(pairs),)), pre.weights())
         base, logs = run_nonrigid(with_affine(plain, affine), pre_weights, pre, sub, progress, label="image")
         stages += [("image", lg) for lg in logs]
     residual, logs = run_nonrigid(with_affine(levels, affine), weights, config, key, progress, base=base)
     return residual, stages + [("nonrigid", lg) for lg in logs]
 
 
-@jax.jit(static_argnums=(2, 3))
-def _upsample(coarse: Volume, fine_level: Volume, factor: int, order: int = 1) -> jax.Array:
+def _upsample_field(coarse: Volume, fine_level: Volume, factor: int, order: int = 1) -> jax.Array:
     """A batched field Volume (values, or B-spline coefficients for ``order`` 3) resampled onto the field grid
     of a batched level grid with ``factor``: its values there (mm)."""
     def one(c, f):
         return resample_field(c, field_volume(jnp.zeros(field_shape(f.array.shape[:3], factor), jnp.uint8), f, factor), order)
 
     return jax.vmap(one)(coarse, fine_level)
+
+
+_upsample = CachedProgram(_upsample_field, "upsample field", static_argnums=(2, 3))

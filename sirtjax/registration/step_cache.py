@@ -13,6 +13,8 @@ folder a CachedStep is the plain jit-compiled step. An unreadable entry is expor
 
 A step maps ``(params, opt_state, *rest) -> (params, opt_state, terms)`` with ``terms`` a dict of
 arrays (:func:`sirtjax.registration.optimise.make_step`); the cache relies on that shape of output.
+:class:`CachedProgram` keeps the helpers around the steps (pyramid smoothing, field upsampling, the
+final warp) the same way; a warm ``sirtjax register`` call traced about 14 such programs before.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import export
 
 _SUBFOLDER = "sirtjax-steps"
@@ -115,6 +118,49 @@ class CachedStep:
 
         raw = [jax.random.key_data(x) if impl else x for x, impl in zip(leaves, impls)]
         return export.export(jax.jit(flat_step))(*raw), names
+
+
+class CachedProgram:
+    """``fn`` jit-compiled with ``static_argnums``; with a cache folder set, each traced program is also kept on disk
+    (as :class:`CachedStep`'s are), so a new process loads it instead of tracing and lowering ``fn`` again.
+
+    For the helpers around the steps (pyramid smoothing, field upsampling, the final warp): array arguments or
+    registered pytrees of arrays (no PRNG keys), outputs an array or a tuple, list or dict of arrays.
+    """
+
+    def __init__(self, fn: Callable, name: str, static_argnums: tuple[int, ...] = ()):
+        self.name = name
+        self.fn = fn
+        self.static_argnums = static_argnums
+        self._jit = jax.jit(fn, static_argnums=static_argnums)
+        self._programs: dict = {}
+
+    def __call__(self, *args):
+        """``fn(*args)``, through the stored program of these static arguments and shapes when there is one."""
+        if not jax.config.jax_compilation_cache_dir:
+            return self._jit(*args)
+        static = tuple((i, args[i]) for i in self.static_argnums if i < len(args))  # an omitted one: its default
+        leaves, treedef = jax.tree.flatten([a for i, a in enumerate(args) if i not in self.static_argnums])
+        signature = (static, treedef, tuple((np.shape(x), str(jax.dtypes.canonicalize_dtype(np.result_type(x)))) for x in leaves))
+        program = self._programs.get(signature)
+        if program is None:
+            program = self._programs[signature] = self._program(signature)
+        return program(*jax.device_put(leaves, jax.devices()[0]))  # committed, as the steps' outputs: one placement
+
+    def _program(self, signature) -> Callable:
+        static, treedef, _ = signature
+        key = hashlib.sha256(json.dumps([self.name, str(signature), jax.default_backend(), code_digest()]).encode())
+        path = Path(jax.config.jax_compilation_cache_dir) / _SUBFOLDER / f"{key.hexdigest()}.bin"
+        exported, _ = _load(path)
+        if exported is None:
+            def flat_fn(*leaves):
+                dynamic, fixed = list(jax.tree.unflatten(treedef, leaves)), dict(static)
+                return self.fn(*[fixed[i] if i in fixed else dynamic.pop(0) for i in range(len(fixed) + len(dynamic))])
+
+            shapes = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in signature[2]]
+            exported = export.export(jax.jit(flat_fn))(*shapes)
+            _save(path, exported, [])
+        return jax.jit(exported.call)
 
 
 def _load(path: Path):

@@ -1,0 +1,142 @@
+"""``sirtjax register`` on new patients whose grids the warm cache has never seen, against ANTs SyN and elastix.
+
+What a user waits for: one ``sirtjax register`` process per pair (cnn-guided, liver masks), its wall time
+from start-up to exit. The persistent cache is first filled by ``--warm`` other patients' registrations
+(CT->CT and MR->CT). Each test pair is then made new: the fixed and moving images of a 3 mm phantom study are
+cropped to a random field of view (every axis 70-100 % of its extent), so every pair has grids of its own.
+ANTs SyN and elastix (as in ``run.py``) register the same pairs in the same run, timed in-process (their
+start-up not counted). Liver Dice and the liver folding of sirtjax come from the files it wrote.
+
+    python benchmarks/registration/cli_new_patients.py --warm 2,3 --seeds 4-9 \\
+        --out benchmarks/registration/results/round18_cli
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from run import run_ants, run_elastix, seed_range
+from sirtjax.io import read_volume, write_volume
+from sirtjax.metrics import dice
+from sirtjax.phantom import PhantomConfig, generate_study
+from sirtjax.registration.warp import warp_volume
+from sirtjax.volume import Volume
+
+
+def cropped(vol: Volume, lo: np.ndarray, hi: np.ndarray) -> Volume:
+    """vol cut to voxels lo:hi (z, y, x), its origin moved to the first kept voxel."""
+    arr = np.asarray(vol.array)[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    origin = np.asarray(vol.origin_mm) + np.asarray(vol.direction) @ (np.asarray(vol.spacing_mm) * lo[::-1])
+    return Volume(arr, vol.spacing_mm, origin, vol.direction)
+
+
+def random_box(shape, rng: np.random.Generator, liver: np.ndarray, margin: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """A box of 70-100 % of each axis that keeps the liver and ``margin`` voxels around it (the same patient
+    seen in another field of view)."""
+    shape = np.asarray(shape)
+    idx = np.argwhere(liver)
+    first, last = np.maximum(idx.min(0) - margin, 0), np.minimum(idx.max(0) + 1 + margin, shape)
+    size = np.minimum(np.maximum(np.rint(shape * rng.uniform(0.7, 1.0, 3)).astype(int), last - first), shape)
+    lo = np.array([rng.integers(max(0, b - s), min(f, n - s) + 1) for n, s, f, b in zip(shape, size, first, last)])
+    return lo, lo + size
+
+
+def write_pair(study, moving: str, folder: Path, rng: np.random.Generator | None) -> dict[str, Path]:
+    """The fixed MAA CT and a moving image with their liver masks as NIfTI files, each cropped to its own box."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for role, name in (("fixed", "maa_ct"), ("moving", moving)):
+        image, liver = study.images[name], study.images[f"{name}_liver"]
+        if rng is not None:
+            lo, hi = random_box(np.asarray(liver.array).shape, rng, np.asarray(liver.array) > 0)
+            image, liver = cropped(image, lo, hi), cropped(liver, lo, hi)
+        out[role] = write_volume(image, folder / f"{role}.nii.gz")
+        out[f"{role}_liver"] = write_volume(liver, folder / f"{role}_liver.nii.gz")
+    return out
+
+
+def sirtjax_cli(files: dict[str, Path], out: Path, env: dict) -> dict:
+    """One ``sirtjax register`` process (cnn-guided): wall time, the report's times, liver Dice and folding."""
+    cmd = [sys.executable, "-m", "sirtjax", "register", str(files["fixed"]), str(files["moving"]),
+           "--fixed-mask", str(files["fixed_liver"]), "--moving-mask", str(files["moving_liver"]), "-o", str(out)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    wall = time.perf_counter() - t0
+    report = json.loads((out / "report.json").read_text())
+    fixed_liver = np.asarray(read_volume(files["fixed_liver"]).array) > 0
+    warped = warp_volume(read_volume(files["moving_liver"]), read_volume(out / "displacement.nii.gz"), order=0)
+    return {"sirtjax_wall_s": round(wall, 2), "sirtjax_command_s": round(report["total_s"], 2),
+            "sirtjax_compile_s": round(report["compile_s"], 2), "sirtjax_optimise_s": round(report["optimise_s"], 2),
+            "sirtjax_dice": round(dice(np.asarray(warped.array) > 0, fixed_liver), 4),
+            "sirtjax_folding_liver_pct": round(100 * report["jacobian_liver"]["fraction_nonpositive"], 4)}
+
+
+def peer(method, files: dict[str, Path]) -> dict:
+    """ANTs SyN or elastix on the pair, in this process: wall time and liver Dice (its warped moving liver)."""
+    f, m = read_volume(files["fixed"]), read_volume(files["moving"])
+    fm, mm = read_volume(files["fixed_liver"]), read_volume(files["moving_liver"])
+    _, warped, t = method(f, m, fm, mm, mm)
+    return {"wall_s": round(t["wall_s"], 2), "dice": round(dice(np.asarray(warped.array) > 0, np.asarray(fm.array) > 0), 4)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--warm", default="2,3", help="seeds whose registrations fill the cache first")
+    ap.add_argument("--seeds", default="4-9", help="the new patients")
+    ap.add_argument("--moving", default="diag_ct,diag_mr")
+    ap.add_argument("--peers", default="ants,elastix")
+    ap.add_argument("--out", default="benchmarks/registration/results/cli_new_patients")
+    a = ap.parse_args()
+    peers = {"ants": run_ants, "elastix": run_elastix}
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        env = dict(os.environ, SIRTJAX_CACHE_DIR=str(tmp / "cache"))
+        cache_state = "empty cache"
+        for seed in [int(s) for s in a.warm.split(",")]:
+            study = generate_study(seed, PhantomConfig())
+            for moving in a.moving.split(","):
+                files = write_pair(study, moving, tmp / f"warm{seed}{moving}", None)
+                row = {"seed": seed, "moving": moving, "cache": cache_state,
+                       **sirtjax_cli(files, tmp / f"warm{seed}{moving}" / "out", env)}
+                cache_state = "warming"
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+        for seed in seed_range(a.seeds):
+            study = generate_study(seed, PhantomConfig())
+            rng = np.random.default_rng(seed)
+            for moving in a.moving.split(","):
+                files = write_pair(study, moving, tmp / f"s{seed}{moving}", rng)
+                row = {"seed": seed, "moving": moving, "cache": "new grids, warm",
+                       "fixed_shape": "x".join(map(str, read_volume(files["fixed"]).shape)),
+                       "moving_shape": "x".join(map(str, read_volume(files["moving"]).shape)),
+                       **sirtjax_cli(files, tmp / f"s{seed}{moving}" / "out", env)}
+                for name in a.peers.split(","):
+                    row.update({f"{name}_{k}": v for k, v in peer(peers[name], files).items()})
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with open(out / "cli_new_patients.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    load = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+    (out / "uptime.txt").write_text(f"{load}\ncommit {commit}\n")
+    print(load)
+
+
+if __name__ == "__main__":
+    main()
