@@ -298,7 +298,7 @@ def test_vmapped_step_matches_single_steps(affine_case):
     key = jax.random.key(0)  # the level is smaller than FAST's samples: every voxel counts, whatever the key
 
     def one_step(v, data, w, batch):  # a chunk of one step, no stopping rule
-        return step(v, jax.vmap(tx.init)(v), data, w, key, jnp.ones(batch, bool), jnp.full((20, batch), jnp.nan),
+        return step(v, tx.init(v), data, w, key, jnp.ones(batch, bool), jnp.full((20, batch), jnp.nan),
                     jnp.int32(0), jnp.int32(1), jnp.int32(100), jnp.float32(0.0))
 
     out_b, _, terms_b = one_step(v, both, w, 2)

@@ -40,12 +40,12 @@ def level_steps(mode: str, seed: int) -> list[tuple[str, object, tuple]]:
     for li, d in enumerate(levels):
         step, tx = affine_stage.affine_step(cfg.similarity(), cfg.affine_on, 1.0, 100)
         p = affine_stage.init_params(jnp.zeros((1, 3)))
-        steps.append((f"affine {li}", step, (p, jax.vmap(tx.init)(p), d, None, *run_one)))
+        steps.append((f"affine {li}", step, (p, tx.init(p), d, None, *run_one)))
     reg_opts = RegulariserOptions(cfg.regulariser, cfg.neighbourhood, cfg.fold_weight)
     for li, d in enumerate(levels[len(levels) - cfg.nonrigid_levels:]):  # the levels the preset's non-rigid stage runs
         step, tx = nonrigid_step(cfg.similarity(), reg_opts, cfg.nonrigid_image, seg, 1.0, 60)
         v = jnp.zeros(d.fixed.array.shape[:4] + (3,))
-        steps.append((f"non-rigid {li}", step, (v, jax.vmap(tx.init)(v), d, jax.tree.map(lambda x: x[None], cfg.weights()),
+        steps.append((f"non-rigid {li}", step, (v, tx.init(v), d, jax.tree.map(lambda x: x[None], cfg.weights()),
                                                 *run_one)))
     return steps
 
