@@ -74,7 +74,7 @@ def sirtjax_cli(files: dict[str, Path], out: Path, env: dict) -> dict:
     wall = time.perf_counter() - t0
     report = json.loads((out / "report.json").read_text())
     fixed_liver = np.asarray(read_volume(files["fixed_liver"]).array) > 0
-    warped = warp_volume(read_volume(files["moving_liver"]), read_volume(out / "displacement.nii.gz"), order=0)
+    warped = warp_volume(read_volume(files["moving_liver"]), read_volume(out / "displacement.nii.gz", vector=True), order=0)
     return {"sirtjax_wall_s": round(wall, 2), "sirtjax_command_s": round(report["total_s"], 2),
             "sirtjax_compile_s": round(report["compile_s"], 2), "sirtjax_optimise_s": round(report["optimise_s"], 2),
             "sirtjax_dice": round(dice(np.asarray(warped.array) > 0, fixed_liver), 4),
