@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 
 from sirtjax.registration.nonrigid import Weights
-from sirtjax.registration.optimise import OPTIMISERS
+from sirtjax.registration.optimise import check_optimiser
 from sirtjax.registration.problem import SimilarityOptions, check_samples
 
 
@@ -62,8 +62,7 @@ class RegistrationConfig:
     w_reg: float = 10.0  # a 10 % strain everywhere costs as much as 0.1 nats of MI or 0.1 of 1 - Dice
 
     def __post_init__(self):
-        if self.optimiser not in OPTIMISERS:
-            raise ValueError(f"unknown optimiser '{self.optimiser}' (use {' or '.join(OPTIMISERS)})")
+        check_optimiser(self.optimiser)
         check_samples(self.samples)
         check_samples(self.image_field_samples)
 

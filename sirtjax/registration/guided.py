@@ -28,7 +28,8 @@ PRESET_GUIDANCE: dict[str, tuple[str, ...]] = {
 
 def check_guidance(preset: str, given: Iterable[str]) -> None:
     """Raises ValueError naming (as command-line flags) the guidance that ``preset`` needs and ``given`` lacks."""
-    missing = [name for name in PRESET_GUIDANCE[preset] if name not in set(given)]
+    given = set(given)
+    missing = [name for name in PRESET_GUIDANCE[preset] if name not in given]
     if missing:
         raise ValueError(f"the {preset} preset needs {' and '.join('--' + n.replace('_', '-') for n in missing)}")
 

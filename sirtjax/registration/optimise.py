@@ -162,6 +162,12 @@ def adam_cosine(learning_rate: float, iterations: int) -> optax.GradientTransfor
 OPTIMISERS = ("adam", "lbfgs")
 
 
+def check_optimiser(kind: str) -> None:
+    """Raises ValueError naming an optimiser that is not one of :data:`OPTIMISERS`."""
+    if kind not in OPTIMISERS:
+        raise ValueError(f"unknown optimiser '{kind}' (use {' or '.join(OPTIMISERS)})")
+
+
 def transformation(kind: str, learning_rate: float, iterations: int) -> optax.GradientTransformationExtraArgs:
     """The optimiser of a level: ``adam`` (:func:`adam_cosine`) or ``lbfgs``.
 
@@ -169,11 +175,8 @@ def transformation(kind: str, learning_rate: float, iterations: int) -> optax.Gr
     samples, not from ``learning_rate``; the line search costs extra objective evaluations a step. With random
     samples every step sees another objective, so its curvature pairs mix samples (approximate).
     """
-    if kind == "adam":
-        return adam_cosine(learning_rate, iterations)
-    if kind == "lbfgs":
-        return optax.lbfgs()
-    raise ValueError(f"unknown optimiser '{kind}' (use {' or '.join(OPTIMISERS)})")
+    check_optimiser(kind)
+    return adam_cosine(learning_rate, iterations) if kind == "adam" else optax.lbfgs()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,10 +186,6 @@ class LevelOptimiser:
     kind: str = "adam"
     learning_rate: float = 1.0
     iterations: int = 1
-
-    def transformation(self) -> optax.GradientTransformationExtraArgs:
-        """The level's optax transformation (:func:`transformation`)."""
-        return transformation(self.kind, self.learning_rate, self.iterations)
 
     def init(self, params: Any) -> Any:
         """The optimiser state of batched params (leading axis B), from one compiled program per kind and

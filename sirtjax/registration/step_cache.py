@@ -49,6 +49,12 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
+def _entry_path(name: str, signature) -> Path:
+    """The cache file of a program: its name and argument signature, the backend and :func:`code_digest`."""
+    key = hashlib.sha256(json.dumps([name, str(signature), jax.default_backend(), code_digest()]).encode())
+    return Path(jax.config.jax_compilation_cache_dir) / _SUBFOLDER / f"{key.hexdigest()}.bin"
+
+
 def _is_key(leaf) -> bool:
     return jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
@@ -78,8 +84,7 @@ class CachedStep:
 
     def _program(self, params, opt_state, leaves, signature) -> Callable:
         """The step of these argument shapes as a function of the flat leaves, loaded or exported."""
-        key = hashlib.sha256(json.dumps([self.name, str(signature), jax.default_backend(), code_digest()]).encode())
-        path = Path(jax.config.jax_compilation_cache_dir) / _SUBFOLDER / f"{key.hexdigest()}.bin"
+        path = _entry_path(self.name, signature)
         impls = [jax.random.key_impl(leaf) if _is_key(leaf) else None for leaf in leaves]
         exported, names = _load(path)
         if exported is None:
@@ -149,8 +154,7 @@ class CachedProgram:
 
     def _program(self, signature) -> Callable:
         static, treedef, _ = signature
-        key = hashlib.sha256(json.dumps([self.name, str(signature), jax.default_backend(), code_digest()]).encode())
-        path = Path(jax.config.jax_compilation_cache_dir) / _SUBFOLDER / f"{key.hexdigest()}.bin"
+        path = _entry_path(self.name, signature)
         exported, _ = _load(path)
         if exported is None:
             def flat_fn(*leaves):
