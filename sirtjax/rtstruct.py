@@ -1,7 +1,7 @@
 """DICOM RT Structure Set export of VOIs for clinical viewers (3D Slicer/SlicerRT, MIM, Eclipse, ...).
 
 :func:`write_rtstruct` writes, into one folder, the CT as a DICOM *CT Image* series (``ct/``, by
-:func:`sirtjax.io.dicom_series`, the writer behind ``write_volume`` too) and an RT Structure Set
+:func:`sirtjax.dicom_export.dicom_series`, the writer behind ``write_volume`` too) and an RT Structure Set
 (``rtstruct.dcm``) whose contours reference those slices. An RT-Struct is bound to the images it
 outlines (Frame of Reference UID, SOP Instance UID per slice), so both are written together.
 
@@ -31,7 +31,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
 
 from sirtjax.errors import InputError
-from sirtjax.io import dicom_dataset, dicom_decimals, dicom_series, save_dicom_series
+from sirtjax.dicom_export import dicom_dataset, dicom_decimals, dicom_series, save_dicom_series
 from sirtjax.outputs import output_dir
 from sirtjax.report.colours import voi_colour_rgb
 from sirtjax.volume import Volume, index_to_world, same_grid
