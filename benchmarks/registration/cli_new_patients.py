@@ -3,12 +3,13 @@
 What a user waits for: one ``sirtjax register`` process per pair (cnn-guided, liver masks), its wall time
 from start-up to exit. The persistent cache is first filled by ``--warm`` other patients' registrations
 (CT->CT and MR->CT). Each test pair is then made new: the fixed and moving images of a 3 mm phantom study are
-cropped to a random field of view (every axis 70-100 % of its extent), so every pair has grids of its own.
+cropped to a random field of view (every axis 70-100 % of its extent), so every pair has grids of its own;
+the warm-up patients are cropped the same way.
 ANTs SyN and elastix (as in ``run.py``) register the same pairs in the same run, timed in-process (their
 start-up not counted). Liver Dice and the liver folding of sirtjax come from the files it wrote.
 
-    python benchmarks/registration/cli_new_patients.py --warm 2,3 --seeds 4-9 \\
-        --out benchmarks/registration/results/round18_cli
+    python benchmarks/registration/cli_new_patients.py --warm 10-13 --seeds 4-9 \\
+        --out benchmarks/registration/results/round19_cli
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def peer(method, files: dict[str, Path]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--warm", default="2,3", help="seeds whose registrations fill the cache first")
+    ap.add_argument("--warm", default="10-13", help="other patients whose registrations fill the cache first")
     ap.add_argument("--seeds", default="4-9", help="the new patients")
     ap.add_argument("--moving", default="diag_ct,diag_mr")
     ap.add_argument("--peers", default="ants,elastix")
@@ -105,10 +106,11 @@ def main() -> None:
         tmp = Path(tmp)
         env = dict(os.environ, SIRTJAX_CACHE_DIR=str(tmp / "cache"))
         cache_state = "empty cache"
-        for seed in [int(s) for s in a.warm.split(",")]:
+        for seed in seed_range(a.warm):
             study = generate_study(seed, PhantomConfig())
+            rng = np.random.default_rng(seed)
             for moving in a.moving.split(","):
-                files = write_pair(study, moving, tmp / f"warm{seed}{moving}", None)
+                files = write_pair(study, moving, tmp / f"warm{seed}{moving}", rng)
                 row = {"seed": seed, "moving": moving, "cache": cache_state,
                        **sirtjax_cli(files, tmp / f"warm{seed}{moving}" / "out", env)}
                 cache_state = "warming"

@@ -25,8 +25,9 @@ from sirtjax.registration.nonrigid import Weights
 from sirtjax.registration.optimise import LevelLog, Progress
 from sirtjax.registration.stages import run_affine, run_nonrigid_stages
 from sirtjax.registration.step_cache import CachedProgram
-from sirtjax.registration.warp import AffineTransform, affine_displacement, resample_field, warp_array
-from sirtjax.volume import Volume, make_volume
+from sirtjax.registration.pyramid import coarse_bucket
+from sirtjax.registration.warp import AffineTransform, affine_displacement, resample_field, sample_channels
+from sirtjax.volume import Volume, make_volume, world_grid
 
 
 @dataclasses.dataclass
@@ -102,19 +103,31 @@ def register_batch(
 
 def finish(pair: Pair, affine: AffineTransform, residual: Volume, stages: list) -> RegistrationResult:
     """Assemble one pair's result from its affine and residual field (on its level grid): full-resolution
-    field, warped moving image and diagnostics."""
-    fixed = pair.fixed
-    field, warped = _finish_arrays(affine, residual, fixed.with_array(np.zeros(fixed.shape, np.uint8)), pair.moving)
-    disp = make_volume(np.asarray(field, np.float32), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
-    warped = make_volume(np.asarray(warped, np.float32), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
+    field, warped moving image and diagnostics.
+
+    The fixed grid and the moving image (by its border voxels, its true size kept for the outside test) are padded
+    at their high end to :func:`pyramid.coarse_bucket` shapes and the results cut back, so patients with similar
+    grids share the compiled program.
+    """
+    fixed, moving = pair.fixed, pair.moving
+    grid = Volume(np.zeros(tuple(coarse_bucket(fixed.shape)), np.uint8), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
+    marr = np.asarray(moving.array, np.float32)
+    marr = np.pad(marr, [(0, int(b - n)) for b, n in zip(coarse_bucket(marr.shape), marr.shape)], mode="edge")
+    field, warped = _finish_arrays(affine, residual, grid, Volume(marr, moving.spacing_mm, moving.origin_mm, moving.direction),
+                                   np.asarray(moving.shape[::-1], np.float32))
+    cut = tuple(slice(0, n) for n in fixed.shape)
+    disp = make_volume(np.asarray(field, np.float32)[cut], fixed.spacing_mm, fixed.origin_mm, fixed.direction)
+    warped = make_volume(np.asarray(warped, np.float32)[cut], fixed.spacing_mm, fixed.origin_mm, fixed.direction)
     diag = {"stages": [_stage_dict(stage, log, i) for stage, log, i in stages]}
     return RegistrationResult(affine, disp, warped, diag)
 
 
-def _finish(affine: AffineTransform, residual: Volume, fixed: Volume, moving: Volume):
-    """Full-resolution field (z, y, x, 3) mm and the linearly warped moving image, in one program."""
+def _finish(affine: AffineTransform, residual: Volume, fixed: Volume, moving: Volume, moving_size_xyz: jax.Array):
+    """Full-resolution field (z, y, x, 3) mm and the linearly warped moving image (0 outside its true size), in one
+    program."""
     field = affine_displacement(affine, fixed) + resample_field(residual, fixed)
-    return field, warp_array(moving, fixed.with_array(field), 1, 0.0)
+    warped, _ = sample_channels(moving, world_grid(fixed) + field, 0.0, size_xyz=moving_size_xyz)
+    return field, warped
 
 
 def _stage_dict(stage: str, log: LevelLog, i: int) -> dict:

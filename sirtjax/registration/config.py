@@ -11,7 +11,7 @@ import numpy as np
 
 from sirtjax.registration.nonrigid import Weights
 from sirtjax.registration.optimise import check_optimiser
-from sirtjax.registration.problem import SimilarityOptions, check_samples
+from sirtjax.registration.terms import SimilarityOptions, check_samples
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,12 +9,15 @@ from collections.abc import Iterable, Mapping
 import jax
 import numpy as np
 
-from sirtjax.metrics import jacobian_stats
+from sirtjax.metrics import JacobianStats, jacobian_stats
 from sirtjax.plausibility import ResultWarning, check_folding
 from sirtjax.registration.api import RegistrationResult, register
 from sirtjax.registration.config import RegistrationConfig
 from sirtjax.registration.optimise import Progress
+from sirtjax.registration.padding import extend, valid_mask
 from sirtjax.registration.presets import PRESETS
+from sirtjax.registration.pyramid import coarse_bucket
+from sirtjax.registration.step_cache import CachedProgram
 from sirtjax.volume import Volume
 
 
@@ -110,6 +113,33 @@ def register_checked(
     settings = dataclasses.replace(PRESETS[preset] if config is None else config, **overrides)
     result = register(fixed, moving, config=settings, key=key, progress=progress, **guidance.for_preset(preset))
     liver = guidance.fixed_liver()
-    jac_liver = None if liver is None else jacobian_stats(result.displacement, liver).to_dict()
+    jac, jac_liver = jacobian_checks(result.displacement, liver)
     warnings = () if jac_liver is None else tuple(check_folding(jac_liver["fraction_nonpositive"], liver_name))
-    return CheckedRegistration(preset, settings, result, jacobian_stats(result.displacement).to_dict(), jac_liver, warnings)
+    return CheckedRegistration(preset, settings, result, jac, jac_liver, warnings)
+
+
+def jacobian_checks(field: Volume, liver: np.ndarray | None) -> tuple[dict, dict | None]:
+    """:func:`~sirtjax.metrics.jacobian_stats` of a displacement field over all voxels and over a (z, y, x) liver mask
+    (None: not computed), in one program of the field's :func:`~sirtjax.registration.pyramid.coarse_bucket` shape."""
+    shape = tuple(int(n) for n in coarse_bucket(field.shape))
+    arr = np.zeros(shape + (3,), np.float32)
+    arr[: field.shape[0], : field.shape[1], : field.shape[2]] = np.asarray(field.array)
+    mask = np.zeros(shape, np.float32)
+    if liver is not None:
+        mask[: field.shape[0], : field.shape[1], : field.shape[2]] = np.asarray(liver) != 0
+    whole, in_liver = _jacobian_checks(Volume(arr, field.spacing_mm, field.origin_mm, field.direction),
+                                       np.asarray(field.shape, np.int32), mask)
+    as_dict = lambda stats: JacobianStats(**stats).to_dict()  # noqa: E731
+    return as_dict(whole), None if liver is None else as_dict(in_liver)
+
+
+def _field_checks(field: Volume, valid_zyx: jax.Array, liver: jax.Array) -> tuple[dict, dict]:
+    """Jacobian statistics (as dicts of arrays) over the valid voxels and over the liver of a field padded past
+    ``valid_zyx``; the padding is linearly extrapolated, so the determinants at the valid border are the one-sided
+    ones of the unpadded field."""
+    padded = field.with_array(extend(field.array, valid_zyx, linear=True))
+    valid = valid_mask(field.array.shape[:3], valid_zyx)
+    return jacobian_stats(padded, valid)._asdict(), jacobian_stats(padded, valid * liver)._asdict()
+
+
+_jacobian_checks = CachedProgram(_field_checks, "jacobian checks")

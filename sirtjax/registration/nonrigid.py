@@ -28,7 +28,9 @@ import functools
 import jax
 
 from sirtjax.registration.optimise import LevelOptimiser, make_step, transformation
-from sirtjax.registration.problem import LevelData, SimilarityOptions, similarity_terms
+from sirtjax.registration.padding import extend, nodes_valid
+from sirtjax.registration.problem import LevelData
+from sirtjax.registration.terms import SimilarityOptions, similarity_terms
 from sirtjax.registration.sampling import flat_to_index_xyz
 from sirtjax.registration.regularisers import folding_penalty, regulariser
 from sirtjax.registration.bspline import bspline_on_grid
@@ -94,17 +96,19 @@ def nonrigid_objective(opts: SimilarityOptions, reg: RegulariserOptions, *, imag
 
     def objective(v, data: LevelData, weights: Weights, key):
         shape = data.fixed.array.shape[:3]
+        nodes = nodes_valid(data.fixed_size_zyx, f)
+        v = extend(v, nodes)  # a padded box: its padding nodes clamp to the valid ones, as the interpolation does at a border
         total = data.base_field + v
         terms = similarity_terms(data, key, lambda idx, p: affine_apply(data.affine, p) + field_at(total, idx, shape, f, field_order),
                                  opts, image=image, seg=seg)
         spacing, stiffness = data.fixed.spacing_mm * f, data.stiffness[::f, ::f, ::f]
         terms["reg"] = regulariser(
             reg.kind, v, spacing, data.fixed.direction, rest_matrix=data.affine.matrix,
-            stiffness=stiffness, neighbourhood=reg.neighbourhood,
+            stiffness=stiffness, neighbourhood=reg.neighbourhood, valid_zyx=nodes,
         ) * data.box_fraction  # a mean over the whole level grid, whose springs outside the box are at rest
         if reg.fold_weight:
             terms["fold"] = folding_penalty(total, spacing, data.fixed.direction,
-                                            rest_matrix=data.affine.matrix) * data.box_fraction
+                                            rest_matrix=data.affine.matrix, valid_zyx=nodes) * data.box_fraction
             terms["reg"] = terms["reg"] + reg.fold_weight * terms["fold"]
         loss = weights.reg * terms["reg"]
         if image:

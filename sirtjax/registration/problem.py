@@ -1,4 +1,4 @@
-"""One registration problem at one pyramid level, and the similarity terms evaluated on it.
+"""One registration problem at one pyramid level: the arrays a step reads, built on the host.
 
 A :class:`LevelData` holds everything a jit-compiled step needs for one pair at one resolution, as
 a pytree of arrays (so pairs of equal shape stack along a leading axis and vmap): the fixed
@@ -6,24 +6,22 @@ channels ``(z, y, x, 1 + C)`` (image, then C segmentation channels: a liver mask
 classes) on the box around the region of interest, the moving channels ``(z', y', x', 1 + C)`` on
 the moving level grid, the region of interest where the segmentation term is evaluated (as a 0/1 map and as a padded list of its flat
 voxel indices, so random samples are drawn without a search over the grid), the intensity ranges
-that define the MI bins, the stiffness map and the affine (the non-rigid stage's starting point).
+that define the MI bins, the stiffness map and the affine (the non-rigid stage's starting point). The
+fixed box may be padded past its true extent (:mod:`~sirtjax.registration.padding`). The similarity terms
+on a level are in :mod:`~sirtjax.registration.terms`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy.ndimage as ndi
 
-from sirtjax.registration.mi import mattes_mi
 from sirtjax.registration.pyramid import channel_boxes, pyramid_level, pyramid_level_sparse
-from sirtjax.registration.sampling import stratified_picks, voxel_world_mm
-from sirtjax.registration.similarity import overlap_ssd, ssd
-from sirtjax.registration.warp import AffineTransform, identity_affine, sample_channels
+from sirtjax.registration.warp import AffineTransform, identity_affine
 from sirtjax.volume import Volume, make_volume
 
 
@@ -42,36 +40,10 @@ class LevelData:
     stiffness: jax.Array
     affine: AffineTransform
     radius_mm: jax.Array
-    box_fraction: jax.Array  # voxels of the ROI box / voxels of the whole level grid (1 when not cut)
+    box_fraction: jax.Array  # valid voxels of the ROI box / voxels of the whole level grid (1 when not cut)
     base_field: jax.Array  # (z', y', x', 3) mm field the non-rigid stage adds its own to (on its node grid); (1, 1, 1, 3) zeros = none
     moving_size_xyz: jax.Array  # (3,) float32 voxels of the moving level grid; its array may be padded past them
-
-
-MAX_SAMPLES = 1 << 16  # random voxels per similarity term and step at most (:func:`stratified_picks`' integer range)
-
-
-@dataclasses.dataclass(frozen=True)
-class SimilarityOptions:
-    """Static choices of the similarity terms: metric 'mi' or 'ssd', MI bins, fixed Parzen order, sampling.
-
-    ``samples``: each similarity term is evaluated at that many fixed voxels drawn at random
-    (fresh each step, one per stratum: :func:`stratified_picks`) when the level has more voxels than
-    that; None (or a smaller grid) uses every voxel.
-    """
-
-    metric: str = "mi"
-    bins: int = 32
-    fixed_parzen_order: int = 0
-    samples: int | None = None
-
-    def __post_init__(self):
-        check_samples(self.samples)
-
-
-def check_samples(samples: int | None) -> None:
-    """Raise ValueError unless a sample count is None (every voxel) or 1 .. MAX_SAMPLES."""
-    if samples is not None and not 1 <= samples <= MAX_SAMPLES:
-        raise ValueError(f"samples must be None (every voxel) or 1 .. {MAX_SAMPLES}, got {samples}")
+    fixed_size_zyx: jax.Array  # (3,) int32 valid voxels of the fixed box; its arrays may be padded past them
 
 
 def stack_channels(image: Volume, seg: np.ndarray | None, width: int = 0) -> Volume:
@@ -128,6 +100,7 @@ def make_level(
         affine=identity_affine(),
         radius_mm=np.float32(1.0), box_fraction=np.float32(1.0), base_field=np.zeros((1, 1, 1, 3), np.float32),
         moving_size_xyz=np.asarray(marr.shape[:3][::-1], np.float32),
+        fixed_size_zyx=np.asarray(farr.shape[:3], np.int32),
     )
 
 
@@ -185,19 +158,26 @@ def roi_box(level: LevelData) -> tuple[np.ndarray, np.ndarray]:
 def crop_level(level: LevelData, start_zyx: np.ndarray, size_zyx: np.ndarray) -> LevelData:
     """The level with its fixed grid (channels, ROI, stiffness) cut to a box (z, y, x voxels) (host).
 
-    The box is moved inside the grid if it sticks out (and is the whole axis where it is larger).
-    The moving image, ranges and affine are kept; world coordinates are unchanged (the origin moves).
+    The box is moved inside the grid if it sticks out. Along an axis where it is longer than the grid it
+    covers the whole axis, and the arrays are padded with zeros at the high end to the box's size (the ROI
+    0 there); ``fixed_size_zyx`` keeps the valid extent (:mod:`~sirtjax.registration.padding`). The moving
+    image, ranges and affine are kept; world coordinates are unchanged (the origin moves).
     """
-    shape = np.asarray(level.roi_weight.shape)
-    size = np.minimum(np.asarray(size_zyx), shape)
-    start = np.clip(np.asarray(start_zyx), 0, shape - size)
-    sl = tuple(slice(int(a), int(a + n)) for a, n in zip(start, size))
+    shape, size = np.asarray(level.roi_weight.shape), np.asarray(size_zyx)
+    valid = np.minimum(size, shape)
+    start = np.clip(np.asarray(start_zyx), 0, shape - valid)
+    sl = tuple(slice(int(a), int(a + n)) for a, n in zip(start, valid))
+
+    def cut(array: np.ndarray) -> np.ndarray:
+        pad = [(0, int(n - v)) for n, v in zip(size, valid)] + [(0, 0)] * (array.ndim - 3)
+        return np.pad(np.asarray(array)[sl], pad)
+
     f = level.fixed
     origin = (np.asarray(f.origin_mm) + np.asarray(f.direction) @ (np.asarray(f.spacing_mm) * start[::-1])).astype(np.float32)
     return dataclasses.replace(
-        level, fixed=Volume(np.asarray(f.array)[sl], f.spacing_mm, origin, f.direction),
-        **_roi_fields(np.asarray(level.roi_weight)[sl]), stiffness=np.asarray(level.stiffness)[sl],
-        box_fraction=np.float32(level.box_fraction * np.prod(size) / np.prod(shape)))
+        level, fixed=Volume(cut(f.array), f.spacing_mm, origin, f.direction),
+        **_roi_fields(cut(level.roi_weight)), stiffness=cut(level.stiffness), fixed_size_zyx=valid.astype(np.int32),
+        box_fraction=np.float32(level.box_fraction * np.prod(valid) / np.prod(shape)))
 
 
 def roi_mask(fixed_channels: np.ndarray, spacing_mm: np.ndarray, margin_mm: float | None) -> np.ndarray:
@@ -227,61 +207,3 @@ def roi_mask(fixed_channels: np.ndarray, spacing_mm: np.ndarray, margin_mm: floa
 def _as_f32(vol: Volume) -> Volume:
     """The Volume with every field a float32 numpy array (host)."""
     return Volume(*(np.asarray(getattr(vol, f.name), np.float32) for f in dataclasses.fields(Volume)))
-
-
-def sample_voxels(data: LevelData, key: jax.Array, opts: SimilarityOptions, *, roi: bool) -> tuple[jax.Array, jax.Array]:
-    """Flat fixed-grid voxel indices (K,) where a similarity term is evaluated, and their weights (K,).
-
-    ``roi``: draw from the region of interest, else from the whole (box) grid. On grids with more
-    voxels than ``opts.samples``: K = ``opts.samples`` voxels drawn with ``key`` by
-    :func:`stratified_picks` (weights 1). Otherwise every voxel, weighted by the ROI (or 1).
-    """
-    n = data.roi_weight.size
-    if opts.samples is None or opts.samples >= n:
-        weights = data.roi_weight.reshape(-1) if roi else jnp.ones((n,), jnp.float32)
-        return jnp.arange(n, dtype=jnp.int32), weights
-    ones = jnp.ones((opts.samples,), jnp.float32)
-    if not roi:
-        return stratified_picks(key, opts.samples, jnp.int32(n)), ones
-    return data.roi_index[stratified_picks(key, opts.samples, jnp.maximum(data.roi_count, 1))], ones
-
-
-def similarity_terms(
-    data: LevelData, key: jax.Array, to_moving: Callable[[jax.Array, jax.Array], jax.Array],
-    opts: SimilarityOptions, *, image: bool, seg: bool,
-) -> dict[str, jax.Array]:
-    """The similarity terms of a transform given as ``to_moving(flat_index (K,), fixed world mm (K, 3)) -> moving mm (K, 3)``.
-
-    ``image``: the image term (-MI in nats, or SSD) on voxels drawn from the whole (box) grid, so
-    the anatomy around the organ informs it; voxels mapped outside the moving image do not count
-    (as ITK). ``seg``: overlap SSD of the segmentation channels on voxels drawn from the region of
-    interest (the warped moving segmentation is 0 outside the moving image). Both draws are
-    mapped with one call of ``to_moving``; each samples only its own channels.
-    """
-    k_img, k_seg = jax.random.split(key)
-    sets = ([sample_voxels(data, k_img, opts, roi=False)] if image else []) + (
-        [sample_voxels(data, k_seg, opts, roi=True)] if seg else [])
-    idx = jnp.concatenate([s[0] for s in sets])
-    pts = to_moving(idx, voxel_world_mm(data.fixed, idx))
-    farr = jnp.asarray(data.fixed.array).reshape(-1, data.fixed.array.shape[-1])
-    n_img = sets[0][0].shape[0] if image else 0
-    terms: dict[str, jax.Array] = {}
-    if seg:
-        mvals, _ = sample_channels(data.moving, pts[n_img:], 0.0, size_xyz=data.moving_size_xyz,  # outside test: unpadded grid
-                                   channels=(1, data.moving.array.shape[-1]))
-        terms["seg"] = overlap_ssd(farr[idx[n_img:], 1:], mvals, sets[-1][1])
-    if not image:
-        return terms
-    mvals, inside = sample_channels(data.moving, pts[:n_img], 0.0, size_xyz=data.moving_size_xyz, channels=(0, 1))
-    fimg, mimg, w = farr[idx[:n_img], 0], mvals[:, 0], sets[0][1] * inside.astype(jnp.float32)
-    if opts.metric == "mi":
-        terms["image"] = -mattes_mi(
-            fimg, mimg, w, fixed_range=(data.fixed_range[0], data.fixed_range[1]),
-            moving_range=(data.moving_range[0], data.moving_range[1]), bins=opts.bins,
-            fixed_order=opts.fixed_parzen_order,
-        )
-    elif opts.metric == "ssd":
-        terms["image"] = ssd(fimg, mimg, w)
-    else:
-        raise ValueError(f"unknown metric '{opts.metric}' (use mi or ssd)")
-    return terms

@@ -42,7 +42,8 @@ def _axis_kernel(k: np.ndarray, factor: int) -> np.ndarray:
     return k.astype(np.float32)
 
 
-def smooth_and_shrink(array: jax.Array, sigma_vox_zyx: tuple[float, float, float], factor: int | tuple[int, int, int]) -> jax.Array:
+def smooth_and_shrink(array: jax.Array, sigma_vox_zyx: tuple[float, float, float], factor: int | tuple[int, int, int],
+                      valid_zyx: jax.Array | None = None) -> jax.Array:
     """Smooth a (z, y, x[, C]) array by sigmas (voxels) and keep every ``factor``-th block centre (one factor, or one per axis z, y, x).
 
     Output voxel ``i`` of an axis is the smoothed array linearly interpolated at fine index
@@ -52,6 +53,8 @@ def smooth_and_shrink(array: jax.Array, sigma_vox_zyx: tuple[float, float, float
     voxels (a factor-f level costs about 1/f of smoothing the whole grid; 10-25x faster on a 3 mm study
     than XLA's CPU convolution, 2-3x on a 512 x 512 x 300 CT). A block centre past the last fine voxel
     takes the smoothed last voxel (the point is clamped, as ITK's and scipy's 'nearest' interpolation do).
+    ``valid_zyx``: the array's true size (3,) (traced) when it is padded past it by its border voxels
+    (:func:`smooth_and_shrink_bucketed`); the clamped last block is then that of the true size.
     """
     out = jnp.asarray(array, jnp.float32)
     factors = (factor,) * 3 if isinstance(factor, int) else tuple(factor)
@@ -69,9 +72,31 @@ def smooth_and_shrink(array: jax.Array, sigma_vox_zyx: tuple[float, float, float
         pad[axis] = (r, max(needed - n - r, 0) + r)
         padded = jnp.pad(out, pad, mode="edge")
         out = _taps(padded, k, start, n_out, factor, axis)
-        if 0.5 * (factor - 1) + factor * (n_out - 1) > n - 1:  # the last block centre is clamped to the last voxel
+        if valid_zyx is not None and factor > 1:  # the true size's last block, clamped when it is partial
+            n_valid = valid_zyx[axis]
+            last = (n_valid + factor - 1) // factor - 1
+            clamped = sum(float(w) * jax.lax.dynamic_slice_in_dim(padded, n_valid - 1 + t, 1, axis) for t, w in enumerate(g))
+            at_last = (jnp.arange(n_out) == last) & (2 * factor * last + factor - 1 > 2 * (n_valid - 1))
+            out = jnp.where(at_last.reshape((1,) * axis + (n_out,) + (1,) * (out.ndim - axis - 1)), clamped, out)
+        elif 0.5 * (factor - 1) + factor * (n_out - 1) > n - 1:  # the last block centre is clamped to the last voxel
             out = jax.lax.dynamic_update_slice_in_dim(out, _taps(padded, g, n - 1, 1, 1, axis), n_out - 1, axis)
     return out
+
+
+def smooth_and_shrink_bucketed(array: np.ndarray, sigma_vox_zyx: tuple[float, float, float], factor: tuple[int, int, int]) -> np.ndarray:
+    """:func:`smooth_and_shrink` of a host array through the compiled program of its :func:`bucket` shape (host result).
+
+    The array is padded at the high end by its border voxels to ``factor`` times the :func:`coarse_bucket` of its
+    output shape, and the result cut back: equal to the unpadded result, and patients with similar grids share
+    the program (kept on disk, :class:`~sirtjax.registration.step_cache.CachedProgram`).
+    """
+    n = np.asarray(np.shape(array)[:3])
+    f = np.broadcast_to(np.asarray(factor, np.int64), (3,))
+    out_shape = -(-n // f)
+    padded = np.pad(np.asarray(array, np.float32), [(0, int(p - s)) for p, s in zip(f * coarse_bucket(out_shape), n)]
+                    + [(0, 0)] * (np.ndim(array) - 3), mode="edge")
+    out = _smooth_and_shrink_jit(padded, tuple(float(x) for x in sigma_vox_zyx), tuple(int(x) for x in f), n.astype(np.int32))
+    return np.asarray(out)[: out_shape[0], : out_shape[1], : out_shape[2]]
 
 
 def _taps(padded: jax.Array, weights: np.ndarray, first: int, count: int, stride: int, axis: int) -> jax.Array:
@@ -103,7 +128,7 @@ def pyramid_level(vol: Volume, resolution_mm: float) -> Volume:
     if factor == (1, 1, 1) and not any(sigma):
         return vol.with_array(jnp.asarray(vol.array, jnp.float32))
     grid = shrink_grid(vol, factor)
-    arr = _smooth_and_shrink_jit(vol.array, sigma, factor)
+    arr = smooth_and_shrink_bucketed(np.asarray(vol.array), sigma, factor)
     return Volume(arr, grid.spacing_mm, grid.origin_mm, grid.direction)
 
 
@@ -155,7 +180,7 @@ def pyramid_level_sparse(vol: Volume, resolution_mm: float, boxes: list[tuple[np
         lo = np.minimum(lo, np.asarray(grid.shape) - size)
         fine = tuple(slice(f * a, min(n, f * (a + s))) for f, a, s, n in zip(factor, lo, size, arr.shape))
         blocks = tuple(slice(a, a + s) for a, s in zip(lo, size))
-        out[blocks + (c,)] = np.asarray(_smooth_and_shrink_jit(np.ascontiguousarray(arr[fine + (c,)]), sigma, factor))
+        out[blocks + (c,)] = smooth_and_shrink_bucketed(arr[fine + (c,)], sigma, factor)
     return Volume(out, grid.spacing_mm, grid.origin_mm, grid.direction)
 
 
@@ -174,3 +199,15 @@ def bucket(shape_zyx) -> np.ndarray:
     n = np.maximum(np.asarray(shape_zyx, np.int64), 8)
     power = 2 ** np.floor(np.log2(n - 1)).astype(np.int64)  # largest power of 2 below n
     return np.where(n <= power * 3 // 2, power * 3 // 2, 2 * power)
+
+
+def coarse_bucket(shape_zyx) -> np.ndarray:
+    """A grid shape with each axis rounded up to a power of 2 (at least 8): coarser buckets than :func:`bucket`'s.
+
+    For arrays whose size barely changes the cost of the program that reads them (a registration step samples
+    a fixed number of voxels of its moving grid), or changes it little next to the compile that a new shape
+    costs (the pyramid smoothing, the final warp): more patients' grids share one compiled program, for at
+    most 2x the voxels per axis in memory.
+    """
+    n = np.maximum(np.asarray(shape_zyx, np.int64), 8)
+    return 2 ** np.ceil(np.log2(n)).astype(np.int64)

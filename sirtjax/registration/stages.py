@@ -18,6 +18,7 @@ from sirtjax.registration.config import RegistrationConfig
 from sirtjax.registration.levels import AffineStart, Pair, prepare_levels, resolutions_mm_from_levels, with_affine
 from sirtjax.registration.nonrigid import RegulariserOptions, Weights, field_factor_for, field_shape, field_volume, nonrigid_step
 from sirtjax.registration.optimise import Convergence, LevelLog, Progress, run_level
+from sirtjax.registration.padding import extend, nodes_valid
 from sirtjax.registration.problem import LevelData
 from sirtjax.registration.step_cache import CachedProgram
 from sirtjax.registration.warp import AffineTransform, resample_field
@@ -109,11 +110,13 @@ def run_nonrigid(
         raise ValueError(f"field_order must be 1 or 3 (3 without an earlier stage's field), got {order}")
     v = np.zeros(use[0].fixed.array.shape[:1] + field_shape(use[0].fixed.array.shape[1:4], factors[0]) + (3,), np.float32)
     logs = []
+    valid = [np.asarray(d.fixed_size_zyx) for d in use]  # (B, 3) valid voxels of each level's (padded) box
     for li, data in enumerate(use):
         if li > 0:  # B-spline coefficients: the coarse spline's values at the new nodes start the finer level
-            v = _upsample(field_volume(v, use[li - 1].fixed, factors[li - 1]), data.fixed, factors[li], order)
+            v = _upsample(field_volume(v, use[li - 1].fixed, factors[li - 1]), nodes_valid(valid[li - 1], factors[li - 1]),
+                          data.fixed, valid[li], factors[li], order)
         if base is not None:
-            data = dataclasses.replace(data, base_field=_upsample(base, data.fixed, factors[li]))
+            data = dataclasses.replace(data, base_field=_upsample(base, _all_nodes(base), data.fixed, valid[li], factors[li]))
         step, optimiser = nonrigid_step(config.similarity(), reg, config.nonrigid_image, seg,
                                  config.nonrigid_step * res[li], config.nonrigid_iterations, factors[li], order,
                                  config.optimiser)
@@ -121,12 +124,19 @@ def run_nonrigid(
         key, sub = jax.random.split(key)
         v, log = run_level(step, v, optimiser, data, weights, sub, conv, label=f"{label} {res[li]:g} mm", progress=progress)
         logs.append(log)
-    finest = use[-1].fixed
+    finest, f = use[-1].fixed, factors[-1]
     if order == 3:  # the spline's values on a grid 4x finer than its nodes: trilinear between them is then within a
         # small fraction of the spline's curvature (a dense grid would cost 64 reads per voxel)
-        out_factor = max(1, factors[-1] // 4)
-        return field_volume(_upsample(field_volume(v, finest, factors[-1]), finest, out_factor, 3), finest, out_factor), logs
-    return field_volume(data.base_field + v, finest, factors[-1]), logs
+        out_factor = max(1, f // 4)
+        return field_volume(_upsample(field_volume(v, finest, f), nodes_valid(valid[-1], f), finest, valid[-1], out_factor, 3),
+                            finest, out_factor), logs
+    total = np.asarray(data.base_field) + np.asarray(v)  # on the host: the padding clamped to the valid nodes
+    return field_volume(np.stack([extend(t, n, xp=np) for t, n in zip(total, nodes_valid(valid[-1], f))]), finest, f), logs
+
+
+def _all_nodes(field: Volume) -> np.ndarray:
+    """(B, 3) node counts of a batched field Volume whose nodes are all valid (clamped already past its valid ones)."""
+    return np.broadcast_to(np.asarray(field.array.shape[1:4]), (field.array.shape[0], 3))
 
 
 def image_stage_config(config: RegistrationConfig) -> RegistrationConfig:
@@ -176,13 +186,16 @@ def run_nonrigid_stages(
     return residual, stages + [("nonrigid", lg) for lg in logs]
 
 
-def _upsample_field(coarse: Volume, fine_level: Volume, factor: int, order: int = 1) -> jax.Array:
+def _upsample_field(coarse: Volume, coarse_nodes: jax.Array, fine_level: Volume, fine_valid: jax.Array, factor: int,
+                    order: int = 1) -> jax.Array:
     """A batched field Volume (values, or B-spline coefficients for ``order`` 3) resampled onto the field grid
-    of a batched level grid with ``factor``: its values there (mm)."""
-    def one(c, f):
-        return resample_field(c, field_volume(jnp.zeros(field_shape(f.array.shape[:3], factor), jnp.uint8), f, factor), order)
+    of a batched level grid with ``factor``: its values there (mm). ``coarse_nodes`` (B, 3): the field's valid
+    nodes, ``fine_valid`` (B, 3): the level's valid voxels; past them the values are clamped to the valid ones."""
+    def one(c, nodes, f, valid):
+        grid = field_volume(jnp.zeros(field_shape(f.array.shape[:3], factor), jnp.uint8), f, factor)
+        return extend(resample_field(c.with_array(extend(c.array, nodes)), grid, order), nodes_valid(valid, factor))
 
-    return jax.vmap(one)(coarse, fine_level)
+    return jax.vmap(one)(coarse, coarse_nodes, fine_level, fine_valid)
 
 
-_upsample = CachedProgram(_upsample_field, "upsample field", static_argnums=(2, 3))
+_upsample = CachedProgram(_upsample_field, "upsample field", static_argnums=(4, 5))
