@@ -135,8 +135,8 @@ def jacobian_checks(field: Volume, liver: np.ndarray | None) -> tuple[dict, dict
 
 def _field_checks(field: Volume, valid_zyx: jax.Array, liver: jax.Array) -> tuple[dict, dict]:
     """Jacobian statistics (as dicts of arrays) over the valid voxels and over the liver of a field padded past
-    ``valid_zyx``; the padding is linearly extrapolated, so the determinants at the valid border are the one-sided
-    ones of the unpadded field."""
+    ``valid_zyx``; the padding is linearly extrapolated, so the determinants at the valid border are those of the
+    unpadded field (one-sided differences)."""
     padded = field.with_array(extend(field.array, valid_zyx, linear=True))
     valid = valid_mask(field.array.shape[:3], valid_zyx)
     return jacobian_stats(padded, valid)._asdict(), jacobian_stats(padded, valid * liver)._asdict()

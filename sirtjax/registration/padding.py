@@ -29,19 +29,19 @@ def extend(array, valid_zyx, *, linear: bool = False, xp=jnp):
     """A (z, y, x, ...) array with its padding past ``valid_zyx`` overwritten from the valid voxels.
 
     ``linear`` False: each padding voxel takes the nearest valid voxel's value (the border clamping of
-    trilinear and B-spline interpolation). True: the odd reflection ``2 a[n - 1] - a[2 (n - 1) - i]``, a
-    linear extrapolation, so central differences at the last valid voxel equal the one-sided ones.
-    Differentiable; the valid voxels are unchanged. ``xp``: jax.numpy (traced) or numpy (host arrays).
+    trilinear and B-spline interpolation). True: the linear extrapolation of the last two valid voxels, so
+    central differences at the last valid voxel equal the one-sided ones. The valid voxels are unchanged.
+    Differentiable; a select per axis, no gather over the array (its gradient would be a scatter).
+    ``xp``: jax.numpy (traced) or numpy (host arrays).
     """
     for axis in range(3):
         n, last = array.shape[axis], valid_zyx[axis] - 1
-        i = xp.arange(n)
-        clamped = xp.take(array, xp.minimum(i, last), axis=axis)
+        i = xp.arange(n).reshape((1,) * axis + (n,) + (1,) * (array.ndim - axis - 1))
+        edge = xp.take(array, xp.reshape(last, (1,)), axis=axis)
+        beyond = edge
         if linear:
-            mirror = xp.take(array, xp.clip(2 * last - i, 0, n - 1), axis=axis)
-            inside = (i <= last).reshape((1,) * axis + (n,) + (1,) * (array.ndim - axis - 1))
-            clamped = xp.where(inside, clamped, 2 * clamped - mirror)
-        array = clamped
+            beyond = edge + (i - last) * (edge - xp.take(array, xp.reshape(xp.maximum(last - 1, 0), (1,)), axis=axis))
+        array = xp.where(i <= last, array, beyond)
     return array
 
 
