@@ -25,6 +25,7 @@ from sirtjax.registration.nonrigid import Weights
 from sirtjax.registration.optimise import LevelLog, Progress
 from sirtjax.registration.stages import run_affine, run_nonrigid_stages
 from sirtjax.registration.step_cache import CachedProgram
+from sirtjax.registration.padding import pad_to
 from sirtjax.registration.pyramid import coarse_bucket
 from sirtjax.registration.warp import AffineTransform, affine_displacement, resample_field, sample_channels
 from sirtjax.volume import Volume, make_volume, world_grid
@@ -111,8 +112,7 @@ def finish(pair: Pair, affine: AffineTransform, residual: Volume, stages: list) 
     """
     fixed, moving = pair.fixed, pair.moving
     grid = Volume(np.zeros(tuple(coarse_bucket(fixed.shape)), np.uint8), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
-    marr = np.asarray(moving.array, np.float32)
-    marr = np.pad(marr, [(0, int(b - n)) for b, n in zip(coarse_bucket(marr.shape), marr.shape)], mode="edge")
+    marr = pad_to(np.asarray(moving.array, np.float32), coarse_bucket(moving.shape), "edge")
     field, warped = _finish_arrays(affine, residual, grid, Volume(marr, moving.spacing_mm, moving.origin_mm, moving.direction),
                                    np.asarray(moving.shape[::-1], np.float32))
     cut = tuple(slice(0, n) for n in fixed.shape)

@@ -14,7 +14,7 @@ from sirtjax.plausibility import ResultWarning, check_folding
 from sirtjax.registration.api import RegistrationResult, register
 from sirtjax.registration.config import RegistrationConfig
 from sirtjax.registration.optimise import Progress
-from sirtjax.registration.padding import extend, valid_mask
+from sirtjax.registration.padding import extend, pad_to, valid_mask
 from sirtjax.registration.presets import PRESETS
 from sirtjax.registration.pyramid import coarse_bucket
 from sirtjax.registration.step_cache import CachedProgram
@@ -121,12 +121,9 @@ def register_checked(
 def jacobian_checks(field: Volume, liver: np.ndarray | None) -> tuple[dict, dict | None]:
     """:func:`~sirtjax.metrics.jacobian_stats` of a displacement field over all voxels and over a (z, y, x) liver mask
     (None: not computed), in one program of the field's :func:`~sirtjax.registration.pyramid.coarse_bucket` shape."""
-    shape = tuple(int(n) for n in coarse_bucket(field.shape))
-    arr = np.zeros(shape + (3,), np.float32)
-    arr[: field.shape[0], : field.shape[1], : field.shape[2]] = np.asarray(field.array)
-    mask = np.zeros(shape, np.float32)
-    if liver is not None:
-        mask[: field.shape[0], : field.shape[1], : field.shape[2]] = np.asarray(liver) != 0
+    shape = coarse_bucket(field.shape)
+    arr = pad_to(np.asarray(field.array, np.float32), shape)
+    mask = pad_to(np.zeros(field.shape, np.float32) if liver is None else (np.asarray(liver) != 0).astype(np.float32), shape)
     whole, in_liver = _jacobian_checks(Volume(arr, field.spacing_mm, field.origin_mm, field.direction),
                                        np.asarray(field.shape, np.int32), mask)
     as_dict = lambda stats: JacobianStats(**stats).to_dict()  # noqa: E731

@@ -12,6 +12,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+
+def pad_to(array, shape_zyx, mode: str = "constant") -> np.ndarray:
+    """A host (z, y, x, ...) array padded at its high end to ``shape_zyx`` (zeros, or ``mode`` "edge": its border voxels)."""
+    array = np.asarray(array)
+    pad = [(0, int(n) - s) for n, s in zip(shape_zyx, array.shape[:3])] + [(0, 0)] * (array.ndim - 3)
+    return np.pad(array, pad, mode=mode)
 
 
 def valid_mask(shape_zyx, valid_zyx: jax.Array) -> jax.Array:

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 import scipy.ndimage as ndi
 
+from sirtjax.registration.padding import pad_to
 from sirtjax.registration.pyramid import channel_boxes, pyramid_level, pyramid_level_sparse
 from sirtjax.registration.warp import AffineTransform, identity_affine
 from sirtjax.volume import Volume, make_volume
@@ -133,10 +134,8 @@ def pad_moving(level: LevelData, shape_zyx) -> LevelData:
     """The level with its moving channels padded at the high-index end to shape (z, y, x) by repeating the
     border voxels (host). The grid (origin, spacing) and ``moving_size_xyz`` are kept, so sampling and the
     outside test are unchanged: within half a voxel of the border the padding equals ITK's clamping."""
-    arr = np.asarray(level.moving.array)
-    pad = [(0, int(n) - s) for n, s in zip(shape_zyx, arr.shape[:3])] + [(0, 0)]
     m = level.moving
-    return dataclasses.replace(level, moving=Volume(np.pad(arr, pad, mode="edge"), m.spacing_mm, m.origin_mm, m.direction))
+    return dataclasses.replace(level, moving=Volume(pad_to(m.array, shape_zyx, "edge"), m.spacing_mm, m.origin_mm, m.direction))
 
 
 def _roi_fields(roi: np.ndarray) -> dict[str, np.ndarray]:
@@ -169,8 +168,7 @@ def crop_level(level: LevelData, start_zyx: np.ndarray, size_zyx: np.ndarray) ->
     sl = tuple(slice(int(a), int(a + n)) for a, n in zip(start, valid))
 
     def cut(array: np.ndarray) -> np.ndarray:
-        pad = [(0, int(n - v)) for n, v in zip(size, valid)] + [(0, 0)] * (array.ndim - 3)
-        return np.pad(np.asarray(array)[sl], pad)
+        return pad_to(np.asarray(array)[sl], size)
 
     f = level.fixed
     origin = (np.asarray(f.origin_mm) + np.asarray(f.direction) @ (np.asarray(f.spacing_mm) * start[::-1])).astype(np.float32)

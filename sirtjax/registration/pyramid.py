@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sirtjax.registration.padding import pad_to
 from sirtjax.registration.step_cache import CachedProgram
 from sirtjax.volume import Volume, make_volume
 
@@ -93,8 +94,7 @@ def smooth_and_shrink_bucketed(array: np.ndarray, sigma_vox_zyx: tuple[float, fl
     n = np.asarray(np.shape(array)[:3])
     f = np.broadcast_to(np.asarray(factor, np.int64), (3,))
     out_shape = -(-n // f)
-    padded = np.pad(np.asarray(array, np.float32), [(0, int(p - s)) for p, s in zip(f * coarse_bucket(out_shape), n)]
-                    + [(0, 0)] * (np.ndim(array) - 3), mode="edge")
+    padded = pad_to(np.asarray(array, np.float32), f * coarse_bucket(out_shape), "edge")
     out = _smooth_and_shrink_jit(padded, tuple(float(x) for x in sigma_vox_zyx), tuple(int(x) for x in f), n.astype(np.int32))
     return np.asarray(out)[: out_shape[0], : out_shape[1], : out_shape[2]]
 
