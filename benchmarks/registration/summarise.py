@@ -1,4 +1,5 @@
-"""Summarise rows_*.csv of run.py into a markdown table: RRMSD, liver Dice, folding, field error, time per method.
+"""Summarise rows_*.csv of run.py into a markdown table: RRMSD, kept-back landmark MCD, liver Dice, folding, field error,
+time per method.
 
 Failed runs (a non-empty ``error``) count as failures and are left out of the accuracy columns.
 Several CSV files are read as one table (runs of different methods on the same pairs). ``--paired A,B``
@@ -38,28 +39,31 @@ def method_table(rows: list[dict]) -> None:
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["moving"], r["method"])].append(r)
-    print("| moving -> maa_ct | method | pairs ok | RRMSD mm | max RMSD mm | mean liver Dice | min liver Dice | "
-          "max liver folding | mean liver field error mm | max p90 liver field error mm | median wall s | "
+    print("| moving -> maa_ct | method | pairs ok | RRMSD mm | max RMSD mm | mean kept-back MCD mm | mean liver Dice | "
+          "min liver Dice | max liver folding | mean liver field error mm | max p90 liver field error mm | median wall s | "
           "median wall after compile s | median level steps s | median compile s |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for (mv, method), rs in sorted(groups.items()):
         ok = [r for r in rs if not r.get("error")]
         rm = np.asarray([_num(r, "rmsd_mm") for r in ok])
         dice = np.asarray([_num(r, "dice_liver") for r in ok])
-        fold = [_num(r, "folding_liver") for r in ok if np.isfinite(_num(r, "folding_liver"))]
-        ferr = [_num(r, "field_err_mm") for r in ok if np.isfinite(_num(r, "field_err_mm"))]
-        fp90 = [_num(r, "field_err_p90_mm") for r in ok if np.isfinite(_num(r, "field_err_p90_mm"))]
-        wall = [_num(r, "wall_s") for r in ok if np.isfinite(_num(r, "wall_s"))]
-        run = [_num(r, "run_s") for r in ok if np.isfinite(_num(r, "run_s"))]
+        fold, ferr, fp90, wall, run, kept = (_finite(ok, key) for key in (
+            "folding_liver", "field_err_mm", "field_err_p90_mm", "wall_s", "run_s", "kept_back_mcd_mm"))
         comp = [_compile_s(r) for r in ok if r.get("compile_s")]
         warm = [_num(r, "wall_s") - _compile_s(r) for r in ok if r.get("compile_s")]
         fmt = lambda xs, spec: format(np.median(xs), spec) if len(xs) else ""  # noqa: E731
         print(f"| {mv} | {method} | {len(ok)}/{len(rs)} | "
               f"{(f'{np.sqrt(np.mean(rm ** 2)):.2f}' if rm.size else '')} | {(f'{rm.max():.2f}' if rm.size else '')} | "
+              f"{(f'{np.mean(kept):.2f}' if kept else 'n/a')} | "
               f"{(f'{dice.mean():.3f}' if dice.size else '')} | {(f'{dice.min():.3f}' if dice.size else '')} | "
               f"{(f'{100 * max(fold):.3f} %' if fold else 'n/a')} | {(f'{np.mean(ferr):.2f}' if ferr else 'n/a')} | "
               f"{(f'{max(fp90):.2f}' if fp90 else 'n/a')} | {fmt(wall, '.1f')} | {fmt(warm, '.2f')} | {fmt(run, '.2f')} | "
               f"{fmt(comp, '.1f')} |")
+
+
+def _finite(rows: list[dict], key: str) -> list[float]:
+    """The finite values of one column."""
+    return [v for v in (_num(r, key) for r in rows) if np.isfinite(v)]
 
 
 def _compile_s(row: dict) -> float:
@@ -78,20 +82,23 @@ def _mean_ci(d: np.ndarray, resamples: int = 10000) -> tuple[float, float, float
 
 
 def paired_table(rows: list[dict], a: str, b: str) -> None:
-    """Method a against b on the pairs both finished: mean difference a - b of RMSD and of liver field error
-    (mm; negative: a is closer) with 95 % bootstrap intervals, how many pairs a is closer, and the median
+    """Method a against b on the pairs both finished: mean difference a - b of RMSD, of the kept-back landmarks'
+    MCD (where scored) and of liver field error (mm; negative: a is closer) with 95 % bootstrap intervals, how many pairs a is closer, and the median
     ratio of b's wall time to a's time after compiling (wall - compile; a process compiles on its first pairs)."""
     ok = {(r["moving"], r["seed"], r["method"]): r for r in rows if not r.get("error")}
-    print(f"\n| moving -> maa_ct | pairs | {a} - {b}: RMSD mm (95 % CI) | {a} closer (RMSD) | "
-          f"field error mm (95 % CI) | {a} closer (field) | median {b} wall / {a} wall after compile |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    metrics = ("rmsd_mm", "kept_back_mcd_mm", "field_err_mm") if any(_finite(rows, "kept_back_mcd_mm")) else (
+        "rmsd_mm", "field_err_mm")
+    print("\n| moving -> maa_ct | pairs | "
+          + " | ".join(f"{a} - {b}: {m} (95 % CI) | {a} closer" for m in metrics)
+          + f" | median {b} wall / {a} wall after compile |")
+    print("| --- | --- | " + "--- | --- | " * len(metrics) + "--- |")
     for mv in sorted({k[0] for k in ok}):
         keys = sorted({k[1] for k in ok if k[0] == mv and (mv, k[1], a) in ok and (mv, k[1], b) in ok}, key=int)
         if not keys:
             continue
         ra, rb = [ok[(mv, s, a)] for s in keys], [ok[(mv, s, b)] for s in keys]
         cells = []
-        for metric in ("rmsd_mm", "field_err_mm"):
+        for metric in metrics:
             d = np.asarray([_num(x, metric) - _num(y, metric) for x, y in zip(ra, rb)])
             m, lo, hi = _mean_ci(d)
             cells += [f"{m:+.2f} ({lo:+.2f} to {hi:+.2f})", f"{int((d < 0).sum())}/{d.size}"]
