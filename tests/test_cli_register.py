@@ -63,7 +63,7 @@ def test_register_cli_outputs_and_simpleitk_reproduces_the_warp(files, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["config"] == {**dataclasses.asdict(PRESETS["cnn-lm-guided"]), "levels": 1, "affine_iterations": 15,
                                 "nonrigid_iterations": 15}  # the file, then the command-line overrides
-    assert [s["stage"] for s in report["stages"]] == ["affine", "nonrigid"]  # one level keeps the test fast
+    assert [s["stage"] for s in report["stages"]] == ["affine", "image", "nonrigid"]  # one level keeps the test fast
     assert report["compile_s"] >= 0 and report["optimise_s"] > 0
     assert 0 <= report["jacobian_liver"]["fraction_nonpositive"] < 0.001
     affine = json.loads((out / "affine.json").read_text())

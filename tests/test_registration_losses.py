@@ -75,16 +75,18 @@ def test_joint_histogram_sums_to_one_and_ignores_zero_weights():
     assert float(hist(f, m, jnp.zeros(1000)).sum()) == 0.0
 
 
-def test_overlap_ssd_is_one_minus_dice_for_binary_masks():
+def test_overlap_ssd_is_the_livers_one_minus_dice_plus_the_landmarks_mean():
     rng = np.random.default_rng(3)
-    a = (rng.random((500, 2)) > 0.6).astype(np.float32)
-    b = (rng.random((500, 2)) > 0.7).astype(np.float32)
+    a = (rng.random((500, 3)) > 0.6).astype(np.float32)
+    b = (rng.random((500, 3)) > 0.7).astype(np.float32)
     dice = 2 * (a * b).sum(0) / (a.sum(0) + b.sum(0))
-    assert float(overlap_ssd(jnp.asarray(a), jnp.asarray(b), jnp.ones(500))) == pytest.approx(float(np.mean(1 - dice)), rel=1e-5)
-    # an empty class in both maps is left out; no classes at all gives 0
-    a[:, 1] = 0
-    b[:, 1] = 0
-    assert float(overlap_ssd(jnp.asarray(a), jnp.asarray(b), jnp.ones(500))) == pytest.approx(float(1 - dice[0]), rel=1e-5)
+    loss = float(overlap_ssd(jnp.asarray(a), jnp.asarray(b), jnp.ones(500)))
+    assert loss == pytest.approx(float(1 - dice[0] + np.mean(1 - dice[1:])), rel=1e-5)
+    # a mask alone (one class) is 1 - Dice; a class empty in both maps is left out; no classes at all gives 0
+    assert float(overlap_ssd(jnp.asarray(a[:, :1]), jnp.asarray(b[:, :1]), jnp.ones(500))) == pytest.approx(float(1 - dice[0]), rel=1e-5)
+    a[:, 2] = 0
+    b[:, 2] = 0
+    assert float(overlap_ssd(jnp.asarray(a), jnp.asarray(b), jnp.ones(500))) == pytest.approx(float(2 - dice[0] - dice[1]), rel=1e-5)
     assert float(overlap_ssd(jnp.zeros((10, 0)), jnp.zeros((10, 0)), jnp.ones(10))) == 0.0
     assert float(ssd(jnp.ones(4), jnp.zeros(4), jnp.asarray([1.0, 1.0, 0.0, 0.0]))) == 1.0
 
