@@ -1,4 +1,5 @@
-"""Shared pytest hooks: JAX's caches freed after each test module, the peak memory and the bad-input table reported."""
+"""Shared pytest hooks: a cache folder of the session, JAX's caches freed after each test module, the peak memory and the
+bad-input table reported."""
 
 from __future__ import annotations
 
@@ -7,6 +8,20 @@ import gc
 import resource
 
 import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _program_cache_of_the_session(tmp_path_factory):
+    """The command line's compiled-program cache in a folder of this session, not the user's."""
+    import os
+
+    previous = os.environ.get("SIRTJAX_CACHE_DIR")
+    os.environ["SIRTJAX_CACHE_DIR"] = str(tmp_path_factory.mktemp("sirtjax-cache"))
+    yield
+    if previous is None:
+        del os.environ["SIRTJAX_CACHE_DIR"]
+    else:
+        os.environ["SIRTJAX_CACHE_DIR"] = previous
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,4 +1,4 @@
-"""The typer application object, its global options and the persistent compilation cache."""
+"""The typer application object, its global options and the compiled programs' cache."""
 
 from __future__ import annotations
 
@@ -19,20 +19,17 @@ app = typer.Typer(
 )
 
 
-def enable_compilation_cache() -> None:
-    """Point JAX's persistent compilation cache at ~/.cache/sirtjax/jax (or $SIRTJAX_CACHE_DIR).
+def cache_root() -> Path:
+    """sirtjax's cache folder: ``$SIRTJAX_CACHE_DIR``, else ``~/.cache/sirtjax``."""
+    return Path(os.environ.get("SIRTJAX_CACHE_DIR", Path.home() / ".cache" / "sirtjax"))
 
-    Every program is kept, however quick to compile: a registration runs ~100 small ones, and
-    compiling those again cost ~2 s per call. The registration steps' traced programs are kept in
-    the same folder (:mod:`sirtjax.registration.step_cache`).
-    """
-    import jax
 
-    cache = Path(os.environ.get("SIRTJAX_CACHE_DIR", Path.home() / ".cache" / "sirtjax" / "jax"))
-    cache.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(cache))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+def program_cache():
+    """The registrations' compiled programs, kept in ``programs`` under :func:`cache_root`
+    (:class:`~sirtjax.registration.programs.ProgramCache`): a new patient loads them instead of compiling."""
+    from sirtjax.registration.programs import ProgramCache
+
+    return ProgramCache(cache_root() / "programs")
 
 
 @app.callback()
@@ -41,7 +38,6 @@ def _root(
 ) -> None:
     """SIRT image analysis in JAX: phantoms, registration, segmentation, dosimetry, planning."""
     del debug  # read by sirtjax.cli.main before the app runs
-    enable_compilation_cache()
 
 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output as a whole (default: refuse it).")]

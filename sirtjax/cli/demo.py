@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import Overwrite, app
+from sirtjax.cli._app import Overwrite, app, program_cache
 
 DEMO_MASKS = {
     "maa_ct": ("liver", "lungs", "labels"),
@@ -76,7 +76,8 @@ def demo(
         write_json(manifest, study_dir / "study.json", sort_keys=True)
         study = parse_manifest(manifest, study_dir / "study.json")
 
-        options = WorkflowOptions(registration=QUICK_REGISTRATION, segmenter=model_segmenter() if segment else None)
+        options = WorkflowOptions(registration=QUICK_REGISTRATION, segmenter=model_segmenter() if segment else None,
+                                  programs=program_cache())
         result = run_study(study, out, overwrite=overwrite, verify_too=True, options=options, seed=0, say=say, progress=progress,
                            copy_study=True,
                            subtitle=f"Demo on phantom seed {seed}: lesions from the diagnostic CT mapped by registration; "

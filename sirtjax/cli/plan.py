@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import Method, Overwrite, app, progress_bar
+from sirtjax.cli._app import Method, Overwrite, app, program_cache, progress_bar
 
 
 class Model(str, Enum):
@@ -87,7 +87,8 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
     study = load_study(study_path)
     check_output(out, overwrite=overwrite, inputs=[*study.input_paths(), *([plan_dir] if plan_dir else [])])
     options = WorkflowOptions(dose_model=model, constants=constants, prescription_method=method,
-                              registration=QUICK_REGISTRATION if quick else (), segmenter=model_segmenter(liver_model))
+                              registration=QUICK_REGISTRATION if quick else (), segmenter=model_segmenter(liver_model),
+                              programs=program_cache())
     bar, say, progress = progress_bars()
     with bar:
         return run_study(study, out, overwrite=overwrite, verify_too=verify_too, options=options, lung_shunt_fraction=lung_shunt,

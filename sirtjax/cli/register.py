@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import Overwrite, app, progress_bar
+from sirtjax.cli._app import Overwrite, app, program_cache, progress_bar
 from sirtjax.errors import InputError
 
 @app.command()
@@ -122,7 +122,8 @@ def register(
             bar.update(tasks[label], completed=it)
 
         checked = register_checked(fixed_vol, moving_vol, Guidance(**guides), preset=preset, config=base,
-                                   overrides=overrides, key=jax.random.key(seed), progress=progress)
+                                   overrides=overrides, key=jax.random.key(seed), progress=progress,
+                                   programs=program_cache())
 
     result = checked.result
     disp = result.displacement

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sirtjax.volume import Volume, describe_grid
+
+if TYPE_CHECKING:
+    from sirtjax.registration.programs import ProgramCache
 
 # Used when the study gives no target dose (thesis 1.5.3: 40 Gy normal liver for the partition
 # model, 50 Gy whole liver for the mono-compartment model, 120 Gy tumour); the report says so.
@@ -98,7 +102,8 @@ class WorkflowOptions:
     :class:`sirtjax.registration.RegistrationConfig`), e.g. ``(("nonrigid_iterations", 20),)``.
     ``segmenter`` segments the liver where the study gives no liver mask (None: a missing liver mask
     is an error). ``prescription_method`` picks the activity of the predicted dose when the study
-    gives no planned activity.
+    gives no planned activity. ``programs`` keeps the registrations' compiled programs across calls and
+    processes (:class:`~sirtjax.registration.programs.ProgramCache`; None: in memory only).
     """
 
     dose_model: str = "vsv"
@@ -106,6 +111,7 @@ class WorkflowOptions:
     prescription_method: str = "partition"
     registration: tuple[tuple[str, object], ...] = ()
     segmenter: Segmenter | None = None
+    programs: ProgramCache | None = None
 
     def __post_init__(self):
         if self.prescription_method not in PRESCRIPTION_METHODS:

@@ -99,7 +99,8 @@ def register_anatomy(target: Anatomy, source: Anatomy, *, target_liver: Volume, 
                                        moving_labels=landmark_labels(source.labels, source_liver))
     checked = guided.register_checked(
         target.image, source.image, guidance, preset=preset, overrides=dict(options.registration), key=key,
-        progress=progress, liver_name=f"the {target.name} liver ({source.name} to {target.name} registration)")
+        progress=progress, liver_name=f"the {target.name} liver ({source.name} to {target.name} registration)",
+        programs=options.programs)
     result = checked.result
     field = result.displacement
     liver = None if source_liver is None else warp_volume(source_liver, field, order=0)

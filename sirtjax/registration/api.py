@@ -24,8 +24,8 @@ from sirtjax.registration.levels import Pair, affine_start, make_pair, pair_pyra
 from sirtjax.registration.nonrigid import Weights
 from sirtjax.registration.optimise import LevelLog, Progress
 from sirtjax.registration.stages import run_affine, run_nonrigid_stages
-from sirtjax.registration.step_cache import CachedProgram
 from sirtjax.registration.padding import pad_to
+from sirtjax.registration.programs import Program, ProgramCache
 from sirtjax.registration.pyramid import coarse_bucket
 from sirtjax.registration.warp import AffineTransform, affine_displacement, resample_field, sample_channels
 from sirtjax.volume import Volume, make_volume, world_grid
@@ -53,16 +53,18 @@ def register(
     weights: Weights | None = None,
     key: jax.Array | None = None,
     progress: Progress | None = None,
+    programs: ProgramCache | None = None,
 ) -> RegistrationResult:
     """Register moving onto fixed (affine then non-rigid); the transform maps fixed world mm to moving.
 
     Masks (0/1) guide with the CNN-guided loss, label maps (liver 1, landmarks >= 2, the same id in
     both) with the CNN&LM-guided loss. Returns the affine, the displacement field on the fixed grid
-    (ITK convention), the warped moving image and per-level diagnostics.
+    (ITK convention), the warped moving image and per-level diagnostics. ``programs``: where compiled programs are
+    kept across calls and processes (:class:`~sirtjax.registration.programs.ProgramCache`; None: in memory only).
     """
     pair = make_pair(fixed, moving, fixed_mask=fixed_mask, moving_mask=moving_mask,
                      fixed_labels=fixed_labels, moving_labels=moving_labels)
-    return register_batch([pair], config, weights=weights, key=key, progress=progress)[0]
+    return register_batch([pair], config, weights=weights, key=key, progress=progress, programs=programs)[0]
 
 
 def register_batch(
@@ -72,6 +74,7 @@ def register_batch(
     weights: Weights | None = None,
     key: jax.Array | None = None,
     progress: Progress | None = None,
+    programs: ProgramCache | None = None,
 ) -> list[RegistrationResult]:
     """Register a batch of pairs of equal shapes in one vmapped optimisation per level.
 
@@ -81,6 +84,7 @@ def register_batch(
       weights: non-rigid loss weights, scalars or (B,) arrays; None uses the config's.
       key: PRNG key for the random similarity samples (grids above ``samples`` voxels).
       progress: optional callback(label, iteration, max_iterations).
+      programs: the compiled programs' cache (:class:`~sirtjax.registration.programs.ProgramCache`), or None.
 
     Returns:
       One :class:`RegistrationResult` per pair.
@@ -89,20 +93,21 @@ def register_batch(
     batch = len(pairs)
     weights = config.weights() if weights is None else weights
     weights = jax.tree.map(lambda w: np.broadcast_to(np.asarray(w, np.float32), (batch,)), weights)
-    pyramids = pair_pyramids(pairs, config)
-    levels = prepare_levels(pairs, config, pyramids)
+    pyramids = pair_pyramids(pairs, config, programs)
+    levels = prepare_levels(pairs, config, pyramids, programs)
     k1, k2 = jax.random.split(key)
-    affine, logs = run_affine(levels, affine_start(pairs, config), config, k1, progress)
-    residual, nlogs = run_nonrigid_stages(pairs, levels, affine, weights, config, k2, progress, pyramids)
+    affine, logs = run_affine(levels, affine_start(pairs, config), config, k1, progress, programs)
+    residual, nlogs = run_nonrigid_stages(pairs, levels, affine, weights, config, k2, progress, pyramids, programs)
     stages = [("affine", lg) for lg in logs] + nlogs
     affine, residual = jax.device_get((affine, residual))  # one copy to the host, then per-pair views
     return [
-        finish(p, take(affine, i), take(residual, i), [(s, lg, i) for s, lg in stages])
+        finish(p, take(affine, i), take(residual, i), [(s, lg, i) for s, lg in stages], programs)
         for i, p in enumerate(pairs)
     ]
 
 
-def finish(pair: Pair, affine: AffineTransform, residual: Volume, stages: list) -> RegistrationResult:
+def finish(pair: Pair, affine: AffineTransform, residual: Volume, stages: list,
+           programs: ProgramCache | None = None) -> RegistrationResult:
     """Assemble one pair's result from its affine and residual field (on its level grid): full-resolution
     field, warped moving image and diagnostics.
 
@@ -114,7 +119,7 @@ def finish(pair: Pair, affine: AffineTransform, residual: Volume, stages: list) 
     grid = Volume(np.zeros(tuple(coarse_bucket(fixed.shape)), np.uint8), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
     marr = pad_to(np.asarray(moving.array, np.float32), coarse_bucket(moving.shape), "edge")
     field, warped = _finish_arrays(affine, residual, grid, Volume(marr, moving.spacing_mm, moving.origin_mm, moving.direction),
-                                   np.asarray(moving.shape[::-1], np.float32))
+                                   np.asarray(moving.shape[::-1], np.float32), programs=programs)
     cut = tuple(slice(0, n) for n in fixed.shape)
     disp = make_volume(np.asarray(field, np.float32)[cut], fixed.spacing_mm, fixed.origin_mm, fixed.direction)
     warped = make_volume(np.asarray(warped, np.float32)[cut], fixed.spacing_mm, fixed.origin_mm, fixed.direction)
@@ -145,4 +150,4 @@ def _stage_dict(stage: str, log: LevelLog, i: int) -> dict:
     }
 
 
-_finish_arrays = CachedProgram(_finish, "finish")
+_finish_arrays = Program(_finish, "finish")

@@ -16,8 +16,8 @@ from sirtjax.registration.config import RegistrationConfig
 from sirtjax.registration.optimise import Progress
 from sirtjax.registration.padding import extend, pad_to, valid_mask
 from sirtjax.registration.presets import PRESETS
+from sirtjax.registration.programs import Program, ProgramCache
 from sirtjax.registration.pyramid import coarse_bucket
-from sirtjax.registration.step_cache import CachedProgram
 from sirtjax.volume import Volume
 
 
@@ -101,31 +101,34 @@ def register_checked(
     key: jax.Array,
     progress: Progress | None = None,
     liver_name: str = "the fixed liver",
+    programs: ProgramCache | None = None,
 ) -> CheckedRegistration:
     """Register moving onto fixed with ``preset`` (default :func:`choose_preset`) and check the result.
 
     ``config`` replaces the preset's settings; ``overrides`` (RegistrationConfig fields) change either.
+    ``programs``: the compiled programs' cache (:class:`~sirtjax.registration.programs.ProgramCache`), or None.
     Raises ValueError for an unknown preset or one whose guidance is missing.
     """
     preset = choose_preset(masks=guidance.has_masks, labels=guidance.has_labels) if preset is None else preset
     if preset not in PRESETS:
         raise ValueError(f"unknown preset '{preset}' (use {', '.join(PRESETS)})")
     settings = dataclasses.replace(PRESETS[preset] if config is None else config, **overrides)
-    result = register(fixed, moving, config=settings, key=key, progress=progress, **guidance.for_preset(preset))
+    result = register(fixed, moving, config=settings, key=key, progress=progress, programs=programs,
+                      **guidance.for_preset(preset))
     liver = guidance.fixed_liver()
-    jac, jac_liver = jacobian_checks(result.displacement, liver)
+    jac, jac_liver = jacobian_checks(result.displacement, liver, programs)
     warnings = () if jac_liver is None else tuple(check_folding(jac_liver["fraction_nonpositive"], liver_name))
     return CheckedRegistration(preset, settings, result, jac, jac_liver, warnings)
 
 
-def jacobian_checks(field: Volume, liver: np.ndarray | None) -> tuple[dict, dict | None]:
+def jacobian_checks(field: Volume, liver: np.ndarray | None, programs: ProgramCache | None = None) -> tuple[dict, dict | None]:
     """:func:`~sirtjax.metrics.jacobian_stats` of a displacement field over all voxels and over a (z, y, x) liver mask
     (None: not computed), in one program of the field's :func:`~sirtjax.registration.pyramid.coarse_bucket` shape."""
     shape = coarse_bucket(field.shape)
     arr = pad_to(np.asarray(field.array, np.float32), shape)
     mask = pad_to(np.zeros(field.shape, np.float32) if liver is None else (np.asarray(liver) != 0).astype(np.float32), shape)
     whole, in_liver = _jacobian_checks(Volume(arr, field.spacing_mm, field.origin_mm, field.direction),
-                                       np.asarray(field.shape, np.int32), mask)
+                                       np.asarray(field.shape, np.int32), mask, programs=programs)
     as_dict = lambda stats: JacobianStats(**stats).to_dict()  # noqa: E731
     return as_dict(whole), None if liver is None else as_dict(in_liver)
 
@@ -139,4 +142,4 @@ def _field_checks(field: Volume, valid_zyx: jax.Array, liver: jax.Array) -> tupl
     return jacobian_stats(padded, valid)._asdict(), jacobian_stats(padded, valid * liver)._asdict()
 
 
-_jacobian_checks = CachedProgram(_field_checks, "jacobian checks")
+_jacobian_checks = Program(_field_checks, "jacobian checks")

@@ -17,6 +17,7 @@ import numpy as np
 
 from sirtjax.registration import init
 from sirtjax.registration.config import RegistrationConfig
+from sirtjax.registration.programs import ProgramCache
 from sirtjax.registration.problem import LevelData, crop_level, make_level, pad_moving, roi_box, stack_channels, stack_levels
 from sirtjax.registration.pyramid import bucket, coarse_bucket
 from sirtjax.registration.warp import AffineTransform, one_hot
@@ -77,7 +78,7 @@ def make_pair(
 # 1/27 of the box's voxels, so the box is rounded up to a power of 2 and a new patient's liver box more often finds
 # its step compiled. Measured on 3 mm CT (150 steps of cnn-guided's image stage, nodes 13 voxels apart: 0.78-0.88 s
 # on a 96 x 96 x 128 box, 0.78-0.84 s on 128^3; 40 steps of its mask stage, nodes 3 apart: 0.35 s on 77 x 94 x 96,
-# 0.65 s on 128^3, the price of fewer compiles); denser nodes (image-based, cnn-lm-guided) keep the finer buckets
+# 0.65 s on 128^3, the price of fewer compiles); denser nodes (image-based) keep the finer buckets
 COARSE_NODES = 3
 
 
@@ -114,7 +115,8 @@ def _per_pair(fn: Callable, items: Sequence) -> list:
         return list(pool.map(fn, items))
 
 
-def pair_pyramids(pairs: Sequence[Pair], config: RegistrationConfig) -> list[tuple[list[Volume], list[Volume]]]:
+def pair_pyramids(pairs: Sequence[Pair], config: RegistrationConfig,
+                  programs: ProgramCache | None = None) -> list[tuple[list[Volume], list[Volume]]]:
     """Per pair, the pyramid levels (coarsest first, :func:`resolutions_mm`) of its fixed and of its moving
     channels (:func:`problem.stack_levels`: the image, then the segmentation channels, host float32).
 
@@ -124,12 +126,13 @@ def pair_pyramids(pairs: Sequence[Pair], config: RegistrationConfig) -> list[tup
     n_seg = max(p.n_seg for p in pairs)
     width = n_seg if n_seg <= 1 else -(-n_seg // 4) * 4
     res = resolutions_mm(pairs[0].fixed, config)
-    return _per_pair(lambda p: tuple(stack_levels(stack_channels(img, seg, width), res)
+    return _per_pair(lambda p: tuple(stack_levels(stack_channels(img, seg, width), res, programs)
                                      for img, seg in ((p.fixed, p.fixed_seg), (p.moving, p.moving_seg))), pairs)
 
 
 def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig,
-                   pyramids: Sequence[tuple[list[Volume], list[Volume]]] | None = None) -> list[LevelData]:
+                   pyramids: Sequence[tuple[list[Volume], list[Volume]]] | None = None,
+                   programs: ProgramCache | None = None) -> list[LevelData]:
     """LevelData of every pyramid level (coarsest first), batched over pairs (leading axis).
 
     ``pyramids``: the pairs' :func:`pair_pyramids` when already computed (for a config with the same
@@ -147,7 +150,7 @@ def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig,
     """
     if len({p.n_seg > 0 for p in pairs}) != 1:
         raise ValueError("pairs in one batch must all have segmentation guidance or none")
-    pyramids = pair_pyramids(pairs, config) if pyramids is None else pyramids
+    pyramids = pair_pyramids(pairs, config, programs) if pyramids is None else pyramids
     channels = None if pairs[0].n_seg else 1
     per_pair = _per_pair(lambda pyramid: [
         make_level(f.with_array(f.array[..., :channels]), m.with_array(m.array[..., :channels]),

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sirtjax.registration.step_cache import CachedStep
+from sirtjax.registration.programs import Program, ProgramCache
 
 Objective = Callable[[Any, Any, Any, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 Progress = Callable[[str, int, int], None]
@@ -33,7 +33,7 @@ Progress = Callable[[str, int, int], None]
 CHUNK_STEPS = 25  # steps per device call (the first call of a level runs one, so compile time can be told apart)
 
 
-def make_step(objective: Objective, tx: optax.GradientTransformationExtraArgs, name: str) -> Callable:
+def make_step(objective: Objective, tx: optax.GradientTransformationExtraArgs, name: str) -> Program:
     """The jit-compiled, batch-vmapped optimisation of objective(params, data, weights, key) by the optax
     transformation ``tx``, a chunk of steps per call.
 
@@ -50,8 +50,8 @@ def make_step(objective: Objective, tx: optax.GradientTransformationExtraArgs, n
     step's terms (``loss`` among them), ``_losses`` (CHUNK_STEPS, B; NaN where a member did not step),
     ``_steps`` (B,) the steps each member made, and ``_active`` and ``_tail`` to pass to the next call.
 
-    ``name`` identifies the objective's static settings: with a compilation cache folder set, the
-    traced programs are kept on disk under it (:class:`~sirtjax.registration.step_cache.CachedStep`).
+    ``name`` identifies the objective's static settings: the step is a :class:`~sirtjax.registration.programs.Program`,
+    its executables kept by the :class:`~sirtjax.registration.programs.ProgramCache` passed to :func:`run_level`.
     Compiled with :func:`step_compiler_options`.
     Build it once per static setting (the affine and non-rigid stages cache theirs) so later calls
     reuse the compiled program instead of tracing a new closure.
@@ -98,7 +98,7 @@ def make_step(objective: Objective, tx: optax.GradientTransformationExtraArgs, n
             lambda c: (c[0] < count) & jnp.any(c[3]), body, carry)
         return params, opt_state, dict(terms, _losses=losses, _active=active, _tail=tail, _steps=steps)
 
-    return CachedStep(chunk, name, step_compiler_options())
+    return Program(chunk, name, compiler_options=step_compiler_options())
 
 
 @functools.lru_cache(maxsize=1)
@@ -187,18 +187,20 @@ class LevelOptimiser:
     learning_rate: float = 1.0
     iterations: int = 1
 
-    def init(self, params: Any) -> Any:
+    def init(self, params: Any, programs: ProgramCache | None = None) -> Any:
         """The optimiser state of batched params (leading axis B), from one compiled program per kind and
-        params shape: the step size and length enter as arguments (eager ``vmap(tx.init)`` compiled a
-        program per operation, and a jit of it one per level)."""
+        params shape (kept by ``programs``): the step size and length enter as arguments (eager
+        ``vmap(tx.init)`` compiled a program per operation, and a jit of it one per level)."""
         batch = jax.tree.leaves(params)[0].shape[0]
         return _init_batched(self.kind, params, np.full(batch, self.learning_rate, np.float32),
-                             np.full(batch, self.iterations, np.int32))
+                             np.full(batch, self.iterations, np.int32), programs=programs)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _init_batched(kind: str, params, learning_rate, iterations):
+def _init_batched_fn(kind: str, params, learning_rate, iterations):
     return jax.vmap(lambda p, lr, n: transformation(kind, lr, n).init(p))(params, learning_rate, iterations)
+
+
+_init_batched = Program(_init_batched_fn, "optimiser init", static_argnums=(0,))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,7 +241,7 @@ class LevelLog:
 
 
 def run_level(
-    step: Callable,
+    step: Program,
     params: Any,
     optimiser: LevelOptimiser,
     data: Any,
@@ -249,15 +251,16 @@ def run_level(
     *,
     label: str = "",
     progress: Progress | None = None,
+    programs: ProgramCache | None = None,
 ) -> tuple[Any, LevelLog]:
     """Optimise batched params (leading axis B) until every member converged (see :class:`Convergence`) or max_iterations.
 
     A converged member keeps its params while the others go on. The first call compiles the step
-    (or finds it in JAX's in-memory or persistent cache); its time beyond a typical step is reported
+    (or loads it from ``programs``, or finds it in JAX's in-memory cache without one); its time beyond a typical step is reported
     as ``compile_s``, the rest as ``run_s``. Returns the final params and a :class:`LevelLog`.
     """
     batch = jax.tree.leaves(params)[0].shape[0]
-    opt_state = optimiser.init(params)
+    opt_state = optimiser.init(params, programs)
     active = np.ones((batch,), bool)
     tail = np.full((2 * conv.window, batch), np.nan, np.float32)
     rule = (np.int32(conv.min_iterations), np.float32(conv.rel_tol))
@@ -269,7 +272,7 @@ def run_level(
     while done < conv.max_iterations:
         count = 1 if done == 0 else min(CHUNK_STEPS, conv.max_iterations - done)
         params, opt_state, out = step(params, opt_state, data, weights, key, active, tail, np.int32(done),
-                                      np.int32(count), *rule)
+                                      np.int32(count), *rule, programs=programs)
         chunks.append(np.asarray(out.pop("_losses"))[:count])  # waits for the chunk
         active, tail = out.pop("_active"), out.pop("_tail")
         iterations += np.asarray(out.pop("_steps"))

@@ -21,6 +21,7 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from sirtjax.registration.padding import pad_to
+from sirtjax.registration.programs import ProgramCache
 from sirtjax.registration.pyramid import channel_boxes, pyramid_level, pyramid_level_sparse
 from sirtjax.registration.warp import AffineTransform, identity_affine
 from sirtjax.volume import Volume, make_volume
@@ -59,18 +60,18 @@ def stack_channels(image: Volume, seg: np.ndarray | None, width: int = 0) -> Vol
     return make_volume(arr, image.spacing_mm, image.origin_mm, image.direction)
 
 
-def stack_levels(stack: Volume, resolutions_mm: Sequence[float]) -> list[Volume]:
+def stack_levels(stack: Volume, resolutions_mm: Sequence[float], programs: ProgramCache | None = None) -> list[Volume]:
     """Pyramid levels of stacked channels (float32 host arrays): the image densely, the segmentation
     channels only around their non-zero voxels (:func:`pyramid.pyramid_level_sparse`)."""
     arr = np.asarray(stack.array)
     if arr.shape[-1] == 1:
-        return [_as_f32(pyramid_level(stack, r)) for r in resolutions_mm]
+        return [_as_f32(pyramid_level(stack, r, programs)) for r in resolutions_mm]
     seg = stack.with_array(arr[..., 1:])
     boxes = channel_boxes(seg.array)
     levels = []
     for r in resolutions_mm:
-        image = np.asarray(pyramid_level(stack.with_array(arr[..., :1]), r).array)
-        level = pyramid_level_sparse(seg, r, boxes)
+        image = np.asarray(pyramid_level(stack.with_array(arr[..., :1]), r, programs).array)
+        level = pyramid_level_sparse(seg, r, boxes, programs)
         levels.append(_as_f32(level.with_array(np.concatenate([image, level.array], axis=-1))))
     return levels
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sirtjax.registration.padding import pad_to
-from sirtjax.registration.step_cache import CachedProgram
+from sirtjax.registration.programs import Program, ProgramCache
 from sirtjax.volume import Volume, make_volume
 
 
@@ -27,12 +27,13 @@ def gaussian_kernel_1d(sigma_vox: float, truncate: float = 4.0) -> np.ndarray:
     return (k / k.sum()).astype(np.float32)
 
 
-def gaussian_smooth(array: jax.Array, sigma_vox_zyx: tuple[float, float, float]) -> jax.Array:
+def gaussian_smooth(array: jax.Array, sigma_vox_zyx: tuple[float, float, float],
+                    programs: ProgramCache | None = None) -> jax.Array:
     """Separable Gaussian smoothing of a (z, y, x[, C]) array; sigmas in voxels per (z, y, x) axis.
 
     Borders are replicated (scipy.ndimage mode 'nearest'); a sigma of 0 leaves that axis alone.
     """
-    return _smooth_and_shrink_jit(array, tuple(float(x) for x in sigma_vox_zyx), 1)
+    return _smooth_and_shrink(array, tuple(float(x) for x in sigma_vox_zyx), 1, programs=programs)
 
 
 def _axis_kernel(k: np.ndarray, factor: int) -> np.ndarray:
@@ -84,18 +85,20 @@ def smooth_and_shrink(array: jax.Array, sigma_vox_zyx: tuple[float, float, float
     return out
 
 
-def smooth_and_shrink_bucketed(array: np.ndarray, sigma_vox_zyx: tuple[float, float, float], factor: tuple[int, int, int]) -> np.ndarray:
+def smooth_and_shrink_bucketed(array: np.ndarray, sigma_vox_zyx: tuple[float, float, float], factor: tuple[int, int, int],
+                               programs: ProgramCache | None = None) -> np.ndarray:
     """:func:`smooth_and_shrink` of a host array through the compiled program of its :func:`bucket` shape (host result).
 
     The array is padded at the high end by its border voxels to ``factor`` times the :func:`coarse_bucket` of its
     output shape, and the result cut back: equal to the unpadded result, and patients with similar grids share
-    the program (kept on disk, :class:`~sirtjax.registration.step_cache.CachedProgram`).
+    the program (kept by ``programs``, :class:`~sirtjax.registration.programs.ProgramCache`).
     """
     n = np.asarray(np.shape(array)[:3])
     f = np.broadcast_to(np.asarray(factor, np.int64), (3,))
     out_shape = -(-n // f)
     padded = pad_to(np.asarray(array, np.float32), f * coarse_bucket(out_shape), "edge")
-    out = _smooth_and_shrink_jit(padded, tuple(float(x) for x in sigma_vox_zyx), tuple(int(x) for x in f), n.astype(np.int32))
+    out = _smooth_and_shrink(padded, tuple(float(x) for x in sigma_vox_zyx), tuple(int(x) for x in f), n.astype(np.int32),
+                             programs=programs)
     return np.asarray(out)[: out_shape[0], : out_shape[1], : out_shape[2]]
 
 
@@ -116,7 +119,7 @@ def shrink_grid(vol: Volume, factor: int | tuple[int, int, int]) -> Volume:
     return make_volume(np.zeros(tuple(new_size[::-1]), np.uint8), spacing * factor, origin, vol.direction)
 
 
-def pyramid_level(vol: Volume, resolution_mm: float) -> Volume:
+def pyramid_level(vol: Volume, resolution_mm: float, programs: ProgramCache | None = None) -> Volume:
     """A (z, y, x[, C]) Volume at a pyramid resolution (mm), float32.
 
     Axes finer than the resolution are smoothed with sigma = 0.5 * resolution_mm (in mm, converted
@@ -128,11 +131,11 @@ def pyramid_level(vol: Volume, resolution_mm: float) -> Volume:
     if factor == (1, 1, 1) and not any(sigma):
         return vol.with_array(jnp.asarray(vol.array, jnp.float32))
     grid = shrink_grid(vol, factor)
-    arr = smooth_and_shrink_bucketed(np.asarray(vol.array), sigma, factor)
+    arr = smooth_and_shrink_bucketed(np.asarray(vol.array), sigma, factor, programs)
     return Volume(arr, grid.spacing_mm, grid.origin_mm, grid.direction)
 
 
-_smooth_and_shrink_jit = CachedProgram(smooth_and_shrink, "pyramid smooth_and_shrink", static_argnums=(1, 2))
+_smooth_and_shrink = Program(smooth_and_shrink, "pyramid smooth_and_shrink", static_argnums=(1, 2))
 
 
 def level_schedule(vol: Volume, resolution_mm: float) -> tuple[tuple[float, ...], tuple[int, ...]]:
@@ -156,7 +159,8 @@ def channel_boxes(array: np.ndarray) -> list[tuple[np.ndarray, np.ndarray] | Non
     return boxes
 
 
-def pyramid_level_sparse(vol: Volume, resolution_mm: float, boxes: list[tuple[np.ndarray, np.ndarray] | None]) -> Volume:
+def pyramid_level_sparse(vol: Volume, resolution_mm: float, boxes: list[tuple[np.ndarray, np.ndarray] | None],
+                         programs: ProgramCache | None = None) -> Volume:
     """:func:`pyramid_level` of (z, y, x, C) channels that are zero outside small boxes (masks, one-hot labels), faster.
 
     ``boxes``: each channel's :func:`channel_boxes`. A channel is smoothed only over its box, grown by
@@ -168,7 +172,7 @@ def pyramid_level_sparse(vol: Volume, resolution_mm: float, boxes: list[tuple[np
     arr = np.asarray(vol.array)
     sigma, factor = level_schedule(vol, resolution_mm)
     if factor == (1, 1, 1) and not any(sigma):
-        return pyramid_level(vol, resolution_mm)
+        return pyramid_level(vol, resolution_mm, programs)
     grid = shrink_grid(vol, factor)
     reach = [(len(gaussian_kernel_1d(s)) // 2 if s > 0 else 0) + f + 1 for s, f in zip(sigma, factor)]  # fine voxels past a block
     out = np.zeros(grid.shape + arr.shape[3:], np.float32)
@@ -180,7 +184,7 @@ def pyramid_level_sparse(vol: Volume, resolution_mm: float, boxes: list[tuple[np
         lo = np.minimum(lo, np.asarray(grid.shape) - size)
         fine = tuple(slice(f * a, min(n, f * (a + s))) for f, a, s, n in zip(factor, lo, size, arr.shape))
         blocks = tuple(slice(a, a + s) for a, s in zip(lo, size))
-        out[blocks + (c,)] = smooth_and_shrink_bucketed(arr[fine + (c,)], sigma, factor)
+        out[blocks + (c,)] = smooth_and_shrink_bucketed(arr[fine + (c,)], sigma, factor, programs)
     return Volume(out, grid.spacing_mm, grid.origin_mm, grid.direction)
 
 

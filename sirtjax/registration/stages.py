@@ -1,7 +1,8 @@
 """The stage drivers: the affine stage, the non-rigid stage, and the image stage before a guided one.
 
 Each runs one jit-compiled step per level (:func:`~sirtjax.registration.optimise.run_level`),
-vmapped over the batch of pairs, from coarse to fine.
+vmapped over the batch of pairs, from coarse to fine. ``programs``: the
+:class:`~sirtjax.registration.programs.ProgramCache` their compiled programs come from (None: ``jax.jit`` alone).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sirtjax.registration.nonrigid import RegulariserOptions, Weights, field_fac
 from sirtjax.registration.optimise import Convergence, LevelLog, Progress, run_level
 from sirtjax.registration.padding import extend, nodes_valid
 from sirtjax.registration.problem import LevelData
-from sirtjax.registration.step_cache import CachedProgram
+from sirtjax.registration.programs import Program, ProgramCache
 from sirtjax.registration.warp import AffineTransform, resample_field
 from sirtjax.volume import Volume
 
@@ -31,6 +32,7 @@ def run_affine(
     config: RegistrationConfig,
     key: jax.Array,
     progress: Progress | None = None,
+    programs: ProgramCache | None = None,
 ) -> tuple[AffineTransform, list[LevelLog]]:
     """The affine stage over all levels for a batch; returns the batched AffineTransform and the logs.
 
@@ -56,7 +58,8 @@ def run_affine(
         if k > 1:
             data = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), data)
         key, sub = jax.random.split(key)
-        params, log = run_level(step, params, optimiser, data, None, sub, conv, label=f"affine {res[li]:g} mm", progress=progress)
+        params, log = run_level(step, params, optimiser, data, None, sub, conv, label=f"affine {res[li]:g} mm",
+                                progress=progress, programs=programs)
         logs.append(log)
     if k > 1:
         best = np.argmin(_final_window_mean(logs[-1].loss_history, config.window).reshape(batch, k), axis=1)
@@ -66,10 +69,10 @@ def run_affine(
             log.iterations = log.iterations[pick]
             log.last_terms = {n: v[pick] for n, v in log.last_terms.items()}
             log.loss_history = log.loss_history[:, pick]
-    return _params_to_affine(params, centre, radius), logs
+    return _params_to_affine(params, centre, radius, programs=programs), logs
 
 
-_params_to_affine = jax.jit(jax.vmap(affine_stage.params_to_affine))  # one program, not one per operation
+_params_to_affine = Program(jax.vmap(affine_stage.params_to_affine), "params to affine")  # one program, not one per operation
 
 
 def _final_window_mean(history: np.ndarray, window: int) -> np.ndarray:
@@ -89,6 +92,7 @@ def run_nonrigid(
     progress: Progress | None = None,
     base: Volume | None = None,
     label: str = "non-rigid",
+    programs: ProgramCache | None = None,
 ) -> tuple[Volume, list[LevelLog]]:
     """The non-rigid stage on the finest ``nonrigid_levels`` levels (affine already set in levels).
 
@@ -114,22 +118,25 @@ def run_nonrigid(
     for li, data in enumerate(use):
         if li > 0:  # B-spline coefficients: the coarse spline's values at the new nodes start the finer level
             v = _upsample(field_volume(v, use[li - 1].fixed, factors[li - 1]), nodes_valid(valid[li - 1], factors[li - 1]),
-                          data.fixed, valid[li], factors[li], order)
+                          data.fixed, valid[li], factors[li], order, programs=programs)
         if base is not None:
-            data = dataclasses.replace(data, base_field=_upsample(base, _all_nodes(base), data.fixed, valid[li], factors[li]))
+            data = dataclasses.replace(data, base_field=_upsample(base, _all_nodes(base), data.fixed, valid[li], factors[li],
+                                                                  programs=programs))
         step, optimiser = nonrigid_step(config.similarity(), reg, config.nonrigid_image, seg,
                                  config.nonrigid_step * res[li], config.nonrigid_iterations, factors[li], order,
                                  config.optimiser)
         conv = Convergence(config.nonrigid_iterations, config.window, config.rel_tol, config.min_iterations)
         key, sub = jax.random.split(key)
-        v, log = run_level(step, v, optimiser, data, weights, sub, conv, label=f"{label} {res[li]:g} mm", progress=progress)
+        v, log = run_level(step, v, optimiser, data, weights, sub, conv, label=f"{label} {res[li]:g} mm", progress=progress,
+                           programs=programs)
         logs.append(log)
     finest, f = use[-1].fixed, factors[-1]
     if order == 3:  # the spline's values on a grid 4x finer than its nodes: trilinear between them is then within a
         # small fraction of the spline's curvature (a dense grid would cost 64 reads per voxel)
         out_factor = max(1, f // 4)
-        return field_volume(_upsample(field_volume(v, finest, f), nodes_valid(valid[-1], f), finest, valid[-1], out_factor, 3),
-                            finest, out_factor), logs
+        dense = _upsample(field_volume(v, finest, f), nodes_valid(valid[-1], f), finest, valid[-1], out_factor, 3,
+                          programs=programs)
+        return field_volume(dense, finest, out_factor), logs
     total = np.asarray(data.base_field) + np.asarray(v)  # on the host: the padding clamped to the valid nodes
     return field_volume(np.stack([extend(t, n, xp=np) for t, n in zip(total, nodes_valid(valid[-1], f))]), finest, f), logs
 
@@ -168,6 +175,7 @@ def run_nonrigid_stages(
     key: jax.Array,
     progress: Progress | None = None,
     pyramids: Sequence[tuple[list[Volume], list[Volume]]] | None = None,
+    programs: ProgramCache | None = None,
 ) -> tuple[Volume, list[tuple[str, LevelLog]]]:
     """Everything after the affine stage: the image stage (``image_field_mm`` > 0) on the pairs' images, then the
     non-rigid stage on ``levels``; the batched residual field Volume and the (stage name, log) of every level.
@@ -178,11 +186,11 @@ def run_nonrigid_stages(
     if config.image_field_mm > 0:
         pre = image_stage_config(config)
         key, sub = jax.random.split(key)
-        plain = prepare_levels([Pair(p.fixed, p.moving) for p in pairs], pre, pyramids)
+        plain = prepare_levels([Pair(p.fixed, p.moving) for p in pairs], pre, pyramids, programs)
         pre_weights = jax.tree.map(lambda w: np.broadcast_to(w, (len(pairs),)), pre.weights())
-        base, logs = run_nonrigid(with_affine(plain, affine), pre_weights, pre, sub, progress, label="image")
+        base, logs = run_nonrigid(with_affine(plain, affine), pre_weights, pre, sub, progress, label="image", programs=programs)
         stages += [("image", lg) for lg in logs]
-    residual, logs = run_nonrigid(with_affine(levels, affine), weights, config, key, progress, base=base)
+    residual, logs = run_nonrigid(with_affine(levels, affine), weights, config, key, progress, base=base, programs=programs)
     return residual, stages + [("nonrigid", lg) for lg in logs]
 
 
@@ -198,4 +206,4 @@ def _upsample_field(coarse: Volume, coarse_nodes: jax.Array, fine_level: Volume,
     return jax.vmap(one)(coarse, coarse_nodes, fine_level, fine_valid)
 
 
-_upsample = CachedProgram(_upsample_field, "upsample field", static_argnums=(4, 5))
+_upsample = Program(_upsample_field, "upsample field", static_argnums=(4, 5))

@@ -1,0 +1,165 @@
+"""Compiled programs kept on disk (ProgramCache): a fresh cache object loads them without tracing or compiling,
+with the same results."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sirtjax.registration.optimise import Convergence, LevelOptimiser, adam_cosine, make_step, run_level
+from sirtjax.registration.programs import Program, ProgramCache
+
+TRACES = []
+
+
+def _objective(params, data, weights, key):
+    """A least-squares fit with a random weight per point: exercises params, data and the PRNG key."""
+    TRACES.append(1)  # runs only while JAX traces
+    w = jax.random.uniform(key, data["x"].shape)
+    r = params["a"] * data["x"] + params["b"] - data["y"]
+    loss = jnp.mean(w * r * r)
+    return loss, {"fit": loss, "scale": weights}
+
+
+def _run(step, n_points: int, programs: ProgramCache | None, seed: int = 0):
+    x = jnp.linspace(-1.0, 1.0, n_points)[None]
+    data = {"x": x, "y": 3.0 * x - 0.5}
+    params = {"a": jnp.zeros((1,)), "b": jnp.zeros((1,))}
+    return run_level(step, params, LevelOptimiser("adam", 0.3, 60), data, jnp.ones((1,)), jax.random.key(seed),
+                     Convergence(60, min_iterations=60), programs=programs)
+
+
+def _entries(folder):
+    return sorted(folder.glob("*.bin"))
+
+
+class _Compiles:
+    """Counts XLA backend compiles while active."""
+
+    def __init__(self):
+        self.n = 0
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+
+    def _listen(self, name, *args, **kwargs):
+        if name == "/jax/core/compile/backend_compile_duration":
+            self.n += 1
+
+
+COMPILES = _Compiles()
+
+
+def test_a_fresh_cache_loads_the_stored_step_without_tracing_or_compiling(tmp_path):
+    step = make_step(_objective, adam_cosine(1.0, 1), "fit v1")
+    params, log = _run(step, 64, ProgramCache(tmp_path))
+    assert len(_entries(tmp_path)) == 2  # the step and the optimiser's init
+    traces, compiles = len(TRACES), COMPILES.n
+    # as a new process would: a new step object and a cache object that has nothing in memory
+    params2, log2 = _run(make_step(_objective, adam_cosine(1.0, 1), "fit v1"), 64, ProgramCache(tmp_path))
+    assert len(TRACES) == traces and COMPILES.n == compiles
+    np.testing.assert_array_equal(log2.loss_history, log.loss_history)
+    jax.tree.map(np.testing.assert_array_equal, params2, params)
+    assert set(log2.last_terms) == {"fit", "scale", "loss"}
+    assert float(params2["a"][0]) == pytest.approx(3.0, abs=0.3)
+
+
+def test_the_stored_executable_matches_the_plain_jit(tmp_path):
+    plain, log_plain = _run(make_step(_objective, adam_cosine(1.0, 1), "fit v2"), 48, None, seed=3)
+    assert not tmp_path.exists() or not _entries(tmp_path)
+    stored, log_stored = _run(make_step(_objective, adam_cosine(1.0, 1), "fit v2"), 48, ProgramCache(tmp_path), seed=3)
+    np.testing.assert_allclose(log_stored.loss_history, log_plain.loss_history, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), stored, plain)
+
+
+def test_new_shapes_and_names_get_their_own_entries_and_a_broken_entry_is_replaced(tmp_path):
+    cache = ProgramCache(tmp_path)
+    _run(make_step(_objective, adam_cosine(1.0, 1), "fit v3"), 32, cache)
+    _run(make_step(_objective, adam_cosine(1.0, 1), "fit v3"), 40, cache)
+    _run(make_step(_objective, adam_cosine(1.0, 1), "fit v3 other settings"), 32, cache)
+    entries = _entries(tmp_path)
+    assert len(entries) == 3 + 1  # three steps, one optimiser init (the params' shapes are the same)
+    for e in entries:
+        e.write_bytes(e.read_bytes()[:50])  # truncated
+    before = len(TRACES)
+    params, _ = _run(make_step(_objective, adam_cosine(1.0, 1), "fit v3"), 32, ProgramCache(tmp_path))
+    assert len(TRACES) == before + 1  # traced and compiled again
+    assert float(params["a"][0]) == pytest.approx(3.0, abs=0.3)
+    assert max(e.stat().st_size for e in _entries(tmp_path)) > 1000
+
+
+def test_registration_round_trips_through_the_cache(tmp_path):
+    """The real programs (LevelData pytrees, PRNG keys, static arguments): compiled and stored once, then loaded
+    by a fresh cache object with equal results and no compile at all."""
+    from sirtjax.registration import RegistrationConfig, register
+    from sirtjax.volume import make_volume, world_grid
+
+    fixed = make_volume(np.zeros((12, 14, 16), np.float32), (4.0, 3.5, 5.0), (-30.0, -25.0, -30.0))
+    p = np.asarray(world_grid(fixed))
+    liver = np.linalg.norm((p - [4.0, 0.0, 2.0]) / [14.0, 11.0, 12.0], axis=-1) < 1
+    img = (50.0 * (np.linalg.norm(p / [28.0, 22.0, 26.0], axis=-1) < 1) + 60.0 * liver).astype(np.float32)
+    moving = make_volume(np.roll(img, 1, axis=2), (4.0, 3.5, 5.0), (-30.0, -25.0, -30.0))
+    masks = dict(fixed_mask=fixed.with_array(liver.astype(np.uint8)), moving_mask=moving.with_array(np.roll(liver, 1, 2).astype(np.uint8)))
+    config = RegistrationConfig(levels=2, finest_mm=None, affine_on="segmentation", affine_iterations=20,
+                                nonrigid_iterations=20, candidates=1, neighbourhood=6)
+
+    first = register(fixed.with_array(img), moving, config=config, programs=ProgramCache(tmp_path), **masks)
+    n = len(_entries(tmp_path))
+    assert n >= 4 + 2  # two levels, two stages; pyramids, the final warp
+    compiles = COMPILES.n
+    second = register(fixed.with_array(img), moving, config=config, programs=ProgramCache(tmp_path), **masks)
+    assert COMPILES.n == compiles and len(_entries(tmp_path)) == n
+    np.testing.assert_array_equal(second.displacement.array, first.displacement.array)
+    assert float(np.abs(first.displacement.array).max()) > 1.0  # it did move (a one-voxel shift)
+
+
+def test_a_program_with_static_arguments_and_pytrees_loads_in_a_fresh_cache(tmp_path):
+    """Static arguments (given or left to their defaults) and pytree inputs: a fresh cache loads the stored
+    executable without tracing, with the plain jit's results; another static value is another program."""
+    from sirtjax.volume import make_volume
+
+    traces = []
+
+    def scaled(vol, factor, offset=1.0):
+        traces.append(1)
+        return vol.array * factor + offset, vol.spacing_mm * factor
+
+    vol = make_volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4), (1.0, 2.0, 3.0), (5.0, 6.0, 7.0))
+    program = Program(scaled, "scaled v1", static_argnums=(1, 2))
+    out = program(vol, 2.0, programs=ProgramCache(tmp_path))
+    assert len(traces) == 1 and len(_entries(tmp_path)) == 1
+    again = Program(scaled, "scaled v1", static_argnums=(1, 2))(vol, 2.0, programs=ProgramCache(tmp_path))
+    assert len(traces) == 1  # loaded, not traced
+    np.testing.assert_array_equal(np.asarray(again[0]), np.asarray(out[0]))
+    np.testing.assert_array_equal(np.asarray(again[0]), np.asarray(vol.array) * 2 + 1)
+    np.testing.assert_allclose(np.asarray(again[1]), [2.0, 4.0, 6.0])
+    Program(scaled, "scaled v1", static_argnums=(1, 2))(vol, 2.0, 0.0, programs=ProgramCache(tmp_path))
+    assert len(traces) == 2 and len(_entries(tmp_path)) == 2
+
+
+def test_the_key_changes_with_the_environment(tmp_path, monkeypatch):
+    """Another sirtjax source, jax version or CPU gives another entry (an executable may not run elsewhere)."""
+    from sirtjax.registration import programs as programs_module
+
+    program = Program(lambda x: x + 1, "plus one")
+    program(jnp.zeros(3), programs=ProgramCache(tmp_path))
+    monkeypatch.setattr(programs_module, "environment_digest", lambda: "another machine")
+    program(jnp.zeros(3), programs=ProgramCache(tmp_path))
+    assert len(_entries(tmp_path)) == 2
+
+
+def test_steps_compile_with_the_cpu_code_generation_options():
+    """The faster-compiling CPU emitters are known to this jaxlib (if an upgrade drops the option, this says so)."""
+    from sirtjax.registration.optimise import step_compiler_options
+
+    if jax.default_backend() == "cpu":
+        assert step_compiler_options() == {"xla_cpu_use_fusion_emitters": False}
+    step = make_step(_objective, adam_cosine(1.0, 1), "fit v4")
+    assert step.compiler_options == step_compiler_options()
+
+
+def test_an_unwritable_cache_folder_warns_and_the_step_still_runs(tmp_path):
+    folder = tmp_path / "programs"
+    folder.write_text("a file where the folder should be")
+    with pytest.warns(UserWarning, match="not cached"):
+        params, _ = _run(make_step(_objective, adam_cosine(1.0, 1), "fit v5"), 32, ProgramCache(folder))
+    assert float(params["a"][0]) == pytest.approx(3.0, abs=0.3)
+    assert not list(tmp_path.glob("**/*.tmp"))
