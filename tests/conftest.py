@@ -1,4 +1,4 @@
-"""Shared pytest hooks: a cache folder of the session, JAX's caches freed after each test module, the peak memory and the
+"""Shared pytest hooks: cache folders of the session, JAX's caches freed after each test module, the peak memory and the
 bad-input table reported."""
 
 from __future__ import annotations
@@ -11,13 +11,25 @@ import pytest
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _program_cache_of_the_session(tmp_path_factory):
-    """The command line's compiled-program cache in a folder of this session, not the user's."""
+def _caches_of_the_session(tmp_path_factory):
+    """Caches in folders of this session, not the user's: the command line's compiled programs
+    ($SIRTJAX_CACHE_DIR), and JAX's persistent compilation cache, switched on so that a module whose
+    programs were freed (below) loads the programs it shares with earlier modules instead of compiling them."""
     import os
 
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    root = tmp_path_factory.mktemp("caches")
     previous = os.environ.get("SIRTJAX_CACHE_DIR")
-    os.environ["SIRTJAX_CACHE_DIR"] = str(tmp_path_factory.mktemp("sirtjax-cache"))
+    os.environ["SIRTJAX_CACHE_DIR"] = str(root / "sirtjax")
+    jax.config.update("jax_compilation_cache_dir", str(root / "jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    compilation_cache.reset_cache()
     yield
+    jax.config.update("jax_compilation_cache_dir", None)
+    compilation_cache.reset_cache()
     if previous is None:
         del os.environ["SIRTJAX_CACHE_DIR"]
     else:

@@ -16,9 +16,9 @@ from sirtjax.pipelines.plan import cut_by_field_of_view
 from sirtjax.pipelines.planned import planned_from_result
 from sirtjax.volume import make_volume
 
-# Few iterations on one 12 mm level: enough for the liver-guided alignment of a 6 mm phantom.
+# Few iterations on one 12 mm level, no image stage: enough for the liver-guided alignment of a 6 mm phantom.
 FAST = WorkflowOptions(registration=(("levels", 1), ("finest_mm", 12.0), ("nonrigid_levels", 1),
-                                     ("affine_iterations", 20), ("nonrigid_iterations", 20)))
+                                     ("affine_iterations", 20), ("nonrigid_iterations", 20), ("image_field_mm", 0.0)))
 # Larger lesions than the default range so that each covers several voxels of the 6 mm CT and 8.8 mm SPECT.
 CONFIG = PhantomConfig.small(lesion_diameter_mm=(25.0, 45.0), n_lesions=(2, 3))
 

@@ -29,6 +29,20 @@ def _run(step, n_points: int, programs: ProgramCache | None, seed: int = 0):
                      Convergence(60, min_iterations=60), programs=programs)
 
 
+@pytest.fixture(autouse=True)
+def _without_jax_persistent_cache():
+    """JAX's persistent compilation cache off (the session switches it on; a ProgramCache then keeps its programs in
+    memory only), as in a ``sirtjax`` command."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    previous = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", None)
+    compilation_cache.reset_cache()
+    yield
+    jax.config.update("jax_compilation_cache_dir", previous)
+    compilation_cache.reset_cache()
+
+
 def _entries(folder):
     return sorted(folder.glob("*.bin"))
 
@@ -144,6 +158,23 @@ def test_the_key_changes_with_the_environment(tmp_path, monkeypatch):
     monkeypatch.setattr(programs_module, "environment_digest", lambda: "another machine")
     program(jnp.zeros(3), programs=ProgramCache(tmp_path))
     assert len(_entries(tmp_path)) == 2
+
+
+def test_with_jax_persistent_cache_on_programs_stay_in_memory_and_it_says_so(tmp_path):
+    """An executable that JAX loaded from its own cache cannot be stored again (its CPU kernels are left out):
+    with that cache on, nothing is written, once said."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax"))
+    compilation_cache.reset_cache()
+    cache = ProgramCache(tmp_path / "programs")
+    with pytest.warns(UserWarning, match="kept in memory"):
+        _run(make_step(_objective, adam_cosine(1.0, 1), "fit v6"), 32, cache)
+    assert not (tmp_path / "programs").exists()
+    before = len(TRACES)
+    params, _ = _run(make_step(_objective, adam_cosine(1.0, 1), "fit v6"), 32, cache)
+    assert len(TRACES) == before  # the same cache object still holds it
+    assert float(params["a"][0]) == pytest.approx(3.0, abs=0.3)
 
 
 def test_steps_compile_with_the_cpu_code_generation_options():

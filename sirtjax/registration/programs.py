@@ -14,6 +14,10 @@ backend, the devices and, on CPU, the host's instruction-set features: an execut
 use instructions another lacks). Any change of code or machine makes new entries. An unreadable entry is
 compiled again and replaced; a failed write warns and the program still runs. Entries are Python pickles of
 XLA executables: the folder must be as trusted as the code (it is the user's own cache).
+
+Where JAX's own persistent compilation cache is switched on in the process, a cache keeps its executables in
+memory only, and says so once: an executable that JAX loads from its cache serializes without its kernels
+on CPU (jaxlib 0.10: "Function ... not found" when a later process runs it).
 """
 
 from __future__ import annotations
@@ -101,6 +105,7 @@ class ProgramCache:
 
     folder: Path
     _loaded: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
+    _said_memory_only: bool = dataclasses.field(default=False, init=False, repr=False)
 
     def executable(self, program: Program, args: tuple) -> Callable:
         """The compiled ``program`` for ``args`` (its static ones included), loaded or compiled and stored."""
@@ -113,7 +118,10 @@ class ProgramCache:
             compiled = _load(path)
             if compiled is None:
                 compiled = program.jit.lower(*args).compile()
-                self._save(path, compiled)
+                if jax_cache_on():
+                    self._say_memory_only()
+                else:
+                    self._save(path, compiled)
             self._loaded[signature] = compiled
         return compiled
 
@@ -121,6 +129,12 @@ class ProgramCache:
         key = json.dumps([*signature[:3], [list(a) for a in signature[3]], sorted(program.compiler_options.items()),
                           environment_digest()], default=str)
         return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()}.bin"
+
+    def _say_memory_only(self) -> None:
+        if not self._said_memory_only:
+            self._said_memory_only = True
+            warnings.warn(f"JAX's persistent compilation cache is on: compiled programs are kept in memory, not in "
+                          f"{self.folder}", stacklevel=4)
 
     def _save(self, path: Path, compiled) -> None:
         """Write the entry atomically (a partly written file is never read); a failed write warns and leaves no file."""
@@ -136,6 +150,11 @@ class ProgramCache:
             if tmp is not None and os.path.exists(tmp):
                 os.remove(tmp)
             warnings.warn(f"compiled program not cached in {path.parent}: {exc}", stacklevel=4)
+
+
+def jax_cache_on() -> bool:
+    """Whether JAX's persistent compilation cache is switched on in this process (a folder set and not disabled)."""
+    return bool(jax.config.jax_compilation_cache_dir) and bool(jax.config.jax_enable_compilation_cache)
 
 
 def _load(path: Path):
