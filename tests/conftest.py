@@ -6,15 +6,17 @@ from __future__ import annotations
 import ctypes
 import gc
 import resource
+from pathlib import Path
 
 import pytest
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _caches_of_the_session(tmp_path_factory):
-    """Caches in folders of this session, not the user's: the command line's compiled programs
-    ($SIRTJAX_CACHE_DIR), and JAX's persistent compilation cache, switched on so that a module whose
-    programs were freed (below) loads the programs it shares with earlier modules instead of compiling them."""
+    """The command line's compiled programs ($SIRTJAX_CACHE_DIR) in a folder of this session, not the user's; and
+    JAX's persistent compilation cache switched on in ``~/.cache/sirtjax/pytest-jax``, so that a module whose
+    programs were freed (below) loads the programs it shares with earlier modules, and a later run those of this
+    one, instead of compiling them (its keys hold the code compiled; deleting the folder is always safe)."""
     import os
 
     import jax
@@ -23,7 +25,7 @@ def _caches_of_the_session(tmp_path_factory):
     root = tmp_path_factory.mktemp("caches")
     previous = os.environ.get("SIRTJAX_CACHE_DIR")
     os.environ["SIRTJAX_CACHE_DIR"] = str(root / "sirtjax")
-    jax.config.update("jax_compilation_cache_dir", str(root / "jax"))
+    jax.config.update("jax_compilation_cache_dir", str(Path.home() / ".cache" / "sirtjax" / "pytest-jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     compilation_cache.reset_cache()
