@@ -1,4 +1,4 @@
-"""Model geometry (thesis U-Nets, residual U-Net3D), the tap convolution and weight files."""
+"""Model geometry (thesis U-Nets, DeepMedic, residual U-Net3D), the tap convolution and weight files."""
 
 from functools import partial
 
@@ -9,8 +9,9 @@ import pytest
 from flax import nnx
 
 from sirtjax.errors import InputError
-from sirtjax.models import ResidualUNet3D, build_model, lesion_unet, load_model, save_model, thesis_liver_unet
+from sirtjax.models import DeepMedic, ResidualUNet3D, build_model, lesion_unet, load_model, save_model, thesis_liver_unet
 from sirtjax.models._layers import tap_conv
+from sirtjax.models.deepmedic import block_mean
 
 
 @partial(jax.jit, static_argnums=0)
@@ -128,4 +129,54 @@ def test_instance_norm_model_saves_and_loads(tmp_path):
     loaded, loaded_spec = load_model(tmp_path / "m")
     assert loaded_spec["norm"] == "instance"
     x = jax.random.normal(jax.random.key(0), (1, 27, 27, 27, 1))
+    np.testing.assert_array_equal(np.asarray(apply(loaded, x)), np.asarray(apply(model, x)))
+
+
+def test_deepmedic_geometry():
+    """Thesis 3.3.2's pathways (factors 1, 5, 15; ten convolutions each) on a 105^3 tile -> 45^3; shapes only, no compute."""
+    build = lambda: DeepMedic(features=(2, 2, 2, 2, 2), rngs=nnx.Rngs(0))  # noqa: E731
+    model = nnx.eval_shape(build)
+    assert model.n_convs == 10 and model.multiple == 15 and model.margin() == (30, 30, 30)
+    assert model.input_shape_for((45, 40, 1)) == (105, 105, 75)
+    assert abstract_forward_shape(build, (2, 105, 105, 75, 1)) == (2, 45, 45, 15, 1)
+    for bad in ((104, 105, 105), (60, 105, 105)):  # not a multiple of 15; no output left
+        with pytest.raises(ValueError, match="multiples of 15"):
+            model.output_shape(bad)
+    with pytest.raises(ValueError, match="context"):
+        DeepMedic(features=(2, 2, 2, 2, 2), context=8, rngs=nnx.Rngs(0))
+
+
+def test_block_mean_matches_scipy():
+    """The pathways' down-sampling is the mean of each factor^3 block: scipy's uniform filter sampled at block centres."""
+    from scipy import ndimage
+
+    x = np.random.default_rng(0).normal(size=(1, 9, 6, 12, 2)).astype(np.float32)
+    ref = ndimage.uniform_filter(x, size=(1, 3, 3, 3, 1), mode="nearest")[:, 1::3, 1::3, 1::3]
+    np.testing.assert_allclose(np.asarray(block_mean(jnp.asarray(x), 3)), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_deepmedic_sees_the_tile_edge_only_through_the_low_pathways():
+    """A voxel outside the normal pathway's field changes the output; with the low pathways' first kernels zeroed it does not."""
+    model = DeepMedic(features=(2, 3), factors=(3, 6), context=6, fusion_features=4, rngs=nnx.Rngs(0))
+    shape = model.input_shape_for((6, 6, 6))
+    assert shape == (18, 18, 18) and model.output_shape(shape) == (6, 6, 6)
+    x = jax.random.normal(jax.random.key(0), (1, *shape, 1))
+    poked = x.at[0, 1, 1, 1, 0].add(50.0)  # the normal pathway sees voxels 2..15 (output 6..11 and 4 convolutions)
+    inside = x.at[0, 8, 8, 8, 0].add(50.0)
+    assert not np.allclose(apply(model, x), apply(model, poked))
+    for pathway in model.low:
+        conv = pathway[0].convs[0]
+        conv.kernel.set_value(jnp.zeros_like(conv.kernel.get_value()))
+    np.testing.assert_array_equal(np.asarray(apply(model, x)), np.asarray(apply(model, poked)))
+    assert not np.allclose(apply(model, x), apply(model, inside))
+
+
+def test_deepmedic_saves_and_loads(tmp_path):
+    """A DeepMedic spec (factors, context, fusion width, instance norm) round-trips through model.json + weights.npz."""
+    spec = {"arch": "deepmedic", "features": [2, 3], "factors": [3, 6], "context": 6, "fusion_features": 4, "norm": "instance"}
+    model = build_model(spec, rngs=nnx.Rngs(params=1))
+    save_model(model, spec, tmp_path / "m")
+    loaded, loaded_spec = load_model(tmp_path / "m")
+    assert isinstance(loaded, DeepMedic) and loaded_spec == spec and loaded.factors == (3, 6)
+    x = jax.random.normal(jax.random.key(0), (1, 18, 18, 18, 1))
     np.testing.assert_array_equal(np.asarray(apply(loaded, x)), np.asarray(apply(model, x)))

@@ -17,15 +17,16 @@ import numpy as np
 from flax import nnx
 
 from sirtjax.errors import InputError
+from sirtjax.models.deepmedic import DeepMedic
 from sirtjax.models.residual_unet import ResidualUNet3D
 from sirtjax.models.valid_unet import lesion_unet, thesis_liver_unet
 
-ARCHITECTURES = ("thesis_liver_unet", "lesion_unet", "residual_unet3d")
+ARCHITECTURES = ("thesis_liver_unet", "lesion_unet", "residual_unet3d", "deepmedic")
 MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
 
 
 def build_model(spec: dict[str, Any], *, rngs: nnx.Rngs) -> nnx.Module:
-    """A freshly initialised model from a spec dict (arch, in_features, out_features, features[, norm])."""
+    """A freshly initialised model from a spec dict (arch, in_features, out_features, features[, norm, ...])."""
     arch = spec.get("arch")
     kwargs = {
         "in_features": int(spec.get("in_features", 1)),
@@ -38,6 +39,11 @@ def build_model(spec: dict[str, Any], *, rngs: nnx.Rngs) -> nnx.Module:
         return lesion_unet(**kwargs, rngs=rngs)
     if arch == "residual_unet3d":
         return ResidualUNet3D(**kwargs, dropout_rate=float(spec.get("dropout_rate", 0.1)), rngs=rngs)
+    if arch == "deepmedic":
+        return DeepMedic(
+            **kwargs, factors=tuple(int(f) for f in spec.get("factors", (5, 15))), context=int(spec.get("context", 30)),
+            fusion_features=int(spec.get("fusion_features", 48)), norm=spec.get("norm"), rngs=rngs,
+        )
     raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
 
 
