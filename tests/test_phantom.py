@@ -207,7 +207,7 @@ def test_bad_seed_is_rejected():
     "overrides",
     [
         {"spacing_scale": 0.0}, {"n_lesions": (3, 1)}, {"spect_fwhm_mm": -1.0}, {"lung_shunt_fraction": (0.1, 1.0)}, {"necrotic_uptake": 2.0},
-        {"liver_scale": (1.2, 1.0)}, {"liver_ap_scale": 0.0}, {"diag_ct_phase": "venous"}, {"diag_mr_sequence": "dwi"},
+        {"liver_scale": (1.2, 1.0)}, {"liver_ap_scale": 0.0}, {"liver_caudal_scale": -1.0}, {"diag_ct_phase": "venous"}, {"diag_mr_sequence": "dwi"},
     ],
 )
 def test_config_rejects_absurd_values(overrides):
@@ -237,6 +237,21 @@ def test_liver_size_options_scale_the_liver_and_leave_the_rest_of_the_patient():
         assert t["patient"]["height_cm"] == pytest.approx(generate_study(5, PhantomConfig(spacing_scale=2.0)).truth["patient"]["height_cm"])
     # the cube of the scale for a small liver (0.51); the diaphragm and the cavity clip a large one (1.27, not 1.95)
     assert volumes[0.8] < 0.75 * volumes[1.0] and volumes[1.25] > 1.2 * volumes[1.0]
+
+
+def test_caudal_scale_grows_the_liver_downwards():
+    """Hepatomegaly (liver_caudal_scale 1.5): a larger liver whose top stays under the dome and whose lowest point moves down."""
+    from sirtjax.phantom.study import canonical_patient
+
+    def liver_ml_and_z_range_mm(config):
+        c = canonical_patient(5, config)
+        inside = c.liver_sdf.array < 0
+        zs = (np.nonzero(inside.any(axis=(1, 2)))[0] + c.liver_sdf.start[0]) * c.spacing_mm
+        return inside.sum() * c.spacing_mm**3 / 1000.0, zs.min(), zs.max()
+
+    ml, low, top = liver_ml_and_z_range_mm(PhantomConfig(spacing_scale=2.0, liver_scale=(1.2, 1.2)))
+    big_ml, big_low, big_top = liver_ml_and_z_range_mm(PhantomConfig(spacing_scale=2.0, liver_scale=(1.2, 1.2), liver_caudal_scale=1.5))
+    assert big_ml > 1.3 * ml and big_low < low - 60.0 and abs(big_top - top) <= 8.0
 
 
 def test_phases_and_sequences_render_their_contrast():

@@ -39,8 +39,10 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "stress: MR T2-like": ("diag_mr", "mr", {"diag_mr_sequence": "t2"}),
     "stress: MR opposed-phase": ("diag_mr", "mr", {"diag_mr_sequence": "opposed"}),
     "stress: liver cut by the field of view": ("maa_ct", "ct", {"maa_ct": {"fov_mm": (384.0, 336.0, 120.0)}}),
-    "stress: ~3.5 L liver, large tumours": ("diag_ct", "ct", {"liver_scale": (1.28, 1.32), "n_lesions": (3, 5), "lesion_diameter_mm": (60.0, 100.0)}),
-    "stress: ~0.9 L liver": ("diag_ct", "ct", {"liver_scale": (0.8, 0.82)}),
+    "stress: ~3.5 L liver, large tumours": (
+        "diag_ct", "ct", {"liver_scale": (1.25, 1.3), "liver_caudal_scale": 1.45, "n_lesions": (3, 5), "lesion_diameter_mm": (60.0, 100.0)}
+    ),
+    "stress: ~0.9 L liver": ("diag_ct", "ct", {"liver_scale": (0.74, 0.76)}),
     "stress: CT oblique grid": ("diag_ct", "ct", {"diag_ct": {"direction": "oblique"}}),
     "stress: left lobe far left, compressed": ("diag_ct", "ct", {"left_lobe_shift_mm": 35.0, "liver_ap_scale": 0.8}),
 }

@@ -76,9 +76,9 @@ def sample_anatomy(rng: np.random.Generator, config: PhantomConfig) -> dict:
     ac = a - fat - anat["body"]["muscle_mm"]  # half-widths of the abdominal cavity
     bc = b - fat - anat["body"]["muscle_mm"]
     left_scale = _u(rng, *config.left_lobe_scale)
-    ap, shift = config.liver_ap_scale, config.left_lobe_shift_mm
-    anat["liver"] = {
-        "right": _ellipsoid(rng, [-0.52 * ac, cy - 0.15 * bc, zr - 78.0], [0.57 * ac, 0.92 * bc * ap, 98.0], [0.0, 25.0, 8.0], s),
+    ap, shift, caudal = config.liver_ap_scale, config.left_lobe_shift_mm, config.liver_caudal_scale
+    anat["liver"] = {  # a right lobe grown caudally keeps its top under the dome
+        "right": _ellipsoid(rng, [-0.52 * ac, cy - 0.15 * bc, zr - 78.0 - 98.0 * s * (caudal - 1.0)], [0.57 * ac, 0.92 * bc * ap, 98.0 * caudal], [0.0, 25.0, 8.0], s),
         "left": _ellipsoid(rng, [0.1 * ac + shift, cy - 0.62 * bc, zr - 52.0], [0.55 * ac * left_scale, 0.4 * bc * ap, 32.0], [0.0, 12.0, -22.0], s),
         "blend_mm": _u(rng, 20.0, 35.0),
         "deformation": {

@@ -83,6 +83,7 @@ class PhantomConfig:
     left_lobe_scale: tuple[float, float] = (0.7, 1.3)  # left-lobe lateral extent factor range
     left_lobe_shift_mm: float = 0.0  # left lobe moved to the patient's left (+x), e.g. 40 for "far left"
     liver_ap_scale: float = 1.0  # antero-posterior liver size factor (< 1: sagittally compressed)
+    liver_caudal_scale: float = 1.0  # right lobe's cranio-caudal size factor, grown downwards (> 1: hepatomegaly)
     # postures (session world frame vs canonical)
     rotation_max_deg: float = 4.0
     translation_max_mm: tuple[float, float, float] = (30.0, 30.0, 60.0)
@@ -135,7 +136,7 @@ class PhantomConfig:
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise ValueError(f"PhantomConfig.{name} must be a range 0 <= low <= high, got {(lo, hi)}")
-        if self.liver_scale[0] <= 0 or self.left_lobe_scale[0] <= 0 or not self.liver_ap_scale > 0:
+        if self.liver_scale[0] <= 0 or self.left_lobe_scale[0] <= 0 or not (self.liver_ap_scale > 0 and self.liver_caudal_scale > 0):
             raise ValueError("liver and left-lobe scale factors must be positive")
         if self.lesion_diameter_mm[0] <= 0 or self.tumour_to_normal[0] <= 0 or self.lung_shunt_fraction[1] >= 1:
             raise ValueError("lesion diameters and tumour-to-normal ratios must be positive, lung shunt fractions below 1")
