@@ -207,7 +207,7 @@ def test_bad_seed_is_rejected():
     "overrides",
     [
         {"spacing_scale": 0.0}, {"n_lesions": (3, 1)}, {"spect_fwhm_mm": -1.0}, {"lung_shunt_fraction": (0.1, 1.0)}, {"necrotic_uptake": 2.0},
-        {"liver_scale": (1.2, 1.0)}, {"liver_ap_scale": 0.0}, {"liver_caudal_scale": -1.0}, {"diag_ct_phase": "venous"}, {"diag_mr_sequence": "dwi"},
+        {"liver_scale": (1.2, 1.0)}, {"liver_ap_scale": 0.0}, {"liver_caudal_scale": -1.0}, {"bmi": (14.0, 20.0)}, {"bmi": (30.0, 25.0)}, {"diag_ct_phase": "venous"}, {"diag_mr_sequence": "dwi"},
     ],
 )
 def test_config_rejects_absurd_values(overrides):
@@ -252,6 +252,35 @@ def test_caudal_scale_grows_the_liver_downwards():
     ml, low, top = liver_ml_and_z_range_mm(PhantomConfig(spacing_scale=2.0, liver_scale=(1.2, 1.2)))
     big_ml, big_low, big_top = liver_ml_and_z_range_mm(PhantomConfig(spacing_scale=2.0, liver_scale=(1.2, 1.2), liver_caudal_scale=1.5))
     assert big_ml > 1.3 * ml and big_low < low - 60.0 and abs(big_top - top) <= 8.0
+
+
+def test_arms_down_add_arms_beside_the_trunk_and_keep_the_patient():
+    """arms_down: fat, muscle and a humerus on both sides outside the trunk, in a wide CT; the seed's liver is unchanged."""
+    plain = generate_study(4, PhantomConfig(spacing_scale=2.0))
+    wide = dataclasses.replace(PhantomConfig().maa_ct, fov_mm=(560.0, 336.0, 240.0), crop_probability=0.0)
+    arms = generate_study(4, PhantomConfig(spacing_scale=2.0, arms_down=True, maa_ct=wide))
+    assert arms.truth["liver_volume_ml"] == plain.truth["liver_volume_ml"]
+    assert {k: v for k, v in arms.truth["anatomy"].items() if k != "arms"} == plain.truth["anatomy"]
+    half_width = plain.truth["anatomy"]["body"]["half_widths"][0]
+    ct = arms.images["maa_ct"]
+    idx = np.argwhere(np.asarray(ct.array) > -200)  # soft tissue and bone
+    xyz = np.asarray(ct.origin_mm) + (idx[:, ::-1] * np.asarray(ct.spacing_mm)) @ np.asarray(ct.direction).T
+    lateral = np.abs(xyz[:, 0] - np.median(xyz[:, 0])) > half_width + 30.0  # beyond the skin and any posture shift
+    assert lateral.sum() > 1000 and (xyz[lateral, 0] > 0).any() and (xyz[lateral, 0] < 0).any()
+    bone = np.asarray(ct.array)[tuple(idx[lateral].T)] > 500
+    assert bone.any()
+
+
+def test_body_mass_range_sets_the_habitus_and_the_grid_holds_the_widest():
+    """bmi (15-45): thin and obese bodies; an obese patient with the arms down still ends inside the canonical grid."""
+    from sirtjax.phantom.raster import Tissue
+    from sirtjax.phantom.study import canonical_patient
+
+    thin, obese = (generate_study(6, PhantomConfig(spacing_scale=3.0, bmi=b)).truth["anatomy"]["body"] for b in ((16.0, 16.0), (45.0, 45.0)))
+    assert thin["half_widths"][0] < 140.0 < 200.0 < obese["half_widths"][0] and thin["fat_mm"] < 8.0 < 40.0 < obese["fat_mm"]
+    tissue = canonical_patient(6, PhantomConfig(spacing_scale=3.0, bmi=(45.0, 45.0), arms_down=True)).tissue
+    for edge in (tissue[..., 0], tissue[..., -1], tissue[:, 0], tissue[:, -1]):  # x and y borders: air
+        assert np.all(edge == Tissue.AIR)
 
 
 def test_phases_and_sequences_render_their_contrast():

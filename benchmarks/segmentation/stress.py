@@ -43,6 +43,9 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "diag_ct", "ct", {"liver_scale": (1.25, 1.3), "liver_caudal_scale": 1.45, "n_lesions": (3, 5), "lesion_diameter_mm": (60.0, 100.0)}
     ),
     "stress: ~0.9 L liver": ("diag_ct", "ct", {"liver_scale": (0.74, 0.76)}),
+    "stress: arms down, 540 mm field of view": ("maa_ct", "ct", {"arms_down": True, "maa_ct": {"fov_mm": (540.0, 336.0, 240.0)}}),
+    "stress: thin body (BMI 16-17)": ("diag_ct", "ct", {"bmi": (16.0, 17.0)}),
+    "stress: obese body (BMI 40-45), 500 mm field of view": ("diag_ct", "ct", {"bmi": (40.0, 45.0), "diag_ct": {"fov_mm": (500.0, 400.0, 288.0)}}),
     "stress: CT oblique grid": ("diag_ct", "ct", {"diag_ct": {"direction": "oblique"}}),
     "stress: left lobe far left, compressed": ("diag_ct", "ct", {"left_lobe_shift_mm": 35.0, "liver_ap_scale": 0.8}),
 }

@@ -41,16 +41,18 @@ def _unit(rng: np.random.Generator) -> list[float]:
 def sample_anatomy(rng: np.random.Generator, config: PhantomConfig) -> dict:
     """Draw a patient: body habitus, organs, vessels, lesions and clips (canonical LPS mm)."""
     height_cm = _u(rng, 155.0, 192.0)
-    bmi = _u(rng, 19.0, 32.0)
+    bmi = _u(rng, *config.bmi)
     weight_kg = bmi * (height_cm / 100.0) ** 2
     a = 138.0 + 2.6 * (bmi - 19.0) + 0.3 * (height_cm - 170.0)
     b = 96.0 + 2.2 * (bmi - 19.0)
     cy = 12.0
-    fat = 8.0 + 1.6 * (bmi - 19.0) + rng.uniform(-3, 3)
+    fat = max(2.0, 8.0 + 1.6 * (bmi - 19.0) + rng.uniform(-3, 3))  # the bound only acts below BMI 19
     anat: dict = {
         "patient": {"height_cm": height_cm, "weight_kg": weight_kg, "bmi": bmi},
         "body": {"center_xy": [0.0, cy], "half_widths": [a, b], "exponent": _u(rng, 2.2, 2.6), "fat_mm": fat, "muscle_mm": _u(rng, 9.0, 14.0)},
     }
+    if config.arms_down:
+        anat["arms"] = _arms(a, cy, fat)
     ys = cy + b - fat - _u(rng, 52.0, 60.0)  # vertebral body centre, in front of the back muscles
     anat["spine"] = {"x": _u(rng, -3, 3), "y": ys, "level_mm": _u(rng, 32.0, 36.0), "phase_mm": _u(rng, 0.0, 34.0)}
     zr = _u(rng, 70.0, 100.0)  # top of the right dome
@@ -99,6 +101,18 @@ def sample_anatomy(rng: np.random.Generator, config: PhantomConfig) -> dict:
     anat["vessels"] = _sample_vessels(rng, anat, ys, cy, zr, zl)
     _place_lesions_and_clips(rng, config, anat)
     return anat
+
+
+def _arms(half_width_mm: float, cy: float, fat_mm: float) -> list[dict]:
+    """Both arms hanging beside the trunk, 10 mm from it: elliptic cylinders along z around a humerus.
+
+    They follow from the body's size and draw nothing, so that a seed keeps its patient with or without them.
+    """
+    x = half_width_mm + 10.0 + 42.0
+    return [
+        {"center_xy": [side * x, cy + 8.0], "half_widths": [42.0, 50.0], "fat_mm": 0.6 * fat_mm, "bone_xy": [side * (x + 4.0), cy + 12.0], "bone_radius_mm": 11.0}
+        for side in (-1.0, 1.0)
+    ]
 
 
 def _seg(a, b, ra, rb=None) -> dict:

@@ -79,11 +79,13 @@ class PhantomConfig:
     n_clips: tuple[int, int] = (2, 4)
     clip_label_radius_mm: float = 5.0
     liver_deformation_mm: float = 12.0
+    bmi: tuple[float, float] = (19.0, 32.0)  # body-mass index range: habitus, subcutaneous fat
     liver_scale: tuple[float, float] = (0.92, 1.1)  # liver size factor range (times (height / 175 cm)^0.3)
     left_lobe_scale: tuple[float, float] = (0.7, 1.3)  # left-lobe lateral extent factor range
     left_lobe_shift_mm: float = 0.0  # left lobe moved to the patient's left (+x), e.g. 40 for "far left"
     liver_ap_scale: float = 1.0  # antero-posterior liver size factor (< 1: sagittally compressed)
     liver_caudal_scale: float = 1.0  # right lobe's cranio-caudal size factor, grown downwards (> 1: hepatomegaly)
+    arms_down: bool = False  # arms at the sides of the trunk (in a wide field of view), not raised out of it
     # postures (session world frame vs canonical)
     rotation_max_deg: float = 4.0
     translation_max_mm: tuple[float, float, float] = (30.0, 30.0, 60.0)
@@ -131,11 +133,13 @@ class PhantomConfig:
         for name in ("spect_fwhm_mm", "pet_fwhm_mm", "ct_noise_hu", "contrast_ct_noise_hu", "mr_noise_fraction", "mr_bias_amplitude", "y90_variation"):
             if getattr(self, name) < 0:
                 raise ValueError(f"PhantomConfig.{name} must not be negative, got {getattr(self, name)}")
-        ranges = ("liver_scale", "left_lobe_scale", "n_lesions", "lesion_diameter_mm", "n_clips", "breathing_mm", "maa_activity_mbq", "tumour_to_normal", "lung_shunt_fraction")
+        ranges = ("bmi", "liver_scale", "left_lobe_scale", "n_lesions", "lesion_diameter_mm", "n_clips", "breathing_mm", "maa_activity_mbq", "tumour_to_normal", "lung_shunt_fraction")
         for name in ranges:
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise ValueError(f"PhantomConfig.{name} must be a range 0 <= low <= high, got {(lo, hi)}")
+        if self.bmi[0] < 15.0 or self.bmi[1] > 45.0:  # the canonical grid holds a BMI-45 body with its arms down
+            raise ValueError(f"PhantomConfig.bmi must lie within 15-45, got {self.bmi}")
         if self.liver_scale[0] <= 0 or self.left_lobe_scale[0] <= 0 or not (self.liver_ap_scale > 0 and self.liver_caudal_scale > 0):
             raise ValueError("liver and left-lobe scale factors must be positive")
         if self.lesion_diameter_mm[0] <= 0 or self.tumour_to_normal[0] <= 0 or self.lung_shunt_fraction[1] >= 1:

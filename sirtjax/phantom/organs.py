@@ -27,6 +27,12 @@ def body(anat: dict, p: Point) -> np.ndarray:
     return superellipse_xy(p, b["center_xy"], b["half_widths"], b["exponent"])
 
 
+def arm(anat: dict, index: int, p: Point) -> np.ndarray:
+    """Skin of arm `index` (0: right, 1: left), present when the arms hang beside the trunk: a cylinder along z."""
+    a = anat["arms"][index]
+    return superellipse_xy(p, a["center_xy"], a["half_widths"], 2.0)
+
+
 def muscle_wall(anat: dict, p: Point) -> np.ndarray:
     """Inside of the subcutaneous fat (muscle wall and everything within)."""
     return body(anat, p) + np.float32(anat["body"]["fat_mm"])

@@ -1,7 +1,8 @@
 """Rasterise the canonical patient: a tissue map and label distance fields on a regular grid.
 
 The canonical grid is axis-aligned (identity direction) in the canonical LPS frame and covers
-x in [-200, 200], y in [-150, 170], z in [-260, 340] mm. Shapes are evaluated only inside their
+x in [-200, 200] (with the arms down or a body wider than 370 mm [-320, 320]), y in [-150, 170],
+z in [-260, 340] mm. Shapes are evaluated only inside their
 bounding boxes and painted in anatomical order (later tissues replace earlier ones). Labelled
 structures (liver, lungs, landmarks) keep their signed distance in mm so that session images can
 sample them with linear interpolation and place their surfaces to sub-voxel accuracy; outside a
@@ -20,6 +21,7 @@ from sirtjax.phantom import organs
 from sirtjax.phantom.shapes import Point, capsule, rotation_matrix, superellipse_xy
 
 EXTENT_MM = ((-200.0, 200.0), (-150.0, 170.0), (-260.0, 340.0))  # x, y, z
+WIDE_X_MM = (-320.0, 320.0)  # x extent for the arms down or a body wider than 370 mm
 FAR = np.float32(50.0)
 
 
@@ -96,9 +98,10 @@ def _crop(full: np.ndarray, where: np.ndarray, outside: float) -> Field:
 class _Grid:
     """Axis coordinates of the canonical grid and bounding-box sub-grids."""
 
-    def __init__(self, spacing_mm: float):
+    def __init__(self, spacing_mm: float, extent_mm=EXTENT_MM):
         self.spacing = float(spacing_mm)
-        self.axes = [np.arange(lo, hi + 1e-6, self.spacing, dtype=np.float32) for lo, hi in EXTENT_MM]
+        self.extent = tuple(extent_mm)
+        self.axes = [np.arange(lo, hi + 1e-6, self.spacing, dtype=np.float32) for lo, hi in self.extent]
         self.shape = tuple(len(a) for a in self.axes[::-1])  # (z, y, x)
 
     def region(self, lo_mm, hi_mm) -> tuple[tuple[slice, slice, slice], Point]:
@@ -115,7 +118,7 @@ class _Grid:
 
     def everywhere(self) -> tuple[tuple[slice, slice, slice], Point]:
         """The whole grid."""
-        return self.region([e[0] for e in EXTENT_MM], [e[1] for e in EXTENT_MM])
+        return self.region([e[0] for e in self.extent], [e[1] for e in self.extent])
 
 
 def _box(center, radius_mm) -> tuple[np.ndarray, np.ndarray]:
@@ -156,7 +159,8 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: f
 
 def rasterize(anat: dict, spacing_mm: float, clip_label_radius_mm: float, rng: np.random.Generator) -> Canonical:
     """Rasterise the anatomy on the canonical grid at spacing_mm; rng draws the lung and bowel textures."""
-    g = _Grid(spacing_mm)
+    wide = "arms" in anat or anat["body"]["half_widths"][0] > 185.0
+    g = _Grid(spacing_mm, (WIDE_X_MM, *EXTENT_MM[1:]) if wide else EXTENT_MM)
     tissue = np.zeros(g.shape, np.uint8)
     _paint_trunk(anat, g, tissue)
     lungs_sdf = np.full(g.shape, FAR, np.float32)
@@ -188,6 +192,13 @@ def _paint_trunk(anat: dict, g: _Grid, tissue: np.ndarray) -> None:
     _paint(tissue, sl, organs.body(anat, p2) < 0, Tissue.FAT)
     _paint(tissue, sl, organs.muscle_wall(anat, p2) < 0, Tissue.MUSCLE)
     _paint(tissue, sl, organs.cavity(anat, p2) < 0, Tissue.FAT)
+    for i, arm in enumerate(anat.get("arms", ())):
+        skin = organs.arm(anat, i, p2)
+        bone = np.sqrt((p2[0] - np.float32(arm["bone_xy"][0])) ** 2 + (p2[1] - np.float32(arm["bone_xy"][1])) ** 2) - np.float32(arm["bone_radius_mm"])
+        _paint(tissue, sl, skin < 0, Tissue.FAT)
+        _paint(tissue, sl, skin + np.float32(arm["fat_mm"]) < 0, Tissue.MUSCLE)
+        _paint(tissue, sl, bone < 0, Tissue.CORTEX)
+        _paint(tissue, sl, bone < -3.0, Tissue.MARROW)
     s = anat["spine"]
     for side in (-1.0, 1.0):  # erector spinae
         _paint(tissue, sl, superellipse_xy(p2, (s["x"] + side * 36.0, s["y"] + 42.0), (30.0, 25.0), 2.2) < 0, Tissue.MUSCLE)
