@@ -274,11 +274,14 @@ def test_deepmedic_trains_validates_and_predicts_through_the_loop(tmp_path):
     assert mask.shape == image.shape and np.allclose(mask.spacing_mm, image.spacing_mm) and np.allclose(mask.direction, direction)
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs" / "segmentation").glob("*.json")))
+SEGMENTATION_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "segmentation"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SEGMENTATION_CONFIGS.glob("*.json")))
 def test_shipped_training_configs_parse_and_build(name):
     """Every config the README and the model cards point to parses, and its model builds with a valid training tile."""
     from sirtjax.train import load_config
 
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "segmentation" / name)
+    cfg = load_config(SEGMENTATION_CONFIGS / name)
     model = nnx.eval_shape(lambda: build_model(cfg.model, rngs=nnx.Rngs(0)))
     assert all(o >= p for o, p in zip(model.output_shape(model.input_shape_for(cfg.patch_out)), cfg.patch_out))

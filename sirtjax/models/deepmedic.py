@@ -69,7 +69,7 @@ class DeepMedic(nnx.Module):
         if context < self.n_convs:
             raise ValueError(f"context {context} is smaller than the normal pathway's margin {self.n_convs}")
         self.context = int(context)
-        self.multiple = math.lcm(*self.factors) if self.factors else 1
+        self.multiple = math.lcm(*self.factors)  # 1 without low pathways
         self.normal = _pathway(in_features, features, "VALID", norm, rngs)
         self.low = nnx.List([_pathway(in_features, features, "SAME", norm, rngs) for _ in self.factors])
         width = features[-1] * (1 + len(self.factors))

@@ -33,6 +33,13 @@ def arm(anat: dict, index: int, p: Point) -> np.ndarray:
     return superellipse_xy(p, a["center_xy"], a["half_widths"], 2.0)
 
 
+def humerus(anat: dict, index: int, p: Point) -> np.ndarray:
+    """Humerus of arm `index`: a circular cylinder along z (exact distance)."""
+    a = anat["arms"][index]
+    dx, dy = p[0] - np.float32(a["bone_xy"][0]), p[1] - np.float32(a["bone_xy"][1])
+    return np.sqrt(dx**2 + dy**2) - np.float32(a["bone_radius_mm"])
+
+
 def muscle_wall(anat: dict, p: Point) -> np.ndarray:
     """Inside of the subcutaneous fat (muscle wall and everything within)."""
     return body(anat, p) + np.float32(anat["body"]["fat_mm"])

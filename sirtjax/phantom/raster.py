@@ -194,7 +194,7 @@ def _paint_trunk(anat: dict, g: _Grid, tissue: np.ndarray) -> None:
     _paint(tissue, sl, organs.cavity(anat, p2) < 0, Tissue.FAT)
     for i, arm in enumerate(anat.get("arms", ())):
         skin = organs.arm(anat, i, p2)
-        bone = np.sqrt((p2[0] - np.float32(arm["bone_xy"][0])) ** 2 + (p2[1] - np.float32(arm["bone_xy"][1])) ** 2) - np.float32(arm["bone_radius_mm"])
+        bone = organs.humerus(anat, i, p2)
         _paint(tissue, sl, skin < 0, Tissue.FAT)
         _paint(tissue, sl, skin + np.float32(arm["fat_mm"]) < 0, Tissue.MUSCLE)
         _paint(tissue, sl, bone < 0, Tissue.CORTEX)
