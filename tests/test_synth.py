@@ -43,6 +43,21 @@ def test_patient_maps_liver_distance_matches_scipy(patient):
     np.testing.assert_array_equal(liver_mm, ref)
 
 
+def test_maps_of_different_grids_are_padded_about_their_centre(patient):
+    """A narrower map (no arms) is padded with air, far from the liver, to the widest grid; its liver stays put."""
+    _, (tissue, liver_mm) = patient
+    wide = (np.pad(tissue, [(0, 0), (0, 0), (5, 6)]), np.pad(liver_mm, [(0, 0), (0, 0), (5, 6)], constant_values=255))
+    maps = stack_label_maps([(tissue, liver_mm), wide], n_foreground=64)
+    assert maps.tissue.shape == (2, *wide[0].shape)
+    np.testing.assert_array_equal(maps.tissue[0, :, :, 5:-6], tissue)
+    np.testing.assert_array_equal(maps.liver_mm[0, :, :, 5:-6], liver_mm)
+    assert np.all(np.asarray(maps.tissue[0, :, :, :5]) == Tissue.AIR) and np.all(np.asarray(maps.liver_mm[0, :, :, -6:]) == 255)
+    fg = np.asarray(maps.foreground[0])
+    assert np.all(np.asarray(maps.liver_mm[0])[fg[:, 0], fg[:, 1], fg[:, 2]] == 0)  # foreground indices on the padded grid
+    with pytest.raises(ValueError, match="differ in shape"):
+        stack_label_maps([(tissue, liver_mm[:-1])])
+
+
 def test_plain_patch_is_the_label_map_read_at_the_patch_voxels(patient):
     can, pair = patient
     maps = stack_label_maps([pair], n_foreground=64)

@@ -76,6 +76,23 @@ def test_patches_without_augmentation_are_exact_crops():
     np.testing.assert_array_equal(y[0, ..., 0], lab[z + 1 : z + 4, yy + 2 : yy + 5, xx + 2 : xx + 7])
 
 
+def test_noise_augmentation_spreads_tissue_and_leaves_clipped_voxels():
+    """noise_max adds white noise of std uniform in [0, noise_max] inside the window only, then clips."""
+    from sirtjax.train.augment import augment_intensity
+
+    patch = jnp.concatenate([jnp.full((8, 32, 32), 0.1), jnp.full((8, 32, 32), -0.5), jnp.full((8, 32, 32), 0.5)])
+    cfg = dataclasses.replace(NO_AUG, noise_max=0.2)
+    sds = []
+    for k in range(40):
+        out = np.asarray(augment_intensity(jax.random.key(k), patch, cfg))
+        np.testing.assert_array_equal(out[8:], np.asarray(patch[8:]))  # air and bone clipped by the window stay
+        assert out.min() >= -0.5 and out.max() <= 0.5
+        assert abs(out[:8].mean() - 0.1) < 0.01
+        sds.append(out[:8].std())
+    assert max(sds) < 0.2 and min(sds) < 0.03 and np.mean(sds) == pytest.approx(0.1, abs=0.025)  # uniform in [0, 0.2]
+    np.testing.assert_array_equal(augment_intensity(jax.random.key(0), patch, NO_AUG), patch)  # noise_max 0: unchanged
+
+
 def test_case_weights_set_sampling_frequency():
     """Sampling weights: a weight-0 case is never drawn; weights 1:3 draw the second case ~3x as often."""
     a, b = blob_case(0), blob_case(1)

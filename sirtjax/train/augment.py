@@ -31,6 +31,7 @@ class AugmentConfig:
     intensity_shift: float = 0.05  # std of an additive shift of the windowed image
     intensity_scale: float = 0.05  # std of a multiplicative change (1 + s)
     scale_range: tuple[float, float] = (1.0, 1.0)  # per-axis scaling of the anatomy, log-uniform
+    noise_max: float = 0.0  # std of added white noise (windowed units), drawn in [0, noise_max] per patch
 
 
 def rotation_matrix(angles_rad: jax.Array) -> jax.Array:
@@ -92,7 +93,19 @@ def sample_patch(volume: jax.Array, coords: jax.Array, *, order: int, cval: floa
 
 
 def augment_intensity(key: jax.Array, patch: jax.Array, cfg: AugmentConfig) -> jax.Array:
-    """Random affine intensity change of a windowed patch: (1 + scale) * x + shift."""
+    """Random affine intensity change of a windowed patch, (1 + scale) * x + shift, then added noise.
+
+    The noise imitates a lower dose (CT) or a lower signal (MR) than the rendering had. It is added
+    only where the patch lies strictly inside the window (-0.5, 0.5), then clipped to it, so air
+    and bone that the window clipped stay clipped as they would on a noisier scan. Approximate: the
+    noise is white and Gaussian, and lands after the rendering's own noise and blur.
+    """
     k1, k2 = jax.random.split(key)
     scale = 1.0 + cfg.intensity_scale * jax.random.normal(k1)
-    return patch * scale + cfg.intensity_shift * jax.random.normal(k2)
+    out = patch * scale + cfg.intensity_shift * jax.random.normal(k2)
+    if cfg.noise_max > 0:
+        k_sd, k_noise = jax.random.split(jax.random.fold_in(key, 2))
+        sd = cfg.noise_max * jax.random.uniform(k_sd)
+        inside = (patch > -0.5) & (patch < 0.5)
+        out = jnp.where(inside, jnp.clip(out + sd * jax.random.normal(k_noise, patch.shape), -0.5, 0.5), out)
+    return out

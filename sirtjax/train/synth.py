@@ -104,11 +104,22 @@ def patient_maps(can: Canonical) -> tuple[np.ndarray, np.ndarray]:
 
 
 def stack_label_maps(patients: Sequence[tuple[np.ndarray, np.ndarray]], *, n_foreground: int = 4096, seed: int = 0) -> LabelMaps:
-    """Stack (tissue, liver distance) pairs of one canonical grid shape into LabelMaps."""
+    """Stack (tissue, liver distance) pairs into LabelMaps, each padded about its centre to the largest grid.
+
+    Canonical grids differ where a variant widens them (arms beside the trunk); the padding is air
+    outside the body, far from the liver.
+    """
     if not patients:
         raise ValueError("no label maps for the synthetic generator")
-    if len({t.shape for t, _ in patients}) != 1:
-        raise ValueError("canonical label maps must share one grid shape")
+    if any(t.shape != d.shape for t, d in patients):
+        raise ValueError("a tissue map and its liver distance map differ in shape")
+    big = np.max([t.shape for t, _ in patients], axis=0)
+
+    def pad(a: np.ndarray, value: int) -> np.ndarray:
+        extra = big - np.asarray(a.shape)
+        return np.pad(a, [(e // 2, e - e // 2) for e in extra], constant_values=value)
+
+    patients = [(pad(t, int(Tissue.AIR)), pad(d, FAR_MM)) for t, d in patients]
     rng = np.random.default_rng(seed)
     fg = []
     for _, liver_mm in patients:
