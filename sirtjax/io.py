@@ -58,7 +58,7 @@ def read_volume(
 
     Args:
       path: a ``.nii``/``.nii.gz``/``.mha``/``.mhd``/``.nrrd``/``.nhdr`` file or a folder holding
-        one DICOM series.
+        one DICOM series (an RT Dose reads as Gy: its Dose Grid Scaling is applied).
       allow_nan: accept non-finite voxels (otherwise they are an InputError).
       vector: expect a 3-component vector image such as a displacement field; the array is then
         (z, y, x, 3).
@@ -149,16 +149,25 @@ def _orthonormalise(d: np.ndarray) -> np.ndarray:
     return u @ vt
 
 
-def _read_sitk_file(p: Path) -> Volume:
+def _read_sitk_file(p: Path, shown_as: Path | None = None) -> Volume:
+    """One image file through SimpleITK; an RT Dose comes back in Gy. Errors name ``shown_as`` (default p)."""
+    shown = shown_as or p
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(p))
     try:
         reader.ReadImageInformation()
-        _check_memory(p, (*reader.GetSize(), reader.GetNumberOfComponents()), 4)
+        _check_memory(shown, (*reader.GetSize(), reader.GetNumberOfComponents()), 4)
         img = reader.Execute()
     except RuntimeError as exc:
-        raise InputError(p, f"cannot read image ({_short(exc)})") from None
-    return _from_sitk(p, img)
+        raise InputError(shown, f"cannot read image ({_short(exc)})") from None
+    vol = _from_sitk(shown, img)
+    if reader.HasMetaDataKey("0008|0060") and reader.GetMetaData("0008|0060").strip() == "RTDOSE":
+        try:  # GDCM returns the stored integers; Dose Grid Scaling (Gy per integer) makes them dose
+            scaling = np.float32(reader.GetMetaData("3004|000e"))
+        except (RuntimeError, ValueError):
+            raise InputError(shown, "the RT Dose has no valid Dose Grid Scaling (3004,000E)") from None
+        vol = vol.with_array(np.asarray(vol.array, np.float32) * scaling)
+    return vol
 
 
 def _read_dicom_series(p: Path) -> Volume:
@@ -172,6 +181,10 @@ def _read_dicom_series(p: Path) -> Volume:
     if len(series) > 1:
         raise InputError(p, f"the folder holds {len(series)} DICOM series; give a folder with one")
     files = reader.GetGDCMSeriesFileNames(str(p), series[0])
+    if len(files) == 1:
+        first = _dicom_info(p, files[0])
+        if first.GetDimension() == 3 and first.GetSize()[2] > 1:  # one file of frames: an RT Dose, an enhanced CT/MR
+            return _read_sitk_file(Path(files[0]), shown_as=p)
     slice_size = _check_slices(p, files)
     reader.SetFileNames(files)
     try:
@@ -184,16 +197,22 @@ def _read_dicom_series(p: Path) -> Volume:
     return _from_sitk(p, img)
 
 
+def _dicom_info(p: Path, name: str) -> sitk.ImageFileReader:
+    """A reader that has read the header of one DICOM file of folder p."""
+    info = sitk.ImageFileReader()
+    info.SetFileName(name)
+    try:
+        info.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(p, f"cannot read the DICOM file {Path(name).name} ({_short(exc)})") from None
+    return info
+
+
 def _check_slices(p: Path, files) -> tuple[int, int]:
     """The slices' size (x, y); InputError unless they are evenly spaced along their normal and fit in memory."""
     origins, first = [], None
     for name in files:
-        info = sitk.ImageFileReader()
-        info.SetFileName(name)
-        try:
-            info.ReadImageInformation()
-        except RuntimeError as exc:
-            raise InputError(p, f"cannot read the DICOM file {Path(name).name} ({_short(exc)})") from None
+        info = _dicom_info(p, name)
         first = first or info
         origins.append(info.GetOrigin())
     _check_memory(p, (len(files), *first.GetSize()[:2]), 4)

@@ -3,7 +3,8 @@
 :func:`write_rtstruct` writes, into one folder, the CT as a DICOM *CT Image* series (``ct/``, by
 :func:`sirtjax.dicom_export.dicom_series`, the writer behind ``write_volume`` too) and an RT Structure Set
 (``rtstruct.dcm``) whose contours reference those slices. An RT-Struct is bound to the images it
-outlines (Frame of Reference UID, SOP Instance UID per slice), so both are written together.
+outlines (Frame of Reference UID, SOP Instance UID per slice), so both are written together; a
+dose map given with them becomes ``rtdose.dcm`` (:mod:`sirtjax.rtdose`) in the same frame of reference.
 
 Contours: for each VOI (a mask on the CT grid; voxels > 0 are inside) and each slice k of the CT
 grid, the iso-line at 0.5 of the binary slice (marching squares, ``contourpy``) gives closed
@@ -34,6 +35,7 @@ from sirtjax.errors import InputError
 from sirtjax.dicom_export import dicom_dataset, dicom_decimals, dicom_series, save_dicom_series
 from sirtjax.outputs import output_dir
 from sirtjax.report.colours import voi_colour_rgb
+from sirtjax.rtdose import rtdose_dataset
 from sirtjax.volume import Volume, index_to_world, same_grid
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -144,8 +146,11 @@ def write_rtstruct(
     patient_id: str = "",
     roi_types: Mapping[str, str] | None = None,
     label: str = "sirtjax VOIs",
+    dose_gy: Volume | None = None,
+    dose_summation: str = "PLAN",
 ) -> Path:
-    """Write ``folder/ct/`` (the CT as DICOM CT images, HU) and ``folder/rtstruct.dcm`` outlining the VOIs.
+    """Write ``folder/ct/`` (the CT as DICOM CT images, HU), ``folder/rtstruct.dcm`` outlining the VOIs
+    and, given a dose, ``folder/rtdose.dcm`` (:func:`sirtjax.rtdose.rtdose_dataset`) in the CT's frame of reference.
 
     Args:
       ct: the CT Volume (HU), array (z, y, x), any orthonormal direction and spacing.
@@ -155,9 +160,12 @@ def write_rtstruct(
       patient_name, patient_id: written into both series (DICOM viewers group by patient).
       roi_types: ROI name -> RT ROI Interpreted Type (e.g. 'GTV' for lesions); default 'ORGAN'.
       label: Structure Set Label (first 16 characters) and series description.
+      dose_gy: absorbed dose (Gy) on its own grid (e.g. the SPECT's), in the CT's physical space.
+      dose_summation: the RT Dose's Dose Summation Type, 'PLAN' or 'RECORD'.
 
     Returns:
-      The path of rtstruct.dcm. InputError when a VOI is not on the CT grid or there is no VOI.
+      The path of rtstruct.dcm. InputError when a VOI is not on the CT grid, there is no VOI, or
+      the dose cannot be stored.
     """
     if not vois:
         raise InputError(folder, "no VOI to export")
@@ -180,11 +188,17 @@ def write_rtstruct(
               "FrameOfReferenceUID": frame_uid, "PositionReferenceIndicator": ""}
     slices = dicom_series(ct, modality="CT", tags={**common, "SeriesInstanceUID": series_uid}, description="sirtjax CT")
     rt = _structure_set(ct, masks, slices, common, frame_uid, roi_types, label)
+    try:
+        rtdose = None if dose_gy is None else rtdose_dataset(dose_gy, common, summation=dose_summation)
+    except ValueError as exc:
+        raise InputError(folder, f"cannot write the RT Dose: {exc}") from None
     out = Path(folder)
     with output_dir(out) as tmp:
         (tmp / "ct").mkdir()
         save_dicom_series(slices, tmp / "ct")
         rt.save_as(tmp / "rtstruct.dcm", enforce_file_format=True)
+        if rtdose is not None:
+            rtdose.save_as(tmp / "rtdose.dcm", enforce_file_format=True)
     return out / "rtstruct.dcm"
 
 

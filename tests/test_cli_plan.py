@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 
@@ -32,7 +33,7 @@ def verified(study_dir, tmp_path_factory):
     return out
 
 
-def test_verify_writes_plan_and_verification(study_dir, verified):
+def test_verify_writes_plan_and_verification(study_dir, verified, tmp_path):
     out = verified
     for folder, anat, emission in ((out / "plan", "maa_ct", "maa_spect"), (out, "y90_ct", "y90_pet")):
         names = {p.name for p in folder.iterdir()}
@@ -43,6 +44,16 @@ def test_verify_writes_plan_and_verification(study_dir, verified):
         assert same_grid(read_volume(folder / f"{emission}_liver.nii.gz"), emission_vol)
         assert same_grid(read_volume(folder / f"{anat}_liver.nii.gz"), read_volume(study_dir / f"{anat}.nii.gz"))
         assert (folder / "rtstruct" / "rtstruct.dcm").is_file()
+        # the RT Dose beside it is dose.nii.gz, in the frame of reference of the CT written with the RT-Struct
+        one = tmp_path / anat
+        one.mkdir()
+        shutil.copy(folder / "rtstruct" / "rtdose.dcm", one)
+        rtdose, nifti = read_volume(one), read_volume(folder / "dose.nii.gz")
+        ds = pydicom.dcmread(one / "rtdose.dcm")
+        assert ds.FrameOfReferenceUID == pydicom.dcmread(next((folder / "rtstruct" / "ct").iterdir())).FrameOfReferenceUID
+        assert ds.DoseSummationType == ("PLAN" if folder.name == "plan" else "RECORD")
+        assert same_grid(rtdose, nifti)
+        np.testing.assert_allclose(rtdose.array, nifti.array, rtol=1e-6, atol=float(ds.DoseGridScaling))
         report = json.loads((folder / "report.json").read_text())  # strict JSON (no NaN)
         assert report["vois"]["lesions"] == f"given on {anat}"
     plan_report = json.loads((out / "plan" / "report.json").read_text())

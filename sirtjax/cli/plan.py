@@ -153,5 +153,5 @@ def _summary(result) -> str:
 
 plan = app.command("plan", help="""Plan a SIRT treatment: VOIs on the MAA SPECT, T/N, LSF, prescriptions, predicted dose, report.
 
-Writes VOIs (CT and SPECT grids), dose.nii.gz (Gy), dvh.csv, registration fields, rtstruct/,
+Writes VOIs (CT and SPECT grids), dose.nii.gz (Gy), dvh.csv, registration fields, rtstruct/ (CT, RT-Struct, RT Dose),
 report.json and report.html into OUT.""")(workflow_command(False, _summary))

@@ -80,7 +80,7 @@ def run_study(study: StudyManifest, out: Path, *, verify_too: bool = False, opti
     except ValueError as exc:  # InputError is no ValueError: it passes through naming its own file
         where = getattr(exc, "input_name", None)
         raise InputError(study.path, f"{where}: {exc}" if where else str(exc)) from None
-    say("writing maps, masks, RT-Struct and the report")
+    say("writing maps, masks, RT-Struct, RT Dose and the report")
     recorded = study.relocated(Path(out).absolute() / "study") if copy_study else study
     manifest, patient_id = recorded.to_dict(), str(study.patient.get("id", ""))
     with output_dir(out, overwrite=overwrite, inputs=[*study.input_paths(), *([plan_folder] if plan_folder else [])]) as tmp:
