@@ -3,8 +3,9 @@
 :func:`write_rtstruct` writes, into one folder, the CT as a DICOM *CT Image* series (``ct/``, by
 :func:`sirtjax.dicom_export.dicom_series`, the writer behind ``write_volume`` too) and an RT Structure Set
 (``rtstruct.dcm``) whose contours reference those slices. An RT-Struct is bound to the images it
-outlines (Frame of Reference UID, SOP Instance UID per slice), so both are written together; a
-dose map given with them becomes ``rtdose.dcm`` (:mod:`sirtjax.rtdose`) in the same frame of reference.
+outlines (Frame of Reference UID, SOP Instance UID per slice), so both are written together, with
+the same VOIs as a DICOM SEG (``seg.dcm``, :mod:`sirtjax.dicomseg`) on those slices; a dose map
+given with them becomes ``rtdose.dcm`` (:mod:`sirtjax.rtdose`) in the same frame of reference.
 
 Contours: for each VOI (a mask on the CT grid; voxels > 0 are inside) and each slice k of the CT
 grid, the iso-line at 0.5 of the binary slice (marching squares, ``contourpy``) gives closed
@@ -20,7 +21,7 @@ on the CT slices (no inter-slice detail), diagonal-only voxel connections may be
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import contourpy
@@ -33,6 +34,7 @@ from pydicom.uid import generate_uid
 
 from sirtjax.errors import InputError
 from sirtjax.dicom_export import dicom_dataset, dicom_decimals, dicom_series, save_dicom_series
+from sirtjax.dicomseg import seg_dataset
 from sirtjax.outputs import output_dir
 from sirtjax.report.colours import voi_colour_rgb
 from sirtjax.rtdose import rtdose_dataset
@@ -148,9 +150,11 @@ def write_rtstruct(
     label: str = "sirtjax VOIs",
     dose_gy: Volume | None = None,
     dose_summation: str = "PLAN",
+    given: Collection[str] = (),
 ) -> Path:
-    """Write ``folder/ct/`` (the CT as DICOM CT images, HU), ``folder/rtstruct.dcm`` outlining the VOIs
-    and, given a dose, ``folder/rtdose.dcm`` (:func:`sirtjax.rtdose.rtdose_dataset`) in the CT's frame of reference.
+    """Write ``folder/ct/`` (the CT as DICOM CT images, HU), ``folder/rtstruct.dcm`` outlining the VOIs,
+    ``folder/seg.dcm`` holding their voxels (unless every VOI is empty) and, given a dose,
+    ``folder/rtdose.dcm`` (:func:`sirtjax.rtdose.rtdose_dataset`), all in the CT's frame of reference.
 
     Args:
       ct: the CT Volume (HU), array (z, y, x), any orthonormal direction and spacing.
@@ -162,6 +166,7 @@ def write_rtstruct(
       label: Structure Set Label (first 16 characters) and series description.
       dose_gy: absorbed dose (Gy) on its own grid (e.g. the SPECT's), in the CT's physical space.
       dose_summation: the RT Dose's Dose Summation Type, 'PLAN' or 'RECORD'.
+      given: the VOIs the user supplied (MANUAL segments in the SEG; the others are AUTOMATIC).
 
     Returns:
       The path of rtstruct.dcm. InputError when a VOI is not on the CT grid, there is no VOI, or
@@ -182,12 +187,15 @@ def write_rtstruct(
         masks[str(name)] = np.asarray(vol.array) > 0
     study_uid, frame_uid, series_uid = generate_uid(), generate_uid(), generate_uid()
     date, time = _now()
-    common = {"PatientName": patient_name, "PatientID": patient_id, "PatientBirthDate": "", "PatientSex": "",
+    # a one-component name ends in a caret (PS3.5 6.2.1.2), so readers do not take it for a family name only
+    name = patient_name if not patient_name or "^" in patient_name else patient_name + "^"
+    common = {"PatientName": name, "PatientID": patient_id, "PatientBirthDate": "", "PatientSex": "",
               "StudyInstanceUID": study_uid, "StudyDate": date, "StudyTime": time, "ReferringPhysicianName": "",
               "StudyID": "", "AccessionNumber": "", "Manufacturer": "sirtjax",
               "FrameOfReferenceUID": frame_uid, "PositionReferenceIndicator": ""}
     slices = dicom_series(ct, modality="CT", tags={**common, "SeriesInstanceUID": series_uid}, description="sirtjax CT")
     rt = _structure_set(ct, masks, slices, common, frame_uid, roi_types, label)
+    seg = seg_dataset(slices, masks, roi_types, given) if any(m.any() for m in masks.values()) else None
     try:
         rtdose = None if dose_gy is None else rtdose_dataset(dose_gy, common, summation=dose_summation)
     except ValueError as exc:
@@ -197,6 +205,8 @@ def write_rtstruct(
         (tmp / "ct").mkdir()
         save_dicom_series(slices, tmp / "ct")
         rt.save_as(tmp / "rtstruct.dcm", enforce_file_format=True)
+        if seg is not None:
+            seg.save_as(tmp / "seg.dcm", enforce_file_format=True)
         if rtdose is not None:
             rtdose.save_as(tmp / "rtdose.dcm", enforce_file_format=True)
     return out / "rtstruct.dcm"

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
@@ -54,6 +55,12 @@ def test_verify_writes_plan_and_verification(study_dir, verified, tmp_path):
         assert ds.DoseSummationType == ("PLAN" if folder.name == "plan" else "RECORD")
         assert same_grid(rtdose, nifti)
         np.testing.assert_allclose(rtdose.array, nifti.array, rtol=1e-6, atol=float(ds.DoseGridScaling))
+        seg = hd.seg.segread(folder / "rtstruct" / "seg.dcm")  # the liver segment is the liver mask
+        ct_files = sorted((folder / "rtstruct" / "ct").iterdir(), key=lambda f: int(pydicom.dcmread(f).InstanceNumber))
+        liver = seg.get_pixels_by_source_instance(source_sop_instance_uids=[pydicom.dcmread(f).SOPInstanceUID for f in ct_files],
+                                                  segment_numbers=[1])[..., 0]
+        assert seg.get_segment_description(1).segment_label == "liver"
+        np.testing.assert_array_equal(liver > 0, np.asarray(read_volume(folder / f"{anat}_liver.nii.gz").array) > 0)
         report = json.loads((folder / "report.json").read_text())  # strict JSON (no NaN)
         assert report["vois"]["lesions"] == f"given on {anat}"
     plan_report = json.loads((out / "plan" / "report.json").read_text())

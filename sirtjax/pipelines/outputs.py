@@ -8,7 +8,8 @@ not at all), every map and mask as NIfTI in its own space:
 - ``dose.nii.gz``: dose (Gy) on the emission grid; ``dvh.csv`` its cumulative DVHs;
 - ``registration/<source>_to_<target>/displacement.nii.gz`` (ITK convention, target grid),
   ``warped.nii.gz`` (the diagnostic image on the target grid);
-- ``rtstruct/``: the VOIs as a DICOM RT Structure Set with its CT series, and the dose as RT Dose
+- ``rtstruct/``: the VOIs as a DICOM RT Structure Set with its CT series and as a DICOM SEG
+  (``seg.dcm``), and the dose as RT Dose
   (``rtdose.dcm``, Dose Summation Type PLAN for a plan, RECORD for a verification) in the CT's
   frame of reference (CT sessions only);
 - ``report.json``, and ``report.html`` when the caller passes the page.
@@ -63,8 +64,10 @@ def write_session_outputs(folder: Path, session: Session, vois: SessionVois, dos
         if vois.lungs is not None:
             rois["lungs"], types["lungs"] = vois.lungs, "ORGAN"
         summation = "PLAN" if report.get("workflow") == "plan" else "RECORD"
+        given = {name for name in rois if vois.sources["lesions" if name in lesions else name].startswith("given")}
         written.append(write_rtstruct(session.anatomy.image, rois, folder / "rtstruct", patient_name=report["study"],
-                                      patient_id=patient_id, roi_types=types, dose_gy=dose.dose, dose_summation=summation))
+                                      patient_id=patient_id, roi_types=types, dose_gy=dose.dose, dose_summation=summation,
+                                      given=given))
     written.append(write_json(report, folder / "report.json"))
     if html is not None:
         written.append(write_report(html, folder / "report.html"))
