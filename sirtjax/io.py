@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -180,12 +180,22 @@ def _read_dicom_series(p: Path) -> Volume:
         raise InputError(p, "the folder holds no DICOM series")
     if len(series) > 1:
         raise InputError(p, f"the folder holds {len(series)} DICOM series; give a folder with one")
-    files = reader.GetGDCMSeriesFileNames(str(p), series[0])
+    return read_dicom_files(reader.GetGDCMSeriesFileNames(str(p), series[0]), shown_as=p)
+
+
+def read_dicom_files(files: Sequence[str | Path], *, shown_as: str | Path) -> Volume:
+    """One DICOM series from its files (slices in any order, or one multi-frame file) as a Volume.
+
+    The slices must be evenly spaced with none missing (an InputError naming ``shown_as`` otherwise);
+    an RT Dose reads as Gy.
+    """
+    p, files = Path(shown_as), [str(f) for f in files]
+    reader = sitk.ImageSeriesReader()
     if len(files) == 1:
         first = _dicom_info(p, files[0])
         if first.GetDimension() == 3 and first.GetSize()[2] > 1:  # one file of frames: an RT Dose, an enhanced CT/MR
             return _read_sitk_file(Path(files[0]), shown_as=p)
-    slice_size = _check_slices(p, files)
+    slice_size, files = _check_slices(p, files)
     reader.SetFileNames(files)
     try:
         img = reader.Execute()
@@ -208,29 +218,46 @@ def _dicom_info(p: Path, name: str) -> sitk.ImageFileReader:
     return info
 
 
-def _check_slices(p: Path, files) -> tuple[int, int]:
-    """The slices' size (x, y); InputError unless they are evenly spaced along their normal and fit in memory."""
+def _check_slices(p: Path, files: list[str]) -> tuple[tuple[int, int], list[str]]:
+    """The slices' size (x, y) and the files sorted along the slice normal; InputError unless the
+    slices are evenly spaced along their normal and fit in memory."""
     origins, first = [], None
     for name in files:
         info = _dicom_info(p, name)
         first = first or info
         origins.append(info.GetOrigin())
     _check_memory(p, (len(files), *first.GetSize()[:2]), 4)
-    if len(files) < 3:
-        return tuple(first.GetSize()[:2])
+    size = tuple(first.GetSize()[:2])
+    if len(files) < 2:
+        return size, files
     normal = np.reshape(first.GetDirection(), (3, 3))[:, 2]
-    gaps = np.diff(np.sort(np.asarray(origins) @ normal))
+    position = np.asarray(origins) @ normal
+    order = np.argsort(position, kind="stable")
+    files = [files[i] for i in order]
+    if len(files) < 3:
+        return size, files
+    problem = slice_spacing_problem(position)
+    if problem:
+        raise InputError(p, f"the DICOM series {problem}")
+    return size, files
+
+
+def slice_spacing_problem(position_mm: Sequence[float]) -> str:
+    """What is wrong with slices at these positions along their normal (any order), or "" when
+    they are evenly spaced: two at one position, missing slices, or uneven spacing."""
+    position = np.sort(np.asarray(position_mm, np.float64))
+    if len(position) < 3:
+        return ""
+    gaps = np.diff(position)
     median = float(np.median(gaps))
     if median <= 0 or np.min(gaps) < 1e-3:
-        raise InputError(p, "two slices of the DICOM series lie at the same position")
+        return "has two slices at the same position"
     if np.max(gaps) > 1.5 * median:
         missing = int(round(float(np.sum(gaps / median - 1))))
-        raise InputError(p, f"the DICOM series has missing slices (about {missing}; gaps of {median:.2f} to "
-                            f"{np.max(gaps):.2f} mm)")
+        return f"has missing slices (about {missing}; gaps of {median:.2f} to {np.max(gaps):.2f} mm)"
     if np.max(np.abs(gaps - median)) > SLICE_GAP_TOLERANCE * median:
-        raise InputError(p, f"the DICOM series has uneven slice spacing (gaps of {np.min(gaps):.2f} to "
-                            f"{np.max(gaps):.2f} mm)")
-    return tuple(first.GetSize()[:2])
+        return f"has uneven slice spacing (gaps of {np.min(gaps):.2f} to {np.max(gaps):.2f} mm)"
+    return ""
 
 
 def _from_sitk(p: Path, img: sitk.Image) -> Volume:

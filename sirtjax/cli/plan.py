@@ -1,8 +1,11 @@
-"""``sirtjax plan STUDY -o DIR``: the planning workflow (MAA SPECT/CT + diagnostic images) on a study manifest."""
+"""``sirtjax plan STUDY -o DIR``: the planning workflow (MAA SPECT/CT + diagnostic images) on a study manifest
+or on a PACS export (imported as ``sirtjax study`` does, into ``DIR/study``)."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +13,7 @@ from typing import Annotated
 import typer
 
 from sirtjax.cli._app import Method, Overwrite, app, program_cache, progress_bar
+from sirtjax.cli.study import Series
 
 
 class Model(str, Enum):
@@ -62,11 +66,14 @@ def _plan_settings(plan_dir: Path, out: Path, lung_shunt: float | None, model: s
 
 def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: float | None, model: str | None,
                 constants: str | None, method: str, quick: bool, seed: int, liver_model: str,
-                plan_dir: Path | None = None, overwrite: bool = False):
+                plan_dir: Path | None = None, overwrite: bool = False, series: list[str] = ()):
     """Shared body of ``plan`` and ``verify``: validate, run with progress bars, return the RunResult.
 
-    model/constants None: the plan's with ``plan_dir``, else vsv and icrp107.
+    model/constants None: the plan's with ``plan_dir``, else vsv and icrp107. A study_path folder
+    without study.json is a PACS export: it is imported (``series``: the ``--series`` choices) into a
+    temporary study, which the output keeps as ``study/``.
     """
+    from sirtjax.cli.study import import_dicom
     from sirtjax.dosimetry import constant_sets
     from sirtjax.errors import InputError
     from sirtjax.pipelines.inputs import QUICK_REGISTRATION, WorkflowOptions
@@ -84,15 +91,24 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
         raise InputError("--constants", f"unknown constant set '{constants}' (one of {', '.join(constant_sets())})")
     if seed < 0:
         raise InputError("--seed", f"must be a non-negative integer, got {seed}")
-    study = load_study(study_path)
-    check_output(out, overwrite=overwrite, inputs=[*study.input_paths(), *([plan_dir] if plan_dir else [])])
-    options = WorkflowOptions(dose_model=model, constants=constants, prescription_method=method,
-                              registration=QUICK_REGISTRATION if quick else (), segmenter=model_segmenter(liver_model),
-                              programs=program_cache())
-    bar, say, progress = progress_bars()
-    with bar:
-        return run_study(study, out, overwrite=overwrite, verify_too=verify_too, options=options, lung_shunt_fraction=lung_shunt,
-                         seed=seed, say=say, progress=progress, plan_folder=plan_dir)
+    dicom = study_path.is_dir() and not (study_path / "study.json").exists()
+    if series and not dicom:
+        raise InputError("--series", "chooses series of a PACS export; this study has its study.json")
+    with contextlib.ExitStack() as stack:
+        if dicom:
+            check_output(out, overwrite=overwrite, inputs=[study_path])
+            imported = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sirtjax-dicom-")))
+            study_path = import_dicom(study_path, imported / "study", list(series))
+        study = load_study(study_path)
+        check_output(out, overwrite=overwrite, inputs=[*study.input_paths(), *([plan_dir] if plan_dir else [])])
+        options = WorkflowOptions(dose_model=model, constants=constants, prescription_method=method,
+                                  registration=QUICK_REGISTRATION if quick else (), segmenter=model_segmenter(liver_model),
+                                  programs=program_cache())
+        bar, say, progress = progress_bars()
+        with bar:
+            return run_study(study, out, overwrite=overwrite, verify_too=verify_too, options=options,
+                             lung_shunt_fraction=lung_shunt, seed=seed, say=say, progress=progress, plan_folder=plan_dir,
+                             copy_study=dicom)
 
 
 LungShunt = Annotated[float | None, typer.Option("--lung-shunt", help="Lung shunt fraction in [0, 1) from planar "
@@ -120,7 +136,8 @@ def workflow_command(verify_too: bool, summary):
     """The typer function of ``plan`` (verify_too False) or ``verify`` (with --plan); summary(RunResult) is printed."""
 
     def command(
-        study: Annotated[Path, typer.Argument(help="Study folder with study.json, or the manifest file.")],
+        study: Annotated[Path, typer.Argument(help="Study folder with study.json, the manifest file, or a PACS export "
+                                                   "(a DICOM folder tree; see `sirtjax study`).")],
         out: Annotated[Path, typer.Option("-o", "--out", help="Output folder (refused if it exists, unless --overwrite replaces it whole).")],
         plan_dir: PlanDir = None,
         lung_shunt: LungShunt = None,
@@ -131,11 +148,12 @@ def workflow_command(verify_too: bool, summary):
         seed: Seed = 0,
         liver_model: LiverModel = "liver",
         overwrite: Overwrite = False,
+        series: Series = [],  # noqa: B006
     ) -> None:
         result = run_command(study, out, verify_too=verify_too, lung_shunt=lung_shunt,
                              model=None if model is None else model.value, constants=constants, method=method.value,
                              quick=quick, seed=seed, liver_model=liver_model, plan_dir=plan_dir,
-                             overwrite=overwrite)
+                             overwrite=overwrite, series=series)
         typer.echo(summary(result))
 
     if not verify_too:  # --plan belongs to verify only

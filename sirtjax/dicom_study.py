@@ -1,0 +1,300 @@
+"""A study from a PACS export: scan a DICOM tree, group its files by series, assign sessions and roles.
+
+:func:`scan_dicom` reads the headers of every file below a folder (pixel data is not read; files
+that are not DICOM are counted and passed over) and groups the image files by Series Instance UID,
+whatever folders they lie in. :func:`assign_series` gives each series a place in the study, from
+its tags alone:
+
+- PET (Modality PT) with the radionuclide 90Y -> ``y90_pet`` (session ``y90``);
+- tomographic NM (Image Type RECON TOMO, or a multi-frame 3D NM image) with 99mTc -> ``maa_spect``;
+- a CT or MR sharing its Frame of Reference UID with that PET or SPECT -> the CT/MR of its session
+  (``y90_ct``, ``y90_mr``, ``maa_ct``);
+- any other CT or MR -> the diagnostic session (``diag_ct``, ``diag_mr``).
+
+Series that fit no role (localisers, planar scintigraphy, PET of other tracers, RT objects) are
+listed as not used, with the reason. Two series competing for one role, or a role's only candidate
+being unreadable (missing slices, uneven spacing), stop with one line naming the series and how to
+choose: ``--series UID=NAME`` assigns a series by hand, ``--series UID=ignore`` drops one.
+
+:func:`write_study` converts the chosen series to NIfTI and writes the ``study.json`` that the
+workflows read (``docs/study-manifest.md``), with the patient's id, height and weight, the
+administered activities from the radiopharmaceutical sequence, and the units: PET in Bq/ml with its
+decay correction (Units, Decay Correction), SPECT in counts (a warning when it is not quantitative).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from sirtjax.errors import InputError
+
+ROLES = {  # manifest series name -> (modality, session)
+    "maa_ct": ("CT", "maa"), "maa_spect": ("SPECT", "maa"), "diag_ct": ("CT", "diagnostic"),
+    "diag_mr": ("MR", "diagnostic"), "y90_ct": ("CT", "y90"), "y90_mr": ("MR", "y90"), "y90_pet": ("PET", "y90"),
+}
+_EMISSION = {"maa_spect": ("maa_ct", None), "y90_pet": ("y90_ct", "y90_mr")}  # emission -> its CT / MR roles
+_TAGS = ("SeriesInstanceUID", "Modality", "SOPClassUID", "ImageType", "SeriesDescription", "StudyDate", "SeriesDate",
+         "AcquisitionDate", "FrameOfReferenceUID", "NumberOfFrames", "PatientID", "PatientSize", "PatientWeight",
+         "Units", "DecayCorrection", "RadiopharmaceuticalInformationSequence", "ContrastBolusAgent",
+         "ImagePositionPatient", "ImageOrientationPatient")
+
+
+@dataclasses.dataclass(frozen=True)
+class SeriesInfo:
+    """What the headers of one series say (the first file's tags; files in any folder)."""
+
+    uid: str
+    modality: str  # the DICOM Modality: CT, MR, PT, NM, ...
+    description: str
+    date: str  # acquisition, series or study date (YYYYMMDD), the first present
+    frame_of_reference: str
+    image_type: tuple[str, ...]
+    frames: int  # Number of Frames (1 for single-frame files)
+    nuclide: str  # e.g. "Y-90", "Tc-99m"; "" when the series has no radiopharmaceutical
+    injected_bq: float | None  # Radionuclide Total Dose
+    units: str  # PET Units (BQML, CNTS, ...); "" when absent
+    decay_correction: str  # PET Decay Correction (START, ADMIN, NONE); "" when absent
+    contrast: bool  # a Contrast/Bolus Agent is named
+    patient: tuple[str, float | None, float | None]  # id, height cm, weight kg
+    files: tuple[Path, ...]
+    problem: str = ""  # why the slices cannot make a volume (missing slices, uneven spacing); "" when none
+
+
+@dataclasses.dataclass(frozen=True)
+class Assignment:
+    """Where each series goes: manifest name -> series, and the series not used with the reason."""
+
+    chosen: Mapping[str, SeriesInfo]
+    unused: tuple[tuple[SeriesInfo, str], ...]
+
+
+def _nuclide(ds) -> tuple[str, float | None]:
+    """(radionuclide, injected Bq) from the Radiopharmaceutical Information Sequence, or ("", None)."""
+    seq = getattr(ds, "RadiopharmaceuticalInformationSequence", None)
+    if not seq:
+        return "", None
+    item = seq[0]
+    text = " ".join(str(getattr(item, k, "")) for k in ("Radiopharmaceutical", "Radionuclide"))
+    for code in getattr(item, "RadionuclideCodeSequence", []):
+        text += f" {getattr(code, 'CodeMeaning', '')} {getattr(code, 'CodeValue', '')}"
+    key = text.lower().replace("^", "").replace(" ", "").replace("-", "")
+    if "90y" in key or "y90" in key or "yttrium" in key:
+        nuclide = "Y-90"
+    elif "99mtc" in key or "tc99m" in key or "technetium" in key:
+        nuclide = "Tc-99m"
+    else:
+        nuclide = text.strip() or "unknown"
+    dose = getattr(item, "RadionuclideTotalDose", None)
+    return nuclide, (float(dose) if dose not in (None, "") else None)
+
+
+def _slice_problem(headers: list) -> str:
+    """The slice-spacing problem of single-frame slices (positions along the first slice's normal)."""
+    import numpy as np
+
+    from sirtjax.io import slice_spacing_problem
+
+    first = headers[0]
+    if len(headers) < 3 or not getattr(first, "ImageOrientationPatient", None):
+        return ""
+    o = np.asarray(first.ImageOrientationPatient, np.float64)
+    normal = np.cross(o[:3], o[3:])
+    positions = [float(np.asarray(h.ImagePositionPatient, np.float64) @ normal) for h in headers if getattr(h, "ImagePositionPatient", None)]
+    return slice_spacing_problem(positions) if len(positions) == len(headers) else "has slices without a position"
+
+
+def _info(uid: str, headers: list, files: list[Path]) -> SeriesInfo:
+    ds = headers[0]
+    nuclide, injected = _nuclide(ds)
+    size_m, weight = getattr(ds, "PatientSize", None), getattr(ds, "PatientWeight", None)
+    date = next((str(getattr(ds, k)) for k in ("AcquisitionDate", "SeriesDate", "StudyDate") if getattr(ds, k, "")), "")
+    return SeriesInfo(
+        uid=uid, modality=str(getattr(ds, "Modality", "")), description=str(getattr(ds, "SeriesDescription", "")),
+        date=date, frame_of_reference=str(getattr(ds, "FrameOfReferenceUID", "")),
+        image_type=tuple(str(v).upper() for v in (getattr(ds, "ImageType", None) or ())),
+        frames=int(getattr(ds, "NumberOfFrames", 1) or 1), nuclide=nuclide, injected_bq=injected,
+        units=str(getattr(ds, "Units", "")), decay_correction=str(getattr(ds, "DecayCorrection", "")),
+        contrast=bool(str(getattr(ds, "ContrastBolusAgent", "")).strip()),
+        patient=(str(getattr(ds, "PatientID", "")), float(size_m) * 100 if size_m else None, float(weight) if weight else None),
+        files=tuple(sorted(files)), problem=_slice_problem(headers) if len(files) > 1 else "")
+
+
+def scan_dicom(root: str | Path) -> tuple[tuple[SeriesInfo, ...], int]:
+    """(the image series below root, sorted by date then description; the number of non-DICOM files passed over)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(root, "not a folder")
+    headers: dict[str, list] = {}
+    files: dict[str, list[Path]] = {}
+    skipped = 0
+    for folder, _, names in os.walk(root):
+        for name in sorted(names):
+            path = Path(folder) / name
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(_TAGS))
+            except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError):
+                skipped += 1
+                continue
+            uid = str(getattr(ds, "SeriesInstanceUID", ""))
+            if not uid or not getattr(ds, "Modality", ""):
+                skipped += 1  # DICOMDIR and other files without a series
+                continue
+            headers.setdefault(uid, []).append(ds)
+            files.setdefault(uid, []).append(path)
+    if not files:
+        raise InputError(root, f"no DICOM series below this folder ({skipped} other files)")
+    series = [_info(uid, headers[uid], paths) for uid, paths in files.items()]
+    return tuple(sorted(series, key=lambda s: (s.date, s.modality, s.description, s.uid))), skipped
+
+
+def _role(s: SeriesInfo) -> tuple[str | None, str]:
+    """(the emission role of a series, or None; and the reason when it has no role of its own)."""
+    if "LOCALIZER" in s.image_type:
+        return None, "localiser"
+    if s.modality == "PT":
+        return ("y90_pet", "") if s.nuclide == "Y-90" else (None, f"PET of {s.nuclide or 'an unknown tracer'}, not 90Y")
+    if s.modality == "NM":
+        tomo = "RECON TOMO" in s.image_type or "RECON" in " ".join(s.image_type) or s.frames > 1 and "TOMO" in " ".join(s.image_type)
+        if not tomo:
+            return None, "planar scintigraphy (not tomographic)"
+        return ("maa_spect", "") if s.nuclide == "Tc-99m" else (None, f"SPECT of {s.nuclide or 'an unknown tracer'}, not 99mTc-MAA")
+    if s.modality in ("CT", "MR"):
+        return None, ""
+    return None, f"modality {s.modality} is not an image sirtjax reads"
+
+
+def assign_series(series: Iterable[SeriesInfo], overrides: Mapping[str, str] | None = None) -> Assignment:
+    """Sessions and roles of the series (module docstring); ``overrides`` maps a Series Instance UID
+    (or a unique prefix of it) to a manifest name or 'ignore'. InputError on an ambiguity."""
+    series = list(series)
+    forced = _resolve_overrides(series, overrides or {})
+    candidates: dict[str, list[SeriesInfo]] = {}
+    unused: list[tuple[SeriesInfo, str]] = []
+    emission_frames: dict[str, str] = {}  # frame of reference -> emission role
+    for s in series:
+        if s.uid in forced:
+            continue
+        role, why = _role(s)
+        if role is not None:
+            candidates.setdefault(role, []).append(s)
+            if s.frame_of_reference:
+                emission_frames[s.frame_of_reference] = role
+        elif why:
+            unused.append((s, why))
+    for s in series:
+        if s.uid in forced or s.modality not in ("CT", "MR") or "LOCALIZER" in s.image_type:
+            continue
+        emission = emission_frames.get(s.frame_of_reference)
+        if emission is not None:
+            ct_role, mr_role = _EMISSION[emission]
+            role = ct_role if s.modality == "CT" else mr_role
+            if role is None:
+                unused.append((s, f"an MR in the frame of reference of the {emission}"))
+                continue
+        else:
+            role = "diag_ct" if s.modality == "CT" else "diag_mr"
+        candidates.setdefault(role, []).append(s)
+    chosen: dict[str, SeriesInfo] = {}
+    for uid, name in forced.items():
+        s = next(x for x in series if x.uid == uid)
+        if name == "ignore":
+            unused.append((s, "ignored (--series)"))
+        else:
+            chosen[name] = s
+    for role, found in candidates.items():
+        if role in chosen:
+            unused.extend((s, f"{role} given by --series") for s in found)
+            continue
+        broken = [s for s in found if s.problem]
+        if broken and len(broken) == len(found):
+            s = broken[0]
+            raise InputError(s.files[0].parent, f"series {s.uid} ('{s.description}', the only {role}) {s.problem}")
+        unused.extend((s, s.problem) for s in broken)
+        found = [s for s in found if not s.problem]
+        if len(found) > 1:
+            listed = "; ".join(f"{s.uid} ({s.modality} {s.date} '{s.description}')" for s in found)
+            raise InputError("--series", f"{len(found)} series could be {role}: {listed}; choose one with "
+                                         f"--series UID={role} (or drop the others with --series UID=ignore)")
+        chosen[role] = found[0]
+    return Assignment(dict(sorted(chosen.items())), tuple(unused))
+
+
+def _resolve_overrides(series: list[SeriesInfo], overrides: Mapping[str, str]) -> dict[str, str]:
+    out = {}
+    for key, name in overrides.items():
+        if name != "ignore" and name not in ROLES:
+            raise InputError("--series", f"{key}={name}: the name must be one of {', '.join(ROLES)} or 'ignore'")
+        match = [s.uid for s in series if s.uid.startswith(key)]
+        if len(match) != 1:
+            raise InputError("--series", f"{key} matches {len(match)} series; give more of its Series Instance UID")
+        out[match[0]] = name
+    return out
+
+
+_DECAY = {"START": "acquisition start", "ADMIN": "administration", "NONE": "not decay corrected"}
+
+
+def study_manifest(name: str, assignment: Assignment) -> tuple[dict, list[str]]:
+    """(the study.json dict for the chosen series, converted to ``images/NAME.nii.gz``; warnings about units)."""
+    chosen, warnings = assignment.chosen, []
+    patients = {s.patient[0] for s in chosen.values()}
+    if len(patients) > 1:
+        raise InputError("DICOM", f"the chosen series belong to {len(patients)} patients ({', '.join(sorted(patients))}); "
+                                  "give one patient's export, or drop series with --series UID=ignore")
+    series: dict[str, dict] = {}
+    for role, s in chosen.items():
+        modality, session = ROLES[role]
+        entry: dict = {"file": f"images/{role}.nii.gz", "modality": modality, "session": session}
+        if modality == "CT":
+            entry.update(units="HU", contrast=s.contrast)
+        elif modality == "PET":
+            entry.update(units="Bq/ml" if s.units == "BQML" else (s.units or "unknown"), tracer="90Y",
+                         decay_corrected_to=_DECAY.get(s.decay_correction, s.decay_correction or "unknown"))
+            if s.units != "BQML":
+                warnings.append(f"the 90Y PET ({s.description or s.uid}) is in {s.units or 'unknown units'}, not Bq/ml")
+        elif modality == "SPECT":
+            entry.update(units="counts", tracer="99mTc-MAA")
+            warnings.append(f"the MAA SPECT ({s.description or s.uid}) is in counts, not quantitative: its activity "
+                            "distribution is used relative to the liver and lungs")
+        for other, kind in ((c, k) for c, k in zip(_EMISSION.get(role, ()), ("ct", "mr")) if c):
+            if other in chosen and chosen[other].frame_of_reference == s.frame_of_reference:
+                entry[kind] = other
+        series[role] = entry
+    heights = [s.patient[1] for s in chosen.values() if s.patient[1]]
+    weights = [s.patient[2] for s in chosen.values() if s.patient[2]]
+    patient = {"id": next(iter(patients))} | ({"height_cm": round(heights[0], 1)} if heights else {}) | (
+        {"weight_kg": round(weights[0], 1)} if weights else {})
+    activities = {}
+    if "maa_spect" in chosen and chosen["maa_spect"].injected_bq:
+        activities["maa_injected_mbq"] = round(chosen["maa_spect"].injected_bq / 1e6, 3)
+    if "y90_pet" in chosen and chosen["y90_pet"].injected_bq:
+        activities["y90_injected_gbq"] = round(chosen["y90_pet"].injected_bq / 1e9, 4)
+    manifest = {"schema": "sirtjax.study", "schema_version": 1, "name": name, "patient": patient, "series": series}
+    if activities:
+        manifest["activities"] = activities
+    return manifest, warnings
+
+
+def write_study(assignment: Assignment, out: str | Path, *, name: str, overwrite: bool = False) -> tuple[Path, list[str]]:
+    """Convert the chosen series to NIfTI under ``out/images`` and write ``out/study.json`` (atomically);
+    returns (the manifest's path, warnings). The manifest is checked by :func:`sirtjax.study.load_study`."""
+    from sirtjax.io import read_dicom_files, write_volume
+    from sirtjax.outputs import output_dir, write_json
+    from sirtjax.study import load_study
+
+    manifest, warnings = study_manifest(name, assignment)
+    inputs = [f for s in assignment.chosen.values() for f in s.files[:1]]
+    with output_dir(out, overwrite=overwrite, inputs=inputs) as tmp:
+        (tmp / "images").mkdir()
+        for role, s in assignment.chosen.items():
+            vol = read_dicom_files(s.files, shown_as=f"series {s.uid} ('{s.description}')")
+            write_volume(vol, tmp / "images" / f"{role}.nii.gz")
+        write_json(manifest, tmp / "study.json")
+        load_study(tmp / "study.json")  # the workflows' own checks, before the folder appears
+    return Path(out) / "study.json", warnings
