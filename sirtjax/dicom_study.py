@@ -18,8 +18,9 @@ choose: ``--series UID=NAME`` assigns a series by hand, ``--series UID=ignore`` 
 
 :func:`write_study` converts the chosen series to NIfTI and writes the ``study.json`` that the
 workflows read (``docs/study-manifest.md``), with the patient's id, height and weight, the
-administered activities from the radiopharmaceutical sequence, and the units: PET in Bq/ml with its
-decay correction (Units, Decay Correction), SPECT in counts (a warning when it is not quantitative).
+administered activities from the radiopharmaceutical sequence, and the units: the PET must be in
+Bq/ml (Units BQML) and is decay corrected to the administration as the verification expects
+(:func:`decay_to_administration`); the SPECT is in counts (a warning: it is not quantitative).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ _EMISSION = {"maa_spect": ("maa_ct", None), "y90_pet": ("y90_ct", "y90_mr")}  # 
 _TAGS = ("SeriesInstanceUID", "Modality", "SOPClassUID", "ImageType", "SeriesDescription", "StudyDate", "SeriesDate",
          "AcquisitionDate", "FrameOfReferenceUID", "NumberOfFrames", "PatientID", "PatientSize", "PatientWeight",
          "Units", "DecayCorrection", "RadiopharmaceuticalInformationSequence", "ContrastBolusAgent",
-         "ImagePositionPatient", "ImageOrientationPatient")
+         "ImagePositionPatient", "ImageOrientationPatient", "SeriesTime", "AcquisitionTime")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +58,9 @@ class SeriesInfo:
     injected_bq: float | None  # Radionuclide Total Dose
     units: str  # PET Units (BQML, CNTS, ...); "" when absent
     decay_correction: str  # PET Decay Correction (START, ADMIN, NONE); "" when absent
+    series_datetime: str  # Series Date + Time (YYYYMMDDHHMMSS...): a PET's START decay-correction reference
+    administered_datetime: str  # Radiopharmaceutical Start DateTime; "" when absent
+    half_life_s: float | None  # Radionuclide Half Life
     contrast: bool  # a Contrast/Bolus Agent is named
     patient: tuple[str, float | None, float | None]  # id, height cm, weight kg
     files: tuple[Path, ...]
@@ -71,11 +75,12 @@ class Assignment:
     unused: tuple[tuple[SeriesInfo, str], ...]
 
 
-def _nuclide(ds) -> tuple[str, float | None]:
-    """(radionuclide, injected Bq) from the Radiopharmaceutical Information Sequence, or ("", None)."""
+def _nuclide(ds) -> tuple[str, float | None, str, float | None]:
+    """(radionuclide, injected Bq, administration date-time, half-life s) from the Radiopharmaceutical
+    Information Sequence, or ("", None, "", None)."""
     seq = getattr(ds, "RadiopharmaceuticalInformationSequence", None)
     if not seq:
-        return "", None
+        return "", None, "", None
     item = seq[0]
     text = " ".join(str(getattr(item, k, "")) for k in ("Radiopharmaceutical", "Radionuclide"))
     for code in getattr(item, "RadionuclideCodeSequence", []):
@@ -87,8 +92,12 @@ def _nuclide(ds) -> tuple[str, float | None]:
         nuclide = "Tc-99m"
     else:
         nuclide = text.strip() or "unknown"
-    dose = getattr(item, "RadionuclideTotalDose", None)
-    return nuclide, (float(dose) if dose not in (None, "") else None)
+    dose, half_life = getattr(item, "RadionuclideTotalDose", None), getattr(item, "RadionuclideHalfLife", None)
+    start = str(getattr(item, "RadiopharmaceuticalStartDateTime", "") or "")
+    if not start and getattr(item, "RadiopharmaceuticalStartTime", ""):
+        start = str(getattr(ds, "SeriesDate", "") or getattr(ds, "StudyDate", "")) + str(item.RadiopharmaceuticalStartTime)
+    return (nuclide, float(dose) if dose not in (None, "") else None, start,
+            float(half_life) if half_life not in (None, "") else None)
 
 
 def _slice_problem(headers: list) -> str:
@@ -108,7 +117,8 @@ def _slice_problem(headers: list) -> str:
 
 def _info(uid: str, headers: list, files: list[Path]) -> SeriesInfo:
     ds = headers[0]
-    nuclide, injected = _nuclide(ds)
+    nuclide, injected, administered, half_life = _nuclide(ds)
+    series_datetime = str(getattr(ds, "SeriesDate", "") or "") + str(getattr(ds, "SeriesTime", "") or "")
     size_m, weight = getattr(ds, "PatientSize", None), getattr(ds, "PatientWeight", None)
     date = next((str(getattr(ds, k)) for k in ("AcquisitionDate", "SeriesDate", "StudyDate") if getattr(ds, k, "")), "")
     return SeriesInfo(
@@ -117,6 +127,7 @@ def _info(uid: str, headers: list, files: list[Path]) -> SeriesInfo:
         image_type=tuple(str(v).upper() for v in (getattr(ds, "ImageType", None) or ())),
         frames=int(getattr(ds, "NumberOfFrames", 1) or 1), nuclide=nuclide, injected_bq=injected,
         units=str(getattr(ds, "Units", "")), decay_correction=str(getattr(ds, "DecayCorrection", "")),
+        series_datetime=series_datetime, administered_datetime=administered, half_life_s=half_life,
         contrast=bool(str(getattr(ds, "ContrastBolusAgent", "")).strip()),
         patient=(str(getattr(ds, "PatientID", "")), float(size_m) * 100 if size_m else None, float(weight) if weight else None),
         files=tuple(sorted(files)), problem=_slice_problem(headers) if len(files) > 1 else "")
@@ -237,7 +248,47 @@ def _resolve_overrides(series: list[SeriesInfo], overrides: Mapping[str, str]) -
     return out
 
 
-_DECAY = {"START": "acquisition start", "ADMIN": "administration", "NONE": "not decay corrected"}
+def _datetime(value: str):
+    """A DICOM DT/DA+TM string (YYYYMMDDHHMMSS[.ffffff], time zone dropped) as a datetime, or None."""
+    import datetime
+
+    digits = value.split("+")[0].split("-")[0]
+    whole, _, fraction = digits.partition(".")
+    if len(whole) < 12:
+        return None
+    try:
+        stamp = datetime.datetime.strptime(whole[:14].ljust(14, "0"), "%Y%m%d%H%M%S")
+    except ValueError:
+        return None
+    return stamp + datetime.timedelta(seconds=float("0." + fraction) if fraction else 0.0)
+
+
+def decay_to_administration(s: SeriesInfo) -> tuple[float, str]:
+    """(factor, note): multiply a 90Y PET in Bq/ml by factor to have it decay corrected to the administration,
+    as the verification expects.
+
+    ADMIN: 1. START (corrected to the Series Date/Time, the acquisition start): 2^(dt / T_half),
+    dt from the administration (Radiopharmaceutical Start DateTime), T_half the series' Radionuclide
+    Half Life or ICRP-107's 64.1 h. NONE or a missing time: InputError, since the activity at
+    administration cannot be known from the tags.
+    """
+    from sirtjax.dosimetry.constants import Y90_HALF_LIFE_H
+
+    if s.decay_correction == "ADMIN":
+        return 1.0, "so corrected in DICOM"
+    start, admin = _datetime(s.series_datetime), _datetime(s.administered_datetime)
+    if s.decay_correction != "START" or start is None or admin is None:
+        raise InputError(f"series {s.uid}", f"the 90Y PET's Decay Correction is '{s.decay_correction or 'absent'}' and "
+                                            f"its times are {s.series_datetime or 'absent'} (series) and "
+                                            f"{s.administered_datetime or 'absent'} (administration): cannot decay "
+                                            "correct it to the administration")
+    half_life_s = s.half_life_s or Y90_HALF_LIFE_H * 3600.0
+    dt_s = (start - admin).total_seconds()
+    if dt_s < 0:
+        raise InputError(f"series {s.uid}", f"the 90Y PET starts before the administration ({s.series_datetime} < "
+                                            f"{s.administered_datetime})")
+    factor = 2.0 ** (dt_s / half_life_s)
+    return factor, f"corrected here from the acquisition start, {dt_s / 3600:.2f} h later: x{factor:.4f}"
 
 
 def study_manifest(name: str, assignment: Assignment) -> tuple[dict, list[str]]:
@@ -254,10 +305,10 @@ def study_manifest(name: str, assignment: Assignment) -> tuple[dict, list[str]]:
         if modality == "CT":
             entry.update(units="HU", contrast=s.contrast)
         elif modality == "PET":
-            entry.update(units="Bq/ml" if s.units == "BQML" else (s.units or "unknown"), tracer="90Y",
-                         decay_corrected_to=_DECAY.get(s.decay_correction, s.decay_correction or "unknown"))
             if s.units != "BQML":
-                warnings.append(f"the 90Y PET ({s.description or s.uid}) is in {s.units or 'unknown units'}, not Bq/ml")
+                raise InputError(f"series {s.uid}", f"the 90Y PET ('{s.description}') is in {s.units or 'unknown units'}; "
+                                                    "the verification needs Bq/ml (Units BQML)")
+            entry.update(units="Bq/ml", tracer="90Y", decay_corrected_to=f"injection ({decay_to_administration(s)[1]})")
         elif modality == "SPECT":
             entry.update(units="counts", tracer="99mTc-MAA")
             warnings.append(f"the MAA SPECT ({s.description or s.uid}) is in counts, not quantitative: its activity "
@@ -284,6 +335,8 @@ def study_manifest(name: str, assignment: Assignment) -> tuple[dict, list[str]]:
 def write_study(assignment: Assignment, out: str | Path, *, name: str, overwrite: bool = False) -> tuple[Path, list[str]]:
     """Convert the chosen series to NIfTI under ``out/images`` and write ``out/study.json`` (atomically);
     returns (the manifest's path, warnings). The manifest is checked by :func:`sirtjax.study.load_study`."""
+    import numpy as np
+
     from sirtjax.io import read_dicom_files, write_volume
     from sirtjax.outputs import output_dir, write_json
     from sirtjax.study import load_study
@@ -294,6 +347,8 @@ def write_study(assignment: Assignment, out: str | Path, *, name: str, overwrite
         (tmp / "images").mkdir()
         for role, s in assignment.chosen.items():
             vol = read_dicom_files(s.files, shown_as=f"series {s.uid} ('{s.description}')")
+            if role == "y90_pet":
+                vol = vol.with_array(np.asarray(vol.array, np.float32) * np.float32(decay_to_administration(s)[0]))
             write_volume(vol, tmp / "images" / f"{role}.nii.gz")
         write_json(manifest, tmp / "study.json")
         load_study(tmp / "study.json")  # the workflows' own checks, before the folder appears

@@ -50,10 +50,11 @@ def _slices(vol, modality: str, study: dict, description: str, tags: dict | None
 
 
 def _as_pet(slices: list[Dataset], total_bq: float) -> None:
+    """PET slices in Bq/ml, decay corrected to the administration (ADMIN), like the phantom's PET."""
     for ds in slices:
         ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = PET_IMAGE_STORAGE
-        ds.Units, ds.DecayCorrection, ds.CorrectedImage = "BQML", "START", ["ATTN", "DECY"]
-        ds.SeriesDate = ds.StudyDate
+        ds.Units, ds.DecayCorrection, ds.CorrectedImage = "BQML", "ADMIN", ["ATTN", "DECY"]
+        ds.SeriesDate, ds.SeriesTime = ds.StudyDate, "110000"
         ds.RadiopharmaceuticalInformationSequence = _radiopharmaceutical("Y-90 microspheres", "^90^Yttrium", "C-162A7",
                                                                          total_bq, 230400.0)
         del ds.ConversionType
