@@ -24,7 +24,7 @@ def parse_series_options(values: list[str]) -> dict[str, str]:
 
 
 def import_dicom(root: Path, out: Path, series: list[str], overwrite: bool = False) -> Path:
-    """Scan root, assign the series, print what was found and assumed, write the study; returns study.json."""
+    """Scan root, assign the series, print what was found and how it is used, write the study; returns study.json."""
     from sirtjax.dicom_study import assign_series, scan_dicom, write_study
 
     found, skipped = scan_dicom(root)
@@ -57,7 +57,8 @@ def study(
     """Make a study folder from a PACS export: group the files by series, assign sessions and roles from
     the tags (radionuclide, frame of reference, modality), convert the series to NIfTI, write study.json.
 
-    Prints a table of the series found and how each is used. Then `sirtjax plan OUT` / `sirtjax verify OUT`.
+    Prints one line per series found: its role or why it is not used. Then `sirtjax plan OUT` / `sirtjax verify OUT`
+    (which also take DICOM_ROOT directly).
     """
     path = import_dicom(dicom_root, out, series, overwrite)
     typer.echo(f"study written to {path}")
