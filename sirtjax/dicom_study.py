@@ -6,12 +6,12 @@ whatever folders they lie in. :func:`assign_series` gives each series a place in
 its tags alone:
 
 - PET (Modality PT) with the radionuclide 90Y -> ``y90_pet`` (session ``y90``);
-- tomographic NM (Image Type RECON TOMO, or a multi-frame 3D NM image) with 99mTc -> ``maa_spect``;
+- a reconstructed SPECT (NM with Image Type RECON TOMO) with 99mTc -> ``maa_spect``;
 - a CT or MR sharing its Frame of Reference UID with that PET or SPECT -> the CT/MR of its session
   (``y90_ct``, ``y90_mr``, ``maa_ct``);
 - any other CT or MR -> the diagnostic session (``diag_ct``, ``diag_mr``).
 
-Series that fit no role (localisers, planar scintigraphy, PET of other tracers, RT objects) are
+Series that fit no role (localisers, planar scintigraphy, SPECT projections, other tracers, RT objects) are
 listed as not used, with the reason. Two series competing for one role, or a role's only candidate
 being unreadable (missing slices, uneven spacing), stop with one line naming the series and how to
 choose: ``--series UID=NAME`` assigns a series by hand, ``--series UID=ignore`` drops one.
@@ -38,7 +38,7 @@ ROLES = {  # manifest series name -> (modality, session)
 }
 _EMISSION = {"maa_spect": ("maa_ct", None), "y90_pet": ("y90_ct", "y90_mr")}  # emission -> its CT / MR roles
 _TAGS = ("SeriesInstanceUID", "Modality", "SOPClassUID", "ImageType", "SeriesDescription", "StudyDate", "SeriesDate",
-         "AcquisitionDate", "FrameOfReferenceUID", "NumberOfFrames", "PatientID", "PatientSize", "PatientWeight",
+         "AcquisitionDate", "FrameOfReferenceUID", "PatientID", "PatientSize", "PatientWeight",
          "Units", "DecayCorrection", "RadiopharmaceuticalInformationSequence", "ContrastBolusAgent",
          "ImagePositionPatient", "ImageOrientationPatient", "SeriesTime", "AcquisitionTime")
 
@@ -53,7 +53,6 @@ class SeriesInfo:
     date: str  # acquisition, series or study date (YYYYMMDD), the first present
     frame_of_reference: str
     image_type: tuple[str, ...]
-    frames: int  # Number of Frames (1 for single-frame files)
     nuclide: str  # e.g. "Y-90", "Tc-99m"; "" when the series has no radiopharmaceutical
     injected_bq: float | None  # Radionuclide Total Dose
     units: str  # PET Units (BQML, CNTS, ...); "" when absent
@@ -125,7 +124,7 @@ def _info(uid: str, headers: list, files: list[Path]) -> SeriesInfo:
         uid=uid, modality=str(getattr(ds, "Modality", "")), description=str(getattr(ds, "SeriesDescription", "")),
         date=date, frame_of_reference=str(getattr(ds, "FrameOfReferenceUID", "")),
         image_type=tuple(str(v).upper() for v in (getattr(ds, "ImageType", None) or ())),
-        frames=int(getattr(ds, "NumberOfFrames", 1) or 1), nuclide=nuclide, injected_bq=injected,
+        nuclide=nuclide, injected_bq=injected,
         units=str(getattr(ds, "Units", "")), decay_correction=str(getattr(ds, "DecayCorrection", "")),
         series_datetime=series_datetime, administered_datetime=administered, half_life_s=half_life,
         contrast=bool(str(getattr(ds, "ContrastBolusAgent", "")).strip()),
@@ -171,9 +170,8 @@ def _role(s: SeriesInfo) -> tuple[str | None, str]:
     if s.modality == "PT":
         return ("y90_pet", "") if s.nuclide == "Y-90" else (None, f"PET of {s.nuclide or 'an unknown tracer'}, not 90Y")
     if s.modality == "NM":
-        tomo = "RECON TOMO" in s.image_type or "RECON" in " ".join(s.image_type) or s.frames > 1 and "TOMO" in " ".join(s.image_type)
-        if not tomo:
-            return None, "planar scintigraphy (not tomographic)"
+        if not {"RECON TOMO", "RECON GATED TOMO"} & set(s.image_type):
+            return None, "not a tomographic reconstruction (planar, whole-body or projections)"
         return ("maa_spect", "") if s.nuclide == "Tc-99m" else (None, f"SPECT of {s.nuclide or 'an unknown tracer'}, not 99mTc-MAA")
     if s.modality in ("CT", "MR"):
         return None, ""

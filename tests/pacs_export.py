@@ -1,7 +1,7 @@
 """A PACS-style DICOM export of a phantom study, as a hospital's archive would hand it over (test helper).
 
 Three studies (sessions) on three dates; CT and MR slices, the MAA SPECT as one multi-frame NM
-file, the 90Y PET as PET slices in Bq/ml with its radiopharmaceutical; two series share a folder in
+file (and a planar scintigraphy), the 90Y PET as PET slices in Bq/ml with its radiopharmaceutical; two series share a folder in
 two of them; every CT slice carries a private tag; a scout image, a second (arterial) diagnostic
 CT with a missing slice, and a non-DICOM file lie among them.
 """
@@ -60,12 +60,12 @@ def _as_pet(slices: list[Dataset], total_bq: float) -> None:
         del ds.ConversionType
 
 
-def _nm_spect(vol, study: dict, total_bq: float) -> Dataset:
+def _nm_spect(vol, study: dict, total_bq: float, image_type: str = "RECON TOMO") -> Dataset:
     counts = np.asarray(vol.array)
     assert counts.min() >= 0 and counts.max() < 65536 and np.all(counts == np.round(counts))
     d = np.asarray(vol.direction, np.float64)
     tags = {**PATIENT, **study, "Modality": "NM", "SeriesInstanceUID": generate_uid(), "SeriesNumber": 3,
-            "SeriesDescription": "SPECT MAA recon", "ImageType": ["ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"],
+            "SeriesDescription": f"MAA {image_type.lower()}", "ImageType": ["ORIGINAL", "PRIMARY", image_type, "EMISSION"],
             "NumberOfFrames": counts.shape[0], "Rows": counts.shape[1], "Columns": counts.shape[2],
             "SamplesPerPixel": 1, "PhotometricInterpretation": "MONOCHROME2", "BitsAllocated": 16, "BitsStored": 16,
             "HighBit": 15, "PixelRepresentation": 0, "PixelSpacing": dicom_decimals([vol.spacing_mm[1], vol.spacing_mm[0]]),
@@ -101,6 +101,8 @@ def write_pacs_export(study, root: Path) -> dict[str, str]:
     save("maa_ct", _slices(images["maa_ct"], "CT", maa, "CT low dose MAA"), root / "P042" / "ST1" / "SE1", "CT")
     save("maa_spect", [_nm_spect(images["maa_spect"], maa, activities["maa_injected_mbq"] * 1e6)],
          root / "P042" / "ST1" / "SE1", "NM")  # the SPECT in the CT's folder
+    planar = _nm_spect(images["maa_spect"], maa, activities["maa_injected_mbq"] * 1e6, image_type="STATIC")
+    save("planar", [planar], root / "P042" / "ST1" / "SE5", "NM")  # the lung shunt scintigraphy
     ct = images["maa_ct"]
     scout = _slices(make_volume(np.asarray(ct.array)[:1], ct.spacing_mm, ct.origin_mm, ct.direction), "CT", maa, "Topogram",
                     {"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]})

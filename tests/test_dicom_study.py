@@ -36,6 +36,7 @@ def test_series_are_grouped_across_folders_and_given_their_roles(export):
     assert {name: s.uid for name, s in assignment.chosen.items()} == {name: uids[name] for name in ROLES}
     reasons = {s.uid: why for s, why in assignment.unused}
     assert reasons[uids["scout"]] == "localiser"
+    assert reasons[uids["planar"]].startswith("not a tomographic reconstruction")
     assert reasons[uids["diag_ct_arterial"]].startswith("has missing slices (about 1")
 
 
