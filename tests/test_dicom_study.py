@@ -115,3 +115,13 @@ def test_workflow_of_the_export_is_the_workflow_of_the_nifti_study(export, tmp_p
     dose_a, dose_b = (np.asarray(read_volume(tmp_path / d / "dose.nii.gz").array) for d in ("from_dicom", "from_nifti"))
     np.testing.assert_allclose(dose_a, dose_b, rtol=rtol, atol=rtol * dose_b.max())
     assert (tmp_path / "from_dicom" / "study" / "study.json").is_file()  # the imported study is kept with the plan
+
+
+def test_bad_roots_stop_with_one_line(tmp_path, capsys):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("no DICOM here")
+    for root, message in ((tmp_path / "missing", "not a folder"), (tmp_path / "notes", "no DICOM series below this folder")):
+        with pytest.raises(SystemExit) as exc:
+            main(["study", str(root), "-o", str(tmp_path / "out")])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
