@@ -48,6 +48,10 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "stress: obese body (BMI 40-45), 500 mm field of view": ("diag_ct", "ct", {"bmi": (40.0, 45.0), "diag_ct": {"fov_mm": (500.0, 400.0, 288.0)}}),
     "stress: CT oblique grid": ("diag_ct", "ct", {"diag_ct": {"direction": "oblique"}}),
     "stress: left lobe far left, compressed": ("diag_ct", "ct", {"left_lobe_shift_mm": 35.0, "liver_ap_scale": 0.8}),
+    # a low-dose SPECT/CT protocol as scanners write it: fine in-plane voxels, thick slices, 50 HU noise per voxel
+    "CT low-dose protocol (0.8 x 0.8 x 5 mm, 50 HU noise)": (
+        "maa_ct", "ct", {"ct_noise_hu": 50.0, "maa_ct": {"spacing_mm": (0.8, 0.8, 5.0)}}
+    ),
 }
 
 

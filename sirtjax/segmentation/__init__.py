@@ -2,10 +2,11 @@
 
 from sirtjax.segmentation.infer import predict_array, predict_probability, segment_liver
 from sirtjax.segmentation.postprocess import fill_holes, instance_labels, largest_component, liver_mask
-from sirtjax.segmentation.preprocess import canonical_grid, mask_to_liver, normalize_intensity, prepare_image, prepare_label
+from sirtjax.segmentation.preprocess import antialias, canonical_grid, mask_to_liver, normalize_intensity, prepare_image, prepare_label
 from sirtjax.segmentation.sliding_window import gaussian_weights, sliding_window, tile_starts
 
 __all__ = [
+    "antialias",
     "canonical_grid",
     "fill_holes",
     "gaussian_weights",
