@@ -140,8 +140,7 @@ def scan_dicom(root: str | Path) -> tuple[tuple[SeriesInfo, ...], int]:
     root = Path(root)
     if not root.is_dir():
         raise InputError(root, "not a folder")
-    headers: dict[str, list] = {}
-    files: dict[str, list[Path]] = {}
+    found: dict[str, list[tuple]] = {}  # series UID -> (header, path) of each of its files
     skipped = 0
     for folder, _, names in os.walk(root):
         for name in sorted(names):
@@ -155,11 +154,10 @@ def scan_dicom(root: str | Path) -> tuple[tuple[SeriesInfo, ...], int]:
             if not uid or not getattr(ds, "Modality", ""):
                 skipped += 1  # DICOMDIR and other files without a series
                 continue
-            headers.setdefault(uid, []).append(ds)
-            files.setdefault(uid, []).append(path)
-    if not files:
+            found.setdefault(uid, []).append((ds, path))
+    if not found:
         raise InputError(root, f"no DICOM series below this folder ({skipped} other files)")
-    series = [_info(uid, headers[uid], paths) for uid, paths in files.items()]
+    series = [_info(uid, [ds for ds, _ in entries], [path for _, path in entries]) for uid, entries in found.items()]
     return tuple(sorted(series, key=lambda s: (s.date, s.modality, s.description, s.uid))), skipped
 
 
@@ -186,6 +184,7 @@ def assign_series(series: Iterable[SeriesInfo], overrides: Mapping[str, str] | N
     candidates: dict[str, list[SeriesInfo]] = {}
     unused: list[tuple[SeriesInfo, str]] = []
     emission_frames: dict[str, str] = {}  # frame of reference -> emission role
+    anatomical: list[SeriesInfo] = []  # CT and MR: their role depends on the emission series
     for s in series:
         if s.uid in forced:
             continue
@@ -196,9 +195,9 @@ def assign_series(series: Iterable[SeriesInfo], overrides: Mapping[str, str] | N
                 emission_frames[s.frame_of_reference] = role
         elif why:
             unused.append((s, why))
-    for s in series:
-        if s.uid in forced or s.modality not in ("CT", "MR") or "LOCALIZER" in s.image_type:
-            continue
+        else:
+            anatomical.append(s)
+    for s in anatomical:
         emission = emission_frames.get(s.frame_of_reference)
         if emission is not None:
             ct_role, mr_role = _EMISSION[emission]
@@ -311,7 +310,7 @@ def study_manifest(name: str, assignment: Assignment) -> tuple[dict, list[str]]:
             entry.update(units="counts", tracer="99mTc-MAA")
             warnings.append(f"the MAA SPECT ({s.description or s.uid}) is in counts, not quantitative: its activity "
                             "distribution is used relative to the liver and lungs")
-        for other, kind in ((c, k) for c, k in zip(_EMISSION.get(role, ()), ("ct", "mr")) if c):
+        for other, kind in zip(_EMISSION.get(role, ()), ("ct", "mr")):
             if other in chosen and chosen[other].frame_of_reference == s.frame_of_reference:
                 entry[kind] = other
         series[role] = entry

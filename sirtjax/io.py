@@ -190,12 +190,12 @@ def read_dicom_files(files: Sequence[str | Path], *, shown_as: str | Path) -> Vo
     an RT Dose reads as Gy.
     """
     p, files = Path(shown_as), [str(f) for f in files]
-    reader = sitk.ImageSeriesReader()
     if len(files) == 1:
         first = _dicom_info(p, files[0])
         if first.GetDimension() == 3 and first.GetSize()[2] > 1:  # one file of frames: an RT Dose, an enhanced CT/MR
             return _read_sitk_file(Path(files[0]), shown_as=p)
     slice_size, files = _check_slices(p, files)
+    reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
         img = reader.Execute()

@@ -52,7 +52,7 @@ def rtdose_dataset(dose_gy: Volume, common: Mapping, *, summation: str = "PLAN",
     if dose.ndim != 3 or not np.all(np.isfinite(dose)):
         raise ValueError("an RT Dose needs a finite 3D dose map")
     peak = float(dose.max(initial=0.0))
-    if dose.min(initial=0.0) < -_NEGATIVE_ROUND_OFF * max(peak, 0.0) - 1e-12:
+    if dose.min(initial=0.0) < -_NEGATIVE_ROUND_OFF * peak - 1e-12:
         raise ValueError(f"the dose map has negative values (min {dose.min():.4g} Gy) beyond round-off")
     d = np.asarray(dose_gy.direction, np.float64)
     spacing = np.asarray(dose_gy.spacing_mm, np.float64)
