@@ -150,6 +150,7 @@ def write_rtstruct(
     label: str = "sirtjax VOIs",
     dose_gy: Volume | None = None,
     dose_summation: str = "PLAN",
+    dose_bits: int = 32,
     given: Collection[str] = (),
 ) -> Path:
     """Write ``folder/ct/`` (the CT as DICOM CT images, HU), ``folder/rtstruct.dcm`` outlining the VOIs,
@@ -166,6 +167,7 @@ def write_rtstruct(
       label: Structure Set Label (first 16 characters) and series description.
       dose_gy: absorbed dose (Gy) on its own grid (e.g. the SPECT's), in the CT's physical space.
       dose_summation: the RT Dose's Dose Summation Type, 'PLAN' or 'RECORD'.
+      dose_bits: the RT Dose's Bits Allocated, 32 or 16.
       given: the VOIs the user supplied (MANUAL segments in the SEG; the others are AUTOMATIC).
 
     Returns:
@@ -197,7 +199,8 @@ def write_rtstruct(
     rt = _structure_set(ct, masks, slices, common, frame_uid, roi_types, label)
     seg = seg_dataset(slices, masks, roi_types, given) if any(m.any() for m in masks.values()) else None
     try:
-        rtdose = None if dose_gy is None else rtdose_dataset(dose_gy, common, summation=dose_summation)
+        rtdose = None if dose_gy is None else rtdose_dataset(dose_gy, common, summation=dose_summation,
+                                                                  bits=dose_bits)
     except ValueError as exc:
         raise InputError(folder, f"cannot write the RT Dose: {exc}") from None
     out = Path(folder)

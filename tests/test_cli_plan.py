@@ -87,8 +87,15 @@ def test_workflow_report_renders_in_chromium(verified, tmp_path):
 
 def test_plan_alone(study_dir, tmp_path, capsys):
     out = tmp_path / "p"
-    main(["plan", str(study_dir / "study.json"), "-o", str(out), "--model", "ldm", "--method", "mono-compartment"])
+    main(["plan", str(study_dir / "study.json"), "-o", str(out), "--model", "ldm", "--method", "mono-compartment",
+          "--rtdose-bits", "16"])
     assert "mono-compartment prescription" in capsys.readouterr().out
+    ds = pydicom.dcmread(out / "rtstruct" / "rtdose.dcm")  # a 16-bit RT Dose (for AMIDE), still dose.nii.gz
+    assert ds.BitsAllocated == 16 and ds.pixel_array.dtype == np.uint16
+    nifti = np.asarray(read_volume(out / "dose.nii.gz").array, np.float64)
+    assert float(ds.DoseGridScaling) <= nifti.max() / 65535 * (1 + 1e-9)
+    np.testing.assert_allclose(ds.pixel_array * float(ds.DoseGridScaling), np.maximum(nifti, 0),  # a right-handed grid
+                               rtol=0, atol=float(ds.DoseGridScaling) * 0.5 + 1e-12)
     report = json.loads((out / "report.json").read_text())
     assert report["dose"]["model"] == "ldm"
     assert report["planned_activity"]["source"] == "mono-compartment prescription"

@@ -23,6 +23,13 @@ class Model(str, Enum):
     ldm = "ldm"
 
 
+class RtDoseBits(str, Enum):
+    """Bits Allocated of the RT Dose."""
+
+    b32 = "32"
+    b16 = "16"
+
+
 def progress_bars():
     """A rich Progress with a stage line and one bar per registration level; returns (bar, say, progress)."""
     from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -66,7 +73,7 @@ def _plan_settings(plan_dir: Path, out: Path, lung_shunt: float | None, model: s
 
 def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: float | None, model: str | None,
                 constants: str | None, method: str, quick: bool, seed: int, liver_model: str,
-                plan_dir: Path | None = None, overwrite: bool = False, series: list[str] = ()):
+                plan_dir: Path | None = None, overwrite: bool = False, series: list[str] = (), rtdose_bits: int = 32):
     """Shared body of ``plan`` and ``verify``: validate, run with progress bars, return the RunResult.
 
     model/constants None: the plan's with ``plan_dir``, else vsv and icrp107. A study_path folder
@@ -103,7 +110,7 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
         check_output(out, overwrite=overwrite, inputs=[*study.input_paths(), *([plan_dir] if plan_dir else [])])
         options = WorkflowOptions(dose_model=model, constants=constants, prescription_method=method,
                                   registration=QUICK_REGISTRATION if quick else (), segmenter=model_segmenter(liver_model),
-                                  programs=program_cache())
+                                  programs=program_cache(), rtdose_bits=rtdose_bits)
         bar, say, progress = progress_bars()
         with bar:
             return run_study(study, out, overwrite=overwrite, verify_too=verify_too, options=options,
@@ -128,6 +135,8 @@ Quick = Annotated[bool, typer.Option("--quick", help="Quick registration (24/12 
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the registrations' random MI sampling.")]
 LiverModel = Annotated[str, typer.Option("--liver-model", help="Liver model (shipped name or folder) for images "
                                          "without a given liver mask.")]
+DoseBits = Annotated[RtDoseBits, typer.Option("--rtdose-bits", help="Bits of rtstruct/rtdose.dcm: 32, or 16 for "
+                                              "viewers that read only 16-bit RT Dose (dose step: peak / 65535).")]
 PlanDir = Annotated[Path | None, typer.Option("--plan", help="Output folder of an earlier `sirtjax plan` of this "
                                               "study: compare with it instead of planning again.")]
 
@@ -149,11 +158,12 @@ def workflow_command(verify_too: bool, summary):
         liver_model: LiverModel = "liver",
         overwrite: Overwrite = False,
         series: Series = [],  # noqa: B006
+        rtdose_bits: DoseBits = RtDoseBits.b32,
     ) -> None:
         result = run_command(study, out, verify_too=verify_too, lung_shunt=lung_shunt,
                              model=None if model is None else model.value, constants=constants, method=method.value,
                              quick=quick, seed=seed, liver_model=liver_model, plan_dir=plan_dir,
-                             overwrite=overwrite, series=series)
+                             overwrite=overwrite, series=series, rtdose_bits=int(rtdose_bits.value))
         typer.echo(summary(result))
 
     if not verify_too:  # --plan belongs to verify only

@@ -104,6 +104,8 @@ class WorkflowOptions:
     is an error). ``prescription_method`` picks the activity of the predicted dose when the study
     gives no planned activity. ``programs`` keeps the registrations' compiled programs across calls and
     processes (:class:`~sirtjax.registration.programs.ProgramCache`; None: in memory only).
+    ``rtdose_bits``: Bits Allocated of the RT Dose written for a CT session (32, or 16 for viewers
+    that read only 16-bit; :mod:`sirtjax.rtdose`).
     """
 
     dose_model: str = "vsv"
@@ -112,8 +114,11 @@ class WorkflowOptions:
     registration: tuple[tuple[str, object], ...] = ()
     segmenter: Segmenter | None = None
     programs: ProgramCache | None = None
+    rtdose_bits: int = 32
 
     def __post_init__(self):
+        if self.rtdose_bits not in (16, 32):
+            raise ValueError(f"rtdose_bits must be 16 or 32, got {self.rtdose_bits!r}")
         if self.prescription_method not in PRESCRIPTION_METHODS:
             raise ValueError(f"prescription_method must be one of {', '.join(PRESCRIPTION_METHODS)}, "
                              f"got {self.prescription_method!r}")

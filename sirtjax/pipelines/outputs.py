@@ -34,7 +34,7 @@ from sirtjax.rtstruct import write_rtstruct
 
 def write_session_outputs(folder: Path, session: Session, vois: SessionVois, dose: DoseResult,
                           registrations: tuple[Registered, ...], report: dict, html: str | None,
-                          patient_id: str = "") -> list[Path]:
+                          patient_id: str = "", rtdose_bits: int = 32) -> list[Path]:
     """Write one workflow's files into folder (see the module docstring); returns the paths written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,7 @@ def write_session_outputs(folder: Path, session: Session, vois: SessionVois, dos
         given = {name for name in rois if vois.sources["lesions" if name in lesions else name].startswith("given")}
         written.append(write_rtstruct(session.anatomy.image, rois, folder / "rtstruct", patient_name=report["study"],
                                       patient_id=patient_id, roi_types=types, dose_gy=dose.dose, dose_summation=summation,
-                                      given=given))
+                                      dose_bits=rtdose_bits, given=given))
     written.append(write_json(report, folder / "report.json"))
     if html is not None:
         written.append(write_report(html, folder / "report.html"))

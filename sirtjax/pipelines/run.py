@@ -91,10 +91,10 @@ def run_study(study: StudyManifest, out: Path, *, verify_too: bool = False, opti
             write_session_outputs(plan_dir, maa, p.vois, p.dose, p.registrations,
                                   {**p.report, "study_manifest": manifest, "parameters": parameters},
                                   workflow_report(manifest, p, subtitle=subtitle, parameters=parameters),
-                                  patient_id=patient_id)
+                                  patient_id=patient_id, rtdose_bits=options.rtdose_bits)
         if v is not None:
             write_session_outputs(tmp, y90, v.vois, v.dose, v.registrations,
                                   {**v.report, "study_manifest": manifest, "parameters": parameters},
                                   workflow_report(manifest, p, v, subtitle=subtitle, parameters=parameters),
-                                  patient_id=patient_id)
+                                  patient_id=patient_id, rtdose_bits=options.rtdose_bits)
     return RunResult(p, v, Path(out) / "report.html")
