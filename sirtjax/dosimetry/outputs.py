@@ -13,14 +13,15 @@ from sirtjax.io import write_volume
 from sirtjax.outputs import write_json
 
 
-def write_dvh_csv(stats: VoiStatistics, names: list[str], path: Path) -> None:
-    """Cumulative DVH table: column dose_gy (bin lower edges), then per VOI the % of its volume at >= that dose.
+def write_dvh_csv(stats: VoiStatistics, names: list[str], path: Path, quantity: str = "dose_gy") -> None:
+    """Cumulative DVH table: column ``quantity`` (bin lower edges; e.g. bed_gy for a BED map's statistics),
+    then per VOI the % of its volume at >= that value.
 
     Empty VOIs have empty cells.
     """
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["dose_gy"] + [f"{n}_volume_pct" for n in names])
+        writer.writerow([quantity] + [f"{n}_volume_pct" for n in names])
         for b, edge in enumerate(stats.dvh_edges_gy[:-1]):
             cells = ["" if not np.isfinite(v) else f"{100.0 * v:.4f}" for v in stats.cdvh_fraction[:, b]]
             writer.writerow([f"{edge:.6g}"] + cells)
