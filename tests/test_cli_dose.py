@@ -128,6 +128,41 @@ def test_dose_from_pet(study, tmp_path, capsys):
     assert report["lung"] is None
 
 
+def test_dose_from_pet_with_recovery_and_resolution_matching(study, tmp_path, capsys):
+    """--fwhm-mm gives each lesion the analytic recovery coefficient at its volume; --recovery-csv a measured
+    curve; --match-fwhm-mm blurs the PET first."""
+    from sirtjax.dosimetry.recovery import gaussian_recovery_curve
+
+    base = ["dose", str(study / "pet.nii.gz"), "--liver", str(study / "liver.nii.gz"), "--lesions",
+            str(study / "lesions_fine.nii.gz"), "--input", "bq-per-ml", "--model", "ldm"]
+    code, stdout, err = run(base + ["--fwhm-mm", "8", "-o", str(tmp_path / "a")], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    curve = gaussian_recovery_curve(8.0)
+    vois = {v["name"]: v for v in report["vois"]}
+    assert [r["name"] for r in report["recovery"]["lesions"]] == ["lesion_1", "lesion_2"]
+    for r in report["recovery"]["lesions"]:
+        rc = curve.coefficient(vois[r["name"]]["volume_ml"])
+        assert r["coefficient"] == pytest.approx(rc) and r["corrected_mean_gy"] == pytest.approx(vois[r["name"]]["mean_gy"] / rc)
+        assert r["within_curve"]
+    assert "recovery coefficient" in stdout and "analytic" in report["recovery"]["source"]
+    rc_csv = tmp_path / "rc.csv"
+    rc_csv.write_text("volume_ml,recovery_coefficient\n3.0,0.5\n30.0,0.9\n")  # both lesions (2.8 ml) below 3 ml
+    code, _, err = run(base + ["--recovery-csv", str(rc_csv), "-o", str(tmp_path / "b")], capsys)
+    assert code == 0 and "smaller than the smallest sphere" in err
+    report_b = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert [r["coefficient"] for r in report_b["recovery"]["lesions"]] == [0.5, 0.5]
+    assert "lesion_below_recovery_curve" in {w["code"] for w in report_b["warnings"]}
+    code, _, err = run(base + ["--fwhm-mm", "8", "--match-fwhm-mm", "14", "-o", str(tmp_path / "c")], capsys)
+    assert code == 0, err
+    report_c = json.loads((tmp_path / "c" / "report.json").read_text())
+    assert report_c["resolution"] == {"fwhm_mm": 8.0, "matched_to_fwhm_mm": 14.0}
+    lesion_c = {v["name"]: v for v in report_c["vois"]}["lesion_1"]
+    assert lesion_c["mean_gy"] < 0.9 * vois["lesion_1"]["mean_gy"]  # the hot lesion spills out at 14 mm
+    code, _, err = run(base + ["--match-fwhm-mm", "14", "-o", str(tmp_path / "d")], capsys)
+    assert code == 2 and "--match-fwhm-mm" in err and not (tmp_path / "d").exists()
+
+
 @pytest.mark.parametrize("extra, culprit, message", [
     ([], "--activity-gbq", "need the administered activity"),
     (["--activity-gbq", "-1"], "--activity-gbq", "must be positive"),

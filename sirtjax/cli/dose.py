@@ -63,12 +63,21 @@ def dose(
     liver_density: Annotated[float, typer.Option("--liver-density", help="Liver density (g/ml) for LDM without CT.")] = 1.03,
     dose_levels: Annotated[str, typer.Option("--dx", help="D_x levels, % of VOI volume.")] = "70,50",
     volume_levels: Annotated[str, typer.Option("--vx", help="V_x levels in Gy.")] = "70,100,120",
+    fwhm_mm: Annotated[float | None, typer.Option("--fwhm-mm", help="Resolution (FWHM, mm) of ACTIVITY: with "
+                                                  "--match-fwhm-mm, and for the analytic recovery curve.")] = None,
+    match_fwhm_mm: Annotated[float | None, typer.Option("--match-fwhm-mm", help="Blur ACTIVITY from --fwhm-mm to this "
+                                                        "FWHM first (compare SPECT and PET at one resolution).")] = None,
+    recovery_csv: Annotated[Path | None, typer.Option("--recovery-csv", help="Measured sphere recovery curve (columns "
+                                                      "volume_ml, recovery_coefficient): recovery-corrected lesion "
+                                                      "means. Without it, --fwhm-mm gives the analytic curve.")] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Voxel dose (Gy) on the activity grid with per-VOI mean/min/max, D_x, V_x and cumulative DVHs.
 
     Masks on another grid are resampled (nearest neighbour) onto the activity grid and the report
     says so. SPECT counts inside the liver are scaled to (1 - LSF) x the administered activity.
+    With --recovery-csv or --fwhm-mm, every lesion's mean dose is also given divided by the
+    recovery coefficient at its volume (sirtjax.dosimetry.recovery).
     """
     from rich.console import Console
     from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -80,8 +89,15 @@ def dose(
     from sirtjax.io import read_volume
     from sirtjax.outputs import check_output, output_dir
 
-    inputs = [p for p in (activity, liver, lesions, lung, ct) if p is not None]
+    from sirtjax.dosimetry.recovery import gaussian_recovery_curve, match_resolution, read_recovery_csv
+
+    inputs = [p for p in (activity, liver, lesions, lung, ct, recovery_csv) if p is not None]
     check_output(out, overwrite=overwrite, inputs=inputs)
+    if fwhm_mm is not None and not 0 < fwhm_mm < 100:
+        raise InputError("--fwhm-mm", f"a resolution in (0, 100) mm, got {fwhm_mm:g}")
+    if match_fwhm_mm is not None and (fwhm_mm is None or match_fwhm_mm < fwhm_mm):
+        raise InputError("--match-fwhm-mm", "needs --fwhm-mm, and a target no sharper than it (it only blurs)")
+    curve = read_recovery_csv(recovery_csv) if recovery_csv else gaussian_recovery_curve(fwhm_mm) if fwhm_mm else None
     dx = parse_levels(dose_levels, "--dx")
     if any(not 0.0 <= x <= 100.0 for x in dx):
         raise InputError("--dx", f"D_x levels are percentages in [0, 100], got {dose_levels}")
@@ -93,6 +109,8 @@ def dose(
         task = progress.add_task("reading images", total=3)
         images = {name: read_volume(path) for name, path in
                   (("activity", activity), ("liver", liver), ("lesions", lesions), ("lungs", lung), ("ct", ct)) if path is not None}
+        if match_fwhm_mm is not None:
+            images["activity"] = match_resolution(images["activity"], fwhm_mm, match_fwhm_mm)
         progress.update(task, advance=1, description=f"computing {model.value.upper()} dose")
         try:
             result = voxel_dosimetry(
@@ -103,12 +121,37 @@ def dose(
             )
         except DoseInputError as exc:
             raise InputError(sources.get(exc.input_name, exc.input_name), str(exc)) from None
+        result = _with_resolution(result, fwhm_mm, match_fwhm_mm, curve)
         progress.update(task, advance=1, description="writing outputs")
         with output_dir(out, overwrite=overwrite, inputs=inputs) as tmp:
             write_dose_outputs(result, tmp)
         progress.update(task, advance=1)
     print_summary(result.report, Console())
     Console().print(f"wrote {out}/dose.nii.gz, dvh.csv, dvh.png, report.json")
+
+
+def _with_resolution(result, fwhm_mm: float | None, match_fwhm_mm: float | None, curve):
+    """result with the resolution matching and the lesions' recovery correction in its report."""
+    import dataclasses
+
+    from sirtjax.dosimetry.recovery import lesion_recovery
+    from sirtjax.plausibility import ResultWarning
+
+    report, warnings = dict(result.report), result.warnings
+    if match_fwhm_mm is not None:
+        report["resolution"] = {"fwhm_mm": fwhm_mm, "matched_to_fwhm_mm": match_fwhm_mm}
+    if curve is not None:
+        lesions = lesion_recovery(report["vois"], curve)
+        report["recovery"] = {"source": curve.source, "volume_ml": curve.volume_ml, "coefficient": curve.recovery,
+                              "lesions": lesions}
+        small = [r for r in lesions if not r.within_curve]
+        if small:
+            w = ResultWarning("lesion_below_recovery_curve", f"{', '.join(r.name for r in small)}: smaller than the smallest "
+                              f"sphere of the recovery curve ({curve.volume_ml[0]:.3g} ml); its coefficient is held there",
+                              min(r.volume_ml for r in small), curve.volume_ml[0])
+            warnings += (w,)
+            report["warnings"] = [*report["warnings"], w.to_dict()]
+    return dataclasses.replace(result, report=report, warnings=warnings)
 
 
 def print_summary(report: dict, console) -> None:
@@ -130,6 +173,9 @@ def print_summary(report: dict, console) -> None:
     if report.get("lung"):
         lung = report["lung"]
         console.print(f"lung dose {lung['dose_gy']:.2f} Gy ({lung['formula']}, M_lung {lung['mass_kg']:.3f} kg: {lung['mass_source']})")
+    for r in report.get("recovery", {}).get("lesions", []):
+        console.print(f"{r.name}: recovery coefficient {r.coefficient:.3f} at {r.volume_ml:.3g} ml, "
+                      f"mean {r.mean_gy:.1f} Gy -> {r.corrected_mean_gy:.1f} Gy corrected")
     for w in report["warnings"]:
         typer.echo(f"warning: {w['message']}", err=True)
 
