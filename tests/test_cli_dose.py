@@ -163,6 +163,30 @@ def test_dose_from_pet_with_recovery_and_resolution_matching(study, tmp_path, ca
     assert code == 2 and "--match-fwhm-mm" in err and not (tmp_path / "d").exists()
 
 
+def test_dose_uncertainty_ensemble(study, tmp_path, capsys):
+    """--uncertainty N: per VOI the nominal value (the dose table's) inside its 5-95 % interval, the sources
+    varied one at a time, the stated sds in the report, and the tornado chart; PET input is refused."""
+    out = tmp_path / "u"
+    code, stdout, err = run(["dose", str(study / "spect.nii.gz"), "--liver", str(study / "liver.nii.gz"), "--lesions",
+                             str(study / "lesions_fine.nii.gz"), "--activity-gbq", "1.5", "--lung-shunt", "0.1",
+                             "--uncertainty", "8", "--calibration-sd", "0.05", "--boundary-sd-mm", "3", "-o", str(out)], capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    u = report["uncertainty"]
+    assert u["members"] == 8 and u["stated"]["calibration_rel_sd"] == 0.05 and u["stated"]["boundary_sd_mm"] == 3.0
+    table = {v["name"]: v for v in report["vois"]}
+    for v in u["vois"]:
+        mean = v["mean_gy"]
+        assert mean["nominal"] == pytest.approx(table[v["name"]]["mean_gy"], rel=1e-4)
+        assert set(mean["by_source"]) == {"calibration", "lung_shunt", "liver_boundary", "lesion_boundary"}
+    assert [v["name"] for v in u["vois"]] == ["liver", "normal_liver", "lesion_1", "lesion_2"]
+    assert (out / "uncertainty.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "5-95 %" in stdout
+    code, _, err = run(["dose", str(study / "pet.nii.gz"), "--liver", str(study / "liver.nii.gz"), "--input", "bq-per-ml",
+                        "--uncertainty", "8", "-o", str(tmp_path / "x")], capsys)
+    assert code == 2 and "--uncertainty" in err and not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize("extra, culprit, message", [
     ([], "--activity-gbq", "need the administered activity"),
     (["--activity-gbq", "-1"], "--activity-gbq", "must be positive"),

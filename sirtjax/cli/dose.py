@@ -70,6 +70,15 @@ def dose(
     recovery_csv: Annotated[Path | None, typer.Option("--recovery-csv", help="Measured sphere recovery curve (columns "
                                                       "volume_ml, recovery_coefficient): recovery-corrected lesion "
                                                       "means. Without it, --fwhm-mm gives the analytic curve.")] = None,
+    uncertainty: Annotated[int, typer.Option("--uncertainty", help="Ensemble size N (0: none): median and 5-95 % "
+                                             "interval of each VOI's mean, D70 and V100, per source (uncertainty.png).")] = 0,
+    calibration_sd: Annotated[float, typer.Option("--calibration-sd", help="Relative sd of the activity calibration.")] = 0.05,
+    residual_fraction: Annotated[float, typer.Option("--residual", help="Fraction of the activity left in the vial "
+                                                     "and catheter.")] = 0.0,
+    residual_sd: Annotated[float, typer.Option("--residual-sd", help="Its sd.")] = 0.0,
+    lung_shunt_sd: Annotated[float, typer.Option("--lung-shunt-sd", help="Absolute sd of the lung shunt fraction.")] = 0.02,
+    boundary_sd_mm: Annotated[float, typer.Option("--boundary-sd-mm", help="Sd (mm) of the liver and lesion surfaces.")] = 2.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the ensemble's draws.")] = 0,
     overwrite: Overwrite = False,
 ) -> None:
     """Voxel dose (Gy) on the activity grid with per-VOI mean/min/max, D_x, V_x and cumulative DVHs.
@@ -77,14 +86,18 @@ def dose(
     Masks on another grid are resampled (nearest neighbour) onto the activity grid and the report
     says so. SPECT counts inside the liver are scaled to (1 - LSF) x the administered activity.
     With --recovery-csv or --fwhm-mm, every lesion's mean dose is also given divided by the
-    recovery coefficient at its volume (sirtjax.dosimetry.recovery).
+    recovery coefficient at its volume (sirtjax.dosimetry.recovery). --uncertainty N (SPECT counts)
+    draws N plausible calibrations, residuals, lung shunts and VOI outlines from the stated sds
+    (sirtjax.dosimetry.uncertainty); every sd is an assumption you state, and the report records it.
     """
     from rich.console import Console
     from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from sirtjax.errors import InputError
 
-    from sirtjax.dosimetry.outputs import write_dose_outputs
+    import dataclasses
+
+    from sirtjax.dosimetry.outputs import plot_tornado, write_dose_outputs
     from sirtjax.dosimetry.voxel import DoseInputError, voxel_dosimetry
     from sirtjax.io import read_volume
     from sirtjax.outputs import check_output, output_dir
@@ -98,6 +111,8 @@ def dose(
     if match_fwhm_mm is not None and (fwhm_mm is None or match_fwhm_mm < fwhm_mm):
         raise InputError("--match-fwhm-mm", "needs --fwhm-mm, and a target no sharper than it (it only blurs)")
     curve = read_recovery_csv(recovery_csv) if recovery_csv else gaussian_recovery_curve(fwhm_mm) if fwhm_mm else None
+    stated = _uncertainty_model(uncertainty, input_kind.value, ct, calibration_sd, residual_fraction, residual_sd,
+                                lung_shunt_sd, boundary_sd_mm, seed)
     dx = parse_levels(dose_levels, "--dx")
     if any(not 0.0 <= x <= 100.0 for x in dx):
         raise InputError("--dx", f"D_x levels are percentages in [0, 100], got {dose_levels}")
@@ -122,12 +137,54 @@ def dose(
         except DoseInputError as exc:
             raise InputError(sources.get(exc.input_name, exc.input_name), str(exc)) from None
         result = _with_resolution(result, fwhm_mm, match_fwhm_mm, curve)
+        summary = None
+        if stated is not None:
+            progress.update(task, description=f"uncertainty ensemble of {uncertainty}")
+            summary = _ensemble_summary(images, result, stated, uncertainty, seed, model.value, constants.value)
+            result = dataclasses.replace(result, report={**result.report, "uncertainty": {
+                "members": uncertainty, "seed": seed, "stated": stated, "vois": summary}})
         progress.update(task, advance=1, description="writing outputs")
         with output_dir(out, overwrite=overwrite, inputs=inputs) as tmp:
             write_dose_outputs(result, tmp)
+            if summary is not None:
+                plot_tornado(summary, tmp / "uncertainty.png")
         progress.update(task, advance=1)
     print_summary(result.report, Console())
-    Console().print(f"wrote {out}/dose.nii.gz, dvh.csv, dvh.png, report.json")
+    Console().print(f"wrote {out}/dose.nii.gz, dvh.csv, dvh.png, report.json" + (", uncertainty.png" if summary else ""))
+
+
+def _uncertainty_model(n: int, input_kind: str, ct, calibration_sd, residual_fraction, residual_sd, lung_shunt_sd,
+                       boundary_sd_mm, seed):
+    """The stated UncertaintyModel of the options (None without --uncertainty); InputError for what it cannot do."""
+    from sirtjax.dosimetry.uncertainty import UncertaintyModel
+    from sirtjax.errors import InputError
+
+    if n == 0:
+        return None
+    if not 2 <= n <= 1024:
+        raise InputError("--uncertainty", f"an ensemble of 2-1024 members, got {n}")
+    if input_kind != "counts" or ct is not None:
+        raise InputError("--uncertainty", "is for SPECT counts without --ct (the PET's and the density map's "
+                                          "uncertainties are not modelled)")
+    if seed < 0:
+        raise InputError("--seed", f"must be a non-negative integer, got {seed}")
+    try:
+        return UncertaintyModel(calibration_sd, residual_fraction, residual_sd, lung_shunt_sd, boundary_sd_mm)
+    except ValueError as exc:
+        raise InputError("--uncertainty", str(exc)) from None
+
+
+def _ensemble_summary(images, result, stated, n: int, seed: int, dose_model: str, constants: str) -> list[dict]:
+    """The ensemble's summary (sirtjax.dosimetry.uncertainty); the masks' outlines move on their own grids."""
+    import jax
+
+    from sirtjax.dosimetry.uncertainty import ensemble, summarise
+
+    inputs = result.report["input"]
+    e = ensemble(images["activity"], images["liver"], images.get("lesions"), activity_gbq=inputs["activity_gbq"],
+                 lung_shunt_fraction=inputs["lung_shunt_fraction"], model=stated, key=jax.random.key(seed), n=n,
+                 dose_model=dose_model, constants=constants)
+    return summarise(e)
 
 
 def _with_resolution(result, fwhm_mm: float | None, match_fwhm_mm: float | None, curve):
@@ -176,6 +233,10 @@ def print_summary(report: dict, console) -> None:
     for r in report.get("recovery", {}).get("lesions", []):
         console.print(f"{r.name}: recovery coefficient {r.coefficient:.3f} at {r.volume_ml:.3g} ml, "
                       f"mean {r.mean_gy:.1f} Gy -> {r.corrected_mean_gy:.1f} Gy corrected")
+    for v in report.get("uncertainty", {}).get("vois", []):
+        cells = [f"{k.split('_')[0]} {_short(v[k]['nominal'])} [{_short(v[k]['p5'])}, {_short(v[k]['p95'])}]"
+                 for k in ("mean_gy", "D70_gy", "V100_pct")]
+        console.print(f"{v['name']}: " + "; ".join(cells) + f" (5-95 %; widest: {v['mean_gy']['dominant'] or '-'})")
     for w in report["warnings"]:
         typer.echo(f"warning: {w['message']}", err=True)
 
