@@ -88,7 +88,7 @@ def test_workflow_report_renders_in_chromium(verified, tmp_path):
 def test_plan_alone(study_dir, tmp_path, capsys):
     out = tmp_path / "p"
     main(["plan", str(study_dir / "study.json"), "-o", str(out), "--model", "ldm", "--method", "mono-compartment",
-          "--rtdose-bits", "16"])
+          "--rtdose-bits", "16", "--uncertainty", "4", "--boundary-sd-mm", "1.5"])
     assert "mono-compartment prescription" in capsys.readouterr().out
     ds = pydicom.dcmread(out / "rtstruct" / "rtdose.dcm")  # a 16-bit RT Dose (for AMIDE), still dose.nii.gz
     assert ds.BitsAllocated == 16 and ds.pixel_array.dtype == np.uint16
@@ -116,7 +116,14 @@ def test_plan_alone(study_dir, tmp_path, capsys):
     # The plan's own report has the predicted DVHs (README: "predicted dose, DVHs, report.html").
     html = (out / "report.html").read_text()
     assert "Predicted cumulative DVHs per VOI" in html
-    assert html.count("data:image/png;base64,") == 3  # SPECT and dose slices, DVHs (no registration)
+    assert html.count("data:image/png;base64,") == 4  # SPECT and dose slices, DVHs, tornado (no registration)
+    # --uncertainty: the ensemble's intervals beside the plan's numbers, with the stated sds
+    u = report["uncertainty"]
+    assert u["members"] == 4 and u["stated"]["boundary_sd_mm"] == 1.5 and u["stated"]["calibration_rel_sd"] == 0.05
+    liver = u["vois"][0]
+    assert liver["name"] == "liver" and liver["mean_gy"]["p5"] <= liver["mean_gy"]["p95"]
+    assert liver["mean_gy"]["nominal"] == pytest.approx(report["dose"]["vois"][0]["mean_gy"], rel=0.03)  # CT outlines
+    assert "Dose uncertainty" in html and "stated assumptions" in html
 
 
 @pytest.mark.parametrize("args, message", [
@@ -288,3 +295,6 @@ def test_demo_report_points_into_its_own_study_copy(tmp_path):
     named = [Path(report["study_manifest"]["manifest"])] + [Path(s["path"]) for s in report["study_manifest"]["series"].values()]
     assert all(p.is_relative_to(out.absolute() / "study") and p.exists() for p in named), named
     assert (out / "report.html").exists() and (out / "plan" / "report.json").exists()
+    # the demo shows the plan's dose uncertainty (docs/uncertainty.md)
+    assert json.loads((out / "plan" / "report.json").read_text())["uncertainty"]["members"] == 16
+    assert "Dose uncertainty" in (out / "report.html").read_text()

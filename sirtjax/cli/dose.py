@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from sirtjax.cli._app import Overwrite, app, progress_bar
+from sirtjax.cli._uncertainty import (BOUNDARY_SD_MM, CALIBRATION_SD, LUNG_SHUNT_SD, RESIDUAL, RESIDUAL_SD, BoundarySd,
+                                      CalibrationSd, LungShuntSd, Members, Residual, ResidualSd, stated_model)
 
 
 class Model(str, Enum):
@@ -70,14 +72,12 @@ def dose(
     recovery_csv: Annotated[Path | None, typer.Option("--recovery-csv", help="Measured sphere recovery curve (columns "
                                                       "volume_ml, recovery_coefficient): recovery-corrected lesion "
                                                       "means. Without it, --fwhm-mm gives the analytic curve.")] = None,
-    uncertainty: Annotated[int, typer.Option("--uncertainty", help="Ensemble size N (0: none): median and 5-95 % "
-                                             "interval of each VOI's mean, D70 and V100, per source (uncertainty.png).")] = 0,
-    calibration_sd: Annotated[float, typer.Option("--calibration-sd", help="Relative sd of the activity calibration.")] = 0.05,
-    residual_fraction: Annotated[float, typer.Option("--residual", help="Fraction of the activity left in the vial "
-                                                     "and catheter.")] = 0.0,
-    residual_sd: Annotated[float, typer.Option("--residual-sd", help="Its sd.")] = 0.0,
-    lung_shunt_sd: Annotated[float, typer.Option("--lung-shunt-sd", help="Absolute sd of the lung shunt fraction.")] = 0.02,
-    boundary_sd_mm: Annotated[float, typer.Option("--boundary-sd-mm", help="Sd (mm) of the liver and lesion surfaces.")] = 2.0,
+    uncertainty: Members = 0,
+    calibration_sd: CalibrationSd = CALIBRATION_SD,
+    residual_fraction: Residual = RESIDUAL,
+    residual_sd: ResidualSd = RESIDUAL_SD,
+    lung_shunt_sd: LungShuntSd = LUNG_SHUNT_SD,
+    boundary_sd_mm: BoundarySd = BOUNDARY_SD_MM,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the ensemble's draws.")] = 0,
     overwrite: Overwrite = False,
 ) -> None:
@@ -90,19 +90,17 @@ def dose(
     draws N plausible calibrations, residuals, lung shunts and VOI outlines from the stated sds
     (sirtjax.dosimetry.uncertainty); every sd is an assumption you state, and the report records it.
     """
+    import dataclasses
+
     from rich.console import Console
     from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from sirtjax.errors import InputError
-
-    import dataclasses
-
-    from sirtjax.dosimetry.outputs import plot_tornado, write_dose_outputs
+    from sirtjax.dosimetry.outputs import write_dose_outputs
+    from sirtjax.dosimetry.recovery import gaussian_recovery_curve, match_resolution, read_recovery_csv
     from sirtjax.dosimetry.voxel import DoseInputError, voxel_dosimetry
+    from sirtjax.errors import InputError
     from sirtjax.io import read_volume
     from sirtjax.outputs import check_output, output_dir
-
-    from sirtjax.dosimetry.recovery import gaussian_recovery_curve, match_resolution, read_recovery_csv
 
     inputs = [p for p in (activity, liver, lesions, lung, ct, recovery_csv) if p is not None]
     check_output(out, overwrite=overwrite, inputs=inputs)
@@ -111,8 +109,12 @@ def dose(
     if match_fwhm_mm is not None and (fwhm_mm is None or match_fwhm_mm < fwhm_mm):
         raise InputError("--match-fwhm-mm", "needs --fwhm-mm, and a target no sharper than it (it only blurs)")
     curve = read_recovery_csv(recovery_csv) if recovery_csv else gaussian_recovery_curve(fwhm_mm) if fwhm_mm else None
-    stated = _uncertainty_model(uncertainty, input_kind.value, ct, calibration_sd, residual_fraction, residual_sd,
-                                lung_shunt_sd, boundary_sd_mm, seed)
+    stated = stated_model(uncertainty, calibration_sd, residual_fraction, residual_sd, lung_shunt_sd, boundary_sd_mm)
+    if stated is not None and (input_kind != InputKind.counts or ct is not None):
+        raise InputError("--uncertainty", "is for SPECT counts without --ct (the PET's and the density map's "
+                                          "uncertainties are not modelled)")
+    if seed < 0:
+        raise InputError("--seed", f"must be a non-negative integer, got {seed}")
     dx = parse_levels(dose_levels, "--dx")
     if any(not 0.0 <= x <= 100.0 for x in dx):
         raise InputError("--dx", f"D_x levels are percentages in [0, 100], got {dose_levels}")
@@ -147,31 +149,12 @@ def dose(
         with output_dir(out, overwrite=overwrite, inputs=inputs) as tmp:
             write_dose_outputs(result, tmp)
             if summary is not None:
-                plot_tornado(summary, tmp / "uncertainty.png")
+                from sirtjax.report.uncertainty import tornado_png
+
+                (tmp / "uncertainty.png").write_bytes(tornado_png(summary))
         progress.update(task, advance=1)
     print_summary(result.report, Console())
     Console().print(f"wrote {out}/dose.nii.gz, dvh.csv, dvh.png, report.json" + (", uncertainty.png" if summary else ""))
-
-
-def _uncertainty_model(n: int, input_kind: str, ct, calibration_sd, residual_fraction, residual_sd, lung_shunt_sd,
-                       boundary_sd_mm, seed):
-    """The stated UncertaintyModel of the options (None without --uncertainty); InputError for what it cannot do."""
-    from sirtjax.dosimetry.uncertainty import UncertaintyModel
-    from sirtjax.errors import InputError
-
-    if n == 0:
-        return None
-    if not 2 <= n <= 1024:
-        raise InputError("--uncertainty", f"an ensemble of 2-1024 members, got {n}")
-    if input_kind != "counts" or ct is not None:
-        raise InputError("--uncertainty", "is for SPECT counts without --ct (the PET's and the density map's "
-                                          "uncertainties are not modelled)")
-    if seed < 0:
-        raise InputError("--seed", f"must be a non-negative integer, got {seed}")
-    try:
-        return UncertaintyModel(calibration_sd, residual_fraction, residual_sd, lung_shunt_sd, boundary_sd_mm)
-    except ValueError as exc:
-        raise InputError("--uncertainty", str(exc)) from None
 
 
 def _ensemble_summary(images, result, stated, n: int, seed: int, dose_model: str, constants: str) -> list[dict]:

@@ -13,6 +13,8 @@ from typing import Annotated
 import typer
 
 from sirtjax.cli._app import Method, Overwrite, app, program_cache, progress_bar
+from sirtjax.cli._uncertainty import (BOUNDARY_SD_MM, CALIBRATION_SD, LUNG_SHUNT_SD, RESIDUAL, RESIDUAL_SD, BoundarySd,
+                                      CalibrationSd, LungShuntSd, Members, Residual, ResidualSd, stated_model)
 from sirtjax.cli.study import Series
 
 
@@ -73,10 +75,12 @@ def _plan_settings(plan_dir: Path, out: Path, lung_shunt: float | None, model: s
 
 def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: float | None, model: str | None,
                 constants: str | None, method: str, quick: bool, seed: int, liver_model: str,
-                plan_dir: Path | None = None, overwrite: bool = False, series: list[str] = (), rtdose_bits: int = 32):
+                plan_dir: Path | None = None, overwrite: bool = False, series: list[str] = (), rtdose_bits: int = 32,
+                uncertainty=None):
     """Shared body of ``plan`` and ``verify``: validate, run with progress bars, return the RunResult.
 
-    model/constants None: the plan's with ``plan_dir``, else vsv and icrp107. A study_path folder
+    model/constants None: the plan's with ``plan_dir``, else vsv and icrp107. ``uncertainty``: an
+    UncertaintyRequest for the plan's dose (None: none). A study_path folder
     without study.json is a PACS export: it is imported (``series``: the ``--series`` choices) into a
     temporary study, which the output keeps as ``study/``.
     """
@@ -110,7 +114,7 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
         check_output(out, overwrite=overwrite, inputs=[*study.input_paths(), *([plan_dir] if plan_dir else [])])
         options = WorkflowOptions(dose_model=model, constants=constants, prescription_method=method,
                                   registration=QUICK_REGISTRATION if quick else (), segmenter=model_segmenter(liver_model),
-                                  programs=program_cache(), rtdose_bits=rtdose_bits)
+                                  programs=program_cache(), rtdose_bits=rtdose_bits, uncertainty=uncertainty)
         bar, say, progress = progress_bars()
         with bar:
             return run_study(study, out, overwrite=overwrite, verify_too=verify_too, options=options,
@@ -159,11 +163,24 @@ def workflow_command(verify_too: bool, summary):
         overwrite: Overwrite = False,
         series: Series = [],  # noqa: B006
         rtdose_bits: DoseBits = RtDoseBits.b32,
+        uncertainty: Members = 0,
+        calibration_sd: CalibrationSd = CALIBRATION_SD,
+        residual: Residual = RESIDUAL,
+        residual_sd: ResidualSd = RESIDUAL_SD,
+        lung_shunt_sd: LungShuntSd = LUNG_SHUNT_SD,
+        boundary_sd_mm: BoundarySd = BOUNDARY_SD_MM,
     ) -> None:
+        from sirtjax.errors import InputError
+        from sirtjax.pipelines.inputs import UncertaintyRequest
+
+        stated = stated_model(uncertainty, calibration_sd, residual, residual_sd, lung_shunt_sd, boundary_sd_mm)
+        if stated is not None and plan_dir is not None:
+            raise InputError("--uncertainty", "belongs to the planning; with --plan the plan is read, not made")
         result = run_command(study, out, verify_too=verify_too, lung_shunt=lung_shunt,
                              model=None if model is None else model.value, constants=constants, method=method.value,
                              quick=quick, seed=seed, liver_model=liver_model, plan_dir=plan_dir,
-                             overwrite=overwrite, series=series, rtdose_bits=int(rtdose_bits.value))
+                             overwrite=overwrite, series=series, rtdose_bits=int(rtdose_bits.value),
+                             uncertainty=None if stated is None else UncertaintyRequest(uncertainty, stated))
         typer.echo(summary(result))
 
     if not verify_too:  # --plan belongs to verify only

@@ -64,27 +64,3 @@ def write_dose_outputs(result: DoseResult, folder: Path) -> list[Path]:
     write_json(result.report, paths[3])
     return paths
 
-
-def plot_tornado(summary: list[dict], path: Path, metric: str = "mean_gy", most: int = 4) -> None:
-    """PNG tornado of the ensemble (:func:`sirtjax.dosimetry.uncertainty.summarise`): per VOI, the 5-95 % interval of
-    ``metric`` with each source alone and with all together, around the nominal value (at most ``most`` VOIs)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    vois = [v for v in summary if v[metric]["nominal"] is not None][:most]
-    fig, axes = plt.subplots(len(vois), 1, figsize=(7, 1.0 + 1.6 * len(vois)), dpi=120, squeeze=False)
-    for ax, voi in zip(axes[:, 0], vois):
-        m = voi[metric]
-        rows = sorted(((s, r) for s, r in m["by_source"].items() if r["p5"] is not None), key=lambda sr: sr[1]["p95"] - sr[1]["p5"])
-        rows.append(("all sources", {"p5": m["p5"], "p95": m["p95"]}))
-        for i, (source, r) in enumerate(rows):
-            ax.barh(i, r["p95"] - r["p5"], left=r["p5"], color="#0b3d5c" if source == "all sources" else "#7fa7c4")
-        ax.axvline(m["nominal"], color="#c0392b", lw=1)
-        ax.set_yticks(range(len(rows)), [s.replace("_", " ") for s, _ in rows], fontsize=8)
-        ax.set_title(f"{voi['name']}: {metric.replace('_gy', ' (Gy)').replace('_pct', ' (%)')}, 5-95 % interval", fontsize=9)
-        ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from sirtjax.volume import Volume, describe_grid
 
 if TYPE_CHECKING:
+    from sirtjax.dosimetry.uncertainty import UncertaintyModel
     from sirtjax.registration.programs import ProgramCache
 
 # Used when the study gives no target dose (thesis 1.5.3: 40 Gy normal liver for the partition
@@ -95,6 +96,18 @@ class StudyData:
 
 
 @dataclasses.dataclass(frozen=True)
+class UncertaintyRequest:
+    """A dose-uncertainty ensemble of ``members`` plans drawn from the ``stated`` sds (:mod:`sirtjax.dosimetry.uncertainty`)."""
+
+    members: int
+    stated: UncertaintyModel
+
+    def __post_init__(self):
+        if not 2 <= self.members <= 1024:
+            raise ValueError(f"an uncertainty ensemble has 2-1024 members, got {self.members}")
+
+
+@dataclasses.dataclass(frozen=True)
 class WorkflowOptions:
     """Settings shared by plan() and verify().
 
@@ -104,6 +117,7 @@ class WorkflowOptions:
     is an error). ``prescription_method`` picks the activity of the predicted dose when the study
     gives no planned activity. ``programs`` keeps the registrations' compiled programs across calls and
     processes (:class:`~sirtjax.registration.programs.ProgramCache`; None: in memory only).
+    ``uncertainty``: the plan's dose-uncertainty ensemble (None: none).
     ``rtdose_bits``: Bits Allocated of the RT Dose written for a CT session (32, or 16 for viewers
     that read only 16-bit; :mod:`sirtjax.rtdose`).
     """
@@ -114,6 +128,7 @@ class WorkflowOptions:
     registration: tuple[tuple[str, object], ...] = ()
     segmenter: Segmenter | None = None
     programs: ProgramCache | None = None
+    uncertainty: UncertaintyRequest | None = None
     rtdose_bits: int = 32
 
     def __post_init__(self):

@@ -14,6 +14,9 @@
    SPECT's) times the liver density; T/N ratios: SPECT counts per ml.
 6. Predicted dose with the planned activity (the study's ``y90_planned_gbq``, else the chosen
    method's prescription) and the dose statistics per VOI (:func:`sirtjax.dosimetry.voxel_dosimetry`).
+7. With ``WorkflowOptions.uncertainty``: the dose-uncertainty ensemble of that dose over the stated
+   calibration, residual, lung-shunt and outline errors (:mod:`sirtjax.dosimetry.uncertainty`), the
+   outlines moved on the CT grid.
 
 Approximations: nearest-neighbour resampling of masks onto the 4-5 mm SPECT grid changes small
 VOI volumes by a voxel layer; SPECT blur (about 12 mm FWHM) spills counts out of small lesions,
@@ -33,6 +36,7 @@ import numpy as np
 from sirtjax.dosimetry import (LIVER_DENSITY_G_ML, DoseResult, ResultWarning, MeasuredCompartments, Prescription,
                                bsa_method, measure_compartments, mono_compartment, partition, voxel_dosimetry)
 from sirtjax.dosimetry.dose import voxel_volume_ml
+from sirtjax.dosimetry.uncertainty import ensemble, summarise
 from sirtjax.pipelines.inputs import Anatomy, Session, StudyData, WorkflowOptions
 from sirtjax.pipelines.mapping import Registered, lesions_of, liver_of
 from sirtjax.preprocess import resample_to
@@ -67,6 +71,7 @@ class PlanResult:
     dose: DoseResult
     warnings: tuple[ResultWarning, ...]
     report: dict
+    uncertainty: tuple[dict, ...] | None = None  # the ensemble's summary per VOI (WorkflowOptions.uncertainty)
 
 
 def session_vois(session: Session, diagnostics: Sequence[Anatomy], options: WorkflowOptions, *,
@@ -219,6 +224,12 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
     dose = voxel_dosimetry(spect, vois.liver_emission, lesions=vois.lesions_emission,
                            lungs=None if cut else vois.lungs_emission, activity_gbq=activity, lung_shunt_fraction=lsf,
                            model=options.dose_model, constants=options.constants)
+    uncertainty = None
+    if options.uncertainty is not None:  # its own key: the registrations' draws stay as they were
+        e = ensemble(spect, vois.liver, vois.lesions, activity_gbq=activity, lung_shunt_fraction=lsf,
+                     model=options.uncertainty.stated, key=jax.random.fold_in(key, 1), n=options.uncertainty.members,
+                     dose_model=options.dose_model, constants=options.constants)
+        uncertainty = tuple(summarise(e))
     warnings += session_warnings(vois, registrations, session)
     all_warnings = tuple(warnings) + tuple(w for p in prescriptions for w in p.warnings)
     all_warnings += dose.warnings
@@ -235,7 +246,9 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
         "prescriptions": [p.to_dict() for p in prescriptions],
         "planned_activity": {"gbq": activity, "source": activity_source},
         "dose": dose.report,
+        **({} if uncertainty is None else {"uncertainty": {"members": options.uncertainty.members,
+                                                           "stated": options.uncertainty.stated, "vois": uncertainty}}),
         "warnings": [w.to_dict() for w in all_warnings],
     }
     return PlanResult(session, vois, tuple(registrations), measured, lsf, tuple(prescriptions), activity, dose,
-                      all_warnings, report)
+                      all_warnings, report, uncertainty)

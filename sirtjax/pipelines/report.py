@@ -134,7 +134,24 @@ def plan_sections(p: PlanResult) -> list[Section]:
                         "Predicted dose per VOI (SPECT grid).",
                         (dvh_figure_block(p.dose, f"Predicted cumulative DVHs per VOI for {activity['gbq']:.3f} GBq "
                                                   "(SPECT grid)."),)),
+        *([] if p.uncertainty is None else [uncertainty_section(p.report["uncertainty"])]),
     ]
+
+
+def uncertainty_section(u: dict) -> Section:
+    """The plan's dose-uncertainty ensemble: intervals beside the nominal values, the stated sds, the tornado chart."""
+    from sirtjax.report.uncertainty import tornado_png, uncertainty_table
+
+    s = u["stated"]
+    stated = (f"{u['members']} plans drawn from: activity calibration sd {100 * s.calibration_rel_sd:g} %, residual "
+              f"{100 * s.residual_fraction:g} ± {100 * s.residual_sd:g} %, lung shunt sd {100 * s.lung_shunt_sd:g} "
+              f"percentage points, liver and lesion outlines sd {s.boundary_sd_mm:g} mm (stated assumptions).")
+    return Section("Dose uncertainty", (
+        uncertainty_table(u["vois"], "Nominal value [5 %, 95 %] of the ensemble; the widest source is the one that, "
+                                     "varied alone, widens the mean dose's interval most."),
+        Note(stated),
+        FigurePng(tornado_png(u["vois"]), "Mean dose per VOI: the 5-95 % interval with each source alone and with all "
+                                          "together; the red line is the plan's value.")))
 
 
 def saved_plan_sections(report: dict, folder: str) -> list[Section]:
