@@ -239,3 +239,23 @@ def test_lesions_lost_on_the_emission_grid_are_named():
     assert "lesion_1" not in w.message and w.value == 1.0
     kept = SessionVois(liver, lesions.with_array((ct == 1).astype(np.uint8)), None, vois.liver_emission, on_spect, None, {})
     assert lesions_lost_on_emission_grid(kept, "maa_ct", "maa_spect") == []
+
+
+def test_plan_uncertainty_redraws_the_lesion_registration(study, workflows):
+    """WorkflowOptions.uncertainty with one more registration: the ensemble's registration source, its summary in the
+    report, and a nominal member equal to the plan's dose table."""
+    from sirtjax.dosimetry.uncertainty import UncertaintyModel
+    from sirtjax.pipelines.inputs import UncertaintyRequest
+
+    p0, _, data = workflows
+    im = study.images
+    maa = Session(anatomy(im, "maa_ct", "CT", ("liver", "lungs", "labels")), im["maa_spect"], "maa_spect")
+    diagnostics = (anatomy(im, "diag_ct", "CT", ("liver", "lesions", "labels")),)
+    request = UncertaintyRequest(6, UncertaintyModel(calibration_rel_sd=0.05, boundary_sd_mm=1.0), registrations=1)
+    p = plan(maa, diagnostics, data, dataclasses.replace(FAST, uncertainty=request), key=jax.random.key(0))
+    assert p.planned_activity_gbq == p0.planned_activity_gbq  # the plan itself is unchanged by the ensemble
+    u = p.report["uncertainty"]
+    assert u["registrations"] == 1 and u["members"] == 6
+    liver = u["vois"][0]["mean_gy"]
+    assert set(liver["by_source"]) == {"calibration", "liver_boundary", "lesion_boundary", "registration"}
+    assert liver["nominal"] == pytest.approx(records(p.dose)["liver"]["mean_gy"], rel=1e-4)

@@ -55,8 +55,8 @@ def demo(
     from sirtjax.phantom import PhantomConfig, generate_study, write_study
     from sirtjax.metrics import dice
     from sirtjax.outputs import check_output, write_json
-    from sirtjax.cli._uncertainty import (BOUNDARY_SD_MM, CALIBRATION_SD, DEMO_MEMBERS, LUNG_SHUNT_SD, RESIDUAL,
-                                          RESIDUAL_SD, stated_model)
+    from sirtjax.cli._uncertainty import (BOUNDARY_SD_MM, CALIBRATION_SD, DEMO_MEMBERS, DEMO_REGISTRATIONS,
+                                          LUNG_SHUNT_SD, RESIDUAL, RESIDUAL_SD, stated_model)
     from sirtjax.pipelines.inputs import QUICK_REGISTRATION, UncertaintyRequest, WorkflowOptions
     from sirtjax.pipelines.run import run_study
     from sirtjax.pipelines.segment import model_available, model_segmenter
@@ -80,7 +80,8 @@ def demo(
 
         stated = stated_model(DEMO_MEMBERS, CALIBRATION_SD, RESIDUAL, RESIDUAL_SD, LUNG_SHUNT_SD, BOUNDARY_SD_MM)
         options = WorkflowOptions(registration=QUICK_REGISTRATION, segmenter=model_segmenter() if segment else None,
-                                  programs=program_cache(), uncertainty=UncertaintyRequest(DEMO_MEMBERS, stated))
+                                  programs=program_cache(), uncertainty=UncertaintyRequest(DEMO_MEMBERS, stated,
+                                                                                 DEMO_REGISTRATIONS))
         result = run_study(study, out, overwrite=overwrite, verify_too=True, options=options, seed=0, say=say, progress=progress,
                            copy_study=True,
                            subtitle=f"Demo on phantom seed {seed}: lesions from the diagnostic CT mapped by registration; "

@@ -13,8 +13,9 @@ from typing import Annotated
 import typer
 
 from sirtjax.cli._app import Method, Overwrite, app, program_cache, progress_bar
-from sirtjax.cli._uncertainty import (BOUNDARY_SD_MM, CALIBRATION_SD, LUNG_SHUNT_SD, RESIDUAL, RESIDUAL_SD, BoundarySd,
-                                      CalibrationSd, LungShuntSd, Members, Residual, ResidualSd, stated_model)
+from sirtjax.cli._uncertainty import (BOUNDARY_SD_MM, CALIBRATION_SD, LUNG_SHUNT_SD, REGISTRATIONS, RESIDUAL, RESIDUAL_SD,
+                                      BoundarySd, CalibrationSd, LungShuntSd, Members, Registrations, Residual, ResidualSd,
+                                      stated_model)
 from sirtjax.cli.study import Series
 
 
@@ -169,6 +170,7 @@ def workflow_command(verify_too: bool, summary):
         residual_sd: ResidualSd = RESIDUAL_SD,
         lung_shunt_sd: LungShuntSd = LUNG_SHUNT_SD,
         boundary_sd_mm: BoundarySd = BOUNDARY_SD_MM,
+        registration_samples: Registrations = REGISTRATIONS,
     ) -> None:
         from sirtjax.errors import InputError
         from sirtjax.pipelines.inputs import UncertaintyRequest
@@ -176,11 +178,14 @@ def workflow_command(verify_too: bool, summary):
         stated = stated_model(uncertainty, calibration_sd, residual, residual_sd, lung_shunt_sd, boundary_sd_mm)
         if stated is not None and plan_dir is not None:
             raise InputError("--uncertainty", "belongs to the planning; with --plan the plan is read, not made")
+        if not 0 <= registration_samples <= 32:
+            raise InputError("--registration-samples", f"0-32 more registrations, got {registration_samples}")
         result = run_command(study, out, verify_too=verify_too, lung_shunt=lung_shunt,
                              model=None if model is None else model.value, constants=constants, method=method.value,
                              quick=quick, seed=seed, liver_model=liver_model, plan_dir=plan_dir,
                              overwrite=overwrite, series=series, rtdose_bits=int(rtdose_bits.value),
-                             uncertainty=None if stated is None else UncertaintyRequest(uncertainty, stated))
+                             uncertainty=None if stated is None else UncertaintyRequest(uncertainty, stated,
+                                                                                        registration_samples))
         typer.echo(summary(result))
 
     if not verify_too:  # --plan belongs to verify only

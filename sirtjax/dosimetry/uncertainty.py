@@ -6,6 +6,9 @@ Each member draws the uncertain inputs and computes the dose again:
 - ``residual``: the fraction left in the vial and catheter, r ~ N(residual_fraction, residual_sd),
   clipped to [0, 0.99]; the liver receives (1 - r);
 - ``lung_shunt``: LSF ~ N(LSF, lung_shunt_sd), clipped to [0, 0.99];
+- ``registration``: with lesions mapped from a diagnostic image, the lesion map of one of the
+  registrations run with other sampling keys (``lesion_alternatives``), or the plan's own, each
+  equally likely;
 - ``liver_boundary`` and ``lesion_boundary``: each surface moved outwards by an offset of
   N(0, boundary_sd_mm) mm, through the signed Euclidean distance to the mask
   (:func:`signed_distance_mm`), computed on the mask's own grid (a CT's, finer than the SPECT's)
@@ -13,9 +16,8 @@ Each member draws the uncertain inputs and computes the dose again:
   under-segmentation along the whole surface, and a given manual mask has one too, so the model
   serves whether the mask was segmented or drawn. A local, patchy error is not modelled.
 
-The nominal member (every offset 0) has the masks' outlines through their distance maps: on the
-mask's own grid, the masks themselves; on another grid, they differ from the dose table's
-nearest-neighbour masks by boundary voxels.
+The nominal member (every offset 0) has the dose table's masks (nearest-neighbour resampled), so
+it reproduces the table; an offset moves the outline through the distance map.
 
 The member's activity is the SPECT counts inside its liver region (liver and lesions), normalised
 to A c (1 - r) (1 - LSF), as :func:`sirtjax.dosimetry.activity.activity_from_counts` does. The
@@ -51,7 +53,7 @@ from sirtjax.preprocess import crop_to_mask, resample_to
 from sirtjax.volume import Volume
 
 MAX_SD = 5.0  # drawn offsets are clipped to 5 sd, so the ensemble's box holds every member's VOIs
-SOURCES = ("calibration", "residual", "lung_shunt", "liver_boundary", "lesion_boundary")
+SOURCES = ("calibration", "residual", "lung_shunt", "liver_boundary", "lesion_boundary", "registration")
 METRICS = ("mean_gy", "D70_gy", "V100_pct")
 
 
@@ -109,28 +111,37 @@ def signed_distance_mm(mask: Volume) -> tuple[Volume, np.ndarray]:
 def _on_grid(mask: Volume, grid: Volume, reach_mm: float) -> tuple[np.ndarray, np.ndarray]:
     """A mask's signed distance (mm) resampled linearly onto grid, and its labels' nearest-label map (order 0).
 
-    Computed on the mask's bounding box widened by reach_mm (memory bounded by the mask, not the scan); beyond it
-    the distance reads 1e6 mm (outside).
+    Where the linear distance and the nearest-neighbour mask (what the dose tables use) disagree on a voxel, the
+    distance is nudged to the mask's side by 1 um, so that the offset 0 gives exactly that mask. Computed on the
+    mask's bounding box widened by reach_mm (memory bounded by the mask, not the scan); beyond it the distance
+    reads 1e6 mm (outside).
     """
+    inside_nn = np.asarray(resample_to(mask, grid, order=0).array) > 0
     if np.any(np.asarray(mask.array) > 0):
         mask = crop_to_mask(mask, np.asarray(mask.array) > 0, margin_mm=reach_mm + float(np.max(mask.spacing_mm)))
     sdf, across = signed_distance_mm(mask)
     labels = np.asarray(mask.array).astype(np.int32)
     nearest = np.where(labels > 0, labels, labels[tuple(across)])
-    return (np.asarray(resample_to(sdf, grid, order=1, default_value=1e6).array, np.float32),
-            np.asarray(resample_to(mask.with_array(nearest), grid, order=0).array, np.int32))
+    linear = np.asarray(resample_to(sdf, grid, order=1, default_value=1e6).array, np.float32)
+    linear = np.where(inside_nn, np.minimum(linear, -1e-3), np.maximum(linear, 1e-3))
+    return linear, np.asarray(resample_to(mask.with_array(nearest), grid, order=0).array, np.int32)
 
 
-def _draws(model: UncertaintyModel, lsf: float, key: jax.Array, n: int, sources: Sequence[str]) -> jax.Array:
-    """(n, 5) inputs per member: calibration factor, residual, LSF, liver and lesion offsets (mm); others nominal."""
-    z = jax.random.normal(key, (n, 5))
-    on = jnp.asarray([s in sources for s in SOURCES], jnp.float32)
+def _draws(model: UncertaintyModel, lsf: float, key: jax.Array, n: int, sources: Sequence[str],
+           alternatives: int = 1) -> jax.Array:
+    """(n, 6) inputs per member: calibration factor, residual, LSF, liver and lesion offsets (mm), and the index of
+    the lesion outline's alternative (0: the plan's); sources not in ``sources`` stay nominal."""
+    k_normal, k_index = jax.random.split(key)
+    z = jax.random.normal(k_normal, (n, 5))
+    on = jnp.asarray([s in sources for s in SOURCES[:5]], jnp.float32)
     sd = jnp.asarray([model.calibration_rel_sd, model.residual_sd, model.lung_shunt_sd,
                       model.boundary_sd_mm, model.boundary_sd_mm], jnp.float32)
     centre = jnp.asarray([1.0, model.residual_fraction, lsf, 0.0, 0.0], jnp.float32)
     d = centre + on * sd * z
     d = d.at[:, 3:].set(jnp.clip(d[:, 3:], -MAX_SD * model.boundary_sd_mm, MAX_SD * model.boundary_sd_mm))
-    return d.at[:, 0].set(jnp.maximum(d[:, 0], 0.01)).at[:, 1:3].set(jnp.clip(d[:, 1:3], 0.0, 0.99))
+    d = d.at[:, 0].set(jnp.maximum(d[:, 0], 0.01)).at[:, 1:3].set(jnp.clip(d[:, 1:3], 0.0, 0.99))
+    index = jax.random.randint(k_index, (n, 1), 0, alternatives) if "registration" in sources else jnp.zeros((n, 1), jnp.int32)
+    return jnp.concatenate([d, index.astype(jnp.float32)], axis=1)
 
 
 def _voi_metrics(dose: jax.Array, mask: jax.Array) -> jax.Array:
@@ -155,12 +166,13 @@ def _members(draws, counts, sdf_liver, sdf_lesion, nearest, ids, kernel, activit
     """(members, 2 + lesions, METRICS) of every row of draws (module docstring); kernel None: LDM."""
 
     def member(d: jax.Array) -> jax.Array:
-        liver_m, lesion_m = sdf_liver <= d[3], sdf_lesion <= d[4]
+        k = d[5].astype(jnp.int32)
+        liver_m, lesion_m = sdf_liver <= d[3], sdf_lesion[k] <= d[4]
         region_m = liver_m | lesion_m
         inside = jnp.where(region_m, counts, 0.0)
         act = inside * (activity_gbq * d[0] * (1.0 - d[1]) * (1.0 - d[2]) / jnp.sum(inside))
         dose = jnp.maximum(convolve_same(act, kernel), 0.0) if kernel is not None else act * ldm_gy_per_gbq
-        vois = [region_m, region_m & ~lesion_m] + [lesion_m & (nearest == ids[k]) for k in range(ids.shape[0])]
+        vois = [region_m, region_m & ~lesion_m] + [lesion_m & (nearest[k] == ids[i]) for i in range(ids.shape[0])]
         return jnp.stack([_voi_metrics(dose, m) for m in vois])
 
     return jax.lax.map(member, draws, batch_size=batch_size)
@@ -168,8 +180,12 @@ def _members(draws, counts, sdf_liver, sdf_lesion, nearest, ids, kernel, activit
 
 def ensemble(counts: Volume, liver: Volume, lesions: Volume | None, *, activity_gbq: float,
              lung_shunt_fraction: float, model: UncertaintyModel, key: jax.Array, n: int = 32, dose_model: str = "vsv",
-             constants: str = "icrp107", batch_size: int = 8, tornado: bool = True) -> Ensemble:
+             constants: str = "icrp107", batch_size: int = 8, tornado: bool = True,
+             lesion_alternatives: Sequence[Volume] = ()) -> Ensemble:
     """The ensemble of a SPECT-count plan under ``model``: counts, a liver mask and lesion instances (any grids).
+
+    ``lesion_alternatives``: other plausible lesion maps with the same ids (the lesions mapped by registrations with
+    other sampling keys); the ``registration`` source picks one of them, or ``lesions``, per member.
 
     ``tornado`` False skips the one-source-at-a-time members (``by_source`` empty): n + 1 doses instead of
     up to 6 n + 1.
@@ -182,17 +198,19 @@ def ensemble(counts: Volume, liver: Volume, lesions: Volume | None, *, activity_
     spacing_zyx = np.asarray(spacing_mm, float)[::-1]
     reach_mm = MAX_SD * model.boundary_sd_mm + float(spacing_zyx.max())  # the farthest a drawn offset moves a surface
     sdf_liver, _ = _on_grid(liver, counts, reach_mm)
-    sdf_lesion, nearest = (_on_grid(lesions, counts, reach_mm) if lesions is not None
-                           else (np.full(counts.shape, 1e6, np.float32), np.zeros(counts.shape, np.int32)))
+    outlines = [_on_grid(m, counts, reach_mm) for m in ([lesions, *lesion_alternatives] if lesions is not None else [])]
+    if not outlines:
+        outlines = [(np.full(counts.shape, 1e6, np.float32), np.zeros(counts.shape, np.int32))]
+    sdf_lesion, nearest = np.stack([o[0] for o in outlines]), np.stack([o[1] for o in outlines])
     ids = tuple(int(i) for i in np.unique(np.asarray(lesions.array)) if i > 0) if lesions is not None else ()
-    region = (sdf_liver <= 0) | (sdf_lesion <= 0)
+    region = (sdf_liver <= 0) | (sdf_lesion[0] <= 0)
     if not region.any():
         raise ValueError("the liver mask is empty on the activity grid")
     kernel = vsv_gy_per_gbq(voxel_kernel(spacing_mm), constants) if dose_model == "vsv" else None
-    near = np.minimum(sdf_liver, sdf_lesion) <= reach_mm  # every source and VOI voxel of every member
+    near = np.minimum(sdf_liver, sdf_lesion.min(axis=0)) <= reach_mm  # every source and VOI voxel of every member
     box = tuple(slice(int(a.min()), int(a.max()) + 1) for a in np.nonzero(near))
-    arrays = [_padded(a[box], fill) for a, fill in ((np.asarray(counts.array, np.float32).clip(0), 0.0),
-                                                       (sdf_liver, 1e6), (sdf_lesion, 1e6), (nearest, 0))]
+    arrays = [_padded(a[box], fill) for a, fill in ((np.asarray(counts.array, np.float32).clip(0), 0.0), (sdf_liver, 1e6))]
+    arrays += [jnp.stack([_padded(a[box], fill) for a in stack]) for stack, fill in ((sdf_lesion, 1e6), (nearest, 0))]
     ldm_gy_per_gbq = get_constants(constants).gy_kg_per_gbq / (LIVER_DENSITY_G_ML * voxel_volume_ml(spacing_mm) * 1e-3)
 
     def run(draws):
@@ -202,10 +220,10 @@ def ensemble(counts: Volume, liver: Volume, lesions: Volume | None, *, activity_
     keys = jax.random.split(key, len(SOURCES) + 1)
     nominal = run(_draws(model, lung_shunt_fraction, keys[0], 1, ()))[0]
     sds = dict(zip(SOURCES, (model.calibration_rel_sd, model.residual_sd, model.lung_shunt_sd,
-                             model.boundary_sd_mm, model.boundary_sd_mm if ids else 0.0)))
+                             model.boundary_sd_mm, model.boundary_sd_mm if ids else 0.0, len(outlines) - 1)))
     active = tuple(s for s in SOURCES if sds[s] > 0)
-    every = run(_draws(model, lung_shunt_fraction, keys[0], n, active))
-    by_source = {s: run(_draws(model, lung_shunt_fraction, keys[1 + i], n, (s,)))
+    every = run(_draws(model, lung_shunt_fraction, keys[0], n, active, len(outlines)))
+    by_source = {s: run(_draws(model, lung_shunt_fraction, keys[1 + i], n, (s,), len(outlines)))
                  for i, s in enumerate(SOURCES) if s in active and tornado}
     names = ("liver", "normal_liver", *(f"lesion_{i}" for i in ids))
     return Ensemble(names, nominal, every, by_source)

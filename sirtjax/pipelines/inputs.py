@@ -97,14 +97,19 @@ class StudyData:
 
 @dataclasses.dataclass(frozen=True)
 class UncertaintyRequest:
-    """A dose-uncertainty ensemble of ``members`` plans drawn from the ``stated`` sds (:mod:`sirtjax.dosimetry.uncertainty`)."""
+    """A dose-uncertainty ensemble of ``members`` plans drawn from the ``stated`` sds (:mod:`sirtjax.dosimetry.uncertainty`);
+    with lesions mapped by registration, ``registrations`` more registrations with other sampling keys give the
+    lesion maps of its registration source."""
 
     members: int
     stated: UncertaintyModel
+    registrations: int = 0
 
     def __post_init__(self):
         if not 2 <= self.members <= 1024:
             raise ValueError(f"an uncertainty ensemble has 2-1024 members, got {self.members}")
+        if not 0 <= self.registrations <= 32:
+            raise ValueError(f"0-32 more registrations for the uncertainty ensemble, got {self.registrations}")
 
 
 @dataclasses.dataclass(frozen=True)

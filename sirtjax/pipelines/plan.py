@@ -38,7 +38,7 @@ from sirtjax.dosimetry import (LIVER_DENSITY_G_ML, DoseResult, ResultWarning, Me
 from sirtjax.dosimetry.dose import voxel_volume_ml
 from sirtjax.dosimetry.uncertainty import ensemble, summarise
 from sirtjax.pipelines.inputs import Anatomy, Session, StudyData, WorkflowOptions
-from sirtjax.pipelines.mapping import Registered, lesions_of, liver_of
+from sirtjax.pipelines.mapping import Registered, lesions_of, liver_of, register_anatomy
 from sirtjax.preprocess import resample_to
 from sirtjax.plausibility import check_liver_volume
 from sirtjax.volume import Volume
@@ -71,7 +71,7 @@ class PlanResult:
     dose: DoseResult
     warnings: tuple[ResultWarning, ...]
     report: dict
-    uncertainty: tuple[dict, ...] | None = None  # the ensemble's summary per VOI (WorkflowOptions.uncertainty)
+    uncertainty: dict | None = None  # the ensemble's summary (WorkflowOptions.uncertainty), also in report
 
 
 def session_vois(session: Session, diagnostics: Sequence[Anatomy], options: WorkflowOptions, *,
@@ -188,6 +188,27 @@ def prescribe(study: StudyData, normal_ml: float, tumour_ml: np.ndarray, tn_rati
     return out, targets
 
 
+def _ensemble(session: Session, diagnostics: Sequence[Anatomy], vois: SessionVois, registrations: Sequence[Registered],
+              activity: float, lsf: float, options: WorkflowOptions, key: jax.Array) -> dict:
+    """The summary of the dose-uncertainty ensemble of a plan (WorkflowOptions.uncertainty), with the lesions mapped again by
+    ``registrations`` more registrations of the mapping's source image when they were mapped. Keys of its own:
+    the plan's registrations draw as they did without it."""
+    request = options.uncertainty
+    alternatives = []
+    if vois.sources["lesions"].startswith("mapped from"):  # by the first registration (lesions_of)
+        mapped = registrations[0]
+        source = next(d for d in diagnostics if d.name == mapped.source)
+        for k in range(request.registrations):
+            again = register_anatomy(session.anatomy, source, target_liver=vois.liver, options=options,
+                                     key=jax.random.fold_in(key, 1000 + k))
+            alternatives.append(again.lesions)
+    e = ensemble(session.emission, vois.liver, vois.lesions, activity_gbq=activity, lung_shunt_fraction=lsf,
+                 model=request.stated, key=jax.random.fold_in(key, 1), n=request.members,
+                 dose_model=options.dose_model, constants=options.constants, lesion_alternatives=alternatives)
+    return {"members": request.members, "registrations": len(alternatives), "stated": request.stated,
+            "vois": summarise(e)}
+
+
 def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
          options: WorkflowOptions = WorkflowOptions(), *, key: jax.Array, progress=None) -> PlanResult:
     """Plan a SIRT treatment from a MAA SPECT (counts) / CT session and diagnostic CT/MR images.
@@ -225,11 +246,8 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
                            lungs=None if cut else vois.lungs_emission, activity_gbq=activity, lung_shunt_fraction=lsf,
                            model=options.dose_model, constants=options.constants)
     uncertainty = None
-    if options.uncertainty is not None:  # its own key: the registrations' draws stay as they were
-        e = ensemble(spect, vois.liver, vois.lesions, activity_gbq=activity, lung_shunt_fraction=lsf,
-                     model=options.uncertainty.stated, key=jax.random.fold_in(key, 1), n=options.uncertainty.members,
-                     dose_model=options.dose_model, constants=options.constants)
-        uncertainty = tuple(summarise(e))
+    if options.uncertainty is not None:
+        uncertainty = _ensemble(session, diagnostics, vois, registrations, activity, lsf, options, key)
     warnings += session_warnings(vois, registrations, session)
     all_warnings = tuple(warnings) + tuple(w for p in prescriptions for w in p.warnings)
     all_warnings += dose.warnings
@@ -246,8 +264,7 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
         "prescriptions": [p.to_dict() for p in prescriptions],
         "planned_activity": {"gbq": activity, "source": activity_source},
         "dose": dose.report,
-        **({} if uncertainty is None else {"uncertainty": {"members": options.uncertainty.members,
-                                                           "stated": options.uncertainty.stated, "vois": uncertainty}}),
+        **({} if uncertainty is None else {"uncertainty": uncertainty}),
         "warnings": [w.to_dict() for w in all_warnings],
     }
     return PlanResult(session, vois, tuple(registrations), measured, lsf, tuple(prescriptions), activity, dose,

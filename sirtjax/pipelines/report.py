@@ -145,7 +145,9 @@ def uncertainty_section(u: dict) -> Section:
     s = u["stated"]
     stated = (f"{u['members']} plans drawn from: activity calibration sd {100 * s.calibration_rel_sd:g} %, residual "
               f"{100 * s.residual_fraction:g} ± {100 * s.residual_sd:g} %, lung shunt sd {100 * s.lung_shunt_sd:g} "
-              f"percentage points, liver and lesion outlines sd {s.boundary_sd_mm:g} mm (stated assumptions).")
+              f"percentage points, liver and lesion outlines sd {s.boundary_sd_mm:g} mm (stated assumptions)"
+              + (f"; the lesions of the plan's registration or of {u['registrations']} more with other sampling keys."
+                 if u["registrations"] else "."))
     return Section("Dose uncertainty", (
         uncertainty_table(u["vois"], "Nominal value [5 %, 95 %] of the ensemble; the widest source is the one that, "
                                      "varied alone, widens the mean dose's interval most."),
