@@ -30,7 +30,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r "$src/ct" "$work/ct"  # one series per folder: AMIDE asks no question about the others
 mkdir "$work/dose" && cp "$src/rtdose.dcm" "$work/dose/"
-first=$(ls "$work/ct" | head -1)
+first=$(find "$work/ct" -maxdepth 1 -type f -printf '%f\n' -quit)
 cat > "$work/drive.sh" <<EOF
 set -e
 amide "$work/ct/$first" "$work/dose/rtdose.dcm" >"$work/amide.log" 2>&1 &

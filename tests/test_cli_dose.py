@@ -149,18 +149,23 @@ def test_dose_from_pet_with_recovery_and_resolution_matching(study, tmp_path, ca
     rc_csv = tmp_path / "rc.csv"
     rc_csv.write_text("volume_ml,recovery_coefficient\n3.0,0.5\n30.0,0.9\n")  # both lesions (2.8 ml) below 3 ml
     code, _, err = run(base + ["--recovery-csv", str(rc_csv), "-o", str(tmp_path / "b")], capsys)
-    assert code == 0 and "smaller than the smallest sphere" in err
+    assert code == 0 and "outside the spheres of the recovery curve" in err
     report_b = json.loads((tmp_path / "b" / "report.json").read_text())
     assert [r["coefficient"] for r in report_b["recovery"]["lesions"]] == [0.5, 0.5]
-    assert "lesion_below_recovery_curve" in {w["code"] for w in report_b["warnings"]}
+    assert "lesion_outside_recovery_curve" in {w["code"] for w in report_b["warnings"]}
     code, _, err = run(base + ["--fwhm-mm", "8", "--match-fwhm-mm", "14", "-o", str(tmp_path / "c")], capsys)
     assert code == 0, err
     report_c = json.loads((tmp_path / "c" / "report.json").read_text())
     assert report_c["resolution"] == {"fwhm_mm": 8.0, "matched_to_fwhm_mm": 14.0}
     lesion_c = {v["name"]: v for v in report_c["vois"]}["lesion_1"]
     assert lesion_c["mean_gy"] < 0.9 * vois["lesion_1"]["mean_gy"]  # the hot lesion spills out at 14 mm
-    code, _, err = run(base + ["--match-fwhm-mm", "14", "-o", str(tmp_path / "d")], capsys)
-    assert code == 2 and "--match-fwhm-mm" in err and not (tmp_path / "d").exists()
+    assert [r["coefficient"] for r in report_c["recovery"]["lesions"]] == pytest.approx(
+        [gaussian_recovery_curve(14.0).coefficient(lesion_c["volume_ml"])] * 2, rel=0.3)  # the blurred image's curve
+    assert "FWHM 14 mm" in report_c["recovery"]["source"]
+    for extra, option in ((["--match-fwhm-mm", "14"], "--match-fwhm-mm"), (["--fwhm-mm", "nan"], "--fwhm-mm"),
+                          (["--fwhm-mm", "8", "--match-fwhm-mm", "14", "--recovery-csv", str(rc_csv)], "--recovery-csv")):
+        code, _, err = run(base + extra + ["-o", str(tmp_path / "d")], capsys)
+        assert code == 2 and option in err and not (tmp_path / "d").exists()
 
 
 def test_dose_uncertainty_ensemble(study, tmp_path, capsys):
@@ -194,6 +199,9 @@ def test_dose_uncertainty_ensemble(study, tmp_path, capsys):
     (["--activity-gbq", "1", "--input", "bq-per-ml"], "--activity-gbq", "absolute"),
     (["--activity-gbq", "1", "--dx", "70,150"], "--dx", "percentages"),
     (["--activity-gbq", "1", "--model", "mc"], "", "mc"),
+    (["--activity-gbq", "1", "--uncertainty", "4", "--calibration-sd", "-1"], "--calibration-sd", "finite number >= 0"),
+    (["--activity-gbq", "1", "--uncertainty", "4", "--residual", "1"], "--residual", "below 1"),
+    (["--activity-gbq", "1", "--uncertainty", "1"], "--uncertainty", "2-1024"),
 ])
 def test_dose_bad_parameters(study, tmp_path, capsys, extra, culprit, message):
     code, _, err = run(["dose", str(study / "spect.nii.gz"), "--liver", str(study / "liver.nii.gz"),

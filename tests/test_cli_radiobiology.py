@@ -58,7 +58,7 @@ def test_radiobiology_command_against_closed_forms(case, capsys):
     assert "wrote" in capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     vois = {v["name"]: v for v in report["vois"]}
-    assert set(vois) == {"normal_liver", "lesion_7"} and report["skipped"] == []
+    assert set(vois) == {"normal_liver", "lesion_7"} and report["unmodelled"] == report["empty"] == []
     bed_liver = _bed(40.0, 2.5, 1.5)
     assert vois["normal_liver"]["mean_bed_gy"] == pytest.approx(bed_liver, rel=1e-5)
     eqd2 = bed_liver / (1 + 2 / 2.5)
@@ -85,7 +85,7 @@ def test_radiobiology_without_a_lesion_model_skips_the_lesions(case, capsys):
     main(["radiobiology", str(paths["dose"]), "--liver", str(paths["liver"]), "--lesions", str(paths["lesions"]),
           "--params", str(_params(folder, normal_liver=NORMAL)), "-o", str(folder / "out")])
     assert "no tissue model for: lesion_7" in capsys.readouterr().err
-    assert json.loads((folder / "out" / "report.json").read_text())["skipped"] == ["lesion_7"]
+    assert json.loads((folder / "out" / "report.json").read_text())["unmodelled"] == ["lesion_7"]
 
 
 @pytest.mark.parametrize("tissues, message", [

@@ -258,4 +258,5 @@ def test_plan_uncertainty_redraws_the_lesion_registration(study, workflows):
     assert u["registrations"] == 1 and u["members"] == 6
     liver = u["vois"][0]["mean_gy"]
     assert set(liver["by_source"]) == {"calibration", "liver_boundary", "lesion_boundary", "registration"}
+    assert len(u["registration_checks"]) == 1 and u["registration_checks"][0]["liver_dice"] > 0.85
     assert liver["nominal"] == pytest.approx(records(p.dose)["liver"]["mean_gy"], rel=1e-4)

@@ -109,4 +109,9 @@ def test_recovery_curve_validates_itself():
         RecoveryCurve((1.0,), (0.5,), "x")
     curve = gaussian_recovery_curve(10.0)
     assert list(curve.recovery) == sorted(curve.recovery) and curve.recovery[-1] < 1.0
-    assert curve.coefficient(1e-3) == curve.recovery[0] and curve.coefficient(1e4) == curve.recovery[-1]
+    # the analytic curve is exact at any volume, beyond its tabulated spheres too (a 100 mm lesion: 0.90, not 0.73)
+    assert curve.coefficient(sphere_volume_ml(100.0)) == pytest.approx(sphere_recovery_coefficient(sphere_volume_ml(100.0), 10.0))
+    assert curve.coefficient(sphere_volume_ml(100.0)) > curve.recovery[-1] + 0.1 and curve.covers(1e4)
+    measured = RecoveryCurve(curve.volume_ml, curve.recovery, "measured")  # held at the end spheres, and says so
+    assert measured.coefficient(1e-3) == curve.recovery[0] and measured.coefficient(1e4) == curve.recovery[-1]
+    assert not measured.covers(1e-3) and not measured.covers(1e4) and measured.covers(curve.volume_ml[2])

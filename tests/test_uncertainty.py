@@ -125,3 +125,16 @@ def test_registration_alternatives_are_drawn_as_a_source():
     reg = e.by_source["registration"][:, 2, 0]  # the first lesion's mean dose
     assert np.isclose(reg, e.nominal[2, 0], rtol=1e-5).any() and (reg < 0.8 * e.nominal[2, 0]).any()
     assert summarise(e)[2]["mean_gy"]["dominant"] == "registration"
+
+
+def test_residual_and_density_keep_the_nominal_member_the_tables():
+    """An expected residual varies around the activity given (the nominal keeps it), and the LDM density is the table's."""
+    counts, liver, lesions, _ = _study(6)
+    model = UncertaintyModel(residual_fraction=0.1, residual_sd=0.05)
+    e = ensemble(_vol(counts), _vol(liver), _vol(lesions), activity_gbq=0.3, lung_shunt_fraction=0.05, model=model,
+                 key=jax.random.key(3), n=16, dose_model="ldm", liver_density_g_ml=1.2)
+    ref = voxel_dosimetry(_vol(counts), _vol(liver), lesions=_vol(lesions.astype(np.uint16)), activity_gbq=0.3,
+                          lung_shunt_fraction=0.05, model="ldm", liver_density_g_ml=1.2)
+    assert e.nominal[0, 0] == pytest.approx(ref.report["vois"][0]["mean_gy"], rel=1e-4)
+    spread = e.by_source["residual"][:, 0, 0] / e.nominal[0, 0]  # (1 - r) / 0.9 with r ~ N(0.1, 0.05)
+    assert 0.05 / 0.9 * 0.5 < spread.std() < 0.05 / 0.9 * 1.6

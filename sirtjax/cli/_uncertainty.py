@@ -35,7 +35,10 @@ def stated_model(members: int, calibration_sd: float, residual: float, residual_
         return None
     if not 2 <= members <= 1024:
         raise InputError("--uncertainty", f"an ensemble of 2-1024 members, got {members}")
-    try:
-        return UncertaintyModel(calibration_sd, residual, residual_sd, lung_shunt_sd, boundary_sd_mm)
-    except ValueError as exc:
-        raise InputError("--uncertainty", str(exc)) from None
+    values = {"--calibration-sd": calibration_sd, "--residual": residual, "--residual-sd": residual_sd,
+              "--lung-shunt-sd": lung_shunt_sd, "--boundary-sd-mm": boundary_sd_mm}
+    for option, value in values.items():
+        if not 0 <= value < (1 if option == "--residual" else float("inf")):  # NaN fails this too
+            raise InputError(option, f"must be a finite number >= 0{' and below 1' if option == '--residual' else ''}, "
+                                     f"got {value}")
+    return UncertaintyModel(calibration_sd, residual, residual_sd, lung_shunt_sd, boundary_sd_mm)

@@ -104,11 +104,16 @@ def dose(
 
     inputs = [p for p in (activity, liver, lesions, lung, ct, recovery_csv) if p is not None]
     check_output(out, overwrite=overwrite, inputs=inputs)
-    if fwhm_mm is not None and not 0 < fwhm_mm < 100:
-        raise InputError("--fwhm-mm", f"a resolution in (0, 100) mm, got {fwhm_mm:g}")
+    for option, value in (("--fwhm-mm", fwhm_mm), ("--match-fwhm-mm", match_fwhm_mm)):
+        if value is not None and not 0 < value < 100:  # NaN fails this too
+            raise InputError(option, f"a resolution in (0, 100) mm, got {value:g}")
     if match_fwhm_mm is not None and (fwhm_mm is None or match_fwhm_mm < fwhm_mm):
         raise InputError("--match-fwhm-mm", "needs --fwhm-mm, and a target no sharper than it (it only blurs)")
-    curve = read_recovery_csv(recovery_csv) if recovery_csv else gaussian_recovery_curve(fwhm_mm) if fwhm_mm else None
+    if match_fwhm_mm is not None and recovery_csv is not None:
+        raise InputError("--recovery-csv", "a measured curve holds at the scanner's resolution, not after "
+                                           "--match-fwhm-mm blurs the image (without the CSV, the analytic curve follows)")
+    resolution = match_fwhm_mm or fwhm_mm  # of the image the dose is computed from
+    curve = read_recovery_csv(recovery_csv) if recovery_csv else gaussian_recovery_curve(resolution) if resolution else None
     stated = stated_model(uncertainty, calibration_sd, residual_fraction, residual_sd, lung_shunt_sd, boundary_sd_mm)
     if stated is not None and (input_kind != InputKind.counts or ct is not None):
         raise InputError("--uncertainty", "is for SPECT counts without --ct (the PET's and the density map's "
@@ -142,7 +147,8 @@ def dose(
         summary = None
         if stated is not None:
             progress.update(task, description=f"uncertainty ensemble of {uncertainty}")
-            summary = _ensemble_summary(images, result, stated, uncertainty, seed, model.value, constants.value)
+            summary = _ensemble_summary(images, result, stated, uncertainty, seed, model.value, constants.value,
+                                        liver_density)
             result = dataclasses.replace(result, report={**result.report, "uncertainty": {
                 "members": uncertainty, "seed": seed, "stated": stated, "vois": summary}})
         progress.update(task, advance=1, description="writing outputs")
@@ -157,7 +163,8 @@ def dose(
     Console().print(f"wrote {out}/dose.nii.gz, dvh.csv, dvh.png, report.json" + (", uncertainty.png" if summary else ""))
 
 
-def _ensemble_summary(images, result, stated, n: int, seed: int, dose_model: str, constants: str) -> list[dict]:
+def _ensemble_summary(images, result, stated, n: int, seed: int, dose_model: str, constants: str,
+                      liver_density_g_ml: float) -> list[dict]:
     """The ensemble's summary (sirtjax.dosimetry.uncertainty); the masks' outlines move on their own grids."""
     import jax
 
@@ -166,7 +173,7 @@ def _ensemble_summary(images, result, stated, n: int, seed: int, dose_model: str
     inputs = result.report["input"]
     e = ensemble(images["activity"], images["liver"], images.get("lesions"), activity_gbq=inputs["activity_gbq"],
                  lung_shunt_fraction=inputs["lung_shunt_fraction"], model=stated, key=jax.random.key(seed), n=n,
-                 dose_model=dose_model, constants=constants)
+                 dose_model=dose_model, constants=constants, liver_density_g_ml=liver_density_g_ml)
     return summarise(e)
 
 
@@ -184,11 +191,11 @@ def _with_resolution(result, fwhm_mm: float | None, match_fwhm_mm: float | None,
         lesions = lesion_recovery(report["vois"], curve)
         report["recovery"] = {"source": curve.source, "volume_ml": curve.volume_ml, "coefficient": curve.recovery,
                               "lesions": lesions}
-        small = [r for r in lesions if not r.within_curve]
-        if small:
-            w = ResultWarning("lesion_below_recovery_curve", f"{', '.join(r.name for r in small)}: smaller than the smallest "
-                              f"sphere of the recovery curve ({curve.volume_ml[0]:.3g} ml); its coefficient is held there",
-                              min(r.volume_ml for r in small), curve.volume_ml[0])
+        outside = [r for r in lesions if not r.within_curve]
+        if outside:
+            w = ResultWarning("lesion_outside_recovery_curve", f"{', '.join(r.name for r in outside)}: outside the spheres "
+                              f"of the recovery curve ({curve.volume_ml[0]:.3g}-{curve.volume_ml[-1]:.3g} ml); the nearest "
+                              "sphere's coefficient is used", float(len(outside)))
             warnings += (w,)
             report["warnings"] = [*report["warnings"], w.to_dict()]
     return dataclasses.replace(result, report=report, warnings=warnings)

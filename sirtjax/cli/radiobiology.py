@@ -48,11 +48,11 @@ def radiobiology(
     labels, names = compartments(masks["liver"], masks.get("lesions"))
     try:
         result = dose_radiobiology(dose_vol, labels, names, models)
-    except ValueError as exc:
-        raise InputError(params, str(exc)) from None
+    except ValueError as exc:  # every compartment lacks a model or a voxel: the parameters and the masks together
+        raise InputError(f"{params} with {liver}", str(exc)) from None
     report = {"dose": str(dose), "half_life_h": Y90_HALF_LIFE_H,
               "bed_formula": "D (1 + D lambda / ((mu + lambda) alpha/beta)), permanent implant (Dale 1985)", "models": models,
-              "vois": list(result.vois), "skipped": list(result.skipped),
+              "vois": list(result.vois), "unmodelled": list(result.unmodelled), "empty": list(result.empty),
               "bed_dvh": result.bed_statistics.to_records([v.name for v in result.vois])}
     with output_dir(out, overwrite=overwrite, inputs=inputs) as tmp:
         write_volume(result.bed, tmp / "bed.nii.gz")
@@ -65,6 +65,8 @@ def radiobiology(
         table.add_row(v.name, *(("-" if x is None else f"{x:.3g}") for x in
                                 (v.volume_ml, v.mean_dose_gy, v.mean_bed_gy, v.mean_eqd2_gy, v.eud_bed_gy, v.ntcp, v.tcp)))
     Console().print(table)
-    if result.skipped:
-        typer.echo(f"no tissue model for: {', '.join(result.skipped)}", err=True)
+    if result.unmodelled:
+        typer.echo(f"no tissue model for: {', '.join(result.unmodelled)}", err=True)
+    if result.empty:
+        typer.echo(f"no voxel on the dose grid: {', '.join(result.empty)}", err=True)
     typer.echo(f"wrote {out}/bed.nii.gz, bed_dvh.csv, report.json")

@@ -3,7 +3,7 @@
 The compartments are disjoint: ``normal_liver`` (the liver mask less the lesions) and one
 ``lesion_<id>`` per lesion instance. Each takes its tissue model from the parameter file
 (:func:`load_tissue_models`): ``normal_liver`` and ``lesion`` (every lesion). A compartment
-without a model is left out and listed in ``skipped``; the BED map is 0 outside the modelled
+without a model, or without a voxel on the dose grid, is left out and listed; the BED map is 0 outside the modelled
 compartments. Formulas and their sources: :mod:`sirtjax.dosimetry.radiobiology`.
 """
 
@@ -57,7 +57,8 @@ class BedResult:
     bed: Volume
     vois: tuple[VoiRadiobiology, ...]
     bed_statistics: VoiStatistics
-    skipped: tuple[str, ...]
+    unmodelled: tuple[str, ...]  # compartments without a tissue model
+    empty: tuple[str, ...]  # compartments without a voxel on the dose grid
 
 
 def dose_radiobiology(dose_gy: Volume, labels: np.ndarray, names: tuple[str, ...],
@@ -68,13 +69,13 @@ def dose_radiobiology(dose_gy: Volume, labels: np.ndarray, names: tuple[str, ...
         raise ValueError(f"labels {labels.shape} and dose {dose.shape} differ in shape")
     bed = np.zeros_like(dose)
     modelled = np.zeros(labels.shape, np.int32)
-    vois, kept, skipped = [], [], []
+    vois, kept, unmodelled, empty = [], [], [], []
     ml = voxel_volume_ml(dose_gy.spacing_mm)
     for k, name in enumerate(names, start=1):
         tissue = models.get("lesion" if name.startswith("lesion_") else name)
         inside = labels == k
         if tissue is None or not inside.any():
-            skipped.append(name)
+            (unmodelled if tissue is None else empty).append(name)
             continue
         bed[inside] = np.asarray(bed_gy(dose[inside], alpha_beta_gy=tissue.alpha_beta_gy,
                                         repair_half_time_h=tissue.repair_half_time_h))
@@ -82,6 +83,7 @@ def dose_radiobiology(dose_gy: Volume, labels: np.ndarray, names: tuple[str, ...
         kept.append(name)
         modelled[inside] = len(kept)
     if not vois:
-        raise ValueError(f"no compartment has a tissue model (compartments: {', '.join(names)})")
+        raise ValueError(f"no compartment has both a tissue model and a voxel on the dose grid (no model: "
+                         f"{', '.join(unmodelled) or 'none'}; no voxel: {', '.join(empty) or 'none'})")
     stats = voi_statistics(bed, modelled, voxel_volume_ml=ml, num_labels=len(kept), num_bins=num_bins)
-    return BedResult(dose_gy.with_array(bed), tuple(vois), stats, tuple(skipped))
+    return BedResult(dose_gy.with_array(bed), tuple(vois), stats, tuple(unmodelled), tuple(empty))

@@ -4,8 +4,9 @@ A reconstructed PET blurs a small hot lesion: the mean activity concentration me
 lesion's true outline is its true concentration times a recovery coefficient RC(volume) < 1. A
 lesion's measured mean is corrected by dividing it by RC at the lesion's volume.
 
-- :class:`RecoveryCurve` holds RC against sphere volume. It is interpolated linearly in
-  log(volume) and held constant beyond the measured range, with a warning below it. Two sources:
+- :class:`RecoveryCurve` holds RC against sphere volume. A measured curve is interpolated linearly
+  in log(volume) and held constant beyond the measured spheres, with a warning there; the analytic
+  curve is evaluated at the lesion's own volume. Two sources:
   - :func:`read_recovery_csv`: the user's sphere-phantom measurement (a NEMA/IEC body phantom).
   - :func:`gaussian_recovery_curve`: the analytic default for a stated FWHM. A uniform sphere is
     convolved with an isotropic Gaussian point-spread function, and the result is averaged over
@@ -73,6 +74,7 @@ class RecoveryCurve:
     volume_ml: tuple[float, ...]
     recovery: tuple[float, ...]
     source: str
+    fwhm_mm: float | None = None  # set for the analytic curve: the coefficient is then exact at any volume
 
     def __post_init__(self):
         v, rc = np.asarray(self.volume_ml, float), np.asarray(self.recovery, float)
@@ -84,20 +86,24 @@ class RecoveryCurve:
             raise ValueError("recovery coefficients must lie in (0, 1.5]")
 
     def coefficient(self, volume_ml: float) -> float:
-        """RC at a lesion volume (ml): linear in log volume, held at the end values outside the curve."""
+        """RC at a lesion volume (ml): the analytic curve's own value, else linear in log volume between the measured
+        spheres and held at the end values outside them."""
+        if self.fwhm_mm is not None:
+            return sphere_recovery_coefficient(volume_ml, self.fwhm_mm)
         return float(np.interp(math.log(volume_ml), np.log(self.volume_ml), self.recovery))
 
     def covers(self, volume_ml: float) -> bool:
-        """Whether volume_ml is no smaller than the smallest calibrated sphere (below it RC is extrapolated flat)."""
-        return volume_ml >= self.volume_ml[0]
+        """Whether RC at volume_ml is known: always for the analytic curve, else between the smallest and largest spheres."""
+        return self.fwhm_mm is not None or self.volume_ml[0] <= volume_ml <= self.volume_ml[-1]
 
 
 def gaussian_recovery_curve(fwhm_mm: float, diameters_mm: Sequence[float] = IEC_SPHERE_DIAMETERS_MM) -> RecoveryCurve:
     """The analytic recovery curve of a Gaussian PSF of fwhm_mm at the given sphere diameters (module docstring)."""
     volumes = [sphere_volume_ml(d) for d in sorted(diameters_mm)]
     return RecoveryCurve(tuple(volumes), tuple(sphere_recovery_coefficient(v, fwhm_mm) for v in volumes),
-                         f"analytic: uniform spheres convolved with an isotropic Gaussian PSF of FWHM {fwhm_mm:g} mm, "
-                         f"mean over each sphere, at diameters {', '.join(f'{d:g}' for d in sorted(diameters_mm))} mm")
+                         f"analytic: a uniform sphere of the lesion's volume convolved with an isotropic Gaussian PSF of "
+                         f"FWHM {fwhm_mm:g} mm, mean over the sphere (tabulated at diameters "
+                         f"{', '.join(f'{d:g}' for d in sorted(diameters_mm))} mm)", fwhm_mm)
 
 
 def read_recovery_csv(path: Path) -> RecoveryCurve:
@@ -136,7 +142,7 @@ class LesionRecovery:
     coefficient: float
     mean_gy: float
     corrected_mean_gy: float
-    within_curve: bool  # False: smaller than the smallest calibrated sphere (RC held flat)
+    within_curve: bool  # False: outside the measured spheres (RC held at the nearest one)
 
 
 def lesion_recovery(vois: Sequence[dict], curve: RecoveryCurve) -> list[LesionRecovery]:

@@ -4,7 +4,8 @@ Each member draws the uncertain inputs and computes the dose again:
 
 - ``calibration``: the activity scaled by c ~ N(1, calibration_rel_sd) (the dose calibrator);
 - ``residual``: the fraction left in the vial and catheter, r ~ N(residual_fraction, residual_sd),
-  clipped to [0, 0.99]; the liver receives (1 - r);
+  clipped to [0, 0.99]. The activity given is the one delivered at the expected residual, so a
+  member scales it by (1 - r) / (1 - residual_fraction) and the nominal member keeps it;
 - ``lung_shunt``: LSF ~ N(LSF, lung_shunt_sd), clipped to [0, 0.99];
 - ``registration``: with lesions mapped from a diagnostic image, the lesion map of one of the
   registrations run with other sampling keys (``lesion_alternatives``), or the plan's own, each
@@ -20,7 +21,7 @@ The nominal member (every offset 0) has the dose table's masks (nearest-neighbou
 it reproduces the table; an offset moves the outline through the distance map.
 
 The member's activity is the SPECT counts inside its liver region (liver and lesions), normalised
-to A c (1 - r) (1 - LSF), as :func:`sirtjax.dosimetry.activity.activity_from_counts` does. The
+to A c (1 - r) / (1 - residual_fraction) (1 - LSF), as :func:`sirtjax.dosimetry.activity.activity_from_counts` does. The
 member's dose is the VSV or LDM dose of that activity (no CT density). Its VOIs are the perturbed
 liver region, its normal liver, and each lesion instance; a moved voxel belongs to the lesion
 nearest to it. Per VOI, a member gives the mean dose, D70 (the dose of rank ceil(0.7 n) from the
@@ -162,7 +163,8 @@ def _padded(a: np.ndarray, fill) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size",))
-def _members(draws, counts, sdf_liver, sdf_lesion, nearest, ids, kernel, activity_gbq, ldm_gy_per_gbq, *, batch_size):
+def _members(draws, counts, sdf_liver, sdf_lesion, nearest, ids, kernel, activity_gbq, residual0, ldm_gy_per_gbq, *,
+             batch_size):
     """(members, 2 + lesions, METRICS) of every row of draws (module docstring); kernel None: LDM."""
 
     def member(d: jax.Array) -> jax.Array:
@@ -170,7 +172,7 @@ def _members(draws, counts, sdf_liver, sdf_lesion, nearest, ids, kernel, activit
         liver_m, lesion_m = sdf_liver <= d[3], sdf_lesion[k] <= d[4]
         region_m = liver_m | lesion_m
         inside = jnp.where(region_m, counts, 0.0)
-        act = inside * (activity_gbq * d[0] * (1.0 - d[1]) * (1.0 - d[2]) / jnp.sum(inside))
+        act = inside * (activity_gbq * d[0] * (1.0 - d[1]) / (1.0 - residual0) * (1.0 - d[2]) / jnp.sum(inside))
         dose = jnp.maximum(convolve_same(act, kernel), 0.0) if kernel is not None else act * ldm_gy_per_gbq
         vois = [region_m, region_m & ~lesion_m] + [lesion_m & (nearest[k] == ids[i]) for i in range(ids.shape[0])]
         return jnp.stack([_voi_metrics(dose, m) for m in vois])
@@ -181,10 +183,10 @@ def _members(draws, counts, sdf_liver, sdf_lesion, nearest, ids, kernel, activit
 def ensemble(counts: Volume, liver: Volume, lesions: Volume | None, *, activity_gbq: float,
              lung_shunt_fraction: float, model: UncertaintyModel, key: jax.Array, n: int = 32, dose_model: str = "vsv",
              constants: str = "icrp107", batch_size: int = 8, tornado: bool = True,
-             lesion_alternatives: Sequence[Volume] = ()) -> Ensemble:
+             lesion_alternatives: Sequence[Volume] = (), liver_density_g_ml: float = LIVER_DENSITY_G_ML) -> Ensemble:
     """The ensemble of a SPECT-count plan under ``model``: counts, a liver mask and lesion instances (any grids).
 
-    ``lesion_alternatives``: other plausible lesion maps with the same ids (the lesions mapped by registrations with
+    ``liver_density_g_ml``: the LDM's tissue density (VSV: the kernel's). ``lesion_alternatives``: other plausible lesion maps with the same ids (the lesions mapped by registrations with
     other sampling keys); the ``registration`` source picks one of them, or ``lesions``, per member.
 
     ``tornado`` False skips the one-source-at-a-time members (``by_source`` empty): n + 1 doses instead of
@@ -211,11 +213,12 @@ def ensemble(counts: Volume, liver: Volume, lesions: Volume | None, *, activity_
     box = tuple(slice(int(a.min()), int(a.max()) + 1) for a in np.nonzero(near))
     arrays = [_padded(a[box], fill) for a, fill in ((np.asarray(counts.array, np.float32).clip(0), 0.0), (sdf_liver, 1e6))]
     arrays += [jnp.stack([_padded(a[box], fill) for a in stack]) for stack, fill in ((sdf_lesion, 1e6), (nearest, 0))]
-    ldm_gy_per_gbq = get_constants(constants).gy_kg_per_gbq / (LIVER_DENSITY_G_ML * voxel_volume_ml(spacing_mm) * 1e-3)
+    ldm_gy_per_gbq = get_constants(constants).gy_kg_per_gbq / (liver_density_g_ml * voxel_volume_ml(spacing_mm) * 1e-3)
 
     def run(draws):
         return np.asarray(_members(draws, *arrays, jnp.asarray(ids, jnp.int32), kernel, jnp.float32(activity_gbq),
-                                   jnp.float32(ldm_gy_per_gbq), batch_size=batch_size))
+                                   jnp.float32(model.residual_fraction), jnp.float32(ldm_gy_per_gbq),
+                                   batch_size=batch_size))
 
     keys = jax.random.split(key, len(SOURCES) + 1)
     nominal = run(_draws(model, lung_shunt_fraction, keys[0], 1, ()))[0]
@@ -238,7 +241,11 @@ def _interval(values: np.ndarray) -> tuple[float | None, float | None, float | N
 
 
 def summarise(e: Ensemble) -> list[dict]:
-    """Per VOI and metric: the nominal value, median and 5-95 % interval, the interval per source, the dominant source."""
+    """Per VOI and metric: the nominal value, median and 5-95 % interval, the interval per source, the dominant source.
+
+    A member whose outlines leave a VOI no voxel has no value for it: the intervals are over the others, and
+    ``members_without_voxels`` counts them (of ``members``).
+    """
     out = []
     for v, name in enumerate(e.names):
         metrics = {}
@@ -251,5 +258,5 @@ def summarise(e: Ensemble) -> list[dict]:
                                "p95": p95, "by_source": per_source,
                                "dominant": max(widths, key=widths.get) if widths and max(widths.values()) > 0 else None}
         vanished = int(np.sum(~np.isfinite(e.all[:, v, 0])))
-        out.append({"name": name, "members_without_voxels": vanished, **metrics})
+        out.append({"name": name, "members": int(e.all.shape[0]), "members_without_voxels": vanished, **metrics})
     return out

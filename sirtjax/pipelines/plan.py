@@ -189,12 +189,13 @@ def prescribe(study: StudyData, normal_ml: float, tumour_ml: np.ndarray, tn_rati
 
 
 def _ensemble(session: Session, diagnostics: Sequence[Anatomy], vois: SessionVois, registrations: Sequence[Registered],
-              activity: float, lsf: float, options: WorkflowOptions, key: jax.Array) -> dict:
-    """The summary of the dose-uncertainty ensemble of a plan (WorkflowOptions.uncertainty), with the lesions mapped again by
-    ``registrations`` more registrations of the mapping's source image when they were mapped. Keys of its own:
-    the plan's registrations draw as they did without it."""
+              activity: float, lsf: float, options: WorkflowOptions, key: jax.Array) -> tuple[dict, list[ResultWarning]]:
+    """The summary of the dose-uncertainty ensemble of a plan (WorkflowOptions.uncertainty), and the warnings of its
+    registrations: with lesions mapped by registration, ``registrations`` more registrations of the mapping's source
+    image give the lesion maps of its registration source; their checks go into the summary. Keys of its own: the
+    plan's registrations draw as they did without it."""
     request = options.uncertainty
-    alternatives = []
+    alternatives, checks, warnings = [], [], []
     if vois.sources["lesions"].startswith("mapped from"):  # by the first registration (lesions_of)
         mapped = registrations[0]
         source = next(d for d in diagnostics if d.name == mapped.source)
@@ -202,11 +203,15 @@ def _ensemble(session: Session, diagnostics: Sequence[Anatomy], vois: SessionVoi
             again = register_anatomy(session.anatomy, source, target_liver=vois.liver, options=options,
                                      key=jax.random.fold_in(key, 1000 + k))
             alternatives.append(again.lesions)
+            checks.append({"liver_dice": again.checks["liver_dice"],
+                           "folding_fraction": again.checks["jacobian"]["fraction_nonpositive"]})
+            warnings += [dataclasses.replace(w, message=f"uncertainty registration {k + 1}: {w.message}")
+                         for w in again.warnings]
     e = ensemble(session.emission, vois.liver, vois.lesions, activity_gbq=activity, lung_shunt_fraction=lsf,
                  model=request.stated, key=jax.random.fold_in(key, 1), n=request.members,
                  dose_model=options.dose_model, constants=options.constants, lesion_alternatives=alternatives)
-    return {"members": request.members, "registrations": len(alternatives), "stated": request.stated,
-            "vois": summarise(e)}
+    return {"members": request.members, "registrations": len(alternatives), "registration_checks": checks,
+            "stated": request.stated, "vois": summarise(e)}, warnings
 
 
 def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
@@ -247,7 +252,8 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
                            model=options.dose_model, constants=options.constants)
     uncertainty = None
     if options.uncertainty is not None:
-        uncertainty = _ensemble(session, diagnostics, vois, registrations, activity, lsf, options, key)
+        uncertainty, ensemble_warnings = _ensemble(session, diagnostics, vois, registrations, activity, lsf, options, key)
+        warnings += ensemble_warnings
     warnings += session_warnings(vois, registrations, session)
     all_warnings = tuple(warnings) + tuple(w for p in prescriptions for w in p.warnings)
     all_warnings += dose.warnings

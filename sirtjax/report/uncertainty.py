@@ -18,7 +18,8 @@ _ALL, _ONE = "#0b3d5c", "#7fa7c4"
 
 
 def uncertainty_table(summary: Sequence[dict], caption: str = "") -> Table:
-    """Per VOI: each metric's nominal value with its 5-95 % interval, and the source that widens the mean most."""
+    """Per VOI: each metric's nominal value with its 5-95 % interval, the source that widens the mean most, and how many
+    plans left the VOI no voxel (the intervals are over the others)."""
     rows = []
     for v in summary:
         cells = []
@@ -28,14 +29,16 @@ def uncertainty_table(summary: Sequence[dict], caption: str = "") -> Table:
             cells.append(None if m["nominal"] is None else
                          f"{fmt(m['nominal'], digits)} [{fmt(m['p5'], digits) or '–'}, {fmt(m['p95'], digits) or '–'}]")
         dominant = v["mean_gy"]["dominant"]
-        rows.append((v["name"].replace("_", " "), *cells, None if dominant is None else dominant.replace("_", " ")))
-    return Table(("VOI", *(column_title(m) for m in METRICS), "Widest source (mean)"), tuple(rows), caption)
+        lost = f"{v['members_without_voxels']} of {v['members']}" if v["members_without_voxels"] else None
+        rows.append((v["name"].replace("_", " "), *cells, None if dominant is None else dominant.replace("_", " "), lost))
+    return Table(("VOI", *(column_title(m) for m in METRICS), "Widest source (mean)", "Plans without the VOI"),
+                 tuple(rows), caption)
 
 
 def tornado_png(summary: Sequence[dict], metric: str = "mean_gy", most: int = 4) -> bytes:
     """PNG tornado: per VOI (at most ``most``), the 5-95 % interval of ``metric`` with each source alone and with all
     together, around the nominal value (red line)."""
-    vois = [v for v in summary if v[metric]["nominal"] is not None][:most]
+    vois = [v for v in summary if v[metric]["nominal"] is not None and v[metric]["p5"] is not None][:most]
     fig = Figure(figsize=(7, 1.0 + 1.6 * max(len(vois), 1)))
     axes = fig.subplots(max(len(vois), 1), 1, squeeze=False)[:, 0]
     for ax, voi in zip(axes, vois):
