@@ -14,6 +14,7 @@ from sirtjax.pipelines import Anatomy, Session, StudyData, WorkflowOptions, choo
 from sirtjax.pipelines.mapping import landmark_labels
 from sirtjax.pipelines.plan import cut_by_field_of_view
 from sirtjax.pipelines.planned import planned_from_result
+from sirtjax.pipelines.report import workflow_report
 from sirtjax.volume import make_volume
 
 # Few iterations on one 12 mm level, no image stage: enough for the liver-guided alignment of a 6 mm phantom.
@@ -260,3 +261,12 @@ def test_plan_uncertainty_redraws_the_lesion_registration(study, workflows):
     assert set(liver["by_source"]) == {"calibration", "liver_boundary", "lesion_boundary", "registration"}
     assert len(u["registration_checks"]) == 1 and u["registration_checks"][0]["liver_dice"] > 0.85
     assert liver["nominal"] == pytest.approx(records(p.dose)["liver"]["mean_gy"], rel=1e-4)
+    # the verification's PET dose: quantification and outlines, no lung shunt; its nominal is the PET dose table
+    y90 = Session(anatomy(im, "y90_ct", "CT", ("liver", "labels")), im["y90_pet"], "y90_pet")
+    v = verify(y90, diagnostics, data, planned_from_result(p), dataclasses.replace(FAST, uncertainty=request),
+               key=jax.random.key(1))
+    uv = v.report["uncertainty"]
+    assert uv["emission"] == "bq-per-ml" and "lung_shunt" not in uv["vois"][0]["mean_gy"]["by_source"]
+    assert uv["vois"][0]["mean_gy"]["nominal"] == pytest.approx(records(v.dose)["liver"]["mean_gy"], rel=1e-4)
+    html = workflow_report({"name": "phantom", "series": {}}, p, v)
+    assert "Dose uncertainty (verification)" in html and "PET quantification sd 5 %" in html

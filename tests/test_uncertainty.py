@@ -138,3 +138,22 @@ def test_residual_and_density_keep_the_nominal_member_the_tables():
     assert e.nominal[0, 0] == pytest.approx(ref.report["vois"][0]["mean_gy"], rel=1e-4)
     spread = e.by_source["residual"][:, 0, 0] / e.nominal[0, 0]  # (1 - r) / 0.9 with r ~ N(0.1, 0.05)
     assert 0.05 / 0.9 * 0.5 < spread.std() < 0.05 / 0.9 * 1.6
+
+
+@pytest.mark.parametrize("dose_model", ["vsv", "ldm"])
+def test_pet_ensemble_nominal_is_the_pet_dose_and_calibration_scales_it(dose_model):
+    """A 90Y PET in Bq/ml (activity_gbq None): the nominal member is voxel_dosimetry's PET dose, with the activity
+    outside the liver and within the kernel's reach counted; the lung shunt does not apply."""
+    counts, liver, lesions, _ = _study(7)
+    pet = counts * 2e4 + 500.0  # Bq/ml, with activity outside the liver too
+    model = UncertaintyModel(calibration_rel_sd=0.1, lung_shunt_sd=0.05, boundary_sd_mm=1.0)
+    e = ensemble(_vol(pet), _vol(liver), _vol(lesions), activity_gbq=None, lung_shunt_fraction=0.0, model=model,
+                 key=jax.random.key(4), n=12, dose_model=dose_model)
+    ref = voxel_dosimetry(_vol(pet), _vol(liver), lesions=_vol(lesions.astype(np.uint16)), input_kind="bq-per-ml",
+                          model=dose_model)
+    records = {r["name"]: r for r in ref.report["vois"]}
+    for v, name in enumerate(e.names):
+        assert e.nominal[v, 0] == pytest.approx(records[name]["mean_gy"], rel=1e-4)
+    assert "lung_shunt" not in e.by_source
+    cal = e.by_source["calibration"]
+    np.testing.assert_allclose(cal[:, 0, 0] / e.nominal[0, 0], cal[:, 1, 0] / e.nominal[1, 0], rtol=1e-4)  # one factor

@@ -176,8 +176,6 @@ def workflow_command(verify_too: bool, summary):
         from sirtjax.pipelines.inputs import UncertaintyRequest
 
         stated = stated_model(uncertainty, calibration_sd, residual, residual_sd, lung_shunt_sd, boundary_sd_mm)
-        if stated is not None and plan_dir is not None:
-            raise InputError("--uncertainty", "belongs to the planning; with --plan the plan is read, not made")
         if not 0 <= registration_samples <= 32:
             raise InputError("--registration-samples", f"0-32 more registrations, got {registration_samples}")
         result = run_command(study, out, verify_too=verify_too, lung_shunt=lung_shunt,

@@ -162,17 +162,21 @@ def _padded(a: np.ndarray, fill) -> jax.Array:
     return jnp.asarray(np.pad(a, pad, constant_values=fill))
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size",))
+@functools.partial(jax.jit, static_argnames=("batch_size", "absolute"))
 def _members(draws, counts, sdf_liver, sdf_lesion, nearest, ids, kernel, activity_gbq, residual0, ldm_gy_per_gbq, *,
-             batch_size):
-    """(members, 2 + lesions, METRICS) of every row of draws (module docstring); kernel None: LDM."""
+             batch_size, absolute):
+    """(members, 2 + lesions, METRICS) of every row of draws (module docstring); kernel None: LDM. ``absolute``:
+    counts are GBq per voxel (a PET's), scaled by the calibration draw alone; else SPECT counts, normalised."""
 
     def member(d: jax.Array) -> jax.Array:
         k = d[5].astype(jnp.int32)
         liver_m, lesion_m = sdf_liver <= d[3], sdf_lesion[k] <= d[4]
         region_m = liver_m | lesion_m
-        inside = jnp.where(region_m, counts, 0.0)
-        act = inside * (activity_gbq * d[0] * (1.0 - d[1]) / (1.0 - residual0) * (1.0 - d[2]) / jnp.sum(inside))
+        if absolute:
+            act = counts * d[0]
+        else:
+            inside = jnp.where(region_m, counts, 0.0)
+            act = inside * (activity_gbq * d[0] * (1.0 - d[1]) / (1.0 - residual0) * (1.0 - d[2]) / jnp.sum(inside))
         dose = jnp.maximum(convolve_same(act, kernel), 0.0) if kernel is not None else act * ldm_gy_per_gbq
         vois = [region_m, region_m & ~lesion_m] + [lesion_m & (nearest[k] == ids[i]) for i in range(ids.shape[0])]
         return jnp.stack([_voi_metrics(dose, m) for m in vois])
@@ -180,11 +184,15 @@ def _members(draws, counts, sdf_liver, sdf_lesion, nearest, ids, kernel, activit
     return jax.lax.map(member, draws, batch_size=batch_size)
 
 
-def ensemble(counts: Volume, liver: Volume, lesions: Volume | None, *, activity_gbq: float,
+def ensemble(counts: Volume, liver: Volume, lesions: Volume | None, *, activity_gbq: float | None,
              lung_shunt_fraction: float, model: UncertaintyModel, key: jax.Array, n: int = 32, dose_model: str = "vsv",
              constants: str = "icrp107", batch_size: int = 8, tornado: bool = True,
              lesion_alternatives: Sequence[Volume] = (), liver_density_g_ml: float = LIVER_DENSITY_G_ML) -> Ensemble:
     """The ensemble of a SPECT-count plan under ``model``: counts, a liver mask and lesion instances (any grids).
+
+    ``activity_gbq`` None: ``counts`` is a 90Y PET in Bq/ml (as ``voxel_dosimetry(input_kind='bq-per-ml')``
+    takes it): every voxel's activity counts, without normalisation; the calibration draw scales it (the PET's
+    quantification), and the residual and lung shunt do not apply.
 
     ``liver_density_g_ml``: the LDM's tissue density (VSV: the kernel's). ``lesion_alternatives``: other plausible lesion maps with the same ids (the lesions mapped by registrations with
     other sampling keys); the ``registration`` source picks one of them, or ``lesions``, per member.
@@ -209,16 +217,22 @@ def ensemble(counts: Volume, liver: Volume, lesions: Volume | None, *, activity_
     if not region.any():
         raise ValueError("the liver mask is empty on the activity grid")
     kernel = vsv_gy_per_gbq(voxel_kernel(spacing_mm), constants) if dose_model == "vsv" else None
-    near = np.minimum(sdf_liver, sdf_lesion.min(axis=0)) <= reach_mm  # every source and VOI voxel of every member
-    box = tuple(slice(int(a.min()), int(a.max()) + 1) for a in np.nonzero(near))
-    arrays = [_padded(a[box], fill) for a, fill in ((np.asarray(counts.array, np.float32).clip(0), 0.0), (sdf_liver, 1e6))]
+    absolute = activity_gbq is None
+    if absolute:
+        model = dataclasses.replace(model, residual_fraction=0.0, residual_sd=0.0, lung_shunt_sd=0.0)
+    near = np.minimum(sdf_liver, sdf_lesion.min(axis=0)) <= reach_mm  # every VOI voxel (and SPECT source) of every member
+    # a PET's every voxel is a source: the box also holds those within the kernel's reach of a VOI
+    widen = np.array(kernel.shape) // 2 if absolute and kernel is not None else np.zeros(3, int)
+    box = tuple(slice(max(int(a.min()) - w, 0), min(int(a.max()) + 1 + w, n)) for a, w, n in zip(np.nonzero(near), widen, near.shape))
+    image = np.asarray(counts.array, np.float32).clip(0) * np.float32(voxel_volume_ml(spacing_mm) * 1e-9 if absolute else 1.0)
+    arrays = [_padded(a[box], fill) for a, fill in ((image, 0.0), (sdf_liver, 1e6))]
     arrays += [jnp.stack([_padded(a[box], fill) for a in stack]) for stack, fill in ((sdf_lesion, 1e6), (nearest, 0))]
     ldm_gy_per_gbq = get_constants(constants).gy_kg_per_gbq / (liver_density_g_ml * voxel_volume_ml(spacing_mm) * 1e-3)
 
     def run(draws):
-        return np.asarray(_members(draws, *arrays, jnp.asarray(ids, jnp.int32), kernel, jnp.float32(activity_gbq),
+        return np.asarray(_members(draws, *arrays, jnp.asarray(ids, jnp.int32), kernel, jnp.float32(activity_gbq or 0.0),
                                    jnp.float32(model.residual_fraction), jnp.float32(ldm_gy_per_gbq),
-                                   batch_size=batch_size))
+                                   batch_size=batch_size, absolute=absolute))
 
     keys = jax.random.split(key, len(SOURCES) + 1)
     nominal = run(_draws(model, lung_shunt_fraction, keys[0], 1, ()))[0]

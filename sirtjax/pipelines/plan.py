@@ -188,12 +188,16 @@ def prescribe(study: StudyData, normal_ml: float, tumour_ml: np.ndarray, tn_rati
     return out, targets
 
 
-def _ensemble(session: Session, diagnostics: Sequence[Anatomy], vois: SessionVois, registrations: Sequence[Registered],
-              activity: float, lsf: float, options: WorkflowOptions, key: jax.Array) -> tuple[dict, list[ResultWarning]]:
-    """The summary of the dose-uncertainty ensemble of a plan (WorkflowOptions.uncertainty), and the warnings of its
-    registrations: with lesions mapped by registration, ``registrations`` more registrations of the mapping's source
-    image give the lesion maps of its registration source; their checks go into the summary. Keys of its own: the
-    plan's registrations draw as they did without it."""
+def dose_uncertainty(session: Session, diagnostics: Sequence[Anatomy], vois: SessionVois,
+                     registrations: Sequence[Registered], activity: float | None, lsf: float, options: WorkflowOptions,
+                     key: jax.Array) -> tuple[dict, list[ResultWarning]]:
+    """The summary of a session's dose-uncertainty ensemble (WorkflowOptions.uncertainty), and its registrations' warnings.
+
+    activity None: the session's emission is a 90Y PET in Bq/ml (verification), else SPECT counts scaled to
+    ``activity`` GBq (plan). With lesions mapped by registration, ``registrations`` more registrations of the
+    mapping's source image give the lesion maps of its registration source; their checks go into the summary.
+    Keys of its own: the workflow's registrations draw as they did without it.
+    """
     request = options.uncertainty
     alternatives, checks, warnings = [], [], []
     if vois.sources["lesions"].startswith("mapped from"):  # by the first registration (lesions_of)
@@ -210,8 +214,9 @@ def _ensemble(session: Session, diagnostics: Sequence[Anatomy], vois: SessionVoi
     e = ensemble(session.emission, vois.liver, vois.lesions, activity_gbq=activity, lung_shunt_fraction=lsf,
                  model=request.stated, key=jax.random.fold_in(key, 1), n=request.members,
                  dose_model=options.dose_model, constants=options.constants, lesion_alternatives=alternatives)
-    return {"members": request.members, "registrations": len(alternatives), "registration_checks": checks,
-            "stated": request.stated, "vois": summarise(e)}, warnings
+    return {"members": request.members, "emission": "counts" if activity is not None else "bq-per-ml",
+            "registrations": len(alternatives), "registration_checks": checks, "stated": request.stated,
+            "vois": summarise(e)}, warnings
 
 
 def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
@@ -252,7 +257,8 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
                            model=options.dose_model, constants=options.constants)
     uncertainty = None
     if options.uncertainty is not None:
-        uncertainty, ensemble_warnings = _ensemble(session, diagnostics, vois, registrations, activity, lsf, options, key)
+        uncertainty, ensemble_warnings = dose_uncertainty(session, diagnostics, vois, registrations, activity, lsf,
+                                                          options, key)
         warnings += ensemble_warnings
     warnings += session_warnings(vois, registrations, session)
     all_warnings = tuple(warnings) + tuple(w for p in prescriptions for w in p.warnings)

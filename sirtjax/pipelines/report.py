@@ -138,22 +138,25 @@ def plan_sections(p: PlanResult) -> list[Section]:
     ]
 
 
-def uncertainty_section(u: dict) -> Section:
-    """The plan's dose-uncertainty ensemble: intervals beside the nominal values, the stated sds, the tornado chart."""
+def uncertainty_section(u: dict, title: str = "Dose uncertainty") -> Section:
+    """A dose-uncertainty ensemble (plan or verification): intervals beside the nominal values, the stated sds, the
+    tornado chart."""
     from sirtjax.report.uncertainty import tornado_png, uncertainty_table
 
     s = u["stated"]
-    stated = (f"{u['members']} plans drawn from: activity calibration sd {100 * s.calibration_rel_sd:g} %, residual "
-              f"{100 * s.residual_fraction:g} ± {100 * s.residual_sd:g} %, lung shunt sd {100 * s.lung_shunt_sd:g} "
-              f"percentage points, liver and lesion outlines sd {s.boundary_sd_mm:g} mm (stated assumptions)"
+    activity = (f"activity calibration sd {100 * s.calibration_rel_sd:g} %, residual {100 * s.residual_fraction:g} ± "
+                f"{100 * s.residual_sd:g} %, lung shunt sd {100 * s.lung_shunt_sd:g} percentage points"
+                if u["emission"] == "counts" else f"PET quantification sd {100 * s.calibration_rel_sd:g} %")
+    stated = (f"{u['members']} {'plans' if u['emission'] == 'counts' else 'PET doses'} drawn from: {activity}, "
+              f"liver and lesion outlines sd {s.boundary_sd_mm:g} mm (stated assumptions)"
               + (f"; the lesions of the plan's registration or of {u['registrations']} more with other sampling keys."
                  if u["registrations"] else "."))
-    return Section("Dose uncertainty", (
+    return Section(title, (
         uncertainty_table(u["vois"], "Nominal value [5 %, 95 %] of the ensemble; the widest source is the one that, "
                                      "varied alone, widens the mean dose's interval most."),
         Note(stated),
         FigurePng(tornado_png(u["vois"]), "Mean dose per VOI: the 5-95 % interval with each source alone and with all "
-                                          "together; the red line is the plan's value.")))
+                                          "together; the red line is the reported dose.")))
 
 
 def saved_plan_sections(report: dict, folder: str) -> list[Section]:
@@ -191,6 +194,7 @@ def verify_sections(v: VerifyResult) -> list[Section]:
         session_section("Verification: 90Y PET", anatomy, v.vois, pet_emission(pet), v.dose,
                         "Dose from the 90Y PET (", "Dose from the 90Y PET per VOI (PET grid)."),
         Section("Plan vs verification", tuple(blocks)),
+        *([] if v.uncertainty is None else [uncertainty_section(v.uncertainty, "Dose uncertainty (verification)")]),
     ]
 
 

@@ -6,7 +6,8 @@ frame), dose from the PET in Bq/ml (decay corrected to the administration) with 
 model and statistics as the plan. The comparison per VOI (mean dose, D70, V70, V100 and their
 differences, verification - plan) is made twice: against the plan as planned, and against the
 plan's dose recomputed for the injected activity (same SPECT, VOIs and lung shunt), which separates
-a different activity from a different distribution. The plan is data
+a different activity from a different distribution. With ``WorkflowOptions.uncertainty``, the PET
+dose's uncertainty ensemble (PET quantification, outlines, lesion registration). The plan is data
 (:class:`~sirtjax.pipelines.planned.PlannedDose`): computed in the same run, or read from the folder
 of an earlier ``sirtjax plan``.
 """
@@ -22,7 +23,7 @@ from sirtjax.dosimetry import DoseResult, ResultWarning, voxel_dosimetry
 from sirtjax.dosimetry.comparison import VoiComparison, compare_vois
 from sirtjax.pipelines.inputs import Anatomy, Session, StudyData, WorkflowOptions
 from sirtjax.pipelines.mapping import Registered
-from sirtjax.pipelines.plan import SessionVois, session_warnings, session_vois
+from sirtjax.pipelines.plan import SessionVois, dose_uncertainty, session_warnings, session_vois
 from sirtjax.pipelines.planned import PlannedDose
 
 
@@ -40,6 +41,7 @@ class VerifyResult:
     comparison_at_injected: tuple[VoiComparison, ...] | None
     warnings: tuple[ResultWarning, ...]
     report: dict
+    uncertainty: dict | None = None  # the ensemble's summary of the PET dose (WorkflowOptions.uncertainty), also in report
 
 
 def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, plan: PlannedDose,
@@ -71,6 +73,10 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
         at_injected = plan.dose_at(float(injected))
         comparison_at = compare_vois(_records(at_injected), _records(dose))
     warnings = tuple(session_warnings(vois, registrations, session)) + dose.warnings
+    uncertainty = None
+    if options.uncertainty is not None:
+        uncertainty, ensemble_warnings = dose_uncertainty(session, diagnostics, vois, registrations, None, 0.0, options, key)
+        warnings += tuple(ensemble_warnings)
     pet_gbq = dose.report["activity"]["total_gbq"]
     if injected is not None and pet_gbq > 1.2 * injected:
         warnings += (ResultWarning("pet_activity_above_injected",
@@ -88,10 +94,11 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
         "injected_activity_gbq": injected,
         "comparison": [c.to_dict() for c in comparison],
         "comparison_at_injected_activity": None if comparison_at is None else [c.to_dict() for c in comparison_at],
+        **({} if uncertainty is None else {"uncertainty": uncertainty}),
         "warnings": [w.to_dict() for w in warnings],
     }
     return VerifyResult(session, vois, tuple(registrations), dose, plan, at_injected, comparison, comparison_at,
-                        warnings, report)
+                        warnings, report, uncertainty)
 
 
 def _records(dose: DoseResult) -> list[dict]:
