@@ -87,8 +87,16 @@ def test_workflow_report_renders_in_chromium(verified, tmp_path):
 
 def test_plan_alone(study_dir, tmp_path, capsys):
     out = tmp_path / "p"
+    tissues = tmp_path / "tissues.json"
+    tissues.write_text(json.dumps({"normal_liver": {"alpha_beta_gy": 2.5, "repair_half_time_h": 1.5, "source": "test",
+                                                    "lkb": {"td50_gy": 40, "m": 0.15, "n": 0.97, "quantity": "eqd2"}}}))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"normal_liver": {"alpha_beta_gy": 2.5, "source": "test"}}))
+    with pytest.raises(SystemExit) as exc:  # refused before any work, naming the file
+        main(["plan", str(study_dir / "study.json"), "-o", str(out), "--radiobiology", str(bad)])
+    assert exc.value.code == 2 and str(bad) in capsys.readouterr().err and not out.exists()
     main(["plan", str(study_dir / "study.json"), "-o", str(out), "--model", "ldm", "--method", "mono-compartment",
-          "--rtdose-bits", "16", "--uncertainty", "4", "--boundary-sd-mm", "1.5"])
+          "--rtdose-bits", "16", "--uncertainty", "4", "--boundary-sd-mm", "1.5", "--radiobiology", str(tissues)])
     assert "mono-compartment prescription" in capsys.readouterr().out
     ds = pydicom.dcmread(out / "rtstruct" / "rtdose.dcm")  # a 16-bit RT Dose (for AMIDE), still dose.nii.gz
     assert ds.BitsAllocated == 16 and ds.pixel_array.dtype == np.uint16
@@ -116,7 +124,12 @@ def test_plan_alone(study_dir, tmp_path, capsys):
     # The plan's own report has the predicted DVHs (README: "predicted dose, DVHs, report.html").
     html = (out / "report.html").read_text()
     assert "Predicted cumulative DVHs per VOI" in html
-    assert html.count("data:image/png;base64,") == 4  # SPECT and dose slices, DVHs, tornado (no registration)
+    assert html.count("data:image/png;base64,") == 5  # SPECT and dose slices, DVHs, tornado, BED DVHs (no registration)
+    # --radiobiology: BED and NTCP of the predicted dose per VOI; the lesions have no tissue model here
+    rb = report["radiobiology"]
+    assert [v["name"] for v in rb["vois"]] == ["normal_liver"] and 0 <= rb["vois"][0]["ntcp"] <= 1
+    assert rb["vois"][0]["mean_bed_gy"] > rb["vois"][0]["mean_dose_gy"] and rb["unmodelled"]
+    assert "Radiobiology (predicted dose)" in html and "source: test" in html
     # --uncertainty: the ensemble's intervals beside the plan's numbers, with the stated sds
     u = report["uncertainty"]
     assert u["members"] == 4 and u["stated"]["boundary_sd_mm"] == 1.5 and u["stated"]["calibration_rel_sd"] == 0.05

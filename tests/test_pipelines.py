@@ -263,10 +263,17 @@ def test_plan_uncertainty_redraws_the_lesion_registration(study, workflows):
     assert liver["nominal"] == pytest.approx(records(p.dose)["liver"]["mean_gy"], rel=1e-4)
     # the verification's PET dose: quantification and outlines, no lung shunt; its nominal is the PET dose table
     y90 = Session(anatomy(im, "y90_ct", "CT", ("liver", "labels")), im["y90_pet"], "y90_pet")
-    v = verify(y90, diagnostics, data, planned_from_result(p), dataclasses.replace(FAST, uncertainty=request),
-               key=jax.random.key(1))
+    from sirtjax.dosimetry.radiobiology import TissueModel
+
+    tissues = {"normal_liver": TissueModel(2.5, 1.5, "test"), "lesion": TissueModel(10.0, 1.5, "test", alpha_per_gy=0.3)}
+    v = verify(y90, diagnostics, data, planned_from_result(p),
+               dataclasses.replace(FAST, uncertainty=request, radiobiology=tissues), key=jax.random.key(1))
+    rb = {r.name: r for r in v.radiobiology.vois}  # the PET dose's radiobiology, every compartment modelled
+    assert set(rb) == {n for n in records(v.dose) if n == "normal_liver" or n.startswith("lesion_")}
+    assert all(r.eud_bed_gy is not None for n, r in rb.items() if n.startswith("lesion_"))
     uv = v.report["uncertainty"]
     assert uv["emission"] == "bq-per-ml" and "lung_shunt" not in uv["vois"][0]["mean_gy"]["by_source"]
     assert uv["vois"][0]["mean_gy"]["nominal"] == pytest.approx(records(v.dose)["liver"]["mean_gy"], rel=1e-4)
     html = workflow_report({"name": "phantom", "series": {}}, p, v)
     assert "Dose uncertainty (verification)" in html and "PET quantification sd 5 %" in html
+    assert "Radiobiology (verification)" in html

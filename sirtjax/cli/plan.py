@@ -77,15 +77,16 @@ def _plan_settings(plan_dir: Path, out: Path, lung_shunt: float | None, model: s
 def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: float | None, model: str | None,
                 constants: str | None, method: str, quick: bool, seed: int, liver_model: str,
                 plan_dir: Path | None = None, overwrite: bool = False, series: list[str] = (), rtdose_bits: int = 32,
-                uncertainty=None):
+                uncertainty=None, radiobiology: Path | None = None):
     """Shared body of ``plan`` and ``verify``: validate, run with progress bars, return the RunResult.
 
     model/constants None: the plan's with ``plan_dir``, else vsv and icrp107. ``uncertainty``: an
-    UncertaintyRequest for the plan's dose (None: none). A study_path folder
+    UncertaintyRequest for the doses (None: none). ``radiobiology``: the tissue-model file of --radiobiology. A study_path folder
     without study.json is a PACS export: it is imported (``series``: the ``--series`` choices) into a
     temporary study, which the output keeps as ``study/``.
     """
     from sirtjax.cli.study import import_dicom
+    from sirtjax.dosimetry.bed_map import load_tissue_models
     from sirtjax.dosimetry import constant_sets
     from sirtjax.errors import InputError
     from sirtjax.pipelines.inputs import QUICK_REGISTRATION, WorkflowOptions
@@ -115,7 +116,8 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
         check_output(out, overwrite=overwrite, inputs=[*study.input_paths(), *([plan_dir] if plan_dir else [])])
         options = WorkflowOptions(dose_model=model, constants=constants, prescription_method=method,
                                   registration=QUICK_REGISTRATION if quick else (), segmenter=model_segmenter(liver_model),
-                                  programs=program_cache(), rtdose_bits=rtdose_bits, uncertainty=uncertainty)
+                                  programs=program_cache(), rtdose_bits=rtdose_bits, uncertainty=uncertainty,
+                                  radiobiology=None if radiobiology is None else load_tissue_models(radiobiology))
         bar, say, progress = progress_bars()
         with bar:
             return run_study(study, out, overwrite=overwrite, verify_too=verify_too, options=options,
@@ -171,6 +173,8 @@ def workflow_command(verify_too: bool, summary):
         lung_shunt_sd: LungShuntSd = LUNG_SHUNT_SD,
         boundary_sd_mm: BoundarySd = BOUNDARY_SD_MM,
         registration_samples: Registrations = REGISTRATIONS,
+        radiobiology: Annotated[Path | None, typer.Option("--radiobiology", help="Tissue models (JSON, docs/radiobiology.md):"
+                                                          " BED, EUD, NTCP and TCP of the doses per VOI.")] = None,
     ) -> None:
         from sirtjax.errors import InputError
         from sirtjax.pipelines.inputs import UncertaintyRequest
@@ -183,7 +187,8 @@ def workflow_command(verify_too: bool, summary):
                              quick=quick, seed=seed, liver_model=liver_model, plan_dir=plan_dir,
                              overwrite=overwrite, series=series, rtdose_bits=int(rtdose_bits.value),
                              uncertainty=None if stated is None else UncertaintyRequest(uncertainty, stated,
-                                                                                        registration_samples))
+                                                                                        registration_samples),
+                             radiobiology=radiobiology)
         typer.echo(summary(result))
 
     if not verify_too:  # --plan belongs to verify only

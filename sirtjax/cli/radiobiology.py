@@ -26,8 +26,7 @@ def radiobiology(
     from rich.console import Console
     from rich.table import Table
 
-    from sirtjax.dosimetry.bed_map import compartments, dose_radiobiology, load_tissue_models
-    from sirtjax.dosimetry.constants import Y90_HALF_LIFE_H
+    from sirtjax.dosimetry.bed_map import compartments, dose_radiobiology, load_tissue_models, radiobiology_report
     from sirtjax.dosimetry.outputs import write_dvh_csv
     from sirtjax.errors import InputError
     from sirtjax.io import read_volume, write_volume
@@ -50,10 +49,7 @@ def radiobiology(
         result = dose_radiobiology(dose_vol, labels, names, models)
     except ValueError as exc:  # every compartment lacks a model or a voxel: the parameters and the masks together
         raise InputError(f"{params} with {liver}", str(exc)) from None
-    report = {"dose": str(dose), "half_life_h": Y90_HALF_LIFE_H,
-              "bed_formula": "D (1 + D lambda / ((mu + lambda) alpha/beta)), permanent implant (Dale 1985)", "models": models,
-              "vois": list(result.vois), "unmodelled": list(result.unmodelled), "empty": list(result.empty),
-              "bed_dvh": result.bed_statistics.to_records([v.name for v in result.vois])}
+    report = {"dose": str(dose), **radiobiology_report(result, models)}
     with output_dir(out, overwrite=overwrite, inputs=inputs) as tmp:
         write_volume(result.bed, tmp / "bed.nii.gz")
         write_dvh_csv(result.bed_statistics, [v.name for v in result.vois], tmp / "bed_dvh.csv", quantity="bed_gy")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sirtjax.dosimetry.constants import Y90_HALF_LIFE_H
 from sirtjax.dosimetry.dose import voxel_volume_ml
 from sirtjax.dosimetry.radiobiology import TissueModel, VoiRadiobiology, bed_gy, voi_radiobiology
 from sirtjax.dosimetry.statistics import VoiStatistics, voi_statistics
@@ -22,6 +23,7 @@ from sirtjax.errors import InputError
 from sirtjax.volume import Volume
 
 TISSUE_KEYS = ("normal_liver", "lesion")
+BED_FORMULA = "D (1 + D lambda / ((mu + lambda) alpha/beta)), permanent implant (Dale 1985)"
 
 
 def load_tissue_models(path: Path) -> dict[str, TissueModel]:
@@ -87,3 +89,17 @@ def dose_radiobiology(dose_gy: Volume, labels: np.ndarray, names: tuple[str, ...
                          f"{', '.join(unmodelled) or 'none'}; no voxel: {', '.join(empty) or 'none'})")
     stats = voi_statistics(bed, modelled, voxel_volume_ml=ml, num_labels=len(kept), num_bins=num_bins)
     return BedResult(dose_gy.with_array(bed), tuple(vois), stats, tuple(unmodelled), tuple(empty))
+
+
+def radiobiology_report(result: BedResult, models: dict[str, TissueModel]) -> dict:
+    """The JSON-ready part of a report: models with their sources, per-VOI summaries, BED DVH statistics, skipped VOIs."""
+    return {"half_life_h": Y90_HALF_LIFE_H, "bed_formula": BED_FORMULA, "models": models, "vois": list(result.vois),
+            "unmodelled": list(result.unmodelled), "empty": list(result.empty),
+            "bed_dvh": result.bed_statistics.to_records([v.name for v in result.vois])}
+
+
+def workflow_radiobiology(dose_gy: Volume, liver: Volume, lesions: Volume | None,
+                          models: dict[str, TissueModel]) -> BedResult:
+    """:func:`dose_radiobiology` of a workflow's dose with its liver and lesion instances on the dose grid."""
+    labels, names = compartments(np.asarray(liver.array), None if lesions is None else np.asarray(lesions.array))
+    return dose_radiobiology(dose_gy, labels, names, models)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from sirtjax.volume import Volume, describe_grid
 
 if TYPE_CHECKING:
+    from sirtjax.dosimetry.radiobiology import TissueModel
     from sirtjax.dosimetry.uncertainty import UncertaintyModel
     from sirtjax.registration.programs import ProgramCache
 
@@ -122,7 +123,9 @@ class WorkflowOptions:
     is an error). ``prescription_method`` picks the activity of the predicted dose when the study
     gives no planned activity. ``programs`` keeps the registrations' compiled programs across calls and
     processes (:class:`~sirtjax.registration.programs.ProgramCache`; None: in memory only).
-    ``uncertainty``: the plan's dose-uncertainty ensemble (None: none).
+    ``uncertainty``: the dose-uncertainty ensemble of the plan's and the verification's doses (None: none).
+    ``radiobiology``: tissue models by compartment kind ('normal_liver', 'lesion'; :mod:`sirtjax.dosimetry.bed_map`)
+    for the doses' BED, EUD, NTCP and TCP (None: none).
     ``rtdose_bits``: Bits Allocated of the RT Dose written for a CT session (32, or 16 for viewers
     that read only 16-bit; :mod:`sirtjax.rtdose`).
     """
@@ -134,6 +137,7 @@ class WorkflowOptions:
     segmenter: Segmenter | None = None
     programs: ProgramCache | None = None
     uncertainty: UncertaintyRequest | None = None
+    radiobiology: dict[str, TissueModel] | None = None
     rtdose_bits: int = 32
 
     def __post_init__(self):

@@ -14,7 +14,8 @@
    SPECT's) times the liver density; T/N ratios: SPECT counts per ml.
 6. Predicted dose with the planned activity (the study's ``y90_planned_gbq``, else the chosen
    method's prescription) and the dose statistics per VOI (:func:`sirtjax.dosimetry.voxel_dosimetry`).
-7. With ``WorkflowOptions.uncertainty``: the dose-uncertainty ensemble of that dose over the stated
+7. With ``WorkflowOptions.radiobiology``: BED, EUD, NTCP and TCP of the predicted dose per compartment.
+8. With ``WorkflowOptions.uncertainty``: the dose-uncertainty ensemble of that dose over the stated
    calibration, residual, lung-shunt and outline errors (:mod:`sirtjax.dosimetry.uncertainty`), the
    outlines moved on the CT grid.
 
@@ -35,6 +36,7 @@ import numpy as np
 
 from sirtjax.dosimetry import (LIVER_DENSITY_G_ML, DoseResult, ResultWarning, MeasuredCompartments, Prescription,
                                bsa_method, measure_compartments, mono_compartment, partition, voxel_dosimetry)
+from sirtjax.dosimetry.bed_map import BedResult, radiobiology_report, workflow_radiobiology
 from sirtjax.dosimetry.dose import voxel_volume_ml
 from sirtjax.dosimetry.uncertainty import ensemble, summarise
 from sirtjax.pipelines.inputs import Anatomy, Session, StudyData, WorkflowOptions
@@ -72,6 +74,7 @@ class PlanResult:
     warnings: tuple[ResultWarning, ...]
     report: dict
     uncertainty: dict | None = None  # the ensemble's summary (WorkflowOptions.uncertainty), also in report
+    radiobiology: BedResult | None = None  # BED, EUD, NTCP, TCP per VOI (WorkflowOptions.radiobiology)
 
 
 def session_vois(session: Session, diagnostics: Sequence[Anatomy], options: WorkflowOptions, *,
@@ -260,6 +263,9 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
         uncertainty, ensemble_warnings = dose_uncertainty(session, diagnostics, vois, registrations, activity, lsf,
                                                           options, key)
         warnings += ensemble_warnings
+    bed = None
+    if options.radiobiology is not None:
+        bed = workflow_radiobiology(dose.dose, vois.liver_emission, vois.lesions_emission, options.radiobiology)
     warnings += session_warnings(vois, registrations, session)
     all_warnings = tuple(warnings) + tuple(w for p in prescriptions for w in p.warnings)
     all_warnings += dose.warnings
@@ -277,7 +283,8 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
         "planned_activity": {"gbq": activity, "source": activity_source},
         "dose": dose.report,
         **({} if uncertainty is None else {"uncertainty": uncertainty}),
+        **({} if bed is None else {"radiobiology": radiobiology_report(bed, options.radiobiology)}),
         "warnings": [w.to_dict() for w in all_warnings],
     }
     return PlanResult(session, vois, tuple(registrations), measured, lsf, tuple(prescriptions), activity, dose,
-                      all_warnings, report, uncertainty)
+                      all_warnings, report, uncertainty, bed)

@@ -21,6 +21,7 @@ from sirtjax.pipelines.verify import VerifyResult
 from sirtjax.report import (FigurePng, KeyValues, Note, Section, Table, checkerboard_png, comparison_table, dose_table,
                             dvh_png, fused_slices_png, percentile_window, prescription_table, provenance_section,
                             render_report, study_section)
+from sirtjax.report.radiobiology import radiobiology_section
 from sirtjax.report.slices import mask_center_mm
 from sirtjax.report.tables import fmt
 from sirtjax.volume import Volume
@@ -135,6 +136,8 @@ def plan_sections(p: PlanResult) -> list[Section]:
                         (dvh_figure_block(p.dose, f"Predicted cumulative DVHs per VOI for {activity['gbq']:.3f} GBq "
                                                   "(SPECT grid)."),)),
         *([] if p.uncertainty is None else [uncertainty_section(p.report["uncertainty"])]),
+        *([] if p.radiobiology is None else [radiobiology_section(p.radiobiology, p.report["radiobiology"]["models"],
+                                                                  "Radiobiology (predicted dose)")]),
     ]
 
 
@@ -195,6 +198,8 @@ def verify_sections(v: VerifyResult) -> list[Section]:
                         "Dose from the 90Y PET (", "Dose from the 90Y PET per VOI (PET grid)."),
         Section("Plan vs verification", tuple(blocks)),
         *([] if v.uncertainty is None else [uncertainty_section(v.uncertainty, "Dose uncertainty (verification)")]),
+        *([] if v.radiobiology is None else [radiobiology_section(v.radiobiology, v.report["radiobiology"]["models"],
+                                                                  "Radiobiology (verification)")]),
     ]
 
 

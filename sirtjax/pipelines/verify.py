@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import jax
 
 from sirtjax.dosimetry import DoseResult, ResultWarning, voxel_dosimetry
+from sirtjax.dosimetry.bed_map import BedResult, radiobiology_report, workflow_radiobiology
 from sirtjax.dosimetry.comparison import VoiComparison, compare_vois
 from sirtjax.pipelines.inputs import Anatomy, Session, StudyData, WorkflowOptions
 from sirtjax.pipelines.mapping import Registered
@@ -42,6 +43,7 @@ class VerifyResult:
     warnings: tuple[ResultWarning, ...]
     report: dict
     uncertainty: dict | None = None  # the ensemble's summary of the PET dose (WorkflowOptions.uncertainty), also in report
+    radiobiology: BedResult | None = None  # BED, EUD, NTCP, TCP per VOI of the PET dose (WorkflowOptions.radiobiology)
 
 
 def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, plan: PlannedDose,
@@ -77,6 +79,9 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
     if options.uncertainty is not None:
         uncertainty, ensemble_warnings = dose_uncertainty(session, diagnostics, vois, registrations, None, 0.0, options, key)
         warnings += tuple(ensemble_warnings)
+    bed = None
+    if options.radiobiology is not None:
+        bed = workflow_radiobiology(dose.dose, vois.liver_emission, vois.lesions_emission, options.radiobiology)
     pet_gbq = dose.report["activity"]["total_gbq"]
     if injected is not None and pet_gbq > 1.2 * injected:
         warnings += (ResultWarning("pet_activity_above_injected",
@@ -95,10 +100,11 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
         "comparison": [c.to_dict() for c in comparison],
         "comparison_at_injected_activity": None if comparison_at is None else [c.to_dict() for c in comparison_at],
         **({} if uncertainty is None else {"uncertainty": uncertainty}),
+        **({} if bed is None else {"radiobiology": radiobiology_report(bed, options.radiobiology)}),
         "warnings": [w.to_dict() for w in warnings],
     }
     return VerifyResult(session, vois, tuple(registrations), dose, plan, at_injected, comparison, comparison_at,
-                        warnings, report, uncertainty)
+                        warnings, report, uncertainty, bed)
 
 
 def _records(dose: DoseResult) -> list[dict]:
