@@ -26,7 +26,8 @@ def radiobiology(
     from rich.console import Console
     from rich.table import Table
 
-    from sirtjax.dosimetry.bed_map import compartments, dose_radiobiology, load_tissue_models, radiobiology_report
+    from sirtjax.dosimetry.bed_map import dose_radiobiology, load_tissue_models, radiobiology_report
+    from sirtjax.dosimetry.masks import liver_compartments
     from sirtjax.dosimetry.outputs import write_dvh_csv
     from sirtjax.errors import InputError
     from sirtjax.io import read_volume, write_volume
@@ -44,9 +45,9 @@ def radiobiology(
                 masks[name] = labels_on_grid(read_volume(path), dose_vol, name, "dose")[0]
             except ValueError as exc:
                 raise InputError(path, str(exc)) from None
-    labels, names = compartments(masks["liver"], masks.get("lesions"))
+    labels, names = liver_compartments(masks["liver"], masks.get("lesions"))
     try:
-        result = dose_radiobiology(dose_vol, labels, names, models)
+        result = dose_radiobiology(dose_vol, labels, tuple(names), models)
     except ValueError as exc:  # every compartment lacks a model or a voxel: the parameters and the masks together
         raise InputError(f"{params} with {liver}", str(exc)) from None
     report = {"dose": str(dose), **radiobiology_report(result, models)}

@@ -1,7 +1,7 @@
 """A dose map's radiobiology per compartment: the BED map, BED DVHs and per-VOI BED, EUD, NTCP and TCP.
 
-The compartments are disjoint: ``normal_liver`` (the liver mask less the lesions) and one
-``lesion_<id>`` per lesion instance. Each takes its tissue model from the parameter file
+The compartments are disjoint (:func:`sirtjax.dosimetry.masks.liver_compartments`): ``normal_liver``
+(the liver mask less the lesions) and one ``lesion_<id>`` per lesion instance. Each takes its tissue model from the parameter file
 (:func:`load_tissue_models`): ``normal_liver`` and ``lesion`` (every lesion). A compartment
 without a model, or without a voxel on the dose grid, is left out and listed; the BED map is 0 outside the modelled
 compartments. Formulas and their sources: :mod:`sirtjax.dosimetry.radiobiology`.
@@ -17,6 +17,7 @@ import numpy as np
 
 from sirtjax.dosimetry.constants import Y90_HALF_LIFE_H
 from sirtjax.dosimetry.dose import voxel_volume_ml
+from sirtjax.dosimetry.masks import liver_compartments
 from sirtjax.dosimetry.radiobiology import TissueModel, VoiRadiobiology, bed_gy, voi_radiobiology
 from sirtjax.dosimetry.statistics import VoiStatistics, voi_statistics
 from sirtjax.errors import InputError
@@ -38,18 +39,6 @@ def load_tissue_models(path: Path) -> dict[str, TissueModel]:
         return {key: TissueModel.from_dict(value, key) for key, value in raw.items()}
     except ValueError as exc:
         raise InputError(path, str(exc)) from None
-
-
-def compartments(liver: np.ndarray, lesions: np.ndarray | None) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Disjoint label map (int32, 1..K) and names: normal_liver, then lesion_<id> for every lesion id (lesions win)."""
-    labels = (np.asarray(liver) > 0).astype(np.int32)
-    names = ["normal_liver"]
-    if lesions is not None:
-        lesions = np.asarray(lesions)
-        for k, lesion_id in enumerate(int(i) for i in np.unique(lesions) if i > 0):
-            labels[lesions == lesion_id] = k + 2
-            names.append(f"lesion_{lesion_id}")
-    return labels, tuple(names)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,5 +90,5 @@ def radiobiology_report(result: BedResult, models: dict[str, TissueModel]) -> di
 def workflow_radiobiology(dose_gy: Volume, liver: Volume, lesions: Volume | None,
                           models: dict[str, TissueModel]) -> BedResult:
     """:func:`dose_radiobiology` of a workflow's dose with its liver and lesion instances on the dose grid."""
-    labels, names = compartments(np.asarray(liver.array), None if lesions is None else np.asarray(lesions.array))
-    return dose_radiobiology(dose_gy, labels, names, models)
+    labels, names = liver_compartments(np.asarray(liver.array), None if lesions is None else np.asarray(lesions.array))
+    return dose_radiobiology(dose_gy, labels, tuple(names), models)

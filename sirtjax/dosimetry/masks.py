@@ -1,4 +1,5 @@
-"""Images brought onto the activity grid, and errors that name the dosimetry input at fault."""
+"""Images brought onto the activity grid, the liver's disjoint compartments, and errors that name the dosimetry input
+at fault."""
 
 from __future__ import annotations
 
@@ -39,3 +40,18 @@ def image_on_grid(image: Volume, grid: Volume, name: str, needed: np.ndarray) ->
     if missing:
         raise ValueError(f"the {name} image does not cover {missing} voxels of the activity grid that hold activity")
     return np.asarray(resample_to(image, grid, order=1).array, np.float32)
+
+
+def liver_compartments(liver: np.ndarray, lesions: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
+    """Disjoint label map (int32, 1..K) and names: normal_liver (the liver less the lesions), then lesion_<id> for
+    every lesion id in increasing order (a lesion voxel outside the liver is still the lesion's)."""
+    labels = (np.asarray(liver) > 0).astype(np.int32)
+    names = ["normal_liver"]
+    lesions = None if lesions is None else np.asarray(lesions)
+    ids = [] if lesions is None else [int(i) for i in np.unique(lesions) if i > 0]
+    if ids:
+        lookup = np.zeros(max(ids) + 1, np.int32)
+        lookup[ids] = np.arange(2, 2 + len(ids))
+        labels = np.where(lesions > 0, lookup[lesions], labels)
+        names += [f"lesion_{i}" for i in ids]
+    return labels, names

@@ -223,7 +223,8 @@ def ensemble(counts: Volume, liver: Volume, lesions: Volume | None, *, activity_
     near = np.minimum(sdf_liver, sdf_lesion.min(axis=0)) <= reach_mm  # every VOI voxel (and SPECT source) of every member
     # a PET's every voxel is a source: the box also holds those within the kernel's reach of a VOI
     widen = np.array(kernel.shape) // 2 if absolute and kernel is not None else np.zeros(3, int)
-    box = tuple(slice(max(int(a.min()) - w, 0), min(int(a.max()) + 1 + w, n)) for a, w, n in zip(np.nonzero(near), widen, near.shape))
+    box = tuple(slice(max(int(a.min()) - w, 0), min(int(a.max()) + 1 + w, size))
+                for a, w, size in zip(np.nonzero(near), widen, near.shape))
     image = np.asarray(counts.array, np.float32).clip(0) * np.float32(voxel_volume_ml(spacing_mm) * 1e-9 if absolute else 1.0)
     arrays = [_padded(a[box], fill) for a, fill in ((image, 0.0), (sdf_liver, 1e6))]
     arrays += [jnp.stack([_padded(a[box], fill) for a in stack]) for stack, fill in ((sdf_lesion, 1e6), (nearest, 0))]

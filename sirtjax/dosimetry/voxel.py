@@ -30,7 +30,7 @@ from sirtjax.dosimetry.constants import LIVER_DENSITY_G_ML, LUNG_MASS_KG, get_co
 from sirtjax.dosimetry.dose import dose_ldm, dose_vsv, hu_to_density_g_ml, voxel_volume_ml
 from sirtjax.dosimetry.kernels import voxel_kernel
 from sirtjax.dosimetry.limits import check_lung_dose, check_lung_shunt
-from sirtjax.dosimetry.masks import DoseInputError, blame, image_on_grid
+from sirtjax.dosimetry.masks import DoseInputError, blame, image_on_grid, liver_compartments
 from sirtjax.plausibility import ResultWarning, check_dose_maximum, check_resampled
 from sirtjax.preprocess import labels_on_grid
 from sirtjax.dosimetry.prescription import lung_dose_gy
@@ -236,16 +236,10 @@ def _lung_dose(lung_arr, density, spacing_mm, lung_density_g_ml, activity_gbq, l
 
 def _statistics(dose, liver_region, lesion_arr, lung_arr, spacing_mm, dose_levels, volume_levels, num_bins):
     """VOI statistics in one call: disjoint compartments, plus the whole liver appended by concatenation."""
-    compartments = np.zeros(dose.shape, np.int32)
-    names = []
-    lesion_ids = [int(i) for i in np.unique(lesion_arr) if i > 0]
-    if lesion_ids:
-        compartments[liver_region] = 1
-        names.append("normal_liver")
-        lookup = np.zeros(int(lesion_arr.max()) + 1, np.int32)
-        lookup[lesion_ids] = np.arange(2, 2 + len(lesion_ids))
-        compartments = np.where(lesion_arr > 0, lookup[lesion_arr], compartments)
-        names += [f"lesion_{i}" for i in lesion_ids]
+    if np.any(lesion_arr > 0):
+        compartments, names = liver_compartments(liver_region, lesion_arr)
+    else:  # without lesions the normal liver is the liver, appended below
+        compartments, names = np.zeros(dose.shape, np.int32), []
     if lung_arr is not None:
         compartments[lung_arr] = len(names) + 1
         names.append("lungs")

@@ -206,6 +206,8 @@ def dose_uncertainty(session: Session, diagnostics: Sequence[Anatomy], vois: Ses
     if vois.sources["lesions"].startswith("mapped from"):  # by the first registration (lesions_of)
         mapped = registrations[0]
         source = next(d for d in diagnostics if d.name == mapped.source)
+        if source.liver is None and options.segmenter is not None and request.registrations:
+            source = dataclasses.replace(source, liver=liver_of(source, options)[0])  # segmented once, not per registration
         for k in range(request.registrations):
             again = register_anatomy(session.anatomy, source, target_liver=vois.liver, options=options,
                                      key=jax.random.fold_in(key, 1000 + k))

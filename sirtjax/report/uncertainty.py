@@ -22,12 +22,8 @@ def uncertainty_table(summary: Sequence[dict], caption: str = "") -> Table:
     plans left the VOI no voxel (the intervals are over the others)."""
     rows = []
     for v in summary:
-        cells = []
-        for metric in METRICS:
-            m = v[metric]
-            digits = 1
-            cells.append(None if m["nominal"] is None else
-                         f"{fmt(m['nominal'], digits)} [{fmt(m['p5'], digits) or '–'}, {fmt(m['p95'], digits) or '–'}]")
+        cells = [None if v[m]["nominal"] is None else
+                 f"{fmt(v[m]['nominal'], 1)} [{fmt(v[m]['p5'], 1) or '–'}, {fmt(v[m]['p95'], 1) or '–'}]" for m in METRICS]
         dominant = v["mean_gy"]["dominant"]
         lost = f"{v['members_without_voxels']} of {v['members']}" if v["members_without_voxels"] else None
         rows.append((v["name"].replace("_", " "), *cells, None if dominant is None else dominant.replace("_", " "), lost))
