@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -37,19 +36,14 @@ def register(
     overwrite: Overwrite = False,
 ) -> None:
     """Register MOVING onto FIXED; writes warped.nii.gz, displacement.nii.gz (ITK), affine.json, report.json."""
-    import dataclasses
-
     import jax
-    import numpy as np
     from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
-    from sirtjax.io import read_volume, write_volume
-    from sirtjax.outputs import check_output, output_dir, write_json
-    from sirtjax.plausibility import check_resampled
-    from sirtjax.preprocess import labels_on_grid
+    from sirtjax.io import read_volume
+    from sirtjax.outputs import check_output, output_dir
     from sirtjax.registration import PRESETS
-    from sirtjax.registration.guided import PRESET_GUIDANCE, Guidance, check_guidance, choose_preset, register_checked
-    from sirtjax.registration.warp import affine_to_homogeneous, warp_volume
+    from sirtjax.registration.files import load_config, load_guidance, registration_report, write_registration
+    from sirtjax.registration.guided import check_guidance, choose_preset, register_checked
 
     t_start = time.perf_counter()
     if (fixed_mask is None) != (moving_mask is None):
@@ -76,28 +70,13 @@ def register(
     inputs = [p for p in (fixed, moving, fixed_mask, moving_mask, fixed_labels, moving_labels, config,
                           *(apply or []), *(apply_labels or [])) if p is not None]
     check_output(out, overwrite=overwrite, inputs=inputs)
-    base = None if config is None else _load_config(config)
+    base = None if config is None else load_config(config)
     if base is not None and base.affine_on == "segmentation" and preset == "image-based":
         raise InputError(config, "an affine on segmentations needs masks or label maps")
 
     fixed_vol = read_volume(fixed)
     moving_vol = read_volume(moving)
-    guides, warnings = {}, []
-    for key in PRESET_GUIDANCE[preset]:
-        path = paths[key]
-        side = key.split("_")[0]
-        ref = fixed_vol if side == "fixed" else moving_vol
-        try:
-            array, note = labels_on_grid(read_volume(path), ref, key.replace("_", " "), grid_name=f"{side} image's")
-        except ValueError as exc:
-            raise InputError(path, str(exc)) from None
-        if not np.any(array if key.endswith("mask") else array == 1):
-            what = "mask is empty" if key.endswith("mask") else "label map has no liver (label 1)"
-            where = f" on the {side} image's grid" if note["resampled_nearest"] else ""
-            raise InputError(path, f"the {what}{where}")
-        warnings += [dataclasses.replace(w, message=f"{path}: {w.message}")
-                     for w in check_resampled(key.replace("_", " "), note, f"{side} image's")]
-        guides[key] = ref.with_array(array)
+    guidance, warnings = load_guidance(paths, fixed_vol, moving_vol, preset)
     extra = [(p, v, 0 if _is_label_map(v.array) else 1) for p, v in ((p, read_volume(p)) for p in apply or [])]
     extra += [(p, read_volume(p), 0) for p in apply_labels or []]
 
@@ -121,46 +100,16 @@ def register(
                 tasks[label] = bar.add_task(label, total=total)
             bar.update(tasks[label], completed=it)
 
-        checked = register_checked(fixed_vol, moving_vol, Guidance(**guides), preset=preset, config=base,
+        checked = register_checked(fixed_vol, moving_vol, guidance, preset=preset, config=base,
                                    overrides=overrides, key=jax.random.key(seed), progress=progress,
                                    programs=program_cache())
 
-    result = checked.result
-    disp = result.displacement
     warnings += list(checked.warnings)
-    report = {
-        "fixed": str(fixed), "moving": str(moving), "preset": preset,
-        "config": dataclasses.asdict(checked.config), "config_file": None if config is None else str(config),
-        "stages": result.diagnostics["stages"],
-        "compile_s": sum(s["compile_s"] for s in result.diagnostics["stages"]),
-        "optimise_s": sum(s["run_s"] for s in result.diagnostics["stages"]),
-        "jacobian": checked.jacobian,
-    }
-    if checked.jacobian_liver is not None:
-        report["jacobian_liver"] = checked.jacobian_liver
-    h = affine_to_homogeneous(result.affine)
-    affine_json = {
-        "convention": "fixed world point p (LPS mm) -> moving world point: matrix @ (p - centre_mm) + centre_mm + translation_mm",
-        "matrix": np.asarray(result.affine.matrix, float).tolist(),
-        "translation_mm": np.asarray(result.affine.translation_mm, float).tolist(),
-        "centre_mm": np.asarray(result.affine.centre_mm, float).tolist(),
-        "homogeneous": h.tolist(),
-    }
+    report = registration_report(checked, warnings, fixed=str(fixed), moving=str(moving),
+                                 config_file=None if config is None else str(config))
     with output_dir(out, overwrite=overwrite, inputs=inputs) as tmp:
-        write_volume(result.warped, tmp / "warped.nii.gz")
-        write_volume(disp, tmp / "displacement.nii.gz", dtype=np.float32)
-        written = []
-        for path, vol, order in extra:
-            warped = warp_volume(vol, disp, order=order)
-            name = path.name if path.is_dir() else path.name.split(".")[0]
-            target = tmp / f"{name}_warped.nii.gz"
-            write_volume(warped, target)
-            written.append(target.name)
-        report["applied"] = written
-        report["warnings"] = [w.to_dict() for w in warnings]
         report["total_s"] = time.perf_counter() - t_start
-        write_json(affine_json, tmp / "affine.json")
-        write_json(report, tmp / "report.json")
+        write_registration(tmp, checked, report, extra)
     liver_fold = (f" ({100 * report['jacobian_liver']['fraction_nonpositive']:.3f} % of the fixed liver)"
                   if "jacobian_liver" in report else "")
     typer.echo(
@@ -169,22 +118,6 @@ def register(
     )
     for w in warnings:
         typer.echo(f"warning: {w.message}", err=True)
-
-
-def _load_config(path: Path):
-    """The RegistrationConfig of a JSON settings file (InputError if unreadable or invalid)."""
-    from sirtjax.registration import config_from_dict
-
-    try:
-        values = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"cannot read registration settings: {exc}") from None
-    if not isinstance(values, dict):
-        raise InputError(path, "registration settings must be a JSON object of RegistrationConfig fields")
-    try:
-        return config_from_dict(values)
-    except ValueError as exc:
-        raise InputError(path, str(exc)) from None
 
 
 def _is_label_map(array) -> bool:

@@ -5,8 +5,8 @@ affine stage on every level (MI on the images, or overlap SSD on masks / label m
 the centres of mass with a few candidate starts at the coarsest level; then a non-rigid stage on
 the finest ``nonrigid_levels`` levels minimising ``w_I L_I + w_S L_S + w_R L_R``. Every level runs
 one jit-compiled step vmapped over the batch of pairs (and over weight settings); the Python loop
-around it decides convergence. Pairs in one batch must share the fixed shape (the moving shapes may
-differ; spacings, origins and directions may differ too). The settings: :mod:`~sirtjax.registration.config`
+around it decides convergence. Pairs in one batch may differ in shape, spacing, origin and direction (each level is
+padded to the batch's largest; the pyramid's resolutions are the first pair's). The settings: :mod:`~sirtjax.registration.config`
 and :mod:`~sirtjax.registration.presets`; the batch: :mod:`~sirtjax.registration.levels`; the stages:
 :mod:`~sirtjax.registration.stages`.
 """
@@ -75,29 +75,39 @@ def register_batch(
     key: jax.Array | None = None,
     progress: Progress | None = None,
     programs: ProgramCache | None = None,
+    sharding: jax.sharding.Sharding | None = None,
 ) -> list[RegistrationResult]:
-    """Register a batch of pairs of equal shapes in one vmapped optimisation per level.
+    """Register a batch of pairs in one vmapped optimisation per level.
 
     Args:
-      pairs: from :func:`make_pair`; equal fixed shapes and channel counts (moving shapes may differ).
+      pairs: from :func:`make_pair`, all guided or all unguided; grids may differ (each level is padded to the
+        batch's largest), but the pyramid's resolutions are the first pair's.
       config: static settings (see :class:`RegistrationConfig` and :data:`PRESETS`).
       weights: non-rigid loss weights, scalars or (B,) arrays; None uses the config's.
       key: PRNG key for the random similarity samples (grids above ``samples`` voxels).
       progress: optional callback(label, iteration, max_iterations).
       programs: the compiled programs' cache (:class:`~sirtjax.registration.programs.ProgramCache`), or None.
+      sharding: where the batched level data and weights live, e.g. a ``NamedSharding`` that splits the batch
+        axis over a mesh of devices (the batch a multiple of its size); the programs follow their inputs
+        (GSPMD). None: the default device.
 
     Returns:
       One :class:`RegistrationResult` per pair.
     """
+    if sharding is not None and programs is not None and len(sharding.device_set) > 1:
+        raise ValueError("a ProgramCache holds one-device executables: pass programs=None with a multi-device sharding")
     key = jax.random.key(0) if key is None else key
     batch = len(pairs)
     weights = config.weights() if weights is None else weights
     weights = jax.tree.map(lambda w: np.broadcast_to(np.asarray(w, np.float32), (batch,)), weights)
+    if sharding is not None:
+        weights = jax.device_put(weights, sharding)
     pyramids = pair_pyramids(pairs, config, programs)
-    levels = prepare_levels(pairs, config, pyramids, programs)
+    levels = prepare_levels(pairs, config, pyramids, programs, sharding)
     k1, k2 = jax.random.split(key)
     affine, logs = run_affine(levels, affine_start(pairs, config), config, k1, progress, programs)
-    residual, nlogs = run_nonrigid_stages(pairs, levels, affine, weights, config, k2, progress, pyramids, programs)
+    residual, nlogs = run_nonrigid_stages(pairs, levels, affine, weights, config, k2, progress, pyramids, programs,
+                                          sharding)
     stages = [("affine", lg) for lg in logs] + nlogs
     affine, residual = jax.device_get((affine, residual))  # one copy to the host, then per-pair views
     return [

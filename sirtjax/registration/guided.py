@@ -4,14 +4,15 @@ guidance passed as that preset needs it, and the checks every caller reports (Ja
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import jax
 import numpy as np
 
 from sirtjax.metrics import JacobianStats, jacobian_stats
 from sirtjax.plausibility import ResultWarning, check_folding
-from sirtjax.registration.api import RegistrationResult, register
+from sirtjax.registration.api import RegistrationResult, register_batch
+from sirtjax.registration.levels import make_pair
 from sirtjax.registration.config import RegistrationConfig
 from sirtjax.registration.optimise import Progress
 from sirtjax.registration.padding import extend, pad_to, valid_mask
@@ -110,15 +111,36 @@ def register_checked(
     Raises ValueError for an unknown preset or one whose guidance is missing.
     """
     preset = choose_preset(masks=guidance.has_masks, labels=guidance.has_labels) if preset is None else preset
+    return register_checked_batch([(fixed, moving, guidance)], preset=preset, config=config, overrides=overrides,
+                                  key=key, progress=progress, liver_name=liver_name, programs=programs)[0]
+
+
+def register_checked_batch(
+    cases: Sequence[tuple[Volume, Volume, Guidance]],
+    *,
+    preset: str,
+    config: RegistrationConfig | None = None,
+    overrides: Mapping[str, object] = {},
+    key: jax.Array,
+    progress: Progress | None = None,
+    liver_name: str = "the fixed liver",
+    programs: ProgramCache | None = None,
+    sharding: jax.sharding.Sharding | None = None,
+) -> list[CheckedRegistration]:
+    """:func:`register_checked` of (fixed, moving, guidance) cases with one preset, in one :func:`register_batch`
+    (``sharding``: where the batch lives, as there). Raises ValueError for an unknown preset or missing guidance."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset '{preset}' (use {', '.join(PRESETS)})")
     settings = dataclasses.replace(PRESETS[preset] if config is None else config, **overrides)
-    result = register(fixed, moving, config=settings, key=key, progress=progress, programs=programs,
-                      **guidance.for_preset(preset))
-    liver = guidance.fixed_liver()
-    jac, jac_liver = jacobian_checks(result.displacement, liver, programs)
-    warnings = () if jac_liver is None else tuple(check_folding(jac_liver["fraction_nonpositive"], liver_name))
-    return CheckedRegistration(preset, settings, result, jac, jac_liver, warnings)
+    pairs = [make_pair(fixed, moving, **guidance.for_preset(preset)) for fixed, moving, guidance in cases]
+    results = register_batch(pairs, settings, key=key, progress=progress, programs=programs, sharding=sharding)
+    checked = []
+    for (_, _, guidance), result in zip(cases, results):
+        liver = guidance.fixed_liver()
+        jac, jac_liver = jacobian_checks(result.displacement, liver, programs)
+        warnings = () if jac_liver is None else tuple(check_folding(jac_liver["fraction_nonpositive"], liver_name))
+        checked.append(CheckedRegistration(preset, settings, result, jac, jac_liver, warnings))
+    return checked
 
 
 def jacobian_checks(field: Volume, liver: np.ndarray | None, programs: ProgramCache | None = None) -> tuple[dict, dict | None]:

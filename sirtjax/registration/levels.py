@@ -132,8 +132,9 @@ def pair_pyramids(pairs: Sequence[Pair], config: RegistrationConfig,
 
 def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig,
                    pyramids: Sequence[tuple[list[Volume], list[Volume]]] | None = None,
-                   programs: ProgramCache | None = None) -> list[LevelData]:
-    """LevelData of every pyramid level (coarsest first), batched over pairs (leading axis).
+                   programs: ProgramCache | None = None, sharding: jax.sharding.Sharding | None = None) -> list[LevelData]:
+    """LevelData of every pyramid level (coarsest first), batched over pairs (leading axis), placed by ``sharding``
+    (None: on the default device).
 
     ``pyramids``: the pairs' :func:`pair_pyramids` when already computed (for a config with the same
     levels; computed here when None); unguided pairs use only their image channel, so one pyramid serves
@@ -170,7 +171,7 @@ def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig,
         moving_shape = coarse_bucket(np.max([pp[li].moving.array.shape[:3] for pp in per_pair], axis=0))
         levels.append(_stack([pad_moving(crop_level(pp[li], start - (size - sz) // 2, size), moving_shape)
                               for pp, (start, sz) in zip(per_pair, boxes)]))
-    return jax.device_put(levels)  # built on the host, moved once
+    return jax.device_put(levels, sharding)  # built on the host, moved once
 
 
 def with_affine(levels: list[LevelData], affine: AffineTransform) -> list[LevelData]:

@@ -176,6 +176,7 @@ def run_nonrigid_stages(
     progress: Progress | None = None,
     pyramids: Sequence[tuple[list[Volume], list[Volume]]] | None = None,
     programs: ProgramCache | None = None,
+    sharding: jax.sharding.Sharding | None = None,
 ) -> tuple[Volume, list[tuple[str, LevelLog]]]:
     """Everything after the affine stage: the image stage (``image_field_mm`` > 0) on the pairs' images, then the
     non-rigid stage on ``levels``; the batched residual field Volume and the (stage name, log) of every level.
@@ -186,7 +187,7 @@ def run_nonrigid_stages(
     if config.image_field_mm > 0:
         pre = image_stage_config(config)
         key, sub = jax.random.split(key)
-        plain = prepare_levels([Pair(p.fixed, p.moving) for p in pairs], pre, pyramids, programs)
+        plain = prepare_levels([Pair(p.fixed, p.moving) for p in pairs], pre, pyramids, programs, sharding)
         pre_weights = jax.tree.map(lambda w: np.broadcast_to(w, (len(pairs),)), pre.weights())
         base, logs = run_nonrigid(with_affine(plain, affine), pre_weights, pre, sub, progress, label="image", programs=programs)
         stages += [("image", lg) for lg in logs]

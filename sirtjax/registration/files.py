@@ -1,0 +1,107 @@
+"""A registration's files: its guidance read from disk and checked, and its results written as ``sirtjax register``
+writes them (warped.nii.gz, displacement.nii.gz in the ITK convention, affine.json, report.json).
+
+Shared by ``sirtjax register`` and ``sirtjax cohort``, so a cohort case's folder is the one a single call writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from sirtjax.errors import InputError
+from sirtjax.io import read_volume, write_volume
+from sirtjax.outputs import write_json
+from sirtjax.plausibility import ResultWarning, check_resampled
+from sirtjax.preprocess import labels_on_grid
+from sirtjax.registration.config import RegistrationConfig, config_from_dict
+from sirtjax.registration.guided import PRESET_GUIDANCE, CheckedRegistration, Guidance
+from sirtjax.registration.warp import affine_to_homogeneous, warp_volume
+from sirtjax.volume import Volume
+
+AFFINE_CONVENTION = ("fixed world point p (LPS mm) -> moving world point: "
+                     "matrix @ (p - centre_mm) + centre_mm + translation_mm")
+
+
+def load_config(path: Path) -> RegistrationConfig:
+    """The RegistrationConfig of a JSON settings file; :class:`InputError` naming it if unreadable or invalid."""
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"cannot read registration settings: {exc}") from None
+    if not isinstance(values, dict):
+        raise InputError(path, "registration settings must be a JSON object of RegistrationConfig fields")
+    try:
+        return config_from_dict(values)
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from None
+
+
+def load_guidance(paths: Mapping[str, Path | None], fixed: Volume, moving: Volume,
+                  preset: str) -> tuple[Guidance, list[ResultWarning]]:
+    """The guidance ``preset`` uses, read from ``paths`` (Guidance field name -> file) onto its image's grid.
+
+    A mask or label map on another grid is resampled by nearest neighbour (with a warning where that loses much of
+    it). Raises :class:`InputError` naming the file when it cannot be placed or holds no liver.
+    """
+    guides, warnings = {}, []
+    for key in PRESET_GUIDANCE[preset]:
+        path = paths[key]
+        side = key.split("_")[0]
+        ref = fixed if side == "fixed" else moving
+        try:
+            array, note = labels_on_grid(read_volume(path), ref, key.replace("_", " "), grid_name=f"{side} image's")
+        except ValueError as exc:
+            raise InputError(path, str(exc)) from None
+        if not np.any(array if key.endswith("mask") else array == 1):
+            what = "mask is empty" if key.endswith("mask") else "label map has no liver (label 1)"
+            where = f" on the {side} image's grid" if note["resampled_nearest"] else ""
+            raise InputError(path, f"the {what}{where}")
+        warnings += [dataclasses.replace(w, message=f"{path}: {w.message}")
+                     for w in check_resampled(key.replace("_", " "), note, f"{side} image's")]
+        guides[key] = ref.with_array(array)
+    return Guidance(**guides), warnings
+
+
+def registration_report(checked: CheckedRegistration, warnings: list[ResultWarning], **inputs) -> dict:
+    """report.json of a registration: its ``inputs`` (paths as given), preset, settings, stages, times, Jacobian
+    statistics and warnings."""
+    stages = checked.result.diagnostics["stages"]
+    report = {
+        **inputs, "preset": checked.preset, "config": dataclasses.asdict(checked.config), "stages": stages,
+        "compile_s": sum(s["compile_s"] for s in stages), "optimise_s": sum(s["run_s"] for s in stages),
+        "jacobian": checked.jacobian,
+    }
+    if checked.jacobian_liver is not None:
+        report["jacobian_liver"] = checked.jacobian_liver
+    report["warnings"] = [w.to_dict() for w in warnings]
+    return report
+
+
+def write_registration(folder: Path, checked: CheckedRegistration, report: dict,
+                       extra: list[tuple[Path, Volume, int]] = ()) -> list[str]:
+    """Write warped.nii.gz, displacement.nii.gz (float32, ITK), affine.json and report.json into ``folder``, and each
+    ``extra`` moving-space (path, volume, interpolation order) warped as ``<name>_warped.nii.gz``; their names.
+
+    ``folder`` should be the temporary folder of :func:`sirtjax.outputs.output_dir`, so the outputs appear whole.
+    """
+    result = checked.result
+    write_volume(result.warped, folder / "warped.nii.gz")
+    write_volume(result.displacement, folder / "displacement.nii.gz", dtype=np.float32)
+    written = []
+    for path, vol, order in extra:
+        name = path.name if path.is_dir() else path.name.split(".")[0]
+        target = folder / f"{name}_warped.nii.gz"
+        write_volume(warp_volume(vol, result.displacement, order=order), target)
+        written.append(target.name)
+    affine = result.affine
+    write_json({"convention": AFFINE_CONVENTION, "matrix": np.asarray(affine.matrix, float).tolist(),
+                "translation_mm": np.asarray(affine.translation_mm, float).tolist(),
+                "centre_mm": np.asarray(affine.centre_mm, float).tolist(),
+                "homogeneous": affine_to_homogeneous(affine).tolist()}, folder / "affine.json")
+    write_json({**report, "applied": written}, folder / "report.json")
+    return written
