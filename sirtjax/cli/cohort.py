@@ -1,0 +1,85 @@
+"""``sirtjax cohort MANIFEST -o DIR``: a manifest's registrations or doses, batched, sharded, resumable."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sirtjax.cli._app import Overwrite, app, program_cache, progress_bar
+from sirtjax.cli.dose import ConstantSet, InputKind, Model
+
+
+@app.command()
+def cohort(
+    manifest: Annotated[Path, typer.Argument(help="CSV or JSON of cases (see docs/cohort.md), e.g. a CSV with the "
+                                                  "header id,fixed,moving,fixed_mask,moving_mask.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder: one folder per case, summary.csv.")],
+    task: Annotated[str | None, typer.Option(help="register or dose (default: the manifest's, or from its columns).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Cases per batch (vmapped; split over the local devices).")] = 8,
+    preset: Annotated[str | None, typer.Option(help="register: image-based | cnn-guided | cnn-lm-guided (default: "
+                                                    "from each case's masks or label maps).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="register: JSON registration settings replacing "
+                                                                 "the preset's (as sirtjax register --config).")] = None,
+    iterations: Annotated[int | None, typer.Option(help="register: maximum iterations per level and stage "
+                                                        "(default: the preset's).")] = None,
+    input_kind: Annotated[InputKind, typer.Option("--input", help="dose: what the activity images hold.")] = InputKind.counts,
+    model: Annotated[Model, typer.Option(help="dose: voxel S-value kernel or local deposition.")] = Model.vsv,
+    constants: Annotated[ConstantSet, typer.Option(help="dose: the 90Y constant set.")] = ConstantSet.icrp107,
+    seed: Annotated[int, typer.Option(help="Seed of the random similarity samples (batch i uses fold_in(seed, i)).")] = 0,
+    retry_failed: Annotated[bool, typer.Option(help="Run the cases that failed before again (default: keep them failed).")] = False,
+    distributed: Annotated[bool, typer.Option(help="Join a multi-process run (jax.distributed.initialize from the "
+                                                   "launcher's environment, e.g. SLURM); each process takes its share.")] = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Run every case of MANIFEST into OUT; a second call on OUT resumes where the first stopped."""
+    import jax
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from sirtjax.cohort import DoseSettings, RegisterSettings, local_devices, read_manifest, run_cohort
+    from sirtjax.cohort.run import recorded
+    from sirtjax.errors import InputError
+    from sirtjax.outputs import check_output
+    from sirtjax.registration import PRESETS
+    from sirtjax.registration.files import load_config
+
+    if distributed and overwrite:
+        raise InputError("--overwrite", "cannot start a multi-process cohort over an old one; remove the folder first")
+    if distributed:
+        jax.distributed.initialize()
+    cases = read_manifest(manifest, task)
+    if batch_size < 1:
+        raise InputError("--batch-size", "must be at least 1")
+    if iterations is not None and iterations < 1:
+        raise InputError("--iterations", "must be at least 1")
+    if preset is not None and preset not in PRESETS:
+        raise InputError("--preset", f"unknown preset '{preset}' (use {', '.join(PRESETS)})")
+    inputs = [manifest, *(p for c in cases.cases for p in c.paths.values()), *([config] if config else [])]
+    check_output(out, overwrite=True, inputs=inputs)  # the inputs kept clear and writable; a cohort folder resumes
+    if overwrite:
+        shutil.rmtree(out, ignore_errors=True)
+    base = None if config is None else load_config(config)
+    settings = (RegisterSettings(preset, base, iterations) if cases.task == "register"
+                else DoseSettings(input_kind.value, model.value, constants.value))
+    done = {"done": 0, "failed": 0}
+    with progress_bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn()) as bar:
+        before = sum(recorded(out, c.id) is not None for c in cases.cases) if out.exists() else 0
+        bar_task = bar.add_task(f"{cases.task} cohort", total=len(cases.cases), completed=before, rate="")
+
+        def on_outcome(outcome) -> None:
+            done[outcome.status] += 1
+            elapsed = bar.tasks[bar_task].elapsed or 0.0
+            n = done["done"] + done["failed"]
+            bar.update(bar_task, advance=1, rate=f"{n / elapsed:.2f} cases/s" if elapsed else "")
+
+        summary = run_cohort(cases, out, settings, devices=local_devices(program_cache()), batch_size=batch_size,
+                             seed=seed, retry_failed=retry_failed, on_outcome=on_outcome)
+    pending = len(cases.cases) - len(summary.outcomes)
+    typer.echo(f"{summary.count('done')} done, {summary.count('failed')} failed, {pending} pending "
+               f"({done['done']} done and {done['failed']} failed in this run) -> {summary.summary_csv}")
+    for o in summary.outcomes:
+        if o.status == "failed":
+            typer.echo(f"failed: {o.id}: {o.reason}", err=True)

@@ -1,0 +1,166 @@
+"""A cohort run: the manifest's cases in batches of one bucket, resumable, shared among processes, summarised.
+
+The batches are a function of the manifest and the settings alone: the cases grouped by their task's bucket key
+(in the order of each key's first case), then cut into runs of ``batch_size`` in manifest order. Batch ``i`` draws
+its random numbers from ``fold_in(key(seed), i)`` and runs in process ``i % process_count``, so a resumed,
+re-sharded or multi-process run computes every case in the same batch with the same numbers (to float rounding:
+other device counts reduce in other orders).
+
+The output folder holds ``cohort.json`` (the manifest and settings: a later run on the folder must match them),
+one folder per finished case (written whole), ``.failed/<id>.json`` per failed case, and ``summary.csv``, rebuilt
+from them after every batch (one row per case: done, failed or pending).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+
+from sirtjax.cohort.manifest import Case, Manifest
+from sirtjax.cohort.tasks import TASKS, CaseOutcome, Devices
+from sirtjax.errors import InputError
+from sirtjax.outputs import default_mode, write_json
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Cases of one bucket run together; ``index`` is the batch's place in the cohort (its random stream)."""
+
+    index: int
+    key: tuple
+    cases: tuple[Case, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class CohortSummary:
+    """What a run left: every case's outcome so far (manifest order; pending cases absent) and the summary's path."""
+
+    outcomes: tuple[CaseOutcome, ...]
+    summary_csv: Path
+
+    def count(self, status: str) -> int:
+        """How many cases ended with ``status`` (done or failed)."""
+        return sum(o.status == status for o in self.outcomes)
+
+
+def plan_batches(manifest: Manifest, settings, batch_size: int) -> list[Batch]:
+    """The cohort's batches (see the module docstring)."""
+    if batch_size < 1:
+        raise ValueError(f"the batch size must be at least 1, got {batch_size}")
+    key_fn = TASKS[manifest.task][1]
+    buckets: dict[tuple, list[Case]] = {}
+    for case in manifest.cases:
+        buckets.setdefault(key_fn(case, settings), []).append(case)
+    chunks = [(k, cases[i:i + batch_size]) for k, cases in buckets.items() for i in range(0, len(cases), batch_size)]
+    return [Batch(i, k, tuple(c)) for i, (k, c) in enumerate(chunks)]
+
+
+def open_cohort(out: Path, manifest: Manifest, settings, batch_size: int, seed: int) -> None:
+    """Start ``out`` for this cohort, or check that it holds the same cohort (to resume); InputError otherwise."""
+    record = {"task": manifest.task, "settings": dataclasses.asdict(settings), "batch_size": batch_size,
+              "seed": seed, "cases": [c.to_dict() for c in manifest.cases]}
+    record = json.loads(json.dumps(record))
+    path = out / "cohort.json"
+    if path.exists():
+        try:
+            held = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(path, f"cannot read the cohort record: {exc}") from None
+        if held != record:
+            raise InputError(out, "holds a cohort with another manifest or settings; choose another folder "
+                                  "(or --overwrite to start again)")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise InputError(out, "the output exists and is not a cohort folder; pass --overwrite to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(record, path)
+
+
+def recorded(out: Path, case_id: str) -> CaseOutcome | None:
+    """A case's recorded outcome: its folder's case.json (done), else .failed/<id>.json, else None (pending)."""
+    for path in (out / case_id / "case.json", out / ".failed" / f"{case_id}.json"):
+        if path.exists():
+            return CaseOutcome(**json.loads(path.read_text()))
+    return None
+
+
+def run_cohort(
+    manifest: Manifest,
+    out: str | Path,
+    settings,
+    *,
+    devices: Devices,
+    batch_size: int = 8,
+    seed: int = 0,
+    retry_failed: bool = False,
+    on_outcome: Callable[[CaseOutcome], None] | None = None,
+) -> CohortSummary:
+    """Run this process's share of the cohort's batches into ``out``, skipping finished cases (and failed ones unless
+    ``retry_failed``); call ``on_outcome`` as each case ends. ``settings``: the task's settings type
+    (:data:`~sirtjax.cohort.tasks.TASKS`). A batch runs whole if any of its cases is still to do (so its cases see
+    the same batch as in an uninterrupted run), and only those cases are written."""
+    out = Path(out)
+    settings_type, _, run_batch = TASKS[manifest.task]
+    if not isinstance(settings, settings_type):
+        raise TypeError(f"the {manifest.task} task takes {settings_type.__name__}")
+    open_cohort(out, manifest, settings, batch_size, seed)
+    for batch in plan_batches(manifest, settings, batch_size):
+        if batch.index % jax.process_count() != jax.process_index():
+            continue
+        todo = {c.id for c in batch.cases if _to_do(recorded(out, c.id), retry_failed)}
+        if not todo:
+            continue
+        key = jax.random.fold_in(jax.random.key(seed), batch.index)
+        for outcome in run_batch(batch.cases, settings, key, out, devices):
+            if outcome.id not in todo:
+                continue
+            if outcome.status == "failed":
+                (out / ".failed").mkdir(exist_ok=True)
+                write_json(outcome.to_dict(), out / ".failed" / f"{outcome.id}.json")
+            elif (out / ".failed" / f"{outcome.id}.json").exists():
+                os.remove(out / ".failed" / f"{outcome.id}.json")
+            if on_outcome is not None:
+                on_outcome(outcome)
+        write_summary(out, manifest)
+    return write_summary(out, manifest)
+
+
+def _to_do(outcome: CaseOutcome | None, retry_failed: bool) -> bool:
+    return outcome is None or (retry_failed and outcome.status == "failed")
+
+
+def write_summary(out: Path, manifest: Manifest) -> CohortSummary:
+    """Rebuild ``summary.csv`` from the recorded outcomes (atomically): id, status, seconds, reason, then the
+    task's numbers; pending cases have the status ``pending``."""
+    outcomes = [recorded(out, c.id) for c in manifest.cases]
+    metrics = sorted({k for o in outcomes if o is not None for k in o.metrics})
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["id", "status", "seconds", "reason", *metrics])
+    for case, o in zip(manifest.cases, outcomes):
+        if o is None:
+            writer.writerow([case.id, "pending", "", "", *[""] * len(metrics)])
+        else:
+            writer.writerow([o.id, o.status, f"{o.seconds:.3f}", o.reason,
+                             *[_cell(o.metrics.get(k)) for k in metrics]])
+    path = out / "summary.csv"
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".summary.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text.getvalue())
+    os.chmod(tmp, default_mode(0o666))
+    os.replace(tmp, path)
+    return CohortSummary(tuple(o for o in outcomes if o is not None), path)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,205 @@
+"""What a cohort does with a batch of its cases: registration (vmapped and sharded over the devices) or dose.
+
+A task has a bucket key per case, read from the image headers only, and runs a batch of cases of one key. It
+writes each case's folder whole (:func:`sirtjax.outputs.output_dir`), as the single command would (``sirtjax
+register``, ``sirtjax dose``), plus ``case.json`` with the summary's numbers, and returns one
+:class:`CaseOutcome` per case. A case that cannot be read or computed fails alone with its one-line reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+import SimpleITK as sitk
+
+from sirtjax.cohort.manifest import Case
+from sirtjax.errors import SirtjaxError
+from sirtjax.outputs import output_dir, write_json
+from sirtjax.registration.config import RegistrationConfig
+from sirtjax.registration.programs import ProgramCache
+from sirtjax.registration.pyramid import coarse_bucket
+
+
+@dataclasses.dataclass(frozen=True)
+class CaseOutcome:
+    """One case's end: ``done`` with its numbers, or ``failed`` with the reason; its share of the batch's wall time."""
+
+    id: str
+    status: str
+    seconds: float
+    reason: str = ""
+    metrics: dict = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The outcome as JSON values."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RegisterSettings:
+    """A registration cohort's settings: the preset (None: from each case's guidance), settings replacing the
+    preset's (None: the preset's own) and the iterations per level and stage (None: the settings')."""
+
+    preset: str | None = None
+    config: RegistrationConfig | None = None
+    iterations: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DoseSettings:
+    """A dose cohort's settings: what the activity images hold (counts or bq-per-ml), the dose model and constants."""
+
+    input_kind: str = "counts"
+    model: str = "vsv"
+    constants: str = "icrp107"
+
+
+@dataclasses.dataclass(frozen=True)
+class Devices:
+    """Where a batch runs: a batch ``sharding`` over the local devices (None: one device) and the program cache
+    (one device only: a cache entry is a one-device executable)."""
+
+    count: int
+    sharding: jax.sharding.Sharding | None
+    programs: ProgramCache | None
+
+
+def local_devices(programs: ProgramCache | None) -> Devices:
+    """The batch axis split over every local device by a one-axis mesh; one device keeps the program cache."""
+    devices = jax.local_devices()
+    if len(devices) == 1:
+        return Devices(1, None, programs)
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
+    return Devices(len(devices), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch")), None)
+
+
+def header_grid(path: Path) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """(shape z, y, x; spacing mm) of an image file from its header alone; a DICOM folder is read whole."""
+    if path.is_dir():
+        from sirtjax.io import read_volume
+
+        vol = read_volume(path)
+        return tuple(vol.shape), tuple(float(s) for s in vol.spacing_mm)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return (), ()  # unreadable: the case fails with the reader's message when its batch loads it
+    return tuple(reader.GetSize()[::-1]), tuple(reader.GetSpacing())
+
+
+def _preset(case: Case, settings: RegisterSettings) -> str:
+    from sirtjax.registration.guided import choose_preset
+
+    return settings.preset or choose_preset(masks="fixed_mask" in case.paths, labels="fixed_labels" in case.paths)
+
+
+def register_key(case: Case, settings: RegisterSettings) -> tuple:
+    """A registration case's bucket: its preset, its fixed image's coarsest spacing (the pyramid's resolutions)
+    and its fixed grid rounded up to a power of 2 per axis (the batch's levels are padded to its largest)."""
+    shape, spacing = header_grid(case.paths["fixed"])
+    return (_preset(case, settings), round(max(spacing, default=0.0), 4), tuple(int(n) for n in coarse_bucket(shape))
+            if shape else ())
+
+
+def run_register(cases: Sequence[Case], settings: RegisterSettings, key: jax.Array, out: Path,
+                 devices: Devices) -> list[CaseOutcome]:
+    """Register a batch of cases of one bucket in one :func:`register_checked_batch`, sharded by ``devices`` (the
+    batch repeated up to a multiple of the device count; the repeats are dropped); write each case's folder."""
+    from sirtjax.io import read_volume
+    from sirtjax.registration.files import load_guidance, registration_report, write_registration
+    from sirtjax.registration.guided import register_checked_batch
+
+    t0 = time.perf_counter()
+    loaded, outcomes = [], []
+    for case in cases:
+        preset = _preset(case, settings)
+        try:
+            fixed, moving = read_volume(case.paths["fixed"]), read_volume(case.paths["moving"])
+            guidance, warnings = load_guidance({k: case.paths.get(k) for k in
+                                                ("fixed_mask", "moving_mask", "fixed_labels", "moving_labels")},
+                                               fixed, moving, preset)
+        except (SirtjaxError, ValueError) as exc:
+            outcomes.append(CaseOutcome(case.id, "failed", 0.0, str(exc)))
+            continue
+        loaded.append((case, fixed, moving, guidance, warnings))
+    if not loaded:
+        return outcomes
+    overrides = {} if settings.iterations is None else {"affine_iterations": settings.iterations,
+                                                        "nonrigid_iterations": settings.iterations}
+    batch = [(f, m, g) for _, f, m, g, _ in loaded]
+    batch += [batch[-1]] * (-len(batch) % devices.count)
+    try:
+        checked = register_checked_batch(batch, preset=_preset(loaded[0][0], settings), config=settings.config,
+                                         overrides=overrides, key=key,
+                                         programs=devices.programs, sharding=devices.sharding)
+    except (SirtjaxError, ValueError) as exc:
+        return outcomes + [CaseOutcome(c.id, "failed", 0.0, f"the batch failed: {exc}") for c, *_ in loaded]
+    seconds = (time.perf_counter() - t0) / len(loaded)
+    for (case, _, _, _, warnings), result in zip(loaded, checked):
+        report = registration_report(result, warnings + list(result.warnings), fixed=str(case.paths["fixed"]),
+                                     moving=str(case.paths["moving"]), config_file=None)
+        metrics = {"preset": result.preset,
+                   "det_j_nonpositive_pct": 100 * result.jacobian["fraction_nonpositive"],
+                   "liver_det_j_nonpositive_pct": None if result.jacobian_liver is None
+                   else 100 * result.jacobian_liver["fraction_nonpositive"]}
+        outcomes.append(_publish(out, case, seconds, metrics, lambda tmp, r=result, rep=report:
+                                 write_registration(tmp, r, rep)))
+    return outcomes
+
+
+def dose_key(case: Case, settings: DoseSettings) -> tuple:
+    """A dose case's bucket: its activity grid (equal grids reuse the compiled convolution)."""
+    return header_grid(case.paths["activity"])
+
+
+def run_dose(cases: Sequence[Case], settings: DoseSettings, key: jax.Array, out: Path,
+             devices: Devices) -> list[CaseOutcome]:
+    """The voxel dosimetry of each case of a batch, one after another on the default device (not sharded), with
+    ``sirtjax dose``'s outputs (dose.nii.gz, dvh.csv, dvh.png, report.json)."""
+    from sirtjax.dosimetry.outputs import write_dose_outputs
+    from sirtjax.dosimetry.voxel import voxel_dosimetry
+    from sirtjax.io import read_volume
+
+    outcomes = []
+    for case in cases:
+        t0 = time.perf_counter()
+        try:
+            vols = {k: read_volume(p) for k, p in case.paths.items()}
+            result = voxel_dosimetry(vols["activity"], vols["liver"], lesions=vols.get("lesions"),
+                                     lungs=vols.get("lung"), ct=vols.get("ct"), input_kind=settings.input_kind,
+                                     activity_gbq=case.numbers.get("activity_gbq"),
+                                     lung_shunt_fraction=case.numbers.get("lung_shunt_fraction"),
+                                     model=settings.model, constants=settings.constants)
+        except (SirtjaxError, ValueError) as exc:
+            outcomes.append(CaseOutcome(case.id, "failed", time.perf_counter() - t0, str(exc)))
+            continue
+        liver = next((v for v in result.report["vois"] if v.get("name") == "liver"), {})
+        metrics = {"liver_mean_gy": liver.get("mean_gy"), "total_gbq": result.report["activity"]["total_gbq"]}
+        outcomes.append(_publish(out, case, time.perf_counter() - t0, metrics,
+                                 lambda tmp, r=result: write_dose_outputs(r, tmp)))
+    return outcomes
+
+
+def _publish(out: Path, case: Case, seconds: float, metrics: dict, write: Callable[[Path], object]) -> CaseOutcome:
+    """Write a finished case's folder whole (its files, then case.json); a failed write fails the case alone."""
+    outcome = CaseOutcome(case.id, "done", seconds, metrics=metrics)
+    try:
+        with output_dir(out / case.id) as tmp:
+            write(tmp)
+            write_json(outcome.to_dict(), tmp / "case.json")
+    except (SirtjaxError, OSError) as exc:
+        return CaseOutcome(case.id, "failed", seconds, f"cannot write its outputs: {exc}")
+    return outcome
+
+
+TASKS: dict[str, tuple[type, Callable, Callable]] = {
+    "register": (RegisterSettings, register_key, run_register),
+    "dose": (DoseSettings, dose_key, run_dose),
+}
