@@ -86,6 +86,18 @@ def test_manifest_errors_name_the_file_and_the_case(tmp_path, cohort):
         path.write_text(text)
         with pytest.raises(InputError, match=message.replace("(", r"\(").replace(".", r"\.")):
             read_manifest(path)
+    (d / "bom.csv").write_bytes("\ufeff".encode() + manifest.read_bytes())  # as spreadsheets save CSV
+    assert [c.id for c in read_manifest(d / "bom.csv").cases] == ["case0", "case1", "case2"]
+    (d / "nan.json").write_text(json.dumps({"task": "dose", "cases": [
+        {"id": "a", "activity": "c0_fixed.nii.gz", "liver": "c0_fixed_mask.nii.gz", "activity_gbq": "nan"}]}))
+    with pytest.raises(InputError, match="'activity_gbq' must be a finite number"):
+        read_manifest(d / "nan.json")
+    (d / "reserved.csv").write_text(good[0] + "\n" + good[1].replace("case0", "summary.csv") + "\n")
+    with pytest.raises(InputError, match="and not cohort.json or summary.csv"):
+        read_manifest(d / "reserved.csv")
+    (d / "unguided.csv").write_text("id,fixed,moving\n" + ",".join(good[1].split(",")[:3]) + "\n")
+    with pytest.raises(InputError, match="case case0: the cnn-guided preset needs the columns fixed_mask and moving_mask"):
+        plan_batches(read_manifest(d / "unguided.csv"), RegisterSettings(preset="cnn-guided"), 8)
     (d / "bad.json").write_text(json.dumps({"task": "segment", "cases": [{"id": "a"}]}))
     with pytest.raises(InputError, match="unknown task 'segment'"):
         read_manifest(d / "bad.json")

@@ -58,15 +58,19 @@ def cohort(
         raise InputError("--preset", f"unknown preset '{preset}' (use {', '.join(PRESETS)})")
     inputs = [manifest, *(p for c in cases.cases for p in c.paths.values()), *([config] if config else [])]
     check_output(out, overwrite=True, inputs=inputs)  # the inputs kept clear and writable; a cohort folder resumes
-    if overwrite:
-        shutil.rmtree(out, ignore_errors=True)
     base = None if config is None else load_config(config)
     settings = (RegisterSettings(preset, base, iterations) if cases.task == "register"
                 else DoseSettings(input_kind.value, model.value, constants.value))
+    if overwrite and out.exists():  # only once every input has been checked
+        try:
+            shutil.rmtree(out)
+        except OSError as exc:
+            raise InputError(out, f"cannot remove the old output: {exc}") from None
     done = {"done": 0, "failed": 0}
     with progress_bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn()) as bar:
-        before = sum(recorded(out, c.id) is not None for c in cases.cases) if out.exists() else 0
+        held = [recorded(out, c.id) for c in cases.cases] if (out / "cohort.json").exists() else []
+        before = sum(o is not None and not (retry_failed and o.status == "failed") for o in held)
         bar_task = bar.add_task(f"{cases.task} cohort", total=len(cases.cases), completed=before, rate="")
 
         def on_outcome(outcome) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import re
 from pathlib import Path
 
@@ -28,12 +29,13 @@ PATH_COLUMNS = {
 }
 NUMBER_COLUMNS = {"register": (), "dose": ("activity_gbq", "lung_shunt_fraction")}
 PAIRED = {"register": (("fixed_mask", "moving_mask"), ("fixed_labels", "moving_labels")), "dose": ()}
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+RESERVED = {"summary.csv", "cohort.json"}  # the cohort's own files beside the case folders
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One case of a cohort: its id, its input files (column -> absolute path) and its numbers (column -> value)."""
+    """One case of a cohort: its id, its input files (column -> absolute path) and its numbers (column -> finite value)."""
 
     id: str
     paths: dict[str, Path]
@@ -56,9 +58,9 @@ class Manifest:
 def read_manifest(path: str | Path, task: str | None = None) -> Manifest:
     """The manifest at ``path`` (CSV or JSON, see the module docstring), checked: known columns, unique ids, the
     files present. ``task`` overrides the manifest's own. Raises :class:`InputError` naming the file and the case."""
-    path = Path(path)
+    path = Path(path).resolve()
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's CSV may start with a byte-order mark
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot read the manifest: {exc}") from None
     if path.suffix.lower() == ".json":
@@ -73,9 +75,9 @@ def read_manifest(path: str | Path, task: str | None = None) -> Manifest:
     cases, seen = [], set()
     for n, row in enumerate(rows, start=1):
         case = _case(path, task, row, n)
-        if case.id in seen:
-            raise InputError(path, f"case {n}: the id '{case.id}' is used twice")
-        seen.add(case.id)
+        if case.id.lower() in seen:  # folders of ids that differ in case only collide on some file systems
+            raise InputError(path, f"case {n}: the id '{case.id}' is used twice (ids are compared ignoring case)")
+        seen.add(case.id.lower())
         cases.append(case)
     return Manifest(path, task, tuple(cases))
 
@@ -120,10 +122,10 @@ def _case(path: Path, task: str, row: dict, n: int) -> Case:
     unknown = sorted(set(row) - known)
     if unknown:
         raise InputError(path, f"unknown column '{unknown[0]}' for the {task} task (known: {', '.join(sorted(known))})")
-    case_id = row.get("id", "")
-    if not _ID.match(case_id):
+    case_id = row.get("id", "").strip()
+    if not _ID.fullmatch(case_id) or case_id.lower() in RESERVED:
         raise InputError(path, f"case {n}: the id '{case_id}' must be letters, digits, '.', '_' or '-', "
-                               "starting with a letter or digit")
+                               f"starting with a letter or digit, and not {' or '.join(sorted(RESERVED))}")
     where = f"case {case_id}"
     paths = {}
     for column in (*required, *optional):
@@ -146,5 +148,7 @@ def _case(path: Path, task: str, row: dict, n: int) -> Case:
             try:
                 numbers[column] = float(value)
             except ValueError:
-                raise InputError(path, f"{where}: '{column}' must be a number, got '{value}'") from None
+                numbers[column] = float("nan")
+            if not math.isfinite(numbers[column]):
+                raise InputError(path, f"{where}: '{column}' must be a finite number, got '{value}'")
     return Case(case_id, paths, numbers)

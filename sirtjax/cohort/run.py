@@ -35,7 +35,6 @@ class Batch:
     """Cases of one bucket run together; ``index`` is the batch's place in the cohort (its random stream)."""
 
     index: int
-    key: tuple
     cases: tuple[Case, ...]
 
 
@@ -52,7 +51,7 @@ class CohortSummary:
 
 
 def plan_batches(manifest: Manifest, settings, batch_size: int) -> list[Batch]:
-    """The cohort's batches (see the module docstring)."""
+    """The cohort's batches (see the module docstring); raises :class:`InputError` for a case the task cannot run."""
     if batch_size < 1:
         raise ValueError(f"the batch size must be at least 1, got {batch_size}")
     key_fn = TASKS[manifest.task][1]
@@ -60,7 +59,7 @@ def plan_batches(manifest: Manifest, settings, batch_size: int) -> list[Batch]:
     for case in manifest.cases:
         buckets.setdefault(key_fn(case, settings), []).append(case)
     chunks = [(k, cases[i:i + batch_size]) for k, cases in buckets.items() for i in range(0, len(cases), batch_size)]
-    return [Batch(i, k, tuple(c)) for i, (k, c) in enumerate(chunks)]
+    return [Batch(i, tuple(c)) for i, (_, c) in enumerate(chunks)]
 
 
 def open_cohort(out: Path, manifest: Manifest, settings, batch_size: int, seed: int) -> None:
@@ -88,7 +87,10 @@ def recorded(out: Path, case_id: str) -> CaseOutcome | None:
     """A case's recorded outcome: its folder's case.json (done), else .failed/<id>.json, else None (pending)."""
     for path in (out / case_id / "case.json", out / ".failed" / f"{case_id}.json"):
         if path.exists():
-            return CaseOutcome(**json.loads(path.read_text()))
+            try:
+                return CaseOutcome(**json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError) as exc:
+                raise InputError(path, f"cannot read the case's record ({exc}); remove it to run the case again") from None
     return None
 
 
@@ -111,15 +113,21 @@ def run_cohort(
     settings_type, _, run_batch = TASKS[manifest.task]
     if not isinstance(settings, settings_type):
         raise TypeError(f"the {manifest.task} task takes {settings_type.__name__}")
-    open_cohort(out, manifest, settings, batch_size, seed)
-    for batch in plan_batches(manifest, settings, batch_size):
-        if batch.index % jax.process_count() != jax.process_index():
+    batches = plan_batches(manifest, settings, batch_size)  # every case checked before anything is written
+    rank, ranks = jax.process_index(), jax.process_count()
+    if rank == 0:
+        open_cohort(out, manifest, settings, batch_size, seed)
+    _barrier(ranks, "sirtjax cohort: folder opened")
+    if rank != 0:
+        open_cohort(out, manifest, settings, batch_size, seed)  # only checks the record rank 0 wrote
+    for batch in batches:
+        if batch.index % ranks != rank:
             continue
-        todo = {c.id for c in batch.cases if _to_do(recorded(out, c.id), retry_failed)}
+        todo = frozenset(c.id for c in batch.cases if _to_do(recorded(out, c.id), retry_failed))
         if not todo:
             continue
         key = jax.random.fold_in(jax.random.key(seed), batch.index)
-        for outcome in run_batch(batch.cases, settings, key, out, devices):
+        for outcome in run_batch(batch.cases, settings, key, out, devices, todo):
             if outcome.id not in todo:
                 continue
             if outcome.status == "failed":
@@ -130,7 +138,16 @@ def run_cohort(
             if on_outcome is not None:
                 on_outcome(outcome)
         write_summary(out, manifest)
+    _barrier(ranks, "sirtjax cohort: every share done")  # then the summary sees every process's cases
     return write_summary(out, manifest)
+
+
+def _barrier(ranks: int, name: str) -> None:
+    """Wait for every process of a multi-process run (nothing to wait for with one)."""
+    if ranks > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def _to_do(outcome: CaseOutcome | None, retry_failed: bool) -> bool:

@@ -18,7 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from sirtjax.cohort.manifest import Case
-from sirtjax.errors import SirtjaxError
+from sirtjax.errors import InputError, SirtjaxError
 from sirtjax.outputs import output_dir, write_json
 from sirtjax.registration.config import RegistrationConfig
 from sirtjax.registration.programs import ProgramCache
@@ -79,18 +79,22 @@ def local_devices(programs: ProgramCache | None) -> Devices:
 
 
 def header_grid(path: Path) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    """(shape z, y, x; spacing mm) of an image file from its header alone; a DICOM folder is read whole."""
+    """(shape z, y, x; spacing mm) of an image file from its header alone (a DICOM folder is read whole); empty for
+    an unreadable one, which fails its case when its batch reads it."""
     if path.is_dir():
         from sirtjax.io import read_volume
 
-        vol = read_volume(path)
+        try:
+            vol = read_volume(path)
+        except SirtjaxError:
+            return (), ()
         return tuple(vol.shape), tuple(float(s) for s in vol.spacing_mm)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError:
-        return (), ()  # unreadable: the case fails with the reader's message when its batch loads it
+        return (), ()
     return tuple(reader.GetSize()[::-1]), tuple(reader.GetSpacing())
 
 
@@ -102,18 +106,29 @@ def _preset(case: Case, settings: RegisterSettings) -> str:
 
 def register_key(case: Case, settings: RegisterSettings) -> tuple:
     """A registration case's bucket: its preset, its fixed image's coarsest spacing (the pyramid's resolutions)
-    and its fixed grid rounded up to a power of 2 per axis (the batch's levels are padded to its largest)."""
+    and its fixed grid rounded up to a power of 2 per axis (the batch's levels are padded to its largest).
+    Raises :class:`InputError` naming the case when the preset needs guidance that the case lacks."""
+    from sirtjax.registration.guided import PRESET_GUIDANCE
+
+    preset = _preset(case, settings)
+    missing = [k for k in PRESET_GUIDANCE[preset] if k not in case.paths]
+    if missing:
+        raise InputError(f"case {case.id}", f"the {preset} preset needs the columns {' and '.join(missing)}")
     shape, spacing = header_grid(case.paths["fixed"])
-    return (_preset(case, settings), round(max(spacing, default=0.0), 4), tuple(int(n) for n in coarse_bucket(shape))
-            if shape else ())
+    return preset, _coarsest_mm(spacing), tuple(int(n) for n in coarse_bucket(shape)) if shape else ()
+
+
+def _coarsest_mm(spacing_mm) -> float:
+    return round(float(max(spacing_mm, default=0.0)), 4)
 
 
 def run_register(cases: Sequence[Case], settings: RegisterSettings, key: jax.Array, out: Path,
-                 devices: Devices) -> list[CaseOutcome]:
+                 devices: Devices, todo: frozenset[str]) -> list[CaseOutcome]:
     """Register a batch of cases of one bucket in one :func:`register_checked_batch`, sharded by ``devices`` (the
-    batch repeated up to a multiple of the device count; the repeats are dropped); write each case's folder."""
+    batch repeated up to a multiple of the device count; the repeats are dropped); write the folders of the cases
+    in ``todo`` (the others run only to keep the batch as it was)."""
     from sirtjax.io import read_volume
-    from sirtjax.registration.files import load_guidance, registration_report, write_registration
+    from sirtjax.registration.files import load_guidance
     from sirtjax.registration.guided import register_checked_batch
 
     t0 = time.perf_counter()
@@ -129,20 +144,32 @@ def run_register(cases: Sequence[Case], settings: RegisterSettings, key: jax.Arr
             outcomes.append(CaseOutcome(case.id, "failed", 0.0, str(exc)))
             continue
         loaded.append((case, fixed, moving, guidance, warnings))
-    if not loaded:
-        return outcomes
+    groups: dict[float, list] = {}  # the pyramid follows the coarsest spacing, read now, not from the header
+    for item in loaded:
+        groups.setdefault(_coarsest_mm(item[1].spacing_mm), []).append(item)
     overrides = {} if settings.iterations is None else {"affine_iterations": settings.iterations,
                                                         "nonrigid_iterations": settings.iterations}
-    batch = [(f, m, g) for _, f, m, g, _ in loaded]
-    batch += [batch[-1]] * (-len(batch) % devices.count)
-    try:
-        checked = register_checked_batch(batch, preset=_preset(loaded[0][0], settings), config=settings.config,
-                                         overrides=overrides, key=key,
-                                         programs=devices.programs, sharding=devices.sharding)
-    except (SirtjaxError, ValueError) as exc:
-        return outcomes + [CaseOutcome(c.id, "failed", 0.0, f"the batch failed: {exc}") for c, *_ in loaded]
-    seconds = (time.perf_counter() - t0) / len(loaded)
-    for (case, _, _, _, warnings), result in zip(loaded, checked):
+    for group in groups.values():
+        batch = [(f, m, g) for _, f, m, g, _ in group]
+        batch += [batch[-1]] * (-len(batch) % devices.count)
+        try:
+            checked = register_checked_batch(batch, preset=_preset(group[0][0], settings), config=settings.config,
+                                             overrides=overrides, key=key, programs=devices.programs,
+                                             sharding=devices.sharding)
+        except (SirtjaxError, ValueError) as exc:
+            outcomes += [CaseOutcome(c.id, "failed", 0.0, f"the batch failed: {exc}") for c, *_ in group]
+            continue
+        outcomes += _write_registrations(group, checked, (time.perf_counter() - t0) / len(loaded), out, todo)
+    return outcomes
+
+
+def _write_registrations(group: list, checked: list, seconds: float, out: Path, todo: frozenset[str]) -> list[CaseOutcome]:
+    from sirtjax.registration.files import registration_report, write_registration
+
+    outcomes = []
+    for (case, _, _, _, warnings), result in zip(group, checked):
+        if case.id not in todo:
+            continue
         report = registration_report(result, warnings + list(result.warnings), fixed=str(case.paths["fixed"]),
                                      moving=str(case.paths["moving"]), config_file=None)
         metrics = {"preset": result.preset,
@@ -160,15 +187,15 @@ def dose_key(case: Case, settings: DoseSettings) -> tuple:
 
 
 def run_dose(cases: Sequence[Case], settings: DoseSettings, key: jax.Array, out: Path,
-             devices: Devices) -> list[CaseOutcome]:
-    """The voxel dosimetry of each case of a batch, one after another on the default device (not sharded), with
-    ``sirtjax dose``'s outputs (dose.nii.gz, dvh.csv, dvh.png, report.json)."""
+             devices: Devices, todo: frozenset[str]) -> list[CaseOutcome]:
+    """The voxel dosimetry of each case of a batch in ``todo``, one after another on the default device (not
+    sharded), with ``sirtjax dose``'s outputs (dose.nii.gz, dvh.csv, dvh.png, report.json)."""
     from sirtjax.dosimetry.outputs import write_dose_outputs
     from sirtjax.dosimetry.voxel import voxel_dosimetry
     from sirtjax.io import read_volume
 
     outcomes = []
-    for case in cases:
+    for case in (c for c in cases if c.id in todo):
         t0 = time.perf_counter()
         try:
             vols = {k: read_volume(p) for k, p in case.paths.items()}

@@ -120,12 +120,15 @@ def pair_pyramids(pairs: Sequence[Pair], config: RegistrationConfig,
     """Per pair, the pyramid levels (coarsest first, :func:`resolutions_mm`) of its fixed and of its moving
     channels (:func:`problem.stack_levels`: the image, then the segmentation channels, host float32).
 
+    The pyramid's resolutions are the first pair's; a pair whose fixed image gives others is refused (ValueError).
     Label-map channels are padded with empty classes to a multiple of 4 (empty classes do not count in the
     overlap term), so label maps with different numbers of landmarks batch and share compiled steps.
     """
     n_seg = max(p.n_seg for p in pairs)
     width = n_seg if n_seg <= 1 else -(-n_seg // 4) * 4
     res = resolutions_mm(pairs[0].fixed, config)
+    if any(not np.allclose(resolutions_mm(p.fixed, config), res) for p in pairs[1:]):
+        raise ValueError("the pairs of a batch need one pyramid: fixed images of one coarsest spacing")
     return _per_pair(lambda p: tuple(stack_levels(stack_channels(img, seg, width), res, programs)
                                      for img, seg in ((p.fixed, p.fixed_seg), (p.moving, p.moving_seg))), pairs)
 
