@@ -231,3 +231,37 @@ def test_dose_cohort_writes_what_sirtjax_dose_writes_and_fails_a_case_alone(tmp_
     liver_mean = next(v["mean_gy"] for v in report["vois"] if v["name"] == "liver")
     assert float(summary["a"]["liver_mean_gy"]) == pytest.approx(liver_mean, rel=1e-5)
     assert summary["b"]["status"] == "failed" and "activity" in summary["b"]["reason"]
+
+
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory):
+    from sirtjax.phantom import PhantomConfig, generate_study, write_study
+
+    return write_study(generate_study(5, PhantomConfig.small()), tmp_path_factory.mktemp("s") / "study")
+
+
+def test_segment_cohort_writes_the_mask_sirtjax_segment_writes(small_study, tmp_path, capsys):
+    image = small_study / "maa_ct.nii.gz"
+    (tmp_path / "images.csv").write_text(f"id,image\nct,{image}\nbroken,{tmp_path / 'images.csv'}\n")
+    main(["cohort", str(tmp_path / "images.csv"), "-o", str(tmp_path / "out")])
+    assert "1 done, 1 failed" in capsys.readouterr().out
+    main(["segment", str(image), "-o", str(tmp_path / "single.nii.gz")])
+    ours = read_volume(tmp_path / "out" / "ct" / "liver.nii.gz").array
+    np.testing.assert_array_equal(ours, read_volume(tmp_path / "single.nii.gz").array)
+    summary = {r["id"]: r for r in _summary(tmp_path / "out")}
+    assert summary["ct"]["modality"] == "ct" and float(summary["ct"]["liver_ml"]) > 100
+    assert summary["broken"]["status"] == "failed" and "images.csv" in summary["broken"]["reason"]
+
+
+def test_plan_cohort_writes_each_plan_whole(small_study, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()  # a folder without study.json: that case fails alone
+    (tmp_path / "studies.csv").write_text(f"id,study,lung_shunt_fraction\np5,{small_study},0.08\nnone,empty,\n")
+    main(["cohort", str(tmp_path / "studies.csv"), "-o", str(tmp_path / "out")])
+    assert "1 done, 1 failed" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "p5" / "plan" / "report.json").read_text())
+    summary = {r["id"]: r for r in _summary(tmp_path / "out")}
+    assert float(summary["p5"]["lung_shunt_fraction"]) == pytest.approx(0.08)
+    assert (tmp_path / "out" / "p5" / "plan" / "report.html").exists()
+    assert float(summary["p5"]["planned_activity_gbq"]) > 0 and report["vois"]
+    assert "study.json" in summary["none"]["reason"]
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".plan")]  # nothing left half-way

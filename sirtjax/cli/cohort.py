@@ -1,4 +1,4 @@
-"""``sirtjax cohort MANIFEST -o DIR``: a manifest's registrations or doses, batched, sharded, resumable."""
+"""``sirtjax cohort MANIFEST -o DIR``: a manifest's registrations, doses, segmentations or plans, resumable."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ def cohort(
     manifest: Annotated[Path, typer.Argument(help="CSV or JSON of cases (see docs/cohort.md), e.g. a CSV with the "
                                                   "header id,fixed,moving,fixed_mask,moving_mask.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder: one folder per case, summary.csv.")],
-    task: Annotated[str | None, typer.Option(help="register or dose (default: the manifest's, or from its columns).")] = None,
+    task: Annotated[str | None, typer.Option(help="register, dose, segment or plan (default: the manifest's, or from "
+                                                  "its columns).")] = None,
     batch_size: Annotated[int, typer.Option(help="Cases per batch (vmapped; split over the local devices).")] = 8,
     preset: Annotated[str | None, typer.Option(help="register: image-based | cnn-guided | cnn-lm-guided (default: "
                                                     "from each case's masks or label maps).")] = None,
@@ -28,6 +29,9 @@ def cohort(
     input_kind: Annotated[InputKind, typer.Option("--input", help="dose: what the activity images hold.")] = InputKind.counts,
     model: Annotated[Model, typer.Option(help="dose: voxel S-value kernel or local deposition.")] = Model.vsv,
     constants: Annotated[ConstantSet, typer.Option(help="dose: the 90Y constant set.")] = ConstantSet.icrp107,
+    liver_model: Annotated[str, typer.Option(help="segment, plan: the liver model (shipped name or folder).")] = "liver",
+    modality: Annotated[str | None, typer.Option(help="segment: ct or mr (default: guessed per image).")] = None,
+    quick: Annotated[bool, typer.Option(help="plan: the quick registration (24/12 mm levels; coarser).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the random similarity samples (batch i uses fold_in(seed, i)).")] = 0,
     retry_failed: Annotated[bool, typer.Option(help="Run the cases that failed before again (default: keep them failed).")] = False,
     distributed: Annotated[bool, typer.Option(help="Join a multi-process run (jax.distributed.initialize from the "
@@ -38,7 +42,10 @@ def cohort(
     import jax
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from sirtjax.cohort import DoseSettings, RegisterSettings, local_devices, read_manifest, run_cohort
+    from sirtjax.cohort import (DoseSettings, PlanSettings, RegisterSettings, SegmentSettings, local_devices,
+                                read_manifest, run_cohort)
+    from sirtjax.models.store import resolve_model_dir
+    from sirtjax.segmentation.preprocess import MODALITIES
     from sirtjax.cohort.run import recorded
     from sirtjax.errors import InputError
     from sirtjax.outputs import check_output
@@ -58,9 +65,15 @@ def cohort(
         raise InputError("--preset", f"unknown preset '{preset}' (use {', '.join(PRESETS)})")
     inputs = [manifest, *(p for c in cases.cases for p in c.paths.values()), *([config] if config else [])]
     check_output(out, overwrite=True, inputs=inputs)  # the inputs kept clear and writable; a cohort folder resumes
+    if modality is not None and modality not in MODALITIES:
+        raise InputError("--modality", f"must be one of {', '.join(MODALITIES)}, got {modality!r}")
+    if cases.task in ("segment", "plan"):
+        resolve_model_dir(liver_model)  # an unknown model stops the run before it starts
     base = None if config is None else load_config(config)
-    settings = (RegisterSettings(preset, base, iterations) if cases.task == "register"
-                else DoseSettings(input_kind.value, model.value, constants.value))
+    settings = {"register": lambda: RegisterSettings(preset, base, iterations),
+                "dose": lambda: DoseSettings(input_kind.value, model.value, constants.value),
+                "segment": lambda: SegmentSettings(liver_model, modality),
+                "plan": lambda: PlanSettings(quick, liver_model)}[cases.task]()
     if overwrite and out.exists():  # only once every input has been checked
         try:
             shutil.rmtree(out)

@@ -29,7 +29,7 @@ def segment(
     from sirtjax.outputs import check_output
     from sirtjax.segmentation import liver_mask, predict_probability
     from sirtjax.segmentation.postprocess import liver_warnings
-    from sirtjax.segmentation.preprocess import MODALITIES
+    from sirtjax.segmentation.preprocess import MODALITIES, guess_modality
 
     if modality is not None and modality not in MODALITIES:
         raise InputError("--modality", f"must be one of {', '.join(MODALITIES)}, got {modality!r}")
@@ -40,7 +40,7 @@ def segment(
     vol = read_volume(image)
     net, spec = load_model(model)
     if modality is None:
-        modality = "ct" if float(np.min(vol.array)) < -500 else "mr"
+        modality = guess_modality(vol.array)
         typer.echo(f"modality: {modality} (guessed from the intensities; pass --modality to set it)")
     if modality not in spec.get("modalities", MODALITIES):
         raise InputError("--modality", f"model {model} was trained for {spec.get('modalities')}, not {modality}")

@@ -1,13 +1,16 @@
 """A cohort's manifest: the task and its cases, read from a CSV or JSON file and checked before any work.
 
 CSV: a header row of column names, one case per row; the task is given (``sirtjax cohort --task``) or read from
-the columns (``fixed`` and ``moving``: register; ``activity`` and ``liver``: dose). JSON: ``{"task": ...,
+the columns (``fixed`` and ``moving``: register; ``activity`` and ``liver``: dose; ``image``: segment; ``study``:
+plan). JSON: ``{"task": ...,
 "cases": [{column: value, ...}, ...]}``. Relative paths are relative to the manifest's folder. Columns per task:
 
 - register: ``id, fixed, moving`` and optionally ``fixed_mask, moving_mask`` (cnn-guided) or ``fixed_labels,
   moving_labels`` (cnn-lm-guided);
 - dose: ``id, activity, liver`` and optionally ``lesions, lung, ct``, ``activity_gbq`` (needed for SPECT counts)
-  and ``lung_shunt_fraction``.
+  and ``lung_shunt_fraction``;
+- segment: ``id, image``;
+- plan: ``id, study`` (a study folder with its study.json) and optionally ``lung_shunt_fraction``.
 
 An id names its output folder: letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit, unique.
 """
@@ -26,9 +29,13 @@ from sirtjax.errors import InputError
 PATH_COLUMNS = {
     "register": (("fixed", "moving"), ("fixed_mask", "moving_mask", "fixed_labels", "moving_labels")),
     "dose": (("activity", "liver"), ("lesions", "lung", "ct")),
+    "segment": (("image",), ()),
+    "plan": (("study",), ()),
 }
-NUMBER_COLUMNS = {"register": (), "dose": ("activity_gbq", "lung_shunt_fraction")}
-PAIRED = {"register": (("fixed_mask", "moving_mask"), ("fixed_labels", "moving_labels")), "dose": ()}
+NUMBER_COLUMNS = {"register": (), "dose": ("activity_gbq", "lung_shunt_fraction"), "segment": (),
+                  "plan": ("lung_shunt_fraction",)}
+PAIRED = {"register": (("fixed_mask", "moving_mask"), ("fixed_labels", "moving_labels")), "dose": (), "segment": (),
+          "plan": ()}
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 RESERVED = {"summary.csv", "cohort.json"}  # the cohort's own files beside the case folders
 
@@ -112,8 +119,8 @@ def _task_from_columns(path: Path, rows: list[dict]) -> str:
     for task, (required, _) in PATH_COLUMNS.items():
         if set(required) <= columns:
             return task
-    raise InputError(path, "cannot tell the task from the columns (give --task, or the columns "
-                           "fixed,moving for register or activity,liver for dose)")
+    raise InputError(path, "cannot tell the task from the columns (give --task, or the columns fixed,moving for "
+                           "register, activity,liver for dose, image for segment or study for plan)")
 
 
 def _case(path: Path, task: str, row: dict, n: int) -> Case:

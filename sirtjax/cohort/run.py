@@ -25,9 +25,20 @@ from pathlib import Path
 import jax
 
 from sirtjax.cohort.manifest import Case, Manifest
-from sirtjax.cohort.tasks import TASKS, CaseOutcome, Devices
+from sirtjax.cohort.serial import DoseSettings, PlanSettings, SegmentSettings, dose_key, no_key, run_dose, run_plan, run_segment
+from sirtjax.cohort.tasks import CaseOutcome, Devices, RegisterSettings, register_key, run_register
 from sirtjax.errors import InputError
 from sirtjax.outputs import default_mode, write_json
+
+
+TASKS: dict[str, tuple[type, Callable, Callable]] = {
+    "register": (RegisterSettings, register_key, run_register),
+    "dose": (DoseSettings, dose_key, run_dose),
+    "segment": (SegmentSettings, no_key, run_segment),
+    "plan": (PlanSettings, no_key, run_plan),
+}
+"""Per task: its settings type, its bucket key (case, settings) -> tuple, and its batch runner (cases, settings, key,
+out, devices, todo) -> outcomes."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +118,7 @@ def run_cohort(
 ) -> CohortSummary:
     """Run this process's share of the cohort's batches into ``out``, skipping finished cases (and failed ones unless
     ``retry_failed``); call ``on_outcome`` as each case ends. ``settings``: the task's settings type
-    (:data:`~sirtjax.cohort.tasks.TASKS`). A batch runs whole if any of its cases is still to do (so its cases see
+    (:data:`TASKS`). A batch runs whole if any of its cases is still to do (so its cases see
     the same batch as in an uninterrupted run), and only those cases are written."""
     out = Path(out)
     settings_type, _, run_batch = TASKS[manifest.task]

@@ -1,9 +1,9 @@
-"""What a cohort does with a batch of its cases: registration (vmapped and sharded over the devices) or dose.
+"""A cohort's batch of registrations (vmapped and sharded over the devices), and what every task shares.
 
 A task has a bucket key per case, read from the image headers only, and runs a batch of cases of one key. It
-writes each case's folder whole (:func:`sirtjax.outputs.output_dir`), as the single command would (``sirtjax
-register``, ``sirtjax dose``), plus ``case.json`` with the summary's numbers, and returns one
-:class:`CaseOutcome` per case. A case that cannot be read or computed fails alone with its one-line reason.
+writes each case's folder whole (:func:`publish`), as the single command would, plus ``case.json`` with the
+summary's numbers, and returns one :class:`CaseOutcome` per case. A case that cannot be read or computed fails
+alone with its one-line reason. The tasks that run case by case (dose, segment, plan): :mod:`~sirtjax.cohort.serial`.
 """
 
 from __future__ import annotations
@@ -48,15 +48,6 @@ class RegisterSettings:
     preset: str | None = None
     config: RegistrationConfig | None = None
     iterations: int | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class DoseSettings:
-    """A dose cohort's settings: what the activity images hold (counts or bq-per-ml), the dose model and constants."""
-
-    input_kind: str = "counts"
-    model: str = "vsv"
-    constants: str = "icrp107"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,46 +167,14 @@ def _write_registrations(group: list, checked: list, seconds: float, out: Path, 
                    "det_j_nonpositive_pct": 100 * result.jacobian["fraction_nonpositive"],
                    "liver_det_j_nonpositive_pct": None if result.jacobian_liver is None
                    else 100 * result.jacobian_liver["fraction_nonpositive"]}
-        outcomes.append(_publish(out, case, seconds, metrics, lambda tmp, r=result, rep=report:
+        outcomes.append(publish(out, case, seconds, metrics, lambda tmp, r=result, rep=report:
                                  write_registration(tmp, r, rep)))
     return outcomes
 
 
-def dose_key(case: Case, settings: DoseSettings) -> tuple:
-    """A dose case's bucket: its activity grid (equal grids reuse the compiled convolution)."""
-    return header_grid(case.paths["activity"])
-
-
-def run_dose(cases: Sequence[Case], settings: DoseSettings, key: jax.Array, out: Path,
-             devices: Devices, todo: frozenset[str]) -> list[CaseOutcome]:
-    """The voxel dosimetry of each case of a batch in ``todo``, one after another on the default device (not
-    sharded), with ``sirtjax dose``'s outputs (dose.nii.gz, dvh.csv, dvh.png, report.json)."""
-    from sirtjax.dosimetry.outputs import write_dose_outputs
-    from sirtjax.dosimetry.voxel import voxel_dosimetry
-    from sirtjax.io import read_volume
-
-    outcomes = []
-    for case in (c for c in cases if c.id in todo):
-        t0 = time.perf_counter()
-        try:
-            vols = {k: read_volume(p) for k, p in case.paths.items()}
-            result = voxel_dosimetry(vols["activity"], vols["liver"], lesions=vols.get("lesions"),
-                                     lungs=vols.get("lung"), ct=vols.get("ct"), input_kind=settings.input_kind,
-                                     activity_gbq=case.numbers.get("activity_gbq"),
-                                     lung_shunt_fraction=case.numbers.get("lung_shunt_fraction"),
-                                     model=settings.model, constants=settings.constants)
-        except (SirtjaxError, ValueError) as exc:
-            outcomes.append(CaseOutcome(case.id, "failed", time.perf_counter() - t0, str(exc)))
-            continue
-        liver = next((v for v in result.report["vois"] if v.get("name") == "liver"), {})
-        metrics = {"liver_mean_gy": liver.get("mean_gy"), "total_gbq": result.report["activity"]["total_gbq"]}
-        outcomes.append(_publish(out, case, time.perf_counter() - t0, metrics,
-                                 lambda tmp, r=result: write_dose_outputs(r, tmp)))
-    return outcomes
-
-
-def _publish(out: Path, case: Case, seconds: float, metrics: dict, write: Callable[[Path], object]) -> CaseOutcome:
-    """Write a finished case's folder whole (its files, then case.json); a failed write fails the case alone."""
+def publish(out: Path, case: Case, seconds: float, metrics: dict, write: Callable[[Path], object]) -> CaseOutcome:
+    """Write a finished case's folder ``out/<id>`` whole: ``write(folder)``'s files, then case.json; a failed write
+    fails the case alone."""
     outcome = CaseOutcome(case.id, "done", seconds, metrics=metrics)
     try:
         with output_dir(out / case.id) as tmp:
@@ -224,9 +183,3 @@ def _publish(out: Path, case: Case, seconds: float, metrics: dict, write: Callab
     except (SirtjaxError, OSError) as exc:
         return CaseOutcome(case.id, "failed", seconds, f"cannot write its outputs: {exc}")
     return outcome
-
-
-TASKS: dict[str, tuple[type, Callable, Callable]] = {
-    "register": (RegisterSettings, register_key, run_register),
-    "dose": (DoseSettings, dose_key, run_dose),
-}

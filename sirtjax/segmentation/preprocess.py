@@ -19,6 +19,11 @@ from sirtjax.volume import Volume, index_to_world, make_volume
 MODALITIES = ("ct", "mr")
 
 
+def guess_modality(image: np.ndarray) -> str:
+    """'ct' for an image with values below -500 (Hounsfield units: air), else 'mr' (approximate: a guess)."""
+    return "ct" if float(np.min(image)) < -500 else "mr"
+
+
 def canonical_grid(vol: Volume, spacing_mm: Sequence[float]) -> Volume:
     """An empty uint8 Volume, identity direction, spacing (x, y, z mm), covering vol's field of view."""
     spacing = np.asarray(spacing_mm, np.float64).reshape(3)

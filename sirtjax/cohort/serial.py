@@ -1,0 +1,144 @@
+"""The cohort tasks that run case by case on the default device: dose, liver segmentation and planning.
+
+Each writes what its single command writes (``sirtjax dose``, ``sirtjax segment``, ``sirtjax plan``) into the
+case's folder, whole (:func:`~sirtjax.cohort.tasks.publish`). They are not vmapped or sharded. What a batch shares
+is the compiled programs (a dose convolution per grid, the network per tile shape, the registrations' programs) and,
+for segmentation, the loaded model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from sirtjax.cohort.manifest import Case
+from sirtjax.cohort.tasks import CaseOutcome, Devices, header_grid, publish
+from sirtjax.errors import SirtjaxError
+
+
+@dataclasses.dataclass(frozen=True)
+class DoseSettings:
+    """A dose cohort's settings: what the activity images hold (counts or bq-per-ml), the dose model and constants."""
+
+    input_kind: str = "counts"
+    model: str = "vsv"
+    constants: str = "icrp107"
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentSettings:
+    """A segmentation cohort's settings: the liver model (shipped name or folder) and the modality (None: guessed
+    per image, as ``sirtjax segment`` does)."""
+
+    model: str = "liver"
+    modality: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanSettings:
+    """A planning cohort's settings: the quick registration or not, and the liver model for images without masks."""
+
+    quick: bool = False
+    liver_model: str = "liver"
+
+
+def _each(cases: Sequence[Case], todo: frozenset[str], out: Path,
+          compute: Callable[[Case], tuple[dict, Callable[[Path], object]]]) -> list[CaseOutcome]:
+    """Every case in ``todo``: ``compute(case)`` gives its numbers and its writer; an input error fails it alone."""
+    outcomes = []
+    for case in (c for c in cases if c.id in todo):
+        t0 = time.perf_counter()
+        try:
+            metrics, write = compute(case)
+        except (SirtjaxError, ValueError) as exc:
+            outcomes.append(CaseOutcome(case.id, "failed", time.perf_counter() - t0, str(exc)))
+            continue
+        outcomes.append(publish(out, case, time.perf_counter() - t0, metrics, write))
+    return outcomes
+
+
+def dose_key(case: Case, settings: DoseSettings) -> tuple:
+    """A dose case's bucket: its activity grid (equal grids reuse the compiled convolution)."""
+    return header_grid(case.paths["activity"])
+
+
+def run_dose(cases: Sequence[Case], settings: DoseSettings, key: jax.Array, out: Path, devices: Devices,
+             todo: frozenset[str]) -> list[CaseOutcome]:
+    """The voxel dosimetry of each case in ``todo``, with ``sirtjax dose``'s outputs (dose.nii.gz, dvh.csv, dvh.png,
+    report.json)."""
+    from sirtjax.dosimetry.outputs import write_dose_outputs
+    from sirtjax.dosimetry.voxel import voxel_dosimetry
+    from sirtjax.io import read_volume
+
+    def compute(case: Case):
+        vols = {k: read_volume(p) for k, p in case.paths.items()}
+        result = voxel_dosimetry(vols["activity"], vols["liver"], lesions=vols.get("lesions"), lungs=vols.get("lung"),
+                                 ct=vols.get("ct"), input_kind=settings.input_kind,
+                                 activity_gbq=case.numbers.get("activity_gbq"),
+                                 lung_shunt_fraction=case.numbers.get("lung_shunt_fraction"),
+                                 model=settings.model, constants=settings.constants)
+        liver = next((v for v in result.report["vois"] if v.get("name") == "liver"), {})
+        metrics = {"liver_mean_gy": liver.get("mean_gy"), "total_gbq": result.report["activity"]["total_gbq"]}
+        return metrics, lambda tmp: write_dose_outputs(result, tmp)
+
+    return _each(cases, todo, out, compute)
+
+
+def no_key(case: Case, settings) -> tuple:
+    """One bucket for every case (a task that runs case by case on grids of any size)."""
+    return ()
+
+
+def run_segment(cases: Sequence[Case], settings: SegmentSettings, key: jax.Array, out: Path, devices: Devices,
+                todo: frozenset[str]) -> list[CaseOutcome]:
+    """The liver mask of each case in ``todo`` by the model (loaded once a batch), as ``liver.nii.gz`` (uint8)."""
+    from sirtjax.io import read_volume, write_volume
+    from sirtjax.models import load_model
+    from sirtjax.segmentation import segment_liver
+    from sirtjax.segmentation.preprocess import guess_modality
+
+    net, spec = load_model(settings.model)
+
+    def compute(case: Case):
+        image = read_volume(case.paths["image"])
+        modality = settings.modality or guess_modality(image.array)
+        mask = segment_liver(net, spec, image, modality=modality)
+        volume_ml = float(np.asarray(mask.array).sum()) * float(np.prod(image.spacing_mm)) / 1000.0
+        return ({"modality": modality, "liver_ml": volume_ml},
+                lambda tmp: write_volume(mask, tmp / "liver.nii.gz", dtype=np.uint8))
+
+    return _each(cases, todo, out, compute)
+
+
+def run_plan(cases: Sequence[Case], settings: PlanSettings, key: jax.Array, out: Path, devices: Devices,
+             todo: frozenset[str]) -> list[CaseOutcome]:
+    """``sirtjax plan`` of each study in ``todo``, its folder in ``<id>/plan/``; the registrations share ``devices``'
+    program cache, and the seed of a case's registrations comes from its batch's key."""
+    import shutil
+
+    from sirtjax.pipelines.inputs import QUICK_REGISTRATION, WorkflowOptions
+    from sirtjax.pipelines.run import run_study
+    from sirtjax.pipelines.segment import model_segmenter
+    from sirtjax.study import load_study
+
+    options = WorkflowOptions(registration=QUICK_REGISTRATION if settings.quick else (),
+                              segmenter=model_segmenter(settings.liver_model), programs=devices.programs)
+    seed = int(jax.random.randint(key, (), 0, 2**30))
+
+    def compute(case: Case):
+        planned = out / f".{case.id}.plan"  # published whole by run_study, then moved into the case's folder
+        shutil.rmtree(planned, ignore_errors=True)  # what a killed run left
+        result = run_study(load_study(case.paths["study"]), planned, options=options, seed=seed,
+                           lung_shunt_fraction=case.numbers.get("lung_shunt_fraction"))
+        metrics = {"planned_activity_gbq": result.plan.planned_activity_gbq,
+                   "lung_shunt_fraction": result.plan.lung_shunt_fraction,
+                   "liver_mean_gy": next((v.get("mean_gy") for v in result.plan.dose.report["vois"]
+                                          if v.get("name") == "liver"), None)}
+        return metrics, lambda tmp: planned.rename(tmp / "plan")
+
+    return _each(cases, todo, out, compute)
