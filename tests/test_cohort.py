@@ -265,3 +265,29 @@ def test_plan_cohort_writes_each_plan_whole(small_study, tmp_path, capsys):
     assert float(summary["p5"]["planned_activity_gbq"]) > 0 and report["vois"]
     assert "study.json" in summary["none"]["reason"]
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".plan")]  # nothing left half-way
+
+
+def test_two_processes_share_a_cohort_under_jax_distributed(cohort, tmp_path):
+    """Two processes on this machine (one CPU device each, gloo for the barriers) split the batches between them and
+    leave the fields a single process computes, and one complete summary."""
+    import socket
+
+    d, manifest = cohort
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    args = ["-m", "sirtjax", "cohort", str(manifest), "--config", str(d / "quick.json"), "--batch-size", "1"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    ranks = [subprocess.Popen([sys.executable, *args, "-o", str(tmp_path / "two"), "--distributed", "--coordinator",
+                               f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    said = [p.communicate(timeout=900) for p in ranks]
+    assert [p.returncode for p in ranks] == [0, 0], said[0][1][-2000:] + said[1][1][-2000:]
+    assert "(2 done and 0 failed in this run)" in said[0][0] and "(1 done and 0 failed in this run)" in said[1][0]
+    one = subprocess.run([sys.executable, *args, "-o", str(tmp_path / "one")], env=env, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert [r["status"] for r in _summary(tmp_path / "two")] == ["done"] * 3
+    for i in range(3):
+        a, b = (read_volume(tmp_path / run / f"case{i}" / "displacement.nii.gz", vector=True).array
+                for run in ("two", "one"))
+        np.testing.assert_allclose(a, b, atol=1e-5)

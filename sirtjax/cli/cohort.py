@@ -34,8 +34,12 @@ def cohort(
     quick: Annotated[bool, typer.Option(help="plan: the quick registration (24/12 mm levels; coarser).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the random similarity samples (batch i uses fold_in(seed, i)).")] = 0,
     retry_failed: Annotated[bool, typer.Option(help="Run the cases that failed before again (default: keep them failed).")] = False,
-    distributed: Annotated[bool, typer.Option(help="Join a multi-process run (jax.distributed.initialize from the "
-                                                   "launcher's environment, e.g. SLURM); each process takes its share.")] = False,
+    distributed: Annotated[bool, typer.Option(help="Join a multi-process run (jax.distributed.initialize: from the "
+                                                   "launcher's environment, e.g. SLURM or Open MPI, or from the three "
+                                                   "options below); each process takes its share.")] = False,
+    coordinator: Annotated[str | None, typer.Option(help="--distributed: the coordinator's host:port (process 0's).")] = None,
+    num_processes: Annotated[int | None, typer.Option(help="--distributed: the number of processes.")] = None,
+    process_id: Annotated[int | None, typer.Option(help="--distributed: this process's rank, 0 .. n-1.")] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Run every case of MANIFEST into OUT; a second call on OUT resumes where the first stopped."""
@@ -52,10 +56,12 @@ def cohort(
     from sirtjax.registration import PRESETS
     from sirtjax.registration.files import load_config
 
+    if not distributed and (coordinator, num_processes, process_id) != (None, None, None):
+        raise InputError("--coordinator", "--coordinator, --num-processes and --process-id need --distributed")
     if distributed and overwrite:
         raise InputError("--overwrite", "cannot start a multi-process cohort over an old one; remove the folder first")
     if distributed:
-        jax.distributed.initialize()
+        jax.distributed.initialize(coordinator, num_processes, process_id)
     cases = read_manifest(manifest, task)
     if batch_size < 1:
         raise InputError("--batch-size", "must be at least 1")

@@ -61,10 +61,12 @@ class Devices:
 
 
 def local_devices(programs: ProgramCache | None) -> Devices:
-    """The batch axis split over every local device by a one-axis mesh; one device keeps the program cache."""
+    """The batch axis split over every local device by a one-axis mesh. One device of a one-process run keeps the
+    program cache: a cache entry is an executable for one device, which under ``jax.distributed`` is one process's
+    device only (another process's copy of it fails to run)."""
     devices = jax.local_devices()
     if len(devices) == 1:
-        return Devices(1, None, programs)
+        return Devices(1, None, programs if jax.process_count() == 1 else None)
     mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
     return Devices(len(devices), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch")), None)
 
