@@ -98,8 +98,8 @@ def test_manifest_errors_name_the_file_and_the_case(tmp_path, cohort):
     (d / "unguided.csv").write_text("id,fixed,moving\n" + ",".join(good[1].split(",")[:3]) + "\n")
     with pytest.raises(InputError, match="case case0: the cnn-guided preset needs the columns fixed_mask and moving_mask"):
         plan_batches(read_manifest(d / "unguided.csv"), RegisterSettings(preset="cnn-guided"), 8)
-    (d / "bad.json").write_text(json.dumps({"task": "segment", "cases": [{"id": "a"}]}))
-    with pytest.raises(InputError, match="unknown task 'segment'"):
+    (d / "bad.json").write_text(json.dumps({"task": "cluster", "cases": [{"id": "a"}]}))
+    with pytest.raises(InputError, match="unknown task 'cluster'"):
         read_manifest(d / "bad.json")
 
 
