@@ -53,16 +53,20 @@ def make_study(seed: int, folder: Path) -> Path:
     return study
 
 
-def write_manifest(studies: list[Path], path: Path) -> list[dict]:
-    """The cohort's manifest CSV (four pairs per study); its rows."""
-    rows = [{"id": f"{s.name}_{f}_{m}", "fixed": str(s / f"{f}.nii.gz"), "moving": str(s / f"{m}.nii.gz"),
+def pair_rows(studies: list[Path]) -> list[dict]:
+    """The cohort's manifest rows: four pairs per study."""
+    return [{"id": f"{s.name}_{f}_{m}", "fixed": str(s / f"{f}.nii.gz"), "moving": str(s / f"{m}.nii.gz"),
              "fixed_mask": str(s / f"{f}_liver.nii.gz"), "moving_mask": str(s / f"{m}_liver.nii.gz")}
             for s in studies for f, m in PAIRS]
+
+
+def write_manifest(rows: list[dict], path: Path) -> Path:
+    """A manifest CSV of rows."""
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    return rows
+    return path
 
 
 def cohort(manifest: Path, out: Path, batch_size: int, cache: Path, kill_after: int | None = None) -> dict:
@@ -119,23 +123,17 @@ def main() -> None:
     with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
         studies = list(pool.map(make_study, seeds, [args.work / "studies"] * len(seeds)))
     phantom_s = time.perf_counter() - t0
-    rows = write_manifest(studies, args.work / "manifest.csv")
+    rows = pair_rows(studies)
+    write_manifest(rows, args.work / "manifest.csv")
     sweep_rows = rows[: args.sweep]
-    with open(args.work / "sweep.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(sweep_rows)
+    write_manifest(sweep_rows, args.work / "sweep.csv")
+    write_manifest(rows[-16:], args.work / "warmup.csv")  # other patients' pairs fill the warm cache
     result = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
               "load_average_start": os.getloadavg(), "phantom_s": phantom_s, "cases": len(rows), "sweep": []}
     cold_cache, warm_cache = args.work / "cache_cold", args.work / "cache_warm"
     shutil.rmtree(cold_cache, ignore_errors=True)
     sizes = [int(b) for b in args.batch_sizes.split(",")]
-    for b in sizes:  # fill the warm cache with this batch size's programs (other patients: the last 4 seeds' pairs)
-        warm_rows = rows[-16:]
-        with open(args.work / "warmup.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, list(rows[0]))
-            writer.writeheader()
-            writer.writerows(warm_rows)
+    for b in sizes:  # fill the warm cache with this batch size's programs
         shutil.rmtree(args.work / "warmup", ignore_errors=True)
         cohort(args.work / "warmup.csv", args.work / "warmup", b, warm_cache)
     for b, cache in [(sizes[-1], cold_cache)] + [(b, warm_cache) for b in sizes]:

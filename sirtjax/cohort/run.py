@@ -7,8 +7,9 @@ re-sharded or multi-process run computes every case in the same batch with the s
 other device counts reduce in other orders).
 
 The output folder holds ``cohort.json`` (the manifest and settings: a later run on the folder must match them),
-one folder per finished case (written whole), ``.failed/<id>.json`` per failed case, and ``summary.csv``, rebuilt
-from them after every batch (one row per case: done, failed or pending).
+one folder per finished case (written whole), ``.failed/<id>.json`` per failed case, and ``summary.csv``, rewritten
+after every batch (one row per case: done, failed or pending). A run reads the records once and keeps them in
+memory; under ``jax.distributed`` the last summary is read again from the folder, once every process is done.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import jax
 
 from sirtjax.cohort.manifest import Case, Manifest
-from sirtjax.cohort.serial import DoseSettings, PlanSettings, SegmentSettings, dose_key, no_key, run_dose, run_plan, run_segment
+from sirtjax.cohort.serial import DoseSettings, PlanSettings, SegmentSettings, no_key, run_dose, run_plan, run_segment
 from sirtjax.cohort.tasks import CaseOutcome, Devices, RegisterSettings, register_key, run_register
 from sirtjax.errors import InputError
 from sirtjax.outputs import default_mode, write_json
@@ -33,7 +34,7 @@ from sirtjax.outputs import default_mode, write_json
 
 TASKS: dict[str, tuple[type, Callable, Callable]] = {
     "register": (RegisterSettings, register_key, run_register),
-    "dose": (DoseSettings, dose_key, run_dose),
+    "dose": (DoseSettings, no_key, run_dose),
     "segment": (SegmentSettings, no_key, run_segment),
     "plan": (PlanSettings, no_key, run_plan),
 }
@@ -131,10 +132,11 @@ def run_cohort(
     _barrier(ranks, "sirtjax cohort: folder opened")
     if rank != 0:
         open_cohort(out, manifest, settings, batch_size, seed)  # only checks the record rank 0 wrote
+    held = {c.id: recorded(out, c.id) for c in manifest.cases}  # read once, then kept up to date in memory
     for batch in batches:
         if batch.index % ranks != rank:
             continue
-        todo = frozenset(c.id for c in batch.cases if _to_do(recorded(out, c.id), retry_failed))
+        todo = frozenset(c.id for c in batch.cases if _to_do(held[c.id], retry_failed))
         if not todo:
             continue
         key = jax.random.fold_in(jax.random.key(seed), batch.index)
@@ -146,11 +148,12 @@ def run_cohort(
                 write_json(outcome.to_dict(), out / ".failed" / f"{outcome.id}.json")
             elif (out / ".failed" / f"{outcome.id}.json").exists():
                 os.remove(out / ".failed" / f"{outcome.id}.json")
+            held[outcome.id] = outcome
             if on_outcome is not None:
                 on_outcome(outcome)
-        write_summary(out, manifest)
+        write_summary(out, manifest, held)
     _barrier(ranks, "sirtjax cohort: every share done")  # then the summary sees every process's cases
-    return write_summary(out, manifest)
+    return write_summary(out, manifest, held if ranks == 1 else None)
 
 
 def _barrier(ranks: int, name: str) -> None:
@@ -165,10 +168,10 @@ def _to_do(outcome: CaseOutcome | None, retry_failed: bool) -> bool:
     return outcome is None or (retry_failed and outcome.status == "failed")
 
 
-def write_summary(out: Path, manifest: Manifest) -> CohortSummary:
-    """Rebuild ``summary.csv`` from the recorded outcomes (atomically): id, status, seconds, reason, then the
-    task's numbers; pending cases have the status ``pending``."""
-    outcomes = [recorded(out, c.id) for c in manifest.cases]
+def write_summary(out: Path, manifest: Manifest, held: Mapping[str, CaseOutcome | None] | None = None) -> CohortSummary:
+    """Rebuild ``summary.csv`` (atomically) from ``held`` (id -> outcome or None; None: read the records in ``out``):
+    id, status, seconds, reason, then the task's numbers; pending cases have the status ``pending``."""
+    outcomes = [recorded(out, c.id) if held is None else held[c.id] for c in manifest.cases]
     metrics = sorted({k for o in outcomes if o is not None for k in o.metrics})
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")

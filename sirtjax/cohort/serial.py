@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from sirtjax.cohort.manifest import Case
-from sirtjax.cohort.tasks import CaseOutcome, Devices, header_grid, publish
+from sirtjax.cohort.tasks import CaseOutcome, Devices, publish
 from sirtjax.errors import SirtjaxError
 
 
@@ -62,11 +62,6 @@ def _each(cases: Sequence[Case], todo: frozenset[str], out: Path,
     return outcomes
 
 
-def dose_key(case: Case, settings: DoseSettings) -> tuple:
-    """A dose case's bucket: its activity grid (equal grids reuse the compiled convolution)."""
-    return header_grid(case.paths["activity"])
-
-
 def run_dose(cases: Sequence[Case], settings: DoseSettings, key: jax.Array, out: Path, devices: Devices,
              todo: frozenset[str]) -> list[CaseOutcome]:
     """The voxel dosimetry of each case in ``todo``, with ``sirtjax dose``'s outputs (dose.nii.gz, dvh.csv, dvh.png,
@@ -90,7 +85,8 @@ def run_dose(cases: Sequence[Case], settings: DoseSettings, key: jax.Array, out:
 
 
 def no_key(case: Case, settings) -> tuple:
-    """One bucket for every case (a task that runs case by case on grids of any size)."""
+    """One bucket for every case: a task that runs case by case on grids of any size (jit keeps a compiled program
+    per grid whatever the order), so no header is read to group them."""
     return ()
 
 

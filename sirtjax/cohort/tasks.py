@@ -55,9 +55,13 @@ class Devices:
     """Where a batch runs: a batch ``sharding`` over the local devices (None: one device) and the program cache
     (one device only: a cache entry is a one-device executable)."""
 
-    count: int
     sharding: jax.sharding.Sharding | None
     programs: ProgramCache | None
+
+    @property
+    def count(self) -> int:
+        """How many devices a batch is split over."""
+        return 1 if self.sharding is None else len(self.sharding.device_set)
 
 
 def local_devices(programs: ProgramCache | None) -> Devices:
@@ -66,9 +70,9 @@ def local_devices(programs: ProgramCache | None) -> Devices:
     device only (another process's copy of it fails to run)."""
     devices = jax.local_devices()
     if len(devices) == 1:
-        return Devices(1, None, programs if jax.process_count() == 1 else None)
+        return Devices(None, programs if jax.process_count() == 1 else None)
     mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
-    return Devices(len(devices), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch")), None)
+    return Devices(jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch")), None)
 
 
 def header_grid(path: Path) -> tuple[tuple[int, ...], tuple[float, ...]]:
