@@ -17,6 +17,7 @@ from sirtjax.preprocess import resample_to, window_ct, window_mr
 from sirtjax.volume import Volume, index_to_world, make_volume
 
 MODALITIES = ("ct", "mr")
+LIVER_MARGIN_MM = 6.0  # the lesion network sees the image this far beyond the liver (thesis 7.3.2.2)
 
 
 def guess_modality(image: np.ndarray) -> str:
@@ -83,7 +84,7 @@ def prepare_label(label: Volume, reference: Volume) -> Volume:
     return resample_to(label, reference, order=0)
 
 
-def mask_to_liver(prepared: Volume, liver: Volume, *, dilation_mm: float = 6.0, outside: float = -0.5) -> Volume:
+def mask_to_liver(prepared: Volume, liver: Volume, *, dilation_mm: float = LIVER_MARGIN_MM, outside: float = -0.5) -> Volume:
     """Lesion-network input (thesis 7.3.2.2): keep voxels within `dilation_mm` of the liver, set the rest to `outside`.
 
     `liver` (0/1) is resampled by nearest neighbour onto the prepared grid; the dilation uses the
@@ -97,3 +98,15 @@ def mask_to_liver(prepared: Volume, liver: Volume, *, dilation_mm: float = 6.0, 
         return prepared.with_array(np.full(prepared.shape, outside, np.float32))
     dist_mm = ndimage.distance_transform_edt(~mask, sampling=np.asarray(prepared.spacing_mm)[::-1])
     return prepared.with_array(np.where(dist_mm <= dilation_mm, np.asarray(prepared.array), outside).astype(np.float32))
+
+
+def lesion_input(vol: Volume, modality: str, spacing_mm: Sequence[float], liver: Volume) -> Volume:
+    """The lesion network's input: :func:`prepare_image`, kept within LIVER_MARGIN_MM of the non-empty
+    `liver` mask (:func:`mask_to_liver`) and cropped to that region's box (the rest is padding anyway)."""
+    from sirtjax.preprocess import crop_to_mask
+
+    prepared = mask_to_liver(prepare_image(vol, modality, spacing_mm), liver)
+    inside = np.asarray(prepare_label(liver, prepared).array) > 0
+    if not inside.any():
+        raise InputError("liver", "the liver mask is empty or outside the image: no region to search for lesions")
+    return crop_to_mask(prepared, inside, margin_mm=LIVER_MARGIN_MM + max(spacing_mm))

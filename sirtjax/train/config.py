@@ -9,7 +9,8 @@ output patch; ``batch_size`` (2); ``steps`` (total); ``steps_per_epoch`` (100);
 ``plateau`` (factor 0.2, patience 2 validations, min_scale 1e-3); ``loss`` (dice);
 ``foreground_prob`` (0.5); ``augment`` (see AugmentConfig); ``synth`` (none: domain-randomised
 images, ``{"seeds", "variants": [phantom options, cycled over the seeds], "n_real": realistic
-renderings per batch, "generator": SynthConfig fields}``, see `sirtjax.train.synth`); ``seed`` (0); ``init_from`` (none: a
+renderings per batch, "generator": SynthConfig fields, its "lesions" LesionConfig fields}``, see
+`sirtjax.train.synth`); ``seed`` (0); ``init_from`` (none: a
 shipped model name or a model/run folder, relative to the config file, whose weights start a new run
 instead of random ones -- fine-tuning; ignored when the run resumes from its own checkpoint).
 """
@@ -25,6 +26,9 @@ from sirtjax.errors import InputError
 from sirtjax.train.augment import AugmentConfig
 from sirtjax.train.losses import LOSSES
 from sirtjax.train.synth import SynthConfig
+from sirtjax.train.synth_lesions import LesionConfig
+
+TARGETS = ("liver", "lesions")  # model.target: what the labels are (default liver)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +50,10 @@ def _synth_source(raw: dict[str, Any] | None) -> SynthSource | None:
     if raw is None:
         return None
     variants = tuple(_tuples(var) for var in raw.get("variants", [{}]))
-    return SynthSource(tuple(int(s) for s in raw["seeds"]), variants or ({},), int(raw.get("n_real", 1)), SynthConfig(**_tuples(raw.get("generator", {}))))
+    generator = dict(raw.get("generator", {}))
+    lesions = generator.pop("lesions", None)
+    generator = SynthConfig(**_tuples(generator), lesions=None if lesions is None else LesionConfig(**_tuples(lesions)))
+    return SynthSource(tuple(int(s) for s in raw["seeds"]), variants or ({},), int(raw.get("n_real", 1)), generator)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +78,11 @@ class TrainConfig:
     seed: int = 0
     init_from: str | None = None
     synth: SynthSource | None = None
+
+    @property
+    def target(self) -> str:
+        """'liver' or 'lesions': the model spec's target (default liver)."""
+        return str(self.model.get("target", "liver"))
 
 
 def parse_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -101,6 +113,8 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:
         (len(cfg.patch_out) == 3 and min(cfg.patch_out) > 0, "patch_out needs 3 positive sizes (z, y, x)"),
         (cfg.data.get("kind") in ("phantom", "msd"), "data.kind must be 'phantom' or 'msd'"),
         ("arch" in cfg.model and "features" in cfg.model, "model needs 'arch' and 'features'"),
+        (cfg.target in TARGETS, f"model.target must be one of {TARGETS}"),
+        (cfg.target == "liver" or cfg.data.get("kind") == "phantom", "a lesion model trains on phantom data"),
         (cfg.synth is None or 0 <= cfg.synth.n_real < cfg.batch_size, "synth.n_real must be in [0, batch_size)"),
         (cfg.synth is None or len(set(cfg.model.get("spacing_mm", (3.0,) * 3))) == 1, "synthetic training needs an isotropic model spacing"),
     ]

@@ -21,7 +21,7 @@ import numpy as np
 
 from sirtjax.errors import InputError
 from sirtjax.io import read_volume
-from sirtjax.segmentation.preprocess import prepare_image, prepare_label
+from sirtjax.segmentation.preprocess import lesion_input, prepare_image, prepare_label
 from sirtjax.train.augment import AugmentConfig, augment_intensity, patch_centre, patch_coordinates, sample_patch
 from sirtjax.volume import Volume
 
@@ -39,10 +39,14 @@ class Case:
     weight: float = 1.0  # relative probability of drawing this case for a training patch
 
 
-def make_case(name: str, image: Volume, label: Volume, modality: str, spacing_mm: Sequence[float], label_values: Sequence[int]) -> Case:
-    """Prepare one image/label pair: canonical grid, windowing; label = voxels with any of label_values."""
-    prepared = prepare_image(image, modality, spacing_mm)
-    lab = np.isin(np.asarray(prepare_label(label, prepared).array), list(label_values)).astype(np.uint8)
+def make_case(
+    name: str, image: Volume, label: Volume, modality: str, spacing_mm: Sequence[float], label_values: Sequence[int] | None, liver: Volume | None = None
+) -> Case:
+    """Prepare one image/label pair: canonical grid, windowing; label = voxels with any of label_values
+    (None: any non-zero). With `liver`, the image is the lesion model's input (:func:`lesion_input`)."""
+    prepared = prepare_image(image, modality, spacing_mm) if liver is None else lesion_input(image, modality, spacing_mm, liver)
+    lab = np.asarray(prepare_label(label, prepared).array)
+    lab = (lab != 0 if label_values is None else np.isin(lab, list(label_values))).astype(np.uint8)
     return Case(name, np.asarray(prepared.array, np.float32), lab, tuple(float(s) for s in spacing_mm))
 
 
@@ -87,12 +91,15 @@ def phantom_cases(
     images: dict[str, str],
     *,
     spacing_mm: Sequence[float],
-    label_suffix: str = "_liver",
+    target: str = "liver",
     cache_dir: str | Path | None = None,
     phantom_options: dict | None = None,
     image_weights: dict[str, float] | None = None,
 ) -> list[Case]:
     """Cases from phantom studies: for each seed and image name (-> modality), the image and its mask.
+
+    target 'liver': the liver mask. target 'lesions': all lesions as one 0/1 mask, the image kept
+    only near the true liver (the lesion model's input).
 
     `image_weights` maps image names to sampling weights (default 1), e.g. to draw the MR, one image
     in four per study, as often as the CTs together. With `cache_dir`, prepared cases are stored as
@@ -103,7 +110,7 @@ def phantom_cases(
 
     cases = []
     for seed in seeds:
-        names = [f"seed{seed}_{name}" for name in images]
+        names = [f"seed{seed}_{name}" + ("" if target == "liver" else f"_{target}") for name in images]
         paths = [Path(cache_dir) / f"{n}.npz" for n in names] if cache_dir else []
         if paths and all(p.is_file() for p in paths):
             for name, n, p in zip(images, names, paths):
@@ -112,9 +119,10 @@ def phantom_cases(
             continue
         study = generate_study(int(seed), PhantomConfig(**(phantom_options or {})))
         for i, (name, modality) in enumerate(images.items()):
-            case = dataclasses.replace(
-                make_case(names[i], study.images[name], study.images[name + label_suffix], modality, spacing_mm, (1,)), weight=weights[name]
-            )
+            liver = study.images[name + "_liver"]
+            case = make_case(names[i], study.images[name], study.images[f"{name}_{target}"], modality, spacing_mm,
+                             (1,) if target == "liver" else None, None if target == "liver" else liver)
+            case = dataclasses.replace(case, weight=weights[name])
             if paths:
                 save_npz_atomic(paths[i], image=case.image, label=case.label)
             cases.append(case)

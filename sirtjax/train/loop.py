@@ -36,7 +36,7 @@ def load_cases(cfg: TrainConfig, cache_dir: Path | None) -> tuple[list[Case], li
     spacing = cfg.model.get("spacing_mm", (3.0, 3.0, 3.0))
     d = cfg.data
     if d["kind"] == "phantom":
-        kw = dict(spacing_mm=spacing, cache_dir=cache_dir, phantom_options=d.get("phantom_options"))
+        kw = dict(spacing_mm=spacing, target=cfg.target, cache_dir=cache_dir, phantom_options=d.get("phantom_options"))
         train = phantom_cases(d["train_seeds"], d["images"], image_weights=d.get("image_weights"), **kw)
         return train, phantom_cases(d["val_seeds"], d.get("val_images", d["images"]), **kw)
     cases = msd_cases(d["root"], modality=d.get("modality", "ct"), spacing_mm=spacing, label_values=d.get("label_values", (1,)))
@@ -64,17 +64,17 @@ def make_sampler(
     maps, source_mm = phantom_label_maps(src.seeds, src.variants, cache_dir, seed=cfg.seed)
     synth = synth_sampler(
         maps, source_mm, batch_size=cfg.batch_size - n_real, in_patch=in_patch, out_patch=out_patch, spacing_mm=spacing[0],
-        cfg=src.generator, foreground_prob=cfg.foreground_prob,
+        cfg=src.generator, foreground_prob=cfg.foreground_prob, target=cfg.target,
     )
     return mixed_sampler(real, synth)
 
 
 def validate(model: nnx.Module, cases: Sequence[Case], spec: dict[str, Any]) -> dict[str, float]:
-    """DSC per validation case of the post-processed full-volume segmentation on the prepared grid."""
+    """DSC per validation case of the full-volume segmentation on the prepared grid: the liver post-processed
+    (largest component, holes), lesions thresholded (DSC over all lesions; 1 when both are empty)."""
     tile = tuple(spec.get("tile_out", DEFAULT_TILE_OUT))[::-1]
-    return {
-        c.name: dice(liver_mask(foreground(predict_array(model, c.image, max_out_tile=tile))), c.label) for c in cases
-    }
+    post = liver_mask if spec.get("target", "liver") == "liver" else (lambda p: p > 0.5)
+    return {c.name: dice(post(foreground(predict_array(model, c.image, max_out_tile=tile))), c.label) for c in cases}
 
 
 def _append(log_path: Path, record: dict[str, Any]) -> None:

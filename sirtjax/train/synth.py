@@ -46,7 +46,9 @@ from sirtjax.phantom.config import PhantomConfig
 from sirtjax.phantom.raster import Canonical, Tissue
 from sirtjax.phantom.study import canonical_patient
 from sirtjax.train.augment import AugmentConfig, patch_centre, patch_coordinates, patch_offsets_mm
+from sirtjax.segmentation.preprocess import LIVER_MARGIN_MM
 from sirtjax.train.data import save_npz_atomic
+from sirtjax.train.synth_lesions import LesionConfig, lesion_label, lesion_means, paint_lesions
 
 N_CODES = 64  # tissue codes 0..63: Tissue, LESION + i, NECROSIS + i
 FLUID = 63  # the code painted for ascites and resection cavities (unused by the phantom)
@@ -79,6 +81,7 @@ class SynthConfig:
     ascites_max_mm: float = 20.0
     resection_prob: float = 0.15
     resection_radius_mm: tuple[float, float] = (30.0, 70.0)
+    lesions: LesionConfig | None = None  # procedural lesions (sirtjax.train.synth_lesions); None: the phantoms' own only
 
 
 @jax.tree_util.register_dataclass
@@ -234,6 +237,8 @@ def _contrast(key: jax.Array, tissue: jax.Array, cfg: SynthConfig) -> jax.Array:
     """A random Gaussian-mixture image: per tissue code a random mean and standard deviation."""
     k_mean, k_sd, k_air, k_airv, k_noise = jax.random.split(key, 5)
     means = jax.random.uniform(k_mean, (N_CODES,), minval=cfg.mean_range[0], maxval=cfg.mean_range[1])
+    if cfg.lesions is not None:
+        means = lesion_means(jax.random.fold_in(k_mean, 1), means, cfg.lesions)
     dark = jax.random.uniform(k_airv, (), minval=-0.6, maxval=-0.4)
     means = means.at[Tissue.AIR].set(jnp.where(jax.random.bernoulli(k_air, cfg.dark_air_prob), dark, means[Tissue.AIR]))
     sds = jax.random.uniform(k_sd, (N_CODES,), maxval=cfg.std_max)
@@ -252,7 +257,7 @@ def _fov_cut(key: jax.Array, shape: Sequence[int], cfg: SynthConfig) -> jax.Arra
     return ~(jax.random.bernoulli(k_do, cfg.fov_cut_prob) & beyond)
 
 
-@partial(jax.jit, static_argnames=("batch_size", "in_patch", "out_patch", "spacing_mm", "source_mm", "cfg", "foreground_prob"))
+@partial(jax.jit, static_argnames=("batch_size", "in_patch", "out_patch", "spacing_mm", "source_mm", "cfg", "foreground_prob", "target"))
 def synth_batch(
     key: jax.Array,
     maps: LabelMaps,
@@ -264,8 +269,14 @@ def synth_batch(
     source_mm: float,
     cfg: SynthConfig,
     foreground_prob: float,
+    target: str = "liver",
 ) -> tuple[jax.Array, jax.Array]:
-    """Synthetic patches: inputs (B, *in_patch, 1) float32 in [-0.5, 0.5], liver labels (B, *out_patch, 1)."""
+    """Synthetic patches: inputs (B, *in_patch, 1) float32 in [-0.5, 0.5], labels (B, *out_patch, 1).
+
+    target 'liver': the liver label. target 'lesions': the lesion label (:func:`lesion_label`), and
+    the input keeps only voxels within LIVER_MARGIN_MM of the liver or on a lesion, as the lesion
+    model's input is masked at inference (`sirtjax.segmentation.preprocess.mask_to_liver`).
+    """
     margin = [(i - o) // 2 for i, o in zip(in_patch, out_patch)]
     spatial = AugmentConfig(
         max_rotation_deg=cfg.max_rotation_deg, elastic_mm=cfg.elastic_mm, elastic_spacing_mm=cfg.elastic_spacing_mm, scale_range=cfg.scale_range
@@ -273,17 +284,25 @@ def synth_batch(
 
     def one(k: jax.Array) -> tuple[jax.Array, jax.Array]:
         k_case, k_fg, k_which, k_uni, k_geo, k_edit, k_con, k_acq, k_fov = jax.random.split(k, 9)
+        k_les = jax.random.fold_in(k, 9)
         case = jax.random.randint(k_case, (), 0, maps.tissue.shape[0])
         centre = patch_centre(k_fg, k_which, k_uni, maps.foreground[case], jnp.asarray(maps.tissue.shape[1:]), foreground_prob)
         coords = patch_coordinates(k_geo, centre, in_patch, (spacing_mm,) * 3, spatial, (source_mm,) * 3)
         idx = jnp.round(coords).astype(jnp.int32)
         tissue = _gather(maps.tissue[case], idx, jnp.uint8(Tissue.AIR))
         liver_mm = _gather(maps.liver_mm[case], idx, jnp.uint8(FAR_MM))
-        tissue, liver = _edit_anatomy(k_edit, tissue, liver_mm, patch_offsets_mm(in_patch, (spacing_mm,) * 3), cfg)
+        rel_mm = patch_offsets_mm(in_patch, (spacing_mm,) * 3)
+        if cfg.lesions is not None:
+            tissue = paint_lesions(k_les, tissue, liver_mm, rel_mm, cfg.lesions)
+        tissue, liver = _edit_anatomy(k_edit, tissue, liver_mm, rel_mm, cfg)
+        lesion = lesion_label(tissue)
         image = _acquire(k_acq, _contrast(k_con, tissue, cfg), spacing_mm, cfg)
         inside = _fov_cut(k_fov, in_patch, cfg)
-        image = jnp.where(inside, image, PAD_VALUE)
-        label = jnp.where(inside, liver, 0.0)
+        if target == "lesions":
+            inside_input = inside & ((liver_mm.astype(jnp.float32) <= LIVER_MARGIN_MM) | (lesion > 0))
+            image, label = jnp.where(inside_input, image, PAD_VALUE), jnp.where(inside, lesion, 0.0)
+        else:
+            image, label = jnp.where(inside, image, PAD_VALUE), jnp.where(inside, jnp.maximum(liver, lesion * (liver_mm > 0)), 0.0)
         label = label[margin[0] : margin[0] + out_patch[0], margin[1] : margin[1] + out_patch[1], margin[2] : margin[2] + out_patch[2]]
         return image[..., None], label[..., None]
 
@@ -291,7 +310,8 @@ def synth_batch(
 
 
 def synth_sampler(
-    maps: LabelMaps, source_mm: float, *, batch_size: int, in_patch: Sequence[int], out_patch: Sequence[int], spacing_mm: float, cfg: SynthConfig, foreground_prob: float
+    maps: LabelMaps, source_mm: float, *, batch_size: int, in_patch: Sequence[int], out_patch: Sequence[int], spacing_mm: float, cfg: SynthConfig, foreground_prob: float,
+    target: str = "liver",
 ) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
     """A function key -> (inputs, labels) drawing one synthetic batch (see :func:`synth_batch`)."""
     kwargs = dict(
@@ -302,6 +322,7 @@ def synth_sampler(
         source_mm=float(source_mm),
         cfg=cfg,
         foreground_prob=float(foreground_prob),
+        target=target,
     )
     return lambda key: synth_batch(key, maps, **kwargs)
 

@@ -1,0 +1,146 @@
+"""Lesions: the generator's procedural lesions and lesion target, lesion inference inside the liver, the CLI."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from scipy import ndimage
+
+from sirtjax.phantom import PhantomConfig
+from sirtjax.phantom.raster import Tissue
+from sirtjax.phantom.study import canonical_patient
+from sirtjax.segmentation import segment_lesions
+from sirtjax.segmentation.preprocess import LIVER_MARGIN_MM
+from sirtjax.train.config import parse_config
+from sirtjax.train.synth import SynthConfig, patient_maps, stack_label_maps, synth_batch
+from sirtjax.train.synth_lesions import BODY_CODES, CALC, RIM, LesionConfig, lesion_label, lesion_means, paint_lesions
+from sirtjax.volume import make_volume
+
+PLAIN = SynthConfig(
+    max_rotation_deg=0.0, scale_range=(1.0, 1.0), elastic_mm=0.0, std_max=0.0, dark_air_prob=0.0, bias_max=0.0,
+    slice_mm=(1.0, 1.0), blur_max_vox=0.0, gamma_std=0.0, noise_max=0.0, rician_prob=0.0, fov_cut_prob=0.0,
+    ascites_prob=0.0, resection_prob=0.0,
+)
+
+
+@pytest.fixture(scope="module")
+def patient():
+    can = canonical_patient(3, PhantomConfig.small())
+    return can, patient_maps(can)
+
+
+def _offsets(shape, spacing):
+    return jnp.stack(jnp.meshgrid(*[(jnp.arange(n, dtype=jnp.float32) - (n - 1) / 2) * spacing for n in shape], indexing="ij"))
+
+
+def test_painted_lesions_lie_in_the_liver_up_to_the_bulge():
+    """Lesions are painted only within bulge_mm of the liver, carry the procedural codes, and count as lesion."""
+    shape, spacing = (40, 40, 40), 2.0
+    rel = _offsets(shape, spacing)
+    r = jnp.sqrt(jnp.sum(rel**2, axis=0))
+    liver_mm = jnp.clip(jnp.ceil(r - 25.0), 0, 255).astype(jnp.uint8)  # a 25 mm ball of liver
+    tissue = jnp.where(liver_mm == 0, Tissue.LIVER, Tissue.FAT).astype(jnp.uint8)
+    cfg = LesionConfig(lesion_prob=1.0, bulge_mm=3.0, diameter_mm=(8.0, 20.0))
+    painted = [np.asarray(paint_lesions(jax.random.key(k), tissue, liver_mm, rel, cfg)) for k in range(6)]
+    for out in painted:
+        new = out != np.asarray(tissue)
+        assert new.any()
+        assert np.all(np.asarray(liver_mm)[new] <= 3)
+        assert set(np.unique(out[new])) <= {*BODY_CODES, RIM, 27, CALC}
+        np.testing.assert_array_equal(np.asarray(lesion_label(jnp.asarray(out))) > 0, new)
+    assert not np.array_equal(painted[0], painted[1])
+    none = paint_lesions(jax.random.key(0), tissue, liver_mm, rel, dataclasses.replace(cfg, lesion_prob=0.0))
+    np.testing.assert_array_equal(np.asarray(none), np.asarray(tissue))
+
+
+def test_phantom_lesions_and_cores_are_lesion_but_fluid_is_not():
+    codes = jnp.asarray([Tissue.LIVER, Tissue.LESION, Tissue.LESION + 5, Tissue.NECROSIS + 2, 63, Tissue.CLIP, 24, 28])
+    np.testing.assert_array_equal(np.asarray(lesion_label(codes)), [0, 1, 1, 1, 0, 0, 1, 1])
+
+
+def test_lesion_bodies_differ_from_the_liver_by_the_stated_contrast():
+    cfg = LesionConfig(contrast_min=0.1, contrast_max=0.2)
+    for k in range(20):
+        means = jax.random.uniform(jax.random.key(100 + k), (64,), minval=-0.6, maxval=0.6)
+        out = np.asarray(lesion_means(jax.random.key(k), means, cfg))
+        diff = np.abs(out[[*BODY_CODES, *range(Tissue.LESION, Tissue.NECROSIS)]] - out[Tissue.LIVER])
+        assert np.all(diff >= 0.1 - 1e-6) and np.all(diff <= 0.2 + 1e-6)
+        assert abs(out[CALC]) >= 0.4
+
+
+def test_lesion_target_patches_see_only_the_liver_region(patient):
+    """target 'lesions': the label is the lesion codes, and the input is padding beyond LIVER_MARGIN_MM of the liver."""
+    can, pair = patient
+    maps = stack_label_maps([pair], n_foreground=64)
+    cfg = dataclasses.replace(PLAIN, lesions=LesionConfig(lesion_prob=1.0), mean_range=(0.1, 0.3))
+    x, y = synth_batch(jax.random.key(3), maps, batch_size=3, in_patch=(25, 25, 25), out_patch=(25, 25, 25),
+                       spacing_mm=can.spacing_mm, source_mm=can.spacing_mm, cfg=cfg, foreground_prob=1.0, target="lesions")
+    x, y = np.asarray(x[..., 0]), np.asarray(y[..., 0])
+    assert y.sum() > 0 and set(np.unique(y)) <= {0.0, 1.0}
+    assert np.all(x[y > 0] > -0.5)  # every lesion voxel is visible
+    # the same draw as a liver target: its padding is the fov only, so every padded voxel here is far from the liver
+    xl, yl = synth_batch(jax.random.key(3), maps, batch_size=3, in_patch=(25, 25, 25), out_patch=(25, 25, 25),
+                         spacing_mm=can.spacing_mm, source_mm=can.spacing_mm, cfg=cfg, foreground_prob=1.0)
+    xl, yl = np.asarray(xl[..., 0]), np.asarray(yl[..., 0])
+    assert (x == -0.5).any() and np.all(yl[x == -0.5] == 0)
+    np.testing.assert_array_equal(x[x > -0.5], xl[x > -0.5])
+    for b in range(3):  # the visible region reaches LIVER_MARGIN_MM beyond the liver label, no further
+        dist = ndimage.distance_transform_edt(yl[b] == 0, sampling=can.spacing_mm)
+        assert np.all(dist[x[b] > -0.5] <= LIVER_MARGIN_MM + 2 * can.spacing_mm)
+
+
+def test_config_takes_a_lesion_target_and_generator_lesions():
+    raw = {"model": {"arch": "thesis_liver_unet", "features": [2, 4, 8, 16], "target": "lesions"}, "data": {"kind": "phantom"},
+           "patch_out": [5, 5, 5], "steps": 2, "batch_size": 4,
+           "synth": {"seeds": [1], "n_real": 1, "generator": {"lesions": {"max_lesions": 4, "diameter_mm": [6, 30]}}}}
+    cfg = parse_config(raw)
+    assert cfg.target == "lesions" and cfg.synth.generator.lesions == LesionConfig(max_lesions=4, diameter_mm=(6, 30))
+    with pytest.raises(Exception, match="target"):
+        parse_config({**raw, "model": {**raw["model"], "target": "spleen"}})
+
+
+class _Bright(nnx.Module):
+    """A stand-in lesion 'network': the logit of windowed intensity above 0.25 (bright blobs are lesions)."""
+
+    def input_shape_for(self, out):
+        return tuple(out)
+
+    def output_shape(self, inp):
+        return tuple(inp)
+
+    def __call__(self, x):
+        return 60.0 * (x - 0.25)
+
+
+def test_segment_lesions_on_an_oblique_anisotropic_grid():
+    """Bright spheres in the liver become instances 1..n by decreasing volume at their physical size; one outside
+    the liver and one below MIN_LESION_ML are not reported."""
+    spacing = np.array([1.5, 1.2, 2.5])
+    theta = np.deg2rad(20)
+    direction = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
+    shape = (48, 90, 80)
+    origin = np.array([-40.0, 10.0, 5.0])
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape[::-1]], indexing="ij"), -1).reshape(-1, 3)  # x, y, z
+    world = (origin + (idx * spacing) @ direction.T).reshape(*shape[::-1], 3).transpose(2, 1, 0, 3)
+    centre = world[24, 45, 40]
+    liver = np.linalg.norm(world - centre, axis=-1) < 45.0
+    image = np.where(liver, 50.0, -100.0)
+    spheres = [(np.array([15.0, 0, 0]), 12.0), (np.array([-15.0, 5, 0]), 8.0), (np.array([0, -25.0, 5]), 1.4), (np.array([0, 0, 55.0]), 8.0)]
+    for offset, radius in spheres:
+        image[np.linalg.norm(world - centre - offset, axis=-1) < radius] = 150.0
+    vol = make_volume(image.astype(np.float32), spacing, origin, direction)
+    seg = segment_lesions(_Bright(), {"target": "lesions", "spacing_mm": [1.0, 1.0, 1.0], "tile_out": [64, 64, 64]},
+                          vol, vol.with_array(liver.astype(np.uint8)), modality="ct")
+    labels = np.asarray(seg.labels.array)
+    assert labels.shape == shape and [les.id for les in seg.lesions] == [1, 2]
+    for les, (offset, radius) in zip(seg.lesions, spheres[:2]):
+        inside = np.linalg.norm(world - centre - offset, axis=-1) < radius
+        assert np.mean(labels[inside] == les.id) > 0.9
+        assert les.volume_ml == pytest.approx(4 / 3 * np.pi * radius**3 / 1000, rel=0.15)
+        assert les.diameter_mm == pytest.approx(2 * radius, rel=0.06) and les.confidence > 0.8
+    assert labels[~liver].max() == 0
+    with pytest.raises(ValueError, match="target"):
+        segment_lesions(_Bright(), {"spacing_mm": [1.0, 1.0, 1.0]}, vol, vol.with_array(liver.astype(np.uint8)), modality="ct")
