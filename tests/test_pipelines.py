@@ -157,6 +157,45 @@ def test_given_target_lesions_need_no_registration(study):
     assert [pr.method for pr in p.prescriptions] == ["partition", "mono-compartment"]  # no height/weight: no BSA
 
 
+def _true_lesion_segmenter(images, seen):
+    """A stand-in LesionSegmenter: the phantom's true lesions of the image it is given (found by identity)."""
+    from sirtjax.segmentation.lesions import LesionSegmentation, describe_lesions
+
+    def segment(image, modality, liver):
+        name = next(k for k, v in images.items() if v is image)
+        seen.append((name, modality, int(np.asarray(liver.array).sum())))
+        labels = np.asarray(images[f"{name}_lesions"].array).astype(np.int32)
+        prob = (labels > 0).astype(np.float32)
+        return LesionSegmentation(image.with_array(labels), image.with_array(prob), describe_lesions(labels, prob, 0.2))
+
+    return segment
+
+
+def test_lesions_are_found_when_none_are_given(study):
+    """No lesions anywhere: the lesion segmenter runs on the first diagnostic image in its liver, and the result is
+    mapped by registration; without a diagnostic image it runs on the session's own image; the report lists them."""
+    im = study.images
+    maa = Session(anatomy(im, "maa_ct", "CT", ("liver",)), im["maa_spect"], "maa_spect")
+    diagnostics = (anatomy(im, "diag_ct", "CT", ("liver",)),)
+    data = StudyData("phantom", {}, {}, {})
+    seen = []
+    options = dataclasses.replace(FAST, lesion_segmenter=_true_lesion_segmenter(im, seen))
+    p = plan(maa, diagnostics, data, options, key=jax.random.key(0))
+    n = int(np.asarray(im["diag_ct_lesions"].array).max())
+    assert seen == [("diag_ct", "CT", int(np.asarray(im["diag_ct_liver"].array).sum()))]
+    assert p.report["vois"]["lesions"] == f"segmented on diag_ct by the lesion model ({n} found), mapped by cnn-guided registration"
+    assert [f["id"] for f in p.report["lesions_found"]] == list(range(1, n + 1)) and len(p.registrations) == 1
+    assert len(p.compartments.tumour_names) == n
+    seen.clear()
+    alone = plan(maa, (), data, options, key=jax.random.key(0))
+    assert seen[0][0] == "maa_ct" and alone.registrations == ()
+    assert alone.report["vois"]["lesions"].startswith("segmented on maa_ct by the lesion model")
+    html = workflow_report({"name": "phantom", "series": {}}, alone)
+    assert "Lesions found by the lesion model" in html and "lesion_1" in html
+    quiet = plan(maa, (), data, FAST, key=jax.random.key(0))
+    assert quiet.report["vois"]["lesions"] == "none" and "lesions_found" not in quiet.report
+
+
 def test_liver_needs_a_mask_or_a_segmenter(study):
     im = study.images
     bare = Anatomy("maa_ct", "CT", im["maa_ct"])

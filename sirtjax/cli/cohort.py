@@ -30,6 +30,8 @@ def cohort(
     model: Annotated[Model, typer.Option(help="dose: voxel S-value kernel or local deposition.")] = Model.vsv,
     constants: Annotated[ConstantSet, typer.Option(help="dose: the 90Y constant set.")] = ConstantSet.icrp107,
     liver_model: Annotated[str, typer.Option(help="segment, plan: the liver model (shipped name or folder).")] = "liver",
+    lesion_model: Annotated[str, typer.Option(help="plan: the lesion model for studies without lesions ('none': plan "
+                                                   "without).")] = "lesions",
     modality: Annotated[str | None, typer.Option(help="segment: ct or mr (default: guessed per image).")] = None,
     quick: Annotated[bool, typer.Option(help="plan: the quick registration (24/12 mm levels; coarser).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the random similarity samples (batch i uses fold_in(seed, i)).")] = 0,
@@ -75,11 +77,13 @@ def cohort(
         raise InputError("--modality", f"must be one of {', '.join(MODALITIES)}, got {modality!r}")
     if cases.task in ("segment", "plan"):
         resolve_model_dir(liver_model)  # an unknown model stops the run before it starts
+    if cases.task == "plan" and lesion_model != "none":
+        resolve_model_dir(lesion_model)
     base = None if config is None else load_config(config)
     settings = {"register": lambda: RegisterSettings(preset, base, iterations),
                 "dose": lambda: DoseSettings(input_kind.value, model.value, constants.value),
                 "segment": lambda: SegmentSettings(liver_model, modality),
-                "plan": lambda: PlanSettings(quick, liver_model)}[cases.task]()
+                "plan": lambda: PlanSettings(quick, liver_model, lesion_model)}[cases.task]()
     if overwrite and out.exists():  # only once every input has been checked
         try:
             shutil.rmtree(out)

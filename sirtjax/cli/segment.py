@@ -1,7 +1,8 @@
-"""``sirtjax segment IMAGE -o MASK``: liver segmentation with a shipped or user-trained U-Net."""
+"""``sirtjax segment IMAGE -o MASK [--target lesions]``: liver or lesion segmentation with shipped or user-trained U-Nets."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,48 +11,95 @@ import typer
 from sirtjax.cli._app import Overwrite, app, progress_bar
 
 
+class Target(str, Enum):
+    """What `sirtjax segment` delineates."""
+
+    liver = "liver"
+    lesions = "lesions"
+
+
 @app.command()
 def segment(
     image: Annotated[Path, typer.Argument(help="CT or T1 MR image: NIfTI/MHA/NRRD file or DICOM series folder.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output mask (.nii.gz), 0/1 on the image's grid.")],
-    model: Annotated[str, typer.Option("--model", help="Shipped model name or a model/run folder.")] = "liver",
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output (.nii.gz) on the image's grid: the liver 0/1, or lesions 1..n (one id per lesion).")],
+    target: Annotated[Target, typer.Option("--target", help="liver, or lesions inside the liver.")] = Target.liver,
+    model: Annotated[Optional[str], typer.Option("--model", help="Shipped model name or a model/run folder (default: the target's shipped model).")] = None,
+    liver: Annotated[Optional[Path], typer.Option("--liver", help="--target lesions: the liver mask to search (default: segmented with --liver-model).")] = None,
+    liver_model: Annotated[str, typer.Option("--liver-model", help="--target lesions without --liver: the liver model.")] = "liver",
     modality: Annotated[Optional[str], typer.Option("--modality", help="ct or mr (default: the image's minimum < -500 means CT).")] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average predictions over axis flips (4x slower).")] = False,
     probability: Annotated[Optional[Path], typer.Option("--probability", help="Also write the probability map here.")] = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Segment the liver: 3 mm canonical grid, windowing, sliding-window U-Net, largest component."""
+    """Segment the liver (3 mm grid, sliding-window U-Net, largest component) or the lesions inside it (one id each)."""
     import numpy as np
-    
+
     from sirtjax.errors import InputError
     from sirtjax.io import read_volume, write_volume
     from sirtjax.models import load_model
     from sirtjax.outputs import check_output
-    from sirtjax.segmentation import liver_mask, predict_probability
-    from sirtjax.segmentation.postprocess import liver_warnings
     from sirtjax.segmentation.preprocess import MODALITIES, guess_modality
 
     if modality is not None and modality not in MODALITIES:
         raise InputError("--modality", f"must be one of {', '.join(MODALITIES)}, got {modality!r}")
+    if liver is not None and target is not Target.lesions:
+        raise InputError("--liver", "is for --target lesions")
+    inputs = (image,) if liver is None else (image, liver)
     for path in (out, probability) if probability is not None else (out,):
-        check_output(path, overwrite=overwrite, folder=False, inputs=(image,))
+        check_output(path, overwrite=overwrite, folder=False, inputs=inputs)
     if probability is not None and probability.resolve() == out.resolve():
         raise InputError(probability, "--probability must differ from the mask output")
     vol = read_volume(image)
-    net, spec = load_model(model)
+    liver_vol = None if liver is None else read_volume(liver)
+    name = model or ("liver" if target is Target.liver else "lesions")
+    net, spec = load_model(name)
+    if spec.get("target", "liver") != target.value:
+        raise InputError("--model", f"model {name} segments {spec.get('target', 'liver')}, not {target.value}")
     if modality is None:
         modality = guess_modality(vol.array)
         typer.echo(f"modality: {modality} (guessed from the intensities; pass --modality to set it)")
     if modality not in spec.get("modalities", MODALITIES):
-        raise InputError("--modality", f"model {model} was trained for {spec.get('modalities')}, not {modality}")
+        raise InputError("--modality", f"model {name} was trained for {spec.get('modalities')}, not {modality}")
+    voxel_ml = float(np.prod(vol.spacing_mm)) / 1000.0
     with progress_bar() as bar:
         task = bar.add_task("segmenting", total=None)
-        prob = predict_probability(net, spec, vol, modality=modality, tta=tta, on_batch=lambda d, n: bar.update(task, completed=d, total=n))
-    mask = prob.with_array(liver_mask(np.asarray(prob.array)))
-    write_volume(mask, out, dtype=np.uint8)
+        on_batch = lambda d, n: bar.update(task, completed=d, total=n)  # noqa: E731
+        if target is Target.liver:
+            mask, prob, lines = _liver(net, spec, vol, modality, tta, on_batch, voxel_ml)
+        else:
+            if liver_vol is None:
+                liver_vol, _, _ = _liver(*load_model(liver_model), vol, modality, tta, on_batch, voxel_ml)
+            mask, prob, lines = _lesions(net, spec, vol, liver_vol, modality, tta, on_batch, liver)
+    write_volume(mask, out, dtype=np.uint8 if target is Target.liver else np.uint16)
     if probability is not None:
         write_volume(prob, probability, dtype=np.float32)
-    voxel_ml = float(np.prod(vol.spacing_mm)) / 1000.0
-    typer.echo(f"liver: {int(mask.array.sum()) * voxel_ml:.1f} ml -> {out}")
-    for line in liver_warnings(np.asarray(prob.array), voxel_ml):
-        typer.echo(f"warning: {line}", err=True)
+    for line in lines:
+        typer.echo(line, err=line.startswith("warning"))
+    typer.echo(f"-> {out}")
+
+
+def _liver(net, spec, vol, modality, tta, on_batch, voxel_ml):
+    """(liver mask, probability, report lines) of `sirtjax segment`."""
+    import numpy as np
+
+    from sirtjax.segmentation import liver_mask, predict_probability
+    from sirtjax.segmentation.postprocess import liver_warnings
+
+    prob = predict_probability(net, spec, vol, modality=modality, tta=tta, on_batch=on_batch)
+    mask = prob.with_array(liver_mask(np.asarray(prob.array)))
+    lines = [f"liver: {int(mask.array.sum()) * voxel_ml:.1f} ml"]
+    return mask, prob, lines + [f"warning: {w}" for w in liver_warnings(np.asarray(prob.array), voxel_ml)]
+
+
+def _lesions(net, spec, vol, liver_vol, modality, tta, on_batch, liver_path):
+    """(lesion instances, probability, report lines) of `sirtjax segment --target lesions`."""
+    from sirtjax.errors import InputError
+    from sirtjax.segmentation import segment_lesions
+
+    try:
+        seg = segment_lesions(net, spec, vol, liver_vol, modality=modality, tta=tta, on_batch=on_batch)
+    except InputError as exc:
+        raise InputError(liver_path or "liver", exc.problem) from None
+    lines = [f"lesions: {len(seg.lesions)} in the liver" + ("" if liver_path else " (liver segmented first)")]
+    lines += [f"  lesion {les.id}: {les.volume_ml:.2f} ml, {les.diameter_mm:.0f} mm across, confidence {les.confidence:.2f}" for les in seg.lesions]
+    return seg.labels, seg.probability, lines

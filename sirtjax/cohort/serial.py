@@ -41,10 +41,12 @@ class SegmentSettings:
 
 @dataclasses.dataclass(frozen=True)
 class PlanSettings:
-    """A planning cohort's settings: the quick registration or not, and the liver model for images without masks."""
+    """A planning cohort's settings: the quick registration or not, the liver model for images without masks, and
+    the lesion model for studies without lesions ('none': plan without)."""
 
     quick: bool = False
     liver_model: str = "liver"
+    lesion_model: str = "lesions"
 
 
 def _each(cases: Sequence[Case], todo: frozenset[str], out: Path,
@@ -119,11 +121,13 @@ def run_plan(cases: Sequence[Case], settings: PlanSettings, key: jax.Array, out:
 
     from sirtjax.pipelines.inputs import QUICK_REGISTRATION, WorkflowOptions
     from sirtjax.pipelines.run import run_study
-    from sirtjax.pipelines.segment import model_segmenter
+    from sirtjax.pipelines.segment import model_lesion_segmenter, model_segmenter
     from sirtjax.study import load_study
 
+    lesions = None if settings.lesion_model == "none" else model_lesion_segmenter(settings.lesion_model)
     options = WorkflowOptions(registration=QUICK_REGISTRATION if settings.quick else (),
-                              segmenter=model_segmenter(settings.liver_model), programs=devices.programs)
+                              segmenter=model_segmenter(settings.liver_model), lesion_segmenter=lesions,
+                              programs=devices.programs)
     seed = int(jax.random.randint(key, (), 0, 2**30))
 
     def compute(case: Case):

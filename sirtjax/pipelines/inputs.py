@@ -17,6 +17,7 @@ from sirtjax.volume import Volume, describe_grid
 
 if TYPE_CHECKING:
     from sirtjax.dosimetry.radiobiology import TissueModel
+    from sirtjax.segmentation.lesions import LesionSegmentation
     from sirtjax.dosimetry.uncertainty import UncertaintyModel
     from sirtjax.registration.programs import ProgramCache
 
@@ -31,6 +32,9 @@ only, 60 iterations, no image stage; about a third of the presets' time from a c
 
 Segmenter = Callable[[Volume, str], Volume]
 """A liver segmenter: (image, modality 'CT' | 'MR') -> 0/1 liver mask on the image's grid."""
+
+LesionSegmenter = Callable[[Volume, str, Volume], "LesionSegmentation"]
+"""A lesion segmenter: (image, modality 'CT' | 'MR', 0/1 liver mask on the image's grid) -> lesions found in the liver."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +124,9 @@ class WorkflowOptions:
     ``registration`` holds overrides of the chosen registration preset's fields (see
     :class:`sirtjax.registration.RegistrationConfig`), e.g. ``(("nonrigid_iterations", 20),)``.
     ``segmenter`` segments the liver where the study gives no liver mask (None: a missing liver mask
-    is an error). ``prescription_method`` picks the activity of the predicted dose when the study
+    is an error). ``lesion_segmenter`` finds the lesions of a session whose study gives none, on the
+    first diagnostic image (mapped by registration) or else on the session's own image (None: the
+    session has no lesions). ``prescription_method`` picks the activity of the predicted dose when the study
     gives no planned activity. ``programs`` keeps the registrations' compiled programs across calls and
     processes (:class:`~sirtjax.registration.programs.ProgramCache`; None: in memory only).
     ``uncertainty``: the dose-uncertainty ensemble of the plan's and the verification's doses (None: none).
@@ -135,6 +141,7 @@ class WorkflowOptions:
     prescription_method: str = "partition"
     registration: tuple[tuple[str, object], ...] = ()
     segmenter: Segmenter | None = None
+    lesion_segmenter: LesionSegmenter | None = None
     programs: ProgramCache | None = None
     uncertainty: UncertaintyRequest | None = None
     radiobiology: dict[str, TissueModel] | None = None

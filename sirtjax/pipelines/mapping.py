@@ -7,7 +7,9 @@ diagnostic -> 90Y CT/MR for verification). The preset follows the guidance avail
 CNN&LM-guided when both images have label maps sharing landmark ids (>= 2), CNN-guided when both
 have liver masks, image-based otherwise. With landmarks, the liver class of each label map is the
 liver VOI in use (given or segmented), so a segmented liver guides the registration as in the
-thesis. Label maps are warped by nearest neighbour.
+thesis. Label maps are warped by nearest neighbour. When the study gives no lesions anywhere, a
+lesion model finds them (thesis ch. 7): on the first diagnostic image, whose contrast shows them
+best, then mapped like drawn ones; without a diagnostic image, on the session image itself.
 """
 
 from __future__ import annotations
@@ -39,6 +41,17 @@ class Registered:
     lesions: Volume | None  # the source lesion instances on the target grid
     checks: dict  # JSON-ready: preset, liver Dice against the target liver, Jacobian statistics, stages
     warnings: tuple[ResultWarning, ...] = ()  # implausible results (folding of the target liver)
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionLesions:
+    """A session's lesion instances on its grid (None: none), their source, the registrations done, and,
+    when a lesion model found them, each lesion as found (JSON-ready: image, id, volume, confidence)."""
+
+    lesions: Volume | None
+    source: str
+    registrations: list[Registered]
+    found: list[dict] = dataclasses.field(default_factory=list)
 
 
 def liver_of(anatomy: Anatomy, options: WorkflowOptions) -> tuple[Volume, str]:
@@ -120,21 +133,45 @@ def register_anatomy(target: Anatomy, source: Anatomy, *, target_liver: Volume, 
 
 
 def lesions_of(target: Anatomy, diagnostics: Sequence[Anatomy], *, target_liver: Volume, options: WorkflowOptions,
-               key: jax.Array, progress=None) -> tuple[Volume | None, str, list[Registered]]:
+               key: jax.Array, progress=None) -> SessionLesions:
     """Lesion instances on the target grid, how they were obtained, and the registrations done.
 
     Order of preference: lesions given on the target image itself (no registration); else the
     lesions of the first diagnostic image that has them, mapped by registration (every diagnostic
-    image with lesions is registered, for the report's checks); else None ('none').
+    image with lesions is registered, for the report's checks); else, with a lesion segmenter,
+    lesions it finds (:func:`segmented_lesions`); else None ('none').
     """
     if target.lesions is not None:
-        return target.lesions, f"given on {target.name}", []
+        return SessionLesions(target.lesions, f"given on {target.name}", [])
     with_lesions = [d for d in diagnostics if d.lesions is not None]
     done = []
     for d in with_lesions:
         key, sub = jax.random.split(key)
         done.append(register_anatomy(target, d, target_liver=target_liver, options=options, key=sub, progress=progress))
-    if not done:
-        return None, "none", []
-    first = done[0]
-    return first.lesions, f"mapped from {first.source} ({first.preset} registration)", done
+    if done:
+        first = done[0]
+        return SessionLesions(first.lesions, f"mapped from {first.source} ({first.preset} registration)", done)
+    if options.lesion_segmenter is not None:
+        return segmented_lesions(target, diagnostics, target_liver=target_liver, options=options, key=key, progress=progress)
+    return SessionLesions(None, "none", [])
+
+
+def segmented_lesions(target: Anatomy, diagnostics: Sequence[Anatomy], *, target_liver: Volume, options: WorkflowOptions,
+                      key: jax.Array, progress=None) -> SessionLesions:
+    """Lesions found by options.lesion_segmenter on the first diagnostic image (in its liver, given or
+    segmented) and mapped by registration, or on the target image in target_liver when there is none."""
+    image = diagnostics[0] if diagnostics else target
+    liver = target_liver if image is target else liver_of(image, options)[0]
+    try:
+        seg = options.lesion_segmenter(image.image, image.modality, liver)
+    except SirtjaxError as exc:  # e.g. the lesion model is not installed
+        raise ValueError(f"{image.name}: no lesions given, and segmenting them failed ({exc})") from None
+    found = [{"image": image.name, **les.to_json()} for les in seg.lesions]
+    how = f"segmented on {image.name} by the lesion model ({len(found)} found)"
+    if not found:
+        return SessionLesions(None, how, [], found)
+    if image is target:
+        return SessionLesions(seg.labels, how, [], found)
+    mapped = register_anatomy(target, dataclasses.replace(image, liver=liver, lesions=seg.labels), target_liver=target_liver,
+                              options=options, key=key, progress=progress)
+    return SessionLesions(mapped.lesions, f"{how}, mapped by {mapped.preset} registration", [mapped], found)

@@ -57,6 +57,7 @@ class SessionVois:
     lesions_emission: Volume | None
     lungs_emission: Volume | None
     sources: dict  # JSON-ready: where each VOI came from
+    lesions_found: list = dataclasses.field(default_factory=list)  # JSON-ready: each lesion a lesion model found
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +83,8 @@ def session_vois(session: Session, diagnostics: Sequence[Anatomy], options: Work
     """Liver (own), lesions (given or registered) and lungs (given) of a session, also on its emission grid."""
     anatomy = session.anatomy
     liver, liver_source = liver_of(anatomy, options)
-    lesions, lesion_source, registrations = lesions_of(anatomy, diagnostics, target_liver=liver, options=options,
-                                                        key=key, progress=progress)
+    found = lesions_of(anatomy, diagnostics, target_liver=liver, options=options, key=key, progress=progress)
+    lesions, lesion_source, registrations = found.lesions, found.source, found.registrations
     grid = session.emission
 
     def on_grid(mask):
@@ -100,7 +101,7 @@ def session_vois(session: Session, diagnostics: Sequence[Anatomy], options: Work
             lungs = lungs_e = None
             lung_source += ", but no lung voxel outside the liver on the emission grid (not used)"
     sources = {"liver": f"{liver_source} on {anatomy.name}", "lesions": lesion_source, "lungs": lung_source}
-    vois = SessionVois(liver, lesions, lungs, liver_e, lesions_e, lungs_e, sources)
+    vois = SessionVois(liver, lesions, lungs, liver_e, lesions_e, lungs_e, sources, found.found)
     return vois, registrations
 
 
@@ -276,6 +277,7 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
         "study": study.name,
         "session": {"anatomical": session.anatomy.name, "emission": session.emission_name},
         "vois": sources,
+        **({"lesions_found": vois.lesions_found} if vois.lesions_found else {}),
         "registrations": [r.checks for r in registrations],
         "compartments": {**measured.to_dict(), "normal_volume_ml_ct": normal_ml,
                          "tumour_volume_ml_ct": tumour_ml.tolist()},

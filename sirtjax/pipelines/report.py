@@ -106,6 +106,21 @@ def dvh_figure_block(dose, caption: str) -> FigurePng:
     return FigurePng(dvh_png({"plan": (s.dvh_edges_gy, s.cdvh_fraction, dose.voi_names)}), caption)
 
 
+def vois_section(title: str, report: dict) -> Section:
+    """The VOIs' sources and, when a lesion model found the lesions, a table of them with how to replace them."""
+    blocks = [KeyValues(tuple((k.capitalize(), v) for k, v in report["vois"].items()))]
+    found = report.get("lesions_found", [])
+    if found:
+        rows = tuple((f"lesion_{f['id']}", f["image"], fmt(f["volume_ml"], 2), fmt(f["diameter_mm"], 0), fmt(f["confidence"], 2))
+                     for f in found)
+        blocks += [Table(("Lesion", "Found on", "Volume (ml)", "Diameter (mm)", "Confidence"), rows,
+                         "Lesions found by the lesion model (no lesion mask was given): confidence is the mean "
+                         "probability over the lesion; the diameter is that of the sphere of its volume."),
+                   Note("Automatic lesions: check them. To use your own, add a lesions mask (one id per lesion) to "
+                        "that image in study.json and run again; a given mask is always used instead.")]
+    return Section(title, tuple(blocks))
+
+
 def plan_sections(p: PlanResult) -> list[Section]:
     """Sections of the planning part: VOIs, registration, compartments, prescriptions, predicted dose and DVHs."""
     anatomy, spect = p.session.anatomy, p.session.emission
@@ -122,7 +137,7 @@ def plan_sections(p: PlanResult) -> list[Section]:
     targets = ", ".join(f"{k.replace('_', ' ')} {v['dose_gy']:g} Gy ({v['source']})" for k, v in r["target_doses"].items())
     activity = r["planned_activity"]
     return [
-        Section("VOIs", (KeyValues(tuple((k.capitalize(), v) for k, v in r["vois"].items())),)),
+        vois_section("VOIs", r),
         registration_section(p.registrations, anatomy, p.vois, f"Registration onto {anatomy.name} (planning)"),
         Section("Compartments on the MAA SPECT", (
             Table(("Compartment", "Volume on CT (ml)", "Volume on SPECT (ml)", "T/N ratio"), tuple(comp_rows),
@@ -192,7 +207,7 @@ def verify_sections(v: VerifyResult) -> list[Section]:
     plan_label = next(iter(dvhs))
     blocks.append(FigurePng(dvh_png(dvhs), f"Cumulative DVHs per VOI: {plan_label} (solid) and verification (dashed)."))
     return [
-        Section("VOIs (verification)", (KeyValues(tuple((k.capitalize(), s) for k, s in v.report["vois"].items())),)),
+        vois_section("VOIs (verification)", v.report),
         registration_section(v.registrations, anatomy, v.vois, f"Registration onto {anatomy.name} (verification)"),
         session_section("Verification: 90Y PET", anatomy, v.vois, pet_emission(pet), v.dose,
                         "Dose from the 90Y PET (", "Dose from the 90Y PET per VOI (PET grid)."),

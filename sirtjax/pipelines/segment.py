@@ -1,19 +1,23 @@
-"""Liver segmentation for the workflows: a Segmenter backed by a trained model (shipped name or folder).
+"""Liver and lesion segmentation for the workflows: segmenters backed by trained models (shipped name or folder).
 
-The model is loaded on first use, so a study whose liver masks are all given never needs it; a
-missing or unreadable model raises :class:`~sirtjax.errors.InputError` at that point (never a
-silent fallback). Inference and post-processing are :func:`sirtjax.segmentation.segment_liver`
-(canonical grid, windowing, sliding-window U-Net, largest component, holes filled).
+A model is loaded on first use, so a study whose masks are all given never needs it; a missing or
+unreadable model raises :class:`~sirtjax.errors.InputError` at that point (never a silent
+fallback). Inference and post-processing are :func:`sirtjax.segmentation.segment_liver`
+(canonical grid, windowing, sliding-window U-Net, largest component, holes filled) and
+:func:`sirtjax.segmentation.segment_lesions` (inside the liver, one id per lesion).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sirtjax.pipelines.inputs import Segmenter
+from typing import Any
+
+from sirtjax.pipelines.inputs import LesionSegmenter, Segmenter
 from sirtjax.volume import Volume
 
 DEFAULT_LIVER_MODEL = "liver"
+DEFAULT_LESION_MODEL = "lesions"
 
 
 def model_available(name_or_path: str | Path = DEFAULT_LIVER_MODEL) -> bool:
@@ -28,20 +32,47 @@ def model_available(name_or_path: str | Path = DEFAULT_LIVER_MODEL) -> bool:
     return True
 
 
-def model_segmenter(name_or_path: str | Path = DEFAULT_LIVER_MODEL) -> Segmenter:
-    """A Segmenter (image Volume, modality 'CT' | 'MR') -> 0/1 liver mask on the image's grid, from a model."""
-    loaded: list = []  # the (model, spec) pair, filled on first use
+def _lazy_model(name_or_path: str | Path, target: str):
+    """A function modality -> (model, spec) loading the model on first call and checking its target and modality."""
+    loaded: list = []
 
-    def segment(image: Volume, modality: str) -> Volume:
+    def get(modality: str) -> tuple[Any, dict]:
         from sirtjax.models import load_model
-        from sirtjax.segmentation import segment_liver
 
         if not loaded:
             loaded.append(load_model(name_or_path))
         model, spec = loaded[0]
+        if spec.get("target", "liver") != target:
+            raise ValueError(f"the model {name_or_path} segments {spec.get('target', 'liver')}, not {target}")
         kind = modality.lower()
         if kind not in spec.get("modalities", (kind,)):
-            raise ValueError(f"the liver model {name_or_path} was trained for {spec.get('modalities')}, not {kind}")
-        return segment_liver(model, spec, image, modality=kind)
+            raise ValueError(f"the {target} model {name_or_path} was trained for {spec.get('modalities')}, not {kind}")
+        return model, spec
+
+    return get
+
+
+def model_segmenter(name_or_path: str | Path = DEFAULT_LIVER_MODEL) -> Segmenter:
+    """A Segmenter (image Volume, modality 'CT' | 'MR') -> 0/1 liver mask on the image's grid, from a model."""
+    get = _lazy_model(name_or_path, "liver")
+
+    def segment(image: Volume, modality: str) -> Volume:
+        from sirtjax.segmentation import segment_liver
+
+        model, spec = get(modality)
+        return segment_liver(model, spec, image, modality=modality.lower())
+
+    return segment
+
+
+def model_lesion_segmenter(name_or_path: str | Path = DEFAULT_LESION_MODEL) -> LesionSegmenter:
+    """A LesionSegmenter (image, modality, 0/1 liver mask on the image's grid) -> LesionSegmentation, from a model."""
+    get = _lazy_model(name_or_path, "lesions")
+
+    def segment(image: Volume, modality: str, liver: Volume):
+        from sirtjax.segmentation import segment_lesions
+
+        model, spec = get(modality)
+        return segment_lesions(model, spec, image, liver, modality=modality.lower())
 
     return segment

@@ -92,6 +92,7 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
         "study": study.name,
         "session": {"anatomical": session.anatomy.name, "emission": session.emission_name},
         "vois": vois.sources,
+        **({"lesions_found": vois.lesions_found} if vois.lesions_found else {}),
         "registrations": [r.checks for r in registrations],
         "dose": dose.report,
         "plan": plan.source,

@@ -80,28 +80,35 @@ def foreground(probs: np.ndarray) -> np.ndarray:
     return probs[..., 0] if probs.shape[-1] == 1 else 1.0 - probs[..., 0]
 
 
-def predict_probability(
+def probability_on(
     model: nnx.Module,
     spec: dict[str, Any],
-    vol: Volume,
+    prepared: Volume,
+    grid: Volume,
     *,
-    modality: str,
     tta: bool = False,
     batch_size: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> Volume:
-    """Foreground probability (z, y, x) float32 on the input grid of `vol` (see module docstring).
+    """Foreground probability (z, y, x) float32 of a prepared network input, resampled onto `grid` (0 outside it).
 
     `batch_size` tiles go through the network at once; by default the spec's ``tile_batch`` (1 if absent).
     """
-    prepared = prepare_image(vol, modality, spec.get("spacing_mm", (3.0, 3.0, 3.0)))
     max_tile_xyz = spec.get("tile_out", DEFAULT_TILE_OUT)
     probs = predict_array(
         model, prepared.array, max_out_tile=tuple(max_tile_xyz)[::-1], tta=tta,
         batch_size=int(spec.get("tile_batch", 1)) if batch_size is None else batch_size, on_batch=on_batch
     )
-    prob_canonical = prepared.with_array(foreground(probs).astype(np.float32))
-    return resample_to(prob_canonical, vol, order=1, default_value=0.0)
+    return resample_to(prepared.with_array(foreground(probs).astype(np.float32)), grid, order=1, default_value=0.0)
+
+
+def predict_probability(model: nnx.Module, spec: dict[str, Any], vol: Volume, *, modality: str, **predict_kwargs: Any) -> Volume:
+    """Foreground probability (z, y, x) float32 on the input grid of `vol` (see module docstring).
+
+    `predict_kwargs` (tta, batch_size, on_batch) go to :func:`probability_on`.
+    """
+    prepared = prepare_image(vol, modality, spec.get("spacing_mm", (3.0, 3.0, 3.0)))
+    return probability_on(model, spec, prepared, vol, **predict_kwargs)
 
 
 def segment_liver(model: nnx.Module, spec: dict[str, Any], vol: Volume, *, threshold: float = 0.5, **predict_kwargs: Any) -> Volume:
