@@ -50,11 +50,14 @@ def diameter_mm(n_voxels: np.ndarray, voxel_ml: float) -> np.ndarray:
     return (6.0 * np.asarray(n_voxels, float) * voxel_ml * 1000.0 / np.pi) ** (1.0 / 3.0)
 
 
-def score_image(pred: np.ndarray, ref: np.ndarray, voxel_ml: float) -> dict:
-    """Per reference lesion (diameter, detected, DSC) and per predicted lesion (diameter, true positive)."""
+def score_image(pred_vol, ref_vol) -> dict:
+    """Per reference lesion (diameter, detected, DSC) and per predicted lesion (diameter, true positive) of two
+    instance-map Volumes on one grid."""
     from sirtjax.metrics import lesion_detection
 
-    det = lesion_detection(pred, ref)
+    det = lesion_detection(pred_vol, ref_vol)
+    pred, ref = np.asarray(pred_vol.array).astype(np.int32), np.asarray(ref_vol.array).astype(np.int32)
+    voxel_ml = float(np.prod(ref_vol.spacing_mm)) / 1000.0
     ref_ids, pred_ids = det.ref_ids, [int(i) for i in np.unique(pred) if i > 0]
     ref_rows = []
     for rid, found in zip(ref_ids, det.ref_detected):
@@ -114,8 +117,7 @@ def detection(seeds: list[int], model: str) -> tuple[dict, float]:
             seg = segment_lesions(net, spec, vol, liver, modality=modality)
             if cond == next(iter(CONDITIONS)):
                 times.append(time.perf_counter() - t0)
-            voxel_ml = float(np.prod(vol.spacing_mm)) / 1000.0
-            scores[cond].append(score_image(np.asarray(seg.labels.array), np.asarray(ref.array).astype(np.int32), voxel_ml))
+            scores[cond].append(score_image(seg.labels, ref))
             print(f"seed {seed} {cond}: {len(seg.lesions)} found, {int(np.asarray(ref.array).max())} true", flush=True)
     return {name: summarise(s) for name, s in scores.items()}, float(np.mean(times[1:] if len(times) > 1 else times))
 
