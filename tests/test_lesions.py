@@ -1,4 +1,4 @@
-"""Lesions: the generator's procedural lesions and lesion target, lesion inference inside the liver, the CLI."""
+"""Lesions: the generator's procedural lesions and lesion target, and lesion inference inside the liver."""
 
 import dataclasses
 
@@ -15,15 +15,10 @@ from sirtjax.phantom.study import canonical_patient
 from sirtjax.segmentation import segment_lesions
 from sirtjax.segmentation.preprocess import LIVER_MARGIN_MM
 from sirtjax.train.config import parse_config
-from sirtjax.train.synth import SynthConfig, patient_maps, stack_label_maps, synth_batch
+from sirtjax.train.synth import patient_maps, stack_label_maps, synth_batch
 from sirtjax.train.synth_lesions import BODY_CODES, CALC, RIM, LesionConfig, lesion_label, lesion_means, paint_lesions
 from sirtjax.volume import make_volume
-
-PLAIN = SynthConfig(
-    max_rotation_deg=0.0, scale_range=(1.0, 1.0), elastic_mm=0.0, std_max=0.0, dark_air_prob=0.0, bias_max=0.0,
-    slice_mm=(1.0, 1.0), blur_max_vox=0.0, gamma_std=0.0, noise_max=0.0, rician_prob=0.0, fov_cut_prob=0.0,
-    ascites_prob=0.0, resection_prob=0.0,
-)
+from test_synth import PLAIN  # every randomisation off
 
 
 @pytest.fixture(scope="module")
