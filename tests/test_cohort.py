@@ -180,6 +180,7 @@ print(json.dumps({"devices": devices.count, "sharded": devices.sharding is not N
 """
 
 
+@pytest.mark.slow  # about 90 s of cold compiles in two subprocesses: CI stays under 15 minutes
 def test_a_cohort_sharded_over_8_devices_gives_the_one_device_numbers(tmp_path, cohort):
     """Fake CPU devices (XLA_FLAGS) prove that sharding gives the same numbers, not that it is faster.
 
@@ -267,6 +268,7 @@ def test_plan_cohort_writes_each_plan_whole(small_study, tmp_path, capsys):
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".plan")]  # nothing left half-way
 
 
+@pytest.mark.slow  # about 60 s of cold compiles in three subprocesses: CI stays under 15 minutes
 def test_two_processes_share_a_cohort_under_jax_distributed(cohort, tmp_path):
     """Two processes on this machine (one CPU device each, gloo for the barriers) split the batches between them and
     leave the fields a single process computes, and one complete summary."""
