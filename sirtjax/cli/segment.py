@@ -36,7 +36,6 @@ def segment(
 
     from sirtjax.errors import InputError
     from sirtjax.io import read_volume, write_volume
-    from sirtjax.models import load_model
     from sirtjax.outputs import check_output
     from sirtjax.segmentation.preprocess import MODALITIES, guess_modality
 
@@ -51,24 +50,20 @@ def segment(
         raise InputError(probability, "--probability must differ from the mask output")
     vol = read_volume(image)
     liver_vol = None if liver is None else read_volume(liver)
-    name = model or ("liver" if target is Target.liver else "lesions")
-    net, spec = load_model(name)
-    if spec.get("target", "liver") != target.value:
-        raise InputError("--model", f"model {name} segments {spec.get('target', 'liver')}, not {target.value}")
     if modality is None:
         modality = guess_modality(vol.array)
         typer.echo(f"modality: {modality} (guessed from the intensities; pass --modality to set it)")
-    if modality not in spec.get("modalities", MODALITIES):
-        raise InputError("--modality", f"model {name} was trained for {spec.get('modalities')}, not {modality}")
+    net, spec = _model(model or target.value, target.value, modality, "--model")
+    liver_net = _model(liver_model, "liver", modality, "--liver-model") if target is Target.lesions and liver_vol is None else None
     voxel_ml = float(np.prod(vol.spacing_mm)) / 1000.0
     with progress_bar() as bar:
         task = bar.add_task("segmenting", total=None)
         on_batch = lambda d, n: bar.update(task, completed=d, total=n)  # noqa: E731
+        if liver_net is not None:
+            liver_vol, _, _ = _liver(*liver_net, vol, modality, tta, on_batch, voxel_ml)
         if target is Target.liver:
             mask, prob, lines = _liver(net, spec, vol, modality, tta, on_batch, voxel_ml)
         else:
-            if liver_vol is None:
-                liver_vol, _, _ = _liver(*load_model(liver_model), vol, modality, tta, on_batch, voxel_ml)
             mask, prob, lines = _lesions(net, spec, vol, liver_vol, modality, tta, on_batch, liver)
     write_volume(mask, out, dtype=np.uint8 if target is Target.liver else np.uint16)
     if probability is not None:
@@ -76,6 +71,19 @@ def segment(
     for line in lines:
         typer.echo(line, err=line.startswith("warning"))
     typer.echo(f"-> {out}")
+
+
+def _model(name: str, target: str, modality: str, option: str):
+    """(model, spec) of a shipped name or folder, refused with one line when it cannot segment target on modality."""
+    from sirtjax.errors import InputError
+    from sirtjax.models import load_model
+    from sirtjax.models.store import spec_problem
+
+    net, spec = load_model(name)
+    problem = spec_problem(spec, target, modality)
+    if problem is not None:
+        raise InputError(option, f"model {name} {problem}")
+    return net, spec
 
 
 def _liver(net, spec, vol, modality, tta, on_batch, voxel_ml):

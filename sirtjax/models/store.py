@@ -110,3 +110,16 @@ def load_model(name_or_path: str | Path) -> tuple[nnx.Module, dict[str, Any]]:
     except (ValueError, KeyError, OSError, json.JSONDecodeError) as exc:
         raise InputError(folder, f"cannot load model: {exc}") from exc
     return model, spec
+
+
+def spec_problem(spec: dict[str, Any], target: str, modality: str) -> str | None:
+    """Why a model spec cannot segment `target` ('liver' | 'lesions') on a `modality` ('ct' | 'mr') image, or None.
+
+    A spec without ``target`` is a liver model; one without ``modalities`` takes any.
+    """
+    has = spec.get("target", "liver")
+    if has != target:
+        return f"segments {has}, not {target}"
+    if modality.lower() not in spec.get("modalities", (modality.lower(),)):
+        return f"was trained for {spec.get('modalities')}, not {modality.lower()}"
+    return None

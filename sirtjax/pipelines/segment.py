@@ -33,20 +33,20 @@ def model_available(name_or_path: str | Path = DEFAULT_LIVER_MODEL) -> bool:
 
 
 def _lazy_model(name_or_path: str | Path, target: str):
-    """A function modality -> (model, spec) loading the model on first call and checking its target and modality."""
+    """A function modality -> (model, spec) loading the model on first call and checking its target and modality
+    (:func:`~sirtjax.models.store.spec_problem`)."""
     loaded: list = []
 
     def get(modality: str) -> tuple[Any, dict]:
         from sirtjax.models import load_model
+        from sirtjax.models.store import spec_problem
 
         if not loaded:
             loaded.append(load_model(name_or_path))
         model, spec = loaded[0]
-        if spec.get("target", "liver") != target:
-            raise ValueError(f"the model {name_or_path} segments {spec.get('target', 'liver')}, not {target}")
-        kind = modality.lower()
-        if kind not in spec.get("modalities", (kind,)):
-            raise ValueError(f"the {target} model {name_or_path} was trained for {spec.get('modalities')}, not {kind}")
+        problem = spec_problem(spec, target, modality)
+        if problem is not None:
+            raise ValueError(f"the {target} model {name_or_path} {problem}")
         return model, spec
 
     return get

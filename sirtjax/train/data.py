@@ -119,9 +119,9 @@ def phantom_cases(
             continue
         study = generate_study(int(seed), PhantomConfig(**(phantom_options or {})))
         for i, (name, modality) in enumerate(images.items()):
-            liver = study.images[name + "_liver"]
+            liver = None if target == "liver" else study.images[f"{name}_liver"]  # a lesion case's input region
             case = make_case(names[i], study.images[name], study.images[f"{name}_{target}"], modality, spacing_mm,
-                             (1,) if target == "liver" else None, None if target == "liver" else liver)
+                             (1,) if liver is None else None, liver)
             case = dataclasses.replace(case, weight=weights[name])
             if paths:
                 save_npz_atomic(paths[i], image=case.image, label=case.label)
