@@ -12,11 +12,16 @@ import optax
 LOSSES = ("dice", "dice_ce", "dice_focal")
 
 
-def soft_dice_loss(logits: jax.Array, labels: jax.Array, *, eps: float = 1.0) -> jax.Array:
-    """1 - soft DSC per example, 2 sum(p g) / (sum p + sum g) with p = sigmoid(logits); eps smooths empty labels."""
-    p = jax.nn.sigmoid(logits).reshape(logits.shape[0], -1)
+def soft_dice(probabilities: jax.Array, labels: jax.Array, *, eps: float = 1.0) -> jax.Array:
+    """Soft DSC per example (N,) of probabilities in [0, 1] against labels: 2 sum(p g) / (sum p + sum g); eps smooths empty labels."""
+    p = probabilities.reshape(probabilities.shape[0], -1)
     g = labels.reshape(labels.shape[0], -1).astype(p.dtype)
-    return 1.0 - (2.0 * jnp.sum(p * g, axis=1) + eps) / (jnp.sum(p, axis=1) + jnp.sum(g, axis=1) + eps)
+    return (2.0 * jnp.sum(p * g, axis=1) + eps) / (jnp.sum(p, axis=1) + jnp.sum(g, axis=1) + eps)
+
+
+def soft_dice_loss(logits: jax.Array, labels: jax.Array, *, eps: float = 1.0) -> jax.Array:
+    """1 - soft DSC per example with p = sigmoid(logits) (:func:`soft_dice`)."""
+    return 1.0 - soft_dice(jax.nn.sigmoid(logits), labels, eps=eps)
 
 
 def bce_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -257,6 +257,26 @@ def _fov_cut(key: jax.Array, shape: Sequence[int], cfg: SynthConfig) -> jax.Arra
     return ~(jax.random.bernoulli(k_do, cfg.fov_cut_prob) & beyond)
 
 
+def _render(keys: tuple[jax.Array, ...], maps: LabelMaps, case: jax.Array, centre: jax.Array, patch: tuple[int, int, int],
+            spacing_mm: float, source_mm: float, cfg: SynthConfig) -> tuple[jax.Array, ...]:
+    """One synthetic patch about `centre` of map `case`: (image, liver label, lesion label, liver distance mm, inside the
+    field of view), each (*patch); keys: geometry, anatomy edits, contrast, acquisition, field of view, lesions."""
+    k_geo, k_edit, k_con, k_acq, k_fov, k_les = keys
+    spatial = AugmentConfig(
+        max_rotation_deg=cfg.max_rotation_deg, elastic_mm=cfg.elastic_mm, elastic_spacing_mm=cfg.elastic_spacing_mm, scale_range=cfg.scale_range
+    )
+    coords = patch_coordinates(k_geo, centre, patch, (spacing_mm,) * 3, spatial, (source_mm,) * 3)
+    idx = jnp.round(coords).astype(jnp.int32)
+    tissue = _gather(maps.tissue[case], idx, jnp.uint8(Tissue.AIR))
+    liver_mm = _gather(maps.liver_mm[case], idx, jnp.uint8(FAR_MM))
+    rel_mm = patch_offsets_mm(patch, (spacing_mm,) * 3)
+    if cfg.lesions is not None:
+        tissue = paint_lesions(k_les, tissue, liver_mm, rel_mm, cfg.lesions)
+    tissue, liver = _edit_anatomy(k_edit, tissue, liver_mm, rel_mm, cfg)
+    image = _acquire(k_acq, _contrast(k_con, tissue, cfg), spacing_mm, cfg)
+    return image, liver, lesion_label(tissue), liver_mm, _fov_cut(k_fov, patch, cfg)
+
+
 @partial(jax.jit, static_argnames=("batch_size", "in_patch", "out_patch", "spacing_mm", "source_mm", "cfg", "foreground_prob", "target"))
 def synth_batch(
     key: jax.Array,
@@ -278,26 +298,13 @@ def synth_batch(
     model's input is masked at inference (`sirtjax.segmentation.preprocess.mask_to_liver`).
     """
     margin = [(i - o) // 2 for i, o in zip(in_patch, out_patch)]
-    spatial = AugmentConfig(
-        max_rotation_deg=cfg.max_rotation_deg, elastic_mm=cfg.elastic_mm, elastic_spacing_mm=cfg.elastic_spacing_mm, scale_range=cfg.scale_range
-    )
 
     def one(k: jax.Array) -> tuple[jax.Array, jax.Array]:
         k_case, k_fg, k_which, k_uni, k_geo, k_edit, k_con, k_acq, k_fov = jax.random.split(k, 9)
-        k_les = jax.random.fold_in(k, 9)
         case = jax.random.randint(k_case, (), 0, maps.tissue.shape[0])
         centre = patch_centre(k_fg, k_which, k_uni, maps.foreground[case], jnp.asarray(maps.tissue.shape[1:]), foreground_prob)
-        coords = patch_coordinates(k_geo, centre, in_patch, (spacing_mm,) * 3, spatial, (source_mm,) * 3)
-        idx = jnp.round(coords).astype(jnp.int32)
-        tissue = _gather(maps.tissue[case], idx, jnp.uint8(Tissue.AIR))
-        liver_mm = _gather(maps.liver_mm[case], idx, jnp.uint8(FAR_MM))
-        rel_mm = patch_offsets_mm(in_patch, (spacing_mm,) * 3)
-        if cfg.lesions is not None:
-            tissue = paint_lesions(k_les, tissue, liver_mm, rel_mm, cfg.lesions)
-        tissue, liver = _edit_anatomy(k_edit, tissue, liver_mm, rel_mm, cfg)
-        lesion = lesion_label(tissue)
-        image = _acquire(k_acq, _contrast(k_con, tissue, cfg), spacing_mm, cfg)
-        inside = _fov_cut(k_fov, in_patch, cfg)
+        image, liver, lesion, liver_mm, inside = _render((k_geo, k_edit, k_con, k_acq, k_fov, jax.random.fold_in(k, 9)), maps, case, centre,
+                                                         in_patch, spacing_mm, source_mm, cfg)
         if target == "lesions":
             inside_input = inside & ((liver_mm.astype(jnp.float32) <= LIVER_MARGIN_MM) | (lesion > 0))
             image, label = jnp.where(inside_input, image, PAD_VALUE), jnp.where(inside, lesion, 0.0)
@@ -340,3 +347,28 @@ def mixed_sampler(
         return jnp.concatenate([xr, xs]), jnp.concatenate([yr, ys])
 
     return draw
+
+
+@partial(jax.jit, static_argnames=("batch_size", "patch", "spacing_mm", "source_mm", "cfg"))
+def synth_pairs(
+    key: jax.Array, maps: LabelMaps, *, batch_size: int, patch: tuple[int, int, int], spacing_mm: float, source_mm: float, cfg: SynthConfig,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Registration pairs (as SynthMorph): two renderings of one patient's liver region with independent geometry,
+    contrast, acquisition and field of view. Returns fixed image, fixed liver, moving image, moving liver, each
+    (B, *patch) float32. Anatomy edits and painted lesions act in patch space, so `cfg` should leave them off.
+    """
+
+    def one(k: jax.Array) -> tuple[jax.Array, ...]:
+        k_case, k_fg, k_which, k_uni, k_edit, k_les, k_fixed, k_moving = jax.random.split(k, 8)
+        case = jax.random.randint(k_case, (), 0, maps.tissue.shape[0])
+        centre = patch_centre(k_fg, k_which, k_uni, maps.foreground[case], jnp.asarray(maps.tissue.shape[1:]), 1.0)
+
+        def view(kv: jax.Array) -> tuple[jax.Array, jax.Array]:
+            k_geo, k_con, k_acq, k_fov = jax.random.split(kv, 4)
+            image, liver, lesion, liver_mm, inside = _render((k_geo, k_edit, k_con, k_acq, k_fov, k_les), maps, case, centre, patch,
+                                                             spacing_mm, source_mm, cfg)
+            return jnp.where(inside, image, PAD_VALUE), jnp.where(inside, jnp.maximum(liver, lesion * (liver_mm > 0)), 0.0)
+
+        return (*view(k_fixed), *view(k_moving))
+
+    return jax.vmap(one)(jax.random.split(key, batch_size))
