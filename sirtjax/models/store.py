@@ -18,16 +18,20 @@ from flax import nnx
 
 from sirtjax.errors import InputError
 from sirtjax.models.deepmedic import DeepMedic
+from sirtjax.models.regseg import RegSegNet
 from sirtjax.models.residual_unet import ResidualUNet3D
 from sirtjax.models.valid_unet import lesion_unet, thesis_liver_unet
 
-ARCHITECTURES = ("thesis_liver_unet", "lesion_unet", "residual_unet3d", "deepmedic")
+ARCHITECTURES = ("thesis_liver_unet", "lesion_unet", "residual_unet3d", "deepmedic", "regseg")
 MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
 
 
 def build_model(spec: dict[str, Any], *, rngs: nnx.Rngs) -> nnx.Module:
     """A freshly initialised model from a spec dict (arch, in_features, out_features, features[, norm, ...])."""
     arch = spec.get("arch")
+    if arch == "regseg":
+        return RegSegNet(tuple(int(f) for f in spec["features"]), int(spec.get("cascades", 3)),
+                         scale_mm=float(spec.get("scale_mm", 10.0)), rngs=rngs)
     kwargs = {
         "in_features": int(spec.get("in_features", 1)),
         "out_features": int(spec.get("out_features", 1)),

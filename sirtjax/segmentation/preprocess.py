@@ -64,18 +64,22 @@ def antialias(vol: Volume, spacing_mm: Sequence[float]) -> Volume:
 
 
 def prepare_image(vol: Volume, modality: str, spacing_mm: Sequence[float]) -> Volume:
-    """The windowed network input (z, y, x) float32 on the canonical grid of `vol`.
+    """The windowed network input (z, y, x) float32 on the canonical grid of `vol` (:func:`prepare_on`)."""
+    return prepare_on(vol, modality, canonical_grid(vol, spacing_mm))
 
-    The image is anti-aliased (:func:`antialias`) and resampled trilinearly; outside the input's
-    field of view it is filled with its minimum (air), then windowed.
+
+def prepare_on(vol: Volume, modality: str, grid: Volume) -> Volume:
+    """The windowed network input (z, y, x) float32 on `grid`.
+
+    The image is anti-aliased for the grid's spacing (:func:`antialias`) and resampled trilinearly;
+    outside the input's field of view it is filled with its minimum (air), then windowed.
     """
     array = np.asarray(vol.array)
     if array.ndim != 3:
         raise InputError("image", f"expected a scalar 3D image, got array shape {array.shape}")
     if array.size == 0 or not np.all(np.isfinite(array)):
         raise InputError("image", "image is empty or contains NaN/inf values")
-    ref = canonical_grid(vol, spacing_mm)
-    resampled = resample_to(antialias(vol, spacing_mm), ref, order=1, default_value=float(array.min()))
+    resampled = resample_to(antialias(vol, grid.spacing_mm), grid, order=1, default_value=float(array.min()))
     return resampled.with_array(normalize_intensity(np.asarray(resampled.array), modality).astype(np.float32))
 
 

@@ -1,0 +1,134 @@
+"""The liver on a non-contrast CT from the same patient's contrast CT and its liver mask, by the joint
+registration-segmentation network (:class:`sirtjax.models.regseg.RegSegNet`, paper 004).
+
+1. An image-based affine pre-alignment by the registration core (Mattes MI on the whole images, no
+   masks: the fixed image has none), batched over the pairs.
+2. Both images windowed (CT, [-200, 200] HU to [-0.5, 0.5]) on the *network grid*: a box of the
+   model's fixed shape (``grid_zyx``) and spacing, identity direction, centred where the reference
+   liver lands in the fixed image by the affine; the moving image and mask reach it through the
+   affine. One shape for every patient: one compiled program, and a pair's result does not depend
+   on the batch it runs in (a convolution network's output depends on the padding around it).
+3. The cascades, in one jitted call for the whole batch.
+4. The field on the fixed grid, ``D(p) = A(p + u(p)) - p`` (ITK convention: fixed world -> moving
+   world, as ``sirtjax register`` writes it), which warps the reference mask (linear, >= 0.5) into
+   the fixed image's segmentation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sirtjax.models.regseg import RegSegNet, RegSegOutput
+from sirtjax.registration import RegistrationConfig, register_batch
+from sirtjax.registration.levels import make_pair
+from sirtjax.registration.init import centroid_mm
+from sirtjax.registration.warp import AffineTransform, affine_apply, affine_displacement, affine_to_homogeneous, resample_field, warp_volume
+from sirtjax.segmentation.preprocess import antialias, normalize_intensity, prepare_on
+from sirtjax.volume import Volume, make_volume, world_grid
+
+# the pre-alignment: the registration core's image-based affine alone
+PREALIGN = RegistrationConfig(affine_on="images", nonrigid_levels=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkPair:
+    """One pair on its network grid (``grid``: world geometry, placeholder array): windowed fixed and moving
+    images and the moving mask (0..1), each (z, y, x) float32."""
+
+    grid: Volume
+    fixed: np.ndarray
+    moving: np.ndarray
+    moving_mask: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class RegSegResult:
+    """The fixed image's liver mask (uint8, its grid), the field (z, y, x, 3) mm on that grid and the pre-alignment."""
+
+    mask: Volume
+    displacement: Volume
+    affine: AffineTransform
+
+
+def prealign(pairs: Sequence[tuple[Volume, Volume]], programs=None) -> list[AffineTransform]:
+    """Image-based affines (fixed world -> moving world) of (fixed, moving) pairs, one batched registration."""
+    results = register_batch([make_pair(f, m) for f, m in pairs], PREALIGN, programs=programs)
+    return [r.affine for r in results]
+
+
+def network_box(centre_mm: np.ndarray, shape_zyx: Sequence[int], spacing_mm: Sequence[float]) -> Volume:
+    """An empty network grid (uint8 placeholder): identity direction, spacing (x, y, z) mm, centred on centre_mm (x, y, z)."""
+    spacing = np.asarray(spacing_mm, np.float64).reshape(3)
+    size_xyz = np.asarray(shape_zyx[::-1], np.float64)
+    return make_volume(np.zeros(tuple(int(n) for n in shape_zyx), np.uint8), spacing, np.asarray(centre_mm) - spacing * (size_xyz - 1) / 2, np.eye(3))
+
+
+def network_pair(fixed: Volume, moving: Volume, moving_mask: Volume, affine: AffineTransform,
+                 spacing_mm: Sequence[float], shape_zyx: Sequence[int]) -> NetworkPair:
+    """The network's inputs of one pair (see the module docstring, step 2); images in Hounsfield units."""
+    liver = np.asarray(moving_mask.array) > 0
+    to_fixed = np.linalg.inv(affine_to_homogeneous(affine))  # moving world -> fixed world
+    centre = (to_fixed @ np.append(centroid_mm(moving_mask, liver), 1.0))[:3]
+    grid = network_box(centre, shape_zyx, spacing_mm)
+    through = grid.with_array(np.asarray(affine_displacement(affine, grid), np.float32))
+    lowest = float(np.min(np.asarray(moving.array)))
+    moved = warp_volume(antialias(moving, spacing_mm), through, default_value=lowest)
+    mask = warp_volume(moving_mask.with_array(liver.astype(np.float32)), through)
+    return NetworkPair(grid, np.asarray(prepare_on(fixed, "ct", grid).array),
+                       normalize_intensity(np.asarray(moved.array), "ct").astype(np.float32),
+                       np.asarray(mask.array, np.float32))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "spacing_mm"))
+def run_network(state: Any, fixed: jax.Array, moving: jax.Array, mask: jax.Array, *, graphdef, spacing_mm) -> RegSegOutput:
+    """The network's outputs on a batch (N, z, y, x) of network-grid arrays, jitted (one program per shape)."""
+    return nnx.merge(graphdef, state)(fixed, moving, mask, spacing_mm)
+
+
+def network_fields(model: RegSegNet, spacing_mm: Sequence[float], pairs: Sequence[NetworkPair]) -> np.ndarray:
+    """The network fields (N, z, y, x, 3) mm of pairs on grids of one shape, from one call on the batch."""
+    stack = lambda name: jnp.asarray(np.stack([getattr(p, name) for p in pairs]))  # noqa: E731
+    graphdef, state = nnx.split(model)
+    out = run_network(state, stack("fixed"), stack("moving"), stack("moving_mask"), graphdef=graphdef,
+                      spacing_mm=tuple(float(s) for s in spacing_mm))
+    return np.asarray(out.displacement_mm)
+
+
+def fixed_field(field_mm: np.ndarray, grid: Volume, affine: AffineTransform, fixed: Volume) -> Volume:
+    """The whole transform as a field on the fixed grid: ``A(p + u(p)) - p`` with u the network field on grid."""
+    u = resample_field(grid.with_array(field_mm), fixed)
+    p = world_grid(fixed)
+    d = affine_apply(affine, p + u) - p
+    return make_volume(np.asarray(d, np.float32), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
+
+
+def regseg_batch(model: RegSegNet, spec: dict[str, Any], cases: Sequence[tuple[Volume, Volume, Volume]], *,
+                 programs=None) -> list[RegSegResult]:
+    """Segment the fixed image of each (fixed non-contrast CT, moving contrast CT, moving liver mask) case.
+
+    The pre-alignment is one batched registration and the network one call on the whole batch.
+    """
+    spacing = tuple(float(s) for s in spec["spacing_mm"])
+    affines = prealign([(f, m) for f, m, _ in cases], programs)
+    pairs = [network_pair(f, m, mm, a, spacing, spec["grid_zyx"]) for (f, m, mm), a in zip(cases, affines)]
+    out = []
+    for (fixed, _, moving_mask), pair, field, affine in zip(cases, pairs, network_fields(model, spacing, pairs), affines):
+        disp = fixed_field(field, pair.grid, affine, fixed)
+        warped = warp_volume(moving_mask.with_array(np.asarray(moving_mask.array > 0, np.float32)), disp)
+        mask = fixed.with_array((np.asarray(warped.array) >= 0.5).astype(np.uint8))
+        out.append(RegSegResult(mask, disp, affine))
+    return out
+
+
+def segment_by_reference(model: RegSegNet, spec: dict[str, Any], fixed: Volume, reference: Volume, reference_mask: Volume, *,
+                         programs=None) -> RegSegResult:
+    """The liver of the non-contrast CT ``fixed`` from the contrast CT ``reference`` and its liver mask (one case)."""
+    return regseg_batch(model, spec, [(fixed, reference, reference_mask)], programs=programs)[0]
