@@ -15,14 +15,23 @@ def train(
     config: Annotated[Path, typer.Argument(help="JSON training config, e.g. configs/segmentation/liver_synth.json.")],
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Run folder (default runs/<config name>).")] = None,
 ) -> None:
-    """Train a U-Net; checkpoints, metrics.jsonl and the best model (best/) go to the run folder.
+    """Train a U-Net, or the registration-segmentation network (model arch "regseg"); checkpoints, metrics.jsonl
+    and the best model (best/) go to the run folder.
 
     Re-running the same command after an interruption resumes from the last checkpoint.
     """
     from sirtjax.train import load_config
     from sirtjax.train import train as run_training
+    from sirtjax.train.config import read_json_config
 
-    cfg = load_config(config)
     out = out or Path("runs") / config.stem
+    raw = read_json_config(config)
+    if raw.get("model", {}).get("arch") == "regseg":
+        from sirtjax.train.regseg import parse_regseg_config, train_regseg
+
+        result = train_regseg(parse_regseg_config(raw, str(config)), out, progress=typer.echo)
+        typer.echo(f"done: {result['epochs']} epochs, best validation DSC {result['best_val_dice']:.4f}; model in {out / 'best'}")
+        return
+    cfg = load_config(config)
     result = run_training(cfg, out)
     typer.echo(f"done: {result['step']} steps, best validation DSC {result['best_val_dice']:.4f}; model in {out / 'best'}")

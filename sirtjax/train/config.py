@@ -124,8 +124,8 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:
     return cfg
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Read and validate a JSON training config."""
+def read_json_config(path: str | Path) -> dict[str, Any]:
+    """The JSON object of a config file; InputError naming the file when it is missing or not JSON."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such config file" if not path.exists() else "is a folder, not a JSON config file")
@@ -133,6 +133,15 @@ def load_config(path: str | Path) -> TrainConfig:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(path, f"cannot read JSON config: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InputError(path, "a config must be a JSON object")
+    return raw
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read and validate a JSON training config."""
+    path = Path(path)
+    raw = read_json_config(path)
     if isinstance(raw.get("data", {}).get("root"), str):  # relative dataset paths are relative to the config
         raw["data"]["root"] = str((path.parent / raw["data"]["root"]).resolve())
     init = raw.get("init_from")
