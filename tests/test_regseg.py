@@ -21,6 +21,7 @@ from sirtjax.train.regseg_data import TrainPair, pair_seeds
 from sirtjax.volume import index_to_world, make_volume
 
 SPEC = {"arch": "regseg", "features": [4, 8], "cascades": 3, "scale_mm": 10.0, "spacing_mm": [4.0, 4.0, 4.0], "grid_zyx": [32, 32, 32]}
+TWO = {**SPEC, "cascades": 2}  # the training tests: two cascades train and compile faster than three
 OBLIQUE = np.array([[0.96, -0.28, 0.0], [0.28, 0.96, 0.0], [0.0, 0.0, 1.0]]) @ np.array([[1, 0, 0], [0, 0.8, -0.6], [0, 0.6, 0.8]])
 
 
@@ -118,18 +119,18 @@ def test_a_cascade_step_aligns_the_livers():
     """Steps of cascade 0 on one blob pair (Dice and bending only) bring its warped liver onto the fixed one."""
     import optax
 
-    from sirtjax.train.regseg import make_cascade_step
+    from sirtjax.train.regseg import cascade_step
 
     pair = _pairs(1)
-    cfg = _config(w_mi=0.0, w_bend=1.0, learning_rate=0.003)
-    model = build_model(SPEC, rngs=nnx.Rngs(params=0))
+    cfg = _config(model=TWO, w_mi=0.0, w_bend=1.0, learning_rate=0.003)
+    model = build_model(TWO, rngs=nnx.Rngs(params=0))
     graphdef, state = nnx.split(model)
     before = validate(model, pair, cfg.spacing_mm)["blob0"]
-    adam = optax.adam(cfg.learning_rate)
-    step, opt = make_cascade_step(graphdef, adam, cfg), adam.init(state["cascades"][0])
+    opt = optax.adam(cfg.learning_rate).init(state["cascades"][0])
     batch = tuple(np.asarray(a)[None] for a in (pair[0].fixed, pair[0].fixed_mask, pair[0].moving, pair[0].moving_mask))
     for i in range(40):
-        state, opt, _ = step(state, opt, batch, jax.random.key(i), c=0)
+        state, opt, _ = cascade_step(state, opt, batch, jax.random.key(i), graphdef=graphdef, c=0, learning_rate=cfg.learning_rate,
+                                     weights=cfg.loss_weights(), mi_samples=cfg.mi_samples, spacing_mm=cfg.spacing_mm)
     after = validate(nnx.merge(graphdef, state), pair, cfg.spacing_mm)["blob0"]
     assert after > before + 0.04, (before, after)
 
@@ -137,7 +138,7 @@ def test_a_cascade_step_aligns_the_livers():
 def test_training_resumes_after_a_kill_and_trains_one_cascade_at_a_time(tmp_path):
     """Killed after the first phase, only cascade 0 has changed; resumed, the run ends where an uninterrupted one does."""
     pairs = _pairs()
-    spec = {**SPEC, "cascades": 2}
+    spec = TWO
     cfg = _config(model=spec)
     init = param_arrays(build_model(spec, rngs=nnx.Rngs(params=jax.random.fold_in(jax.random.key(cfg.seed), 1))))
     whole = train_regseg(cfg, tmp_path / "whole", pairs=(pairs, pairs), progress=lambda _: None)

@@ -26,7 +26,7 @@ import json
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +48,14 @@ from sirtjax.train.synth import SynthConfig, phantom_label_maps, synth_pairs
 
 # synthetic pairs: milder geometry than the segmentation generator (the network undoes it), no edits in patch space
 PAIR_SYNTH = SynthConfig(max_rotation_deg=6.0, scale_range=(0.92, 1.08), elastic_mm=6.0, ascites_prob=0.0, fov_cut_prob=0.0)
+
+
+class LossWeights(NamedTuple):
+    """The loss's weights (traced: changing them does not recompile the step)."""
+
+    w_mi: float
+    w_dice: float
+    w_bend: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +80,10 @@ class RegSegTrainConfig:
     mi_samples: int = 8192
     seed: int = 0
     init_from: str | None = None
+
+    def loss_weights(self) -> LossWeights:
+        """The loss weights."""
+        return LossWeights(float(self.w_mi), float(self.w_dice), float(self.w_bend))
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
@@ -105,11 +117,11 @@ def parse_regseg_config(raw: dict[str, Any], source: str = "config") -> RegSegTr
     return dataclasses.replace(cfg, crop=tuple(int(n) for n in cfg.crop))
 
 
-def regseg_loss(key: jax.Array, fixed: jax.Array, fixed_mask: jax.Array, out: RegSegOutput, spacing_mm, cfg: RegSegTrainConfig
-                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def regseg_loss(key: jax.Array, fixed: jax.Array, fixed_mask: jax.Array, out: RegSegOutput, spacing_mm, weights: LossWeights,
+                mi_samples: int) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The batch's mean loss and its terms (module docstring)."""
     n = fixed.shape[0]
-    idx = jax.random.randint(key, (n, cfg.mi_samples), 0, fixed[0].size)
+    idx = jax.random.randint(key, (n, mi_samples), 0, fixed[0].size)
     f = jnp.take_along_axis(fixed.reshape(n, -1), idx, axis=1)
     w = jnp.take_along_axis(out.warped.reshape(n, -1), idx, axis=1)
     window = (jnp.float32(-0.5), jnp.float32(0.5))
@@ -117,7 +129,7 @@ def regseg_loss(key: jax.Array, fixed: jax.Array, fixed_mask: jax.Array, out: Re
     dsc = soft_dice(out.warped_mask, fixed_mask)
     bend = jax.vmap(lambda u: bending_energy(u, jnp.asarray(spacing_mm, jnp.float32)))(out.displacement_mm)
     terms = {"mi": jnp.mean(mi), "dice": jnp.mean(dsc), "bending": jnp.mean(bend)}
-    return -cfg.w_mi * terms["mi"] + cfg.w_dice * (1.0 - terms["dice"]) + cfg.w_bend * terms["bending"], terms
+    return -weights.w_mi * terms["mi"] + weights.w_dice * (1.0 - terms["dice"]) + weights.w_bend * terms["bending"], terms
 
 
 def _with_cascade(state: nnx.State, c: int, params: nnx.State) -> nnx.State:
@@ -127,24 +139,23 @@ def _with_cascade(state: nnx.State, c: int, params: nnx.State) -> nnx.State:
     return new
 
 
-def make_cascade_step(graphdef: nnx.GraphDef, adam: optax.GradientTransformation, cfg: RegSegTrainConfig):
-    """A jitted step (state, opt_c, batch, key, c) -> (state, opt_c, terms) that trains cascade c alone."""
+@partial(jax.jit, static_argnames=("graphdef", "c", "mi_samples", "spacing_mm"))
+def cascade_step(state: nnx.State, opt_c: Any, batch: tuple[jax.Array, ...], key: jax.Array, *, graphdef: nnx.GraphDef, c: int,
+                 learning_rate: float, weights: LossWeights, mi_samples: int, spacing_mm: tuple[float, float, float]
+                 ) -> tuple[nnx.State, Any, dict]:
+    """One Adam step of cascade c alone (earlier cascades frozen, later ones not run) on a batch (fixed, fixed liver,
+    moving, moving liver); returns the new model state, cascade c's Adam state and the loss terms."""
+    fixed, fixed_mask, moving, moving_mask = batch
 
-    @partial(jax.jit, static_argnames="c")
-    def step(state, opt_c, batch, key, *, c: int):
-        fixed, fixed_mask, moving, moving_mask = batch
+    def objective(params):
+        out = nnx.merge(graphdef, _with_cascade(state, c, params))(fixed, moving, moving_mask, spacing_mm, upto=c + 1, frozen=c)
+        loss, terms = regseg_loss(key, fixed, fixed_mask, out, spacing_mm, weights, mi_samples)
+        return loss, {**terms, "loss": loss}
 
-        def objective(params):
-            out = nnx.merge(graphdef, _with_cascade(state, c, params))(fixed, moving, moving_mask, cfg.spacing_mm, upto=c + 1, frozen=c)
-            loss, terms = regseg_loss(key, fixed, fixed_mask, out, cfg.spacing_mm, cfg)
-            return loss, {**terms, "loss": loss}
-
-        params = state["cascades"][c]
-        grads, terms = jax.grad(objective, has_aux=True)(params)
-        updates, opt_c = adam.update(grads, opt_c, params)
-        return _with_cascade(state, c, optax.apply_updates(params, updates)), opt_c, terms
-
-    return step
+    params = state["cascades"][c]
+    grads, terms = jax.grad(objective, has_aux=True)(params)
+    updates, opt_c = optax.adam(learning_rate).update(grads, opt_c, params)
+    return _with_cascade(state, c, optax.apply_updates(params, updates)), opt_c, terms
 
 
 def validate(model: RegSegNet, pairs: list[TrainPair], spacing_mm) -> dict[str, float]:
@@ -193,13 +204,13 @@ def train_regseg(cfg: RegSegTrainConfig, out_dir: str | Path, *, pairs: tuple[li
     maps, source_mm = (None, 0.0) if cfg.batch_size == cfg.n_phantom else phantom_label_maps(cfg.synth_seeds, [{}], cache)
     graphdef, params = nnx.split(model)
     n_casc = len(model.cascades)
-    adam = optax.adam(cfg.learning_rate)
-    state = {"params": params, "opt": [adam.init(params["cascades"][c]) for c in range(n_casc)],
+    state = {"params": params, "opt": [optax.adam(cfg.learning_rate).init(params["cascades"][c]) for c in range(n_casc)],
              "meta": np.array([0], np.int64), "best": np.array(-1.0, np.float32)}
     restored = checkpoint.restore_latest(latest, state)
     state = state if restored is None else restored
     params, opts, best_dice = state["params"], list(state["opt"]), float(state["best"])
-    step_fn = make_cascade_step(graphdef, adam, cfg)
+    step_fn = partial(cascade_step, graphdef=graphdef, learning_rate=cfg.learning_rate, weights=cfg.loss_weights(),
+                      mi_samples=cfg.mi_samples, spacing_mm=cfg.spacing_mm)
     log = out / "metrics.jsonl"
     phase, done_here, t0 = int(state["meta"][0]), 0, time.perf_counter()
     while phase < cfg.epochs * n_casc:
