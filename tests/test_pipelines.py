@@ -209,6 +209,27 @@ def test_liver_needs_a_mask_or_a_segmenter(study):
         liver_of(dataclasses.replace(bare, liver=empty), WorkflowOptions())
 
 
+def test_a_reference_ct_gives_its_liver_before_the_segmenter(study):
+    """With a reference segmenter, a session CT without a mask takes the given liver of the first diagnostic CT;
+    an MR reference, a mask-less reference or an MR session falls back to the segmenter."""
+    im = study.images
+    bare = Anatomy("maa_ct", "CT", im["maa_ct"])
+    calls = []
+
+    def carried(image, reference, reference_liver):
+        calls.append((image.shape, reference.shape, int(np.asarray(reference_liver.array).sum())))
+        return im["maa_ct_liver"]
+
+    options = dataclasses.replace(WorkflowOptions(), segmenter=lambda vol, modality: im["maa_ct_liver"], reference_segmenter=carried)
+    refs = (Anatomy("diag_mr", "MR", im["diag_mr"], liver=im["diag_mr_liver"]), Anatomy("diag_ct", "CT", im["diag_ct"]),
+            anatomy(im, "diag_ct", "CT", ("liver",)))
+    _, source = liver_of(bare, options, references=refs)
+    assert source == "carried from the given liver of diag_ct by the registration-segmentation network"
+    assert calls == [(im["maa_ct"].shape, im["diag_ct"].shape, int(np.asarray(im["diag_ct_liver"].array).sum()))]
+    assert liver_of(bare, options, references=refs[:2])[1] == "segmented"
+    assert liver_of(Anatomy("diag_mr", "MR", im["diag_mr"]), options, references=refs)[1] == "segmented"
+
+
 def test_preset_follows_the_guidance(study):
     im = study.images
     target = anatomy(im, "maa_ct", "CT", ("liver", "labels"))

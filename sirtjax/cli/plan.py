@@ -76,12 +76,14 @@ def _plan_settings(plan_dir: Path, out: Path, lung_shunt: float | None, model: s
 
 def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: float | None, model: str | None,
                 constants: str | None, method: str, quick: bool, seed: int, liver_model: str, lesion_model: str = "lesions",
-                plan_dir: Path | None = None, overwrite: bool = False, series: list[str] = (), rtdose_bits: int = 32,
+                regseg_model: str = "none", plan_dir: Path | None = None, overwrite: bool = False, series: list[str] = (), rtdose_bits: int = 32,
                 uncertainty=None, radiobiology: Path | None = None):
     """Shared body of ``plan`` and ``verify``: validate, run with progress bars, return the RunResult.
 
     model/constants None: the plan's with ``plan_dir``, else vsv and icrp107. ``uncertainty``: an
     UncertaintyRequest for the doses (None: none). ``lesion_model`` 'none': sessions without lesions stay without.
+    ``regseg_model`` (not 'none'): session CTs without a liver mask get the liver of a diagnostic CT's given mask
+    through this registration-segmentation network.
     ``radiobiology``: the tissue-model file of --radiobiology. A study_path folder
     without study.json is a PACS export: it is imported (``series``: the ``--series`` choices) into a
     temporary study, which the output keeps as ``study/``.
@@ -92,7 +94,7 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
     from sirtjax.errors import InputError
     from sirtjax.pipelines.inputs import QUICK_REGISTRATION, WorkflowOptions
     from sirtjax.pipelines.run import run_study
-    from sirtjax.pipelines.segment import model_lesion_segmenter, model_segmenter
+    from sirtjax.pipelines.segment import model_lesion_segmenter, model_reference_segmenter, model_segmenter
     from sirtjax.outputs import check_output
     from sirtjax.study import load_study
 
@@ -115,10 +117,13 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
             study_path = import_dicom(study_path, imported / "study", list(series))
         study = load_study(study_path)
         check_output(out, overwrite=overwrite, inputs=[*study.input_paths(), *([plan_dir] if plan_dir else [])])
+        programs = program_cache()
         options = WorkflowOptions(dose_model=model, constants=constants, prescription_method=method,
                                   registration=QUICK_REGISTRATION if quick else (), segmenter=model_segmenter(liver_model),
+                                  reference_segmenter=(None if regseg_model == "none"
+                                                       else model_reference_segmenter(regseg_model, programs)),
                                   lesion_segmenter=None if lesion_model == "none" else model_lesion_segmenter(lesion_model),
-                                  programs=program_cache(), rtdose_bits=rtdose_bits, uncertainty=uncertainty,
+                                  programs=programs, rtdose_bits=rtdose_bits, uncertainty=uncertainty,
                                   radiobiology=None if radiobiology is None else load_tissue_models(radiobiology))
         bar, say, progress = progress_bars()
         with bar:
@@ -146,6 +151,9 @@ LiverModel = Annotated[str, typer.Option("--liver-model", help="Liver model (shi
                                          "without a given liver mask.")]
 LesionModel = Annotated[str, typer.Option("--lesion-model", help="Lesion model (shipped name or folder) that finds the "
                                           "lesions when the study gives none to use or map; 'none': plan without lesions.")]
+RegsegModel = Annotated[str, typer.Option("--regseg-model", help="Registration-segmentation network (e.g. regseg) that gives "
+                                          "a session CT without a liver mask the given liver of a diagnostic CT; "
+                                          "'none' (default): the liver model segments it.")]
 DoseBits = Annotated[RtDoseBits, typer.Option("--rtdose-bits", help="Bits of rtstruct/rtdose.dcm: 32, or 16 for "
                                               "viewers that read only 16-bit RT Dose (dose step: peak / 65535).")]
 PlanDir = Annotated[Path | None, typer.Option("--plan", help="Output folder of an earlier `sirtjax plan` of this "
@@ -168,6 +176,7 @@ def workflow_command(verify_too: bool, summary):
         seed: Seed = 0,
         liver_model: LiverModel = "liver",
         lesion_model: LesionModel = "lesions",
+        regseg_model: RegsegModel = "none",
         overwrite: Overwrite = False,
         series: Series = [],  # noqa: B006
         rtdose_bits: DoseBits = RtDoseBits.b32,
@@ -189,7 +198,8 @@ def workflow_command(verify_too: bool, summary):
             raise InputError("--registration-samples", f"0-32 more registrations, got {registration_samples}")
         result = run_command(study, out, verify_too=verify_too, lung_shunt=lung_shunt,
                              model=None if model is None else model.value, constants=constants, method=method.value,
-                             quick=quick, seed=seed, liver_model=liver_model, lesion_model=lesion_model, plan_dir=plan_dir,
+                             quick=quick, seed=seed, liver_model=liver_model, lesion_model=lesion_model,
+                             regseg_model=regseg_model, plan_dir=plan_dir,
                              overwrite=overwrite, series=series, rtdose_bits=int(rtdose_bits.value),
                              uncertainty=None if stated is None else UncertaintyRequest(uncertainty, stated,
                                                                                         registration_samples),

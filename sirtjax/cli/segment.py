@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from sirtjax.cli._app import Overwrite, app, progress_bar
+from sirtjax.cli._app import Overwrite, app, program_cache, progress_bar
 
 
 class Target(str, Enum):
@@ -29,9 +29,13 @@ def segment(
     modality: Annotated[Optional[str], typer.Option("--modality", help="ct or mr (default: the image's minimum < -500 means CT).")] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average predictions over axis flips (4x slower).")] = False,
     probability: Annotated[Optional[Path], typer.Option("--probability", help="Also write the probability map here.")] = None,
+    reference: Annotated[Optional[Path], typer.Option("--reference", help="A contrast CT of the same patient whose liver mask (--reference-mask) the registration-segmentation network carries onto IMAGE, a non-contrast CT (default model: regseg).")] = None,
+    reference_mask: Annotated[Optional[Path], typer.Option("--reference-mask", help="With --reference: its liver mask.")] = None,
+    field: Annotated[Optional[Path], typer.Option("--field", help="With --reference: also write the displacement field (ITK convention, IMAGE's grid).")] = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Segment the liver (3 mm grid, sliding-window U-Net, largest component) or the lesions inside it (one id each)."""
+    """Segment the liver (3 mm grid, sliding-window U-Net, largest component) or the lesions inside it (one id each);
+    with --reference, the liver of a non-contrast CT by registering the contrast CT and its mask onto it (paper 004)."""
     import numpy as np
 
     from sirtjax.errors import InputError
@@ -43,6 +47,14 @@ def segment(
         raise InputError("--modality", f"must be one of {', '.join(MODALITIES)}, got {modality!r}")
     if liver is not None and target is not Target.lesions:
         raise InputError("--liver", "is for --target lesions")
+    if (reference is None) != (reference_mask is None):
+        raise InputError("--reference" if reference is None else "--reference-mask", "--reference and --reference-mask go together")
+    if reference is not None:
+        if target is not Target.liver or probability is not None or tta:
+            raise InputError("--reference", "segments the liver alone, without --probability or --tta")
+        return _by_reference(image, reference, reference_mask, out, model or "regseg", field, overwrite)
+    if field is not None:
+        raise InputError("--field", "is for --reference")
     inputs = (image,) if liver is None else (image, liver)
     for path in (out, probability) if probability is not None else (out,):
         check_output(path, overwrite=overwrite, folder=False, inputs=inputs)
@@ -73,13 +85,50 @@ def segment(
     typer.echo(f"-> {out}")
 
 
-def _model(name: str, target: str, modality: str, option: str):
-    """(model, spec) of a shipped name or folder, refused with one line when it cannot segment target on modality."""
+def _by_reference(image: Path, reference: Path, reference_mask: Path, out: Path, model: str, field: Optional[Path], overwrite: bool) -> None:
+    """`sirtjax segment IMAGE --reference CT --reference-mask MASK`: the registration-segmentation network."""
+    import numpy as np
+
+    from sirtjax.errors import InputError
+    from sirtjax.io import read_volume, write_volume
+    from sirtjax.outputs import check_output
+    from sirtjax.segmentation.postprocess import liver_warnings
+    from sirtjax.segmentation.regseg import segment_by_reference
+
+    outputs = (out,) if field is None else (out, field)
+    for path in outputs:
+        check_output(path, overwrite=overwrite, folder=False, inputs=(image, reference, reference_mask))
+    if field is not None and field.resolve() == out.resolve():
+        raise InputError(field, "--field must differ from the mask output")
+    net, spec = _model(model, "liver", "ct", "--model", registration=True)
+    vol, ref, ref_mask = read_volume(image), read_volume(reference), read_volume(reference_mask)
+    for path, v in ((image, vol), (reference, ref)):
+        if np.asarray(v.array).ndim != 3 or float(np.min(v.array)) > -500:
+            raise InputError(path, "expected a CT in Hounsfield units (a scalar 3D image with air below -500)")
+    if not np.any(np.asarray(ref_mask.array) > 0):
+        raise InputError(reference_mask, "the reference liver mask is empty")
+    result = segment_by_reference(net, spec, vol, ref, ref_mask, programs=program_cache())
+    voxel_ml = float(np.prod(vol.spacing_mm)) / 1000.0
+    write_volume(result.mask, out, dtype=np.uint8)
+    if field is not None:
+        write_volume(result.displacement, field, dtype=np.float32)
+    typer.echo(f"liver: {int(np.asarray(result.mask.array).sum()) * voxel_ml:.1f} ml (reference mask carried across by {model})")
+    for w in liver_warnings(np.asarray(result.mask.array, np.float32), voxel_ml):
+        typer.echo(f"warning: {w}", err=True)
+    typer.echo(f"-> {out}")
+
+
+def _model(name: str, target: str, modality: str, option: str, *, registration: bool = False):
+    """(model, spec) of a shipped name or folder, refused with one line when it cannot segment target on modality
+    (or is a registration-segmentation network where a U-Net is wanted, or the reverse)."""
     from sirtjax.errors import InputError
     from sirtjax.models import load_model
     from sirtjax.models.store import spec_problem
 
     net, spec = load_model(name)
+    if (spec.get("arch") == "regseg") != registration:
+        raise InputError(option, f"model {name} " + ("is not a registration-segmentation network" if registration else
+                                                     "is a registration-segmentation network: use --reference and --reference-mask"))
     problem = spec_problem(spec, target, modality)
     if problem is not None:
         raise InputError(option, f"model {name} {problem}")

@@ -33,6 +33,10 @@ only, 60 iterations, no image stage; about a third of the presets' time from a c
 Segmenter = Callable[[Volume, str], Volume]
 """A liver segmenter: (image, modality 'CT' | 'MR') -> 0/1 liver mask on the image's grid."""
 
+ReferenceSegmenter = Callable[[Volume, Volume, Volume], Volume]
+"""A liver segmenter by reference: (non-contrast CT, a contrast CT of the same patient, its 0/1 liver mask) -> 0/1 liver
+mask on the first image's grid (the registration-segmentation network)."""
+
 LesionSegmenter = Callable[[Volume, str, Volume], "LesionSegmentation"]
 """A lesion segmenter: (image, modality 'CT' | 'MR', 0/1 liver mask on the image's grid) -> lesions found in the liver."""
 
@@ -124,7 +128,8 @@ class WorkflowOptions:
     ``registration`` holds overrides of the chosen registration preset's fields (see
     :class:`sirtjax.registration.RegistrationConfig`), e.g. ``(("nonrigid_iterations", 20),)``.
     ``segmenter`` segments the liver where the study gives no liver mask (None: a missing liver mask
-    is an error). ``lesion_segmenter`` finds the lesions of a session whose study gives none, on the
+    is an error). ``reference_segmenter``, when set, takes precedence over it for a session CT without a
+    liver mask when a diagnostic CT has a given one: that liver is carried across (None: not used). ``lesion_segmenter`` finds the lesions of a session whose study gives none, on the
     first diagnostic image (mapped by registration) or else on the session's own image (None: the
     session has no lesions). ``prescription_method`` picks the activity of the predicted dose when the study
     gives no planned activity. ``programs`` keeps the registrations' compiled programs across calls and
@@ -141,6 +146,7 @@ class WorkflowOptions:
     prescription_method: str = "partition"
     registration: tuple[tuple[str, object], ...] = ()
     segmenter: Segmenter | None = None
+    reference_segmenter: ReferenceSegmenter | None = None
     lesion_segmenter: LesionSegmenter | None = None
     programs: ProgramCache | None = None
     uncertainty: UncertaintyRequest | None = None

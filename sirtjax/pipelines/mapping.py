@@ -54,20 +54,26 @@ class SessionLesions:
     found: list[dict] = dataclasses.field(default_factory=list)
 
 
-def liver_of(anatomy: Anatomy, options: WorkflowOptions) -> tuple[Volume, str]:
-    """The liver mask (0/1, the image's grid) of an anatomical image and its source: 'given' or 'segmented'.
+def liver_of(anatomy: Anatomy, options: WorkflowOptions, references: Sequence[Anatomy] = ()) -> tuple[Volume, str]:
+    """The liver mask (0/1, the image's grid) of an anatomical image and its source: 'given', carried from a reference
+    (``options.reference_segmenter``: a CT without a mask, from the first CT of ``references`` with a given liver), or
+    'segmented'.
 
     Raises ValueError when neither a mask nor a segmenter is available, or the result is empty.
     """
-    if anatomy.liver is not None:
-        mask, source = anatomy.liver, "given"
-    elif options.segmenter is not None:
-        try:
+    reference = next((r for r in references if r.modality == "CT" and r.liver is not None), None)
+    try:
+        if anatomy.liver is not None:
+            mask, source = anatomy.liver, "given"
+        elif options.reference_segmenter is not None and anatomy.modality == "CT" and reference is not None:
+            mask = options.reference_segmenter(anatomy.image, reference.image, reference.liver)
+            source = f"carried from the given liver of {reference.name} by the registration-segmentation network"
+        elif options.segmenter is not None:
             mask, source = options.segmenter(anatomy.image, anatomy.modality), "segmented"
-        except SirtjaxError as exc:  # e.g. the liver model is not installed
-            raise ValueError(f"{anatomy.name}: no liver mask given, and segmenting it failed ({exc})") from None
-    else:
-        raise ValueError(f"{anatomy.name}: no liver mask given and no liver segmentation model available")
+        else:
+            raise ValueError(f"{anatomy.name}: no liver mask given and no liver segmentation model available")
+    except SirtjaxError as exc:  # e.g. the liver model is not installed
+        raise ValueError(f"{anatomy.name}: no liver mask given, and segmenting it failed ({exc})") from None
     array = np.asarray(mask.array) != 0
     if not np.any(array):
         raise ValueError(f"{anatomy.name}: the {source} liver mask is empty")

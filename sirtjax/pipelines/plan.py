@@ -82,7 +82,7 @@ def session_vois(session: Session, diagnostics: Sequence[Anatomy], options: Work
                  key: jax.Array, progress=None) -> tuple[SessionVois, list[Registered]]:
     """Liver (own), lesions (given or registered) and lungs (given) of a session, also on its emission grid."""
     anatomy = session.anatomy
-    liver, liver_source = liver_of(anatomy, options)
+    liver, liver_source = liver_of(anatomy, options, references=diagnostics)
     found = lesions_of(anatomy, diagnostics, target_liver=liver, options=options, key=key, progress=progress)
     lesions, lesion_source, registrations = found.lesions, found.source, found.registrations
     grid = session.emission

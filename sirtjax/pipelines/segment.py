@@ -13,7 +13,7 @@ from pathlib import Path
 
 from typing import Any
 
-from sirtjax.pipelines.inputs import LesionSegmenter, Segmenter
+from sirtjax.pipelines.inputs import LesionSegmenter, ReferenceSegmenter, Segmenter
 from sirtjax.volume import Volume
 
 DEFAULT_LIVER_MODEL = "liver"
@@ -61,6 +61,22 @@ def model_segmenter(name_or_path: str | Path = DEFAULT_LIVER_MODEL) -> Segmenter
 
         model, spec = get(modality)
         return segment_liver(model, spec, image, modality=modality.lower())
+
+    return segment
+
+
+def model_reference_segmenter(name_or_path: str | Path = "regseg", programs=None) -> ReferenceSegmenter:
+    """A ReferenceSegmenter (non-contrast CT, contrast CT, its liver) -> 0/1 liver mask, from a registration-segmentation
+    network (:func:`sirtjax.segmentation.regseg.segment_by_reference`; ``programs``: the pre-alignment's ProgramCache)."""
+    get = _lazy_model(name_or_path, "liver")
+
+    def segment(image: Volume, reference: Volume, reference_liver: Volume) -> Volume:
+        from sirtjax.segmentation.regseg import segment_by_reference
+
+        model, spec = get("ct")
+        if spec.get("arch") != "regseg":
+            raise ValueError(f"the model {name_or_path} is not a registration-segmentation network")
+        return segment_by_reference(model, spec, image, reference, reference_liver, programs=programs).mask
 
     return segment
 
