@@ -178,6 +178,8 @@ def _rows() -> list[Row]:
                                          "--model", "liver"), "--model", "not a registration-segmentation network"),
         Row("the registration network without a reference", ("segment", "{ct}", "-o", "{out}/l.nii.gz", "--model", "regseg"), "--model",
             "use --reference"),
+        Row("a U-Net as the plan's registration network", ("plan", "{study}", "-o", "{out}/p", "--regseg-model", "liver"),
+            "--regseg-model", "not a registration-segmentation network"),
         Row("an empty reference mask", ("segment", "{ct}", "-o", "{out}/l.nii.gz", "--reference", "{ct}", "--reference-mask",
                                         "{empty_mask}"), "empty_mask.nii.gz", "empty"),
         Row("an existing output folder", ("segment", "{ct}", "-o", "{folder}"), "a_folder", "folder"),

@@ -136,10 +136,11 @@ def test_a_cascade_step_aligns_the_livers():
 
 
 def test_training_resumes_after_a_kill_and_trains_one_cascade_at_a_time(tmp_path):
-    """Killed after the first phase, only cascade 0 has changed; resumed, the run ends where an uninterrupted one does."""
+    """Killed after the first phase, only cascade 0 has changed; resumed (cascade 0 trained again in the second epoch,
+    from its restored Adam state), the run ends where an uninterrupted one does."""
     pairs = _pairs()
     spec = TWO
-    cfg = _config(model=spec)
+    cfg = _config(model=spec, epochs=2)
     init = param_arrays(build_model(spec, rngs=nnx.Rngs(params=jax.random.fold_in(jax.random.key(cfg.seed), 1))))
     whole = train_regseg(cfg, tmp_path / "whole", pairs=(pairs, pairs), progress=lambda _: None)
     killed = train_regseg(cfg, tmp_path / "killed", pairs=(pairs, pairs), stop_after_phases=1, progress=lambda _: None)
@@ -149,7 +150,7 @@ def test_training_resumes_after_a_kill_and_trains_one_cascade_at_a_time(tmp_path
     assert {k.split("/")[1] for k in init if not np.array_equal(init[k], after[k])} == {"0"}
     resumed = train_regseg(cfg, tmp_path / "killed", pairs=(pairs, pairs), progress=lambda _: None)
     a, b = (jax.tree.leaves(r["params"]) for r in (whole, resumed))
-    assert len(a) == len(b) and resumed["epochs"] == 1
+    assert len(a) == len(b) and resumed["epochs"] == 2
     for x, y in zip(a, b):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
 
@@ -162,8 +163,12 @@ def test_config_and_pairs_checks():
         _config(val_seeds=[0])
     with pytest.raises(InputError, match="synth_seeds"):
         _config(batch_size=2)
-    with pytest.raises(InputError, match="bad config key"):
+    with pytest.raises(InputError, match="bad config value"):
         _config(stepz=3)
+    with pytest.raises(InputError, match="bad config value"):
+        _config(crop=5)
+    with pytest.raises(InputError, match="isotropic"):
+        _config(batch_size=2, synth_seeds=[0], model={**SPEC, "spacing_mm": [4.0, 4.0, 5.0]})
 
 
 def test_synthetic_pairs_show_one_anatomy_twice():

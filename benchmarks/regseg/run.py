@@ -1,6 +1,6 @@
 """The liver on the non-contrast MAA CT from the diagnostic contrast CT and its liver mask: the joint
 registration-segmentation network (paper 004) against the iterative cnn-guided registration, the liver U-Net
-alone and elastix, on phantom studies of seeds no training used (training 0-23, validation 100-101).
+alone and elastix, on phantom studies of seeds that no training or validation uses (no config in configs/ uses 300-305).
 
 Methods, each scored on the MAA CT's own grid against the phantom's liver (DSC, ASSD and HD95, mm):
 - (a) ``regseg``: the shipped network (`sirtjax.segmentation.regseg`), pre-alignment included;

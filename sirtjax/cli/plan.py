@@ -74,6 +74,22 @@ def _plan_settings(plan_dir: Path, out: Path, lung_shunt: float | None, model: s
     return planned
 
 
+def _check_regseg_model(name: str) -> None:
+    """Refuse --regseg-model before any work when it names no model or one that is not a registration-segmentation network."""
+    import json
+
+    from sirtjax.errors import InputError
+    from sirtjax.models.store import resolve_model_dir
+
+    folder = resolve_model_dir(name)
+    try:
+        arch = json.loads((folder / "model.json").read_text()).get("arch")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise InputError(folder / "model.json", f"cannot read the model spec: {exc}") from None
+    if arch != "regseg":
+        raise InputError("--regseg-model", f"model {name} is not a registration-segmentation network (arch {arch})")
+
+
 def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: float | None, model: str | None,
                 constants: str | None, method: str, quick: bool, seed: int, liver_model: str, lesion_model: str = "lesions",
                 regseg_model: str = "none", plan_dir: Path | None = None, overwrite: bool = False, series: list[str] = (), rtdose_bits: int = 32,
@@ -107,6 +123,8 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
         raise InputError("--constants", f"unknown constant set '{constants}' (one of {', '.join(constant_sets())})")
     if seed < 0:
         raise InputError("--seed", f"must be a non-negative integer, got {seed}")
+    if regseg_model != "none":
+        _check_regseg_model(regseg_model)
     dicom = study_path.is_dir() and not (study_path / "study.json").exists()
     if series and not dicom:
         raise InputError("--series", "chooses series of a PACS export; this study has its study.json")

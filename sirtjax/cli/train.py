@@ -26,7 +26,7 @@ def train(
 
     out = out or Path("runs") / config.stem
     raw = read_json_config(config)
-    if raw.get("model", {}).get("arch") == "regseg":
+    if isinstance(raw.get("model"), dict) and raw["model"].get("arch") == "regseg":
         from sirtjax.train.regseg import parse_regseg_config, train_regseg
 
         result = train_regseg(parse_regseg_config(raw, str(config)), out, progress=typer.echo)

@@ -47,7 +47,8 @@ from sirtjax.train.regseg_data import TrainPair, pair_seeds, phantom_pairs, rand
 from sirtjax.train.synth import SynthConfig, phantom_label_maps, synth_pairs
 
 # synthetic pairs: milder geometry than the segmentation generator (the network undoes it), no edits in patch space
-PAIR_SYNTH = SynthConfig(max_rotation_deg=6.0, scale_range=(0.92, 1.08), elastic_mm=6.0, ascites_prob=0.0, fov_cut_prob=0.0)
+PAIR_SYNTH = SynthConfig(max_rotation_deg=6.0, scale_range=(0.92, 1.08), elastic_mm=6.0, ascites_prob=0.0, resection_prob=0.0,
+                         fov_cut_prob=0.0)
 
 
 class LossWeights(NamedTuple):
@@ -97,20 +98,22 @@ def parse_regseg_config(raw: dict[str, Any], source: str = "config") -> RegSegTr
     try:
         synth = dataclasses.replace(PAIR_SYNTH, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.pop("synth", {}).items()})
         cfg = RegSegTrainConfig(**values, synth=synth)
-    except (TypeError, ValueError) as exc:
-        raise InputError(source, f"bad config key: {exc}") from exc
-    checks = [
-        (cfg.model.get("arch") == "regseg" and "features" in cfg.model and len(cfg.model.get("spacing_mm", ())) == 3
-         and len(cfg.model.get("grid_zyx", ())) == 3, "model needs arch 'regseg', features, spacing_mm (x, y, z) and grid_zyx"),
-        (all(int(n) % 2 ** (len(cfg.model.get("features", ())) - 1) == 0 for n in (*cfg.model.get("grid_zyx", ()), *cfg.crop)),
-         "grid_zyx and crop must be multiples of the U-Nets' down-sampling, 2 ** (levels - 1)"),
-        (len(cfg.train_seeds) > 0 and len(cfg.val_seeds) > 0, "train_seeds and val_seeds must not be empty"),
-        (not set(cfg.train_seeds) & set(cfg.val_seeds), "train_seeds and val_seeds must not overlap"),
-        (0 < cfg.n_phantom <= cfg.batch_size, "n_phantom must be in [1, batch_size]"),
-        (cfg.n_phantom == cfg.batch_size or len(cfg.synth_seeds) > 0, "synthetic pairs need synth_seeds"),
-        (cfg.epochs > 0 and cfg.steps_per_cascade > 0 and cfg.learning_rate > 0, "epochs, steps_per_cascade and learning_rate must be positive"),
-        (len(cfg.crop) == 3 and min(cfg.crop) > 0, "crop needs 3 positive sizes (z, y, x)"),
-    ]
+        levels = len(cfg.model.get("features", ()))
+        checks = [
+            (cfg.model.get("arch") == "regseg" and levels > 0 and len(cfg.model.get("spacing_mm", ())) == 3
+             and len(cfg.model.get("grid_zyx", ())) == 3, "model needs arch 'regseg', features, spacing_mm (x, y, z) and grid_zyx"),
+            (all(int(n) % 2 ** (levels - 1) == 0 for n in (*cfg.model["grid_zyx"], *cfg.crop)),
+             "grid_zyx and crop must be multiples of the U-Nets' down-sampling, 2 ** (levels - 1)"),
+            (len(cfg.train_seeds) > 0 and len(cfg.val_seeds) > 0, "train_seeds and val_seeds must not be empty"),
+            (not set(cfg.train_seeds) & set(cfg.val_seeds), "train_seeds and val_seeds must not overlap"),
+            (0 < cfg.n_phantom <= cfg.batch_size, "n_phantom must be in [1, batch_size]"),
+            (cfg.n_phantom == cfg.batch_size or len(cfg.synth_seeds) > 0, "synthetic pairs need synth_seeds"),
+            (cfg.n_phantom == cfg.batch_size or len(set(cfg.spacing_mm)) == 1, "synthetic pairs need an isotropic spacing_mm"),
+            (cfg.epochs > 0 and cfg.steps_per_cascade > 0 and cfg.learning_rate > 0, "epochs, steps_per_cascade and learning_rate must be positive"),
+            (len(cfg.crop) == 3 and min(cfg.crop) > 0, "crop needs 3 positive sizes (z, y, x)"),
+        ]
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise InputError(source, f"bad config value: {exc}") from exc
     for ok, problem in checks:
         if not ok:
             raise InputError(source, problem)
