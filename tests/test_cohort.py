@@ -241,6 +241,7 @@ def small_study(tmp_path_factory):
     return write_study(generate_study(5, PhantomConfig.small()), tmp_path_factory.mktemp("s") / "study")
 
 
+@pytest.mark.slow  # 20 s of CI; the cohort segment task calls segmentation.segment_liver, as sirtjax segment does (cohort/serial.py)
 def test_segment_cohort_writes_the_mask_sirtjax_segment_writes(small_study, tmp_path, capsys):
     image = small_study / "maa_ct.nii.gz"
     (tmp_path / "images.csv").write_text(f"id,image\nct,{image}\nbroken,{tmp_path / 'images.csv'}\n")
