@@ -180,6 +180,8 @@ def _rows() -> list[Row]:
             "use --reference"),
         Row("a U-Net as the plan's registration network", ("plan", "{study}", "-o", "{out}/p", "--regseg-model", "liver"),
             "--regseg-model", "not a registration-segmentation network"),
+        Row("an MR for the registration network", ("segment", "{ct}", "-o", "{out}/l.nii.gz", "--reference", "{ct}", "--reference-mask",
+                                                   "{liver}", "--modality", "mr"), "--modality", "both are ct"),
         Row("an empty reference mask", ("segment", "{ct}", "-o", "{out}/l.nii.gz", "--reference", "{ct}", "--reference-mask",
                                         "{empty_mask}"), "empty_mask.nii.gz", "empty"),
         Row("an existing output folder", ("segment", "{ct}", "-o", "{folder}"), "a_folder", "folder"),

@@ -52,6 +52,8 @@ def segment(
     if reference is not None:
         if target is not Target.liver or probability is not None or tta:
             raise InputError("--reference", "segments the liver alone, without --probability or --tta")
+        if modality not in (None, "ct"):
+            raise InputError("--modality", "--reference registers a contrast CT onto a non-contrast CT: both are ct")
         return _by_reference(image, reference, reference_mask, out, model or "regseg", field, overwrite)
     if field is not None:
         raise InputError("--field", "is for --reference")
