@@ -53,9 +53,8 @@ def main() -> None:
     from sirtjax.models.store import build_model
     from sirtjax.phantom import generate_study
     from sirtjax.registration import PRESETS, register
-    from sirtjax.registration.warp import warp_volume
     from sirtjax.segmentation import segment_liver
-    from sirtjax.segmentation.regseg import regseg_batch
+    from sirtjax.segmentation.regseg import carry_mask, regseg_batch
 
     methods = a.methods.split(",")
     seeds = seed_range(a.seeds)
@@ -63,11 +62,6 @@ def main() -> None:
     net, net_spec = load_model(a.model)
     identity = build_model(net_spec, rngs=nnx.Rngs(params=0))  # every cascade starts as the zero field
     studies = {s: generate_study(s).images for s in seeds}
-
-    def carried(mask, disp):
-        """The reference mask warped by a field onto the fixed grid, linear, >= 0.5."""
-        w = warp_volume(mask.with_array((np.asarray(mask.array) > 0).astype(np.float32)), disp)
-        return (np.asarray(w.array) >= 0.5).astype(np.uint8)
 
     def run(method, im):
         fixed, moving, moving_liver = im["maa_ct"], im["diag_ct"], im["diag_ct_liver"]
@@ -79,7 +73,7 @@ def main() -> None:
             return np.asarray(fixed_liver.array)
         if method == "cnn-guided":
             res = register(fixed, moving, fixed_mask=fixed_liver, moving_mask=moving_liver, config=PRESETS["cnn-guided"])
-            return carried(moving_liver, res.displacement)
+            return np.asarray(carry_mask(moving_liver, res.displacement).array)
         if method == "elastix":
             _, warped, _ = run_elastix(fixed, moving, fixed_liver, moving_liver, moving_liver)
             return np.asarray(warped.array)

@@ -76,18 +76,12 @@ def _plan_settings(plan_dir: Path, out: Path, lung_shunt: float | None, model: s
 
 def _check_regseg_model(name: str) -> None:
     """Refuse --regseg-model before any work when it names no model or one that is not a registration-segmentation network."""
-    import json
-
     from sirtjax.errors import InputError
-    from sirtjax.models.store import resolve_model_dir
+    from sirtjax.models.store import read_spec, spec_problem
 
-    folder = resolve_model_dir(name)
-    try:
-        arch = json.loads((folder / "model.json").read_text()).get("arch")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise InputError(folder / "model.json", f"cannot read the model spec: {exc}") from None
-    if arch != "regseg":
-        raise InputError("--regseg-model", f"model {name} is not a registration-segmentation network (arch {arch})")
+    problem = spec_problem(read_spec(name), "liver", "ct", registration=True)
+    if problem is not None:
+        raise InputError("--regseg-model", f"model {name} {problem}")
 
 
 def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: float | None, model: str | None,

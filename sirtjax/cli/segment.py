@@ -128,10 +128,7 @@ def _model(name: str, target: str, modality: str, option: str, *, registration: 
     from sirtjax.models.store import spec_problem
 
     net, spec = load_model(name)
-    if (spec.get("arch") == "regseg") != registration:
-        raise InputError(option, f"model {name} " + ("is not a registration-segmentation network" if registration else
-                                                     "is a registration-segmentation network: use --reference and --reference-mask"))
-    problem = spec_problem(spec, target, modality)
+    problem = spec_problem(spec, target, modality, registration=registration)
     if problem is not None:
         raise InputError(option, f"model {name} {problem}")
     return net, spec

@@ -104,23 +104,39 @@ def load_weights(model: nnx.Module, name_or_path: str | Path) -> None:
         load_param_arrays(model, dict(data), source=str(path))
 
 
-def load_model(name_or_path: str | Path) -> tuple[nnx.Module, dict[str, Any]]:
-    """Load (model, spec) from a shipped model name or a model folder (see module docstring)."""
+def read_spec(name_or_path: str | Path) -> dict[str, Any]:
+    """The model.json spec of a shipped model name or a model folder, without its weights."""
     folder = resolve_model_dir(name_or_path)
     try:
         spec = json.loads((folder / "model.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(folder / "model.json", f"cannot read the model spec: {exc}") from None
+    if not isinstance(spec, dict):
+        raise InputError(folder / "model.json", "a model spec must be a JSON object")
+    return spec
+
+
+def load_model(name_or_path: str | Path) -> tuple[nnx.Module, dict[str, Any]]:
+    """Load (model, spec) from a shipped model name or a model folder (see module docstring)."""
+    folder = resolve_model_dir(name_or_path)
+    spec = read_spec(folder)
+    try:
         model = build_model(spec, rngs=nnx.Rngs(params=0))  # init values are overwritten below
         load_weights(model, folder)
-    except (ValueError, KeyError, OSError, json.JSONDecodeError) as exc:
+    except (ValueError, KeyError, OSError) as exc:
         raise InputError(folder, f"cannot load model: {exc}") from exc
     return model, spec
 
 
-def spec_problem(spec: dict[str, Any], target: str, modality: str) -> str | None:
+def spec_problem(spec: dict[str, Any], target: str, modality: str, *, registration: bool = False) -> str | None:
     """Why a model spec cannot segment `target` ('liver' | 'lesions') on a `modality` ('ct' | 'mr') image, or None.
 
-    A spec without ``target`` is a liver model; one without ``modalities`` takes any.
+    A spec without ``target`` is a liver model; one without ``modalities`` takes any. ``registration``: the
+    registration-segmentation network (arch ``regseg``, which needs a reference image) is wanted, not a U-Net.
     """
+    if (spec.get("arch") == "regseg") != registration:
+        return ("is not a registration-segmentation network" if registration else
+                "is a registration-segmentation network: use --reference and --reference-mask (segment) or --regseg-model (plan)")
     has = spec.get("target", "liver")
     if has != target:
         return f"segments {has}, not {target}"

@@ -32,7 +32,7 @@ def model_available(name_or_path: str | Path = DEFAULT_LIVER_MODEL) -> bool:
     return True
 
 
-def _lazy_model(name_or_path: str | Path, target: str):
+def _lazy_model(name_or_path: str | Path, target: str, *, registration: bool = False):
     """A function modality -> (model, spec) loading the model on first call and checking its target and modality
     (:func:`~sirtjax.models.store.spec_problem`)."""
     loaded: list = []
@@ -44,7 +44,7 @@ def _lazy_model(name_or_path: str | Path, target: str):
         if not loaded:
             loaded.append(load_model(name_or_path))
         model, spec = loaded[0]
-        problem = spec_problem(spec, target, modality)
+        problem = spec_problem(spec, target, modality, registration=registration)
         if problem is not None:
             raise ValueError(f"the {target} model {name_or_path} {problem}")
         return model, spec
@@ -68,14 +68,12 @@ def model_segmenter(name_or_path: str | Path = DEFAULT_LIVER_MODEL) -> Segmenter
 def model_reference_segmenter(name_or_path: str | Path = "regseg", programs=None) -> ReferenceSegmenter:
     """A ReferenceSegmenter (non-contrast CT, contrast CT, its liver) -> 0/1 liver mask, from a registration-segmentation
     network (:func:`sirtjax.segmentation.regseg.segment_by_reference`; ``programs``: the pre-alignment's ProgramCache)."""
-    get = _lazy_model(name_or_path, "liver")
+    get = _lazy_model(name_or_path, "liver", registration=True)
 
     def segment(image: Volume, reference: Volume, reference_liver: Volume) -> Volume:
         from sirtjax.segmentation.regseg import segment_by_reference
 
         model, spec = get("ct")
-        if spec.get("arch") != "regseg":
-            raise ValueError(f"the model {name_or_path} is not a registration-segmentation network")
         return segment_by_reference(model, spec, image, reference, reference_liver, programs=programs).mask
 
     return segment

@@ -110,6 +110,12 @@ def fixed_field(field_mm: np.ndarray, grid: Volume, affine: AffineTransform, fix
     return make_volume(np.asarray(d, np.float32), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
 
 
+def carry_mask(mask: Volume, displacement: Volume) -> Volume:
+    """A 0/1 mask warped onto the field's grid through the field (linear, >= 0.5), uint8."""
+    warped = warp_volume(mask.with_array(np.asarray(mask.array > 0, np.float32)), displacement)
+    return warped.with_array((np.asarray(warped.array) >= 0.5).astype(np.uint8))
+
+
 def regseg_batch(model: RegSegNet, spec: dict[str, Any], cases: Sequence[tuple[Volume, Volume, Volume]], *,
                  programs=None) -> list[RegSegResult]:
     """Segment the fixed image of each (fixed non-contrast CT, moving contrast CT, moving liver mask) case.
@@ -122,9 +128,7 @@ def regseg_batch(model: RegSegNet, spec: dict[str, Any], cases: Sequence[tuple[V
     out = []
     for (fixed, _, moving_mask), pair, field, affine in zip(cases, pairs, network_fields(model, spacing, pairs), affines):
         disp = fixed_field(field, pair.grid, affine, fixed)
-        warped = warp_volume(moving_mask.with_array(np.asarray(moving_mask.array > 0, np.float32)), disp)
-        mask = fixed.with_array((np.asarray(warped.array) >= 0.5).astype(np.uint8))
-        out.append(RegSegResult(mask, disp, affine))
+        out.append(RegSegResult(carry_mask(moving_mask, disp), disp, affine))
     return out
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sirtjax.models.regseg import PAD_VALUE
 from sirtjax.segmentation.preprocess import prepare_label
 from sirtjax.segmentation.regseg import network_pair, prealign
 from sirtjax.train.data import save_npz_atomic
@@ -74,7 +75,7 @@ def random_crop(rng: np.random.Generator, pair: TrainPair, crop: Sequence[int]) 
     padded (air, no liver). Returns fixed, fixed liver, moving, moving liver."""
     arrays = [pair.fixed, pair.fixed_mask, pair.moving, pair.moving_mask]
     pads = [(0, max(0, int(c) - n)) for c, n in zip(crop, pair.fixed.shape)]
-    arrays = [np.pad(a, pads, constant_values=v) for a, v in zip(arrays, (-0.5, 0.0, -0.5, 0.0))]
+    arrays = [np.pad(a, pads, constant_values=v) for a, v in zip(arrays, (PAD_VALUE, 0.0, PAD_VALUE, 0.0))]
     liver = np.argwhere(arrays[1] > 0)
     centre = liver[rng.integers(len(liver))] if len(liver) else np.asarray(arrays[0].shape) // 2
     start = [int(np.clip(c - int(k) // 2, 0, n - int(k))) for c, k, n in zip(centre, crop, arrays[0].shape)]

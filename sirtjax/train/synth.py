@@ -277,6 +277,11 @@ def _render(keys: tuple[jax.Array, ...], maps: LabelMaps, case: jax.Array, centr
     return image, liver, lesion_label(tissue), liver_mm, _fov_cut(k_fov, patch, cfg)
 
 
+def _liver_label(liver: jax.Array, lesion: jax.Array, liver_mm: jax.Array, inside: jax.Array) -> jax.Array:
+    """The liver label of a patch: the liver with the lesion parts beyond its surface, 0 outside the field of view."""
+    return jnp.where(inside, jnp.maximum(liver, lesion * (liver_mm > 0)), 0.0)
+
+
 @partial(jax.jit, static_argnames=("batch_size", "in_patch", "out_patch", "spacing_mm", "source_mm", "cfg", "foreground_prob", "target"))
 def synth_batch(
     key: jax.Array,
@@ -309,7 +314,7 @@ def synth_batch(
             inside_input = inside & ((liver_mm.astype(jnp.float32) <= LIVER_MARGIN_MM) | (lesion > 0))
             image, label = jnp.where(inside_input, image, PAD_VALUE), jnp.where(inside, lesion, 0.0)
         else:
-            image, label = jnp.where(inside, image, PAD_VALUE), jnp.where(inside, jnp.maximum(liver, lesion * (liver_mm > 0)), 0.0)
+            image, label = jnp.where(inside, image, PAD_VALUE), _liver_label(liver, lesion, liver_mm, inside)
         label = label[margin[0] : margin[0] + out_patch[0], margin[1] : margin[1] + out_patch[1], margin[2] : margin[2] + out_patch[2]]
         return image[..., None], label[..., None]
 
@@ -367,7 +372,7 @@ def synth_pairs(
             k_geo, k_con, k_acq, k_fov = jax.random.split(kv, 4)
             image, liver, lesion, liver_mm, inside = _render((k_geo, k_edit, k_con, k_acq, k_fov, k_les), maps, case, centre, patch,
                                                              spacing_mm, source_mm, cfg)
-            return jnp.where(inside, image, PAD_VALUE), jnp.where(inside, jnp.maximum(liver, lesion * (liver_mm > 0)), 0.0)
+            return jnp.where(inside, image, PAD_VALUE), _liver_label(liver, lesion, liver_mm, inside)
 
         return (*view(k_fixed), *view(k_moving))
 
