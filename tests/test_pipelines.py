@@ -12,9 +12,10 @@ from sirtjax import dosimetry
 from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.pipelines import Anatomy, Session, StudyData, WorkflowOptions, choose_preset, liver_of, plan, verify
 from sirtjax.pipelines.mapping import landmark_labels
-from sirtjax.pipelines.plan import cut_by_field_of_view
+from sirtjax.pipelines.plan import W_REG_SPAN, cut_by_field_of_view
 from sirtjax.pipelines.planned import planned_from_result
 from sirtjax.pipelines.report import workflow_report
+from sirtjax.registration.presets import PRESETS
 from sirtjax.volume import make_volume
 
 # Few iterations on one 12 mm level, no image stage: enough for the liver-guided alignment of a 6 mm phantom.
@@ -319,8 +320,17 @@ def test_plan_uncertainty_redraws_the_lesion_registration(study, workflows):
     assert u["registrations"] == 1 and u["members"] == 6
     liver = u["vois"][0]["mean_gy"]
     assert set(liver["by_source"]) == {"calibration", "liver_boundary", "lesion_boundary", "registration"}
-    assert len(u["registration_checks"]) == 1 and u["registration_checks"][0]["liver_dice"] > 0.85
+    check = u["registration_checks"][0]
+    assert len(u["registration_checks"]) == 1 and check["liver_dice"] > 0.85
+    w_reg = dict(FAST.registration).get("w_reg", PRESETS[p.registrations[0].preset].w_reg)
+    assert w_reg / W_REG_SPAN <= check["w_reg"] <= w_reg * W_REG_SPAN and check["w_reg"] != w_reg  # a drawn spring weight
     assert liver["nominal"] == pytest.approx(records(p.dose)["liver"]["mean_gy"], rel=1e-4)
+    # the partition prescription's target: the activity giving the normal liver its target mean in each member
+    needed, target_gy = u["activity_for_target"], p.report["target_doses"]["normal_liver"]["dose_gy"]
+    assert needed["voi"] == "normal_liver" and needed["target_gy"] == target_gy
+    normal = records(p.dose)["normal_liver"]["mean_gy"]
+    assert needed["nominal"] == pytest.approx(p.planned_activity_gbq * target_gy / normal, rel=1e-4)
+    assert needed["p5"] < needed["nominal"] < needed["p95"]
     # the verification's PET dose: quantification and outlines, no lung shunt; its nominal is the PET dose table
     y90 = Session(anatomy(im, "y90_ct", "CT", ("liver", "labels")), im["y90_pet"], "y90_pet")
     from sirtjax.dosimetry.radiobiology import TissueModel
@@ -336,4 +346,6 @@ def test_plan_uncertainty_redraws_the_lesion_registration(study, workflows):
     assert uv["vois"][0]["mean_gy"]["nominal"] == pytest.approx(records(v.dose)["liver"]["mean_gy"], rel=1e-4)
     html = workflow_report({"name": "phantom", "series": {}}, p, v)
     assert "Dose uncertainty (verification)" in html and "PET quantification sd 5 %" in html
+    assert f"target (normal liver mean {target_gy:g} Gy)" in html  # the plan's activity interval
+    assert "activity_for_target" not in uv  # a PET dose has no prescription
     assert "Radiobiology (verification)" in html

@@ -1,5 +1,5 @@
-"""Radiobiology against the definitions it comes from: the LQ integral for BED, Lyman's power law
-for NTCP, and closed forms for EUD and TCP (scipy, not sirtjax, computes the references)."""
+"""Radiobiology against the definitions it comes from: the LQ integral and a published 90Y example for BED, Lyman's
+power law for NTCP, and closed forms for EUD and TCP (scipy, not sirtjax, computes the references)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,19 @@ def _bed_from_the_lq_integral(dose_gy: float, alpha_beta_gy: float, repair_h: fl
 def test_bed_equals_the_lq_integral_of_a_decaying_implant(dose_gy, alpha_beta_gy, repair_h):
     bed = float(bed_gy(np.float32(dose_gy), alpha_beta_gy=alpha_beta_gy, repair_half_time_h=repair_h))
     assert bed == pytest.approx(_bed_from_the_lq_integral(dose_gy, alpha_beta_gy, repair_h, Y90_HALF_LIFE_H), rel=1e-5)
+
+
+@pytest.mark.parametrize("dose_gy, alpha_beta_gy, repair_h, published_bed_gy, rounding_gy", [
+    (40.0, 2.5, 2.5, 64.0, 0.5),  # non-tumoral liver: "a prescribed BED to NTL of 64 Gy (NTL dose = 40 Gy)"
+    (65.0, 10.0, 1.5, 75.0, 2.5),  # tumours: dose 130 (65-235) Gy, BED 170 (75-360) Gy; BED rises with the dose,
+    (235.0, 10.0, 1.5, 360.0, 2.5),  # so each end of the BED range is the BED of that end of the dose range
+])
+def test_bed_reproduces_a_published_90y_example(dose_gy, alpha_beta_gy, repair_h, published_bed_gy, rounding_gy):
+    """Cremonesi et al., Eur J Nucl Med Mol Imaging 2008;35:2088 (abstract): 90Y radioembolisation, T1/2 64.2 h,
+    alpha/beta 2.5 Gy and repair 2.5 h for the non-tumoral liver, 10 Gy and 1.5 h for tumours. The tumour BEDs are
+    quoted to 5 Gy."""
+    bed = float(bed_gy(np.float32(dose_gy), alpha_beta_gy=alpha_beta_gy, repair_half_time_h=repair_h, half_life_h=64.2))
+    assert bed == pytest.approx(published_bed_gy, abs=rounding_gy)
 
 
 def test_bed_limits_instant_repair_and_an_acute_dose():

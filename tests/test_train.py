@@ -237,6 +237,7 @@ train(tiny_config(steps=100000, checkpoint_every=2), sys.argv[1], cases=cases, p
 """
 
 
+@pytest.mark.slow  # 28 s; test_resume_after_kill_continues_identically covers resuming in the default run
 def test_training_killed_by_sigkill_resumes(tmp_path):
     """A real SIGKILL during training: the next run resumes from the last complete checkpoint."""
     import signal

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from sirtjax.dosimetry.uncertainty import SOURCES, UncertaintyModel, ensemble, summarise
+from sirtjax.dosimetry.uncertainty import SOURCES, UncertaintyModel, activity_for_target, ensemble, summarise
 from sirtjax.dosimetry.voxel import voxel_dosimetry
 from sirtjax.volume import make_volume
 
@@ -110,6 +110,33 @@ def test_intervals_cover_the_true_dose_at_about_their_nominal_rate():
         covered.append(p5 <= true_mean <= p95)
     print(f"coverage {np.mean(covered):.2f} of {len(covered)}")
     assert 0.75 <= np.mean(covered) <= 1.0, covered
+
+
+def test_activity_for_the_normal_liver_target_is_the_partition_models_and_moves_against_the_calibration():
+    """With the local-deposition dose, the nominal activity for a normal-liver target is the partition model's
+    (thesis eq. 1.5-1.9, from the measured T/N ratios: computed by another module); a member whose calibration
+    reads c times the activity needs 1/c of it."""
+    from sirtjax.dosimetry import measure_compartments, partition
+    from sirtjax.dosimetry.constants import LIVER_DENSITY_G_ML
+
+    counts, liver, lesions, _ = _study(6)
+    activity, lsf, target = 1.7, 0.07, 45.0
+    e = ensemble(_vol(counts), _vol(liver), _vol(lesions), activity_gbq=activity, lung_shunt_fraction=lsf,
+                 model=UncertaintyModel(calibration_rel_sd=0.05, lung_shunt_sd=0.02), key=jax.random.key(3), n=24,
+                 dose_model="ldm")
+    needed = activity_for_target(e, "normal_liver", target, activity)
+    measured = measure_compartments(_vol(counts), _vol(liver), lesions=_vol(lesions))
+    kg = LIVER_DENSITY_G_ML * 1e-3
+    reference = partition(target, measured.normal_volume_ml * kg, list(measured.tumour_volume_ml * kg),
+                          list(measured.tn_ratios), lung_shunt_fraction=lsf)
+    assert needed["nominal"] == pytest.approx(reference.activity_gbq, rel=1e-4)
+    assert needed["voi"] == "normal_liver" and needed["target_gy"] == target
+    assert needed["p5"] < needed["nominal"] < needed["p95"] and needed["dominant"] == "calibration"
+    mean = e.by_source["calibration"][:, 1, 0]
+    scale = mean / e.nominal[1, 0]  # each member's calibration factor
+    np.testing.assert_allclose(np.percentile(activity * target / mean, [5, 95]),
+                               [needed["by_source"]["calibration"][k] for k in ("p5", "p95")], rtol=1e-5)
+    assert np.all(np.abs(scale - 1) < 0.25)
 
 
 def test_registration_alternatives_are_drawn_as_a_source():

@@ -8,6 +8,9 @@ eq. for a decaying source delivered to completion)::
 
     BED = D * (1 + D * lambda / ((mu + lambda) * alpha_beta_gy))
 
+It reproduces the published 90Y example of Cremonesi et al. (Eur J Nucl Med Mol Imaging 2008;35:2088): 40 Gy to
+the non-tumoral liver is a BED of 64 Gy (alpha/beta 2.5 Gy, repair 2.5 h, T_half 64.2 h; tests/test_radiobiology.py).
+
 Radiosensitivities, repair half-times, TD50 and clonogen densities differ between tissues, tumour
 types and sphere types, and the literature quotes a wide range; every tissue parameter is therefore
 a required argument: this module holds no tissue constant. The 90Y half-life defaults to the

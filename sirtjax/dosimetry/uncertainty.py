@@ -32,7 +32,8 @@ at 100 Gy or more).
 bounding box of the region that any offset (clipped to 5 sd) can reach. The box holds every source
 and VOI voxel of every member, so the doses inside it are exact. :func:`summarise` gives each metric's
 median and 5-95 % interval over all sources, and the same interval with one source varied at a
-time (a tornado). The source with the widest interval dominates.
+time (a tornado). The source with the widest interval dominates. :func:`activity_for_target` gives the same for
+the activity a plan's dose target needs.
 """
 
 from __future__ import annotations
@@ -255,6 +256,17 @@ def _interval(values: np.ndarray) -> tuple[float | None, float | None, float | N
     return float(p50), float(p5), float(p95)
 
 
+def _spread(every: np.ndarray, by_source: dict[str, np.ndarray], nominal: float) -> dict:
+    """One quantity's nominal value, median and 5-95 % interval over the members, the same per source, and the
+    source whose interval is widest (None when no source widens it)."""
+    median, p5, p95 = _interval(every)
+    per_source = {s: dict(zip(("median", "p5", "p95"), _interval(v))) for s, v in by_source.items()}
+    widths = {s: r["p95"] - r["p5"] for s, r in per_source.items() if r["p5"] is not None}
+    return {"nominal": nominal if math.isfinite(nominal) else None, "median": median, "p5": p5, "p95": p95,
+            "by_source": per_source,
+            "dominant": max(widths, key=widths.get) if widths and max(widths.values()) > 0 else None}
+
+
 def summarise(e: Ensemble) -> list[dict]:
     """Per VOI and metric: the nominal value, median and 5-95 % interval, the interval per source, the dominant source.
 
@@ -263,15 +275,29 @@ def summarise(e: Ensemble) -> list[dict]:
     """
     out = []
     for v, name in enumerate(e.names):
-        metrics = {}
-        for m, metric in enumerate(METRICS):
-            median, p5, p95 = _interval(e.all[:, v, m])
-            per_source = {s: dict(zip(("median", "p5", "p95"), _interval(vals[:, v, m]))) for s, vals in e.by_source.items()}
-            widths = {s: r["p95"] - r["p5"] for s, r in per_source.items() if r["p5"] is not None}
-            nominal = float(e.nominal[v, m])
-            metrics[metric] = {"nominal": nominal if math.isfinite(nominal) else None, "median": median, "p5": p5,
-                               "p95": p95, "by_source": per_source,
-                               "dominant": max(widths, key=widths.get) if widths and max(widths.values()) > 0 else None}
+        metrics = {metric: _spread(e.all[:, v, m], {s: vals[:, v, m] for s, vals in e.by_source.items()},
+                                   float(e.nominal[v, m]))
+                   for m, metric in enumerate(METRICS)}
         vanished = int(np.sum(~np.isfinite(e.all[:, v, 0])))
         out.append({"name": name, "members": int(e.all.shape[0]), "members_without_voxels": vanished, **metrics})
     return out
+
+
+def activity_for_target(e: Ensemble, voi: str, target_gy: float, activity_gbq: float) -> dict:
+    """The activity (GBq) that gives ``voi`` the mean dose ``target_gy`` in each member of a plan's ensemble drawn at
+    ``activity_gbq``: its nominal value, median and 5-95 % interval, per source, and the dominant source.
+
+    A member's dose is linear in the activity it was drawn with, so its activity for the target is
+    ``activity_gbq * target_gy / mean``, its mean dose of the VOI. A dose calibrator that reads c times the true
+    activity, a larger residual or shunt, or a smaller VOI thus move the activity a prescription needs.
+    """
+    v = e.names.index(voi)
+
+    def needed(mean: np.ndarray) -> np.ndarray:
+        mean = np.asarray(mean, float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(mean > 0, activity_gbq * target_gy / mean, np.nan)
+
+    spread = _spread(needed(e.all[:, v, 0]), {s: needed(x[:, v, 0]) for s, x in e.by_source.items()},
+                     float(needed(e.nominal[v, 0])))
+    return {"voi": voi, "target_gy": float(target_gy), **spread}

@@ -17,7 +17,8 @@
 7. With ``WorkflowOptions.radiobiology``: BED, EUD, NTCP and TCP of the predicted dose per compartment.
 8. With ``WorkflowOptions.uncertainty``: the dose-uncertainty ensemble of that dose over the stated
    calibration, residual, lung-shunt and outline errors (:mod:`sirtjax.dosimetry.uncertainty`), the
-   outlines moved on the CT grid.
+   outlines moved on the CT grid, and the interval of the activity that the chosen prescription's dose target
+   needs (partition: the normal liver's mean; mono-compartment: the whole liver's; BSA has no dose target).
 
 Approximations: nearest-neighbour resampling of masks onto the 4-5 mm SPECT grid changes small
 VOI volumes by a voxel layer; SPECT blur (about 12 mm FWHM) spills counts out of small lesions,
@@ -38,10 +39,11 @@ from sirtjax.dosimetry import (LIVER_DENSITY_G_ML, DoseResult, ResultWarning, Me
                                bsa_method, measure_compartments, mono_compartment, partition, voxel_dosimetry)
 from sirtjax.dosimetry.bed_map import BedResult, radiobiology_report, workflow_radiobiology
 from sirtjax.dosimetry.dose import voxel_volume_ml
-from sirtjax.dosimetry.uncertainty import ensemble, summarise
+from sirtjax.dosimetry.uncertainty import activity_for_target, ensemble, summarise
 from sirtjax.pipelines.inputs import Anatomy, Session, StudyData, WorkflowOptions
 from sirtjax.pipelines.mapping import Registered, lesions_of, liver_of, register_anatomy
 from sirtjax.preprocess import resample_to
+from sirtjax.registration.presets import PRESETS
 from sirtjax.plausibility import check_liver_volume
 from sirtjax.volume import Volume
 
@@ -192,15 +194,23 @@ def prescribe(study: StudyData, normal_ml: float, tumour_ml: np.ndarray, tn_rati
     return out, targets
 
 
+# The springs' weight w_reg was tuned between values a decade apart (10 and 100, benchmarks/registration/PRESETS.md):
+# the ensemble's registrations draw theirs log-uniformly within half a decade of the preset's on either side.
+W_REG_SPAN = 10**0.5
+
+
 def dose_uncertainty(session: Session, diagnostics: Sequence[Anatomy], vois: SessionVois,
                      registrations: Sequence[Registered], activity: float | None, lsf: float, options: WorkflowOptions,
-                     key: jax.Array) -> tuple[dict, list[ResultWarning]]:
+                     key: jax.Array, target: tuple[str, float] | None = None) -> tuple[dict, list[ResultWarning]]:
     """The summary of a session's dose-uncertainty ensemble (WorkflowOptions.uncertainty), and its registrations' warnings.
 
     activity None: the session's emission is a 90Y PET in Bq/ml (verification), else SPECT counts scaled to
     ``activity`` GBq (plan). With lesions mapped by registration, ``registrations`` more registrations of the
-    mapping's source image give the lesion maps of its registration source; their checks go into the summary.
-    Keys of its own: the workflow's registrations draw as they did without it.
+    mapping's source image, each with other sampling keys and a spring weight drawn within :data:`W_REG_SPAN` of
+    its preset's, give the lesion maps of its registration source; their checks go into the summary.
+    ``target`` (VOI name, mean dose Gy): the prescription's dose target, whose activity interval the summary then
+    holds (:func:`~sirtjax.dosimetry.uncertainty.activity_for_target`). Keys of its own: the workflow's
+    registrations draw as they did without it.
     """
     request = options.uncertainty
     alternatives, checks, warnings = [], [], []
@@ -209,20 +219,26 @@ def dose_uncertainty(session: Session, diagnostics: Sequence[Anatomy], vois: Ses
         source = next(d for d in diagnostics if d.name == mapped.source)
         if source.liver is None and options.segmenter is not None and request.registrations:
             source = dataclasses.replace(source, liver=liver_of(source, options)[0])  # segmented once, not per registration
+        overrides = dict(options.registration)
+        w_reg0 = float(overrides.get("w_reg", PRESETS[mapped.preset].w_reg))
+        spans = np.asarray(jax.random.uniform(jax.random.fold_in(key, 999), (request.registrations,), minval=-1.0))
         for k in range(request.registrations):
-            again = register_anatomy(session.anatomy, source, target_liver=vois.liver, options=options,
+            w_reg = w_reg0 * W_REG_SPAN ** float(spans[k])
+            drawn = dataclasses.replace(options, registration=tuple({**overrides, "w_reg": w_reg}.items()))
+            again = register_anatomy(session.anatomy, source, target_liver=vois.liver, options=drawn,
                                      key=jax.random.fold_in(key, 1000 + k))
             alternatives.append(again.lesions)
             checks.append({"liver_dice": again.checks["liver_dice"],
-                           "folding_fraction": again.checks["jacobian"]["fraction_nonpositive"]})
+                           "folding_fraction": again.checks["jacobian"]["fraction_nonpositive"], "w_reg": w_reg})
             warnings += [dataclasses.replace(w, message=f"uncertainty registration {k + 1}: {w.message}")
                          for w in again.warnings]
     e = ensemble(session.emission, vois.liver, vois.lesions, activity_gbq=activity, lung_shunt_fraction=lsf,
                  model=request.stated, key=jax.random.fold_in(key, 1), n=request.members,
                  dose_model=options.dose_model, constants=options.constants, lesion_alternatives=alternatives)
+    needed = {} if target is None or activity is None else {"activity_for_target": activity_for_target(e, *target, activity)}
     return {"members": request.members, "emission": "counts" if activity is not None else "bq-per-ml",
             "registrations": len(alternatives), "registration_checks": checks, "stated": request.stated,
-            "vois": summarise(e)}, warnings
+            "vois": summarise(e), **needed}, warnings
 
 
 def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
@@ -263,8 +279,10 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
                            model=options.dose_model, constants=options.constants)
     uncertainty = None
     if options.uncertainty is not None:
+        target = {"partition": ("normal_liver", targets["normal_liver"]["dose_gy"]),
+                  "mono-compartment": ("liver", targets["whole_liver"]["dose_gy"])}.get(options.prescription_method)
         uncertainty, ensemble_warnings = dose_uncertainty(session, diagnostics, vois, registrations, activity, lsf,
-                                                          options, key)
+                                                          options, key, target)
         warnings += ensemble_warnings
     bed = None
     if options.radiobiology is not None:

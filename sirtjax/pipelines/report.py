@@ -167,14 +167,31 @@ def uncertainty_section(u: dict, title: str = "Dose uncertainty") -> Section:
                 if u["emission"] == "counts" else f"PET quantification sd {100 * s.calibration_rel_sd:g} %")
     stated = (f"{u['members']} {'plans' if u['emission'] == 'counts' else 'PET doses'} drawn from: {activity}, "
               f"liver and lesion outlines sd {s.boundary_sd_mm:g} mm (stated assumptions)"
-              + (f"; the lesions of the plan's registration or of {u['registrations']} more with other sampling keys."
+              + (f"; the lesions of the plan's registration or of {u['registrations']} more with other sampling keys "
+                 f"and spring weights w_reg {_range(c['w_reg'] for c in u['registration_checks'])}."
                  if u["registrations"] else "."))
+    needed = u.get("activity_for_target")
     return Section(title, (
         uncertainty_table(u["vois"], "Nominal value [5 %, 95 %] of the ensemble; the widest source is the one that, "
                                      "varied alone, widens the mean dose's interval most."),
+        *([] if needed is None else [activity_note(needed)]),
         Note(stated),
         FigurePng(tornado_png(u["vois"]), "Mean dose per VOI: the 5-95 % interval with each source alone and with all "
                                           "together; the red line is the reported dose.")))
+
+
+def _range(values) -> str:
+    v = sorted(values)
+    return f"{v[0]:.3g}" if v[0] == v[-1] else f"{v[0]:.3g}-{v[-1]:.3g}"
+
+
+def activity_note(a: dict) -> Note:
+    """The activity a prescription's dose target needs, with its 5-95 % interval over the ensemble and its widest
+    source (:func:`sirtjax.dosimetry.uncertainty.activity_for_target`)."""
+    voi = a["voi"].replace("_", " ")
+    dominant = "" if a["dominant"] is None else f"; widest source: {a['dominant'].replace('_', ' ')}"
+    return Note(f"Activity for the prescription's target ({voi} mean {a['target_gy']:g} Gy): {fmt(a['nominal'], 2)} GBq "
+                f"[{fmt(a['p5'], 2) or '–'}, {fmt(a['p95'], 2) or '–'}] (5-95 % over the ensemble){dominant}.")
 
 
 def saved_plan_sections(report: dict, folder: str) -> list[Section]:
