@@ -30,7 +30,7 @@ def study_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def verified(study_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("v") / "v"
-    main(["verify", str(study_dir), "-o", str(out), "--lung-shunt", "0.08"])
+    main(["verify", str(study_dir), "-o", str(out), "--lung-shunt", "0.08", "--pet-fwhm-mm", "8"])
     return out
 
 
@@ -68,8 +68,14 @@ def test_verify_writes_plan_and_verification(study_dir, verified, tmp_path):
                                          "from_spect": plan_report["compartments"]["lung_shunt_fraction"]}
     verify_report = json.loads((out / "report.json").read_text())
     assert {r["name"] for r in verify_report["comparison"]} >= {"liver", "normal_liver"}
+    # --pet-fwhm-mm alone: the analytic recovery curve at 8 mm for every lesion of the PET dose, no blurring
+    lesions = [v for v in verify_report["dose"]["vois"] if v["name"].startswith("lesion_")]
+    recovered = verify_report["recovery"]["lesions"]
+    assert [r["name"] for r in recovered] == [v["name"] for v in lesions] and "FWHM 8 mm" in verify_report["recovery"]["source"]
+    assert all(r["corrected_mean_gy"] > r["mean_gy"] for r in recovered) and "resolution" not in verify_report
     html = (out / "report.html").read_text()
     assert "Plan vs verification" in html and "Prescription" in html and "data:image/png;base64," in html
+    assert "Lesion recovery (90Y PET)" in html
     dose = np.asarray(read_volume(out / "plan" / "dose.nii.gz").array)
     assert np.isfinite(dose).all() and dose.max() > 0
 

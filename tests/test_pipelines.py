@@ -349,3 +349,41 @@ def test_plan_uncertainty_redraws_the_lesion_registration(study, workflows):
     assert f"target (normal liver mean {target_gy:g} Gy)" in html  # the plan's activity interval
     assert "activity_for_target" not in uv  # a PET dose has no prescription
     assert "Radiobiology (verification)" in html
+
+
+def test_verify_compares_at_one_resolution_and_corrects_the_lesions_recovery(study, workflows):
+    """WorkflowOptions.pet: the 8 mm PET and the 12 mm MAA SPECT blurred to 14 mm give the doses voxel_dosimetry gives
+    the blurred images (scipy blurs them), the lesions' plan-verification differences shrink (the phantom draws both
+    from one distribution), and the analytic curve divides each lesion's PET mean by its coefficient at 14 mm."""
+    from sirtjax.dosimetry.recovery import gaussian_recovery_curve, match_resolution, sphere_recovery_coefficient
+    from sirtjax.pipelines.inputs import PetQuantification
+
+    p0, v0, data = workflows
+    im = study.images
+    y90 = Session(anatomy(im, "y90_ct", "CT", ("liver", "labels")), im["y90_pet"], "y90_pet")
+    diagnostics = (anatomy(im, "diag_ct", "CT", ("liver", "lesions", "labels")),)
+    pet = PetQuantification(14.0, 8.0, 12.0, gaussian_recovery_curve(14.0))
+    v = verify(y90, diagnostics, data, planned_from_result(p0), dataclasses.replace(FAST, pet=pet), key=jax.random.key(1))
+    ref = dosimetry.voxel_dosimetry(match_resolution(im["y90_pet"], 8.0, 14.0), v.vois.liver_emission,
+                                    lesions=v.vois.lesions_emission, lungs=v.vois.lungs_emission, input_kind="bq-per-ml")
+    peak = float(np.max(ref.dose.array))
+    np.testing.assert_allclose(v.dose.dose.array, ref.dose.array, atol=1e-4 * peak)
+    planned = dosimetry.voxel_dosimetry(match_resolution(im["maa_spect"], 12.0, 14.0), p0.vois.liver_emission,
+                                        lesions=p0.vois.lesions_emission, lungs=p0.vois.lungs_emission,
+                                        activity_gbq=p0.planned_activity_gbq, lung_shunt_fraction=p0.lung_shunt_fraction)
+    assert records(v.plan.dose)["liver"]["mean_gy"] == pytest.approx(records(planned)["liver"]["mean_gy"], rel=1e-4)
+
+    def lesion_gap(result) -> float:
+        return float(np.mean([abs(c["mean_gy"].difference) for c in result.comparison_at_injected if c.name.startswith("lesion_")]))
+
+    assert lesion_gap(v) < lesion_gap(v0)
+    lesions = v.report["recovery"]["lesions"]
+    assert [r.name for r in lesions] == [n for n in records(v.dose) if n.startswith("lesion_")] and lesions
+    for r in lesions:
+        assert r.mean_gy == records(v.dose)[r.name]["mean_gy"]
+        assert r.corrected_mean_gy == pytest.approx(r.mean_gy / sphere_recovery_coefficient(r.volume_ml, 14.0), rel=1e-6)
+    assert v.report["resolution"] == {"pet_fwhm_mm": 8.0, "spect_fwhm_mm": 12.0, "matched_to_fwhm_mm": 14.0}
+    html = workflow_report({"name": "phantom", "series": {}}, p0, v)
+    assert "Lesion recovery (90Y PET)" in html and "blurred to 14 mm FWHM first" in html
+    with pytest.raises(ValueError, match="needs the PET's and the SPECT's resolutions"):
+        PetQuantification(10.0, 12.0, 8.0)

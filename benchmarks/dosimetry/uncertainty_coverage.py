@@ -7,8 +7,9 @@ lung shunt. The observed inputs are what a physicist would have:
   - an activity off by N(0, 5 %) (calibration) and an LSF off by N(0, 0.02);
   - the true lesions.
 The ensemble runs on the observed inputs with those sds and a liver-boundary sd calibrated first on
-other seeds: the RMS over those seeds of the segmentation's mean outline offset, its volume
-difference over the true liver's surface area. Reported: the calibrated sd, the coverage of the
+other seeds: the RMS over those seeds of the segmentation's volume-equivalent outline offset, the offset of
+the true outline along the ensemble's own distance map that gives it the segmentation's volume on the
+SPECT grid. Reported: the calibrated sd, the coverage of the
 liver's mean dose, and the interval widths.
 
     python benchmarks/dosimetry/uncertainty_coverage.py [--calibrate 400-409] [--evaluate 410-431] [--n 32] [--boundary-sd-mm S]
@@ -38,16 +39,21 @@ def case(seed: int, segmenter):
             float(study.truth["activities"]["y90_gbq"]), float(study.truth["lung_shunt_fraction"]["maa"]))
 
 
-def offset_mm(true_liver, segmented) -> float:
-    """The mean outward offset (mm) of the segmented outline from the true one: the volume difference over the true
-    liver's surface area (the voxels of its first outer layer, 0 < distance <= one spacing, over the spacing)."""
-    from sirtjax.dosimetry.uncertainty import signed_distance_mm
+def offset_mm(true_liver, segmented, grid) -> float:
+    """The outward offset (mm) of the true liver's outline that gives it the segmentation's volume on the dose grid:
+    the offset the ensemble would have to draw to match the volume error. The ensemble's own map is used (the
+    signed distance on the CT grid, resampled linearly onto the SPECT's), and the segmentation is resampled as the
+    dose table resamples it (nearest neighbour); the offset is found by bisection."""
+    from sirtjax.dosimetry.uncertainty import _on_grid
+    from sirtjax.preprocess import resample_to
 
-    sdf = np.asarray(signed_distance_mm(true_liver)[0].array)
-    h = float(np.mean(true_liver.spacing_mm))
-    area_voxels = np.count_nonzero((sdf > 0) & (sdf <= h)) / h  # voxel counts per mm of thickness
-    extra = np.count_nonzero(np.asarray(segmented.array)) - np.count_nonzero(np.asarray(true_liver.array))
-    return float(extra / area_voxels)
+    sdf, _ = _on_grid(true_liver, grid, 30.0)
+    target = np.count_nonzero(np.asarray(resample_to(segmented, grid, order=0).array))
+    lo, hi = -25.0, 25.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if np.count_nonzero(sdf <= mid) < target else (lo, mid)
+    return 0.5 * (lo + hi)
 
 
 def main() -> None:
@@ -68,8 +74,8 @@ def main() -> None:
     t0 = time.perf_counter()
     offsets = []
     for seed in _seeds(a.calibrate) if a.boundary_sd_mm is None else []:
-        _, liver, seg, *_ = case(seed, segmenter)
-        offsets.append(offset_mm(liver, seg))
+        spect, liver, seg, *_ = case(seed, segmenter)
+        offsets.append(offset_mm(liver, seg, spect))
         print(f"calibration seed {seed}: offset {offsets[-1]:+.2f} mm", flush=True)
     sd_mm = float(np.sqrt(np.mean(np.square(offsets)))) if a.boundary_sd_mm is None else a.boundary_sd_mm
     model = UncertaintyModel(calibration_rel_sd=0.05, lung_shunt_sd=0.02, boundary_sd_mm=sd_mm)
@@ -84,7 +90,7 @@ def main() -> None:
                      key=jax.random.key(seed), n=a.n, tornado=False)
         p5, p50, p95 = np.percentile(e.all[:, 0, 0], [5, 50, 95])
         covered.append(p5 <= true_mean <= p95)
-        rows.append(f"| {seed} | {offset_mm(liver, seg):+.2f} | {true_mean:.1f} | {e.nominal[0, 0]:.1f} | "
+        rows.append(f"| {seed} | {offset_mm(liver, seg, spect):+.2f} | {true_mean:.1f} | {e.nominal[0, 0]:.1f} | "
                     f"{p5:.1f} - {p95:.1f} | {'yes' if covered[-1] else 'no'} |")
         print(rows[-1], flush=True)
     load = os.getloadavg()[0]

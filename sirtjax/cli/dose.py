@@ -96,7 +96,8 @@ def dose(
     from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from sirtjax.dosimetry.outputs import write_dose_outputs
-    from sirtjax.dosimetry.recovery import gaussian_recovery_curve, match_resolution, read_recovery_csv
+    from sirtjax.cli._quantification import checked_recovery_curve
+    from sirtjax.dosimetry.recovery import match_resolution
     from sirtjax.dosimetry.voxel import DoseInputError, voxel_dosimetry
     from sirtjax.errors import InputError
     from sirtjax.io import read_volume
@@ -104,16 +105,7 @@ def dose(
 
     inputs = [p for p in (activity, liver, lesions, lung, ct, recovery_csv) if p is not None]
     check_output(out, overwrite=overwrite, inputs=inputs)
-    for option, value in (("--fwhm-mm", fwhm_mm), ("--match-fwhm-mm", match_fwhm_mm)):
-        if value is not None and not 0 < value < 100:  # NaN fails this too
-            raise InputError(option, f"a resolution in (0, 100) mm, got {value:g}")
-    if match_fwhm_mm is not None and (fwhm_mm is None or match_fwhm_mm < fwhm_mm):
-        raise InputError("--match-fwhm-mm", "needs --fwhm-mm, and a target no sharper than it (it only blurs)")
-    if match_fwhm_mm is not None and recovery_csv is not None:
-        raise InputError("--recovery-csv", "a measured curve holds at the scanner's resolution, not after "
-                                           "--match-fwhm-mm blurs the image (without the CSV, the analytic curve follows)")
-    resolution = match_fwhm_mm or fwhm_mm  # of the image the dose is computed from
-    curve = read_recovery_csv(recovery_csv) if recovery_csv else gaussian_recovery_curve(resolution) if resolution else None
+    curve = checked_recovery_curve({"--fwhm-mm": fwhm_mm}, match_fwhm_mm, recovery_csv)
     stated = stated_model(uncertainty, calibration_sd, residual_fraction, residual_sd, lung_shunt_sd, boundary_sd_mm)
     if stated is not None and (input_kind != InputKind.counts or ct is not None):
         raise InputError("--uncertainty", "is for SPECT counts without --ct (the PET's and the density map's "
@@ -181,23 +173,15 @@ def _with_resolution(result, fwhm_mm: float | None, match_fwhm_mm: float | None,
     """result with the resolution matching and the lesions' recovery correction in its report."""
     import dataclasses
 
-    from sirtjax.dosimetry.recovery import lesion_recovery
-    from sirtjax.plausibility import ResultWarning
+    from sirtjax.dosimetry.recovery import recovery_report
 
     report, warnings = dict(result.report), result.warnings
     if match_fwhm_mm is not None:
         report["resolution"] = {"fwhm_mm": fwhm_mm, "matched_to_fwhm_mm": match_fwhm_mm}
     if curve is not None:
-        lesions = lesion_recovery(report["vois"], curve)
-        report["recovery"] = {"source": curve.source, "volume_ml": curve.volume_ml, "coefficient": curve.recovery,
-                              "lesions": lesions}
-        outside = [r for r in lesions if not r.within_curve]
-        if outside:
-            w = ResultWarning("lesion_outside_recovery_curve", f"{', '.join(r.name for r in outside)}: outside the spheres "
-                              f"of the recovery curve ({curve.volume_ml[0]:.3g}-{curve.volume_ml[-1]:.3g} ml); the nearest "
-                              "sphere's coefficient is used", float(len(outside)))
-            warnings += (w,)
-            report["warnings"] = [*report["warnings"], w.to_dict()]
+        report["recovery"], outside = recovery_report(report["vois"], curve)
+        warnings += outside
+        report["warnings"] = [*report["warnings"], *(w.to_dict() for w in outside)]
     return dataclasses.replace(result, report=report, warnings=warnings)
 
 

@@ -87,14 +87,15 @@ def _check_regseg_model(name: str) -> None:
 def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: float | None, model: str | None,
                 constants: str | None, method: str, quick: bool, seed: int, liver_model: str, lesion_model: str = "lesions",
                 regseg_model: str = "none", plan_dir: Path | None = None, overwrite: bool = False, series: list[str] = (), rtdose_bits: int = 32,
-                uncertainty=None, radiobiology: Path | None = None):
+                uncertainty=None, radiobiology: Path | None = None, pet=None):
     """Shared body of ``plan`` and ``verify``: validate, run with progress bars, return the RunResult.
 
     model/constants None: the plan's with ``plan_dir``, else vsv and icrp107. ``uncertainty``: an
     UncertaintyRequest for the doses (None: none). ``lesion_model`` 'none': sessions without lesions stay without.
     ``regseg_model`` (not 'none'): session CTs without a liver mask get the liver of a diagnostic CT's given mask
     through this registration-segmentation network.
-    ``radiobiology``: the tissue-model file of --radiobiology. A study_path folder
+    ``radiobiology``: the tissue-model file of --radiobiology. ``pet``: the verification's PetQuantification (None:
+    the PET as reconstructed). A study_path folder
     without study.json is a PACS export: it is imported (``series``: the ``--series`` choices) into a
     temporary study, which the output keeps as ``study/``.
     """
@@ -136,7 +137,8 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
                                                        else model_reference_segmenter(regseg_model, programs)),
                                   lesion_segmenter=None if lesion_model == "none" else model_lesion_segmenter(lesion_model),
                                   programs=programs, rtdose_bits=rtdose_bits, uncertainty=uncertainty,
-                                  radiobiology=None if radiobiology is None else load_tissue_models(radiobiology))
+                                  radiobiology=None if radiobiology is None else load_tissue_models(radiobiology),
+                                  pet=pet)
         bar, say, progress = progress_bars()
         with bar:
             return run_study(study, out, overwrite=overwrite, verify_too=verify_too, options=options,
@@ -170,6 +172,16 @@ DoseBits = Annotated[RtDoseBits, typer.Option("--rtdose-bits", help="Bits of rts
                                               "viewers that read only 16-bit RT Dose (dose step: peak / 65535).")]
 PlanDir = Annotated[Path | None, typer.Option("--plan", help="Output folder of an earlier `sirtjax plan` of this "
                                               "study: compare with it instead of planning again.")]
+PetFwhm = Annotated[float | None, typer.Option("--pet-fwhm-mm", help="Resolution (FWHM, mm) of the 90Y PET: with "
+                                               "--match-fwhm-mm, and for the analytic lesion recovery curve.")]
+SpectFwhm = Annotated[float | None, typer.Option("--spect-fwhm-mm", help="Resolution (FWHM, mm) of the MAA SPECT, for "
+                                                 "--match-fwhm-mm.")]
+MatchFwhm = Annotated[float | None, typer.Option("--match-fwhm-mm", help="Blur the PET and the MAA SPECT to this FWHM "
+                                                 "(mm) before the verification's dose and its comparison with the plan.")]
+RecoveryCsv = Annotated[Path | None, typer.Option("--recovery-csv", help="Measured sphere recovery curve of the PET "
+                                                  "(columns volume_ml, recovery_coefficient): recovery-corrected lesion "
+                                                  "means. Without it, --pet-fwhm-mm gives the analytic curve.")]
+VERIFY_ONLY = ("plan_dir", "pet_fwhm_mm", "spect_fwhm_mm", "match_fwhm_mm", "recovery_csv")
 
 
 def workflow_command(verify_too: bool, summary):
@@ -201,13 +213,24 @@ def workflow_command(verify_too: bool, summary):
         registration_samples: Registrations = REGISTRATIONS,
         radiobiology: Annotated[Path | None, typer.Option("--radiobiology", help="Tissue models (JSON, docs/radiobiology.md):"
                                                           " BED, EUD, NTCP and TCP of the doses per VOI.")] = None,
+        pet_fwhm_mm: PetFwhm = None,
+        spect_fwhm_mm: SpectFwhm = None,
+        match_fwhm_mm: MatchFwhm = None,
+        recovery_csv: RecoveryCsv = None,
     ) -> None:
+        from sirtjax.cli._quantification import checked_recovery_curve
         from sirtjax.errors import InputError
-        from sirtjax.pipelines.inputs import UncertaintyRequest
+        from sirtjax.pipelines.inputs import PetQuantification, UncertaintyRequest
 
         stated = stated_model(uncertainty, calibration_sd, residual, residual_sd, lung_shunt_sd, boundary_sd_mm)
         if not 0 <= registration_samples <= 32:
             raise InputError("--registration-samples", f"0-32 more registrations, got {registration_samples}")
+        if spect_fwhm_mm is not None and match_fwhm_mm is None:
+            raise InputError("--spect-fwhm-mm", "is for --match-fwhm-mm (the plan's SPECT is blurred to that resolution)")
+        curve = checked_recovery_curve({"--pet-fwhm-mm": pet_fwhm_mm, **(
+            {"--spect-fwhm-mm": spect_fwhm_mm} if match_fwhm_mm is not None else {})}, match_fwhm_mm, recovery_csv)
+        pet = None if curve is None and match_fwhm_mm is None else PetQuantification(
+            match_fwhm_mm, pet_fwhm_mm, spect_fwhm_mm if match_fwhm_mm is not None else None, curve)
         result = run_command(study, out, verify_too=verify_too, lung_shunt=lung_shunt,
                              model=None if model is None else model.value, constants=constants, method=method.value,
                              quick=quick, seed=seed, liver_model=liver_model, lesion_model=lesion_model,
@@ -215,13 +238,13 @@ def workflow_command(verify_too: bool, summary):
                              overwrite=overwrite, series=series, rtdose_bits=int(rtdose_bits.value),
                              uncertainty=None if stated is None else UncertaintyRequest(uncertainty, stated,
                                                                                         registration_samples),
-                             radiobiology=radiobiology)
+                             radiobiology=radiobiology, pet=pet)
         typer.echo(summary(result))
 
-    if not verify_too:  # --plan belongs to verify only
+    if not verify_too:  # --plan and the PET's quantification belong to verify only
         sig = inspect.signature(command, eval_str=True)  # typer reads these annotations as given
         command.__signature__ = sig.replace(parameters=[q.replace(annotation=PLAN_ONLY.get(q.name, q.annotation))
-                                                        for q in sig.parameters.values() if q.name != "plan_dir"])
+                                                        for q in sig.parameters.values() if q.name not in VERIFY_ONLY])
     return command
 
 

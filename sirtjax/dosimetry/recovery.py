@@ -34,6 +34,7 @@ import numpy as np
 from scipy import integrate, ndimage, special
 
 from sirtjax.errors import InputError
+from sirtjax.plausibility import ResultWarning
 from sirtjax.volume import Volume
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -153,3 +154,16 @@ def lesion_recovery(vois: Sequence[dict], curve: RecoveryCurve) -> list[LesionRe
             rc = curve.coefficient(v["volume_ml"])
             out.append(LesionRecovery(v["name"], v["volume_ml"], rc, v["mean_gy"], v["mean_gy"] / rc, curve.covers(v["volume_ml"])))
     return out
+
+
+def recovery_report(vois: Sequence[dict], curve: RecoveryCurve) -> tuple[dict, tuple[ResultWarning, ...]]:
+    """A dose report's ``recovery`` entry for its lesion records under ``curve``, and a warning naming the lesions
+    outside its spheres (their coefficient is the nearest sphere's)."""
+    lesions = lesion_recovery(vois, curve)
+    entry = {"source": curve.source, "volume_ml": curve.volume_ml, "coefficient": curve.recovery, "lesions": lesions}
+    outside = [r for r in lesions if not r.within_curve]
+    if not outside:
+        return entry, ()
+    return entry, (ResultWarning("lesion_outside_recovery_curve", f"{', '.join(r.name for r in outside)}: outside the "
+                                 f"spheres of the recovery curve ({curve.volume_ml[0]:.3g}-{curve.volume_ml[-1]:.3g} ml); "
+                                 "the nearest sphere's coefficient is used", float(len(outside))),)

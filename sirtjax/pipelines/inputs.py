@@ -17,6 +17,7 @@ from sirtjax.volume import Volume, describe_grid
 
 if TYPE_CHECKING:
     from sirtjax.dosimetry.radiobiology import TissueModel
+    from sirtjax.dosimetry.recovery import RecoveryCurve
     from sirtjax.segmentation.lesions import LesionSegmentation
     from sirtjax.dosimetry.uncertainty import UncertaintyModel
     from sirtjax.registration.programs import ProgramCache
@@ -122,6 +123,29 @@ class UncertaintyRequest:
 
 
 @dataclasses.dataclass(frozen=True)
+class PetQuantification:
+    """How verify quantifies the 90Y PET against the plan (docs/pet-quantification.md).
+
+    With ``match_fwhm_mm``, the PET (reconstructed at ``pet_fwhm_mm``) and the plan's MAA SPECT (at ``spect_fwhm_mm``)
+    are blurred to that common FWHM before the verification's dose and its comparison with the plan, as the
+    literature compares them. ``recovery``: the lesions' recovery curve, whose coefficients divide the PET dose's
+    lesion means in the report (None: no correction).
+    """
+
+    match_fwhm_mm: float | None = None
+    pet_fwhm_mm: float | None = None
+    spect_fwhm_mm: float | None = None
+    recovery: RecoveryCurve | None = None
+
+    def __post_init__(self):
+        if self.match_fwhm_mm is not None and not (
+                self.pet_fwhm_mm is not None and self.spect_fwhm_mm is not None
+                and 0 < self.pet_fwhm_mm <= self.match_fwhm_mm and 0 < self.spect_fwhm_mm <= self.match_fwhm_mm):
+            raise ValueError(f"matching to {self.match_fwhm_mm:g} mm needs the PET's and the SPECT's resolutions, "
+                             "both positive and no coarser than it")
+
+
+@dataclasses.dataclass(frozen=True)
 class WorkflowOptions:
     """Settings shared by plan() and verify().
 
@@ -136,7 +160,8 @@ class WorkflowOptions:
     processes (:class:`~sirtjax.registration.programs.ProgramCache`; None: in memory only).
     ``uncertainty``: the dose-uncertainty ensemble of the plan's and the verification's doses (None: none).
     ``radiobiology``: tissue models by compartment kind ('normal_liver', 'lesion'; :mod:`sirtjax.dosimetry.bed_map`)
-    for the doses' BED, EUD, NTCP and TCP (None: none).
+    for the doses' BED, EUD, NTCP and TCP (None: none). ``pet``: the verification's resolution matching and lesion
+    recovery (:class:`PetQuantification`; None: the PET as reconstructed, uncorrected).
     ``rtdose_bits``: Bits Allocated of the RT Dose written for a CT session (32, or 16 for viewers
     that read only 16-bit; :mod:`sirtjax.rtdose`).
     """
@@ -151,6 +176,7 @@ class WorkflowOptions:
     programs: ProgramCache | None = None
     uncertainty: UncertaintyRequest | None = None
     radiobiology: dict[str, TissueModel] | None = None
+    pet: PetQuantification | None = None
     rtdose_bits: int = 32
 
     def __post_init__(self):

@@ -20,6 +20,7 @@ import dataclasses
 import numpy as np
 
 from sirtjax.dosimetry import DoseResult, voxel_dosimetry
+from sirtjax.dosimetry.recovery import match_resolution
 from sirtjax.pipelines.plan import PlanResult
 from sirtjax.volume import Volume, same_grid
 
@@ -48,6 +49,13 @@ class PlannedDose:
     lung_shunt_fraction: float  # the LSF the plan used, in [0, 1)
     dose_model: str  # vsv or ldm
     constants: str  # the name of the 90Y constant set
+
+    def at_resolution(self, fwhm_mm: float, target_fwhm_mm: float) -> PlannedDose:
+        """The plan with its MAA SPECT blurred from fwhm_mm to target_fwhm_mm (:func:`match_resolution`) and its dose
+        recomputed from it at the planned activity."""
+        blurred = dataclasses.replace(self, spect=match_resolution(self.spect, fwhm_mm, target_fwhm_mm),
+                                      source=f"{self.source}, its MAA SPECT blurred to {target_fwhm_mm:g} mm FWHM")
+        return dataclasses.replace(blurred, dose=blurred.dose_at(self.planned_activity_gbq))
 
     def dose_at(self, activity_gbq: float) -> DoseResult:
         """The plan's dose recomputed for another activity (same SPECT, VOIs, LSF, model and constants)."""

@@ -212,6 +212,11 @@ def verify_sections(v: VerifyResult) -> list[Section]:
     """Sections of the verification part: VOIs, registration, PET dose, comparison with the plan, DVHs."""
     anatomy, pet, p = v.session.anatomy, v.session.emission, v.plan
     blocks = [comparison_table(v.comparison)]
+    if "resolution" in v.report:
+        r = v.report["resolution"]
+        blocks.insert(0, Note(f"The 90Y PET ({r['pet_fwhm_mm']:g} mm FWHM) and the MAA SPECT ({r['spect_fwhm_mm']:g} mm) "
+                              f"were blurred to {r['matched_to_fwhm_mm']:g} mm FWHM first: the PET dose and the plan's "
+                              "dose, recomputed from the blurred SPECT, are compared at one resolution."))
     dvhs = {"plan": (p.dose.statistics.dvh_edges_gy, p.dose.statistics.cdvh_fraction, p.dose.voi_names)}
     if v.comparison_at_injected is not None:
         blocks.append(Note(f"Plan at {p.planned_activity_gbq:.3f} GBq above. Below, the plan's dose map recomputed for "
@@ -229,10 +234,20 @@ def verify_sections(v: VerifyResult) -> list[Section]:
         session_section("Verification: 90Y PET", anatomy, v.vois, pet_emission(pet), v.dose,
                         "Dose from the 90Y PET (", "Dose from the 90Y PET per VOI (PET grid)."),
         Section("Plan vs verification", tuple(blocks)),
+        *([] if "recovery" not in v.report else [recovery_section(v.report["recovery"])]),
         *([] if v.uncertainty is None else [uncertainty_section(v.uncertainty, "Dose uncertainty (verification)")]),
         *([] if v.radiobiology is None else [radiobiology_section(v.radiobiology, v.report["radiobiology"]["models"],
                                                                   "Radiobiology (verification)")]),
     ]
+
+
+def recovery_section(recovery: dict) -> Section:
+    """The PET dose's lesion means divided by their recovery coefficients (report.json's ``recovery``)."""
+    rows = tuple((r.name.replace("_", " "), fmt(r.volume_ml, 1), fmt(r.coefficient, 3), fmt(r.mean_gy, 1),
+                  fmt(r.corrected_mean_gy, 1)) for r in recovery["lesions"])
+    return Section("Lesion recovery (90Y PET)", (Table(
+        ("Lesion", "Volume (ml)", "Recovery coefficient", "Mean dose (Gy)", "Corrected mean dose (Gy)"), rows,
+        f"Each lesion's mean divided by the recovery coefficient at its volume. Curve: {recovery['source']}."),))
 
 
 def workflow_report(study: dict, plan: PlanResult | None, verification: VerifyResult | None = None, *,

@@ -9,7 +9,9 @@ plan's dose recomputed for the injected activity (same SPECT, VOIs and lung shun
 a different activity from a different distribution. With ``WorkflowOptions.uncertainty``, the PET
 dose's uncertainty ensemble (PET quantification, outlines, lesion registration). The plan is data
 (:class:`~sirtjax.pipelines.planned.PlannedDose`): computed in the same run, or read from the folder
-of an earlier ``sirtjax plan``.
+of an earlier ``sirtjax plan``. With ``WorkflowOptions.pet``: the PET and the plan's MAA SPECT blurred to one
+resolution first (the plan's dose recomputed from the blurred SPECT, so that both sides of the comparison have it),
+and the PET dose's lesion means corrected by a recovery curve (docs/pet-quantification.md).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import jax
 from sirtjax.dosimetry import DoseResult, ResultWarning, voxel_dosimetry
 from sirtjax.dosimetry.bed_map import BedResult, radiobiology_report, workflow_radiobiology
 from sirtjax.dosimetry.comparison import VoiComparison, compare_vois
+from sirtjax.dosimetry.recovery import match_resolution, recovery_report
 from sirtjax.pipelines.inputs import Anatomy, Session, StudyData, WorkflowOptions
 from sirtjax.pipelines.mapping import Registered
 from sirtjax.pipelines.plan import SessionVois, dose_uncertainty, session_warnings, session_vois
@@ -64,10 +67,22 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
     if (options.dose_model, options.constants) != (plan.dose_model, plan.constants):
         raise ValueError(f"the plan used the {plan.dose_model} model with {plan.constants} constants; "
                          f"verify with the same, not {options.dose_model} with {options.constants}")
+    pet = options.pet
+    if pet is not None and pet.match_fwhm_mm is not None:
+        session = dataclasses.replace(session, emission=match_resolution(session.emission, pet.pet_fwhm_mm,
+                                                                         pet.match_fwhm_mm))
+        plan = plan.at_resolution(pet.spect_fwhm_mm, pet.match_fwhm_mm)
     vois, registrations = session_vois(session, diagnostics, options, key=key, progress=progress)
     dose = voxel_dosimetry(session.emission, vois.liver_emission, lesions=vois.lesions_emission,
                            lungs=vois.lungs_emission, input_kind="bq-per-ml", model=options.dose_model,
                            constants=options.constants)
+    quantification = {}
+    if pet is not None and pet.match_fwhm_mm is not None:
+        quantification["resolution"] = {"pet_fwhm_mm": pet.pet_fwhm_mm, "spect_fwhm_mm": pet.spect_fwhm_mm,
+                                         "matched_to_fwhm_mm": pet.match_fwhm_mm}
+    if pet is not None and pet.recovery is not None:
+        quantification["recovery"], outside = recovery_report(dose.report["vois"], pet.recovery)
+        dose = dataclasses.replace(dose, warnings=dose.warnings + outside)
     comparison = compare_vois(_records(plan.dose), _records(dose))
     injected = study.activities.get("y90_injected_gbq")
     at_injected = comparison_at = None
@@ -95,6 +110,7 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
         **({"lesions_found": vois.lesions_found} if vois.lesions_found else {}),
         "registrations": [r.checks for r in registrations],
         "dose": dose.report,
+        **quantification,
         "plan": plan.source,
         "plan_activity_gbq": plan.planned_activity_gbq,
         "injected_activity_gbq": injected,
