@@ -324,6 +324,11 @@ def test_plan_uncertainty_redraws_the_lesion_registration(study, workflows):
     assert len(u["registration_checks"]) == 1 and check["liver_dice"] > 0.85
     w_reg = dict(FAST.registration).get("w_reg", PRESETS[p.registrations[0].preset].w_reg)
     assert w_reg / W_REG_SPAN <= check["w_reg"] <= w_reg * W_REG_SPAN and check["w_reg"] != w_reg  # a drawn spring weight
+    # landmark guidance: the registration saw a random half of the landmarks and is scored on the others
+    landmarks = p.registrations[0].checks["landmarks"]
+    assert p.registrations[0].preset == "cnn-lm-guided" and len(landmarks) >= 2
+    assert len(check["held_out_landmarks"]) == len(landmarks) // 2 and set(check["held_out_landmarks"]) < set(landmarks)
+    assert 0 <= check["held_out_landmark_mcd_mm"] < 12.0  # within the quick registration's 12 mm level
     assert liver["nominal"] == pytest.approx(records(p.dose)["liver"]["mean_gy"], rel=1e-4)
     # the partition prescription's target: the activity giving the normal liver its target mean in each member
     needed, target_gy = u["activity_for_target"], p.report["target_doses"]["normal_liver"]["dose_gy"]
@@ -346,6 +351,7 @@ def test_plan_uncertainty_redraws_the_lesion_registration(study, workflows):
     assert uv["vois"][0]["mean_gy"]["nominal"] == pytest.approx(records(v.dose)["liver"]["mean_gy"], rel=1e-4)
     html = workflow_report({"name": "phantom", "series": {}}, p, v)
     assert "Dose uncertainty (verification)" in html and "PET quantification sd 5 %" in html
+    assert "each guided by a random half of the landmarks" in html
     assert f"target (normal liver mean {target_gy:g} Gy)" in html  # the plan's activity interval
     assert "activity_for_target" not in uv  # a PET dose has no prescription
     assert "Radiobiology (verification)" in html
@@ -387,3 +393,21 @@ def test_verify_compares_at_one_resolution_and_corrects_the_lesions_recovery(stu
     assert "Lesion recovery (90Y PET)" in html and "blurred to 14 mm FWHM first" in html
     with pytest.raises(ValueError, match="needs the PET's and the SPECT's resolutions"):
         PetQuantification(10.0, 12.0, 8.0)
+
+
+def test_landmark_error_is_the_mass_centre_distance_left_by_the_field():
+    """landmark_error_mm on an oblique, anisotropic grid: the shift between the label maps without a field, and about
+    0 with the field that undoes it (ITK convention)."""
+    from sirtjax.pipelines.mapping import landmark_error_mm
+
+    direction = np.array([[0.0, 0.6, 0.8], [1.0, 0.0, 0.0], [0.0, 0.8, -0.6]])
+    spacing = (2.0, 3.0, 4.0)
+    labels = np.zeros((16, 18, 20), np.uint8)
+    labels[4:8, 5:9, 4:8], labels[9:12, 10:14, 11:15] = 2, 3
+    target = make_volume(labels, spacing, (10.0, -5.0, 3.0), direction)
+    source = target.with_array(np.roll(labels, 2, axis=2))  # 2 voxels along x: 4 mm along the first direction column
+    shift_mm = 2 * spacing[0] * direction[:, 0]
+    none = target.with_array(np.zeros(labels.shape + (3,), np.float32))
+    assert landmark_error_mm(target, source, none, [2, 3]) == pytest.approx(4.0, rel=1e-6)
+    undo = target.with_array(np.broadcast_to(shift_mm.astype(np.float32), labels.shape + (3,)).copy())
+    assert landmark_error_mm(target, source, undo, [2, 3]) == pytest.approx(0.0, abs=1e-3)

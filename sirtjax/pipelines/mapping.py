@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from sirtjax.errors import SirtjaxError
-from sirtjax.metrics import dice
+from sirtjax.metrics import dice, mcd
 from sirtjax.plausibility import ResultWarning
 from sirtjax.pipelines.inputs import Anatomy, WorkflowOptions
 from sirtjax.registration import RegistrationResult, guided
@@ -92,6 +92,23 @@ def landmark_labels(labels: Volume, liver: Volume | None) -> Volume:
     a = np.asarray(labels.array)
     base = (a == 1) if liver is None else (np.asarray(liver.array) != 0)
     return labels.with_array(np.where(a >= 2, a, base.astype(a.dtype)))
+
+
+def without_landmarks(anatomy: Anatomy, ids: Sequence[int]) -> Anatomy:
+    """The anatomy with the landmarks ``ids`` removed from its label map (their voxels 0: the liver VOI then covers them
+    in the guidance, as :func:`landmark_labels` fills it)."""
+    if not ids:
+        return anatomy
+    a = np.asarray(anatomy.labels.array)
+    return dataclasses.replace(anatomy, labels=anatomy.labels.with_array(np.where(np.isin(a, list(ids)), 0, a).astype(a.dtype)))
+
+
+def landmark_error_mm(target_labels: Volume, source_labels: Volume, field: Volume, ids: Sequence[int]) -> float:
+    """Mean mass-centre distance (mm) between the target's landmarks ``ids`` and the source's, warped onto the target
+    by ``field`` (nearest neighbour); a landmark warped out of the target's grid counts as infinitely far."""
+    warped = np.asarray(warp_volume(source_labels, field, order=0).array)
+    target = np.asarray(target_labels.array)
+    return float(np.mean([mcd(target_labels.with_array(target == i), target_labels.with_array(warped == i)) for i in ids]))
 
 
 def choose_preset(target: Anatomy, source: Anatomy, target_liver: Volume | None, source_liver: Volume | None) -> str:

@@ -41,7 +41,8 @@ from sirtjax.dosimetry.bed_map import BedResult, radiobiology_report, workflow_r
 from sirtjax.dosimetry.dose import voxel_volume_ml
 from sirtjax.dosimetry.uncertainty import activity_for_target, ensemble, summarise
 from sirtjax.pipelines.inputs import Anatomy, Session, StudyData, WorkflowOptions
-from sirtjax.pipelines.mapping import Registered, lesions_of, liver_of, register_anatomy
+from sirtjax.pipelines.mapping import (Registered, landmark_error_mm, lesions_of, liver_of, register_anatomy,
+                                      without_landmarks)
 from sirtjax.preprocess import resample_to
 from sirtjax.registration.presets import PRESETS
 from sirtjax.plausibility import check_liver_volume
@@ -207,7 +208,9 @@ def dose_uncertainty(session: Session, diagnostics: Sequence[Anatomy], vois: Ses
     activity None: the session's emission is a 90Y PET in Bq/ml (verification), else SPECT counts scaled to
     ``activity`` GBq (plan). With lesions mapped by registration, ``registrations`` more registrations of the
     mapping's source image, each with other sampling keys and a spring weight drawn within :data:`W_REG_SPAN` of
-    its preset's, give the lesion maps of its registration source; their checks go into the summary.
+    its preset's, give the lesion maps of its registration source; their checks go into the summary. Where the
+    mapping was guided by landmarks, each of them is guided by a random half of the landmarks (at least one) and
+    scored on the others (``held_out_landmark_mcd_mm``): the landmark error of a registration that did not see them.
     ``target`` (VOI name, mean dose Gy): the prescription's dose target, whose activity interval the summary then
     holds (:func:`~sirtjax.dosimetry.uncertainty.activity_for_target`). Keys of its own: the workflow's
     registrations draw as they did without it.
@@ -222,14 +225,20 @@ def dose_uncertainty(session: Session, diagnostics: Sequence[Anatomy], vois: Ses
         overrides = dict(options.registration)
         w_reg0 = float(overrides.get("w_reg", PRESETS[mapped.preset].w_reg))
         spans = np.asarray(jax.random.uniform(jax.random.fold_in(key, 999), (request.registrations,), minval=-1.0))
+        landmarks = mapped.checks["landmarks"]
         for k in range(request.registrations):
             w_reg = w_reg0 * W_REG_SPAN ** float(spans[k])
             drawn = dataclasses.replace(options, registration=tuple({**overrides, "w_reg": w_reg}.items()))
-            again = register_anatomy(session.anatomy, source, target_liver=vois.liver, options=drawn,
-                                     key=jax.random.fold_in(key, 1000 + k))
+            held_out = sorted(np.asarray(jax.random.permutation(jax.random.fold_in(key, 2000 + k), np.asarray(landmarks)))
+                              [: len(landmarks) // 2].tolist()) if len(landmarks) >= 2 else []
+            again = register_anatomy(without_landmarks(session.anatomy, held_out), without_landmarks(source, held_out),
+                                     target_liver=vois.liver, options=drawn, key=jax.random.fold_in(key, 1000 + k))
             alternatives.append(again.lesions)
             checks.append({"liver_dice": again.checks["liver_dice"],
-                           "folding_fraction": again.checks["jacobian"]["fraction_nonpositive"], "w_reg": w_reg})
+                           "folding_fraction": again.checks["jacobian"]["fraction_nonpositive"], "w_reg": w_reg,
+                           **({"held_out_landmarks": held_out, "held_out_landmark_mcd_mm": landmark_error_mm(
+                               session.anatomy.labels, source.labels, again.result.displacement, held_out)}
+                              if held_out else {})})
             warnings += [dataclasses.replace(w, message=f"uncertainty registration {k + 1}: {w.message}")
                          for w in again.warnings]
     e = ensemble(session.emission, vois.liver, vois.lesions, activity_gbq=activity, lung_shunt_fraction=lsf,

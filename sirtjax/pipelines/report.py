@@ -168,8 +168,8 @@ def uncertainty_section(u: dict, title: str = "Dose uncertainty") -> Section:
     stated = (f"{u['members']} {'plans' if u['emission'] == 'counts' else 'PET doses'} drawn from: {activity}, "
               f"liver and lesion outlines sd {s.boundary_sd_mm:g} mm (stated assumptions)"
               + (f"; the lesions of the plan's registration or of {u['registrations']} more with other sampling keys "
-                 f"and spring weights w_reg {_range(c['w_reg'] for c in u['registration_checks'])}."
-                 if u["registrations"] else "."))
+                 f"and spring weights w_reg {_range(c['w_reg'] for c in u['registration_checks'])}"
+                 + _held_out(u["registration_checks"]) + "." if u["registrations"] else "."))
     needed = u.get("activity_for_target")
     return Section(title, (
         uncertainty_table(u["vois"], "Nominal value [5 %, 95 %] of the ensemble; the widest source is the one that, "
@@ -178,6 +178,12 @@ def uncertainty_section(u: dict, title: str = "Dose uncertainty") -> Section:
         Note(stated),
         FigurePng(tornado_png(u["vois"]), "Mean dose per VOI: the 5-95 % interval with each source alone and with all "
                                           "together; the red line is the reported dose.")))
+
+
+def _held_out(checks: Sequence[dict]) -> str:
+    errors = [c["held_out_landmark_mcd_mm"] for c in checks if "held_out_landmark_mcd_mm" in c]
+    return (f", each guided by a random half of the landmarks (mass-centre distance of the other half "
+            f"{_range(errors)} mm)") if errors else ""
 
 
 def _range(values) -> str:
