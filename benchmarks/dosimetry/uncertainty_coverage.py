@@ -47,10 +47,10 @@ def offset_mm(true_liver, segmented, grid) -> float:
     the offset the ensemble would have to draw to match the volume error. The ensemble's own map is used (the
     signed distance on the CT grid, resampled linearly onto the SPECT's), and the segmentation is resampled as the
     dose table resamples it (nearest neighbour); the offset is found by bisection."""
-    from sirtjax.dosimetry.uncertainty import _on_grid
+    from sirtjax.dosimetry.uncertainty import outline_distance_on_grid
     from sirtjax.preprocess import resample_to
 
-    sdf, _ = _on_grid(true_liver, grid, 30.0)
+    sdf, _ = outline_distance_on_grid(true_liver, grid, 30.0)
     target = np.count_nonzero(np.asarray(resample_to(segmented, grid, order=0).array))
     lo, hi = -25.0, 25.0
     for _ in range(40):

@@ -110,7 +110,7 @@ def signed_distance_mm(mask: Volume) -> tuple[Volume, np.ndarray]:
     return mask.with_array(np.where(inside, -surface, surface).astype(np.float32)), across
 
 
-def _on_grid(mask: Volume, grid: Volume, reach_mm: float) -> tuple[np.ndarray, np.ndarray]:
+def outline_distance_on_grid(mask: Volume, grid: Volume, reach_mm: float) -> tuple[np.ndarray, np.ndarray]:
     """A mask's signed distance (mm) resampled linearly onto grid, and its labels' nearest-label map (order 0).
 
     Where the linear distance and the nearest-neighbour mask (what the dose tables use) disagree on a voxel, the
@@ -208,8 +208,9 @@ def ensemble(counts: Volume, liver: Volume, lesions: Volume | None, *, activity_
     spacing_mm = counts.spacing_mm
     spacing_zyx = np.asarray(spacing_mm, float)[::-1]
     reach_mm = MAX_SD * model.boundary_sd_mm + float(spacing_zyx.max())  # the farthest a drawn offset moves a surface
-    sdf_liver, _ = _on_grid(liver, counts, reach_mm)
-    outlines = [_on_grid(m, counts, reach_mm) for m in ([lesions, *lesion_alternatives] if lesions is not None else [])]
+    sdf_liver, _ = outline_distance_on_grid(liver, counts, reach_mm)
+    outlines = [outline_distance_on_grid(m, counts, reach_mm)
+                for m in ([lesions, *lesion_alternatives] if lesions is not None else [])]
     if not outlines:
         outlines = [(np.full(counts.shape, 1e6, np.float32), np.zeros(counts.shape, np.int32))]
     sdf_lesion, nearest = np.stack([o[0] for o in outlines]), np.stack([o[1] for o in outlines])
