@@ -194,3 +194,27 @@ def test_an_unwritable_cache_folder_warns_and_the_step_still_runs(tmp_path):
         params, _ = _run(make_step(_objective, adam_cosine(1.0, 1), "fit v5"), 32, ProgramCache(folder))
     assert float(params["a"][0]) == pytest.approx(3.0, abs=0.3)
     assert not list(tmp_path.glob("**/*.tmp"))
+
+
+def test_a_segmentation_forward_pass_loads_in_a_fresh_cache_and_matches_the_jit(tmp_path):
+    """A U-Net's forward pass through a ProgramCache: stored once, then loaded by a fresh cache object (a new
+    process) without compiling, named by the model's structure, with the probabilities of the plain jit path."""
+    from flax import nnx
+
+    from sirtjax.models.store import build_model
+    from sirtjax.segmentation.infer import forward_program, predict_array
+
+    spec = {"arch": "residual_unet3d", "features": [2, 4], "dropout_rate": 0.0}
+    model = build_model(spec, rngs=nnx.Rngs(params=3))
+    image = np.random.default_rng(0).normal(size=(20, 22, 24)).astype(np.float32)
+    plain = predict_array(model, image, max_out_tile=(12, 12, 12))
+    first = predict_array(model, image, max_out_tile=(12, 12, 12), programs=ProgramCache(tmp_path))
+    assert len(_entries(tmp_path)) == 1
+    compiles = COMPILES.n
+    again = predict_array(model, image, max_out_tile=(12, 12, 12), programs=ProgramCache(tmp_path))
+    assert COMPILES.n == compiles and len(_entries(tmp_path)) == 1
+    np.testing.assert_allclose(first, plain, atol=1e-6)
+    np.testing.assert_array_equal(again, first)
+    other = build_model({**spec, "dropout_rate": 0.2}, rngs=nnx.Rngs(params=3))  # another setting: another program
+    assert forward_program(nnx.graphdef(other), False).name != forward_program(nnx.graphdef(model), False).name
+    assert forward_program(nnx.graphdef(model), True).name != forward_program(nnx.graphdef(model), False).name

@@ -79,8 +79,10 @@ def demo(
         study = parse_manifest(manifest, study_dir / "study.json")
 
         stated = stated_model(DEMO_MEMBERS, CALIBRATION_SD, RESIDUAL, RESIDUAL_SD, LUNG_SHUNT_SD, BOUNDARY_SD_MM)
-        options = WorkflowOptions(registration=QUICK_REGISTRATION, segmenter=model_segmenter() if segment else None,
-                                  programs=program_cache(), uncertainty=UncertaintyRequest(DEMO_MEMBERS, stated,
+        programs = program_cache()
+        options = WorkflowOptions(registration=QUICK_REGISTRATION,
+                                  segmenter=model_segmenter(programs=programs) if segment else None,
+                                  programs=programs, uncertainty=UncertaintyRequest(DEMO_MEMBERS, stated,
                                                                                  DEMO_REGISTRATIONS))
         result = run_study(study, out, overwrite=overwrite, verify_too=True, options=options, seed=0, say=say, progress=progress,
                            copy_study=True,

@@ -132,10 +132,12 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
         check_output(out, overwrite=overwrite, inputs=[*study.input_paths(), *([plan_dir] if plan_dir else [])])
         programs = program_cache()
         options = WorkflowOptions(dose_model=model, constants=constants, prescription_method=method,
-                                  registration=QUICK_REGISTRATION if quick else (), segmenter=model_segmenter(liver_model),
+                                  registration=QUICK_REGISTRATION if quick else (),
+                                  segmenter=model_segmenter(liver_model, programs),
                                   reference_segmenter=(None if regseg_model == "none"
                                                        else model_reference_segmenter(regseg_model, programs)),
-                                  lesion_segmenter=None if lesion_model == "none" else model_lesion_segmenter(lesion_model),
+                                  lesion_segmenter=(None if lesion_model == "none"
+                                                    else model_lesion_segmenter(lesion_model, programs)),
                                   programs=programs, rtdose_bits=rtdose_bits, uncertainty=uncertainty,
                                   radiobiology=None if radiobiology is None else load_tissue_models(radiobiology),
                                   pet=pet)

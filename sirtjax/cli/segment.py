@@ -72,13 +72,13 @@ def segment(
     voxel_ml = float(np.prod(vol.spacing_mm)) / 1000.0
     with progress_bar() as bar:
         task = bar.add_task("segmenting", total=None)
-        on_batch = lambda d, n: bar.update(task, completed=d, total=n)  # noqa: E731
+        predict = {"tta": tta, "on_batch": lambda d, n: bar.update(task, completed=d, total=n), "programs": program_cache()}
         if liver_net is not None:
-            liver_vol, _, _ = _liver(*liver_net, vol, modality, tta, on_batch, voxel_ml)
+            liver_vol, _, _ = _liver(*liver_net, vol, modality, predict, voxel_ml)
         if target is Target.liver:
-            mask, prob, lines = _liver(net, spec, vol, modality, tta, on_batch, voxel_ml)
+            mask, prob, lines = _liver(net, spec, vol, modality, predict, voxel_ml)
         else:
-            mask, prob, lines = _lesions(net, spec, vol, liver_vol, modality, tta, on_batch, liver)
+            mask, prob, lines = _lesions(net, spec, vol, liver_vol, modality, predict, liver)
     write_volume(mask, out, dtype=np.uint8 if target is Target.liver else np.uint16)
     if probability is not None:
         write_volume(prob, probability, dtype=np.float32)
@@ -134,26 +134,26 @@ def _model(name: str, target: str, modality: str, option: str, *, registration: 
     return net, spec
 
 
-def _liver(net, spec, vol, modality, tta, on_batch, voxel_ml):
-    """(liver mask, probability, report lines) of `sirtjax segment`."""
+def _liver(net, spec, vol, modality, predict: dict, voxel_ml):
+    """(liver mask, probability, report lines) of `sirtjax segment`; ``predict``: the inference's keyword arguments."""
     import numpy as np
 
     from sirtjax.segmentation import liver_mask, predict_probability
     from sirtjax.segmentation.postprocess import liver_warnings
 
-    prob = predict_probability(net, spec, vol, modality=modality, tta=tta, on_batch=on_batch)
+    prob = predict_probability(net, spec, vol, modality=modality, **predict)
     mask = prob.with_array(liver_mask(np.asarray(prob.array)))
     lines = [f"liver: {int(mask.array.sum()) * voxel_ml:.1f} ml"]
     return mask, prob, lines + [f"warning: {w}" for w in liver_warnings(np.asarray(prob.array), voxel_ml)]
 
 
-def _lesions(net, spec, vol, liver_vol, modality, tta, on_batch, liver_path):
+def _lesions(net, spec, vol, liver_vol, modality, predict: dict, liver_path):
     """(lesion instances, probability, report lines) of `sirtjax segment --target lesions`."""
     from sirtjax.errors import InputError
     from sirtjax.segmentation import segment_lesions
 
     try:
-        seg = segment_lesions(net, spec, vol, liver_vol, modality=modality, tta=tta, on_batch=on_batch)
+        seg = segment_lesions(net, spec, vol, liver_vol, modality=modality, **predict)
     except InputError as exc:
         raise InputError(liver_path or "liver", exc.problem) from None
     lines = [f"lesions: {len(seg.lesions)} in the liver" + ("" if liver_path else " (liver segmented first)")]

@@ -124,9 +124,9 @@ def run_plan(cases: Sequence[Case], settings: PlanSettings, key: jax.Array, out:
     from sirtjax.pipelines.segment import model_lesion_segmenter, model_segmenter
     from sirtjax.study import load_study
 
-    lesions = None if settings.lesion_model == "none" else model_lesion_segmenter(settings.lesion_model)
+    lesions = None if settings.lesion_model == "none" else model_lesion_segmenter(settings.lesion_model, devices.programs)
     options = WorkflowOptions(registration=QUICK_REGISTRATION if settings.quick else (),
-                              segmenter=model_segmenter(settings.liver_model), lesion_segmenter=lesions,
+                              segmenter=model_segmenter(settings.liver_model, devices.programs), lesion_segmenter=lesions,
                               programs=devices.programs)
     seed = int(jax.random.randint(key, (), 0, 2**30))
 

@@ -52,15 +52,16 @@ def _lazy_model(name_or_path: str | Path, target: str, *, registration: bool = F
     return get
 
 
-def model_segmenter(name_or_path: str | Path = DEFAULT_LIVER_MODEL) -> Segmenter:
-    """A Segmenter (image Volume, modality 'CT' | 'MR') -> 0/1 liver mask on the image's grid, from a model."""
+def model_segmenter(name_or_path: str | Path = DEFAULT_LIVER_MODEL, programs=None) -> Segmenter:
+    """A Segmenter (image Volume, modality 'CT' | 'MR') -> 0/1 liver mask on the image's grid, from a model
+    (``programs``: the ProgramCache that keeps its compiled forward pass)."""
     get = _lazy_model(name_or_path, "liver")
 
     def segment(image: Volume, modality: str) -> Volume:
         from sirtjax.segmentation import segment_liver
 
         model, spec = get(modality)
-        return segment_liver(model, spec, image, modality=modality.lower())
+        return segment_liver(model, spec, image, modality=modality.lower(), programs=programs)
 
     return segment
 
@@ -79,14 +80,15 @@ def model_reference_segmenter(name_or_path: str | Path = "regseg", programs=None
     return segment
 
 
-def model_lesion_segmenter(name_or_path: str | Path = DEFAULT_LESION_MODEL) -> LesionSegmenter:
-    """A LesionSegmenter (image, modality, 0/1 liver mask on the image's grid) -> LesionSegmentation, from a model."""
+def model_lesion_segmenter(name_or_path: str | Path = DEFAULT_LESION_MODEL, programs=None) -> LesionSegmenter:
+    """A LesionSegmenter (image, modality, 0/1 liver mask on the image's grid) -> LesionSegmentation, from a model
+    (``programs``: the ProgramCache that keeps its compiled forward pass)."""
     get = _lazy_model(name_or_path, "lesions")
 
     def segment(image: Volume, modality: str, liver: Volume):
         from sirtjax.segmentation import segment_lesions
 
         model, spec = get(modality)
-        return segment_lesions(model, spec, image, liver, modality=modality.lower())
+        return segment_lesions(model, spec, image, liver, modality=modality.lower(), programs=programs)
 
     return segment

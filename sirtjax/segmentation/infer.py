@@ -8,6 +8,8 @@ threshold is applied after that resampling.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -18,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from sirtjax.preprocess import resample_to
+from sirtjax.registration.programs import Program, ProgramCache
 from sirtjax.segmentation.postprocess import liver_mask
 from sirtjax.segmentation.preprocess import prepare_image
 from sirtjax.segmentation.sliding_window import sliding_window
@@ -26,8 +29,7 @@ from sirtjax.volume import Volume
 DEFAULT_TILE_OUT = (136, 136, 163)  # thesis output tile, given (x, y, z) like the thesis' 163x136x136
 
 
-@partial(jax.jit, static_argnums=(0, 2))
-def _forward(graphdef: nnx.GraphDef, state: nnx.State, tta: bool, x: jax.Array) -> jax.Array:
+def _probabilities(graphdef: nnx.GraphDef, tta: bool, state: nnx.State, x: jax.Array) -> jax.Array:
     """Foreground-class probabilities (B, z, y, x, C) of a batch; with tta, mean over axis flips."""
     model = nnx.merge(graphdef, state)
 
@@ -39,6 +41,17 @@ def _forward(graphdef: nnx.GraphDef, state: nnx.State, tta: bool, x: jax.Array) 
         return probs(x)
     flips = [(), (1,), (2,), (3,)]  # identity and each spatial axis (z, y, x)
     return sum(jnp.flip(probs(jnp.flip(x, f)), f) if f else probs(x) for f in flips) / len(flips)
+
+
+_forward = jax.jit(_probabilities, static_argnums=(0, 1))
+
+
+def forward_program(graphdef: nnx.GraphDef, tta: bool) -> Program:
+    """The forward pass of a model's graph as a :class:`Program`, named by the graph's structure (every static setting,
+    function addresses left out), so that a later process finds its executable in a :class:`ProgramCache`."""
+    structure = re.sub(r" at 0x[0-9a-f]+", "", repr(graphdef))
+    digest = hashlib.sha256(structure.encode()).hexdigest()[:20]
+    return Program(partial(_probabilities, graphdef, tta), f"segmentation forward {digest} tta {tta}")
 
 
 def model_tiles(model: nnx.Module, image_shape: Sequence[int], max_out_tile: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -57,15 +70,21 @@ def predict_array(
     overlap: float = 0.5,
     batch_size: int = 1,
     on_batch: Callable[[int, int], None] | None = None,
+    programs: ProgramCache | None = None,
 ) -> np.ndarray:
-    """Class probabilities (z, y, x, C) for a windowed network input (z, y, x) or (z, y, x, C)."""
+    """Class probabilities (z, y, x, C) for a windowed network input (z, y, x) or (z, y, x, C).
+
+    ``programs``: where the compiled forward pass is kept for later processes (None: in this process only).
+    """
     image = np.asarray(image, np.float32)
     if image.ndim == 3:
         image = image[..., None]
     in_tile, out_tile = model_tiles(model, image.shape[:3], max_out_tile)
     graphdef, state = nnx.split(model)
+    program = None if programs is None else forward_program(graphdef, tta)
     return sliding_window(
-        lambda batch: _forward(graphdef, state, tta, jnp.asarray(batch)),
+        lambda batch: (_forward(graphdef, tta, state, jnp.asarray(batch)) if program is None
+                       else program(state, jnp.asarray(batch), programs=programs)),
         image,
         in_tile=in_tile,
         out_tile=out_tile,
@@ -89,15 +108,18 @@ def probability_on(
     tta: bool = False,
     batch_size: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    programs: ProgramCache | None = None,
 ) -> Volume:
     """Foreground probability (z, y, x) float32 of a prepared network input, resampled onto `grid` (0 outside it).
 
     `batch_size` tiles go through the network at once; by default the spec's ``tile_batch`` (1 if absent).
+    ``programs``: the compiled forward pass's cache (:func:`predict_array`).
     """
     max_tile_xyz = spec.get("tile_out", DEFAULT_TILE_OUT)
     probs = predict_array(
         model, prepared.array, max_out_tile=tuple(max_tile_xyz)[::-1], tta=tta,
-        batch_size=int(spec.get("tile_batch", 1)) if batch_size is None else batch_size, on_batch=on_batch
+        batch_size=int(spec.get("tile_batch", 1)) if batch_size is None else batch_size, on_batch=on_batch,
+        programs=programs,
     )
     return resample_to(prepared.with_array(foreground(probs).astype(np.float32)), grid, order=1, default_value=0.0)
 
@@ -105,7 +127,7 @@ def probability_on(
 def predict_probability(model: nnx.Module, spec: dict[str, Any], vol: Volume, *, modality: str, **predict_kwargs: Any) -> Volume:
     """Foreground probability (z, y, x) float32 on the input grid of `vol` (see module docstring).
 
-    `predict_kwargs` (tta, batch_size, on_batch) go to :func:`probability_on`.
+    `predict_kwargs` (tta, batch_size, on_batch, programs) go to :func:`probability_on`.
     """
     prepared = prepare_image(vol, modality, spec.get("spacing_mm", (3.0, 3.0, 3.0)))
     return probability_on(model, spec, prepared, vol, **predict_kwargs)
@@ -114,7 +136,7 @@ def predict_probability(model: nnx.Module, spec: dict[str, Any], vol: Volume, *,
 def segment_liver(model: nnx.Module, spec: dict[str, Any], vol: Volume, *, threshold: float = 0.5, **predict_kwargs: Any) -> Volume:
     """Liver mask (uint8 0/1, z, y, x) on the grid of `vol`: threshold, largest component, holes filled.
 
-    `predict_kwargs` (modality, tta, batch_size, on_batch) go to :func:`predict_probability`.
+    `predict_kwargs` (modality, tta, batch_size, on_batch, programs) go to :func:`predict_probability`.
     """
     prob = predict_probability(model, spec, vol, **predict_kwargs)
     return prob.with_array(liver_mask(np.asarray(prob.array), threshold=threshold))
