@@ -234,11 +234,12 @@ def dose_uncertainty(session: Session, diagnostics: Sequence[Anatomy], vois: Ses
             again = register_anatomy(without_landmarks(session.anatomy, held_out), without_landmarks(source, held_out),
                                      target_liver=vois.liver, options=drawn, key=jax.random.fold_in(key, 1000 + k))
             alternatives.append(again.lesions)
-            checks.append({"liver_dice": again.checks["liver_dice"],
-                           "folding_fraction": again.checks["jacobian"]["fraction_nonpositive"], "w_reg": w_reg,
-                           **({"held_out_landmarks": held_out, "held_out_landmark_mcd_mm": landmark_error_mm(
-                               session.anatomy.labels, source.labels, again.result.displacement, held_out)}
-                              if held_out else {})})
+            check = {"liver_dice": again.checks["liver_dice"],
+                     "folding_fraction": again.checks["jacobian"]["fraction_nonpositive"], "w_reg": w_reg}
+            if held_out:
+                check |= {"held_out_landmarks": held_out, "held_out_landmark_mcd_mm": landmark_error_mm(
+                    session.anatomy.labels, source.labels, again.result.displacement, held_out)}
+            checks.append(check)
             warnings += [dataclasses.replace(w, message=f"uncertainty registration {k + 1}: {w.message}")
                          for w in again.warnings]
     e = ensemble(session.emission, vois.liver, vois.lesions, activity_gbq=activity, lung_shunt_fraction=lsf,
