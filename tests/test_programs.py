@@ -100,6 +100,7 @@ def test_new_shapes_and_names_get_their_own_entries_and_a_broken_entry_is_replac
     assert max(e.stat().st_size for e in _entries(tmp_path)) > 1000
 
 
+@pytest.mark.slow  # 20 s; the default run loads a level step and a segmentation forward pass in a fresh cache
 def test_registration_round_trips_through_the_cache(tmp_path):
     """The real programs (LevelData pytrees, PRNG keys, static arguments): compiled and stored once, then loaded
     by a fresh cache object with equal results and no compile at all."""
@@ -201,20 +202,27 @@ def test_a_segmentation_forward_pass_loads_in_a_fresh_cache_and_matches_the_jit(
     process) without compiling, named by the model's structure, with the probabilities of the plain jit path."""
     from flax import nnx
 
-    from sirtjax.models.store import build_model
+    from sirtjax.models.store import build_model, load_param_arrays
     from sirtjax.segmentation.infer import forward_program, predict_array
 
-    spec = {"arch": "residual_unet3d", "features": [2, 4], "dropout_rate": 0.0}
-    model = build_model(spec, rngs=nnx.Rngs(params=3))
-    image = np.random.default_rng(0).normal(size=(20, 22, 24)).astype(np.float32)
-    plain = predict_array(model, image, max_out_tile=(12, 12, 12))
-    first = predict_array(model, image, max_out_tile=(12, 12, 12), programs=ProgramCache(tmp_path))
+    def model_of(spec):  # random weights without the initialisers' compiles (seconds each)
+        model = nnx.eval_shape(lambda: build_model(spec, rngs=nnx.Rngs(params=0)))
+        rng = np.random.default_rng(3)
+        load_param_arrays(model, {"/".join(map(str, p)): rng.normal(0.0, 0.3, v.get_value().shape)
+                                  for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))})
+        return model
+
+    spec = {"arch": "residual_unet3d", "features": [2, 2], "dropout_rate": 0.0}
+    model = model_of(spec)
+    image = np.random.default_rng(0).normal(size=(10, 12, 14)).astype(np.float32)
+    plain = predict_array(model, image, max_out_tile=(8, 8, 8))
+    first = predict_array(model, image, max_out_tile=(8, 8, 8), programs=ProgramCache(tmp_path))
     assert len(_entries(tmp_path)) == 1
     compiles = COMPILES.n
-    again = predict_array(model, image, max_out_tile=(12, 12, 12), programs=ProgramCache(tmp_path))
+    again = predict_array(model, image, max_out_tile=(8, 8, 8), programs=ProgramCache(tmp_path))
     assert COMPILES.n == compiles and len(_entries(tmp_path)) == 1
     np.testing.assert_allclose(first, plain, atol=1e-6)
     np.testing.assert_array_equal(again, first)
-    other = build_model({**spec, "dropout_rate": 0.2}, rngs=nnx.Rngs(params=3))  # another setting: another program
+    other = model_of({**spec, "dropout_rate": 0.2})  # another setting: another program
     assert forward_program(nnx.graphdef(other), False).name != forward_program(nnx.graphdef(model), False).name
     assert forward_program(nnx.graphdef(model), True).name != forward_program(nnx.graphdef(model), False).name
