@@ -229,10 +229,10 @@ def workflow_command(verify_too: bool, summary):
             raise InputError("--registration-samples", f"0-32 more registrations, got {registration_samples}")
         if spect_fwhm_mm is not None and match_fwhm_mm is None:
             raise InputError("--spect-fwhm-mm", "is for --match-fwhm-mm (the plan's SPECT is blurred to that resolution)")
-        curve = checked_recovery_curve({"--pet-fwhm-mm": pet_fwhm_mm, **(
-            {"--spect-fwhm-mm": spect_fwhm_mm} if match_fwhm_mm is not None else {})}, match_fwhm_mm, recovery_csv)
-        pet = None if curve is None and match_fwhm_mm is None else PetQuantification(
-            match_fwhm_mm, pet_fwhm_mm, spect_fwhm_mm if match_fwhm_mm is not None else None, curve)
+        curve = checked_recovery_curve({"--pet-fwhm-mm": pet_fwhm_mm, "--spect-fwhm-mm": spect_fwhm_mm}, match_fwhm_mm,
+                                       recovery_csv)
+        pet = (None if curve is None and match_fwhm_mm is None
+               else PetQuantification(match_fwhm_mm, pet_fwhm_mm, spect_fwhm_mm, curve))
         result = run_command(study, out, verify_too=verify_too, lung_shunt=lung_shunt,
                              model=None if model is None else model.value, constants=constants, method=method.value,
                              quick=quick, seed=seed, liver_model=liver_model, lesion_model=lesion_model,

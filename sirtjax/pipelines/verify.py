@@ -67,19 +67,17 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
     if (options.dose_model, options.constants) != (plan.dose_model, plan.constants):
         raise ValueError(f"the plan used the {plan.dose_model} model with {plan.constants} constants; "
                          f"verify with the same, not {options.dose_model} with {options.constants}")
-    pet = options.pet
+    pet, quantification = options.pet, {}
     if pet is not None and pet.match_fwhm_mm is not None:
         session = dataclasses.replace(session, emission=match_resolution(session.emission, pet.pet_fwhm_mm,
                                                                          pet.match_fwhm_mm))
         plan = plan.at_resolution(pet.spect_fwhm_mm, pet.match_fwhm_mm)
+        quantification["resolution"] = {"pet_fwhm_mm": pet.pet_fwhm_mm, "spect_fwhm_mm": pet.spect_fwhm_mm,
+                                         "matched_to_fwhm_mm": pet.match_fwhm_mm}
     vois, registrations = session_vois(session, diagnostics, options, key=key, progress=progress)
     dose = voxel_dosimetry(session.emission, vois.liver_emission, lesions=vois.lesions_emission,
                            lungs=vois.lungs_emission, input_kind="bq-per-ml", model=options.dose_model,
                            constants=options.constants)
-    quantification = {}
-    if pet is not None and pet.match_fwhm_mm is not None:
-        quantification["resolution"] = {"pet_fwhm_mm": pet.pet_fwhm_mm, "spect_fwhm_mm": pet.spect_fwhm_mm,
-                                         "matched_to_fwhm_mm": pet.match_fwhm_mm}
     if pet is not None and pet.recovery is not None:
         quantification["recovery"], outside = recovery_report(dose.report["vois"], pet.recovery)
         dose = dataclasses.replace(dose, warnings=dose.warnings + outside)
