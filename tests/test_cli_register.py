@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,8 @@ import SimpleITK as sitk
 
 from sirtjax.cli import main
 from sirtjax.io import read_volume, write_volume
-from sirtjax.registration import PRESETS, RegistrationConfig, config_from_dict
+from sirtjax.registration import PRESETS, NonrigidStage, Overrides, RegistrationConfig, config_from_dict
+from sirtjax.registration.config import Pyramid
 from sirtjax.volume import make_volume, world_grid
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "registration"
@@ -61,8 +63,9 @@ def test_register_cli_outputs_and_simpleitk_reproduces_the_warp(files, capsys):
                                                       sitk.sitkNearestNeighbor, 0))
     assert np.mean(labels.array == ref_labels) > 0.999  # nearest rounding at exact half-voxel ties may differ
     report = json.loads((out / "report.json").read_text())
-    assert report["config"] == {**dataclasses.asdict(PRESETS["cnn-lm-guided"]), "levels": 1, "affine_iterations": 15,
-                                "nonrigid_iterations": 15}  # the file, then the command-line overrides
+    # the file, then the command-line overrides
+    assert report["config"] == json.loads(json.dumps(dataclasses.asdict(Overrides(levels=1, iterations=15).apply(
+        PRESETS["cnn-lm-guided"]))))
     assert [s["stage"] for s in report["stages"]] == ["affine", "image", "nonrigid"]  # one level keeps the test fast
     assert report["compile_s"] >= 0 and report["optimise_s"] > 0
     assert 0 <= report["jacobian_liver"]["fraction_nonpositive"] < 0.001
@@ -77,9 +80,9 @@ def test_register_cli_cnn_guided_leaves_the_image_term_out_unless_weighted(files
     for name, extra in (("default", []), ("weighted", ["--w-image", "0.5"])):
         main(["register", str(f["fixed"]), str(f["moving"]), "-o", str(d / name), *common, *extra])
     default, weighted = (json.loads((d / n / "report.json").read_text()) for n in ("default", "weighted"))
-    assert default["preset"] == "cnn-guided" and not default["config"]["nonrigid_image"]
+    assert default["preset"] == "cnn-guided" and not default["config"]["stages"][-1]["image_term"]
     assert set(default["stages"][-1]["terms_last"]) == {"loss", "seg", "reg"}
-    assert weighted["config"]["nonrigid_image"] and weighted["config"]["w_image"] == 0.5
+    assert weighted["config"]["stages"][-1]["image_term"] and weighted["config"]["stages"][-1]["w_image"] == 0.5
     assert set(weighted["stages"][-1]["terms_last"]) == {"loss", "image", "seg", "reg"}
 
 
@@ -106,20 +109,44 @@ def test_config_files_are_the_presets():
     assert sorted(p.stem for p in CONFIGS.glob("*.json")) == sorted(PRESETS)
     for name, preset in PRESETS.items():
         assert config_from_dict(json.loads((CONFIGS / f"{name}.json").read_text())) == preset, name
-    assert config_from_dict({"levels": 2}) == dataclasses.replace(RegistrationConfig(), levels=2)
-    assert config_from_dict({"finest_mm": 3}).finest_mm == 3.0 and config_from_dict({"samples": None}).samples is None
+    default = RegistrationConfig()
+    assert config_from_dict({"pyramid": {"levels": 2}}) == dataclasses.replace(default, pyramid=Pyramid(levels=2))
+    assert config_from_dict({"pyramid": {"finest_mm": 3}}).pyramid.finest_mm == 3.0
+    assert config_from_dict({"affine": {"samples": None}}).affine.samples is None
     # float settings that may be None (null in the JSON files) stay None
-    assert config_from_dict({"roi_margin_mm": None, "finest_mm": None}) == dataclasses.replace(
-        RegistrationConfig(), roi_margin_mm=None, finest_mm=None)
-    for bad in ({"level": 2}, {"levels": "2"}, {"w_reg": True}, {"samples": 0}, {"image_field_samples": 10**6}):
-        with pytest.raises(ValueError):
+    assert config_from_dict({"similarity": {"roi_margin_mm": None}, "pyramid": {"finest_mm": None}}) == dataclasses.replace(
+        default, similarity=dataclasses.replace(default.similarity, roi_margin_mm=None), pyramid=Pyramid(finest_mm=None))
+    # a stage's missing fields are NonrigidStage's defaults; no stages: the affine alone
+    two = config_from_dict({"stages": [{"images_only": True, "field_order": 3}, {"w_reg": 50}]})
+    assert two.stages == (NonrigidStage(images_only=True, field_order=3), NonrigidStage(w_reg=50.0))
+    assert config_from_dict({"stages": []}).stages == ()
+    for bad, says in (({"levels": 2}, "unknown registration setting(s): levels"),
+                      ({"pyramid": {"level": 2}}, "pyramid.level"), ({"pyramid": {"levels": "2"}}, "pyramid.levels"),
+                      ({"stages": [{"w_reg": True}]}, "stages[0].w_reg"), ({"affine": {"samples": 0}}, "samples"),
+                      ({"stages": {"w_reg": 1}}, "must be a list"), ({"affine": 3}, "must be a JSON object"),
+                      ({"stages": [{}, {"field_order": 3}]}, "first non-rigid stage"), ({"optimiser": "sgd"}, "sgd")):
+        with pytest.raises(ValueError, match=re.escape(says)):
             config_from_dict(bad)
+
+
+def test_overrides_change_the_guided_stages():
+    """Overrides set what they name: the affine's and the guided stages' iterations and weights, not the images-only
+    stage's; the image weight switches the image term; no non-rigid levels or no image stages drop stages."""
+    preset = PRESETS["cnn-guided"]
+    image, guided = preset.stages
+    changed = Overrides(iterations=7, w_image=0.5, w_reg=3.0, levels=2, liver_stiffness=2.0, metric="ssd").apply(preset)
+    assert changed.stages[0] == image and changed.affine.iterations == 7 and changed.pyramid.levels == 2
+    assert changed.stages[1] == dataclasses.replace(guided, iterations=7, w_image=0.5, image_term=True, w_reg=3.0)
+    assert changed.regulariser.liver_stiffness == 2.0 and changed.similarity.metric == "ssd"
+    assert Overrides(image_stages=False).apply(preset).stages == (guided,)
+    assert Overrides(nonrigid_levels=0).apply(preset).stages == ()
+    assert Overrides().apply(preset) == preset and Overrides(w_reg=3.0).given() == {"w_reg": 3.0}
 
 
 def test_register_cli_rejects_a_bad_config_file(files, capsys):
     d, f = files
     bad = d / "bad.json"
-    bad.write_text('{"levels": 3, "stiffnes": 2}')
+    bad.write_text('{"pyramid": {"levels": 3}, "stiffnes": 2}')
     with pytest.raises(SystemExit) as exc:
         main(["register", str(f["fixed"]), str(f["moving"]), "-o", str(d / "bad"), "--config", str(bad)])
     assert exc.value.code == 2

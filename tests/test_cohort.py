@@ -17,12 +17,13 @@ from sirtjax.cli import main
 from sirtjax.cohort import RegisterSettings, plan_batches, read_manifest
 from sirtjax.errors import InputError
 from sirtjax.io import read_volume, write_volume
-from sirtjax.registration import PRESETS
+from sirtjax.registration import PRESETS, Overrides
+from sirtjax.registration.config import EarlyStop
 from sirtjax.volume import make_volume, world_grid
 
 # cnn-guided cut short for a test: one level, no image stage, a few fixed-length steps (no early stop)
-QUICK = dataclasses.replace(PRESETS["cnn-guided"], levels=1, image_field_mm=0.0, affine_iterations=4,
-                            nonrigid_iterations=4, min_iterations=10)
+QUICK = dataclasses.replace(Overrides(levels=1, iterations=4, image_stages=False).apply(PRESETS["cnn-guided"]),
+                            early_stop=EarlyStop(min_iterations=10))
 
 
 def _scene(vol, shift):
@@ -158,7 +159,7 @@ from sirtjax.io import read_volume
 from sirtjax.registration import make_pair
 from sirtjax.registration.files import load_config
 from sirtjax.registration.levels import prepare_levels
-from sirtjax.registration.nonrigid import RegulariserOptions, field_factor_for, field_shape, nonrigid_objective
+from sirtjax.registration.nonrigid import field_factor_for, field_shape, nonrigid_objective
 devices = local_devices(None)
 manifest, out, config = (Path(a) for a in sys.argv[1:4])
 cases, settings = read_manifest(manifest), RegisterSettings(config=load_config(config))
@@ -168,11 +169,12 @@ cfg = settings.config
 pairs = [make_pair(*(read_volume(c.paths[k]) for k in ("fixed", "moving")), fixed_mask=read_volume(c.paths["fixed_mask"]),
                    moving_mask=read_volume(c.paths["moving_mask"])) for c in cases.cases[::2]] * 4
 level = prepare_levels(pairs, cfg, sharding=devices.sharding)[-1]
-f = field_factor_for(cfg.field_spacing_mm, float(np.max(np.asarray(level.fixed.spacing_mm)[0])))
-objective = nonrigid_objective(cfg.similarity(), RegulariserOptions(cfg.regulariser, cfg.neighbourhood, cfg.fold_weight),
+stage = cfg.main_stage
+f = field_factor_for(stage.field_spacing_mm, float(np.max(np.asarray(level.fixed.spacing_mm)[0])))
+objective = nonrigid_objective(cfg.similarity.options(stage.samples), cfg.regulariser_options(stage),
                                image=False, seg=True, field_factor=f)
 v = np.random.default_rng(0).normal(0, 1, (8,) + field_shape(level.fixed.array.shape[1:4], f) + (3,)).astype(np.float32)
-weights = jax.tree.map(lambda w: np.full(8, w, np.float32), cfg.weights())
+weights = jax.tree.map(lambda w: np.full(8, w, np.float32), stage.weights())
 (loss, _), grad = jax.jit(jax.vmap(jax.value_and_grad(objective, has_aux=True)))(
     v, level, weights, jax.random.split(jax.random.key(0), 8))
 np.save(out / "step.npy", np.concatenate([np.asarray(loss).ravel(), np.asarray(grad).ravel()]))

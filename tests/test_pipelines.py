@@ -15,12 +15,12 @@ from sirtjax.pipelines.mapping import landmark_labels
 from sirtjax.pipelines.plan import W_REG_SPAN, cut_by_field_of_view
 from sirtjax.pipelines.planned import planned_from_result
 from sirtjax.pipelines.report import workflow_report
+from sirtjax.registration.config import Overrides
 from sirtjax.registration.presets import PRESETS
 from sirtjax.volume import make_volume
 
 # Few iterations on one 12 mm level, no image stage: enough for the liver-guided alignment of a 6 mm phantom.
-FAST = WorkflowOptions(registration=(("levels", 1), ("finest_mm", 12.0), ("nonrigid_levels", 1),
-                                     ("affine_iterations", 20), ("nonrigid_iterations", 20), ("image_field_mm", 0.0)))
+FAST = WorkflowOptions(registration=Overrides(levels=1, finest_mm=12.0, nonrigid_levels=1, iterations=20, image_stages=False))
 # Larger lesions than the default range so that each covers several voxels of the 6 mm CT and 8.8 mm SPECT.
 CONFIG = PhantomConfig.small(lesion_diameter_mm=(25.0, 45.0), n_lesions=(2, 3))
 
@@ -322,7 +322,7 @@ def test_plan_uncertainty_redraws_the_lesion_registration(study, workflows):
     assert set(liver["by_source"]) == {"calibration", "liver_boundary", "lesion_boundary", "registration"}
     check = u["registration_checks"][0]
     assert len(u["registration_checks"]) == 1 and check["liver_dice"] > 0.85
-    w_reg = dict(FAST.registration).get("w_reg", PRESETS[p.registrations[0].preset].w_reg)
+    w_reg = PRESETS[p.registrations[0].preset].main_stage.w_reg
     assert w_reg / W_REG_SPAN <= check["w_reg"] <= w_reg * W_REG_SPAN and check["w_reg"] != w_reg  # a drawn spring weight
     # landmark guidance: the registration saw a random half of the landmarks and is scored on the others
     landmarks = p.registrations[0].checks["landmarks"]

@@ -104,7 +104,8 @@ def test_new_shapes_and_names_get_their_own_entries_and_a_broken_entry_is_replac
 def test_registration_round_trips_through_the_cache(tmp_path):
     """The real programs (LevelData pytrees, PRNG keys, static arguments): compiled and stored once, then loaded
     by a fresh cache object with equal results and no compile at all."""
-    from sirtjax.registration import RegistrationConfig, register
+    from sirtjax.registration import NonrigidStage, RegistrationConfig, register
+    from sirtjax.registration.config import AffineStage, Pyramid, Regulariser
     from sirtjax.volume import make_volume, world_grid
 
     fixed = make_volume(np.zeros((12, 14, 16), np.float32), (4.0, 3.5, 5.0), (-30.0, -25.0, -30.0))
@@ -113,8 +114,9 @@ def test_registration_round_trips_through_the_cache(tmp_path):
     img = (50.0 * (np.linalg.norm(p / [28.0, 22.0, 26.0], axis=-1) < 1) + 60.0 * liver).astype(np.float32)
     moving = make_volume(np.roll(img, 1, axis=2), (4.0, 3.5, 5.0), (-30.0, -25.0, -30.0))
     masks = dict(fixed_mask=fixed.with_array(liver.astype(np.uint8)), moving_mask=moving.with_array(np.roll(liver, 1, 2).astype(np.uint8)))
-    config = RegistrationConfig(levels=2, finest_mm=None, affine_on="segmentation", affine_iterations=20,
-                                nonrigid_iterations=20, candidates=1, neighbourhood=6)
+    config = RegistrationConfig(pyramid=Pyramid(levels=2, finest_mm=None), regulariser=Regulariser(neighbourhood=6),
+                                affine=AffineStage(on="segmentation", iterations=20, candidates=1),
+                                stages=(NonrigidStage(iterations=20),))
 
     first = register(fixed.with_array(img), moving, config=config, programs=ProgramCache(tmp_path), **masks)
     n = len(_entries(tmp_path))

@@ -32,7 +32,8 @@ from sirtjax.dosimetry.kernels import tabulated_voxel_sizes_mm, voxel_kernel
 from sirtjax.dosimetry.statistics import voi_statistics
 from sirtjax.dosimetry.voxel import voxel_dosimetry
 from sirtjax.errors import InputError
-from sirtjax.registration import RegistrationConfig, register
+from sirtjax.registration import NonrigidStage, RegistrationConfig, register
+from sirtjax.registration.config import AffineStage, Pyramid, Regulariser, Similarity
 from sirtjax.registration.warp import AffineTransform, affine_displacement, compose_displacements, warp_volume
 from sirtjax.volume import Volume, index_to_world, make_volume, world_to_index
 
@@ -349,8 +350,8 @@ def _smooth_image(grid: Volume, seed: int) -> Volume:
     return grid.with_array((ndi.gaussian_filter(rng.normal(size=grid.shape), 1.5) * 100).astype(np.float32))
 
 
-SELF_REGISTRATION = RegistrationConfig(levels=1, finest_mm=None, candidates=1, neighbourhood=6, nonrigid_levels=0,
-                                       affine_iterations=30, nonrigid_iterations=20)
+SELF_REGISTRATION = RegistrationConfig(pyramid=Pyramid(levels=1, finest_mm=None), regulariser=Regulariser(neighbourhood=6),
+                                       affine=AffineStage(iterations=30, candidates=1), stages=())
 
 
 @settings(PROPERTY, max_examples=6)
@@ -370,7 +371,9 @@ def test_image_registered_to_itself_with_ssd_stays_at_the_identity_inside(grid, 
     schedule (100 affine, 60 non-rigid steps): below half a voxel everywhere 2 voxels or more inside the grid.
     Adam ends within about its final step size of an optimum (10 % of 0.15 voxel), not on it."""
     img = _smooth_image(grid, seed)
-    config = RegistrationConfig(levels=1, finest_mm=None, candidates=1, neighbourhood=6, metric="ssd", nonrigid_levels=1)
+    config = RegistrationConfig(pyramid=Pyramid(levels=1, finest_mm=None), similarity=Similarity(metric="ssd"),
+                                regulariser=Regulariser(neighbourhood=6), affine=AffineStage(candidates=1),
+                                stages=(NonrigidStage(levels=1),))
     u = np.linalg.norm(np.asarray(register(img, img, config=config).displacement.array), axis=-1)
     assert u[2:-2, 2:-2, 2:-2].max() < 0.5 * float(np.min(img.spacing_mm)), u[2:-2, 2:-2, 2:-2].max()
 
@@ -388,7 +391,8 @@ def test_image_registered_to_itself_with_ssd_stays_at_the_identity_everywhere(op
     """register(I, I), affine + non-rigid with SSD, a short schedule: displacement < half a voxel on the whole grid,
     borders included. L-BFGS, a descent method with a line search, does not leave the optimum (about 1e-5 voxel)."""
     img = _smooth_image(grid, seed)
-    config = dataclasses.replace(SELF_REGISTRATION, metric="ssd", nonrigid_levels=1, optimiser=optimiser)
+    config = dataclasses.replace(SELF_REGISTRATION, similarity=Similarity(metric="ssd"), optimiser=optimiser,
+                                 stages=(NonrigidStage(levels=1, iterations=20),))
     res = register(img, img, config=config)
     u = np.linalg.norm(np.asarray(res.displacement.array), axis=-1)
     assert u.max() < 0.5 * float(np.min(img.spacing_mm)), u.max()

@@ -22,16 +22,25 @@ from sirtjax.registration.problem import intensity_range, make_level, pad_moving
 from sirtjax.registration.terms import MAX_SAMPLES, SimilarityOptions, similarity_terms
 from sirtjax.registration.sampling import stratified_picks
 from sirtjax.registration.pyramid import bucket
-from sirtjax.registration import PRESETS, RegistrationConfig, make_pair, register
+from sirtjax.pipelines.inputs import QUICK_REGISTRATION
+from sirtjax.registration import PRESETS, NonrigidStage, RegistrationConfig, make_pair, register
+from sirtjax.registration.config import AffineStage, EarlyStop, Pyramid, Regulariser
 from sirtjax.registration.levels import prepare_levels
-from sirtjax.registration.stages import image_stage_config, run_nonrigid
+from sirtjax.registration.stages import run_nonrigid
 from sirtjax.registration.warp import affine_apply, resample_field, warp_volume
 from registration_cases import affine_case_volumes, anatomy as _anatomy, rotation as _rot
 from sirtjax.volume import make_volume, world_grid
 
 # 6 springs per voxel compile in half the time of 26 (which the loss tests cover); accuracy is checked the same
-FAST = RegistrationConfig(levels=2, finest_mm=None, affine_iterations=40, nonrigid_iterations=25, candidates=1,
-                          neighbourhood=6)
+FAST = RegistrationConfig(pyramid=Pyramid(levels=2, finest_mm=None), regulariser=Regulariser(neighbourhood=6),
+                          affine=AffineStage(iterations=40, candidates=1), stages=(NonrigidStage(iterations=25),))
+FAST_STAGE = FAST.stages[0]
+
+
+def fast(affine: dict = {}, stage: dict | None = {}) -> RegistrationConfig:
+    """FAST with some of its affine's and its stage's settings changed (stage None: the affine alone)."""
+    stages = () if stage is None else (dataclasses.replace(FAST_STAGE, **stage),)
+    return dataclasses.replace(FAST, affine=dataclasses.replace(FAST.affine, **affine), stages=stages)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +57,7 @@ def _affine_error_mm(aff, fixed, a_true, t_true, mask):
 
 def test_mi_affine_recovers_a_known_transform_across_grids(affine_case):
     fixed, moving, fmask, _, a_true, t_true = affine_case
-    res = register(fixed, moving, config=dataclasses.replace(FAST, nonrigid_levels=0, candidates=2))
+    res = register(fixed, moving, config=fast({"candidates": 2}, None))
     identity = jax.tree.map(jnp.asarray, res.affine)
     identity = dataclasses.replace(identity, matrix=jnp.eye(3), translation_mm=jnp.zeros(3))
     # within a voxel (3-4 mm) over the liver region after MI on inverted contrast, from ~10 mm
@@ -60,12 +69,16 @@ def test_mi_affine_recovers_a_known_transform_across_grids(affine_case):
                                np.asarray(affine_apply(res.affine, jnp.asarray(p))), atol=1e-3)
 
 
-# 8 mm: a dense field on the 8 mm level, every 2nd voxel on the 4 mm level; image_field_mm: an image stage first
+# 8 mm: a dense field on the 8 mm level, every 2nd voxel on the 4 mm level; image_field_mm: an images-only stage
+# first (as the cnn-guided preset's: a B-spline, nodes that far apart)
 @pytest.mark.parametrize("field_spacing_mm,image_field_mm", [(0.0, 0.0), (8.0, 0.0), (8.0, 16.0)])
 def test_mask_guided_registration_aligns_the_liver(affine_case, field_spacing_mm, image_field_mm):
     fixed, moving, fmask, mmask, a_true, t_true = affine_case
-    config = dataclasses.replace(FAST, affine_on="segmentation", field_spacing_mm=field_spacing_mm,
-                                 image_field_mm=image_field_mm, image_field_iterations=20)
+    config = fast({"on": "segmentation"}, {"field_spacing_mm": field_spacing_mm})
+    if image_field_mm:
+        image_stage = NonrigidStage(images_only=True, iterations=20, early_stop=False, samples=4096,
+                                    field_spacing_mm=image_field_mm, field_order=3, fold_weight=100.0)
+        config = dataclasses.replace(config, stages=(image_stage, *config.stages))
     res = register(fixed, moving, fixed_mask=fmask, moving_mask=mmask, config=config)
     warped_mask = warp_volume(mmask, res.displacement, order=0)
     before = metrics.dice(np.asarray(sample_world(mmask, world_grid(fixed), order=0)) > 0, fmask.array > 0)
@@ -144,12 +157,13 @@ def test_samples_beyond_the_supported_range_are_rejected():
     assert SimilarityOptions(samples=MAX_SAMPLES).samples == MAX_SAMPLES
 
 
-def test_image_stage_has_its_own_spring_weight():
-    """The image stage's springs weigh image_field_w_reg (w_R of that stage), the guided stage's keep w_reg."""
-    config = dataclasses.replace(PRESETS["cnn-guided"], image_field_w_reg=2.5, w_reg=7.0)
-    pre = image_stage_config(config)
-    assert float(pre.weights().reg) == 2.5 and float(config.weights().reg) == 7.0
-    assert pre.field_order == 3 and pre.nonrigid_image and pre.image_field_mm == 0.0
+def test_the_cnn_guided_image_stage_is_an_explicit_stage():
+    """cnn-guided: an images-only B-spline stage with its own springs and a fixed length, then the mask stage."""
+    image, guided = PRESETS["cnn-guided"].stages
+    assert image.images_only and image.field_order == 3 and image.image_term and not image.early_stop
+    assert float(image.weights().reg) == 5.0 and float(guided.weights().reg) == 100.0
+    assert not guided.images_only and not guided.image_term and PRESETS["cnn-guided"].main_stage is guided
+    assert image.convergence(EarlyStop()).min_iterations == image.iterations
 
 
 @pytest.mark.parametrize("order", [1, 3])
@@ -175,20 +189,23 @@ def test_coarse_field_interpolates_between_nodes_on_every_kth_voxel(order):
 def test_a_spline_field_cannot_rest_on_an_earlier_field(affine_case):
     fixed, moving, fmask, mmask, *_ = affine_case
     levels = prepare_levels([make_pair(fixed, moving, fixed_mask=fmask, moving_mask=mmask)], FAST)
-    weights = jax.tree.map(lambda w: w[None], FAST.weights())
+    weights = jax.tree.map(lambda w: w[None], FAST_STAGE.weights())
     base = field_volume(jnp.zeros((1, 2, 2, 2, 3)), levels[-1].fixed, 4)
-    for order, earlier in ((3, base), (2, None)):
-        with pytest.raises(ValueError, match="field_order"):
-            run_nonrigid(levels, weights, dataclasses.replace(FAST, field_order=order), jax.random.key(0), base=earlier)
+    with pytest.raises(ValueError, match="field_order 3"):
+        run_nonrigid(levels, weights, dataclasses.replace(FAST_STAGE, field_order=3), FAST, jax.random.key(0), base=base)
+    with pytest.raises(ValueError, match="field_order must be 1 or 3"):
+        dataclasses.replace(FAST_STAGE, field_order=2)
+    with pytest.raises(ValueError, match="first non-rigid stage"):
+        dataclasses.replace(FAST, stages=(FAST_STAGE, dataclasses.replace(FAST_STAGE, field_order=3)))
 
 
 def test_field_spacing_puts_the_finest_field_on_every_second_voxel(affine_case):
     """field_spacing_mm 8 on 8 and 4 mm levels: the non-rigid stage returns its field on nodes 8 mm apart."""
     fixed, moving, fmask, mmask, *_ = affine_case
-    config = dataclasses.replace(FAST, affine_on="segmentation", field_spacing_mm=8.0)
+    config = fast({"on": "segmentation"}, {"field_spacing_mm": 8.0})
     levels = prepare_levels([make_pair(fixed, moving, fixed_mask=fmask, moving_mask=mmask)], config)
-    weights = jax.tree.map(lambda w: w[None], config.weights())
-    residual, _ = run_nonrigid(levels, weights, config, jax.random.key(0))
+    weights = jax.tree.map(lambda w: w[None], config.main_stage.weights())
+    residual, _ = run_nonrigid(levels, weights, config.main_stage, config, jax.random.key(0))
     finest = levels[-1].fixed
     np.testing.assert_allclose(np.asarray(residual.spacing_mm), 2 * np.asarray(finest.spacing_mm))
     assert residual.array.shape[1:4] == field_shape(finest.array.shape[1:4], 2)
@@ -249,7 +266,7 @@ def test_label_maps_with_different_landmark_counts_batch_and_pad_with_empty_clas
     opts = SimilarityOptions(samples=None)
     to_moving = lambda idx, p: p + jnp.asarray([2.0, -1.0, 3.0])  # noqa: E731
     one = make_level(*(stack_levels(stack_channels(img, seg), [4.0])[0] for img, seg in ((fixed, pairs[0].fixed_seg), (moving, pairs[0].moving_seg))),
-                     roi_margin_mm=FAST.roi_margin_mm)  # unpadded, uncropped: the same ROI voxels
+                     roi_margin_mm=FAST.similarity.roi_margin_mm)  # unpadded, uncropped: the same ROI voxels
     padded = prepare_levels([pairs[0]], FAST)[-1]
     a = similarity_terms(one, jax.random.key(0), to_moving, opts, image=False, seg=True)["seg"]
     b = similarity_terms(jax.tree.map(lambda x: x[0], padded), jax.random.key(0), to_moving, opts, image=False, seg=True)["seg"]
@@ -263,7 +280,8 @@ def test_vmapped_step_matches_single_steps(affine_case):
     level = prepare_levels([pair], FAST)[0]
     both = jax.tree.map(lambda x: jnp.concatenate([x, x]), level)
     # FAST's settings on FAST's first level: the batch-of-one program is the one the mask-guided test compiled
-    step, tx = nonrigid_step(FAST.similarity(), RegulariserOptions(FAST.regulariser, FAST.neighbourhood), True, True, 1.0, 10)
+    step, tx = nonrigid_step(FAST.similarity.options(FAST_STAGE.samples), FAST.regulariser_options(FAST_STAGE), True, True,
+                             1.0, 10)
     rng = np.random.default_rng(0)
     v = jnp.asarray(rng.normal(0, 1, (2, *level.fixed.array.shape[1:4], 3)), jnp.float32)
     w = Weights(jnp.asarray([1.0, 0.0]), jnp.asarray([1.0, 2.0]), jnp.asarray([1.0, 5.0]))
@@ -361,8 +379,7 @@ def test_grid_search_scores_every_weight_pair(affine_case):
     fixed, moving, fmask, mmask, *_ = affine_case
     pair = make_pair(fixed, moving, fixed_mask=fmask, moving_mask=mmask)
     # without the image term (as the cnn-guided preset): the search turns it on for its w_I > 0 members
-    cfg = dataclasses.replace(FAST, affine_on="segmentation", affine_iterations=20, nonrigid_iterations=10,
-                              nonrigid_image=False)
+    cfg = fast({"on": "segmentation", "iterations": 20}, {"iterations": 10, "image_term": False})
     out = grid_search([pair, pair], [fmask, fmask], [mmask, mmask], [0.0, 1.0], [0.0, 1.0, 4.0], cfg, max_batch=5)
     assert out["rrmsd_mm"].shape == (2, 3) and np.all(np.isfinite(out["rrmsd_mm"]))
     # the two identical cases give the same RMSD for every weight pair (batched in different chunks)
@@ -372,7 +389,7 @@ def test_grid_search_scores_every_weight_pair(affine_case):
 
 def test_positive_image_weight_without_the_image_term_is_refused(affine_case):
     fixed, moving, fmask, mmask, *_ = affine_case
-    cfg = dataclasses.replace(FAST, affine_on="segmentation", affine_iterations=5, nonrigid_image=False)
+    cfg = fast({"on": "segmentation", "iterations": 5}, {"image_term": False})
     with pytest.raises(ValueError, match="image weight"):
         register(fixed, moving, fixed_mask=fmask, moving_mask=mmask, config=cfg,
                  weights=Weights(jnp.float32(1.0), jnp.float32(1.0), jnp.float32(10.0)))
@@ -446,7 +463,7 @@ def test_image_based_mr_affine_does_not_collapse_along_z():
 
     study = generate_study(10, PhantomConfig())
     res = register(study.images["maa_ct"], study.images["diag_mr"],
-                   config=dataclasses.replace(PRESETS["image-based"], nonrigid_levels=0))
+                   config=dataclasses.replace(PRESETS["image-based"], stages=()))
     ev = evaluate(res.displacement, study.images["maa_ct_labels"], study.images["diag_mr_labels"])
     stretches = np.linalg.svd(np.asarray(res.affine.matrix), compute_uv=False)
     assert ev["dice_liver"] >= 0.93 and ev["rmsd_mm"] <= 4.0, ev  # measured 0.963, 2.2 mm
@@ -464,8 +481,8 @@ def test_affine_strain_barrier_keeps_the_matrix_near_a_rotation():
     moving = make_volume(np.zeros((30, 20, 20), np.float32), (4.0, 4.0, 4.0), (-40.0, -40.0, -60.0))
     mimg, _ = _anatomy(np.asarray(world_grid(moving)) @ np.linalg.inv(a_true).T)
     moving = moving.with_array(mimg)
-    cfg = dataclasses.replace(FAST, nonrigid_levels=0, affine_iterations=80)
-    free = register(fixed, moving, config=dataclasses.replace(cfg, affine_max_strain=None))
+    cfg = fast({"iterations": 80}, None)
+    free = register(fixed, moving, config=fast({"iterations": 80, "max_strain": None}, None))
     held = register(fixed, moving, config=cfg)
     strain = lambda m: np.linalg.norm(0.5 * (m.T @ m - np.eye(3)))  # noqa: E731
     assert np.linalg.svd(np.asarray(free.affine.matrix), compute_uv=False).max() > 1.35  # the true 1.5, mostly
@@ -480,8 +497,7 @@ def test_cnn_lm_guided_quick_phantom_accuracy():
 
     study = generate_study(11, PhantomConfig.small())
     fl, ml = study.images["maa_ct_labels"], study.images["diag_mr_labels"]
-    cfg = dataclasses.replace(PRESETS["cnn-lm-guided"], levels=2, finest_mm=12.0, nonrigid_levels=1,
-                              affine_iterations=60, nonrigid_iterations=60, neighbourhood=6, image_field_mm=0.0)
+    cfg = dataclasses.replace(QUICK_REGISTRATION.apply(PRESETS["cnn-lm-guided"]), regulariser=Regulariser(neighbourhood=6))
     res = register(study.images["maa_ct"], study.images["diag_mr"], fixed_labels=fl, moving_labels=ml, config=cfg)
     ev = evaluate(res.displacement, fl, ml)
     before = evaluate(res.displacement.with_array(np.zeros(res.displacement.shape + (3,), np.float32)), fl, ml)
@@ -499,7 +515,7 @@ def test_mi_affine_ranks_candidate_starts_at_the_finest_level():
 
     study = generate_study(22, PhantomConfig.small())
     res = register(study.images["maa_ct"], study.images["diag_mr"],
-                   config=dataclasses.replace(PRESETS["image-based"], nonrigid_levels=0))
+                   config=dataclasses.replace(PRESETS["image-based"], stages=()))
     ev = evaluate(res.displacement, study.images["maa_ct_labels"], study.images["diag_mr_labels"])
     assert ev["rmsd_mm"] < 6.0 and ev["dice_liver"] > 0.9
 

@@ -1,17 +1,16 @@
 """register_checked: the preset chosen from the guidance at hand, the guidance each preset gets, and the checks."""
 
-import dataclasses
 
 import jax
 import numpy as np
 import pytest
 
-from sirtjax.registration import PRESETS
+from sirtjax.registration import PRESETS, Overrides
 from sirtjax.registration.guided import PRESET_GUIDANCE, Guidance, choose_preset, register_checked
 from sirtjax.volume import make_volume, world_grid
 
-QUICK = {"levels": 1, "affine_iterations": 20, "nonrigid_iterations": 20, "image_field_iterations": 20,
-         "image_field_levels": 1, "finest_mm": None}
+# one level at the pair's own spacing (3.5 mm), 20 steps, no images-only stage
+QUICK = Overrides(levels=1, finest_mm=3.0, iterations=20, image_stages=False)
 
 
 @pytest.mark.parametrize(("masks", "labels", "preset"), [
@@ -48,7 +47,7 @@ def test_register_checked_reports_the_liver_jacobian_only_with_a_fixed_liver(pai
     key = jax.random.key(0)
     guided = register_checked(fixed, moving, Guidance(fixed_liver, moving_liver), overrides=QUICK, key=key)
     assert guided.preset == "cnn-guided"
-    assert guided.config == dataclasses.replace(PRESETS["cnn-guided"], **QUICK)
+    assert guided.config == QUICK.apply(PRESETS["cnn-guided"])
     assert 0.0 <= guided.jacobian_liver["fraction_nonpositive"] <= 1.0 and guided.jacobian_liver != guided.jacobian
     assert guided.warnings == ()  # no folding on a smooth translation
     plain = register_checked(fixed, moving, overrides=QUICK, key=key)

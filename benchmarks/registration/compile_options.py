@@ -20,7 +20,7 @@ from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.registration import affine as affine_stage
 from sirtjax import registration
 from sirtjax.registration import levels as reg_levels
-from sirtjax.registration.nonrigid import RegulariserOptions, nonrigid_step
+from sirtjax.registration.nonrigid import nonrigid_step
 from sirtjax.registration.optimise import step_compiler_options
 
 
@@ -38,14 +38,15 @@ def level_steps(mode: str, seed: int) -> list[tuple[str, object, tuple]]:
                jnp.int32(10**6), jnp.float32(0.0))
     steps = []
     for li, d in enumerate(levels):
-        step, tx = affine_stage.affine_step(cfg.similarity(), cfg.affine_on, 1.0, 100)
+        step, tx = affine_stage.affine_step(cfg.similarity.options(cfg.affine.samples), cfg.affine.on, 1.0, 100)
         p = affine_stage.init_params(jnp.zeros((1, 3)))
         steps.append((f"affine {li}", step, (p, tx.init(p), d, None, *run_one)))
-    reg_opts = RegulariserOptions(cfg.regulariser, cfg.neighbourhood, cfg.fold_weight)
-    for li, d in enumerate(levels[len(levels) - cfg.nonrigid_levels:]):  # the levels the preset's non-rigid stage runs
-        step, tx = nonrigid_step(cfg.similarity(), reg_opts, cfg.nonrigid_image, seg, 1.0, 60)
+    stage = cfg.main_stage
+    for li, d in enumerate(levels[len(levels) - stage.levels:]):  # the levels the preset's guided stage runs
+        step, tx = nonrigid_step(cfg.similarity.options(stage.samples), cfg.regulariser_options(stage), stage.image_term,
+                                 seg, 1.0, 60)
         v = jnp.zeros(d.fixed.array.shape[:4] + (3,))
-        steps.append((f"non-rigid {li}", step, (v, tx.init(v), d, jax.tree.map(lambda x: x[None], cfg.weights()),
+        steps.append((f"non-rigid {li}", step, (v, tx.init(v), d, jax.tree.map(lambda x: x[None], stage.weights()),
                                                 *run_one)))
     return steps
 

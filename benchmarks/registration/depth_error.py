@@ -8,7 +8,7 @@ percentile of |u - u_true| and the mean error vector (x, y, z mm): a surface fit
 interior left behind shows as an error growing with depth.
 
     python benchmarks/registration/depth_error.py --seeds 101 --size full
-    python benchmarks/registration/depth_error.py --seeds 101 --size full --set nonrigid_levels=0
+    python benchmarks/registration/depth_error.py --seeds 101 --size full --set stages=[]
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ every program's tracing and compiling in the call, see :func:`run_sirtjax`).
 
     python benchmarks/registration/run.py --seeds 1-6 --out benchmarks/registration/results
 
-``--set KEY=VALUE`` (repeatable, VALUE as JSON) changes a RegistrationConfig setting of every sirtjax
+``--set KEY=VALUE`` (repeatable, VALUE as JSON; KEY a dotted path in the config's JSON form, list items by
+index: ``affine.iterations``, ``stages.-1.w_reg``) changes a RegistrationConfig setting of every sirtjax
 preset in the run, to compare variants on training seeds; such rows are named ``preset[KEY=VALUE;...]``.
 ``--keep-back`` guides cnn-lm-guided with every other landmark only and scores the others
 (``kept_back_mcd_mm``: their mean mass-centre distance, for every method): does the guidance help
@@ -266,7 +267,7 @@ def run_method(method, f, m, fl, ml, fm, mm, overrides: dict | None = None, guid
     ``guide``: the fixed and moving label maps a sirtjax preset is guided by, when not ``fl`` and ``ml`` (the
     label maps the peers warp for scoring)."""
     if method in PRESETS:
-        config = config_from_dict({**dataclasses.asdict(PRESETS[method]), **(overrides or {})})
+        config = config_from_dict(with_settings(json.loads(json.dumps(dataclasses.asdict(PRESETS[method]))), overrides or {}))
         return run_sirtjax(method, f, m, *(guide or (fl, ml)), fm, mm, config)
     if method == "simpleitk":
         return run_simpleitk(f, m, fm, mm)
@@ -284,8 +285,23 @@ def seed_range(text: str) -> list[int]:
 
 
 def parse_overrides(settings: list[str]) -> dict:
-    """``--set KEY=VALUE`` strings (VALUE as JSON) as a dict of RegistrationConfig overrides."""
+    """``--set KEY=VALUE`` strings (VALUE as JSON) as a dict of settings by path in the config's JSON form: dotted,
+    list items by index (``affine.iterations``, ``stages.-1.w_reg``)."""
     return {k: json.loads(v) for k, _, v in (kv.partition("=") for kv in settings)}
+
+
+def with_settings(values: dict, settings: dict) -> dict:
+    """The JSON form of a config, ``values``, with each setting of :func:`parse_overrides` set in place."""
+    for path, value in settings.items():
+        *parents, last = path.split(".")
+        node = values
+        for name in parents:
+            node = node[int(name)] if isinstance(node, list) else node[name]
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return values
 
 
 def main() -> None:

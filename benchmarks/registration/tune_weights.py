@@ -54,7 +54,7 @@ def main() -> None:
             r = grid_search([pair], [fl], [ml], wi, ws, config)
             rmsd[mv].append(r["rmsd_mm"][..., 0])
             print(json.dumps({"seed": seed, "moving": mv, "rmsd_mm": np.round(r["rmsd_mm"][..., 0], 3).tolist()}), flush=True)
-    lines = [f"# {a.mode}, {a.size} phantom, seeds {a.seeds}: RRMSD (mm) per (w_I row, w_S column), w_R = {config.w_reg:g}", ""]
+    lines = [f"# {a.mode}, {a.size} phantom, seeds {a.seeds}: RRMSD (mm) per (w_I row, w_S column), w_R = {config.main_stage.w_reg:g}", ""]
     for mv, per_case in rmsd.items():
         rr = np.sqrt(np.mean(np.stack(per_case, axis=-1) ** 2, axis=-1))
         bi, bj = np.unravel_index(np.argmin(rr), rr.shape)

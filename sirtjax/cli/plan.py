@@ -104,6 +104,7 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
     from sirtjax.dosimetry import constant_sets
     from sirtjax.errors import InputError
     from sirtjax.pipelines.inputs import QUICK_REGISTRATION, WorkflowOptions
+    from sirtjax.registration.config import Overrides
     from sirtjax.pipelines.run import run_study
     from sirtjax.pipelines.segment import model_lesion_segmenter, model_reference_segmenter, model_segmenter
     from sirtjax.outputs import check_output
@@ -132,7 +133,7 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
         check_output(out, overwrite=overwrite, inputs=[*study.input_paths(), *([plan_dir] if plan_dir else [])])
         programs = program_cache()
         options = WorkflowOptions(dose_model=model, constants=constants, prescription_method=method,
-                                  registration=QUICK_REGISTRATION if quick else (),
+                                  registration=QUICK_REGISTRATION if quick else Overrides(),
                                   segmenter=model_segmenter(liver_model, programs),
                                   reference_segmenter=(None if regseg_model == "none"
                                                        else model_reference_segmenter(regseg_model, programs)),

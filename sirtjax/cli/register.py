@@ -25,13 +25,13 @@ def register(
     metric: Annotated[str | None, typer.Option(help="Image similarity: mi (multi-modal) or ssd (same modality). Default: the preset's (mi).")] = None,
     apply: Annotated[list[Path] | None, typer.Option("--apply", help="Extra moving-space image to warp (repeatable); integer images with at most 256 values are label maps (nearest).")] = None,
     apply_labels: Annotated[list[Path] | None, typer.Option("--apply-labels", help="Extra moving-space label map, warped by nearest neighbour (repeatable).")] = None,
-    w_image: Annotated[float | None, typer.Option(help="Weight of the non-rigid image term w_I (cnn-guided default 0: masks only).")] = None,
+    w_image: Annotated[float | None, typer.Option(help="Weight of the non-rigid image term w_I; 0 leaves the term out (cnn-guided default 0: masks only).")] = None,
     w_seg: Annotated[float | None, typer.Option(help="Weight of the segmentation term w_S.")] = None,
     stiffness: Annotated[float | None, typer.Option(help="Weight of the spring regulariser w_R.")] = None,
     liver_stiffness: Annotated[float | None, typer.Option(help="Stiffness inside the fixed liver relative to outside (thesis 6.5).")] = None,
     affine_only: Annotated[bool, typer.Option(help="Stop after the affine stage.")] = False,
     levels: Annotated[int | None, typer.Option(help="Pyramid levels (coarsest 2**(levels-1) x the finest). Default: the preset's (3).")] = None,
-    iterations: Annotated[int | None, typer.Option(help="Maximum iterations per level and stage (a level stops earlier once its loss flattens). Default: the preset's (100 affine, 60 non-rigid).")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Maximum iterations per level of the affine and the guided non-rigid stage (a level stops earlier once its loss flattens). Default: the preset's.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random MI sampling.")] = 0,
     overwrite: Overwrite = False,
 ) -> None:
@@ -41,7 +41,7 @@ def register(
 
     from sirtjax.io import read_volume
     from sirtjax.outputs import check_output, output_dir
-    from sirtjax.registration import PRESETS
+    from sirtjax.registration import PRESETS, Overrides
     from sirtjax.registration.files import load_config, load_guidance, registration_report, write_registration
     from sirtjax.registration.guided import check_guidance, choose_preset, register_checked
 
@@ -71,7 +71,7 @@ def register(
                           *(apply or []), *(apply_labels or [])) if p is not None]
     check_output(out, overwrite=overwrite, inputs=inputs)
     base = None if config is None else load_config(config)
-    if base is not None and base.affine_on == "segmentation" and preset == "image-based":
+    if base is not None and base.affine.on == "segmentation" and preset == "image-based":
         raise InputError(config, "an affine on segmentations needs masks or label maps")
 
     fixed_vol = read_volume(fixed)
@@ -80,16 +80,8 @@ def register(
     extra = [(p, v, 0 if _is_label_map(v.array) else 1) for p, v in ((p, read_volume(p)) for p in apply or [])]
     extra += [(p, read_volume(p), 0) for p in apply_labels or []]
 
-    overrides = {}
-    for field, value in (("metric", metric), ("levels", levels), ("affine_iterations", iterations),
-                         ("nonrigid_iterations", iterations), ("w_image", w_image), ("w_seg", w_seg),
-                         ("w_reg", stiffness), ("liver_stiffness", liver_stiffness)):
-        if value is not None:
-            overrides[field] = value
-    if w_image is not None:
-        overrides["nonrigid_image"] = w_image > 0  # the cnn-guided preset leaves the image term out (w_I = 0)
-    if affine_only:
-        overrides["nonrigid_levels"] = 0
+    overrides = Overrides(metric=metric, levels=levels, iterations=iterations, w_image=w_image, w_seg=w_seg,
+                          w_reg=stiffness, liver_stiffness=liver_stiffness, nonrigid_levels=0 if affine_only else None)
 
     with progress_bar(TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TimeElapsedColumn()) as bar:

@@ -120,12 +120,13 @@ def run_plan(cases: Sequence[Case], settings: PlanSettings, key: jax.Array, out:
     import shutil
 
     from sirtjax.pipelines.inputs import QUICK_REGISTRATION, WorkflowOptions
+    from sirtjax.registration.config import Overrides
     from sirtjax.pipelines.run import run_study
     from sirtjax.pipelines.segment import model_lesion_segmenter, model_segmenter
     from sirtjax.study import load_study
 
     lesions = None if settings.lesion_model == "none" else model_lesion_segmenter(settings.lesion_model, devices.programs)
-    options = WorkflowOptions(registration=QUICK_REGISTRATION if settings.quick else (),
+    options = WorkflowOptions(registration=QUICK_REGISTRATION if settings.quick else Overrides(),
                               segmenter=model_segmenter(settings.liver_model, devices.programs), lesion_segmenter=lesions,
                               programs=devices.programs)
     seed = int(jax.random.randint(key, (), 0, 2**30))

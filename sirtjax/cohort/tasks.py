@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from sirtjax.cohort.manifest import Case
 from sirtjax.errors import InputError, SirtjaxError
 from sirtjax.outputs import output_dir, write_json
-from sirtjax.registration.config import RegistrationConfig
+from sirtjax.registration.config import Overrides, RegistrationConfig
 from sirtjax.registration.programs import ProgramCache
 from sirtjax.registration.pyramid import coarse_bucket
 
@@ -144,8 +144,7 @@ def run_register(cases: Sequence[Case], settings: RegisterSettings, key: jax.Arr
     groups: dict[float, list] = {}  # the pyramid follows the coarsest spacing, read now, not from the header
     for item in loaded:
         groups.setdefault(_coarsest_mm(item[1].spacing_mm), []).append(item)
-    overrides = {} if settings.iterations is None else {"affine_iterations": settings.iterations,
-                                                        "nonrigid_iterations": settings.iterations}
+    overrides = Overrides(iterations=settings.iterations)
     for group in groups.values():
         batch = [(f, m, g) for _, f, m, g, _ in group]
         batch += [batch[-1]] * (-len(batch) % devices.count)

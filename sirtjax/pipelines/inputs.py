@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from sirtjax.registration.config import Overrides
 from sirtjax.volume import Volume, describe_grid
 
 if TYPE_CHECKING:
@@ -26,10 +27,9 @@ if TYPE_CHECKING:
 # model, 50 Gy whole liver for the mono-compartment model, 120 Gy tumour); the report says so.
 DEFAULT_TARGET_DOSES_GY = {"normal_liver": 40.0, "whole_liver": 50.0, "tumour": 120.0}
 PRESCRIPTION_METHODS = ("partition", "mono-compartment", "bsa")
-QUICK_REGISTRATION = (("levels", 2), ("finest_mm", 12.0), ("nonrigid_levels", 1), ("affine_iterations", 60),
-                      ("nonrigid_iterations", 60), ("image_field_mm", 0.0))
+QUICK_REGISTRATION = Overrides(levels=2, finest_mm=12.0, nonrigid_levels=1, iterations=60, image_stages=False)
 """Registration overrides for a quick run (the demo, ``--quick``): 24 and 12 mm levels, non-rigid at 12 mm
-only, 60 iterations, no image stage; about a third of the presets' time from a cold start, coarser deformations."""
+only, 60 iterations, no images-only stage; about a third of the presets' time from a cold start, coarser deformations."""
 
 Segmenter = Callable[[Volume, str], Volume]
 """A liver segmenter: (image, modality 'CT' | 'MR') -> 0/1 liver mask on the image's grid."""
@@ -149,8 +149,7 @@ class PetQuantification:
 class WorkflowOptions:
     """Settings shared by plan() and verify().
 
-    ``registration`` holds overrides of the chosen registration preset's fields (see
-    :class:`sirtjax.registration.RegistrationConfig`), e.g. ``(("nonrigid_iterations", 20),)``.
+    ``registration``: what changes in the chosen registration preset (:class:`sirtjax.registration.Overrides`).
     ``segmenter`` segments the liver where the study gives no liver mask (None: a missing liver mask
     is an error). ``reference_segmenter``, when set, takes precedence over it for a session CT without a
     liver mask when a diagnostic CT has a given one: that liver is carried across (None: not used). ``lesion_segmenter`` finds the lesions of a session whose study gives none, on the
@@ -169,7 +168,7 @@ class WorkflowOptions:
     dose_model: str = "vsv"
     constants: str = "icrp107"
     prescription_method: str = "partition"
-    registration: tuple[tuple[str, object], ...] = ()
+    registration: Overrides = Overrides()
     segmenter: Segmenter | None = None
     reference_segmenter: ReferenceSegmenter | None = None
     lesion_segmenter: LesionSegmenter | None = None

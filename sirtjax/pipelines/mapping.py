@@ -134,7 +134,7 @@ def register_anatomy(target: Anatomy, source: Anatomy, *, target_liver: Volume, 
         guidance = dataclasses.replace(guidance, fixed_labels=landmark_labels(target.labels, target_liver),
                                        moving_labels=landmark_labels(source.labels, source_liver))
     checked = guided.register_checked(
-        target.image, source.image, guidance, preset=preset, overrides=dict(options.registration), key=key,
+        target.image, source.image, guidance, preset=preset, overrides=options.registration, key=key,
         progress=progress, liver_name=f"the {target.name} liver ({source.name} to {target.name} registration)",
         programs=options.programs)
     result = checked.result

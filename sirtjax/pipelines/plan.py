@@ -222,13 +222,12 @@ def dose_uncertainty(session: Session, diagnostics: Sequence[Anatomy], vois: Ses
         source = next(d for d in diagnostics if d.name == mapped.source)
         if source.liver is None and options.segmenter is not None and request.registrations:
             source = dataclasses.replace(source, liver=liver_of(source, options)[0])  # segmented once, not per registration
-        overrides = dict(options.registration)
-        w_reg0 = float(overrides.get("w_reg", PRESETS[mapped.preset].w_reg))
+        w_reg0 = PRESETS[mapped.preset].main_stage.w_reg if options.registration.w_reg is None else options.registration.w_reg
         spans = np.asarray(jax.random.uniform(jax.random.fold_in(key, 999), (request.registrations,), minval=-1.0))
         landmarks = mapped.checks["landmarks"]
         for k in range(request.registrations):
             w_reg = w_reg0 * W_REG_SPAN ** float(spans[k])
-            drawn = dataclasses.replace(options, registration=tuple({**overrides, "w_reg": w_reg}.items()))
+            drawn = dataclasses.replace(options, registration=dataclasses.replace(options.registration, w_reg=w_reg))
             held_out = sorted(np.asarray(jax.random.permutation(jax.random.fold_in(key, 2000 + k), np.asarray(landmarks)))
                               [: len(landmarks) // 2].tolist()) if len(landmarks) >= 2 else []
             again = register_anatomy(without_landmarks(session.anatomy, held_out), without_landmarks(source, held_out),

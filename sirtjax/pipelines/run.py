@@ -41,7 +41,7 @@ class RunResult:
 
 
 def _parameters(options: WorkflowOptions, seed: int) -> dict:
-    reg = ", ".join(f"{k}={v}" for k, v in options.registration) or "preset defaults"
+    reg = ", ".join(f"{k}={v}" for k, v in options.registration.given().items()) or "preset defaults"
     return {"dose model": options.dose_model, "prescription for the predicted dose": options.prescription_method,
             "registration overrides": reg, "random seed": seed}
 

@@ -5,10 +5,10 @@
 """
 
 from sirtjax.registration.api import RegistrationResult, register, register_batch
-from sirtjax.registration.config import RegistrationConfig, config_from_dict
+from sirtjax.registration.config import NonrigidStage, Overrides, RegistrationConfig, config_from_dict
 from sirtjax.registration.levels import Pair, make_pair
 from sirtjax.registration.nonrigid import Weights
 from sirtjax.registration.presets import PRESETS
 
-__all__ = ["PRESETS", "Pair", "RegistrationConfig", "RegistrationResult", "Weights", "config_from_dict", "make_pair",
-           "register", "register_batch"]
+__all__ = ["PRESETS", "NonrigidStage", "Overrides", "Pair", "RegistrationConfig", "RegistrationResult", "Weights",
+           "config_from_dict", "make_pair", "register", "register_batch"]

@@ -1,9 +1,9 @@
 """register(): affine then non-rigid registration of a fixed and a moving Volume, batched over pairs.
 
-The pipeline (thesis 5.3.3, paper 001): a pyramid of ``levels`` resolutions (coarsest first); an
+The pipeline (thesis 5.3.3, paper 001): a pyramid of resolutions (coarsest first); an
 affine stage on every level (MI on the images, or overlap SSD on masks / label maps), started from
-the centres of mass with a few candidate starts at the coarsest level; then a non-rigid stage on
-the finest ``nonrigid_levels`` levels minimising ``w_I L_I + w_S L_S + w_R L_R``. Every level runs
+the centres of mass with a few candidate starts at the coarsest level; then each non-rigid stage on
+its finest levels, minimising ``w_I L_I + w_S L_S + w_R L_R``. Every level runs
 one jit-compiled step vmapped over the batch of pairs (and over weight settings); the Python loop
 around it decides convergence. Pairs in one batch may differ in shape, spacing, origin and direction (each level is
 padded to the batch's largest; the pyramid's resolutions are the first pair's). The settings: :mod:`~sirtjax.registration.config`
@@ -83,7 +83,8 @@ def register_batch(
       pairs: from :func:`make_pair`, all guided or all unguided; grids may differ (each level is padded to the
         batch's largest), but the pyramid's resolutions are the first pair's.
       config: static settings (see :class:`RegistrationConfig` and :data:`PRESETS`).
-      weights: non-rigid loss weights, scalars or (B,) arrays; None uses the config's.
+      weights: the loss weights of the non-rigid stages on the pairs' own levels, scalars or (B,) arrays; None:
+        each stage's own.
       key: PRNG key for the random similarity samples (grids above ``samples`` voxels).
       progress: optional callback(label, iteration, max_iterations).
       programs: the compiled programs' cache (:class:`~sirtjax.registration.programs.ProgramCache`), or None.
@@ -98,10 +99,9 @@ def register_batch(
         raise ValueError("a ProgramCache holds one-device executables: pass programs=None with a multi-device sharding")
     key = jax.random.key(0) if key is None else key
     batch = len(pairs)
-    weights = config.weights() if weights is None else weights
-    weights = jax.tree.map(lambda w: np.broadcast_to(np.asarray(w, np.float32), (batch,)), weights)
-    if sharding is not None:
-        weights = jax.device_put(weights, sharding)
+    if weights is not None:
+        weights = jax.tree.map(lambda w: np.broadcast_to(np.asarray(w, np.float32), (batch,)), weights)
+        weights = weights if sharding is None else jax.device_put(weights, sharding)
     pyramids = pair_pyramids(pairs, config, programs)
     levels = prepare_levels(pairs, config, pyramids, programs, sharding)
     k1, k2 = jax.random.split(key)

@@ -34,7 +34,7 @@ def load_config(path: Path) -> RegistrationConfig:
     except (OSError, ValueError) as exc:
         raise InputError(path, f"cannot read registration settings: {exc}") from None
     if not isinstance(values, dict):
-        raise InputError(path, "registration settings must be a JSON object of RegistrationConfig fields")
+        raise InputError(path, "registration settings must be a JSON object (RegistrationConfig's fields, nested)")
     try:
         return config_from_dict(values)
     except ValueError as exc:

@@ -1,7 +1,7 @@
 """Weight tuning as in thesis 5.3.4: RRMSD of every (w_I, w_S) over a set of cases, batched.
 
-The affine stage does not depend on the weights, so it runs once per case; the non-rigid stage then
-runs for every (case, w_I, w_S) combination as one vmapped batch (split into chunks of at most
+The affine stage does not depend on the weights, so it runs once per case; the config's main non-rigid stage
+(:attr:`RegistrationConfig.main_stage`; its images-only stages do not run) then runs for every (case, w_I, w_S) combination as one vmapped batch (split into chunks of at most
 ``max_batch`` members to bound memory). Each registration is scored by its RMSD (liver MSD and
 landmark MCDs) against the fixed label map, and each weight pair by the RRMSD over the cases.
 """
@@ -42,8 +42,9 @@ def grid_search(
     """
     key = jax.random.key(0) if key is None else key
     n_cases, wi, ws = len(pairs), np.asarray(w_image, np.float32), np.asarray(w_seg, np.float32)
-    if np.any(wi > 0) and not config.nonrigid_image:
-        config = dataclasses.replace(config, nonrigid_image=True)  # a preset without the image term, searched with it
+    stage = config.main_stage
+    if np.any(wi > 0) and not stage.image_term:
+        stage = dataclasses.replace(stage, image_term=True)  # a preset without the image term, searched with it
     levels = prepare_levels(pairs, config)
     k1, k2 = jax.random.split(key)
     affine, _ = run_affine(levels, affine_start(pairs, config), config, k1)
@@ -55,9 +56,9 @@ def grid_search(
         cases = np.asarray([c for _, _, c in chunk])
         data = [jax.tree.map(lambda x: x[cases], lv) for lv in levels]
         weights = Weights(jnp.asarray(wi[[i for i, _, _ in chunk]]), jnp.asarray(ws[[j for _, j, _ in chunk]]),
-                          jnp.full((len(chunk),), config.w_reg, jnp.float32))
+                          jnp.full((len(chunk),), stage.w_reg, jnp.float32))
         k2, sub = jax.random.split(k2)
-        residual, _ = run_nonrigid(data, weights, config, sub)
+        residual, _ = run_nonrigid(data, weights, stage, config, sub)
         for m, (i, j, c) in enumerate(chunk):
             res = finish(pairs[c], jax.tree.map(lambda x: x[c], affine), jax.tree.map(lambda x: x[m], residual), [])
             rmsd[i, j, c] = evaluate(res.displacement, fixed_labels[c], moving_labels[c])["rmsd_mm"]

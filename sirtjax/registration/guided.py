@@ -4,7 +4,7 @@ guidance passed as that preset needs it, and the checks every caller reports (Ja
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 import jax
 import numpy as np
@@ -13,7 +13,7 @@ from sirtjax.metrics import JacobianStats, jacobian_stats
 from sirtjax.plausibility import ResultWarning, check_folding
 from sirtjax.registration.api import RegistrationResult, register_batch
 from sirtjax.registration.levels import make_pair
-from sirtjax.registration.config import RegistrationConfig
+from sirtjax.registration.config import Overrides, RegistrationConfig
 from sirtjax.registration.optimise import Progress
 from sirtjax.registration.padding import extend, pad_to, valid_mask
 from sirtjax.registration.presets import PRESETS
@@ -98,7 +98,7 @@ def register_checked(
     *,
     preset: str | None = None,
     config: RegistrationConfig | None = None,
-    overrides: Mapping[str, object] = {},
+    overrides: Overrides = Overrides(),
     key: jax.Array,
     progress: Progress | None = None,
     liver_name: str = "the fixed liver",
@@ -106,7 +106,7 @@ def register_checked(
 ) -> CheckedRegistration:
     """Register moving onto fixed with ``preset`` (default :func:`choose_preset`) and check the result.
 
-    ``config`` replaces the preset's settings; ``overrides`` (RegistrationConfig fields) change either.
+    ``config`` replaces the preset's settings; ``overrides`` change either.
     ``programs``: the compiled programs' cache (:class:`~sirtjax.registration.programs.ProgramCache`), or None.
     Raises ValueError for an unknown preset or one whose guidance is missing.
     """
@@ -120,7 +120,7 @@ def register_checked_batch(
     *,
     preset: str,
     config: RegistrationConfig | None = None,
-    overrides: Mapping[str, object] = {},
+    overrides: Overrides = Overrides(),
     key: jax.Array,
     progress: Progress | None = None,
     liver_name: str = "the fixed liver",
@@ -131,7 +131,7 @@ def register_checked_batch(
     (``sharding``: where the batch lives, as there). Raises ValueError for an unknown preset or missing guidance."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset '{preset}' (use {', '.join(PRESETS)})")
-    settings = dataclasses.replace(PRESETS[preset] if config is None else config, **overrides)
+    settings = overrides.apply(PRESETS[preset] if config is None else config)
     pairs = [make_pair(fixed, moving, **guidance.for_preset(preset)) for fixed, moving, guidance in cases]
     results = register_batch(pairs, settings, key=key, progress=progress, programs=programs, sharding=sharding)
     checked = []

@@ -84,9 +84,9 @@ COARSE_NODES = 3
 
 def resolutions_mm(fixed: Volume, config: RegistrationConfig) -> list[float]:
     """Pyramid resolutions (mm), coarsest first: finest * 2**(levels-1), ..., finest."""
-    native = float(np.max(fixed.spacing_mm))
-    finest = native if config.finest_mm is None else max(float(config.finest_mm), native)
-    return [finest * 2 ** (config.levels - 1 - i) for i in range(config.levels)]
+    native, pyramid = float(np.max(fixed.spacing_mm)), config.pyramid
+    finest = native if pyramid.finest_mm is None else max(float(pyramid.finest_mm), native)
+    return [finest * 2 ** (pyramid.levels - 1 - i) for i in range(pyramid.levels)]
 
 
 def resolutions_mm_from_levels(levels: list[LevelData]) -> list[float]:
@@ -135,15 +135,17 @@ def pair_pyramids(pairs: Sequence[Pair], config: RegistrationConfig,
 
 def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig,
                    pyramids: Sequence[tuple[list[Volume], list[Volume]]] | None = None,
-                   programs: ProgramCache | None = None, sharding: jax.sharding.Sharding | None = None) -> list[LevelData]:
+                   programs: ProgramCache | None = None, sharding: jax.sharding.Sharding | None = None, *,
+                   images_only: bool = False) -> list[LevelData]:
     """LevelData of every pyramid level (coarsest first), batched over pairs (leading axis), placed by ``sharding``
     (None: on the default device).
 
+    The levels of the affine and of ``config``'s stages on the pair's own levels, or with ``images_only`` those of
+    its images-only stages: the image channel alone, the region of interest everywhere.
     ``pyramids``: the pairs' :func:`pair_pyramids` when already computed (for a config with the same
-    levels; computed here when None); unguided pairs use only their image channel, so one pyramid serves
-    both the guided levels and an unguided stage on the same images. The affine is the identity and its
+    levels; computed here when None); one pyramid serves both kinds. The affine is the identity and its
     centre and radius unset until :func:`run_affine` fills them in.
-    Each level that runs the non-rigid stage has its fixed grid cut to the bounding box of the region of
+    Each level that runs a non-rigid stage has its fixed grid cut to the bounding box of the region of
     interest; levels of the affine stage alone keep the whole grid. There is one box size per level for the
     whole batch: the largest pair's, rounded up by :func:`pyramid.bucket` where the non-rigid field's nodes are
     less than ``COARSE_NODES`` voxels apart, else to a power of 2. Where that box is larger than the grid, the
@@ -155,20 +157,22 @@ def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig,
     if len({p.n_seg > 0 for p in pairs}) != 1:
         raise ValueError("pairs in one batch must all have segmentation guidance or none")
     pyramids = pair_pyramids(pairs, config, programs) if pyramids is None else pyramids
-    channels = None if pairs[0].n_seg else 1
+    channels = 1 if images_only or not pairs[0].n_seg else None
+    roi_margin_mm = None if images_only else config.similarity.roi_margin_mm
     per_pair = _per_pair(lambda pyramid: [
         make_level(f.with_array(f.array[..., :channels]), m.with_array(m.array[..., :channels]),
-                   stiffness_inside=config.liver_stiffness, roi_margin_mm=config.roi_margin_mm)
+                   stiffness_inside=config.regulariser.liver_stiffness, roi_margin_mm=roi_margin_mm)
         for f, m in zip(*pyramid)], pyramids)
+    stages = [s for s in config.stages if s.images_only == images_only]
     levels, n_levels = [], len(per_pair[0])
     for li, resolution in enumerate(resolutions_mm(pairs[0].fixed, config)):
-        nonrigid = li >= n_levels - config.nonrigid_levels  # else only the affine stage runs: the whole grid, whose
-        # shape depends on the field of view only (its samples still come from the region of interest)
-        boxes = [roi_box(pp[li]) if nonrigid else (np.zeros(3, int), np.asarray(pp[li].roi_weight.shape)) for pp in per_pair]
+        runs = [s for s in stages if li >= n_levels - s.levels]  # none: only the affine stage runs: the whole grid,
+        # whose shape depends on the field of view only (its samples still come from the region of interest)
+        boxes = [roi_box(pp[li]) if runs else (np.zeros(3, int), np.asarray(pp[li].roi_weight.shape)) for pp in per_pair]
         # box and moving grid rounded up to bucket sizes, the box padded past a grid smaller than it, so pairs of
         # similar size share compiled steps; the moving grid's size does not change a step's cost, nor the box's
         # unless the level runs a non-rigid field with dense nodes
-        dense_field = nonrigid and config.field_spacing_mm < COARSE_NODES * resolution
+        dense_field = any(s.field_spacing_mm < COARSE_NODES * resolution for s in runs)
         box_bucket = bucket if dense_field else coarse_bucket
         size = box_bucket(np.max([b[1] for b in boxes], axis=0))
         moving_shape = coarse_bucket(np.max([pp[li].moving.array.shape[:3] for pp in per_pair], axis=0))
@@ -200,13 +204,13 @@ class AffineStart:
 
 def affine_start(pairs: Sequence[Pair], config: RegistrationConfig) -> AffineStart:
     """The affine stage's start: centre and radius of the fixed segmentation (else of the Otsu body mask), and
-    the candidate translations (centre-of-mass alignment plus z offsets, ``config.candidates`` of them)."""
+    the candidate translations (centre-of-mass alignment plus z offsets, ``config.affine.candidates`` of them)."""
     def one(p: Pair) -> tuple[np.ndarray, float, np.ndarray]:
         w = _centroid_weights(p.fixed, p.fixed_seg)
         cf = init.centroid_mm(p.fixed, w)
         cm = init.centroid_mm(p.moving, _centroid_weights(p.moving, p.moving_seg))
         return cf, init.rms_radius_mm(p.fixed, w, cf), init.candidate_translations(cm - cf, init.z_extent_mm(p.fixed),
-                                                                                   config.candidates)
+                                                                                   config.affine.candidates)
 
     centres, radii, starts = zip(*_per_pair(one, pairs))
     return AffineStart(np.asarray(centres, np.float32), np.asarray(radii, np.float32), np.stack(starts))

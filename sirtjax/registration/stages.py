@@ -1,4 +1,4 @@
-"""The stage drivers: the affine stage, the non-rigid stage, and the image stage before a guided one.
+"""The stage drivers: the affine stage, then the non-rigid stages in turn (images-only ones and guided ones).
 
 Each runs one jit-compiled step per level (:func:`~sirtjax.registration.optimise.run_level`),
 vmapped over the batch of pairs, from coarse to fine. ``programs``: the
@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from sirtjax.registration import affine as affine_stage
-from sirtjax.registration.config import RegistrationConfig
+from sirtjax.registration.config import NonrigidStage, RegistrationConfig
 from sirtjax.registration.levels import AffineStart, Pair, prepare_levels, resolutions_mm_from_levels, with_affine
-from sirtjax.registration.nonrigid import RegulariserOptions, Weights, field_factor_for, field_shape, field_volume, nonrigid_step
+from sirtjax.registration.nonrigid import Weights, field_factor_for, field_shape, field_volume, nonrigid_step
 from sirtjax.registration.optimise import Convergence, LevelLog, Progress, run_level
 from sirtjax.registration.padding import extend, nodes_valid
 from sirtjax.registration.problem import LevelData
@@ -43,7 +43,7 @@ def run_affine(
     4th of 5, the finest level 1st).
     """
     batch, k = start.translations_mm.shape[:2]
-    res = resolutions_mm_from_levels(levels)
+    res, aff, stop = resolutions_mm_from_levels(levels), config.affine, config.early_stop
     centre, radius = np.asarray(start.centre_mm, np.float32), np.asarray(start.radius_mm, np.float32)
     at_centre = AffineTransform(np.broadcast_to(np.eye(3, dtype=np.float32), (batch, 3, 3)), np.zeros((batch, 3), np.float32),
                                 centre)
@@ -51,10 +51,9 @@ def run_affine(
     params = affine_stage.init_params(start.translations_mm.reshape(batch * k, 3))
     logs = []
     for li, data in enumerate(levels):
-        step, optimiser = affine_stage.affine_step(config.similarity(), config.affine_on,
-                                            config.affine_step * res[li], config.affine_iterations, config.affine_max_strain,
-                                            config.optimiser)
-        conv = Convergence(config.affine_iterations, config.window, config.rel_tol, config.min_iterations)
+        step, optimiser = affine_stage.affine_step(config.similarity.options(aff.samples), aff.on, aff.step * res[li],
+                                                   aff.iterations, aff.max_strain, config.optimiser)
+        conv = Convergence(aff.iterations, stop.window, stop.rel_tol, stop.min_iterations)
         if k > 1:
             data = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), data)
         key, sub = jax.random.split(key)
@@ -62,7 +61,7 @@ def run_affine(
                                 progress=progress, programs=programs)
         logs.append(log)
     if k > 1:
-        best = np.argmin(_final_window_mean(logs[-1].loss_history, config.window).reshape(batch, k), axis=1)
+        best = np.argmin(_final_window_mean(logs[-1].loss_history, stop.window).reshape(batch, k), axis=1)
         pick = np.arange(batch) * k + best
         params = jax.tree.map(lambda x: x[pick], params)
         for log in logs:
@@ -87,6 +86,7 @@ def _final_window_mean(history: np.ndarray, window: int) -> np.ndarray:
 def run_nonrigid(
     levels: list[LevelData],
     weights: Weights,
+    stage: NonrigidStage,
     config: RegistrationConfig,
     key: jax.Array,
     progress: Progress | None = None,
@@ -94,24 +94,24 @@ def run_nonrigid(
     label: str = "non-rigid",
     programs: ProgramCache | None = None,
 ) -> tuple[Volume, list[LevelLog]]:
-    """The non-rigid stage on the finest ``nonrigid_levels`` levels (affine already set in levels).
+    """One non-rigid stage of ``config`` on the finest ``stage.levels`` levels (affine already set in levels).
 
     ``base``: a batched residual field Volume from an earlier stage; this stage adds its own field to
     it, and its springs resist only its own (the base is their rest state). Returns the whole residual
     field, a batched Volume (B, z, y, x, 3) mm on the finest level's field grid, and the logs. Raises
-    ValueError when an image weight is positive but the config leaves the image term out.
+    ValueError when an image weight is positive but the stage leaves the image term out, or for a B-spline field
+    on top of an earlier stage's.
     """
-    if not config.nonrigid_image and np.any(np.asarray(weights.image) > 0):
-        raise ValueError("a positive image weight w_I needs the non-rigid image term (nonrigid_image=True)")
-    nl = min(config.nonrigid_levels, len(levels))
-    use = levels[len(levels) - nl:]
+    if not stage.image_term and np.any(np.asarray(weights.image) > 0):
+        raise ValueError("a positive image weight w_I needs the non-rigid image term (image_term=True)")
+    order = stage.field_order
+    if order == 3 and base is not None:
+        raise ValueError("field_order 3 (a B-spline) is for the first non-rigid stage only")
+    use = levels[len(levels) - min(stage.levels, len(levels)):]
     seg = int(use[0].fixed.array.shape[-1]) > 1
-    reg = RegulariserOptions(config.regulariser, config.neighbourhood, config.fold_weight)
+    reg = config.regulariser_options(stage)
     res = resolutions_mm_from_levels(use)
-    factors = [field_factor_for(config.field_spacing_mm, r) for r in res]
-    order = config.field_order
-    if order not in (1, 3) or (order == 3 and base is not None):
-        raise ValueError(f"field_order must be 1 or 3 (3 without an earlier stage's field), got {order}")
+    factors = [field_factor_for(stage.field_spacing_mm, r) for r in res]
     v = np.zeros(use[0].fixed.array.shape[:1] + field_shape(use[0].fixed.array.shape[1:4], factors[0]) + (3,), np.float32)
     logs = []
     valid = [np.asarray(d.fixed_size_zyx) for d in use]  # (B, 3) valid voxels of each level's (padded) box
@@ -122,10 +122,9 @@ def run_nonrigid(
         if base is not None:
             data = dataclasses.replace(data, base_field=_upsample(base, _all_nodes(base), data.fixed, valid[li], factors[li],
                                                                   programs=programs))
-        step, optimiser = nonrigid_step(config.similarity(), reg, config.nonrigid_image, seg,
-                                 config.nonrigid_step * res[li], config.nonrigid_iterations, factors[li], order,
-                                 config.optimiser)
-        conv = Convergence(config.nonrigid_iterations, config.window, config.rel_tol, config.min_iterations)
+        step, optimiser = nonrigid_step(config.similarity.options(stage.samples), reg, stage.image_term, seg,
+                                        stage.step * res[li], stage.iterations, factors[li], order, config.optimiser)
+        conv = stage.convergence(config.early_stop)
         key, sub = jax.random.split(key)
         v, log = run_level(step, v, optimiser, data, weights, sub, conv, label=f"{label} {res[li]:g} mm", progress=progress,
                            programs=programs)
@@ -146,31 +145,11 @@ def _all_nodes(field: Volume) -> np.ndarray:
     return np.broadcast_to(np.asarray(field.array.shape[1:4]), (field.array.shape[0], 3))
 
 
-def image_stage_config(config: RegistrationConfig) -> RegistrationConfig:
-    """The settings of the image stage that ``image_field_mm`` > 0 puts before the guided non-rigid stage.
-
-    MI on the whole grids of the finest ``image_field_levels`` levels (``image_field_samples`` random voxels
-    per step, as elastix's few thousand), a cubic B-spline field with nodes ``image_field_mm`` apart (as
-    elastix's; training seeds 101-104, 3 mm CT: RRMSD 1.62 with trilinear nodes, 1.45 mm),
-    ``image_field_iterations`` steps per level, springs weighted ``image_field_w_reg`` and the image-based
-    preset's folding barrier. A
-    coarse field sees the whole body's anatomy (outline, bones, organs, vessels): it moves the liver's
-    interior and its surface tangentially, which masks cannot show; the guided stage then fits the
-    surfaces on top of it.
-    """
-    its = config.image_field_iterations
-    return dataclasses.replace(config, nonrigid_levels=config.image_field_levels, nonrigid_image=True, w_image=1.0,
-                               w_reg=config.image_field_w_reg, fold_weight=100.0,
-                               samples=config.image_field_samples, field_spacing_mm=config.image_field_mm, image_field_mm=0.0,
-                               roi_margin_mm=None,
-                               nonrigid_iterations=its, min_iterations=its, field_order=3)
-
-
 def run_nonrigid_stages(
     pairs: Sequence[Pair],
     levels: list[LevelData],
     affine: AffineTransform,
-    weights: Weights,
+    weights: Weights | None,
     config: RegistrationConfig,
     key: jax.Array,
     progress: Progress | None = None,
@@ -178,21 +157,31 @@ def run_nonrigid_stages(
     programs: ProgramCache | None = None,
     sharding: jax.sharding.Sharding | None = None,
 ) -> tuple[Volume, list[tuple[str, LevelLog]]]:
-    """Everything after the affine stage: the image stage (``image_field_mm`` > 0) on the pairs' images, then the
-    non-rigid stage on ``levels``; the batched residual field Volume and the (stage name, log) of every level.
-    ``pyramids``: the pairs' :func:`pair_pyramids`, if computed already (the image stage's levels reuse them)."""
-    if config.nonrigid_levels == 0:
+    """Everything after the affine stage: each of ``config.stages`` in turn, each adding its field to the earlier
+    ones'; the batched residual field Volume and the (stage name, log) of every level.
+
+    The stages on the pair's own levels run on ``levels`` with ``weights`` ((B,) arrays; None: each stage's own);
+    images-only stages on the pairs' images alone (their levels built here, from ``pyramids``, the pairs'
+    :func:`pair_pyramids` if computed already) with their own weights. Stage names: 'image' for images-only stages, 'nonrigid' for the others.
+    """
+    if not config.stages:
         return field_volume(jnp.zeros(levels[-1].fixed.array.shape[:4] + (3,), jnp.float32), levels[-1].fixed, 1), []
-    base, stages = None, []
-    if config.image_field_mm > 0:
-        pre = image_stage_config(config)
-        key, sub = jax.random.split(key)
-        plain = prepare_levels([Pair(p.fixed, p.moving) for p in pairs], pre, pyramids, programs, sharding)
-        pre_weights = jax.tree.map(lambda w: np.broadcast_to(w, (len(pairs),)), pre.weights())
-        base, logs = run_nonrigid(with_affine(plain, affine), pre_weights, pre, sub, progress, label="image", programs=programs)
-        stages += [("image", lg) for lg in logs]
-    residual, logs = run_nonrigid(with_affine(levels, affine), weights, config, key, progress, base=base, programs=programs)
-    return residual, stages + [("nonrigid", lg) for lg in logs]
+    plain = None
+    if any(s.images_only for s in config.stages):
+        plain = with_affine(prepare_levels(pairs, config, pyramids, programs, sharding, images_only=True), affine)
+    guided = with_affine(levels, affine)
+    field, logs = None, []
+    for i, stage in enumerate(config.stages):
+        key, sub = jax.random.split(key) if i + 1 < len(config.stages) else (None, key)
+        if stage.images_only or weights is None:
+            stage_weights = jax.tree.map(lambda w: np.broadcast_to(w, (len(pairs),)), stage.weights())
+        else:
+            stage_weights = weights
+        field, stage_logs = run_nonrigid(plain if stage.images_only else guided, stage_weights, stage, config, sub,
+                                         progress, base=field, label="image" if stage.images_only else "non-rigid",
+                                         programs=programs)
+        logs += [("image" if stage.images_only else "nonrigid", lg) for lg in stage_logs]
+    return field, logs
 
 
 def _upsample_field(coarse: Volume, coarse_nodes: jax.Array, fine_level: Volume, fine_valid: jax.Array, factor: int,

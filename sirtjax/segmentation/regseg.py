@@ -35,7 +35,7 @@ from sirtjax.segmentation.preprocess import antialias, normalize_intensity, prep
 from sirtjax.volume import Volume, make_volume, world_grid
 
 # the pre-alignment: the registration core's image-based affine alone
-PREALIGN = RegistrationConfig(affine_on="images", nonrigid_levels=0)
+PREALIGN = RegistrationConfig(stages=())
 
 
 @dataclasses.dataclass(frozen=True)
