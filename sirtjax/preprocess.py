@@ -1,50 +1,17 @@
-"""Resampling in physical space, intensity windowing and cropping.
-
-Sampling follows ITK's ``ResampleImageFilter`` semantics so that results agree with SimpleITK: a
-point whose continuous index lies within half a voxel of the grid (``-0.5 <= i <= n - 0.5`` on every
-axis) is interpolated with neighbours clamped to the border; any other point gets
-``default_value``. Linear interpolation is trilinear; nearest rounds half-way indices up.
-"""
+"""Resampling in physical space (through :mod:`sirtjax.interpolate`, ITK's rules), intensity windowing and cropping."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.ndimage import map_coordinates
 
-from sirtjax.volume import Volume, describe_grid, make_volume, same_grid, world_grid, world_points_to_index
-
-
-def sample_index(
-    array: jax.Array, idx_xyz: jax.Array, *, order: int = 1, default_value: float = 0.0
-) -> jax.Array:
-    """Sample a (z, y, x) array at continuous indices (..., 3) given in (i, j, k) = (x, y, z) order.
-
-    Differentiable in the array values and (for order 1) in the indices. Points outside the grid
-    by more than half a voxel return ``default_value`` (ITK's rule); inside, neighbours are clamped.
-    """
-    coords_zyx = [idx_xyz[..., 2], idx_xyz[..., 1], idx_xyz[..., 0]]
-    if order == 0:
-        coords_zyx = [jnp.floor(c + 0.5) for c in coords_zyx]
-    values = map_coordinates(array, coords_zyx, order=min(order, 1), mode="nearest")
-    inside = jnp.ones(idx_xyz.shape[:-1], dtype=bool)
-    for c, n in zip(coords_zyx, array.shape):
-        inside &= (c >= -0.5) & (c <= n - 0.5)
-    return jnp.where(inside, values, jnp.asarray(default_value, values.dtype))
-
-
-def sample_world(
-    vol: Volume, points_mm: jax.Array, *, order: int = 1, default_value: float = 0.0
-) -> jax.Array:
-    """Sample a scalar Volume at LPS world points (..., 3) (mm); see :func:`sample_index`."""
-    return sample_index(
-        jnp.asarray(vol.array), world_points_to_index(vol, points_mm), order=order, default_value=default_value
-    )
+from sirtjax.interpolate import sample_world
+from sirtjax.volume import Grid, Volume, describe_grid, make_grid, make_volume, same_grid, world_grid
 
 
 def resample_to(
-    moving: Volume, reference: Volume, *, order: int = 1, default_value: float = 0.0
+    moving: Volume, reference: Grid | Volume, *, order: int = 1, default_value: float = 0.0
 ) -> Volume:
     """Resample a scalar Volume onto the reference grid (identity transform), like SimpleITK.
 
@@ -59,13 +26,12 @@ def resample_to(
     """
     if order == 1:
         moving = moving.with_array(np.asarray(moving.array, np.float32))
-    grid = reference.with_array(np.zeros(reference.shape, np.uint8))  # only the grid is needed
-    out = _resample_jit(moving, grid, order, default_value)
+    out = _resample_jit(moving, reference.grid, order, default_value)
     return make_volume(np.asarray(out), reference.spacing_mm, reference.origin_mm, reference.direction)
 
 
 @jax.jit(static_argnums=(2, 3))
-def _resample_jit(moving: Volume, grid: Volume, order: int, default_value: float) -> jax.Array:
+def _resample_jit(moving: Volume, grid: Grid, order: int, default_value: float) -> jax.Array:
     return sample_world(moving, world_grid(grid), order=order, default_value=default_value)
 
 
@@ -78,8 +44,7 @@ def resample_to_spacing(vol: Volume, spacing_mm: tuple[float, float, float], *, 
     # keep the outer boundary of the field of view: first voxel centre half a new voxel inside it
     first = (-0.5 * old + 0.5 * spacing)
     origin = np.asarray(vol.origin_mm) + np.asarray(vol.direction) @ first
-    ref = make_volume(np.zeros(tuple(size_xyz[::-1]), np.uint8), spacing, origin, vol.direction)
-    return resample_to(vol, ref, order=order)
+    return resample_to(vol, make_grid(size_xyz[::-1], spacing, origin, vol.direction), order=order)
 
 
 def window(image: jax.Array, low: float, high: float) -> jax.Array:

@@ -1,4 +1,4 @@
-"""Volume: a voxel array with its physical geometry, as a JAX pytree.
+"""Volume: a voxel array with its physical geometry, as a JAX pytree; Grid: the geometry alone.
 
 Conventions (the one internal convention of sirtjax, see DESIGN.md):
 
@@ -19,6 +19,7 @@ float32 like everything else.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -26,6 +27,44 @@ import jax.numpy as jnp
 import numpy as np
 
 Array = Any  # numpy or JAX array
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["spacing_mm", "origin_mm", "direction"],
+                   meta_fields=["shape"])
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """A voxel grid without data: shape (z, y, x), spacing (mm), origin (mm, LPS) and direction, ITK order.
+
+    The geometry functions of this module take a Grid or a :class:`Volume` alike; a Grid carries no placeholder
+    array, and its shape is static under ``jax.jit`` (a different shape is a different program).
+    """
+
+    shape: tuple[int, int, int]
+    spacing_mm: Array
+    origin_mm: Array
+    direction: Array
+
+    @property
+    def size_xyz(self) -> tuple[int, int, int]:
+        """Grid size in ITK index order (x, y, z)."""
+        z, y, x = self.shape
+        return (x, y, z)
+
+    @property
+    def grid(self) -> Grid:
+        """Itself (as :attr:`Volume.grid`, so code given either asks the same)."""
+        return self
+
+    def with_array(self, array: Array) -> Volume:
+        """A Volume of this grid holding ``array`` (z, y, x[, C])."""
+        if tuple(array.shape[:3]) != tuple(self.shape):
+            raise ValueError(f"array shape {array.shape} does not match grid {tuple(self.shape)}")
+        return Volume(array, self.spacing_mm, self.origin_mm, self.direction)
+
+
+def make_grid(shape_zyx, spacing_mm: Array, origin_mm: Array, direction: Array | None = None) -> Grid:
+    """A Grid from its shape (z, y, x) and ITK-ordered geometry (host float64); validates the geometry."""
+    return Grid(tuple(int(n) for n in shape_zyx), *_checked_geometry(spacing_mm, origin_mm, direction))
 
 
 @jax.tree_util.register_dataclass
@@ -49,6 +88,11 @@ class Volume:
         z, y, x = self.shape
         return (x, y, z)
 
+    @property
+    def grid(self) -> Grid:
+        """The Volume's grid, without its data."""
+        return Grid(self.shape, self.spacing_mm, self.origin_mm, self.direction)
+
     def with_array(self, array: Array) -> Volume:
         """The same grid carrying another array of the same spatial shape."""
         if tuple(array.shape[:3]) != self.shape:
@@ -66,6 +110,12 @@ def make_volume(
     array = np.asarray(array) if not isinstance(array, jax.Array) else array
     if array.ndim not in (3, 4):
         raise ValueError(f"a Volume needs a 3D array (z, y, x) or (z, y, x, C), got {array.ndim}D")
+    return Volume(array, *_checked_geometry(spacing_mm, origin_mm, direction))
+
+
+def _checked_geometry(spacing_mm: Array, origin_mm: Array, direction: Array | None) -> tuple[np.ndarray, ...]:
+    """Spacing, origin and direction as float64 host arrays (direction None: identity); ValueError unless spacing is
+    positive and finite, origin finite and direction orthonormal."""
     spacing = np.asarray(spacing_mm, dtype=np.float64).reshape(3)
     origin = np.asarray(origin_mm, dtype=np.float64).reshape(3)
     dirm = np.eye(3) if direction is None else np.asarray(direction, dtype=np.float64).reshape(3, 3)
@@ -75,10 +125,10 @@ def make_volume(
         raise ValueError(f"origin must be finite, got {origin.tolist()}")
     if not np.allclose(dirm.T @ dirm, np.eye(3), atol=1e-4):
         raise ValueError(f"direction must be orthonormal, got {dirm.tolist()}")
-    return Volume(array=array, spacing_mm=spacing, origin_mm=origin, direction=dirm)
+    return spacing, origin, dirm
 
 
-def index_to_world(vol: Volume) -> np.ndarray:
+def index_to_world(vol: Grid | Volume) -> np.ndarray:
     """4x4 float64 matrix mapping a homogeneous continuous index (i, j, k, 1) to LPS mm (host)."""
     m = np.eye(4)
     m[:3, :3] = np.asarray(vol.direction, np.float64) * np.asarray(vol.spacing_mm, np.float64)
@@ -86,12 +136,12 @@ def index_to_world(vol: Volume) -> np.ndarray:
     return m
 
 
-def world_to_index(vol: Volume) -> np.ndarray:
+def world_to_index(vol: Grid | Volume) -> np.ndarray:
     """4x4 float64 matrix mapping LPS mm (homogeneous) to the continuous index (i, j, k) (host)."""
     return np.linalg.inv(index_to_world(vol))
 
 
-def world_grid(vol: Volume) -> jax.Array:
+def world_grid(vol: Grid | Volume) -> jax.Array:
     """World coordinates (LPS mm, components x, y, z) of every voxel centre, shape (z, y, x, 3)."""
     nz, ny, nx = vol.shape
     k, j, i = jnp.meshgrid(
@@ -114,13 +164,13 @@ def matvec3(matrix: jax.Array, points: jax.Array) -> jax.Array:
     return points[..., 0:1] * m[:, 0] + points[..., 1:2] * m[:, 1] + points[..., 2:3] * m[:, 2]
 
 
-def index_points_to_world(vol: Volume, idx_xyz: jax.Array) -> jax.Array:
+def index_points_to_world(vol: Grid | Volume, idx_xyz: jax.Array) -> jax.Array:
     """Map continuous indices (..., 3) in (i, j, k) = (x, y, z) order to LPS mm (..., 3)."""
     a = jnp.asarray(vol.direction, jnp.float32) * jnp.asarray(vol.spacing_mm, jnp.float32)
     return matvec3(a, idx_xyz) + jnp.asarray(vol.origin_mm, jnp.float32)
 
 
-def world_points_to_index(vol: Volume, points_mm: jax.Array) -> jax.Array:
+def world_points_to_index(vol: Grid | Volume, points_mm: jax.Array) -> jax.Array:
     """Map LPS mm points (..., 3) to continuous indices (..., 3) in (i, j, k) = (x, y, z) order."""
     d = jnp.asarray(vol.direction, jnp.float32)
     s = jnp.asarray(vol.spacing_mm, jnp.float32)
@@ -128,7 +178,7 @@ def world_points_to_index(vol: Volume, points_mm: jax.Array) -> jax.Array:
     return matvec3(d.T, points_mm - jnp.asarray(vol.origin_mm, jnp.float32)) / s
 
 
-def corner_points_world(vol: Volume) -> np.ndarray:
+def corner_points_world(vol: Grid | Volume) -> np.ndarray:
     """World coordinates (LPS mm, float64) of the 8 corner voxel centres, shape (8, 3) (host)."""
     nx, ny, nz = vol.size_xyz
     corners = np.array(
@@ -137,14 +187,14 @@ def corner_points_world(vol: Volume) -> np.ndarray:
     return (corners @ index_to_world(vol).T)[:, :3]
 
 
-def same_grid(a: Volume, b: Volume, *, tol_mm: float = 1e-3) -> bool:
+def same_grid(a: Grid | Volume, b: Grid | Volume, *, tol_mm: float = 1e-3) -> bool:
     """True when a and b share shape, spacing, origin and direction within tol_mm (host)."""
     if a.shape != b.shape:
         return False
     return bool(np.allclose(corner_points_world(a), corner_points_world(b), atol=tol_mm))
 
 
-def describe_grid(vol: Volume) -> str:
+def describe_grid(vol: Grid | Volume) -> str:
     """A short human-readable description of the grid for error messages and reports."""
     sp = ", ".join(f"{s:.3g}" for s in np.asarray(vol.spacing_mm))
     return f"{vol.shape[2]}x{vol.shape[1]}x{vol.shape[0]} voxels (x,y,z) at ({sp}) mm"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +12,7 @@ import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
 from sirtjax import io, preprocess
-from sirtjax.volume import corner_points_world, make_volume, world_grid
+from sirtjax.volume import corner_points_world, make_grid, make_volume, same_grid, world_grid
 
 ROT_A = Rotation.from_euler("xyz", [10, -5, 30], degrees=True).as_matrix()
 ROT_B = Rotation.from_euler("xyz", [-15, 20, 5], degrees=True).as_matrix()
@@ -87,3 +89,24 @@ def test_crop_to_mask_keeps_world_positions():
     assert inside[mask].all()
     with pytest.raises(ValueError, match="empty"):
         preprocess.crop_to_mask(vol, np.zeros(vol.shape, bool))
+
+
+def test_a_grid_is_a_volume_without_data():
+    """Grid: the geometry functions give the same on a Grid as on a Volume of it; its shape is static under jit (no
+    placeholder array travels); make_grid validates like make_volume; with_array checks the shape."""
+    vol = make_volume(np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6), (0.8, 1.2, 2.5), (10.0, -4.0, 7.0),
+                      np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+    grid = vol.grid
+    assert grid.shape == (4, 5, 6) and grid.size_xyz == (6, 5, 4) and grid.grid is grid
+    np.testing.assert_array_equal(np.asarray(world_grid(grid)), np.asarray(world_grid(vol)))
+    assert jax.tree.leaves(grid)[0].shape == (3,) and len(jax.tree.leaves(grid)) == 3  # geometry only
+    shifted = jax.jit(lambda g: world_grid(g)[0, 0, 0])(dataclasses.replace(grid, origin_mm=np.zeros(3)))
+    np.testing.assert_allclose(np.asarray(shifted), 0.0)
+    assert same_grid(make_grid((4, 5, 6), vol.spacing_mm, vol.origin_mm, vol.direction), vol)
+    np.testing.assert_array_equal(grid.with_array(np.asarray(vol.array)).array, vol.array)
+    with pytest.raises(ValueError, match="does not match grid"):
+        grid.with_array(np.zeros((4, 5, 7)))
+    with pytest.raises(ValueError, match="spacing must be positive"):
+        make_grid((2, 2, 2), (1.0, 0.0, 1.0), (0.0, 0.0, 0.0))
+    out = preprocess.resample_to(vol, make_grid((2, 2, 2), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0)))
+    assert out.shape == (2, 2, 2) and np.allclose(out.spacing_mm, 2.0)

@@ -10,7 +10,7 @@ import pytest
 import scipy.ndimage as ndi
 
 from sirtjax import metrics
-from sirtjax.preprocess import sample_world
+from sirtjax.interpolate import sample_world
 from sirtjax.registration.affine import affine_step
 from sirtjax.registration.nonrigid import (
     RegulariserOptions, Weights, field_at, field_shape, field_volume, nonrigid_objective, nonrigid_step,

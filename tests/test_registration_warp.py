@@ -8,13 +8,13 @@ import scipy.ndimage as ndi
 import SimpleITK as sitk
 
 from sirtjax.io import read_volume, to_sitk, write_volume
-from sirtjax.preprocess import sample_world
+from sirtjax.interpolate import gather_linear, sample_index, sample_world
 from sirtjax.registration.pyramid import (
     channel_boxes, gaussian_smooth, pyramid_level, pyramid_level_sparse, shrink_grid, smooth_and_shrink,
 )
 from sirtjax.registration.bspline import bspline_on_grid, gather_bspline
 from sirtjax.registration.warp import (
-    AffineTransform, affine_displacement, affine_to_homogeneous, compose_displacements, gather_linear, resample_field,
+    AffineTransform, affine_displacement, affine_to_homogeneous, compose_displacements, resample_field,
     sample_channels, warp_volume,
 )
 from sirtjax.volume import make_volume, world_grid, world_points_to_index
@@ -63,6 +63,26 @@ def test_gather_linear_matches_scipy_and_its_gradient():
             a[..., 1], c, order=1, mode="nearest") ** 2)))(jnp.asarray(arr))
         np.testing.assert_allclose(np.asarray(ga[..., 1]), np.asarray(gr[..., 1]), atol=1e-4)
         np.testing.assert_array_equal(np.asarray(ga[..., 0]), 0.0)  # a channel not sampled gets no gradient
+
+
+def test_sample_index_is_scipy_inside_and_the_default_outside():
+    """The one interpolation core: trilinear (float32) and nearest (the dtype kept; half-way rounds up) match scipy's
+    map_coordinates with clamped neighbours within half a voxel of the grid; past that, the default value (ITK)."""
+    rng = np.random.default_rng(2)
+    arr = rng.normal(size=(6, 7, 8)).astype(np.float32)
+    labels = rng.integers(0, 5, size=(6, 7, 8)).astype(np.uint8)
+    idx = rng.uniform(-1.5, 8.5, size=(400, 3)).astype(np.float32)
+    inside = np.all((idx >= -0.5) & (idx <= np.array([7.5, 6.5, 5.5])), axis=-1)
+    assert 50 < inside.sum() < 350
+    coords = [idx[:, 2], idx[:, 1], idx[:, 0]]
+    linear = np.asarray(sample_index(arr, jnp.asarray(idx), default_value=-9.0))
+    np.testing.assert_allclose(linear[inside], ndi.map_coordinates(arr, coords, order=1, mode="nearest")[inside], atol=1e-5)
+    assert np.all(linear[~inside] == -9.0)
+    nearest = np.asarray(sample_index(labels, jnp.asarray(idx), order=0, default_value=7))
+    ref = ndi.map_coordinates(labels, [np.floor(c + 0.5) for c in coords], order=0, mode="nearest")
+    assert nearest.dtype == np.uint8 and np.array_equal(nearest[inside], ref[inside]) and np.all(nearest[~inside] == 7)
+    with pytest.raises(ValueError, match="order must be 0 or 1"):
+        sample_index(arr, jnp.asarray(idx), order=3)
 
 
 def _written_out_spline(c, i):

@@ -28,7 +28,7 @@ from sirtjax.registration.padding import pad_to
 from sirtjax.registration.programs import Program, ProgramCache
 from sirtjax.registration.pyramid import coarse_bucket
 from sirtjax.registration.warp import AffineTransform, affine_displacement, resample_field, sample_channels
-from sirtjax.volume import Volume, make_volume, world_grid
+from sirtjax.volume import Grid, Volume, make_volume, world_grid
 
 
 @dataclasses.dataclass
@@ -126,7 +126,7 @@ def finish(pair: Pair, affine: AffineTransform, residual: Volume, stages: list,
     grids share the compiled program.
     """
     fixed, moving = pair.fixed, pair.moving
-    grid = Volume(np.zeros(tuple(coarse_bucket(fixed.shape)), np.uint8), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
+    grid = Grid(tuple(int(n) for n in coarse_bucket(fixed.shape)), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
     marr = pad_to(np.asarray(moving.array, np.float32), coarse_bucket(moving.shape), "edge")
     field, warped = _finish_arrays(affine, residual, grid, Volume(marr, moving.spacing_mm, moving.origin_mm, moving.direction),
                                    np.asarray(moving.shape[::-1], np.float32), programs=programs)
@@ -137,7 +137,7 @@ def finish(pair: Pair, affine: AffineTransform, residual: Volume, stages: list,
     return RegistrationResult(affine, disp, warped, diag)
 
 
-def _finish(affine: AffineTransform, residual: Volume, fixed: Volume, moving: Volume, moving_size_xyz: jax.Array):
+def _finish(affine: AffineTransform, residual: Volume, fixed: Grid, moving: Volume, moving_size_xyz: jax.Array):
     """Full-resolution field (z, y, x, 3) mm and the linearly warped moving image (0 outside its true size), in one
     program."""
     field = affine_displacement(affine, fixed) + resample_field(residual, fixed)

@@ -34,8 +34,9 @@ from sirtjax.registration.terms import SimilarityOptions, similarity_terms
 from sirtjax.registration.sampling import flat_to_index_xyz
 from sirtjax.registration.regularisers import folding_penalty, regulariser
 from sirtjax.registration.bspline import bspline_on_grid
-from sirtjax.registration.warp import affine_apply, gather_linear
-from sirtjax.volume import Volume
+from sirtjax.interpolate import gather_linear
+from sirtjax.registration.warp import affine_apply
+from sirtjax.volume import Grid, Volume
 
 
 @jax.tree_util.register_dataclass
@@ -72,6 +73,11 @@ def field_shape(shape_zyx, factor: int) -> tuple[int, int, int]:
 def field_volume(v: jax.Array, grid: Volume, factor: int) -> Volume:
     """The field array v (z', y', x', 3) on its grid: level grid's origin and direction, ``factor`` times its spacing."""
     return Volume(v, grid.spacing_mm * factor, grid.origin_mm, grid.direction)
+
+
+def field_grid(level: Volume, factor: int) -> Grid:
+    """The grid of the field's nodes on an (unbatched) level: its origin and direction, ``factor`` times its spacing."""
+    return Grid(field_shape(level.array.shape[:3], factor), level.spacing_mm * factor, level.origin_mm, level.direction)
 
 
 def field_at(v: jax.Array, flat_index: jax.Array, level_shape_zyx, factor: int, order: int = 1) -> jax.Array:

@@ -16,7 +16,7 @@ import numpy as np
 
 from sirtjax.registration.padding import pad_to
 from sirtjax.registration.programs import Program, ProgramCache
-from sirtjax.volume import Volume, make_volume
+from sirtjax.volume import Grid, Volume, make_grid
 
 
 def gaussian_kernel_1d(sigma_vox: float, truncate: float = 4.0) -> np.ndarray:
@@ -108,15 +108,15 @@ def _taps(padded: jax.Array, weights: np.ndarray, first: int, count: int, stride
                for t, w in enumerate(weights))
 
 
-def shrink_grid(vol: Volume, factor: int | tuple[int, int, int]) -> Volume:
-    """The grid of a pyramid level with integer shrink factor(s) (one, or one per axis z, y, x) (host); array is a uint8 placeholder."""
+def shrink_grid(vol: Volume, factor: int | tuple[int, int, int]) -> Grid:
+    """The grid of a pyramid level with integer shrink factor(s) (one, or one per axis z, y, x) (host)."""
     spacing = np.asarray(vol.spacing_mm, np.float64)
     size_xyz = np.asarray(vol.size_xyz)
     factor = np.broadcast_to(np.asarray(factor, np.int64), (3,))[::-1]  # (x, y, z)
     new_size = np.maximum(1, np.ceil(size_xyz / factor)).astype(int)
     offset_vox = 0.5 * (factor - 1)
     origin = np.asarray(vol.origin_mm, np.float64) + np.asarray(vol.direction, np.float64) @ (spacing * offset_vox)
-    return make_volume(np.zeros(tuple(new_size[::-1]), np.uint8), spacing * factor, origin, vol.direction)
+    return make_grid(new_size[::-1], spacing * factor, origin, vol.direction)
 
 
 def pyramid_level(vol: Volume, resolution_mm: float, programs: ProgramCache | None = None) -> Volume:
@@ -131,8 +131,7 @@ def pyramid_level(vol: Volume, resolution_mm: float, programs: ProgramCache | No
     if factor == (1, 1, 1) and not any(sigma):
         return vol.with_array(jnp.asarray(vol.array, jnp.float32))
     grid = shrink_grid(vol, factor)
-    arr = smooth_and_shrink_bucketed(np.asarray(vol.array), sigma, factor, programs)
-    return Volume(arr, grid.spacing_mm, grid.origin_mm, grid.direction)
+    return grid.with_array(smooth_and_shrink_bucketed(np.asarray(vol.array), sigma, factor, programs))
 
 
 _smooth_and_shrink = Program(smooth_and_shrink, "pyramid smooth_and_shrink", static_argnums=(1, 2))
@@ -185,7 +184,7 @@ def pyramid_level_sparse(vol: Volume, resolution_mm: float, boxes: list[tuple[np
         fine = tuple(slice(f * a, min(n, f * (a + s))) for f, a, s, n in zip(factor, lo, size, arr.shape))
         blocks = tuple(slice(a, a + s) for a, s in zip(lo, size))
         out[blocks + (c,)] = smooth_and_shrink_bucketed(arr[fine + (c,)], sigma, factor, programs)
-    return Volume(out, grid.spacing_mm, grid.origin_mm, grid.direction)
+    return grid.with_array(out)
 
 
 def factors_for_spacing(spacing_mm: np.ndarray, resolution_mm: float) -> tuple[int, ...]:

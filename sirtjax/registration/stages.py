@@ -17,7 +17,7 @@ import numpy as np
 from sirtjax.registration import affine as affine_stage
 from sirtjax.registration.config import NonrigidStage, RegistrationConfig
 from sirtjax.registration.levels import AffineStart, Pair, prepare_levels, resolutions_mm_from_levels, with_affine
-from sirtjax.registration.nonrigid import Weights, field_factor_for, field_shape, field_volume, nonrigid_step
+from sirtjax.registration.nonrigid import Weights, field_factor_for, field_grid, field_shape, field_volume, nonrigid_step
 from sirtjax.registration.optimise import Convergence, LevelLog, Progress, run_level
 from sirtjax.registration.padding import extend, nodes_valid
 from sirtjax.registration.problem import LevelData
@@ -190,8 +190,8 @@ def _upsample_field(coarse: Volume, coarse_nodes: jax.Array, fine_level: Volume,
     of a batched level grid with ``factor``: its values there (mm). ``coarse_nodes`` (B, 3): the field's valid
     nodes, ``fine_valid`` (B, 3): the level's valid voxels; past them the values are clamped to the valid ones."""
     def one(c, nodes, f, valid):
-        grid = field_volume(jnp.zeros(field_shape(f.array.shape[:3], factor), jnp.uint8), f, factor)
-        return extend(resample_field(c.with_array(extend(c.array, nodes)), grid, order), nodes_valid(valid, factor))
+        return extend(resample_field(c.with_array(extend(c.array, nodes)), field_grid(f, factor), order),
+                      nodes_valid(valid, factor))
 
     return jax.vmap(one)(coarse, coarse_nodes, fine_level, fine_valid)
 

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from sirtjax.errors import InputError
 from sirtjax.preprocess import resample_to, window_ct, window_mr
-from sirtjax.volume import Volume, index_to_world, make_volume
+from sirtjax.volume import Grid, Volume, index_to_world, make_grid
 
 MODALITIES = ("ct", "mr")
 LIVER_MARGIN_MM = 6.0  # the lesion network sees the image this far beyond the liver (thesis 7.3.2.2)
@@ -25,8 +25,8 @@ def guess_modality(image: np.ndarray) -> str:
     return "ct" if float(np.min(image)) < -500 else "mr"
 
 
-def canonical_grid(vol: Volume, spacing_mm: Sequence[float]) -> Volume:
-    """An empty uint8 Volume, identity direction, spacing (x, y, z mm), covering vol's field of view."""
+def canonical_grid(vol: Volume, spacing_mm: Sequence[float]) -> Grid:
+    """A grid of identity direction and spacing (x, y, z mm) covering vol's field of view."""
     spacing = np.asarray(spacing_mm, np.float64).reshape(3)
     nx, ny, nz = vol.size_xyz
     # the field of view reaches half a voxel beyond the corner voxel centres
@@ -35,7 +35,7 @@ def canonical_grid(vol: Volume, spacing_mm: Sequence[float]) -> Volume:
     lo, hi = world.min(axis=0), world.max(axis=0)
     size_xyz = np.maximum(1, np.ceil((hi - lo) / spacing - 1e-6)).astype(int)
     origin = (lo + hi) / 2 - spacing * (size_xyz - 1) / 2  # centre the new grid on the old box
-    return make_volume(np.zeros(tuple(size_xyz[::-1]), np.uint8), spacing, origin, np.eye(3))
+    return make_grid(size_xyz[::-1], spacing, origin, np.eye(3))
 
 
 def normalize_intensity(image: np.ndarray, modality: str) -> np.ndarray:
@@ -68,7 +68,7 @@ def prepare_image(vol: Volume, modality: str, spacing_mm: Sequence[float]) -> Vo
     return prepare_on(vol, modality, canonical_grid(vol, spacing_mm))
 
 
-def prepare_on(vol: Volume, modality: str, grid: Volume) -> Volume:
+def prepare_on(vol: Volume, modality: str, grid: Grid | Volume) -> Volume:
     """The windowed network input (z, y, x) float32 on `grid`.
 
     The image is anti-aliased for the grid's spacing (:func:`antialias`) and resampled trilinearly;

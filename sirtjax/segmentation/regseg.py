@@ -32,7 +32,7 @@ from sirtjax.registration.levels import make_pair
 from sirtjax.registration.init import centroid_mm
 from sirtjax.registration.warp import AffineTransform, affine_apply, affine_displacement, affine_to_homogeneous, resample_field, warp_volume
 from sirtjax.segmentation.preprocess import antialias, normalize_intensity, prepare_on
-from sirtjax.volume import Volume, make_volume, world_grid
+from sirtjax.volume import Grid, Volume, make_grid, make_volume, world_grid
 
 # the pre-alignment: the registration core's image-based affine alone
 PREALIGN = RegistrationConfig(stages=())
@@ -40,10 +40,10 @@ PREALIGN = RegistrationConfig(stages=())
 
 @dataclasses.dataclass(frozen=True)
 class NetworkPair:
-    """One pair on its network grid (``grid``: world geometry, placeholder array): windowed fixed and moving
+    """One pair on its network grid: windowed fixed and moving
     images and the moving mask (0..1), each (z, y, x) float32."""
 
-    grid: Volume
+    grid: Grid
     fixed: np.ndarray
     moving: np.ndarray
     moving_mask: np.ndarray
@@ -64,11 +64,11 @@ def prealign(pairs: Sequence[tuple[Volume, Volume]], programs=None) -> list[Affi
     return [r.affine for r in results]
 
 
-def network_box(centre_mm: np.ndarray, shape_zyx: Sequence[int], spacing_mm: Sequence[float]) -> Volume:
-    """An empty network grid (uint8 placeholder): identity direction, spacing (x, y, z) mm, centred on centre_mm (x, y, z)."""
+def network_box(centre_mm: np.ndarray, shape_zyx: Sequence[int], spacing_mm: Sequence[float]) -> Grid:
+    """A network grid: identity direction, spacing (x, y, z) mm, centred on centre_mm (x, y, z)."""
     spacing = np.asarray(spacing_mm, np.float64).reshape(3)
     size_xyz = np.asarray(shape_zyx[::-1], np.float64)
-    return make_volume(np.zeros(tuple(int(n) for n in shape_zyx), np.uint8), spacing, np.asarray(centre_mm) - spacing * (size_xyz - 1) / 2, np.eye(3))
+    return make_grid(shape_zyx, spacing, np.asarray(centre_mm) - spacing * (size_xyz - 1) / 2, np.eye(3))
 
 
 def network_pair(fixed: Volume, moving: Volume, moving_mask: Volume, affine: AffineTransform,
@@ -102,7 +102,7 @@ def network_fields(model: RegSegNet, spacing_mm: Sequence[float], pairs: Sequenc
     return np.asarray(out.displacement_mm)
 
 
-def fixed_field(field_mm: np.ndarray, grid: Volume, affine: AffineTransform, fixed: Volume) -> Volume:
+def fixed_field(field_mm: np.ndarray, grid: Grid, affine: AffineTransform, fixed: Volume) -> Volume:
     """The whole transform as a field on the fixed grid: ``A(p + u(p)) - p`` with u the network field on grid."""
     u = resample_field(grid.with_array(field_mm), fixed)
     p = world_grid(fixed)
