@@ -1,5 +1,5 @@
 """``python -m sirtjax`` runs the command line."""
 
-from sirtjax.cli import main
+from sirtjax.cli import run
 
-main()
+run()

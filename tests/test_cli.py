@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from sirtjax.cli import main
@@ -15,6 +17,24 @@ def test_console_script_lists_commands():
     assert out.returncode == 0, out.stderr
     for command in ("demo", "phantom", "evaluate"):
         assert command in out.stdout
+
+
+def test_the_executable_ends_fast_with_its_output_and_exit_status(tmp_path):
+    """``python -m sirtjax`` (and the ``sirtjax`` script) end with os._exit after the command: stdout arrives whole,
+    a success is 0 and bad input 2 with its one line."""
+    from sirtjax.io import write_volume
+    from sirtjax.volume import make_volume
+
+    mask = np.zeros((6, 7, 8), np.uint8)
+    mask[2:4, 2:5, 3:6] = 1
+    path = write_volume(make_volume(mask, (2.0, 2.0, 3.0)), tmp_path / "mask.nii.gz")
+    ok = subprocess.run([sys.executable, "-m", "sirtjax", "evaluate", str(path), str(path), "--json"],
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["labels"][0]["dsc"] == 1.0
+    bad = subprocess.run([sys.executable, "-m", "sirtjax", "evaluate", str(tmp_path / "nope.nii.gz"), str(path)],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "nope.nii.gz" in bad.stderr
 
 
 def _run(capsys, *args):
