@@ -228,3 +228,31 @@ def test_a_segmentation_forward_pass_loads_in_a_fresh_cache_and_matches_the_jit(
     other = model_of({**spec, "dropout_rate": 0.2})  # another setting: another program
     assert forward_program(nnx.graphdef(other), False).name != forward_program(nnx.graphdef(model), False).name
     assert forward_program(nnx.graphdef(model), True).name != forward_program(nnx.graphdef(model), False).name
+
+
+def test_a_fresh_cache_loads_the_recorded_next_programs_ahead(tmp_path, monkeypatch):
+    """Each entry records the one used after it; a fresh cache that uses the first loads the next ones in a
+    background thread, and the calls take those loads (same results, no compile). A recorded entry that is gone
+    is compiled again as usual."""
+    from sirtjax.registration import programs as programs_module
+
+    chain = [Program(lambda x, k=k: x * k + 1, f"chain {k}") for k in range(3)]
+    x = jnp.arange(4.0)
+    cache = ProgramCache(tmp_path)
+    first = [p(x, programs=cache) for p in chain]
+    entries = {e.name for e in _entries(tmp_path)}
+    recorded = [e.with_suffix(".next").read_text() for e in _entries(tmp_path) if e.with_suffix(".next").exists()]
+    assert len(entries) == 3 and len(recorded) == 2 and set(recorded) <= entries
+
+    loads, load = [], programs_module._load
+    monkeypatch.setattr(programs_module, "_load", lambda path: loads.append(path.name) or load(path))
+    fresh = ProgramCache(tmp_path)
+    compiles = _Compiles()
+    again = [p(x, programs=fresh) for p in chain]
+    assert compiles.n == 0 and len(loads) == 3 and not fresh._ahead  # the two ahead were taken by the calls
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    (tmp_path / loads[2]).unlink()
+    last = [p(x, programs=ProgramCache(tmp_path)) for p in chain][-1]
+    np.testing.assert_array_equal(np.asarray(last), np.asarray(first[-1]))
+    assert len(_entries(tmp_path)) == 3  # compiled and stored again

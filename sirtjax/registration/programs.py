@@ -15,6 +15,11 @@ use instructions another lacks). Any change of code or machine makes new entries
 compiled again and replaced; a failed write warns and the program still runs. Entries are Python pickles of
 XLA executables: the folder must be as trusted as the code (it is the user's own cache).
 
+Loading an executable takes about 0.25 s per MB (a registration step is 1-2 MB). So that a call does not wait for
+each one in turn, an entry records the entry that followed it in the last process (``<entry>.next``); using an entry
+starts loading the next ``lookahead`` entries of that chain in a background thread, which overlaps with the work
+before they are needed. A wrong guess (another patient's grids) costs only a load that goes unused.
+
 Where JAX's own persistent compilation cache is switched on in the process, a cache keeps its executables in
 memory only, and says so once: an executable that JAX loads from its cache serializes without its kernels
 on CPU (jaxlib 0.10: "Function ... not found" when a later process runs it).
@@ -22,6 +27,7 @@ on CPU (jaxlib 0.10: "Function ... not found" when a later process runs it).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -33,6 +39,7 @@ import platform
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import jax
@@ -100,12 +107,17 @@ class ProgramCache:
     """Executables of :class:`Program` s, kept in ``folder`` for later processes and in memory for this one.
 
     Pass one object to every call of a registration (and reuse it across calls and patients); a fresh object
-    on the same folder is what a new process sees.
+    on the same folder is what a new process sees. ``lookahead``: how many entries of the recorded chain after a
+    used one are loaded ahead in a background thread (0: none).
     """
 
     folder: Path
+    lookahead: int = 32
     _loaded: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
     _said_memory_only: bool = dataclasses.field(default=False, init=False, repr=False)
+    _ahead: dict[Path, Future] = dataclasses.field(default_factory=dict, init=False, repr=False)
+    _pool: ThreadPoolExecutor | None = dataclasses.field(default=None, init=False, repr=False)
+    _used: list[Path] = dataclasses.field(default_factory=list, init=False, repr=False)
 
     def executable(self, program: Program, args: tuple) -> Callable:
         """The compiled ``program`` for ``args`` (its static ones included), loaded or compiled and stored."""
@@ -115,7 +127,8 @@ class ProgramCache:
         compiled = self._loaded.get(signature)
         if compiled is None:
             path = self._entry_path(program, signature)
-            compiled = _load(path)
+            ahead = self._ahead.pop(path, None)
+            compiled = _load(path) if ahead is None else ahead.result()
             if compiled is None:
                 compiled = program.jit.lower(*args).compile()
                 if jax_cache_on():
@@ -123,7 +136,25 @@ class ProgramCache:
                 else:
                     self._save(path, compiled)
             self._loaded[signature] = compiled
+            self._follow(path)
         return compiled
+
+    def _follow(self, path: Path) -> None:
+        """Record ``path`` as the successor of the entry used before it, and load its recorded successors ahead."""
+        if self._used and self._used[-1].exists() and _successor(self._used[-1]) != path:  # stored entries only
+            with contextlib.suppress(OSError):  # a folder we cannot write to: no record, only no loading ahead
+                _write_atomic(self._used[-1].with_suffix(".next"), path.name.encode())
+        self._used.append(path)
+        loaded = set(self._ahead) | set(self._used)
+        nxt = _successor(path)
+        for _ in range(self.lookahead):
+            if nxt is None or nxt in loaded or not nxt.exists():
+                break
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="sirtjax-programs")
+            self._ahead[nxt] = self._pool.submit(_load, nxt)
+            loaded.add(nxt)
+            nxt = _successor(nxt)
 
     def _entry_path(self, program: Program, signature: tuple) -> Path:
         key = json.dumps([*signature[:3], [list(a) for a in signature[3]], sorted(program.compiler_options.items()),
@@ -138,18 +169,31 @@ class ProgramCache:
 
     def _save(self, path: Path, compiled) -> None:
         """Write the entry atomically (a partly written file is never read); a failed write warns and leaves no file."""
-        tmp = None
         try:
-            blob = pickle.dumps(serialize_executable.serialize(compiled))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(blob)
-            os.replace(tmp, path)
+            _write_atomic(path, pickle.dumps(serialize_executable.serialize(compiled)))
         except (OSError, pickle.PicklingError) as exc:
-            if tmp is not None and os.path.exists(tmp):
-                os.remove(tmp)
             warnings.warn(f"compiled program not cached in {path.parent}: {exc}", stacklevel=4)
+
+
+def _write_atomic(path: Path, blob: bytes) -> None:
+    """Write ``blob`` to ``path`` through a temporary file in its folder (a partly written file is never read)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _successor(path: Path) -> Path | None:
+    """The entry recorded to follow ``path`` in the last process that used it, or None."""
+    try:
+        return path.with_name(path.with_suffix(".next").read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def jax_cache_on() -> bool:
