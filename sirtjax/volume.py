@@ -85,8 +85,7 @@ class Volume:
     @property
     def size_xyz(self) -> tuple[int, int, int]:
         """Grid size in ITK index order (x, y, z)."""
-        z, y, x = self.shape
-        return (x, y, z)
+        return self.grid.size_xyz
 
     @property
     def grid(self) -> Grid:
@@ -95,9 +94,7 @@ class Volume:
 
     def with_array(self, array: Array) -> Volume:
         """The same grid carrying another array of the same spatial shape."""
-        if tuple(array.shape[:3]) != self.shape:
-            raise ValueError(f"array shape {array.shape} does not match grid {self.shape}")
-        return dataclasses.replace(self, array=array)
+        return self.grid.with_array(array)
 
 
 def make_volume(

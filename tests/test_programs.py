@@ -1,6 +1,8 @@
 """Compiled programs kept on disk (ProgramCache): a fresh cache object loads them without tracing or compiling,
 with the same results."""
 
+import threading
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -101,10 +103,11 @@ def test_new_shapes_and_names_get_their_own_entries_and_a_broken_entry_is_replac
 
 
 @pytest.mark.slow  # 20 s; the default run loads a level step and a segmentation forward pass in a fresh cache
-def test_registration_round_trips_through_the_cache(tmp_path):
+def test_registration_round_trips_through_the_cache(tmp_path, monkeypatch):
     """The real programs (LevelData pytrees, PRNG keys, static arguments): compiled and stored once, then loaded
     by a fresh cache object with equal results and no compile at all."""
     from sirtjax.registration import NonrigidStage, RegistrationConfig, register
+    from sirtjax.registration import programs as programs_module
     from sirtjax.registration.config import AffineStage, Pyramid, Regulariser
     from sirtjax.volume import make_volume, world_grid
 
@@ -122,8 +125,13 @@ def test_registration_round_trips_through_the_cache(tmp_path):
     n = len(_entries(tmp_path))
     assert n >= 4 + 2  # two levels, two stages; pyramids, the final warp
     compiles = COMPILES.n
-    second = register(fixed.with_array(img), moving, config=config, programs=ProgramCache(tmp_path), **masks)
+    fresh, threads, load = ProgramCache(tmp_path), [], programs_module._load
+    monkeypatch.setattr(programs_module, "_load", lambda path: threads.append(threading.current_thread().name) or load(path))
+    second = register(fixed.with_array(img), moving, config=config, programs=fresh, **masks)
     assert COMPILES.n == compiles and len(_entries(tmp_path)) == n
+    # the level programs (4 steps, their optimisers' inits) were announced with abstract arguments and loaded in the
+    # background, and each announced one was the one its level then ran
+    assert sum(t.startswith("sirtjax-programs") for t in threads) >= 6 and not fresh._ahead and len(threads) == n
     np.testing.assert_array_equal(second.displacement.array, first.displacement.array)
     assert float(np.abs(first.displacement.array).max()) > 1.0  # it did move (a one-voxel shift)
 
@@ -230,29 +238,22 @@ def test_a_segmentation_forward_pass_loads_in_a_fresh_cache_and_matches_the_jit(
     assert forward_program(nnx.graphdef(model), True).name != forward_program(nnx.graphdef(model), False).name
 
 
-def test_a_fresh_cache_loads_the_recorded_next_programs_ahead(tmp_path, monkeypatch):
-    """Each entry records the one used after it; a fresh cache that uses the first loads the next ones in a
-    background thread, and the calls take those loads (same results, no compile). A recorded entry that is gone
-    is compiled again as usual."""
+def test_an_expected_program_loads_ahead_from_abstract_arguments(tmp_path, monkeypatch):
+    """expect() with abstract arguments (shapes only) starts loading the stored executable a later call runs; the
+    call takes that load (the same results, no compile, one load). Unknown or unstored programs are left alone."""
     from sirtjax.registration import programs as programs_module
 
-    chain = [Program(lambda x, k=k: x * k + 1, f"chain {k}") for k in range(3)]
+    program = Program(lambda x, k: x * k + 1, "expected v1", static_argnums=(1,))
     x = jnp.arange(4.0)
-    cache = ProgramCache(tmp_path)
-    first = [p(x, programs=cache) for p in chain]
-    entries = {e.name for e in _entries(tmp_path)}
-    recorded = [e.with_suffix(".next").read_text() for e in _entries(tmp_path) if e.with_suffix(".next").exists()]
-    assert len(entries) == 3 and len(recorded) == 2 and set(recorded) <= entries
-
+    stored = program(x, 3, programs=ProgramCache(tmp_path))
     loads, load = [], programs_module._load
     monkeypatch.setattr(programs_module, "_load", lambda path: loads.append(path.name) or load(path))
     fresh = ProgramCache(tmp_path)
+    fresh.expect(program, (jax.ShapeDtypeStruct((4,), jnp.float32), 3))
+    fresh.expect(program, (jax.ShapeDtypeStruct((5,), jnp.float32), 3))  # never stored: nothing to load
+    assert len(fresh._ahead) == 1
     compiles = _Compiles()
-    again = [p(x, programs=fresh) for p in chain]
-    assert compiles.n == 0 and len(loads) == 3 and not fresh._ahead  # the two ahead were taken by the calls
-    for a, b in zip(first, again):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    (tmp_path / loads[2]).unlink()
-    last = [p(x, programs=ProgramCache(tmp_path)) for p in chain][-1]
-    np.testing.assert_array_equal(np.asarray(last), np.asarray(first[-1]))
-    assert len(_entries(tmp_path)) == 3  # compiled and stored again
+    np.testing.assert_array_equal(np.asarray(program(x, 3, programs=fresh)), np.asarray(stored))
+    assert compiles.n == 0 and len(loads) == 1 and not fresh._ahead
+    fresh.expect(program, (x, 3))  # loaded already
+    assert not fresh._ahead and len(loads) == 1

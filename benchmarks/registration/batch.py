@@ -68,6 +68,7 @@ def timed_batch(config: registration.RegistrationConfig, pairs: list[registratio
     t0 = time.perf_counter()
     pyramids = reg_levels.pair_pyramids(pairs, config)
     levels = jax.block_until_ready(reg_levels.prepare_levels(pairs, config, pyramids))
+    runs = jax.block_until_ready(reg_stages.nonrigid_runs(pairs, levels, None, config, pyramids))
     t["prepare_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     k1, k2 = jax.random.split(key)
@@ -75,7 +76,7 @@ def timed_batch(config: registration.RegistrationConfig, pairs: list[registratio
     jax.block_until_ready(affine)
     t["affine_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    residual, stages = reg_stages.run_nonrigid_stages(pairs, levels, affine, None, config, k2, pyramids=pyramids)
+    residual, stages = reg_stages.run_nonrigid_stages(runs, affine, config, k2)
     jax.block_until_ready(residual)
     t["nonrigid_s"] = time.perf_counter() - t2
     t3 = time.perf_counter()

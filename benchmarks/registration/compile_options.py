@@ -4,12 +4,13 @@ Lowers the six level steps (one step per call) of one 3 mm phantom pair once, co
 with :func:`sirtjax.registration.optimise.step_compiler_options`, and times 3 x 10 calls of each
 executable (best of 3). Re-run after a jax upgrade to see whether the options still pay.
 
-    python benchmarks/registration/compile_options.py --mode cnn-guided --seed 2
+    python benchmarks/registration/compile_options.py --mode cnn-guided --seed 2 [--also xla_backend_optimization_level=1]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import jax
@@ -55,8 +56,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", default="cnn-guided")
     ap.add_argument("--seed", type=int, default=2)
+    ap.add_argument("--also", action="append", default=[], metavar="OPTION=VALUE",
+                    help="a further variant: the step options plus this XLA option (VALUE as JSON)")
     a = ap.parse_args()
     variants = {"XLA defaults": {}, "step options": step_compiler_options()}
+    for extra in a.also:
+        key, _, value = extra.partition("=")
+        variants[f"+ {extra}"] = {**step_compiler_options(), key: json.loads(value)}
     print(f"| level step | {' | '.join(f'{v} compile s | {v} run ms' for v in variants)} |")
     print("| --- |" + " --- |" * (2 * len(variants)))
     totals = dict.fromkeys(variants, 0.0)

@@ -21,9 +21,9 @@ import numpy as np
 
 from sirtjax.registration.config import RegistrationConfig
 from sirtjax.registration.levels import Pair, affine_start, make_pair, pair_pyramids, prepare_levels, take
-from sirtjax.registration.nonrigid import Weights
 from sirtjax.registration.optimise import LevelLog, Progress
-from sirtjax.registration.stages import run_affine, run_nonrigid_stages
+from sirtjax.registration.nonrigid import Weights, field_volume
+from sirtjax.registration.stages import expect_registration, nonrigid_runs, run_affine, run_nonrigid_stages
 from sirtjax.registration.padding import pad_to
 from sirtjax.registration.programs import Program, ProgramCache
 from sirtjax.registration.pyramid import coarse_bucket
@@ -104,10 +104,14 @@ def register_batch(
         weights = weights if sharding is None else jax.device_put(weights, sharding)
     pyramids = pair_pyramids(pairs, config, programs)
     levels = prepare_levels(pairs, config, pyramids, programs, sharding)
+    runs = nonrigid_runs(pairs, levels, weights, config, pyramids, programs, sharding)
+    start = affine_start(pairs, config)
     k1, k2 = jax.random.split(key)
-    affine, logs = run_affine(levels, affine_start(pairs, config), config, k1, progress, programs)
-    residual, nlogs = run_nonrigid_stages(pairs, levels, affine, weights, config, k2, progress, pyramids, programs,
-                                          sharding)
+    expect_registration(levels, start, runs, config, key, programs)
+    affine, logs = run_affine(levels, start, config, k1, progress, programs)
+    residual, nlogs = run_nonrigid_stages(runs, affine, config, k2, progress, programs)
+    if residual is None:  # the affine alone
+        residual = field_volume(np.zeros(levels[-1].fixed.array.shape[:4] + (3,), np.float32), levels[-1].fixed, 1)
     stages = [("affine", lg) for lg in logs] + nlogs
     affine, residual = jax.device_get((affine, residual))  # one copy to the host, then per-pair views
     return [

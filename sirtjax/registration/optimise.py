@@ -191,9 +191,12 @@ class LevelOptimiser:
         """The optimiser state of batched params (leading axis B), from one compiled program per kind and
         params shape (kept by ``programs``): the step size and length enter as arguments (eager
         ``vmap(tx.init)`` compiled a program per operation, and a jit of it one per level)."""
+        return _init_batched(*self.init_args(params), programs=programs)
+
+    def init_args(self, params: Any) -> tuple:
+        """The arguments of the init program for batched params: kind, params, per-member step size and length."""
         batch = jax.tree.leaves(params)[0].shape[0]
-        return _init_batched(self.kind, params, np.full(batch, self.learning_rate, np.float32),
-                             np.full(batch, self.iterations, np.int32), programs=programs)
+        return self.kind, params, np.full(batch, self.learning_rate, np.float32), np.full(batch, self.iterations, np.int32)
 
 
 def _init_batched_fn(kind: str, params, learning_rate, iterations):
@@ -261,9 +264,8 @@ def run_level(
     """
     batch = jax.tree.leaves(params)[0].shape[0]
     opt_state = optimiser.init(params, programs)
-    active = np.ones((batch,), bool)
-    tail = np.full((2 * conv.window, batch), np.nan, np.float32)
-    rule = (np.int32(conv.min_iterations), np.float32(conv.rel_tol))
+    first = _first_call(params, opt_state, data, weights, key, conv)
+    active, tail, rule = first[5], first[6], first[9:]
     chunks: list[np.ndarray] = []
     iterations = np.zeros(batch, np.int64)
     out: dict[str, jax.Array] = {}
@@ -292,3 +294,22 @@ def run_level(
     log = LevelLog(label, iterations, history[:n], {k: np.asarray(v) for k, v in out.items()},
                    compile_s, total_s - compile_s)
     return params, log
+
+
+def _first_call(params, opt_state, data, weights, key, conv: Convergence) -> tuple:
+    """The arguments of a level's first step call: every member active, no losses yet, one step from step 0."""
+    batch = jax.tree.leaves(params)[0].shape[0]
+    return (params, opt_state, data, weights, key, np.ones((batch,), bool), np.full((2 * conv.window, batch), np.nan,
+            np.float32), np.int32(0), np.int32(1), np.int32(conv.min_iterations), np.float32(conv.rel_tol))
+
+
+def expect_level(step: Program, params: Any, optimiser: LevelOptimiser, data: Any, weights: Any, key: jax.Array,
+                 conv: Convergence, programs: ProgramCache | None) -> None:
+    """Have ``programs`` load ahead the programs :func:`run_level` will run with these arguments (``params`` may be
+    abstract, :class:`jax.ShapeDtypeStruct` leaves, as may ``data``'s): its optimiser's init and its step."""
+    if programs is None:
+        return
+    init_args = optimiser.init_args(params)
+    programs.expect(_init_batched, init_args)
+    opt_state = jax.eval_shape(functools.partial(_init_batched_fn, optimiser.kind), *init_args[1:])
+    programs.expect(step, _first_call(params, opt_state, data, weights, key, conv))

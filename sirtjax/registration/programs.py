@@ -16,9 +16,9 @@ compiled again and replaced; a failed write warns and the program still runs. En
 XLA executables: the folder must be as trusted as the code (it is the user's own cache).
 
 Loading an executable takes about 0.25 s per MB (a registration step is 1-2 MB). So that a call does not wait for
-each one in turn, an entry records the entry that followed it in the last process (``<entry>.next``); using an entry
-starts loading the next ``lookahead`` entries of that chain in a background thread, which overlaps with the work
-before they are needed. A wrong guess (another patient's grids) costs only a load that goes unused.
+each one in turn, a caller that knows what it will run announces it (:meth:`ProgramCache.expect`, with abstract
+arguments where the values do not exist yet): a stored executable then loads in a background thread, overlapping
+the work before it is needed.
 
 Where JAX's own persistent compilation cache is switched on in the process, a cache keeps its executables in
 memory only, and says so once: an executable that JAX loads from its cache serializes without its kernels
@@ -27,7 +27,6 @@ on CPU (jaxlib 0.10: "Function ... not found" when a later process runs it).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -74,9 +73,16 @@ def environment_digest() -> str:
 
 def _aval(leaf) -> tuple[tuple[int, ...], str]:
     """(shape, dtype) of an argument leaf as JAX will see it (host float64 and int64 become 32-bit)."""
-    if isinstance(leaf, jax.Array):
+    if isinstance(leaf, (jax.Array, jax.ShapeDtypeStruct)):
         return tuple(leaf.shape), str(leaf.dtype)
     return tuple(np.shape(leaf)), str(jax.dtypes.canonicalize_dtype(np.result_type(leaf)))
+
+
+def _signature(program: Program, args: tuple) -> tuple:
+    """What identifies the executable of ``program`` for ``args``: its name, static arguments, tree and leaf shapes."""
+    static = tuple((i, args[i]) for i in program.static_argnums if i < len(args))  # an omitted one: its default
+    leaves, treedef = jax.tree.flatten([a for i, a in enumerate(args) if i not in program.static_argnums])
+    return program.name, repr(static), str(treedef), tuple(_aval(x) for x in leaves)
 
 
 class Program:
@@ -107,23 +113,18 @@ class ProgramCache:
     """Executables of :class:`Program` s, kept in ``folder`` for later processes and in memory for this one.
 
     Pass one object to every call of a registration (and reuse it across calls and patients); a fresh object
-    on the same folder is what a new process sees. ``lookahead``: how many entries of the recorded chain after a
-    used one are loaded ahead in a background thread (0: none).
+    on the same folder is what a new process sees.
     """
 
     folder: Path
-    lookahead: int = 32
     _loaded: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
     _said_memory_only: bool = dataclasses.field(default=False, init=False, repr=False)
     _ahead: dict[Path, Future] = dataclasses.field(default_factory=dict, init=False, repr=False)
     _pool: ThreadPoolExecutor | None = dataclasses.field(default=None, init=False, repr=False)
-    _used: list[Path] = dataclasses.field(default_factory=list, init=False, repr=False)
 
     def executable(self, program: Program, args: tuple) -> Callable:
         """The compiled ``program`` for ``args`` (its static ones included), loaded or compiled and stored."""
-        static = tuple((i, args[i]) for i in program.static_argnums if i < len(args))  # an omitted one: its default
-        leaves, treedef = jax.tree.flatten([a for i, a in enumerate(args) if i not in program.static_argnums])
-        signature = (program.name, repr(static), str(treedef), tuple(_aval(x) for x in leaves))
+        signature = _signature(program, args)
         compiled = self._loaded.get(signature)
         if compiled is None:
             path = self._entry_path(program, signature)
@@ -136,25 +137,21 @@ class ProgramCache:
                 else:
                     self._save(path, compiled)
             self._loaded[signature] = compiled
-            self._follow(path)
         return compiled
 
-    def _follow(self, path: Path) -> None:
-        """Record ``path`` as the successor of the entry used before it, and load its recorded successors ahead."""
-        if self._used and self._used[-1].exists() and _successor(self._used[-1]) != path:  # stored entries only
-            with contextlib.suppress(OSError):  # a folder we cannot write to: no record, only no loading ahead
-                _write_atomic(self._used[-1].with_suffix(".next"), path.name.encode())
-        self._used.append(path)
-        loaded = set(self._ahead) | set(self._used)
-        nxt = _successor(path)
-        for _ in range(self.lookahead):
-            if nxt is None or nxt in loaded or not nxt.exists():
-                break
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="sirtjax-programs")
-            self._ahead[nxt] = self._pool.submit(_load, nxt)
-            loaded.add(nxt)
-            nxt = _successor(nxt)
+    def expect(self, program: Program, args: tuple) -> None:
+        """Start loading, in a background thread, the stored executable that ``program(*args, programs=self)`` will
+        run; array arguments may be abstract (:class:`jax.ShapeDtypeStruct`). Nothing when it is loaded already,
+        on its way, or not stored."""
+        signature = _signature(program, args)
+        if signature in self._loaded:
+            return
+        path = self._entry_path(program, signature)
+        if path in self._ahead or not path.exists():
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="sirtjax-programs")
+        self._ahead[path] = self._pool.submit(_load, path)
 
     def _entry_path(self, program: Program, signature: tuple) -> Path:
         key = json.dumps([*signature[:3], [list(a) for a in signature[3]], sorted(program.compiler_options.items()),
@@ -186,14 +183,6 @@ def _write_atomic(path: Path, blob: bytes) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-def _successor(path: Path) -> Path | None:
-    """The entry recorded to follow ``path`` in the last process that used it, or None."""
-    try:
-        return path.with_name(path.with_suffix(".next").read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 def jax_cache_on() -> bool:

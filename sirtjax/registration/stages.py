@@ -8,6 +8,7 @@ vmapped over the batch of pairs, from coarse to fine. ``programs``: the
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -18,7 +19,7 @@ from sirtjax.registration import affine as affine_stage
 from sirtjax.registration.config import NonrigidStage, RegistrationConfig
 from sirtjax.registration.levels import AffineStart, Pair, prepare_levels, resolutions_mm_from_levels, with_affine
 from sirtjax.registration.nonrigid import Weights, field_factor_for, field_grid, field_shape, field_volume, nonrigid_step
-from sirtjax.registration.optimise import Convergence, LevelLog, Progress, run_level
+from sirtjax.registration.optimise import Convergence, LevelLog, Progress, expect_level, run_level
 from sirtjax.registration.padding import extend, nodes_valid
 from sirtjax.registration.problem import LevelData
 from sirtjax.registration.programs import Program, ProgramCache
@@ -43,32 +44,61 @@ def run_affine(
     4th of 5, the finest level 1st).
     """
     batch, k = start.translations_mm.shape[:2]
-    res, aff, stop = resolutions_mm_from_levels(levels), config.affine, config.early_stop
-    centre, radius = np.asarray(start.centre_mm, np.float32), np.asarray(start.radius_mm, np.float32)
-    at_centre = AffineTransform(np.broadcast_to(np.eye(3, dtype=np.float32), (batch, 3, 3)), np.zeros((batch, 3), np.float32),
-                                centre)
-    levels = [dataclasses.replace(d, affine=at_centre, radius_mm=radius) for d in levels]
-    params = affine_stage.init_params(start.translations_mm.reshape(batch * k, 3))
+    res = resolutions_mm_from_levels(levels)
+    levels, params, steps, conv = _affine_levels(levels, start, config)
     logs = []
-    for li, data in enumerate(levels):
-        step, optimiser = affine_stage.affine_step(config.similarity.options(aff.samples), aff.on, aff.step * res[li],
-                                                   aff.iterations, aff.max_strain, config.optimiser)
-        conv = Convergence(aff.iterations, stop.window, stop.rel_tol, stop.min_iterations)
+    for li, ((step, optimiser), data) in enumerate(zip(steps, levels)):
         if k > 1:
-            data = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), data)
+            data = _repeat(data, k)
         key, sub = jax.random.split(key)
         params, log = run_level(step, params, optimiser, data, None, sub, conv, label=f"affine {res[li]:g} mm",
                                 progress=progress, programs=programs)
         logs.append(log)
     if k > 1:
-        best = np.argmin(_final_window_mean(logs[-1].loss_history, stop.window).reshape(batch, k), axis=1)
+        best = np.argmin(_final_window_mean(logs[-1].loss_history, conv.window).reshape(batch, k), axis=1)
         pick = np.arange(batch) * k + best
         params = jax.tree.map(lambda x: x[pick], params)
         for log in logs:
             log.iterations = log.iterations[pick]
             log.last_terms = {n: v[pick] for n, v in log.last_terms.items()}
             log.loss_history = log.loss_history[:, pick]
-    return _params_to_affine(params, centre, radius, programs=programs), logs
+    return _params_to_affine(params, np.asarray(start.centre_mm, np.float32), np.asarray(start.radius_mm, np.float32),
+                             programs=programs), logs
+
+
+def _affine_levels(levels: list[LevelData], start: AffineStart, config: RegistrationConfig) -> tuple:
+    """The affine stage's levels (centred on the start, the affine at the identity), its starting params (B K), each
+    level's (step, optimiser) and its stopping rule."""
+    batch, k = start.translations_mm.shape[:2]
+    aff, stop = config.affine, config.early_stop
+    centre, radius = np.asarray(start.centre_mm, np.float32), np.asarray(start.radius_mm, np.float32)
+    at_centre = AffineTransform(np.broadcast_to(np.eye(3, dtype=np.float32), (batch, 3, 3)), np.zeros((batch, 3), np.float32),
+                                centre)
+    steps = [affine_stage.affine_step(config.similarity.options(aff.samples), aff.on, aff.step * r, aff.iterations,
+                                      aff.max_strain, config.optimiser) for r in resolutions_mm_from_levels(levels)]
+    return ([dataclasses.replace(d, affine=at_centre, radius_mm=radius) for d in levels],
+            affine_stage.init_params(start.translations_mm.reshape(batch * k, 3)), steps,
+            Convergence(aff.iterations, stop.window, stop.rel_tol, stop.min_iterations))
+
+
+def _repeat(data: LevelData, k: int) -> LevelData:
+    """Each pair's level data k times in a row (one member per candidate start)."""
+    return jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), data)
+
+
+def expect_registration(levels: list[LevelData], start: AffineStart, runs: list[tuple], config: RegistrationConfig,
+                        key: jax.Array, programs: ProgramCache | None) -> None:
+    """Have ``programs`` load ahead, in the order they run, the level programs of the affine stage (:func:`run_affine`)
+    and of the non-rigid stages (:func:`run_nonrigid_stages`' ``runs``)."""
+    if programs is None:
+        return
+    k = start.translations_mm.shape[1]
+    affine_levels, params, steps, conv = _affine_levels(levels, start, config)
+    for (step, optimiser), data in zip(steps, affine_levels):
+        expect_level(step, params, optimiser, jax.eval_shape(functools.partial(_repeat, k=k), data), None, key, conv,
+                     programs)
+    for i, (stage_levels, stage_weights, stage) in enumerate(runs):
+        expect_nonrigid(stage_levels, stage_weights, stage, config, key, i > 0, programs)
 
 
 _params_to_affine = Program(jax.vmap(affine_stage.params_to_affine), "params to affine")  # one program, not one per operation
@@ -107,12 +137,8 @@ def run_nonrigid(
     order = stage.field_order
     if order == 3 and base is not None:
         raise ValueError("field_order 3 (a B-spline) is for the first non-rigid stage only")
-    use = levels[len(levels) - min(stage.levels, len(levels)):]
-    seg = int(use[0].fixed.array.shape[-1]) > 1
-    reg = config.regulariser_options(stage)
-    res = resolutions_mm_from_levels(use)
-    factors = [field_factor_for(stage.field_spacing_mm, r) for r in res]
-    v = np.zeros(use[0].fixed.array.shape[:1] + field_shape(use[0].fixed.array.shape[1:4], factors[0]) + (3,), np.float32)
+    use, res, factors, steps, conv = _stage_levels(levels, stage, config)
+    v = np.zeros(_field_shape(use[0], factors[0]), np.float32)
     logs = []
     valid = [np.asarray(d.fixed_size_zyx) for d in use]  # (B, 3) valid voxels of each level's (padded) box
     for li, data in enumerate(use):
@@ -122,9 +148,7 @@ def run_nonrigid(
         if base is not None:
             data = dataclasses.replace(data, base_field=_upsample(base, _all_nodes(base), data.fixed, valid[li], factors[li],
                                                                   programs=programs))
-        step, optimiser = nonrigid_step(config.similarity.options(stage.samples), reg, stage.image_term, seg,
-                                        stage.step * res[li], stage.iterations, factors[li], order, config.optimiser)
-        conv = stage.convergence(config.early_stop)
+        step, optimiser = steps[li]
         key, sub = jax.random.split(key)
         v, log = run_level(step, v, optimiser, data, weights, sub, conv, label=f"{label} {res[li]:g} mm", progress=progress,
                            programs=programs)
@@ -140,48 +164,77 @@ def run_nonrigid(
     return field_volume(np.stack([extend(t, n, xp=np) for t, n in zip(total, nodes_valid(valid[-1], f))]), finest, f), logs
 
 
+def _stage_levels(levels: list[LevelData], stage: NonrigidStage, config: RegistrationConfig) -> tuple:
+    """The levels a non-rigid stage runs on, their resolutions (mm) and field factors, each level's (step, optimiser),
+    and the stopping rule."""
+    use = levels[len(levels) - min(stage.levels, len(levels)):]
+    seg = int(use[0].fixed.array.shape[-1]) > 1
+    res = resolutions_mm_from_levels(use)
+    factors = [field_factor_for(stage.field_spacing_mm, r) for r in res]
+    steps = [nonrigid_step(config.similarity.options(stage.samples), config.regulariser_options(stage), stage.image_term,
+                           seg, stage.step * r, stage.iterations, f, stage.field_order, config.optimiser)
+             for r, f in zip(res, factors)]
+    return use, res, factors, steps, stage.convergence(config.early_stop)
+
+
+def _field_shape(level: LevelData, factor: int) -> tuple[int, ...]:
+    """(B, z', y', x', 3): the batched field (or B-spline coefficients) of a level whose nodes are ``factor`` voxels apart."""
+    return level.fixed.array.shape[:1] + field_shape(level.fixed.array.shape[1:4], factor) + (3,)
+
+
+def expect_nonrigid(levels: list[LevelData], weights: Weights, stage: NonrigidStage, config: RegistrationConfig,
+                    key: jax.Array, layered: bool, programs: ProgramCache | None) -> None:
+    """Have ``programs`` load ahead the level programs :func:`run_nonrigid` will run (``layered``: on an earlier
+    stage's field, which each level's data then carries)."""
+    use, _, factors, steps, conv = _stage_levels(levels, stage, config)
+    for data, f, (step, optimiser) in zip(use, factors, steps):
+        field = jax.ShapeDtypeStruct(_field_shape(data, f), jnp.float32)
+        expect_level(step, field, optimiser, dataclasses.replace(data, base_field=field) if layered else data, weights, key,
+                     conv, programs)
+
+
 def _all_nodes(field: Volume) -> np.ndarray:
     """(B, 3) node counts of a batched field Volume whose nodes are all valid (clamped already past its valid ones)."""
     return np.broadcast_to(np.asarray(field.array.shape[1:4]), (field.array.shape[0], 3))
 
 
+def nonrigid_runs(pairs: Sequence[Pair], levels: list[LevelData], weights: Weights | None, config: RegistrationConfig,
+                  pyramids: Sequence[tuple[list[Volume], list[Volume]]] | None = None,
+                  programs: ProgramCache | None = None, sharding: jax.sharding.Sharding | None = None) -> list[tuple]:
+    """(levels, (B,) weights, stage) of each of ``config.stages``: the stages on the pairs' own levels run on ``levels``
+    with ``weights`` (None: each stage's own), images-only stages on the pairs' images alone (their levels built
+    here, from ``pyramids``, the pairs' :func:`pair_pyramids` if computed already) with their own weights."""
+    plain = None
+    if any(s.images_only for s in config.stages):
+        plain = prepare_levels(pairs, config, pyramids, programs, sharding, images_only=True)
+    return [(plain if s.images_only else levels, _stage_weights(s, weights, len(pairs)), s) for s in config.stages]
+
+
 def run_nonrigid_stages(
-    pairs: Sequence[Pair],
-    levels: list[LevelData],
+    runs: list[tuple],
     affine: AffineTransform,
-    weights: Weights | None,
     config: RegistrationConfig,
     key: jax.Array,
     progress: Progress | None = None,
-    pyramids: Sequence[tuple[list[Volume], list[Volume]]] | None = None,
     programs: ProgramCache | None = None,
-    sharding: jax.sharding.Sharding | None = None,
-) -> tuple[Volume, list[tuple[str, LevelLog]]]:
-    """Everything after the affine stage: each of ``config.stages`` in turn, each adding its field to the earlier
-    ones'; the batched residual field Volume and the (stage name, log) of every level.
-
-    The stages on the pair's own levels run on ``levels`` with ``weights`` ((B,) arrays; None: each stage's own);
-    images-only stages on the pairs' images alone (their levels built here, from ``pyramids``, the pairs'
-    :func:`pair_pyramids` if computed already) with their own weights. Stage names: 'image' for images-only stages, 'nonrigid' for the others.
-    """
-    if not config.stages:
-        return field_volume(jnp.zeros(levels[-1].fixed.array.shape[:4] + (3,), jnp.float32), levels[-1].fixed, 1), []
-    plain = None
-    if any(s.images_only for s in config.stages):
-        plain = with_affine(prepare_levels(pairs, config, pyramids, programs, sharding, images_only=True), affine)
-    guided = with_affine(levels, affine)
+) -> tuple[Volume | None, list[tuple[str, LevelLog]]]:
+    """Everything after the affine stage: each stage of :func:`nonrigid_runs` in turn from ``affine``, each adding its
+    field to the earlier ones'; the batched residual field Volume (None without stages) and the (stage name, log) of
+    every level. Stage names: 'image' for images-only stages, 'nonrigid' for the others."""
     field, logs = None, []
-    for i, stage in enumerate(config.stages):
-        key, sub = jax.random.split(key) if i + 1 < len(config.stages) else (None, key)
-        if stage.images_only or weights is None:
-            stage_weights = jax.tree.map(lambda w: np.broadcast_to(w, (len(pairs),)), stage.weights())
-        else:
-            stage_weights = weights
-        field, stage_logs = run_nonrigid(plain if stage.images_only else guided, stage_weights, stage, config, sub,
-                                         progress, base=field, label="image" if stage.images_only else "non-rigid",
-                                         programs=programs)
+    for i, (stage_levels, stage_weights, stage) in enumerate(runs):
+        key, sub = jax.random.split(key) if i + 1 < len(runs) else (None, key)
+        field, stage_logs = run_nonrigid(with_affine(stage_levels, affine), stage_weights, stage, config, sub, progress,
+                                         base=field, label="image" if stage.images_only else "non-rigid", programs=programs)
         logs += [("image" if stage.images_only else "nonrigid", lg) for lg in stage_logs]
     return field, logs
+
+
+def _stage_weights(stage: NonrigidStage, weights: Weights | None, batch: int) -> Weights:
+    """A stage's (B,) loss weights: ``weights`` for a stage on the pairs' own levels when given, else its own."""
+    if weights is not None and not stage.images_only:
+        return weights
+    return jax.tree.map(lambda w: np.broadcast_to(w, (batch,)), stage.weights())
 
 
 def _upsample_field(coarse: Volume, coarse_nodes: jax.Array, fine_level: Volume, fine_valid: jax.Array, factor: int,
