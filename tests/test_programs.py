@@ -121,7 +121,9 @@ def test_registration_round_trips_through_the_cache(tmp_path, monkeypatch):
                                 affine=AffineStage(on="segmentation", iterations=20, candidates=1),
                                 stages=(NonrigidStage(iterations=20),))
 
-    first = register(fixed.with_array(img), moving, config=config, programs=ProgramCache(tmp_path), **masks)
+    empty = ProgramCache(tmp_path)
+    first = register(fixed.with_array(img), moving, config=config, programs=empty, **masks)
+    assert not empty._ahead  # the level programs compiled ahead were the ones the levels ran
     n = len(_entries(tmp_path))
     assert n >= 4 + 2  # two levels, two stages; pyramids, the final warp
     compiles = COMPILES.n
@@ -129,8 +131,8 @@ def test_registration_round_trips_through_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(programs_module, "_load", lambda path: threads.append(threading.current_thread().name) or load(path))
     second = register(fixed.with_array(img), moving, config=config, programs=fresh, **masks)
     assert COMPILES.n == compiles and len(_entries(tmp_path)) == n
-    # the level programs (4 steps, their optimisers' inits) were announced with abstract arguments and loaded in the
-    # background, and each announced one was the one its level then ran
+    # the level programs (4 steps, their optimisers' inits), announced with abstract arguments, loaded in the
+    # background, and each was the one its level then ran
     assert sum(t.startswith("sirtjax-programs") for t in threads) >= 6 and not fresh._ahead and len(threads) == n
     np.testing.assert_array_equal(second.displacement.array, first.displacement.array)
     assert float(np.abs(first.displacement.array).max()) > 1.0  # it did move (a one-voxel shift)
@@ -238,22 +240,25 @@ def test_a_segmentation_forward_pass_loads_in_a_fresh_cache_and_matches_the_jit(
     assert forward_program(nnx.graphdef(model), True).name != forward_program(nnx.graphdef(model), False).name
 
 
-def test_an_expected_program_loads_ahead_from_abstract_arguments(tmp_path, monkeypatch):
-    """expect() with abstract arguments (shapes only) starts loading the stored executable a later call runs; the
-    call takes that load (the same results, no compile, one load). Unknown or unstored programs are left alone."""
+def test_an_expected_program_is_loaded_or_compiled_ahead_from_abstract_arguments(tmp_path, monkeypatch):
+    """expect() with abstract arguments (shapes only) starts obtaining the executable a later call runs, in a
+    background thread: loaded when stored, else compiled and stored. The call takes it (the same results, nothing
+    loaded or compiled twice); a program in memory already is not obtained again."""
     from sirtjax.registration import programs as programs_module
 
     program = Program(lambda x, k: x * k + 1, "expected v1", static_argnums=(1,))
-    x = jnp.arange(4.0)
+    x, y = jnp.arange(4.0), jnp.arange(5.0)
     stored = program(x, 3, programs=ProgramCache(tmp_path))
-    loads, load = [], programs_module._load
+    loads, load, where = [], programs_module._load, []
     monkeypatch.setattr(programs_module, "_load", lambda path: loads.append(path.name) or load(path))
     fresh = ProgramCache(tmp_path)
     fresh.expect(program, (jax.ShapeDtypeStruct((4,), jnp.float32), 3))
-    fresh.expect(program, (jax.ShapeDtypeStruct((5,), jnp.float32), 3))  # never stored: nothing to load
-    assert len(fresh._ahead) == 1
+    fresh.expect(program, (jax.ShapeDtypeStruct((5,), jnp.float32), 3))  # not stored: compiled ahead, then stored
+    assert len(fresh._ahead) == 2
     compiles = _Compiles()
     np.testing.assert_array_equal(np.asarray(program(x, 3, programs=fresh)), np.asarray(stored))
-    assert compiles.n == 0 and len(loads) == 1 and not fresh._ahead
-    fresh.expect(program, (x, 3))  # loaded already
-    assert not fresh._ahead and len(loads) == 1
+    np.testing.assert_array_equal(np.asarray(program(y, 3, programs=fresh)), np.arange(5.0) * 3 + 1)
+    assert compiles.n <= 1 and len(loads) == 2 and not fresh._ahead and len(_entries(tmp_path)) == 2
+    monkeypatch.setattr(ProgramCache, "_obtain", lambda *a: where.append(a))
+    fresh.expect(program, (x, 3))  # in memory already
+    assert not fresh._ahead and not where

@@ -15,10 +15,10 @@ use instructions another lacks). Any change of code or machine makes new entries
 compiled again and replaced; a failed write warns and the program still runs. Entries are Python pickles of
 XLA executables: the folder must be as trusted as the code (it is the user's own cache).
 
-Loading an executable takes about 0.25 s per MB (a registration step is 1-2 MB). So that a call does not wait for
-each one in turn, a caller that knows what it will run announces it (:meth:`ProgramCache.expect`, with abstract
-arguments where the values do not exist yet): a stored executable then loads in a background thread, overlapping
-the work before it is needed.
+Loading an executable takes about 0.25 s per MB (a registration step is 1-2 MB), compiling one seconds. So that a
+call does not wait for each in turn, a caller that knows what it will run announces it (:meth:`ProgramCache.expect`,
+with abstract arguments where the values do not exist yet): it is then loaded, or compiled and stored, in
+background threads, overlapping the work before it is needed and the other programs' compiles.
 
 Where JAX's own persistent compilation cache is switched on in the process, a cache keeps its executables in
 memory only, and says so once: an executable that JAX loads from its cache serializes without its kernels
@@ -113,10 +113,12 @@ class ProgramCache:
     """Executables of :class:`Program` s, kept in ``folder`` for later processes and in memory for this one.
 
     Pass one object to every call of a registration (and reuse it across calls and patients); a fresh object
-    on the same folder is what a new process sees.
+    on the same folder is what a new process sees. ``threads``: how many programs are loaded or compiled ahead
+    at once (:meth:`expect`; XLA compiles one program on about one core).
     """
 
     folder: Path
+    threads: int = dataclasses.field(default_factory=lambda: min(2, os.cpu_count() or 1))
     _loaded: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
     _said_memory_only: bool = dataclasses.field(default=False, init=False, repr=False)
     _ahead: dict[Path, Future] = dataclasses.field(default_factory=dict, init=False, repr=False)
@@ -129,29 +131,34 @@ class ProgramCache:
         if compiled is None:
             path = self._entry_path(program, signature)
             ahead = self._ahead.pop(path, None)
-            compiled = _load(path) if ahead is None else ahead.result()
-            if compiled is None:
-                compiled = program.jit.lower(*args).compile()
-                if jax_cache_on():
-                    self._say_memory_only()
-                else:
-                    self._save(path, compiled)
+            compiled = self._obtain(program, args, path) if ahead is None else ahead.result()
             self._loaded[signature] = compiled
         return compiled
 
     def expect(self, program: Program, args: tuple) -> None:
-        """Start loading, in a background thread, the stored executable that ``program(*args, programs=self)`` will
-        run; array arguments may be abstract (:class:`jax.ShapeDtypeStruct`). Nothing when it is loaded already,
-        on its way, or not stored."""
+        """Start obtaining, in a background thread, the executable that ``program(*args, programs=self)`` will run:
+        loaded when stored, else compiled (and stored). Array arguments may be abstract
+        (:class:`jax.ShapeDtypeStruct`). Nothing when it is in memory already or on its way."""
         signature = _signature(program, args)
         if signature in self._loaded:
             return
         path = self._entry_path(program, signature)
-        if path in self._ahead or not path.exists():
+        if path in self._ahead:
             return
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="sirtjax-programs")
-        self._ahead[path] = self._pool.submit(_load, path)
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="sirtjax-programs")
+        self._ahead[path] = self._pool.submit(self._obtain, program, args, path)
+
+    def _obtain(self, program: Program, args: tuple, path: Path):
+        """The executable stored at ``path``, else ``program`` compiled for ``args`` and stored there."""
+        compiled = _load(path)
+        if compiled is None:
+            compiled = program.jit.lower(*args).compile()
+            if jax_cache_on():
+                self._say_memory_only()
+            else:
+                self._save(path, compiled)
+        return compiled
 
     def _entry_path(self, program: Program, signature: tuple) -> Path:
         key = json.dumps([*signature[:3], [list(a) for a in signature[3]], sorted(program.compiler_options.items()),
