@@ -97,8 +97,9 @@ def expect_registration(levels: list[LevelData], start: AffineStart, runs: list[
     for (step, optimiser), data in zip(steps, affine_levels):
         expect_level(step, params, optimiser, jax.eval_shape(functools.partial(_repeat, k=k), data), None, key, conv,
                      programs)
-    for i, (stage_levels, stage_weights, stage) in enumerate(runs):
-        expect_nonrigid(stage_levels, stage_weights, stage, config, key, i > 0, programs)
+    base = None
+    for stage_levels, stage_weights, stage in runs:
+        base = _expect_nonrigid(stage_levels, stage_weights, stage, config, key, base, programs)
 
 
 _params_to_affine = Program(jax.vmap(affine_stage.params_to_affine), "params to affine")  # one program, not one per operation
@@ -143,10 +144,9 @@ def run_nonrigid(
     valid = [np.asarray(d.fixed_size_zyx) for d in use]  # (B, 3) valid voxels of each level's (padded) box
     for li, data in enumerate(use):
         if li > 0:  # B-spline coefficients: the coarse spline's values at the new nodes start the finer level
-            v = _upsample(field_volume(v, use[li - 1].fixed, factors[li - 1]), nodes_valid(valid[li - 1], factors[li - 1]),
-                          data.fixed, valid[li], factors[li], order, programs=programs)
+            v = _upsample(*_refine_args(v, use, valid, factors, li, order), programs=programs)
         if base is not None:
-            data = dataclasses.replace(data, base_field=_upsample(base, _all_nodes(base), data.fixed, valid[li], factors[li],
+            data = dataclasses.replace(data, base_field=_upsample(*_base_args(base, data, valid[li], factors[li]),
                                                                   programs=programs))
         step, optimiser = steps[li]
         key, sub = jax.random.split(key)
@@ -154,12 +154,9 @@ def run_nonrigid(
                            programs=programs)
         logs.append(log)
     finest, f = use[-1].fixed, factors[-1]
-    if order == 3:  # the spline's values on a grid 4x finer than its nodes: trilinear between them is then within a
-        # small fraction of the spline's curvature (a dense grid would cost 64 reads per voxel)
-        out_factor = max(1, f // 4)
-        dense = _upsample(field_volume(v, finest, f), nodes_valid(valid[-1], f), finest, valid[-1], out_factor, 3,
-                          programs=programs)
-        return field_volume(dense, finest, out_factor), logs
+    if order == 3:
+        args = _dense_args(v, use, valid, factors)
+        return field_volume(_upsample(*args, programs=programs), finest, args[4]), logs
     total = np.asarray(data.base_field) + np.asarray(v)  # on the host: the padding clamped to the valid nodes
     return field_volume(np.stack([extend(t, n, xp=np) for t, n in zip(total, nodes_valid(valid[-1], f))]), finest, f), logs
 
@@ -182,15 +179,43 @@ def _field_shape(level: LevelData, factor: int) -> tuple[int, ...]:
     return level.fixed.array.shape[:1] + field_shape(level.fixed.array.shape[1:4], factor) + (3,)
 
 
-def expect_nonrigid(levels: list[LevelData], weights: Weights, stage: NonrigidStage, config: RegistrationConfig,
-                    key: jax.Array, layered: bool, programs: ProgramCache | None) -> None:
-    """Have ``programs`` load ahead the level programs :func:`run_nonrigid` will run (``layered``: on an earlier
-    stage's field, which each level's data then carries)."""
+def _expect_nonrigid(levels: list[LevelData], weights: Weights, stage: NonrigidStage, config: RegistrationConfig,
+                     key: jax.Array, base: Volume | None, programs: ProgramCache) -> Volume:
+    """Have ``programs`` obtain ahead the programs :func:`run_nonrigid` will run on top of an earlier stage's field
+    ``base`` (None: none), abstract arrays allowed; returns the stage's field as :func:`run_nonrigid` will (abstract)."""
     use, _, factors, steps, conv = _stage_levels(levels, stage, config)
-    for data, f, (step, optimiser) in zip(use, factors, steps):
-        field = jax.ShapeDtypeStruct(_field_shape(data, f), jnp.float32)
-        expect_level(step, field, optimiser, dataclasses.replace(data, base_field=field) if layered else data, weights, key,
-                     conv, programs)
+    valid = [np.asarray(d.fixed_size_zyx) for d in use]
+    fields = [jax.ShapeDtypeStruct(_field_shape(d, f), jnp.float32) for d, f in zip(use, factors)]
+    for li, (data, field, (step, optimiser)) in enumerate(zip(use, fields, steps)):
+        if li > 0:
+            programs.expect(_upsample, _refine_args(fields[li - 1], use, valid, factors, li, stage.field_order))
+        if base is not None:
+            programs.expect(_upsample, _base_args(base, data, valid[li], factors[li]))
+        expect_level(step, field, optimiser, data if base is None else dataclasses.replace(data, base_field=field),
+                     weights, key, conv, programs)
+    if stage.field_order == 3:
+        args = _dense_args(fields[-1], use, valid, factors)
+        programs.expect(_upsample, args)
+        return field_volume(jax.ShapeDtypeStruct(_field_shape(use[-1], args[4]), jnp.float32), use[-1].fixed, args[4])
+    return field_volume(fields[-1], use[-1].fixed, factors[-1])
+
+
+def _base_args(base: Volume, data: LevelData, valid: np.ndarray, factor: int) -> tuple:
+    """The arguments of :data:`_upsample` that put an earlier stage's field on a level's nodes."""
+    return base, _all_nodes(base), data.fixed, valid, factor
+
+def _refine_args(v, use: list[LevelData], valid: list[np.ndarray], factors: list[int], li: int, order: int) -> tuple:
+    """The arguments of :data:`_upsample` that start level ``li`` from level ``li - 1``'s field (or coefficients) v."""
+    return (field_volume(v, use[li - 1].fixed, factors[li - 1]), nodes_valid(valid[li - 1], factors[li - 1]), use[li].fixed,
+            valid[li], factors[li], order)
+
+
+def _dense_args(v, use: list[LevelData], valid: list[np.ndarray], factors: list[int]) -> tuple:
+    """The arguments of :data:`_upsample` that give a B-spline stage's field: the spline's values on a grid 4x finer
+    than its nodes (trilinear between them is then within a small fraction of the spline's curvature; a dense grid
+    would cost 64 reads per voxel)."""
+    f = factors[-1]
+    return field_volume(v, use[-1].fixed, f), nodes_valid(valid[-1], f), use[-1].fixed, valid[-1], max(1, f // 4), 3
 
 
 def _all_nodes(field: Volume) -> np.ndarray:
