@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sirtjax.registration.optimise import Convergence, LevelOptimiser, adam_cosine, make_step, run_level
+from sirtjax.registration.optimise import Convergence, make_step, run_level
+from sirtjax.registration.optimisers import LevelOptimiser, adam_cosine
 from sirtjax.registration.programs import Program, ProgramCache
 
 TRACES = []

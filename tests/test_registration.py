@@ -15,9 +15,8 @@ from sirtjax.registration.affine import affine_step
 from sirtjax.registration.nonrigid import (
     RegulariserOptions, Weights, field_at, field_shape, field_volume, nonrigid_objective, nonrigid_step,
 )
-from sirtjax.registration.optimise import (
-    OPTIMISERS, Convergence, LevelOptimiser, adam_cosine, make_step, run_level, transformation, window_converged,
-)
+from sirtjax.registration.optimise import Convergence, make_step, run_level, window_converged
+from sirtjax.registration.optimisers import OPTIMISERS, LevelOptimiser, adam_cosine, transformation
 from sirtjax.registration.problem import intensity_range, make_level, pad_moving, roi_mask, stack_channels, stack_levels
 from sirtjax.registration.terms import MAX_SAMPLES, SimilarityOptions, similarity_terms
 from sirtjax.registration.sampling import stratified_picks

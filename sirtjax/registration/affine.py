@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sirtjax.registration.optimise import LevelOptimiser, make_step, transformation
+from sirtjax.registration.optimise import make_step
+from sirtjax.registration.optimisers import LevelOptimiser, transformation
 from sirtjax.registration.problem import LevelData
 from sirtjax.registration.terms import SimilarityOptions, similarity_terms
 from sirtjax.registration.warp import AffineTransform, affine_apply

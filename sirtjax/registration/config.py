@@ -14,7 +14,8 @@ import typing
 import numpy as np
 
 from sirtjax.registration.nonrigid import RegulariserOptions, Weights
-from sirtjax.registration.optimise import Convergence, check_optimiser
+from sirtjax.registration.optimise import Convergence
+from sirtjax.registration.optimisers import check_optimiser
 from sirtjax.registration.terms import SimilarityOptions, check_samples
 
 

@@ -27,7 +27,8 @@ import functools
 
 import jax
 
-from sirtjax.registration.optimise import LevelOptimiser, make_step, transformation
+from sirtjax.registration.optimise import make_step
+from sirtjax.registration.optimisers import LevelOptimiser, transformation
 from sirtjax.registration.padding import extend, nodes_valid
 from sirtjax.registration.problem import LevelData
 from sirtjax.registration.terms import SimilarityOptions, similarity_terms
