@@ -204,6 +204,7 @@ def _base_args(base: Volume, data: LevelData, valid: np.ndarray, factor: int) ->
     """The arguments of :data:`_upsample` that put an earlier stage's field on a level's nodes."""
     return base, _all_nodes(base), data.fixed, valid, factor
 
+
 def _refine_args(v, use: list[LevelData], valid: list[np.ndarray], factors: list[int], li: int, order: int) -> tuple:
     """The arguments of :data:`_upsample` that start level ``li`` from level ``li - 1``'s field (or coefficients) v."""
     return (field_volume(v, use[li - 1].fixed, factors[li - 1]), nodes_valid(valid[li - 1], factors[li - 1]), use[li].fixed,
