@@ -227,7 +227,9 @@ def _from_json(tp, value, where: str):
         hints = typing.get_type_hints(tp)
         unknown = sorted(set(value) - set(hints))
         if unknown:
-            raise ValueError(f"unknown registration setting(s): {', '.join(where + '.' * bool(where) + u for u in unknown)}")
+            layout = "" if where else f" (the settings are nested: {', '.join(hints)}; see configs/registration/)"
+            raise ValueError(f"unknown registration setting(s): {', '.join(where + '.' * bool(where) + u for u in unknown)}"
+                             + layout)
         return tp(**{k: _from_json(hints[k], v, where + "." * bool(where) + k) for k, v in value.items()})
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
