@@ -182,8 +182,7 @@ def run_level(
     """
     batch = jax.tree.leaves(params)[0].shape[0]
     opt_state = optimiser.init(params, programs)
-    first = _first_call(params, opt_state, data, weights, key, conv)
-    active, tail, rule = first[5], first[6], first[9:]
+    active, tail, _, _, *rule = _loop_args(batch, conv)
     chunks: list[np.ndarray] = []
     iterations = np.zeros(batch, np.int64)
     out: dict[str, jax.Array] = {}
@@ -214,11 +213,11 @@ def run_level(
     return params, log
 
 
-def _first_call(params, opt_state, data, weights, key, conv: Convergence) -> tuple:
-    """The arguments of a level's first step call: every member active, no losses yet, one step from step 0."""
-    batch = jax.tree.leaves(params)[0].shape[0]
-    return (params, opt_state, data, weights, key, np.ones((batch,), bool), np.full((2 * conv.window, batch), np.nan,
-            np.float32), np.int32(0), np.int32(1), np.int32(conv.min_iterations), np.float32(conv.rel_tol))
+def _loop_args(batch: int, conv: Convergence) -> tuple:
+    """The step's arguments after the data in a level's first call: every member active, no losses yet, one step
+    from step 0, and the stopping rule (``active, tail, start, count, min_iterations, rel_tol``)."""
+    return (np.ones((batch,), bool), np.full((2 * conv.window, batch), np.nan, np.float32), np.int32(0), np.int32(1),
+            np.int32(conv.min_iterations), np.float32(conv.rel_tol))
 
 
 def expect_level(step: Program, params: Any, optimiser: LevelOptimiser, data: Any, weights: Any, key: jax.Array,
@@ -230,4 +229,5 @@ def expect_level(step: Program, params: Any, optimiser: LevelOptimiser, data: An
     init_args = optimiser.init_args(params)
     programs.expect(init_program, init_args)
     opt_state = jax.eval_shape(functools.partial(init_states, optimiser.kind), *init_args[1:])
-    programs.expect(step, _first_call(params, opt_state, data, weights, key, conv))
+    batch = jax.tree.leaves(params)[0].shape[0]
+    programs.expect(step, (params, opt_state, data, weights, key, *_loop_args(batch, conv)))
