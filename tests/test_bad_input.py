@@ -176,6 +176,8 @@ def _rows() -> list[Row]:
             "go together"),
         Row("a U-Net for registration", ("segment", "{ct}", "-o", "{out}/l.nii.gz", "--reference", "{ct}", "--reference-mask", "{liver}",
                                          "--model", "liver"), "--model", "not a registration-segmentation network"),
+        Row("test-time flips for a model trained without them", ("segment", "{ct}", "-o", "{out}/l.nii.gz", "--tta"), "--tta",
+            "trained without flips"),
         Row("the registration network without a reference", ("segment", "{ct}", "-o", "{out}/l.nii.gz", "--model", "regseg"), "--model",
             "use --reference"),
         Row("a U-Net as the plan's registration network", ("plan", "{study}", "-o", "{out}/p", "--regseg-model", "liver"),

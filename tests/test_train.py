@@ -273,21 +273,24 @@ def test_deepmedic_trains_validates_and_predicts_through_the_loop(tmp_path):
     from sirtjax.segmentation.infer import predict_array
 
     spec = {"arch": "deepmedic", "features": [2, 2], "factors": [2, 4], "context": 4, "fusion_features": 4, "tile_out": [8, 8, 8]}
-    cfg = tiny_config(model=spec)
+    cfg = tiny_config(model=spec, augment={"flip_prob": [0.0, 0.0, 0.5]})
     out = train(cfg, tmp_path / "run", cases=([blob_case(i) for i in range(2)], [blob_case(9)]), progress=False)
     log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert out["step"] == 6 and [r["step"] for r in log if "val_dice" in r] == [3, 6]
     model, loaded = load_model(tmp_path / "run")
-    assert isinstance(model, DeepMedic) and loaded["arch"] == "deepmedic"
+    assert isinstance(model, DeepMedic) and loaded["arch"] == "deepmedic" and loaded["flip_axes"] == [2]
     probs = predict_array(model, blob_case(9).image, max_out_tile=(8, 8, 8))
     assert probs.shape == (12, 14, 16, 1) and np.all((probs >= 0) & (probs <= 1))
+    mirrored = predict_array(model, blob_case(9).image[..., ::-1], max_out_tile=(8, 8, 8))[..., ::-1, :]
+    np.testing.assert_allclose(predict_array(model, blob_case(9).image, max_out_tile=(8, 8, 8), flips=(2,)),
+                               (probs + mirrored) / 2, atol=1e-5)
     from sirtjax.cli import main
     from sirtjax.io import read_volume
 
     direction = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     image = make_volume((blob_case(9).image * 400).astype(np.int16), (2.0, 2.5, 4.0), (10.0, -20.0, 5.0), direction)
     write_volume(image, tmp_path / "ct.nii.gz")
-    main(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "mask.nii.gz"), "--model", str(tmp_path / "run"), "--modality", "ct"])
+    main(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "mask.nii.gz"), "--model", str(tmp_path / "run"), "--modality", "ct", "--tta"])
     mask = read_volume(tmp_path / "mask.nii.gz")
     assert mask.shape == image.shape and np.allclose(mask.spacing_mm, image.spacing_mm) and np.allclose(mask.direction, direction)
 

@@ -27,7 +27,7 @@ def segment(
     liver: Annotated[Optional[Path], typer.Option("--liver", help="--target lesions: the liver mask to search (default: segmented with --liver-model).")] = None,
     liver_model: Annotated[str, typer.Option("--liver-model", help="--target lesions without --liver: the liver model.")] = "liver",
     modality: Annotated[Optional[str], typer.Option("--modality", help="ct or mr (default: the image's minimum < -500 means CT).")] = None,
-    tta: Annotated[bool, typer.Option("--tta", help="Average predictions over axis flips (4x slower).")] = False,
+    tta: Annotated[bool, typer.Option("--tta", help="Average predictions over the axis flips the model was trained with (slower; refused for a model trained without flips, as the shipped ones are).")] = False,
     probability: Annotated[Optional[Path], typer.Option("--probability", help="Also write the probability map here.")] = None,
     reference: Annotated[Optional[Path], typer.Option("--reference", help="A contrast CT of the same patient whose liver mask (--reference-mask) the registration-segmentation network carries onto IMAGE, a non-contrast CT (default model: regseg).")] = None,
     reference_mask: Annotated[Optional[Path], typer.Option("--reference-mask", help="With --reference: its liver mask.")] = None,
@@ -69,6 +69,8 @@ def segment(
         typer.echo(f"modality: {modality} (guessed from the intensities; pass --modality to set it)")
     net, spec = _model(model or target.value, target.value, modality, "--model")
     liver_net = _model(liver_model, "liver", modality, "--liver-model") if target is Target.lesions and liver_vol is None else None
+    if tta:
+        _check_tta(((model or target.value, spec),) + (() if liver_net is None else ((liver_model, liver_net[1]),)))
     voxel_ml = float(np.prod(vol.spacing_mm)) / 1000.0
     with progress_bar() as bar:
         task = bar.add_task("segmenting", total=None)
@@ -85,6 +87,16 @@ def segment(
     for line in lines:
         typer.echo(line, err=line.startswith("warning"))
     typer.echo(f"-> {out}")
+
+
+def _check_tta(models: tuple[tuple[str, dict], ...]) -> None:
+    """Refuse --tta for a model trained without mirrored patches: a flipped input puts the liver on the wrong side."""
+    from sirtjax.errors import InputError
+    from sirtjax.segmentation.infer import tta_flips
+
+    for name, spec in models:
+        if not tta_flips(spec):
+            raise InputError("--tta", f"model {name} was trained without flips (no flip_axes in its model.json), so a mirrored input shows it anatomy it never saw")
 
 
 def _by_reference(image: Path, reference: Path, reference_mask: Path, out: Path, model: str, field: Optional[Path], overwrite: bool) -> None:

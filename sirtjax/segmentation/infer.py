@@ -29,29 +29,33 @@ from sirtjax.volume import Volume
 DEFAULT_TILE_OUT = (136, 136, 163)  # thesis output tile, given (x, y, z) like the thesis' 163x136x136
 
 
-def _probabilities(graphdef: nnx.GraphDef, tta: bool, state: nnx.State, x: jax.Array) -> jax.Array:
-    """Foreground-class probabilities (B, z, y, x, C) of a batch; with tta, mean over axis flips."""
+def _probabilities(graphdef: nnx.GraphDef, flips: tuple[int, ...], state: nnx.State, x: jax.Array) -> jax.Array:
+    """Class probabilities (B, z, y, x, C) of a batch; the mean over the input and its mirror along each of `flips`
+    (spatial axes 0-2: z, y, x)."""
     model = nnx.merge(graphdef, state)
 
     def probs(inp: jax.Array) -> jax.Array:
         logits = model(inp)
         return jax.nn.sigmoid(logits) if logits.shape[-1] == 1 else jax.nn.softmax(logits, axis=-1)
 
-    if not tta:
-        return probs(x)
-    flips = [(), (1,), (2,), (3,)]  # identity and each spatial axis (z, y, x)
-    return sum(jnp.flip(probs(jnp.flip(x, f)), f) if f else probs(x) for f in flips) / len(flips)
+    return sum((jnp.flip(probs(jnp.flip(x, a + 1)), a + 1) for a in flips), probs(x)) / (1 + len(flips))
 
 
 _forward = jax.jit(_probabilities, static_argnums=(0, 1))
 
 
-def forward_program(graphdef: nnx.GraphDef, tta: bool) -> Program:
+def tta_flips(spec: dict[str, Any]) -> tuple[int, ...]:
+    """The spatial axes (z, y, x as 0-2) a model was trained mirrored along: the only flips test-time augmentation may
+    use, since a flip along any other axis shows the network anatomy it never saw (a liver on the wrong side)."""
+    return tuple(int(a) for a in spec.get("flip_axes", ()))
+
+
+def forward_program(graphdef: nnx.GraphDef, flips: tuple[int, ...]) -> Program:
     """The forward pass of a model's graph as a :class:`Program`, named by the graph's structure (every static setting,
     function addresses left out), so that a later process finds its executable in a :class:`ProgramCache`."""
     structure = re.sub(r" at 0x[0-9a-f]+", "", repr(graphdef))
     digest = hashlib.sha256(structure.encode()).hexdigest()[:20]
-    return Program(partial(_probabilities, graphdef, tta), f"segmentation forward {digest} tta {tta}")
+    return Program(partial(_probabilities, graphdef, flips), f"segmentation forward {digest} flips {flips}")
 
 
 def model_tiles(model: nnx.Module, image_shape: Sequence[int], max_out_tile: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -66,7 +70,7 @@ def predict_array(
     image: np.ndarray,
     *,
     max_out_tile: Sequence[int],
-    tta: bool = False,
+    flips: tuple[int, ...] = (),
     overlap: float = 0.5,
     batch_size: int = 1,
     on_batch: Callable[[int, int], None] | None = None,
@@ -74,6 +78,7 @@ def predict_array(
 ) -> np.ndarray:
     """Class probabilities (z, y, x, C) for a windowed network input (z, y, x) or (z, y, x, C).
 
+    ``flips``: also run the input mirrored along these spatial axes and average (:func:`tta_flips`).
     ``programs``: where the compiled forward pass is kept for later processes (None: in this process only).
     """
     image = np.asarray(image, np.float32)
@@ -81,9 +86,9 @@ def predict_array(
         image = image[..., None]
     in_tile, out_tile = model_tiles(model, image.shape[:3], max_out_tile)
     graphdef, state = nnx.split(model)
-    program = None if programs is None else forward_program(graphdef, tta)
+    program = None if programs is None else forward_program(graphdef, flips)
     return sliding_window(
-        lambda batch: (_forward(graphdef, tta, state, jnp.asarray(batch)) if program is None
+        lambda batch: (_forward(graphdef, flips, state, jnp.asarray(batch)) if program is None
                        else program(state, jnp.asarray(batch), programs=programs)),
         image,
         in_tile=in_tile,
@@ -112,12 +117,15 @@ def probability_on(
 ) -> Volume:
     """Foreground probability (z, y, x) float32 of a prepared network input, resampled onto `grid` (0 outside it).
 
+    `tta`: average over the mirrors the model was trained with (:func:`tta_flips`); a ValueError if it has none.
     `batch_size` tiles go through the network at once; by default the spec's ``tile_batch`` (1 if absent).
     ``programs``: the compiled forward pass's cache (:func:`predict_array`).
     """
     max_tile_xyz = spec.get("tile_out", DEFAULT_TILE_OUT)
+    if tta and not tta_flips(spec):
+        raise ValueError("test-time augmentation needs a model trained with flips (its spec's flip_axes); this one has none")
     probs = predict_array(
-        model, prepared.array, max_out_tile=tuple(max_tile_xyz)[::-1], tta=tta,
+        model, prepared.array, max_out_tile=tuple(max_tile_xyz)[::-1], flips=tta_flips(spec) if tta else (),
         batch_size=int(spec.get("tile_batch", 1)) if batch_size is None else batch_size, on_batch=on_batch,
         programs=programs,
     )

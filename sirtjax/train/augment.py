@@ -34,6 +34,11 @@ class AugmentConfig:
     noise_max: float = 0.0  # std of added white noise (windowed units), drawn in [0, noise_max] per patch
 
 
+def flip_axes(cfg: AugmentConfig) -> list[int]:
+    """The spatial axes (z, y, x as 0-2) that training mirrors patches along: a trained model's ``flip_axes``."""
+    return [axis for axis, p in enumerate(cfg.flip_prob) if p > 0]
+
+
 def rotation_matrix(angles_rad: jax.Array) -> jax.Array:
     """3x3 rotation (z, y, x axes) composed from rotations about z, y and x by the given angles."""
     out = jnp.eye(3)

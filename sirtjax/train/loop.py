@@ -23,6 +23,7 @@ from sirtjax.models.store import build_model, load_weights, save_model
 from sirtjax.segmentation.infer import DEFAULT_TILE_OUT, foreground, predict_array
 from sirtjax.segmentation.postprocess import liver_mask
 from sirtjax.train import checkpoint
+from sirtjax.train.augment import flip_axes
 from sirtjax.train.config import TrainConfig
 from sirtjax.train.data import Case, batch_sampler, msd_cases, phantom_cases, stack_cases
 from sirtjax.train.step import data_parallel, init_opt_state, make_optimizers, make_train_step, plateau_update
@@ -158,7 +159,7 @@ def train(
                 if mean > best_dice:
                     best_dice = mean
                     checkpoint.save(best, done, {"params": params}, metrics={"val_dice": mean})
-                    save_model(nnx.merge(graphdef, params), {**cfg.model, "val_dice": round(mean, 4), "step": done}, out / "best")
+                    save_model(nnx.merge(graphdef, params), {**cfg.model, "flip_axes": flip_axes(cfg.augment), "val_dice": round(mean, 4), "step": done}, out / "best")
                 checkpoint.save(latest, done, snapshot(done))
             elif done % cfg.checkpoint_every == 0:
                 checkpoint.save(latest, done, snapshot(done))
