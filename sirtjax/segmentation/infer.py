@@ -133,11 +133,12 @@ def probability_on(
 
 
 def predict_probability(model: nnx.Module, spec: dict[str, Any], vol: Volume, *, modality: str, **predict_kwargs: Any) -> Volume:
-    """Foreground probability (z, y, x) float32 on the input grid of `vol` (see module docstring).
+    """Foreground probability (z, y, x) float32 on the input grid of `vol` (see module docstring); a CT noisier
+    than the spec's ``ct_noise_index_hu`` is smoothed first (:mod:`sirtjax.segmentation.noise`).
 
     `predict_kwargs` (tta, batch_size, on_batch, programs) go to :func:`probability_on`.
     """
-    prepared = prepare_image(vol, modality, spec.get("spacing_mm", (3.0, 3.0, 3.0)))
+    prepared = prepare_image(vol, modality, spec.get("spacing_mm", (3.0, 3.0, 3.0)), ct_noise_index_hu=spec.get("ct_noise_index_hu"))
     return probability_on(model, spec, prepared, vol, **predict_kwargs)
 
 
