@@ -25,7 +25,8 @@ RANGE_PER_NOISE = 3.0  # the filter's intensity sigma, in noise indices: edges o
 def noise_index_hu(image_hu: np.ndarray) -> float:
     """The CT's noise index (HU): a robust std (1.4826 MAD) of in-plane neighbour differences between soft-tissue
     voxels, over sqrt 2, i.e. the std of white noise. Spatially correlated noise reads lower (25 HU smoothed over
-    0.7 voxels reads about 19), and so does noise that reaches the window's ends (50 HU on fat reads about 46)."""
+    0.7 voxels reads about 19), and so does noise that reaches the window's ends (50 HU on fat reads about 46).
+    0 where fewer than 1000 soft-tissue pairs leave nothing to measure (such an image is not filtered)."""
     a = np.asarray(image_hu, np.float32)
     diffs = []
     for axis in (1, 2):  # y and x: slices may be thick and interpolated along z
