@@ -52,14 +52,19 @@ def test_bilateral_matches_itk_on_an_anisotropic_grid():
 def test_a_ct_at_the_models_noise_is_left_alone():
     image = _tissue() + np.random.default_rng(3).normal(0.0, 20.0, _tissue().shape).astype(np.float32)
     assert filter_sigmas(20.0 * ENGAGE, 20.0) is None
-    assert match_noise(image, np.array([3.0, 3.0, 3.0]), 20.0) is image
+    found = []
+    assert match_noise(image, np.array([3.0, 3.0, 3.0]), 20.0, found.append) is image
+    assert found[0].domain_sigma_mm is None and found[0].index_hu == pytest.approx(20.0, rel=0.05)
+    assert found[0].describe().endswith("not filtered")
 
 
 def test_a_noisier_ct_is_smoothed_to_the_models_noise_and_keeps_its_edge():
     rng = np.random.default_rng(4)
     clean = _tissue()
     noisy = clean + rng.normal(0.0, 50.0, clean.shape).astype(np.float32)
-    out = match_noise(noisy, np.array([3.0, 3.0, 3.0]), 20.0)
+    found = []
+    out = match_noise(noisy, np.array([3.0, 3.0, 3.0]), 20.0, found.append)
+    assert found[0].domain_sigma_mm == pytest.approx(3.0 * (found[0].index_hu / 20.0 - 0.5)) and "smoothed" in found[0].describe()
     assert filter_sigmas(50.0, 20.0) == pytest.approx((2.0, 150.0), rel=0.02)
     assert noise_index_hu(out) < 20.0
     # The step stays a step: the profile across it, averaged over the other axes, goes from liver to fat within

@@ -267,7 +267,7 @@ def test_training_killed_by_sigkill_resumes(tmp_path):
     assert max(r["step"] for r in log) == done + 4
 
 
-def test_deepmedic_trains_validates_and_predicts_through_the_loop(tmp_path):
+def test_deepmedic_trains_validates_and_predicts_through_the_loop(tmp_path, capsys):
     """DeepMedic goes through the U-Nets' sampler, step, validation, checkpoints and sliding window unchanged."""
     from sirtjax.models import DeepMedic, load_model
     from sirtjax.segmentation.infer import predict_array
@@ -290,7 +290,10 @@ def test_deepmedic_trains_validates_and_predicts_through_the_loop(tmp_path):
     direction = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     image = make_volume((blob_case(9).image * 400).astype(np.int16), (2.0, 2.5, 4.0), (10.0, -20.0, 5.0), direction)
     write_volume(image, tmp_path / "ct.nii.gz")
+    spec_path = tmp_path / "run" / "best" / "model.json"  # a declared noise level below this CT's (20 HU): filtered
+    spec_path.write_text(json.dumps({**json.loads(spec_path.read_text()), "ct_noise_index_hu": 5.0}))
     main(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "mask.nii.gz"), "--model", str(tmp_path / "run"), "--modality", "ct", "--tta"])
+    assert "(model: 5 HU): smoothed before segmentation" in capsys.readouterr().out
     mask = read_volume(tmp_path / "mask.nii.gz")
     assert mask.shape == image.shape and np.allclose(mask.spacing_mm, image.spacing_mm) and np.allclose(mask.direction, direction)
 

@@ -22,6 +22,7 @@ from flax import nnx
 from sirtjax.preprocess import resample_to
 from sirtjax.registration.programs import Program, ProgramCache
 from sirtjax.segmentation.postprocess import liver_mask
+from sirtjax.segmentation.noise import NoiseMatch
 from sirtjax.segmentation.preprocess import prepare_image
 from sirtjax.segmentation.sliding_window import sliding_window
 from sirtjax.volume import Volume
@@ -132,13 +133,18 @@ def probability_on(
     return resample_to(prepared.with_array(foreground(probs).astype(np.float32)), grid, order=1, default_value=0.0)
 
 
-def predict_probability(model: nnx.Module, spec: dict[str, Any], vol: Volume, *, modality: str, **predict_kwargs: Any) -> Volume:
+def predict_probability(
+    model: nnx.Module, spec: dict[str, Any], vol: Volume, *, modality: str, on_noise: Callable[[NoiseMatch], None] | None = None,
+    **predict_kwargs: Any,
+) -> Volume:
     """Foreground probability (z, y, x) float32 on the input grid of `vol` (see module docstring); a CT noisier
-    than the spec's ``ct_noise_index_hu`` is smoothed first (:mod:`sirtjax.segmentation.noise`).
+    than the spec's ``ct_noise_index_hu`` is smoothed first (:mod:`sirtjax.segmentation.noise`), and `on_noise`
+    receives what was found and done.
 
     `predict_kwargs` (tta, batch_size, on_batch, programs) go to :func:`probability_on`.
     """
-    prepared = prepare_image(vol, modality, spec.get("spacing_mm", (3.0, 3.0, 3.0)), ct_noise_index_hu=spec.get("ct_noise_index_hu"))
+    prepared = prepare_image(vol, modality, spec.get("spacing_mm", (3.0, 3.0, 3.0)), ct_noise_index_hu=spec.get("ct_noise_index_hu"),
+                             on_noise=on_noise)
     return probability_on(model, spec, prepared, vol, **predict_kwargs)
 
 

@@ -11,6 +11,8 @@ It is approximate: it brings the noise down, it does not restore the texture the
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from functools import partial
 
 import jax
@@ -70,14 +72,39 @@ def filter_sigmas(index_hu: float, model_index_hu: float) -> tuple[float, float]
     return ratio - 0.5, RANGE_PER_NOISE * index_hu
 
 
-def match_noise(image_hu: np.ndarray, spacing_zyx_mm: np.ndarray, model_index_hu: float) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class NoiseMatch:
+    """What :func:`match_noise` found and did: the CT's noise index, the model's, and the filter (None: none)."""
+
+    index_hu: float
+    model_index_hu: float
+    domain_sigma_mm: float | None
+    range_sigma_hu: float | None
+
+    def describe(self) -> str:
+        """One line for the user: the noise, and whether and how the input was smoothed."""
+        head = f"CT noise index {self.index_hu:.0f} HU (model: {self.model_index_hu:.0f} HU)"
+        if self.domain_sigma_mm is None:
+            return head + ": not filtered"
+        return head + f": smoothed before segmentation (bilateral, {self.domain_sigma_mm:.1f} mm, {self.range_sigma_hu:.0f} HU)"
+
+
+def match_noise(
+    image_hu: np.ndarray, spacing_zyx_mm: np.ndarray, model_index_hu: float, on_match: Callable[[NoiseMatch], None] | None = None
+) -> np.ndarray:
     """`image_hu` (z, y, x, a CT on a network's grid) unchanged if its noise index is within ENGAGE of the model's,
-    else bilateral-filtered (:func:`filter_sigmas`; the neighbourhood is cut at 2 sigma)."""
-    sigmas = filter_sigmas(noise_index_hu(image_hu), model_index_hu)
-    if sigmas is None:
-        return image_hu
-    domain_voxels, range_hu = sigmas
+    else bilateral-filtered (:func:`filter_sigmas`; the neighbourhood is cut at 2 sigma). `on_match` receives what
+    was found and done."""
+    index_hu = noise_index_hu(image_hu)
+    sigmas = filter_sigmas(index_hu, model_index_hu)
     spacing = np.asarray(spacing_zyx_mm, np.float32)
-    radius = tuple(int(np.ceil(2.0 * domain_voxels * spacing.min() / s)) for s in spacing)
-    smoothed = bilateral(jnp.asarray(image_hu, jnp.float32), jnp.asarray(spacing), float(domain_voxels * spacing.min()), float(range_hu), radius=radius)
-    return np.asarray(smoothed)
+    if sigmas is None:
+        result, match = image_hu, NoiseMatch(index_hu, model_index_hu, None, None)
+    else:
+        domain_mm, range_hu = sigmas[0] * float(spacing.min()), sigmas[1]
+        radius = tuple(int(np.ceil(2.0 * domain_mm / s)) for s in spacing)
+        result = np.asarray(bilateral(jnp.asarray(image_hu, jnp.float32), jnp.asarray(spacing), domain_mm, float(range_hu), radius=radius))
+        match = NoiseMatch(index_hu, model_index_hu, domain_mm, range_hu)
+    if on_match is not None:
+        on_match(match)
+    return result

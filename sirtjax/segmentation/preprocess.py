@@ -7,14 +7,14 @@ every image in the same anatomical orientation whatever the scanner's direction 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
 
 from sirtjax.errors import InputError
 from sirtjax.preprocess import resample_to, window_ct, window_mr
-from sirtjax.segmentation.noise import match_noise
+from sirtjax.segmentation.noise import NoiseMatch, match_noise
 from sirtjax.volume import Grid, Volume, index_to_world, make_grid
 
 MODALITIES = ("ct", "mr")
@@ -64,18 +64,24 @@ def antialias(vol: Volume, spacing_mm: Sequence[float]) -> Volume:
     return vol.with_array(ndimage.gaussian_filter(np.asarray(vol.array, np.float32), sigma_zyx, mode="nearest"))
 
 
-def prepare_image(vol: Volume, modality: str, spacing_mm: Sequence[float], *, ct_noise_index_hu: float | None = None) -> Volume:
+def prepare_image(
+    vol: Volume, modality: str, spacing_mm: Sequence[float], *, ct_noise_index_hu: float | None = None,
+    on_noise: Callable[[NoiseMatch], None] | None = None,
+) -> Volume:
     """The windowed network input (z, y, x) float32 on the canonical grid of `vol` (:func:`prepare_on`)."""
-    return prepare_on(vol, modality, canonical_grid(vol, spacing_mm), ct_noise_index_hu=ct_noise_index_hu)
+    return prepare_on(vol, modality, canonical_grid(vol, spacing_mm), ct_noise_index_hu=ct_noise_index_hu, on_noise=on_noise)
 
 
-def prepare_on(vol: Volume, modality: str, grid: Grid | Volume, *, ct_noise_index_hu: float | None = None) -> Volume:
+def prepare_on(
+    vol: Volume, modality: str, grid: Grid | Volume, *, ct_noise_index_hu: float | None = None,
+    on_noise: Callable[[NoiseMatch], None] | None = None,
+) -> Volume:
     """The windowed network input (z, y, x) float32 on `grid`.
 
     The image is anti-aliased for the grid's spacing (:func:`antialias`) and resampled trilinearly;
     outside the input's field of view it is filled with its minimum (air). A CT noisier than
     `ct_noise_index_hu` (the model's, if it declares one) is then smoothed to match
-    (:func:`~sirtjax.segmentation.noise.match_noise`). Last, it is windowed.
+    (:func:`~sirtjax.segmentation.noise.match_noise`; `on_noise` receives what it found). Last, it is windowed.
     """
     array = np.asarray(vol.array)
     if array.ndim != 3:
@@ -85,7 +91,7 @@ def prepare_on(vol: Volume, modality: str, grid: Grid | Volume, *, ct_noise_inde
     resampled = resample_to(antialias(vol, grid.spacing_mm), grid, order=1, default_value=float(array.min()))
     image = np.asarray(resampled.array)
     if modality == "ct" and ct_noise_index_hu is not None:
-        image = match_noise(image, np.asarray(resampled.spacing_mm)[::-1], ct_noise_index_hu)
+        image = match_noise(image, np.asarray(resampled.spacing_mm)[::-1], ct_noise_index_hu, on_noise)
     return resampled.with_array(normalize_intensity(image, modality).astype(np.float32))
 
 
