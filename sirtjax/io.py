@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -23,7 +22,7 @@ import SimpleITK as sitk
 
 from sirtjax.dicom_export import dicom_series, save_dicom_series
 from sirtjax.errors import InputError
-from sirtjax.outputs import default_mode, output_dir
+from sirtjax.outputs import atomic_path, output_dir
 from sirtjax.volume import Volume, index_to_world, make_volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -316,12 +315,12 @@ def write_volume(vol: Volume, path: str | Path, *, dtype: np.dtype | None = None
     p.parent.mkdir(parents=True, exist_ok=True)
     suffix = _suffix(p)
     if suffix in NIFTI_SUFFIXES and array.ndim == 3:
-        with _atomic_path(p) as tmp:
+        with atomic_path(p, suffix=_suffix(p)) as tmp:
             nib.save(to_nifti(vol), str(tmp))
     elif suffix in NIFTI_SUFFIXES + ITK_SUFFIXES:
         if suffix in (".mhd", ".nhdr"):
             raise InputError(p, "detached-header formats are not written atomically; use .mha or .nrrd")
-        with _atomic_path(p) as tmp:
+        with atomic_path(p, suffix=_suffix(p)) as tmp:
             sitk.WriteImage(to_sitk(vol), str(tmp), useCompression=True)
     elif suffix == "":
         _write_dicom_series(vol, p, dicom_modality)
@@ -339,22 +338,6 @@ def to_nifti(vol: Volume) -> nib.Nifti1Image:
     img.set_sform(affine_ras, code=1)
     img.header.set_xyzt_units(xyz="mm")
     return img
-
-
-@contextlib.contextmanager
-def _atomic_path(p: Path) -> Iterator[Path]:
-    """Yield a temporary sibling path with the same suffix; rename it onto p on success."""
-    suffix = _suffix(p)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=f".tmp{suffix}", dir=p.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.chmod(tmp, default_mode(0o666))  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _write_dicom_series(vol: Volume, folder: Path, modality: str) -> None:

@@ -148,18 +148,28 @@ def _json_ready(value):
     return value
 
 
+@contextlib.contextmanager
+def atomic_path(path: Path, *, suffix: str = "", mode: int | None = None) -> Iterator[Path]:
+    """A temporary sibling of ``path`` (ending in ``suffix``, for writers that choose the format by it) to write; renamed
+    onto ``path`` when the block ends without an error, removed otherwise, so a partly written file is never seen.
+    Its permissions: ``mode``, else what a plain open() would give (mkstemp's own are 0600)."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, default_mode(0o666) if mode is None else mode)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def write_json(data, path: str | Path, *, sort_keys: bool = False) -> Path:
-    """Write data as strict JSON (see _json_ready), indented, atomically (temporary sibling, then rename)."""
+    """Write data as strict JSON (see _json_ready), indented, atomically (:func:`atomic_path`)."""
     p = Path(path)
     text = json.dumps(_json_ready(data), indent=1, allow_nan=False, sort_keys=sort_keys) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, default_mode(0o666))
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(p) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return p
 

@@ -19,7 +19,6 @@ import dataclasses
 import io
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from sirtjax.cohort.manifest import Case, Manifest
 from sirtjax.cohort.serial import DoseSettings, PlanSettings, SegmentSettings, no_key, run_dose, run_plan, run_segment
 from sirtjax.cohort.tasks import CaseOutcome, Devices, RegisterSettings, register_key, run_register
 from sirtjax.errors import InputError
-from sirtjax.outputs import default_mode, write_json
+from sirtjax.outputs import atomic_path, write_json
 
 
 TASKS: dict[str, tuple[type, Callable, Callable]] = {
@@ -183,11 +182,8 @@ def write_summary(out: Path, manifest: Manifest, held: Mapping[str, CaseOutcome 
             writer.writerow([o.id, o.status, f"{o.seconds:.3f}", o.reason,
                              *[_cell(o.metrics.get(k)) for k in metrics]])
     path = out / "summary.csv"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".summary.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text.getvalue())
-    os.chmod(tmp, default_mode(0o666))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text.getvalue())
     return CohortSummary(tuple(o for o in outcomes if o is not None), path)
 
 

@@ -35,7 +35,6 @@ import json
 import os
 import pickle
 import platform
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,6 +43,8 @@ from pathlib import Path
 import jax
 import numpy as np
 from jax.experimental import serialize_executable
+
+from sirtjax.outputs import atomic_path
 
 
 def _cpu_features() -> str:
@@ -174,22 +175,12 @@ class ProgramCache:
     def _save(self, path: Path, compiled) -> None:
         """Write the entry atomically (a partly written file is never read); a failed write warns and leaves no file."""
         try:
-            _write_atomic(path, pickle.dumps(serialize_executable.serialize(compiled)))
+            blob = pickle.dumps(serialize_executable.serialize(compiled))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path, mode=0o600) as tmp:  # the user's own cache
+                tmp.write_bytes(blob)
         except (OSError, pickle.PicklingError) as exc:
             warnings.warn(f"compiled program not cached in {path.parent}: {exc}", stacklevel=4)
-
-
-def _write_atomic(path: Path, blob: bytes) -> None:
-    """Write ``blob`` to ``path`` through a temporary file in its folder (a partly written file is never read)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def jax_cache_on() -> bool:

@@ -13,10 +13,10 @@ import base64
 import dataclasses
 import datetime
 import html
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from sirtjax.outputs import atomic_path
 
 MISSING = "–"
 
@@ -189,13 +189,6 @@ def write_report(html_text: str, path: str | Path) -> Path:
     """Write the HTML text to path atomically (temporary sibling file, then rename); returns path."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(html_text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(p, mode=0o644) as tmp:  # a report is meant to be shared
+        tmp.write_text(html_text, encoding="utf-8")
     return p
