@@ -21,8 +21,8 @@ from flax import nnx
 
 from sirtjax.preprocess import resample_to
 from sirtjax.registration.programs import Program, ProgramCache
-from sirtjax.segmentation.postprocess import liver_mask
 from sirtjax.segmentation.noise import NoiseMatch
+from sirtjax.segmentation.postprocess import liver_mask
 from sirtjax.segmentation.preprocess import prepare_image
 from sirtjax.segmentation.sliding_window import sliding_window
 from sirtjax.volume import Volume
@@ -151,7 +151,7 @@ def predict_probability(
 def segment_liver(model: nnx.Module, spec: dict[str, Any], vol: Volume, *, threshold: float = 0.5, **predict_kwargs: Any) -> Volume:
     """Liver mask (uint8 0/1, z, y, x) on the grid of `vol`: threshold, largest component, holes filled.
 
-    `predict_kwargs` (modality, tta, batch_size, on_batch, programs) go to :func:`predict_probability`.
+    `predict_kwargs` (modality, on_noise, tta, batch_size, on_batch, programs) go to :func:`predict_probability`.
     """
     prob = predict_probability(model, spec, vol, **predict_kwargs)
     return prob.with_array(liver_mask(np.asarray(prob.array), threshold=threshold))

@@ -97,10 +97,10 @@ def match_noise(
     was found and done."""
     index_hu = noise_index_hu(image_hu)
     sigmas = filter_sigmas(index_hu, model_index_hu)
-    spacing = np.asarray(spacing_zyx_mm, np.float32)
     if sigmas is None:
         result, match = image_hu, NoiseMatch(index_hu, model_index_hu, None, None)
     else:
+        spacing = np.asarray(spacing_zyx_mm, np.float32)
         domain_mm, range_hu = sigmas[0] * float(spacing.min()), sigmas[1]
         radius = tuple(int(np.ceil(2.0 * domain_mm / s)) for s in spacing)
         result = np.asarray(bilateral(jnp.asarray(image_hu, jnp.float32), jnp.asarray(spacing), domain_mm, float(range_hu), radius=radius))
