@@ -143,3 +143,20 @@ def test_bucketed_pyramid_level_equals_the_unpadded_one(shape, factor):
     sigma = tuple(0.5 * f if f > 1 else 0.0 for f in factor)
     ref = np.asarray(smooth_and_shrink(jnp.asarray(array), sigma, factor))
     np.testing.assert_allclose(smooth_and_shrink_bucketed(array, sigma, factor), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_one_compiled_pyramid_serves_scans_whose_spacings_differ(tmp_path):
+    """Two CTs with in-plane spacings 0.74 and 0.80 mm (sigmas 2.03 and 1.88 voxels at 3 mm, one kernel-radius bucket)
+    and one read back with float32 rounding in its spacing: one program for all three, and each result is that
+    of its own sigmas' smoothing (scipy's sampled Gaussian then linear sampling, as the unbucketed program)."""
+    from sirtjax.registration.programs import ProgramCache
+    from sirtjax.registration.pyramid import radius_bucket, smooth_and_shrink, smooth_and_shrink_bucketed
+
+    cache = ProgramCache(tmp_path)
+    array = np.random.default_rng(3).normal(size=(17, 40, 37)).astype(np.float32)
+    for spacing_mm in (0.74, 0.80, float(np.float32(0.80)) * (1 + 3e-8)):
+        sigma = (0.0, 1.5 / spacing_mm, 1.5 / spacing_mm)
+        ref = np.asarray(smooth_and_shrink(jnp.asarray(array), sigma, (1, 3, 3)))
+        np.testing.assert_allclose(smooth_and_shrink_bucketed(array, sigma, (1, 3, 3), cache), ref, rtol=1e-5, atol=1e-6)
+    assert len(cache._loaded) == 1
+    assert [radius_bucket(r) for r in (0, 1, 2, 3, 4, 5, 6, 7, 9, 13, 25)] == [0, 1, 2, 3, 4, 6, 6, 8, 12, 16, 32]

@@ -19,12 +19,27 @@ from sirtjax.registration.programs import Program, ProgramCache
 from sirtjax.volume import Grid, Volume, make_grid
 
 
-def gaussian_kernel_1d(sigma_vox: float, truncate: float = 4.0) -> np.ndarray:
-    """Normalised sampled Gaussian (2r+1,) with r = ceil(truncate * sigma), like scipy.ndimage."""
-    radius = max(int(truncate * sigma_vox + 0.5), 1)
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (x / sigma_vox) ** 2)
-    return (k / k.sum()).astype(np.float32)
+def kernel_radius(sigma_vox: float, truncate: float = 4.0) -> int:
+    """Radius (voxels) of the sampled Gaussian of ``sigma_vox``: ceil(truncate * sigma), like scipy.ndimage; 0 for no smoothing."""
+    return max(int(truncate * sigma_vox + 0.5), 1) if sigma_vox > 0 else 0
+
+
+def radius_bucket(radius: int) -> int:
+    """A kernel radius rounded up to the next of 1, 2, 3, 4, 6, 8, 12, 16, ... (at most 1.5x): one compiled
+    smoothing serves the sigmas of many voxel spacings."""
+    if radius <= 2:
+        return radius
+    power = 1 << ((radius - 1).bit_length() - 1)  # largest power of 2 below radius
+    return power * 3 // 2 if radius <= power * 3 // 2 else 2 * power
+
+
+def gaussian_taps(sigma_vox, radius: int, truncate: float = 4.0) -> jax.Array:
+    """Normalised sampled Gaussian (2 radius + 1,) of ``sigma_vox`` (a number, or traced): the taps past its own
+    :func:`kernel_radius` are 0, so a longer static ``radius`` gives the same smoothing."""
+    x = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+    own = jnp.maximum(jnp.floor(truncate * sigma_vox + 0.5), 1.0)
+    k = jnp.where(jnp.abs(x) <= own, jnp.exp(-0.5 * (x / sigma_vox) ** 2), 0.0)
+    return k / k.sum()
 
 
 def gaussian_smooth(array: jax.Array, sigma_vox_zyx: tuple[float, float, float],
@@ -33,19 +48,21 @@ def gaussian_smooth(array: jax.Array, sigma_vox_zyx: tuple[float, float, float],
 
     Borders are replicated (scipy.ndimage mode 'nearest'); a sigma of 0 leaves that axis alone.
     """
-    return _smooth_and_shrink(array, tuple(float(x) for x in sigma_vox_zyx), 1, programs=programs)
+    radii = tuple(kernel_radius(float(s)) for s in sigma_vox_zyx)
+    return _smooth_and_shrink(array, np.asarray(sigma_vox_zyx, np.float32), 1, None, radii, programs=programs)
 
 
-def _axis_kernel(k: np.ndarray, factor: int) -> np.ndarray:
+def _axis_kernel(k: jax.Array, factor: int) -> jax.Array:
     """The 1-D kernel of one axis: the Gaussian (or identity) k combined with the linear interpolation
     halfway between two fine voxels that an even shrink factor needs."""
     if factor % 2 == 0:
-        k = 0.5 * (np.concatenate([k, [0.0]]) + np.concatenate([[0.0], k]))
-    return k.astype(np.float32)
+        zero = jnp.zeros(1, k.dtype)
+        k = 0.5 * (jnp.concatenate([k, zero]) + jnp.concatenate([zero, k]))
+    return k
 
 
-def smooth_and_shrink(array: jax.Array, sigma_vox_zyx: tuple[float, float, float], factor: int | tuple[int, int, int],
-                      valid_zyx: jax.Array | None = None) -> jax.Array:
+def smooth_and_shrink(array: jax.Array, sigma_vox_zyx, factor: int | tuple[int, int, int],
+                      valid_zyx: jax.Array | None = None, radius_zyx: tuple[int, int, int] | None = None) -> jax.Array:
     """Smooth a (z, y, x[, C]) array by sigmas (voxels) and keep every ``factor``-th block centre (one factor, or one per axis z, y, x).
 
     Output voxel ``i`` of an axis is the smoothed array linearly interpolated at fine index
@@ -57,15 +74,17 @@ def smooth_and_shrink(array: jax.Array, sigma_vox_zyx: tuple[float, float, float
     takes the smoothed last voxel (the point is clamped, as ITK's and scipy's 'nearest' interpolation do).
     ``valid_zyx``: the array's true size (3,) (traced) when it is padded past it by its border voxels
     (:func:`smooth_and_shrink_bucketed`); the clamped last block is then that of the true size.
+    ``radius_zyx``: static kernel radii (0: that axis not smoothed) at least the sigmas' own :func:`kernel_radius`, so
+    that the sigmas may be traced (:func:`gaussian_taps`); None: the sigmas' own (numbers then).
     """
     out = jnp.asarray(array, jnp.float32)
     factors = (factor,) * 3 if isinstance(factor, int) else tuple(factor)
-    for axis, (sigma, factor) in enumerate(zip(sigma_vox_zyx, factors)):
-        if sigma <= 0 and factor == 1:
+    radii = tuple(kernel_radius(float(s)) for s in sigma_vox_zyx) if radius_zyx is None else radius_zyx
+    for axis, (sigma, r, factor) in enumerate(zip(sigma_vox_zyx, radii, factors)):
+        if r == 0 and factor == 1:
             continue
-        g = gaussian_kernel_1d(float(sigma)) if sigma > 0 else np.ones(1, np.float32)
+        g = gaussian_taps(sigma, r) if r else jnp.ones(1, jnp.float32)
         k = _axis_kernel(g, factor)
-        r = (g.shape[0] - 1) // 2
         n = out.shape[axis]
         n_out = -(-n // factor)
         start = (factor - 1) // 2
@@ -77,7 +96,7 @@ def smooth_and_shrink(array: jax.Array, sigma_vox_zyx: tuple[float, float, float
         if valid_zyx is not None and factor > 1:  # the true size's last block, clamped when it is partial
             n_valid = valid_zyx[axis]
             last = (n_valid + factor - 1) // factor - 1
-            clamped = sum(float(w) * jax.lax.dynamic_slice_in_dim(padded, n_valid - 1 + t, 1, axis) for t, w in enumerate(g))
+            clamped = sum(w * jax.lax.dynamic_slice_in_dim(padded, n_valid - 1 + t, 1, axis) for t, w in enumerate(g))
             at_last = (jnp.arange(n_out) == last) & (2 * factor * last + factor - 1 > 2 * (n_valid - 1))
             out = jnp.where(at_last.reshape((1,) * axis + (n_out,) + (1,) * (out.ndim - axis - 1)), clamped, out)
         elif 0.5 * (factor - 1) + factor * (n_out - 1) > n - 1:  # the last block centre is clamped to the last voxel
@@ -90,21 +109,23 @@ def smooth_and_shrink_bucketed(array: np.ndarray, sigma_vox_zyx: tuple[float, fl
     """:func:`smooth_and_shrink` of a host array through the compiled program of its :func:`bucket` shape (host result).
 
     The array is padded at the high end by its border voxels to ``factor`` times the :func:`coarse_bucket` of its
-    output shape, and the result cut back: equal to the unpadded result, and patients with similar grids share
-    the program (kept by ``programs``, :class:`~sirtjax.registration.programs.ProgramCache`).
+    output shape, and the result cut back: equal to the unpadded result. The sigmas are arguments of the program
+    and its kernel radii rounded up by :func:`radius_bucket`, so patients with similar grids share the program
+    (kept by ``programs``, :class:`~sirtjax.registration.programs.ProgramCache`), whatever their exact spacing.
     """
     n = np.asarray(np.shape(array)[:3])
     f = np.broadcast_to(np.asarray(factor, np.int64), (3,))
     out_shape = -(-n // f)
     padded = pad_to(np.asarray(array, np.float32), f * coarse_bucket(out_shape), "edge")
-    out = _smooth_and_shrink(padded, tuple(float(x) for x in sigma_vox_zyx), tuple(int(x) for x in f), n.astype(np.int32),
-                             programs=programs)
+    radii = tuple(radius_bucket(kernel_radius(float(s))) for s in sigma_vox_zyx)
+    out = _smooth_and_shrink(padded, np.asarray(sigma_vox_zyx, np.float32), tuple(int(x) for x in f), n.astype(np.int32),
+                             radii, programs=programs)
     return np.asarray(out)[: out_shape[0], : out_shape[1], : out_shape[2]]
 
 
-def _taps(padded: jax.Array, weights: np.ndarray, first: int, count: int, stride: int, axis: int) -> jax.Array:
+def _taps(padded: jax.Array, weights: jax.Array, first: int, count: int, stride: int, axis: int) -> jax.Array:
     """``sum_t weights[t] * padded[first + t :: stride][:count]`` along one axis: a strided 1-D correlation."""
-    return sum(float(w) * jax.lax.slice_in_dim(padded, first + t, first + t + stride * (count - 1) + 1, stride, axis)
+    return sum(w * jax.lax.slice_in_dim(padded, first + t, first + t + stride * (count - 1) + 1, stride, axis)
                for t, w in enumerate(weights))
 
 
@@ -134,7 +155,7 @@ def pyramid_level(vol: Volume, resolution_mm: float, programs: ProgramCache | No
     return grid.with_array(smooth_and_shrink_bucketed(np.asarray(vol.array), sigma, factor, programs))
 
 
-_smooth_and_shrink = Program(smooth_and_shrink, "pyramid smooth_and_shrink", static_argnums=(1, 2))
+_smooth_and_shrink = Program(smooth_and_shrink, "pyramid smooth_and_shrink", static_argnums=(2, 4))
 
 
 def level_schedule(vol: Volume, resolution_mm: float) -> tuple[tuple[float, ...], tuple[int, ...]]:
@@ -173,7 +194,7 @@ def pyramid_level_sparse(vol: Volume, resolution_mm: float, boxes: list[tuple[np
     if factor == (1, 1, 1) and not any(sigma):
         return pyramid_level(vol, resolution_mm, programs)
     grid = shrink_grid(vol, factor)
-    reach = [(len(gaussian_kernel_1d(s)) // 2 if s > 0 else 0) + f + 1 for s, f in zip(sigma, factor)]  # fine voxels past a block
+    reach = [kernel_radius(s) + f + 1 for s, f in zip(sigma, factor)]  # fine voxels past a block
     out = np.zeros(grid.shape + arr.shape[3:], np.float32)
     for c, box in enumerate(boxes):
         if box is None:
