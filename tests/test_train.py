@@ -93,6 +93,28 @@ def test_noise_augmentation_spreads_tissue_and_leaves_clipped_voxels():
     np.testing.assert_array_equal(augment_intensity(jax.random.key(0), patch, NO_AUG), patch)  # noise_max 0: unchanged
 
 
+def test_correlated_noise_has_unit_std_and_the_correlation_of_its_blur():
+    """The blurred noise keeps std 1 for every sigma, its neighbour correlation is that of its sampled Gaussian, and
+    it is scipy's blur of the same white noise divided by the blur's std."""
+    from scipy import ndimage as ndi
+
+    from sirtjax.train.augment import correlated_noise
+
+    for sigma in (0.0, 0.5, 1.0, 1.5):
+        noise = np.asarray(correlated_noise(jax.random.key(3), (40, 40, 40), jnp.float32(sigma), 1.5))
+        inner = noise[6:-6, 6:-6, 6:-6]
+        assert inner.std() == pytest.approx(1.0, abs=0.03)
+        rho = np.mean(inner[:, :, 1:] * inner[:, :, :-1]) / inner.var()
+        k = np.exp(-0.5 * (np.arange(-6, 7) / max(sigma, 0.05)) ** 2)
+        assert rho == pytest.approx(np.sum(k[1:] * k[:-1]) / np.sum(k * k), abs=0.03)  # 0, 0.26, 0.61, 0.80
+    white = np.asarray(jax.random.normal(jax.random.key(3), (40, 40, 40)))
+    ref = ndi.gaussian_filter(white, 1.0, mode="nearest", truncate=4.0)
+    ours = np.asarray(correlated_noise(jax.random.key(3), (40, 40, 40), jnp.float32(1.0), 1.5))
+    g = np.exp(-0.5 * np.arange(-4, 5) ** 2)
+    g /= g.sum()
+    np.testing.assert_allclose(ours[5:-5, 5:-5, 5:-5], ref[5:-5, 5:-5, 5:-5] / np.sqrt(np.sum(g * g)) ** 3, atol=1e-4)
+
+
 def test_case_weights_set_sampling_frequency():
     """Sampling weights: a weight-0 case is never drawn; weights 1:3 draw the second case ~3x as often."""
     a, b = blob_case(0), blob_case(1)

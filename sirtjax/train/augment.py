@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.ndimage import map_coordinates
 
+from sirtjax.registration.pyramid import gaussian_taps, kernel_radius, radius_bucket, smooth_and_shrink
+
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
@@ -31,7 +33,8 @@ class AugmentConfig:
     intensity_shift: float = 0.05  # std of an additive shift of the windowed image
     intensity_scale: float = 0.05  # std of a multiplicative change (1 + s)
     scale_range: tuple[float, float] = (1.0, 1.0)  # per-axis scaling of the anatomy, log-uniform
-    noise_max: float = 0.0  # std of added white noise (windowed units), drawn in [0, noise_max] per patch
+    noise_max: float = 0.0  # std of added noise (windowed units), drawn in [0, noise_max] per patch
+    noise_blur_max_vox: float = 0.0  # the noise's correlation: a Gaussian blur of sigma in [0, this] voxels per patch
 
 
 def flip_axes(cfg: AugmentConfig) -> list[int]:
@@ -102,15 +105,28 @@ def augment_intensity(key: jax.Array, patch: jax.Array, cfg: AugmentConfig) -> j
 
     The noise imitates a lower dose (CT) or a lower signal (MR) than the rendering had. It is added
     only where the patch lies strictly inside the window (-0.5, 0.5), then clipped to it, so air
-    and bone that the window clipped stay clipped as they would on a noisier scan. Approximate: the
-    noise is white and Gaussian, and lands after the rendering's own noise and blur.
+    and bone that the window clipped stay clipped as they would on a noisier scan. It is Gaussian, white or, with
+    ``noise_blur_max_vox``, correlated as reconstructed CT noise is (:func:`correlated_noise`). Approximate: it
+    lands after the rendering's own noise and blur.
     """
     k1, k2 = jax.random.split(key)
     scale = 1.0 + cfg.intensity_scale * jax.random.normal(k1)
     out = patch * scale + cfg.intensity_shift * jax.random.normal(k2)
     if cfg.noise_max > 0:
-        k_sd, k_noise = jax.random.split(jax.random.fold_in(key, 2))
+        k_sd, k_noise, k_blur = jax.random.split(jax.random.fold_in(key, 2), 3)
         sd = cfg.noise_max * jax.random.uniform(k_sd)
+        noise = correlated_noise(k_noise, patch.shape, cfg.noise_blur_max_vox * jax.random.uniform(k_blur),
+                                 cfg.noise_blur_max_vox) if cfg.noise_blur_max_vox > 0 else jax.random.normal(k_noise, patch.shape)
         inside = (patch > -0.5) & (patch < 0.5)
-        out = jnp.where(inside, jnp.clip(out + sd * jax.random.normal(k_noise, patch.shape), -0.5, 0.5), out)
+        out = jnp.where(inside, jnp.clip(out + sd * noise, -0.5, 0.5), out)
     return out
+
+
+def correlated_noise(key: jax.Array, shape_zyx: tuple[int, int, int], sigma_vox, max_sigma_vox: float) -> jax.Array:
+    """Unit-std Gaussian noise (z, y, x) correlated by a Gaussian blur of ``sigma_vox`` (traced, at most
+    ``max_sigma_vox``): white noise blurred, then divided by the blur's analytic std (the product over the axes of
+    the kernel's root sum of squares). Borders are replicated, so the outermost voxels correlate a little more."""
+    sigma = jnp.maximum(sigma_vox, 0.05)  # a near-delta kernel: white noise
+    radius = radius_bucket(kernel_radius(max_sigma_vox))
+    blurred = smooth_and_shrink(jax.random.normal(key, shape_zyx), (sigma,) * 3, 1, radius_zyx=(radius,) * 3)
+    return blurred / jnp.sqrt(jnp.sum(gaussian_taps(sigma, radius) ** 2)) ** 3
