@@ -99,13 +99,14 @@ def test_default_regseg_model_through_cli(unseen_study, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_default_model_on_a_noisy_ct_is_noise_matched():
-    """An MAA CT at 3x the CT noise (75 HU, seed 302): the model's declared noise index engages the bilateral
-    filter, which must lift the liver DSC above 0.88 and by 0.03 over the unfiltered input (0.81-0.84 on seeds
-    100-101 and 300-301)."""
+    """An MAA CT at 3x the CT noise (75 HU, seed 302). Unfiltered, the model trained on correlated noise (stage 4)
+    must reach 0.88 (stage 3, trained on white noise: 0.81-0.84 on seeds 100-101 and 300-301; stage 4: 0.92). The
+    declared noise index engages the bilateral filter, which must lift the DSC above 0.90 and by 0.01 over the
+    unfiltered input (stage 4: 0.944 against 0.921)."""
     study = generate_study(302, PhantomConfig(ct_noise_hu=75.0))
     model, spec = load_model("liver")
     truth = np.asarray(study.images["maa_ct_liver"].array)
     matched = dice(np.asarray(segment_liver(model, spec, study.images["maa_ct"], modality="ct").array), truth)
     unmatched_spec = {k: v for k, v in spec.items() if k != "ct_noise_index_hu"}
     raw = dice(np.asarray(segment_liver(model, unmatched_spec, study.images["maa_ct"], modality="ct").array), truth)
-    assert matched >= 0.88 and matched >= raw + 0.03, (matched, raw)
+    assert raw >= 0.88 and matched >= 0.90 and matched >= raw + 0.01, (matched, raw)
