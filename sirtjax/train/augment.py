@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.ndimage import map_coordinates
 
-from sirtjax.registration.pyramid import gaussian_taps, kernel_radius, radius_bucket, smooth_and_shrink
+from sirtjax.registration.pyramid import gaussian_taps, kernel_radius, smooth_and_shrink
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +127,6 @@ def correlated_noise(key: jax.Array, shape_zyx: tuple[int, int, int], sigma_vox,
     ``max_sigma_vox``): white noise blurred, then divided by the blur's analytic std (the product over the axes of
     the kernel's root sum of squares). Borders are replicated, so the outermost voxels correlate a little more."""
     sigma = jnp.maximum(sigma_vox, 0.05)  # a near-delta kernel: white noise
-    radius = radius_bucket(kernel_radius(max_sigma_vox))
+    radius = kernel_radius(max_sigma_vox)
     blurred = smooth_and_shrink(jax.random.normal(key, shape_zyx), (sigma,) * 3, 1, radius_zyx=(radius,) * 3)
     return blurred / jnp.sqrt(jnp.sum(gaussian_taps(sigma, radius) ** 2)) ** 3
