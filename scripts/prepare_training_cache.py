@@ -1,7 +1,7 @@
-"""Fill a training run's cache/ in parallel: the prepared phantom cases and the synthetic generator's maps.
+"""Fill a training run's cache/ in parallel: the prepared phantom cases (or regseg pairs) and the synthetic generator's maps.
 
-`sirtjax train` makes the same files one seed at a time when they are missing; on a many-core
-machine this script makes them in parallel first (one process per seed), so the accelerator does
+`sirtjax train` makes the same files one seed (or pair) at a time when they are missing; on a many-core
+machine this script makes them in parallel first (one process per seed or pair), so the accelerator does
 not wait. Usage: python scripts/prepare_training_cache.py CONFIG RUN_DIR [--workers N]
 """
 
@@ -28,6 +28,26 @@ def _synth(args: tuple) -> str:
     return f"seed {seed}: synthetic maps"
 
 
+def _pair(args: tuple) -> str:
+    pair, spacing, shape, cache = args
+    from sirtjax.train.regseg_data import phantom_pairs
+
+    phantom_pairs([pair], spacing, shape, Path(cache))
+    return f"pair {pair[0]} <- {pair[1]}"
+
+
+def regseg_jobs(raw: dict, config: Path, cache: str) -> list[tuple]:
+    """The jobs of a regseg config: every training and validation pair, and every synthetic map."""
+    from sirtjax.train.regseg import parse_regseg_config
+    from sirtjax.train.regseg_data import pair_seeds
+
+    cfg = parse_regseg_config(raw, str(config))
+    pairs = pair_seeds(cfg.train_seeds, cfg.inter_offsets) + [(s, s) for s in cfg.val_seeds]
+    jobs = [(_pair, (p, cfg.spacing_mm, tuple(cfg.model["grid_zyx"]), cache)) for p in pairs]
+    synth = cfg.batch_size > cfg.n_phantom
+    return jobs + [(_synth, (s, {}, cache)) for s in cfg.synth_seeds if synth]
+
+
 def main() -> None:
     """Parse the arguments and prepare every case of the config in a process pool."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -36,18 +56,29 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=mp.cpu_count())
     a = p.parse_args()
     from sirtjax.train import load_config
+    from sirtjax.train.config import read_json_config
 
-    cfg = load_config(a.config)
-    d, cache = cfg.data, str(a.run_dir / "cache")
+    cache = str(a.run_dir / "cache")
+    raw = read_json_config(a.config)
+    if isinstance(raw.get("model"), dict) and raw["model"].get("arch") == "regseg":
+        jobs = regseg_jobs(raw, a.config, cache)
+    else:
+        jobs = real_and_synth_jobs(load_config(a.config), cache)
+    with mp.get_context("spawn").Pool(a.workers) as pool:
+        for line in pool.imap_unordered(_call, jobs):
+            print(line, flush=True)
+
+
+def real_and_synth_jobs(cfg, cache: str) -> list[tuple]:
+    """The jobs of a segmentation config: every training and validation seed's images, and every synthetic map."""
+    d = cfg.data
     spacing = tuple(cfg.model.get("spacing_mm", (3.0, 3.0, 3.0)))
     jobs = [(_real, (s, d["images"], spacing, cache, d.get("phantom_options"))) for s in d["train_seeds"]]
     jobs += [(_real, (s, d.get("val_images", d["images"]), spacing, cache, d.get("phantom_options"))) for s in d["val_seeds"]]
     if cfg.synth is not None:
         v = cfg.synth.variants
         jobs += [(_synth, (s, v[i % len(v)], cache)) for i, s in enumerate(cfg.synth.seeds)]
-    with mp.get_context("spawn").Pool(a.workers) as pool:
-        for line in pool.imap_unordered(_call, jobs):
-            print(line, flush=True)
+    return jobs
 
 
 def _call(job: tuple) -> str:

@@ -331,3 +331,29 @@ def test_shipped_training_configs_parse_and_build(name):
     cfg = load_config(SEGMENTATION_CONFIGS / name)
     model = nnx.eval_shape(lambda: build_model(cfg.model, rngs=nnx.Rngs(0)))
     assert all(o >= p for o, p in zip(model.output_shape(model.input_shape_for(cfg.patch_out)), cfg.patch_out))
+
+
+def test_relative_init_from_resolves_beside_the_config_for_both_model_kinds(tmp_path):
+    """A relative init_from folder is read beside the config (U-Net and regseg alike); a shipped name stays a name."""
+    from sirtjax.train.config import resolve_init_from
+
+    (tmp_path / "runs" / "stage1").mkdir(parents=True)
+    config = tmp_path / "configs" / "x.json"
+    config.parent.mkdir()
+    assert resolve_init_from({"init_from": "../runs/stage1"}, config)["init_from"] == str((tmp_path / "runs" / "stage1").resolve())
+    assert resolve_init_from({"init_from": "liver"}, config)["init_from"] == "liver"
+    assert resolve_init_from({}, config) == {}
+
+
+def test_training_cache_script_lists_every_regseg_pair_and_map():
+    """scripts/prepare_training_cache.py prepares a regseg config's 36 training pairs, 2 validation pairs and 12 maps."""
+    import runpy
+
+    script = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "prepare_training_cache.py"))
+    from sirtjax.train.config import read_json_config
+
+    config = Path(__file__).parents[1] / "configs" / "regseg" / "regseg_gpu.json"
+    jobs = script["regseg_jobs"](read_json_config(config), config, "cache")
+    pairs = [args[0] for fn, args in jobs if fn.__name__ == "_pair"]
+    assert len(pairs) == len(set(pairs)) == 38 and (100, 100) in pairs and (0, 1) in pairs and (0, 5) in pairs
+    assert sorted(args[0] for fn, args in jobs if fn.__name__ == "_synth") == list(range(12))

@@ -22,10 +22,10 @@ def train(
     """
     from sirtjax.train import load_config
     from sirtjax.train import train as run_training
-    from sirtjax.train.config import read_json_config
+    from sirtjax.train.config import read_json_config, resolve_init_from
 
     out = out or Path("runs") / config.stem
-    raw = read_json_config(config)
+    raw = resolve_init_from(read_json_config(config), config)
     if isinstance(raw.get("model"), dict) and raw["model"].get("arch") == "regseg":
         from sirtjax.train.regseg import parse_regseg_config, train_regseg
 

@@ -144,7 +144,12 @@ def load_config(path: str | Path) -> TrainConfig:
     raw = read_json_config(path)
     if isinstance(raw.get("data", {}).get("root"), str):  # relative dataset paths are relative to the config
         raw["data"]["root"] = str((path.parent / raw["data"]["root"]).resolve())
+    return parse_config(resolve_init_from(raw, path), str(path))
+
+
+def resolve_init_from(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The config with a relative ``init_from`` folder resolved against the config's folder (else a shipped name)."""
     init = raw.get("init_from")
-    if isinstance(init, str) and (path.parent / init).is_dir():  # a folder next to the config, else a shipped name
-        raw["init_from"] = str((path.parent / init).resolve())
-    return parse_config(raw, str(path))
+    if isinstance(init, str) and (path.parent / init).is_dir():
+        return {**raw, "init_from": str((path.parent / init).resolve())}
+    return raw
