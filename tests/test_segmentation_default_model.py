@@ -75,7 +75,8 @@ def test_default_lesion_model_through_cli(unseen_study, tmp_path, capsys):
 
 def test_default_regseg_model_through_cli(unseen_study, tmp_path, capsys):
     """`sirtjax segment MAA_CT --reference DIAG_CT --reference-mask LIVER --field F` with the shipped registration-
-    segmentation network: the liver DSC on the non-contrast CT >= 0.90, and SimpleITK, applying the written field to
+    segmentation network: the liver DSC on the non-contrast CT >= 0.965 (above the 0.962 of its affine pre-alignment
+    alone on this seed, benchmarks/regseg: the network must add to it), and SimpleITK, applying the written field to
     the reference mask, gives the same mask (the field is in the ITK convention, fixed world -> reference world)."""
     import SimpleITK as sitk
 
@@ -88,7 +89,7 @@ def test_default_regseg_model_through_cli(unseen_study, tmp_path, capsys):
     assert "carried across by regseg" in capsys.readouterr().out
     mask = read_volume(tmp_path / "liver.nii.gz")
     assert same_grid(mask, im["maa_ct"])
-    assert dice(np.asarray(mask.array), np.asarray(im["maa_ct_liver"].array)) >= 0.90
+    assert dice(np.asarray(mask.array), np.asarray(im["maa_ct_liver"].array)) >= 0.965
     field = sitk.ReadImage(str(tmp_path / "field.nii.gz"), sitk.sitkVectorFloat64)
     reference = sitk.Cast(sitk.ReadImage(str(paths["diag_ct_liver"])), sitk.sitkFloat32)
     fixed = sitk.ReadImage(str(paths["maa_ct"]))
