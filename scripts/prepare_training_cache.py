@@ -48,27 +48,6 @@ def regseg_jobs(raw: dict, config: Path, cache: str) -> list[tuple]:
     return jobs + [(_synth, (s, {}, cache)) for s in cfg.synth_seeds if synth]
 
 
-def main() -> None:
-    """Parse the arguments and prepare every case of the config in a process pool."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("config", type=Path)
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--workers", type=int, default=mp.cpu_count())
-    a = p.parse_args()
-    from sirtjax.train import load_config
-    from sirtjax.train.config import read_json_config
-
-    cache = str(a.run_dir / "cache")
-    raw = read_json_config(a.config)
-    if isinstance(raw.get("model"), dict) and raw["model"].get("arch") == "regseg":
-        jobs = regseg_jobs(raw, a.config, cache)
-    else:
-        jobs = real_and_synth_jobs(load_config(a.config), cache)
-    with mp.get_context("spawn").Pool(a.workers) as pool:
-        for line in pool.imap_unordered(_call, jobs):
-            print(line, flush=True)
-
-
 def real_and_synth_jobs(cfg, cache: str) -> list[tuple]:
     """The jobs of a segmentation config: every training and validation seed's images, and every synthetic map."""
     d = cfg.data
@@ -79,6 +58,27 @@ def real_and_synth_jobs(cfg, cache: str) -> list[tuple]:
         v = cfg.synth.variants
         jobs += [(_synth, (s, v[i % len(v)], cache)) for i, s in enumerate(cfg.synth.seeds)]
     return jobs
+
+
+def main() -> None:
+    """Parse the arguments and prepare every case of the config in a process pool."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("config", type=Path)
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--workers", type=int, default=mp.cpu_count())
+    a = p.parse_args()
+    from sirtjax.train import load_config
+    from sirtjax.train.config import is_regseg_config, read_json_config
+
+    cache = str(a.run_dir / "cache")
+    raw = read_json_config(a.config)
+    if is_regseg_config(raw):
+        jobs = regseg_jobs(raw, a.config, cache)
+    else:
+        jobs = real_and_synth_jobs(load_config(a.config), cache)
+    with mp.get_context("spawn").Pool(a.workers) as pool:
+        for line in pool.imap_unordered(_call, jobs):
+            print(line, flush=True)
 
 
 def _call(job: tuple) -> str:

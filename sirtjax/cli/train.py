@@ -22,14 +22,14 @@ def train(
     """
     from sirtjax.train import load_config
     from sirtjax.train import train as run_training
-    from sirtjax.train.config import read_json_config, resolve_init_from
+    from sirtjax.train.config import is_regseg_config, read_json_config, resolve_init_from
 
     out = out or Path("runs") / config.stem
-    raw = resolve_init_from(read_json_config(config), config)
-    if isinstance(raw.get("model"), dict) and raw["model"].get("arch") == "regseg":
+    raw = read_json_config(config)
+    if is_regseg_config(raw):
         from sirtjax.train.regseg import parse_regseg_config, train_regseg
 
-        result = train_regseg(parse_regseg_config(raw, str(config)), out, progress=typer.echo)
+        result = train_regseg(parse_regseg_config(resolve_init_from(raw, config), str(config)), out, progress=typer.echo)
         typer.echo(f"done: {result['epochs']} epochs, best validation DSC {result['best_val_dice']:.4f}; model in {out / 'best'}")
         return
     cfg = load_config(config)

@@ -147,6 +147,11 @@ def load_config(path: str | Path) -> TrainConfig:
     return parse_config(resolve_init_from(raw, path), str(path))
 
 
+def is_regseg_config(raw: dict[str, Any]) -> bool:
+    """Whether a raw training config trains the registration-segmentation network (model arch "regseg")."""
+    return isinstance(raw.get("model"), dict) and raw["model"].get("arch") == "regseg"
+
+
 def resolve_init_from(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     """The config with a relative ``init_from`` folder resolved against the config's folder (else a shipped name)."""
     init = raw.get("init_from")
