@@ -153,3 +153,22 @@ def test_register_cli_rejects_a_bad_config_file(files, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unknown registration setting(s): stiffnes (the settings are nested: pyramid," in err
     assert not (d / "bad").exists()
+
+
+def test_register_process_keeps_its_imports_lean(files, tmp_path):
+    """A `sirtjax register` process (issue 33's start-up budget) imports neither flax, orbax nor matplotlib, nor the
+    workflow pipelines: checked from the interpreter's own import log (-X importtime) of a whole run."""
+    import os
+    import subprocess
+    import sys
+
+    d, f = files
+    env = dict(os.environ, SIRTJAX_CACHE_DIR=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
+    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "sirtjax", "register", str(f["fixed"]), str(f["moving"]),
+                          "--fixed-mask", str(f["fixed_labels"]), "--moving-mask", str(f["moving_labels"]),
+                          "--iterations", "2", "-o", str(tmp_path / "out")], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+    assert "sirtjax.registration" in imported and (tmp_path / "out" / "report.json").exists()
+    heavy = sorted(m for m in imported if m.split(".")[0] in ("flax", "orbax", "matplotlib") or m.startswith("sirtjax.pipelines"))
+    assert not heavy, heavy
