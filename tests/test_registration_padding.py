@@ -133,6 +133,18 @@ def test_upsampled_field_ignores_the_padding_and_clamps_past_the_valid_nodes(ord
     np.testing.assert_array_equal(np.asarray(out), np.asarray(extend(np.asarray(out), np.asarray(n), xp=np)))
 
 
+def test_coarse_buckets_pad_short_fields_of_view_towards_256_mm():
+    """A field of view cut to 61 slices of 3 mm shares the 128-slice bucket of the usual abdominal grids (round 22's
+    one compile on a warm cache); an axis is at most doubled towards 256 mm, and long axes only round up."""
+    from sirtjax.registration.pyramid import coarse_bucket
+
+    assert coarse_bucket((61, 80, 122)).tolist() == [64, 128, 128]
+    assert coarse_bucket((61, 80, 122), (3.0, 3.0, 3.0)).tolist() == [128, 128, 128]
+    assert coarse_bucket((16, 20, 31), (12.0, 12.0, 12.0)).tolist() == [32, 32, 32]
+    assert coarse_bucket((16, 18, 20), (3.5, 3.0, 3.5)).tolist() == [32, 64, 64]  # doubled at most, then rounded up
+    assert coarse_bucket((58, 373, 427), (5.0, 0.9, 0.9)).tolist() == [64, 512, 512]  # 290 mm of slices: as before
+
+
 @pytest.mark.parametrize("shape,factor", [((13, 17, 10), (2, 3, 1)), ((9, 31, 22), (4, 2, 3)), ((16, 12, 24), (2, 2, 2))])
 def test_bucketed_pyramid_level_equals_the_unpadded_one(shape, factor):
     """Smoothing and shrinking through the bucket shape's program gives the unpadded result, the clamped
@@ -143,6 +155,8 @@ def test_bucketed_pyramid_level_equals_the_unpadded_one(shape, factor):
     sigma = tuple(0.5 * f if f > 1 else 0.0 for f in factor)
     ref = np.asarray(smooth_and_shrink(jnp.asarray(array), sigma, factor))
     np.testing.assert_allclose(smooth_and_shrink_bucketed(array, sigma, factor), ref, rtol=1e-5, atol=1e-6)
+    # padded further, towards 256 mm of 12 mm voxels
+    np.testing.assert_allclose(smooth_and_shrink_bucketed(array, sigma, factor, None, (12.0, 12.0, 12.0)), ref, rtol=1e-5, atol=1e-6)
 
 
 def test_one_compiled_pyramid_serves_scans_whose_spacings_differ(tmp_path):

@@ -103,7 +103,7 @@ def _preset(case: Case, settings: RegisterSettings) -> str:
 
 def register_key(case: Case, settings: RegisterSettings) -> tuple:
     """A registration case's bucket: its preset, its fixed image's coarsest spacing (the pyramid's resolutions)
-    and its fixed grid rounded up to a power of 2 per axis (the batch's levels are padded to its largest).
+    and its fixed grid's :func:`~sirtjax.registration.pyramid.coarse_bucket` shape (the batch's levels are padded to its largest).
     Raises :class:`InputError` naming the case when the preset needs guidance that the case lacks."""
     from sirtjax.registration.guided import PRESET_GUIDANCE
 
@@ -112,7 +112,7 @@ def register_key(case: Case, settings: RegisterSettings) -> tuple:
     if missing:
         raise InputError(f"case {case.id}", f"the {preset} preset needs the columns {' and '.join(missing)}")
     shape, spacing = header_grid(case.paths["fixed"])
-    return preset, _coarsest_mm(spacing), tuple(int(n) for n in coarse_bucket(shape)) if shape else ()
+    return preset, _coarsest_mm(spacing), tuple(int(n) for n in coarse_bucket(shape, spacing[::-1])) if shape else ()
 
 
 def _coarsest_mm(spacing_mm) -> float:

@@ -130,8 +130,9 @@ def finish(pair: Pair, affine: AffineTransform, residual: Volume, stages: list,
     grids share the compiled program.
     """
     fixed, moving = pair.fixed, pair.moving
-    grid = Grid(tuple(int(n) for n in coarse_bucket(fixed.shape)), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
-    marr = pad_to(np.asarray(moving.array, np.float32), coarse_bucket(moving.shape), "edge")
+    grid = Grid(tuple(int(n) for n in coarse_bucket(fixed.shape, np.asarray(fixed.spacing_mm)[::-1])),
+                fixed.spacing_mm, fixed.origin_mm, fixed.direction)
+    marr = pad_to(np.asarray(moving.array, np.float32), coarse_bucket(moving.shape, np.asarray(moving.spacing_mm)[::-1]), "edge")
     field, warped = _finish_arrays(affine, residual, grid, Volume(marr, moving.spacing_mm, moving.origin_mm, moving.direction),
                                    np.asarray(moving.shape[::-1], np.float32), programs=programs)
     cut = tuple(slice(0, n) for n in fixed.shape)

@@ -173,12 +173,18 @@ def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig,
         # similar size share compiled steps; the moving grid's size does not change a step's cost, nor the box's
         # unless the level runs a non-rigid field with dense nodes
         dense_field = any(s.field_spacing_mm < COARSE_NODES * resolution for s in runs)
-        box_bucket = bucket if dense_field else coarse_bucket
-        size = box_bucket(np.max([b[1] for b in boxes], axis=0))
-        moving_shape = coarse_bucket(np.max([pp[li].moving.array.shape[:3] for pp in per_pair], axis=0))
+        box = np.max([b[1] for b in boxes], axis=0)
+        size = bucket(box) if dense_field else coarse_bucket(box, _spacing_zyx(pp[li].fixed for pp in per_pair))
+        moving_shape = coarse_bucket(np.max([pp[li].moving.array.shape[:3] for pp in per_pair], axis=0),
+                                     _spacing_zyx(pp[li].moving for pp in per_pair))
         levels.append(_stack([pad_moving(crop_level(pp[li], start - (size - sz) // 2, size), moving_shape)
                               for pp, (start, sz) in zip(per_pair, boxes)]))
     return jax.device_put(levels, sharding)  # built on the host, moved once
+
+
+def _spacing_zyx(volumes) -> np.ndarray:
+    """The finest spacing (z, y, x mm) per axis over some level grids (host)."""
+    return np.min([np.asarray(v.spacing_mm, np.float64)[::-1] for v in volumes], axis=0)
 
 
 def with_affine(levels: list[LevelData], affine: AffineTransform) -> list[LevelData]:
