@@ -421,9 +421,10 @@ def test_cnn_guided_phantom_accuracy_and_no_folding(moving):
     res = register(study.images["maa_ct"], study.images[moving], fixed_mask=study.images["maa_ct_liver"],
                    moving_mask=study.images[f"{moving}_liver"], config=PRESETS["cnn-guided"])
     ev = evaluate(res.displacement, fl, ml)
-    # measured Dice 0.984 / 0.982, RMSD 2.50 / 2.50 mm, folding 0 (CT / MR); with the image term on
-    # (the round-5 preset) 2.75 / 2.68 mm and 0.20 / 0.48 % of all voxels folded
-    assert ev["dice_liver"] >= 0.95 and ev["rmsd_mm"] <= 4.5, ev
+    # measured (round 25) Dice 0.954 / 0.947, RMSD 2.08 / 2.90 mm, folding 0 (CT / MR); the true field itself scores
+    # Dice 0.949 / 0.941 on these 6 mm labels (nearest-neighbour warping), elastix 0.944 / 0.892 and 2.88 / 8.33 mm.
+    # The round-5 preset's image term folded 0.20 / 0.48 % of all voxels.
+    assert ev["dice_liver"] >= 0.93 and ev["rmsd_mm"] <= 3.5, ev
     assert float(metrics.jacobian_stats(res.displacement).fraction_nonpositive) < 1e-4
 
 
