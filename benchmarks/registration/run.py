@@ -46,6 +46,20 @@ from sirtjax.registration import PRESETS, RegistrationConfig, config_from_dict, 
 from sirtjax.volume import Volume
 
 
+MR_LIKE = "_mrlike"  # a moving name ending so: the MR-like remapping of that CT (mr_like)
+
+
+def mr_like(ct: Volume, rng: np.random.Generator) -> Volume:
+    """A T1-like MR made from a CT in HU by a fixed piecewise-linear map (fat bright, liver above muscle, fluid and
+    bone dark, air black) with Rician noise: how the held-out MR-like -> CT pairs were made from a real CT.
+    Approximate: one intensity per HU, so the anatomy and the contrasts between tissues are the CT's own."""
+    hu_points = [-1000, -500, -120, -60, 0, 30, 60, 100, 200, 400, 1500]
+    mr_points = [0, 20, 850, 800, 150, 250, 420, 380, 300, 120, 80]
+    img = np.interp(np.asarray(ct.array, np.float64), hu_points, mr_points)
+    noisy = np.abs(img + rng.normal(0, 15, img.shape) + 1j * rng.normal(0, 15, img.shape))
+    return ct.with_array(noisy.astype(np.float32))
+
+
 def dilated(mask: Volume, mm: float) -> np.ndarray:
     """Mask dilated by about mm (metric region for the peers)."""
     it = max(1, int(round(mm / float(np.min(mask.spacing_mm)))))
@@ -307,7 +321,8 @@ def with_settings(values: dict, settings: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", default="1-6")
-    ap.add_argument("--moving", default="diag_ct,diag_mr")
+    ap.add_argument("--moving", default="diag_ct,diag_mr", help="moving images; diag_ct_mrlike: the diagnostic CT remapped "
+                    "to a T1-like MR (mr_like)")
     ap.add_argument("--methods", default="truth,image-based,cnn-guided,cnn-lm-guided,simpleitk,elastix,ants")
     ap.add_argument("--size", default="small", choices=["small", "full"])
     ap.add_argument("--out", default="benchmarks/registration/results")
@@ -330,10 +345,12 @@ def main() -> None:
         for seed in seeds:
             study = generate_study(seed, cfg)
             for mv in a.moving.split(","):
-                f, m = study.images["maa_ct"], study.images[mv]
-                fl, ml = study.images["maa_ct_labels"], study.images[f"{mv}_labels"]
-                fm, mm = study.images["maa_ct_liver"], study.images[f"{mv}_liver"]
-                truth = true_displacement(study.truth, f, moving=mv)
+                base = mv.removesuffix(MR_LIKE)  # its grid, labels and true field
+                f, m = study.images["maa_ct"], study.images[base]
+                m = mr_like(m, np.random.default_rng(seed)) if mv.endswith(MR_LIKE) else m
+                fl, ml = study.images["maa_ct_labels"], study.images[f"{base}_labels"]
+                fm, mm = study.images["maa_ct_liver"], study.images[f"{base}_liver"]
+                truth = true_displacement(study.truth, f, moving=base)
                 kept = kept_back_ids(fl, ml) if a.keep_back else []
                 guide = (without_landmarks(fl, fm, kept), without_landmarks(ml, mm, kept))
                 for method in a.methods.split(","):
