@@ -26,7 +26,7 @@ from sirtjax.registration.nonrigid import Weights, field_volume
 from sirtjax.registration.stages import expect_registration, nonrigid_runs, run_affine, run_nonrigid_stages
 from sirtjax.registration.padding import pad_to
 from sirtjax.registration.programs import Program, ProgramCache
-from sirtjax.registration.pyramid import coarse_bucket
+from sirtjax.registration.pyramid import grid_bucket
 from sirtjax.registration.warp import AffineTransform, affine_displacement, resample_field, sample_channels
 from sirtjax.volume import Grid, Volume, make_volume, world_grid
 
@@ -126,13 +126,12 @@ def finish(pair: Pair, affine: AffineTransform, residual: Volume, stages: list,
     field, warped moving image and diagnostics.
 
     The fixed grid and the moving image (by its border voxels, its true size kept for the outside test) are padded
-    at their high end to :func:`pyramid.coarse_bucket` shapes and the results cut back, so patients with similar
+    at their high end to :func:`pyramid.grid_bucket` shapes and the results cut back, so patients with similar
     grids share the compiled program.
     """
     fixed, moving = pair.fixed, pair.moving
-    grid = Grid(tuple(int(n) for n in coarse_bucket(fixed.shape, np.asarray(fixed.spacing_mm)[::-1])),
-                fixed.spacing_mm, fixed.origin_mm, fixed.direction)
-    marr = pad_to(np.asarray(moving.array, np.float32), coarse_bucket(moving.shape, np.asarray(moving.spacing_mm)[::-1]), "edge")
+    grid = Grid(tuple(int(n) for n in grid_bucket(fixed)), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
+    marr = pad_to(np.asarray(moving.array, np.float32), grid_bucket(moving), "edge")
     field, warped = _finish_arrays(affine, residual, grid, Volume(marr, moving.spacing_mm, moving.origin_mm, moving.direction),
                                    np.asarray(moving.shape[::-1], np.float32), programs=programs)
     cut = tuple(slice(0, n) for n in fixed.shape)

@@ -18,7 +18,7 @@ from sirtjax.registration.optimise import Progress
 from sirtjax.registration.padding import extend, pad_to, valid_mask
 from sirtjax.registration.presets import PRESETS
 from sirtjax.registration.programs import Program, ProgramCache
-from sirtjax.registration.pyramid import coarse_bucket
+from sirtjax.registration.pyramid import grid_bucket
 from sirtjax.volume import Volume
 
 
@@ -145,8 +145,8 @@ def register_checked_batch(
 
 def jacobian_checks(field: Volume, liver: np.ndarray | None, programs: ProgramCache | None = None) -> tuple[dict, dict | None]:
     """:func:`~sirtjax.metrics.jacobian_stats` of a displacement field over all voxels and over a (z, y, x) liver mask
-    (None: not computed), in one program of the field's :func:`~sirtjax.registration.pyramid.coarse_bucket` shape."""
-    shape = coarse_bucket(field.shape, np.asarray(field.spacing_mm)[::-1])
+    (None: not computed), in one program of the field's :func:`~sirtjax.registration.pyramid.grid_bucket` shape."""
+    shape = grid_bucket(field)
     arr = pad_to(np.asarray(field.array, np.float32), shape)
     mask = pad_to(np.zeros(field.shape, np.float32) if liver is None else (np.asarray(liver) != 0).astype(np.float32), shape)
     whole, in_liver = _jacobian_checks(Volume(arr, field.spacing_mm, field.origin_mm, field.direction),

@@ -110,9 +110,9 @@ def smooth_and_shrink_bucketed(array: np.ndarray, sigma_vox_zyx: tuple[float, fl
 
     The array is padded at the high end by its border voxels to ``factor`` times the :func:`coarse_bucket` of its
     output shape (for a grid of ``out_spacing_zyx_mm``, when given), and the result cut back: equal to the unpadded
-    result. The sigmas are arguments of the program
-    and its kernel radii rounded up by :func:`radius_bucket`, so patients with similar grids share the program
-    (kept by ``programs``, :class:`~sirtjax.registration.programs.ProgramCache`), whatever their exact spacing.
+    result. The sigmas are arguments of the program and its kernel radii rounded up by :func:`radius_bucket`, so
+    patients with similar grids share the program (kept by ``programs``,
+    :class:`~sirtjax.registration.programs.ProgramCache`), whatever their exact spacing.
     """
     n = np.asarray(np.shape(array)[:3])
     f = np.broadcast_to(np.asarray(factor, np.int64), (3,))
@@ -245,3 +245,8 @@ def coarse_bucket(shape_zyx, spacing_zyx_mm=None) -> np.ndarray:
         want = np.ceil(MIN_BUCKET_MM / np.asarray(spacing_zyx_mm, np.float64) - 1e-6).astype(np.int64)
         n = np.maximum(n, np.minimum(want, 2 * n))
     return 2 ** np.ceil(np.log2(n)).astype(np.int64)
+
+
+def grid_bucket(grid: Grid | Volume) -> np.ndarray:
+    """:func:`coarse_bucket` of a grid's (or volume's) shape at its own spacing."""
+    return coarse_bucket(grid.shape, np.asarray(grid.spacing_mm, np.float64)[::-1])
