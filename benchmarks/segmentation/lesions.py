@@ -8,6 +8,9 @@ MR, non-contrast MAA CT), runs `segment_lesions` inside the true liver and count
 
 - sensitivity per size class of the reference lesion, precision per size class of the predicted
   lesion (the diameter of the sphere of the lesion's volume; < 10, 10-20, 20-50, > 50 mm);
+- how many reference lesions the image shows (the Rose criterion on the windowed image, as training
+  labels them: `sirtjax.train.lesion_visibility`), and the sensitivity on those; the other
+  columns count every lesion;
 - DSC per reference lesion (against the predicted lesions overlapping it), DSC over all lesions of
   all scans pooled, false positives per scan.
 
@@ -50,9 +53,21 @@ def diameter_mm(n_voxels: np.ndarray, voxel_ml: float) -> np.ndarray:
     return (6.0 * np.asarray(n_voxels, float) * voxel_ml * 1000.0 / np.pi) ** (1.0 / 3.0)
 
 
-def score_image(pred_vol, ref_vol) -> dict:
-    """Per reference lesion (diameter, detected, DSC) and per predicted lesion (diameter, true positive) of two
-    instance-map Volumes on one grid."""
+def shown_lesions(vol, liver_vol, ref_vol, modality: str) -> np.ndarray:
+    """Per reference lesion id (index), whether the image as given shows it: the Rose criterion on the windowed
+    image against the liver ring around the lesion (`sirtjax.train.lesion_visibility`)."""
+    from sirtjax.segmentation.preprocess import normalize_intensity
+    from sirtjax.train.lesion_visibility import visible_lesions
+
+    ids = np.asarray(ref_vol.array).astype(np.int32)
+    background = (np.asarray(liver_vol.array) > 0) & (ids == 0)
+    image = normalize_intensity(np.asarray(vol.array, np.float32), modality)
+    return np.asarray(visible_lesions(image, ids, background, int(ids.max()) + 1))
+
+
+def score_image(pred_vol, ref_vol, shown: np.ndarray) -> dict:
+    """Per reference lesion (diameter, detected, DSC, shown by the image) and per predicted lesion (diameter, true
+    positive) of two instance-map Volumes on one grid; `shown` from :func:`shown_lesions`."""
     from sirtjax.metrics import lesion_detection
 
     det = lesion_detection(pred_vol, ref_vol)
@@ -65,7 +80,8 @@ def score_image(pred_vol, ref_vol) -> dict:
         hit = np.unique(pred[r & (pred > 0)])
         p = np.isin(pred, hit) if len(hit) else np.zeros_like(r)
         dsc = 2.0 * np.sum(r & p) / (np.sum(r) + np.sum(p))
-        ref_rows.append({"diameter_mm": float(diameter_mm(r.sum(), voxel_ml)), "detected": bool(found), "dsc": float(dsc)})
+        ref_rows.append({"diameter_mm": float(diameter_mm(r.sum(), voxel_ml)), "detected": bool(found), "dsc": float(dsc),
+                         "shown": bool(shown[rid])})
     pred_rows = [{"diameter_mm": float(diameter_mm(np.sum(pred == i), voxel_ml)), "tp": bool(np.any((pred == i) & (ref > 0)))}
                  for i in pred_ids]
     pooled = {"intersection": int(np.sum((pred > 0) & (ref > 0))), "pred": int(np.sum(pred > 0)), "ref": int(np.sum(ref > 0))}
@@ -80,15 +96,19 @@ def summarise(scores: list[dict]) -> dict:
     for lo, hi, name in CLASSES:
         rr = [r for r in refs if lo <= r["diameter_mm"] < hi]
         pp = [p for p in preds if lo <= p["diameter_mm"] < hi]
+        ss = [r for r in rr if r["shown"]]
         rows[name] = {
             "n_ref": len(rr), "sensitivity": np.mean([r["detected"] for r in rr]) if rr else None,
+            "n_shown": len(ss), "sensitivity_shown": np.mean([r["detected"] for r in ss]) if ss else None,
             "n_pred": len(pp), "precision": np.mean([p["tp"] for p in pp]) if pp else None,
             "dsc_per_lesion": np.mean([r["dsc"] for r in rr]) if rr else None,
         }
     inter, pred, ref = (sum(s["pooled"][k] for s in scores) for k in ("intersection", "pred", "ref"))
+    shown = [r for r in refs if r["shown"]]
     return {
         "classes": rows,
         "all": {"n_ref": len(refs), "sensitivity": float(np.mean([r["detected"] for r in refs])) if refs else None,
+                "n_shown": len(shown), "sensitivity_shown": float(np.mean([r["detected"] for r in shown])) if shown else None,
                 "n_pred": len(preds), "precision": float(np.mean([p["tp"] for p in preds])) if preds else None,
                 "dsc_per_lesion": float(np.mean([r["dsc"] for r in refs])) if refs else None},
         "dsc_pooled": 2.0 * inter / (pred + ref) if pred + ref else None,
@@ -117,7 +137,7 @@ def detection(seeds: list[int], model: str) -> tuple[dict, float]:
             seg = segment_lesions(net, spec, vol, liver, modality=modality)
             if cond == next(iter(CONDITIONS)):
                 times.append(time.perf_counter() - t0)
-            scores[cond].append(score_image(seg.labels, ref))
+            scores[cond].append(score_image(seg.labels, ref, shown_lesions(vol, liver, ref, modality)))
             print(f"seed {seed} {cond}: {len(seg.lesions)} found, {int(np.asarray(ref.array).max())} true", flush=True)
     return {name: summarise(s) for name, s in scores.items()}, float(np.mean(times[1:] if len(times) > 1 else times))
 
@@ -173,12 +193,14 @@ def markdown(det: dict, seconds: float, effect: list[dict], seeds: list[int], mo
              f"load {os.getloadavg()[0]:.1f}. `segment_lesions` on a contrast CT: {seconds:.1f} s.", ""]
     for name, (image, _, extra) in CONDITIONS.items():
         d = det[name]
-        lines += [f"## {name} (`{image}`{', ' + json.dumps(extra) if extra else ''})", "", "| size class | reference lesions | sensitivity | predicted lesions | precision | DSC per lesion |",
-                  "|---|---|---|---|---|---|"]
+        lines += [f"## {name} (`{image}`{', ' + json.dumps(extra) if extra else ''})", "", "| size class | reference lesions | sensitivity | shown by the image | sensitivity on those | predicted lesions | precision | DSC per lesion |",
+                  "|---|---|---|---|---|---|---|---|"]
         for cls, r in d["classes"].items():
-            lines.append(f"| {cls} | {r['n_ref']} | {_f(r['sensitivity'], 2)} | {r['n_pred']} | {_f(r['precision'], 2)} | {_f(r['dsc_per_lesion'], 2)} |")
+            lines.append(f"| {cls} | {r['n_ref']} | {_f(r['sensitivity'], 2)} | {r['n_shown']} | {_f(r['sensitivity_shown'], 2)} | {r['n_pred']} | "
+                         f"{_f(r['precision'], 2)} | {_f(r['dsc_per_lesion'], 2)} |")
         a = d["all"]
-        lines += [f"| all | {a['n_ref']} | {_f(a['sensitivity'], 2)} | {a['n_pred']} | {_f(a['precision'], 2)} | {_f(a['dsc_per_lesion'], 2)} |", "",
+        lines += [f"| all | {a['n_ref']} | {_f(a['sensitivity'], 2)} | {a['n_shown']} | {_f(a['sensitivity_shown'], 2)} | {a['n_pred']} | "
+                  f"{_f(a['precision'], 2)} | {_f(a['dsc_per_lesion'], 2)} |", "",
                   f"DSC over all lesions (pooled): {_f(d['dsc_pooled'])}; false positives per scan: {d['fp_per_scan']:.2f}.", ""]
     if effect:
         lines += ["## Partition-model activity: segmented against true lesions", "",

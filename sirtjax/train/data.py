@@ -22,6 +22,7 @@ import numpy as np
 from sirtjax.errors import InputError
 from sirtjax.io import read_volume
 from sirtjax.segmentation.preprocess import lesion_input, prepare_image, prepare_label
+from sirtjax.train.lesion_visibility import visible_label
 from sirtjax.train.augment import AugmentConfig, augment_intensity, patch_centre, patch_coordinates, sample_patch
 from sirtjax.volume import Volume
 
@@ -40,12 +41,19 @@ class Case:
 
 
 def make_case(
-    name: str, image: Volume, label: Volume, modality: str, spacing_mm: Sequence[float], label_values: Sequence[int] | None, liver: Volume | None = None
+    name: str, image: Volume, label: Volume, modality: str, spacing_mm: Sequence[float], label_values: Sequence[int] | None, liver: Volume | None = None,
+    min_cnr: float = 0.0,
 ) -> Case:
     """Prepare one image/label pair: canonical grid, windowing; label = voxels with any of label_values
-    (None: any non-zero). With `liver`, the image is the lesion model's input (:func:`lesion_input`)."""
+    (None: any non-zero). With `liver`, the image is the lesion model's input (:func:`lesion_input`), and
+    with min_cnr > 0 as well, `label` holds lesion instance ids of which only those the prepared image
+    shows are kept (`sirtjax.train.lesion_visibility`)."""
     prepared = prepare_image(image, modality, spacing_mm) if liver is None else lesion_input(image, modality, spacing_mm, liver)
     lab = np.asarray(prepare_label(label, prepared).array)
+    if liver is not None and min_cnr > 0:
+        ids = lab.astype(np.int32)
+        background = (np.asarray(prepare_label(liver, prepared).array) > 0) & (ids == 0)
+        lab = np.asarray(visible_label(np.asarray(prepared.array), ids, background, int(ids.max()) + 1, min_cnr))
     lab = (lab != 0 if label_values is None else np.isin(lab, list(label_values))).astype(np.uint8)
     return Case(name, np.asarray(prepared.array, np.float32), lab, tuple(float(s) for s in spacing_mm))
 
@@ -95,11 +103,13 @@ def phantom_cases(
     cache_dir: str | Path | None = None,
     phantom_options: dict | None = None,
     image_weights: dict[str, float] | None = None,
+    lesion_min_cnr: float = 0.0,
 ) -> list[Case]:
     """Cases from phantom studies: for each seed and image name (-> modality), the image and its mask.
 
     target 'liver': the liver mask. target 'lesions': all lesions as one 0/1 mask, the image kept
-    only near the true liver (the lesion model's input).
+    only near the true liver (the lesion model's input); with lesion_min_cnr > 0, only the lesions that
+    the rendering shows (:func:`make_case`).
 
     `image_weights` maps image names to sampling weights (default 1), e.g. to draw the MR, one image
     in four per study, as often as the CTs together. With `cache_dir`, prepared cases are stored as
@@ -110,7 +120,8 @@ def phantom_cases(
 
     cases = []
     for seed in seeds:
-        names = [f"seed{seed}_{name}" + ("" if target == "liver" else f"_{target}") for name in images]
+        suffix = ("" if target == "liver" else f"_{target}") + (f"_cnr{lesion_min_cnr:g}" if target == "lesions" and lesion_min_cnr > 0 else "")
+        names = [f"seed{seed}_{name}{suffix}" for name in images]
         paths = [Path(cache_dir) / f"{n}.npz" for n in names] if cache_dir else []
         if paths and all(p.is_file() for p in paths):
             for name, n, p in zip(images, names, paths):
@@ -121,7 +132,7 @@ def phantom_cases(
         for i, (name, modality) in enumerate(images.items()):
             liver = None if target == "liver" else study.images[f"{name}_liver"]  # a lesion case's input region
             case = make_case(names[i], study.images[name], study.images[f"{name}_{target}"], modality, spacing_mm,
-                             (1,) if liver is None else None, liver)
+                             (1,) if liver is None else None, liver, lesion_min_cnr)
             case = dataclasses.replace(case, weight=weights[name])
             if paths:
                 save_npz_atomic(paths[i], image=case.image, label=case.label)

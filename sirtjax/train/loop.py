@@ -38,7 +38,8 @@ def load_cases(cfg: TrainConfig, cache_dir: Path | None) -> tuple[list[Case], li
     d = cfg.data
     if d["kind"] == "phantom":
         kw = dict(spacing_mm=spacing, target=cfg.target, cache_dir=cache_dir, phantom_options=d.get("phantom_options"))
-        train = phantom_cases(d["train_seeds"], d["images"], image_weights=d.get("image_weights"), **kw)
+        train = phantom_cases(d["train_seeds"], d["images"], image_weights=d.get("image_weights"),
+                              lesion_min_cnr=float(d.get("lesion_min_cnr", 0.0)), **kw)
         return train, phantom_cases(d["val_seeds"], d.get("val_images", d["images"]), **kw)
     cases = msd_cases(d["root"], modality=d.get("modality", "ct"), spacing_mm=spacing, label_values=d.get("label_values", (1,)))
     n_val = int(d.get("val_cases", max(1, len(cases) // 10)))

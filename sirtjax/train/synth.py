@@ -20,7 +20,9 @@ key passed in:
    (Gaussian slice profile, then sampling at that thickness and linear interpolation back), a
    small in-plane blur, a gamma change, Gaussian or Rician noise;
 5. field of view: with probability ``fov_cut_prob`` everything beyond a random plane is outside the
-   scan (the inference pad value, label 0), as for a liver cut by the field of view.
+   scan (the inference pad value, label 0), as for a liver cut by the field of view;
+6. with procedural lesions and ``lesions.min_cnr`` > 0, a lesion is labelled only when the rendered patch
+   shows it (`sirtjax.train.lesion_visibility`).
 
 Images end clipped to [-0.5, 0.5], the range of the CT and MR windows the model sees at inference
 (`sirtjax.segmentation.preprocess.normalize_intensity`). Approximations: intensities are drawn in
@@ -48,7 +50,8 @@ from sirtjax.phantom.study import canonical_patient
 from sirtjax.train.augment import AugmentConfig, patch_centre, patch_coordinates, patch_offsets_mm
 from sirtjax.segmentation.preprocess import LIVER_MARGIN_MM
 from sirtjax.train.data import save_npz_atomic
-from sirtjax.train.synth_lesions import LesionConfig, lesion_label, lesion_means, paint_lesions
+from sirtjax.train.lesion_visibility import visible_label
+from sirtjax.train.synth_lesions import LesionConfig, lesion_ids, lesion_label, lesion_means, n_lesion_ids, paint_lesions
 
 N_CODES = 64  # tissue codes 0..63: Tissue, LESION + i, NECROSIS + i
 FLUID = 63  # the code painted for ascites and resection cavities (unused by the phantom)
@@ -270,11 +273,16 @@ def _render(keys: tuple[jax.Array, ...], maps: LabelMaps, case: jax.Array, centr
     tissue = _gather(maps.tissue[case], idx, jnp.uint8(Tissue.AIR))
     liver_mm = _gather(maps.liver_mm[case], idx, jnp.uint8(FAR_MM))
     rel_mm = patch_offsets_mm(patch, (spacing_mm,) * 3)
+    slots = jnp.zeros(patch, jnp.int32)
     if cfg.lesions is not None:
-        tissue = paint_lesions(k_les, tissue, liver_mm, rel_mm, cfg.lesions)
+        tissue, slots = paint_lesions(k_les, tissue, liver_mm, rel_mm, cfg.lesions)
     tissue, liver = _edit_anatomy(k_edit, tissue, liver_mm, rel_mm, cfg)
     image = _acquire(k_acq, _contrast(k_con, tissue, cfg), spacing_mm, cfg)
-    return image, liver, lesion_label(tissue), liver_mm, _fov_cut(k_fov, patch, cfg)
+    inside, lesion = _fov_cut(k_fov, patch, cfg), lesion_label(tissue)
+    if cfg.lesions is not None and cfg.lesions.min_cnr > 0:  # label only the lesions this rendering shows
+        ids = jnp.where(inside, lesion_ids(tissue, slots, cfg.lesions.max_lesions), 0)
+        lesion = visible_label(image, ids, inside & (liver > 0) & (lesion == 0), n_lesion_ids(cfg.lesions), cfg.lesions.min_cnr)
+    return image, liver, lesion, liver_mm, inside
 
 
 def _liver_label(liver: jax.Array, lesion: jax.Array, liver_mm: jax.Array, inside: jax.Array) -> jax.Array:

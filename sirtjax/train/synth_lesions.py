@@ -52,6 +52,7 @@ class LesionConfig:
     contrast_min: float = 0.04  # smallest body-to-liver difference, window units
     contrast_max: float = 0.4
     hypo_prob: float = 0.7  # a lesion population darker than the liver (else brighter)
+    min_cnr: float = 0.0  # label only lesions whose integrated CNR reaches this (5: Rose); 0 labels every lesion
 
 
 def lesion_label(tissue: jax.Array) -> jax.Array:
@@ -69,9 +70,24 @@ def _liver_voxel(key: jax.Array, liver: jax.Array, rel_mm: jax.Array) -> jax.Arr
     return jnp.where(jnp.any(liver), rel_mm.reshape(3, -1)[:, flat], 0.0)
 
 
-def paint_lesions(key: jax.Array, tissue: jax.Array, liver_mm: jax.Array, rel_mm: jax.Array, cfg: LesionConfig) -> jax.Array:
-    """tissue codes (Z, Y, X) with procedural lesions painted in; liver_mm is the distance to the liver
-    (0 inside), rel_mm (3, Z, Y, X) the voxels' mm offsets from the patch centre."""
+def lesion_ids(tissue: jax.Array, slots: jax.Array, max_lesions: int) -> jax.Array:
+    """Lesion instance ids (Z, Y, X) int32: 0 where no lesion, slot i + 1 where procedural lesion i was painted
+    (`slots`, from :func:`paint_lesions`), max_lesions + 1 + i on phantom lesion i and its necrotic core."""
+    t = tissue.astype(jnp.int32)
+    phantom = jnp.where(t >= Tissue.NECROSIS, t - Tissue.NECROSIS, t - Tissue.LESION)
+    ids = jnp.where(slots > 0, slots, max_lesions + 1 + phantom)
+    return jnp.where(lesion_label(tissue) > 0, ids, 0)
+
+
+def n_lesion_ids(cfg: LesionConfig) -> int:
+    """The number of ids :func:`lesion_ids` can give, 0 included."""
+    return cfg.max_lesions + 1 + Tissue.NECROSIS - Tissue.LESION
+
+
+def paint_lesions(key: jax.Array, tissue: jax.Array, liver_mm: jax.Array, rel_mm: jax.Array, cfg: LesionConfig) -> tuple[jax.Array, jax.Array]:
+    """(tissue codes (Z, Y, X) with procedural lesions painted in, int32 slot map: i + 1 where lesion i was
+    painted last, else 0); liver_mm is the distance to the liver (0 inside), rel_mm (3, Z, Y, X) the voxels'
+    mm offsets from the patch centre."""
     k_any, k_n, k_lob, k_slots, k_first = jax.random.split(key, 5)
     liver = liver_mm == 0
     lob = cfg.lobulation * jax.image.resize(jax.random.normal(k_lob, (5, 5, 5)), tissue.shape, method="cubic")
@@ -79,7 +95,8 @@ def paint_lesions(key: jax.Array, tissue: jax.Array, liver_mm: jax.Array, rel_mm
     lo, hi = jnp.log(cfg.diameter_mm[0]), jnp.log(cfg.diameter_mm[1])
     first = _liver_voxel(k_first, liver, rel_mm)
 
-    def slot(i: int, out: jax.Array) -> jax.Array:
+    def slot(i: int, carry: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        out, slots = carry
         k = jax.random.split(jax.random.fold_in(k_slots, i), 11)
         radius = 0.5 * jnp.exp(jax.random.uniform(k[0], (), minval=lo, maxval=hi))
         axes = radius * jnp.exp(cfg.axis_sd * jax.random.normal(k[1], (3,)))
@@ -93,9 +110,9 @@ def paint_lesions(key: jax.Array, tissue: jax.Array, liver_mm: jax.Array, rel_mm
         core = jax.random.bernoulli(k[8], cfg.core_prob) & (radius > 10.0) & (q < jax.random.uniform(k[9], (), minval=0.3, maxval=0.65))
         calc = jax.random.bernoulli(k[10], cfg.calc_prob) & (q < jnp.clip(2.0 / radius, 0.1, 0.35))
         code = jnp.where(calc, CALC, jnp.where(core, CORE, jnp.where(rim, RIM, body)))
-        return jnp.where(inside, code.astype(out.dtype), out)
+        return jnp.where(inside, code.astype(out.dtype), out), jnp.where(inside, i + 1, slots)
 
-    return jax.lax.fori_loop(0, cfg.max_lesions, slot, tissue)
+    return jax.lax.fori_loop(0, cfg.max_lesions, slot, (tissue, jnp.zeros(tissue.shape, jnp.int32)))
 
 
 def lesion_means(key: jax.Array, means: jax.Array, cfg: LesionConfig) -> jax.Array:
