@@ -71,6 +71,12 @@ def test_default_lesion_model_through_cli(unseen_study, tmp_path, capsys):
     big = [found for found, ml in zip(det.ref_detected, det.ref_volumes_ml) if ml >= np.pi / 6 * 20.0**3 / 1000]
     assert big and all(big)
     assert dice(np.asarray(pred.array) > 0, np.asarray(ref.array) > 0) >= 0.2
+    # --threshold: a stricter lesion threshold keeps a subset of the voxels, exactly those above it in the probability
+    main(["segment", str(tmp_path / "mr.nii.gz"), "-o", str(tmp_path / "strict.nii.gz"), "--target", "lesions",
+          "--modality", "mr", "--threshold", "0.8", "--probability", str(tmp_path / "p.nii.gz")])
+    strict, prob = np.asarray(read_volume(tmp_path / "strict.nii.gz").array) > 0, np.asarray(read_volume(tmp_path / "p.nii.gz").array)
+    assert 0 < strict.sum() < (np.asarray(pred.array) > 0).sum() and not np.any(strict & (np.asarray(pred.array) == 0))
+    assert np.all(prob[strict] >= 0.8) and strict.sum() >= 0.9 * (prob >= 0.8).sum()  # less only the components under 0.03 ml
 
 
 def test_default_regseg_model_through_cli(unseen_study, tmp_path, capsys):

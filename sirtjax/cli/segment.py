@@ -26,6 +26,7 @@ def segment(
     model: Annotated[Optional[str], typer.Option("--model", help="Shipped model name or a model/run folder (default: the target's shipped model).")] = None,
     liver: Annotated[Optional[Path], typer.Option("--liver", help="--target lesions: the liver mask to search (default: segmented with --liver-model).")] = None,
     liver_model: Annotated[str, typer.Option("--liver-model", help="--target lesions without --liver: the liver model.")] = "liver",
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="--target lesions: the probability from which a voxel is lesion (default 0.5). Higher finds fewer lesions and fewer false positives (the lesion model card measures the trade).")] = None,
     modality: Annotated[Optional[str], typer.Option("--modality", help="ct or mr (default: the image's minimum < -500 means CT).")] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average predictions over the axis flips the model was trained with (slower; refused for a model trained without flips, as the shipped ones are).")] = False,
     probability: Annotated[Optional[Path], typer.Option("--probability", help="Also write the probability map here.")] = None,
@@ -47,6 +48,10 @@ def segment(
         raise InputError("--modality", f"must be one of {', '.join(MODALITIES)}, got {modality!r}")
     if liver is not None and target is not Target.lesions:
         raise InputError("--liver", "is for --target lesions")
+    if threshold is not None and target is not Target.lesions:
+        raise InputError("--threshold", "is for --target lesions")
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise InputError("--threshold", f"must be a probability between 0 and 1 (exclusive), got {threshold}")
     if (reference is None) != (reference_mask is None):
         raise InputError("--reference" if reference is None else "--reference-mask", "--reference and --reference-mask go together")
     if reference is not None:
@@ -80,7 +85,7 @@ def segment(
         if target is Target.liver:
             mask, prob, lines = _liver(net, spec, vol, modality, predict, voxel_ml)
         else:
-            mask, prob, lines = _lesions(net, spec, vol, liver_vol, modality, predict, liver)
+            mask, prob, lines = _lesions(net, spec, vol, liver_vol, modality, {**predict, "threshold": 0.5 if threshold is None else threshold}, liver)
     write_volume(mask, out, dtype=np.uint8 if target is Target.liver else np.uint16)
     if probability is not None:
         write_volume(prob, probability, dtype=np.float32)
@@ -161,7 +166,8 @@ def _liver(net, spec, vol, modality, predict: dict, voxel_ml):
 
 
 def _lesions(net, spec, vol, liver_vol, modality, predict: dict, liver_path):
-    """(lesion instances, probability, report lines) of `sirtjax segment --target lesions`."""
+    """(lesion instances, probability, report lines) of `sirtjax segment --target lesions`; `predict` holds
+    segment_lesions' keywords (threshold, tta, ...)."""
     from sirtjax.errors import InputError
     from sirtjax.segmentation import segment_lesions
 
