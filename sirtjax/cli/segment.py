@@ -85,7 +85,7 @@ def segment(
         if target is Target.liver:
             mask, prob, lines = _liver(net, spec, vol, modality, predict, voxel_ml)
         else:
-            mask, prob, lines = _lesions(net, spec, vol, liver_vol, modality, {**predict, "threshold": 0.5 if threshold is None else threshold}, liver)
+            mask, prob, lines = _lesions(net, spec, vol, liver_vol, modality, predict if threshold is None else {**predict, "threshold": threshold}, liver)
     write_volume(mask, out, dtype=np.uint8 if target is Target.liver else np.uint16)
     if probability is not None:
         write_volume(prob, probability, dtype=np.float32)
