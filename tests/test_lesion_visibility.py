@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from sirtjax.phantom.raster import Tissue
 from sirtjax.train.data import make_case
-from sirtjax.train.lesion_visibility import lesion_cnr, visible_lesions
+from sirtjax.segmentation.visibility import lesion_cnr, visible_lesions
 from sirtjax.train.synth import stack_label_maps, synth_batch
 from sirtjax.train.synth_lesions import LesionConfig, lesion_ids, n_lesion_ids
 from sirtjax.volume import make_volume

@@ -139,3 +139,52 @@ def test_segment_lesions_on_an_oblique_anisotropic_grid():
     assert labels[~liver].max() == 0
     with pytest.raises(ValueError, match="target"):
         segment_lesions(_Bright(), {"spacing_mm": [1.0, 1.0, 1.0]}, vol, vol.with_array(liver.astype(np.uint8)), modality="ct")
+
+
+def _window(hu):
+    return (hu + 200.0) / 400.0 - 0.5  # the CT window of the network input
+
+
+class _Band(nnx.Module):
+    """A stand-in lesion 'network' that marks voxels of 52 HU or 150 HU, whatever surrounds them."""
+
+    def input_shape_for(self, out):
+        return tuple(out)
+
+    def output_shape(self, inp):
+        return tuple(inp)
+
+    def __call__(self, x):
+        return 200.0 * (0.01 - jnp.minimum(jnp.abs(x - _window(52.0)), jnp.abs(x - _window(150.0))))
+
+
+def test_segment_lesions_keeps_only_what_the_image_shows():
+    """Of two marked spheres in a liver of 50 +- 20 HU (a 3D checkerboard), the faint one (2 HU above the liver: an
+    integrated contrast-to-noise ratio of about 2 / 20 * sqrt(voxels) = 3) is dropped by Rose's k = 5 and the clear one
+    (100 HU above) is renumbered 1; with min_cnr 0 both are kept, by decreasing volume, with the ratios that scipy's
+    dilation and numpy's statistics give on the 3-voxel ring of each."""
+    shape = (40, 64, 64)
+    zyx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    liver = np.linalg.norm(zyx - [20, 32, 32], axis=-1) < 19.0
+    image = np.where(liver, np.where(zyx.sum(-1) % 2 == 0, 30.0, 70.0), -100.0)
+    faint = np.linalg.norm(zyx - [20, 32, 22], axis=-1) < 6.0
+    clear = np.linalg.norm(zyx - [20, 32, 43], axis=-1) < 4.0
+    image[faint], image[clear] = 52.0, 150.0
+    vol = make_volume(image.astype(np.float32), [1.0, 1.0, 1.0], [0.0, 0.0, 0.0], np.eye(3))
+    spec = {"target": "lesions", "spacing_mm": [1.0, 1.0, 1.0], "tile_out": [64, 64, 64]}
+    mask = vol.with_array(liver.astype(np.uint8))
+    expected = {}
+    for name, sphere in (("faint", faint), ("clear", clear)):
+        ring = ndimage.binary_dilation(sphere, np.ones((7, 7, 7), bool)) & liver & ~faint & ~clear
+        expected[name] = abs(image[sphere].mean() - image[ring].mean()) / image[ring].std() * np.sqrt(sphere.sum())
+    assert 2.5 < expected["faint"] < 5.0 < expected["clear"]
+
+    shown = segment_lesions(_Band(), spec, vol, mask, modality="ct")
+    labels = np.asarray(shown.labels.array)
+    assert [les.id for les in shown.lesions] == [1] and np.all(labels[clear] == 1) and labels[faint].max() == 0
+    assert labels.max() == 1 and shown.lesions[0].cnr == pytest.approx(expected["clear"], rel=0.05)
+
+    every = segment_lesions(_Band(), spec, vol, mask, modality="ct", min_cnr=0.0)
+    labels = np.asarray(every.labels.array)
+    assert [les.id for les in every.lesions] == [1, 2] and np.all(labels[faint] == 1) and np.all(labels[clear] == 2)
+    assert [les.cnr for les in every.lesions] == pytest.approx([expected["faint"], expected["clear"]], rel=0.05)

@@ -71,12 +71,15 @@ def test_default_lesion_model_through_cli(unseen_study, tmp_path, capsys):
     big = [found for found, ml in zip(det.ref_detected, det.ref_volumes_ml) if ml >= np.pi / 6 * 20.0**3 / 1000]
     assert big and all(big)
     assert dice(np.asarray(pred.array) > 0, np.asarray(ref.array) > 0) >= 0.2
-    # --threshold: a stricter lesion threshold keeps a subset of the voxels, exactly those above it in the probability
+    # every lesion kept is one the image shows (Rose's k = 5), and it says so
+    cnrs = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if "contrast-to-noise" in line and "lesion " in line]
+    assert len(cnrs) == int(np.asarray(pred.array).max()) and all(c >= 5 for c in cnrs)
+    # --threshold 0.8 --min-cnr 0: every component above 0.8 in the probability, whatever the image shows
     main(["segment", str(tmp_path / "mr.nii.gz"), "-o", str(tmp_path / "strict.nii.gz"), "--target", "lesions",
-          "--modality", "mr", "--threshold", "0.8", "--probability", str(tmp_path / "p.nii.gz")])
+          "--modality", "mr", "--threshold", "0.8", "--min-cnr", "0", "--probability", str(tmp_path / "p.nii.gz")])
     strict, prob = np.asarray(read_volume(tmp_path / "strict.nii.gz").array) > 0, np.asarray(read_volume(tmp_path / "p.nii.gz").array)
-    assert 0 < strict.sum() < (np.asarray(pred.array) > 0).sum() and not np.any(strict & (np.asarray(pred.array) == 0))
     assert np.all(prob[strict] >= 0.8) and strict.sum() >= 0.9 * (prob >= 0.8).sum()  # less only the components under 0.03 ml
+    assert np.all(prob[np.asarray(pred.array) > 0] > 0.5)
 
 
 def test_default_regseg_model_through_cli(unseen_study, tmp_path, capsys):

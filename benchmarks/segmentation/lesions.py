@@ -3,13 +3,14 @@
 Every image comes from `sirtjax.phantom.generate_study` (the study renderer, never the training
 generator) for seeds no training config uses, with 1-12 lesions of 5-80 mm (PhantomConfig
 n_lesions, lesion_diameter_mm). Part 1, per condition (contrast CT in two phases, T1 and T2-like
-MR, non-contrast MAA CT), runs `segment_lesions` inside the true liver and counts with thesis 7.3.3's rules
+MR, non-contrast MAA CT), runs `segment_lesions` inside the true liver with its defaults (threshold 0.5, and only
+the lesions the image shows, contrast-to-noise ratio >= 5) and counts with thesis 7.3.3's rules
 (`sirtjax.metrics.lesion_detection`, any shared voxel is overlap):
 
 - sensitivity per size class of the reference lesion, precision per size class of the predicted
   lesion (the diameter of the sphere of the lesion's volume; < 10, 10-20, 20-50, > 50 mm);
 - how many reference lesions the image shows (the Rose criterion on the windowed image, as training
-  labels them: `sirtjax.train.lesion_visibility`), and the sensitivity on those; the other
+  labels them: `sirtjax.segmentation.visibility`), and the sensitivity on those; the other
   columns count every lesion;
 - DSC per reference lesion (against the predicted lesions overlapping it), DSC over all lesions of
   all scans pooled, false positives per scan.
@@ -55,9 +56,9 @@ def diameter_mm(n_voxels: np.ndarray, voxel_ml: float) -> np.ndarray:
 
 def shown_lesions(vol, liver_vol, ref_vol, modality: str) -> np.ndarray:
     """Per reference lesion id (index), whether the image as given shows it: the Rose criterion on the windowed
-    image against the liver ring around the lesion (`sirtjax.train.lesion_visibility`)."""
+    image against the liver ring around the lesion (`sirtjax.segmentation.visibility`)."""
     from sirtjax.segmentation.preprocess import normalize_intensity
-    from sirtjax.train.lesion_visibility import visible_lesions
+    from sirtjax.segmentation.visibility import visible_lesions
 
     ids = np.asarray(ref_vol.array).astype(np.int32)
     background = (np.asarray(liver_vol.array) > 0) & (ids == 0)

@@ -27,6 +27,7 @@ def segment(
     liver: Annotated[Optional[Path], typer.Option("--liver", help="--target lesions: the liver mask to search (default: segmented with --liver-model).")] = None,
     liver_model: Annotated[str, typer.Option("--liver-model", help="--target lesions without --liver: the liver model.")] = "liver",
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="--target lesions: the probability from which a voxel is lesion (default 0.5). Higher finds fewer lesions and fewer false positives (the lesion model card measures the trade).")] = None,
+    min_cnr: Annotated[Optional[float], typer.Option("--min-cnr", help="--target lesions: keep a lesion only if the image shows it, its contrast-to-noise ratio against the liver around it, integrated over its voxels, at least this (default 5, Rose's criterion, as the training labels; 0 keeps all).")] = None,
     modality: Annotated[Optional[str], typer.Option("--modality", help="ct or mr (default: the image's minimum < -500 means CT).")] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average predictions over the axis flips the model was trained with (slower; refused for a model trained without flips, as the shipped ones are).")] = False,
     probability: Annotated[Optional[Path], typer.Option("--probability", help="Also write the probability map here.")] = None,
@@ -52,6 +53,10 @@ def segment(
         raise InputError("--threshold", "is for --target lesions")
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise InputError("--threshold", f"must be a probability between 0 and 1 (exclusive), got {threshold}")
+    if min_cnr is not None and target is not Target.lesions:
+        raise InputError("--min-cnr", "is for --target lesions")
+    if min_cnr is not None and not min_cnr >= 0.0:
+        raise InputError("--min-cnr", f"must be a contrast-to-noise ratio >= 0, got {min_cnr}")
     if (reference is None) != (reference_mask is None):
         raise InputError("--reference" if reference is None else "--reference-mask", "--reference and --reference-mask go together")
     if reference is not None:
@@ -85,7 +90,8 @@ def segment(
         if target is Target.liver:
             mask, prob, lines = _liver(net, spec, vol, modality, predict, voxel_ml)
         else:
-            mask, prob, lines = _lesions(net, spec, vol, liver_vol, modality, predict if threshold is None else {**predict, "threshold": threshold}, liver)
+            given = {k: v for k, v in (("threshold", threshold), ("min_cnr", min_cnr)) if v is not None}
+            mask, prob, lines = _lesions(net, spec, vol, liver_vol, modality, {**predict, **given}, liver)
     write_volume(mask, out, dtype=np.uint8 if target is Target.liver else np.uint16)
     if probability is not None:
         write_volume(prob, probability, dtype=np.float32)
@@ -167,7 +173,7 @@ def _liver(net, spec, vol, modality, predict: dict, voxel_ml):
 
 def _lesions(net, spec, vol, liver_vol, modality, predict: dict, liver_path):
     """(lesion instances, probability, report lines) of `sirtjax segment --target lesions`; `predict` holds
-    segment_lesions' keywords (threshold, tta, ...)."""
+    segment_lesions' keywords (threshold, min_cnr, tta, ...)."""
     from sirtjax.errors import InputError
     from sirtjax.segmentation import segment_lesions
 
@@ -176,5 +182,6 @@ def _lesions(net, spec, vol, liver_vol, modality, predict: dict, liver_path):
     except InputError as exc:
         raise InputError(liver_path or "liver", exc.problem) from None
     lines = [f"lesions: {len(seg.lesions)} in the liver" + ("" if liver_path else " (liver segmented first)")]
-    lines += [f"  lesion {les.id}: {les.volume_ml:.2f} ml, {les.diameter_mm:.0f} mm across, confidence {les.confidence:.2f}" for les in seg.lesions]
+    lines += [f"  lesion {les.id}: {les.volume_ml:.2f} ml, {les.diameter_mm:.0f} mm across, confidence {les.confidence:.2f}, "
+              f"contrast-to-noise {'-' if les.cnr is None else f'{les.cnr:.0f}'}" for les in seg.lesions]
     return seg.labels, seg.probability, lines

@@ -111,11 +111,13 @@ def vois_section(title: str, report: dict) -> Section:
     blocks = [KeyValues(tuple((k.capitalize(), v) for k, v in report["vois"].items()))]
     found = report.get("lesions_found", [])
     if found:
-        rows = tuple((f"lesion_{f['id']}", f["image"], fmt(f["volume_ml"], 2), fmt(f["diameter_mm"], 0), fmt(f["confidence"], 2))
-                     for f in found)
-        blocks += [Table(("Lesion", "Found on", "Volume (ml)", "Diameter (mm)", "Confidence"), rows,
+        rows = tuple((f"lesion_{f['id']}", f["image"], fmt(f["volume_ml"], 2), fmt(f["diameter_mm"], 0), fmt(f["confidence"], 2),
+                      fmt(f["cnr"], 0)) for f in found)
+        blocks += [Table(("Lesion", "Found on", "Volume (ml)", "Diameter (mm)", "Confidence", "Contrast-to-noise"), rows,
                          "Lesions found by the lesion model (no lesion mask was given): confidence is the mean "
-                         "probability over the lesion; the diameter is that of the sphere of its volume."),
+                         "probability over the lesion; the diameter is that of the sphere of its volume; contrast-to-noise "
+                         "is its contrast against the liver around it over the noise there, times the square root of its "
+                         "voxels (Rose's criterion: found lesions under 5 are not kept; '-' when too little liver surrounds it)."),
                    Note("Automatic lesions: check them. To use your own, add a lesions mask (one id per lesion) to "
                         "that image in study.json and run again; a given mask is always used instead.")]
     return Section(title, tuple(blocks))

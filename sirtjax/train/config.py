@@ -3,7 +3,7 @@
 Keys (defaults in parentheses): ``model`` (the model spec saved with the weights: arch, features,
 in_features, out_features, spacing_mm (x, y, z), tile_out (x, y, z), modalities); ``data``
 (``{"kind": "phantom", "train_seeds", "val_seeds", "images": {name: modality}, "val_images", "image_weights": {name: sampling weight},
-"lesion_min_cnr": training labels only for lesions the rendering shows (0, all; see `sirtjax.train.lesion_visibility`)}`` or
+"lesion_min_cnr": training labels only for lesions the rendering shows (0, all; see `sirtjax.segmentation.visibility`)}`` or
 ``{"kind": "msd", "root", "modality", "label_values", "val_cases"}``); ``patch_out`` (z, y, x)
 output patch; ``batch_size`` (2); ``steps`` (total); ``steps_per_epoch`` (100);
 ``val_every_epochs`` (1); ``checkpoint_every`` (steps, 50); ``learning_rate`` (1e-3);

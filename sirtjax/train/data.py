@@ -22,7 +22,7 @@ import numpy as np
 from sirtjax.errors import InputError
 from sirtjax.io import read_volume
 from sirtjax.segmentation.preprocess import lesion_input, prepare_image, prepare_label
-from sirtjax.train.lesion_visibility import visible_label
+from sirtjax.segmentation.visibility import visible_label
 from sirtjax.train.augment import AugmentConfig, augment_intensity, patch_centre, patch_coordinates, sample_patch
 from sirtjax.volume import Volume
 
@@ -47,7 +47,7 @@ def make_case(
     """Prepare one image/label pair: canonical grid, windowing; label = voxels with any of label_values
     (None: any non-zero). With `liver`, the image is the lesion model's input (:func:`lesion_input`), and
     with min_cnr > 0 as well, `label` holds lesion instance ids of which only those the prepared image
-    shows are kept (`sirtjax.train.lesion_visibility`)."""
+    shows are kept (`sirtjax.segmentation.visibility`)."""
     prepared = prepare_image(image, modality, spacing_mm) if liver is None else lesion_input(image, modality, spacing_mm, liver)
     lab = np.asarray(prepare_label(label, prepared).array)
     if liver is not None and min_cnr > 0:

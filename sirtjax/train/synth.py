@@ -22,7 +22,7 @@ key passed in:
 5. field of view: with probability ``fov_cut_prob`` everything beyond a random plane is outside the
    scan (the inference pad value, label 0), as for a liver cut by the field of view;
 6. with procedural lesions and ``lesions.min_cnr`` > 0, a lesion is labelled only when the rendered patch
-   shows it (`sirtjax.train.lesion_visibility`).
+   shows it (`sirtjax.segmentation.visibility`).
 
 Images end clipped to [-0.5, 0.5], the range of the CT and MR windows the model sees at inference
 (`sirtjax.segmentation.preprocess.normalize_intensity`). Approximations: intensities are drawn in
@@ -50,7 +50,7 @@ from sirtjax.phantom.study import canonical_patient
 from sirtjax.train.augment import AugmentConfig, patch_centre, patch_coordinates, patch_offsets_mm
 from sirtjax.segmentation.preprocess import LIVER_MARGIN_MM
 from sirtjax.train.data import save_npz_atomic
-from sirtjax.train.lesion_visibility import visible_label
+from sirtjax.segmentation.visibility import visible_label
 from sirtjax.train.synth_lesions import LesionConfig, lesion_ids, lesion_label, lesion_means, n_lesion_ids, paint_lesions
 
 N_CODES = 64  # tissue codes 0..63: Tissue, LESION + i, NECROSIS + i

@@ -17,7 +17,7 @@ Each part has its own tissue code, so the contrast step gives it its own intensi
 are drawn relative to the liver (:func:`lesion_means`): hypo- or hyper-enhancing by at least
 ``contrast_min`` window units, iso-enhancing lesions being those whose rim alone shows. With
 ``min_cnr`` > 0 the generator labels only the lesions that the finished patch shows
-(`sirtjax.train.lesion_visibility`); :func:`lesion_ids` names each lesion for that. Approximate:
+(`sirtjax.segmentation.visibility`); :func:`lesion_ids` names each lesion for that. Approximate:
 shapes are lobulated ellipsoids, enhancement patterns are uniform per part, and vessels are painted
 over rather than displaced.
 """
