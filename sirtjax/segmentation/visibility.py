@@ -28,8 +28,10 @@ def lesion_cnr(image: jax.Array, ids: jax.Array, background: jax.Array, n_ids: i
     """(cnr, ring voxels), each (n_ids,): the integrated contrast-to-noise ratio of every lesion id of `ids`
     (int, 0 none) in `image` against the `background` (bool: liver, no lesion) voxels within ring_vox of it."""
     ids = ids.astype(jnp.int32)
-    w = 2 * ring_vox + 1
-    near = jax.lax.reduce_window(ids, 0, jax.lax.max, (w,) * ids.ndim, (1,) * ids.ndim, "SAME")
+    near = ids
+    for axis in range(ids.ndim):  # the cube's max filter, one axis at a time (the same result, far fewer comparisons)
+        window = tuple(2 * ring_vox + 1 if a == axis else 1 for a in range(ids.ndim))
+        near = jax.lax.reduce_window(near, 0, jax.lax.max, window, (1,) * ids.ndim, "SAME")
     ring = background & (ids == 0)
     x = image.astype(jnp.float32)
 
