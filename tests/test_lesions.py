@@ -145,14 +145,8 @@ def _window(hu):
     return (hu + 200.0) / 400.0 - 0.5  # the CT window of the network input
 
 
-class _Band(nnx.Module):
+class _Band(_Bright):
     """A stand-in lesion 'network' that marks voxels of 52 HU or 150 HU, whatever surrounds them."""
-
-    def input_shape_for(self, out):
-        return tuple(out)
-
-    def output_shape(self, inp):
-        return tuple(inp)
 
     def __call__(self, x):
         return 200.0 * (0.01 - jnp.minimum(jnp.abs(x - _window(52.0)), jnp.abs(x - _window(150.0))))
