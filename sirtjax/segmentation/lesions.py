@@ -109,6 +109,8 @@ def segment_lesions(
     """
     if spec.get("target") != "lesions":
         raise ValueError(f"the model's target is {spec.get('target', 'liver')!r}, not 'lesions'")
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold must be a probability in [0, 1), got {threshold}")
     liver_here = liver if same_grid(liver, vol) else resample_to(liver, vol, order=0)
     inside = np.asarray(liver_here.array) > 0
     prepared = lesion_input(vol, modality, spec["spacing_mm"], liver)
