@@ -167,7 +167,8 @@ def _true_lesion_segmenter(images, seen):
         seen.append((name, modality, int(np.asarray(liver.array).sum())))
         labels = np.asarray(images[f"{name}_lesions"].array).astype(np.int32)
         prob = (labels > 0).astype(np.float32)
-        return LesionSegmentation(image.with_array(labels), image.with_array(prob), describe_lesions(labels, prob, 0.2))
+        cnr = np.concatenate([[np.nan], 10.0 + np.arange(labels.max())])  # a contrast-to-noise ratio per id: 10, 11, ...
+        return LesionSegmentation(image.with_array(labels), image.with_array(prob), describe_lesions(labels, prob, 0.2, cnr))
 
     return segment
 
@@ -192,7 +193,8 @@ def test_lesions_are_found_when_none_are_given(study):
     assert seen[0][0] == "maa_ct" and alone.registrations == ()
     assert alone.report["vois"]["lesions"].startswith("segmented on maa_ct by the lesion model")
     html = workflow_report({"name": "phantom", "series": {}}, alone)
-    assert "Lesions found by the lesion model" in html and "lesion_1" in html
+    assert "Lesions found by the lesion model" in html and "lesion_1" in html and "Contrast-to-noise" in html
+    assert [f["cnr"] for f in alone.report["lesions_found"]] == [10.0 + i for i in range(len(alone.report["lesions_found"]))]
     quiet = plan(maa, (), data, FAST, key=jax.random.key(0))
     assert quiet.report["vois"]["lesions"] == "none" and "lesions_found" not in quiet.report
 
