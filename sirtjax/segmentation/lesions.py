@@ -90,6 +90,13 @@ def instance_cnr(image: np.ndarray, labels: np.ndarray, liver: np.ndarray) -> np
     return cnr
 
 
+def shown_ids(cnr: np.ndarray, min_cnr: float = ROSE_K) -> np.ndarray:
+    """(n + 1,) bool from :func:`instance_cnr`: the ids the image shows (ratio >= min_cnr, or not measurable), never 0."""
+    shown = np.isnan(cnr) | (cnr >= min_cnr)
+    shown[0] = False
+    return shown
+
+
 def segment_lesions(
     model: nnx.Module,
     spec: dict[str, Any],
@@ -119,8 +126,7 @@ def segment_lesions(
     voxel_ml = float(np.prod(vol.spacing_mm)) / 1000.0
     labels = instance_labels(p, threshold=threshold, min_voxels=max(1, int(np.ceil(min_ml / voxel_ml))))
     cnr = instance_cnr(normalize_intensity(np.asarray(vol.array, np.float32), modality), labels, inside)
-    shown = np.isnan(cnr) | (cnr >= min_cnr)  # unmeasured ones are kept
-    shown[0] = False
+    shown = shown_ids(cnr, min_cnr)
     lut = np.zeros(len(cnr), np.int32)  # ids stay in decreasing-volume order, renumbered 1..m
     lut[shown] = np.arange(1, int(shown.sum()) + 1)
     labels = lut[labels]
