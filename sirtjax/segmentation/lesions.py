@@ -25,7 +25,7 @@ from sirtjax.preprocess import resample_to
 from sirtjax.segmentation.infer import probability_on
 from sirtjax.segmentation.postprocess import instance_labels
 from sirtjax.segmentation.preprocess import lesion_input, normalize_intensity
-from sirtjax.segmentation.visibility import MIN_RING_VOXELS, ROSE_K, lesion_cnr
+from sirtjax.segmentation.visibility import ROSE_K, lesion_cnr, measured_cnr, shown_ids
 from sirtjax.volume import Volume, same_grid
 
 MIN_LESION_ML = 0.03  # about a 4 mm sphere: smaller components are not reported as lesions
@@ -78,23 +78,13 @@ def describe_lesions(labels: np.ndarray, probability: np.ndarray, voxel_ml: floa
 
 def instance_cnr(image: np.ndarray, labels: np.ndarray, liver: np.ndarray) -> np.ndarray:
     """(n + 1,) the integrated contrast-to-noise ratio of each id 1..n of `labels` (inside the bool `liver`) in the
-    windowed `image` against the liver ring around it (`sirtjax.segmentation.visibility.lesion_cnr`); nan at id 0 and
-    where the ring has fewer than MIN_RING_VOXELS voxels. Computed within the liver's bounding box."""
+    windowed `image` against the liver ring around it, nan where not measurable
+    (`sirtjax.segmentation.visibility.measured_cnr`). Computed within the liver's bounding box."""
     n = int(labels.max())
     if n == 0:
         return np.full(1, np.nan)
     box = ndimage.find_objects(liver.astype(np.uint8))[0]
-    cnr, n_ring = (np.asarray(a, np.float64) for a in lesion_cnr(image[box], labels[box], liver[box] & (labels[box] == 0), n + 1))
-    cnr = np.where(n_ring >= MIN_RING_VOXELS, cnr, np.nan)
-    cnr[0] = np.nan
-    return cnr
-
-
-def shown_ids(cnr: np.ndarray, min_cnr: float = ROSE_K) -> np.ndarray:
-    """(n + 1,) bool from :func:`instance_cnr`: the ids the image shows (ratio >= min_cnr, or not measurable), never 0."""
-    shown = np.isnan(cnr) | (cnr >= min_cnr)
-    shown[0] = False
-    return shown
+    return np.asarray(measured_cnr(*lesion_cnr(image[box], labels[box], liver[box] & (labels[box] == 0), n + 1)))
 
 
 def segment_lesions(
@@ -126,7 +116,7 @@ def segment_lesions(
     voxel_ml = float(np.prod(vol.spacing_mm)) / 1000.0
     labels = instance_labels(p, threshold=threshold, min_voxels=max(1, int(np.ceil(min_ml / voxel_ml))))
     cnr = instance_cnr(normalize_intensity(np.asarray(vol.array, np.float32), modality), labels, inside)
-    shown = shown_ids(cnr, min_cnr)
+    shown = np.asarray(shown_ids(cnr, min_cnr))
     lut = np.zeros(len(cnr), np.int32)  # ids stay in decreasing-volume order, renumbered 1..m
     lut[shown] = np.arange(1, int(shown.sum()) + 1)
     labels = lut[labels]

@@ -47,10 +47,19 @@ def lesion_cnr(image: jax.Array, ids: jax.Array, background: jax.Array, n_ids: i
     return jnp.abs(mean_in - mean_ring) / jnp.sqrt(var_ring) * jnp.sqrt(n_in), n_ring
 
 
+def measured_cnr(cnr: jax.Array, n_ring: jax.Array) -> jax.Array:
+    """The ratios of :func:`lesion_cnr`, nan at id 0 and where the ring has fewer than MIN_RING_VOXELS voxels."""
+    return jnp.where(n_ring >= MIN_RING_VOXELS, cnr, jnp.nan).at[0].set(jnp.nan)
+
+
+def shown_ids(cnr: jax.Array, min_cnr: float = ROSE_K) -> jax.Array:
+    """(n_ids,) bool from :func:`measured_cnr`: the ids the image shows (ratio >= min_cnr, or not measurable), never 0."""
+    return (jnp.isnan(cnr) | (cnr >= min_cnr)).at[0].set(False)
+
+
 def visible_lesions(image: jax.Array, ids: jax.Array, background: jax.Array, n_ids: int, min_cnr: float = ROSE_K) -> jax.Array:
     """(n_ids,) bool: the lesion ids that `image` shows (see the module docstring); id 0 is never visible."""
-    cnr, n_ring = lesion_cnr(image, ids, background, n_ids)
-    return ((cnr >= min_cnr) | (n_ring < MIN_RING_VOXELS)).at[0].set(False)
+    return shown_ids(measured_cnr(*lesion_cnr(image, ids, background, n_ids)), min_cnr)
 
 
 def visible_label(image: jax.Array, ids: jax.Array, background: jax.Array, n_ids: int, min_cnr: float = ROSE_K) -> jax.Array:
