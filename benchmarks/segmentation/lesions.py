@@ -227,9 +227,9 @@ def main() -> None:
     args = ap.parse_args()
     lo, _, hi = args.seeds.partition("-")
     seeds = list(range(int(lo), int(hi or lo) + 1))
+    args.out.mkdir(parents=True, exist_ok=True)  # before the work, so that a file in the way fails at once
     det, seconds = detection(seeds, args.model)
     effect = [] if args.skip_plan else plan_effect(seeds, args.model, args.work)
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "lesions.json").write_text(json.dumps({"seeds": seeds, "model": args.model, "detection": det,
                                                        "segment_seconds": seconds, "plan": effect}, indent=1, default=float))
     (args.out / "lesions.md").write_text(markdown(det, seconds, effect, seeds, args.model))
