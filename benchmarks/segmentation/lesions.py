@@ -3,8 +3,9 @@
 Every image comes from `sirtjax.phantom.generate_study` (the study renderer, never the training
 generator) for seeds no training config uses, with 1-12 lesions of 5-80 mm (PhantomConfig
 n_lesions, lesion_diameter_mm). Part 1, per condition (contrast CT in two phases, T1 and T2-like
-MR, non-contrast MAA CT), runs `segment_lesions` inside the true liver with its defaults (threshold 0.5, and only
-the lesions the image shows, contrast-to-noise ratio >= 5) and counts with thesis 7.3.3's rules
+MR, non-contrast MAA CT, and a contrast CT with 20-30 lesions of 5-40 mm, as in multifocal disease),
+runs `segment_lesions` inside the true liver with its defaults (threshold 0.5, and only the lesions
+the image shows, contrast-to-noise ratio >= 5) and counts with thesis 7.3.3's rules
 (`sirtjax.metrics.lesion_detection`, any shared voxel is overlap):
 
 - sensitivity per size class of the reference lesion, precision per size class of the predicted
@@ -44,6 +45,7 @@ CONDITIONS = {
     "non-contrast CT (MAA CT)": ("maa_ct", "ct", {}),
     "CT arterial phase": ("diag_ct", "ct", {"diag_ct_phase": "arterial"}),
     "MR T2-like": ("diag_mr", "mr", {"diag_mr_sequence": "t2"}),
+    "contrast CT, many lesions": ("diag_ct", "ct", {"n_lesions": (20, 30), "lesion_diameter_mm": (5.0, 40.0)}),
 }
 CLASSES = ((0.0, 10.0, "< 10 mm"), (10.0, 20.0, "10-20 mm"), (20.0, 50.0, "20-50 mm"), (50.0, np.inf, "> 50 mm"))
 PHANTOM = {"n_lesions": (1, 12), "lesion_diameter_mm": (5.0, 80.0)}
@@ -131,7 +133,7 @@ def detection(seeds: list[int], model: str) -> tuple[dict, float]:
         for cond, (image, modality, extra) in CONDITIONS.items():
             tag = json.dumps(extra, sort_keys=True)
             if tag not in studies:
-                studies[tag] = generate_study(seed, PhantomConfig(**PHANTOM, **extra))
+                studies[tag] = generate_study(seed, PhantomConfig(**{**PHANTOM, **extra}))
             study = studies[tag]
             vol, liver, ref = (study.images[k] for k in (image, f"{image}_liver", f"{image}_lesions"))
             t0 = time.perf_counter()
