@@ -60,12 +60,10 @@ def shown_lesions(vol, liver_vol, ref_vol, modality: str) -> np.ndarray:
     """Per reference lesion id (index), whether the image as given shows it: the Rose criterion on the windowed
     image against the liver ring around the lesion, as `segment_lesions` keeps its own (`instance_cnr`)."""
     from sirtjax.segmentation.lesions import instance_cnr
-    from sirtjax.segmentation.preprocess import normalize_intensity
     from sirtjax.segmentation.visibility import shown_ids
 
     ids = np.asarray(ref_vol.array).astype(np.int32)
-    image = normalize_intensity(np.asarray(vol.array, np.float32), modality)
-    return np.asarray(shown_ids(instance_cnr(image, ids, np.asarray(liver_vol.array) > 0)))
+    return np.asarray(shown_ids(instance_cnr(vol, ids, np.asarray(liver_vol.array) > 0, modality)))
 
 
 def score_image(pred_vol, ref_vol, shown: np.ndarray) -> dict:

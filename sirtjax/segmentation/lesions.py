@@ -76,15 +76,16 @@ def describe_lesions(labels: np.ndarray, probability: np.ndarray, voxel_ml: floa
     return tuple(out)
 
 
-def instance_cnr(image: np.ndarray, labels: np.ndarray, liver: np.ndarray) -> np.ndarray:
-    """(n + 1,) the integrated contrast-to-noise ratio of each id 1..n of `labels` (inside the bool `liver`) in the
-    windowed `image` against the liver ring around it, nan where not measurable
+def instance_cnr(vol: Volume, labels: np.ndarray, liver: np.ndarray, modality: str) -> np.ndarray:
+    """(n + 1,) the integrated contrast-to-noise ratio of each id 1..n of `labels` (inside the bool `liver`, both on
+    `vol`'s grid) in `vol` windowed as the network sees it, against the liver ring around it, nan where not measurable
     (`sirtjax.segmentation.visibility.measured_cnr`). Computed within the liver's bounding box."""
     n = int(labels.max())
     if n == 0:
         return np.full(1, np.nan)
     box = ndimage.find_objects(liver.astype(np.uint8))[0]
-    return np.asarray(measured_cnr(*lesion_cnr(image[box], labels[box], liver[box] & (labels[box] == 0), n + 1)))
+    image = normalize_intensity(np.asarray(vol.array, np.float32), modality)[box]  # the MR window spans the whole image
+    return np.asarray(measured_cnr(*lesion_cnr(image, labels[box], liver[box] & (labels[box] == 0), n + 1)))
 
 
 def segment_lesions(
@@ -115,7 +116,7 @@ def segment_lesions(
     p = np.where(inside, np.asarray(prob.array), 0.0).astype(np.float32)
     voxel_ml = float(np.prod(vol.spacing_mm)) / 1000.0
     labels = instance_labels(p, threshold=threshold, min_voxels=max(1, int(np.ceil(min_ml / voxel_ml))))
-    cnr = instance_cnr(normalize_intensity(np.asarray(vol.array, np.float32), modality), labels, inside)
+    cnr = instance_cnr(vol, labels, inside, modality)
     shown = np.asarray(shown_ids(cnr, min_cnr))
     lut = np.zeros(len(cnr), np.int32)  # ids stay in decreasing-volume order, renumbered 1..m
     lut[shown] = np.arange(1, int(shown.sum()) + 1)
