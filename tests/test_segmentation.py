@@ -55,12 +55,19 @@ def test_sliding_window_gaussian_blend():
         calls.append(len(calls))
         return np.full(batch.shape, float(len(calls) - 1), np.float32)
 
-    out = sliding_window(tile_id, np.zeros((12, 3, 3, 1), np.float32), in_tile=(8, 3, 3), out_tile=(8, 3, 3))
-    w = gaussian_weights((8, 3, 3))[:, 1, 1]
-    # tiles start at z = 0 and 4: voxel z = 5 is local 5 of tile 0 and local 1 of tile 1
-    np.testing.assert_allclose(out[5, 1, 1, 0], w[1] / (w[5] + w[1]), rtol=1e-6)
-    np.testing.assert_allclose(out[:4, 1, 1, 0], 0.0)
-    np.testing.assert_allclose(out[8:, 1, 1, 0], 1.0)
+    for sigma_scale in (0.125, 0.5):
+        calls.clear()
+        out = sliding_window(tile_id, np.zeros((12, 3, 3, 1), np.float32), in_tile=(8, 3, 3), out_tile=(8, 3, 3), sigma_scale=sigma_scale)
+        w = gaussian_weights((8, 3, 3), sigma_scale)[:, 1, 1]
+        # tiles start at z = 0 and 4: voxel z = 5 is local 5 of tile 0 and local 1 of tile 1
+        np.testing.assert_allclose(out[5, 1, 1, 0], w[1] / (w[5] + w[1]), rtol=1e-6)
+        np.testing.assert_allclose(out[:4, 1, 1, 0], 0.0)
+        np.testing.assert_allclose(out[8:, 1, 1, 0], 1.0)
+    # a wider Gaussian gives the farther tile centre more say: local voxel 1 lies 2.5 voxels from the centre of 8, the
+    # peak voxels 0.5; sigma is 1 voxel at 0.125, 4 at 0.5
+    for sigma_scale, sigma in ((0.125, 1.0), (0.5, 4.0)):
+        peak_ratio = np.exp(-0.5 * (2.5**2 - 0.5**2) / sigma**2)
+        assert gaussian_weights((8, 3, 3), sigma_scale)[1, 1, 1] == pytest.approx(peak_ratio, rel=1e-5)
     g = gaussian_weights((7, 5, 6))
     assert g.max() == pytest.approx(1.0) and g.min() > 0 and np.allclose(g, g[::-1, ::-1, ::-1])
 
@@ -97,6 +104,29 @@ def test_predict_probability_maps_back_on_anisotropic_oblique_grid():
     assert dice(mask, inside) > 0.9  # 3 mm canonical grid: ~1 mm of boundary blur on a ~20 mm radius
     shift_vox = np.abs(np.array(ndimage.center_of_mass(mask)) - np.array(ndimage.center_of_mass(inside)))
     assert np.all(shift_vox < 0.5)  # a flipped or shifted mapping would move it by many voxels
+
+
+class TileMeanNet(StepNet):
+    """Logits 60 * (x - the tile's mean) on the tile's centre: a known network whose output depends on its tile, as
+    one with instance normalisation does, so the blending of overlapping tiles changes the result."""
+
+    def __call__(self, x):
+        return super().__call__(x - x.mean(axis=(1, 2, 3), keepdims=True))
+
+
+def test_probability_on_blends_tiles_by_the_model_spec():
+    """The spec's blend_sigma_scale reaches the sliding window; without it nnU-Net's 0.125 is used."""
+    from sirtjax.segmentation import predict_array, probability_on
+    from sirtjax.segmentation.infer import foreground
+
+    rng = np.random.default_rng(1)
+    prepared = make_volume(rng.uniform(-0.5, 0.5, (30, 26, 22)).astype(np.float32), (3.0, 3.0, 3.0), (5.0, -2.0, 1.0), np.eye(3))
+    spec = {"tile_out": [10, 10, 10]}
+    expect = {s: foreground(predict_array(TileMeanNet(), prepared.array, max_out_tile=(10, 10, 10), sigma_scale=s)) for s in (0.125, 0.4)}
+    assert np.abs(expect[0.4] - expect[0.125]).max() > 0.05
+    for blend, key in ((0.125, {}), (0.4, {"blend_sigma_scale": 0.4})):
+        prob = probability_on(TileMeanNet(), spec | key, prepared, prepared)
+        np.testing.assert_allclose(np.asarray(prob.array), expect[blend], atol=1e-5)
 
 
 def test_canonical_grid_covers_field_of_view():

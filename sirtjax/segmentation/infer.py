@@ -24,7 +24,7 @@ from sirtjax.registration.programs import Program, ProgramCache
 from sirtjax.segmentation.noise import NoiseMatch
 from sirtjax.segmentation.postprocess import liver_mask
 from sirtjax.segmentation.preprocess import prepare_image
-from sirtjax.segmentation.sliding_window import sliding_window
+from sirtjax.segmentation.sliding_window import NNUNET_SIGMA_SCALE, sliding_window
 from sirtjax.volume import Volume
 
 DEFAULT_TILE_OUT = (136, 136, 163)  # thesis output tile, given (x, y, z) like the thesis' 163x136x136
@@ -73,6 +73,7 @@ def predict_array(
     max_out_tile: Sequence[int],
     flips: tuple[int, ...] = (),
     overlap: float = 0.5,
+    sigma_scale: float = NNUNET_SIGMA_SCALE,
     batch_size: int = 1,
     on_batch: Callable[[int, int], None] | None = None,
     programs: ProgramCache | None = None,
@@ -80,6 +81,7 @@ def predict_array(
     """Class probabilities (z, y, x, C) for a windowed network input (z, y, x) or (z, y, x, C).
 
     ``flips``: also run the input mirrored along these spatial axes and average (:func:`tta_flips`).
+    ``overlap``, ``sigma_scale``: how the tiles overlap and are blended (:func:`~sirtjax.segmentation.sliding_window.sliding_window`).
     ``programs``: where the compiled forward pass is kept for later processes (None: in this process only).
     """
     image = np.asarray(image, np.float32)
@@ -95,6 +97,7 @@ def predict_array(
         in_tile=in_tile,
         out_tile=out_tile,
         overlap=overlap,
+        sigma_scale=sigma_scale,
         batch_size=batch_size,
         on_batch=on_batch,
     )
@@ -120,6 +123,7 @@ def probability_on(
 
     `tta`: average over the mirrors the model was trained with (:func:`tta_flips`); a ValueError if it has none.
     `batch_size` tiles go through the network at once; by default the spec's ``tile_batch`` (1 if absent).
+    Overlapping tiles are blended by a Gaussian of the spec's ``blend_sigma_scale`` (nnU-Net's 0.125 if absent).
     ``programs``: the compiled forward pass's cache (:func:`predict_array`).
     """
     max_tile_xyz = spec.get("tile_out", DEFAULT_TILE_OUT)
@@ -127,6 +131,7 @@ def probability_on(
         raise ValueError("test-time augmentation needs a model trained with flips (its spec's flip_axes); this one has none")
     probs = predict_array(
         model, prepared.array, max_out_tile=tuple(max_tile_xyz)[::-1], flips=tta_flips(spec) if tta else (),
+        sigma_scale=float(spec.get("blend_sigma_scale", NNUNET_SIGMA_SCALE)),
         batch_size=int(spec.get("tile_batch", 1)) if batch_size is None else batch_size, on_batch=on_batch,
         programs=programs,
     )

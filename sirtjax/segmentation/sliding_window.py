@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+NNUNET_SIGMA_SCALE = 0.125  # nnU-Net's Gaussian: sigma = 1/8 of the tile, so each voxel is mostly its nearest tile centre's
+
 
 def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
     """Start indices of output tiles of length `tile` covering [0, size) with the given overlap.
@@ -28,7 +30,7 @@ def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
     return starts + [size - tile]
 
 
-def gaussian_weights(tile: Sequence[int], sigma_scale: float = 0.125) -> np.ndarray:
+def gaussian_weights(tile: Sequence[int], sigma_scale: float = NNUNET_SIGMA_SCALE) -> np.ndarray:
     """Separable Gaussian importance map (z, y, x) float32 peaking at 1 in the tile centre, > 0 everywhere."""
     w = np.ones((), np.float32)
     for n in tile:
@@ -54,7 +56,7 @@ def sliding_window(
     overlap: float = 0.5,
     batch_size: int = 1,
     pad_value: float = -0.5,
-    sigma_scale: float = 0.125,
+    sigma_scale: float = NNUNET_SIGMA_SCALE,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Blend tile predictions over a whole image.
@@ -65,6 +67,8 @@ def sliding_window(
       image: (z, y, x, C) float32 network input.
       in_tile, out_tile: tile sizes (z, y, x); in_tile - out_tile must be even (twice the margin).
       overlap: fraction of the output tile shared with the next tile, in [0, 1).
+      sigma_scale: the blending Gaussian's sigma as a fraction of the tile (:func:`gaussian_weights`); larger
+        values average more of the overlapping tiles' predictions.
       on_batch: optional progress callback(done_tiles, total_tiles).
 
     Returns:
