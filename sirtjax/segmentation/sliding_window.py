@@ -18,16 +18,16 @@ NNUNET_SIGMA_SCALE = 0.125  # nnU-Net's Gaussian: sigma = 1/8 of the tile, so ea
 
 
 def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
-    """Start indices of output tiles of length `tile` covering [0, size) with the given overlap.
+    """Start indices of output tiles of length `tile` covering [0, size) with at least the given overlap.
 
-    Tiles are spaced by round(tile * (1 - overlap)) (at least 1); the last one ends at `size`. When
-    the image is shorter than a tile, one tile starts at 0 (the rest is padding).
+    nnU-Net's rule: the fewest tiles spaced at most tile * (1 - overlap) apart (at least 1), spread
+    evenly from 0 to size - tile, so no two tiles nearly coincide. When the image is shorter than a
+    tile, one tile starts at 0 (the rest is padding).
     """
     if size <= tile:
         return [0]
-    step = max(1, int(round(tile * (1.0 - overlap))))
-    starts = list(range(0, size - tile, step))
-    return starts + [size - tile]
+    n = int(np.ceil((size - tile) / max(1.0, tile * (1.0 - overlap)))) + 1
+    return [int(round(i * (size - tile) / (n - 1))) for i in range(n)]
 
 
 def gaussian_weights(tile: Sequence[int], sigma_scale: float = NNUNET_SIGMA_SCALE) -> np.ndarray:
