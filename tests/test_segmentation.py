@@ -20,16 +20,19 @@ from sirtjax.segmentation import (
 from sirtjax.volume import make_volume, world_grid
 
 
-@pytest.mark.parametrize(("size", "tile"), [(10, 4), (7, 7), (3, 8), (33, 10)])
-def test_tile_starts_cover_with_half_overlap(size, tile):
-    starts = tile_starts(size, tile, 0.5)
+@pytest.mark.parametrize("overlap", [0.0, 0.5, 0.99])
+@pytest.mark.parametrize(("size", "tile"), [(10, 4), (7, 7), (3, 8), (33, 10), (56, 55), (110, 55), (9, 1)])
+def test_tile_starts_cover_evenly(size, tile, overlap):
+    starts = tile_starts(size, tile, overlap)
     covered = np.zeros(max(size, tile), bool)
     for s in starts:
         covered[s : s + tile] = True
     assert covered[:size].all() and starts[0] == 0
     if size > tile:
         gaps = np.diff(starts)
-        assert starts[-1] == size - tile and gaps.max() <= tile / 2 + 0.5 and gaps.max() - gaps.min() <= 1  # evenly spread
+        # gaps at most the step (rounded to whole voxels), no repeated start, evenly spread
+        assert starts[-1] == size - tile and gaps.max() <= max(1.0, tile * (1 - overlap)) + 0.5 and gaps.min() >= 1
+        assert gaps.max() - gaps.min() <= 1
 
 
 def test_tile_starts_spread_evenly_as_nnunet():

@@ -1,7 +1,7 @@
 """Sliding-window inference with valid-convolution margins, Gaussian blending and batched tiles.
 
-An image (z, y, x, C) is covered by output tiles of size `out_tile` overlapping by `overlap`
-(50 % by default); each is predicted from the input tile `in_tile` centred on it (larger by the
+An image (z, y, x, C) is covered by output tiles of size `out_tile` overlapping by at least `overlap`
+(50 % by default), spread evenly; each is predicted from the input tile `in_tile` centred on it (larger by the
 network's margin on each side; for same-size networks in_tile == out_tile). Outside the image the
 input is padded with `pad_value`. Overlapping predictions are blended with Gaussian weights
 (sigma = `sigma_scale` x tile size, as in nnU-Net) so tile borders do not show. Only one batch of
@@ -20,8 +20,8 @@ NNUNET_SIGMA_SCALE = 0.125  # nnU-Net's Gaussian: sigma = 1/8 of the tile, so ea
 def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
     """Start indices of output tiles of length `tile` covering [0, size) with at least the given overlap.
 
-    nnU-Net's rule: the fewest tiles spaced at most tile * (1 - overlap) apart (at least 1), spread
-    evenly from 0 to size - tile, so no two tiles nearly coincide. When the image is shorter than a
+    nnU-Net's rule: the fewest tiles spaced at most tile * (1 - overlap) apart (at least 1) before rounding to whole
+    voxels, spread evenly from 0 to size - tile, so no two tiles nearly coincide. When the image is shorter than a
     tile, one tile starts at 0 (the rest is padding).
     """
     if size <= tile:
@@ -66,7 +66,7 @@ def sliding_window(
         `batch_size` (short batches are padded) so a jit-compiled function compiles once.
       image: (z, y, x, C) float32 network input.
       in_tile, out_tile: tile sizes (z, y, x); in_tile - out_tile must be even (twice the margin).
-      overlap: fraction of the output tile shared with the next tile, in [0, 1).
+      overlap: the least fraction of the output tile shared with the next tile (before rounding), in [0, 1).
       sigma_scale: the blending Gaussian's sigma as a fraction of the tile (:func:`gaussian_weights`); larger
         values average more of the overlapping tiles' predictions.
       on_batch: optional progress callback(done_tiles, total_tiles).
