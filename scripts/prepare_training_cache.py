@@ -2,7 +2,7 @@
 
 `sirtjax train` makes the same files one seed (or pair) at a time when they are missing; on a many-core
 machine this script makes them in parallel first (one process per seed or pair), so the accelerator does
-not wait. Usage: python scripts/prepare_training_cache.py CONFIG RUN_DIR [--workers N]
+not wait. The noisier renderings of a config's `data.noisy_ct` are left to `sirtjax train` (5 s a study). Usage: python scripts/prepare_training_cache.py CONFIG RUN_DIR [--workers N]
 """
 
 from __future__ import annotations

@@ -139,6 +139,22 @@ def test_probability_on_blends_tiles_by_the_model_spec():
         np.testing.assert_allclose(np.asarray(prob.array), expect[blend], atol=1e-5)
 
 
+def test_training_validation_blends_tiles_as_inference_does():
+    """The training loop's validation reads the spec's blend_sigma_scale, so checkpoints are chosen on what inference does."""
+    from sirtjax.segmentation import predict_array
+    from sirtjax.segmentation.infer import foreground
+    from sirtjax.segmentation.postprocess import liver_mask
+    from sirtjax.train import Case
+    from sirtjax.train.loop import validate
+
+    image = np.random.default_rng(2).uniform(-0.5, 0.5, (30, 26, 22)).astype(np.float32)
+    label = liver_mask(foreground(predict_array(TileMeanNet(), image, max_out_tile=(10, 10, 10), sigma_scale=0.4))).astype(np.uint8)
+    case = Case("c", image, label, (3.0, 3.0, 3.0))
+    spec = {"tile_out": [10, 10, 10]}
+    assert validate(TileMeanNet(), [case], spec | {"blend_sigma_scale": 0.4})["c"] == pytest.approx(1.0)
+    assert validate(TileMeanNet(), [case], spec)["c"] < 0.99
+
+
 def test_canonical_grid_covers_field_of_view():
     direction = np.diag([-1.0, -1.0, 1.0])  # RAS-stored image
     vol = make_volume(np.zeros((10, 20, 30)), (1.0, 2.0, 3.0), (0.0, 0.0, 0.0), direction)

@@ -174,6 +174,10 @@ def test_config_validation_and_cli(tmp_path, capsys):
         tiny_config(steps=0)
     with pytest.raises(InputError, match="bad config key"):
         tiny_config(unknown_key=1)
+    noisy = {"kind": "phantom", "train_seeds": [], "val_seeds": [], "images": {}, "noisy_ct": {"images": {"maa_ct": "ct"}, "ct_noise_hu": [35, 80]}}
+    with pytest.raises(InputError, match="ct_noise_index_hu"):
+        tiny_config(data=noisy)
+    assert tiny_config(data=noisy, model=TINY_MODEL | {"ct_noise_index_hu": 20.0}).data["noisy_ct"]["ct_noise_hu"] == [35, 80]
     from sirtjax.cli import main
 
     bad = tmp_path / "bad.json"
@@ -201,6 +205,26 @@ def test_decathlon_layout(tmp_path):
     (tmp_path / "labelsTr" / "liver_1.nii.gz").unlink()
     with pytest.raises(InputError, match="no label"):
         msd_cases(tmp_path, modality="ct", spacing_mm=(3, 3, 3), label_values=(1,))
+
+
+def test_noisy_ct_cases_are_prepared_as_inference_prepares_them(tmp_path):
+    """Noise levels spread evenly over the seeds; each image is the study rendered at its level and noise-matched
+    to the model, as `prepare_image` does at inference; the cache gives the same cases back."""
+    from sirtjax.phantom import PhantomConfig, generate_study
+    from sirtjax.segmentation.preprocess import prepare_image, prepare_label
+    from sirtjax.train.data import noisy_ct_cases
+
+    kw = dict(spacing_mm=(3.0, 3.0, 3.0), ct_noise_index_hu=20.0, weight=2.0, cache_dir=tmp_path)
+    cases = noisy_ct_cases([3, 4], {"maa_ct": "ct"}, (35.0, 80.0), **kw)
+    assert [(c.name, c.weight) for c in cases] == [("seed3_maa_ct_noise35hu", 2.0), ("seed4_maa_ct_noise80hu", 2.0)]
+    study = generate_study(4, PhantomConfig(ct_noise_hu=80.0))
+    matched = prepare_image(study.images["maa_ct"], "ct", (3.0, 3.0, 3.0), ct_noise_index_hu=20.0)
+    raw = prepare_image(study.images["maa_ct"], "ct", (3.0, 3.0, 3.0))
+    np.testing.assert_array_equal(cases[1].image, np.asarray(matched.array))
+    assert np.std(np.diff(cases[1].image, axis=2)) < 0.7 * np.std(np.diff(np.asarray(raw.array), axis=2))  # it was smoothed
+    np.testing.assert_array_equal(cases[1].label, np.asarray(prepare_label(study.images["maa_ct_liver"], matched).array) == 1)
+    again = noisy_ct_cases([3, 4], {"maa_ct": "ct"}, (35.0, 80.0), **kw)
+    assert all(np.array_equal(a.image, b.image) and np.array_equal(a.label, b.label) for a, b in zip(cases, again))
 
 
 @pytest.mark.slow

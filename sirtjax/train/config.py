@@ -3,7 +3,9 @@
 Keys (defaults in parentheses): ``model`` (the model spec saved with the weights: arch, features,
 in_features, out_features, spacing_mm (x, y, z), tile_out (x, y, z), modalities); ``data``
 (``{"kind": "phantom", "train_seeds", "val_seeds", "images": {name: modality}, "val_images", "image_weights": {name: sampling weight},
-"lesion_min_cnr": training labels only for lesions the rendering shows (0, all; see `sirtjax.segmentation.visibility`)}`` or
+"lesion_min_cnr": training labels only for lesions the rendering shows (0, all; see `sirtjax.segmentation.visibility`),
+"noisy_ct": {"images": {name: "ct"}, "ct_noise_hu": [low, high], "weight"}: the training and validation studies rendered again
+with noisier CT and noise-matched to the model spec's ``ct_noise_index_hu``, see `sirtjax.train.data.noisy_ct_cases`}`` or
 ``{"kind": "msd", "root", "modality", "label_values", "val_cases"}``); ``patch_out`` (z, y, x)
 output patch; ``batch_size`` (2); ``steps`` (total); ``steps_per_epoch`` (100);
 ``val_every_epochs`` (1); ``checkpoint_every`` (steps, 50); ``learning_rate`` (1e-3);
@@ -117,6 +119,8 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:
         (cfg.target in TARGETS, f"model.target must be one of {TARGETS}"),
         (cfg.target == "liver" or cfg.data.get("kind") == "phantom", "a lesion model trains on phantom data"),
         (cfg.synth is None or 0 <= cfg.synth.n_real < cfg.batch_size, "synth.n_real must be in [0, batch_size)"),
+        ("noisy_ct" not in cfg.data or (cfg.target == "liver" and cfg.data.get("kind") == "phantom" and "ct_noise_index_hu" in cfg.model),
+         "data.noisy_ct needs a liver model on phantom data whose spec declares ct_noise_index_hu"),
         (cfg.synth is None or len(set(cfg.model.get("spacing_mm", (3.0,) * 3))) == 1, "synthetic training needs an isotropic model spacing"),
     ]
     for ok, problem in checks:

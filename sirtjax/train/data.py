@@ -42,13 +42,17 @@ class Case:
 
 def make_case(
     name: str, image: Volume, label: Volume, modality: str, spacing_mm: Sequence[float], label_values: Sequence[int] | None, liver: Volume | None = None,
-    min_cnr: float = 0.0,
+    min_cnr: float = 0.0, ct_noise_index_hu: float | None = None,
 ) -> Case:
     """Prepare one image/label pair: canonical grid, windowing; label = voxels with any of label_values
     (None: any non-zero). With `liver`, the image is the lesion model's input (:func:`lesion_input`), and
     with min_cnr > 0 as well, `label` holds lesion instance ids of which only those the prepared image
-    shows are kept (`sirtjax.segmentation.visibility`)."""
-    prepared = prepare_image(image, modality, spacing_mm) if liver is None else lesion_input(image, modality, spacing_mm, liver)
+    shows are kept (`sirtjax.segmentation.visibility`). Without `liver`, a CT noisier than
+    `ct_noise_index_hu` is noise-matched as inference does (:func:`prepare_image`)."""
+    if liver is None:
+        prepared = prepare_image(image, modality, spacing_mm, ct_noise_index_hu=ct_noise_index_hu)
+    else:
+        prepared = lesion_input(image, modality, spacing_mm, liver)
     lab = np.asarray(prepare_label(label, prepared).array)
     if liver is not None and min_cnr > 0:
         ids = lab.astype(np.int32)
@@ -104,6 +108,8 @@ def phantom_cases(
     phantom_options: dict | None = None,
     image_weights: dict[str, float] | None = None,
     lesion_min_cnr: float = 0.0,
+    ct_noise_index_hu: float | None = None,
+    tag: str = "",
 ) -> list[Case]:
     """Cases from phantom studies: for each seed and image name (-> modality), the image and its mask.
 
@@ -113,14 +119,15 @@ def phantom_cases(
 
     `image_weights` maps image names to sampling weights (default 1), e.g. to draw the MR, one image
     in four per study, as often as the CTs together. With `cache_dir`, prepared cases are stored as
-    .npz there and reused (phantoms are deterministic).
+    .npz there and reused (phantoms are deterministic); `tag` ends the case names (and cache files) of studies
+    made with non-default `phantom_options`. `ct_noise_index_hu`: see :func:`make_case`.
     """
     weights = {name: float((image_weights or {}).get(name, 1.0)) for name in images}
     from sirtjax.phantom import PhantomConfig, generate_study
 
     cases = []
     for seed in seeds:
-        suffix = ("" if target == "liver" else f"_{target}") + (f"_cnr{lesion_min_cnr:g}" if target == "lesions" and lesion_min_cnr > 0 else "")
+        suffix = ("" if target == "liver" else f"_{target}") + (f"_cnr{lesion_min_cnr:g}" if target == "lesions" and lesion_min_cnr > 0 else "") + tag
         names = [f"seed{seed}_{name}{suffix}" for name in images]
         paths = [Path(cache_dir) / f"{n}.npz" for n in names] if cache_dir else []
         if paths and all(p.is_file() for p in paths):
@@ -132,11 +139,28 @@ def phantom_cases(
         for i, (name, modality) in enumerate(images.items()):
             liver = None if target == "liver" else study.images[f"{name}_liver"]  # a lesion case's input region
             case = make_case(names[i], study.images[name], study.images[f"{name}_{target}"], modality, spacing_mm,
-                             (1,) if liver is None else None, liver, lesion_min_cnr)
+                             (1,) if liver is None else None, liver, lesion_min_cnr, ct_noise_index_hu)
             case = dataclasses.replace(case, weight=weights[name])
             if paths:
                 save_npz_atomic(paths[i], image=case.image, label=case.label)
             cases.append(case)
+    return cases
+
+
+def noisy_ct_cases(
+    seeds: Sequence[int], images: dict[str, str], ct_noise_hu: tuple[float, float], *, spacing_mm: Sequence[float],
+    ct_noise_index_hu: float | None, weight: float = 1.0, cache_dir: str | Path | None = None, phantom_options: dict | None = None,
+) -> list[Case]:
+    """Liver cases of the studies of `seeds` rendered with CT noise from ct_noise_hu[0] to ct_noise_hu[1] HU, evenly
+    spread over the seeds in their order, and prepared as inference prepares them: noise-matched to the model's
+    `ct_noise_index_hu` (:func:`make_case`), so that the network learns the smoothed images it will be given."""
+    levels = np.linspace(float(ct_noise_hu[0]), float(ct_noise_hu[1]), len(seeds)) if len(seeds) > 1 else [float(ct_noise_hu[0])]
+    cases = []
+    for seed, hu in zip(seeds, levels):
+        cases += phantom_cases(
+            [seed], images, spacing_mm=spacing_mm, cache_dir=cache_dir, phantom_options={**(phantom_options or {}), "ct_noise_hu": float(hu)},
+            image_weights={name: weight for name in images}, ct_noise_index_hu=ct_noise_index_hu, tag=f"_noise{hu:.0f}hu",
+        )
     return cases
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,11 @@ from sirtjax.metrics import dice
 from sirtjax.models.store import build_model, load_weights, save_model
 from sirtjax.segmentation.infer import DEFAULT_TILE_OUT, foreground, predict_array
 from sirtjax.segmentation.postprocess import liver_mask
+from sirtjax.segmentation.sliding_window import NNUNET_SIGMA_SCALE
 from sirtjax.train import checkpoint
 from sirtjax.train.augment import flip_axes
 from sirtjax.train.config import TrainConfig
-from sirtjax.train.data import Case, batch_sampler, msd_cases, phantom_cases, stack_cases
+from sirtjax.train.data import Case, batch_sampler, msd_cases, noisy_ct_cases, phantom_cases, stack_cases
 from sirtjax.train.step import data_parallel, init_opt_state, make_optimizers, make_train_step, plateau_update
 from sirtjax.train.synth import mixed_sampler, phantom_label_maps, synth_sampler
 
@@ -40,7 +42,13 @@ def load_cases(cfg: TrainConfig, cache_dir: Path | None) -> tuple[list[Case], li
         kw = dict(spacing_mm=spacing, target=cfg.target, cache_dir=cache_dir, phantom_options=d.get("phantom_options"))
         train = phantom_cases(d["train_seeds"], d["images"], image_weights=d.get("image_weights"),
                               lesion_min_cnr=float(d.get("lesion_min_cnr", 0.0)), **kw)
-        return train, phantom_cases(d["val_seeds"], d.get("val_images", d["images"]), **kw)
+        val = phantom_cases(d["val_seeds"], d.get("val_images", d["images"]), **kw)
+        if "noisy_ct" in d:
+            n = d["noisy_ct"]
+            noisy = partial(noisy_ct_cases, images=n["images"], ct_noise_hu=tuple(n["ct_noise_hu"]), spacing_mm=spacing,
+                            ct_noise_index_hu=cfg.model.get("ct_noise_index_hu"), cache_dir=cache_dir, phantom_options=d.get("phantom_options"))
+            train, val = train + noisy(d["train_seeds"], weight=float(n.get("weight", 1.0))), val + noisy(d["val_seeds"])
+        return train, val
     cases = msd_cases(d["root"], modality=d.get("modality", "ct"), spacing_mm=spacing, label_values=d.get("label_values", (1,)))
     n_val = int(d.get("val_cases", max(1, len(cases) // 10)))
     if len(cases) <= n_val:
@@ -73,10 +81,12 @@ def make_sampler(
 
 def validate(model: nnx.Module, cases: Sequence[Case], spec: dict[str, Any]) -> dict[str, float]:
     """DSC per validation case of the full-volume segmentation on the prepared grid: the liver post-processed
-    (largest component, holes), lesions thresholded (DSC over all lesions; 1 when both are empty)."""
+    (largest component, holes), lesions thresholded (DSC over all lesions; 1 when both are empty). Tiles are
+    blended as inference blends them (the spec's ``blend_sigma_scale``)."""
     tile = tuple(spec.get("tile_out", DEFAULT_TILE_OUT))[::-1]
+    sigma_scale = float(spec.get("blend_sigma_scale", NNUNET_SIGMA_SCALE))
     post = liver_mask if spec.get("target", "liver") == "liver" else (lambda p: p > 0.5)
-    return {c.name: dice(post(foreground(predict_array(model, c.image, max_out_tile=tile))), c.label) for c in cases}
+    return {c.name: dice(post(foreground(predict_array(model, c.image, max_out_tile=tile, sigma_scale=sigma_scale))), c.label) for c in cases}
 
 
 def _append(log_path: Path, record: dict[str, Any]) -> None:
