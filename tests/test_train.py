@@ -178,6 +178,9 @@ def test_config_validation_and_cli(tmp_path, capsys):
     with pytest.raises(InputError, match="ct_noise_index_hu"):
         tiny_config(data=noisy)
     assert tiny_config(data=noisy, model=TINY_MODEL | {"ct_noise_index_hu": 20.0}).data["noisy_ct"]["ct_noise_hu"] == [35, 80]
+    for bad_noisy in ({"images": {"diag_ct": "ct"}, "ct_noise_hu": [35, 80]}, {"images": {"maa_ct": "ct"}, "ct_noise_hu": [80, 35]}, {"images": {"maa_ct": "ct"}}):
+        with pytest.raises(InputError, match="noisy_ct needs images"):
+            tiny_config(data=noisy | {"noisy_ct": bad_noisy}, model=TINY_MODEL | {"ct_noise_index_hu": 20.0})
     from sirtjax.cli import main
 
     bad = tmp_path / "bad.json"
@@ -212,18 +215,22 @@ def test_noisy_ct_cases_are_prepared_as_inference_prepares_them(tmp_path):
     to the model, as `prepare_image` does at inference; the cache gives the same cases back."""
     from sirtjax.phantom import PhantomConfig, generate_study
     from sirtjax.segmentation.preprocess import prepare_image, prepare_label
-    from sirtjax.train.data import noisy_ct_cases
+    from sirtjax.train.data import make_case, noisy_ct_cases
 
     kw = dict(spacing_mm=(3.0, 3.0, 3.0), ct_noise_index_hu=20.0, weight=2.0, cache_dir=tmp_path)
     cases = noisy_ct_cases([3, 4], {"maa_ct": "ct"}, (35.0, 80.0), **kw)
-    assert [(c.name, c.weight) for c in cases] == [("seed3_maa_ct_noise35hu", 2.0), ("seed4_maa_ct_noise80hu", 2.0)]
+    assert [(c.name, c.weight) for c in cases] == [("seed3_maa_ct_noise35hu_match20hu", 2.0), ("seed4_maa_ct_noise80hu_match20hu", 2.0)]
+    assert sorted(p.name for p in tmp_path.glob("*.npz")) == [f"{c.name}.npz" for c in cases]
     study = generate_study(4, PhantomConfig(ct_noise_hu=80.0))
     matched = prepare_image(study.images["maa_ct"], "ct", (3.0, 3.0, 3.0), ct_noise_index_hu=20.0)
     raw = prepare_image(study.images["maa_ct"], "ct", (3.0, 3.0, 3.0))
     np.testing.assert_array_equal(cases[1].image, np.asarray(matched.array))
     assert np.std(np.diff(cases[1].image, axis=2)) < 0.7 * np.std(np.diff(np.asarray(raw.array), axis=2))  # it was smoothed
     np.testing.assert_array_equal(cases[1].label, np.asarray(prepare_label(study.images["maa_ct_liver"], matched).array) == 1)
+    with pytest.raises(ValueError, match="lesion"):
+        make_case("x", study.images["maa_ct"], study.images["maa_ct_lesions"], "ct", (3.0, 3.0, 3.0), None, study.images["maa_ct_liver"], 0.0, 20.0)
     again = noisy_ct_cases([3, 4], {"maa_ct": "ct"}, (35.0, 80.0), **kw)
+    assert [(c.name, c.weight) for c in again] == [(c.name, c.weight) for c in cases]
     assert all(np.array_equal(a.image, b.image) and np.array_equal(a.label, b.label) for a, b in zip(cases, again))
 
 

@@ -88,6 +88,19 @@ class TrainConfig:
         return str(self.model.get("target", "liver"))
 
 
+NOISY_CT_IMAGES = ("maa_ct", "y90_ct")  # the phantom CTs that PhantomConfig.ct_noise_hu renders (diag_ct has its own noise)
+
+
+def _noisy_ct_ok(n: Any) -> bool:
+    """Whether data.noisy_ct is well formed (see the module docstring)."""
+    try:
+        low, high = (float(v) for v in n["ct_noise_hu"])
+        images = dict(n["images"])
+        return bool(images) and all(k in NOISY_CT_IMAGES and v == "ct" for k, v in images.items()) and 0 <= low <= high and float(n.get("weight", 1.0)) >= 0
+    except (TypeError, KeyError, ValueError):
+        return False
+
+
 def parse_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:
     """Validate a config dict and build a TrainConfig; bad values raise InputError(source, ...)."""
     raw = dict(raw)
@@ -121,6 +134,8 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:
         (cfg.synth is None or 0 <= cfg.synth.n_real < cfg.batch_size, "synth.n_real must be in [0, batch_size)"),
         ("noisy_ct" not in cfg.data or (cfg.target == "liver" and cfg.data.get("kind") == "phantom" and "ct_noise_index_hu" in cfg.model),
          "data.noisy_ct needs a liver model on phantom data whose spec declares ct_noise_index_hu"),
+        ("noisy_ct" not in cfg.data or _noisy_ct_ok(cfg.data["noisy_ct"]),
+         f"data.noisy_ct needs images among {NOISY_CT_IMAGES} as 'ct', ct_noise_hu [low, high] with 0 <= low <= high, and a weight >= 0"),
         (cfg.synth is None or len(set(cfg.model.get("spacing_mm", (3.0,) * 3))) == 1, "synthetic training needs an isotropic model spacing"),
     ]
     for ok, problem in checks:

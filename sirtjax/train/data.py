@@ -48,7 +48,10 @@ def make_case(
     (None: any non-zero). With `liver`, the image is the lesion model's input (:func:`lesion_input`), and
     with min_cnr > 0 as well, `label` holds lesion instance ids of which only those the prepared image
     shows are kept (`sirtjax.segmentation.visibility`). Without `liver`, a CT noisier than
-    `ct_noise_index_hu` is noise-matched as inference does (:func:`prepare_image`)."""
+    `ct_noise_index_hu` is noise-matched as inference does (:func:`prepare_image`); the lesion input is never matched.
+    """
+    if liver is not None and ct_noise_index_hu is not None:
+        raise ValueError("noise matching is for the liver model's input, not the lesion model's")
     if liver is None:
         prepared = prepare_image(image, modality, spacing_mm, ct_noise_index_hu=ct_noise_index_hu)
     else:
@@ -119,8 +122,9 @@ def phantom_cases(
 
     `image_weights` maps image names to sampling weights (default 1), e.g. to draw the MR, one image
     in four per study, as often as the CTs together. With `cache_dir`, prepared cases are stored as
-    .npz there and reused (phantoms are deterministic); `tag` ends the case names (and cache files) of studies
-    made with non-default `phantom_options`. `ct_noise_index_hu`: see :func:`make_case`.
+    .npz there and reused (phantoms are deterministic); `tag` ends the case names (and cache files), to tell
+    apart studies rendered with other `phantom_options` in one cache. With `ct_noise_index_hu` (see
+    :func:`make_case`), the names end in ``_match{index}hu``.
     """
     weights = {name: float((image_weights or {}).get(name, 1.0)) for name in images}
     from sirtjax.phantom import PhantomConfig, generate_study
@@ -128,6 +132,7 @@ def phantom_cases(
     cases = []
     for seed in seeds:
         suffix = ("" if target == "liver" else f"_{target}") + (f"_cnr{lesion_min_cnr:g}" if target == "lesions" and lesion_min_cnr > 0 else "") + tag
+        suffix += "" if ct_noise_index_hu is None else f"_match{ct_noise_index_hu:g}hu"
         names = [f"seed{seed}_{name}{suffix}" for name in images]
         paths = [Path(cache_dir) / f"{n}.npz" for n in names] if cache_dir else []
         if paths and all(p.is_file() for p in paths):
@@ -149,7 +154,7 @@ def phantom_cases(
 
 def noisy_ct_cases(
     seeds: Sequence[int], images: dict[str, str], ct_noise_hu: tuple[float, float], *, spacing_mm: Sequence[float],
-    ct_noise_index_hu: float | None, weight: float = 1.0, cache_dir: str | Path | None = None, phantom_options: dict | None = None,
+    ct_noise_index_hu: float, weight: float = 1.0, cache_dir: str | Path | None = None, phantom_options: dict | None = None,
 ) -> list[Case]:
     """Liver cases of the studies of `seeds` rendered with CT noise from ct_noise_hu[0] to ct_noise_hu[1] HU, evenly
     spread over the seeds in their order, and prepared as inference prepares them: noise-matched to the model's
@@ -159,7 +164,7 @@ def noisy_ct_cases(
     for seed, hu in zip(seeds, levels):
         cases += phantom_cases(
             [seed], images, spacing_mm=spacing_mm, cache_dir=cache_dir, phantom_options={**(phantom_options or {}), "ct_noise_hu": float(hu)},
-            image_weights={name: weight for name in images}, ct_noise_index_hu=ct_noise_index_hu, tag=f"_noise{hu:.0f}hu",
+            image_weights={name: weight for name in images}, ct_noise_index_hu=ct_noise_index_hu, tag=f"_noise{hu:g}hu",
         )
     return cases
 

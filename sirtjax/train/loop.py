@@ -39,14 +39,15 @@ def load_cases(cfg: TrainConfig, cache_dir: Path | None) -> tuple[list[Case], li
     spacing = cfg.model.get("spacing_mm", (3.0, 3.0, 3.0))
     d = cfg.data
     if d["kind"] == "phantom":
-        kw = dict(spacing_mm=spacing, target=cfg.target, cache_dir=cache_dir, phantom_options=d.get("phantom_options"))
+        index_hu = cfg.model.get("ct_noise_index_hu") if cfg.target == "liver" else None  # CT input matched as inference matches it
+        kw = dict(spacing_mm=spacing, target=cfg.target, cache_dir=cache_dir, phantom_options=d.get("phantom_options"), ct_noise_index_hu=index_hu)
         train = phantom_cases(d["train_seeds"], d["images"], image_weights=d.get("image_weights"),
                               lesion_min_cnr=float(d.get("lesion_min_cnr", 0.0)), **kw)
         val = phantom_cases(d["val_seeds"], d.get("val_images", d["images"]), **kw)
         if "noisy_ct" in d:
             n = d["noisy_ct"]
             noisy = partial(noisy_ct_cases, images=n["images"], ct_noise_hu=tuple(n["ct_noise_hu"]), spacing_mm=spacing,
-                            ct_noise_index_hu=cfg.model.get("ct_noise_index_hu"), cache_dir=cache_dir, phantom_options=d.get("phantom_options"))
+                            ct_noise_index_hu=index_hu, cache_dir=cache_dir, phantom_options=d.get("phantom_options"))
             train, val = train + noisy(d["train_seeds"], weight=float(n.get("weight", 1.0))), val + noisy(d["val_seeds"])
         return train, val
     cases = msd_cases(d["root"], modality=d.get("modality", "ct"), spacing_mm=spacing, label_values=d.get("label_values", (1,)))
