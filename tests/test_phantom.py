@@ -319,3 +319,21 @@ def test_montage_has_a_legend_for_its_contour_colours(study, tmp_path):
     assert any("PET" in t for t in entries)
     png = write_montage(study.images, tmp_path / "montage.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mr_like_maps_hu_to_t1_like_contrast_on_the_ct_grid():
+    """Fat brightest, liver above muscle, bone and air dark; the grid is the CT's; the noise is Rician (sigma 15)."""
+    from sirtjax.phantom.mr_like import HU_POINTS, T1_LIKE_POINTS, mr_like
+    from sirtjax.volume import make_volume
+
+    tissues_hu = {"air": -1000.0, "fat": -100.0, "muscle": 45.0, "liver": 60.0, "bone": 700.0}
+    hu = np.repeat(np.array(list(tissues_hu.values()), np.float32), 40 * 30 * 20).reshape(5 * 40, 30, 20)
+    direction = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+    ct = make_volume(hu, (0.8, 1.1, 2.5), (10.0, -20.0, 5.0), direction)
+    mr = mr_like(ct, np.random.default_rng(0))
+    assert mr.shape == ct.shape and np.allclose(mr.spacing_mm, ct.spacing_mm) and np.allclose(mr.direction, ct.direction)
+    means = {name: float(np.asarray(mr.array)[i * 40 : (i + 1) * 40].mean()) for i, name in enumerate(tissues_hu)}
+    assert means["fat"] > means["liver"] > means["muscle"] > means["bone"] > means["air"]
+    liver_expected = np.interp(60.0, HU_POINTS, T1_LIKE_POINTS)
+    assert means["liver"] == pytest.approx(np.hypot(liver_expected, 15.0), abs=1.0)  # Rician: sqrt(A^2 + sigma^2) for A >> sigma
+    assert means["air"] == pytest.approx(15.0 * np.sqrt(np.pi / 2), rel=0.05)  # Rayleigh mean where the signal is 0

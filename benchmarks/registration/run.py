@@ -41,23 +41,13 @@ import SimpleITK as sitk
 from sirtjax.io import from_sitk, to_sitk
 from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.phantom.deform import true_displacement
+from sirtjax.phantom.mr_like import mr_like
 from sirtjax.registration.evaluate import evaluate
 from sirtjax.registration import PRESETS, RegistrationConfig, config_from_dict, register
 from sirtjax.volume import Volume
 
 
 MR_LIKE = "_mrlike"  # a moving name ending so: the MR-like remapping of that CT (mr_like)
-
-
-def mr_like(ct: Volume, rng: np.random.Generator) -> Volume:
-    """A T1-like MR made from a CT in HU by a fixed piecewise-linear map (fat bright, liver above muscle, fluid and
-    bone dark, air black) with Rician noise: how the held-out MR-like -> CT pairs were made from a real CT.
-    Approximate: one intensity per HU, so the anatomy and the contrasts between tissues are the CT's own."""
-    hu_points = [-1000, -500, -120, -60, 0, 30, 60, 100, 200, 400, 1500]
-    mr_points = [0, 20, 850, 800, 150, 250, 420, 380, 300, 120, 80]
-    img = np.interp(np.asarray(ct.array, np.float64), hu_points, mr_points)
-    noisy = np.abs(img + rng.normal(0, 15, img.shape) + 1j * rng.normal(0, 15, img.shape))
-    return ct.with_array(noisy.astype(np.float32))
 
 
 def dilated(mask: Volume, mm: float) -> np.ndarray:

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-# condition -> (image, modality, PhantomConfig overrides); grids are replaced field by field
+# condition -> (image, modality, PhantomConfig overrides); grids are replaced field by field; the override "mr_like"
+# turns the rendered CT into a T1-like MR (sirtjax.phantom.mr_like), as the held-out MR-like scans were made from a real CT
 ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "CT non-contrast (MAA CT)": ("maa_ct", "ct", {}),
     "CT portal-venous (diag CT)": ("diag_ct", "ct", {}),
@@ -48,6 +49,8 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "stress: obese body (BMI 40-45), 500 mm field of view": ("diag_ct", "ct", {"bmi": (40.0, 45.0), "diag_ct": {"fov_mm": (500.0, 400.0, 288.0)}}),
     "stress: CT oblique grid": ("diag_ct", "ct", {"diag_ct": {"direction": "oblique"}}),
     "stress: left lobe far left, compressed": ("diag_ct", "ct", {"left_lobe_shift_mm": 35.0, "liver_ap_scale": 0.8}),
+    "stress: MR-like remap of the portal-venous CT": ("diag_ct", "mr", {"mr_like": True}),
+    "stress: MR-like remap of the non-contrast CT": ("maa_ct", "mr", {"mr_like": True}),
     # a low-dose SPECT/CT protocol as scanners write it: fine in-plane voxels, thick slices, 50 HU noise per voxel
     "CT low-dose protocol (0.8 x 0.8 x 5 mm, 50 HU noise)": (
         "maa_ct", "ct", {"ct_noise_hu": 50.0, "maa_ct": {"spacing_mm": (0.8, 0.8, 5.0)}}
@@ -68,11 +71,14 @@ def render(job: tuple[str, int]) -> tuple[str, int, dict[str, Any]]:
     """(condition, seed, {image, liver arrays, geometry, liver ml in view, whole liver ml}) of one row's study."""
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     from sirtjax.phantom import generate_study
+    from sirtjax.phantom.mr_like import mr_like
 
     condition, seed = job
     image, _, overrides = ROWS[condition]
-    study = generate_study(seed, phantom_config(overrides))
+    study = generate_study(seed, phantom_config({k: v for k, v in overrides.items() if k != "mr_like"}))
     vol, liver = study.images[image], study.images[image + "_liver"]
+    if overrides.get("mr_like"):
+        vol = mr_like(vol, np.random.default_rng(seed))
     voxel_ml = float(np.prod(vol.spacing_mm)) / 1000
     return condition, seed, {
         "image": np.asarray(vol.array), "liver": np.asarray(liver.array), "spacing": np.asarray(vol.spacing_mm),
