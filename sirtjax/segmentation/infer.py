@@ -103,6 +103,12 @@ def predict_array(
     )
 
 
+def spec_tiling(spec: dict[str, Any]) -> dict[str, Any]:
+    """:func:`predict_array`'s tiling from a model spec: the largest output tile (z, y, x; the spec's ``tile_out`` is
+    x, y, z) and the blending Gaussian's ``blend_sigma_scale`` (nnU-Net's 0.125 if absent)."""
+    return {"max_out_tile": tuple(spec.get("tile_out", DEFAULT_TILE_OUT))[::-1], "sigma_scale": float(spec.get("blend_sigma_scale", NNUNET_SIGMA_SCALE))}
+
+
 def foreground(probs: np.ndarray) -> np.ndarray:
     """Foreground probability (z, y, x): the sigmoid channel, or 1 - p(background) for softmax output."""
     return probs[..., 0] if probs.shape[-1] == 1 else 1.0 - probs[..., 0]
@@ -126,12 +132,10 @@ def probability_on(
     Overlapping tiles are blended by a Gaussian of the spec's ``blend_sigma_scale`` (nnU-Net's 0.125 if absent).
     ``programs``: the compiled forward pass's cache (:func:`predict_array`).
     """
-    max_tile_xyz = spec.get("tile_out", DEFAULT_TILE_OUT)
     if tta and not tta_flips(spec):
         raise ValueError("test-time augmentation needs a model trained with flips (its spec's flip_axes); this one has none")
     probs = predict_array(
-        model, prepared.array, max_out_tile=tuple(max_tile_xyz)[::-1], flips=tta_flips(spec) if tta else (),
-        sigma_scale=float(spec.get("blend_sigma_scale", NNUNET_SIGMA_SCALE)),
+        model, prepared.array, **spec_tiling(spec), flips=tta_flips(spec) if tta else (),
         batch_size=int(spec.get("tile_batch", 1)) if batch_size is None else batch_size, on_batch=on_batch,
         programs=programs,
     )

@@ -159,7 +159,7 @@ def noisy_ct_cases(
     """Liver cases of the studies of `seeds` rendered with CT noise from ct_noise_hu[0] to ct_noise_hu[1] HU, evenly
     spread over the seeds in their order, and prepared as inference prepares them: noise-matched to the model's
     `ct_noise_index_hu` (:func:`make_case`), so that the network learns the smoothed images it will be given."""
-    levels = np.linspace(float(ct_noise_hu[0]), float(ct_noise_hu[1]), len(seeds)) if len(seeds) > 1 else [float(ct_noise_hu[0])]
+    levels = np.linspace(float(ct_noise_hu[0]), float(ct_noise_hu[1]), len(seeds))  # one seed: the low end
     cases = []
     for seed, hu in zip(seeds, levels):
         cases += phantom_cases(

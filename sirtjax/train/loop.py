@@ -21,9 +21,8 @@ from flax import nnx
 
 from sirtjax.metrics import dice
 from sirtjax.models.store import build_model, load_weights, save_model
-from sirtjax.segmentation.infer import DEFAULT_TILE_OUT, foreground, predict_array
+from sirtjax.segmentation.infer import foreground, predict_array, spec_tiling
 from sirtjax.segmentation.postprocess import liver_mask
-from sirtjax.segmentation.sliding_window import NNUNET_SIGMA_SCALE
 from sirtjax.train import checkpoint
 from sirtjax.train.augment import flip_axes
 from sirtjax.train.config import TrainConfig
@@ -84,10 +83,8 @@ def validate(model: nnx.Module, cases: Sequence[Case], spec: dict[str, Any]) -> 
     """DSC per validation case of the full-volume segmentation on the prepared grid: the liver post-processed
     (largest component, holes), lesions thresholded (DSC over all lesions; 1 when both are empty). Tiles are
     blended as inference blends them (the spec's ``blend_sigma_scale``)."""
-    tile = tuple(spec.get("tile_out", DEFAULT_TILE_OUT))[::-1]
-    sigma_scale = float(spec.get("blend_sigma_scale", NNUNET_SIGMA_SCALE))
     post = liver_mask if spec.get("target", "liver") == "liver" else (lambda p: p > 0.5)
-    return {c.name: dice(post(foreground(predict_array(model, c.image, max_out_tile=tile, sigma_scale=sigma_scale))), c.label) for c in cases}
+    return {c.name: dice(post(foreground(predict_array(model, c.image, **spec_tiling(spec)))), c.label) for c in cases}
 
 
 def _append(log_path: Path, record: dict[str, Any]) -> None:
