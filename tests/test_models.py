@@ -180,3 +180,41 @@ def test_deepmedic_saves_and_loads(tmp_path):
     assert isinstance(loaded, DeepMedic) and loaded_spec == spec and loaded.factors == (3, 6)
     x = jax.random.normal(jax.random.key(0), (1, 18, 18, 18, 1))
     np.testing.assert_array_equal(np.asarray(apply(loaded, x)), np.asarray(apply(model, x)))
+
+
+def test_widened_liver_unet_computes_the_same_and_its_new_channels_learn(tmp_path):
+    """A wider thesis U-Net warm-started from a narrower one gives the same logits, and its new channels get gradients."""
+    from sirtjax.models.store import param_arrays, warm_start
+
+    old_spec = {"arch": "thesis_liver_unet", "features": [2, 3, 3, 4], "norm": "instance"}
+    old = build_model(old_spec, rngs=nnx.Rngs(1))
+    save_model(old, old_spec, tmp_path / "old")
+    new_spec = {**old_spec, "features": [2, 5, 6, 8]}  # level 1 keeps its width, the others grow
+    wide = build_model(new_spec, rngs=nnx.Rngs(2))
+    warm_start(wide, new_spec, tmp_path / "old")
+    x = jax.random.normal(jax.random.key(0), (1, 54, 54, 54, 1))
+    np.testing.assert_allclose(np.asarray(apply(wide, x)), np.asarray(apply(old, x)), atol=2e-5)
+    kernel = param_arrays(wide)["up/0/convs/0/kernel"]  # input: 8 up-sampled, then 6 skip channels; 6 outputs
+    assert kernel.shape[-2:] == (14, 6)
+    np.testing.assert_array_equal(kernel[..., [4, 5, 6, 7, 11, 12, 13], :3], 0.0)  # new inputs do not reach old outputs
+    np.testing.assert_array_equal(kernel[..., [0, 1, 2, 3, 8, 9, 10], :3], param_arrays(old)["up/0/convs/0/kernel"])
+    assert np.all(np.std(kernel[..., 3:], axis=(0, 1, 2, 3)) > 0)  # new outputs are freshly initialised, not copies
+
+    graphdef, params = nnx.split(wide, nnx.Param)
+    loss = lambda p: jnp.mean(jax.nn.sigmoid(nnx.merge(graphdef, p)(x)))  # noqa: E731
+    grads = {"/".join(map(str, k)): np.asarray(v.get_value()) for k, v in nnx.to_flat_state(jax.grad(loss)(params))}
+    assert np.abs(grads["up/0/convs/0/kernel"][..., [4, 5, 6, 7, 11, 12, 13], :3]).max() > 0  # the zeroed block learns
+
+
+def test_warm_start_refuses_what_it_cannot_widen(tmp_path):
+    """A narrower target or another architecture is refused with the weights file named."""
+    from sirtjax.models.store import warm_start
+
+    spec = {"arch": "thesis_liver_unet", "features": [2, 3, 3, 4], "norm": "instance"}
+    save_model(build_model(spec, rngs=nnx.Rngs(1)), spec, tmp_path / "old")
+    narrow = {**spec, "features": [2, 2, 3, 4]}
+    with pytest.raises(InputError, match="weights.npz.*none narrower"):
+        warm_start(build_model(narrow, rngs=nnx.Rngs(0)), narrow, tmp_path / "old")
+    other = {"arch": "lesion_unet", "features": [2, 4, 4, 4]}
+    with pytest.raises(InputError, match="weights.npz.*only a thesis_liver_unet"):
+        warm_start(build_model(other, rngs=nnx.Rngs(0)), other, tmp_path / "old")

@@ -276,7 +276,7 @@ def test_init_from_starts_from_given_weights(tmp_path):
     for k in expected:
         np.testing.assert_array_equal(got[k], expected[k])
     wider = {**TINY_MODEL, "features": [3, 4]}
-    with pytest.raises(InputError, match="shape"):
+    with pytest.raises(InputError, match="only a thesis_liver_unet can be widened"):
         train(tiny_config(model=wider, init_from=str(tmp_path / "a")), tmp_path / "c", cases=cases, stop_after=0, progress=False)
 
 

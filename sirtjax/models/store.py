@@ -22,6 +22,7 @@ from sirtjax.models.deepmedic import DeepMedic
 from sirtjax.models.regseg import RegSegNet
 from sirtjax.models.residual_unet import ResidualUNet3D
 from sirtjax.models.valid_unet import lesion_unet, thesis_liver_unet
+from sirtjax.models.widen import widen_unet_params
 
 ARCHITECTURES = ("thesis_liver_unet", "lesion_unet", "residual_unet3d", "deepmedic", "regseg")
 MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
@@ -103,6 +104,28 @@ def load_weights(model: nnx.Module, name_or_path: str | Path) -> None:
     path = resolve_model_dir(name_or_path) / "weights.npz"
     with np.load(path) as data:
         load_param_arrays(model, dict(data), source=str(path))
+
+
+def warm_start(model: nnx.Module, spec: dict[str, Any], name_or_path: str | Path) -> None:
+    """Copy a trained model's weights into `model` (built from `spec`); a narrower thesis liver U-Net is widened.
+
+    Widening (:mod:`sirtjax.models.widen`) keeps the trained model's function, so a wider network
+    warm-starts from a shipped one instead of from scratch.
+    """
+    old_spec = read_spec(name_or_path)
+    if [int(f) for f in old_spec.get("features", ())] == [int(f) for f in spec["features"]]:
+        load_weights(model, name_or_path)
+        return
+    path = resolve_model_dir(name_or_path) / "weights.npz"
+    if not old_spec.get("arch") == spec.get("arch") == "thesis_liver_unet":
+        raise InputError(path, f"features {old_spec.get('features')} differ from {spec['features']}; only a thesis_liver_unet can be widened")
+    with np.load(path) as data:
+        old = dict(data)
+    try:
+        wide = widen_unet_params(old, param_arrays(model), old_spec["features"], spec["features"])
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from None
+    load_param_arrays(model, wide, source=str(path))
 
 
 def read_spec(name_or_path: str | Path) -> dict[str, Any]:

@@ -15,7 +15,8 @@ images, ``{"seeds", "variants": [phantom options, cycled over the seeds], "n_rea
 renderings per batch, "generator": SynthConfig fields, its "lesions" LesionConfig fields}``, see
 `sirtjax.train.synth`); ``seed`` (0); ``init_from`` (none: a
 shipped model name or a model/run folder, relative to the config file, whose weights start a new run
-instead of random ones -- fine-tuning; ignored when the run resumes from its own checkpoint).
+instead of random ones -- fine-tuning; a thesis liver U-Net of narrower widths is widened so that it computes the
+same function, `sirtjax.models.widen`; ignored when the run resumes from its own checkpoint).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from sirtjax.metrics import dice
-from sirtjax.models.store import build_model, load_weights, save_model
+from sirtjax.models.store import build_model, save_model, warm_start
 from sirtjax.segmentation.infer import foreground, predict_array, spec_tiling
 from sirtjax.segmentation.postprocess import liver_mask
 from sirtjax.train import checkpoint
@@ -121,7 +121,7 @@ def train(
     latest, best = checkpoint.managers(out)
     model = build_model(cfg.model, rngs=nnx.Rngs(params=jax.random.fold_in(key, 1)))
     if cfg.init_from is not None and latest.latest_step() is None:  # a resumed run restores its own weights
-        load_weights(model, cfg.init_from)
+        warm_start(model, cfg.model, cfg.init_from)
     in_patch = model.input_shape_for(cfg.patch_out)
     out_patch = model.output_shape(in_patch)
     graphdef, params = nnx.split(model)
