@@ -2,22 +2,23 @@
 
 `sirtjax train` makes the same files one seed (or pair) at a time when they are missing; on a many-core
 machine this script makes them in parallel first (one process per seed or pair), so the accelerator does
-not wait. The noisier renderings of a config's `data.noisy_ct` are left to `sirtjax train` (5 s a study). Usage: python scripts/prepare_training_cache.py CONFIG RUN_DIR [--workers N]
+not wait. Usage: python scripts/prepare_training_cache.py CONFIG RUN_DIR [--workers N]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing as mp
 from pathlib import Path
 
 
 def _real(args: tuple) -> str:
-    seed, images, spacing, cache, options = args
-    from sirtjax.train.data import phantom_cases
+    cfg, cache = args
+    from sirtjax.train.loop import load_cases
 
-    phantom_cases([seed], images, spacing_mm=spacing, cache_dir=cache, phantom_options=options)
-    return f"seed {seed}: {', '.join(images)}"
+    train, val = load_cases(cfg, Path(cache))
+    return ", ".join(c.name for c in train + val)
 
 
 def _synth(args: tuple) -> str:
@@ -49,11 +50,14 @@ def regseg_jobs(raw: dict, config: Path, cache: str) -> list[tuple]:
 
 
 def real_and_synth_jobs(cfg, cache: str) -> list[tuple]:
-    """The jobs of a segmentation config: every training and validation seed's images, and every synthetic map."""
-    d = cfg.data
-    spacing = tuple(cfg.model.get("spacing_mm", (3.0, 3.0, 3.0)))
-    jobs = [(_real, (s, d["images"], spacing, cache, d.get("phantom_options"))) for s in d["train_seeds"]]
-    jobs += [(_real, (s, d.get("val_images", d["images"]), spacing, cache, d.get("phantom_options"))) for s in d["val_seeds"]]
+    """The jobs of a segmentation config: every training and validation seed's cases, and every synthetic map.
+
+    A seed's job loads the config's cases of that seed alone as `sirtjax train` loads them (target, noise matching),
+    so the cache holds the files the run will read. The noisier renderings of `data.noisy_ct` spread their levels
+    over all the seeds, so they are left to `sirtjax train` (5 s a study)."""
+    d = {k: v for k, v in cfg.data.items() if k != "noisy_ct"}
+    one = lambda train, val: dataclasses.replace(cfg, data={**d, "train_seeds": train, "val_seeds": val})  # noqa: E731
+    jobs = [(_real, (one([s], []), cache)) for s in d["train_seeds"]] + [(_real, (one([], [s]), cache)) for s in d["val_seeds"]]
     if cfg.synth is not None:
         v = cfg.synth.variants
         jobs += [(_synth, (s, v[i % len(v)], cache)) for i, s in enumerate(cfg.synth.seeds)]

@@ -388,3 +388,29 @@ def test_training_cache_script_lists_every_regseg_pair_and_map():
     pairs = [args[0] for fn, args in jobs if fn.__name__ == "_pair"]
     assert len(pairs) == len(set(pairs)) == 38 and (100, 100) in pairs and (0, 1) in pairs and (0, 5) in pairs
     assert sorted(args[0] for fn, args in jobs if fn.__name__ == "_synth") == list(range(12))
+
+
+def test_training_cache_script_prepares_the_files_training_reads(tmp_path, monkeypatch):
+    """A seed's job of scripts/prepare_training_cache.py writes the noise-matched cases that training then reads unrendered."""
+    import runpy
+
+    import sirtjax.phantom
+    from sirtjax.train.loop import load_cases
+
+    script = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "prepare_training_cache.py"))
+    model = {**TINY_MODEL, "ct_noise_index_hu": 20.0}
+    data = {"kind": "phantom", "train_seeds": [3], "val_seeds": [], "images": {"maa_ct": "ct"},
+            "noisy_ct": {"images": {"maa_ct": "ct"}, "ct_noise_hu": [35.0, 80.0]}}
+    cfg = tiny_config(model=model, data=data)
+    jobs = script["real_and_synth_jobs"](cfg, str(tmp_path))
+    assert len(jobs) == 1 and "noisy_ct" not in jobs[0][1][0].data
+    fn, args = jobs[0]
+    assert fn(args) == "seed3_maa_ct_match20hu"
+
+    def no_render(*a, **k):
+        raise AssertionError("training rendered a study that the script should have prepared")
+
+    monkeypatch.setattr(sirtjax.phantom, "generate_study", no_render)
+    clean = {k: v for k, v in data.items() if k != "noisy_ct"}
+    train_cases, _ = load_cases(tiny_config(model=model, data=clean), tmp_path)
+    assert [c.name for c in train_cases] == ["seed3_maa_ct_match20hu"]
