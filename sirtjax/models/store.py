@@ -99,11 +99,17 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
     raise InputError(name_or_path, f"no model.json + weights.npz here; shipped models: {', '.join(shipped) or 'none'}")
 
 
-def load_weights(model: nnx.Module, name_or_path: str | Path) -> None:
-    """Copy the weights.npz of a shipped model name or model folder into `model` (same architecture)."""
+def _read_weights(name_or_path: str | Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """(path, arrays) of the weights.npz of a shipped model name or model folder."""
     path = resolve_model_dir(name_or_path) / "weights.npz"
     with np.load(path) as data:
-        load_param_arrays(model, dict(data), source=str(path))
+        return path, dict(data)
+
+
+def load_weights(model: nnx.Module, name_or_path: str | Path) -> None:
+    """Copy the weights.npz of a shipped model name or model folder into `model` (same architecture)."""
+    path, arrays = _read_weights(name_or_path)
+    load_param_arrays(model, arrays, source=str(path))
 
 
 def warm_start(model: nnx.Module, spec: dict[str, Any], name_or_path: str | Path) -> None:
@@ -116,11 +122,9 @@ def warm_start(model: nnx.Module, spec: dict[str, Any], name_or_path: str | Path
     if [int(f) for f in old_spec.get("features", ())] == [int(f) for f in spec["features"]]:
         load_weights(model, name_or_path)
         return
-    path = resolve_model_dir(name_or_path) / "weights.npz"
+    path, old = _read_weights(name_or_path)
     if not old_spec.get("arch") == spec.get("arch") == "thesis_liver_unet":
         raise InputError(path, f"features {old_spec.get('features')} differ from {spec['features']}; only a thesis_liver_unet can be widened")
-    with np.load(path) as data:
-        old = dict(data)
     try:
         wide = widen_unet_params(old, param_arrays(model), old_spec["features"], spec["features"])
     except ValueError as exc:

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def _channel_maps(old: Sequence[int], new: Sequence[int], in_features: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _channel_maps(old: Sequence[int], new: Sequence[int], in_features: int, out_features: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(old input channels' new indices, old output channels' new indices) of every convolution, by parameter prefix."""
     n = len(old)
-    maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    maps = {"head": (np.arange(old[0]), np.arange(out_features))}
     for i in range(n):
         inp = np.arange(in_features) if i == 0 else np.arange(old[i - 1])
         maps[f"down/{i}/convs/0"] = (inp, np.arange(old[i]))
@@ -45,9 +45,7 @@ def widen_unet_params(
         raise ValueError(f"cannot widen features {list(old_features)} to {list(new_features)}: same levels, none narrower")
     if set(old) != set(fresh):
         raise ValueError("the two models do not have the same parameters; not the same architecture?")
-    in_features = old["down/0/convs/0/kernel"].shape[-2]
-    maps = _channel_maps(old_features, new_features, in_features)
-    maps["head"] = (np.arange(old_features[0]), np.arange(old["head/kernel"].shape[-1]))
+    maps = _channel_maps(old_features, new_features, old["down/0/convs/0/kernel"].shape[-2], old["head/kernel"].shape[-1])
     out: dict[str, np.ndarray] = {}
     for key, value in fresh.items():
         prefix, name = key.rsplit("/", 1)
