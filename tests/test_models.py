@@ -218,3 +218,35 @@ def test_warm_start_refuses_what_it_cannot_widen(tmp_path):
     other = {"arch": "lesion_unet", "features": [2, 4, 4, 4]}
     with pytest.raises(InputError, match="weights.npz.*only a thesis_liver_unet"):
         warm_start(build_model(other, rngs=nnx.Rngs(0)), other, tmp_path / "old")
+
+
+def test_frozen_instance_norms_give_the_same_logits_on_the_tile_they_were_measured_on(tmp_path):
+    """Norms frozen at one tile's statistics and folded into the convolutions reproduce that tile's logits; another
+    tile's differ (the norms no longer adapt), and warm_start freezes a saved model the same way."""
+    from sirtjax.models.freeze_norm import fold_instance_norm, instance_norm_statistics
+    from sirtjax.models.store import load_param_arrays, param_arrays, warm_start
+
+    spec = {"arch": "thesis_liver_unet", "features": [2, 3, 3, 4], "norm": "instance"}
+    model = build_model(spec, rngs=nnx.Rngs(1))
+    rng = np.random.default_rng(0)  # norm scales and biases away from 1 and 0, so folding them in is tested
+    load_param_arrays(model, {k: (v + 0.3 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in param_arrays(model).items()})
+    save_model(model, spec, tmp_path / "norm")
+    x = jax.random.normal(jax.random.key(0), (1, 54, 54, 54, 1))
+    stats = instance_norm_statistics(model, [x])
+    assert len(stats) == 14 and stats["down/0/norms/0"][0].shape == (2,)
+    frozen_spec = {**spec, "norm": None}
+    frozen = build_model(frozen_spec, rngs=nnx.Rngs(2))
+    load_param_arrays(frozen, fold_instance_norm(param_arrays(model), stats))
+    np.testing.assert_allclose(np.asarray(frozen(x)), np.asarray(model(x)), atol=2e-4)
+    other = 2.0 * jax.random.normal(jax.random.key(1), x.shape) + 1.0
+    assert np.abs(np.asarray(frozen(other)) - np.asarray(model(other))).max() > 0.1
+
+    started = build_model(frozen_spec, rngs=nnx.Rngs(3))
+    warm_start(started, frozen_spec, tmp_path / "norm", batches=iter([x]))
+    np.testing.assert_allclose(np.asarray(started(x)), np.asarray(model(x)), atol=2e-4)
+    with pytest.raises(InputError, match="freeze the norms first"):
+        wider = {**frozen_spec, "features": [2, 4, 4, 4]}
+        warm_start(build_model(wider, rngs=nnx.Rngs(0)), wider, tmp_path / "norm", batches=iter([x]))
+    save_model(frozen, frozen_spec, tmp_path / "plain")
+    with pytest.raises(InputError, match="only instance norms can be frozen"):
+        warm_start(build_model(spec, rngs=nnx.Rngs(0)), spec, tmp_path / "plain")

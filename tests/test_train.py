@@ -280,6 +280,26 @@ def test_init_from_starts_from_given_weights(tmp_path):
         train(tiny_config(model=wider, init_from=str(tmp_path / "a")), tmp_path / "c", cases=cases, stop_after=0, progress=False)
 
 
+def test_init_from_freezes_the_instance_norms_of_a_model_on_training_tiles(tmp_path):
+    """A config without norms that starts from an instance-normalised model gets its norms folded into the
+    convolutions (kernels rescaled per output channel), measured on the run's own training batches."""
+    from sirtjax.models import load_model, save_model
+    from sirtjax.models.store import param_arrays
+
+    spec = {"arch": "thesis_liver_unet", "features": [2, 2, 2, 2], "norm": "instance", "tile_out": [2, 2, 2]}
+    save_model(build_model(spec, rngs=nnx.Rngs(1)), spec, tmp_path / "a")
+    cases = ([blob_case(i) for i in range(2)], [blob_case(9)])
+    cfg = tiny_config(model={**spec, "norm": None}, patch_out=[2, 2, 2], init_from=str(tmp_path / "a"))
+    started = train(cfg, tmp_path / "b", cases=cases, stop_after=0, progress=False)
+    model = build_model(cfg.model, rngs=nnx.Rngs(0))
+    nnx.update(model, started["params"])
+    got, old = param_arrays(model), param_arrays(load_model(tmp_path / "a")[0])
+    assert not any("/norms/" in k for k in got)
+    ratio = got["down/1/convs/0/kernel"] / old["down/1/convs/0/kernel"]
+    np.testing.assert_allclose(ratio, np.broadcast_to(ratio[0, 0, 0, :1, :], ratio.shape), rtol=1e-4)  # one factor per output
+    assert not np.allclose(ratio, 1.0)
+
+
 KILLED_TRAINING = """
 import sys
 sys.path.insert(0, sys.argv[2])

@@ -9,6 +9,7 @@ A model folder holds ``model.json`` (the spec: ``arch``, ``in_features``, ``out_
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from flax import nnx
 
 from sirtjax.errors import InputError
 from sirtjax.models.deepmedic import DeepMedic
+from sirtjax.models.freeze_norm import fold_instance_norm, instance_norm_statistics
 from sirtjax.models.regseg import RegSegNet
 from sirtjax.models.residual_unet import ResidualUNet3D
 from sirtjax.models.valid_unet import lesion_unet, thesis_liver_unet
@@ -112,14 +114,26 @@ def load_weights(model: nnx.Module, name_or_path: str | Path) -> None:
     load_param_arrays(model, arrays, source=str(path))
 
 
-def warm_start(model: nnx.Module, spec: dict[str, Any], name_or_path: str | Path) -> None:
-    """Copy a trained model's weights into `model` (built from `spec`); a narrower thesis liver U-Net is widened.
+def warm_start(model: nnx.Module, spec: dict[str, Any], name_or_path: str | Path, *, batches: Iterable[jax.Array] = ()) -> None:
+    """Copy a trained model's weights into `model` (built from `spec`); a narrower thesis liver U-Net is widened, and
+    an instance-normalised model's norms are frozen for a `spec` without norms.
 
     Widening (:mod:`sirtjax.models.widen`) keeps the trained model's function, so a wider network
-    warm-starts from a shipped one instead of from scratch.
+    warm-starts from a shipped one instead of from scratch. Freezing (:mod:`sirtjax.models.freeze_norm`)
+    averages the norms' statistics over the tiles of `batches` (training input batches), read only then.
     """
     old_spec = read_spec(name_or_path)
-    if [int(f) for f in old_spec.get("features", ())] == [int(f) for f in spec["features"]]:
+    same_features = [int(f) for f in old_spec.get("features", ())] == [int(f) for f in spec["features"]]
+    if old_spec.get("arch") == spec.get("arch") and old_spec.get("norm") != spec.get("norm"):
+        folder = resolve_model_dir(name_or_path)
+        if not (old_spec.get("norm") == "instance" and spec.get("norm") is None):
+            raise InputError(folder, f"norm {old_spec.get('norm')!r} cannot become {spec.get('norm')!r}; only instance norms can be frozen (to none)")
+        if not same_features:
+            raise InputError(folder, f"features {old_spec.get('features')} differ from {spec['features']}; freeze the norms first, then widen")
+        old_model, _ = load_model(folder)
+        load_param_arrays(model, fold_instance_norm(param_arrays(old_model), instance_norm_statistics(old_model, batches)), source=str(folder))
+        return
+    if same_features:
         load_weights(model, name_or_path)
         return
     path, old = _read_weights(name_or_path)

@@ -31,6 +31,7 @@ from sirtjax.train.step import data_parallel, init_opt_state, make_optimizers, m
 from sirtjax.train.synth import mixed_sampler, phantom_label_maps, synth_sampler
 
 LOG_EVERY = 10
+FREEZE_BATCHES = 6  # training batches whose tiles give the statistics when init_from's instance norms are frozen
 
 
 def load_cases(cfg: TrainConfig, cache_dir: Path | None) -> tuple[list[Case], list[Case]]:
@@ -120,10 +121,12 @@ def train(
     key = jax.random.key(cfg.seed)
     latest, best = checkpoint.managers(out)
     model = build_model(cfg.model, rngs=nnx.Rngs(params=jax.random.fold_in(key, 1)))
-    if cfg.init_from is not None and latest.latest_step() is None:  # a resumed run restores its own weights
-        warm_start(model, cfg.model, cfg.init_from)
     in_patch = model.input_shape_for(cfg.patch_out)
     out_patch = model.output_shape(in_patch)
+    sampler = make_sampler(cfg, train_cases, in_patch, out_patch, out / "cache")
+    if cfg.init_from is not None and latest.latest_step() is None:  # a resumed run restores its own weights
+        tiles = (sampler(jax.random.fold_in(jax.random.fold_in(key, 3), i))[0] for i in range(FREEZE_BATCHES))  # read only to freeze norms
+        warm_start(model, cfg.model, cfg.init_from, batches=tiles)
     graphdef, params = nnx.split(model)
     adam, plateau = make_optimizers(cfg.learning_rate, factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_scale=cfg.plateau_min_scale)
     state = {"params": params, "opt_state": init_opt_state(adam, plateau, params), "meta": np.array([0, 0], np.int64), "best": np.array(-1.0, np.float32)}
@@ -137,7 +140,6 @@ def train(
     params = jax.device_put(state["params"], replicated)
     opt_state = jax.device_put(state["opt_state"], replicated)
     n_val, best_dice = int(state["meta"][1]), float(state["best"])
-    sampler = make_sampler(cfg, train_cases, in_patch, out_patch, out / "cache")
     step_fn = make_train_step(graphdef, cfg.learning_rate, cfg.loss)
     data_key = jax.random.fold_in(key, 2)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
