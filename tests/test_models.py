@@ -244,9 +244,11 @@ def test_frozen_instance_norms_give_the_same_logits_on_the_tile_they_were_measur
     started = build_model(frozen_spec, rngs=nnx.Rngs(3))
     warm_start(started, frozen_spec, tmp_path / "norm", batches=iter([x]))
     np.testing.assert_allclose(np.asarray(started(x)), np.asarray(model(x)), atol=2e-4)
-    with pytest.raises(InputError, match="freeze the norms first"):
+    with pytest.raises(InputError, match="norms are frozen at the same features"):
         wider = {**frozen_spec, "features": [2, 4, 4, 4]}
         warm_start(build_model(wider, rngs=nnx.Rngs(0)), wider, tmp_path / "norm", batches=iter([x]))
+    with pytest.raises(InputError, match="cannot freeze its norms: no batches"):
+        warm_start(build_model(frozen_spec, rngs=nnx.Rngs(0)), frozen_spec, tmp_path / "norm")
     save_model(frozen, frozen_spec, tmp_path / "plain")
     with pytest.raises(InputError, match="only instance norms can be frozen"):
         warm_start(build_model(spec, rngs=nnx.Rngs(0)), spec, tmp_path / "plain")

@@ -282,7 +282,7 @@ def test_init_from_starts_from_given_weights(tmp_path):
 
 def test_init_from_freezes_the_instance_norms_of_a_model_on_training_tiles(tmp_path):
     """A config without norms that starts from an instance-normalised model gets its norms folded into the
-    convolutions (kernels rescaled per output channel), measured on the run's own training batches."""
+    convolutions (kernels rescaled per output channel) from the run's training batches."""
     from sirtjax.models import load_model, save_model
     from sirtjax.models.store import param_arrays
 

@@ -37,8 +37,12 @@ def main() -> None:
     r = render(("CT non-contrast (MAA CT)", 300))[2]
     vol = make_volume(r["image"], r["spacing"], r["origin"], r["direction"])
     models = {}
+    variants = {"instance": {}, "none": {"norm": None}, "none-one-pass": {"norm": None, "tile_out": list(DEFAULT_TILE_OUT), "tile_batch": 1}}
+    unknown = set(a.norms.split(",")) - set(variants)
+    if unknown:
+        ap.error(f"--norms: unknown {sorted(unknown)}; expected some of {list(variants)}")
     for norm in a.norms.split(","):
-        tiles = {"instance": {}, "none": {"norm": None}, "none-one-pass": {"norm": None, "tile_out": list(DEFAULT_TILE_OUT), "tile_batch": 1}}[norm]
+        tiles = variants[norm]
         for widths in a.widths.split(";"):
             s = dict(spec, features=[int(w) for w in widths.split(",")], **tiles)
             model = build_model(s, rngs=nnx.Rngs(0))

@@ -63,9 +63,9 @@ def fold_instance_norm(params: dict[str, np.ndarray], statistics: dict[str, tupl
     """The parameters (keyed like :func:`sirtjax.models.store.param_arrays`) of the same network without norms, each
     norm frozen at `statistics` (:func:`instance_norm_statistics`) and folded into the convolution before it."""
     out = {k: np.asarray(v) for k, v in params.items() if "/norms/" not in k}
-    for norm, (mean, var, eps) in statistics.items():
-        conv = norm.replace("/norms/", "/convs/")
-        s = params[f"{norm}/scale"] / np.sqrt(var + eps)
+    for norm_key, (mean, var, eps) in statistics.items():
+        conv = norm_key.replace("/norms/", "/convs/")
+        s = params[f"{norm_key}/scale"] / np.sqrt(var + eps)
         out[f"{conv}/kernel"] = (params[f"{conv}/kernel"] * s).astype(np.float32)
-        out[f"{conv}/bias"] = ((params[f"{conv}/bias"] - mean) * s + params[f"{norm}/bias"]).astype(np.float32)
+        out[f"{conv}/bias"] = ((params[f"{conv}/bias"] - mean) * s + params[f"{norm_key}/bias"]).astype(np.float32)
     return out

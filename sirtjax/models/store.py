@@ -129,9 +129,14 @@ def warm_start(model: nnx.Module, spec: dict[str, Any], name_or_path: str | Path
         if not (old_spec.get("norm") == "instance" and spec.get("norm") is None):
             raise InputError(folder, f"norm {old_spec.get('norm')!r} cannot become {spec.get('norm')!r}; only instance norms can be frozen (to none)")
         if not same_features:
-            raise InputError(folder, f"features {old_spec.get('features')} differ from {spec['features']}; freeze the norms first, then widen")
+            raise InputError(folder, f"features {old_spec.get('features')} differ from {spec['features']}; norms are frozen at the same "
+                                     "features (train that first, then widen its best/ folder)")
         old_model, _ = load_model(folder)
-        load_param_arrays(model, fold_instance_norm(param_arrays(old_model), instance_norm_statistics(old_model, batches)), source=str(folder))
+        try:
+            statistics = instance_norm_statistics(old_model, batches)
+        except ValueError as exc:
+            raise InputError(folder, f"cannot freeze its norms: {exc}") from None
+        load_param_arrays(model, fold_instance_norm(param_arrays(old_model), statistics), source=str(folder))
         return
     if same_features:
         load_weights(model, name_or_path)

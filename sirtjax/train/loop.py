@@ -125,8 +125,8 @@ def train(
     out_patch = model.output_shape(in_patch)
     sampler = make_sampler(cfg, train_cases, in_patch, out_patch, out / "cache")
     if cfg.init_from is not None and latest.latest_step() is None:  # a resumed run restores its own weights
-        tiles = (sampler(jax.random.fold_in(jax.random.fold_in(key, 3), i))[0] for i in range(FREEZE_BATCHES))  # read only to freeze norms
-        warm_start(model, cfg.model, cfg.init_from, batches=tiles)
+        freeze_batches = (sampler(jax.random.fold_in(jax.random.fold_in(key, 3), i))[0] for i in range(FREEZE_BATCHES))  # read only to freeze norms
+        warm_start(model, cfg.model, cfg.init_from, batches=freeze_batches)
     graphdef, params = nnx.split(model)
     adam, plateau = make_optimizers(cfg.learning_rate, factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_scale=cfg.plateau_min_scale)
     state = {"params": params, "opt_state": init_opt_state(adam, plateau, params), "meta": np.array([0, 0], np.int64), "best": np.array(-1.0, np.float32)}
