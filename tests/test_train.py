@@ -434,3 +434,17 @@ def test_training_cache_script_prepares_the_files_training_reads(tmp_path, monke
     clean = {k: v for k, v in data.items() if k != "noisy_ct"}
     train_cases, _ = load_cases(tiny_config(model=model, data=clean), tmp_path)
     assert [c.name for c in train_cases] == ["seed3_maa_ct_match20hu"]
+
+
+def test_a_config_extends_another_beside_it(tmp_path):
+    """``extends`` merges a config under the one that names it (objects key by key, lists replaced); a cycle is a
+    one-line error naming the file."""
+    from sirtjax.train.config import read_json_config
+
+    (tmp_path / "base.json").write_text(json.dumps({"model": {"arch": "a", "features": [1, 2]}, "steps": 5, "seed": 1}))
+    (tmp_path / "child.json").write_text(json.dumps({"extends": "base.json", "model": {"features": [3]}, "seed": 2}))
+    assert read_json_config(tmp_path / "child.json") == {"model": {"arch": "a", "features": [3]}, "steps": 5, "seed": 2}
+    (tmp_path / "loop.json").write_text(json.dumps({"extends": "loop2.json"}))
+    (tmp_path / "loop2.json").write_text(json.dumps({"extends": "loop.json"}))
+    with pytest.raises(InputError, match="loop2.json.*extends loop.json, which extends it again"):
+        read_json_config(tmp_path / "loop.json")

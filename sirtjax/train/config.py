@@ -16,7 +16,9 @@ renderings per batch, "generator": SynthConfig fields, its "lesions" LesionConfi
 `sirtjax.train.synth`); ``seed`` (0); ``init_from`` (none: a
 shipped model name or a model/run folder, relative to the config file, whose weights start a new run
 instead of random ones -- fine-tuning; a thesis liver U-Net of narrower widths is widened so that it computes the
-same function, `sirtjax.models.widen`; ignored when the run resumes from its own checkpoint).
+same function, `sirtjax.models.widen`, and an instance-normalised one's norms are frozen for a model without norms,
+`sirtjax.models.freeze_norm`; ignored when the run resumes from its own checkpoint); ``extends`` (a config file beside
+this one whose keys this one's override, objects merged key by key; relative paths are read beside this one).
 """
 
 from __future__ import annotations
@@ -145,9 +147,30 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:
     return cfg
 
 
-def read_json_config(path: str | Path) -> dict[str, Any]:
-    """The JSON object of a config file; InputError naming the file when it is missing or not JSON."""
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `override`'s keys: objects merge key by key, anything else (lists included) is replaced."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_json_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The JSON object of a config file, its ``extends`` (a config file beside it) merged under it (:func:`_merged`);
+    InputError naming the file when it is missing, not JSON, or extends itself."""
     path = Path(path)
+    seen = (*_seen, path.resolve())
+    raw = _read_json_object(path)
+    if "extends" not in raw:
+        return raw
+    base = path.parent / str(raw.pop("extends"))
+    if base.resolve() in seen:
+        raise InputError(path, f"extends {base.name}, which extends it again")
+    return _merged(read_json_config(base, seen), raw)
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in one file; InputError naming it when it is missing, not JSON or not an object."""
     if not path.is_file():
         raise InputError(path, "no such config file" if not path.exists() else "is a folder, not a JSON config file")
     try:
