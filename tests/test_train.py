@@ -93,6 +93,26 @@ def test_noise_augmentation_spreads_tissue_and_leaves_clipped_voxels():
     np.testing.assert_array_equal(augment_intensity(jax.random.key(0), patch, NO_AUG), patch)  # noise_max 0: unchanged
 
 
+def test_remap_gives_random_contrasts_with_air_dark():
+    """remap_prob 1: every patch gets a random contrast in the MR window; air stays darkest; two tissues swap order
+    between draws; the map is the same piecewise-linear one on every voxel of a tissue (only Rician noise differs)."""
+    from sirtjax.train.augment import augment_intensity
+
+    patch = jnp.concatenate([jnp.full((4, 16, 16), 0.1), jnp.full((4, 16, 16), -0.2), jnp.full((4, 16, 16), -0.5)])
+    cfg = dataclasses.replace(NO_AUG, remap_prob=1.0)
+    brighter = []
+    for k in range(40):
+        out = np.asarray(augment_intensity(jax.random.key(k), patch, cfg))
+        assert out.min() >= -0.5 and out.max() <= 0.5
+        a, b, air = out[:4].mean(), out[4:8].mean(), out[8:].mean()
+        assert air < min(a, b) + 0.05 and air < -0.4
+        brighter.append(a > b)
+    assert 8 < sum(brighter) < 32  # neither tissue is always the brighter one
+    half = dataclasses.replace(NO_AUG, remap_prob=0.5)
+    changed = [not np.array_equal(np.asarray(augment_intensity(jax.random.key(k), patch, half)), np.asarray(patch)) for k in range(40)]
+    assert 10 < sum(changed) < 30
+
+
 def test_correlated_noise_has_unit_std_and_the_correlation_of_its_blur():
     """The blurred noise keeps std 1 for every sigma, its neighbour correlation is that of its sampled Gaussian, and
     it is scipy's blur of the same white noise divided by the blur's std."""

@@ -35,6 +35,7 @@ class AugmentConfig:
     scale_range: tuple[float, float] = (1.0, 1.0)  # per-axis scaling of the anatomy, log-uniform
     noise_max: float = 0.0  # std of added noise (windowed units), drawn in [0, noise_max] per patch
     noise_blur_max_vox: float = 0.0  # the noise's correlation: a Gaussian blur of sigma in [0, this] voxels per patch
+    remap_prob: float = 0.0  # probability that a patch's contrast is replaced by a random one (:func:`random_remap`)
 
 
 def flip_axes(cfg: AugmentConfig) -> list[int]:
@@ -101,7 +102,8 @@ def sample_patch(volume: jax.Array, coords: jax.Array, *, order: int, cval: floa
 
 
 def augment_intensity(key: jax.Array, patch: jax.Array, cfg: AugmentConfig) -> jax.Array:
-    """Random affine intensity change of a windowed patch, (1 + scale) * x + shift, then added noise.
+    """Random affine intensity change of a windowed patch, (1 + scale) * x + shift, then added noise; first, with
+    probability ``remap_prob``, a random contrast (:func:`random_remap`).
 
     The noise imitates a lower dose (CT) or a lower signal (MR) than the rendering had. It is added
     only where the patch lies strictly inside the window (-0.5, 0.5), then clipped to it, so air
@@ -109,6 +111,9 @@ def augment_intensity(key: jax.Array, patch: jax.Array, cfg: AugmentConfig) -> j
     ``noise_blur_max_vox``, correlated as reconstructed CT noise is (:func:`correlated_noise`). Approximate: it
     lands after the rendering's own noise and blur.
     """
+    if cfg.remap_prob > 0:
+        k_use, k_map = jax.random.split(jax.random.fold_in(key, 3))
+        patch = jnp.where(jax.random.bernoulli(k_use, cfg.remap_prob), random_remap(k_map, patch), patch)
     k1, k2 = jax.random.split(key)
     scale = 1.0 + cfg.intensity_scale * jax.random.normal(k1)
     out = patch * scale + cfg.intensity_shift * jax.random.normal(k2)
@@ -120,6 +125,28 @@ def augment_intensity(key: jax.Array, patch: jax.Array, cfg: AugmentConfig) -> j
         inside = (patch > -0.5) & (patch < 0.5)
         out = jnp.where(inside, jnp.clip(out + sd * noise, -0.5, 0.5), out)
     return out
+
+
+REMAP_KNOTS = 12  # knots of the random map, evenly over the window: every 36 HU of a CT's [-200, 200] HU window
+
+
+def random_remap(key: jax.Array, patch: jax.Array) -> jax.Array:
+    """A windowed patch seen through a random contrast, the way an MR-like scan is made from a CT: a piecewise-linear
+    map with REMAP_KNOTS knots of uniform random values (the window floor, air, stays dark as in any MR), Rician
+    noise of 0-5 % of the brightest value, then the MR window (:func:`sirtjax.preprocess.window_mr`: [min, 80 % of
+    max] to [-0.5, 0.5]). Approximate: the window's bounds are the map's extreme values, not the image's, and what
+    the CT window clipped stays one value. Steep stretches of the map amplify the rendering's own noise, as they
+    do on a remapped real CT.
+    """
+    k_values, k_air, k_sd, k_noise = jax.random.split(key, 4)
+    values = jax.random.uniform(k_values, (REMAP_KNOTS,)).at[0].set(0.05 * jax.random.uniform(k_air))
+    out = jnp.interp(patch, jnp.linspace(-0.5, 0.5, REMAP_KNOTS), values)
+    sd = 0.05 * jax.random.uniform(k_sd) * values.max()
+    noise = sd * jax.random.normal(k_noise, (2, *patch.shape))
+    out = jnp.hypot(out + noise[0], noise[1])
+    low = values.min()
+    high = low + 0.8 * (values.max() - low)
+    return (jnp.clip(out, low, high) - low) / jnp.maximum(high - low, 1e-6) - 0.5
 
 
 def correlated_noise(key: jax.Array, shape_zyx: tuple[int, int, int], sigma_vox, max_sigma_vox: float) -> jax.Array:
