@@ -337,3 +337,27 @@ def test_mr_like_maps_hu_to_t1_like_contrast_on_the_ct_grid():
     liver_expected = np.interp(60.0, HU_POINTS, T1_LIKE_POINTS)
     assert means["liver"] == pytest.approx(np.hypot(liver_expected, 15.0), abs=1.0)  # Rician: sqrt(A^2 + sigma^2) for A >> sigma
     assert means["air"] == pytest.approx(15.0 * np.sqrt(np.pi / 2), rel=0.05)  # Rayleigh mean where the signal is 0
+
+
+def test_random_contrast_draws_a_map_per_generator_with_air_dark():
+    """Each generator gives its own piecewise-linear map through HU_POINTS (reproducible from its seed), air stays
+    below 5 % of the range, tissue order changes between draws, and the grid is the CT's."""
+    from sirtjax.phantom.mr_like import HU_POINTS, RANDOM_MAX, random_contrast
+    from sirtjax.volume import make_volume
+
+    hu = np.repeat(np.array([-1000.0, -100.0, 60.0], np.float32), 40 * 30 * 20).reshape(3 * 40, 30, 20)
+    ct = make_volume(hu, (0.8, 1.1, 2.5), (10.0, -20.0, 5.0), np.diag([1.0, -1.0, 1.0]))
+    fat_brighter = []
+    for seed in range(20):
+        img = random_contrast(ct, np.random.default_rng([seed, 1]))
+        assert img.shape == ct.shape and np.allclose(img.direction, ct.direction)
+        np.testing.assert_array_equal(img.array, random_contrast(ct, np.random.default_rng([seed, 1])).array)
+        rng = np.random.default_rng([seed, 1])  # the same draws as random_contrast's
+        values = rng.uniform(0.0, RANDOM_MAX, len(HU_POINTS))
+        values[:2] = rng.uniform(0.0, 0.05 * RANDOM_MAX, 2)
+        a = np.asarray(img.array)
+        assert a[:40].mean() < 0.05 * RANDOM_MAX + 3 * 0.03 * RANDOM_MAX  # air: its knot plus Rician noise
+        liver_expected = np.interp(60.0, HU_POINTS, values)
+        assert a[80:].mean() == pytest.approx(np.hypot(liver_expected, 0.03 * values.max()), abs=0.02 * RANDOM_MAX)
+        fat_brighter.append(a[40:80].mean() > a[80:].mean())
+    assert 3 < sum(fat_brighter) < 17

@@ -51,6 +51,8 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "stress: left lobe far left, compressed": ("diag_ct", "ct", {"left_lobe_shift_mm": 35.0, "liver_ap_scale": 0.8}),
     "stress: MR-like remap of the portal-venous CT": ("diag_ct", "mr", {"mr_like": True}),
     "stress: MR-like remap of the non-contrast CT": ("maa_ct", "mr", {"mr_like": True}),
+    **{f"stress: random contrast {k} of the {name} CT": (image, "mr", {"random_contrast": k})
+       for image, name in (("diag_ct", "portal-venous"), ("maa_ct", "non-contrast")) for k in (1, 2, 3)},
     # a low-dose SPECT/CT protocol as scanners write it: fine in-plane voxels, thick slices, 50 HU noise per voxel
     "CT low-dose protocol (0.8 x 0.8 x 5 mm, 50 HU noise)": (
         "maa_ct", "ct", {"ct_noise_hu": 50.0, "maa_ct": {"spacing_mm": (0.8, 0.8, 5.0)}}
@@ -71,14 +73,16 @@ def render(job: tuple[str, int]) -> tuple[str, int, dict[str, Any]]:
     """(condition, seed, {image, liver arrays, geometry, liver ml in view, whole liver ml}) of one row's study."""
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     from sirtjax.phantom import generate_study
-    from sirtjax.phantom.mr_like import mr_like
+    from sirtjax.phantom.mr_like import mr_like, random_contrast
 
     condition, seed = job
     image, _, overrides = ROWS[condition]
-    study = generate_study(seed, phantom_config({k: v for k, v in overrides.items() if k != "mr_like"}))
+    study = generate_study(seed, phantom_config({k: v for k, v in overrides.items() if k not in ("mr_like", "random_contrast")}))
     vol, liver = study.images[image], study.images[image + "_liver"]
     if overrides.get("mr_like"):
         vol = mr_like(vol, np.random.default_rng(seed))
+    if "random_contrast" in overrides:
+        vol = random_contrast(vol, np.random.default_rng([seed, overrides["random_contrast"]]))
     voxel_ml = float(np.prod(vol.spacing_mm)) / 1000
     return condition, seed, {
         "image": np.asarray(vol.array), "liver": np.asarray(liver.array), "spacing": np.asarray(vol.spacing_mm),
