@@ -93,9 +93,9 @@ def test_noise_augmentation_spreads_tissue_and_leaves_clipped_voxels():
     np.testing.assert_array_equal(augment_intensity(jax.random.key(0), patch, NO_AUG), patch)  # noise_max 0: unchanged
 
 
-def test_remap_gives_random_contrasts_with_air_dark():
-    """remap_prob 1: every patch gets a random contrast in the MR window; air stays darkest; two tissues swap order
-    between draws; the map is the same piecewise-linear one on every voxel of a tissue (only Rician noise differs)."""
+def test_remap_gives_random_contrasts_with_air_near_the_floor():
+    """remap_prob 1: every patch gets a random contrast in the MR window; air stays near the floor; two tissues swap
+    order between draws; every voxel of a tissue gets the same map value (only Rician noise spreads it)."""
     from sirtjax.train.augment import augment_intensity
 
     patch = jnp.concatenate([jnp.full((4, 16, 16), 0.1), jnp.full((4, 16, 16), -0.2), jnp.full((4, 16, 16), -0.5)])
@@ -105,7 +105,8 @@ def test_remap_gives_random_contrasts_with_air_dark():
         out = np.asarray(augment_intensity(jax.random.key(k), patch, cfg))
         assert out.min() >= -0.5 and out.max() <= 0.5
         a, b, air = out[:4].mean(), out[4:8].mean(), out[8:].mean()
-        assert air < min(a, b) + 0.05 and air < -0.4
+        assert air < -0.4
+        assert max(out[:4].std(), out[4:8].std()) < 0.07  # one map value per tissue; only the Rician noise (<= 5 %) spreads it
         brighter.append(a > b)
     assert 8 < sum(brighter) < 32  # neither tissue is always the brighter one
     half = dataclasses.replace(NO_AUG, remap_prob=0.5)

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 # condition -> (image, modality, PhantomConfig overrides); grids are replaced field by field; the override "mr_like"
-# turns the rendered CT into a T1-like MR (sirtjax.phantom.mr_like), as the held-out MR-like scans were made from a real CT
+# turns the rendered CT into a T1-like MR (sirtjax.phantom.mr_like), as the held-out MR-like scans were made from a real CT,
+# and "random_contrast": K into an image of a random intensity per HU (random_contrast's K-th draw for the seed)
 ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "CT non-contrast (MAA CT)": ("maa_ct", "ct", {}),
     "CT portal-venous (diag CT)": ("diag_ct", "ct", {}),

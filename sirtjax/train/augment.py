@@ -132,7 +132,7 @@ REMAP_KNOTS = 12  # knots of the random map, evenly over the window: every 36 HU
 
 def random_remap(key: jax.Array, patch: jax.Array) -> jax.Array:
     """A windowed patch seen through a random contrast, the way an MR-like scan is made from a CT: a piecewise-linear
-    map with REMAP_KNOTS knots of uniform random values (the window floor, air, stays dark as in any MR), Rician
+    map with REMAP_KNOTS knots of uniform random values in [0, 1] (the window floor, air, below 0.05, dark as in any MR), Rician
     noise of 0-5 % of the brightest value, then the MR window (:func:`sirtjax.preprocess.window_mr`: [min, 80 % of
     max] to [-0.5, 0.5]). Approximate: the window's bounds are the map's extreme values, not the image's, and what
     the CT window clipped stays one value. Steep stretches of the map amplify the rendering's own noise, as they
