@@ -61,8 +61,12 @@ def window_ct(image_hu: jax.Array) -> jax.Array:
 def window_mr(image: jax.Array) -> jax.Array:
     """MR window of the thesis: clip to [min, 80 % of max], map to [-0.5, 0.5]."""
     image = jnp.asarray(image, jnp.float32)
-    low = jnp.min(image)
-    high = low + 0.8 * (jnp.max(image) - low)
+    return window_mr_between(image, jnp.min(image), jnp.max(image))
+
+
+def window_mr_between(image: jax.Array, low: jax.Array, peak: jax.Array) -> jax.Array:
+    """The MR window's rule for given extremes: clip to [low, low + 80 % of (peak - low)], map to [-0.5, 0.5]."""
+    high = low + 0.8 * (peak - low)
     return (jnp.clip(image, low, high) - low) / jnp.maximum(high - low, 1e-6) - 0.5
 
 

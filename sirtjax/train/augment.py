@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.ndimage import map_coordinates
 
+from sirtjax.preprocess import window_mr_between
 from sirtjax.registration.pyramid import gaussian_taps, kernel_radius, smooth_and_shrink
 
 
@@ -132,21 +133,18 @@ REMAP_KNOTS = 12  # knots of the random map, evenly over the window: every 36 HU
 
 def random_remap(key: jax.Array, patch: jax.Array) -> jax.Array:
     """A windowed patch seen through a random contrast, the way an MR-like scan is made from a CT: a piecewise-linear
-    map with REMAP_KNOTS knots of uniform random values in [0, 1] (the window floor, air, below 0.05, dark as in any MR), Rician
-    noise of 0-5 % of the brightest value, then the MR window (:func:`sirtjax.preprocess.window_mr`: [min, 80 % of
-    max] to [-0.5, 0.5]). Approximate: the window's bounds are the map's extreme values, not the image's, and what
-    the CT window clipped stays one value. Steep stretches of the map amplify the rendering's own noise, as they
-    do on a remapped real CT.
+    map with REMAP_KNOTS knots of uniform random values in [0, 1] (the window floor, air, below 0.05, dark as in any
+    MR), Rician noise of 0-5 % of the brightest value, then the MR window's rule
+    (:func:`sirtjax.preprocess.window_mr_between`). Approximate: the window's bounds are the map's extreme values, not
+    the image's, and what the CT window clipped stays one value. Steep stretches of the map amplify the rendering's
+    own noise, as they do on a remapped real CT.
     """
     k_values, k_air, k_sd, k_noise = jax.random.split(key, 4)
     values = jax.random.uniform(k_values, (REMAP_KNOTS,)).at[0].set(0.05 * jax.random.uniform(k_air))
     out = jnp.interp(patch, jnp.linspace(-0.5, 0.5, REMAP_KNOTS), values)
     sd = 0.05 * jax.random.uniform(k_sd) * values.max()
     noise = sd * jax.random.normal(k_noise, (2, *patch.shape))
-    out = jnp.hypot(out + noise[0], noise[1])
-    low = values.min()
-    high = low + 0.8 * (values.max() - low)
-    return (jnp.clip(out, low, high) - low) / jnp.maximum(high - low, 1e-6) - 0.5
+    return window_mr_between(jnp.hypot(out + noise[0], noise[1]), values.min(), values.max())
 
 
 def correlated_noise(key: jax.Array, shape_zyx: tuple[int, int, int], sigma_vox, max_sigma_vox: float) -> jax.Array:
