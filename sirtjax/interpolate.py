@@ -1,10 +1,13 @@
 """The one interpolation core: values of a voxel array at continuous indices, and of a Volume at world points.
 
 It follows ITK's ``ResampleImageFilter`` semantics so that results agree with SimpleITK: a point whose continuous
-index lies within half a voxel of the grid (``-0.5 <= i <= n - 0.5`` on every axis) is interpolated with neighbours
-clamped to the border; any other point is outside (:func:`inside_grid`) and gets ``default_value``. Linear
+index lies within half a voxel of the grid (``-0.5 <= i < n - 0.5`` on every axis, half-open as ITK 5.4's
+``IsInsideBuffer``) is interpolated with neighbours clamped to the border; any other point is outside
+(:func:`inside_grid`) and gets ``default_value``. Linear
 interpolation is trilinear (:func:`gather_linear`, with a custom gradient); nearest rounds half-way indices up.
 Registration's optimisation, its output warps and the resampling of :mod:`sirtjax.preprocess` all sample through it.
+Where the output's voxel axes lie along the input's (:func:`axis_aligned`), trilinear resampling is separable and
+:func:`resample_separable` applies the same rule as three one-axis passes.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from sirtjax.volume import Volume, world_points_to_index
 
 
 def inside_grid(size_xyz: jax.Array, idx_xyz: jax.Array) -> jax.Array:
-    """True where a continuous index (..., 3) in (x, y, z) order lies within half a voxel of a grid of size_xyz (3,) voxels."""
+    """True where a continuous index (..., 3) in (x, y, z) order lies within half a voxel of a grid of size_xyz (3,)
+    voxels: in [-0.5, n - 0.5), ITK's rule (a point on the far face is outside)."""
     n_xyz = jnp.asarray(size_xyz, jnp.float32)
-    return jnp.all((idx_xyz >= -0.5) & (idx_xyz <= n_xyz - 0.5), axis=-1)
+    return jnp.all((idx_xyz >= -0.5) & (idx_xyz < n_xyz - 0.5), axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames="channels")  # eager callers: one program, not op by op (7 s -> 0.4 s cold)
@@ -139,3 +143,76 @@ def sample_index(array: jax.Array, idx_xyz: jax.Array, *, order: int = 1, defaul
 def sample_world(vol: Volume, points_mm: jax.Array, *, order: int = 1, default_value: float = 0.0) -> jax.Array:
     """Sample a scalar Volume at LPS world points (..., 3) (mm); see :func:`sample_index`."""
     return sample_index(vol.array, world_points_to_index(vol, points_mm), order=order, default_value=default_value)
+
+
+def axis_aligned(index_map: np.ndarray, tol: float = 1e-9) -> bool:
+    """True when a 4x4 map from output to input continuous index (x, y, z) scales and shifts each axis alone (its
+    3x3 part diagonal), so that resampling through it is separable."""
+    linear = np.asarray(index_map, np.float64)[:3, :3]
+    return bool(np.all(np.abs(linear - np.diag(np.diag(linear))) <= tol * np.abs(linear).max()))
+
+
+def gaussian_weights(sigma_vox: float) -> np.ndarray:
+    """scipy's ``gaussian_filter1d`` kernel for sigma (voxels), truncated at 4 sigma, normalised; [1.0] for sigma 0."""
+    radius = int(4.0 * sigma_vox + 0.5)
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (offsets / max(sigma_vox, 1e-12)) ** 2) if radius else np.ones(1)
+    return kernel / kernel.sum()
+
+
+def _axis_taps(scale: float, shift: float, n_out: int, n_in: int, sigma_vox: float) -> tuple[np.ndarray, ...]:
+    """(index (n_out, K), weight (n_out, K), inside (n_out,)) of one axis. Each output voxel's input index is
+    ``scale * o + shift``: its value is the linear interpolation between its two neighbours, clamped to the border,
+    of the input smoothed by a Gaussian of ``sigma_vox`` (:func:`gaussian_weights`, border voxels repeated: scipy's
+    mode "nearest"), and it is inside when within half a voxel of the input (the rules of :func:`gather_linear`
+    and :func:`inside_grid`)."""
+    c = scale * np.arange(n_out, dtype=np.float64) + shift
+    base = np.floor(c)
+    frac = c - base
+    corners = np.clip(np.stack([base, base + 1], -1), 0, n_in - 1).astype(np.int64)  # (n_out, 2)
+    kernel = gaussian_weights(sigma_vox)
+    offsets = np.arange(len(kernel)) - len(kernel) // 2
+    index = np.clip(corners[:, :, None] + offsets, 0, n_in - 1).reshape(n_out, -1)
+    weight = (np.stack([1.0 - frac, frac], -1)[:, :, None] * kernel).reshape(n_out, -1)
+    return index.astype(np.int32), weight.astype(np.float32), (c >= -0.5) & (c < n_in - 0.5)
+
+
+def resample_separable(
+    array: jax.Array, index_map: np.ndarray, out_shape_zyx: tuple[int, int, int], default_value: float,
+    sigma_vox_zyx: tuple[float, float, float] = (0.0, 0.0, 0.0),
+) -> jax.Array:
+    """Trilinear resampling of a (z, y, x) array onto a grid of out_shape_zyx through an :func:`axis_aligned` 4x4 map
+    from output to input continuous index (x, y, z), as one-axis passes: :func:`sample_index`'s values (to float32
+    rounding; the indices are computed in float64), 5x faster than gathering 8 corners per voxel (3 mm onto
+    512 x 513 x 288 voxels: 0.18 s against 0.95 s, this 2-core CPU). ``sigma_vox_zyx``: first smooth the array by a Gaussian of these sigmas (input voxels), as
+    scipy's ``gaussian_filter(mode="nearest")`` does, within the same passes."""
+    m = np.asarray(index_map, np.float64)
+    n_in = array.shape[::-1]
+    taps = [_axis_taps(m[a, a], m[a, 3], out_shape_zyx[2 - a], n_in[a], sigma_vox_zyx[2 - a]) for a in range(3)]  # x, y, z
+    return _separable(jnp.asarray(array, jnp.float32), *[jnp.asarray(t) for tap in taps for t in tap], jnp.float32(default_value))
+
+
+@jax.jit
+def _separable(array, *taps_and_default):
+    *taps, default = taps_and_default
+    out = array
+    for a in range(3):  # x, then y, then z: the passes shrink or grow the array one axis at a time
+        index, weight, _ = taps[3 * a:3 * a + 3]
+        out = _one_axis(out, index, weight, 2 - a)
+    inside_x, inside_y, inside_z = taps[2], taps[5], taps[8]
+    inside = inside_z[:, None, None] & inside_y[None, :, None] & inside_x[None, None, :]
+    return jnp.where(inside, out, default)
+
+
+def _one_axis(array: jax.Array, index: jax.Array, weight: jax.Array, axis: int) -> jax.Array:
+    """sum_k weight[o, k] * array[..., index[o, k], ...] along one axis: a loop over the taps (compiles in a fraction
+    of the time of an unrolled sum of 30 gathers, for the same work)."""
+    shape = [1, 1, 1]
+    shape[axis] = -1
+
+    def tap(k, total):
+        return total + jnp.take(array, index[:, k], axis=axis) * weight[:, k].reshape(shape)
+
+    out_shape = list(array.shape)
+    out_shape[axis] = index.shape[0]
+    return jax.lax.fori_loop(0, index.shape[1], tap, jnp.zeros(out_shape, array.dtype))

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import ndimage
 
-from sirtjax.interpolate import sample_world
-from sirtjax.volume import Grid, Volume, describe_grid, make_grid, make_volume, same_grid, world_grid
+from sirtjax.interpolate import axis_aligned, resample_separable, sample_world
+from sirtjax.volume import Grid, Volume, describe_grid, index_to_world, make_grid, make_volume, same_grid, world_grid, world_to_index
 
 
 def resample_to(
-    moving: Volume, reference: Grid | Volume, *, order: int = 1, default_value: float = 0.0
+    moving: Volume, reference: Grid | Volume, *, order: int = 1, default_value: float = 0.0,
+    smooth_vox_zyx: Sequence[float] | None = None,
 ) -> Volume:
     """Resample a scalar Volume onto the reference grid (identity transform), like SimpleITK.
 
@@ -20,13 +24,25 @@ def resample_to(
       reference: gives the output grid (shape, spacing, origin, direction).
       order: 1 for trilinear (images), 0 for nearest neighbour (labels; keeps the voxel type).
       default_value: value outside the moving image.
+      smooth_vox_zyx: order 1 only: first smooth moving by a Gaussian of these sigmas (moving's voxels, z, y, x), as
+        scipy's ``gaussian_filter(mode="nearest")`` does (anti-aliasing before down-sampling).
 
     Returns:
-      A Volume on the reference grid; float32 for order 1, the moving dtype for order 0.
+      A Volume on the reference grid; float32 for order 1, the moving dtype for order 0. When the reference's voxel
+      axes lie along the moving image's (:func:`~sirtjax.interpolate.axis_aligned`), order 1 (and its smoothing)
+      runs as one-axis passes (:func:`~sirtjax.interpolate.resample_separable`).
     """
-    if order == 1:
-        moving = moving.with_array(np.asarray(moving.array, np.float32))
-    out = _resample_jit(moving, reference.grid, order, default_value)
+    sigma_zyx = (0.0, 0.0, 0.0) if smooth_vox_zyx is None else tuple(float(s) for s in smooth_vox_zyx)
+    if order != 1 and any(sigma_zyx):
+        raise ValueError("smoothing is for trilinear resampling (order 1)")
+    index_map = world_to_index(moving) @ index_to_world(reference)
+    if order == 1 and axis_aligned(index_map):
+        out = resample_separable(moving.array, index_map, reference.shape, default_value, sigma_zyx)
+    else:
+        if order == 1:
+            array = np.asarray(moving.array, np.float32)
+            moving = moving.with_array(ndimage.gaussian_filter(array, sigma_zyx, mode="nearest") if any(sigma_zyx) else array)
+        out = _resample_jit(moving, reference.grid, order, default_value)
     return make_volume(np.asarray(out), reference.spacing_mm, reference.origin_mm, reference.direction)
 
 

@@ -28,9 +28,10 @@ def _sitk_resample(moving, reference, interpolator, default):
     return sitk.GetArrayFromImage(f.Execute(io.to_sitk(moving)))
 
 
-@pytest.mark.parametrize("dir_moving, dir_ref", [(np.eye(3), np.eye(3)), (ROT_A, ROT_B), (FLIP, ROT_A)])
+@pytest.mark.parametrize("dir_moving, dir_ref", [(np.eye(3), np.eye(3)), (ROT_A, ROT_B), (FLIP, ROT_A), (FLIP, FLIP), (FLIP, np.eye(3))])
 @pytest.mark.parametrize("order", [1, 0])
 def test_resample_to_matches_simpleitk(dir_moving, dir_ref, order):
+    """Oblique pairs go through the 8-corner gather, axis-aligned ones (flipped too) through the separable passes."""
     rng = np.random.default_rng(0)
     data = rng.normal(size=(12, 14, 16)).astype(np.float32) if order else rng.integers(0, 6, (12, 14, 16)).astype(np.int16)
     moving = make_volume(data, (1.5, 1.0, 2.5), (-10, 5, -20), dir_moving)
@@ -43,6 +44,51 @@ def test_resample_to_matches_simpleitk(dir_moving, dir_ref, order):
     if order == 0:
         assert ours.array.dtype == data.dtype
     np.testing.assert_allclose(corner_points_world(ours), corner_points_world(reference), atol=1e-9)
+
+
+@pytest.mark.parametrize("order", [1, 0])
+def test_a_point_on_the_far_face_is_outside_as_in_simpleitk(order):
+    """Output voxels at continuous index exactly -0.5 and n - 0.5 of the input: ITK keeps the first, not the second."""
+    moving = make_volume(np.ones((4, 4, 4), np.float32), (1.0, 1.0, 1.0))
+    for origin_x in (-0.5, 0.5):
+        reference = make_volume(np.zeros((4, 4, 4), np.float32), (1.0, 1.0, 1.0), (origin_x, 0.0, 0.0))
+        ours = np.asarray(preprocess.resample_to(moving, reference, order=order, default_value=-7).array)
+        ref = _sitk_resample(moving, reference, sitk.sitkLinear if order else sitk.sitkNearestNeighbor, -7)
+        np.testing.assert_array_equal(ours, ref)
+        assert (ours == -7).any() == (origin_x > 0)
+
+
+@pytest.mark.parametrize("direction", [np.eye(3), FLIP])
+def test_separable_resampling_equals_the_corner_gather(direction):
+    """Up- and down-sampling between axis-aligned grids of anisotropic spacing, partly outside, with and without
+    anti-aliasing: the separable passes give scipy's Gaussian then the 8-corner gather's values to float32 rounding,
+    and the same inside/outside decision."""
+    from scipy import ndimage
+
+    from sirtjax.interpolate import axis_aligned, resample_separable
+    from sirtjax.volume import index_to_world, world_to_index
+
+    rng = np.random.default_rng(1)
+    moving = make_volume(rng.normal(size=(20, 24, 28)).astype(np.float32) * 100, (2.0, 3.0, 4.5), (-30, 10, -40), direction)
+    cases = (((0.7, 0.9, 1.3), (90, 70, 80), (0.0, 0.0, 0.0)), ((5.0, 4.0, 6.0), (14, 20, 13), (0.75, 0.4, 0.8)),
+             ((9.0, 3.0, 2.0), (8, 24, 30), (0.0, 0.0, 1.8)))
+    for spacing, shape, sigma_zyx in cases:
+        reference = make_grid(shape, spacing, (-35, 5, -45), direction)
+        index_map = world_to_index(moving) @ index_to_world(reference)
+        assert axis_aligned(index_map) and not axis_aligned(world_to_index(moving) @ index_to_world(make_grid(shape, spacing, (0, 0, 0), ROT_A)))
+        ours = np.asarray(resample_separable(moving.array, index_map, reference.shape, -7.0, sigma_zyx))
+        smoothed = moving.with_array(ndimage.gaussian_filter(np.asarray(moving.array), sigma_zyx, mode="nearest"))
+        gather = np.asarray(preprocess._resample_jit(smoothed, reference, 1, -7.0))
+        assert 0 < (gather == -7.0).sum() < gather.size
+        np.testing.assert_allclose(ours, gather, atol=2e-3)  # values of +-300: float32 indices of the gather
+        via = preprocess.resample_to(moving, reference, smooth_vox_zyx=sigma_zyx)  # resample_to takes this path
+        np.testing.assert_array_equal(np.asarray(via.array), np.where(ours == -7.0, 0.0, ours))
+    oblique = make_grid((14, 20, 13), (5.0, 4.0, 6.0), (-35, 5, -45), ROT_A)  # not aligned: scipy, then the gather
+    np.testing.assert_allclose(np.asarray(preprocess.resample_to(moving, oblique, smooth_vox_zyx=(0.75, 0.4, 0.8)).array),
+                               np.asarray(preprocess._resample_jit(moving.with_array(ndimage.gaussian_filter(
+                                   np.asarray(moving.array), (0.75, 0.4, 0.8), mode="nearest")), oblique, 1, 0.0)), atol=1e-4)
+    with pytest.raises(ValueError, match="order 1"):
+        preprocess.resample_to(moving, oblique, order=0, smooth_vox_zyx=(1.0, 0.0, 0.0))
 
 
 def test_sample_world_is_differentiable_in_points():

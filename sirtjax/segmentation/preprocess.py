@@ -48,18 +48,23 @@ def normalize_intensity(image: np.ndarray, modality: str) -> np.ndarray:
     raise InputError("--modality", f"unknown modality {modality!r}; expected one of {MODALITIES}")
 
 
+def antialias_sigma_zyx(vol: Volume | Grid, spacing_mm: Sequence[float]) -> tuple[float, float, float]:
+    """Anti-aliasing sigmas (input voxels, z, y, x) for resampling vol to spacing_mm (x, y, z): (ratio - 1) / 2 along
+    each axis the new spacing is coarser by ``ratio`` (scikit-image's rule for anti-aliased down-sampling), else 0."""
+    ratio = np.asarray(spacing_mm, np.float64).reshape(3) / np.asarray(vol.spacing_mm, np.float64)
+    return tuple(float(s) for s in np.maximum(0.0, (ratio[::-1] - 1.0) / 2.0))
+
+
 def antialias(vol: Volume, spacing_mm: Sequence[float]) -> Volume:
-    """vol smoothed for resampling to spacing_mm (x, y, z): a Gaussian of sigma (ratio - 1) / 2 input voxels
-    along each axis the new spacing is coarser by ``ratio`` (scikit-image's rule for anti-aliased down-sampling).
+    """vol smoothed for resampling to spacing_mm (x, y, z) by a Gaussian of :func:`antialias_sigma_zyx`.
 
     Without it, trilinear down-sampling of a fine scan (0.8 mm in-plane, say) reads a few input voxels
     per output voxel and keeps most of their noise; with it, a 3 mm voxel averages its neighbourhood
     as the 3 mm renderings the models were trained on do. Approximate for an oblique grid: the
     smoothing follows the input's axes.
     """
-    ratio = np.asarray(spacing_mm, np.float64).reshape(3) / np.asarray(vol.spacing_mm, np.float64)
-    sigma_zyx = np.maximum(0.0, (ratio[::-1] - 1.0) / 2.0)
-    if not np.any(sigma_zyx > 0):
+    sigma_zyx = antialias_sigma_zyx(vol, spacing_mm)
+    if not any(sigma_zyx):
         return vol
     return vol.with_array(ndimage.gaussian_filter(np.asarray(vol.array, np.float32), sigma_zyx, mode="nearest"))
 
@@ -78,7 +83,8 @@ def prepare_on(
 ) -> Volume:
     """The windowed network input (z, y, x) float32 on `grid`.
 
-    The image is anti-aliased for the grid's spacing (:func:`antialias`) and resampled trilinearly;
+    The image is anti-aliased for the grid's spacing (:func:`antialias`; within the resampling's passes when the
+    grid's axes lie along the image's) and resampled trilinearly;
     outside the input's field of view it is filled with its minimum (air). A CT noisier than
     `ct_noise_index_hu` (the model's, if it declares one) is then smoothed to match
     (:func:`~sirtjax.segmentation.noise.match_noise`; `on_noise` receives what it found). Last, it is windowed.
@@ -88,7 +94,7 @@ def prepare_on(
         raise InputError("image", f"expected a scalar 3D image, got array shape {array.shape}")
     if array.size == 0 or not np.all(np.isfinite(array)):
         raise InputError("image", "image is empty or contains NaN/inf values")
-    resampled = resample_to(antialias(vol, grid.spacing_mm), grid, order=1, default_value=float(array.min()))
+    resampled = resample_to(vol, grid, order=1, default_value=float(array.min()), smooth_vox_zyx=antialias_sigma_zyx(vol, grid.spacing_mm))
     image = np.asarray(resampled.array)
     if modality == "ct" and ct_noise_index_hu is not None:
         image = match_noise(image, np.asarray(resampled.spacing_mm)[::-1], ct_noise_index_hu, on_noise)
