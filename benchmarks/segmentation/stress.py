@@ -58,6 +58,10 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "CT low-dose protocol (0.8 x 0.8 x 5 mm, 50 HU noise)": (
         "maa_ct", "ct", {"ct_noise_hu": 50.0, "maa_ct": {"spacing_mm": (0.8, 0.8, 5.0)}}
     ),
+    # a diagnostic reconstruction as scanners write it: 513 x 513 in-plane, thin slices, 400 x 400 x 360 mm
+    "CT portal-venous as reconstructed (0.78 x 0.78 x 1.25 mm)": (
+        "diag_ct", "ct", {"diag_ct": {"spacing_mm": (0.78, 0.78, 1.25), "fov_mm": (400.0, 400.0, 360.0)}}
+    ),
 }
 
 
