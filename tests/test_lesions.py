@@ -182,3 +182,25 @@ def test_segment_lesions_keeps_only_what_the_image_shows():
     labels = np.asarray(every.labels.array)
     assert [les.id for les in every.lesions] == [1, 2] and np.all(labels[faint] == 1) and np.all(labels[clear] == 2)
     assert [les.cnr for les in every.lesions] == pytest.approx([expected["faint"], expected["clear"]], rel=0.05)
+
+
+def test_describe_lesions_equals_scipy_over_the_whole_array():
+    """Each lesion's volume, confidence and peak, taken within the lesions' bounding box, equal scipy's over the whole
+    array (ids with gaps, a margin of background, lesions touching the array's faces or not)."""
+    from scipy import ndimage
+
+    from sirtjax.segmentation.lesions import describe_lesions
+
+    rng = np.random.default_rng(3)
+    labels = np.zeros((30, 40, 50), np.int32)
+    labels[5:9, 10:14, 20:26] = 1
+    labels[12:20, 30:40, 3:9] = 2  # touches the y face
+    labels[25:27, 2:4, 40:45] = 5  # id 3 and 4 absent
+    prob = rng.random(labels.shape).astype(np.float32)
+    got = describe_lesions(labels, prob, 0.5, np.array([np.nan, 7.0, np.nan, np.nan, np.nan, 3.0]))
+    assert [les.id for les in got] == [1, 2, 5] and [les.cnr for les in got] == [7.0, None, 3.0]
+    ids = [1, 2, 5]
+    np.testing.assert_allclose([les.volume_ml for les in got], ndimage.sum_labels(np.ones(labels.shape), labels, ids) * 0.5)
+    np.testing.assert_allclose([les.confidence for les in got], ndimage.mean(prob, labels, ids), rtol=1e-12)
+    np.testing.assert_array_equal([les.peak_probability for les in got], ndimage.maximum(prob, labels, ids))
+    assert describe_lesions(np.zeros((3, 3, 3), np.int32), np.zeros((3, 3, 3)), 1.0) == ()

@@ -23,7 +23,7 @@ from scipy import ndimage
 
 from sirtjax.preprocess import resample_to
 from sirtjax.segmentation.infer import probability_on
-from sirtjax.segmentation.postprocess import instance_labels
+from sirtjax.segmentation.postprocess import foreground_box, instance_labels
 from sirtjax.segmentation.preprocess import lesion_input, normalize_intensity
 from sirtjax.segmentation.visibility import ROSE_K, lesion_cnr, measured_cnr, shown_ids
 from sirtjax.volume import Volume, same_grid
@@ -61,11 +61,14 @@ class LesionSegmentation:
 
 def describe_lesions(labels: np.ndarray, probability: np.ndarray, voxel_ml: float, cnr: np.ndarray | None = None) -> tuple[Lesion, ...]:
     """A Lesion per id > 0 of an instance map, its confidence the mean of `probability` over it; `cnr`, indexed by id
-    (nan: not measurable), gives each its contrast-to-noise ratio."""
-    ids = [int(i) for i in np.unique(labels) if i > 0]
-    if not ids:
+    (nan: not measurable), gives each its contrast-to-noise ratio. Computed within the lesions' bounding box."""
+    box = foreground_box(np.asarray(labels) > 0)
+    if box is None:
         return ()
-    counts = ndimage.sum_labels(np.ones(labels.shape), labels, ids)
+    labels, probability = np.asarray(labels)[box], np.asarray(probability)[box]
+    counts = np.bincount(labels.ravel())
+    ids = [int(i) for i in np.flatnonzero(counts) if i > 0]
+    counts = counts[ids]
     means = ndimage.mean(probability, labels, ids)
     peaks = ndimage.maximum(probability, labels, ids)
     out = []
