@@ -1,5 +1,6 @@
 """Sliding-window inference, canonical-grid geometry, post-processing and the `segment` command."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -137,6 +138,39 @@ def test_probability_on_blends_tiles_by_the_model_spec():
     for blend, key in ((0.125, {}), (0.4, {"blend_sigma_scale": 0.4})):
         prob = probability_on(TileMeanNet(), spec | key, prepared, prepared)
         np.testing.assert_allclose(np.asarray(prob.array), expect[blend], atol=1e-5)
+
+
+class TwoClassNet(TileMeanNet):
+    """Softmax logits (background, foreground): 0 and TileMeanNet's."""
+
+    def __call__(self, x):
+        fg = super().__call__(x)
+        return jnp.concatenate([jnp.zeros_like(fg), fg], axis=-1)
+
+
+@pytest.mark.parametrize("net", [TileMeanNet(), TwoClassNet()])
+def test_tiles_cover_only_the_content_box(net):
+    """Air (the padding value) around a body: the tiles cover the body's box alone, as if the image were that box,
+    and beyond it the prediction is background (foreground probability 0, for sigmoid and softmax outputs alike)."""
+    from sirtjax.segmentation import predict_array
+    from sirtjax.segmentation.infer import content_box, foreground
+    from sirtjax.segmentation.sliding_window import tile_starts
+
+    rng = np.random.default_rng(4)
+    image = np.full((40, 44, 48), -0.5, np.float32)
+    image[6:31, 9:27, 12:45] = rng.uniform(-0.5, 0.5, (25, 18, 33))
+    image[6, 9, 12] = image[30, 26, 44] = 0.2  # the box's corners hold content
+    box = content_box(image[..., None])
+    assert box == (slice(6, 31), slice(9, 27), slice(12, 45))
+    assert len(tile_starts(18, 10, 0.5)) * 2 < len(tile_starts(44, 10, 0.5))  # fewer tiles to run along y
+    got = foreground(predict_array(net, image, max_out_tile=(10, 10, 10), sigma_scale=0.4))
+    alone = foreground(predict_array(net, image[box], max_out_tile=(10, 10, 10), sigma_scale=0.4))
+    np.testing.assert_array_equal(got[box], alone)
+    outside = np.ones(image.shape, bool)
+    outside[box] = False
+    assert np.all(got[outside] == 0.0) and alone.max() > 0.5
+    full = np.full((6, 7, 8), -0.5, np.float32)  # all padding: kept whole
+    assert content_box(full[..., None]) == (slice(0, 6), slice(0, 7), slice(0, 8))
 
 
 def test_training_validation_blends_tiles_as_inference_does():

@@ -22,9 +22,9 @@ from flax import nnx
 from sirtjax.preprocess import resample_to
 from sirtjax.registration.programs import Program, ProgramCache
 from sirtjax.segmentation.noise import NoiseMatch
-from sirtjax.segmentation.postprocess import liver_mask
+from sirtjax.segmentation.postprocess import foreground_box, liver_mask
 from sirtjax.segmentation.preprocess import prepare_image
-from sirtjax.segmentation.sliding_window import NNUNET_SIGMA_SCALE, sliding_window
+from sirtjax.segmentation.sliding_window import NNUNET_SIGMA_SCALE, PAD_VALUE, sliding_window
 from sirtjax.volume import Volume
 
 DEFAULT_TILE_OUT = (136, 136, 163)  # thesis output tile, given (x, y, z) like the thesis' 163x136x136
@@ -80,6 +80,9 @@ def predict_array(
 ) -> np.ndarray:
     """Class probabilities (z, y, x, C) for a windowed network input (z, y, x) or (z, y, x, C).
 
+    The tiles cover only the box of the image's content (:func:`content_box`): beyond it the image equals the
+    sliding window's padding, and the prediction there is background (probability 0 for a sigmoid output, the first
+    class for a softmax). A 400 mm CT field of view holds about half as many tiles of body as of image.
     ``flips``: also run the input mirrored along these spatial axes and average (:func:`tta_flips`).
     ``overlap``, ``sigma_scale``: how the tiles overlap and are blended (:func:`~sirtjax.segmentation.sliding_window.sliding_window`).
     ``programs``: where the compiled forward pass is kept for later processes (None: in this process only).
@@ -87,13 +90,14 @@ def predict_array(
     image = np.asarray(image, np.float32)
     if image.ndim == 3:
         image = image[..., None]
-    in_tile, out_tile = model_tiles(model, image.shape[:3], max_out_tile)
+    box = content_box(image)
+    in_tile, out_tile = model_tiles(model, image[box].shape[:3], max_out_tile)
     graphdef, state = nnx.split(model)
     program = None if programs is None else forward_program(graphdef, flips)
-    return sliding_window(
+    inside = sliding_window(
         lambda batch: (_forward(graphdef, flips, state, jnp.asarray(batch)) if program is None
                        else program(state, jnp.asarray(batch), programs=programs)),
-        image,
+        image[box],
         in_tile=in_tile,
         out_tile=out_tile,
         overlap=overlap,
@@ -101,6 +105,20 @@ def predict_array(
         batch_size=batch_size,
         on_batch=on_batch,
     )
+    if inside.shape[:3] == image.shape[:3]:
+        return inside
+    out = np.zeros(image.shape[:3] + inside.shape[3:], np.float32)
+    out[..., 0] = 0.0 if inside.shape[-1] == 1 else 1.0  # background
+    out[box] = inside
+    return out
+
+
+def content_box(image: np.ndarray) -> tuple[slice, slice, slice]:
+    """The box (z, y, x slices) of a windowed network input (z, y, x, C) holding every voxel above the sliding window's
+    padding value (air in the CT window); the whole image when it is all padding. An MR's background noise rarely
+    leaves anything outside."""
+    box = foreground_box(np.any(image > PAD_VALUE, axis=-1))
+    return box if box is not None else tuple(slice(0, n) for n in image.shape[:3])
 
 
 def spec_tiling(spec: dict[str, Any]) -> dict[str, Any]:

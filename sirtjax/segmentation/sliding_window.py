@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+PAD_VALUE = -0.5  # the windowed intensity of air: what a network input is padded with beyond the image
 NNUNET_SIGMA_SCALE = 0.125  # nnU-Net's Gaussian: sigma = 1/8 of the tile, so each voxel is mostly its nearest tile centre's
 
 
@@ -55,7 +56,7 @@ def sliding_window(
     out_tile: Sequence[int],
     overlap: float = 0.5,
     batch_size: int = 1,
-    pad_value: float = -0.5,
+    pad_value: float = PAD_VALUE,
     sigma_scale: float = NNUNET_SIGMA_SCALE,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
