@@ -35,6 +35,8 @@ def resample_to(
     sigma_zyx = (0.0, 0.0, 0.0) if smooth_vox_zyx is None else tuple(float(s) for s in smooth_vox_zyx)
     if order != 1 and any(sigma_zyx):
         raise ValueError("smoothing is for trilinear resampling (order 1)")
+    if not all(np.isfinite(s) and s >= 0 for s in sigma_zyx):
+        raise ValueError(f"smoothing sigmas must be finite and >= 0, got {sigma_zyx}")
     index_map = world_to_index(moving) @ index_to_world(reference)
     if order == 1 and axis_aligned(index_map):
         out = resample_separable(moving.array, index_map, reference.shape, default_value, sigma_zyx)
@@ -61,6 +63,9 @@ def resample_to_spacing(vol: Volume, spacing_mm: tuple[float, float, float], *, 
     first = (-0.5 * old + 0.5 * spacing)
     origin = np.asarray(vol.origin_mm) + np.asarray(vol.direction) @ first
     return resample_to(vol, make_grid(size_xyz[::-1], spacing, origin, vol.direction), order=order)
+
+
+PAD_VALUE = -0.5  # the windows' floor, windowed air: what a network input reads beyond its scan
 
 
 def window(image: jax.Array, low: float, high: float) -> jax.Array:

@@ -58,6 +58,21 @@ def test_a_point_on_the_far_face_is_outside_as_in_simpleitk(order):
         assert (ours == -7).any() == (origin_x > 0)
 
 
+def test_gaussian_kernel_is_scipys():
+    """The kernel fused into the separable passes is scipy's gaussian_filter1d impulse response (radius, weights)."""
+    from scipy import ndimage
+
+    from sirtjax.interpolate import gaussian_kernel_1d
+
+    for sigma in (0.0, 0.1, 0.4, 0.625, 1.2, 3.3):
+        kernel = gaussian_kernel_1d(sigma)
+        impulse = np.zeros(41)
+        impulse[20] = 1.0
+        response = ndimage.gaussian_filter1d(impulse, sigma) if sigma else impulse
+        np.testing.assert_allclose(response[20 - len(kernel) // 2:21 + len(kernel) // 2], kernel, atol=1e-15)
+        assert np.count_nonzero(response) == len(kernel)
+
+
 @pytest.mark.parametrize("direction", [np.eye(3), FLIP])
 def test_separable_resampling_equals_the_corner_gather(direction):
     """Up- and down-sampling between axis-aligned grids of anisotropic spacing, partly outside, with and without

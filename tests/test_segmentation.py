@@ -233,23 +233,32 @@ def test_postprocessing_against_hand_cases():
 
 @pytest.mark.parametrize("seed", range(6))
 def test_postprocessing_in_the_mask_box_equals_scipy_on_the_whole_array(seed):
-    """Random blobs with enclosed cavities, touching the array's faces or not, in a large empty margin: each step,
-    which works inside the mask's bounding box, gives what scipy gives on the whole array."""
+    """Random blobs with enclosed cavities, touching the array's faces or not, in a large empty margin, with specks
+    around them and a notch opening onto the box's face: each step, which works inside the mask's bounding box,
+    gives what scipy gives on the whole array."""
+    from sirtjax.segmentation.postprocess import liver_warnings
+
     rng = np.random.default_rng(seed)
     mask = np.zeros((30, 34, 38), bool)
-    lo = rng.integers(0, 6, 3) if seed % 2 else np.array([0, 0, 0])  # odd seeds keep a margin, even ones touch
+    lo = rng.integers(1, 6, 3) if seed % 2 else np.array([0, 0, 0])  # odd seeds keep a margin, even ones touch
     inner = ndimage.gaussian_filter(rng.normal(size=(18, 20, 22)), 1.5) > -0.1  # mostly solid, with cavities
     inner[6:10, 8:12, 8:12] = False
+    inner |= rng.random(inner.shape) < 0.01  # specks within the blob's box
+    inner[9, 9:11, 0:12] = False  # a notch from the box's face into the blob
+    inner[:, :, 3] = False  # which is cut in two
     mask[lo[0]:lo[0] + 18, lo[1]:lo[1] + 20, lo[2]:lo[2] + 22] = inner
-    mask |= rng.random(mask.shape) < 0.002  # specks, some far from the blob
     labels, n = ndimage.label(mask)
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    assert n > 10 and ndimage.binary_fill_holes(mask).sum() > mask.sum()
+    assert n > 1 and ndimage.binary_fill_holes(mask).sum() > mask.sum()
     np.testing.assert_array_equal(largest_component(mask), labels == np.argmax(sizes))
     np.testing.assert_array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
     inst = instance_labels(mask.astype(np.float32), min_voxels=3)
     assert inst.max() == np.sum(sizes >= 3) and np.array_equal(inst > 0, np.isin(labels, np.flatnonzero(sizes >= 3)))
+    warnings = liver_warnings(mask.astype(np.float32), 0.01)  # 0.01 ml a voxel: the largest component is implausible
+    assert f"implausible liver volume {sizes.max() * 0.01:.0f} ml" in warnings[0]
+    large = int(np.sum(sizes * 2.0 >= 50.0))  # 2 ml a voxel: components of at least 50 ml
+    assert large > 1 and f"has {large} components" in liver_warnings(mask.astype(np.float32), 2.0)[-1]
 
 
 def test_segment_cli_rejects_bad_modality(tmp_path, capsys):

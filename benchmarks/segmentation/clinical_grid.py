@@ -60,8 +60,9 @@ def main() -> None:
         call = subprocess.Popen([sys.executable, "-m", "sirtjax", "segment", str(work / "ct.nii.gz"), "-o", str(out), "--overwrite"],
                                 env=env, stdout=subprocess.DEVNULL)
         _, status, usage = os.wait4(call.pid, 0)
-        if status:
-            raise SystemExit(f"sirtjax segment failed (status {status})")
+        call.returncode = os.waitstatus_to_exitcode(status)
+        if call.returncode:
+            raise SystemExit(f"sirtjax segment failed (exit {call.returncode})")
         rows.append((label, time.perf_counter() - start, usage.ru_maxrss / 2**20))
     from sirtjax.io import read_volume
     from sirtjax.metrics import dice

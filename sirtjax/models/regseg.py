@@ -25,10 +25,10 @@ import numpy as np
 from flax import nnx
 
 from sirtjax.models.valid_unet import StageSpec, ValidUNet
+from sirtjax.preprocess import PAD_VALUE
 from sirtjax.registration.warp import compose_displacements, warp_array
 from sirtjax.volume import Volume
 
-PAD_VALUE = -0.5  # windowed air: the moving image's value outside its field of view
 
 
 class RegSegOutput(NamedTuple):

@@ -19,12 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sirtjax.preprocess import resample_to
+from sirtjax.preprocess import PAD_VALUE, resample_to
 from sirtjax.registration.programs import Program, ProgramCache
 from sirtjax.segmentation.noise import NoiseMatch
 from sirtjax.segmentation.postprocess import foreground_box, liver_mask
 from sirtjax.segmentation.preprocess import prepare_image
-from sirtjax.segmentation.sliding_window import NNUNET_SIGMA_SCALE, PAD_VALUE, sliding_window
+from sirtjax.segmentation.sliding_window import NNUNET_SIGMA_SCALE, sliding_window
 from sirtjax.volume import Volume
 
 DEFAULT_TILE_OUT = (136, 136, 163)  # thesis output tile, given (x, y, z) like the thesis' 163x136x136
@@ -114,10 +114,12 @@ def predict_array(
 
 
 def content_box(image: np.ndarray) -> tuple[slice, slice, slice]:
-    """The box (z, y, x slices) of a windowed network input (z, y, x, C) holding every voxel above the sliding window's
-    padding value (air in the CT window); the whole image when it is all padding. An MR's background noise rarely
-    leaves anything outside."""
-    box = foreground_box(np.any(image > PAD_VALUE, axis=-1))
+    """The box (z, y, x slices) of a windowed network input (z, y, x, C) holding every voxel that differs from the
+    sliding window's padding value (air in the CT window); the whole image when it is all padding. An MR's background
+    noise rarely leaves anything outside."""
+    if image.ndim != 4:
+        raise ValueError(f"expected a (z, y, x, C) network input, got shape {image.shape}")
+    box = foreground_box(np.any(image != PAD_VALUE, axis=-1))
     return box if box is not None else tuple(slice(0, n) for n in image.shape[:3])
 
 

@@ -83,8 +83,8 @@ def prepare_on(
 ) -> Volume:
     """The windowed network input (z, y, x) float32 on `grid`.
 
-    The image is anti-aliased for the grid's spacing (:func:`antialias`; within the resampling's passes when the
-    grid's axes lie along the image's) and resampled trilinearly;
+    The image is smoothed by :func:`antialias_sigma_zyx` for the grid's spacing and resampled trilinearly, both
+    by :func:`~sirtjax.preprocess.resample_to` (one set of one-axis passes when the grid's axes lie along the image's);
     outside the input's field of view it is filled with its minimum (air). A CT noisier than
     `ct_noise_index_hu` (the model's, if it declares one) is then smoothed to match
     (:func:`~sirtjax.segmentation.noise.match_noise`; `on_noise` receives what it found). Last, it is windowed.

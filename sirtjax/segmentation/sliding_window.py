@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-PAD_VALUE = -0.5  # the windowed intensity of air: what a network input is padded with beyond the image
+from sirtjax.preprocess import PAD_VALUE
+
 NNUNET_SIGMA_SCALE = 0.125  # nnU-Net's Gaussian: sigma = 1/8 of the tile, so each voxel is mostly its nearest tile centre's
 
 

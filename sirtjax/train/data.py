@@ -21,12 +21,12 @@ import numpy as np
 
 from sirtjax.errors import InputError
 from sirtjax.io import read_volume
+from sirtjax.preprocess import PAD_VALUE
 from sirtjax.segmentation.preprocess import lesion_input, prepare_image, prepare_label
 from sirtjax.segmentation.visibility import visible_label
 from sirtjax.train.augment import AugmentConfig, augment_intensity, patch_centre, patch_coordinates, sample_patch
 from sirtjax.volume import Volume
 
-PAD_VALUE = -0.5  # the window floor: outside the scan reads as air
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sirtjax.models.regseg import PAD_VALUE
+from sirtjax.preprocess import PAD_VALUE
 from sirtjax.segmentation.preprocess import prepare_label
 from sirtjax.segmentation.regseg import network_pair, prealign
 from sirtjax.train.data import save_npz_atomic

@@ -47,6 +47,7 @@ from scipy import ndimage
 from sirtjax.phantom.config import PhantomConfig
 from sirtjax.phantom.raster import Canonical, Tissue
 from sirtjax.phantom.study import canonical_patient
+from sirtjax.preprocess import PAD_VALUE
 from sirtjax.train.augment import AugmentConfig, patch_centre, patch_coordinates, patch_offsets_mm
 from sirtjax.segmentation.preprocess import LIVER_MARGIN_MM
 from sirtjax.train.data import save_npz_atomic
@@ -55,7 +56,6 @@ from sirtjax.train.synth_lesions import LesionConfig, lesion_ids, lesion_label, 
 
 N_CODES = 64  # tissue codes 0..63: Tissue, LESION + i, NECROSIS + i
 FLUID = 63  # the code painted for ascites and resection cavities (unused by the phantom)
-PAD_VALUE = -0.5
 FAR_MM = 255  # liver distances are stored as uint8 mm, saturated here
 _ASCITES_REPLACES = (Tissue.FAT, Tissue.BOWEL, Tissue.GAS)
 
