@@ -30,7 +30,6 @@ from sirtjax.registration.warp import compose_displacements, warp_array
 from sirtjax.volume import Volume
 
 
-
 class RegSegOutput(NamedTuple):
     """Batched outputs on the network grid: field (N, z, y, x, 3) mm, warped image and warped mask (N, z, y, x)."""
 

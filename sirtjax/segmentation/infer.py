@@ -108,7 +108,8 @@ def predict_array(
     if inside.shape[:3] == image.shape[:3]:
         return inside
     out = np.zeros(image.shape[:3] + inside.shape[3:], np.float32)
-    out[..., 0] = 0.0 if inside.shape[-1] == 1 else 1.0  # background
+    if inside.shape[-1] > 1:
+        out[..., 0] = 1.0  # softmax: the background class
     out[box] = inside
     return out
 
