@@ -111,7 +111,7 @@ def test_default_regseg_model_through_cli(unseen_study, tmp_path, capsys):
 def test_default_model_on_a_noisy_ct_is_noise_matched():
     """An MAA CT at 3x the CT noise (75 HU, seed 302). Unfiltered, the model trained on correlated noise (stage 4)
     must reach 0.88 (stage 3, trained on white noise: 0.81-0.84 on seeds 100-101 and 300-301; stage 4: 0.92). The
-    declared noise index engages the bilateral filter, which must lift the DSC above 0.90 and by 0.01 over the
+    declared noise index engages the total-variation denoising, which must lift the DSC above 0.90 and by 0.01 over the
     unfiltered input (stage 4: 0.944 against 0.921)."""
     study = generate_study(302, PhantomConfig(ct_noise_hu=75.0))
     model, spec = load_model("liver")

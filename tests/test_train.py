@@ -387,7 +387,7 @@ def test_deepmedic_trains_validates_and_predicts_through_the_loop(tmp_path, caps
     spec_path = tmp_path / "run" / "best" / "model.json"  # a declared noise level below this CT's (20 HU): filtered
     spec_path.write_text(json.dumps({**json.loads(spec_path.read_text()), "ct_noise_index_hu": 5.0}))
     main(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "mask.nii.gz"), "--model", str(tmp_path / "run"), "--modality", "ct", "--tta"])
-    assert "(model: 5 HU): smoothed before segmentation" in capsys.readouterr().out
+    assert "(model: 5 HU): denoised before segmentation" in capsys.readouterr().out
     mask = read_volume(tmp_path / "mask.nii.gz")
     assert mask.shape == image.shape and np.allclose(mask.spacing_mm, image.spacing_mm) and np.allclose(mask.direction, direction)
 
