@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from sirtjax.models.store import spec_problem
 from sirtjax.segmentation.noise import ENGAGE, match_noise, noise_index_hu, tv_weight_hu
 
 
@@ -63,6 +64,11 @@ def test_a_noisier_ct_is_denoised_below_the_models_noise_and_keeps_its_edge():
 
 
 def test_denoising_refuses_an_anisotropic_grid():
+    """Total variation counts every voxel neighbour alike: an anisotropic network grid is refused, by match_noise
+    and already by the model check that `sirtjax segment` and `plan` run before anything else."""
     noisy = _tissue() + np.random.default_rng(5).normal(0.0, 50.0, _tissue().shape).astype(np.float32)
     with pytest.raises(ValueError, match="isotropic"):
         match_noise(noisy, np.array([5.0, 3.0, 3.0]), 20.0)
+    assert spec_problem({"ct_noise_index_hu": 20.0, "spacing_mm": [3.0, 3.0, 3.0]}, "liver", "ct") is None
+    assert "isotropic" in spec_problem({"ct_noise_index_hu": 20.0, "spacing_mm": [3.0, 3.0, 5.0]}, "liver", "ct")
+    assert spec_problem({"spacing_mm": [3.0, 3.0, 5.0]}, "liver", "ct") is None  # no noise matching: any grid

@@ -199,6 +199,8 @@ def test_config_validation_and_cli(tmp_path, capsys):
     with pytest.raises(InputError, match="ct_noise_index_hu"):
         tiny_config(data=noisy)
     assert tiny_config(data=noisy, model=TINY_MODEL | {"ct_noise_index_hu": 20.0}).data["noisy_ct"]["ct_noise_hu"] == [35, 80]
+    with pytest.raises(InputError, match="ct_noise_index_hu needs an isotropic model spacing"):
+        tiny_config(model=TINY_MODEL | {"ct_noise_index_hu": 20.0, "spacing_mm": [3.0, 3.0, 5.0]})
     for bad_noisy in ({"images": {"diag_ct": "ct"}, "ct_noise_hu": [35, 80]}, {"images": {"maa_ct": "ct"}, "ct_noise_hu": [80, 35]}, {"images": {"maa_ct": "ct"}}):
         with pytest.raises(InputError, match="noisy_ct needs images"):
             tiny_config(data=noisy | {"noisy_ct": bad_noisy}, model=TINY_MODEL | {"ct_noise_index_hu": 20.0})

@@ -194,4 +194,6 @@ def spec_problem(spec: dict[str, Any], target: str, modality: str, *, registrati
         return f"segments {has}, not {target}"
     if modality.lower() not in spec.get("modalities", (modality.lower(),)):
         return f"was trained for {spec.get('modalities')}, not {modality.lower()}"
+    if "ct_noise_index_hu" in spec and len(set(spec.get("spacing_mm", (3.0,) * 3))) != 1:
+        return f"declares ct_noise_index_hu on an anisotropic grid {spec['spacing_mm']} mm: noise matching needs an isotropic one"
     return None

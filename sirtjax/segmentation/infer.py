@@ -168,7 +168,7 @@ def predict_probability(
     **predict_kwargs: Any,
 ) -> Volume:
     """Foreground probability (z, y, x) float32 on the input grid of `vol` (see module docstring); a CT noisier
-    than the spec's ``ct_noise_index_hu`` is smoothed first (:mod:`sirtjax.segmentation.noise`), and `on_noise`
+    than the spec's ``ct_noise_index_hu`` is denoised first (:mod:`sirtjax.segmentation.noise`), and `on_noise`
     receives what was found and done.
 
     `predict_kwargs` (tta, batch_size, on_batch, programs) go to :func:`probability_on`.

@@ -86,7 +86,7 @@ def prepare_on(
     The image is smoothed by :func:`antialias_sigma_zyx` for the grid's spacing and resampled trilinearly, both
     by :func:`~sirtjax.preprocess.resample_to` (one set of one-axis passes when the grid's axes lie along the image's);
     outside the input's field of view it is filled with its minimum (air). A CT noisier than
-    `ct_noise_index_hu` (the model's, if it declares one) is then smoothed to match
+    `ct_noise_index_hu` (the model's, if it declares one) is then denoised to match
     (:func:`~sirtjax.segmentation.noise.match_noise`; `on_noise` receives what it found). Last, it is windowed.
     """
     array = np.asarray(vol.array)

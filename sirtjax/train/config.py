@@ -140,6 +140,8 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:
         ("noisy_ct" not in cfg.data or _noisy_ct_ok(cfg.data["noisy_ct"]),
          f"data.noisy_ct needs images among {NOISY_CT_IMAGES} as 'ct', ct_noise_hu [low, high] with 0 <= low <= high, and a weight >= 0"),
         (cfg.synth is None or len(set(cfg.model.get("spacing_mm", (3.0,) * 3))) == 1, "synthetic training needs an isotropic model spacing"),
+        ("ct_noise_index_hu" not in cfg.model or len(set(cfg.model.get("spacing_mm", (3.0,) * 3))) == 1,
+         "ct_noise_index_hu needs an isotropic model spacing (noise matching's total variation)"),
     ]
     for ok, problem in checks:
         if not ok:

@@ -124,7 +124,7 @@ def phantom_cases(
     in four per study, as often as the CTs together. With `cache_dir`, prepared cases are stored as
     .npz there and reused (phantoms are deterministic); `tag` ends the case names (and cache files), to tell
     apart studies rendered with other `phantom_options` in one cache. With `ct_noise_index_hu` (see
-    :func:`make_case`), the names end in ``_match{index}hu``.
+    :func:`make_case`), the names end in ``_match{index}hu_tv`` (the denoising method: caches of the earlier bilateral filter are not reused).
     """
     weights = {name: float((image_weights or {}).get(name, 1.0)) for name in images}
     from sirtjax.phantom import PhantomConfig, generate_study
@@ -132,7 +132,7 @@ def phantom_cases(
     cases = []
     for seed in seeds:
         suffix = ("" if target == "liver" else f"_{target}") + (f"_cnr{lesion_min_cnr:g}" if target == "lesions" and lesion_min_cnr > 0 else "") + tag
-        suffix += "" if ct_noise_index_hu is None else f"_match{ct_noise_index_hu:g}hu"
+        suffix += "" if ct_noise_index_hu is None else f"_match{ct_noise_index_hu:g}hu_tv"
         names = [f"seed{seed}_{name}{suffix}" for name in images]
         paths = [Path(cache_dir) / f"{n}.npz" for n in names] if cache_dir else []
         if paths and all(p.is_file() for p in paths):
