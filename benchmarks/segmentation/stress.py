@@ -6,7 +6,7 @@ condition, one column per model; each cell is the mean liver DSC over the seeds 
 after the shipped post-processing, on the image's own grid. Then the CPU time of `segment_liver` on
 a 3 mm CT after compilation and this process's peak memory.
 
-    python benchmarks/segmentation/stress.py [--models liver,OTHER_MODEL_DIR] [--seeds 300,301,302] [--workers 4] [--out FILE.md]
+    python benchmarks/segmentation/stress.py [--models liver,OTHER_MODEL_DIR] [--seeds 300,301,302,303,304,305] [--workers 4] [--out FILE.md]
 
 Studies are generated in a process pool (`--workers`); inference runs in the main process.
 """
@@ -100,7 +100,7 @@ def main() -> None:
     """Render every row for every seed, segment with every model, print (and write) the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="liver")
-    ap.add_argument("--seeds", default="300,301,302")
+    ap.add_argument("--seeds", default="300,301,302,303,304,305")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rows", default="", help="comma-separated row numbers (default all)")
     ap.add_argument("--out", default="")
