@@ -242,7 +242,7 @@ def test_noisy_ct_cases_are_prepared_as_inference_prepares_them(tmp_path):
 
     kw = dict(spacing_mm=(3.0, 3.0, 3.0), ct_noise_index_hu=20.0, weight=2.0, cache_dir=tmp_path)
     cases = noisy_ct_cases([3, 4], {"maa_ct": "ct"}, (35.0, 80.0), **kw)
-    assert [(c.name, c.weight) for c in cases] == [("seed3_maa_ct_noise35hu_match20hu", 2.0), ("seed4_maa_ct_noise80hu_match20hu", 2.0)]
+    assert [(c.name, c.weight) for c in cases] == [("seed3_maa_ct_noise35hu_match20hu_tv", 2.0), ("seed4_maa_ct_noise80hu_match20hu_tv", 2.0)]
     assert sorted(p.name for p in tmp_path.glob("*.npz")) == [f"{c.name}.npz" for c in cases]
     study = generate_study(4, PhantomConfig(ct_noise_hu=80.0))
     matched = prepare_image(study.images["maa_ct"], "ct", (3.0, 3.0, 3.0), ct_noise_index_hu=20.0)
@@ -448,7 +448,7 @@ def test_training_cache_script_prepares_the_files_training_reads(tmp_path, monke
     jobs = script["real_and_synth_jobs"](cfg, str(tmp_path))
     assert len(jobs) == 1 and "noisy_ct" not in jobs[0][1][0].data
     fn, args = jobs[0]
-    assert fn(args) == "seed3_maa_ct_match20hu"
+    assert fn(args) == "seed3_maa_ct_match20hu_tv"
 
     def no_render(*a, **k):
         raise AssertionError("training rendered a study that the script should have prepared")
@@ -456,7 +456,7 @@ def test_training_cache_script_prepares_the_files_training_reads(tmp_path, monke
     monkeypatch.setattr(sirtjax.phantom, "generate_study", no_render)
     clean = {k: v for k, v in data.items() if k != "noisy_ct"}
     train_cases, _ = load_cases(tiny_config(model=model, data=clean), tmp_path)
-    assert [c.name for c in train_cases] == ["seed3_maa_ct_match20hu"]
+    assert [c.name for c in train_cases] == ["seed3_maa_ct_match20hu_tv"]
 
 
 def test_a_config_extends_another_beside_it(tmp_path):
