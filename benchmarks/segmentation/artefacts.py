@@ -6,7 +6,7 @@ rendered; the reference liver is the rendering's own. Each cell is the mean live
 brackets) and the mean volume (ml) segmented outside the true liver, of `segment_liver` with the given model.
 The artefacts are crude physical imitations (documented on each function), not simulations of a scanner.
 
-    python benchmarks/segmentation/artefacts.py [--model liver] [--seeds 300,301] [--out FILE.md]
+    python benchmarks/segmentation/artefacts.py [--model liver] [--seeds 300,301,302,303,304,305] [--out FILE.md]
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def main() -> None:
     """Segment every row for every seed and print (and write) the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="liver")
-    ap.add_argument("--seeds", default="300,301")
+    ap.add_argument("--seeds", default="300,301,302,303,304,305")
     ap.add_argument("--out", default="")
     a = ap.parse_args()
     from sirtjax.metrics import dice
