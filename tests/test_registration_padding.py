@@ -157,6 +157,20 @@ def test_bucketed_pyramid_level_equals_the_unpadded_one(shape, factor):
     np.testing.assert_allclose(smooth_and_shrink_bucketed(array, sigma, factor), ref, rtol=1e-5, atol=1e-6)
     # padded further, towards 256 mm of 12 mm voxels
     np.testing.assert_allclose(smooth_and_shrink_bucketed(array, sigma, factor, None, (12.0, 12.0, 12.0)), ref, rtol=1e-5, atol=1e-6)
+    # no padding budget: the closer fine bucket's program, the same result
+    np.testing.assert_allclose(smooth_and_shrink_bucketed(array, sigma, factor, None, None, pad_budget_voxels=0), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_fine_buckets_add_at_most_an_eighth_per_axis():
+    """Scanner-size grids are padded to the fine bucket: the pyramid of a 513 x 513 x 288 CT at 12 mm has output
+    shape (32, 35, 35), whose coarse bucket (64 in-plane) would pad it to 960 x 960 voxels."""
+    from sirtjax.registration.pyramid import coarse_bucket, fine_bucket
+
+    n = np.arange(1, 5000)
+    fine = fine_bucket(n)
+    assert np.all(fine >= np.maximum(n, 8)) and np.all(fine <= np.maximum(n, 8) * 1.125)
+    assert len(set(fine_bucket(np.arange(257, 513)).tolist())) == 8  # 288, 320, ..., 512
+    assert fine_bucket((32, 35, 35)).tolist() == [32, 36, 36] and coarse_bucket((32, 35, 35)).tolist() == [32, 64, 64]
 
 
 def test_one_compiled_pyramid_serves_scans_whose_spacings_differ(tmp_path):

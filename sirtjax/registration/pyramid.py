@@ -18,6 +18,8 @@ from sirtjax.registration.padding import pad_to
 from sirtjax.registration.programs import Program, ProgramCache
 from sirtjax.volume import Grid, Volume, make_grid
 
+PAD_BUDGET_VOXELS = 2**24  # bucket padding past this many voxels (~0.6 s on 2 cores) costs more than a compile (~1 s)
+
 
 def kernel_radius(sigma_vox: float, truncate: float = 4.0) -> int:
     """Radius (voxels) of the sampled Gaussian of ``sigma_vox``: ceil(truncate * sigma), like scipy.ndimage; 0 for no smoothing."""
@@ -105,19 +107,25 @@ def smooth_and_shrink(array: jax.Array, sigma_vox_zyx, factor: int | tuple[int, 
 
 
 def smooth_and_shrink_bucketed(array: np.ndarray, sigma_vox_zyx: tuple[float, float, float], factor: tuple[int, int, int],
-                               programs: ProgramCache | None = None, out_spacing_zyx_mm=None) -> np.ndarray:
-    """:func:`smooth_and_shrink` of a host array through the compiled program of its :func:`bucket` shape (host result).
+                               programs: ProgramCache | None = None, out_spacing_zyx_mm=None,
+                               pad_budget_voxels: int = PAD_BUDGET_VOXELS) -> np.ndarray:
+    """:func:`smooth_and_shrink` of a host array through the compiled program of its bucket shape (host result).
 
     The array is padded at the high end by its border voxels to ``factor`` times the :func:`coarse_bucket` of its
     output shape (for a grid of ``out_spacing_zyx_mm``, when given), and the result cut back: equal to the unpadded
-    result. The sigmas are arguments of the program and its kernel radii rounded up by :func:`radius_bucket`, so
-    patients with similar grids share the program (kept by ``programs``,
-    :class:`~sirtjax.registration.programs.ProgramCache`), whatever their exact spacing.
+    result. Where that would add more than ``pad_budget_voxels`` voxels (a CT as scanners reconstruct it, whose
+    coarse bucket can hold 3-5 times its voxels), the output shape is rounded by :func:`fine_bucket` instead: the
+    padding would cost more than compiling a program of a closer shape. The sigmas are arguments of the program and
+    its kernel radii rounded up by :func:`radius_bucket`, so patients with similar grids share the program (kept by
+    ``programs``, :class:`~sirtjax.registration.programs.ProgramCache`), whatever their exact spacing.
     """
     n = np.asarray(np.shape(array)[:3])
     f = np.broadcast_to(np.asarray(factor, np.int64), (3,))
     out_shape = -(-n // f)
-    padded = pad_to(np.asarray(array, np.float32), f * coarse_bucket(out_shape, out_spacing_zyx_mm), "edge")
+    shape = f * coarse_bucket(out_shape, out_spacing_zyx_mm)
+    if np.prod(shape) - np.prod(n) > pad_budget_voxels:
+        shape = f * fine_bucket(out_shape)
+    padded = pad_to(np.asarray(array, np.float32), shape, "edge")
     radii = tuple(radius_bucket(kernel_radius(float(s))) for s in sigma_vox_zyx)
     out = _smooth_and_shrink(padded, np.asarray(sigma_vox_zyx, np.float32), tuple(int(x) for x in f), n.astype(np.int32),
                              radii, programs=programs)
@@ -228,6 +236,14 @@ def bucket(shape_zyx) -> np.ndarray:
 
 
 MIN_BUCKET_MM = 256.0  # grids shorter than this along an axis are padded towards it (coarse_bucket)
+
+
+def fine_bucket(shape_zyx) -> np.ndarray:
+    """A grid shape with each axis rounded up to a multiple of an eighth of its largest power of 2 not above it (at
+    least 8): at most 1/8 more voxels per axis, eight shapes per doubling."""
+    n = np.maximum(np.asarray(shape_zyx, np.int64), 8)
+    step = 2 ** (np.floor(np.log2(n)).astype(np.int64) - 3)
+    return -(-n // step) * step
 
 
 def coarse_bucket(shape_zyx, spacing_zyx_mm=None) -> np.ndarray:
