@@ -164,13 +164,19 @@ def test_bucketed_pyramid_level_equals_the_unpadded_one(shape, factor):
 def test_fine_buckets_add_at_most_an_eighth_per_axis():
     """Scanner-size grids are padded to the fine bucket: the pyramid of a 513 x 513 x 288 CT at 12 mm has output
     shape (32, 35, 35), whose coarse bucket (64 in-plane) would pad it to 960 x 960 voxels."""
-    from sirtjax.registration.pyramid import coarse_bucket, fine_bucket
+    from sirtjax.registration.pyramid import coarse_bucket, fine_bucket, grid_bucket
+    from sirtjax.volume import make_grid
 
     n = np.arange(1, 5000)
     fine = fine_bucket(n)
     assert np.all(fine >= np.maximum(n, 8)) and np.all(fine <= np.maximum(n, 8) * 1.125)
     assert len(set(fine_bucket(np.arange(257, 513)).tolist())) == 8  # 288, 320, ..., 512
     assert fine_bucket((32, 35, 35)).tolist() == [32, 36, 36] and coarse_bucket((32, 35, 35)).tolist() == [32, 64, 64]
+    # the full-resolution finish pads the moving CT to its grid bucket: 1.26x its voxels, not the coarse 7x
+    ct = make_grid((288, 513, 513), (0.78, 0.78, 1.25), (0.0, 0.0, 0.0), np.eye(3))
+    assert grid_bucket(ct).tolist() == [288, 576, 576]
+    assert grid_bucket(make_grid((100, 510, 510), (0.98, 0.98, 3.0), (0.0, 0.0, 0.0), np.eye(3))).tolist() == [128, 512, 512]  # 7.5 M more
+    assert grid_bucket(make_grid((80, 112, 128), (3.0, 3.0, 3.0), (0.0, 0.0, 0.0), np.eye(3))).tolist() == [128, 128, 128]
 
 
 def test_one_compiled_pyramid_serves_scans_whose_spacings_differ(tmp_path):

@@ -113,18 +113,15 @@ def smooth_and_shrink_bucketed(array: np.ndarray, sigma_vox_zyx: tuple[float, fl
 
     The array is padded at the high end by its border voxels to ``factor`` times the :func:`coarse_bucket` of its
     output shape (for a grid of ``out_spacing_zyx_mm``, when given), and the result cut back: equal to the unpadded
-    result. Where that would add more than ``pad_budget_voxels`` voxels (a CT as scanners reconstruct it, whose
-    coarse bucket can hold 3-5 times its voxels), the output shape is rounded by :func:`fine_bucket` instead: the
-    padding would cost more than compiling a program of a closer shape. The sigmas are arguments of the program and
+    result. Where that would add more than ``pad_budget_voxels`` voxels (:func:`within_budget`), the output shape
+    is rounded by :func:`fine_bucket` instead: the padding would cost more than compiling a program of a closer shape. The sigmas are arguments of the program and
     its kernel radii rounded up by :func:`radius_bucket`, so patients with similar grids share the program (kept by
     ``programs``, :class:`~sirtjax.registration.programs.ProgramCache`), whatever their exact spacing.
     """
     n = np.asarray(np.shape(array)[:3])
     f = np.broadcast_to(np.asarray(factor, np.int64), (3,))
     out_shape = -(-n // f)
-    shape = f * coarse_bucket(out_shape, out_spacing_zyx_mm)
-    if np.prod(shape) - np.prod(n) > pad_budget_voxels:
-        shape = f * fine_bucket(out_shape)
+    shape = within_budget(f * coarse_bucket(out_shape, out_spacing_zyx_mm), f * fine_bucket(out_shape), n, pad_budget_voxels)
     padded = pad_to(np.asarray(array, np.float32), shape, "edge")
     radii = tuple(radius_bucket(kernel_radius(float(s))) for s in sigma_vox_zyx)
     out = _smooth_and_shrink(padded, np.asarray(sigma_vox_zyx, np.float32), tuple(int(x) for x in f), n.astype(np.int32),
@@ -263,6 +260,15 @@ def coarse_bucket(shape_zyx, spacing_zyx_mm=None) -> np.ndarray:
     return 2 ** np.ceil(np.log2(n)).astype(np.int64)
 
 
+def within_budget(coarse: np.ndarray, fine: np.ndarray, true_shape_zyx, pad_budget_voxels: int = PAD_BUDGET_VOXELS) -> np.ndarray:
+    """The bucket shape ``coarse``, or ``fine`` where padding an array of ``true_shape_zyx`` to ``coarse`` would add
+    more than ``pad_budget_voxels`` voxels (a CT as scanners reconstruct it: its coarse bucket can hold 3-7 times
+    its voxels)."""
+    return fine if np.prod(coarse, dtype=np.int64) - np.prod(true_shape_zyx, dtype=np.int64) > pad_budget_voxels else coarse
+
+
 def grid_bucket(grid: Grid | Volume) -> np.ndarray:
-    """:func:`coarse_bucket` of a grid's (or volume's) shape at its own spacing."""
-    return coarse_bucket(grid.shape, np.asarray(grid.spacing_mm, np.float64)[::-1])
+    """:func:`coarse_bucket` of a grid's (or volume's) shape at its own spacing, or its :func:`fine_bucket` where the
+    coarse one is over the padding budget (:func:`within_budget`)."""
+    shape = np.asarray(grid.shape[:3])
+    return within_budget(coarse_bucket(shape, np.asarray(grid.spacing_mm, np.float64)[::-1]), fine_bucket(shape), shape)
