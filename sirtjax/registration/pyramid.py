@@ -237,7 +237,7 @@ MIN_BUCKET_MM = 256.0  # grids shorter than this along an axis are padded toward
 
 def fine_bucket(shape_zyx) -> np.ndarray:
     """A grid shape with each axis rounded up to a multiple of an eighth of its largest power of 2 not above it (at
-    least 8): at most 1/8 more voxels per axis, eight shapes per doubling."""
+    least 8): at most 1/8 more voxels per axis than max(n, 8), eight shapes per doubling."""
     n = np.maximum(np.asarray(shape_zyx, np.int64), 8)
     step = 2 ** (np.floor(np.log2(n)).astype(np.int64) - 3)
     return -(-n // step) * step
