@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import platform
 import time
 
@@ -51,7 +52,7 @@ def main() -> None:
     vol = generate_study(a.seed, dataclasses.replace(base, diag_ct=grid)).images["diag_ct"]
     image = sitk.Cast(to_sitk(vol), sitk.sitkFloat32)
     print(f"CT {'x'.join(map(str, vol.shape[::-1]))} voxels of {' x '.join(f'{s:g}' for s in vol.spacing_mm)} mm; "
-          f"{platform.machine()}, {__import__('os').cpu_count()} CPUs")
+          f"{platform.machine()}, {os.cpu_count()} CPUs")
     rows = ["| level | sirtjax s | sirtjax, coarse bucket only s | SimpleITK s | max diff: coarse / SimpleITK HU |", "|---|---|---|---|---|"]
     for res in (12.0, 6.0, 3.0):
         shipped, t_shipped = timed(lambda: np.asarray(pyramid_level(vol, res).array))

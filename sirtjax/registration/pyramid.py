@@ -114,9 +114,10 @@ def smooth_and_shrink_bucketed(array: np.ndarray, sigma_vox_zyx: tuple[float, fl
     The array is padded at the high end by its border voxels to ``factor`` times the :func:`coarse_bucket` of its
     output shape (for a grid of ``out_spacing_zyx_mm``, when given), and the result cut back: equal to the unpadded
     result. Where that would add more than ``pad_budget_voxels`` voxels (:func:`within_budget`), the output shape
-    is rounded by :func:`fine_bucket` instead: the padding would cost more than compiling a program of a closer shape. The sigmas are arguments of the program and
-    its kernel radii rounded up by :func:`radius_bucket`, so patients with similar grids share the program (kept by
-    ``programs``, :class:`~sirtjax.registration.programs.ProgramCache`), whatever their exact spacing.
+    is rounded by :func:`fine_bucket` instead: the padding would cost more than compiling a program of a closer
+    shape. The sigmas are arguments of the program and its kernel radii rounded up by :func:`radius_bucket`, so
+    patients with similar grids share the program (kept by ``programs``,
+    :class:`~sirtjax.registration.programs.ProgramCache`), whatever their exact spacing.
     """
     n = np.asarray(np.shape(array)[:3])
     f = np.broadcast_to(np.asarray(factor, np.int64), (3,))
