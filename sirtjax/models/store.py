@@ -9,7 +9,7 @@ A model folder holds ``model.json`` (the spec: ``arch``, ``in_features``, ``out_
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,6 @@ from flax import nnx
 
 from sirtjax.errors import InputError
 from sirtjax.models.deepmedic import DeepMedic
-from sirtjax.models.ensemble import Ensemble
 from sirtjax.models.freeze_norm import fold_instance_norm, instance_norm_statistics
 from sirtjax.models.regseg import RegSegNet
 from sirtjax.models.residual_unet import ResidualUNet3D
@@ -32,11 +31,7 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
 
 
 def build_model(spec: dict[str, Any], *, rngs: nnx.Rngs) -> nnx.Module:
-    """A freshly initialised model from a spec dict (arch, in_features, out_features, features[, norm, members, ...]);
-    ``members`` > 1 builds an :class:`~sirtjax.models.ensemble.Ensemble` of that many such networks."""
-    if int(spec.get("members", 1)) > 1:
-        member = {k: v for k, v in spec.items() if k != "members"}
-        return Ensemble([build_model(member, rngs=rngs) for _ in range(int(spec["members"]))])
+    """A freshly initialised model from a spec dict (arch, in_features, out_features, features[, norm, ...])."""
     arch = spec.get("arch")
     if arch == "regseg":
         return RegSegNet(tuple(int(f) for f in spec["features"]), int(spec.get("cascades", 3)),
@@ -183,27 +178,6 @@ def load_model(name_or_path: str | Path) -> tuple[nnx.Module, dict[str, Any]]:
     if unset:
         raise InputError(folder, f"cannot load model: {len(unset)} variables are not in its weights (e.g. {unset[0]})")
     return model, spec
-
-
-MEMBER_KEYS = ("val_dice", "step", "epoch")  # what a training run records about one network, not its architecture
-
-
-def save_ensemble(folders: Sequence[str | Path], out: str | Path) -> Path:
-    """Write the ensemble of the model folders (or shipped names) into folder `out` (model.json + weights.npz), or
-    raise InputError naming a folder whose architecture or inference settings differ from the first's."""
-    if len(folders) < 2:
-        raise InputError(out, f"an ensemble needs at least 2 model folders, got {len(folders)}")
-    models, specs = zip(*(load_model(f) for f in folders))
-    first = {k: v for k, v in specs[0].items() if k not in MEMBER_KEYS}
-    for folder, spec in zip(folders[1:], specs[1:]):
-        other = {k: v for k, v in spec.items() if k not in MEMBER_KEYS}
-        differ = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
-        if differ:
-            raise InputError(folder, f"differs from {folders[0]} in {', '.join(differ)}; an ensemble's members share their spec")
-    if "members" in first:
-        raise InputError(folders[0], "is an ensemble already; list its members' folders instead")
-    spec = {**first, "members": len(folders), "member_val_dice": [s.get("val_dice") for s in specs]}
-    return save_model(Ensemble(models), spec, out)
 
 
 def spec_problem(spec: dict[str, Any], target: str, modality: str, *, registration: bool = False) -> str | None:

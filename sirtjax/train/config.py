@@ -132,7 +132,6 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:
         (len(cfg.patch_out) == 3 and min(cfg.patch_out) > 0, "patch_out needs 3 positive sizes (z, y, x)"),
         (cfg.data.get("kind") in ("phantom", "msd"), "data.kind must be 'phantom' or 'msd'"),
         ("arch" in cfg.model and "features" in cfg.model, "model needs 'arch' and 'features'"),
-        ("members" not in cfg.model, "model.members: an ensemble is assembled from trained networks (save_ensemble), not trained"),
         (cfg.target in TARGETS, f"model.target must be one of {TARGETS}"),
         (cfg.target == "liver" or cfg.data.get("kind") == "phantom", "a lesion model trains on phantom data"),
         (cfg.synth is None or 0 <= cfg.synth.n_real < cfg.batch_size, "synth.n_real must be in [0, batch_size)"),
