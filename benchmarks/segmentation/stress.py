@@ -3,7 +3,9 @@
 Every image comes from `sirtjax.phantom.generate_study` (the study renderer, never the training
 generator) for seeds that no training config uses (training 0-23, validation 100-101). One row per
 condition, one column per model; each cell is the mean liver DSC over the seeds (min in brackets)
-after the shipped post-processing, on the image's own grid. Then the CPU time of `segment_liver` on
+after the shipped post-processing, on the image's own grid, and beside it the mean error of the segmented liver
+volume in % of the true volume in view (its range over the seeds), which a prescription from the liver's volume
+inherits. Then the CPU time of `segment_liver` on
 a 3 mm CT after compilation and this process's peak memory.
 
     python benchmarks/segmentation/stress.py [--models liver,OTHER_MODEL_DIR] [--seeds 300,301,302,303,304,305] [--workers 4] [--out FILE.md]
@@ -117,6 +119,7 @@ def main() -> None:
     models = {name: load_model(name) for name in a.models.split(",")}
     jobs = [(c, s) for c in conditions for s in seeds]
     scores: dict[tuple[str, str], list[float]] = {}
+    volume_errors_pct: dict[tuple[str, str], list[float]] = {}
     volumes: dict[str, list[tuple[float, float]]] = {}
     timing_jobs = {"MAA CT": ("CT non-contrast (MAA CT)", 300), "MAA CT at 3x noise (noise matched)": ("stress: CT 3x noise (75 HU)", 300)}
     timing_vols = {}
@@ -130,20 +133,23 @@ def main() -> None:
             for name, (model, spec) in models.items():
                 mask = segment_liver(model, spec, vol, modality=modality)
                 scores.setdefault((condition, name), []).append(dice(np.asarray(mask.array), r["liver"]))
-            print(f"{condition} seed {seed}: " + ", ".join(f"{n} {scores[(condition, n)][-1]:.3f}" for n in models), flush=True)
+                volume_errors_pct.setdefault((condition, name), []).append(100.0 * (np.count_nonzero(mask.array) / np.count_nonzero(r["liver"]) - 1.0))
+            print(f"{condition} seed {seed}: " + ", ".join(
+                f"{n} {scores[(condition, n)][-1]:.3f} ({volume_errors_pct[(condition, n)][-1]:+.1f} % volume)" for n in models), flush=True)
     lines = [
         f"device: {jax.devices()[0].platform} ({platform.machine()}, {os.cpu_count()} CPUs); seeds {a.seeds}; models: "
         + "; ".join(f"{n} = {spec.get('arch')} {spec.get('features')} (val DSC {spec.get('val_dice', '-')})" for n, (_, spec) in models.items()),
         "",
-        "| condition | image | liver ml in view (whole) | " + " | ".join(models) + " |",
-        "|---|---|---|" + "---|" * len(models),
+        "| condition | image | liver ml in view (whole) | " + " | ".join(f"{n} DSC | {n} volume error %" for n in models) + " |",
+        "|---|---|---|" + "---|---|" * len(models),
     ]
     for c in conditions:
         ml = np.mean(volumes[c], axis=0)
-        cells = [f"{np.mean(scores[(c, n)]):.3f} ({np.min(scores[(c, n)]):.3f})" for n in models]
+        cells = [f"{np.mean(scores[(c, n)]):.3f} ({np.min(scores[(c, n)]):.3f}) | {np.mean(volume_errors_pct[(c, n)]):+.1f} "
+                 f"({np.min(volume_errors_pct[(c, n)]):+.1f} to {np.max(volume_errors_pct[(c, n)]):+.1f})" for n in models]
         lines.append(f"| {c} | {ROWS[c][0]} | {ml[0]:.0f} ({ml[1]:.0f}) | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"mean DSC (min over seeds) per row; {time.perf_counter() - t0:.0f} s in all")
+    lines.append(f"mean DSC (min over seeds) and mean volume error (range over seeds) per row; {time.perf_counter() - t0:.0f} s in all")
     for label, job in timing_jobs.items():
         if label not in timing_vols:  # that row was not asked for: render it for the timing alone
             r = render(job)[2]
