@@ -58,6 +58,41 @@ def test_sliding_window_reassembles_identity(shape, batch_size):
     np.testing.assert_allclose(out, image, rtol=1e-5, atol=1e-6)  # weighted mean of equal values, float32
 
 
+@pytest.mark.parametrize("shifts", [(0, 3), (2, 0), (0, 5, 40)])
+@pytest.mark.parametrize("shape", [(13, 17, 9), (4, 5, 6)])
+def test_shifted_placements_reassemble_identity(shape, shifts):
+    """Every placement of the tiling (shifts beyond a tile are clamped to it, less one voxel) still places every voxel
+    exactly; the padding in front never reaches the output."""
+    image = np.random.default_rng(3).normal(size=(*shape, 2)).astype(np.float32)
+    out_tile, margin = (6, 8, 5), (2, 3, 1)
+    in_tile = tuple(o + 2 * m for o, m in zip(out_tile, margin))
+    out = sliding_window(crop_predictor(margin), image, in_tile=in_tile, out_tile=out_tile, shifts=shifts, batch_size=2)
+    np.testing.assert_allclose(out, image, rtol=1e-5, atol=1e-6)
+
+
+def test_a_shifted_placement_moves_every_tile_back():
+    """A placement shifted by s has the tiles of the unshifted one, each moved back by s voxels along every axis (the
+    front ones reaching into the padding): twice the tiles for two placements, blended together. A tiling without
+    the unshifted placement, which reaches the image's end, is refused."""
+    from sirtjax.preprocess import PAD_VALUE
+
+    image = np.random.default_rng(5).uniform(-0.5, 0.5, (23, 19, 17, 1)).astype(np.float32)
+    net = lambda batch: 60.0 * (batch - batch.mean(axis=(1, 2, 3), keepdims=True))  # depends on its tile
+    kw = {"in_tile": (8, 8, 8), "out_tile": (8, 8, 8), "sigma_scale": 0.4, "batch_size": 1}
+    seen = []
+    both = sliding_window(lambda batch: seen.extend(batch.copy()) or net(batch), image, shifts=(0, 3), **kw)
+    starts = [tile_starts(n, 8, 0.5) for n in image.shape[:3]]
+    padded = np.pad(image, [(3, 0)] * 3 + [(0, 0)], constant_values=PAD_VALUE)  # padded[i] is image[i - 3]
+    unshifted = [padded[z + 3 : z + 11, y + 3 : y + 11, x + 3 : x + 11] for z in starts[0] for y in starts[1] for x in starts[2]]
+    shifted = [padded[z : z + 8, y : y + 8, x : x + 8] for z in starts[0] for y in starts[1] for x in starts[2]]
+    np.testing.assert_array_equal(np.stack(seen), np.stack(unshifted + shifted))
+    plain = sliding_window(net, image, **kw)
+    assert np.abs(both - plain).max() > 0.1  # the placements disagree, and both are blended
+    for bad in ((-1, 0), (3,)):
+        with pytest.raises(ValueError, match="shifts"):
+            sliding_window(net, image, shifts=bad, **kw)
+
+
 def test_sliding_window_gaussian_blend():
     """Where two tiles overlap the result is their Gaussian-weighted mean (nnU-Net blending)."""
     calls = []
@@ -126,7 +161,8 @@ class TileMeanNet(StepNet):
 
 
 def test_probability_on_blends_tiles_by_the_model_spec():
-    """The spec's blend_sigma_scale reaches the sliding window; without it nnU-Net's 0.125 is used."""
+    """The spec's blend_sigma_scale and tile_shifts_vox reach the sliding window; without them nnU-Net's 0.125 and one
+    placement are used."""
     from sirtjax.segmentation import predict_array, probability_on
     from sirtjax.segmentation.infer import foreground
 
@@ -138,6 +174,19 @@ def test_probability_on_blends_tiles_by_the_model_spec():
     for blend, key in ((0.125, {}), (0.4, {"blend_sigma_scale": 0.4})):
         prob = probability_on(TileMeanNet(), spec | key, prepared, prepared)
         np.testing.assert_allclose(np.asarray(prob.array), expect[blend], atol=1e-5)
+    shifted = foreground(predict_array(TileMeanNet(), prepared.array, max_out_tile=(10, 10, 10), shifts=(0, 5)))
+    assert np.abs(shifted - expect[0.125]).max() > 0.05
+    prob = probability_on(TileMeanNet(), spec | {"tile_shifts_vox": [0, 5]}, prepared, prepared)
+    np.testing.assert_allclose(np.asarray(prob.array), shifted, atol=1e-5)
+
+
+def test_spec_problem_refuses_bad_tile_shifts():
+    """A model folder whose placements are not voxel counts >= 0 is refused before any work."""
+    from sirtjax.models.store import spec_problem
+
+    assert spec_problem({"tile_shifts_vox": [0, 14]}, "liver", "ct") is None
+    for bad in ([], [14], [0, -3], [0, 1.5], 14):
+        assert "tile_shifts_vox" in spec_problem({"tile_shifts_vox": bad}, "liver", "ct")
 
 
 class TwoClassNet(TileMeanNet):

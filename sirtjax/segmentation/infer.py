@@ -74,6 +74,7 @@ def predict_array(
     flips: tuple[int, ...] = (),
     overlap: float = 0.5,
     sigma_scale: float = NNUNET_SIGMA_SCALE,
+    shifts: Sequence[int] = (0,),
     batch_size: int = 1,
     on_batch: Callable[[int, int], None] | None = None,
     programs: ProgramCache | None = None,
@@ -84,7 +85,8 @@ def predict_array(
     sliding window's padding, and the prediction there is background (probability 0 for a sigmoid output, the first
     class for a softmax). A 400 mm CT field of view holds about half as many tiles of body as of image.
     ``flips``: also run the input mirrored along these spatial axes and average (:func:`tta_flips`).
-    ``overlap``, ``sigma_scale``: how the tiles overlap and are blended (:func:`~sirtjax.segmentation.sliding_window.sliding_window`).
+    ``overlap``, ``sigma_scale``, ``shifts``: how the tiles overlap, are blended and placed
+    (:func:`~sirtjax.segmentation.sliding_window.sliding_window`).
     ``programs``: where the compiled forward pass is kept for later processes (None: in this process only).
     """
     image = np.asarray(image, np.float32)
@@ -102,6 +104,7 @@ def predict_array(
         out_tile=out_tile,
         overlap=overlap,
         sigma_scale=sigma_scale,
+        shifts=shifts,
         batch_size=batch_size,
         on_batch=on_batch,
     )
@@ -126,8 +129,10 @@ def content_box(image: np.ndarray) -> tuple[slice, slice, slice]:
 
 def spec_tiling(spec: dict[str, Any]) -> dict[str, Any]:
     """:func:`predict_array`'s tiling from a model spec: the largest output tile (z, y, x; the spec's ``tile_out`` is
-    x, y, z) and the blending Gaussian's ``blend_sigma_scale`` (nnU-Net's 0.125 if absent)."""
-    return {"max_out_tile": tuple(spec.get("tile_out", DEFAULT_TILE_OUT))[::-1], "sigma_scale": float(spec.get("blend_sigma_scale", NNUNET_SIGMA_SCALE))}
+    x, y, z), the blending Gaussian's ``blend_sigma_scale`` (nnU-Net's 0.125 if absent) and the tiling's placements
+    ``tile_shifts_vox`` (one, unshifted, if absent)."""
+    return {"max_out_tile": tuple(spec.get("tile_out", DEFAULT_TILE_OUT))[::-1], "sigma_scale": float(spec.get("blend_sigma_scale", NNUNET_SIGMA_SCALE)),
+            "shifts": tuple(int(s) for s in spec.get("tile_shifts_vox", (0,)))}
 
 
 def foreground(probs: np.ndarray) -> np.ndarray:

@@ -4,8 +4,10 @@ An image (z, y, x, C) is covered by output tiles of size `out_tile` overlapping 
 (50 % by default), spread evenly; each is predicted from the input tile `in_tile` centred on it (larger by the
 network's margin on each side; for same-size networks in_tile == out_tile). Outside the image the
 input is padded with `pad_value`. Overlapping predictions are blended with Gaussian weights
-(sigma = `sigma_scale` x tile size, as in nnU-Net) so tile borders do not show. Only one batch of
-tiles and two accumulators of the image's size are held at a time (bounded memory).
+(sigma = `sigma_scale` x tile size, as in nnU-Net) so tile borders do not show. `shifts` adds placements of the
+whole tiling, each moved back by a number of voxels along every axis, blended with the first: a network whose
+prediction depends on its tile (instance normalisation, strided pooling) is averaged over more of them. Only one
+batch of tiles and two accumulators of the image's size are held at a time (bounded memory).
 """
 
 from __future__ import annotations
@@ -42,11 +44,13 @@ def gaussian_weights(tile: Sequence[int], sigma_scale: float = NNUNET_SIGMA_SCAL
     return np.maximum(w / w.max(), 1e-3).astype(np.float32)
 
 
-def _tiles(shape: Sequence[int], out_tile: Sequence[int], overlap: float) -> Iterator[tuple[int, int, int]]:
+def _tiles(shape: Sequence[int], out_tile: Sequence[int], overlap: float, shift: Sequence[int]) -> Iterator[tuple[int, int, int]]:
+    """Output tile starts (z, y, x) of the image's tiling, each moved back by `shift` (z, y, x) voxels: as many
+    tiles as one placement, the first ones reaching `shift` voxels into the padding in front."""
     for z in tile_starts(shape[0], out_tile[0], overlap):
         for y in tile_starts(shape[1], out_tile[1], overlap):
             for x in tile_starts(shape[2], out_tile[2], overlap):
-                yield (z, y, x)
+                yield (z - shift[0], y - shift[1], x - shift[2])
 
 
 def sliding_window(
@@ -59,6 +63,7 @@ def sliding_window(
     batch_size: int = 1,
     pad_value: float = PAD_VALUE,
     sigma_scale: float = NNUNET_SIGMA_SCALE,
+    shifts: Sequence[int] = (0,),
     on_batch: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Blend tile predictions over a whole image.
@@ -71,6 +76,9 @@ def sliding_window(
       overlap: the least fraction of the output tile shared with the next tile (before rounding), in [0, 1).
       sigma_scale: the blending Gaussian's sigma as a fraction of the tile (:func:`gaussian_weights`); larger
         values average more of the overlapping tiles' predictions.
+      shifts: placements of the tiling (voxels >= 0, 0 among them): for each, every tile moved back by that many
+        voxels along every axis (at most the output tile less one), so each placement has the same number of tiles;
+        all of them are blended together.
       on_batch: optional progress callback(done_tiles, total_tiles).
 
     Returns:
@@ -81,31 +89,36 @@ def sliding_window(
         raise ValueError(f"image must be (z, y, x, C), got shape {image.shape}")
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if 0 not in shifts or min(shifts) < 0:
+        raise ValueError(f"shifts must be voxel counts >= 0 that include 0 (the placement that reaches the image's end), got {tuple(shifts)}")
     shape = image.shape[:3]
+    placements = sorted({tuple(min(int(s), o - 1) for o in out_tile) for s in shifts})  # every tile keeps image voxels
+    front = np.max(placements, axis=0)
     margin = []
     for i, o in zip(in_tile, out_tile):
         if i < o or (i - o) % 2:
             raise ValueError(f"input tile {tuple(in_tile)} must exceed output tile {tuple(out_tile)} by an even margin")
         margin.append((i - o) // 2)
-    pad = [(m, m + max(0, o - n)) for m, o, n in zip(margin, out_tile, shape)] + [(0, 0)]
+    pad = [(m + f, m + max(0, o - n)) for m, f, o, n in zip(margin, front, out_tile, shape)] + [(0, 0)]
     padded = np.pad(image, pad, constant_values=pad_value)
     weights = gaussian_weights(out_tile, sigma_scale)
     acc = None  # (z, y, x, K), allocated once K is known from the first prediction
     wsum = np.zeros(shape, np.float32)
-    starts = list(_tiles(shape, out_tile, overlap))
+    starts = [t for shift in placements for t in _tiles(shape, out_tile, overlap, shift)]
     for b0 in range(0, len(starts), batch_size):
         chunk = starts[b0 : b0 + batch_size]
         batch = np.full((batch_size, *in_tile, image.shape[3]), pad_value, np.float32)
-        for t, (z, y, x) in enumerate(chunk):
+        for t, start in enumerate(chunk):
+            z, y, x = (int(v + f) for v, f in zip(start, front))
             batch[t] = padded[z : z + in_tile[0], y : y + in_tile[1], x : x + in_tile[2]]
         pred = np.asarray(predict(batch), np.float32)
         if acc is None:
             acc = np.zeros(shape + pred.shape[-1:], np.float32)
-        for t, (z, y, x) in enumerate(chunk):
-            ez, ey, ex = (min(s + o, n) - s for s, o, n in zip((z, y, x), out_tile, shape))
-            w = weights[:ez, :ey, :ex]
-            acc[z : z + ez, y : y + ey, x : x + ex] += pred[t, :ez, :ey, :ex] * w[..., None]
-            wsum[z : z + ez, y : y + ey, x : x + ex] += w
+        for t, start in enumerate(chunk):
+            inside = tuple(slice(max(s, 0), min(s + o, n)) for s, o, n in zip(start, out_tile, shape))  # in the image
+            own = tuple(slice(i.start - s, i.stop - s) for i, s in zip(inside, start))  # the same voxels in the tile
+            acc[inside] += pred[t][own] * weights[own][..., None]
+            wsum[inside] += weights[own]
         if on_batch is not None:
             on_batch(min(b0 + batch_size, len(starts)), len(starts))
     return acc / wsum[..., None]
