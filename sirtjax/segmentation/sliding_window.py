@@ -44,13 +44,11 @@ def gaussian_weights(tile: Sequence[int], sigma_scale: float = NNUNET_SIGMA_SCAL
     return np.maximum(w / w.max(), 1e-3).astype(np.float32)
 
 
-def _tiles(shape: Sequence[int], out_tile: Sequence[int], overlap: float, shift: Sequence[int]) -> Iterator[tuple[int, int, int]]:
-    """Output tile starts (z, y, x) of the image's tiling, each moved back by `shift` (z, y, x) voxels: as many
-    tiles as one placement, the first ones reaching `shift` voxels into the padding in front."""
+def _tiles(shape: Sequence[int], out_tile: Sequence[int], overlap: float) -> Iterator[tuple[int, int, int]]:
     for z in tile_starts(shape[0], out_tile[0], overlap):
         for y in tile_starts(shape[1], out_tile[1], overlap):
             for x in tile_starts(shape[2], out_tile[2], overlap):
-                yield (z - shift[0], y - shift[1], x - shift[2])
+                yield (z, y, x)
 
 
 def sliding_window(
@@ -104,7 +102,8 @@ def sliding_window(
     weights = gaussian_weights(out_tile, sigma_scale)
     acc = None  # (z, y, x, K), allocated once K is known from the first prediction
     wsum = np.zeros(shape, np.float32)
-    starts = [t for shift in placements for t in _tiles(shape, out_tile, overlap, shift)]
+    tiling = list(_tiles(shape, out_tile, overlap))
+    starts = [tuple(v - s for v, s in zip(t, shift)) for shift in placements for t in tiling]  # each placement moved back
     for b0 in range(0, len(starts), batch_size):
         chunk = starts[b0 : b0 + batch_size]
         batch = np.full((batch_size, *in_tile, image.shape[3]), pad_value, np.float32)
