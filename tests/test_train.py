@@ -190,6 +190,39 @@ def test_resume_after_kill_continues_identically(tmp_path):
     assert resumed["best_val_dice"] == pytest.approx(full["best_val_dice"])
 
 
+def test_weight_average_is_validated_kept_and_resumed(tmp_path):
+    """ema_decay: best/ holds the running average of the weights, recomputed here in numpy from each step's weights;
+    a killed run resumes to the same average."""
+    cfg = tiny_config(ema_decay=0.7, steps=3, steps_per_epoch=3)
+    cases = ([blob_case(i) for i in range(2)], [blob_case(9)])
+    history = [jax.tree.leaves(train(cfg, tmp_path / f"s{n}", cases=cases, stop_after=n, progress=False)["params"]) for n in range(3)]
+    full = train(cfg, tmp_path / "a", cases=cases, progress=False)
+    history.append(jax.tree.leaves(full["params"]))
+    expected = [np.asarray(leaf, np.float64) for leaf in history[0]]
+    for step_leaves in history[1:]:
+        expected = [0.7 * e + 0.3 * np.asarray(w, np.float64) for e, w in zip(expected, step_leaves)]
+    from sirtjax.models import load_model
+
+    kept, spec = load_model(str(tmp_path / "a" / "best"))
+    assert spec["step"] == 3
+    final, final_spec = load_model(str(tmp_path / "a" / "final"))
+    assert final_spec == spec
+    for a, b in zip(jax.tree.leaves(nnx.split(kept)[1]), jax.tree.leaves(nnx.split(final)[1])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    kept_leaves = jax.tree.leaves(nnx.split(kept)[1])
+    assert len(kept_leaves) == len(expected)
+    for k, e, w in zip(kept_leaves, expected, history[-1]):
+        np.testing.assert_allclose(np.asarray(k), e, rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(np.asarray(k), np.asarray(w)) for k, w in zip(kept_leaves, history[-1]))  # not the last weights
+    train(cfg, tmp_path / "b", cases=cases, stop_after=2, progress=False)
+    train(cfg, tmp_path / "b", cases=cases, progress=False)
+    resumed, _ = load_model(str(tmp_path / "b" / "best"))
+    for a, b in zip(kept_leaves, jax.tree.leaves(nnx.split(resumed)[1])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(InputError, match="ema_decay"):
+        tiny_config(ema_decay=1.0)
+
+
 def test_config_validation_and_cli(tmp_path, capsys):
     with pytest.raises(InputError, match="steps"):
         tiny_config(steps=0)

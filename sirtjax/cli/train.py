@@ -16,7 +16,7 @@ def train(
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Run folder (default runs/<config name>).")] = None,
 ) -> None:
     """Train a U-Net, or the registration-segmentation network (model arch "regseg"); checkpoints, metrics.jsonl
-    and the best model (best/) go to the run folder.
+    the best model (best/) and the last (final/) go to the run folder.
 
     Re-running the same command after an interruption resumes from the last checkpoint.
     """

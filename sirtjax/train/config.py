@@ -17,7 +17,9 @@ renderings per batch, "generator": SynthConfig fields, its "lesions" LesionConfi
 shipped model name or a model/run folder, relative to the config file, whose weights start a new run
 instead of random ones -- fine-tuning; a thesis liver U-Net of narrower widths is widened so that it computes the
 same function, `sirtjax.models.widen`, and an instance-normalised one's norms are frozen for a model without norms,
-`sirtjax.models.freeze_norm`; ignored when the run resumes from its own checkpoint); ``extends`` (a config file beside
+`sirtjax.models.freeze_norm`; ignored when the run resumes from its own checkpoint); ``ema_decay`` (none: a running
+average of the weights, ema <- decay * ema + (1 - decay) * weights after every step, starting from the first weights;
+validation, the learning-rate schedule and best/ then use the average, `sirtjax.train.step.ema_update`); ``extends`` (a config file beside
 this one whose keys this one's override, objects merged key by key; relative paths are read beside this one).
 """
 
@@ -84,6 +86,7 @@ class TrainConfig:
     seed: int = 0
     init_from: str | None = None
     synth: SynthSource | None = None
+    ema_decay: float | None = None
 
     @property
     def target(self) -> str:
@@ -127,6 +130,7 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:
         (cfg.batch_size > 0, "batch_size must be positive"),
         (cfg.steps_per_epoch > 0 and cfg.checkpoint_every > 0 and cfg.val_every_epochs > 0, "epoch/checkpoint/validation intervals must be positive"),
         (cfg.learning_rate > 0, "learning_rate must be positive"),
+        (cfg.ema_decay is None or 0 < cfg.ema_decay < 1, "ema_decay must be in (0, 1)"),
         (0 < cfg.plateau_factor < 1, "plateau factor must be in (0, 1)"),
         (cfg.loss in LOSSES, f"loss must be one of {LOSSES}"),
         (len(cfg.patch_out) == 3 and min(cfg.patch_out) > 0, "patch_out needs 3 positive sizes (z, y, x)"),

@@ -27,7 +27,7 @@ from sirtjax.train import checkpoint
 from sirtjax.train.augment import flip_axes
 from sirtjax.train.config import TrainConfig
 from sirtjax.train.data import Case, batch_sampler, msd_cases, noisy_ct_cases, phantom_cases, stack_cases
-from sirtjax.train.step import data_parallel, init_opt_state, make_optimizers, make_train_step, plateau_update
+from sirtjax.train.step import data_parallel, ema_update, init_opt_state, make_optimizers, make_train_step, plateau_update
 from sirtjax.train.synth import mixed_sampler, phantom_label_maps, synth_sampler
 
 LOG_EVERY = 10
@@ -111,7 +111,8 @@ def train(
     """Train (or resume) the model of cfg in out_dir; returns {'step', 'best_val_dice', 'out_dir', 'params'}.
 
     out_dir receives checkpoints/{latest,best} (orbax), best/ (model.json + weights.npz of the best
-    validation DSC, loadable with `--model out_dir`), metrics.jsonl and cache/ (prepared phantom
+    validation DSC, loadable with `--model out_dir`; with cfg.ema_decay, of the weights' running average, which is
+    what is validated), final/ (the same for the weights at the last step), metrics.jsonl and cache/ (prepared phantom
     cases). `cases` overrides the datasets of cfg.data; `stop_after` ends the run after that many
     steps without a final checkpoint (to test resuming after a kill).
     """
@@ -130,6 +131,8 @@ def train(
     graphdef, params = nnx.split(model)
     adam, plateau = make_optimizers(cfg.learning_rate, factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_scale=cfg.plateau_min_scale)
     state = {"params": params, "opt_state": init_opt_state(adam, plateau, params), "meta": np.array([0, 0], np.int64), "best": np.array(-1.0, np.float32)}
+    if cfg.ema_decay is not None:
+        state["ema"] = params
     log_path = out / "metrics.jsonl"
     restored = checkpoint.restore_latest(latest, state)
     if restored is not None:
@@ -139,13 +142,15 @@ def train(
     batch_sharding, replicated = data_parallel(cfg.batch_size)
     params = jax.device_put(state["params"], replicated)
     opt_state = jax.device_put(state["opt_state"], replicated)
+    ema = jax.device_put(state["ema"], replicated) if cfg.ema_decay is not None else None
     n_val, best_dice = int(state["meta"][1]), float(state["best"])
     step_fn = make_train_step(graphdef, cfg.learning_rate, cfg.loss)
     data_key = jax.random.fold_in(key, 2)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
 
     def snapshot(step: int) -> dict[str, Any]:
-        return {"params": params, "opt_state": opt_state, "meta": np.array([step, n_val], np.int64), "best": np.array(best_dice, np.float32)}
+        snap = {"params": params, "opt_state": opt_state, "meta": np.array([step, n_val], np.int64), "best": np.array(best_dice, np.float32)}
+        return snap if ema is None else {**snap, "ema": ema}
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -156,21 +161,27 @@ def train(
         for step in range(start, end):
             x, y = sampler(jax.random.fold_in(data_key, step))
             params, opt_state, terms = step_fn(params, opt_state, jax.device_put(x, batch_sharding), jax.device_put(y, batch_sharding))
+            if ema is not None:
+                ema = ema_update(ema, params, cfg.ema_decay)
             done = step + 1
             if done % LOG_EVERY == 0 or done == end:
                 rec = {"step": done, **{k: float(v) for k, v in terms.items()}, "lr_scale": float(opt_state.plateau.scale), "time_s": round(time.perf_counter() - t0, 2)}
                 _append(log_path, rec)
                 bar.update(task, info=f"loss {rec['loss']:.4f}  best val DSC {best_dice:.4f}")
             if done % (cfg.steps_per_epoch * cfg.val_every_epochs) == 0 or done == cfg.steps:
-                scores = validate(nnx.merge(graphdef, params), val_cases, cfg.model)
+                weights = params if ema is None else ema  # the weights that are validated, scheduled on and kept
+                scores = validate(nnx.merge(graphdef, weights), val_cases, cfg.model)
                 mean = float(np.mean(list(scores.values())))
                 opt_state = plateau_update(plateau, opt_state, params, mean)
                 n_val += 1
                 _append(log_path, {"step": done, "val_dice": mean, "val_cases": scores, "lr_scale": float(opt_state.plateau.scale)})
+                spec = {**cfg.model, "flip_axes": flip_axes(cfg.augment), "val_dice": round(mean, 4), "step": done}
                 if mean > best_dice:
                     best_dice = mean
-                    checkpoint.save(best, done, {"params": params}, metrics={"val_dice": mean})
-                    save_model(nnx.merge(graphdef, params), {**cfg.model, "flip_axes": flip_axes(cfg.augment), "val_dice": round(mean, 4), "step": done}, out / "best")
+                    checkpoint.save(best, done, {"params": weights}, metrics={"val_dice": mean})
+                    save_model(nnx.merge(graphdef, weights), spec, out / "best")
+                if done == cfg.steps:
+                    save_model(nnx.merge(graphdef, weights), spec, out / "final")
                 checkpoint.save(latest, done, snapshot(done))
             elif done % cfg.checkpoint_every == 0:
                 checkpoint.save(latest, done, snapshot(done))

@@ -62,6 +62,13 @@ def make_train_step(graphdef: nnx.GraphDef, learning_rate: float, loss_kind: str
     return step
 
 
+@functools.partial(jax.jit, static_argnames="decay")
+def ema_update(ema: Any, params: Any, decay: float) -> Any:
+    """The running average of the weights after one step: decay * ema + (1 - decay) * params, per floating-point
+    leaf (any other leaf is taken from params)."""
+    return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p if jnp.issubdtype(p.dtype, jnp.floating) else p, ema, params)
+
+
 def plateau_update(plateau: optax.GradientTransformation, opt_state: OptState, params: Any, val_dice: float) -> OptState:
     """Feed one validation DSC to reduce-on-plateau (value 1 - DSC); returns the new state."""
     zeros = jax.tree.map(jnp.zeros_like, params)
