@@ -74,9 +74,12 @@ def window(image: jax.Array, low: float, high: float) -> jax.Array:
     return (image - low) / (high - low) - 0.5
 
 
+CT_WINDOW_HU = (-200.0, 200.0)  # the thesis's CT window (4.3.2)
+
+
 def window_ct(image_hu: jax.Array) -> jax.Array:
-    """CT window of the thesis: clip to [-200, 200] HU, map to [-0.5, 0.5]."""
-    return window(image_hu, -200.0, 200.0)
+    """CT window of the thesis: clip to CT_WINDOW_HU, [-200, 200] HU, map to [-0.5, 0.5]."""
+    return window(image_hu, *CT_WINDOW_HU)
 
 
 def window_mr(image: jax.Array) -> jax.Array:

@@ -264,6 +264,33 @@ def test_antialiasing_averages_fine_grids_before_down_sampling():
     assert antialias(coarse, (3.0, 3.0, 3.0)) is coarse
 
 
+def test_ct_is_interpolated_in_window_units():
+    """Liver (60 HU) under lung (-800 HU) on 8 mm slices of a RAS-stored CT, prepared on the 3 mm grid: every voxel
+    equals scipy's trilinear interpolation of the windowed input, so a point between a liver and a lung slice reads
+    between their window values. The registration-segmentation network's path (`interpolate_hu`) interpolates in
+    HU, where those points read as lung."""
+    from sirtjax.segmentation import prepare_image
+    from sirtjax.segmentation.preprocess import prepare_on
+    from sirtjax.volume import index_to_world
+
+    hu = np.where(np.arange(12)[:, None, None] < 6, 60.0, -800.0) * np.ones((12, 10, 9))
+    vol = make_volume(hu.astype(np.float32), (3.0, 3.0, 8.0), (5.0, -7.0, 11.0), np.diag([-1.0, -1.0, 1.0]))
+    prepared = prepare_image(vol, "ct", (3.0, 3.0, 3.0))
+    world = np.concatenate([np.asarray(world_grid(prepared), np.float64).reshape(-1, 3), np.ones((prepared.array.size, 1))], axis=1)
+    ijk = (world @ np.linalg.inv(index_to_world(vol)).T)[:, :3]
+    inside = np.all((ijk > -1e-6) & (ijk < np.array(vol.size_xyz) - 1 + 1e-6), axis=1)
+    windowed = (np.clip(hu, -200.0, 200.0) + 200.0) / 400.0 - 0.5
+    expected = ndimage.map_coordinates(windowed, ijk[inside][:, ::-1].T, order=1)
+    got = np.asarray(prepared.array).reshape(-1)[inside]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    between = (expected > -0.45) & (expected < 0.1)  # voxels that mix the two slices
+    assert between.sum() >= 90
+    in_hu = (np.clip(ndimage.map_coordinates(hu, ijk[inside][:, ::-1].T, order=1), -200.0, 200.0) + 200.0) / 400.0 - 0.5
+    hu_path = np.asarray(prepare_on(vol, "ct", prepared, interpolate_hu=True).array).reshape(-1)[inside]
+    np.testing.assert_allclose(hu_path, in_hu, atol=1e-5)
+    assert np.all(in_hu[between] < expected[between] - 0.1)
+
+
 def test_postprocessing_against_hand_cases():
     mask = np.zeros((8, 8, 8), bool)
     mask[1:4, 1:4, 1:4] = True  # 27 voxels

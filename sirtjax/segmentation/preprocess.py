@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from sirtjax.errors import InputError
-from sirtjax.preprocess import resample_to, window_ct, window_mr
+from sirtjax.preprocess import CT_WINDOW_HU, resample_to, window_ct, window_mr
 from sirtjax.segmentation.noise import NoiseMatch, match_noise
 from sirtjax.volume import Grid, Volume, index_to_world, make_grid
 
@@ -79,9 +79,16 @@ def prepare_image(
 
 def prepare_on(
     vol: Volume, modality: str, grid: Grid | Volume, *, ct_noise_index_hu: float | None = None,
-    on_noise: Callable[[NoiseMatch], None] | None = None,
+    on_noise: Callable[[NoiseMatch], None] | None = None, interpolate_hu: bool = False,
 ) -> Volume:
     """The windowed network input (z, y, x) float32 on `grid`.
+
+    A CT is first clipped to the CT window (CT_WINDOW_HU): the network sees window units, so it is in them that the
+    CT is averaged, interpolated and denoised. In Hounsfield units a point a quarter of the way from liver (60 HU) to
+    lung (-800 HU) reads about -150 HU, nearly lung; clipped, it reads a quarter of the window's way, as the
+    point-sampled training renderings show such a boundary. Interpolated in HU, livers shrink on thick slices and on
+    oblique and fine grids. `interpolate_hu` skips the clip, for a network trained on CTs interpolated in HU (the
+    registration-segmentation network's).
 
     The image is smoothed by :func:`antialias_sigma_zyx` for the grid's spacing and resampled trilinearly, both
     by :func:`~sirtjax.preprocess.resample_to` (one set of one-axis passes when the grid's axes lie along the image's);
@@ -94,6 +101,9 @@ def prepare_on(
         raise InputError("image", f"expected a scalar 3D image, got array shape {array.shape}")
     if array.size == 0 or not np.all(np.isfinite(array)):
         raise InputError("image", "image is empty or contains NaN/inf values")
+    if modality == "ct" and not interpolate_hu:
+        array = np.clip(array.astype(np.float32, copy=False), *CT_WINDOW_HU)
+        vol = vol.with_array(array)
     resampled = resample_to(vol, grid, order=1, default_value=float(array.min()), smooth_vox_zyx=antialias_sigma_zyx(vol, grid.spacing_mm))
     image = np.asarray(resampled.array)
     if modality == "ct" and ct_noise_index_hu is not None:

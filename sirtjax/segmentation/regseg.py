@@ -82,7 +82,7 @@ def network_pair(fixed: Volume, moving: Volume, moving_mask: Volume, affine: Aff
     lowest = float(np.min(np.asarray(moving.array)))
     moved = warp_volume(antialias(moving, spacing_mm), through, default_value=lowest)
     mask = warp_volume(moving_mask.with_array(liver.astype(np.float32)), through)
-    return NetworkPair(grid, np.asarray(prepare_on(fixed, "ct", grid).array),
+    return NetworkPair(grid, np.asarray(prepare_on(fixed, "ct", grid, interpolate_hu=True).array),
                        normalize_intensity(np.asarray(moved.array), "ct").astype(np.float32),
                        np.asarray(mask.array, np.float32))
 
