@@ -291,6 +291,26 @@ def test_ct_is_interpolated_in_window_units():
     assert np.all(in_hu[between] < expected[between] - 0.1)
 
 
+def test_a_ct_to_denoise_is_denoised_in_hu():
+    """A noisy CT (fat at -100 HU and liver at 60 HU, 70 HU of noise) is denoised unclipped: clipping first would cut
+    the fat's lowest tail at -200 HU and raise its mean. Its input equals the HU path's, and differs from denoising
+    the clipped image."""
+    from sirtjax.segmentation import canonical_grid, prepare_image
+    from sirtjax.segmentation.noise import match_noise
+    from sirtjax.segmentation.preprocess import prepare_on
+
+    rng = np.random.default_rng(3)
+    hu = np.where(np.arange(24)[None, None, :] < 12, -100.0, 60.0) + rng.normal(0.0, 70.0, (20, 22, 24))
+    vol = make_volume(hu.astype(np.float32), (3.0, 3.0, 3.0), (1.0, 2.0, 3.0), np.diag([-1.0, -1.0, 1.0]))
+    got = np.asarray(prepare_image(vol, "ct", (3.0, 3.0, 3.0), ct_noise_index_hu=20.0).array)
+    in_hu = np.asarray(prepare_on(vol, "ct", canonical_grid(vol, (3.0, 3.0, 3.0)), ct_noise_index_hu=20.0, interpolate_hu=True).array)
+    np.testing.assert_array_equal(got, in_hu)
+    clipped_first = match_noise(np.clip(hu, -200.0, 200.0)[:, ::-1, ::-1].astype(np.float32), np.full(3, 3.0), 20.0)
+    fat = (np.clip(clipped_first, -200.0, 200.0) + 200.0) / 400.0 - 0.5
+    # the flipped grid puts the fat at x >= 12; the clipped tail raises a Gaussian's mean by 2.5 HU (0.006 window units)
+    assert fat[..., 12:].mean() > got[..., 12:].mean() + 0.004
+
+
 def test_postprocessing_against_hand_cases():
     mask = np.zeros((8, 8, 8), bool)
     mask[1:4, 1:4, 1:4] = True  # 27 voxels
