@@ -90,7 +90,7 @@ def prepare_on(
     fine grids. A CT that is to be denoised is resampled again without the clip and denoised in HU: clipping noisy
     tissue near the window's ends (fat at -100 HU with 75 HU of noise loses its lowest 9 %) raises its mean.
     `interpolate_hu` skips the clip, for a network trained on CTs interpolated in HU (the registration-segmentation
-    network's).
+    network's). An MR is resampled unclipped: clipped first, it lost on validation MR (the liver model card).
 
     The image is smoothed by :func:`antialias_sigma_zyx` for the grid's spacing and resampled trilinearly, both
     by :func:`~sirtjax.preprocess.resample_to` (one set of one-axis passes when the grid's axes lie along the image's);
