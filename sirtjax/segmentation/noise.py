@@ -65,24 +65,36 @@ class NoiseMatch:
         return head + f": denoised before segmentation (total variation, weight {self.tv_weight_hu:.0f} HU)"
 
 
+def measure_noise(image_hu: np.ndarray, model_index_hu: float) -> NoiseMatch:
+    """What :func:`match_noise` would do to `image_hu` (z, y, x, a CT on a network's grid): its noise index and the
+    total-variation weight for a model of noise index `model_index_hu` (None: left unchanged)."""
+    index_hu = noise_index_hu(image_hu)
+    return NoiseMatch(index_hu, model_index_hu, tv_weight_hu(index_hu, model_index_hu))
+
+
+def denoise(image_hu: np.ndarray, spacing_zyx_mm: np.ndarray, match: NoiseMatch) -> np.ndarray:
+    """`image_hu` unchanged where `match` (its :func:`measure_noise`) has no weight, else denoised by total variation
+    of that weight (float32). The regulariser counts every voxel neighbour alike, so the grid must be isotropic (a
+    ValueError otherwise)."""
+    if match.tv_weight_hu is None:
+        return image_hu
+    spacing = np.asarray(spacing_zyx_mm, np.float64)
+    if not np.allclose(spacing, spacing[0], rtol=1e-3):
+        raise ValueError(f"total-variation denoising needs an isotropic grid, got spacing {spacing.tolist()} mm")
+    from skimage.restoration import denoise_tv_chambolle  # imported only for a noisy CT: 0.5 s
+
+    image = np.asarray(image_hu, np.float32)
+    return denoise_tv_chambolle(image, weight=match.tv_weight_hu, max_num_iter=TV_ITERATIONS, eps=TV_EPS).astype(np.float32)
+
+
 def match_noise(
     image_hu: np.ndarray, spacing_zyx_mm: np.ndarray, model_index_hu: float, on_match: Callable[[NoiseMatch], None] | None = None
 ) -> np.ndarray:
     """`image_hu` (z, y, x, a CT on a network's grid) unchanged if its noise index is within ENGAGE of the model's,
-    else denoised by total variation of weight :func:`tv_weight_hu` (float32). The regulariser counts every voxel
-    neighbour alike, so the grid must be isotropic (a ValueError otherwise). `on_match` receives what was found and
-    done."""
-    index_hu = noise_index_hu(image_hu)
-    weight_hu = tv_weight_hu(index_hu, model_index_hu)
-    result = image_hu
-    if weight_hu is not None:
-        spacing = np.asarray(spacing_zyx_mm, np.float64)
-        if not np.allclose(spacing, spacing[0], rtol=1e-3):
-            raise ValueError(f"total-variation denoising needs an isotropic grid, got spacing {spacing.tolist()} mm")
-        from skimage.restoration import denoise_tv_chambolle  # imported only for a noisy CT: 0.5 s
-
-        image = np.asarray(image_hu, np.float32)
-        result = denoise_tv_chambolle(image, weight=weight_hu, max_num_iter=TV_ITERATIONS, eps=TV_EPS).astype(np.float32)
+    else denoised by total variation of weight :func:`tv_weight_hu` (:func:`measure_noise`, then :func:`denoise`).
+    `on_match` receives what was found and done."""
+    match = measure_noise(image_hu, model_index_hu)
+    result = denoise(image_hu, spacing_zyx_mm, match)
     if on_match is not None:
-        on_match(NoiseMatch(index_hu, model_index_hu, weight_hu))
+        on_match(match)
     return result

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from sirtjax.errors import InputError
 from sirtjax.preprocess import CT_WINDOW_HU, resample_to, window_ct, window_mr
-from sirtjax.segmentation.noise import NoiseMatch, match_noise, noise_index_hu, tv_weight_hu
+from sirtjax.segmentation.noise import NoiseMatch, denoise, measure_noise
 from sirtjax.volume import Grid, Volume, index_to_world, make_grid
 
 MODALITIES = ("ct", "mr")
@@ -96,7 +96,8 @@ def prepare_on(
     by :func:`~sirtjax.preprocess.resample_to` (one set of one-axis passes when the grid's axes lie along the image's);
     outside the input's field of view it is filled with its minimum (air). A CT noisier than
     `ct_noise_index_hu` (the model's, if it declares one) is then denoised to match
-    (:func:`~sirtjax.segmentation.noise.match_noise`; `on_noise` receives what it found). Last, it is windowed.
+    (:func:`~sirtjax.segmentation.noise.measure_noise`, :func:`~sirtjax.segmentation.noise.denoise`; `on_noise`
+    receives what it found). Last, it is windowed.
     """
     array = np.asarray(vol.array)
     if array.ndim != 3:
@@ -111,9 +112,13 @@ def prepare_on(
     resampled = resampled_on_grid(vol.with_array(np.clip(array.astype(np.float32, copy=False), *CT_WINDOW_HU)) if clip else vol)
     image = np.asarray(resampled.array)
     if modality == "ct" and ct_noise_index_hu is not None:
-        if clip and tv_weight_hu(noise_index_hu(image), ct_noise_index_hu) is not None:
+        match = measure_noise(image, ct_noise_index_hu)
+        if clip and match.tv_weight_hu is not None:  # denoised in HU: resampled again unclipped, and measured there
             image = np.asarray(resampled_on_grid(vol).array)
-        image = match_noise(image, np.asarray(resampled.spacing_mm)[::-1], ct_noise_index_hu, on_noise)
+            match = measure_noise(image, ct_noise_index_hu)
+        image = denoise(image, np.asarray(resampled.spacing_mm)[::-1], match)
+        if on_noise is not None:
+            on_noise(match)
     return resampled.with_array(normalize_intensity(image, modality).astype(np.float32))
 
 
