@@ -1,5 +1,6 @@
 """Liver DSC under what real scans have and the study renderer does not: a patient table, metal streaks, bowel
-loops against the liver, MR hot spots, surface-coil brightness and arbitrary MR scaling.
+loops against the liver, the scanner's padding outside its reconstruction circle, MR hot spots, surface-coil
+brightness and arbitrary MR scaling.
 
 Each artefact is painted onto a study-renderer image of an unseen seed (never the training generator) after it is
 rendered; the reference liver is the rendering's own. Each cell is the mean liver DSC over the seeds (min in
@@ -98,6 +99,24 @@ def bowel(wall_hu: float, content_hu: float) -> Artefact:
     return paint
 
 
+def reconstruction_circle(width_fraction: float) -> Artefact:
+    """The scanner's padding value (-3024 HU) outside an in-plane circle centred on the body, `width_fraction` times
+    the body's left-right width across: above 1 it blanks the image's corners, below 1 it cuts the flanks of a patient
+    wider than the reconstructed field."""
+
+    def paint(image, liver, spacing_zyx, rng):
+        body = body_mask(image, True)
+        ys, xs = (np.nonzero(body.any(axis=axes))[0] for axes in ((0, 2), (0, 1)))
+        radius_mm = 0.5 * width_fraction * (xs.max() - xs.min() + 1) * spacing_zyx[2]
+        yy = (np.arange(image.shape[1]) - 0.5 * (ys.min() + ys.max())) * spacing_zyx[1]
+        xx = (np.arange(image.shape[2]) - 0.5 * (xs.min() + xs.max())) * spacing_zyx[2]
+        out = image.copy()
+        out[:, np.hypot(yy[:, None], xx[None, :]) > radius_mm] = -3024.0
+        return out
+
+    return paint
+
+
 def hot_spot(image, liver, spacing_zyx, rng):
     """A 3x3x3-voxel spot at 5 times the image maximum just inside the anterior body wall of the middle slice (a
     flow artefact or skin marker), which moves the MR window's maximum."""
@@ -128,11 +147,14 @@ ROWS: dict[str, tuple[str, str, Artefact | None]] = {
     "portal-venous CT, bowel loops with gas": ("CT portal-venous (diag CT)", "ct", bowel(50.0, -900.0)),
     "portal-venous CT, bowel loops with oral contrast": ("CT portal-venous (diag CT)", "ct", bowel(50.0, 300.0)),
     "portal-venous CT, bowel loops of 60 HU": ("CT portal-venous (diag CT)", "ct", bowel(60.0, 60.0)),
+    "portal-venous CT, -3024 HU outside the reconstruction circle": ("CT portal-venous (diag CT)", "ct", reconstruction_circle(1.15)),
+    "portal-venous CT, reconstruction circle cutting the flanks": ("CT portal-venous (diag CT)", "ct", reconstruction_circle(0.9)),
     "non-contrast CT, as rendered": ("CT non-contrast (MAA CT)", "ct", None),
     "non-contrast CT, bowel loops with gas": ("CT non-contrast (MAA CT)", "ct", bowel(50.0, -900.0)),
     "non-contrast CT, bowel loops of fluid": ("CT non-contrast (MAA CT)", "ct", bowel(50.0, 15.0)),
     "non-contrast CT, bowel loops of 60 HU": ("CT non-contrast (MAA CT)", "ct", bowel(60.0, 60.0)),
     "non-contrast CT, enhancing bowel wall": ("CT non-contrast (MAA CT)", "ct", bowel(110.0, 20.0)),
+    "non-contrast CT, reconstruction circle cutting the flanks": ("CT non-contrast (MAA CT)", "ct", reconstruction_circle(0.9)),
     "T1 MR, as rendered": ("MR T1 (oblique grid)", "mr", None),
     "T1 MR, hot spot": ("MR T1 (oblique grid)", "mr", hot_spot),
     "T1 MR, surface-coil brightness": ("MR T1 (oblique grid)", "mr", surface_coil),
