@@ -86,6 +86,30 @@ def read_volume(
     return vol
 
 
+def read_ct(path: str | Path) -> Volume:
+    """:func:`read_volume` of a CT, refused (InputError naming the file) when :func:`hounsfield_problem` finds that
+    its values are not Hounsfield units."""
+    vol = read_volume(path)
+    problem = hounsfield_problem(vol.array)
+    if problem is not None:
+        raise InputError(path, problem)
+    return vol
+
+
+def hounsfield_problem(array: np.ndarray) -> str | None:
+    """Why a CT's values are not Hounsfield units, or None: nothing below -50 with a quarter of the voxels at 700 or
+    above is a CT's stored values without the rescale intercept (air at 0, soft tissue near 1024). Approximate: it
+    looks for that mistake only, and lets a CT cropped to soft tissue pass."""
+    lowest = float(np.min(array))
+    if lowest < -50.0:
+        return None
+    upper_quartile = float(np.percentile(np.asarray(array)[::2, ::2, ::2], 75))
+    if upper_quartile < 700.0:
+        return None
+    return (f"not in Hounsfield units: its lowest value is {lowest:.0f} and a quarter of its voxels lie above {upper_quartile:.0f}, "
+            "where a CT in HU has air near -1000 and soft tissue near 0-100; apply the rescale intercept (usually -1024)")
+
+
 def _check_dimensions(p: Path, array: np.ndarray, vector: bool) -> None:
     want = 4 if vector else 3
     if array.ndim != want or (vector and array.shape[-1] != 3):

@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from sirtjax.errors import InputError
-from sirtjax.io import is_volume_path, read_volume
+from sirtjax.io import is_volume_path, read_ct, read_volume
 from sirtjax.volume import Volume
 
 SCHEMA = "sirtjax.study"
@@ -125,10 +125,12 @@ class StudyManifest:
         return self.sessions.get(session, {}).get(role)
 
     def read(self, series: str) -> Volume:
-        """Read one series as a Volume (no caching: keep the result); InputError if unknown or unreadable."""
+        """Read one series as a Volume (no caching: keep the result); InputError if unknown or unreadable, or a CT not in
+        Hounsfield units (:func:`~sirtjax.io.read_ct`)."""
         if series not in self.series:
             raise InputError(self.path, f"no series '{series}' (the manifest has {', '.join(sorted(self.series))})")
-        return read_volume(self.series[series].path)
+        path = self.series[series].path
+        return read_ct(path) if self.series[series].modality == "CT" else read_volume(path)
 
     def mask_path(self, series: str, kind: str) -> Path | None:
         """Path of the given mask of a series (kind in liver/lesions/lungs/labels), or None."""

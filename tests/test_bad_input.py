@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from sirtjax.cli import main
-from sirtjax.io import write_volume
+from sirtjax.io import read_volume, write_volume
 from sirtjax.volume import make_volume
 
 ROWS: list[tuple[str, str, int, str]] = []
@@ -89,6 +89,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
     from sirtjax.phantom import PhantomConfig, generate_study, write_study
 
     f["study"] = write_study(generate_study(5, PhantomConfig.small()), d / "study")
+    f["stored_ct"] = write_volume(_vol(np.clip(ct + 1024.0, 0.0, None)), d / "stored_ct.nii.gz")  # intercept lost
+    f["stored_study"] = Path(shutil.copytree(f["study"], d / "stored_study"))
+    maa_ct = read_volume(f["stored_study"] / "maa_ct.nii.gz")
+    write_volume(maa_ct.with_array(np.clip(maa_ct.array + 1024.0, 0.0, None)), f["stored_study"] / "maa_ct.nii.gz")
     (f["missing_slice"] / "s0_IMG0010.dcm").unlink()
     _shift_slice(f["uneven_spacing"] / "s0_IMG0010.dcm", 1.2)
     return f
@@ -161,6 +165,11 @@ def _rows() -> list[Row]:
         Row("a DICOM series with a missing slice", _seg("{missing_slice}"), "missing_slice", "missing"),
         Row("a DICOM series with uneven slice spacing", _ev("{uneven_spacing}"), "uneven_spacing", "uneven"),
         Row("a volume too large for memory", _seg("{huge}"), "huge.nii", "GiB"),
+        Row("a CT of stored values (rescale intercept lost)", _seg("{stored_ct}"), "stored_ct.nii.gz", "not in Hounsfield units"),
+        Row("a CT of stored values (rescale intercept lost)", _dose("{activity}", "{liver}", "--ct", "{stored_ct}"),
+            "stored_ct.nii.gz", "not in Hounsfield units"),
+        Row("a CT of stored values (rescale intercept lost)", ("plan", "{stored_study}", "-o", "{out}/p"), "maa_ct.nii.gz",
+            "not in Hounsfield units"),
         Row("an unwritable output folder", ("dose", "{activity}", "--liver", "{liver}", "--activity-gbq", "1", "-o",
                                             "/proc/sirtjax_out"), "/proc/sirtjax_out", "cannot write"),
         Row("an unwritable output folder", ("segment", "{ct}", "-o", "/proc/x/mask.nii.gz"), "/proc/x/mask.nii.gz",

@@ -164,3 +164,33 @@ def test_output_dir_is_all_or_nothing(tmp_path):
         (staging / "first.txt").write_text("whole")
     assert (tmp_path / "out" / "first.txt").read_text() == "whole"
     assert os.listdir(tmp_path) == ["out"]
+
+
+def _abdomen_hu(rng: np.random.Generator) -> np.ndarray:
+    """A crude CT slab in HU: an elliptical body (fat rim at -100, soft tissue at 50, a 400 HU spine) in air, 20 HU noise."""
+    z, y, x = np.meshgrid(np.arange(16), np.linspace(-1, 1, 64), np.linspace(-1, 1, 64), indexing="ij")
+    r = np.hypot(x / 0.9, y / 0.7)
+    image = np.select([r > 1.0, r > 0.9, np.hypot(x, y - 0.45) < 0.12], [-1000.0, -100.0, 400.0], 50.0)
+    return (image + rng.normal(0.0, 20.0, image.shape)).astype(np.float32)
+
+
+def test_hounsfield_problem_finds_stored_values_and_passes_hu():
+    """A CT without its rescale intercept (air at 0) is refused, naming both numbers; a CT in HU passes with its air,
+    with -3024 padding outside the reconstruction circle, and cropped to soft tissue with no air at all."""
+    hu = _abdomen_hu(np.random.default_rng(0))
+    stored = np.clip(hu + 1024.0, 0.0, None)
+    problem = io.hounsfield_problem(stored)
+    assert problem is not None and "not in Hounsfield units" in problem and "lowest value is 0" in problem
+    padded = np.where(np.hypot(*np.meshgrid(np.linspace(-1, 1, 64), np.linspace(-1, 1, 64), indexing="ij")) > 1.0, -3024.0, hu)
+    for image in (hu, padded, hu[:, 20:44, 20:44]):
+        assert io.hounsfield_problem(image) is None
+
+
+def test_read_ct_refuses_stored_values_naming_the_file(tmp_path):
+    """read_ct reads a CT in HU and refuses one of stored values with an InputError that names the file."""
+    hu = _abdomen_hu(np.random.default_rng(1))
+    good = io.write_volume(make_volume(hu, (0.8, 0.8, 5.0), (0.0, 0.0, 0.0), np.eye(3)), tmp_path / "hu.nii.gz")
+    bad = io.write_volume(make_volume(np.clip(hu + 1024.0, 0.0, None), (0.8, 0.8, 5.0), (0.0, 0.0, 0.0), np.eye(3)), tmp_path / "stored.nii.gz")
+    assert io.read_ct(good).shape == hu.shape
+    with pytest.raises(InputError, match="stored.nii.gz.*not in Hounsfield units"):
+        io.read_ct(bad)

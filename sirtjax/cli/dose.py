@@ -100,7 +100,7 @@ def dose(
     from sirtjax.dosimetry.recovery import match_resolution
     from sirtjax.dosimetry.voxel import DoseInputError, voxel_dosimetry
     from sirtjax.errors import InputError
-    from sirtjax.io import read_volume
+    from sirtjax.io import read_ct, read_volume
     from sirtjax.outputs import check_output, output_dir
 
     inputs = [p for p in (activity, liver, lesions, lung, ct, recovery_csv) if p is not None]
@@ -122,7 +122,9 @@ def dose(
     with progress_bar(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()) as progress:
         task = progress.add_task("reading images", total=3)
         images = {name: read_volume(path) for name, path in
-                  (("activity", activity), ("liver", liver), ("lesions", lesions), ("lungs", lung), ("ct", ct)) if path is not None}
+                  (("activity", activity), ("liver", liver), ("lesions", lesions), ("lungs", lung)) if path is not None}
+        if ct is not None:
+            images["ct"] = read_ct(ct)
         if match_fwhm_mm is not None:
             images["activity"] = match_resolution(images["activity"], fwhm_mm, match_fwhm_mm)
         progress.update(task, advance=1, description=f"computing {model.value.upper()} dose")

@@ -41,7 +41,7 @@ def segment(
     import numpy as np
 
     from sirtjax.errors import InputError
-    from sirtjax.io import read_volume, write_volume
+    from sirtjax.io import hounsfield_problem, read_volume, write_volume
     from sirtjax.outputs import check_output
     from sirtjax.segmentation.preprocess import MODALITIES, guess_modality
 
@@ -77,6 +77,8 @@ def segment(
     if modality is None:
         modality = guess_modality(vol.array)
         typer.echo(f"modality: {modality} (guessed from the intensities; pass --modality to set it)")
+    elif modality == "ct" and (problem := hounsfield_problem(vol.array)) is not None:
+        raise InputError(image, problem)
     net, spec = _model(model or target.value, target.value, modality, "--model")
     liver_net = _model(liver_model, "liver", modality, "--liver-model") if target is Target.lesions and liver_vol is None else None
     if tta:

@@ -95,7 +95,7 @@ def no_key(case: Case, settings) -> tuple:
 def run_segment(cases: Sequence[Case], settings: SegmentSettings, key: jax.Array, out: Path, devices: Devices,
                 todo: frozenset[str]) -> list[CaseOutcome]:
     """The liver mask of each case in ``todo`` by the model (loaded once a batch), as ``liver.nii.gz`` (uint8)."""
-    from sirtjax.io import read_volume, write_volume
+    from sirtjax.io import read_ct, read_volume, write_volume
     from sirtjax.models import load_model
     from sirtjax.segmentation import segment_liver
     from sirtjax.segmentation.preprocess import guess_modality
@@ -103,7 +103,7 @@ def run_segment(cases: Sequence[Case], settings: SegmentSettings, key: jax.Array
     net, spec = load_model(settings.model)
 
     def compute(case: Case):
-        image = read_volume(case.paths["image"])
+        image = (read_ct if settings.modality == "ct" else read_volume)(case.paths["image"])
         modality = settings.modality or guess_modality(image.array)
         mask = segment_liver(net, spec, image, modality=modality)
         volume_ml = float(np.asarray(mask.array).sum()) * float(np.prod(image.spacing_mm)) / 1000.0
