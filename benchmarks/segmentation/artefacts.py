@@ -1,6 +1,6 @@
 """Liver DSC under what real scans have and the study renderer does not: a patient table, metal streaks, bowel
-loops against the liver, the scanner's padding outside its reconstruction circle, MR hot spots, surface-coil
-brightness and arbitrary MR scaling.
+loops against the liver, the scanner's padding outside its reconstruction circle, a fatty liver, MR hot spots,
+surface-coil brightness and arbitrary MR scaling.
 
 Each artefact is painted onto a study-renderer image of an unseen seed (never the training generator) after it is
 rendered; the reference liver is the rendering's own. Each cell is the mean liver DSC over the seeds (min in
@@ -117,6 +117,17 @@ def reconstruction_circle(width_fraction: float) -> Artefact:
     return paint
 
 
+def fatty_liver(drop_hu: float) -> Artefact:
+    """Steatosis, common after the chemotherapy that precedes SIRT: the liver (its lesions too) `drop_hu` darker,
+    painted on the rendering's own liver with its edge blurred by 1 mm (a partial volume), so a 58 HU non-contrast
+    liver reads 28 HU at 30, below the spleen's 47."""
+
+    def paint(image, liver, spacing_zyx, rng):
+        return image - drop_hu * ndimage.gaussian_filter(liver.astype(np.float32), 1.0 / np.asarray(spacing_zyx))
+
+    return paint
+
+
 def hot_spot(image, liver, spacing_zyx, rng):
     """A 3x3x3-voxel spot at 5 times the image maximum just inside the anterior body wall of the middle slice (a
     flow artefact or skin marker), which moves the MR window's maximum."""
@@ -147,6 +158,7 @@ ROWS: dict[str, tuple[str, str, Artefact | None]] = {
     "portal-venous CT, bowel loops with gas": ("CT portal-venous (diag CT)", "ct", bowel(50.0, -900.0)),
     "portal-venous CT, bowel loops with oral contrast": ("CT portal-venous (diag CT)", "ct", bowel(50.0, 300.0)),
     "portal-venous CT, bowel loops of 60 HU": ("CT portal-venous (diag CT)", "ct", bowel(60.0, 60.0)),
+    "portal-venous CT, fatty liver (30 HU darker)": ("CT portal-venous (diag CT)", "ct", fatty_liver(30.0)),
     "portal-venous CT, -3024 HU outside the reconstruction circle": ("CT portal-venous (diag CT)", "ct", reconstruction_circle(1.15)),
     "portal-venous CT, reconstruction circle cutting the flanks": ("CT portal-venous (diag CT)", "ct", reconstruction_circle(0.9)),
     "non-contrast CT, as rendered": ("CT non-contrast (MAA CT)", "ct", None),
@@ -154,6 +166,8 @@ ROWS: dict[str, tuple[str, str, Artefact | None]] = {
     "non-contrast CT, bowel loops of fluid": ("CT non-contrast (MAA CT)", "ct", bowel(50.0, 15.0)),
     "non-contrast CT, bowel loops of 60 HU": ("CT non-contrast (MAA CT)", "ct", bowel(60.0, 60.0)),
     "non-contrast CT, enhancing bowel wall": ("CT non-contrast (MAA CT)", "ct", bowel(110.0, 20.0)),
+    "non-contrast CT, fatty liver (30 HU darker)": ("CT non-contrast (MAA CT)", "ct", fatty_liver(30.0)),
+    "non-contrast CT, fatty liver (60 HU darker)": ("CT non-contrast (MAA CT)", "ct", fatty_liver(60.0)),
     "non-contrast CT, reconstruction circle cutting the flanks": ("CT non-contrast (MAA CT)", "ct", reconstruction_circle(0.9)),
     "T1 MR, as rendered": ("MR T1 (oblique grid)", "mr", None),
     "T1 MR, hot spot": ("MR T1 (oblique grid)", "mr", hot_spot),
