@@ -257,6 +257,18 @@ def test_segment_cohort_writes_the_mask_sirtjax_segment_writes(small_study, tmp_
     assert summary["broken"]["status"] == "failed" and "images.csv" in summary["broken"]["reason"]
 
 
+def test_segment_cohort_as_ct_fails_a_ct_not_in_hounsfield_units(tmp_path, capsys):
+    """--modality ct reads each image as a CT: one of stored values (rescale intercept lost) fails its case, saying so."""
+    z, y, x = np.meshgrid(np.arange(12), np.linspace(-1, 1, 40), np.linspace(-1, 1, 40), indexing="ij")
+    hu = np.where(np.hypot(x / 0.9, y / 0.7) > 1.0, -1000.0, 50.0).astype(np.float32)
+    write_volume(make_volume(np.clip(hu + 1024.0, 0.0, None), (2.0, 2.0, 3.0), (0.0, 0.0, 0.0), np.eye(3)), tmp_path / "stored.nii.gz")
+    (tmp_path / "images.csv").write_text(f"id,image\nstored,{tmp_path / 'stored.nii.gz'}\n")
+    main(["cohort", str(tmp_path / "images.csv"), "-o", str(tmp_path / "out"), "--modality", "ct"])
+    assert "0 done, 1 failed" in capsys.readouterr().out
+    summary = {r["id"]: r for r in _summary(tmp_path / "out")}
+    assert summary["stored"]["status"] == "failed" and "not in Hounsfield units" in summary["stored"]["reason"]
+
+
 def test_plan_cohort_writes_each_plan_whole(small_study, tmp_path, capsys):
     (tmp_path / "empty").mkdir()  # a folder without study.json: that case fails alone
     (tmp_path / "studies.csv").write_text(f"id,study,lung_shunt_fraction\np5,{small_study},0.08\nnone,empty,\n")
