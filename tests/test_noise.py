@@ -6,7 +6,7 @@ import pytest
 from scipy import ndimage
 
 from sirtjax.models.store import spec_problem
-from sirtjax.segmentation.noise import ENGAGE, match_noise, noise_index_hu, tv_weight_hu
+from sirtjax.segmentation.noise import ENGAGE, denoise, measure_noise, noise_index_hu, tv_weight_hu
 
 
 def _tissue(shape=(24, 40, 48), edge_hu=(60.0, -100.0)) -> np.ndarray:
@@ -35,20 +35,20 @@ def test_noise_index_ignores_air_and_bone():
 def test_a_ct_at_the_models_noise_is_left_alone():
     image = _tissue() + np.random.default_rng(3).normal(0.0, 20.0, _tissue().shape).astype(np.float32)
     assert tv_weight_hu(20.0 * ENGAGE, 20.0) is None
-    found = []
-    assert match_noise(image, np.array([3.0, 2.0, 1.0]), 20.0, found.append) is image  # any grid, untouched
-    assert found[0].tv_weight_hu is None and found[0].index_hu == pytest.approx(20.0, rel=0.05)
-    assert found[0].describe().endswith("not denoised")
+    match = measure_noise(image, 20.0)
+    assert denoise(image, np.array([3.0, 2.0, 1.0]), match) is image  # any grid, untouched
+    assert match.tv_weight_hu is None and match.index_hu == pytest.approx(20.0, rel=0.05)
+    assert match.describe().endswith("not denoised")
 
 
 def test_a_noisier_ct_is_denoised_below_the_models_noise_and_keeps_its_edge():
     rng = np.random.default_rng(4)
     clean = _tissue()
     noisy = clean + rng.normal(0.0, 50.0, clean.shape).astype(np.float32)
-    found = []
-    out = match_noise(noisy, np.array([3.0, 3.0, 3.0]), 20.0, found.append)
+    match = measure_noise(noisy, 20.0)
+    out = denoise(noisy, np.array([3.0, 3.0, 3.0]), match)
     assert out.dtype == np.float32 and out.shape == noisy.shape
-    assert found[0].tv_weight_hu == pytest.approx(found[0].index_hu) and "total variation" in found[0].describe()
+    assert match.tv_weight_hu == pytest.approx(match.index_hu) and "total variation" in match.describe()
     assert noise_index_hu(out) < 20.0
     assert np.mean(np.abs(out - clean)) < 0.25 * np.mean(np.abs(noisy - clean))
     # The step stays a step: across its two middle voxels, the profile (averaged over the other axes) falls by more
@@ -64,11 +64,11 @@ def test_a_noisier_ct_is_denoised_below_the_models_noise_and_keeps_its_edge():
 
 
 def test_denoising_refuses_an_anisotropic_grid():
-    """Total variation counts every voxel neighbour alike: an anisotropic network grid is refused, by match_noise
+    """Total variation counts every voxel neighbour alike: an anisotropic network grid is refused, by denoise
     and already by the model check that `sirtjax segment` and `plan` run before anything else."""
     noisy = _tissue() + np.random.default_rng(5).normal(0.0, 50.0, _tissue().shape).astype(np.float32)
     with pytest.raises(ValueError, match="isotropic"):
-        match_noise(noisy, np.array([5.0, 3.0, 3.0]), 20.0)
+        denoise(noisy, np.array([5.0, 3.0, 3.0]), measure_noise(noisy, 20.0))
     assert spec_problem({"ct_noise_index_hu": 20.0, "spacing_mm": [3.0, 3.0, 3.0]}, "liver", "ct") is None
     assert "isotropic" in spec_problem({"ct_noise_index_hu": 20.0, "spacing_mm": [3.0, 3.0, 5.0]}, "liver", "ct")
     assert spec_problem({"spacing_mm": [3.0, 3.0, 5.0]}, "liver", "ct") is None  # no noise matching: any grid

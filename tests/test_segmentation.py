@@ -296,7 +296,7 @@ def test_a_ct_to_denoise_is_denoised_in_hu():
     the fat's lowest tail at -200 HU and raise its mean. Its input equals the HU path's, and differs from denoising
     the clipped image."""
     from sirtjax.segmentation import canonical_grid, prepare_image
-    from sirtjax.segmentation.noise import match_noise
+    from sirtjax.segmentation.noise import denoise, measure_noise
     from sirtjax.segmentation.preprocess import prepare_on
 
     rng = np.random.default_rng(3)
@@ -305,7 +305,8 @@ def test_a_ct_to_denoise_is_denoised_in_hu():
     got = np.asarray(prepare_image(vol, "ct", (3.0, 3.0, 3.0), ct_noise_index_hu=20.0).array)
     in_hu = np.asarray(prepare_on(vol, "ct", canonical_grid(vol, (3.0, 3.0, 3.0)), ct_noise_index_hu=20.0, interpolate_hu=True).array)
     np.testing.assert_array_equal(got, in_hu)
-    clipped_first = match_noise(np.clip(hu, -200.0, 200.0)[:, ::-1, ::-1].astype(np.float32), np.full(3, 3.0), 20.0)
+    clipped = np.clip(hu, -200.0, 200.0)[:, ::-1, ::-1].astype(np.float32)
+    clipped_first = denoise(clipped, np.full(3, 3.0), measure_noise(clipped, 20.0))
     fat = (np.clip(clipped_first, -200.0, 200.0) + 200.0) / 400.0 - 0.5
     # the flipped grid puts the fat at x >= 12; the clipped tail raises a Gaussian's mean by 2.5 HU (0.006 window units)
     assert fat[..., 12:].mean() > got[..., 12:].mean() + 0.004

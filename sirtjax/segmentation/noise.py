@@ -3,8 +3,9 @@ variation (Chambolle's projection, scikit-image) before it is windowed.
 
 A network trained on CTs of one noise level loses the liver on noisier ones (low-dose protocols on thin
 reconstructions): it relies on the texture it learned. A model's spec may declare ``ct_noise_index_hu``, the
-:func:`noise_index_hu` of the CTs it segments reliably. :func:`match_noise` leaves a CT whose index is at most
-ENGAGE times that unchanged (bit for bit), and denoises a noisier one, more strongly the noisier it is. Total
+:func:`noise_index_hu` of the CTs it segments reliably. :func:`measure_noise` decides and :func:`denoise` acts:
+a CT whose index is at most ENGAGE times that is left unchanged (bit for bit), a noisier one is denoised, more
+strongly the noisier it is. Total
 variation was chosen over a bilateral filter and non-local means on validation renderings (seeds 100-103), and its
 strength rule (:func:`tv_weight_hu`) on seeds 100-109, never on the benchmark's; wavelet shrinkage, Bregman iterations
 and anisotropic diffusion, tried since, lost to it (the liver model card). It is approximate: it brings the
@@ -14,7 +15,6 @@ noise down, it does not restore the texture the model knows.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import numpy as np
 
@@ -51,8 +51,8 @@ def tv_weight_hu(index_hu: float, model_index_hu: float) -> float | None:
 
 @dataclasses.dataclass(frozen=True)
 class NoiseMatch:
-    """What :func:`match_noise` found and did: the CT's noise index, the model's, and the TV weight (None: not
-    denoised)."""
+    """What :func:`measure_noise` found and :func:`denoise` does: the CT's noise index, the model's, and the TV
+    weight (None: not denoised)."""
 
     index_hu: float
     model_index_hu: float
@@ -67,8 +67,8 @@ class NoiseMatch:
 
 
 def measure_noise(image_hu: np.ndarray, model_index_hu: float) -> NoiseMatch:
-    """What :func:`match_noise` would do to `image_hu` (z, y, x, a CT on a network's grid): its noise index and the
-    total-variation weight for a model of noise index `model_index_hu` (None: left unchanged)."""
+    """How to match `image_hu` (z, y, x, a CT on a network's grid) to a model of noise index `model_index_hu`: its
+    noise index and the total-variation weight (:func:`tv_weight_hu`; None: left unchanged)."""
     index_hu = noise_index_hu(image_hu)
     return NoiseMatch(index_hu, model_index_hu, tv_weight_hu(index_hu, model_index_hu))
 
@@ -87,15 +87,3 @@ def denoise(image_hu: np.ndarray, spacing_zyx_mm: np.ndarray, match: NoiseMatch)
     image = np.asarray(image_hu, np.float32)
     return denoise_tv_chambolle(image, weight=match.tv_weight_hu, max_num_iter=TV_ITERATIONS, eps=TV_EPS).astype(np.float32)
 
-
-def match_noise(
-    image_hu: np.ndarray, spacing_zyx_mm: np.ndarray, model_index_hu: float, on_match: Callable[[NoiseMatch], None] | None = None
-) -> np.ndarray:
-    """`image_hu` (z, y, x, a CT on a network's grid) unchanged if its noise index is within ENGAGE of the model's,
-    else denoised by total variation of weight :func:`tv_weight_hu` (:func:`measure_noise`, then :func:`denoise`).
-    `on_match` receives what was found and done."""
-    match = measure_noise(image_hu, model_index_hu)
-    result = denoise(image_hu, spacing_zyx_mm, match)
-    if on_match is not None:
-        on_match(match)
-    return result
