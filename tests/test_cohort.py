@@ -259,7 +259,7 @@ def test_segment_cohort_writes_the_mask_sirtjax_segment_writes(small_study, tmp_
 
 def test_segment_cohort_as_ct_fails_a_ct_not_in_hounsfield_units(tmp_path, capsys):
     """--modality ct reads each image as a CT: one of stored values (rescale intercept lost) fails its case, saying so."""
-    z, y, x = np.meshgrid(np.arange(12), np.linspace(-1, 1, 40), np.linspace(-1, 1, 40), indexing="ij")
+    _, y, x = np.meshgrid(np.arange(12), np.linspace(-1, 1, 40), np.linspace(-1, 1, 40), indexing="ij")
     hu = np.where(np.hypot(x / 0.9, y / 0.7) > 1.0, -1000.0, 50.0).astype(np.float32)
     write_volume(make_volume(np.clip(hu + 1024.0, 0.0, None), (2.0, 2.0, 3.0), (0.0, 0.0, 0.0), np.eye(3)), tmp_path / "stored.nii.gz")
     (tmp_path / "images.csv").write_text(f"id,image\nstored,{tmp_path / 'stored.nii.gz'}\n")

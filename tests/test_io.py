@@ -168,7 +168,7 @@ def test_output_dir_is_all_or_nothing(tmp_path):
 
 def _abdomen_hu(rng: np.random.Generator) -> np.ndarray:
     """A crude CT slab in HU: an elliptical body (fat rim at -100, soft tissue at 50, a 400 HU spine) in air, 20 HU noise."""
-    z, y, x = np.meshgrid(np.arange(16), np.linspace(-1, 1, 64), np.linspace(-1, 1, 64), indexing="ij")
+    _, y, x = np.meshgrid(np.arange(16), np.linspace(-1, 1, 64), np.linspace(-1, 1, 64), indexing="ij")
     r = np.hypot(x / 0.9, y / 0.7)
     image = np.select([r > 1.0, r > 0.9, np.hypot(x, y - 0.45) < 0.12], [-1000.0, -100.0, 400.0], 50.0)
     return (image + rng.normal(0.0, 20.0, image.shape)).astype(np.float32)
