@@ -7,8 +7,8 @@ reconstructions): it relies on the texture it learned. A model's spec may declar
 a CT whose index is at most ENGAGE times that is left unchanged (bit for bit), a noisier one is denoised, more
 strongly the noisier it is. Total
 variation was chosen over a bilateral filter and non-local means on validation renderings (seeds 100-103), and its
-strength rule (:func:`tv_weight_hu`) on seeds 100-109, never on the benchmark's; wavelet shrinkage, Bregman iterations
-and anisotropic diffusion, tried since, lost to it (the liver model card). It is approximate: it brings the
+strength rule (:func:`tv_weight_hu`) on seeds 100-109, never on the benchmark's; wavelet shrinkage, Bregman iterations,
+anisotropic diffusion and median filters, tried since, lost to it (the liver model card). It is approximate: it brings the
 noise down, it does not restore the texture the model knows.
 """
 
