@@ -47,6 +47,19 @@ def is_volume_path(path: str | Path) -> bool:
     return p.is_dir() or _suffix(p) in NIFTI_SUFFIXES + ITK_SUFFIXES
 
 
+def volume_output_problem(path: str | Path, *, scalar: bool = True) -> str | None:
+    """Why :func:`write_volume` cannot write a volume to `path` (None: it can), so that a command refuses the path
+    before it computes: an unknown suffix, a detached header, or a DICOM folder (no suffix) for a vector image."""
+    suffix = _suffix(Path(path))
+    if suffix in (".mhd", ".nhdr"):
+        return "detached-header formats are not written atomically; use .mha or .nrrd"
+    if suffix == "" and not scalar:
+        return "a vector image cannot be written as a DICOM series; use .nii.gz, .mha or .nrrd"
+    if suffix not in NIFTI_SUFFIXES + ITK_SUFFIXES + ("",):
+        return f"unknown output format '{suffix}' (use .nii.gz, .mha, .nrrd or a folder for DICOM)"
+    return None
+
+
 # ----------------------------------------------------------------------------- reading
 
 
@@ -336,20 +349,18 @@ def write_volume(vol: Volume, path: str | Path, *, dtype: np.dtype | None = None
     elif array.dtype == np.float64:
         array = array.astype(np.float32)
     vol = Volume(array, vol.spacing_mm, vol.origin_mm, vol.direction)
+    if (problem := volume_output_problem(p, scalar=array.ndim == 3)) is not None:
+        raise InputError(p, problem)
     p.parent.mkdir(parents=True, exist_ok=True)
     suffix = _suffix(p)
     if suffix in NIFTI_SUFFIXES and array.ndim == 3:
-        with atomic_path(p, suffix=_suffix(p)) as tmp:
+        with atomic_path(p, suffix=suffix) as tmp:
             nib.save(to_nifti(vol), str(tmp))
-    elif suffix in NIFTI_SUFFIXES + ITK_SUFFIXES:
-        if suffix in (".mhd", ".nhdr"):
-            raise InputError(p, "detached-header formats are not written atomically; use .mha or .nrrd")
-        with atomic_path(p, suffix=_suffix(p)) as tmp:
+    elif suffix:
+        with atomic_path(p, suffix=suffix) as tmp:
             sitk.WriteImage(to_sitk(vol), str(tmp), useCompression=True)
-    elif suffix == "":
-        _write_dicom_series(vol, p, dicom_modality)
     else:
-        raise InputError(p, f"unknown output format '{suffix}' (use .nii.gz, .mha, .nrrd or a folder for DICOM)")
+        _write_dicom_series(vol, p, dicom_modality)
     return p
 
 
@@ -365,8 +376,6 @@ def to_nifti(vol: Volume) -> nib.Nifti1Image:
 
 
 def _write_dicom_series(vol: Volume, folder: Path, modality: str) -> None:
-    if np.asarray(vol.array).ndim != 3:
-        raise InputError(folder, "only scalar images can be written as a DICOM series")
     slices = dicom_series(vol, modality=modality)
     with output_dir(folder) as staging:
         save_dicom_series(slices, staging)

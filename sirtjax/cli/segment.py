@@ -42,7 +42,6 @@ def segment(
 
     from sirtjax.errors import InputError
     from sirtjax.io import hounsfield_problem, read_volume, write_volume
-    from sirtjax.outputs import check_output
     from sirtjax.segmentation.preprocess import MODALITIES, guess_modality
 
     if modality is not None and modality not in MODALITIES:
@@ -69,7 +68,7 @@ def segment(
         raise InputError("--field", "is for --reference")
     inputs = (image,) if liver is None else (image, liver)
     for path in (out, probability) if probability is not None else (out,):
-        check_output(path, overwrite=overwrite, folder=False, inputs=inputs)
+        _check_volume_output(path, overwrite, inputs)
     if probability is not None and probability.resolve() == out.resolve():
         raise InputError(probability, "--probability must differ from the mask output")
     vol = read_volume(image)
@@ -118,13 +117,11 @@ def _by_reference(image: Path, reference: Path, reference_mask: Path, out: Path,
 
     from sirtjax.errors import InputError
     from sirtjax.io import read_volume, write_volume
-    from sirtjax.outputs import check_output
     from sirtjax.segmentation.postprocess import liver_warnings
     from sirtjax.segmentation.regseg import segment_by_reference
 
-    outputs = (out,) if field is None else (out, field)
-    for path in outputs:
-        check_output(path, overwrite=overwrite, folder=False, inputs=(image, reference, reference_mask))
+    for path in (out,) if field is None else (out, field):
+        _check_volume_output(path, overwrite, (image, reference, reference_mask), scalar=path is out)
     if field is not None and field.resolve() == out.resolve():
         raise InputError(field, "--field must differ from the mask output")
     net, spec = _model(model, "liver", "ct", "--model", registration=True)
@@ -143,6 +140,18 @@ def _by_reference(image: Path, reference: Path, reference_mask: Path, out: Path,
     for w in liver_warnings(np.asarray(result.mask.array, np.float32), voxel_ml):
         typer.echo(f"warning: {w}", err=True)
     typer.echo(f"-> {out}")
+
+
+def _check_volume_output(path: Path, overwrite: bool, inputs: tuple[Path, ...], *, scalar: bool = True) -> None:
+    """Refuse, before any computation, an output that exists (unless overwritten), clashes with an input, or names a
+    format that the volume cannot be written in."""
+    from sirtjax.errors import InputError
+    from sirtjax.io import volume_output_problem
+    from sirtjax.outputs import check_output
+
+    check_output(path, overwrite=overwrite, folder=False, inputs=inputs)
+    if (problem := volume_output_problem(path, scalar=scalar)) is not None:
+        raise InputError(path, problem)
 
 
 def _model(name: str, target: str, modality: str, option: str, *, registration: bool = False):
