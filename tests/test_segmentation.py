@@ -371,6 +371,22 @@ def test_segment_cli_rejects_bad_modality(tmp_path, capsys):
     assert exc.value.code == 2 and "model.json" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("offset, warned", [(1024.0, True), (1000.0 + 50.0, True), (0.0, False)])
+def test_segment_cli_warns_when_a_guessed_mr_fits_a_ct_without_its_intercept(offset, warned, tmp_path, capsys):
+    """With no --modality, a body of 50 HU in air shifted by the rescale intercept (stored values) is read as MR, with a
+    warning naming the file and the lost intercept; the same HU image is read as CT, without it."""
+    from sirtjax.cli import main
+    from sirtjax.io import write_volume
+
+    _, y, x = np.meshgrid(np.arange(12), np.linspace(-1, 1, 40), np.linspace(-1, 1, 40), indexing="ij")
+    hu = np.where(np.hypot(x / 0.9, y / 0.7) > 1.0, -1000.0, 50.0).astype(np.float32)
+    write_volume(make_volume(np.clip(hu + offset, 0.0 if offset else None, None), (2.0, 2.0, 3.0)), tmp_path / "img.nii.gz")
+    main(["segment", str(tmp_path / "img.nii.gz"), "-o", str(tmp_path / "m.nii.gz")])
+    captured = capsys.readouterr()
+    assert f"modality: {'mr' if offset else 'ct'} (guessed" in captured.out and (tmp_path / "m.nii.gz").exists()
+    assert ("warning: img.nii.gz: read as MR; if it is a CT, it is not in Hounsfield units" in captured.err) == warned
+
+
 def test_mask_to_liver_dilates_in_mm():
     """Voxels within 6 mm of the liver (anisotropic spacing, brute-force distances) are kept."""
     from sirtjax.segmentation import mask_to_liver

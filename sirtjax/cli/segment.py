@@ -76,6 +76,8 @@ def segment(
     if modality is None:
         modality = guess_modality(vol.array)
         typer.echo(f"modality: {modality} (guessed from the intensities; pass --modality to set it)")
+        if modality == "mr" and (problem := hounsfield_problem(vol.array)) is not None:
+            typer.echo(f"warning: {image.name}: read as MR; if it is a CT, it is {problem}", err=True)
     elif modality == "ct" and (problem := hounsfield_problem(vol.array)) is not None:
         raise InputError(image, problem)
     net, spec = _model(model or target.value, target.value, modality, "--model")
