@@ -167,6 +167,7 @@ def _read_nifti(p: Path) -> Volume:
     if data.ndim != 3:
         _check_dimensions(p, data, vector=False)
     affine_lps = _LPS_TO_RAS @ np.asarray(img.affine, dtype=np.float64)
+    affine_lps[:3] *= _NIFTI_MM_PER_UNIT.get(img.header.get_xyzt_units()[0], 1.0)  # as ITK reads it: unknown is mm
     m = affine_lps[:3, :3]
     spacing = np.linalg.norm(m, axis=0)
     if np.any(spacing <= 0):
@@ -177,6 +178,9 @@ def _read_nifti(p: Path) -> Volume:
     direction = _orthonormalise(direction)
     array = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
     return make_volume(array, spacing, affine_lps[:3, 3], direction)
+
+
+_NIFTI_MM_PER_UNIT = {"meter": 1000.0, "micron": 1e-3}
 
 
 def _orthonormalise(d: np.ndarray) -> np.ndarray:

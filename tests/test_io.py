@@ -57,17 +57,22 @@ def test_sitk_to_sirtjax_to_nifti_keeps_world_corners(tmp_path, direction):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out.nii.gz"))), again.array)
 
 
-def test_nifti_written_by_nibabel_reads_like_sitk(tmp_path):
+@pytest.mark.parametrize("units, mm_per_unit", [("mm", 1.0), ("unknown", 1.0), ("meter", 1000.0), ("micron", 1e-3)])
+def test_nifti_written_by_nibabel_reads_like_sitk(tmp_path, units, mm_per_unit):
+    """Whatever the header's spatial unit, the geometry in mm is ITK's (a unit of 'unknown' is read as mm)."""
     data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)  # nibabel order (x, y, z)
     aff = np.eye(4)
-    aff[:3, :3] = np.diag([-1.0, 1.0, 1.0]) @ OBLIQUE @ np.diag([2.0, 0.8, 3.5])
-    aff[:3, 3] = [10.0, -20.0, 33.3]
-    nib.save(nib.Nifti1Image(data, aff), str(tmp_path / "n.nii"))
+    aff[:3, :3] = np.diag([-1.0, 1.0, 1.0]) @ OBLIQUE @ np.diag([2.0, 0.8, 3.5]) / mm_per_unit
+    aff[:3, 3] = np.array([10.0, -20.0, 33.3]) / mm_per_unit
+    img = nib.Nifti1Image(data, aff)
+    img.header.set_xyzt_units(xyz=units)
+    nib.save(img, str(tmp_path / "n.nii"))
     vol = io.read_volume(tmp_path / "n.nii")
     ref = sitk.ReadImage(str(tmp_path / "n.nii"))
     np.testing.assert_array_equal(vol.array, sitk.GetArrayFromImage(ref))
-    np.testing.assert_allclose(vol.spacing_mm, ref.GetSpacing(), atol=1e-5)
-    np.testing.assert_allclose(vol.origin_mm, ref.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(vol.spacing_mm, ref.GetSpacing(), rtol=1e-6)
+    np.testing.assert_allclose(vol.spacing_mm, [2.0, 0.8, 3.5], rtol=1e-6)
+    np.testing.assert_allclose(vol.origin_mm, ref.GetOrigin(), rtol=1e-6, atol=1e-4)
     np.testing.assert_allclose(vol.direction.ravel(), ref.GetDirection(), atol=1e-5)
 
 
