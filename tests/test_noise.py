@@ -32,6 +32,16 @@ def test_noise_index_ignores_air_and_bone():
     assert noise_index_hu(image) == pytest.approx(20.0, rel=0.05)
 
 
+def test_noise_index_of_a_ct_clipped_to_the_window_is_its_own():
+    """Enhanced tissue at 300 HU, clipped to the CT window's 200 HU, is flat there: told of the clip, the index does
+    not read it as noiseless tissue (untold, it reads almost no noise)."""
+    image = _tissue(edge_hu=(60.0, 300.0)) + np.random.default_rng(4).normal(0.0, 25.0, _tissue().shape).astype(np.float32)
+    clipped = np.clip(image, -200.0, 200.0)
+    assert noise_index_hu(clipped, clipped_at_hu=200.0) == pytest.approx(noise_index_hu(image), rel=0.02)
+    assert noise_index_hu(clipped, clipped_at_hu=200.0) == pytest.approx(25.0, rel=0.05)
+    assert noise_index_hu(clipped) < 0.2 * noise_index_hu(image)
+
+
 def test_a_ct_at_the_models_noise_is_left_alone():
     image = _tissue() + np.random.default_rng(3).normal(0.0, 20.0, _tissue().shape).astype(np.float32)
     assert tv_weight_hu(20.0 * ENGAGE, 20.0) is None

@@ -24,16 +24,19 @@ TV_WEIGHT_PER_NOISE = 1.0  # the total-variation weight (HU) per HU of noise ind
 TV_ITERATIONS, TV_EPS = 1000, 1e-5  # stop at this relative energy change, or iterations; scikit-image's default (200, 2e-4) stops 1-2 HU short
 
 
-def noise_index_hu(image_hu: np.ndarray) -> float:
+def noise_index_hu(image_hu: np.ndarray, *, clipped_at_hu: float | None = None) -> float:
     """The CT's noise index (HU): a robust std (1.4826 MAD) of in-plane neighbour differences between soft-tissue
     voxels, over sqrt 2, i.e. the std of white noise. Spatially correlated noise reads lower (25 HU smoothed over
     0.7 voxels reads about 19), and so does noise that reaches the window's ends (50 HU on fat reads about 46).
-    0 where fewer than 1000 soft-tissue pairs leave nothing to measure (such an image is not denoised)."""
+    0 where fewer than 1000 soft-tissue pairs leave nothing to measure (such an image is not denoised).
+    A CT clipped at `clipped_at_hu` (below SOFT_TISSUE_HU's top) is measured on the pairs below that value: enhanced
+    tissue clipped flat would read as noiseless and lower the index by 1-2 HU (contrast CT renderings)."""
     a = np.asarray(image_hu, np.float32)
+    top = SOFT_TISSUE_HU[1] if clipped_at_hu is None else min(SOFT_TISSUE_HU[1], clipped_at_hu)
     diffs = []
     for axis in (1, 2):  # y and x: slices may be thick and interpolated along z
         lo, hi = np.delete(a, -1, axis=axis), np.delete(a, 0, axis=axis)
-        soft = (lo > SOFT_TISSUE_HU[0]) & (lo < SOFT_TISSUE_HU[1]) & (hi > SOFT_TISSUE_HU[0]) & (hi < SOFT_TISSUE_HU[1])
+        soft = (lo > SOFT_TISSUE_HU[0]) & (lo < top) & (hi > SOFT_TISSUE_HU[0]) & (hi < top)
         diffs.append((hi - lo)[soft])
     d = np.concatenate(diffs)
     if d.size < 1000:
@@ -66,10 +69,11 @@ class NoiseMatch:
         return head + f": denoised before segmentation (total variation, weight {self.tv_weight_hu:.0f} HU)"
 
 
-def measure_noise(image_hu: np.ndarray, model_index_hu: float) -> NoiseMatch:
-    """How to match `image_hu` (z, y, x, a CT on a network's grid) to a model of noise index `model_index_hu`: its
-    noise index and the total-variation weight (:func:`tv_weight_hu`; None: left unchanged)."""
-    index_hu = noise_index_hu(image_hu)
+def measure_noise(image_hu: np.ndarray, model_index_hu: float, *, clipped_at_hu: float | None = None) -> NoiseMatch:
+    """How to match `image_hu` (z, y, x, a CT on a network's grid, perhaps clipped at `clipped_at_hu`) to a model of
+    noise index `model_index_hu`: its noise index and the total-variation weight (:func:`tv_weight_hu`; None: left
+    unchanged)."""
+    index_hu = noise_index_hu(image_hu, clipped_at_hu=clipped_at_hu)
     return NoiseMatch(index_hu, model_index_hu, tv_weight_hu(index_hu, model_index_hu))
 
 

@@ -112,7 +112,7 @@ def prepare_on(
     resampled = resampled_on_grid(vol.with_array(np.clip(array.astype(np.float32, copy=False), *CT_WINDOW_HU)) if clip else vol)
     image = np.asarray(resampled.array)
     if modality == "ct" and ct_noise_index_hu is not None:
-        match = measure_noise(image, ct_noise_index_hu)
+        match = measure_noise(image, ct_noise_index_hu, clipped_at_hu=CT_WINDOW_HU[1] if clip else None)
         if clip and match.tv_weight_hu is not None:  # denoised in HU: resampled again unclipped, and measured there
             image = np.asarray(resampled_on_grid(vol).array)
             match = measure_noise(image, ct_noise_index_hu)
