@@ -137,6 +137,25 @@ def test_windows_follow_the_thesis():
     np.testing.assert_allclose(mr, [-0.5, 0.0, 0.5, 0.5], atol=1e-6)  # 80 % of the range is 90
 
 
+def test_mr_window_ignores_an_outlying_maximum():
+    """A hot voxel at 50 times the brightest tissue leaves liver and fat apart in the window (two thirds of their
+    separation without it; a fortieth by the thesis rule); an image without one keeps its maximum as the peak."""
+    rng = np.random.default_rng(0)
+    body = np.where(rng.random((20, 30, 30)) < 0.5, 400.0, 800.0) + rng.normal(0.0, 20.0, (20, 30, 30))
+    image = np.concatenate([np.zeros((20, 30, 10)), body], axis=2).astype(np.float32)  # air, liver-like, fat-like
+    assert float(preprocess.mr_peak(image)) == float(image.max())
+    hot = image.copy()
+    hot[10, 15, 20] = 50.0 * image.max()
+    peak = float(preprocess.mr_peak(hot))
+    assert peak == pytest.approx(2.0 * np.percentile(hot, 99.9), rel=1e-5)
+    def separation(a):
+        windowed = np.asarray(preprocess.window_mr(a))
+        liver, fat = (np.median(windowed[..., 10:][np.abs(image[..., 10:] - v) < 60.0]) for v in (400.0, 800.0))
+        return fat - liver
+
+    assert separation(hot) > 0.6 * separation(image) > 0.25
+
+
 def test_crop_to_mask_keeps_world_positions():
     vol = make_volume(np.random.default_rng(0).normal(size=(20, 21, 22)).astype(np.float32), (0.8, 1.2, 2.0), (3, 4, 5), ROT_A)
     mask = np.zeros(vol.shape, bool)

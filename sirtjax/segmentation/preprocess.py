@@ -40,7 +40,7 @@ def canonical_grid(vol: Volume, spacing_mm: Sequence[float]) -> Grid:
 
 
 def normalize_intensity(image: np.ndarray, modality: str) -> np.ndarray:
-    """Thesis windowing to [-0.5, 0.5]: CT clip [-200, 200] HU; MR clip [min, 80 % of max]."""
+    """Thesis windowing to [-0.5, 0.5]: CT clip [-200, 200] HU; MR clip [min, 80 % of max] (an outlying max capped)."""
     if modality == "ct":
         return np.asarray(window_ct(image))
     if modality == "mr":
