@@ -128,15 +128,17 @@ def fatty_liver(drop_hu: float) -> Artefact:
     return paint
 
 
-def hot_spot(image, liver, spacing_zyx, rng):
-    """A 3x3x3-voxel spot at 5 times the image maximum just inside the anterior body wall of the middle slice (a
-    flow artefact or skin marker), which moves the MR window's maximum."""
-    out = image.copy()
-    z = image.shape[0] // 2
-    ys, xs = np.nonzero(body_mask(image, False)[z])
-    i = np.argmin(ys)
-    out[z - 1:z + 2, ys[i] + 1:ys[i] + 4, xs[i] - 1:xs[i] + 2] = 5.0 * float(image.max())
-    return out
+def hot_spot(times_max: float) -> Artefact:
+    """A 3x3x3-voxel spot at `times_max` times the image maximum just inside the anterior body wall of the middle
+    slice (a flow artefact, a skin marker, a saturated value), which moves the MR window's maximum."""
+    def paint(image, liver, spacing_zyx, rng):
+        out = image.astype(np.float32)
+        z = image.shape[0] // 2
+        ys, xs = np.nonzero(body_mask(image, False)[z])
+        i = np.argmin(ys)
+        out[z - 1:z + 2, ys[i] + 1:ys[i] + 4, xs[i] - 1:xs[i] + 2] = times_max * float(image.max())
+        return out
+    return paint
 
 
 def surface_coil(image, liver, spacing_zyx, rng):
@@ -170,7 +172,8 @@ ROWS: dict[str, tuple[str, str, Artefact | None]] = {
     "non-contrast CT, fatty liver (60 HU darker)": ("CT non-contrast (MAA CT)", "ct", fatty_liver(60.0)),
     "non-contrast CT, reconstruction circle cutting the flanks": ("CT non-contrast (MAA CT)", "ct", reconstruction_circle(0.9)),
     "T1 MR, as rendered": ("MR T1 (oblique grid)", "mr", None),
-    "T1 MR, hot spot": ("MR T1 (oblique grid)", "mr", hot_spot),
+    "T1 MR, hot spot (5 x the maximum)": ("MR T1 (oblique grid)", "mr", hot_spot(5.0)),
+    "T1 MR, hot spot (50 x the maximum)": ("MR T1 (oblique grid)", "mr", hot_spot(50.0)),
     "T1 MR, surface-coil brightness": ("MR T1 (oblique grid)", "mr", surface_coil),
     "T1 MR, rescaled (1000 x + 37)": ("MR T1 (oblique grid)", "mr", rescaled),
 }
