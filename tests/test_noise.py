@@ -42,6 +42,25 @@ def test_noise_index_of_a_ct_clipped_to_the_window_is_its_own():
     assert noise_index_hu(clipped) < 0.2 * noise_index_hu(image)
 
 
+def test_noise_index_of_a_clipped_ct_resampled_to_the_network_grid_is_its_own():
+    """As the network's input is made: a 0.8 mm CT, half enhanced to 300 HU, clipped at 200 HU, anti-aliased and
+    resampled to 3 mm. Its flat top lands near 200 HU, not on it, and still does not count."""
+    from sirtjax.preprocess import resample_to
+    from sirtjax.segmentation.preprocess import antialias_sigma_zyx, canonical_grid
+    from sirtjax.volume import make_volume
+
+    fine = _tissue((40, 120, 120), edge_hu=(60.0, 300.0)) + np.random.default_rng(5).normal(0.0, 25.0, (40, 120, 120))
+    vol = make_volume(fine.astype(np.float32), (0.8, 0.8, 2.5))
+    grid = canonical_grid(vol, (3.0, 3.0, 3.0))
+
+    def on_grid(array):
+        return np.asarray(resample_to(vol.with_array(array), grid, order=1, smooth_vox_zyx=antialias_sigma_zyx(vol, grid.spacing_mm)).array)
+
+    clipped = on_grid(np.clip(fine, -200.0, 200.0).astype(np.float32))
+    assert np.any(np.abs(clipped - 200.0) > 0) and np.sum(np.abs(clipped - 200.0) < 0.01) > 100  # near, not on, the clip
+    assert noise_index_hu(clipped, clipped_at_hu=200.0) == pytest.approx(noise_index_hu(on_grid(fine.astype(np.float32))), rel=0.03)
+
+
 def test_a_ct_at_the_models_noise_is_left_alone():
     image = _tissue() + np.random.default_rng(3).normal(0.0, 20.0, _tissue().shape).astype(np.float32)
     assert tv_weight_hu(20.0 * ENGAGE, 20.0) is None

@@ -19,6 +19,7 @@ import dataclasses
 import numpy as np
 
 SOFT_TISSUE_HU = (-150.0, 250.0)  # voxels whose neighbour differences measure the noise
+CLIP_MARGIN_HU = 1.0  # a clipped CT, resampled, holds its flat top at the clip +- float error: pairs this near it do not count
 ENGAGE = 1.25  # denoise only a CT whose noise index exceeds the model's by more than this factor
 TV_WEIGHT_PER_NOISE = 1.0  # the total-variation weight (HU) per HU of noise index
 TV_ITERATIONS, TV_EPS = 1000, 1e-5  # stop at this relative energy change, or iterations; scikit-image's default (200, 2e-4) stops 1-2 HU short
@@ -29,10 +30,10 @@ def noise_index_hu(image_hu: np.ndarray, *, clipped_at_hu: float | None = None) 
     voxels, over sqrt 2, i.e. the std of white noise. Spatially correlated noise reads lower (25 HU smoothed over
     0.7 voxels reads about 19), and so does noise that reaches the window's ends (50 HU on fat reads about 46).
     0 where fewer than 1000 soft-tissue pairs leave nothing to measure (such an image is not denoised).
-    A CT clipped at `clipped_at_hu` (below SOFT_TISSUE_HU's top) is measured on the pairs below that value: enhanced
-    tissue clipped flat would read as noiseless and lower the index by 1-2 HU (contrast CT renderings)."""
+    A CT clipped at `clipped_at_hu` (below SOFT_TISSUE_HU's top) is measured on the pairs below it by CLIP_MARGIN_HU:
+    enhanced tissue clipped flat would read as noiseless and lower the index by 1-2 HU (contrast CT renderings)."""
     a = np.asarray(image_hu, np.float32)
-    top = SOFT_TISSUE_HU[1] if clipped_at_hu is None else min(SOFT_TISSUE_HU[1], clipped_at_hu)
+    top = SOFT_TISSUE_HU[1] if clipped_at_hu is None else min(SOFT_TISSUE_HU[1], clipped_at_hu - CLIP_MARGIN_HU)
     diffs = []
     for axis in (1, 2):  # y and x: slices may be thick and interpolated along z
         lo, hi = np.delete(a, -1, axis=axis), np.delete(a, 0, axis=axis)
