@@ -27,6 +27,7 @@ from sirtjax.volume import Volume, index_to_world, make_volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
+_NIFTI_MM_PER_UNIT = {"meter": 1000.0, "micron": 1e-3}  # a NIfTI header's spatial units; unknown is read as mm, as ITK does
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SLICE_GAP_TOLERANCE = 0.01
 """Largest relative deviation of a DICOM series' slice gaps from their median that is accepted."""
@@ -167,7 +168,7 @@ def _read_nifti(p: Path) -> Volume:
     if data.ndim != 3:
         _check_dimensions(p, data, vector=False)
     affine_lps = _LPS_TO_RAS @ np.asarray(img.affine, dtype=np.float64)
-    affine_lps[:3] *= _NIFTI_MM_PER_UNIT.get(img.header.get_xyzt_units()[0], 1.0)  # as ITK reads it: unknown is mm
+    affine_lps[:3] *= _NIFTI_MM_PER_UNIT.get(img.header.get_xyzt_units()[0], 1.0)
     m = affine_lps[:3, :3]
     spacing = np.linalg.norm(m, axis=0)
     if np.any(spacing <= 0):
@@ -178,9 +179,6 @@ def _read_nifti(p: Path) -> Volume:
     direction = _orthonormalise(direction)
     array = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
     return make_volume(array, spacing, affine_lps[:3, 3], direction)
-
-
-_NIFTI_MM_PER_UNIT = {"meter": 1000.0, "micron": 1e-3}
 
 
 def _orthonormalise(d: np.ndarray) -> np.ndarray:

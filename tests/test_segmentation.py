@@ -371,19 +371,30 @@ def test_segment_cli_rejects_bad_modality(tmp_path, capsys):
     assert exc.value.code == 2 and "model.json" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("offset, warned", [(1024.0, True), (1000.0 + 50.0, True), (0.0, False)])
-def test_segment_cli_warns_when_a_guessed_mr_fits_a_ct_without_its_intercept(offset, warned, tmp_path, capsys):
+@pytest.mark.parametrize("image, warned", [("stored", True), ("hu", False), ("mr", False)])
+def test_segment_cli_warns_when_a_guessed_mr_fits_a_ct_without_its_intercept(image, warned, tmp_path, capsys, monkeypatch):
     """With no --modality, a body of 50 HU in air shifted by the rescale intercept (stored values) is read as MR, with a
-    warning naming the file and the lost intercept; the same HU image is read as CT, without it."""
+    warning naming the file and the lost intercept. The HU image is read as CT, and an MR of a bright body (3000 in
+    37) as MR, without it. The command is stopped where the model would load: the warning comes before."""
+    import sirtjax.cli.segment as cli_segment
     from sirtjax.cli import main
+    from sirtjax.errors import InputError
     from sirtjax.io import write_volume
 
     _, y, x = np.meshgrid(np.arange(12), np.linspace(-1, 1, 40), np.linspace(-1, 1, 40), indexing="ij")
-    hu = np.where(np.hypot(x / 0.9, y / 0.7) > 1.0, -1000.0, 50.0).astype(np.float32)
-    write_volume(make_volume(np.clip(hu + offset, 0.0 if offset else None, None), (2.0, 2.0, 3.0)), tmp_path / "img.nii.gz")
-    main(["segment", str(tmp_path / "img.nii.gz"), "-o", str(tmp_path / "m.nii.gz")])
+    inside = np.hypot(x / 0.9, y / 0.7) <= 1.0
+    array = {"stored": np.where(inside, 50.0 + 1024.0, 24.0), "hu": np.where(inside, 50.0, -1000.0),
+             "mr": np.where(inside, 3000.0, 37.0)}[image].astype(np.float32)
+    write_volume(make_volume(array, (2.0, 2.0, 3.0)), tmp_path / "img.nii.gz")
+
+    def stop(*args, **kwargs):
+        raise InputError("--model", "stopped by the test")
+
+    monkeypatch.setattr(cli_segment, "_model", stop)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["segment", str(tmp_path / "img.nii.gz"), "-o", str(tmp_path / "m.nii.gz")])
     captured = capsys.readouterr()
-    assert f"modality: {'mr' if offset else 'ct'} (guessed" in captured.out and (tmp_path / "m.nii.gz").exists()
+    assert exit_info.value.code == 2 and f"modality: {'ct' if image == 'hu' else 'mr'} (guessed" in captured.out
     assert ("warning: img.nii.gz: read as MR; if it is a CT, it is not in Hounsfield units" in captured.err) == warned
 
 

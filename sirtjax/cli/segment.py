@@ -76,7 +76,7 @@ def segment(
     if modality is None:
         modality = guess_modality(vol.array)
         typer.echo(f"modality: {modality} (guessed from the intensities; pass --modality to set it)")
-        if modality == "mr" and (problem := hounsfield_problem(vol.array)) is not None:
+        if modality == "mr" and (problem := _stored_ct_problem(vol.array)) is not None:
             typer.echo(f"warning: {image.name}: read as MR; if it is a CT, it is {problem}", err=True)
     elif modality == "ct" and (problem := hounsfield_problem(vol.array)) is not None:
         raise InputError(image, problem)
@@ -122,8 +122,8 @@ def _by_reference(image: Path, reference: Path, reference_mask: Path, out: Path,
     from sirtjax.segmentation.postprocess import liver_warnings
     from sirtjax.segmentation.regseg import segment_by_reference
 
-    for path in (out,) if field is None else (out, field):
-        _check_volume_output(path, overwrite, (image, reference, reference_mask), scalar=path is out)
+    for path, scalar in ((out, True),) if field is None else ((out, True), (field, False)):
+        _check_volume_output(path, overwrite, (image, reference, reference_mask), scalar=scalar)
     if field is not None and field.resolve() == out.resolve():
         raise InputError(field, "--field must differ from the mask output")
     net, spec = _model(model, "liver", "ct", "--model", registration=True)
@@ -151,9 +151,22 @@ def _check_volume_output(path: Path, overwrite: bool, inputs: tuple[Path, ...], 
     from sirtjax.io import volume_output_problem
     from sirtjax.outputs import check_output
 
-    check_output(path, overwrite=overwrite, folder=False, inputs=inputs)
     if (problem := volume_output_problem(path, scalar=scalar)) is not None:
         raise InputError(path, problem)
+    check_output(path, overwrite=overwrite, folder=False, inputs=inputs)
+
+
+def _stored_ct_problem(array) -> str | None:
+    """For an image guessed to be MR: why it may be a CT without its rescale intercept (the Hounsfield check, and the
+    body's voxels, those above 500, centred at 950-1150 as soft tissue and fat are at +1024), or None."""
+    import numpy as np
+
+    from sirtjax.io import hounsfield_problem
+
+    problem = hounsfield_problem(array)
+    body = np.asarray(array)[::2, ::2, ::2]
+    body = body[body > 500]
+    return problem if problem is not None and body.size and 950.0 <= float(np.median(body)) <= 1150.0 else None
 
 
 def _model(name: str, target: str, modality: str, option: str, *, registration: bool = False):
