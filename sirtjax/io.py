@@ -48,6 +48,11 @@ def is_volume_path(path: str | Path) -> bool:
     return p.is_dir() or _suffix(p) in NIFTI_SUFFIXES + ITK_SUFFIXES
 
 
+def is_dicom_output(path: str | Path) -> bool:
+    """True when :func:`write_volume` writes `path` as a DICOM series folder (a path without a suffix)."""
+    return _suffix(Path(path)) == ""
+
+
 def volume_output_problem(path: str | Path, *, scalar: bool = True) -> str | None:
     """Why :func:`write_volume` cannot write a volume to `path` (None: it can), so that a command refuses the path
     before it computes: an unknown suffix, a detached header, or a DICOM folder (no suffix) for a vector image."""
@@ -328,7 +333,8 @@ def from_sitk(img: sitk.Image) -> Volume:
 # ----------------------------------------------------------------------------- writing
 
 
-def write_volume(vol: Volume, path: str | Path, *, dtype: np.dtype | None = None, dicom_modality: str = "OT") -> Path:
+def write_volume(vol: Volume, path: str | Path, *, dtype: np.dtype | None = None, dicom_modality: str = "OT",
+                 overwrite: bool = False) -> Path:
     """Write a Volume atomically as NIfTI, MHA/NRRD, or (path without suffix) a DICOM series.
 
     Args:
@@ -338,6 +344,8 @@ def write_volume(vol: Volume, path: str | Path, *, dtype: np.dtype | None = None
       dtype: optional voxel type to cast to before writing (e.g. ``np.uint8`` for masks).
       dicom_modality: DICOM series only: 'CT' writes CT Image Storage (integer HU), anything else
         Secondary Capture with that Modality.
+      overwrite: DICOM series only: replace an existing, non-empty folder as a whole (a file is always replaced,
+        atomically; callers check for existing outputs first, see :func:`sirtjax.outputs.check_output`).
 
     Returns:
       The path written.
@@ -362,7 +370,8 @@ def write_volume(vol: Volume, path: str | Path, *, dtype: np.dtype | None = None
         with atomic_path(p, suffix=suffix) as tmp:
             sitk.WriteImage(to_sitk(vol), str(tmp), useCompression=True)
     else:
-        _write_dicom_series(vol, p, dicom_modality)
+        with output_dir(p, overwrite=overwrite) as staging:
+            save_dicom_series(dicom_series(vol, modality=dicom_modality), staging)
     return p
 
 
@@ -375,12 +384,6 @@ def to_nifti(vol: Volume) -> nib.Nifti1Image:
     img.set_sform(affine_ras, code=1)
     img.header.set_xyzt_units(xyz="mm")
     return img
-
-
-def _write_dicom_series(vol: Volume, folder: Path, modality: str) -> None:
-    slices = dicom_series(vol, modality=modality)
-    with output_dir(folder) as staging:
-        save_dicom_series(slices, staging)
 
 
 def _short(exc: BaseException) -> str:

@@ -203,7 +203,7 @@ def _rows() -> list[Row]:
                                                    "{liver}", "--modality", "mr"), "--modality", "both are ct"),
         Row("an empty reference mask", ("segment", "{ct}", "-o", "{out}/l.nii.gz", "--reference", "{ct}", "--reference-mask",
                                         "{empty_mask}"), "empty_mask.nii.gz", "empty"),
-        Row("an existing output folder", ("segment", "{ct}", "-o", "{folder}"), "a_folder", "folder"),
+        Row("an existing DICOM output folder", ("segment", "{ct}", "-o", "{two_series}"), "two_series", "--overwrite"),
         Row("an output of unknown format", ("segment", "{ct}", "-o", "{out}/mask.seg"), "mask.seg",
             "unknown output format"),
         Row("an output with a detached header", ("segment", "{ct}", "-o", "{out}/mask.mhd"), "mask.mhd",

@@ -1,5 +1,7 @@
 """Sliding-window inference, canonical-grid geometry, post-processing and the `segment` command."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -424,3 +426,34 @@ def test_liver_warnings_flag_implausible_volumes_and_several_large_components():
     (several,) = liver_warnings(prob, voxel_ml=0.2)
     assert "2 components" in several and "1600 ml" in several
     assert "implausible liver volume 0 ml" in liver_warnings(np.zeros((4, 4, 4)), voxel_ml=1.0)[0]
+
+
+def test_segment_cli_replaces_a_dicom_output_folder_only_with_overwrite(tmp_path, capsys, monkeypatch):
+    """A mask written as a DICOM series (an output without a suffix) is a folder output: an existing one is refused
+    without --overwrite and replaced whole with it (no file of the earlier series stays). Inference is replaced by a
+    fixed mask so that the test checks the outputs alone."""
+    import sirtjax.cli.segment as cli_segment
+    from sirtjax.cli import main
+    from sirtjax.io import read_volume, write_volume
+
+    oblique = Rotation.from_euler("z", 20, degrees=True).as_matrix()
+    ct = make_volume(np.full((6, 8, 10), 40.0, np.float32) - 1100.0 * (np.arange(10) < 2), (1.5, 2.0, 3.0), (-40.0, 12.0, 7.0), oblique)
+    write_volume(ct, tmp_path / "ct.nii.gz")
+    mask = np.zeros((6, 8, 10), np.uint8)
+    mask[2:4, 3:6, 4:8] = 1
+    monkeypatch.setattr(cli_segment, "_model", lambda *args, **kwargs: (None, {}))
+    monkeypatch.setattr(cli_segment, "_liver", lambda net, spec, vol, *rest: (dataclasses.replace(vol, array=mask), None, []))
+    out = tmp_path / "liver_dicom"
+    out.mkdir()
+    (out / "stale.dcm").write_bytes(b"an earlier run's file")
+    run = ["segment", str(tmp_path / "ct.nii.gz"), "-o", str(out), "--modality", "ct"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(run)
+    assert exit_info.value.code == 2 and "--overwrite" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["stale.dcm"]
+    main(run + ["--overwrite"])
+    assert "stale.dcm" not in {p.name for p in out.iterdir()}
+    written = read_volume(out)
+    np.testing.assert_array_equal(np.asarray(written.array), mask)
+    for got, want in ((written.spacing_mm, ct.spacing_mm), (written.origin_mm, ct.origin_mm), (written.direction, ct.direction)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4)

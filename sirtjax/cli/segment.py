@@ -95,9 +95,9 @@ def segment(
         else:
             given = {k: v for k, v in (("threshold", threshold), ("min_cnr", min_cnr)) if v is not None}
             mask, prob, lines = _lesions(net, spec, vol, liver_vol, modality, {**predict, **given}, liver)
-    write_volume(mask, out, dtype=np.uint8 if target is Target.liver else np.uint16)
+    write_volume(mask, out, dtype=np.uint8 if target is Target.liver else np.uint16, overwrite=overwrite)
     if probability is not None:
-        write_volume(prob, probability, dtype=np.float32)
+        write_volume(prob, probability, dtype=np.float32, overwrite=overwrite)
     for line in lines:
         typer.echo(line, err=line.startswith("warning"))
     typer.echo(f"-> {out}")
@@ -135,7 +135,7 @@ def _by_reference(image: Path, reference: Path, reference_mask: Path, out: Path,
         raise InputError(reference_mask, "the reference liver mask is empty")
     result = segment_by_reference(net, spec, vol, ref, ref_mask, programs=program_cache())
     voxel_ml = float(np.prod(vol.spacing_mm)) / 1000.0
-    write_volume(result.mask, out, dtype=np.uint8)
+    write_volume(result.mask, out, dtype=np.uint8, overwrite=overwrite)
     if field is not None:
         write_volume(result.displacement, field, dtype=np.float32)
     typer.echo(f"liver: {int(np.asarray(result.mask.array).sum()) * voxel_ml:.1f} ml (reference mask carried across by {model})")
@@ -148,12 +148,12 @@ def _check_volume_output(path: Path, overwrite: bool, inputs: tuple[Path, ...], 
     """Refuse, before any computation, an output that exists (unless overwritten), clashes with an input, or names a
     format that the volume cannot be written in."""
     from sirtjax.errors import InputError
-    from sirtjax.io import volume_output_problem
+    from sirtjax.io import is_dicom_output, volume_output_problem
     from sirtjax.outputs import check_output
 
     if (problem := volume_output_problem(path, scalar=scalar)) is not None:
         raise InputError(path, problem)
-    check_output(path, overwrite=overwrite, folder=False, inputs=inputs)
+    check_output(path, overwrite=overwrite, folder=is_dicom_output(path), inputs=inputs)
 
 
 def _stored_ct_problem(array) -> str | None:
