@@ -102,10 +102,36 @@ def mr_peak(image: np.ndarray) -> float:
     return min(high, low + MR_PEAK_SPREAD * (float(np.percentile(above, MR_PEAK_PERCENTILE)) - low))
 
 
-def window_mr(image: np.ndarray) -> jax.Array:
-    """MR window of the thesis: clip to [min, 80 % of max], map to [-0.5, 0.5], with an outlying maximum replaced
-    (:func:`mr_peak`; host only, not under jit)."""
+PADDING_GAP = 0.25  # a minimum this far (a fraction of the range of the other voxels) below all others is padding
+
+
+def lowest_unpadded(image: np.ndarray) -> float:
+    """The image's lowest value that is not padding: its minimum, or, when the minimum is negative and lies below every
+    other voxel by more than PADDING_GAP times their range (max - their lowest), the lowest of those others.
+
+    A measured image has no such gap (MR background noise, and CT air from -1024 HU up, run on without one); an MR
+    converted with a padding value such as -32768 has one. An MR background of 0 is never padding: a noiseless body
+    above it keeps its contrast. Approximate: one padding value only."""
+    image = np.asarray(image)
+    low, high = float(image.min()), float(image.max())
+    if low >= 0:
+        return low
+    floor = float(np.min(image, where=image > low, initial=high))
+    return floor if floor - low > PADDING_GAP * (high - floor) else low
+
+
+def lift_padding(image: np.ndarray) -> np.ndarray:
+    """The image (float32) with padding (:func:`lowest_unpadded`) raised to the lowest of its other voxels, so that an
+    MR's window does not take a padding value such as -32768 for its floor and press the whole body into its top.
+    Host numpy, not for use under jit."""
     image = np.asarray(image, np.float32)
+    return np.maximum(image, lowest_unpadded(image))
+
+
+def window_mr(image: np.ndarray) -> jax.Array:
+    """MR window of the thesis: clip to [min, 80 % of max], map to [-0.5, 0.5], with padding far below the image
+    lifted (:func:`lift_padding`) and an outlying maximum replaced (:func:`mr_peak`; host only, not under jit)."""
+    image = lift_padding(image)
     return window_mr_between(jnp.asarray(image), float(image.min()), mr_peak(image))
 
 

@@ -137,6 +137,27 @@ def test_windows_follow_the_thesis():
     np.testing.assert_allclose(mr, [-0.5, 0.0, 0.5, 0.5], atol=1e-6)  # 80 % of the range is 90
 
 
+def test_padding_far_below_the_image_is_lifted_and_measured_lows_are_not():
+    """-32768 around an MR (a conversion's padding) is lifted to the MR's own lowest value, so its window is the one
+    without padding; an MR's background of 0 under a noiseless body keeps it, and a CT's noisy air or soft tissue and
+    fat under -3024 padding are found under it."""
+    rng = np.random.default_rng(3)
+    body = np.where(rng.random((12, 30, 30)) < 0.5, 400.0, 800.0) + rng.normal(0.0, 20.0, (12, 30, 30))
+    mr = np.concatenate([np.abs(rng.normal(0.0, 8.0, (12, 30, 8))), body], axis=2).astype(np.float32)
+    padded = mr.copy()
+    padded[:, :4] = -32768.0
+    assert preprocess.lowest_unpadded(padded) == float(mr[:, 4:].min())
+    np.testing.assert_array_equal(preprocess.lift_padding(padded), np.where(padded < -1, mr[:, 4:].min(), mr))
+    np.testing.assert_allclose(np.asarray(preprocess.window_mr(padded))[:, 4:], np.asarray(preprocess.window_mr(mr[:, 4:])), atol=1e-6)
+    noiseless = np.concatenate([np.zeros((4, 5, 3)), np.full((4, 5, 3), 500.0)], axis=2)
+    assert preprocess.lowest_unpadded(noiseless) == 0.0
+    air = rng.normal(-1000.0, 15.0, (12, 30, 30))
+    assert preprocess.lowest_unpadded(air) == air.min()
+    assert preprocess.lowest_unpadded(np.where(np.arange(30) < 3, -3024.0, air)) == pytest.approx(air[..., 3:].min())
+    soft = rng.normal(-40.0, 60.0, (12, 30, 30))
+    assert preprocess.lowest_unpadded(np.where(np.arange(30) < 3, -3024.0, soft)) == pytest.approx(soft[..., 3:].min())
+
+
 def test_mr_window_ignores_an_outlying_maximum():
     """A hot voxel at 50 times the brightest tissue leaves liver and fat apart in the window (two thirds of their
     separation without it; a fortieth by the thesis rule); an image without one keeps its maximum as the peak."""

@@ -457,3 +457,28 @@ def test_segment_cli_replaces_a_dicom_output_folder_only_with_overwrite(tmp_path
     np.testing.assert_array_equal(np.asarray(written.array), mask)
     for got, want in ((written.spacing_mm, ct.spacing_mm), (written.origin_mm, ct.origin_mm), (written.direction, ct.direction)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4)
+
+
+def test_modality_guess_and_mr_input_see_past_padding():
+    """A T1-like MR converted with -32768 outside its field is guessed MR and prepared as the MR without padding (the
+    padding lifted before resampling, which would blend it into the body's edge); CTs with air (noisy or constant
+    -1000 HU) or soft tissue and fat under -3024 padding are guessed CT, stored values without the intercept MR."""
+    from sirtjax.segmentation import prepare_image
+    from sirtjax.segmentation.preprocess import guess_modality
+
+    rng = np.random.default_rng(5)
+    _, y, x = np.meshgrid(np.arange(16), np.linspace(-1, 1, 48), np.linspace(-1, 1, 48), indexing="ij")
+    inside = np.hypot(x / 0.8, y / 0.6) <= 1.0
+    mr = np.where(inside, 600.0 + 200.0 * (x > 0.2), 0.0) + np.abs(rng.normal(0.0, 10.0, inside.shape))
+    circle = np.hypot(x, y) > 1.0
+    padded = np.where(circle, -32768.0, mr)
+    assert guess_modality(padded) == guess_modality(mr) == "mr"
+    floor = float(mr[~circle].min())
+    oblique = Rotation.from_euler("xz", (10, 25), degrees=True).as_matrix()
+    prepared = [np.asarray(prepare_image(make_volume(a.astype(np.float32), (1.5, 1.5, 4.0), (3.0, -2.0, 1.0), oblique), "mr", (3.0, 3.0, 3.0)).array)
+                for a in (padded, np.where(circle, floor, mr))]
+    np.testing.assert_allclose(prepared[0], prepared[1], atol=1e-6)
+    air = np.where(inside, 50.0, -1000.0)
+    for ct in (air, air + rng.normal(0.0, 20.0, air.shape), np.where(circle, -3024.0, rng.normal(-40.0, 60.0, air.shape))):
+        assert guess_modality(ct) == "ct"
+    assert guess_modality(air + 1024.0) == "mr"

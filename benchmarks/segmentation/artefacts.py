@@ -1,5 +1,5 @@
 """Liver DSC under what real scans have and the study renderer does not: a patient table, metal streaks, bowel
-loops against the liver, the scanner's padding outside its reconstruction circle, a fatty liver, MR hot spots,
+loops against the liver, the scanner's padding outside its reconstruction circle, a fatty liver, MR hot spots and padding,
 surface-coil brightness and arbitrary MR scaling.
 
 Each artefact is painted onto a study-renderer image of an unseen seed (never the training generator) after it is
@@ -7,7 +7,9 @@ rendered; the reference liver is the rendering's own. Each cell is the mean live
 brackets) and the mean volume (ml) segmented outside the true liver, of `segment_liver` with the given model.
 The artefacts are crude physical imitations (documented on each function), not simulations of a scanner.
 
-    python benchmarks/segmentation/artefacts.py [--model liver] [--seeds 300,301,302,303,304,305] [--out FILE.md]
+    python benchmarks/segmentation/artefacts.py [--model liver] [--seeds 300,301,302,303,304,305] [--rows TEXT] [--out FILE.md]
+
+`--rows TEXT` runs only the rows whose name contains TEXT (e.g. "T1 MR").
 """
 
 from __future__ import annotations
@@ -99,19 +101,19 @@ def bowel(wall_hu: float, content_hu: float) -> Artefact:
     return paint
 
 
-def reconstruction_circle(width_fraction: float) -> Artefact:
-    """The scanner's padding value (-3024 HU) outside an in-plane circle centred on the body, `width_fraction` times
-    the body's left-right width across: above 1 it blanks the image's corners, below 1 it cuts the flanks of a patient
-    wider than the reconstructed field."""
+def padded_circle(width_fraction: float, value: float = -3024.0, ct: bool = True) -> Artefact:
+    """A padding value (a CT scanner's -3024 HU outside its reconstruction circle; -32768 from an MR's conversion)
+    outside an in-plane circle centred on the body, `width_fraction` times the body's left-right width across: above 1
+    it blanks the image's corners, below 1 it cuts the flanks of a patient wider than the field."""
 
     def paint(image, liver, spacing_zyx, rng):
-        body = body_mask(image, True)
+        body = body_mask(image, ct)
         ys, xs = (np.nonzero(body.any(axis=axes))[0] for axes in ((0, 2), (0, 1)))
         radius_mm = 0.5 * width_fraction * (xs.max() - xs.min() + 1) * spacing_zyx[2]
         yy = (np.arange(image.shape[1]) - 0.5 * (ys.min() + ys.max())) * spacing_zyx[1]
         xx = (np.arange(image.shape[2]) - 0.5 * (xs.min() + xs.max())) * spacing_zyx[2]
-        out = image.copy()
-        out[:, np.hypot(yy[:, None], xx[None, :]) > radius_mm] = -3024.0
+        out = image.astype(np.float32)
+        out[:, np.hypot(yy[:, None], xx[None, :]) > radius_mm] = value
         return out
 
     return paint
@@ -161,8 +163,8 @@ ROWS: dict[str, tuple[str, str, Artefact | None]] = {
     "portal-venous CT, bowel loops with oral contrast": ("CT portal-venous (diag CT)", "ct", bowel(50.0, 300.0)),
     "portal-venous CT, bowel loops of 60 HU": ("CT portal-venous (diag CT)", "ct", bowel(60.0, 60.0)),
     "portal-venous CT, fatty liver (30 HU darker)": ("CT portal-venous (diag CT)", "ct", fatty_liver(30.0)),
-    "portal-venous CT, -3024 HU outside the reconstruction circle": ("CT portal-venous (diag CT)", "ct", reconstruction_circle(1.15)),
-    "portal-venous CT, reconstruction circle cutting the flanks": ("CT portal-venous (diag CT)", "ct", reconstruction_circle(0.9)),
+    "portal-venous CT, -3024 HU outside the reconstruction circle": ("CT portal-venous (diag CT)", "ct", padded_circle(1.15)),
+    "portal-venous CT, reconstruction circle cutting the flanks": ("CT portal-venous (diag CT)", "ct", padded_circle(0.9)),
     "non-contrast CT, as rendered": ("CT non-contrast (MAA CT)", "ct", None),
     "non-contrast CT, bowel loops with gas": ("CT non-contrast (MAA CT)", "ct", bowel(50.0, -900.0)),
     "non-contrast CT, bowel loops of fluid": ("CT non-contrast (MAA CT)", "ct", bowel(50.0, 15.0)),
@@ -170,10 +172,11 @@ ROWS: dict[str, tuple[str, str, Artefact | None]] = {
     "non-contrast CT, enhancing bowel wall": ("CT non-contrast (MAA CT)", "ct", bowel(110.0, 20.0)),
     "non-contrast CT, fatty liver (30 HU darker)": ("CT non-contrast (MAA CT)", "ct", fatty_liver(30.0)),
     "non-contrast CT, fatty liver (60 HU darker)": ("CT non-contrast (MAA CT)", "ct", fatty_liver(60.0)),
-    "non-contrast CT, reconstruction circle cutting the flanks": ("CT non-contrast (MAA CT)", "ct", reconstruction_circle(0.9)),
+    "non-contrast CT, reconstruction circle cutting the flanks": ("CT non-contrast (MAA CT)", "ct", padded_circle(0.9)),
     "T1 MR, as rendered": ("MR T1 (oblique grid)", "mr", None),
     "T1 MR, hot spot (5 x the maximum)": ("MR T1 (oblique grid)", "mr", hot_spot(5.0)),
     "T1 MR, hot spot (50 x the maximum)": ("MR T1 (oblique grid)", "mr", hot_spot(50.0)),
+    "T1 MR, -32768 padding outside a circle": ("MR T1 (oblique grid)", "mr", padded_circle(1.15, -32768.0, ct=False)),
     "T1 MR, surface-coil brightness": ("MR T1 (oblique grid)", "mr", surface_coil),
     "T1 MR, rescaled (1000 x + 37)": ("MR T1 (oblique grid)", "mr", rescaled),
 }
@@ -184,8 +187,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="liver")
     ap.add_argument("--seeds", default="300,301,302,303,304,305")
+    ap.add_argument("--rows", default="", help="only the rows whose name contains this text")
     ap.add_argument("--out", default="")
     a = ap.parse_args()
+    rows = {name: row for name, row in ROWS.items() if a.rows in name}
+    if not rows:
+        ap.error(f"no row's name contains {a.rows!r}")
     from sirtjax.metrics import dice
     from sirtjax.models import load_model
     from sirtjax.segmentation import segment_liver
@@ -193,10 +200,10 @@ def main() -> None:
 
     model, spec = load_model(a.model)
     seeds = [int(s) for s in a.seeds.split(",")]
-    rendered = {(row, seed): render((row, seed))[2] for row in {r for r, _, _ in ROWS.values()} for seed in seeds}
+    rendered = {(row, seed): render((row, seed))[2] for row in {r for r, _, _ in rows.values()} for seed in seeds}
     t0 = time.perf_counter()
     cells = {}
-    for name, (row, modality, artefact) in ROWS.items():
+    for name, (row, modality, artefact) in rows.items():
         for seed in seeds:
             r = rendered[(row, seed)]
             liver, spacing_zyx = r["liver"] > 0, np.asarray(r["spacing"])[::-1]
@@ -204,7 +211,7 @@ def main() -> None:
             mask = np.asarray(segment_liver(model, spec, make_volume(image, r["spacing"], r["origin"], r["direction"]), modality=modality).array) > 0
             cells.setdefault(name, []).append((dice(mask, liver), float((mask & ~liver).sum() * np.prod(spacing_zyx)) / 1000.0))
             print(f"{name} seed {seed}: DSC {cells[name][-1][0]:.3f}, {cells[name][-1][1]:.0f} ml outside", flush=True)
-    lines = [f"model {a.model}; seeds {a.seeds}; {platform.machine()}, {os.cpu_count()} CPUs; {time.perf_counter() - t0:.0f} s", "",
+    lines = [f"model {a.model}; seeds {a.seeds}{f'; rows with {a.rows!r}' if a.rows else ''}; {platform.machine()}, {os.cpu_count()} CPUs; {time.perf_counter() - t0:.0f} s", "",
              "| image, artefact | liver DSC (min) | ml segmented outside the liver |", "|---|---|---|"]
     for name, values in cells.items():
         d, ml = np.asarray(values).T

@@ -13,17 +13,21 @@ import numpy as np
 from scipy import ndimage
 
 from sirtjax.errors import InputError
-from sirtjax.preprocess import CT_WINDOW_HU, resample_to, window_ct, window_mr
+from sirtjax.preprocess import CT_WINDOW_HU, lift_padding, lowest_unpadded, resample_to, window_ct, window_mr
 from sirtjax.segmentation.noise import NoiseMatch, denoise, measure_noise
 from sirtjax.volume import Grid, Volume, index_to_world, make_grid
 
 MODALITIES = ("ct", "mr")
+AIR_FLOOR_HU = -1100.0  # a CT's air reads -1000 HU and its noise; the lowest scanners write is -1024
 LIVER_MARGIN_MM = 6.0  # the lesion network sees the image this far beyond the liver (thesis 7.3.2.2)
 
 
 def guess_modality(image: np.ndarray) -> str:
-    """'ct' for an image with values below -500 (Hounsfield units: air), else 'mr' (approximate: a guess)."""
-    return "ct" if float(np.min(image)) < -500 else "mr"
+    """'ct' for an image with air (Hounsfield units, a minimum from -500 to AIR_FLOOR_HU), or a lower minimum above
+    negative voxels (HU padding); 'mr' for the rest, including non-negative voxels above padding far below them
+    (:func:`~sirtjax.preprocess.lowest_unpadded`; an MR converted with -32768, say). Approximate: a guess."""
+    low = float(np.min(image))
+    return "ct" if low < -500 and (low >= AIR_FLOOR_HU or lowest_unpadded(image) < 0) else "mr"
 
 
 def canonical_grid(vol: Volume, spacing_mm: Sequence[float]) -> Grid:
@@ -108,6 +112,8 @@ def prepare_on(
         fill = float(np.min(np.asarray(source.array)))
         return resample_to(source, grid, order=1, default_value=fill, smooth_vox_zyx=antialias_sigma_zyx(source, grid.spacing_mm))
 
+    if modality == "mr":  # before resampling, which would blend padding far below the body into its edge
+        vol = vol.with_array(lift_padding(array))
     clip = modality == "ct" and not interpolate_hu
     resampled = resampled_on_grid(vol.with_array(np.clip(array.astype(np.float32, copy=False), *CT_WINDOW_HU)) if clip else vol)
     image = np.asarray(resampled.array)
