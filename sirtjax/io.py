@@ -5,14 +5,16 @@ Every reader returns a :class:`~sirtjax.volume.Volume` in the internal conventio
 atomic: the file (or DICOM folder) is written under a temporary name in the target folder and
 renamed into place, so a reader never sees a half-written output.
 
-Errors caused by the file (missing, unreadable, not 3D, NaN voxels, sheared geometry) raise
-:class:`~sirtjax.errors.InputError` with the path and the problem in one line.
+Errors caused by the file (missing, unreadable, not 3D, NaN voxels, sheared geometry without a qform) raise
+:class:`~sirtjax.errors.InputError` with the path and the problem in one line; a NIfTI whose sform is sheared is read
+with its qform, as ITK reads it, with a warning.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -172,18 +174,39 @@ def _read_nifti(p: Path) -> Volume:
         data = data[..., 0]
     if data.ndim != 3:
         _check_dimensions(p, data, vector=False)
-    affine_lps = _LPS_TO_RAS @ np.asarray(img.affine, dtype=np.float64)
+    affine_lps = _LPS_TO_RAS @ _nifti_affine(p, img)
     affine_lps[:3] *= _NIFTI_MM_PER_UNIT.get(img.header.get_xyzt_units()[0], 1.0)
     m = affine_lps[:3, :3]
     spacing = np.linalg.norm(m, axis=0)
-    if np.any(spacing <= 0):
-        raise InputError(p, "the header has a zero voxel size")
-    direction = m / spacing
-    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
-        raise InputError(p, "the header's affine is sheared (non-orthogonal axes), which sirtjax does not support")
-    direction = _orthonormalise(direction)
+    direction = _orthonormalise(m / spacing)
     array = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
     return make_volume(array, spacing, affine_lps[:3, 3], direction)
+
+
+def _nifti_affine(p: Path, img: nib.Nifti1Image) -> np.ndarray:
+    """The header's voxel-to-RAS affine as ITK takes it: nibabel's choice (the sform, else the qform), or the qform
+    when the sform is sheared (a gantry tilt), with a warning that says by how far their voxel positions differ."""
+    affine = np.asarray(img.affine, np.float64)
+    if _sheared(p, affine):
+        qform, code = img.header.get_qform(coded=True)
+        if not code or _sheared(p, qform):
+            raise InputError(p, "the header's affine is sheared (non-orthogonal axes: a gantry tilt?) and it has no qform to fall back on, as ITK does; resample it onto an orthogonal grid")
+        corners = np.array([[i, j, k, 1.0] for i in (0, img.shape[0] - 1) for j in (0, img.shape[1] - 1) for k in (0, img.shape[2] - 1)])
+        mm_per_unit = _NIFTI_MM_PER_UNIT.get(img.header.get_xyzt_units()[0], 1.0)
+        apart_mm = mm_per_unit * float(np.max(np.linalg.norm((corners @ (affine - qform).T)[:, :3], axis=1)))
+        warnings.warn(f"{p}: the sform is sheared (a gantry tilt?); read with the qform, as ITK does, whose voxel "
+                      f"positions differ from the sform's by up to {apart_mm:.1f} mm", stacklevel=4)
+        affine = np.asarray(qform, np.float64)
+    return affine
+
+
+def _sheared(p: Path, affine: np.ndarray) -> bool:
+    """Whether a voxel-to-world affine's axes are not orthogonal; a zero voxel size is an InputError naming p."""
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if np.any(spacing <= 0):
+        raise InputError(p, "the header has a zero voxel size")
+    direction = affine[:3, :3] / spacing
+    return not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4)
 
 
 def _orthonormalise(d: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from sirtjax.cli import main
 from sirtjax.io import read_volume, write_volume
@@ -288,3 +289,30 @@ def test_mask_on_another_overlapping_grid_is_resampled_and_said(files, tmp_path,
     assert not captured.out.startswith("\n") and not captured.err.startswith("\n")  # no blank first line
     report = json.loads((d / "out" / "report.json").read_text())
     assert any(w["code"] == "mask_resampled" for w in report["warnings"]), report["warnings"]
+
+
+def test_a_tilted_nifti_is_read_through_its_qform_with_one_warning_line(files, tmp_path, capfd):
+    """dose on an activity and a liver whose sforms are sheared (a gantry tilt) and whose qforms are their grids: exit
+    0, one warning line per file naming it, and the dose on the qform's grid, as SimpleITK reads the file."""
+    tilted = {}
+    for k in ("activity", "liver"):
+        img = nib.load(str(files[k]))
+        qform = img.affine
+        sform = qform.copy()
+        sform[1, 2] += 0.5
+        out = nib.Nifti1Image(np.asarray(img.dataobj), sform)
+        out.set_qform(qform, code=1)
+        out.set_sform(sform, code=1)
+        tilted[k] = tmp_path / f"tilted_{k}.nii.gz"
+        nib.save(out, str(tilted[k]))
+    capfd.readouterr()
+    main(["dose", str(tilted["activity"]), "--liver", str(tilted["liver"]), "--activity-gbq", "1", "-o", str(tmp_path / "out")])
+    captured = capfd.readouterr()
+    warned = [ln for ln in captured.err.splitlines() if "sheared" in ln]
+    ROWS.append(("a NIfTI with a sheared sform and a qform", "sirtjax dose tilted_activity.nii.gz --liver tilted_liver.nii.gz ...",
+                 0, re.sub(re.escape(str(tmp_path)) + "/", "", warned[0]) if warned else ""))
+    assert [ln.split(":")[1].strip() for ln in warned] == [str(tilted["activity"]), str(tilted["liver"])], captured.err
+    assert all(ln.startswith("warning: ") and "read with the qform" in ln for ln in warned)
+    dose, reference = sitk.ReadImage(str(tmp_path / "out" / "dose.nii.gz")), sitk.ReadImage(str(tilted["activity"]))
+    np.testing.assert_allclose(dose.GetOrigin(), reference.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(dose.GetDirection(), reference.GetDirection(), atol=1e-6)

@@ -14,6 +14,7 @@ import logging
 import os
 import pkgutil
 import sys
+import warnings
 
 import typer
 
@@ -27,12 +28,19 @@ for _mod in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_mod.name}")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning as the commands print theirs: one line on stderr."""
+    typer.echo(f"warning: {message}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the app; input errors become one line on stderr and exit code 2."""
+    """Console entry point: run the app; input errors become one line on stderr and exit code 2, warnings one line."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        code = app(args=args, standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            code = app(args=args, standalone_mode=False)
     except SirtjaxError as exc:
         if debug:
             raise
