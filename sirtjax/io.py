@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,13 +23,13 @@ import SimpleITK as sitk
 
 from sirtjax.dicom_export import dicom_series, save_dicom_series
 from sirtjax.errors import InputError
+from sirtjax.nifti import geometry as nifti_geometry
+from sirtjax.nifti import to_nifti
 from sirtjax.outputs import atomic_path, output_dir
-from sirtjax.volume import Volume, index_to_world, make_volume
+from sirtjax.volume import Volume, make_volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
-_NIFTI_MM_PER_UNIT = {"meter": 1000.0, "micron": 1e-3}  # a NIfTI header's spatial units; unknown is read as mm, as ITK does
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SLICE_GAP_TOLERANCE = 0.01
 """Largest relative deviation of a DICOM series' slice gaps from their median that is accepted."""
 
@@ -174,45 +173,9 @@ def _read_nifti(p: Path) -> Volume:
         data = data[..., 0]
     if data.ndim != 3:
         _check_dimensions(p, data, vector=False)
-    affine_lps = _LPS_TO_RAS @ _nifti_affine(p, img)
-    affine_lps[:3] *= _NIFTI_MM_PER_UNIT.get(img.header.get_xyzt_units()[0], 1.0)
-    m = affine_lps[:3, :3]
-    spacing = np.linalg.norm(m, axis=0)
-    direction = _orthonormalise(m / spacing)
+    spacing, origin, direction = nifti_geometry(p, img)
     array = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
-    return make_volume(array, spacing, affine_lps[:3, 3], direction)
-
-
-def _nifti_affine(p: Path, img: nib.Nifti1Image) -> np.ndarray:
-    """The header's voxel-to-RAS affine as ITK takes it: nibabel's choice (the sform, else the qform), or the qform
-    when the sform is sheared (a gantry tilt), with a warning that says by how far their voxel positions differ."""
-    affine = np.asarray(img.affine, np.float64)
-    if _sheared(p, affine):
-        qform, code = img.header.get_qform(coded=True)
-        if not code or _sheared(p, qform):
-            raise InputError(p, "the header's affine is sheared (non-orthogonal axes: a gantry tilt?) and it has no qform to fall back on, as ITK does; resample it onto an orthogonal grid")
-        corners = np.array([[i, j, k, 1.0] for i in (0, img.shape[0] - 1) for j in (0, img.shape[1] - 1) for k in (0, img.shape[2] - 1)])
-        mm_per_unit = _NIFTI_MM_PER_UNIT.get(img.header.get_xyzt_units()[0], 1.0)
-        apart_mm = mm_per_unit * float(np.max(np.linalg.norm((corners @ (affine - qform).T)[:, :3], axis=1)))
-        warnings.warn(f"{p}: the sform is sheared (a gantry tilt?); read with the qform, as ITK does, whose voxel "
-                      f"positions differ from the sform's by up to {apart_mm:.1f} mm", stacklevel=4)
-        affine = np.asarray(qform, np.float64)
-    return affine
-
-
-def _sheared(p: Path, affine: np.ndarray) -> bool:
-    """Whether a voxel-to-world affine's axes are not orthogonal; a zero voxel size is an InputError naming p."""
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    if np.any(spacing <= 0):
-        raise InputError(p, "the header has a zero voxel size")
-    direction = affine[:3, :3] / spacing
-    return not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4)
-
-
-def _orthonormalise(d: np.ndarray) -> np.ndarray:
-    """Nearest orthonormal matrix (NIfTI headers store float32, so columns are off by ~1e-7)."""
-    u, _, vt = np.linalg.svd(d)
-    return u @ vt
+    return make_volume(array, spacing, origin, direction)
 
 
 def _read_sitk_file(p: Path, shown_as: Path | None = None) -> Volume:
@@ -396,17 +359,6 @@ def write_volume(vol: Volume, path: str | Path, *, dtype: np.dtype | None = None
         with output_dir(p, overwrite=overwrite) as staging:
             save_dicom_series(dicom_series(vol, modality=dicom_modality), staging)
     return p
-
-
-def to_nifti(vol: Volume) -> nib.Nifti1Image:
-    """The Volume as a nibabel NIfTI-1 image (RAS affine, qform and sform both scanner-based)."""
-    array = np.transpose(np.asarray(vol.array), (2, 1, 0))
-    affine_ras = _LPS_TO_RAS @ index_to_world(vol)
-    img = nib.Nifti1Image(array, affine_ras)
-    img.set_qform(affine_ras, code=1)
-    img.set_sform(affine_ras, code=1)
-    img.header.set_xyzt_units(xyz="mm")
-    return img
 
 
 def _short(exc: BaseException) -> str:

@@ -44,7 +44,8 @@ def canonical_grid(vol: Volume, spacing_mm: Sequence[float]) -> Grid:
 
 
 def normalize_intensity(image: np.ndarray, modality: str) -> np.ndarray:
-    """Thesis windowing to [-0.5, 0.5]: CT clip [-200, 200] HU; MR clip [min, 80 % of max] (an outlying max capped)."""
+    """Thesis windowing to [-0.5, 0.5]: CT clip [-200, 200] HU; MR clip [min, 80 % of max] (padding lifted, an outlying
+    max capped: :func:`~sirtjax.preprocess.window_mr`)."""
     if modality == "ct":
         return np.asarray(window_ct(image))
     if modality == "mr":
