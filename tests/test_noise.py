@@ -6,7 +6,7 @@ import pytest
 from scipy import ndimage
 
 from sirtjax.models.store import spec_problem
-from sirtjax.segmentation.noise import ENGAGE, denoise, measure_noise, noise_index_hu, tv_weight_hu
+from sirtjax.segmentation.noise import ENGAGE, denoise, measure_noise, noise_index_hu, tv_weight
 
 
 def _tissue(shape=(24, 40, 48), edge_hu=(60.0, -100.0)) -> np.ndarray:
@@ -63,10 +63,10 @@ def test_noise_index_of_a_clipped_ct_resampled_to_the_network_grid_is_its_own():
 
 def test_a_ct_at_the_models_noise_is_left_alone():
     image = _tissue() + np.random.default_rng(3).normal(0.0, 20.0, _tissue().shape).astype(np.float32)
-    assert tv_weight_hu(20.0 * ENGAGE, 20.0) is None
+    assert tv_weight(20.0 * ENGAGE, 20.0) is None
     match = measure_noise(image, 20.0)
     assert denoise(image, np.array([3.0, 2.0, 1.0]), match) is image  # any grid, untouched
-    assert match.tv_weight_hu is None and match.index_hu == pytest.approx(20.0, rel=0.05)
+    assert match.tv_weight is None and match.index == pytest.approx(20.0, rel=0.05)
     assert match.describe().endswith("not denoised")
 
 
@@ -77,7 +77,7 @@ def test_a_noisier_ct_is_denoised_below_the_models_noise_and_keeps_its_edge():
     match = measure_noise(noisy, 20.0)
     out = denoise(noisy, np.array([3.0, 3.0, 3.0]), match)
     assert out.dtype == np.float32 and out.shape == noisy.shape
-    assert match.tv_weight_hu == pytest.approx(match.index_hu) and "total variation" in match.describe()
+    assert match.tv_weight == pytest.approx(match.index) and "total variation" in match.describe()
     assert noise_index_hu(out) < 20.0
     assert np.mean(np.abs(out - clean)) < 0.25 * np.mean(np.abs(noisy - clean))
     # The step stays a step: across its two middle voxels, the profile (averaged over the other axes) falls by more
@@ -101,3 +101,53 @@ def test_denoising_refuses_an_anisotropic_grid():
     assert spec_problem({"ct_noise_index_hu": 20.0, "spacing_mm": [3.0, 3.0, 3.0]}, "liver", "ct") is None
     assert "isotropic" in spec_problem({"ct_noise_index_hu": 20.0, "spacing_mm": [3.0, 3.0, 5.0]}, "liver", "ct")
     assert spec_problem({"spacing_mm": [3.0, 3.0, 5.0]}, "liver", "ct") is None  # no noise matching: any grid
+
+
+def _mr(shape=(24, 40, 48), sd=0.0, seed=6) -> np.ndarray:
+    """An MR in arbitrary units: background 0, a bright tissue (800) beside a darker one (400), Gaussian noise `sd`."""
+    image = np.zeros(shape, np.float32)
+    image[:, 4:-4, 4:shape[2] // 2] = 800.0
+    image[:, 4:-4, shape[2] // 2:-4] = 400.0
+    return image + np.random.default_rng(seed).normal(0.0, sd, shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("sd", [0.01, 0.05, 0.1])
+def test_window_noise_index_reads_white_noise_std_and_ignores_background_and_clip(sd):
+    """In window units: tissue at 0 with white noise reads its std; the floor (-0.5) and the clipped top (0.5) do
+    not count, noiseless as they are."""
+    from sirtjax.segmentation.noise import noise_index_window
+
+    rng = np.random.default_rng(7)
+    windowed = np.full((24, 40, 48), -0.5, np.float32)
+    windowed[:, 8:-8, 8:-8] = rng.normal(0.0, sd, (24, 24, 32))
+    windowed[:, 8:-8, -14:-8] = 0.5  # clipped tissue
+    assert noise_index_window(windowed) == pytest.approx(sd, rel=0.05)
+    assert noise_index_window(np.full((8, 8, 8), -0.5, np.float32)) == 0.0  # nothing inside the window to measure
+
+
+def test_a_noisy_mr_is_denoised_after_windowing_and_one_at_the_models_noise_is_not():
+    """An MR whose noise in window units is twice the model's is denoised (total variation of weight its index,
+    below the model's noise after); one at the model's noise is windowed alone, bit for bit; a CT is not MR-matched."""
+    from sirtjax.segmentation import prepare_image
+    from sirtjax.segmentation.noise import noise_index_window
+    from sirtjax.volume import make_volume
+
+    def prepared(image, modality="mr", **kw):
+        found = []
+        vol = make_volume(image, (3.0, 3.0, 3.0), (5.0, -2.0, 1.0), np.diag([1.0, -1.0, 1.0]))
+        return np.asarray(prepare_image(vol, modality, (3.0, 3.0, 3.0), on_noise=found.append, **kw).array), found
+
+    plain, found = prepared(_mr(sd=40.0))
+    assert found == []
+    index = noise_index_window(plain)
+    matched, found = prepared(_mr(sd=40.0), mr_noise_index=index / 2.0)
+    [match] = found
+    assert match.unit == "window units" and match.index == pytest.approx(index) and match.tv_weight == pytest.approx(index)
+    assert "MR noise index" in match.describe() and "denoised" in match.describe()
+    assert noise_index_window(matched) < index / 2.0
+    at_model, found = prepared(_mr(sd=40.0), mr_noise_index=index)
+    assert found[0].tv_weight is None and found[0].describe().endswith("not denoised")
+    np.testing.assert_array_equal(at_model, plain)
+    ct = _mr(sd=40.0) - 1000.0
+    np.testing.assert_array_equal(prepared(ct, "ct", mr_noise_index=1e-6)[0], prepared(ct, "ct")[0])
+    assert "isotropic" in spec_problem({"mr_noise_index": 0.03, "spacing_mm": [3.0, 3.0, 5.0]}, "liver", "mr")

@@ -193,7 +193,7 @@ def _liver(net, spec, vol, modality, predict: dict, voxel_ml):
     noise = []
     prob = predict_probability(net, spec, vol, modality=modality, on_noise=noise.append, **predict)
     mask = prob.with_array(liver_mask(np.asarray(prob.array)))
-    lines = [m.describe() for m in noise if m.tv_weight_hu is not None] + [f"liver: {int(mask.array.sum()) * voxel_ml:.1f} ml"]
+    lines = [m.describe() for m in noise if m.tv_weight is not None] + [f"liver: {int(mask.array.sum()) * voxel_ml:.1f} ml"]
     return mask, prob, lines + [f"warning: {w}" for w in liver_warnings(np.asarray(prob.array), voxel_ml)]
 
 

@@ -194,8 +194,9 @@ def spec_problem(spec: dict[str, Any], target: str, modality: str, *, registrati
         return f"segments {has}, not {target}"
     if modality.lower() not in spec.get("modalities", (modality.lower(),)):
         return f"was trained for {spec.get('modalities')}, not {modality.lower()}"
-    if "ct_noise_index_hu" in spec and len(set(spec.get("spacing_mm", (3.0,) * 3))) != 1:
-        return f"declares ct_noise_index_hu on an anisotropic grid {spec['spacing_mm']} mm: noise matching needs an isotropic one"
+    for key in ("ct_noise_index_hu", "mr_noise_index"):
+        if key in spec and len(set(spec.get("spacing_mm", (3.0,) * 3))) != 1:
+            return f"declares {key} on an anisotropic grid {spec['spacing_mm']} mm: noise matching needs an isotropic one"
     shifts = spec.get("tile_shifts_vox", [0])
     if not isinstance(shifts, list) or 0 not in shifts or not all(isinstance(s, int) and s >= 0 for s in shifts):
         return f"declares tile_shifts_vox {shifts!r}: it must list voxel counts >= 0, 0 among them"

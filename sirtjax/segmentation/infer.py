@@ -173,13 +173,13 @@ def predict_probability(
     **predict_kwargs: Any,
 ) -> Volume:
     """Foreground probability (z, y, x) float32 on the input grid of `vol` (see module docstring); a CT noisier
-    than the spec's ``ct_noise_index_hu`` is denoised first (:mod:`sirtjax.segmentation.noise`), and `on_noise`
-    receives what was found and done.
+    than the spec's ``ct_noise_index_hu``, or an MR noisier than its ``mr_noise_index``, is denoised first
+    (:mod:`sirtjax.segmentation.noise`), and `on_noise` receives what was found and done.
 
     `predict_kwargs` (tta, batch_size, on_batch, programs) go to :func:`probability_on`.
     """
     prepared = prepare_image(vol, modality, spec.get("spacing_mm", (3.0, 3.0, 3.0)), ct_noise_index_hu=spec.get("ct_noise_index_hu"),
-                             on_noise=on_noise)
+                             mr_noise_index=spec.get("mr_noise_index"), on_noise=on_noise)
     return probability_on(model, spec, prepared, vol, **predict_kwargs)
 
 

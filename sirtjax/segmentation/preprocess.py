@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from sirtjax.errors import InputError
 from sirtjax.preprocess import CT_WINDOW_HU, lift_padding, lowest_unpadded, resample_to, window_ct, window_mr
-from sirtjax.segmentation.noise import NoiseMatch, denoise, measure_noise
+from sirtjax.segmentation.noise import NoiseMatch, denoise, measure_noise, measure_noise_window
 from sirtjax.volume import Grid, Volume, index_to_world, make_grid
 
 MODALITIES = ("ct", "mr")
@@ -76,15 +76,16 @@ def antialias(vol: Volume, spacing_mm: Sequence[float]) -> Volume:
 
 def prepare_image(
     vol: Volume, modality: str, spacing_mm: Sequence[float], *, ct_noise_index_hu: float | None = None,
-    on_noise: Callable[[NoiseMatch], None] | None = None,
+    mr_noise_index: float | None = None, on_noise: Callable[[NoiseMatch], None] | None = None,
 ) -> Volume:
     """The windowed network input (z, y, x) float32 on the canonical grid of `vol` (:func:`prepare_on`)."""
-    return prepare_on(vol, modality, canonical_grid(vol, spacing_mm), ct_noise_index_hu=ct_noise_index_hu, on_noise=on_noise)
+    return prepare_on(vol, modality, canonical_grid(vol, spacing_mm), ct_noise_index_hu=ct_noise_index_hu,
+                      mr_noise_index=mr_noise_index, on_noise=on_noise)
 
 
 def prepare_on(
     vol: Volume, modality: str, grid: Grid | Volume, *, ct_noise_index_hu: float | None = None,
-    on_noise: Callable[[NoiseMatch], None] | None = None, interpolate_hu: bool = False,
+    mr_noise_index: float | None = None, on_noise: Callable[[NoiseMatch], None] | None = None, interpolate_hu: bool = False,
 ) -> Volume:
     """The windowed network input (z, y, x) float32 on `grid`.
 
@@ -102,7 +103,8 @@ def prepare_on(
     outside the input's field of view it is filled with its minimum (air). A CT noisier than
     `ct_noise_index_hu` (the model's, if it declares one) is then denoised to match
     (:func:`~sirtjax.segmentation.noise.measure_noise`, :func:`~sirtjax.segmentation.noise.denoise`; `on_noise`
-    receives what it found). Last, it is windowed.
+    receives what it found). Last, it is windowed; an MR noisier than `mr_noise_index` (window units) is denoised
+    after windowing (:func:`~sirtjax.segmentation.noise.measure_noise_window`).
     """
     array = np.asarray(vol.array)
     if array.ndim != 3:
@@ -118,15 +120,22 @@ def prepare_on(
     clip = modality == "ct" and not interpolate_hu
     resampled = resampled_on_grid(vol.with_array(np.clip(array.astype(np.float32, copy=False), *CT_WINDOW_HU)) if clip else vol)
     image = np.asarray(resampled.array)
+    spacing_zyx_mm = np.asarray(resampled.spacing_mm)[::-1]
     if modality == "ct" and ct_noise_index_hu is not None:
         match = measure_noise(image, ct_noise_index_hu, clipped_at_hu=CT_WINDOW_HU[1] if clip else None)
-        if clip and match.tv_weight_hu is not None:  # denoised in HU: resampled again unclipped, and measured there
+        if clip and match.tv_weight is not None:  # denoised in HU: resampled again unclipped, and measured there
             image = np.asarray(resampled_on_grid(vol).array)
             match = measure_noise(image, ct_noise_index_hu)
-        image = denoise(image, np.asarray(resampled.spacing_mm)[::-1], match)
+        image = denoise(image, spacing_zyx_mm, match)
         if on_noise is not None:
             on_noise(match)
-    return resampled.with_array(normalize_intensity(image, modality).astype(np.float32))
+    windowed = np.asarray(normalize_intensity(image, modality), np.float32)
+    if modality == "mr" and mr_noise_index is not None:
+        match = measure_noise_window(windowed, mr_noise_index)
+        windowed = denoise(windowed, spacing_zyx_mm, match)
+        if on_noise is not None:
+            on_noise(match)
+    return resampled.with_array(windowed)
 
 
 def prepare_label(label: Volume, reference: Volume) -> Volume:
