@@ -120,3 +120,22 @@ def test_default_model_on_a_noisy_ct_is_noise_matched():
     unmatched_spec = {k: v for k, v in spec.items() if k != "ct_noise_index_hu"}
     raw = dice(np.asarray(segment_liver(model, unmatched_spec, study.images["maa_ct"], modality="ct").array), truth)
     assert raw >= 0.88 and matched >= 0.90 and matched >= raw + 0.01, (matched, raw)
+
+
+@pytest.mark.slow
+def test_default_model_on_a_noisy_mr_like_remap_is_noise_matched():
+    """The MR-like remap of seed 300's MAA CT (its 12-25 HU of noise multiplied by the map's slope) reads about 0.07
+    window units of noise, above the declared 0.03 by more than 25 %: denoised after windowing, the liver reaches
+    0.945 against 0.922 without (stress table, 2026-11-28). The match must lift it above 0.93 and by 0.01."""
+    from sirtjax.phantom.mr_like import mr_like
+
+    study = generate_study(300)
+    image = mr_like(study.images["maa_ct"], np.random.default_rng(300))
+    model, spec = load_model("liver")
+    truth = np.asarray(study.images["maa_ct_liver"].array)
+    found = []
+    matched = dice(np.asarray(segment_liver(model, spec, image, modality="mr", on_noise=found.append).array), truth)
+    raw_spec = {k: v for k, v in spec.items() if k != "mr_noise_index"}
+    raw = dice(np.asarray(segment_liver(model, raw_spec, image, modality="mr").array), truth)
+    assert found[0].unit == "window units" and found[0].tv_weight is not None
+    assert matched >= 0.93 and matched >= raw + 0.01, (matched, raw)
