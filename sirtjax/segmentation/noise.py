@@ -9,7 +9,7 @@ strongly the noisier it is. A spec's ``mr_noise_index`` does the same for MR (an
 window's units (:func:`noise_index_window`): an MR's intensities have no physical unit, and a remapped CT with a steep
 map multiplies the CT's noise. Total
 variation was chosen over a bilateral filter and non-local means on validation renderings (seeds 100-103), and its
-strength rule (:func:`tv_weight_hu`) on seeds 100-109, never on the benchmark's; wavelet shrinkage, Bregman iterations,
+strength rule (:func:`tv_weight`) on seeds 100-109, never on the benchmark's; wavelet shrinkage, Bregman iterations,
 anisotropic diffusion and median filters, tried since, lost to it (the liver model card). It is approximate: it brings the
 noise down, it does not restore the texture the model knows.
 """

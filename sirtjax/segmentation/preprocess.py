@@ -121,20 +121,19 @@ def prepare_on(
     resampled = resampled_on_grid(vol.with_array(np.clip(array.astype(np.float32, copy=False), *CT_WINDOW_HU)) if clip else vol)
     image = np.asarray(resampled.array)
     spacing_zyx_mm = np.asarray(resampled.spacing_mm)[::-1]
+    match = None
     if modality == "ct" and ct_noise_index_hu is not None:
         match = measure_noise(image, ct_noise_index_hu, clipped_at_hu=CT_WINDOW_HU[1] if clip else None)
         if clip and match.tv_weight is not None:  # denoised in HU: resampled again unclipped, and measured there
             image = np.asarray(resampled_on_grid(vol).array)
             match = measure_noise(image, ct_noise_index_hu)
         image = denoise(image, spacing_zyx_mm, match)
-        if on_noise is not None:
-            on_noise(match)
     windowed = np.asarray(normalize_intensity(image, modality), np.float32)
     if modality == "mr" and mr_noise_index is not None:
         match = measure_noise_window(windowed, mr_noise_index)
         windowed = denoise(windowed, spacing_zyx_mm, match)
-        if on_noise is not None:
-            on_noise(match)
+    if match is not None and on_noise is not None:
+        on_noise(match)
     return resampled.with_array(windowed)
 
 
