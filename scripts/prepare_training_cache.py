@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import multiprocessing as mp
+import os
 from pathlib import Path
 
 
@@ -86,6 +87,8 @@ def main() -> None:
 
 
 def _call(job: tuple) -> str:
+    """Run one job on the CPU: the rendering needs no accelerator, and many processes cannot share one."""
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
     fn, args = job
     return fn(args)
 
