@@ -109,24 +109,26 @@ def test_default_regseg_model_through_cli(unseen_study, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_default_model_on_a_noisy_ct_is_noise_matched():
-    """An MAA CT at 3x the CT noise (75 HU, seed 302). Unfiltered, the model trained on correlated noise (stage 4)
-    must reach 0.88 (stage 3, trained on white noise: 0.81-0.84 on seeds 100-101 and 300-301; stage 4: 0.92). The
-    declared noise index engages the total-variation denoising, which must lift the DSC above 0.90 and by 0.01 over the
-    unfiltered input (stage 4: 0.944 against 0.921)."""
+    """An MAA CT at 3x the CT noise (75 HU, seed 302). Unfiltered, a model trained on correlated noise must reach 0.90
+    (stage 3, trained on white noise: 0.81-0.84 on seeds 100-101 and 300-301; stage 4: 0.921; stage 5: 0.949). The
+    declared noise index engages the total-variation denoising, which must lift the DSC above 0.93 and by 0.005 over
+    the unfiltered input (stage 4: 0.944 against 0.921; stage 5: 0.956 against 0.949, and on validation seeds 100-105
+    0.939 against 0.928 on average)."""
     study = generate_study(302, PhantomConfig(ct_noise_hu=75.0))
     model, spec = load_model("liver")
     truth = np.asarray(study.images["maa_ct_liver"].array)
     matched = dice(np.asarray(segment_liver(model, spec, study.images["maa_ct"], modality="ct").array), truth)
     unmatched_spec = {k: v for k, v in spec.items() if k != "ct_noise_index_hu"}
     raw = dice(np.asarray(segment_liver(model, unmatched_spec, study.images["maa_ct"], modality="ct").array), truth)
-    assert raw >= 0.88 and matched >= 0.90 and matched >= raw + 0.01, (matched, raw)
+    assert raw >= 0.90 and matched >= 0.93 and matched >= raw + 0.005, (matched, raw)
 
 
 @pytest.mark.slow
 def test_default_model_on_a_noisy_mr_like_remap_is_noise_matched():
     """The MR-like remap of seed 300's MAA CT (its 12-25 HU of noise multiplied by the map's slope) reads about 0.07
     window units of noise, above the declared 0.03 by more than 25 %: denoised after windowing, the liver reaches
-    0.945 against 0.922 without (stress table, 2026-11-28). The match must lift it above 0.93 and by 0.01."""
+    0.945 against 0.922 without with stage 4 (stress table, 2026-11-28; stage 5: 0.955 matched). The match must lift it
+    above 0.93 and by 0.01."""
     from sirtjax.phantom.mr_like import mr_like
 
     study = generate_study(300)
