@@ -26,6 +26,12 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, int, tuple[slice, ...]]:
     return labels, n, box
 
 
+def component_sizes(mask: np.ndarray) -> np.ndarray:
+    """Voxel counts of the 6-connected components of a boolean mask, largest first (empty for an empty mask)."""
+    labels, n, _ = _components(np.asarray(mask, bool))
+    return np.sort(np.bincount(labels.ravel())[1:])[::-1] if n else np.zeros(0, np.int64)
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 6-connected component of a boolean mask (z, y, x); empty in -> empty out."""
     mask = np.asarray(mask, bool)
@@ -77,9 +83,8 @@ def liver_warnings(probability: np.ndarray, voxel_ml: float, *, threshold: float
     """One-line warnings for an implausible liver prediction: volume (of the kept largest component)
     outside PLAUSIBLE_LIVER_ML, or more than one component of at least LARGE_COMPONENT_ML before
     the largest is kept."""
-    labels, n, _ = _components(np.asarray(probability) > threshold)
-    sizes_ml = np.sort(np.bincount(labels.ravel())[1:])[::-1] * float(voxel_ml)
-    kept_ml = float(sizes_ml[0]) if n else 0.0
+    sizes_ml = component_sizes(np.asarray(probability) > threshold) * float(voxel_ml)
+    kept_ml = float(sizes_ml[0]) if sizes_ml.size else 0.0
     out = []
     lo, hi = PLAUSIBLE_LIVER_ML
     if not lo <= kept_ml <= hi:

@@ -1,0 +1,78 @@
+"""Liver models on the vendored real scans (datasets/real): DSC, volume error, large components and time per scan.
+
+Every model named (a shipped name, a model or run folder, or a commit's shipped liver model as ``git:COMMIT``) runs on
+every real scan of the manifest as `sirtjax segment` runs it (`sirtjax.segmentation.validation.evaluate_scan`).
+One row per scan, one column per model: DSC against the scan's reference liver, the segmented volume's error in % of
+the reference, and, where the thresholded prediction had more than one component of 50 ml or more, their count.
+Scans marked held out were neither trained on nor used to choose a model. Then the time per scan.
+
+    python benchmarks/segmentation/real.py [--models liver,git:bf7379c,runs/liver_real] [--out FILE.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+from sirtjax.models.store import load_model
+from sirtjax.segmentation.validation import ScanResult, evaluate_scan, real_scans
+
+
+def model_dir(name: str, scratch: Path) -> str:
+    """A loadable model for a name: ``git:COMMIT`` puts that commit's shipped liver model in a scratch folder."""
+    if not name.startswith("git:"):
+        return name
+    commit = name[4:]
+    folder = scratch / commit
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in ("model.json", "weights.npz"):
+        blob = subprocess.run(["git", "show", f"{commit}:sirtjax/data/models/liver/{f}"], check=True, capture_output=True).stdout
+        (folder / f).write_bytes(blob)
+    return str(folder)
+
+
+def cell(r: ScanResult) -> str:
+    """A table cell: DSC, volume error, and the large components when more than one."""
+    extra = f", {r.large_components} comps" if r.large_components > 1 else ""
+    return f"{r.dsc:.3f} ({r.volume_error_pct:+.0f} %{extra})"
+
+
+def table(models: list[str], results: dict[str, list[ScanResult]]) -> str:
+    """The markdown table: one row per scan, one column per model, then the time per scan."""
+    scans = real_scans()
+    lines = ["| real scan | reference ml | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
+    for i, name in enumerate(scans):
+        ref = results[models[0]][i].reference_ml
+        label = f"{name}{' (held out)' if scans[name].held_out else ''}: {scans[name].modality.upper()}"
+        lines.append(f"| {label} | {ref:.0f} | " + " | ".join(cell(results[m][i]) for m in models) + " |")
+    lines.append("| seconds per scan (min-max) | | " + " | ".join(
+        f"{min(r.seconds for r in results[m]):.1f}-{max(r.seconds for r in results[m]):.1f}" for m in models) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="liver", help="comma-separated model names, folders or git:COMMIT")
+    parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
+    args = parser.parse_args()
+    models = args.models.split(",")
+    results: dict[str, list[ScanResult]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in models:
+            net, spec = load_model(model_dir(name, Path(scratch)))
+            results[name] = []
+            for scan in real_scans().values():
+                results[name].append(evaluate_scan(net, spec, scan))
+                print(name, scan.name, cell(results[name][-1]), f"{results[name][-1].seconds:.1f} s", flush=True)
+    text = table(models, results) + f"\n\n{platform.processor() or platform.machine()}, {platform.python_version()}; " \
+        "cells: DSC (segmented volume error), and the count of components of >= 50 ml before the largest is kept when above one.\n"
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
