@@ -182,15 +182,14 @@ def test_config_and_pairs_checks():
 
 
 def test_synthetic_pairs_show_one_anatomy_twice():
-    from sirtjax.train.synth import LabelMaps, synth_pairs
+    from sirtjax.train.synth import stack_label_maps, synth_pairs
     from sirtjax.train.regseg import PAIR_SYNTH
 
     tissue = np.zeros((40, 40, 40), np.uint8)
     tissue[5:35, 5:35, 5:35] = 3
     liver = np.full(tissue.shape, 255, np.uint8)
     liver[12:28, 10:30, 12:26] = 0
-    fg = np.argwhere(liver == 0)[:64].astype(np.int32)
-    maps = LabelMaps(jnp.asarray(tissue[None]), jnp.asarray(liver[None]), jnp.asarray(fg[None]))
+    maps = stack_label_maps([(tissue, liver)], n_foreground=64)
     f, fl, m, ml = synth_pairs(jax.random.key(0), maps, batch_size=2, patch=(24, 24, 24), spacing_mm=2.0, source_mm=2.0,
                                cfg=dataclasses.replace(PAIR_SYNTH, slice_mm=(2.0, 2.0)))
     assert f.shape == m.shape == fl.shape == ml.shape == (2, 24, 24, 24)

@@ -12,8 +12,10 @@ output patch; ``batch_size`` (2); ``steps`` (total); ``steps_per_epoch`` (100);
 ``plateau`` (factor 0.2, patience 2 validations, min_scale 1e-3); ``loss`` (dice);
 ``foreground_prob`` (0.5); ``augment`` (see AugmentConfig); ``synth`` (none: domain-randomised
 images, ``{"seeds", "variants": [phantom options, cycled over the seeds], "n_real": realistic
-renderings per batch, "generator": SynthConfig fields, its "lesions" LesionConfig fields}``, see
-`sirtjax.train.synth`); ``seed`` (0); ``init_from`` (none: a
+renderings per batch, "generator": SynthConfig fields, its "lesions" LesionConfig fields, "anatomy": {"manifest",
+"maps": label map names, "share"}: real anatomy (`sirtjax.train.anatomy`) for that share of the synthetic patches}``, see
+`sirtjax.train.synth`); ``data.real_val`` (none: ``{"manifest", "scans": [names]}``, real scans validated beside the
+phantom's; the validation score is then the mean of the two groups' means); ``seed`` (0); ``init_from`` (none: a
 shipped model name or a model/run folder, relative to the config file, whose weights start a new run
 instead of random ones -- fine-tuning; a thesis liver U-Net of narrower widths is widened so that it computes the
 same function, `sirtjax.models.widen`, and an instance-normalised one's norms are frozen for a model without norms,
@@ -40,13 +42,24 @@ TARGETS = ("liver", "lesions")  # model.target: what the labels are (default liv
 
 
 @dataclasses.dataclass(frozen=True)
+class RealAnatomy:
+    """Label maps of real scans for the generator (`sirtjax.train.anatomy`): the manifest, which of its label maps,
+    and the share of synthetic patches drawn from them."""
+
+    manifest: str
+    maps: tuple[str, ...]
+    share: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
 class SynthSource:
-    """Where synthetic images come from: phantom seeds, their anatomy variants, the generator."""
+    """Where synthetic images come from: phantom seeds, their anatomy variants, real label maps, the generator."""
 
     seeds: tuple[int, ...]
     variants: tuple[dict[str, Any], ...] = ({},)  # PhantomConfig options, seed i gets variant i % len
     n_real: int = 1  # realistic renderings (data) per batch; the rest of the batch is synthetic
     generator: SynthConfig = SynthConfig()
+    anatomy: RealAnatomy | None = None
 
 
 def _tuples(raw: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +74,9 @@ def _synth_source(raw: dict[str, Any] | None) -> SynthSource | None:
     generator = dict(raw.get("generator", {}))
     lesions = generator.pop("lesions", None)
     generator = SynthConfig(**_tuples(generator), lesions=None if lesions is None else LesionConfig(**_tuples(lesions)))
-    return SynthSource(tuple(int(s) for s in raw["seeds"]), variants or ({},), int(raw.get("n_real", 1)), generator)
+    anatomy = raw.get("anatomy")
+    anatomy = None if anatomy is None else RealAnatomy(str(anatomy["manifest"]), tuple(str(m) for m in anatomy["maps"]), float(anatomy.get("share", 0.5)))
+    return SynthSource(tuple(int(s) for s in raw["seeds"]), variants or ({},), int(raw.get("n_real", 1)), generator, anatomy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +122,11 @@ def _noisy_ct_ok(n: Any) -> bool:
         return False
 
 
+def _real_val_ok(r: Any) -> bool:
+    """Whether data.real_val is well formed: {"manifest": path, "scans": [names]}."""
+    return isinstance(r, dict) and isinstance(r.get("manifest"), str) and bool(r.get("scans")) and all(isinstance(n, str) for n in r["scans"])
+
+
 def parse_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:
     """Validate a config dict and build a TrainConfig; bad values raise InputError(source, ...)."""
     raw = dict(raw)
@@ -139,6 +159,10 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:
         (cfg.target in TARGETS, f"model.target must be one of {TARGETS}"),
         (cfg.target == "liver" or cfg.data.get("kind") == "phantom", "a lesion model trains on phantom data"),
         (cfg.synth is None or 0 <= cfg.synth.n_real < cfg.batch_size, "synth.n_real must be in [0, batch_size)"),
+        (cfg.synth is None or cfg.synth.anatomy is None or (cfg.synth.anatomy.maps and 0 < cfg.synth.anatomy.share < 1),
+         "synth.anatomy needs label map names and a share in (0, 1)"),
+        ("real_val" not in cfg.data or (cfg.target == "liver" and _real_val_ok(cfg.data["real_val"])),
+         "data.real_val needs a liver model, a manifest and the names of its scans"),
         ("noisy_ct" not in cfg.data or (cfg.target == "liver" and cfg.data.get("kind") == "phantom" and "ct_noise_index_hu" in cfg.model),
          "data.noisy_ct needs a liver model on phantom data whose spec declares ct_noise_index_hu"),
         ("noisy_ct" not in cfg.data or _noisy_ct_ok(cfg.data["noisy_ct"]),
@@ -192,8 +216,12 @@ def load_config(path: str | Path) -> TrainConfig:
     """Read and validate a JSON training config."""
     path = Path(path)
     raw = read_json_config(path)
-    if isinstance(raw.get("data", {}).get("root"), str):  # relative dataset paths are relative to the config
-        raw["data"]["root"] = str((path.parent / raw["data"]["root"]).resolve())
+    for section, key in (("data", "root"), ("data", "real_val"), ("synth", "anatomy")):  # relative paths are relative to the config
+        entry = raw.get(section, {}).get(key)
+        if key == "root" and isinstance(entry, str):
+            raw[section][key] = str((path.parent / entry).resolve())
+        elif isinstance(entry, dict) and isinstance(entry.get("manifest"), str):
+            raw[section][key] = {**entry, "manifest": str((path.parent / entry["manifest"]).resolve())}
     return parse_config(resolve_init_from(raw, path), str(path))
 
 

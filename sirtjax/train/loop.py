@@ -26,9 +26,9 @@ from sirtjax.segmentation.postprocess import liver_mask
 from sirtjax.train import checkpoint
 from sirtjax.train.augment import flip_axes
 from sirtjax.train.config import TrainConfig
-from sirtjax.train.data import Case, batch_sampler, msd_cases, noisy_ct_cases, phantom_cases, stack_cases
+from sirtjax.train.data import Case, batch_sampler, make_case, msd_cases, noisy_ct_cases, phantom_cases, stack_cases
 from sirtjax.train.step import data_parallel, ema_update, init_opt_state, make_optimizers, make_train_step, plateau_update
-from sirtjax.train.synth import mixed_sampler, phantom_label_maps, synth_sampler
+from sirtjax.train.synth import canonical_spacing_mm, mixed_sampler, phantom_label_maps, synth_sampler
 
 LOG_EVERY = 10
 FREEZE_BATCHES = 6  # training batches whose tiles give the statistics when init_from's instance norms are frozen
@@ -49,12 +49,37 @@ def load_cases(cfg: TrainConfig, cache_dir: Path | None) -> tuple[list[Case], li
             noisy = partial(noisy_ct_cases, images=n["images"], ct_noise_hu=tuple(n["ct_noise_hu"]), spacing_mm=spacing,
                             ct_noise_index_hu=index_hu, cache_dir=cache_dir, phantom_options=d.get("phantom_options"))
             train, val = train + noisy(d["train_seeds"], weight=float(n.get("weight", 1.0))), val + noisy(d["val_seeds"])
-        return train, val
+        return train, val + real_val_cases(cfg)
     cases = msd_cases(d["root"], modality=d.get("modality", "ct"), spacing_mm=spacing, label_values=d.get("label_values", (1,)))
     n_val = int(d.get("val_cases", max(1, len(cases) // 10)))
     if len(cases) <= n_val:
         raise ValueError(f"{len(cases)} cases cannot give {n_val} validation cases and a training set")
     return cases[n_val:], cases[:n_val]
+
+
+REAL_PREFIX = "real_"  # names of validation cases from real scans (data.real_val)
+
+
+def real_val_cases(cfg: TrainConfig) -> list[Case]:
+    """The real scans of data.real_val as validation cases (prepared as inference prepares them; label: the liver)."""
+    if "real_val" not in cfg.data:
+        return []
+    from sirtjax.io import read_volume
+    from sirtjax.segmentation.validation import read_manifest
+
+    scans = read_manifest(cfg.data["real_val"]["manifest"])["scans"]
+    spacing = cfg.model.get("spacing_mm", (3.0, 3.0, 3.0))
+    return [make_case(REAL_PREFIX + name, read_volume(scans[name]["image"]), read_volume(scans[name]["labels"]), scans[name]["modality"],
+                      spacing, (int(scans[name]["liver_label"]),), ct_noise_index_hu=cfg.model.get("ct_noise_index_hu"))
+            for name in cfg.data["real_val"]["scans"]]
+
+
+def validation_score(scores: dict[str, float]) -> float:
+    """The validation score: the mean DSC, or with real scans among the cases, the mean of the real scans' mean and
+    the other cases' mean (real anatomy weighs as much as all the phantom studies together)."""
+    real = [v for k, v in scores.items() if k.startswith(REAL_PREFIX)]
+    other = [v for k, v in scores.items() if not k.startswith(REAL_PREFIX)]
+    return float(np.mean([np.mean(g) for g in (real, other) if g]))
 
 
 def make_sampler(
@@ -72,7 +97,16 @@ def make_sampler(
     if cfg.synth is None:
         return real
     src = cfg.synth
-    maps, source_mm = phantom_label_maps(src.seeds, src.variants, cache_dir, seed=cfg.seed)
+    anatomy, share = [], 0.0
+    if src.anatomy is not None:
+        from sirtjax.segmentation.validation import read_manifest
+        from sirtjax.train.anatomy import cached_real_patient, label_map_source
+
+        manifest = read_manifest(src.anatomy.manifest)
+        spacing_mm = canonical_spacing_mm(src.variants)
+        anatomy = [cached_real_patient(label_map_source(manifest, name), spacing_mm, cache_dir) for name in src.anatomy.maps]
+        share = src.anatomy.share
+    maps, source_mm = phantom_label_maps(src.seeds, src.variants, cache_dir, seed=cfg.seed, real=anatomy, real_share=share)
     synth = synth_sampler(
         maps, source_mm, batch_size=cfg.batch_size - n_real, in_patch=in_patch, out_patch=out_patch, spacing_mm=spacing[0],
         cfg=src.generator, foreground_prob=cfg.foreground_prob, target=cfg.target,
@@ -171,7 +205,7 @@ def train(
             if done % (cfg.steps_per_epoch * cfg.val_every_epochs) == 0 or done == cfg.steps:
                 weights = params if ema is None else ema  # the weights that are validated, scheduled on and kept
                 scores = validate(nnx.merge(graphdef, weights), val_cases, cfg.model)
-                mean = float(np.mean(list(scores.values())))
+                mean = validation_score(scores)
                 opt_state = plateau_update(plateau, opt_state, params, mean)
                 n_val += 1
                 _append(log_path, {"step": done, "val_dice": mean, "val_cases": scores, "lr_scale": float(opt_state.plateau.scale)})

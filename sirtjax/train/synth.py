@@ -56,6 +56,7 @@ from sirtjax.train.synth_lesions import LesionConfig, lesion_ids, lesion_label, 
 
 N_CODES = 64  # tissue codes 0..63: Tissue, LESION + i, NECROSIS + i
 FLUID = 63  # the code painted for ascites and resection cavities (unused by the phantom)
+OUTSIDE = 31  # beyond a real scan's map (sirtjax.train.anatomy): rendered as the inference padding, no label
 FAR_MM = 255  # liver distances are stored as uint8 mm, saturated here
 _ASCITES_REPLACES = (Tissue.FAT, Tissue.BOWEL, Tissue.GAS)
 
@@ -91,11 +92,15 @@ class SynthConfig:
 @dataclasses.dataclass(frozen=True)
 class LabelMaps:
     """Canonical patients stacked for the generator: tissue (N, Z, Y, X) uint8 codes, liver
-    distance (N, Z, Y, X) uint8 mm (0 inside the liver), foreground (N, K, 3) int32 liver voxels."""
+    distance (N, Z, Y, X) uint8 mm (0 inside the liver), foreground (N, K, 3) int32 liver voxels, outside (N,) uint8
+    the code beyond each map (air around a phantom, ``OUTSIDE`` beyond a real scan), log_weights (N,) float32 log
+    probabilities of drawing each map."""
 
     tissue: jax.Array
     liver_mm: jax.Array
     foreground: jax.Array
+    outside: jax.Array
+    log_weights: jax.Array
 
 
 def patient_maps(can: Canonical) -> tuple[np.ndarray, np.ndarray]:
@@ -109,30 +114,40 @@ def patient_maps(can: Canonical) -> tuple[np.ndarray, np.ndarray]:
     return can.tissue.astype(np.uint8), np.clip(np.ceil(dist), 0, FAR_MM).astype(np.uint8)
 
 
-def stack_label_maps(patients: Sequence[tuple[np.ndarray, np.ndarray]], *, n_foreground: int = 4096, seed: int = 0) -> LabelMaps:
+def stack_label_maps(patients: Sequence[tuple[np.ndarray, np.ndarray]], *, n_foreground: int = 4096, seed: int = 0,
+                     outside: Sequence[int] | None = None, weights: Sequence[float] | None = None) -> LabelMaps:
     """Stack (tissue, liver distance) pairs into LabelMaps, each padded about its centre to the largest grid.
 
-    Canonical grids differ where a variant widens them (arms beside the trunk); the padding is air
-    outside the body, far from the liver.
+    ``outside``: per map, the code of everything beyond it, padding included (default air: canonical grids differ
+    where a phantom variant widens them, arms beside the trunk, and the padding is air outside the body, far from the
+    liver; a real scan's map has ``OUTSIDE`` beyond it). ``weights``: per map, the relative probability of drawing
+    it (default equal).
     """
     if not patients:
         raise ValueError("no label maps for the synthetic generator")
     if any(t.shape != d.shape for t, d in patients):
         raise ValueError("a tissue map and its liver distance map differ in shape")
+    outside = [int(Tissue.AIR)] * len(patients) if outside is None else [int(c) for c in outside]
+    weights = np.ones(len(patients)) if weights is None else np.asarray(weights, np.float64)
+    if len(outside) != len(patients) or weights.shape != (len(patients),):
+        raise ValueError("outside codes and weights need one value per label map")
+    if np.any(weights < 0) or not np.any(weights > 0):
+        raise ValueError("label map weights must be >= 0 with at least one > 0")
     big = np.max([t.shape for t, _ in patients], axis=0)
 
     def pad(a: np.ndarray, value: int) -> np.ndarray:
         extra = big - np.asarray(a.shape)
         return np.pad(a, [(e // 2, e - e // 2) for e in extra], constant_values=value)
 
-    patients = [(pad(t, int(Tissue.AIR)), pad(d, FAR_MM)) for t, d in patients]
+    patients = [(pad(t, code), pad(d, FAR_MM)) for (t, d), code in zip(patients, outside)]
     rng = np.random.default_rng(seed)
     fg = []
     for _, liver_mm in patients:
         idx = np.argwhere(liver_mm == 0)
         fg.append(idx[rng.integers(0, len(idx), n_foreground)] if len(idx) else np.tile(np.array(liver_mm.shape) // 2, (n_foreground, 1)))
     return LabelMaps(
-        jnp.asarray(np.stack([t for t, _ in patients])), jnp.asarray(np.stack([d for _, d in patients])), jnp.asarray(np.stack(fg).astype(np.int32))
+        jnp.asarray(np.stack([t for t, _ in patients])), jnp.asarray(np.stack([d for _, d in patients])), jnp.asarray(np.stack(fg).astype(np.int32)),
+        jnp.asarray(outside, jnp.uint8), jnp.asarray(np.log(np.maximum(weights, 1e-30)), jnp.float32),
     )
 
 
@@ -149,13 +164,29 @@ def phantom_patient(seed: int, options: dict[str, Any], cache_dir: Path | None) 
     return tissue, liver_mm
 
 
-def phantom_label_maps(seeds: Sequence[int], variants: Sequence[dict[str, Any]], cache_dir: Path | None, *, seed: int = 0) -> tuple[LabelMaps, float]:
-    """(LabelMaps, canonical spacing mm) of phantom seeds; seed i is made with variants[i % len(variants)]."""
-    options = [variants[i % len(variants)] for i in range(len(seeds))]
-    spacings = {float(c.canonical_spacing_mm * c.spacing_scale) for c in (PhantomConfig(**o) for o in options)}
+def canonical_spacing_mm(variants: Sequence[dict[str, Any]]) -> float:
+    """The canonical spacing (mm) that phantoms made with these PhantomConfig options share; ValueError if they differ."""
+    spacings = {float(c.canonical_spacing_mm * c.spacing_scale) for c in (PhantomConfig(**o) for o in variants)}
     if len(spacings) != 1:
         raise ValueError(f"synth variants must share one canonical spacing, got {sorted(spacings)}")
-    return stack_label_maps([phantom_patient(s, o, cache_dir) for s, o in zip(seeds, options)], seed=seed), spacings.pop()
+    return spacings.pop()
+
+
+def phantom_label_maps(seeds: Sequence[int], variants: Sequence[dict[str, Any]], cache_dir: Path | None, *, seed: int = 0,
+                       real: Sequence[tuple[np.ndarray, np.ndarray]] = (), real_share: float = 0.0) -> tuple[LabelMaps, float]:
+    """(LabelMaps, canonical spacing mm) of phantom seeds; seed i is made with variants[i % len(variants)].
+
+    ``real``: maps of real anatomy on the same spacing (`sirtjax.train.anatomy.real_patient`), drawn ``real_share`` of
+    the time altogether (each real map equally often, each phantom equally often), with ``OUTSIDE`` beyond them.
+    """
+    options = [variants[i % len(variants)] for i in range(len(seeds))]
+    spacing_mm = canonical_spacing_mm(options)
+    if not 0.0 <= real_share <= 1.0 or (real_share > 0) != bool(real) or (real_share == 1.0 and seeds):
+        raise ValueError("real_share must be in [0, 1], above 0 exactly when real maps are given, and below 1 with phantom seeds")
+    phantoms = [phantom_patient(s, o, cache_dir) for s, o in zip(seeds, options)]
+    weights = [(1.0 - real_share) / len(phantoms)] * len(phantoms) + [real_share / max(len(real), 1)] * len(real)
+    outside = [int(Tissue.AIR)] * len(phantoms) + [OUTSIDE] * len(real)
+    return stack_label_maps([*phantoms, *real], seed=seed, outside=outside, weights=weights), spacing_mm
 
 
 def _gather(volume: jax.Array, idx: jax.Array, outside) -> jax.Array:
@@ -270,7 +301,7 @@ def _render(keys: tuple[jax.Array, ...], maps: LabelMaps, case: jax.Array, centr
     )
     coords = patch_coordinates(k_geo, centre, patch, (spacing_mm,) * 3, spatial, (source_mm,) * 3)
     idx = jnp.round(coords).astype(jnp.int32)
-    tissue = _gather(maps.tissue[case], idx, jnp.uint8(Tissue.AIR))
+    tissue = _gather(maps.tissue[case], idx, maps.outside[case])
     liver_mm = _gather(maps.liver_mm[case], idx, jnp.uint8(FAR_MM))
     rel_mm = patch_offsets_mm(patch, (spacing_mm,) * 3)
     slots = jnp.zeros(patch, jnp.int32)
@@ -278,7 +309,7 @@ def _render(keys: tuple[jax.Array, ...], maps: LabelMaps, case: jax.Array, centr
         tissue, slots = paint_lesions(k_les, tissue, liver_mm, rel_mm, cfg.lesions)
     tissue, liver = _edit_anatomy(k_edit, tissue, liver_mm, rel_mm, cfg)
     image = _acquire(k_acq, _contrast(k_con, tissue, cfg), spacing_mm, cfg)
-    inside, lesion = _fov_cut(k_fov, patch, cfg), lesion_label(tissue)
+    inside, lesion = _fov_cut(k_fov, patch, cfg) & (tissue != OUTSIDE), lesion_label(tissue)
     if cfg.lesions is not None and cfg.lesions.min_cnr > 0:  # label only the lesions this rendering shows
         ids = jnp.where(inside, lesion_ids(tissue, slots, cfg.lesions.max_lesions), 0)
         lesion = visible_label(image, ids, inside & (liver > 0) & (lesion == 0), n_lesion_ids(cfg.lesions), cfg.lesions.min_cnr)
@@ -314,7 +345,7 @@ def synth_batch(
 
     def one(k: jax.Array) -> tuple[jax.Array, jax.Array]:
         k_case, k_fg, k_which, k_uni, k_geo, k_edit, k_con, k_acq, k_fov = jax.random.split(k, 9)
-        case = jax.random.randint(k_case, (), 0, maps.tissue.shape[0])
+        case = jax.random.categorical(k_case, maps.log_weights)
         centre = patch_centre(k_fg, k_which, k_uni, maps.foreground[case], jnp.asarray(maps.tissue.shape[1:]), foreground_prob)
         image, liver, lesion, liver_mm, inside = _render((k_geo, k_edit, k_con, k_acq, k_fov, jax.random.fold_in(k, 9)), maps, case, centre,
                                                          in_patch, spacing_mm, source_mm, cfg)
@@ -373,7 +404,7 @@ def synth_pairs(
 
     def one(k: jax.Array) -> tuple[jax.Array, ...]:
         k_case, k_fg, k_which, k_uni, k_edit, k_les, k_fixed, k_moving = jax.random.split(k, 8)
-        case = jax.random.randint(k_case, (), 0, maps.tissue.shape[0])
+        case = jax.random.categorical(k_case, maps.log_weights)
         centre = patch_centre(k_fg, k_which, k_uni, maps.foreground[case], jnp.asarray(maps.tissue.shape[1:]), 1.0)
 
         def view(kv: jax.Array) -> tuple[jax.Array, jax.Array]:
