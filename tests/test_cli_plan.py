@@ -172,6 +172,38 @@ def test_missing_liver_without_a_model_exits_2_naming_the_manifest(study_dir, tm
     assert "no_model" in err and len(err.strip().splitlines()) == 1
 
 
+def _whole_image_model(folder):
+    """A tiny liver model that calls every voxel liver (a constant sigmoid of 1)."""
+    from flax import nnx
+
+    from sirtjax.models.store import build_model, load_param_arrays, param_arrays, save_model
+
+    spec = {"arch": "thesis_liver_unet", "in_features": 1, "out_features": 1, "features": [2, 2, 2, 2], "norm": "instance",
+            "spacing_mm": [6.0, 6.0, 6.0], "tile_out": [19, 19, 19], "modalities": ["ct", "mr"], "labels": {"1": "liver"}}
+    model = build_model(spec, rngs=nnx.Rngs(0))
+    arrays = param_arrays(model)
+    arrays["head/kernel"] = np.zeros_like(arrays["head/kernel"])
+    arrays["head/bias"] = np.full_like(arrays["head/bias"], 20.0)
+    load_param_arrays(model, arrays)
+    return save_model(model, spec, folder)
+
+
+def test_an_implausible_segmented_liver_stops_the_plan(study_dir, tmp_path, capsys):
+    """A liver model that calls the whole MAA CT liver stops the plan with exit 2 and nothing written."""
+    manifest = json.loads((study_dir / "study.json").read_text())
+    manifest["masks"]["maa_ct"].pop("liver")
+    path = study_dir / "no_maa_liver.json"
+    path.write_text(json.dumps(manifest))
+    model = _whole_image_model(tmp_path / "whole")
+    with pytest.raises(SystemExit) as exc:
+        main(["plan", str(path), "-o", str(tmp_path / "o"), "--liver-model", str(model), "--lesion-model", "none"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no_maa_liver.json" in err and "maa_ct: the segmented liver is" in err
+    assert "outside 600-4500 ml" in err and "--accept-implausible" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_missing_study_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["verify", str(tmp_path / "none"), "-o", str(tmp_path / "o")])

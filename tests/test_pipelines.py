@@ -212,6 +212,22 @@ def test_liver_needs_a_mask_or_a_segmenter(study):
         liver_of(dataclasses.replace(bare, liver=empty), WorkflowOptions())
 
 
+def test_an_implausible_segmented_liver_stops_unless_accepted(study):
+    """A segmented liver outside 0.6-4.5 L stops the workflow with one line naming the image and the volume, unless
+    accepted; a given mask of any size is the user's and goes on (its warning comes later, in session_warnings)."""
+    im = study.images
+    bare = Anatomy("maa_ct", "CT", im["maa_ct"])
+    liver = np.asarray(im["maa_ct_liver"].array)
+    sliver = im["maa_ct_liver"].with_array((liver != 0) & (np.cumsum(liver != 0, axis=0) <= 1))  # one voxel layer
+    options = dataclasses.replace(WorkflowOptions(), segmenter=lambda vol, modality: sliver)
+    with pytest.raises(ValueError, match=r"^maa_ct: the segmented liver is \d+ ml, outside 600-4500 ml.*--accept-implausible"):
+        liver_of(bare, options)
+    mask, source = liver_of(bare, dataclasses.replace(options, accept_implausible_liver=True))
+    assert source == "segmented" and np.array_equal(np.asarray(mask.array), np.asarray(sliver.array))
+    assert liver_of(dataclasses.replace(bare, liver=sliver), WorkflowOptions())[1] == "given"
+    assert liver_of(bare, dataclasses.replace(options, segmenter=lambda vol, modality: im["maa_ct_liver"]))[1] == "segmented"
+
+
 def test_a_reference_ct_gives_its_liver_before_the_segmenter(study):
     """With a reference segmenter, a session CT without a mask takes the given liver of the first diagnostic CT;
     an MR reference, a mask-less reference or an MR session falls back to the segmenter."""

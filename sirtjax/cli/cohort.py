@@ -34,6 +34,8 @@ def cohort(
                                                    "without).")] = "lesions",
     modality: Annotated[str | None, typer.Option(help="segment: ct or mr (default: guessed per image).")] = None,
     quick: Annotated[bool, typer.Option(help="plan: the quick registration (24/12 mm levels; coarser).")] = False,
+    accept_implausible: Annotated[bool, typer.Option("--accept-implausible", help="plan: go on with a segmented liver "
+                                                     "outside 0.6-4.5 L (default: that case fails).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the random similarity samples (batch i uses fold_in(seed, i)).")] = 0,
     retry_failed: Annotated[bool, typer.Option(help="Run the cases that failed before again (default: keep them failed).")] = False,
     distributed: Annotated[bool, typer.Option(help="Join a multi-process run (jax.distributed.initialize: from the "
@@ -83,7 +85,7 @@ def cohort(
     settings = {"register": lambda: RegisterSettings(preset, base, iterations),
                 "dose": lambda: DoseSettings(input_kind.value, model.value, constants.value),
                 "segment": lambda: SegmentSettings(liver_model, modality),
-                "plan": lambda: PlanSettings(quick, liver_model, lesion_model)}[cases.task]()
+                "plan": lambda: PlanSettings(quick, liver_model, lesion_model, accept_implausible)}[cases.task]()
     if overwrite and out.exists():  # only once every input has been checked
         try:
             shutil.rmtree(out)

@@ -87,7 +87,7 @@ def _check_regseg_model(name: str) -> None:
 def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: float | None, model: str | None,
                 constants: str | None, method: str, quick: bool, seed: int, liver_model: str, lesion_model: str = "lesions",
                 regseg_model: str = "none", plan_dir: Path | None = None, overwrite: bool = False, series: list[str] = (), rtdose_bits: int = 32,
-                uncertainty=None, radiobiology: Path | None = None, pet=None):
+                uncertainty=None, radiobiology: Path | None = None, pet=None, accept_implausible: bool = False):
     """Shared body of ``plan`` and ``verify``: validate, run with progress bars, return the RunResult.
 
     model/constants None: the plan's with ``plan_dir``, else vsv and icrp107. ``uncertainty``: an
@@ -95,7 +95,7 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
     ``regseg_model`` (not 'none'): session CTs without a liver mask get the liver of a diagnostic CT's given mask
     through this registration-segmentation network.
     ``radiobiology``: the tissue-model file of --radiobiology. ``pet``: the verification's PetQuantification (None:
-    the PET as reconstructed). A study_path folder
+    the PET as reconstructed). ``accept_implausible``: go on with a segmented liver outside 0.6-4.5 L. A study_path folder
     without study.json is a PACS export: it is imported (``series``: the ``--series`` choices) into a
     temporary study, which the output keeps as ``study/``.
     """
@@ -141,7 +141,7 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
                                                     else model_lesion_segmenter(lesion_model, programs)),
                                   programs=programs, rtdose_bits=rtdose_bits, uncertainty=uncertainty,
                                   radiobiology=None if radiobiology is None else load_tissue_models(radiobiology),
-                                  pet=pet)
+                                  pet=pet, accept_implausible_liver=accept_implausible)
         bar, say, progress = progress_bars()
         with bar:
             return run_study(study, out, overwrite=overwrite, verify_too=verify_too, options=options,
@@ -184,6 +184,8 @@ MatchFwhm = Annotated[float | None, typer.Option("--match-fwhm-mm", help="Blur t
 RecoveryCsv = Annotated[Path | None, typer.Option("--recovery-csv", help="Measured sphere recovery curve of the PET "
                                                   "(columns volume_ml, recovery_coefficient): recovery-corrected lesion "
                                                   "means. Without it, --pet-fwhm-mm gives the analytic curve.")]
+AcceptImplausible = Annotated[bool, typer.Option("--accept-implausible", help="Go on with a segmented liver outside "
+                                                "0.6-4.5 L, with a warning (default: stop).")]
 VERIFY_ONLY = ("plan_dir", "pet_fwhm_mm", "spect_fwhm_mm", "match_fwhm_mm", "recovery_csv")
 
 
@@ -220,6 +222,7 @@ def workflow_command(verify_too: bool, summary):
         spect_fwhm_mm: SpectFwhm = None,
         match_fwhm_mm: MatchFwhm = None,
         recovery_csv: RecoveryCsv = None,
+        accept_implausible: AcceptImplausible = False,
     ) -> None:
         from sirtjax.cli._quantification import checked_recovery_curve
         from sirtjax.errors import InputError
@@ -241,7 +244,7 @@ def workflow_command(verify_too: bool, summary):
                              overwrite=overwrite, series=series, rtdose_bits=int(rtdose_bits.value),
                              uncertainty=None if stated is None else UncertaintyRequest(uncertainty, stated,
                                                                                         registration_samples),
-                             radiobiology=radiobiology, pet=pet)
+                             radiobiology=radiobiology, pet=pet, accept_implausible=accept_implausible)
         typer.echo(summary(result))
 
     if not verify_too:  # --plan and the PET's quantification belong to verify only

@@ -42,7 +42,7 @@ def segment(
 
     from sirtjax.errors import InputError
     from sirtjax.io import hounsfield_problem, read_volume, write_volume
-    from sirtjax.segmentation.preprocess import MODALITIES, guess_modality
+    from sirtjax.segmentation.preprocess import MODALITIES, body_problem, guess_modality
 
     if modality is not None and modality not in MODALITIES:
         raise InputError("--modality", f"must be one of {', '.join(MODALITIES)}, got {modality!r}")
@@ -79,6 +79,8 @@ def segment(
         if modality == "mr" and (problem := _stored_ct_problem(vol.array)) is not None:
             typer.echo(f"warning: {image.name}: read as MR; if it is a CT, it is {problem}", err=True)
     elif modality == "ct" and (problem := hounsfield_problem(vol.array)) is not None:
+        raise InputError(image, problem)
+    if (problem := body_problem(np.asarray(vol.array), modality)) is not None:
         raise InputError(image, problem)
     net, spec = _model(model or target.value, target.value, modality, "--model")
     liver_net = _model(liver_model, "liver", modality, "--liver-model") if target is Target.lesions and liver_vol is None else None

@@ -41,12 +41,14 @@ class SegmentSettings:
 
 @dataclasses.dataclass(frozen=True)
 class PlanSettings:
-    """A planning cohort's settings: the quick registration or not, the liver model for images without masks, and
-    the lesion model for studies without lesions ('none': plan without)."""
+    """A planning cohort's settings: the quick registration or not, the liver model for images without masks, the
+    lesion model for studies without lesions ('none': plan without), and whether a case goes on with a segmented
+    liver outside 0.6-4.5 L (default: that case fails)."""
 
     quick: bool = False
     liver_model: str = "liver"
     lesion_model: str = "lesions"
+    accept_implausible: bool = False
 
 
 def _each(cases: Sequence[Case], todo: frozenset[str], out: Path,
@@ -128,7 +130,7 @@ def run_plan(cases: Sequence[Case], settings: PlanSettings, key: jax.Array, out:
     lesions = None if settings.lesion_model == "none" else model_lesion_segmenter(settings.lesion_model, devices.programs)
     options = WorkflowOptions(registration=QUICK_REGISTRATION if settings.quick else Overrides(),
                               segmenter=model_segmenter(settings.liver_model, devices.programs), lesion_segmenter=lesions,
-                              programs=devices.programs)
+                              programs=devices.programs, accept_implausible_liver=settings.accept_implausible)
     seed = int(jax.random.randint(key, (), 0, 2**30))
 
     def compute(case: Case):

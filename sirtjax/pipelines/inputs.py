@@ -163,6 +163,8 @@ class WorkflowOptions:
     recovery (:class:`PetQuantification`; None: the PET as reconstructed, uncorrected).
     ``rtdose_bits``: Bits Allocated of the RT Dose written for a CT session (32, or 16 for viewers
     that read only 16-bit; :mod:`sirtjax.rtdose`).
+    ``accept_implausible_liver``: go on with a segmented or carried liver outside 0.6-4.5 L, with a warning (default:
+    stop; :func:`sirtjax.pipelines.mapping.liver_of`).
     """
 
     dose_model: str = "vsv"
@@ -177,6 +179,7 @@ class WorkflowOptions:
     radiobiology: dict[str, TissueModel] | None = None
     pet: PetQuantification | None = None
     rtdose_bits: int = 32
+    accept_implausible_liver: bool = False
 
     def __post_init__(self):
         if self.rtdose_bits not in (16, 32):

@@ -22,7 +22,7 @@ import numpy as np
 
 from sirtjax.errors import SirtjaxError
 from sirtjax.metrics import dice, mcd
-from sirtjax.plausibility import ResultWarning
+from sirtjax.plausibility import PLAUSIBLE_LIVER_ML, ResultWarning
 from sirtjax.pipelines.inputs import Anatomy, WorkflowOptions
 from sirtjax.registration import RegistrationResult, guided
 from sirtjax.registration.warp import warp_volume
@@ -59,7 +59,9 @@ def liver_of(anatomy: Anatomy, options: WorkflowOptions, references: Sequence[An
     (``options.reference_segmenter``: a CT without a mask, from the first CT of ``references`` with a given liver), or
     'segmented'.
 
-    Raises ValueError when neither a mask nor a segmenter is available, or the result is empty.
+    Raises ValueError when neither a mask nor a segmenter is available, or the result is empty; and when a liver
+    that was not given (segmented or carried) lies outside PLAUSIBLE_LIVER_ML, unless
+    ``options.accept_implausible_liver`` (a plan on a wrong liver is a wrong prescription; a given mask is the user's).
     """
     reference = next((r for r in references if r.modality == "CT" and r.liver is not None), None)
     try:
@@ -77,6 +79,11 @@ def liver_of(anatomy: Anatomy, options: WorkflowOptions, references: Sequence[An
     array = np.asarray(mask.array) != 0
     if not np.any(array):
         raise ValueError(f"{anatomy.name}: the {source} liver mask is empty")
+    volume_ml = float(np.count_nonzero(array)) * float(np.prod(np.asarray(mask.spacing_mm))) / 1000.0
+    lo, hi = PLAUSIBLE_LIVER_ML
+    if source != "given" and not options.accept_implausible_liver and not lo <= volume_ml <= hi:
+        raise ValueError(f"{anatomy.name}: the {source} liver is {volume_ml:.0f} ml, outside {lo:.0f}-{hi:.0f} ml: check the image "
+                         "and its modality, or give its liver mask; --accept-implausible goes on with it")
     return mask.with_array(array.astype(np.uint8)), source
 
 

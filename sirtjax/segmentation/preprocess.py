@@ -30,6 +30,20 @@ def guess_modality(image: np.ndarray) -> str:
     return "ct" if low < -500 and (low >= AIR_FLOOR_HU or lowest_unpadded(image) < 0) else "mr"
 
 
+BODY_FLOOR_HU = -500.0  # a CT voxel above this is tissue, not air
+
+
+def body_problem(image: np.ndarray, modality: str) -> str | None:
+    """Why an image holds no body to segment, or None: a CT with no voxel above BODY_FLOOR_HU (all air), an MR
+    with a single value."""
+    high, low = float(np.max(image)), float(np.min(image))
+    if modality == "ct" and high <= BODY_FLOOR_HU:
+        return f"holds no body to segment: every voxel is at or below {BODY_FLOOR_HU:.0f} HU (air)"
+    if modality == "mr" and high == low:
+        return f"holds no body to segment: every voxel is {high:g}"
+    return None
+
+
 def canonical_grid(vol: Volume, spacing_mm: Sequence[float]) -> Grid:
     """A grid of identity direction and spacing (x, y, z mm) covering vol's field of view."""
     spacing = np.asarray(spacing_mm, np.float64).reshape(3)
