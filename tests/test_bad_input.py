@@ -220,6 +220,8 @@ def _rows() -> list[Row]:
         Row("an output folder holding the inputs", ("dose", "{activity}", "--liver", "{liver}", "--activity-gbq", "1",
                                                     "-o", "{activity_dir}", "--overwrite"), "inputs", "input"),
         Row("the output is the input study", ("plan", "{study}", "-o", "{study}", "--overwrite"), "study", "input"),
+        Row("a study inside the PACS export it reads", ("study", "{two_series}", "-o", "{two_series}/out"), "two_series/out",
+            "inside the input folder"),
         Row("an output inside the input study", ("plan", "{study}", "-o", "{study}/plan"), "study/plan",
             "inside the input folder"),
         Row("a --plan folder that does not exist", ("verify", "{study}", "--plan", "{missing}", "-o", "{out}"),

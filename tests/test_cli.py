@@ -37,6 +37,13 @@ def test_the_executable_ends_fast_with_its_output_and_exit_status(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "nope.nii.gz" in bad.stderr
 
 
+def test_version_names_the_installed_package(capsys):
+    from importlib.metadata import version
+
+    main(["--version"])
+    assert capsys.readouterr().out.strip() == f"sirtjax {version('sirtjax')}"
+
+
 def _run(capsys, *args):
     with pytest.raises(SystemExit) as exit_info:
         main(list(args))

@@ -233,7 +233,8 @@ def test_prescribe_bsa_table_and_from_masks(study, capsys):
     code, out, err = run(["prescribe", "--method", "bsa", "--height-m", "1.75", "--weight-kg", "75",
                           "--liver-ml", "1500", "--tumour-ml", "200", "--lung-counts", "40", "--liver-counts", "160"], capsys)
     assert code == 0, err
-    assert "bsa_m2: 1.903" in out and "lung shunt 20.0 %" in out and "reduced to 60 %" in out
+    assert "bsa_m2: 1.903" in out and "lung shunt 20.0 %" in out and "reduced to 60 %" not in out
+    assert "warning: BSA method only: its activity is reduced to 60 %" in err  # warnings go to stderr
     code, out, err = run(["prescribe", "--spect", str(study / "spect.nii.gz"), "--liver", str(study / "liver.nii.gz"),
                           "--lesions", str(study / "lesions_fine.nii.gz"), "--lung", str(study / "lungs.nii.gz"),
                           "--dose-gy", "40", "--json"], capsys)
@@ -250,6 +251,8 @@ def test_prescribe_bsa_table_and_from_masks(study, capsys):
     (["--normal-ml", "1300"], "--dose-gy"),
     (["--dose-gy", "40", "--liver-ml", "100", "--tumour-ml", "200", "--tn", "2"], "not positive"),
     (["--method", "bsa", "--liver-ml", "1500", "--weight-kg", "70"], "--height-m"),
+    (["--method", "bsa", "--liver-ml", "1500", "--height-m", "175", "--weight-kg", "70"], "--height-m: 175 m is no patient's height"),
+    (["--method", "bsa", "--liver-ml", "1500", "--height-m", "1.75", "--weight-kg", "70000"], "--weight-kg: 70000 kg"),
     (["--dose-gy", "40", "--liver-ml", "1500", "--lsf", "0.1", "--lung-counts", "3"], "not both"),
 ])
 def test_prescribe_bad_input(capsys, args, message):

@@ -44,6 +44,8 @@ def test_mono_compartment_and_lung_dose():
 
 def test_bsa_worked_check_and_resin_reduction():
     assert round(body_surface_area_m2(1.75, 75.0), 4) == 1.9031  # DESIGN.md
+    with pytest.raises(ValueError, match="height 175 m is no patient's height"):
+        body_surface_area_m2(175.0, 75.0)  # centimetres given as metres
     p = bsa_method(1.75, 75.0, 200.0, 1300.0, lung_shunt_fraction=0.05)
     assert p.activity_gbq == pytest.approx(1.9031118 - 0.2 + 200.0 / 1500.0, rel=1e-6)
     assert [resin_lsf_reduction(f) for f in (0.05, 0.1, 0.12, 0.15, 0.18, 0.2, 0.3)] == [1, 1, 0.8, 0.8, 0.6, 0.6, 0.6]

@@ -33,12 +33,22 @@ def program_cache():
     return ProgramCache(cache_root() / "programs")
 
 
+def _print_version(value: bool) -> None:
+    """--version: print the installed version and stop."""
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"sirtjax {version('sirtjax')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version),
 ) -> None:
     """SIRT image analysis in JAX: phantoms, registration, segmentation, dosimetry, planning."""
-    del debug  # read by sirtjax.cli.main before the app runs
+    del debug, version  # --debug is read by sirtjax.cli.main before the app runs
 
 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output as a whole (default: refuse it).")]

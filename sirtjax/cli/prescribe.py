@@ -52,6 +52,8 @@ def prescribe(
     for option, value in positive:
         if value is not None and not value > 0:
             raise InputError(option, f"must be positive, got {value:g}")
+    if height_m is not None and weight_kg is not None and (problem := rx.body_size_problem(height_m, weight_kg)) is not None:
+        raise InputError(f"--{problem[0]}-{'m' if problem[0] == 'height' else 'kg'}", problem[1])
     for option, value in (("--lung-counts", lung_counts), ("--liver-counts", liver_counts)):
         if value is not None and not value >= 0:
             raise InputError(option, f"must be non-negative, got {value:g}")
@@ -182,4 +184,4 @@ def _print(report: dict, console) -> None:
     for key, value in report["details"].items():
         console.print(f"{key}: {value:.4g}")
     for w in report["warnings"]:
-        console.print(f"[bold yellow]warning[/]: {w['message']}")
+        typer.echo(f"warning: {w['message']}", err=True)

@@ -60,5 +60,8 @@ def study(
     Prints one line per series found: its role or why it is not used. Then `sirtjax plan OUT` / `sirtjax verify OUT`
     (which also take DICOM_ROOT directly).
     """
+    from sirtjax.outputs import check_output
+
+    check_output(out, overwrite=overwrite, inputs=[dicom_root])  # before scanning: never inside the export it reads
     path = import_dicom(dicom_root, out, series, overwrite)
     typer.echo(f"study written to {path}")

@@ -145,9 +145,25 @@ def partition(normal_dose_gy: float, normal_mass_kg: float, tumour_masses_kg: Se
     return _finish("partition", activity, lsf, _check_positive("lung mass", lung_mass_kg), comps, c, {})
 
 
+HEIGHT_RANGE_M = (0.5, 2.5)  # a patient's height: beyond it, a value in other units (cm given as m)
+WEIGHT_RANGE_KG = (10.0, 350.0)
+
+
+def body_size_problem(height_m: float, weight_kg: float) -> tuple[str, str] | None:
+    """('height' or 'weight', why) when a body size lies outside HEIGHT_RANGE_M or WEIGHT_RANGE_KG, else None."""
+    for what, value, (lo, hi), unit, hint in (("height", height_m, HEIGHT_RANGE_M, "m", " (in metres: 1.75, not 175)"),
+                                              ("weight", weight_kg, WEIGHT_RANGE_KG, "kg", " (in kilograms)")):
+        if not (math.isfinite(value) and lo <= value <= hi):
+            return what, f"{value:g} {unit} is no patient's {what}: expected {lo:g}-{hi:g} {unit}{hint}"
+    return None
+
+
 def body_surface_area_m2(height_m: float, weight_kg: float) -> float:
-    """Body surface area (m^2) from height (m) and weight (kg): 0.20247 * H^0.725 * W^0.425 (Du Bois)."""
-    return 0.20247 * _check_positive("height", height_m) ** 0.725 * _check_positive("weight", weight_kg) ** 0.425
+    """Body surface area (m^2) from height (m) and weight (kg): 0.20247 * H^0.725 * W^0.425 (Du Bois); ValueError for
+    a body size outside HEIGHT_RANGE_M or WEIGHT_RANGE_KG."""
+    if (problem := body_size_problem(float(height_m), float(weight_kg))) is not None:
+        raise ValueError(f"{problem[0]} {problem[1]}")
+    return 0.20247 * height_m**0.725 * weight_kg**0.425
 
 
 def resin_lsf_reduction(lsf: float) -> float:
