@@ -14,7 +14,7 @@ V over the lattice, ``sum_c S(c) * V = integral q dr = E / rho``: energy closure
 ``q`` is fitted once to all 13 soft-tissue tables (Lanconelli et al. 2012; non-negative least
 squares on relative errors, piecewise linear on ``NODES_MM``, a second-difference penalty, q = 0 at
 12 mm, the range of 90Y betas) and shipped as ``data/vsv/y90_soft_point_kernel.csv``; rerun
-``python -c "from sirtjax.dosimetry.point_kernel import main; main()"`` to regenerate it. One kernel reproduces every table
+``python scripts/refit_point_kernel.py`` to regenerate it. One kernel reproduces every table
 within 0.4 % on all entries above 0.1 % of the self-dose, and a table left out of the fit is
 predicted as well (tests). It drops the bremsstrahlung tail beyond 12 mm (< 0.2 % of the energy).
 Outside the tabulated voxel sizes (2.21-9.28 mm) the box averages extrapolate the fit.
@@ -124,36 +124,14 @@ def fit_point_kernel(tables: dict[float, np.ndarray], designs: dict[float, np.nd
     return np.append(q, 0.0)
 
 
-def _data_file():
+def point_kernel_file():
+    """The shipped point kernel's CSV (a resource of the package)."""
     return resources.files("sirtjax").joinpath("data", "vsv", POINT_KERNEL_FILE)
 
 
 def load_point_kernel() -> np.ndarray:
     """The shipped fitted point kernel q at NODES_MM (mGy/(MBq*s)*mm^2), shape (len(NODES_MM),)."""
-    data = np.loadtxt(io.StringIO(_data_file().read_text(encoding="utf-8")), delimiter=",", comments="#")
+    data = np.loadtxt(io.StringIO(point_kernel_file().read_text(encoding="utf-8")), delimiter=",", comments="#")
     if data.shape != (len(NODES_MM), 2) or not np.allclose(data[:, 0], NODES_MM, atol=1e-6):
         raise RuntimeError(f"{POINT_KERNEL_FILE} does not match NODES_MM; regenerate it")
     return data[:, 1]
-
-
-def write_point_kernel(q_nodes: np.ndarray, path: str) -> None:
-    """Write q at NODES_MM as the shipped CSV (with a header naming its origin)."""
-    lines = [
-        "# 90Y soft-tissue point kernel q(r), mGy/(MBq*s)*mm^2, fitted by sirtjax.dosimetry.point_kernel",
-        "# to the 13 Lanconelli et al. 2012 soft-tissue voxel S-value tables in this folder.",
-        "# columns: r_mm, q",
-    ]
-    lines += [f"{r:.4f},{q:.8e}" for r, q in zip(NODES_MM, q_nodes)]
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines) + "\n")
-
-
-def main() -> None:
-    """Refit the point kernel from the shipped tables and rewrite the shipped CSV."""
-    from sirtjax.dosimetry.kernels import load_vsv_octant, tabulated_voxel_sizes_mm
-
-    tables = {h: load_vsv_octant(h) for h in tabulated_voxel_sizes_mm()}
-    q = fit_point_kernel(tables)
-    target = _data_file()
-    write_point_kernel(q, str(target))
-    print(f"wrote {target}")
