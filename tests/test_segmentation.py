@@ -224,6 +224,25 @@ def test_tiles_cover_only_the_content_box(net):
     assert content_box(full[..., None]) == (slice(0, 6), slice(0, 7), slice(0, 8))
 
 
+def test_the_content_box_of_a_clipped_smoothed_scanner_grid_ct_keeps_to_the_body():
+    """A CT on a scanner's grid (0.78 x 0.78 x 1.25 mm, a body of 234 x 312 mm in a 400 mm field of view, 20 HU of
+    noise), clipped to the window, anti-aliased and resampled to 3 mm as inference prepares it: its air reads the
+    padding value only to within float error, and the content box still keeps to the body."""
+    from sirtjax.segmentation.infer import content_box
+    from sirtjax.segmentation.postprocess import foreground_box
+    from sirtjax.segmentation.preprocess import prepare_image
+    from sirtjax.volume import make_volume
+
+    _, y, x = np.ogrid[:64, :513, :513]
+    body = ((y - 256) / 150.0) ** 2 + ((x - 256) / 200.0) ** 2 < 1.0
+    hu = (np.where(body, 40.0, -1000.0) + np.random.default_rng(0).normal(0.0, 20.0, (64, 513, 513))).astype(np.float32)
+    prepared = np.asarray(prepare_image(make_volume(hu, (0.78, 0.78, 1.25), (-200.0, -200.0, 0.0)), "ct", (3.0, 3.0, 3.0)).array)
+    assert foreground_box(prepared != -0.5) == tuple(slice(0, n) for n in prepared.shape)  # float error everywhere
+    box = content_box(prepared[..., None])
+    assert abs((box[1].stop - box[1].start) * 3.0 - 300 * 0.78) <= 12.0
+    assert abs((box[2].stop - box[2].start) * 3.0 - 400 * 0.78) <= 12.0
+
+
 def test_training_validation_blends_tiles_as_inference_does():
     """The training loop's validation reads the spec's blend_sigma_scale, so checkpoints are chosen on what inference does."""
     from sirtjax.segmentation import predict_array

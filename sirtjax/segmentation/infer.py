@@ -117,13 +117,17 @@ def predict_array(
     return out
 
 
+CONTENT_ABOVE_PAD = 1e-3  # window units (0.4 HU of the CT window): less is the padding's float error, not content
+
+
 def content_box(image: np.ndarray) -> tuple[slice, slice, slice]:
-    """The box (z, y, x slices) of a windowed network input (z, y, x, C) holding every voxel that differs from the
-    sliding window's padding value (air in the CT window); the whole image when it is all padding. An MR's background
-    noise rarely leaves anything outside."""
+    """The box (z, y, x slices) of a windowed network input (z, y, x, C) holding every voxel above the sliding window's
+    padding value (air in the CT window) by more than CONTENT_ABOVE_PAD; the whole image when it is all padding. Air
+    clipped to the window and then smoothed and resampled reads the padding value to within float error
+    (-0.49999997), and is padding. An MR's background noise rarely leaves anything outside."""
     if image.ndim != 4:
         raise ValueError(f"expected a (z, y, x, C) network input, got shape {image.shape}")
-    box = foreground_box(np.any(image != PAD_VALUE, axis=-1))
+    box = foreground_box(np.any(image > PAD_VALUE + CONTENT_ABOVE_PAD, axis=-1))
     return box if box is not None else tuple(slice(0, n) for n in image.shape[:3])
 
 
