@@ -1,10 +1,12 @@
 """Liver models on the vendored real scans (datasets/real): DSC, volume error, large components and time per scan.
 
 Every model named (a shipped name, a model or run folder, or a commit's shipped liver model as ``git:COMMIT``) runs on
-every real scan of the manifest as `sirtjax segment` runs it (`sirtjax.segmentation.validation.evaluate_scan`).
-One row per scan, one column per model: DSC against the scan's reference liver, the segmented volume's error in % of
-the reference, and, where the thresholded prediction had more than one component of 50 ml or more, their count.
-Scans marked held out were neither trained on nor used to choose a model. Then the time per scan.
+every real scan of the manifest as `sirtjax segment` runs it (`sirtjax.segmentation.validation.evaluate_scan`), and on
+the variants of the 30-slice and DICOM CTs that the held-out checks make of a real CT: without contrast, MR-like, cut
+close around the liver (`sirtjax.segmentation.validation.VARIANTS`). One row per image, one column per model: DSC
+against the scan's reference liver, the segmented volume's error in % of the reference, and, where the thresholded
+prediction had more than one component of 50 ml or more, their count. Scans marked held out were neither trained on
+nor used to choose a model. Then the time per image.
 
     python benchmarks/segmentation/real.py [--models liver,git:bf7379c,runs/liver_real] [--out FILE.md]
 """
@@ -18,7 +20,15 @@ import tempfile
 from pathlib import Path
 
 from sirtjax.models.store import load_model
-from sirtjax.segmentation.validation import ScanResult, evaluate_scan, real_scans
+from sirtjax.segmentation.validation import VARIANTS, ScanResult, evaluate_scan, real_scans
+
+VARIED = ("ts_ct_30", "ts_ct_dicom_20")  # the CTs whose variants are rows too
+
+
+def images() -> list[tuple[str, str]]:
+    """(scan, variant) of every row: each scan as scanned, then the variants of VARIED."""
+    scans = list(real_scans())
+    return [(s, "as scanned") for s in scans] + [(s, v) for s in VARIED for v in VARIANTS if v != "as scanned"]
 
 
 def model_dir(name: str, scratch: Path) -> str:
@@ -44,9 +54,10 @@ def table(models: list[str], results: dict[str, list[ScanResult]]) -> str:
     """The markdown table: one row per scan, one column per model, then the time per scan."""
     scans = real_scans()
     lines = ["| real scan | reference ml | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
-    for i, name in enumerate(scans):
+    for i, (name, variant) in enumerate(images()):
         ref = results[models[0]][i].reference_ml
-        label = f"{name}{' (held out)' if scans[name].held_out else ''}: {scans[name].modality.upper()}"
+        kind = scans[name].modality.upper() if variant == "as scanned" else variant
+        label = f"{name}{' (held out)' if scans[name].held_out else ''}: {kind}"
         lines.append(f"| {label} | {ref:.0f} | " + " | ".join(cell(results[m][i]) for m in models) + " |")
     lines.append("| seconds per scan (min-max) | | " + " | ".join(
         f"{min(r.seconds for r in results[m]):.1f}-{max(r.seconds for r in results[m]):.1f}" for m in models) + " |")
@@ -64,9 +75,10 @@ def main() -> None:
         for name in models:
             net, spec = load_model(model_dir(name, Path(scratch)))
             results[name] = []
-            for scan in real_scans().values():
-                results[name].append(evaluate_scan(net, spec, scan))
-                print(name, scan.name, cell(results[name][-1]), f"{results[name][-1].seconds:.1f} s", flush=True)
+            scans = real_scans()
+            for scan, variant in images():
+                results[name].append(evaluate_scan(net, spec, scans[scan], variant=variant))
+                print(name, results[name][-1].scan, cell(results[name][-1]), f"{results[name][-1].seconds:.1f} s", flush=True)
     text = table(models, results) + f"\n\n{platform.processor() or platform.machine()}, {platform.python_version()}; " \
         "cells: DSC (segmented volume error), and the count of components of >= 50 ml before the largest is kept when above one.\n"
     print(text)

@@ -1,6 +1,6 @@
-"""MR-like images made from a CT, as the held-out MR-like -> CT test pairs were made from a real CT: one T1-like
-intensity per HU, with Rician noise, or a random intensity per HU. Used by the registration and segmentation
-benchmarks."""
+"""Other contrasts made from a CT, as the held-out MR-like -> CT test pairs were made from a real CT: one T1-like
+intensity per HU, with Rician noise, a random intensity per HU, or the CT without its contrast enhancement. Used by
+the registration and segmentation benchmarks and the real-scan validation."""
 
 from __future__ import annotations
 
@@ -19,6 +19,20 @@ def mr_like(ct: Volume, rng: np.random.Generator) -> Volume:
     bone dark, air black) with Rician noise, on the CT's grid. Approximate: one intensity per HU, so the anatomy and
     the contrasts between tissues are the CT's own."""
     return ct.with_array(_rician(np.interp(np.asarray(ct.array, np.float64), HU_POINTS, T1_LIKE_POINTS), RICIAN_SIGMA, rng))
+
+
+NON_CONTRAST_KNOTS_HU = ((-1000.0, 10.0, 60.0, 130.0, 250.0, 400.0), (-1000.0, 10.0, 40.0, 58.0, 70.0, 400.0))
+
+
+def non_contrast_like(ct: Volume) -> Volume:
+    """A contrast CT without its enhancement: a piecewise-linear map of HU (NON_CONTRAST_KNOTS_HU) that leaves air, fat,
+    water and bone and pulls enhanced soft tissue down, an enhanced liver of 110-130 HU to 53-58 HU, as native liver
+    reads. Approximate: one map for all soft tissue; enhanced vessels stay a little brighter than the liver, where a
+    real non-contrast CT shows them darker."""
+    hu = np.asarray(ct.array, np.float32)
+    knots_in, knots_out = NON_CONTRAST_KNOTS_HU
+    inside = (hu > knots_in[0]) & (hu < knots_in[-1])
+    return ct.with_array(np.where(inside, np.interp(hu, knots_in, knots_out), hu).astype(np.float32))
 
 
 def random_contrast(ct: Volume, rng: np.random.Generator) -> Volume:

@@ -22,6 +22,7 @@ from sirtjax.metrics import dice
 from sirtjax.segmentation.infer import predict_probability
 from sirtjax.segmentation.postprocess import LARGE_COMPONENT_ML, component_sizes, liver_mask
 from sirtjax.segmentation.preprocess import prepare_label
+from sirtjax.volume import Volume
 
 MANIFEST = Path(__file__).resolve().parents[2] / "datasets" / "real" / "manifest.json"  # in a clone, not in a wheel
 
@@ -75,17 +76,48 @@ def real_scans(path: str | Path = MANIFEST) -> dict[str, RealScan]:
             for name, e in read_manifest(path)["scans"].items()}
 
 
-def evaluate_scan(model: nnx.Module, spec: dict, scan: RealScan, *, threshold: float = 0.5) -> ScanResult:
-    """Segment one real scan's liver as `sirtjax segment` does and compare it with the reference on the scan's grid."""
+# CT variants of a real scan, as the held-out checks make them from a real contrast CT (the remaps:
+# `sirtjax.phantom.mr_like`): name -> (modality of the result, what it is)
+VARIANTS = {
+    "as scanned": ("", "the scan itself"),
+    "non-contrast": ("ct", "enhancement removed, the liver pulled to native HU (`phantom.mr_like.non_contrast_like`)"),
+    "MR-like": ("mr", "T1-like remap with Rician noise (`phantom.mr_like.mr_like`, seed 0)"),
+    "cut close": ("", "cut to the liver's box and 10 mm around it, as a close crop around a liver is"),
+}
+CLOSE_CROP_MM = 10.0
+
+
+def scan_variant(scan: RealScan, variant: str) -> tuple[Volume, np.ndarray, str]:
+    """(image, reference liver (bool, the image's grid), modality) of a real scan or of one of its VARIANTS (the remaps
+    are for CT scans)."""
     from sirtjax.io import read_volume
+    from sirtjax.phantom.mr_like import mr_like, non_contrast_like
+    from sirtjax.preprocess import crop_to_mask
 
     image = read_volume(scan.image)
-    reference = np.asarray(prepare_label(read_volume(scan.labels), image).array) == scan.liver_label
+    liver = np.asarray(prepare_label(read_volume(scan.labels), image).array) == scan.liver_label
+    modality = VARIANTS[variant][0] or scan.modality
+    if variant in ("non-contrast", "MR-like") and scan.modality != "ct":
+        raise ValueError(f"the {variant} variant remaps a CT; {scan.name} is {scan.modality.upper()}")
+    if variant == "non-contrast":
+        image = non_contrast_like(image)
+    elif variant == "MR-like":
+        image = mr_like(image, np.random.default_rng(0))
+    elif variant == "cut close":
+        cropped = crop_to_mask(image.with_array(np.stack([np.asarray(image.array, np.float32), liver], -1)), liver, margin_mm=CLOSE_CROP_MM)
+        image, liver = cropped.with_array(np.asarray(cropped.array)[..., 0]), np.asarray(cropped.array)[..., 1] > 0
+    return image, liver, modality
+
+
+def evaluate_scan(model: nnx.Module, spec: dict, scan: RealScan, *, variant: str = "as scanned", threshold: float = 0.5) -> ScanResult:
+    """Segment one real scan's liver (or one of its VARIANTS) as `sirtjax segment` does and compare it with the
+    reference on the scan's grid."""
+    image, reference, modality = scan_variant(scan, variant)
     start = time.perf_counter()
-    prob = predict_probability(model, spec, image, modality=scan.modality)
+    prob = predict_probability(model, spec, image, modality=modality)
     mask = liver_mask(np.asarray(prob.array), threshold=threshold) > 0
     seconds = time.perf_counter() - start
     voxel_ml = float(np.prod(np.asarray(image.spacing_mm))) / 1000.0
     sizes_ml = component_sizes(np.asarray(prob.array) > threshold) * voxel_ml
-    return ScanResult(scan.name, dice(mask, reference), float(mask.sum()) * voxel_ml, float(reference.sum()) * voxel_ml,
+    return ScanResult(scan.name if variant == "as scanned" else f"{scan.name} {variant}", dice(mask, reference), float(mask.sum()) * voxel_ml, float(reference.sum()) * voxel_ml,
                       int(np.sum(sizes_ml >= LARGE_COMPONENT_ML)), seconds)
