@@ -14,8 +14,9 @@ from sirtjax.cli.dose import ConstantSet, InputKind, Model
 
 @app.command()
 def cohort(
-    manifest: Annotated[Path, typer.Argument(help="CSV or JSON of cases (see docs/cohort.md), e.g. a CSV with the "
-                                                  "header id,fixed,moving,fixed_mask,moving_mask.")],
+    manifest: Annotated[Path, typer.Argument(help="CSV or JSON of cases, e.g. a CSV with the header "
+                                                  "id,fixed,moving,fixed_mask,moving_mask (register), "
+                                                  "id,activity,liver (dose), id,image (segment) or id,study (plan).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder: one folder per case, summary.csv.")],
     task: Annotated[str | None, typer.Option(help="register, dose, segment or plan (default: the manifest's, or from "
                                                   "its columns).")] = None,

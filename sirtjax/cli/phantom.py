@@ -43,7 +43,7 @@ def phantom(
 ) -> None:
     """Write a phantom SIRT study: MAA SPECT/CT, diagnostic CT and MR, 90Y PET/CT, labels, truth.
 
-    Files follow DESIGN.md: maa_ct, maa_spect, diag_ct, diag_mr, y90_ct, y90_pet (.nii.gz), label maps
+    Files: maa_ct, maa_spect, diag_ct, diag_mr, y90_ct, y90_pet (.nii.gz), label maps
     X_liver, X_lesions, X_lungs, X_labels per anatomical image X, truth.json, study.json and
     montage.png.
     """

@@ -21,7 +21,7 @@ def register(
     fixed_labels: Annotated[Path | None, typer.Option(help="Fixed label map (liver 1, landmarks >= 2): CNN&LM-guided.")] = None,
     moving_labels: Annotated[Path | None, typer.Option(help="Moving label map, same ids as the fixed one.")] = None,
     preset: Annotated[str | None, typer.Option(help="image-based | cnn-guided | cnn-lm-guided (default: from the inputs).")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="JSON registration settings (e.g. configs/registration/cnn-guided.json) replacing the preset's; options given on the command line still override.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="JSON registration settings replacing the preset's (the presets' own are configs/registration/*.json in the sirtjax repository); options given on the command line still override.")] = None,
     metric: Annotated[str | None, typer.Option(help="Image similarity: mi (multi-modal) or ssd (same modality). Default: the preset's (mi).")] = None,
     apply: Annotated[list[Path] | None, typer.Option("--apply", help="Extra moving-space image to warp (repeatable); integer images with at most 256 values are label maps (nearest).")] = None,
     apply_labels: Annotated[list[Path] | None, typer.Option("--apply-labels", help="Extra moving-space label map, warped by nearest neighbour (repeatable).")] = None,
