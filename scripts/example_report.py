@@ -24,7 +24,7 @@ from sirtjax.dosimetry.comparison import compare_vois
 from sirtjax.report import (FigurePng, Note, Section, checkerboard_png, comparison_table, contour_overlay_png,
                             dose_table, dvh_png, fused_slices_png, prescription_table,
                             provenance_section, render_report, study_section, write_report)
-from sirtjax.study import load_study
+from sirtjax.io.study import load_study
 
 
 def main() -> None:

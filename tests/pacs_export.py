@@ -16,7 +16,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
-from sirtjax.dicom_export import dicom_dataset, dicom_decimals, dicom_series
+from sirtjax.io.dicom_export import dicom_dataset, dicom_decimals, dicom_series
 from sirtjax.volume import make_volume
 
 PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"

@@ -10,11 +10,11 @@ import pytest
 from pacs_export import write_pacs_export
 
 from sirtjax.cli import main
-from sirtjax.dicom_study import assign_series, decay_to_administration, scan_dicom
+from sirtjax.io.dicom_study import assign_series, decay_to_administration, scan_dicom
 from sirtjax.errors import InputError
 from sirtjax.io import read_volume
 from sirtjax.phantom import PhantomConfig, generate_study
-from sirtjax.study import load_study
+from sirtjax.io.study import load_study
 from sirtjax.volume import same_grid
 
 ROLES = ("maa_ct", "maa_spect", "diag_ct", "diag_mr", "y90_ct", "y90_pet")

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from test_rtstruct import GRIDS, _ct_and_sphere
 
-from sirtjax.rtstruct import write_rtstruct
+from sirtjax.io.rtstruct import write_rtstruct
 
 
 def _vois(sphere):

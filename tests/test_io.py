@@ -13,6 +13,7 @@ from scipy.spatial.transform import Rotation
 
 from sirtjax import io
 from sirtjax.errors import InputError
+from sirtjax.outputs import output_dir
 from sirtjax.volume import corner_points_world, make_volume
 
 OBLIQUE = Rotation.from_euler("xyz", [20.0, -35.0, 50.0], degrees=True).as_matrix()
@@ -182,12 +183,12 @@ def test_writes_are_atomic_and_leave_no_temporaries(tmp_path):
 
 def test_output_dir_is_all_or_nothing(tmp_path):
     with pytest.raises(RuntimeError):
-        with io.output_dir(tmp_path / "out") as staging:
+        with output_dir(tmp_path / "out") as staging:
             (staging / "first.txt").write_text("half")
             raise RuntimeError("failure in the middle of a command")
     assert not (tmp_path / "out").exists()
     assert os.listdir(tmp_path) == []
-    with io.output_dir(tmp_path / "out") as staging:
+    with output_dir(tmp_path / "out") as staging:
         (staging / "first.txt").write_text("whole")
     assert (tmp_path / "out" / "first.txt").read_text() == "whole"
     assert os.listdir(tmp_path) == ["out"]

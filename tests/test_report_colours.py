@@ -13,7 +13,7 @@ from PIL import Image
 
 from sirtjax.report import dvh_png, fused_slices_png, voi_colour, voi_colours
 from sirtjax.report.colours import LESION_PALETTE, NAMED_COLOURS, voi_colour_rgb
-from sirtjax.rtstruct import write_rtstruct
+from sirtjax.io.rtstruct import write_rtstruct
 from sirtjax.volume import make_volume
 
 ORGANS = ("liver", "normal_liver", "lungs", "lesions")

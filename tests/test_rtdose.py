@@ -15,7 +15,7 @@ from test_rtstruct import GRIDS, _ct_and_sphere
 from sirtjax.errors import InputError
 from sirtjax.io import read_volume, to_sitk
 from sirtjax.preprocess import resample_to
-from sirtjax.rtstruct import write_rtstruct
+from sirtjax.io.rtstruct import write_rtstruct
 from sirtjax.volume import make_volume, same_grid
 
 

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from sirtjax.errors import InputError
 from sirtjax.io import read_volume
 from sirtjax.preprocess import resample_to
-from sirtjax.rtstruct import read_rtstruct_masks, slice_contours, write_rtstruct
+from sirtjax.io.rtstruct import read_rtstruct_masks, slice_contours, write_rtstruct
 from sirtjax.volume import make_volume, same_grid
 
 
@@ -142,7 +142,7 @@ def test_sitk_reads_the_ct_series_as_ct(tmp_path):
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian package dicom3tools) is not installed")
 @pytest.mark.parametrize("modality", ["OT", "CT"])
 def test_write_volume_dicom_series_passes_dciodvfy(tmp_path, modality):
-    # The one DICOM series writer (sirtjax.dicom_export.dicom_series) behind write_volume and the RT-Struct's CT.
+    # The one DICOM series writer (sirtjax.io.dicom_export.dicom_series) behind write_volume and the RT-Struct's CT.
     from sirtjax.io import write_volume
 
     ct, _ = _ct_and_sphere((0.8, 1.1, 2.5), _oblique(20, 10), shape=(4, 10, 12), radius_mm=4)

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 from sirtjax.errors import InputError
 from sirtjax.io import write_volume
 from sirtjax.phantom import PhantomConfig, generate_study, write_study
-from sirtjax.study import load_study, parse_manifest
+from sirtjax.io.study import load_study, parse_manifest
 from sirtjax.volume import make_volume, same_grid
 
 

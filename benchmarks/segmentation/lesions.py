@@ -152,7 +152,7 @@ def plan_effect(seeds: list[int], model: str, work: Path) -> list[dict]:
     from sirtjax.pipelines.plan import plan
     from sirtjax.pipelines.read import read_diagnostics, read_session, study_data
     from sirtjax.pipelines.segment import model_lesion_segmenter
-    from sirtjax.study import load_study
+    from sirtjax.io.study import load_study
 
     rows = []
     for seed in seeds:

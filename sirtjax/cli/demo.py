@@ -60,7 +60,7 @@ def demo(
     from sirtjax.pipelines.inputs import QUICK_REGISTRATION, UncertaintyRequest, WorkflowOptions
     from sirtjax.pipelines.run import run_study
     from sirtjax.pipelines.segment import model_available, model_segmenter
-    from sirtjax.study import parse_manifest
+    from sirtjax.io.study import parse_manifest
 
     if seed < 0:
         raise InputError("--seed", f"must be a non-negative integer, got {seed}")

@@ -108,7 +108,7 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
     from sirtjax.pipelines.run import run_study
     from sirtjax.pipelines.segment import model_lesion_segmenter, model_reference_segmenter, model_segmenter
     from sirtjax.outputs import check_output
-    from sirtjax.study import load_study
+    from sirtjax.io.study import load_study
 
     if lung_shunt is not None and not 0.0 <= lung_shunt < 1.0:
         raise InputError("--lung-shunt", f"must be in [0, 1), got {lung_shunt}")

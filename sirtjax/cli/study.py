@@ -25,7 +25,7 @@ def parse_series_options(values: list[str]) -> dict[str, str]:
 
 def import_dicom(root: Path, out: Path, series: list[str], overwrite: bool = False) -> Path:
     """Scan root, assign the series, print what was found and how it is used, write the study; returns study.json."""
-    from sirtjax.dicom_study import assign_series, scan_dicom, write_study
+    from sirtjax.io.dicom_study import assign_series, scan_dicom, write_study
 
     found, skipped = scan_dicom(root)
     assignment = assign_series(found, parse_series_options(series))

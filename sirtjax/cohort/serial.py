@@ -125,7 +125,7 @@ def run_plan(cases: Sequence[Case], settings: PlanSettings, key: jax.Array, out:
     from sirtjax.registration.config import Overrides
     from sirtjax.pipelines.run import run_study
     from sirtjax.pipelines.segment import model_lesion_segmenter, model_segmenter
-    from sirtjax.study import load_study
+    from sirtjax.io.study import load_study
 
     lesions = None if settings.lesion_model == "none" else model_lesion_segmenter(settings.lesion_model, devices.programs)
     options = WorkflowOptions(registration=QUICK_REGISTRATION if settings.quick else Overrides(),

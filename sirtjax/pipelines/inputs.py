@@ -162,7 +162,7 @@ class WorkflowOptions:
     for the doses' BED, EUD, NTCP and TCP (None: none). ``pet``: the verification's resolution matching and lesion
     recovery (:class:`PetQuantification`; None: the PET as reconstructed, uncorrected).
     ``rtdose_bits``: Bits Allocated of the RT Dose written for a CT session (32, or 16 for viewers
-    that read only 16-bit; :mod:`sirtjax.rtdose`).
+    that read only 16-bit; :mod:`sirtjax.io.rtdose`).
     ``accept_implausible_liver``: go on with a segmented or carried liver outside 0.6-4.5 L, with a warning (default:
     stop; :func:`sirtjax.pipelines.mapping.liver_of`).
     """

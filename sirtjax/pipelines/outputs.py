@@ -29,7 +29,7 @@ from sirtjax.pipelines.mapping import Registered
 from sirtjax.pipelines.plan import SessionVois, lesion_instances
 from sirtjax.pipelines.inputs import Session
 from sirtjax.report import write_report
-from sirtjax.rtstruct import write_rtstruct
+from sirtjax.io.rtstruct import write_rtstruct
 
 
 def write_session_outputs(folder: Path, session: Session, vois: SessionVois, dose: DoseResult,

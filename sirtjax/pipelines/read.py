@@ -9,7 +9,7 @@ from sirtjax.errors import InputError
 from sirtjax.io import read_volume
 from sirtjax.pipelines.inputs import Anatomy, Session, StudyData
 from sirtjax.pipelines.planned import PlannedDose, planned_from_record
-from sirtjax.study import StudyManifest
+from sirtjax.io.study import StudyManifest
 from sirtjax.volume import describe_grid, same_grid
 
 _EMISSION_ROLE = {"maa": "spect", "y90": "pet"}

@@ -28,7 +28,7 @@ from sirtjax.pipelines.planned import planned_from_result
 from sirtjax.pipelines.read import read_diagnostics, read_plan, read_session, study_data
 from sirtjax.pipelines.report import workflow_report
 from sirtjax.pipelines.verify import VerifyResult, verify
-from sirtjax.study import StudyManifest
+from sirtjax.io.study import StudyManifest
 
 
 @dataclasses.dataclass(frozen=True)

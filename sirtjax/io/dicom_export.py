@@ -1,7 +1,7 @@
 """DICOM objects that sirtjax writes: new datasets, decimal strings, and a Volume as an image series.
 
 :func:`dicom_series` is the one series writer, behind :func:`sirtjax.io.write_volume` and the RT-Struct's
-referenced CT (:mod:`sirtjax.rtstruct`).
+referenced CT (:mod:`sirtjax.io.rtstruct`).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """DICOM RT Structure Set export of VOIs for clinical viewers (3D Slicer/SlicerRT, MIM, Eclipse, ...).
 
 :func:`write_rtstruct` writes, into one folder, the CT as a DICOM *CT Image* series (``ct/``, by
-:func:`sirtjax.dicom_export.dicom_series`, the writer behind ``write_volume`` too) and an RT Structure Set
+:func:`sirtjax.io.dicom_export.dicom_series`, the writer behind ``write_volume`` too) and an RT Structure Set
 (``rtstruct.dcm``) whose contours reference those slices. An RT-Struct is bound to the images it
 outlines (Frame of Reference UID, SOP Instance UID per slice), so both are written together, with
-the same VOIs as a DICOM SEG (``seg.dcm``, :mod:`sirtjax.dicomseg`) on those slices; a dose map
-given with them becomes ``rtdose.dcm`` (:mod:`sirtjax.rtdose`) in the same frame of reference.
+the same VOIs as a DICOM SEG (``seg.dcm``, :mod:`sirtjax.io.dicomseg`) on those slices; a dose map
+given with them becomes ``rtdose.dcm`` (:mod:`sirtjax.io.rtdose`) in the same frame of reference.
 
 Contours: for each VOI (a mask on the CT grid; voxels > 0 are inside) and each slice k of the CT
 grid, the iso-line at 0.5 of the binary slice (marching squares, ``contourpy``) gives closed
@@ -33,11 +33,11 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
 
 from sirtjax.errors import InputError
-from sirtjax.dicom_export import dicom_dataset, dicom_decimals, dicom_series, save_dicom_series
-from sirtjax.dicomseg import seg_dataset
+from sirtjax.io.dicom_export import dicom_dataset, dicom_decimals, dicom_series, save_dicom_series
+from sirtjax.io.dicomseg import seg_dataset
 from sirtjax.outputs import output_dir
 from sirtjax.report.colours import voi_colour_rgb
-from sirtjax.rtdose import rtdose_dataset
+from sirtjax.io.rtdose import rtdose_dataset
 from sirtjax.volume import Volume, index_to_world, same_grid
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -155,7 +155,7 @@ def write_rtstruct(
 ) -> Path:
     """Write ``folder/ct/`` (the CT as DICOM CT images, HU), ``folder/rtstruct.dcm`` outlining the VOIs,
     ``folder/seg.dcm`` holding their voxels (unless every VOI is empty) and, given a dose,
-    ``folder/rtdose.dcm`` (:func:`sirtjax.rtdose.rtdose_dataset`), all in the CT's frame of reference.
+    ``folder/rtdose.dcm`` (:func:`sirtjax.io.rtdose.rtdose_dataset`), all in the CT's frame of reference.
 
     Args:
       ct: the CT Volume (HU), array (z, y, x), any orthonormal direction and spacing.

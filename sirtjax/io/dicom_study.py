@@ -331,12 +331,12 @@ def study_manifest(name: str, assignment: Assignment) -> tuple[dict, list[str]]:
 
 def write_study(assignment: Assignment, out: str | Path, *, name: str, overwrite: bool = False) -> tuple[Path, list[str]]:
     """Convert the chosen series to NIfTI under ``out/images`` and write ``out/study.json`` (atomically);
-    returns (the manifest's path, warnings). The manifest is checked by :func:`sirtjax.study.load_study`."""
+    returns (the manifest's path, warnings). The manifest is checked by :func:`sirtjax.io.study.load_study`."""
     import numpy as np
 
     from sirtjax.io import read_dicom_files, write_volume
     from sirtjax.outputs import output_dir, write_json
-    from sirtjax.study import load_study
+    from sirtjax.io.study import load_study
 
     manifest, warnings = study_manifest(name, assignment)
     inputs = [f for s in assignment.chosen.values() for f in s.files[:1]]

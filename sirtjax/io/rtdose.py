@@ -2,7 +2,7 @@
 
 :func:`rtdose_dataset` makes one multi-frame RT Dose instance on the dose map's own grid (the SPECT
 or PET grid of the workflows). It takes the patient, study and frame-of-reference tags of the CT
-that :func:`sirtjax.rtstruct.write_rtstruct` writes beside it, so viewers (3D Slicer, MIM, Eclipse,
+that :func:`sirtjax.io.rtstruct.write_rtstruct` writes beside it, so viewers (3D Slicer, MIM, Eclipse,
 RayStation) overlay the dose on that CT. Frames are stored along the normal of the rows and
 columns (Grid Frame Offset Vector increasing from 0); a left-handed grid is written in reverse
 slice order so the offsets stay increasing. Values are unsigned integers times Dose Grid Scaling:
@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
-from sirtjax.dicom_export import dicom_dataset, dicom_decimals
+from sirtjax.io.dicom_export import dicom_dataset, dicom_decimals
 from sirtjax.volume import Volume
 
 RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"

@@ -21,10 +21,10 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from sirtjax.dicom_export import dicom_series, save_dicom_series
+from sirtjax.io.dicom_export import dicom_series, save_dicom_series
 from sirtjax.errors import InputError
-from sirtjax.nifti import geometry as nifti_geometry
-from sirtjax.nifti import to_nifti
+from sirtjax.io.nifti import geometry as nifti_geometry
+from sirtjax.io.nifti import to_nifti
 from sirtjax.outputs import atomic_path, output_dir
 from sirtjax.volume import Volume, make_volume
 

@@ -1,7 +1,7 @@
 """DICOM Segmentation (SEG) export of VOIs with highdicom, for viewers that read SEG rather than RT-Struct.
 
 :func:`seg_dataset` makes one binary SEG instance from masks on a CT grid and the CT slices written
-for them (:func:`sirtjax.dicom_export.dicom_series`): one segment per VOI, each frame referencing
+for them (:func:`sirtjax.io.dicom_export.dicom_series`): one segment per VOI, each frame referencing
 its CT slice, so the SEG carries the voxels themselves, not contours. Segments are coded with
 SNOMED CT: the liver and lungs as anatomical structures, lesions (RT ROI type GTV) as neoplasms,
 any other organ as "Organ". A VOI the user gave is a MANUAL segment; one that sirtjax made
@@ -10,7 +10,7 @@ Empty VOIs are left out: a SEG segment needs at least one voxel.
 
 Why highdicom and not our own writer: SEG is a multi-frame functional-groups object (per-frame
 plane positions, derivation and dimension indices) that highdicom builds and checks against the
-standard; the RT-Struct stays our own (:mod:`sirtjax.rtstruct`), since it is contours, which
+standard; the RT-Struct stays our own (:mod:`sirtjax.io.rtstruct`), since it is contours, which
 highdicom does not write, and rt-utils would re-read the CT from disk for what we already hold.
 """
 
