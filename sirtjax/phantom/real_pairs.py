@@ -17,7 +17,8 @@ MR-like image made from the CT's labels (``kind='mr'``): one random intensity pe
 texture within each tissue, a smooth multiplicative bias field and Rician noise.
 
 Landmarks for RMSD (thesis 5.3.4) are the compact organs and vertebrae of the labels (label id 2 and up, in
-:data:`LANDMARK_CLASSES` order, those of at least ``MIN_LANDMARK_ML``), the liver is label 1. Approximate: the slice
+:data:`LANDMARK_CLASSES` order, those of at least ``MIN_LANDMARK_ML``) that the moving field of view shows whole; the
+liver is label 1. Approximate: the slice
 profile follows the fixed grid's z, which the posture tilts by a few degrees; a real MR has contrasts within organs
 that one intensity per tissue does not.
 """
@@ -152,5 +153,17 @@ def real_pair(ct: Volume, labels: Volume, *, seed: int, kind: str = "ct", spacin
     fixed_points = (np.stack([i, j, k, np.ones_like(i)], -1).reshape(-1, 4).astype(np.float64) @ index_to_world(ct).T)[:, :3]
     u = (to_world(posture, fixed_points) - fixed_points).reshape(fz, fy, fx, 3).astype(np.float32)
     true = make_volume(u, ct.spacing_mm, ct.origin_mm, ct.direction)
+    fixed_labels, moving_labels = _landmarks_in_view(fixed_labels, moving_labels, fixed_points + u.reshape(-1, 3), grid)
     as_liver = lambda v: v.with_array((np.asarray(v.array) == 1).astype(np.uint8))  # noqa: E731
     return RealPair(ct, moving, fixed_labels, moving_labels, as_liver(fixed_labels), as_liver(moving_labels), true, kind)
+
+
+def _landmarks_in_view(fixed_labels: Volume, moving_labels: Volume, mapped_mm: np.ndarray, grid: Volume) -> tuple[Volume, Volume]:
+    """Both label maps without the landmarks that the moving field of view cuts (a fixed voxel of theirs maps outside
+    the moving grid): a cut organ's centre moves with the cut, not with the registration."""
+    idx = (np.c_[mapped_mm, np.ones(len(mapped_mm))] @ world_to_index(grid).T)[:, :3]
+    inside = np.all((idx > -0.5) & (idx < np.asarray(grid.shape)[::-1] - 0.5), axis=1).reshape(fixed_labels.shape)
+    fixed = np.asarray(fixed_labels.array)
+    cut = [i for i in np.unique(fixed[~inside]) if i >= 2]
+    strip = lambda a: np.where(np.isin(a, cut), 0, a).astype(np.uint8)  # noqa: E731
+    return fixed_labels.with_array(strip(fixed)), moving_labels.with_array(strip(np.asarray(moving_labels.array)))
