@@ -24,7 +24,7 @@ def _real(args: tuple) -> str:
 
 def _synth(args: tuple) -> str:
     seed, options, cache = args
-    from sirtjax.train.synth import phantom_patient
+    from sirtjax.train.label_maps import phantom_patient
 
     phantom_patient(seed, options, Path(cache))
     return f"seed {seed}: synthetic maps"

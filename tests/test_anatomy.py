@@ -16,7 +16,8 @@ from sirtjax.preprocess import PAD_VALUE
 from sirtjax.segmentation.validation import MANIFEST, read_manifest, real_scans
 from sirtjax.train.anatomy import (LABELS_ONLY_BODY_MM, LIVER_DARK, SCHEMES, UNLABELLED, LabelMapSource, label_map_source,
                                    real_patient, tissue_codes)
-from sirtjax.train.synth import FLUID, N_CODES, OUTSIDE, SynthConfig, stack_label_maps, synth_batch
+from sirtjax.train.label_maps import FLUID, N_CODES, OUTSIDE, stack_label_maps
+from sirtjax.train.synth import SynthConfig, synth_batch
 from sirtjax.train.synth_lesions import PHANTOM_CORES, PHANTOM_LESIONS
 from sirtjax.volume import make_volume
 

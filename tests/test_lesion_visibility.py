@@ -10,7 +10,8 @@ from scipy import ndimage
 from sirtjax.phantom.raster import Tissue
 from sirtjax.train.data import make_case
 from sirtjax.segmentation.visibility import lesion_cnr, visible_lesions
-from sirtjax.train.synth import stack_label_maps, synth_batch
+from sirtjax.train.label_maps import stack_label_maps
+from sirtjax.train.synth import synth_batch
 from sirtjax.train.synth_lesions import LesionConfig, lesion_ids, n_lesion_ids
 from sirtjax.volume import make_volume
 from test_synth import PLAIN

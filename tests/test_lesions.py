@@ -15,7 +15,8 @@ from sirtjax.phantom.study import canonical_patient
 from sirtjax.segmentation import segment_lesions
 from sirtjax.segmentation.preprocess import LIVER_MARGIN_MM
 from sirtjax.train.config import parse_config
-from sirtjax.train.synth import patient_maps, stack_label_maps, synth_batch
+from sirtjax.train.label_maps import patient_maps, stack_label_maps
+from sirtjax.train.synth import synth_batch
 from sirtjax.train.synth_lesions import BODY_CODES, CALC, RIM, LesionConfig, lesion_label, lesion_means, paint_lesions
 from sirtjax.volume import make_volume
 from test_synth import PLAIN  # every randomisation off

@@ -182,7 +182,8 @@ def test_config_and_pairs_checks():
 
 
 def test_synthetic_pairs_show_one_anatomy_twice():
-    from sirtjax.train.synth import stack_label_maps, synth_pairs
+    from sirtjax.train.label_maps import stack_label_maps
+    from sirtjax.train.synth import synth_pairs
     from sirtjax.train.regseg import PAIR_SYNTH
 
     tissue = np.zeros((40, 40, 40), np.uint8)

@@ -12,7 +12,8 @@ from sirtjax.phantom import PhantomConfig
 from sirtjax.phantom.raster import Tissue
 from sirtjax.phantom.study import canonical_patient
 from sirtjax.train.config import parse_config
-from sirtjax.train.synth import FLUID, SynthConfig, _blur_axis, _edit_anatomy, _resample_axis, mixed_sampler, patient_maps, stack_label_maps, synth_batch
+from sirtjax.train.label_maps import FLUID, patient_maps, stack_label_maps
+from sirtjax.train.synth import SynthConfig, _blur_axis, _edit_anatomy, _resample_axis, mixed_sampler, synth_batch
 
 # every randomisation off: the patch reads the map on the model grid, one constant per tissue
 PLAIN = SynthConfig(

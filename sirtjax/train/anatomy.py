@@ -40,7 +40,7 @@ from sirtjax.io import read_volume, to_sitk
 from sirtjax.phantom.raster import Tissue
 from sirtjax.segmentation.preprocess import canonical_grid
 from sirtjax.train.data import save_npz_atomic
-from sirtjax.train.synth import FAR_MM, OUTSIDE
+from sirtjax.train.label_maps import FAR_MM, OUTSIDE
 from sirtjax.volume import Grid, Volume
 
 PANCREAS = 24

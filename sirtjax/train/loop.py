@@ -28,7 +28,8 @@ from sirtjax.train.augment import flip_axes
 from sirtjax.train.config import TrainConfig
 from sirtjax.train.data import Case, batch_sampler, make_case, msd_cases, noisy_ct_cases, phantom_cases, stack_cases
 from sirtjax.train.step import data_parallel, ema_update, init_opt_state, make_optimizers, make_train_step, plateau_update
-from sirtjax.train.synth import canonical_spacing_mm, mixed_sampler, phantom_label_maps, synth_sampler
+from sirtjax.train.label_maps import canonical_spacing_mm, phantom_label_maps
+from sirtjax.train.synth import mixed_sampler, synth_sampler
 
 LOG_EVERY = 10
 FREEZE_BATCHES = 6  # training batches whose tiles give the statistics when init_from's instance norms are frozen

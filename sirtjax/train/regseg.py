@@ -44,7 +44,8 @@ from sirtjax.segmentation.regseg import run_network
 from sirtjax.train import checkpoint
 from sirtjax.train.losses import soft_dice
 from sirtjax.train.regseg_data import TrainPair, pair_seeds, phantom_pairs, random_crop
-from sirtjax.train.synth import SynthConfig, phantom_label_maps, synth_pairs
+from sirtjax.train.label_maps import phantom_label_maps
+from sirtjax.train.synth import SynthConfig, synth_pairs
 
 # synthetic pairs: milder geometry than the segmentation generator (the network undoes it), no edits in patch space
 PAIR_SYNTH = SynthConfig(max_rotation_deg=6.0, scale_range=(0.92, 1.08), elastic_mm=6.0, ascites_prob=0.0, resection_prob=0.0,
