@@ -83,8 +83,10 @@ def without_landmarks(labels: Volume, liver: Volume, ids: list[int]) -> Volume:
 
 
 def kept_back_mcd(mcd_mm: dict, ids: list[int]) -> float:
-    """Mean mass-centre distance (mm) over the kept-back landmarks; NaN without any."""
-    return float(np.mean([mcd_mm[i] for i in ids])) if ids else float("nan")
+    """Mean mass-centre distance (mm) over the kept-back landmarks that the warped labels kept (nearest-neighbour
+    warping can lose a small one); NaN without any."""
+    kept = [mcd_mm[i] for i in ids if i in mcd_mm]
+    return float(np.mean(kept)) if kept else float("nan")
 
 
 def field_error(disp: Volume | None, true_disp: Volume, fixed_liver: Volume) -> dict:
