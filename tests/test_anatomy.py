@@ -14,11 +14,11 @@ from sirtjax.io import write_volume
 from sirtjax.phantom.raster import Tissue
 from sirtjax.preprocess import PAD_VALUE
 from sirtjax.segmentation.validation import MANIFEST, read_manifest, real_scans
-from sirtjax.train.anatomy import (LABELS_ONLY_BODY_MM, LIVER_DARK, SCHEMES, UNLABELLED, LabelMapSource, label_map_source,
+from sirtjax.train.anatomy import (COLON, LABELS_ONLY_BODY_MM, LIVER_DARK, SCHEMES, UNLABELLED, LabelMapSource, label_map_source,
                                    real_patient, tissue_codes)
 from sirtjax.train.label_maps import FLUID, N_CODES, OUTSIDE, stack_label_maps
 from sirtjax.train.synth import SynthConfig, synth_batch
-from sirtjax.train.synth_lesions import PHANTOM_CORES, PHANTOM_LESIONS
+from sirtjax.train.synth_lesions import BODY_CODES, CALC, CORE, PHANTOM_CORES, PHANTOM_LESIONS, RIM
 from sirtjax.volume import make_volume
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ OBLIQUE = np.array([[0.8, -0.6, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0]])
 
 def test_every_scheme_maps_to_codes_the_generator_keeps_apart():
     """Real structures use codes the phantom's lesions, the generator's fluid and the outside never use."""
-    reserved = {FLUID, OUTSIDE, *PHANTOM_LESIONS, *PHANTOM_CORES}
+    reserved = {FLUID, OUTSIDE, *PHANTOM_LESIONS, *PHANTOM_CORES, *BODY_CODES, RIM, CORE, CALC}
     for name, table in SCHEMES.items():
         codes = set(table.values())
         assert max(codes) < N_CODES and not codes & reserved, name
@@ -58,7 +58,7 @@ def test_a_ct_label_map_gets_its_unlabelled_tissues_from_hounsfield_units():
     assert codes[0, 0, 0] == Tissue.AIR and codes[0, 6, 6] == Tissue.FAT and codes[0, 15, 28] == Tissue.MUSCLE
     assert codes[0, 31, 20] == Tissue.CORTEX and codes[0, 12, 24] == Tissue.GAS
     assert codes[5, 13, 13] == Tissue.LIVER and codes[5, 16, 16] == Tissue.HEPATIC
-    assert codes[5, 24, 14] == 28 and codes[5, 25, 13] == Tissue.GAS  # colon, and the gas inside it
+    assert codes[5, 24, 14] == COLON and codes[5, 25, 13] == Tissue.GAS  # colon, and the gas inside it
     assert tissue_codes(labels, "totalsegmentator", -hu, "ct")[5, 16, 16] == LIVER_DARK
 
 

@@ -40,16 +40,16 @@ from sirtjax.io import read_volume, to_sitk
 from sirtjax.phantom.raster import Tissue
 from sirtjax.segmentation.preprocess import canonical_grid
 from sirtjax.train.data import save_npz_atomic
-from sirtjax.train.label_maps import FAR_MM, OUTSIDE
+from sirtjax.train.label_maps import FAR_MM, OUTSIDE, PHANTOM_CODES
 from sirtjax.volume import Grid, Volume
 
-PANCREAS = 24
-ADRENAL = 25
-UNLABELLED = 26  # body voxels of a label map published without its image
-LIVER_DARK = 27  # liver voxels far darker than the parenchyma (vessels on non-contrast scans, cysts, lesions)
-COLON = 28
-BLADDER = 29
-CYST = 30
+PANCREAS = PHANTOM_CODES  # codes of their own, past the phantom's and the procedural lesions' (label_maps.N_CODES)
+ADRENAL = PHANTOM_CODES + 1
+UNLABELLED = PHANTOM_CODES + 2  # body voxels of a label map published without its image
+LIVER_DARK = PHANTOM_CODES + 3  # liver voxels far darker than the parenchyma (vessels on non-contrast scans, cysts, lesions)
+COLON = PHANTOM_CODES + 4
+BLADDER = PHANTOM_CODES + 5
+CYST = PHANTOM_CODES + 6
 LABELS_ONLY_BODY_MM = 40.0
 
 _BONE, _MUSCLE, _ARTERY, _VEIN = Tissue.CORTEX, Tissue.MUSCLE, Tissue.AORTA, Tissue.IVC

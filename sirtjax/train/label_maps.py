@@ -25,9 +25,11 @@ from sirtjax.phantom.raster import Canonical, Tissue
 from sirtjax.phantom.study import canonical_patient
 from sirtjax.train.data import save_npz_atomic
 
-N_CODES = 64  # tissue codes 0..63: Tissue, LESION + i, NECROSIS + i
+PHANTOM_CODES = 64  # codes 0..63: Tissue, the procedural lesions' parts (24-28), LESION + i, NECROSIS + i, FLUID
+REAL_CODES = 8  # codes 64..71: the real scans' tissues the phantom has no code for (sirtjax.train.anatomy), OUTSIDE
+N_CODES = PHANTOM_CODES + REAL_CODES
 FLUID = 63  # the code painted for ascites and resection cavities (unused by the phantom)
-OUTSIDE = 31  # beyond a real scan's map (sirtjax.train.anatomy): rendered as the inference padding, no label
+OUTSIDE = N_CODES - 1  # beyond a real scan's map (sirtjax.train.anatomy): rendered as the inference padding, no label
 FAR_MM = 255  # liver distances are stored as uint8 mm, saturated here
 
 

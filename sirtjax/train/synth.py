@@ -43,7 +43,7 @@ from sirtjax.preprocess import PAD_VALUE
 from sirtjax.segmentation.preprocess import LIVER_MARGIN_MM
 from sirtjax.segmentation.visibility import visible_label
 from sirtjax.train.augment import AugmentConfig, patch_centre, patch_coordinates, patch_offsets_mm
-from sirtjax.train.label_maps import FAR_MM, FLUID, N_CODES, OUTSIDE, LabelMaps
+from sirtjax.train.label_maps import FAR_MM, FLUID, N_CODES, OUTSIDE, PHANTOM_CODES, LabelMaps
 from sirtjax.train.synth_lesions import LesionConfig, lesion_ids, lesion_label, lesion_means, n_lesion_ids, paint_lesions
 
 _ASCITES_REPLACES = (Tissue.FAT, Tissue.BOWEL, Tissue.GAS)
@@ -154,15 +154,21 @@ def _edit_anatomy(key: jax.Array, tissue: jax.Array, liver_mm: jax.Array, rel_mm
     return tissue, (liver & ~cut).astype(jnp.float32)
 
 
+def _draw(key: jax.Array, draw: Callable[[jax.Array, int], jax.Array]) -> jax.Array:
+    """One value per tissue code: the phantom's codes drawn with ``key`` (as before real anatomy had codes of its
+    own, so phantom-only configs draw what they drew), the real scans' codes with a key folded from it."""
+    return jnp.concatenate([draw(key, PHANTOM_CODES), draw(jax.random.fold_in(key, PHANTOM_CODES), N_CODES - PHANTOM_CODES)])
+
+
 def _contrast(key: jax.Array, tissue: jax.Array, cfg: SynthConfig) -> jax.Array:
     """A random Gaussian-mixture image: per tissue code a random mean and standard deviation."""
     k_mean, k_sd, k_air, k_airv, k_noise = jax.random.split(key, 5)
-    means = jax.random.uniform(k_mean, (N_CODES,), minval=cfg.mean_range[0], maxval=cfg.mean_range[1])
+    means = _draw(k_mean, lambda k, n: jax.random.uniform(k, (n,), minval=cfg.mean_range[0], maxval=cfg.mean_range[1]))
     if cfg.lesions is not None:
         means = lesion_means(jax.random.fold_in(k_mean, 1), means, cfg.lesions)
     dark = jax.random.uniform(k_airv, (), minval=-0.6, maxval=-0.4)
     means = means.at[Tissue.AIR].set(jnp.where(jax.random.bernoulli(k_air, cfg.dark_air_prob), dark, means[Tissue.AIR]))
-    sds = jax.random.uniform(k_sd, (N_CODES,), maxval=cfg.std_max)
+    sds = _draw(k_sd, lambda k, n: jax.random.uniform(k, (n,), maxval=cfg.std_max))
     codes = tissue.astype(jnp.int32)
     return means[codes] + sds[codes] * jax.random.normal(k_noise, tissue.shape)
 
