@@ -141,3 +141,40 @@ def test_config_parses_the_synth_section():
     assert cfg.synth.seeds == (1, 2) and cfg.synth.generator.slice_mm == (2, 6) and cfg.synth.variants[0]["liver_scale"] == (0.8, 1.2)
     with pytest.raises(Exception, match="n_real"):
         parse_config({**raw, "synth": {**raw["synth"], "n_real": 4}})
+
+
+def test_scanner_contrasts_window_as_inference_windows():
+    """The scanner-like table: a CT's tissues at their HU in the [-200, 200] HU window, T1 fat bright and fluid dark,
+    every code of the generator valued, the real scans' codes included."""
+    from sirtjax.train.contrasts import CONTRASTS, contrast_table
+    from sirtjax.train.label_maps import N_CODES
+    from sirtjax.train import anatomy
+
+    table = contrast_table()
+    assert table.shape == (len(CONTRASTS), N_CODES) and np.all(np.abs(table) <= 0.5)
+    nc, ce, t1 = (table[CONTRASTS.index(c)] for c in ("nc_ct", "ce_ct", "mr_t1"))
+    assert nc[Tissue.AIR] == -0.5 and nc[Tissue.FAT] == pytest.approx((-100 + 200) / 400 - 0.5, abs=0.03)
+    assert ce[Tissue.LIVER] > nc[Tissue.LIVER] > nc[Tissue.MUSCLE] - 0.03  # enhancement; liver about muscle natively
+    assert t1[Tissue.FAT] == 0.5 and t1[Tissue.GALLBLADDER] < t1[Tissue.LIVER]
+    assert ce[anatomy.PANCREAS] > nc[anatomy.PANCREAS] and t1[anatomy.CYST] < t1[Tissue.LIVER]
+
+
+def test_realistic_patches_take_a_scanners_contrast():
+    """With realistic_prob 1 a patch's liver and fat stand where some scanner's contrast puts them; with 0, the
+    random means range over the whole window."""
+    tissue = np.full((30, 30, 30), Tissue.FAT, np.uint8)
+    tissue[8:22, 8:22, 8:22] = Tissue.LIVER
+    liver_mm = np.where(tissue == Tissue.LIVER, 0, 20).astype(np.uint8)
+    maps = stack_label_maps([(tissue, liver_mm)], n_foreground=16)
+    quiet = dict(bias_max=0.0, slice_mm=(1.0, 1.0), blur_max_vox=0.0, gamma_std=0.0, noise_max=0.0, std_max=0.0,
+                 fov_cut_prob=0.0, ascites_prob=0.0, resection_prob=0.0, max_rotation_deg=0.0, elastic_mm=0.0,
+                 scale_range=(1.0, 1.0))
+    from sirtjax.train.contrasts import contrast_table
+
+    table = contrast_table()
+    for p in (1.0, 0.0):
+        x, _ = synth_batch(jax.random.key(2), maps, batch_size=16, in_patch=(9, 9, 9), out_patch=(9, 9, 9), spacing_mm=2.0,
+                           source_mm=2.0, cfg=SynthConfig(realistic_prob=p, realistic_jitter=0.0, **quiet), foreground_prob=1.0)
+        centre = np.asarray(x)[:, 4, 4, 4, 0]
+        near_a_scanner = [np.min(np.abs(table[:, Tissue.LIVER] - v)) < 1e-3 for v in centre]
+        assert all(near_a_scanner) if p == 1.0 else not any(near_a_scanner)

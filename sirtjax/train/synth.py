@@ -1,11 +1,12 @@
 """Domain-randomised training images synthesised from tissue label maps (SynthSeg, Billot et al. 2023).
 
 The model must segment scans from scanners, phases, sequences and resolutions it never saw, so most
-training images carry no fixed contrast at all: each patch is rendered on the device from a
-phantom's canonical tissue map (every structure the phantom has: fat, muscle, bone, marrow, discs,
+training images carry no fixed contrast at all: each patch is rendered on the device from a tissue map,
+a phantom's canonical one (every structure the phantom has: fat, muscle, bone, marrow, discs,
 lungs and their vessels, heart, great vessels, liver and its vessels, spleen, kidneys, stomach,
-gas, bowel, gallbladder, clips, each lesion and its necrotic core) as follows, every draw from the
-key passed in:
+gas, bowel, gallbladder, clips, each lesion and its necrotic core) or a real scan's
+(`sirtjax.train.anatomy`; beyond the scan, ``OUTSIDE`` renders as padding with no label), as follows, every draw
+from the key passed in:
 
 1. geometry: a random rotation, per-axis scaling (log-uniform), smooth elastic displacement and the
    patch centre (on the liver with probability ``foreground_prob``) give where each voxel of the
@@ -15,7 +16,8 @@ key passed in:
    fluid or fat and leaves the label);
 3. contrast: per tissue code a Gaussian with a random mean in the windowed range and a random
    standard deviation (air outside the body is dark with probability ``dark_air_prob``, as in both
-   CT and MR windowing);
+   CT and MR windowing); with probability ``realistic_prob`` the means are a scanner's instead, a CT phase or
+   an MR sequence (`sirtjax.train.contrasts`) jittered per tissue;
 4. acquisition: a smooth multiplicative bias field, a random slice thickness along one axis
    (Gaussian slice profile, then sampling at that thickness and linear interpolation back), a
    small in-plane blur, a gamma change, Gaussian or Rician noise;
@@ -43,6 +45,7 @@ from sirtjax.preprocess import PAD_VALUE
 from sirtjax.segmentation.preprocess import LIVER_MARGIN_MM
 from sirtjax.segmentation.visibility import visible_label
 from sirtjax.train.augment import AugmentConfig, patch_centre, patch_coordinates, patch_offsets_mm
+from sirtjax.train.contrasts import contrast_table
 from sirtjax.train.label_maps import FAR_MM, FLUID, N_CODES, OUTSIDE, PHANTOM_CODES, LabelMaps
 from sirtjax.train.synth_lesions import LesionConfig, lesion_ids, lesion_label, lesion_means, n_lesion_ids, paint_lesions
 
@@ -74,6 +77,8 @@ class SynthConfig:
     resection_prob: float = 0.15
     resection_radius_mm: tuple[float, float] = (30.0, 70.0)
     lesions: LesionConfig | None = None  # procedural lesions (sirtjax.train.synth_lesions); None: the phantoms' own only
+    realistic_prob: float = 0.0  # a patch's contrast is a scanner's (sirtjax.train.contrasts) instead of random
+    realistic_jitter: float = 0.04  # standard deviation of a tissue's mean about the scanner's, window units (16 HU of CT)
 
 
 def _gather(volume: jax.Array, idx: jax.Array, outside) -> jax.Array:
@@ -160,12 +165,23 @@ def _draw(key: jax.Array, draw: Callable[[jax.Array, int], jax.Array]) -> jax.Ar
     return jnp.concatenate([draw(key, PHANTOM_CODES), draw(jax.random.fold_in(key, PHANTOM_CODES), N_CODES - PHANTOM_CODES)])
 
 
+def _scanner_means(key: jax.Array, cfg: SynthConfig) -> jax.Array:
+    """Tissue means (N_CODES,) of a scanner's contrast (a CT phase or an MR sequence, :func:`contrast_table`), each
+    jittered by ``realistic_jitter``; lesions hypo- or hyper-enhancing against the liver (:func:`lesion_means`)."""
+    k_which, k_jit, k_les = jax.random.split(key, 3)
+    table = jnp.asarray(contrast_table())
+    row = table[jax.random.randint(k_which, (), 0, table.shape[0])]
+    return lesion_means(k_les, row + cfg.realistic_jitter * jax.random.normal(k_jit, row.shape), cfg.lesions or LesionConfig())
+
+
 def _contrast(key: jax.Array, tissue: jax.Array, cfg: SynthConfig) -> jax.Array:
     """A random Gaussian-mixture image: per tissue code a random mean and standard deviation."""
     k_mean, k_sd, k_air, k_airv, k_noise = jax.random.split(key, 5)
     means = _draw(k_mean, lambda k, n: jax.random.uniform(k, (n,), minval=cfg.mean_range[0], maxval=cfg.mean_range[1]))
     if cfg.lesions is not None:
         means = lesion_means(jax.random.fold_in(k_mean, 1), means, cfg.lesions)
+    if cfg.realistic_prob > 0:
+        means = jnp.where(jax.random.bernoulli(jax.random.fold_in(key, 11), cfg.realistic_prob), _scanner_means(jax.random.fold_in(key, 12), cfg), means)
     dark = jax.random.uniform(k_airv, (), minval=-0.6, maxval=-0.4)
     means = means.at[Tissue.AIR].set(jnp.where(jax.random.bernoulli(k_air, cfg.dark_air_prob), dark, means[Tissue.AIR]))
     sds = _draw(k_sd, lambda k, n: jax.random.uniform(k, (n,), maxval=cfg.std_max))
