@@ -91,12 +91,13 @@ def mr_like_from_labels(ct: Volume, labels: Volume, rng: np.random.Generator, *,
     """An MR-like image of a CT's anatomy: one random intensity per tissue (`sirtjax.train.anatomy.tissue_codes`),
     the CT's texture within each tissue, a smooth bias field and Rician noise (see the module docstring)."""
     from sirtjax.train.anatomy import tissue_codes
+    from sirtjax.train.label_maps import N_CODES
 
     hu = np.asarray(ct.array, np.float32)
     codes = tissue_codes(np.asarray(labels.array).astype(np.int32), "totalsegmentator", hu, "ct")
-    means = rng.uniform(80.0, 1000.0, 64).astype(np.float32)
+    means = rng.uniform(80.0, 1000.0, N_CODES).astype(np.float32)
     means[0] = rng.uniform(0.0, 30.0)  # air is dark in every sequence
-    median = ndimage.median(hu, codes, index=np.arange(64))
+    median = ndimage.median(hu, codes, index=np.arange(N_CODES))
     texture = (hu - np.nan_to_num(np.asarray(median, np.float32))[codes]) * np.float32(rng.uniform(0.5, 2.0))
     image = np.maximum(means[codes] + np.clip(texture, -100.0, 100.0), 0.0)
     coarse = rng.normal(0.0, rng.uniform(0.0, bias_max), (4, 4, 4))
