@@ -383,7 +383,7 @@ def test_segment_cli_rejects_bad_modality(tmp_path, capsys):
     from sirtjax.cli import main
     from sirtjax.io import write_volume
 
-    write_volume(make_volume(np.zeros((4, 4, 4), np.int16)), tmp_path / "img.nii.gz")
+    write_volume(make_volume(np.arange(64, dtype=np.int16).reshape(4, 4, 4)), tmp_path / "img.nii.gz")  # a body, not air
     with pytest.raises(SystemExit) as exc:
         main(["segment", str(tmp_path / "img.nii.gz"), "-o", str(tmp_path / "m.nii.gz"), "--modality", "pet"])
     assert exc.value.code == 2 and "--modality" in capsys.readouterr().err
