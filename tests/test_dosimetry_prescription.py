@@ -106,3 +106,15 @@ def test_measure_compartments_on_a_spect_with_masks_on_another_grid():
     with pytest.raises(DoseInputError, match="empty") as exc:
         measure_compartments(vol, make_volume(np.zeros_like(liver), (4.0, 4.0, 4.0)))
     assert exc.value.input_name == "liver"
+
+
+def test_one_lung_shunt_precedence_for_every_caller():
+    """Given (planar or counts) before the SPECT's masks before 0; the cut-lung and assumed-zero warnings."""
+    from sirtjax.dosimetry.activity import choose_lung_shunt
+
+    assert choose_lung_shunt(0.08, "planar scintigraphy", 0.03).fraction == 0.08
+    spect = choose_lung_shunt(None, "planar scintigraphy", 0.03, lungs_cut=True)
+    assert (spect.fraction, spect.source) == (0.03, "SPECT counts in the lung and liver masks")
+    assert [w.code for w in spect.warnings] == ["lung_mask_cut"]
+    none = choose_lung_shunt(None, "planar scintigraphy", None)
+    assert (none.fraction, none.source, [w.code for w in none.warnings]) == (0.0, "assumed 0", ["lung_shunt_assumed_zero"])

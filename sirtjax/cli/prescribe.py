@@ -43,7 +43,6 @@ def prescribe(
     from rich.console import Console
 
     from sirtjax.dosimetry import prescription as rx
-    from sirtjax.plausibility import ResultWarning
     from sirtjax.errors import InputError
 
     positive = [("--dose-gy", dose_gy), ("--liver-ml", liver_ml), ("--normal-ml", normal_ml),
@@ -72,7 +71,8 @@ def prescribe(
         tumours, ratios = list(tumour_ml or []), list(tn or [])
         normal = _normal_volume(liver_ml, normal_ml, tumours)
         names = [f"tumour_{i + 1}" for i in range(len(tumours))]
-    shunt, shunt_source = _lung_shunt(lsf, lung_counts, liver_counts, measured)
+    lung_shunt = _lung_shunt(lsf, lung_counts, liver_counts, measured)
+    shunt, shunt_source = lung_shunt.fraction, lung_shunt.source
 
     try:
         if method is Method.partition:
@@ -92,8 +92,7 @@ def prescribe(
         raise InputError(f"--method {method.value}", str(exc)) from None
 
     report = plan.to_dict()
-    if shunt_source.startswith("not given"):
-        report["warnings"].append(ResultWarning("lung_shunt_assumed_zero", "no lung shunt fraction given: LSF taken as 0", 0.0).to_dict())
+    report["warnings"] += [w.to_dict() for w in lung_shunt.warnings]
     report["inputs"] = {"normal_volume_ml": normal, "tumour_volumes_ml": [float(v) for v in tumours],
                         "tn_ratios": [float(r) for r in ratios], "density_g_ml": density, "lsf_source": shunt_source,
                         "measured": None if measured is None else measured.to_dict()}
@@ -127,28 +126,25 @@ def _normal_volume(liver_ml: float | None, normal_ml: float | None, tumours: lis
     return float(normal)
 
 
-def _lung_shunt(lsf, lung_counts, liver_counts, measured) -> tuple[float, str]:
-    """LSF from --lsf, from --lung-counts/--liver-counts, from the SPECT lung mask, or 0."""
-    from sirtjax.dosimetry.activity import lung_shunt_fraction
+def _lung_shunt(lsf, lung_counts, liver_counts, measured):
+    """The LSF (`sirtjax.dosimetry.activity.choose_lung_shunt`): --lsf, or --lung-counts/--liver-counts, else the
+    SPECT lung mask, else 0."""
+    from sirtjax.dosimetry.activity import choose_lung_shunt, lung_shunt_fraction
     from sirtjax.errors import InputError
 
-    given = [lsf is not None, lung_counts is not None or liver_counts is not None]
-    if sum(given) > 1:
+    given, source = lsf, "given"
+    if lsf is not None and (lung_counts is not None or liver_counts is not None):
         raise InputError("--lsf", "give --lsf or --lung-counts/--liver-counts, not both")
-    if lsf is not None:
-        if not 0.0 <= lsf < 1.0:
-            raise InputError("--lsf", f"must be in [0, 1), got {lsf}")
-        return float(lsf), "given"
-    if given[1]:
+    if lsf is not None and not 0.0 <= lsf < 1.0:
+        raise InputError("--lsf", f"must be in [0, 1), got {lsf}")
+    if lung_counts is not None or liver_counts is not None:
         if lung_counts is None or liver_counts is None:
             raise InputError("--lung-counts", "needs both --lung-counts and --liver-counts")
         try:
-            return lung_shunt_fraction(lung_counts, liver_counts), "lung and liver counts"
+            given, source = lung_shunt_fraction(lung_counts, liver_counts), "lung and liver counts"
         except ValueError as exc:
             raise InputError("--lung-counts", str(exc)) from None
-    if measured is not None and measured.lung_shunt_fraction is not None:
-        return measured.lung_shunt_fraction, "SPECT counts in the lung and liver masks"
-    return 0.0, "not given: 0"
+    return choose_lung_shunt(given, source, None if measured is None else measured.lung_shunt_fraction)
 
 
 def _measure(spect: Path, liver: Path, lesions: Path | None, lung: Path | None):

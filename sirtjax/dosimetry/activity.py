@@ -15,11 +15,14 @@ constant set (:attr:`~sirtjax.dosimetry.constants.DoseConstants.decays_per_gbq`)
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from sirtjax.dosimetry.dose import voxel_volume_ml
+from sirtjax.plausibility import ResultWarning
 
 
 def activity_from_counts(
@@ -74,6 +77,30 @@ def lung_shunt_fraction(lung_counts: float, liver_counts: float) -> float:
     if lung + liver <= 0:
         raise ValueError("lung and liver counts are both zero")
     return lung / (lung + liver)
+
+
+@dataclasses.dataclass(frozen=True)
+class LungShunt:
+    """The lung shunt fraction a prescription uses, where it came from, and what the user must know about it."""
+
+    fraction: float
+    source: str
+    warnings: tuple[ResultWarning, ...] = ()
+
+
+def choose_lung_shunt(given: float | None, given_source: str, from_spect: float | None, *, lungs_cut: bool = False,
+                      spect_source: str = "SPECT counts in the lung and liver masks") -> LungShunt:
+    """The one precedence for the lung shunt fraction: the given one (planar scintigraphy, the clinical standard, or
+    lung and liver counts), else the SPECT's counts in the lung and liver masks (with a warning when the lung mask
+    reaches the CT's field of view, which then cuts the lungs and underestimates it), else 0 with a warning."""
+    if given is not None:
+        return LungShunt(float(given), given_source)
+    if from_spect is not None:
+        cut = (ResultWarning("lung_mask_cut", "the lung mask reaches the edge of the CT field of view: the lungs are cut "
+                             "and the LSF from SPECT counts is underestimated; give the planar LSF"),) if lungs_cut else ()
+        return LungShunt(float(from_spect), spect_source, cut)
+    return LungShunt(0.0, "assumed 0", (ResultWarning("lung_shunt_assumed_zero", "no planar LSF and no lung mask: the "
+                                                      "lung shunt fraction is taken as 0", 0.0),))
 
 
 def tumour_to_normal_ratios(

@@ -25,7 +25,7 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
-from sirtjax.dosimetry.activity import activity_from_bq_per_ml, activity_from_counts, lung_shunt_fraction
+from sirtjax.dosimetry.activity import activity_from_bq_per_ml, activity_from_counts, choose_lung_shunt, lung_shunt_fraction
 from sirtjax.dosimetry.constants import LIVER_DENSITY_G_ML, LUNG_MASS_KG, get_constants
 from sirtjax.dosimetry.dose import dose_ldm, dose_vsv, hu_to_density_g_ml, voxel_volume_ml
 from sirtjax.dosimetry.kernels import voxel_kernel
@@ -209,16 +209,14 @@ def _density_note(model: str, with_ct: bool, kernel) -> str:
 
 
 def _lung_shunt(counts, liver_region, lung_arr, given, warnings) -> tuple[float, str]:
-    if given is not None:
-        return float(given), "given"
-    if lung_arr is not None and np.any(lung_arr):
-        lung_counts = float(np.asarray(counts, np.float64)[lung_arr].sum())
-        liver_counts = float(np.asarray(counts, np.float64)[liver_region].sum())
-        source = "counts in the lung and liver masks (valid if the image holds the whole lungs)"
-        return lung_shunt_fraction(lung_counts, liver_counts), source
-    warnings.append(ResultWarning("lung_shunt_assumed_zero",
-                                     "no lung shunt fraction and no lung mask: LSF taken as 0", 0.0))
-    return 0.0, "assumed 0"
+    measured = None
+    if given is None and lung_arr is not None and np.any(lung_arr):
+        counts64 = np.asarray(counts, np.float64)
+        measured = lung_shunt_fraction(float(counts64[lung_arr].sum()), float(counts64[liver_region].sum()))
+    shunt = choose_lung_shunt(given, "given", measured,
+                              spect_source="counts in the lung and liver masks (valid if the image holds the whole lungs)")
+    warnings.extend(shunt.warnings)
+    return shunt.fraction, shunt.source
 
 
 def _lung_dose(lung_arr, density, spacing_mm, lung_density_g_ml, activity_gbq, lsf, c) -> dict:

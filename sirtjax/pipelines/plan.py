@@ -37,6 +37,7 @@ import numpy as np
 
 from sirtjax.dosimetry import (LIVER_DENSITY_G_ML, DoseResult, ResultWarning, MeasuredCompartments, Prescription,
                                bsa_method, measure_compartments, mono_compartment, partition, voxel_dosimetry)
+from sirtjax.dosimetry.activity import choose_lung_shunt
 from sirtjax.dosimetry.bed_map import BedResult, radiobiology_report, workflow_radiobiology
 from sirtjax.dosimetry.dose import voxel_volume_ml
 from sirtjax.dosimetry.uncertainty import activity_for_target, ensemble, summarise
@@ -152,20 +153,6 @@ def cut_by_field_of_view(mask: Volume) -> bool:
     return any(bool(np.any(np.take(a, i, axis=ax))) for ax in range(3) for i in (0, -1))
 
 
-def _lung_shunt(study: StudyData, measured: MeasuredCompartments, vois: SessionVois) -> tuple[float, str, list]:
-    if study.lung_shunt_fraction is not None:
-        return study.lung_shunt_fraction, study.lung_shunt_source, []
-    if measured.lung_shunt_fraction is not None:
-        warnings = []
-        if cut_by_field_of_view(vois.lungs):
-            warnings.append(ResultWarning(
-                "lung_mask_cut", "the lung mask reaches the edge of the CT field of view: the lungs are cut and the "
-                "LSF from SPECT counts is underestimated; give the planar LSF"))
-        return measured.lung_shunt_fraction, "SPECT counts in the lung and liver masks", warnings
-    return 0.0, "assumed 0", [ResultWarning("lung_shunt_assumed_zero",
-                                              "no planar LSF and no lung mask: the lung shunt fraction is taken as 0", 0.0)]
-
-
 def ct_volumes_ml(vois: SessionVois, tumour_ids: Sequence[int]) -> tuple[float, np.ndarray]:
     """Normal-liver volume and per-tumour volumes (ml) counted on the anatomical grid, tumours by lesion label."""
     ml = voxel_volume_ml(vois.liver.spacing_mm)
@@ -269,7 +256,9 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
     vois, registrations = session_vois(session, diagnostics, options, key=key, progress=progress)
     spect = session.emission
     measured = measure_compartments(spect, vois.liver_emission, lesions=vois.lesions_emission, lungs=vois.lungs_emission)
-    lsf, lsf_source, warnings = _lung_shunt(study, measured, vois)
+    shunt = choose_lung_shunt(study.lung_shunt_fraction, study.lung_shunt_source, measured.lung_shunt_fraction,
+                              lungs_cut=measured.lung_shunt_fraction is not None and cut_by_field_of_view(vois.lungs))
+    lsf, lsf_source, warnings = shunt.fraction, shunt.source, list(shunt.warnings)
     normal_ml, tumour_ml = ct_volumes_ml(vois, measured.tumour_ids)
     prescriptions, targets = prescribe(study, normal_ml, tumour_ml, measured.tn_ratios, measured.tumour_names, lsf,
                                        options.constants)
