@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -222,6 +223,33 @@ def test_tiles_cover_only_the_content_box(net):
     assert np.all(got[outside] == 0.0) and alone.max() > 0.5
     full = np.full((6, 7, 8), -0.5, np.float32)  # all padding: kept whole
     assert content_box(full[..., None]) == (slice(0, 6), slice(0, 7), slice(0, 8))
+
+
+@pytest.mark.parametrize("net", [TileMeanNet()])
+def test_an_edge_margin_tiles_past_a_cut_border_as_if_the_scan_went_on_in_padding(net):
+    """Content cut by the image's border along z (and surrounded by air in-plane): with an edge margin the
+    prediction is that of the image padded by the margin beyond its z borders alone, cropped back; without one,
+    of the content box as it is."""
+    from sirtjax.segmentation import predict_array
+    from sirtjax.segmentation.infer import foreground
+
+    rng = np.random.default_rng(7)
+    image = np.full((30, 36, 36), -0.5, np.float32)
+    image[:, 6:30, 5:31] = rng.uniform(-0.5, 0.5, (30, 24, 26))  # the body reaches the first and last slice
+    kw = dict(max_out_tile=(10, 10, 10), sigma_scale=0.4)  # 30 slices need several tiles along z
+    from sirtjax.segmentation.infer import model_tiles
+    from sirtjax.segmentation.sliding_window import sliding_window
+
+    got = foreground(predict_array(net, image, edge_margin=4, **kw))
+    region = np.pad(image[:, 6:30, 5:31], [(4, 4), (0, 0), (0, 0)], constant_values=-0.5)[..., None]  # box + margin in z
+    in_tile, out_tile = model_tiles(net, region.shape[:3], kw["max_out_tile"])
+    want = np.zeros(image.shape, np.float32)
+    probs = sliding_window(lambda b: jax.nn.sigmoid(net(jnp.asarray(b))), region, in_tile=in_tile, out_tile=out_tile, sigma_scale=0.4)
+    want[:, 6:30, 5:31] = probs[4:-4, ..., 0]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert not np.allclose(got, foreground(predict_array(net, image, **kw)))
+    slab = image[:8]  # one tile holds it whole along z: no margin
+    np.testing.assert_array_equal(foreground(predict_array(net, slab, edge_margin=4, **kw)), foreground(predict_array(net, slab, **kw)))
 
 
 def test_the_content_box_of_a_clipped_smoothed_scanner_grid_ct_keeps_to_the_body():

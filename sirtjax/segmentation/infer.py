@@ -75,6 +75,7 @@ def predict_array(
     overlap: float = 0.5,
     sigma_scale: float = NNUNET_SIGMA_SCALE,
     shifts: Sequence[int] = (0,),
+    edge_margin: int = 0,
     batch_size: int = 1,
     on_batch: Callable[[int, int], None] | None = None,
     programs: ProgramCache | None = None,
@@ -86,20 +87,24 @@ def predict_array(
     class for a softmax). A 400 mm CT field of view holds about half as many tiles of body as of image.
     ``flips``: also run the input mirrored along these spatial axes and average (:func:`tta_flips`).
     ``overlap``, ``sigma_scale``, ``shifts``: how the tiles overlap, are blended and placed
-    (:func:`~sirtjax.segmentation.sliding_window.sliding_window`).
+    (:func:`~sirtjax.segmentation.sliding_window.sliding_window`). ``edge_margin``: where the content reaches the
+    image's border (a field of view that cuts the body) along an axis that needs several tiles, the tiles also cover
+    that many voxels of padding beyond it, so that some tile holds the cut region away from its own edge, as training
+    patches of a cut scan do (:func:`with_edge_margin`).
     ``programs``: where the compiled forward pass is kept for later processes (None: in this process only).
     """
     image = np.asarray(image, np.float32)
     if image.ndim == 3:
         image = image[..., None]
     box = content_box(image)
-    in_tile, out_tile = model_tiles(model, image[box].shape[:3], max_out_tile)
+    region, inside_region = with_edge_margin(image, box, edge_margin, max_out_tile)
+    in_tile, out_tile = model_tiles(model, region.shape[:3], max_out_tile)
     graphdef, state = nnx.split(model)
     program = None if programs is None else forward_program(graphdef, flips)
     inside = sliding_window(
         lambda batch: (_forward(graphdef, flips, state, jnp.asarray(batch)) if program is None
                        else program(state, jnp.asarray(batch), programs=programs)),
-        image[box],
+        region,
         in_tile=in_tile,
         out_tile=out_tile,
         overlap=overlap,
@@ -107,7 +112,7 @@ def predict_array(
         shifts=shifts,
         batch_size=batch_size,
         on_batch=on_batch,
-    )
+    )[inside_region]
     if inside.shape[:3] == image.shape[:3]:
         return inside
     out = np.zeros(image.shape[:3] + inside.shape[3:], np.float32)
@@ -118,6 +123,16 @@ def predict_array(
 
 
 CONTENT_ABOVE_PAD = 1e-3  # window units (0.4 HU of the CT window): less is the padding's float error, not content
+
+
+def with_edge_margin(image: np.ndarray, box: tuple[slice, ...], margin: int, out_tile: Sequence[int]) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """(the box's part of a network input (z, y, x, C), padded with ``margin`` voxels of the padding value beyond every
+    side where the box reaches the image's border along an axis on which it needs more than one output tile; the
+    slices of the box within it). Content that one tile holds whole is seen with padding beyond it already."""
+    pads = [(margin if sl.start == 0 else 0, margin if sl.stop == n else 0) if sl.stop - sl.start > t else (0, 0)
+            for sl, n, t in zip(box, image.shape[:3], out_tile)]
+    region = np.pad(image[box], pads + [(0, 0)], constant_values=PAD_VALUE) if margin else image[box]
+    return region, tuple(slice(lo, lo + sl.stop - sl.start) for (lo, _), sl in zip(pads, box))
 
 
 def content_box(image: np.ndarray) -> tuple[slice, slice, slice]:
@@ -133,10 +148,10 @@ def content_box(image: np.ndarray) -> tuple[slice, slice, slice]:
 
 def spec_tiling(spec: dict[str, Any]) -> dict[str, Any]:
     """:func:`predict_array`'s tiling from a model spec: the largest output tile (z, y, x; the spec's ``tile_out`` is
-    x, y, z), the blending Gaussian's ``blend_sigma_scale`` (nnU-Net's 0.125 if absent) and the tiling's placements
-    ``tile_shifts_vox`` (one, unshifted, if absent)."""
+    x, y, z), the blending Gaussian's ``blend_sigma_scale`` (nnU-Net's 0.125 if absent), the tiling's placements
+    ``tile_shifts_vox`` (one, unshifted, if absent) and ``edge_margin_vox`` (0 if absent)."""
     return {"max_out_tile": tuple(spec.get("tile_out", DEFAULT_TILE_OUT))[::-1], "sigma_scale": float(spec.get("blend_sigma_scale", NNUNET_SIGMA_SCALE)),
-            "shifts": tuple(int(s) for s in spec.get("tile_shifts_vox", (0,)))}
+            "shifts": tuple(int(s) for s in spec.get("tile_shifts_vox", (0,))), "edge_margin": int(spec.get("edge_margin_vox", 0))}
 
 
 def foreground(probs: np.ndarray) -> np.ndarray:
