@@ -57,9 +57,9 @@ def demo(
     from sirtjax.outputs import check_output, write_json
     from sirtjax.cli._uncertainty import (BOUNDARY_SD_MM, CALIBRATION_SD, DEMO_MEMBERS, DEMO_REGISTRATIONS,
                                           LUNG_SHUNT_SD, RESIDUAL, RESIDUAL_SD, stated_model)
-    from sirtjax.pipelines.inputs import QUICK_REGISTRATION, UncertaintyRequest, WorkflowOptions
+    from sirtjax.pipelines.inputs import UncertaintyRequest
     from sirtjax.pipelines.run import run_study
-    from sirtjax.pipelines.segment import model_available, model_segmenter
+    from sirtjax.pipelines.segment import model_available, workflow_options
     from sirtjax.io.study import parse_manifest
 
     if seed < 0:
@@ -79,11 +79,8 @@ def demo(
         study = parse_manifest(manifest, study_dir / "study.json")
 
         stated = stated_model(DEMO_MEMBERS, CALIBRATION_SD, RESIDUAL, RESIDUAL_SD, LUNG_SHUNT_SD, BOUNDARY_SD_MM)
-        programs = program_cache()
-        options = WorkflowOptions(registration=QUICK_REGISTRATION,
-                                  segmenter=model_segmenter(programs=programs) if segment else None,
-                                  programs=programs, uncertainty=UncertaintyRequest(DEMO_MEMBERS, stated,
-                                                                                 DEMO_REGISTRATIONS))
+        options = workflow_options(quick=True, liver_model="liver" if segment else None, lesion_model="none",
+                                   programs=program_cache(), uncertainty=UncertaintyRequest(DEMO_MEMBERS, stated, DEMO_REGISTRATIONS))
         result = run_study(study, out, overwrite=overwrite, verify_too=True, options=options, seed=0, say=say, progress=progress,
                            copy_study=True,
                            subtitle=f"Demo on phantom seed {seed}: lesions from the diagnostic CT mapped by registration; "

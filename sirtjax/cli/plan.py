@@ -103,10 +103,8 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
     from sirtjax.dosimetry.bed_map import load_tissue_models
     from sirtjax.dosimetry import constant_sets
     from sirtjax.errors import InputError
-    from sirtjax.pipelines.inputs import QUICK_REGISTRATION, WorkflowOptions
-    from sirtjax.registration.config import Overrides
     from sirtjax.pipelines.run import run_study
-    from sirtjax.pipelines.segment import model_lesion_segmenter, model_reference_segmenter, model_segmenter
+    from sirtjax.pipelines.segment import workflow_options
     from sirtjax.outputs import check_output
     from sirtjax.io.study import load_study
 
@@ -131,17 +129,10 @@ def run_command(study_path: Path, out: Path, *, verify_too: bool, lung_shunt: fl
             study_path = import_dicom(study_path, imported / "study", list(series))
         study = load_study(study_path)
         check_output(out, overwrite=overwrite, inputs=[*study.input_paths(), *([plan_dir] if plan_dir else [])])
-        programs = program_cache()
-        options = WorkflowOptions(dose_model=model, constants=constants, prescription_method=method,
-                                  registration=QUICK_REGISTRATION if quick else Overrides(),
-                                  segmenter=model_segmenter(liver_model, programs),
-                                  reference_segmenter=(None if regseg_model == "none"
-                                                       else model_reference_segmenter(regseg_model, programs)),
-                                  lesion_segmenter=(None if lesion_model == "none"
-                                                    else model_lesion_segmenter(lesion_model, programs)),
-                                  programs=programs, rtdose_bits=rtdose_bits, uncertainty=uncertainty,
-                                  radiobiology=None if radiobiology is None else load_tissue_models(radiobiology),
-                                  pet=pet, accept_implausible_liver=accept_implausible)
+        options = workflow_options(quick=quick, liver_model=liver_model, lesion_model=lesion_model, regseg_model=regseg_model,
+                                   programs=program_cache(), dose_model=model, constants=constants, prescription_method=method,
+                                   rtdose_bits=rtdose_bits, uncertainty=uncertainty, pet=pet, accept_implausible_liver=accept_implausible,
+                                   radiobiology=None if radiobiology is None else load_tissue_models(radiobiology))
         bar, say, progress = progress_bars()
         with bar:
             return run_study(study, out, overwrite=overwrite, verify_too=verify_too, options=options,

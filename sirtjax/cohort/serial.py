@@ -121,16 +121,12 @@ def run_plan(cases: Sequence[Case], settings: PlanSettings, key: jax.Array, out:
     program cache, and the seed of a case's registrations comes from its batch's key."""
     import shutil
 
-    from sirtjax.pipelines.inputs import QUICK_REGISTRATION, WorkflowOptions
-    from sirtjax.registration.config import Overrides
     from sirtjax.pipelines.run import run_study
-    from sirtjax.pipelines.segment import model_lesion_segmenter, model_segmenter
+    from sirtjax.pipelines.segment import workflow_options
     from sirtjax.io.study import load_study
 
-    lesions = None if settings.lesion_model == "none" else model_lesion_segmenter(settings.lesion_model, devices.programs)
-    options = WorkflowOptions(registration=QUICK_REGISTRATION if settings.quick else Overrides(),
-                              segmenter=model_segmenter(settings.liver_model, devices.programs), lesion_segmenter=lesions,
-                              programs=devices.programs, accept_implausible_liver=settings.accept_implausible)
+    options = workflow_options(quick=settings.quick, liver_model=settings.liver_model, lesion_model=settings.lesion_model,
+                               programs=devices.programs, accept_implausible_liver=settings.accept_implausible)
     seed = int(jax.random.randint(key, (), 0, 2**30))
 
     def compute(case: Case):

@@ -92,3 +92,20 @@ def model_lesion_segmenter(name_or_path: str | Path = DEFAULT_LESION_MODEL, prog
         return segment_lesions(model, spec, image, liver, modality=modality.lower(), programs=programs)
 
     return segment
+
+
+def workflow_options(*, quick: bool = False, liver_model: str | None = DEFAULT_LIVER_MODEL,
+                     lesion_model: str = DEFAULT_LESION_MODEL, regseg_model: str = "none", programs=None, **settings: Any):
+    """The workflows' :class:`~sirtjax.pipelines.inputs.WorkflowOptions` as the command line chooses them, in one place
+    for ``plan``, ``verify``, ``demo`` and a cohort's plan task: the quick registration or the preset's own, the liver,
+    lesion and registration-segmentation models by name ('none', or None for the liver: without), their compiled
+    programs in ``programs``, and every other setting as given."""
+    from sirtjax.pipelines.inputs import QUICK_REGISTRATION, WorkflowOptions
+    from sirtjax.registration.config import Overrides
+
+    return WorkflowOptions(
+        registration=QUICK_REGISTRATION if quick else Overrides(),
+        segmenter=None if liver_model is None else model_segmenter(liver_model, programs),
+        reference_segmenter=None if regseg_model == "none" else model_reference_segmenter(regseg_model, programs),
+        lesion_segmenter=None if lesion_model == "none" else model_lesion_segmenter(lesion_model, programs),
+        programs=programs, **settings)
