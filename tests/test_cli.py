@@ -74,10 +74,25 @@ def test_debug_shows_the_exception(tmp_path):
 
 @pytest.mark.parametrize("command", ["plan", "verify", "register", "segment", "dose", "prescribe", "demo", "phantom"])
 def test_help_is_plain_and_names_only_its_own_options(command, capsys):
-    """No '<bool>' after flags, no blank first line; plan's help does not refer to verify's --plan."""
+    """No '<bool>' after flags, no Python types ('<str>', '<list[Path]>') for options, no blank first line; plan's
+    help does not refer to verify's --plan."""
     main([command, "--help"])  # returns: no exit code but 0
     out = capsys.readouterr().out
     assert "<bool>" not in out and out.startswith("Usage: ")
+    assert not any(t in out for t in ("<str>", "<int>", "<float>", "<list[")), out
     assert ("--plan" in out) == (command == "verify")
     if command in ("plan", "prescribe"):
         assert "mono-compartment" in out
+
+
+def test_choices_are_the_librarys_and_help_shows_them(capsys):
+    """The command line's choices are the library's names: presets, modalities; an unknown one is a usage error."""
+    from sirtjax.cli._app import Modality, Preset
+    from sirtjax.registration import PRESETS
+    from sirtjax.segmentation.preprocess import MODALITIES
+
+    assert [p.value for p in Preset] == list(PRESETS) and tuple(m.value for m in Modality) == MODALITIES
+    main(["register", "--help"])
+    assert "<image-based|cnn-guided|cnn-lm-guided>" in capsys.readouterr().out
+    code, err = _run(capsys, "register", "a.nii.gz", "b.nii.gz", "-o", "out", "--preset", "elastic")
+    assert code == 2 and "--preset" in err

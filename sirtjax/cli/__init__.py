@@ -33,6 +33,25 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     typer.echo(f"warning: {message}", err=True)
 
 
+_METAVARS = {"path": "PATH", "float": "X", "int": "N", "str": "TEXT"}
+
+
+def plain_metavars(command) -> None:
+    """Help that names what to give, not Python types: arguments by their name (IMAGE), options by kind (PATH, X, N,
+    TEXT; a repeatable option the same, its help says so); choices keep their list."""
+    for sub in getattr(command, "commands", {}).values():
+        plain_metavars(sub)
+    for param in command.params:
+        desc = getattr(param, "type_descriptor", None)
+        if param.metavar is not None or desc is None or desc.is_choice:
+            continue
+        if param.param_type_name == "argument":
+            param.metavar = param.name.upper()
+            continue
+        kind = "path" if desc.is_path else param.bare_type().removeprefix("list[").removesuffix("]").lower()
+        param.metavar = _METAVARS.get(kind, param.metavar)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app; input errors become one line on stderr and exit code 2, warnings one line."""
     args = sys.argv[1:] if argv is None else argv
@@ -40,7 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
-            code = app(args=args, standalone_mode=False)
+            command = typer.main.get_command(app)
+            plain_metavars(command)
+            code = command.main(args=args, standalone_mode=False, prog_name="sirtjax")
     except SirtjaxError as exc:
         if debug:
             raise

@@ -55,6 +55,28 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existin
 """The ``--overwrite`` flag of every command that writes outputs (:mod:`sirtjax.outputs`)."""
 
 
+class Preset(str, Enum):
+    """Registration preset, named as the keys of sirtjax.registration.PRESETS (a test keeps the two equal)."""
+
+    image_based = "image-based"
+    cnn_guided = "cnn-guided"
+    cnn_lm_guided = "cnn-lm-guided"
+
+
+class Metric(str, Enum):
+    """Image similarity of the registration."""
+
+    mi = "mi"
+    ssd = "ssd"
+
+
+class Modality(str, Enum):
+    """Imaging modality of an image to segment, as sirtjax.segmentation.preprocess.MODALITIES."""
+
+    ct = "ct"
+    mr = "mr"
+
+
 class Method(str, Enum):
     """Prescription method, named as in sirtjax.pipelines.inputs.PRESCRIPTION_METHODS and the reports."""
 

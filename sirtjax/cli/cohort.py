@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import Overwrite, app, program_cache, progress_bar
+from sirtjax.cli._app import Modality, Overwrite, Preset, app, program_cache, progress_bar
 from sirtjax.cli.dose import ConstantSet, InputKind, Model
 
 
@@ -21,7 +21,7 @@ def cohort(
     task: Annotated[str | None, typer.Option(help="register, dose, segment or plan (default: the manifest's, or from "
                                                   "its columns).")] = None,
     batch_size: Annotated[int, typer.Option(help="Cases per batch (vmapped; split over the local devices).")] = 8,
-    preset: Annotated[str | None, typer.Option(help="register: image-based | cnn-guided | cnn-lm-guided (default: "
+    preset: Annotated[Preset | None, typer.Option(show_default=False, help="register: the preset (default: "
                                                     "from each case's masks or label maps).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="register: JSON registration settings replacing "
                                                                  "the preset's (as sirtjax register --config).")] = None,
@@ -33,7 +33,7 @@ def cohort(
     liver_model: Annotated[str, typer.Option(help="segment, plan: the liver model (shipped name or folder).")] = "liver",
     lesion_model: Annotated[str, typer.Option(help="plan: the lesion model for studies without lesions ('none': plan "
                                                    "without).")] = "lesions",
-    modality: Annotated[str | None, typer.Option(help="segment: ct or mr (default: guessed per image).")] = None,
+    modality: Annotated[Modality | None, typer.Option(help="segment: the modality (default: guessed per image).", show_default=False)] = None,
     quick: Annotated[bool, typer.Option(help="plan: the quick registration (24/12 mm levels; coarser).")] = False,
     accept_implausible: Annotated[bool, typer.Option("--accept-implausible", help="plan: go on with a segmented liver "
                                                      "outside 0.6-4.5 L (default: that case fails).")] = False,
@@ -54,11 +54,9 @@ def cohort(
     from sirtjax.cohort import (DoseSettings, PlanSettings, RegisterSettings, SegmentSettings, local_devices,
                                 read_manifest, run_cohort)
     from sirtjax.models.store import resolve_model_dir
-    from sirtjax.segmentation.preprocess import MODALITIES
     from sirtjax.cohort.run import recorded
     from sirtjax.errors import InputError
     from sirtjax.outputs import check_output
-    from sirtjax.registration import PRESETS
     from sirtjax.registration.files import load_config
 
     if not distributed and (coordinator, num_processes, process_id) != (None, None, None):
@@ -72,12 +70,10 @@ def cohort(
         raise InputError("--batch-size", "must be at least 1")
     if iterations is not None and iterations < 1:
         raise InputError("--iterations", "must be at least 1")
-    if preset is not None and preset not in PRESETS:
-        raise InputError("--preset", f"unknown preset '{preset}' (use {', '.join(PRESETS)})")
+    preset = None if preset is None else preset.value
     inputs = [manifest, *(p for c in cases.cases for p in c.paths.values()), *([config] if config else [])]
     check_output(out, overwrite=True, inputs=inputs)  # the inputs kept clear and writable; a cohort folder resumes
-    if modality is not None and modality not in MODALITIES:
-        raise InputError("--modality", f"must be one of {', '.join(MODALITIES)}, got {modality!r}")
+    modality = None if modality is None else modality.value
     if cases.task in ("segment", "plan"):
         resolve_model_dir(liver_model)  # an unknown model stops the run before it starts
     if cases.task == "plan" and lesion_model != "none":

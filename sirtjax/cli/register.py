@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import Overwrite, app, program_cache, progress_bar
+from sirtjax.cli._app import Metric, Overwrite, Preset, app, program_cache, progress_bar
 from sirtjax.errors import InputError
 
 @app.command()
@@ -20,9 +20,9 @@ def register(
     moving_mask: Annotated[Path | None, typer.Option(help="Moving liver mask (0/1).")] = None,
     fixed_labels: Annotated[Path | None, typer.Option(help="Fixed label map (liver 1, landmarks >= 2): CNN&LM-guided.")] = None,
     moving_labels: Annotated[Path | None, typer.Option(help="Moving label map, same ids as the fixed one.")] = None,
-    preset: Annotated[str | None, typer.Option(help="image-based | cnn-guided | cnn-lm-guided (default: from the inputs).")] = None,
+    preset: Annotated[Preset | None, typer.Option(help="Default: from the guidance given (image-based, cnn-guided with masks, cnn-lm-guided with label maps).", show_default=False)] = None,
     config: Annotated[Path | None, typer.Option("--config", help="JSON registration settings replacing the preset's (the presets' own are configs/registration/*.json in the sirtjax repository); options given on the command line still override.")] = None,
-    metric: Annotated[str | None, typer.Option(help="Image similarity: mi (multi-modal) or ssd (same modality). Default: the preset's (mi).")] = None,
+    metric: Annotated[Metric | None, typer.Option(help="Image similarity: mi (multi-modal) or ssd (same modality). Default: the preset's (mi).", show_default=False)] = None,
     apply: Annotated[list[Path] | None, typer.Option("--apply", help="Extra moving-space image to warp (repeatable); integer images with at most 256 values are label maps (nearest).")] = None,
     apply_labels: Annotated[list[Path] | None, typer.Option("--apply-labels", help="Extra moving-space label map, warped by nearest neighbour (repeatable).")] = None,
     w_image: Annotated[float | None, typer.Option(help="Weight of the non-rigid image term w_I; 0 leaves the term out (cnn-guided default 0: masks only).")] = None,
@@ -41,7 +41,7 @@ def register(
 
     from sirtjax.io import read_volume
     from sirtjax.outputs import check_output, output_dir
-    from sirtjax.registration import PRESETS, Overrides
+    from sirtjax.registration import Overrides
     from sirtjax.registration.files import load_config, load_guidance, registration_report, write_registration
     from sirtjax.registration.guided import check_guidance, choose_preset, register_checked
 
@@ -51,16 +51,12 @@ def register(
     if (fixed_labels is None) != (moving_labels is None):
         raise InputError(fixed_labels or moving_labels, "give both --fixed-labels and --moving-labels")
     paths = {"fixed_mask": fixed_mask, "moving_mask": moving_mask, "fixed_labels": fixed_labels, "moving_labels": moving_labels}
-    if preset is None:
-        preset = choose_preset(masks=fixed_mask is not None, labels=fixed_labels is not None)
-    if preset not in PRESETS:
-        raise InputError(Path(preset), f"unknown preset (use {', '.join(PRESETS)})")
+    preset = choose_preset(masks=fixed_mask is not None, labels=fixed_labels is not None) if preset is None else preset.value
+    metric = None if metric is None else metric.value
     try:
         check_guidance(preset, [name for name, path in paths.items() if path is not None])
     except ValueError as exc:
         raise InputError(Path(preset), str(exc)) from None
-    if metric is not None and metric not in ("mi", "ssd"):
-        raise InputError(Path(metric), "unknown metric (use mi or ssd)")
     for name, value in (("--levels", levels), ("--iterations", iterations)):
         if value is not None and value < 1:
             raise InputError(Path(name), "must be at least 1")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from sirtjax.cli._app import Overwrite, app, program_cache, progress_bar
+from sirtjax.cli._app import Modality, Overwrite, app, program_cache, progress_bar
 
 
 class Target(str, Enum):
@@ -28,7 +28,7 @@ def segment(
     liver_model: Annotated[str, typer.Option("--liver-model", help="--target lesions without --liver: the liver model.")] = "liver",
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="--target lesions: the probability from which a voxel is lesion (default 0.5). Higher finds fewer lesions and fewer false positives (the lesion model card measures the trade).")] = None,
     min_cnr: Annotated[Optional[float], typer.Option("--min-cnr", help="--target lesions: keep a lesion only if the image shows it, its contrast-to-noise ratio against the liver around it, integrated over its voxels, at least this (default 5, Rose's criterion, as the training labels; 0 keeps all).")] = None,
-    modality: Annotated[Optional[str], typer.Option("--modality", help="ct or mr (default: guessed: air below -500 means CT; padding far below non-negative voxels, MR).")] = None,
+    modality: Annotated[Optional[Modality], typer.Option("--modality", help="Default: guessed (air below -500 means CT; padding far below non-negative voxels, MR).", show_default=False)] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average predictions over the axis flips the model was trained with (slower; refused for a model trained without flips, as the shipped ones are).")] = False,
     probability: Annotated[Optional[Path], typer.Option("--probability", help="Also write the probability map here.")] = None,
     reference: Annotated[Optional[Path], typer.Option("--reference", help="A contrast CT of the same patient whose liver mask (--reference-mask) the registration-segmentation network carries onto IMAGE, a non-contrast CT (default model: regseg).")] = None,
@@ -42,10 +42,9 @@ def segment(
 
     from sirtjax.errors import InputError
     from sirtjax.io import hounsfield_problem, read_volume, write_volume
-    from sirtjax.segmentation.preprocess import MODALITIES, body_problem, guess_modality
+    from sirtjax.segmentation.preprocess import body_problem, guess_modality
 
-    if modality is not None and modality not in MODALITIES:
-        raise InputError("--modality", f"must be one of {', '.join(MODALITIES)}, got {modality!r}")
+    modality = None if modality is None else modality.value
     if liver is not None and target is not Target.lesions:
         raise InputError("--liver", "is for --target lesions")
     if threshold is not None and target is not Target.lesions:
