@@ -164,9 +164,8 @@ def _ensemble_summary(images, result, stated, n: int, seed: int, dose_model: str
 
     from sirtjax.dosimetry.uncertainty import ensemble, summarise
 
-    inputs = result.report["input"]
-    e = ensemble(images["activity"], images["liver"], images.get("lesions"), activity_gbq=inputs["activity_gbq"],
-                 lung_shunt_fraction=inputs["lung_shunt_fraction"], model=stated, key=jax.random.key(seed), n=n,
+    e = ensemble(images["activity"], images["liver"], images.get("lesions"), activity_gbq=result.administered_gbq,
+                 lung_shunt_fraction=result.lung_shunt_fraction, model=stated, key=jax.random.key(seed), n=n,
                  dose_model=dose_model, constants=constants, liver_density_g_ml=liver_density_g_ml)
     return summarise(e)
 

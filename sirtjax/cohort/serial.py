@@ -81,8 +81,7 @@ def run_dose(cases: Sequence[Case], settings: DoseSettings, key: jax.Array, out:
                                  activity_gbq=case.numbers.get("activity_gbq"),
                                  lung_shunt_fraction=case.numbers.get("lung_shunt_fraction"),
                                  model=settings.model, constants=settings.constants)
-        liver = next((v for v in result.report["vois"] if v.get("name") == "liver"), {})
-        metrics = {"liver_mean_gy": liver.get("mean_gy"), "total_gbq": result.report["activity"]["total_gbq"]}
+        metrics = {"liver_mean_gy": result.mean_gy("liver"), "total_gbq": result.total_gbq}
         return metrics, lambda tmp: write_dose_outputs(result, tmp)
 
     return _each(cases, todo, out, compute)
@@ -136,8 +135,7 @@ def run_plan(cases: Sequence[Case], settings: PlanSettings, key: jax.Array, out:
                            lung_shunt_fraction=case.numbers.get("lung_shunt_fraction"))
         metrics = {"planned_activity_gbq": result.plan.planned_activity_gbq,
                    "lung_shunt_fraction": result.plan.lung_shunt_fraction,
-                   "liver_mean_gy": next((v.get("mean_gy") for v in result.plan.dose.report["vois"]
-                                          if v.get("name") == "liver"), None)}
+                   "liver_mean_gy": result.plan.dose.mean_gy("liver")}
         return metrics, lambda tmp: planned.rename(tmp / "plan")
 
     return _each(cases, todo, out, compute)

@@ -59,7 +59,7 @@ def write_dose_outputs(result: DoseResult, folder: Path) -> list[Path]:
     paths = [folder / "dose.nii.gz", folder / "dvh.csv", folder / "dvh.png", folder / "report.json"]
     write_volume(result.dose, paths[0], dtype=np.float32)
     write_dvh_csv(result.statistics, names, paths[1])
-    title = f"Cumulative DVH ({result.report['model'].upper()}, constants {result.report['constants']['name']})"
+    title = f"Cumulative DVH ({result.model.upper()}, constants {result.constants.name})"
     plot_dvh(result.statistics, names, paths[2], title=title)
     write_json(result.report, paths[3])
     return paths

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sirtjax.dosimetry.activity import activity_from_bq_per_ml, activity_from_counts, choose_lung_shunt, lung_shunt_fraction
-from sirtjax.dosimetry.constants import LIVER_DENSITY_G_ML, LUNG_MASS_KG, get_constants
+from sirtjax.dosimetry.constants import LIVER_DENSITY_G_ML, LUNG_MASS_KG, DoseConstants, get_constants
 from sirtjax.dosimetry.dose import dose_ldm, dose_vsv, hu_to_density_g_ml, voxel_volume_ml
 from sirtjax.dosimetry.kernels import voxel_kernel
 from sirtjax.dosimetry.limits import check_lung_dose, check_lung_shunt
@@ -47,13 +47,31 @@ V_X_DEFINITION = "V_x: percentage of the VOI's voxels receiving at least x Gy"
 
 @dataclasses.dataclass(frozen=True)
 class DoseResult:
-    """Dose map (Gy, float32, activity grid), VOI names, their statistics, warnings and the JSON-ready report."""
+    """Dose map (Gy, float32, activity grid), VOI names, their statistics, the dose model and constants, the activity,
+    warnings, and the JSON-ready report (written at the output edge, not read back)."""
 
     dose: Volume
     voi_names: tuple[str, ...]
     statistics: VoiStatistics
+    model: str  # vsv or ldm
+    constants: DoseConstants
+    administered_gbq: float | None  # the activity given with SPECT counts; None for a PET in Bq/ml
+    lung_shunt_fraction: float | None  # the LSF applied to SPECT counts; None for a PET
+    total_gbq: float  # activity on the grid after the lung shunt (counts) or in the PET
+    liver_gbq: float  # of which in the liver region (liver and lesions)
     report: dict
     warnings: tuple[ResultWarning, ...] = ()
+
+    def records(self) -> list[dict]:
+        """The per-VOI statistics as records (name, volume_ml, mean_gy, D_x, V_x; NaN as None)."""
+        return self.statistics.to_records(list(self.voi_names))
+
+    def mean_gy(self, voi: str) -> float | None:
+        """Mean dose of the named VOI (Gy); None when it has no voxels or no such VOI."""
+        if voi not in self.voi_names:
+            return None
+        value = float(self.statistics.mean_gy[self.voi_names.index(voi)])
+        return value if np.isfinite(value) else None
 
 
 def _grid_dict(vol: Volume) -> dict:
@@ -143,7 +161,10 @@ def voxel_dosimetry(
         "warnings": [w.to_dict() for w in warnings],
     }
     dose_vol = make_volume(dose, activity.spacing_mm, activity.origin_mm, activity.direction)
-    return DoseResult(dose_vol, tuple(names), stats, report, tuple(warnings))
+    counts = input_kind == "counts"
+    return DoseResult(dose_vol, tuple(names), stats, model, c, float(activity_gbq) if counts else None,
+                      lsf if counts else None, report["activity"]["total_gbq"], report["activity"]["liver_gbq"],
+                      report, tuple(warnings))
 
 
 def _vois_on_grid(activity, liver, lesions, lungs, warnings):

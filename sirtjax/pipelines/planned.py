@@ -69,8 +69,8 @@ def planned_from_result(p: PlanResult) -> PlannedDose:
     v = p.vois
     lungs = v.lungs_emission if "lungs" in p.dose.voi_names else None  # the lungs the plan's dosimetry used
     return PlannedDose(p.report, p.session.emission, v.liver_emission, v.lesions_emission, lungs, p.dose,
-                       "planned in this run", p.planned_activity_gbq, p.lung_shunt_fraction, p.dose.report["model"],
-                       p.dose.report["constants"]["name"])
+                       "planned in this run", p.planned_activity_gbq, p.lung_shunt_fraction, p.dose.model,
+                       p.dose.constants.name)
 
 
 def planned_from_record(report: dict, spect: Volume, liver: Volume, lesions: Volume | None, lungs: Volume | None,

@@ -91,8 +91,8 @@ def session_section(title: str, anatomy, vois: SessionVois, emission: tuple, dos
                   f"{anatomy.name} with {name} and the VOIs{through}."),
         FigurePng(fused_slices_png(anatomy.image, overlay=dose.dose, contours=contours, anatomy_window=window,
                                    overlay_label="dose (Gy)", center_mm=centre),
-                  f"{dose_caption}{sep}{dose.report['model'].upper()} model)."),
-        dose_table(dose.report["vois"], caption=table_caption), *extra))
+                  f"{dose_caption}{sep}{dose.model.upper()} model)."),
+        dose_table(dose.records(), caption=table_caption), *extra))
 
 
 def pet_emission(pet: Volume) -> tuple[Volume, str, str]:
@@ -275,7 +275,7 @@ def workflow_report(study: dict, plan: PlanResult | None, verification: VerifyRe
     if verification is not None:
         sections += verify_sections(verification)
         warnings += list(verification.warnings)
-    constants = (plan or verification).dose.report["constants"]
+    constants = (plan or verification).dose.constants.to_dict()
     sections.append(provenance_section(constants, parameters=parameters))
     title = ("SIRT plan and verification" if verification is not None else "SIRT plan") + f" — {study['name']}"
     unique = list({(w.code, w.message): w for w in warnings}.values())

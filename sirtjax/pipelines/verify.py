@@ -79,14 +79,14 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
                            lungs=vois.lungs_emission, input_kind="bq-per-ml", model=options.dose_model,
                            constants=options.constants)
     if pet is not None and pet.recovery is not None:
-        quantification["recovery"], outside = recovery_report(dose.report["vois"], pet.recovery)
+        quantification["recovery"], outside = recovery_report(dose.records(), pet.recovery)
         dose = dataclasses.replace(dose, warnings=dose.warnings + outside)
-    comparison = compare_vois(_records(plan.dose), _records(dose))
+    comparison = compare_vois(plan.dose.records(), dose.records())
     injected = study.activities.get("y90_injected_gbq")
     at_injected = comparison_at = None
     if injected is not None:
         at_injected = plan.dose_at(float(injected))
-        comparison_at = compare_vois(_records(at_injected), _records(dose))
+        comparison_at = compare_vois(at_injected.records(), dose.records())
     warnings = tuple(session_warnings(vois, registrations, session)) + dose.warnings
     uncertainty = None
     if options.uncertainty is not None:
@@ -95,7 +95,7 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
     bed = None
     if options.radiobiology is not None:
         bed = workflow_radiobiology(dose.dose, vois.liver_emission, vois.lesions_emission, options.radiobiology)
-    pet_gbq = dose.report["activity"]["total_gbq"]
+    pet_gbq = dose.total_gbq
     if injected is not None and pet_gbq > 1.2 * injected:
         warnings += (ResultWarning("pet_activity_above_injected",
                                       f"the PET holds {pet_gbq:.3g} GBq, more than the {injected:.3g} GBq injected: "
@@ -120,8 +120,3 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
     }
     return VerifyResult(session, vois, tuple(registrations), dose, plan, at_injected, comparison, comparison_at,
                         warnings, report, uncertainty, bed)
-
-
-def _records(dose: DoseResult) -> list[dict]:
-    """The per-VOI statistics of a dose result as records (name, volume_ml, mean_gy, D70_gy, ...)."""
-    return dose.statistics.to_records(list(dose.voi_names))
