@@ -503,3 +503,32 @@ def test_a_config_extends_another_beside_it(tmp_path):
     (tmp_path / "loop2.json").write_text(json.dumps({"extends": "loop.json"}))
     with pytest.raises(InputError, match="loop2.json.*extends loop.json, which extends it again"):
         read_json_config(tmp_path / "loop.json")
+
+
+def test_validated_steps_are_kept_and_averaged(tmp_path):
+    """keep_validated keeps every validated step's weights (validated/STEP/); scripts/average_models.py writes their
+    element-wise mean, which loads as a model, and refuses folders of another architecture."""
+    import runpy
+
+    from sirtjax.models import load_model
+
+    cfg = tiny_config(keep_validated=True, steps=6, steps_per_epoch=3)
+    cases = ([blob_case(i) for i in range(2)], [blob_case(9)])
+    train(cfg, tmp_path / "run", cases=cases, progress=False)
+    folders = [tmp_path / "run" / "validated" / s for s in ("3", "6")]
+    assert all((f / "weights.npz").is_file() for f in folders)
+    script = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "average_models.py"))
+    script["average_models"](folders, tmp_path / "soup")
+    soup, spec = load_model(str(tmp_path / "soup"))
+    assert spec["step"] == [3, 6] and "val_dice" not in spec
+    members = [np.load(f / "weights.npz") for f in folders]
+    kept = np.load(tmp_path / "soup" / "weights.npz")
+    assert any(not np.allclose(members[0][k], members[1][k]) for k in kept.files)  # the steps differ
+    for k in kept.files:
+        np.testing.assert_allclose(kept[k], (members[0][k].astype(np.float64) + members[1][k]) / 2, rtol=1e-6, atol=1e-7)
+    other = tmp_path / "other"
+    other.mkdir()
+    np.savez(other / "weights.npz", w=np.zeros(3))
+    (other / "model.json").write_text("{}")
+    with pytest.raises(SystemExit, match="another architecture"):
+        script["average_models"]([folders[0], other], tmp_path / "bad")

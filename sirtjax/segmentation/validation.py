@@ -20,7 +20,7 @@ from flax import nnx
 from sirtjax.errors import InputError
 from sirtjax.metrics import dice
 from sirtjax.segmentation.infer import predict_probability
-from sirtjax.segmentation.postprocess import LARGE_COMPONENT_ML, component_sizes, liver_mask
+from sirtjax.segmentation.postprocess import component_sizes, liver_mask
 from sirtjax.segmentation.preprocess import prepare_label
 from sirtjax.volume import Volume
 
@@ -48,7 +48,7 @@ class ScanResult:
     dsc: float
     volume_ml: float
     reference_ml: float
-    large_components: int  # components of >= LARGE_COMPONENT_ML in the thresholded prediction, before the largest is kept
+    stray_ml: float  # the largest component of the thresholded prediction other than the one kept (0 if none)
     seconds: float
 
     @property
@@ -118,6 +118,6 @@ def evaluate_scan(model: nnx.Module, spec: dict, scan: RealScan, *, variant: str
     mask = liver_mask(np.asarray(prob.array), threshold=threshold) > 0
     seconds = time.perf_counter() - start
     voxel_ml = float(np.prod(np.asarray(image.spacing_mm))) / 1000.0
-    sizes_ml = component_sizes(np.asarray(prob.array) > threshold) * voxel_ml
+    sizes_ml = np.sort(component_sizes(np.asarray(prob.array) > threshold))[::-1] * voxel_ml
     return ScanResult(scan.name if variant == "as scanned" else f"{scan.name} {variant}", dice(mask, reference), float(mask.sum()) * voxel_ml, float(reference.sum()) * voxel_ml,
-                      int(np.sum(sizes_ml >= LARGE_COMPONENT_ML)), seconds)
+                      float(sizes_ml[1]) if sizes_ml.size > 1 else 0.0, seconds)

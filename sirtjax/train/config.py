@@ -21,7 +21,9 @@ instead of random ones -- fine-tuning; a thesis liver U-Net of narrower widths i
 same function, `sirtjax.models.widen`, and an instance-normalised one's norms are frozen for a model without norms,
 `sirtjax.models.freeze_norm`; ignored when the run resumes from its own checkpoint); ``ema_decay`` (none: a running
 average of the weights, ema <- decay * ema + (1 - decay) * weights after every step, starting from the first weights;
-validation, the learning-rate schedule and best/ then use the average, `sirtjax.train.step.ema_update`); ``extends`` (a config file beside
+validation, the learning-rate schedule and best/ then use the average, `sirtjax.train.step.ema_update`); ``keep_validated``
+(false: also keep every validated step's weights in validated/STEP/, to average a run's steps with
+scripts/average_models.py); ``extends`` (a config file beside
 this one whose keys this one's override, objects merged key by key; relative paths are read beside this one).
 """
 
@@ -102,6 +104,7 @@ class TrainConfig:
     init_from: str | None = None
     synth: SynthSource | None = None
     ema_decay: float | None = None
+    keep_validated: bool = False
 
     @property
     def target(self) -> str:

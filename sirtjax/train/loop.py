@@ -147,7 +147,8 @@ def train(
 
     out_dir receives checkpoints/{latest,best} (orbax), best/ (model.json + weights.npz of the best
     validation DSC, loadable with `--model out_dir`; with cfg.ema_decay, of the weights' running average, which is
-    what is validated), final/ (the same for the weights at the last step), metrics.jsonl and cache/ (prepared phantom
+    what is validated), final/ (the same for the weights at the last step), validated/STEP/ (with cfg.keep_validated, the
+same for every validated step), metrics.jsonl and cache/ (prepared phantom
     cases). `cases` overrides the datasets of cfg.data; `stop_after` ends the run after that many
     steps without a final checkpoint (to test resuming after a kill).
     """
@@ -217,6 +218,8 @@ def train(
                     save_model(nnx.merge(graphdef, weights), spec, out / "best")
                 if done == cfg.steps:
                     save_model(nnx.merge(graphdef, weights), spec, out / "final")
+                if cfg.keep_validated:
+                    save_model(nnx.merge(graphdef, weights), spec, out / "validated" / str(done))
                 checkpoint.save(latest, done, snapshot(done))
             elif done % cfg.checkpoint_every == 0:
                 checkpoint.save(latest, done, snapshot(done))
