@@ -247,7 +247,7 @@ def workflow_command(verify_too: bool, summary):
 
 def _summary(result) -> str:
     p = result.plan
-    return (f"planned {p.planned_activity_gbq:.3f} GBq ({p.report['planned_activity']['source']}); "
+    return (f"planned {p.planned_activity_gbq:.3f} GBq ({p.planned_activity_source}); "
             f"{len(p.warnings)} warning(s); report: {result.report_html}")
 
 

@@ -75,6 +75,7 @@ class PlanResult:
     lung_shunt_fraction: float
     prescriptions: tuple[Prescription, ...]
     planned_activity_gbq: float
+    planned_activity_source: str  # the study's planned activity, or the prescription method that gave it
     dose: DoseResult
     warnings: tuple[ResultWarning, ...]
     report: dict
@@ -306,5 +307,5 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
         **({} if bed is None else {"radiobiology": radiobiology_report(bed, options.radiobiology)}),
         "warnings": [w.to_dict() for w in all_warnings],
     }
-    return PlanResult(session, vois, tuple(registrations), measured, lsf, tuple(prescriptions), activity, dose,
-                      all_warnings, report, uncertainty, bed)
+    return PlanResult(session, vois, tuple(registrations), measured, lsf, tuple(prescriptions), activity, activity_source,
+                      dose, all_warnings, report, uncertainty, bed)
