@@ -144,6 +144,7 @@ def voxel_dosimetry(
         lung_note = _lung_dose(lung_arr, density, activity.spacing_mm, lung_density_g_ml, float(activity_gbq), lsf, c)
         warnings += check_lung_shunt(lsf) + check_lung_dose(lung_note["dose_gy"])
     act_np = np.asarray(act, np.float64)
+    total_gbq, liver_gbq = float(act_np.sum()), float(act_np[liver_region].sum())
     report = {
         "model": model,
         "kernel": None if kernel is None else kernel.describe(),
@@ -153,7 +154,7 @@ def voxel_dosimetry(
         "density": {"source": "ct" if ct is not None else "constant",
                     "liver_density_g_ml": None if (ct is not None or model == "vsv") else liver_density_g_ml,
                     "note": _density_note(model, ct is not None, kernel)},
-        "activity": {"total_gbq": float(act_np.sum()), "liver_gbq": float(act_np[liver_region].sum())},
+        "activity": {"total_gbq": total_gbq, "liver_gbq": liver_gbq},
         "lung": lung_note,
         "masks": masks_note,
         "vois": stats.to_records(list(names)),
@@ -163,7 +164,7 @@ def voxel_dosimetry(
     dose_vol = make_volume(dose, activity.spacing_mm, activity.origin_mm, activity.direction)
     counts = input_kind == "counts"
     return DoseResult(dose_vol, tuple(names), stats, model, c, float(activity_gbq) if counts else None,
-                      lsf if counts else None, report["activity"]["total_gbq"], report["activity"]["liver_gbq"],
+                      lsf if counts else None, total_gbq, liver_gbq,
                       report, tuple(warnings))
 
 
