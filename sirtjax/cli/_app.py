@@ -77,6 +77,29 @@ class Modality(str, Enum):
     mr = "mr"
 
 
+class Model(str, Enum):
+    """Dose model."""
+
+    vsv = "vsv"
+    ldm = "ldm"
+
+
+class InputKind(str, Enum):
+    """What the activity image holds."""
+
+    counts = "counts"
+    bq_per_ml = "bq-per-ml"
+
+
+class ConstantSet(str, Enum):
+    """Named 90Y constant sets (sirtjax.dosimetry.constants)."""
+
+    icrp107 = "icrp107"
+    thesis = "thesis"
+    resin = "resin"
+    glass = "glass"
+
+
 class Method(str, Enum):
     """Prescription method, named as in sirtjax.pipelines.inputs.PRESCRIPTION_METHODS and the reports."""
 

@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import Modality, Overwrite, Preset, app, program_cache, progress_bar
-from sirtjax.cli.dose import ConstantSet, InputKind, Model
+from sirtjax.cli._app import ConstantSet, InputKind, Modality, Model, Overwrite, Preset, app, program_cache, progress_bar
 
 
 @app.command()

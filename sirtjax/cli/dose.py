@@ -2,38 +2,14 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import Overwrite, app, progress_bar
+from sirtjax.cli._app import ConstantSet, InputKind, Model, Overwrite, app, progress_bar
 from sirtjax.cli._uncertainty import (BOUNDARY_SD_MM, CALIBRATION_SD, LUNG_SHUNT_SD, RESIDUAL, RESIDUAL_SD, BoundarySd,
                                       CalibrationSd, LungShuntSd, Members, Residual, ResidualSd, stated_model)
-
-
-class Model(str, Enum):
-    """Dose model."""
-
-    vsv = "vsv"
-    ldm = "ldm"
-
-
-class InputKind(str, Enum):
-    """What the activity image holds."""
-
-    counts = "counts"
-    bq_per_ml = "bq-per-ml"
-
-
-class ConstantSet(str, Enum):
-    """Named 90Y constant sets (sirtjax.dosimetry.constants)."""
-
-    icrp107 = "icrp107"
-    thesis = "thesis"
-    resin = "resin"
-    glass = "glass"
 
 
 def parse_levels(text: str, option: str) -> tuple[float, ...]:

@@ -12,18 +12,11 @@ from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import Method, Overwrite, app, program_cache, progress_bar
+from sirtjax.cli._app import Method, Model, Overwrite, app, program_cache, progress_bar
 from sirtjax.cli._uncertainty import (BOUNDARY_SD_MM, CALIBRATION_SD, LUNG_SHUNT_SD, REGISTRATIONS, RESIDUAL, RESIDUAL_SD,
                                       BoundarySd, CalibrationSd, LungShuntSd, Members, Registrations, Residual, ResidualSd,
                                       stated_model)
 from sirtjax.cli.study import Series
-
-
-class Model(str, Enum):
-    """Dose model."""
-
-    vsv = "vsv"
-    ldm = "ldm"
 
 
 class RtDoseBits(str, Enum):

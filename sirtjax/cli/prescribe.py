@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import Method, app
-from sirtjax.cli.dose import ConstantSet
+from sirtjax.cli._app import ConstantSet, Method, app
 
 
 @app.command()
