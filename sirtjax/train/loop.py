@@ -206,7 +206,8 @@ same for every validated step), metrics.jsonl and cache/ (prepared phantom
                 bar.update(task, info=f"loss {rec['loss']:.4f}  best val DSC {best_dice:.4f}")
             if done % (cfg.steps_per_epoch * cfg.val_every_epochs) == 0 or done == cfg.steps:
                 weights = params if ema is None else ema  # the weights that are validated, scheduled on and kept
-                scores = validate(nnx.merge(graphdef, weights), val_cases, cfg.model)
+                validated = nnx.merge(graphdef, weights)
+                scores = validate(validated, val_cases, cfg.model)
                 mean = validation_score(scores)
                 opt_state = plateau_update(plateau, opt_state, params, mean)
                 n_val += 1
@@ -215,11 +216,11 @@ same for every validated step), metrics.jsonl and cache/ (prepared phantom
                 if mean > best_dice:
                     best_dice = mean
                     checkpoint.save(best, done, {"params": weights}, metrics={"val_dice": mean})
-                    save_model(nnx.merge(graphdef, weights), spec, out / "best")
+                    save_model(validated, spec, out / "best")
                 if done == cfg.steps:
-                    save_model(nnx.merge(graphdef, weights), spec, out / "final")
+                    save_model(validated, spec, out / "final")
                 if cfg.keep_validated:
-                    save_model(nnx.merge(graphdef, weights), spec, out / "validated" / str(done))
+                    save_model(validated, spec, out / "validated" / str(done))
                 checkpoint.save(latest, done, snapshot(done))
             elif done % cfg.checkpoint_every == 0:
                 checkpoint.save(latest, done, snapshot(done))
