@@ -532,3 +532,39 @@ def test_validated_steps_are_kept_and_averaged(tmp_path):
     (other / "model.json").write_text("{}")
     with pytest.raises(SystemExit, match="another architecture"):
         script["average_models"]([folders[0], other], tmp_path / "bad")
+
+
+def test_data_variants_render_the_studies_again_with_their_phantom_options(tmp_path, monkeypatch):
+    """data.variants renders every training and validation seed again with the variant's phantom options (over
+    data.phantom_options), names the cases with its tag and weighs the training ones; a malformed variant is a one-line error."""
+    import sirtjax.phantom
+    from sirtjax.train import data as train_data
+    from sirtjax.train.loop import load_cases
+
+    rendered = []
+
+    def fake_make_case(name, *args, **kwargs):
+        return dataclasses.replace(blob_case(len(rendered)), name=name)
+
+    class FakeStudy:
+        images = {"diag_ct": None, "diag_ct_liver": None}
+
+    def fake_study(seed, config):
+        rendered.append((seed, tuple(config.liver_scale), tuple(config.bmi)))
+        return FakeStudy()
+
+    monkeypatch.setattr(sirtjax.phantom, "generate_study", fake_study)
+    monkeypatch.setattr(train_data, "make_case", fake_make_case)
+    variant = {"tag": "small_liver", "phantom_options": {"liver_scale": [0.7, 0.85]}, "images": {"diag_ct": "ct"}, "weight": 2.0}
+    data = {"kind": "phantom", "train_seeds": [3], "val_seeds": [100], "images": {"diag_ct": "ct"},
+            "phantom_options": {"bmi": [20.0, 22.0]}, "variants": [variant]}
+    train, val = load_cases(tiny_config(data=data), None)
+    assert [c.name for c in train] == ["seed3_diag_ct", "seed3_diag_ct_small_liver"]
+    assert [c.name for c in val] == ["seed100_diag_ct", "seed100_diag_ct_small_liver"]
+    assert [c.weight for c in train] == [1.0, 2.0]
+    default_scale = sirtjax.phantom.PhantomConfig().liver_scale
+    assert rendered == [(3, default_scale, (20.0, 22.0)), (100, default_scale, (20.0, 22.0)),
+                        (3, (0.7, 0.85), (20.0, 22.0)), (100, (0.7, 0.85), (20.0, 22.0))]
+    for bad in ({**variant, "tag": "a b"}, {k: v for k, v in variant.items() if k != "images"}, {**variant, "weight": -1}):
+        with pytest.raises(InputError, match="data.variants needs"):
+            tiny_config(data={**data, "variants": [bad]})

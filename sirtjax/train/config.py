@@ -5,7 +5,9 @@ in_features, out_features, spacing_mm (x, y, z), tile_out (x, y, z), modalities)
 (``{"kind": "phantom", "train_seeds", "val_seeds", "images": {name: modality}, "val_images", "image_weights": {name: sampling weight},
 "lesion_min_cnr": training labels only for lesions the rendering shows (0, all; see `sirtjax.segmentation.visibility`),
 "noisy_ct": {"images": {name: "ct"}, "ct_noise_hu": [low, high], "weight"}: the training and validation studies rendered again
-with noisier CT and noise-matched to the model spec's ``ct_noise_index_hu``, see `sirtjax.train.data.noisy_ct_cases`}`` or
+with noisier CT and noise-matched to the model spec's ``ct_noise_index_hu``, see `sirtjax.train.data.noisy_ct_cases`,
+"variants": [{"tag", "phantom_options", "images": {name: modality}, "weight"}]: the training and validation studies
+rendered again with those phantom options (a liver size, a body), their cases named with the tag}`` or
 ``{"kind": "msd", "root", "modality", "label_values", "val_cases"}``); ``patch_out`` (z, y, x)
 output patch; ``batch_size`` (2); ``steps`` (total); ``steps_per_epoch`` (100);
 ``val_every_epochs`` (1); ``checkpoint_every`` (steps, 50); ``learning_rate`` (1e-3);
@@ -125,6 +127,15 @@ def _noisy_ct_ok(n: Any) -> bool:
         return False
 
 
+def _variants_ok(variants: Any) -> bool:
+    """Whether data.variants is well formed (see the module docstring); the phantom options themselves are checked when the studies are made."""
+    try:
+        return all(isinstance(v["tag"], str) and v["tag"].isidentifier() and isinstance(v["phantom_options"], dict)
+                   and bool(dict(v["images"])) and float(v.get("weight", 1.0)) >= 0 for v in variants)
+    except (TypeError, KeyError, ValueError):
+        return False
+
+
 def _real_val_ok(r: Any) -> bool:
     """Whether data.real_val is well formed: {"manifest": path, "scans": [names]}."""
     return isinstance(r, dict) and isinstance(r.get("manifest"), str) and bool(r.get("scans")) and all(isinstance(n, str) for n in r["scans"])
@@ -164,6 +175,8 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:
         (cfg.synth is None or 0 <= cfg.synth.n_real < cfg.batch_size, "synth.n_real must be in [0, batch_size)"),
         (cfg.synth is None or cfg.synth.anatomy is None or (cfg.synth.anatomy.maps and 0 < cfg.synth.anatomy.share < 1),
          "synth.anatomy needs label map names and a share in (0, 1)"),
+        ("variants" not in cfg.data or (cfg.data.get("kind") == "phantom" and _variants_ok(cfg.data["variants"])),
+         "data.variants needs phantom data and, for each, a tag (a name), phantom_options, images and a weight >= 0"),
         ("real_val" not in cfg.data or (cfg.target == "liver" and _real_val_ok(cfg.data["real_val"])),
          "data.real_val needs a liver model, a manifest and the names of its scans"),
         ("noisy_ct" not in cfg.data or (cfg.target == "liver" and cfg.data.get("kind") == "phantom" and "ct_noise_index_hu" in cfg.model),

@@ -50,6 +50,11 @@ def load_cases(cfg: TrainConfig, cache_dir: Path | None) -> tuple[list[Case], li
             noisy = partial(noisy_ct_cases, images=n["images"], ct_noise_hu=tuple(n["ct_noise_hu"]), spacing_mm=spacing,
                             ct_noise_index_hu=index_hu, cache_dir=cache_dir, phantom_options=d.get("phantom_options"))
             train, val = train + noisy(d["train_seeds"], weight=float(n.get("weight", 1.0))), val + noisy(d["val_seeds"])
+        for v in d.get("variants", ()):  # the studies rendered again with other phantom options (a liver size, a body)
+            opts = {**(d.get("phantom_options") or {}), **v["phantom_options"]}
+            again = partial(phantom_cases, images=v["images"], tag=f"_{v['tag']}", **(kw | {"phantom_options": opts}))
+            train = train + again(d["train_seeds"], image_weights={name: float(v.get("weight", 1.0)) for name in v["images"]})
+            val = val + again(d["val_seeds"])
         return train, val + real_val_cases(cfg)
     cases = msd_cases(d["root"], modality=d.get("modality", "ct"), spacing_mm=spacing, label_values=d.get("label_values", (1,)))
     n_val = int(d.get("val_cases", max(1, len(cases) // 10)))
