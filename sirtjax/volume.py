@@ -195,3 +195,20 @@ def describe_grid(vol: Grid | Volume) -> str:
     """A short human-readable description of the grid for error messages and reports."""
     sp = ", ".join(f"{s:.3g}" for s in np.asarray(vol.spacing_mm))
     return f"{vol.shape[2]}x{vol.shape[1]}x{vol.shape[0]} voxels (x,y,z) at ({sp}) mm"
+
+
+def weighted_points_mm(vol: Volume, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """World points (N, 3) mm of the voxels with non-zero weight, and those weights (N,) float64."""
+    w = np.asarray(weights)
+    k, j, i = np.nonzero(w)
+    idx = np.stack([i, j, k, np.ones_like(i)], -1).astype(np.float64)
+    return idx @ index_to_world(vol)[:3].T, w[k, j, i].astype(np.float64)
+
+
+def centroid_mm(vol: Volume, weights: np.ndarray) -> np.ndarray:
+    """World centre of mass (3,) mm of non-negative weights (z, y, x) on vol's grid; the grid centre if all zero."""
+    pts, w = weighted_points_mm(vol, weights)
+    if w.sum() <= 0:
+        nz, ny, nx = vol.shape
+        return (index_to_world(vol) @ np.array([(nx - 1) / 2, (ny - 1) / 2, (nz - 1) / 2, 1.0]))[:3]
+    return (w @ pts) / w.sum()

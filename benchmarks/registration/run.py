@@ -191,7 +191,7 @@ def centroid_shifted(vol: Volume, translation_mm: np.ndarray) -> Volume:
 
 def mask_centre_offset(fm: Volume, mm: Volume) -> np.ndarray:
     """Moving minus fixed liver-mask centre of mass (3,) mm: the peers' initial translation."""
-    from sirtjax.registration.init import centroid_mm
+    from sirtjax.volume import centroid_mm
 
     return centroid_mm(mm, np.asarray(mm.array) > 0) - centroid_mm(fm, np.asarray(fm.array) > 0)
 

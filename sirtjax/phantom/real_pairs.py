@@ -33,7 +33,7 @@ from scipy import ndimage
 from sirtjax.phantom.config import PhantomConfig
 from sirtjax.phantom.deform import sample_posture, to_canonical, to_world
 from sirtjax.phantom.mr_like import _rician
-from sirtjax.volume import Volume, index_to_world, make_volume, world_to_index
+from sirtjax.volume import Volume, centroid_mm, index_to_world, make_volume, world_to_index
 
 # TotalSegmentator classes used as landmarks: spleen, kidneys, gallbladder, pancreas, adrenals, vertebrae S1-T9
 LANDMARK_CLASSES = (1, 2, 3, 4, 7, 8, 9, *range(26, 36))
@@ -71,17 +71,12 @@ def landmark_labels(labels: Volume) -> Volume:
     return labels.with_array(out)
 
 
-def _centroid_mm(vol: Volume, mask: np.ndarray) -> np.ndarray:
-    idx = np.argwhere(mask).mean(axis=0)[::-1]
-    return (index_to_world(vol) @ np.r_[idx, 1.0])[:3]
-
-
 def draw_posture(labels: Volume, rng: np.random.Generator, config: PhantomConfig = PhantomConfig()) -> dict:
     """A posture drawn as the phantom draws a session's, around this scan's liver and spine."""
     lab = np.asarray(labels.array)
     spine = np.isin(lab, range(25, 51))
-    spine_xy = _centroid_mm(labels, spine)[:2] if spine.any() else _centroid_mm(labels, lab > 0)[:2]
-    anat = {"liver": {"right": {"center": _centroid_mm(labels, lab == LIVER_CLASS).tolist()}},
+    spine_xy = centroid_mm(labels, spine)[:2] if spine.any() else centroid_mm(labels, lab > 0)[:2]
+    anat = {"liver": {"right": {"center": centroid_mm(labels, lab == LIVER_CLASS).tolist()}},
             "spine": {"x": float(spine_xy[0]), "y": float(spine_xy[1])}}
     return sample_posture(rng, config, anat)
 

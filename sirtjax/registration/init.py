@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sirtjax.volume import Volume, corner_points_world, index_to_world
+from sirtjax.volume import Volume, corner_points_world, weighted_points_mm
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -36,28 +36,11 @@ def body_mask(image: np.ndarray) -> np.ndarray:
     return np.asarray(image) > otsu_threshold(image)
 
 
-def _weighted_points(vol: Volume, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """World points (N, 3) mm of the voxels with non-zero weight, and those weights (N,) float64."""
-    w = np.asarray(weights)
-    k, j, i = np.nonzero(w)
-    idx = np.stack([i, j, k, np.ones_like(i)], -1).astype(np.float64)
-    return idx @ index_to_world(vol)[:3].T, w[k, j, i].astype(np.float64)
-
-
-def centroid_mm(vol: Volume, weights: np.ndarray) -> np.ndarray:
-    """World centre of mass (3,) mm of non-negative weights (z, y, x) on vol's grid; the grid centre if all zero."""
-    pts, w = _weighted_points(vol, weights)
-    if w.sum() <= 0:
-        nz, ny, nx = vol.shape
-        return (index_to_world(vol) @ np.array([(nx - 1) / 2, (ny - 1) / 2, (nz - 1) / 2, 1.0]))[:3]
-    return (w @ pts) / w.sum()
-
-
 def rms_radius_mm(vol: Volume, weights: np.ndarray, centre_mm: np.ndarray) -> float:
     """RMS distance (mm) of the weighted voxels from centre_mm; of the whole grid if all weights are 0."""
-    pts, w = _weighted_points(vol, weights)
+    pts, w = weighted_points_mm(vol, weights)
     if w.sum() <= 0:
-        pts, w = _weighted_points(vol, np.ones(vol.shape, np.uint8))
+        pts, w = weighted_points_mm(vol, np.ones(vol.shape, np.uint8))
     d2 = np.sum((pts - centre_mm) ** 2, axis=-1)
     return float(max(np.sqrt((w @ d2) / w.sum()), 1.0))
 

@@ -21,7 +21,7 @@ from sirtjax.registration.programs import ProgramCache
 from sirtjax.registration.problem import LevelData, crop_level, make_level, pad_moving, roi_box, stack_channels, stack_levels
 from sirtjax.registration.pyramid import bucket, coarse_bucket
 from sirtjax.registration.warp import AffineTransform, one_hot
-from sirtjax.volume import Volume
+from sirtjax.volume import Volume, centroid_mm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,8 +213,8 @@ def affine_start(pairs: Sequence[Pair], config: RegistrationConfig) -> AffineSta
     the candidate translations (centre-of-mass alignment plus z offsets, ``config.affine.candidates`` of them)."""
     def one(p: Pair) -> tuple[np.ndarray, float, np.ndarray]:
         w = _centroid_weights(p.fixed, p.fixed_seg)
-        cf = init.centroid_mm(p.fixed, w)
-        cm = init.centroid_mm(p.moving, _centroid_weights(p.moving, p.moving_seg))
+        cf = centroid_mm(p.fixed, w)
+        cm = centroid_mm(p.moving, _centroid_weights(p.moving, p.moving_seg))
         return cf, init.rms_radius_mm(p.fixed, w, cf), init.candidate_translations(cm - cf, init.z_extent_mm(p.fixed),
                                                                                    config.affine.candidates)
 

@@ -29,10 +29,9 @@ from flax import nnx
 from sirtjax.models.regseg import RegSegNet, RegSegOutput
 from sirtjax.registration import RegistrationConfig, register_batch
 from sirtjax.registration.levels import make_pair
-from sirtjax.registration.init import centroid_mm
 from sirtjax.registration.warp import AffineTransform, affine_apply, affine_displacement, affine_to_homogeneous, resample_field, warp_volume
 from sirtjax.segmentation.preprocess import antialias, normalize_intensity, prepare_on
-from sirtjax.volume import Grid, Volume, make_grid, make_volume, world_grid
+from sirtjax.volume import Grid, Volume, centroid_mm, make_grid, make_volume, world_grid
 
 # the pre-alignment: the registration core's image-based affine alone
 PREALIGN = RegistrationConfig(stages=())
