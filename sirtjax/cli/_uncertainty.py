@@ -1,4 +1,5 @@
-"""The options of the dose-uncertainty ensemble, shared by ``sirtjax dose`` and ``sirtjax plan``."""
+"""The options of the dose-uncertainty ensemble, shared by ``sirtjax dose`` and ``sirtjax plan``; their checks are
+:func:`sirtjax.dosimetry.uncertainty.stated_model`'s."""
 
 from __future__ import annotations
 
@@ -24,21 +25,3 @@ Registrations = Annotated[int, typer.Option("--registration-samples", help="With
                                             "this many more registrations with other sampling keys, one drawn per plan.")]
 BoundarySd = Annotated[float, typer.Option("--boundary-sd-mm", help="Sd (mm) of the liver and lesion outlines.")]
 
-
-def stated_model(members: int, calibration_sd: float, residual: float, residual_sd: float, lung_shunt_sd: float,
-                 boundary_sd_mm: float):
-    """The UncertaintyModel of the options, None without --uncertainty; InputError naming the option otherwise."""
-    from sirtjax.dosimetry.uncertainty import UncertaintyModel
-    from sirtjax.errors import InputError
-
-    if members == 0:
-        return None
-    if not 2 <= members <= 1024:
-        raise InputError("--uncertainty", f"an ensemble of 2-1024 members, got {members}")
-    values = {"--calibration-sd": calibration_sd, "--residual": residual, "--residual-sd": residual_sd,
-              "--lung-shunt-sd": lung_shunt_sd, "--boundary-sd-mm": boundary_sd_mm}
-    for option, value in values.items():
-        if not 0 <= value < (1 if option == "--residual" else float("inf")):  # NaN fails this too
-            raise InputError(option, f"must be a finite number >= 0{' and below 1' if option == '--residual' else ''}, "
-                                     f"got {value}")
-    return UncertaintyModel(calibration_sd, residual, residual_sd, lung_shunt_sd, boundary_sd_mm)

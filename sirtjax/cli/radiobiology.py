@@ -26,35 +26,9 @@ def radiobiology(
     from rich.console import Console
     from rich.table import Table
 
-    from sirtjax.dosimetry.bed_map import dose_radiobiology, load_tissue_models, radiobiology_report
-    from sirtjax.dosimetry.masks import liver_compartments
-    from sirtjax.dosimetry.outputs import write_dvh_csv
-    from sirtjax.errors import InputError
-    from sirtjax.io import read_volume, write_volume
-    from sirtjax.outputs import check_output, output_dir, write_json
-    from sirtjax.preprocess import labels_on_grid
+    from sirtjax.dosimetry.radiobiology_files import radiobiology_from_files
 
-    inputs = [p for p in (dose, liver, lesions, params) if p is not None]
-    check_output(out, overwrite=overwrite, inputs=inputs)
-    models = load_tissue_models(params)
-    dose_vol = read_volume(dose)
-    masks = {}
-    for name, path in (("liver", liver), ("lesions", lesions)):
-        if path is not None:
-            try:
-                masks[name] = labels_on_grid(read_volume(path), dose_vol, name, "dose")[0]
-            except ValueError as exc:
-                raise InputError(path, str(exc)) from None
-    labels, names = liver_compartments(masks["liver"], masks.get("lesions"))
-    try:
-        result = dose_radiobiology(dose_vol, labels, tuple(names), models)
-    except ValueError as exc:  # every compartment lacks a model or a voxel: the parameters and the masks together
-        raise InputError(f"{params} with {liver}", str(exc)) from None
-    report = {"dose": str(dose), **radiobiology_report(result, models)}
-    with output_dir(out, overwrite=overwrite, inputs=inputs) as tmp:
-        write_volume(result.bed, tmp / "bed.nii.gz")
-        write_dvh_csv(result.bed_statistics, [v.name for v in result.vois], tmp / "bed_dvh.csv", quantity="bed_gy")
-        write_json(report, tmp / "report.json")
+    result = radiobiology_from_files(dose=dose, liver=liver, params=params, out=out, lesions=lesions, overwrite=overwrite)
     table = Table(title="Radiobiology of the permanent 90Y implant (Gy)")
     for col in ("VOI", "ml", "mean dose", "mean BED", "mean EQD2", "EUD (BED)", "NTCP", "TCP"):
         table.add_column(col, justify="left" if col == "VOI" else "right")

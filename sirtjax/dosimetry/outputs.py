@@ -52,8 +52,9 @@ def plot_dvh(stats: VoiStatistics, names: list[str], path: Path, title: str = "C
     plt.close(fig)
 
 
-def write_dose_outputs(result: DoseResult, folder: Path) -> list[Path]:
-    """Write dose.nii.gz, dvh.csv, dvh.png and report.json into folder; return their paths."""
+def write_dose_outputs(result: DoseResult, folder: Path, report: dict | None = None) -> list[Path]:
+    """Write dose.nii.gz, dvh.csv, dvh.png and report.json (``report``, else ``result.report``) into folder; return
+    their paths."""
     folder = Path(folder)
     names = list(result.voi_names)
     paths = [folder / "dose.nii.gz", folder / "dvh.csv", folder / "dvh.png", folder / "report.json"]
@@ -61,6 +62,6 @@ def write_dose_outputs(result: DoseResult, folder: Path) -> list[Path]:
     write_dvh_csv(result.statistics, names, paths[1])
     title = f"Cumulative DVH ({result.model.upper()}, constants {result.constants.name})"
     plot_dvh(result.statistics, names, paths[2], title=title)
-    write_json(result.report, paths[3])
+    write_json(result.report if report is None else report, paths[3])
     return paths
 

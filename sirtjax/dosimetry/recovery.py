@@ -12,6 +12,8 @@ lesion's measured mean is corrected by dividing it by RC at the lesion's volume.
     convolved with an isotropic Gaussian point-spread function, and the result is averaged over
     the sphere (:func:`sphere_recovery_coefficient`), at the IEC phantom's six sphere diameters
     (10, 13, 17, 22, 28 and 37 mm; NEMA NU 2).
+- :func:`checked_recovery_curve`: the curve of the command line's resolution options, after checking them.
+- :func:`recovery_correction`: every lesion's RC and corrected mean dose under a curve.
 - :func:`match_resolution`: the Gaussian that brings an image of resolution FWHM a to FWHM b > a,
   sigma = sqrt(b^2 - a^2) / (2 sqrt(2 ln 2)) in mm, so that the MAA SPECT and the 90Y PET are
   compared at a common resolution.
@@ -122,6 +124,30 @@ def read_recovery_csv(path: Path) -> RecoveryCurve:
         raise InputError(path, f"bad recovery curve: {exc}") from None
 
 
+def checked_recovery_curve(fwhm_mm: dict[str, float | None], match_fwhm_mm: float | None,
+                           recovery_csv: Path | None) -> RecoveryCurve | None:
+    """The lesions' recovery curve of a dose (None: no correction), after checking the resolution options of
+    ``sirtjax dose``, ``plan`` and ``verify`` (docs/pet-quantification.md).
+
+    ``fwhm_mm``: each image's resolution option (its name to its value), the dose's own image first. The curve is the
+    CSV's, else the analytic one at the resolution the dose is computed at (``--match-fwhm-mm``, else the first
+    image's), else None. Raises InputError naming the option: a resolution outside (0, 100) mm, a match without every
+    image's resolution or sharper than one of them (it only blurs), or a measured curve with a match (it holds at the
+    scanner's resolution).
+    """
+    for option, value in (*fwhm_mm.items(), ("--match-fwhm-mm", match_fwhm_mm)):
+        if value is not None and not 0 < value < 100:  # NaN fails this too
+            raise InputError(option, f"a resolution in (0, 100) mm, got {value:g}")
+    if match_fwhm_mm is not None and any(v is None or match_fwhm_mm < v for v in fwhm_mm.values()):
+        raise InputError("--match-fwhm-mm", f"needs {' and '.join(fwhm_mm)}, and a target no sharper than "
+                                            f"{'either' if len(fwhm_mm) > 1 else 'it'} (it only blurs)")
+    if match_fwhm_mm is not None and recovery_csv is not None:
+        raise InputError("--recovery-csv", "a measured curve holds at the scanner's resolution, not after "
+                                           "--match-fwhm-mm blurs the image (without the CSV, the analytic curve follows)")
+    resolution = match_fwhm_mm or next(iter(fwhm_mm.values()))  # of the image the dose is computed from
+    return read_recovery_csv(recovery_csv) if recovery_csv else gaussian_recovery_curve(resolution) if resolution else None
+
+
 def match_resolution(vol: Volume, fwhm_mm: float, target_fwhm_mm: float) -> Volume:
     """vol (resolution fwhm_mm) blurred to target_fwhm_mm with an isotropic Gaussian in mm; 0 outside the field of view."""
     if not 0 < fwhm_mm <= target_fwhm_mm:
@@ -156,14 +182,36 @@ def lesion_recovery(vois: Sequence[dict], curve: RecoveryCurve) -> list[LesionRe
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class RecoveryCorrection:
+    """The lesions' recovery correction of a dose under ``curve`` (a dose report's ``recovery`` entry)."""
+
+    curve: RecoveryCurve
+    lesions: tuple[LesionRecovery, ...]
+
+    @property
+    def warnings(self) -> tuple[ResultWarning, ...]:
+        """A warning naming the lesions outside the curve's spheres (their coefficient is the nearest sphere's)."""
+        outside = [r for r in self.lesions if not r.within_curve]
+        if not outside:
+            return ()
+        return (ResultWarning("lesion_outside_recovery_curve", f"{', '.join(r.name for r in outside)}: outside the "
+                              f"spheres of the recovery curve ({self.curve.volume_ml[0]:.3g}-{self.curve.volume_ml[-1]:.3g}"
+                              " ml); the nearest sphere's coefficient is used", float(len(outside))),)
+
+    def to_dict(self) -> dict:
+        """The JSON-ready entry: the curve's source, sphere volumes (ml) and coefficients, and each lesion's correction."""
+        return {"source": self.curve.source, "volume_ml": self.curve.volume_ml, "coefficient": self.curve.recovery,
+                "lesions": list(self.lesions)}
+
+
+def recovery_correction(vois: Sequence[dict], curve: RecoveryCurve) -> RecoveryCorrection:
+    """The recovery correction of a dose's VOI records (name, volume_ml, mean_gy) under ``curve``."""
+    return RecoveryCorrection(curve, tuple(lesion_recovery(vois, curve)))
+
+
 def recovery_report(vois: Sequence[dict], curve: RecoveryCurve) -> tuple[dict, tuple[ResultWarning, ...]]:
     """A dose report's ``recovery`` entry for its lesion records under ``curve``, and a warning naming the lesions
     outside its spheres (their coefficient is the nearest sphere's)."""
-    lesions = lesion_recovery(vois, curve)
-    entry = {"source": curve.source, "volume_ml": curve.volume_ml, "coefficient": curve.recovery, "lesions": lesions}
-    outside = [r for r in lesions if not r.within_curve]
-    if not outside:
-        return entry, ()
-    return entry, (ResultWarning("lesion_outside_recovery_curve", f"{', '.join(r.name for r in outside)}: outside the "
-                                 f"spheres of the recovery curve ({curve.volume_ml[0]:.3g}-{curve.volume_ml[-1]:.3g} ml); "
-                                 "the nearest sphere's coefficient is used", float(len(outside))),)
+    correction = recovery_correction(vois, curve)
+    return correction.to_dict(), correction.warnings

@@ -33,7 +33,7 @@ bounding box of the region that any offset (clipped to 5 sd) can reach. The box 
 and VOI voxel of every member, so the doses inside it are exact. :func:`summarise` gives each metric's
 median and 5-95 % interval over all sources, and the same interval with one source varied at a
 time (a tornado). The source with the widest interval dominates. :func:`activity_for_target` gives the same for
-the activity a plan's dose target needs.
+the activity a plan's dose target needs. :func:`stated_model` checks the command line's options into the model.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from scipy import ndimage
 from sirtjax.dosimetry.constants import LIVER_DENSITY_G_ML, get_constants
 from sirtjax.dosimetry.dose import convolve_same, voxel_volume_ml, vsv_gy_per_gbq
 from sirtjax.dosimetry.kernels import voxel_kernel
+from sirtjax.errors import InputError
 from sirtjax.preprocess import crop_to_mask, resample_to
 from sirtjax.volume import Volume
 
@@ -76,6 +77,40 @@ class UncertaintyModel:
                 raise ValueError(f"{f.name} must be a finite number >= 0, got {v}")
         if self.residual_fraction >= 1:
             raise ValueError(f"residual_fraction must be below 1, got {self.residual_fraction}")
+
+
+def stated_model(members: int, calibration_sd: float, residual: float, residual_sd: float, lung_shunt_sd: float,
+                 boundary_sd_mm: float) -> UncertaintyModel | None:
+    """The UncertaintyModel of the command line's ensemble options, None without ``--uncertainty`` (0 members);
+    InputError naming the option otherwise."""
+    if members == 0:
+        return None
+    if not 2 <= members <= 1024:
+        raise InputError("--uncertainty", f"an ensemble of 2-1024 members, got {members}")
+    values = {"--calibration-sd": calibration_sd, "--residual": residual, "--residual-sd": residual_sd,
+              "--lung-shunt-sd": lung_shunt_sd, "--boundary-sd-mm": boundary_sd_mm}
+    for option, value in values.items():
+        if not 0 <= value < (1 if option == "--residual" else float("inf")):  # NaN fails this too
+            raise InputError(option, f"must be a finite number >= 0{' and below 1' if option == '--residual' else ''}, "
+                                     f"got {value}")
+    return UncertaintyModel(calibration_sd, residual, residual_sd, lung_shunt_sd, boundary_sd_mm)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleOptions:
+    """The ensemble options as given, unchecked (``--uncertainty`` and the stated sds); :meth:`stated` checks them."""
+
+    members: int = 0  # ensemble size (0: none)
+    calibration_sd: float = 0.0  # relative sd of the activity calibration
+    residual_fraction: float = 0.0  # activity left in the vial and catheter
+    residual_sd: float = 0.0
+    lung_shunt_sd: float = 0.0  # absolute sd of the lung shunt fraction
+    boundary_sd_mm: float = 0.0  # sd of the liver and lesion outlines
+
+    def stated(self) -> UncertaintyModel | None:
+        """The checked UncertaintyModel (:func:`stated_model`), None without an ensemble."""
+        return stated_model(self.members, self.calibration_sd, self.residual_fraction, self.residual_sd,
+                            self.lung_shunt_sd, self.boundary_sd_mm)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,9 +46,19 @@ V_X_DEFINITION = "V_x: percentage of the VOI's voxels receiving at least x Gy"
 
 
 @dataclasses.dataclass(frozen=True)
+class LungDose:
+    """The lungs' mean dose (Gy) by the lung-dose formula and the lung mass (kg) it divides by, with its source."""
+
+    mass_kg: float
+    mass_source: str
+    dose_gy: float
+    formula: str = "F * LSF * A / M_lung"
+
+
+@dataclasses.dataclass(frozen=True)
 class DoseResult:
     """Dose map (Gy, float32, activity grid), VOI names, their statistics, the dose model and constants, the activity,
-    warnings, and the JSON-ready report (written at the output edge, not read back)."""
+    the lung dose, warnings, and the JSON-ready report (written at the output edge, not read back)."""
 
     dose: Volume
     voi_names: tuple[str, ...]
@@ -59,6 +69,7 @@ class DoseResult:
     lung_shunt_fraction: float | None  # the LSF applied to SPECT counts; None for a PET
     total_gbq: float  # activity on the grid after the lung shunt (counts) or in the PET
     liver_gbq: float  # of which in the liver region (liver and lesions)
+    lung: LungDose | None  # with SPECT counts; None for a PET
     report: dict
     warnings: tuple[ResultWarning, ...] = ()
 
@@ -139,10 +150,10 @@ def voxel_dosimetry(
 
     names, stats = _statistics(dose, liver_region, lesion_arr, lung_arr, activity.spacing_mm,
                                dose_levels_pct, volume_levels_gy, num_bins)
-    lung_note = None
+    lung = None
     if input_kind == "counts":
-        lung_note = _lung_dose(lung_arr, density, activity.spacing_mm, lung_density_g_ml, float(activity_gbq), lsf, c)
-        warnings += check_lung_shunt(lsf) + check_lung_dose(lung_note["dose_gy"])
+        lung = _lung_dose(lung_arr, density, activity.spacing_mm, lung_density_g_ml, float(activity_gbq), lsf, c)
+        warnings += check_lung_shunt(lsf) + check_lung_dose(lung.dose_gy)
     act_np = np.asarray(act, np.float64)
     total_gbq, liver_gbq = float(act_np.sum()), float(act_np[liver_region].sum())
     report = {
@@ -155,7 +166,7 @@ def voxel_dosimetry(
                     "liver_density_g_ml": None if (ct is not None or model == "vsv") else liver_density_g_ml,
                     "note": _density_note(model, ct is not None, kernel)},
         "activity": {"total_gbq": total_gbq, "liver_gbq": liver_gbq},
-        "lung": lung_note,
+        "lung": None if lung is None else dataclasses.asdict(lung),
         "masks": masks_note,
         "vois": stats.to_records(list(names)),
         "definitions": {"D_x": D_X_DEFINITION, "V_x": V_X_DEFINITION},
@@ -164,8 +175,7 @@ def voxel_dosimetry(
     dose_vol = make_volume(dose, activity.spacing_mm, activity.origin_mm, activity.direction)
     counts = input_kind == "counts"
     return DoseResult(dose_vol, tuple(names), stats, model, c, float(activity_gbq) if counts else None,
-                      lsf if counts else None, total_gbq, liver_gbq,
-                      report, tuple(warnings))
+                      lsf if counts else None, total_gbq, liver_gbq, lung, report, tuple(warnings))
 
 
 def _vois_on_grid(activity, liver, lesions, lungs, warnings):
@@ -241,7 +251,7 @@ def _lung_shunt(counts, liver_region, lung_arr, given, warnings) -> tuple[float,
     return shunt.fraction, shunt.source
 
 
-def _lung_dose(lung_arr, density, spacing_mm, lung_density_g_ml, activity_gbq, lsf, c) -> dict:
+def _lung_dose(lung_arr, density, spacing_mm, lung_density_g_ml, activity_gbq, lsf, c) -> LungDose:
     if lung_arr is None or not np.any(lung_arr):
         mass, source = LUNG_MASS_KG, "conventional 1 kg"
     elif density is not None:
@@ -250,8 +260,7 @@ def _lung_dose(lung_arr, density, spacing_mm, lung_density_g_ml, activity_gbq, l
     else:
         mass = float(np.count_nonzero(lung_arr)) * voxel_volume_ml(spacing_mm) * lung_density_g_ml * 1e-3
         source = f"lung mask volume x {lung_density_g_ml:g} g/ml"
-    return {"mass_kg": mass, "mass_source": source, "dose_gy": lung_dose_gy(activity_gbq, lsf, mass, c),
-            "formula": "F * LSF * A / M_lung"}
+    return LungDose(mass, source, lung_dose_gy(activity_gbq, lsf, mass, c))
 
 
 def _statistics(dose, liver_region, lesion_arr, lung_arr, spacing_mm, dose_levels, volume_levels, num_bins):
