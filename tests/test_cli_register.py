@@ -172,3 +172,46 @@ def test_register_process_keeps_its_imports_lean(files, tmp_path):
     assert "sirtjax.registration" in imported and (tmp_path / "out" / "report.json").exists()
     heavy = sorted(m for m in imported if m.split(".")[0] in ("flax", "orbax", "matplotlib") or m.startswith("sirtjax.pipelines"))
     assert not heavy, heavy
+
+
+def test_registration_settings_hold_the_preset_rules_of_register_and_cohort(files):
+    """One function checks what register and cohort are given: guidance in pairs and as the preset needs it (the preset
+    chosen from it when not given), levels and iterations >= 1, weights >= 0, an affine on segmentations only with
+    guidance; each refusal names the option or file."""
+    from sirtjax.errors import InputError
+    from sirtjax.registration.request import registration_settings
+
+    _, f = files
+    guided, none = CONFIGS / "cnn-guided.json", dict.fromkeys(("fixed_mask", "moving_mask", "fixed_labels", "moving_labels"))
+    masks = {**none, "fixed_mask": f["fixed_labels"], "moving_mask": f["moving_labels"]}
+    assert registration_settings(None, guided, guidance=masks) == ("cnn-guided", PRESETS["cnn-guided"])
+    assert registration_settings(None, guidance=none) == ("image-based", None)
+    assert registration_settings(None) == (None, None)  # a cohort's: the preset comes from each case
+    for args, kwargs, says in (
+        ((None,), {"guidance": {**none, "moving_labels": f["moving_labels"]}},
+         f"{f['moving_labels']}: give both --fixed-labels and --moving-labels"),
+        (("cnn-lm-guided",), {"guidance": masks}, "cnn-lm-guided: the cnn-lm-guided preset needs --fixed-labels and --moving-labels"),
+        ((None,), {"overrides": Overrides(levels=0)}, "--levels: must be at least 1"),
+        ((None,), {"overrides": Overrides(w_reg=-1.0)}, "--stiffness: must be a non-negative number, got -1.0"),
+        ((None,), {"overrides": Overrides(liver_stiffness=float("nan"))}, "--liver-stiffness: must be a non-negative number, got nan"),
+        (("image-based", guided), {}, f"{guided}: an affine on segmentations needs masks or label maps"),
+        ((None, guided), {"guidance": none}, f"{guided}: an affine on segmentations needs masks or label maps"),
+    ):
+        with pytest.raises(InputError) as exc:
+            registration_settings(*args, **kwargs)
+        assert str(exc.value) == says
+
+
+def test_register_files_returns_the_numbers_of_its_report(files):
+    """register_files gives the report's numbers typed: the preset, seconds in all and compiling, det J <= 0 fractions."""
+    from sirtjax.registration.request import RegistrationRequest, register_files
+
+    d, f = files
+    run = register_files(RegistrationRequest(f["fixed"], f["moving"], d / "typed", fixed_mask=f["fixed_labels"],
+                                             moving_mask=f["moving_labels"], overrides=Overrides(levels=1, iterations=3)))
+    report = json.loads((d / "typed" / "report.json").read_text())
+    assert run.checked.preset == report["preset"] == "cnn-guided"
+    assert (run.total_s, run.compile_s) == (report["total_s"], report["compile_s"]) and run.total_s > run.compile_s
+    assert run.nonpositive_fraction == report["jacobian"]["fraction_nonpositive"]
+    assert run.liver_nonpositive_fraction == report["jacobian_liver"]["fraction_nonpositive"]
+    assert [w.to_dict() for w in run.warnings] == report["warnings"]

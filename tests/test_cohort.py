@@ -308,3 +308,35 @@ def test_two_processes_share_a_cohort_under_jax_distributed(cohort, tmp_path):
         a, b = (read_volume(tmp_path / run / f"case{i}" / "displacement.nii.gz", vector=True).array
                 for run in ("two", "one"))
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_cohort_request_checks_its_options_before_anything_is_written(cohort, tmp_path):
+    """sirtjax cohort's options refused as sirtjax register refuses them (one rule for both), naming the option or file."""
+    from sirtjax.cohort.request import CohortRequest, run_cohort_request
+
+    _, manifest = cohort
+    guided = Path(__file__).resolve().parents[1] / "configs" / "registration" / "cnn-guided.json"
+    for options, says in (({"iterations": 0}, "--iterations: must be at least 1"),
+                          ({"batch_size": 0}, "--batch-size: must be at least 1"),
+                          ({"preset": "image-based", "config": guided}, f"{guided}: an affine on segmentations needs masks"),
+                          ({"process_id": 1}, "--coordinator: --coordinator, --num-processes and --process-id need --distributed")):
+        with pytest.raises(InputError) as exc:
+            run_cohort_request(CohortRequest(manifest, tmp_path / "out", **options))
+        assert str(exc.value).startswith(says) and not (tmp_path / "out").exists()
+
+
+def test_cohort_request_says_what_was_finished_before_and_counts_this_run(tmp_path):
+    """on_start hears the cases finished before (failed ones too, unless retried); the run counts what ended in it."""
+    from sirtjax.cohort.request import CohortRequest, run_cohort_request
+
+    manifest = write_cases(tmp_path, 1)
+    (tmp_path / "quick.json").write_text(json.dumps(dataclasses.asdict(QUICK)))
+    (tmp_path / "broken.nii.gz").write_bytes(b"not an image")
+    with open(manifest, "a") as fh:  # a second case, its fixed image unreadable
+        fh.write("broken,broken.nii.gz," + ",".join(manifest.read_text().splitlines()[1].split(",")[2:]) + "\n")
+    heard = []
+    request = CohortRequest(manifest, tmp_path / "out", config=tmp_path / "quick.json")
+    runs = [run_cohort_request(dataclasses.replace(request, retry_failed=retry), on_start=lambda *a: heard.append(a),
+                               on_outcome=lambda o: heard.append(o.status)) for retry in (False, False, True)]
+    assert heard == [("register", 2, 0), "done", "failed", ("register", 2, 2), ("register", 2, 1), "failed"]
+    assert [(r.done_now, r.failed_now, r.pending) for r in runs] == [(1, 1, 0), (0, 0, 0), (0, 1, 0)]

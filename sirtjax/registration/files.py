@@ -70,16 +70,22 @@ def load_guidance(paths: Mapping[str, Path | None], fixed: Volume, moving: Volum
 def registration_report(checked: CheckedRegistration, warnings: list[ResultWarning], **inputs) -> dict:
     """report.json of a registration: its ``inputs`` (paths as given), preset, settings, stages, times, Jacobian
     statistics and warnings."""
-    stages = checked.result.diagnostics["stages"]
+    compile_s, optimise_s = stage_seconds(checked)
     report = {
-        **inputs, "preset": checked.preset, "config": dataclasses.asdict(checked.config), "stages": stages,
-        "compile_s": sum(s["compile_s"] for s in stages), "optimise_s": sum(s["run_s"] for s in stages),
+        **inputs, "preset": checked.preset, "config": dataclasses.asdict(checked.config),
+        "stages": checked.result.diagnostics["stages"], "compile_s": compile_s, "optimise_s": optimise_s,
         "jacobian": checked.jacobian,
     }
     if checked.jacobian_liver is not None:
         report["jacobian_liver"] = checked.jacobian_liver
     report["warnings"] = [w.to_dict() for w in warnings]
     return report
+
+
+def stage_seconds(checked: CheckedRegistration) -> tuple[float, float]:
+    """(compile, optimise) seconds of a registration, summed over its stages."""
+    stages = checked.result.diagnostics["stages"]
+    return sum(s["compile_s"] for s in stages), sum(s["run_s"] for s in stages)
 
 
 def write_registration(folder: Path, checked: CheckedRegistration, report: dict,
