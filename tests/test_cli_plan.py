@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from sirtjax.cli import main
-from sirtjax.cli.demo import DEMO_MASKS, clinical_manifest
+from sirtjax.pipelines.demo import DEMO_MASKS, clinical_manifest
 from sirtjax.io import read_volume
 from sirtjax.phantom import PhantomConfig, generate_study, write_study
 from sirtjax.volume import same_grid

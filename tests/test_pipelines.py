@@ -293,7 +293,7 @@ def test_landmark_labels_take_the_liver_in_use():
 
 
 def test_demo_masks_drop_the_session_livers_when_segmenting():
-    from sirtjax.cli.demo import DEMO_MASKS, demo_masks
+    from sirtjax.pipelines.demo import DEMO_MASKS, demo_masks
 
     assert demo_masks(False) == DEMO_MASKS
     seg = demo_masks(True)

@@ -7,6 +7,7 @@ from sirtjax.cli.plan import workflow_command
 
 
 def _summary(result) -> str:
+    """The line ``verify`` prints: the liver's mean dose planned and verified, and where the report is."""
     liver = next(r for r in result.verification.comparison if r.name == "liver")["mean_gy"]
     return (f"liver mean dose: plan {liver.plan:.1f} Gy, verification {liver.verification:.1f} Gy; "
             f"report: {result.report_html}")
@@ -14,6 +15,5 @@ def _summary(result) -> str:
 
 verify = app.command("verify", help="""Verify a SIRT treatment: dose from the 90Y PET per VOI and its differences from the plan.
 
-Without --plan: plans first (written to OUT/plan/), then verifies into OUT; OUT/report.html covers both.
-
-With --plan PLAN_DIR (the output of an earlier `sirtjax plan` of the same study): compares with that plan (its report.json, VOIs and dose.nii.gz) without planning again; OUT holds the verification only.""")(workflow_command(True, _summary))
+Plans first (into OUT/plan/), or compares with the earlier plan in --plan PLAN_DIR. Details: docs/demo.md.""")(
+    workflow_command(True, _summary))

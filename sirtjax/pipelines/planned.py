@@ -6,9 +6,9 @@ on the SPECT grid and its dose.nii.gz, read by :func:`sirtjax.pipelines.read.rea
 way the verification gets a :class:`PlannedDose`: the plan's report, the MAA SPECT (counts) with
 the plan's VOIs on its grid, and the plan's dose (map, statistics, DVHs).
 
-A plan folder holds the dose map but not the DVH statistics behind it, so
-:func:`planned_from_record` recomputes the plan's dose from the SPECT, the VOIs and the plan's
-activity, lung shunt, dose model and constants (deterministic, a few seconds) and checks it against
+A plan folder's report.json is parsed once, into a :class:`PlanRecord`. The folder holds the dose map but not
+the DVH statistics behind it, so :func:`planned_from_record` recomputes the plan's dose from the SPECT, the VOIs
+and the plan's activity, lung shunt, dose model and constants (deterministic, a few seconds) and checks it against
 the folder's dose map: a plan folder made from other images (another study, an edited SPECT) or
 with other settings fails that check instead of giving a comparison with the wrong plan.
 """
@@ -64,6 +64,43 @@ class PlannedDose:
                                model=self.dose_model, constants=self.constants)
 
 
+@dataclasses.dataclass(frozen=True)
+class PlanRecord:
+    """What a plan folder's report.json says about the plan, parsed once (:meth:`from_json`): its study, patient id
+    and MAA SPECT series, planned activity (GBq), lung shunt fraction, dose model, constant set and dose VOIs.
+
+    ``report`` is the whole report as written, shown in the verification's report, not read back.
+    """
+
+    study: str
+    patient_id: str
+    emission: str
+    planned_gbq: float
+    lung_shunt_fraction: float
+    dose_model: str
+    constants_name: str
+    voi_names: frozenset[str]
+    report: dict = dataclasses.field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: object) -> PlanRecord:
+        """The record of a parsed report.json; ValueError saying what is wrong when it is not a plan's report."""
+        if not isinstance(data, dict) or data.get("workflow") != "plan":
+            kind = data.get("workflow") if isinstance(data, dict) else None
+            raise ValueError(f"not the report of a plan (workflow: {kind!r}); --plan takes a `sirtjax plan` folder")
+        try:
+            study, emission, gbq = data["study"], data["session"]["emission"], data["planned_activity"]["gbq"]
+            lsf, dose = data["lung_shunt"]["fraction"], data["dose"]
+            model, constants, vois = dose["model"], dose["constants"]["name"], dose["vois"]
+            patient = data["study_manifest"]["patient"]
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"the plan report lacks {exc}") from None
+        if not isinstance(gbq, (int, float)) or not isinstance(lsf, (int, float)):
+            raise ValueError("the plan report's planned activity and lung shunt fraction must be numbers")
+        names = frozenset(str(v.get("name")) for v in vois if isinstance(v, dict))
+        return cls(study, str(patient.get("id", "")), emission, float(gbq), float(lsf), model, constants, names, data)
+
+
 def planned_from_result(p: PlanResult) -> PlannedDose:
     """The PlannedDose of a plan computed in this run (nothing recomputed)."""
     v = p.vois
@@ -73,9 +110,9 @@ def planned_from_result(p: PlanResult) -> PlannedDose:
                        p.dose.constants.name)
 
 
-def planned_from_record(report: dict, spect: Volume, liver: Volume, lesions: Volume | None, lungs: Volume | None,
-                        dose_map: Volume, source: str) -> PlannedDose:
-    """The PlannedDose of a saved plan: its report, SPECT, VOIs and dose map (Gy), all on the SPECT grid.
+def planned_from_record(record: PlanRecord, spect: Volume, liver: Volume, lesions: Volume | None,
+                        lungs: Volume | None, dose_map: Volume, source: str) -> PlannedDose:
+    """The PlannedDose of a saved plan: its record (report.json), SPECT, VOIs and dose map (Gy), all on the SPECT grid.
 
     Recomputes the plan's dose and raises ValueError when it differs from ``dose_map`` by more than
     ``DOSE_MAP_RTOL`` of its maximum (the folder was made from other images or settings), or when a
@@ -84,9 +121,8 @@ def planned_from_record(report: dict, spect: Volume, liver: Volume, lesions: Vol
     for name, vol in (("liver", liver), ("lesions", lesions), ("lungs", lungs), ("dose map", dose_map)):
         if vol is not None and not same_grid(vol, spect):
             raise ValueError(f"the plan's {name} is not on the grid of the MAA SPECT")
-    draft = PlannedDose(report, spect, liver, lesions, lungs, None, source, float(report["planned_activity"]["gbq"]),
-                        float(report["lung_shunt"]["fraction"]), report["dose"]["model"],
-                        report["dose"]["constants"]["name"])
+    draft = PlannedDose(record.report, spect, liver, lesions, lungs, None, source, record.planned_gbq,
+                        record.lung_shunt_fraction, record.dose_model, record.constants_name)
     dose = draft.dose_at(draft.planned_activity_gbq)
     ours, theirs = np.asarray(dose.dose.array, np.float32), np.asarray(dose_map.array, np.float32)
     scale = max(float(np.max(np.abs(ours))), 1e-12)

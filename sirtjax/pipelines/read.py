@@ -8,7 +8,7 @@ from pathlib import Path
 from sirtjax.errors import InputError
 from sirtjax.io import read_volume
 from sirtjax.pipelines.inputs import Anatomy, Session, StudyData
-from sirtjax.pipelines.planned import PlannedDose, planned_from_record
+from sirtjax.pipelines.planned import PlannedDose, PlanRecord, planned_from_record
 from sirtjax.io.study import StudyManifest
 from sirtjax.volume import describe_grid, same_grid
 
@@ -58,29 +58,19 @@ def study_data(study: StudyManifest, lung_shunt_fraction: float | None = None) -
                      source)
 
 
-def read_plan_report(folder: str | Path) -> dict:
-    """A plan folder's report.json as a dict with the keys verification uses; InputError naming the file otherwise."""
+def read_plan_report(folder: str | Path) -> PlanRecord:
+    """The record of a plan folder's report.json (:class:`PlanRecord`); InputError naming the file otherwise."""
     path = Path(folder) / "report.json"
     if not path.is_file():
         raise InputError(path, "no such file (--plan takes the output folder of `sirtjax plan`)")
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
+        return PlanRecord.from_json(json.loads(path.read_text(encoding="utf-8")))
     except json.JSONDecodeError as exc:
         raise InputError(path, f"invalid JSON ({exc.msg} at line {exc.lineno})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot read ({exc})") from None
-    if not isinstance(report, dict) or report.get("workflow") != "plan":
-        kind = report.get("workflow") if isinstance(report, dict) else None
-        raise InputError(path, f"not the report of a plan (workflow: {kind!r}); --plan takes a `sirtjax plan` folder")
-    try:
-        checks = (report["study"], report["session"]["emission"], report["planned_activity"]["gbq"],
-                  report["lung_shunt"]["fraction"], report["dose"]["model"], report["dose"]["constants"]["name"],
-                  report["dose"]["vois"], report["study_manifest"]["patient"])
-    except (KeyError, TypeError) as exc:
-        raise InputError(path, f"the plan report lacks {exc}") from None
-    if not isinstance(checks[2], (int, float)) or not isinstance(checks[3], (int, float)):
-        raise InputError(path, "the plan report's planned activity and lung shunt fraction must be numbers")
-    return report
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from None
 
 
 def read_plan(folder: str | Path, study: StudyManifest) -> PlannedDose:
@@ -92,17 +82,15 @@ def read_plan(folder: str | Path, study: StudyManifest) -> PlannedDose:
     """
     folder = Path(folder)
     report_path = folder / "report.json"
-    report = read_plan_report(folder)
-    patient = str(report["study_manifest"]["patient"].get("id", ""))
+    record = read_plan_report(folder)
     ours = str(study.patient.get("id", ""))
-    if report["study"] != study.name or patient != ours:
-        raise InputError(report_path, f"a plan of study '{report['study']}' (patient id '{patient}'), "
+    if record.study != study.name or record.patient_id != ours:
+        raise InputError(report_path, f"a plan of study '{record.study}' (patient id '{record.patient_id}'), "
                                       f"not of '{study.name}' (patient id '{ours}')")
-    emission = report["session"]["emission"]
+    emission = record.emission
     if emission != study.session_series("maa", "spect"):
         raise InputError(report_path, f"planned on the SPECT series '{emission}', which is not the MAA SPECT of "
                                       f"{study.path.name}")
-    voi_names = {r.get("name") for r in report["dose"]["vois"] if isinstance(r, dict)}
     spect = study.read(emission)
 
     def on_spect_grid(path: Path, used: bool):
@@ -115,11 +103,12 @@ def read_plan(folder: str | Path, study: StudyManifest) -> PlannedDose:
         return vol
 
     liver = on_spect_grid(folder / f"{emission}_liver.nii.gz", True)
-    lesions = on_spect_grid(folder / f"{emission}_lesions.nii.gz", any(str(n).startswith("lesion_") for n in voi_names))
-    lungs = on_spect_grid(folder / f"{emission}_lungs.nii.gz", "lungs" in voi_names)
+    lesions_used = any(n.startswith("lesion_") for n in record.voi_names)
+    lesions = on_spect_grid(folder / f"{emission}_lesions.nii.gz", lesions_used)
+    lungs = on_spect_grid(folder / f"{emission}_lungs.nii.gz", "lungs" in record.voi_names)
     dose_path = folder / "dose.nii.gz"
     dose_map = on_spect_grid(dose_path, True)
     try:
-        return planned_from_record(report, spect, liver, lesions, lungs, dose_map, str(folder))
+        return planned_from_record(record, spect, liver, lesions, lungs, dose_map, str(folder))
     except ValueError as exc:
         raise InputError(dose_path, str(exc)) from None
