@@ -15,13 +15,11 @@ CALIBRATION_SD, RESIDUAL, RESIDUAL_SD, LUNG_SHUNT_SD, BOUNDARY_SD_MM = 0.05, 0.0
 REGISTRATIONS = 3  # more registrations of the lesions' source image, with other sampling keys
 DEMO_MEMBERS, DEMO_REGISTRATIONS = 16, 2
 
-Members = Annotated[int, typer.Option("--uncertainty", help="Ensemble size N (0: none): median and 5-95 % interval of "
-                                      "each VOI's mean, D70 and V100, with each source alone (tornado chart).")]
+Members = Annotated[int, typer.Option("--uncertainty", help="Dose-uncertainty ensemble of N (0: none; docs/uncertainty.md).")]
 CalibrationSd = Annotated[float, typer.Option("--calibration-sd", help="Relative sd of the activity calibration.")]
-Residual = Annotated[float, typer.Option("--residual", help="Fraction of the activity left in the vial and catheter.")]
+Residual = Annotated[float, typer.Option("--residual", help="Fraction left in the vial and catheter.")]
 ResidualSd = Annotated[float, typer.Option("--residual-sd", help="Its sd.")]
 LungShuntSd = Annotated[float, typer.Option("--lung-shunt-sd", help="Absolute sd of the lung shunt fraction.")]
-Registrations = Annotated[int, typer.Option("--registration-samples", help="With lesions mapped by registration: "
-                                            "this many more registrations with other sampling keys, one drawn per plan.")]
+Registrations = Annotated[int, typer.Option("--registration-samples", help="More registrations of mapped lesions.")]
 BoundarySd = Annotated[float, typer.Option("--boundary-sd-mm", help="Sd (mm) of the liver and lesion outlines.")]
 

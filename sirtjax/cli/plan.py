@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from sirtjax.cli._app import Method, Model, Overwrite, app, program_cache, progress_bar
+from sirtjax.cli._app import ConstantSet, Method, Model, Overwrite, app, program_cache, progress_bar
 from sirtjax.cli._uncertainty import (BOUNDARY_SD_MM, CALIBRATION_SD, LUNG_SHUNT_SD, REGISTRATIONS, RESIDUAL, RESIDUAL_SD,
                                       BoundarySd, CalibrationSd, LungShuntSd, Members, Registrations, Residual, ResidualSd)
 from sirtjax.cli.study import Series
@@ -48,12 +48,12 @@ Study = Annotated[Path, typer.Argument(help="Study folder or its study.json, or 
 Out = Annotated[Path, typer.Option("-o", "--out", help="Output folder (refused if it exists, unless --overwrite).")]
 LungShunt = Annotated[float | None, typer.Option("--lung-shunt", help="Planar lung shunt fraction in [0, 1).")]
 _MODEL_HELP = "Dose model: vsv (default) or ldm."
-_CONSTANTS_HELP = "90Y constant set: icrp107 (default), thesis, resin, glass."
+_CONSTANTS_HELP = "90Y constant set (default: icrp107)."
 _PLANS = " With --plan: the plan's."
 DoseModel = Annotated[Model | None, typer.Option("--model", help=_MODEL_HELP + _PLANS, show_default=False)]
-Constants = Annotated[str | None, typer.Option("--constants", help=_CONSTANTS_HELP + _PLANS, show_default=False)]
+Constants = Annotated[ConstantSet | None, typer.Option("--constants", help=_CONSTANTS_HELP + _PLANS, show_default=False)]
 PLAN_ONLY = {"model": Annotated[Model | None, typer.Option("--model", help=_MODEL_HELP, show_default=False)],
-             "constants": Annotated[str | None, typer.Option("--constants", help=_CONSTANTS_HELP, show_default=False)]}
+             "constants": Annotated[ConstantSet | None, typer.Option("--constants", help=_CONSTANTS_HELP, show_default=False)]}
 """The annotations of ``plan``, whose help has no --plan to refer to."""
 Prescribe = Annotated[Method, typer.Option("--method", help="Prescription of the activity when the study gives none.")]
 Quick = Annotated[bool, typer.Option("--quick", help="Quick, coarser registration.")]
@@ -110,7 +110,7 @@ def _run(
 
     request = WorkflowRequest(
         study, out, verify_too=verify_too, plan_dir=plan_dir, lung_shunt_fraction=lung_shunt,
-        dose_model=None if model is None else model.value, constants=constants, prescription_method=method.value,
+        dose_model=None if model is None else model.value, constants=None if constants is None else constants.value, prescription_method=method.value,
         quick=quick, seed=seed, liver_model=liver_model, lesion_model=lesion_model, regseg_model=regseg_model,
         overwrite=overwrite, series=tuple(series), rtdose_bits=int(rtdose_bits.value),
         ensemble=EnsembleOptions(uncertainty, calibration_sd, residual, residual_sd, lung_shunt_sd, boundary_sd_mm),

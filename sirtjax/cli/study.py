@@ -42,9 +42,8 @@ def import_dicom(root: Path, out: Path, series: list[str], overwrite: bool = Fal
     return path
 
 
-Series = Annotated[list[str], typer.Option("--series", help="SERIES_UID=NAME: put a series of a PACS export in a role "
-                                           "by hand (maa_ct, maa_spect, diag_ct, diag_mr, y90_ct, y90_mr, y90_pet) or "
-                                           "SERIES_UID=ignore; a unique prefix of the UID is enough. Repeatable.")]
+Series = Annotated[list[str], typer.Option("--series", help="UID=ROLE (or UID=ignore) for a series of a PACS export; "
+                                           "repeatable (docs/demo.md).")]
 
 
 @app.command()
