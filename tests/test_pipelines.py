@@ -57,8 +57,8 @@ def test_plan_maps_lesions_by_landmark_guided_registration(workflows):
     assert p.report["vois"]["lesions"] == "mapped from diag_ct (cnn-lm-guided registration)"
     assert v.report["vois"]["lesions"] == "mapped from diag_ct (cnn-lm-guided registration)"
     for r in (*p.registrations, *v.registrations):
-        assert r.checks["liver_dice"] > 0.85  # liver-guided registration of the 6 mm phantom
-        assert r.checks["jacobian"]["fraction_nonpositive"] < 1e-3  # the spring model keeps it invertible
+        assert r.checks.liver_dice > 0.85  # liver-guided registration of the 6 mm phantom
+        assert r.checks.jacobian.fraction_nonpositive < 1e-3  # the spring model keeps it invertible
 
 
 def assert_agrees_with_truth(ours: dict, truth: dict) -> None:
@@ -343,7 +343,7 @@ def test_plan_uncertainty_redraws_the_lesion_registration(study, workflows):
     w_reg = PRESETS[p.registrations[0].preset].main_stage.w_reg
     assert w_reg / W_REG_SPAN <= check["w_reg"] <= w_reg * W_REG_SPAN and check["w_reg"] != w_reg  # a drawn spring weight
     # landmark guidance: the registration saw a random half of the landmarks and is scored on the others
-    landmarks = p.registrations[0].checks["landmarks"]
+    landmarks = p.registrations[0].checks.landmarks
     assert p.registrations[0].preset == "cnn-lm-guided" and len(landmarks) >= 2
     assert len(check["held_out_landmarks"]) == len(landmarks) // 2 and set(check["held_out_landmarks"]) < set(landmarks)
     assert 0 <= check["held_out_landmark_mcd_mm"] < 12.0  # within the quick registration's 12 mm level

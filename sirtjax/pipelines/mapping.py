@@ -21,12 +21,32 @@ import jax
 import numpy as np
 
 from sirtjax.errors import SirtjaxError
-from sirtjax.metrics import dice, mcd
+from sirtjax.metrics import JacobianStats, dice, mcd
 from sirtjax.plausibility import PLAUSIBLE_LIVER_ML, ResultWarning
 from sirtjax.pipelines.inputs import Anatomy, WorkflowOptions
 from sirtjax.registration import RegistrationResult, guided
 from sirtjax.registration.warp import warp_volume
 from sirtjax.volume import Volume
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistrationChecks:
+    """How a registration onto a session image went: its preset and guidance, liver Dice and Jacobian statistics."""
+
+    source: str
+    target: str
+    preset: str
+    landmarks: tuple[int, ...]  # the landmark ids that guided it (cnn-lm-guided), else ()
+    liver_dice: float | None  # the warped source liver against the target liver; None without a source liver
+    jacobian: JacobianStats  # det J over the whole grid (Python numbers)
+    jacobian_liver: JacobianStats  # det J over the target liver
+    stages: tuple[dict, ...]  # the registration's per-stage diagnostics (RegistrationResult.diagnostics["stages"])
+
+    def to_json(self) -> dict:
+        """The checks as report.json holds them."""
+        return {"source": self.source, "target": self.target, "preset": self.preset, "landmarks": list(self.landmarks),
+                "liver_dice": self.liver_dice, "jacobian": self.jacobian.to_dict(),
+                "jacobian_liver": self.jacobian_liver.to_dict(), "stages": list(self.stages)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +59,7 @@ class Registered:
     result: RegistrationResult
     liver: Volume | None  # the source liver on the target grid (0/1), when the source has one
     lesions: Volume | None  # the source lesion instances on the target grid
-    checks: dict  # JSON-ready: preset, liver Dice against the target liver, Jacobian statistics, stages
+    checks: RegistrationChecks  # report.json holds its to_json()
     warnings: tuple[ResultWarning, ...] = ()  # implausible results (folding of the target liver)
 
 
@@ -149,16 +169,13 @@ def register_anatomy(target: Anatomy, source: Anatomy, *, target_liver: Volume, 
     liver = None if source_liver is None else warp_volume(source_liver, field, order=0)
     lesions = None if source.lesions is None else warp_volume(source.lesions, field, order=0)
     target_mask = np.asarray(target_liver.array) != 0
-    checks = {
-        "source": source.name,
-        "target": target.name,
-        "preset": preset,
-        "landmarks": shared_landmarks(target.labels, source.labels) if preset == "cnn-lm-guided" else [],
-        "liver_dice": None if liver is None else float(dice(np.asarray(liver.array) != 0, target_mask)),
-        "jacobian": checked.jacobian,
-        "jacobian_liver": checked.jacobian_liver,
-        "stages": result.diagnostics["stages"],
-    }
+    checks = RegistrationChecks(
+        source.name, target.name, preset,
+        landmarks=tuple(shared_landmarks(target.labels, source.labels)) if preset == "cnn-lm-guided" else (),
+        liver_dice=None if liver is None else float(dice(np.asarray(liver.array) != 0, target_mask)),
+        jacobian=JacobianStats(**checked.jacobian),
+        jacobian_liver=JacobianStats(**checked.jacobian_liver),  # target_liver guided it: never None
+        stages=tuple(result.diagnostics["stages"]))
     return Registered(source.name, target.name, preset, result, liver, lesions, checks, checked.warnings)
 
 

@@ -79,7 +79,7 @@ class PlanResult:
     dose: DoseResult
     warnings: tuple[ResultWarning, ...]
     report: dict
-    uncertainty: dict | None = None  # the ensemble's summary (WorkflowOptions.uncertainty), also in report
+    uncertainty: dict | None = None  # the ensemble's summary (WorkflowOptions.uncertainty); report holds its JSON
     radiobiology: BedResult | None = None  # BED, EUD, NTCP, TCP per VOI (WorkflowOptions.radiobiology)
 
 
@@ -188,6 +188,29 @@ def prescribe(study: StudyData, normal_ml: float, tumour_ml: np.ndarray, tn_rati
 W_REG_SPAN = 10**0.5
 
 
+@dataclasses.dataclass(frozen=True)
+class EnsembleRegistrationCheck:
+    """One more registration of a dose-uncertainty ensemble: its liver Dice, folding, spring weight and, when it was
+    guided by a random half of the landmarks, the mean mass-centre distance of the others."""
+
+    liver_dice: float | None
+    folding_fraction: float  # fraction of voxels with det J <= 0
+    w_reg: float
+    held_out_landmarks: tuple[int, ...] = ()
+    held_out_landmark_mcd_mm: float | None = None  # None when no landmark was held out
+
+    def to_json(self) -> dict:
+        """The check as report.json holds it (the held-out keys only when landmarks were held out)."""
+        held_out = {"held_out_landmarks": list(self.held_out_landmarks),
+                    "held_out_landmark_mcd_mm": self.held_out_landmark_mcd_mm} if self.held_out_landmarks else {}
+        return {"liver_dice": self.liver_dice, "folding_fraction": self.folding_fraction, "w_reg": self.w_reg, **held_out}
+
+
+def uncertainty_json(summary: dict) -> dict:
+    """A :func:`dose_uncertainty` summary as report.json holds it: its registration checks as JSON."""
+    return {**summary, "registration_checks": [c.to_json() for c in summary["registration_checks"]]}
+
+
 def dose_uncertainty(session: Session, diagnostics: Sequence[Anatomy], vois: SessionVois,
                      registrations: Sequence[Registered], activity: float | None, lsf: float, options: WorkflowOptions,
                      key: jax.Array, target: tuple[str, float] | None = None) -> tuple[dict, list[ResultWarning]]:
@@ -196,9 +219,10 @@ def dose_uncertainty(session: Session, diagnostics: Sequence[Anatomy], vois: Ses
     activity None: the session's emission is a 90Y PET in Bq/ml (verification), else SPECT counts scaled to
     ``activity`` GBq (plan). With lesions mapped by registration, ``registrations`` more registrations of the
     mapping's source image, each with other sampling keys and a spring weight drawn within :data:`W_REG_SPAN` of
-    its preset's, give the lesion maps of its registration source; their checks go into the summary. Where the
-    mapping was guided by landmarks, each of them is guided by a random half of the landmarks (at least one) and
-    scored on the others (``held_out_landmark_mcd_mm``): the landmark error of a registration that did not see them.
+    its preset's, give the lesion maps of its registration source; their checks (:class:`EnsembleRegistrationCheck`)
+    go into the summary (:func:`uncertainty_json` gives its report.json form). Where the mapping was guided by
+    landmarks, each of them is guided by a random half of the landmarks (at least one) and scored on the others
+    (``held_out_landmark_mcd_mm``): the landmark error of a registration that did not see them.
     ``target`` (VOI name, mean dose Gy): the prescription's dose target, whose activity interval the summary then
     holds (:func:`~sirtjax.dosimetry.uncertainty.activity_for_target`). Keys of its own: the workflow's
     registrations draw as they did without it.
@@ -212,7 +236,7 @@ def dose_uncertainty(session: Session, diagnostics: Sequence[Anatomy], vois: Ses
             source = dataclasses.replace(source, liver=liver_of(source, options)[0])  # segmented once, not per registration
         w_reg0 = PRESETS[mapped.preset].main_stage.w_reg if options.registration.w_reg is None else options.registration.w_reg
         spans = np.asarray(jax.random.uniform(jax.random.fold_in(key, 999), (request.registrations,), minval=-1.0))
-        landmarks = mapped.checks["landmarks"]
+        landmarks = mapped.checks.landmarks
         for k in range(request.registrations):
             w_reg = w_reg0 * W_REG_SPAN ** float(spans[k])
             drawn = dataclasses.replace(options, registration=dataclasses.replace(options.registration, w_reg=w_reg))
@@ -221,12 +245,10 @@ def dose_uncertainty(session: Session, diagnostics: Sequence[Anatomy], vois: Ses
             again = register_anatomy(without_landmarks(session.anatomy, held_out), without_landmarks(source, held_out),
                                      target_liver=vois.liver, options=drawn, key=jax.random.fold_in(key, 1000 + k))
             alternatives.append(again.lesions)
-            check = {"liver_dice": again.checks["liver_dice"],
-                     "folding_fraction": again.checks["jacobian"]["fraction_nonpositive"], "w_reg": w_reg}
-            if held_out:
-                check |= {"held_out_landmarks": held_out, "held_out_landmark_mcd_mm": landmark_error_mm(
-                    session.anatomy.labels, source.labels, again.result.displacement, held_out)}
-            checks.append(check)
+            error_mm = landmark_error_mm(session.anatomy.labels, source.labels, again.result.displacement,
+                                         held_out) if held_out else None
+            checks.append(EnsembleRegistrationCheck(again.checks.liver_dice, again.checks.jacobian.fraction_nonpositive,
+                                                    w_reg, tuple(held_out), error_mm))
             warnings += [dataclasses.replace(w, message=f"uncertainty registration {k + 1}: {w.message}")
                          for w in again.warnings]
     e = ensemble(session.emission, vois.liver, vois.lesions, activity_gbq=activity, lung_shunt_fraction=lsf,
@@ -234,7 +256,7 @@ def dose_uncertainty(session: Session, diagnostics: Sequence[Anatomy], vois: Ses
                  dose_model=options.dose_model, constants=options.constants, lesion_alternatives=alternatives)
     needed = {} if target is None or activity is None else {"activity_for_target": activity_for_target(e, *target, activity)}
     return {"members": request.members, "emission": "counts" if activity is not None else "bq-per-ml",
-            "registrations": len(alternatives), "registration_checks": checks, "stated": request.stated,
+            "registrations": len(alternatives), "registration_checks": tuple(checks), "stated": request.stated,
             "vois": summarise(e), **needed}, warnings
 
 
@@ -295,7 +317,7 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
         "session": {"anatomical": session.anatomy.name, "emission": session.emission_name},
         "vois": sources,
         **({"lesions_found": vois.lesions_found} if vois.lesions_found else {}),
-        "registrations": [r.checks for r in registrations],
+        "registrations": [r.checks.to_json() for r in registrations],
         "compartments": {**measured.to_dict(), "normal_volume_ml_ct": normal_ml,
                          "tumour_volume_ml_ct": tumour_ml.tolist()},
         "lung_shunt": {"fraction": lsf, "source": lsf_source, "from_spect": measured.lung_shunt_fraction},
@@ -303,7 +325,7 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
         "prescriptions": [p.to_dict() for p in prescriptions],
         "planned_activity": {"gbq": activity, "source": activity_source},
         "dose": dose.report,
-        **({} if uncertainty is None else {"uncertainty": uncertainty}),
+        **({} if uncertainty is None else {"uncertainty": uncertainty_json(uncertainty)}),
         **({} if bed is None else {"radiobiology": radiobiology_report(bed, options.radiobiology)}),
         "warnings": [w.to_dict() for w in all_warnings],
     }

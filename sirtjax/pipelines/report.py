@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from sirtjax.pipelines.mapping import Registered
-from sirtjax.pipelines.plan import PlanResult, SessionVois, lesion_instances
+from sirtjax.pipelines.plan import EnsembleRegistrationCheck, PlanResult, SessionVois, lesion_instances
 from sirtjax.pipelines.verify import VerifyResult
 from sirtjax.report import (FigurePng, KeyValues, Note, Section, Table, checkerboard_png, comparison_table, dose_table,
                             dvh_png, fused_slices_png, percentile_window, prescription_table, provenance_section,
@@ -55,10 +55,10 @@ def registration_section(registrations: Sequence[Registered], anatomy, vois: Ses
     blocks = []
     for r in registrations:
         c = r.checks
-        items = [("Preset", r.preset), ("Landmarks used", ", ".join(map(str, c["landmarks"])) or "–"),
-                 ("Liver Dice (warped vs own liver)", fmt(c["liver_dice"], 3) or "–"),
-                 ("det J ≤ 0 (% of voxels)", fmt(100 * c["jacobian"]["fraction_nonpositive"], 3)),
-                 ("det J in the liver, min / max", f"{fmt(c['jacobian_liver']['min'])} / {fmt(c['jacobian_liver']['max'])}")]
+        items = [("Preset", r.preset), ("Landmarks used", ", ".join(map(str, c.landmarks)) or "–"),
+                 ("Liver Dice (warped vs own liver)", fmt(c.liver_dice, 3) or "–"),
+                 ("det J ≤ 0 (% of voxels)", fmt(100 * c.jacobian.fraction_nonpositive, 3)),
+                 ("det J in the liver, min / max", f"{fmt(c.jacobian_liver.min)} / {fmt(c.jacobian_liver.max)}")]
         blocks.append(KeyValues(tuple((f"{r.source} → {r.target}: {k}", str(v)) for k, v in items)))
         blocks.append(FigurePng(checkerboard_png(anatomy.image, r.result.warped, contour=vois.liver,
                                                  fixed_window=_window(anatomy.modality),
@@ -152,7 +152,7 @@ def plan_sections(p: PlanResult) -> list[Section]:
                         "Predicted dose per VOI (SPECT grid).",
                         (dvh_figure_block(p.dose, f"Predicted cumulative DVHs per VOI for {activity['gbq']:.3f} GBq "
                                                   "(SPECT grid)."),)),
-        *([] if p.uncertainty is None else [uncertainty_section(p.report["uncertainty"])]),
+        *([] if p.uncertainty is None else [uncertainty_section(p.uncertainty)]),
         *([] if p.radiobiology is None else [radiobiology_section(p.radiobiology, p.report["radiobiology"]["models"],
                                                                   "Radiobiology (predicted dose)")]),
     ]
@@ -170,7 +170,7 @@ def uncertainty_section(u: dict, title: str = "Dose uncertainty") -> Section:
     stated = (f"{u['members']} {'plans' if u['emission'] == 'counts' else 'PET doses'} drawn from: {activity}, "
               f"liver and lesion outlines sd {s.boundary_sd_mm:g} mm (stated assumptions)"
               + (f"; the lesions of the plan's registration or of {u['registrations']} more with other sampling keys "
-                 f"and spring weights w_reg {_range(c['w_reg'] for c in u['registration_checks'])}"
+                 f"and spring weights w_reg {_range(c.w_reg for c in u['registration_checks'])}"
                  + _held_out(u["registration_checks"]) + "." if u["registrations"] else "."))
     needed = u.get("activity_for_target")
     return Section(title, (
@@ -182,8 +182,8 @@ def uncertainty_section(u: dict, title: str = "Dose uncertainty") -> Section:
                                           "together; the red line is the reported dose.")))
 
 
-def _held_out(checks: Sequence[dict]) -> str:
-    errors = [c["held_out_landmark_mcd_mm"] for c in checks if "held_out_landmark_mcd_mm" in c]
+def _held_out(checks: Sequence[EnsembleRegistrationCheck]) -> str:
+    errors = [c.held_out_landmark_mcd_mm for c in checks if c.held_out_landmark_mcd_mm is not None]
     return (f", each guided by a random half of the landmarks (mass-centre distance of the other half "
             f"{_range(errors)} mm)") if errors else ""
 

@@ -27,7 +27,7 @@ from sirtjax.dosimetry.comparison import VoiComparison, compare_vois
 from sirtjax.dosimetry.recovery import match_resolution, recovery_report
 from sirtjax.pipelines.inputs import Anatomy, Session, StudyData, WorkflowOptions
 from sirtjax.pipelines.mapping import Registered
-from sirtjax.pipelines.plan import SessionVois, dose_uncertainty, session_warnings, session_vois
+from sirtjax.pipelines.plan import SessionVois, dose_uncertainty, session_warnings, session_vois, uncertainty_json
 from sirtjax.pipelines.planned import PlannedDose
 
 
@@ -45,7 +45,7 @@ class VerifyResult:
     comparison_at_injected: tuple[VoiComparison, ...] | None
     warnings: tuple[ResultWarning, ...]
     report: dict
-    uncertainty: dict | None = None  # the ensemble's summary of the PET dose (WorkflowOptions.uncertainty), also in report
+    uncertainty: dict | None = None  # the PET dose's ensemble summary (WorkflowOptions.uncertainty); report holds its JSON
     radiobiology: BedResult | None = None  # BED, EUD, NTCP, TCP per VOI of the PET dose (WorkflowOptions.radiobiology)
 
 
@@ -106,7 +106,7 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
         "session": {"anatomical": session.anatomy.name, "emission": session.emission_name},
         "vois": vois.sources,
         **({"lesions_found": vois.lesions_found} if vois.lesions_found else {}),
-        "registrations": [r.checks for r in registrations],
+        "registrations": [r.checks.to_json() for r in registrations],
         "dose": dose.report,
         **quantification,
         "plan": plan.source,
@@ -114,7 +114,7 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
         "injected_activity_gbq": injected,
         "comparison": [c.to_dict() for c in comparison],
         "comparison_at_injected_activity": None if comparison_at is None else [c.to_dict() for c in comparison_at],
-        **({} if uncertainty is None else {"uncertainty": uncertainty}),
+        **({} if uncertainty is None else {"uncertainty": uncertainty_json(uncertainty)}),
         **({} if bed is None else {"radiobiology": radiobiology_report(bed, options.radiobiology)}),
         "warnings": [w.to_dict() for w in warnings],
     }
