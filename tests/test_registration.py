@@ -19,7 +19,7 @@ from sirtjax.registration.optimise import Convergence, make_step, run_level, win
 from sirtjax.registration.optimisers import OPTIMISERS, LevelOptimiser, adam_cosine, transformation
 from sirtjax.registration.problem import intensity_range, make_level, pad_moving, roi_mask, stack_channels, stack_levels
 from sirtjax.registration.terms import MAX_SAMPLES, SimilarityOptions, similarity_terms
-from sirtjax.registration.sampling import stratified_picks
+from sirtjax.registration.terms import stratified_picks
 from sirtjax.registration.pyramid import bucket
 from sirtjax.pipelines.inputs import QUICK_REGISTRATION
 from sirtjax.registration import PRESETS, NonrigidStage, RegistrationConfig, make_pair, register
@@ -398,7 +398,7 @@ def test_positive_image_weight_without_the_image_term_is_refused(affine_case):
 @pytest.mark.parametrize("moving", ["diag_ct", "diag_mr"])  # seed-11 MR folded 0.115-0.148 % before the folding barrier
 def test_cnn_lm_guided_phantom_accuracy(moving):
     from sirtjax.phantom import PhantomConfig, generate_study
-    from sirtjax.registration.evaluate import evaluate
+    from sirtjax.registration.grid_search import evaluate
 
     study = generate_study(11, PhantomConfig.small())
     fl, ml = study.images["maa_ct_labels"], study.images[f"{moving}_labels"]
@@ -414,7 +414,7 @@ def test_cnn_guided_phantom_accuracy_and_no_folding(moving):
     """The cnn-guided preset (masks-only non-rigid stage) on a non-benchmark seed: accurate, and no
     folding anywhere (its MI term folded the field at the MAA CT's field-of-view edge, round 5)."""
     from sirtjax.phantom import PhantomConfig, generate_study
-    from sirtjax.registration.evaluate import evaluate
+    from sirtjax.registration.grid_search import evaluate
 
     study = generate_study(12, PhantomConfig.small())
     fl, ml = study.images["maa_ct_labels"], study.images[f"{moving}_labels"]
@@ -434,7 +434,7 @@ def test_image_based_coarse_image_stage_first(moving, max_rmsd_mm):
     """The image-based preset fits cnn-guided's coarse B-spline image stage before its dense MI stage (round 24).
     3 mm seed 106 (a tuning seed): RMSD 1.48 / 2.37 mm (CT / MR) with it, 2.14 / 4.23 mm with the dense stage alone."""
     from sirtjax.phantom import PhantomConfig, generate_study
-    from sirtjax.registration.evaluate import evaluate
+    from sirtjax.registration.grid_search import evaluate
 
     study = generate_study(106, PhantomConfig())
     fl, ml = study.images["maa_ct_labels"], study.images[f"{moving}_labels"]
@@ -447,7 +447,7 @@ def test_image_based_coarse_image_stage_first(moving, max_rmsd_mm):
 def test_image_based_mr_does_not_fold():
     """The image-based preset's folding barrier: its MI folded 0.35 % of all voxels of seed 12's MR pair without it."""
     from sirtjax.phantom import PhantomConfig, generate_study
-    from sirtjax.registration.evaluate import evaluate
+    from sirtjax.registration.grid_search import evaluate
 
     study = generate_study(12, PhantomConfig.small())
     res = register(study.images["maa_ct"], study.images["diag_mr"], config=PRESETS["image-based"])
@@ -461,7 +461,7 @@ def test_image_based_mr_keeps_the_liver_at_the_field_of_view_edge():
     """3 mm seed 5, MR -> MAA CT: a non-rigid level at 24 mm stretched the liver cut by the fixed field of view along z
     (a 19-voxel landmark 34 mm off, RMSD 15.6 mm); on the 12 and 6 mm levels alone it ends at 4.5 mm."""
     from sirtjax.phantom import PhantomConfig, generate_study
-    from sirtjax.registration.evaluate import evaluate
+    from sirtjax.registration.grid_search import evaluate
 
     study = generate_study(5, PhantomConfig())
     res = register(study.images["maa_ct"], study.images["diag_mr"], config=PRESETS["image-based"])
@@ -474,7 +474,7 @@ def test_image_based_mr_affine_does_not_collapse_along_z():
     """3 mm seed 10, MR -> MAA CT, affine alone: without the strain barrier MI shrank the fixed grid to 0.19 of
     its length along one axis (liver Dice 0.73, RMSD 59 mm); with it the affine stays near a rotation."""
     from sirtjax.phantom import PhantomConfig, generate_study
-    from sirtjax.registration.evaluate import evaluate
+    from sirtjax.registration.grid_search import evaluate
 
     study = generate_study(10, PhantomConfig())
     res = register(study.images["maa_ct"], study.images["diag_mr"],
@@ -508,7 +508,7 @@ def test_cnn_lm_guided_quick_phantom_accuracy():
     """A real phantom pair in the default suite: MR -> MAA CT, label-map guided, 24/12 mm levels only, without the
     image stage (as the CLI's --quick)."""
     from sirtjax.phantom import PhantomConfig, generate_study
-    from sirtjax.registration.evaluate import evaluate
+    from sirtjax.registration.grid_search import evaluate
 
     study = generate_study(11, PhantomConfig.small())
     fl, ml = study.images["maa_ct_labels"], study.images["diag_mr_labels"]
@@ -526,7 +526,7 @@ def test_mi_affine_ranks_candidate_starts_at_the_finest_level():
     """Image-based MR -> MAA CT (seed 22): the coarsest level's MI ranked a start 32 mm off first, the
     finest level the right one (3.3 mm, liver Dice 0.93 after the affine alone); the stage keeps the latter."""
     from sirtjax.phantom import PhantomConfig, generate_study
-    from sirtjax.registration.evaluate import evaluate
+    from sirtjax.registration.grid_search import evaluate
 
     study = generate_study(22, PhantomConfig.small())
     res = register(study.images["maa_ct"], study.images["diag_mr"],

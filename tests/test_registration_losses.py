@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from sirtjax.io import to_sitk
-from sirtjax.registration.mi import joint_histogram, mattes_mi
+from sirtjax.registration.similarity import joint_histogram, mattes_mi
 from sirtjax.metrics import jacobian_determinant
 from sirtjax.registration.regularisers import (
     bending_energy, diffusion_energy, folding_penalty, spring_energy, stiffness_map,

@@ -37,7 +37,7 @@ from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.phantom.deform import true_displacement
 from sirtjax import registration
 from sirtjax.registration import api as reg_api, levels as reg_levels, stages as reg_stages
-from sirtjax.registration.evaluate import evaluate
+from sirtjax.registration.grid_search import evaluate
 
 
 def _cpu_only() -> None:

@@ -18,7 +18,7 @@ from batch import timed_batch
 from run import guidance
 from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax import registration
-from sirtjax.registration.evaluate import evaluate
+from sirtjax.registration.grid_search import evaluate
 
 
 def main() -> None:

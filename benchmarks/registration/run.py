@@ -42,7 +42,7 @@ from sirtjax.io import from_sitk, to_sitk
 from sirtjax.phantom import PhantomConfig, generate_study
 from sirtjax.phantom.deform import true_displacement
 from sirtjax.phantom.mr_like import mr_like
-from sirtjax.registration.evaluate import evaluate
+from sirtjax.registration.grid_search import evaluate
 from sirtjax.registration import PRESETS, RegistrationConfig, config_from_dict, register
 from sirtjax.volume import Volume
 

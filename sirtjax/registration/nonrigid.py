@@ -32,7 +32,7 @@ from sirtjax.registration.optimisers import LevelOptimiser, transformation
 from sirtjax.registration.padding import extend, nodes_valid
 from sirtjax.registration.problem import LevelData
 from sirtjax.registration.terms import SimilarityOptions, similarity_terms
-from sirtjax.registration.sampling import flat_to_index_xyz
+from sirtjax.registration.terms import flat_to_index_xyz
 from sirtjax.registration.regularisers import folding_penalty, regulariser
 from sirtjax.registration.bspline import bspline_on_grid
 from sirtjax.interpolate import gather_linear

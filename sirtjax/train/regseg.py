@@ -38,7 +38,7 @@ from sirtjax.errors import InputError
 from sirtjax.metrics import dice
 from sirtjax.models.regseg import RegSegNet, RegSegOutput
 from sirtjax.models.store import build_model, load_weights, save_model
-from sirtjax.registration.mi import mattes_mi
+from sirtjax.registration.similarity import mattes_mi
 from sirtjax.registration.regularisers import bending_energy
 from sirtjax.segmentation.regseg import run_network
 from sirtjax.train import checkpoint
