@@ -72,13 +72,20 @@ def test_debug_shows_the_exception(tmp_path):
         main(["--debug", "evaluate", str(tmp_path / "a.nii.gz"), str(tmp_path / "b.nii.gz")])
 
 
-@pytest.mark.parametrize("command", ["plan", "verify", "register", "segment", "dose", "prescribe", "demo", "phantom"])
+HELP_COMMANDS = ["plan", "verify", "register", "segment", "dose", "prescribe", "demo", "phantom", "cohort", "study",
+                 "evaluate", "radiobiology", "train"]
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS)
 def test_help_is_plain_and_names_only_its_own_options(command, capsys):
-    """No '<bool>' after flags, no Python types ('<str>', '<list[Path]>') for options, no blank first line; plan's
+    """No '<bool>' after flags, no Python types ('<str>', '<list[Path]>') for options, no blank first line, no pointer
+    to the repository's files (an installed package has no docs/, configs/ or DESIGN.md), and at most 70 lines; plan's
     help does not refer to verify's --plan."""
     main([command, "--help"])  # returns: no exit code but 0
     out = capsys.readouterr().out
     assert "<bool>" not in out and out.startswith("Usage: ")
+    assert not any(t in out for t in ("docs/", "configs/", "DESIGN.md")), out
+    assert len(out.splitlines()) <= 70, out
     assert not any(t in out for t in ("<str>", "<int>", "<float>", "<list[")), out
     assert ("--plan" in out) == (command == "verify")
     if command in ("plan", "prescribe"):

@@ -15,7 +15,7 @@ CALIBRATION_SD, RESIDUAL, RESIDUAL_SD, LUNG_SHUNT_SD, BOUNDARY_SD_MM = 0.05, 0.0
 REGISTRATIONS = 3  # more registrations of the lesions' source image, with other sampling keys
 DEMO_MEMBERS, DEMO_REGISTRATIONS = 16, 2
 
-Members = Annotated[int, typer.Option("--uncertainty", help="Dose-uncertainty ensemble of N (0: none; docs/uncertainty.md).")]
+Members = Annotated[int, typer.Option("--uncertainty", help="Size N of the dose-uncertainty ensemble (0: none).")]
 CalibrationSd = Annotated[float, typer.Option("--calibration-sd", help="Relative sd of the activity calibration.")]
 Residual = Annotated[float, typer.Option("--residual", help="Fraction left in the vial and catheter.")]
 ResidualSd = Annotated[float, typer.Option("--residual-sd", help="Its sd.")]

@@ -68,7 +68,7 @@ def dose(
     overwrite: Overwrite = False,
 ) -> None:
     """Voxel dose (Gy) on the activity grid with per-VOI mean/min/max, D_x, V_x and cumulative DVHs; the lesions'
-    recovery correction and the dose's uncertainty ensemble on request (docs/pet-quantification.md, docs/uncertainty.md)."""
+    recovery correction and the dose's uncertainty ensemble on request."""
     from rich.console import Console
     from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 

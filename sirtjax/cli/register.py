@@ -21,7 +21,7 @@ def register(
     fixed_labels: Annotated[Path | None, typer.Option(help="Fixed label map (liver 1, landmarks >= 2): CNN&LM-guided.")] = None,
     moving_labels: Annotated[Path | None, typer.Option(help="Moving label map, same ids as the fixed one.")] = None,
     preset: Annotated[Preset | None, typer.Option(help="Default: from the guidance given (image-based, cnn-guided with masks, cnn-lm-guided with label maps).", show_default=False)] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="JSON registration settings replacing the preset's (the presets' own are configs/registration/*.json in the sirtjax repository); options given on the command line still override.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="JSON registration settings replacing the preset's; options given on the command line still override them.")] = None,
     metric: Annotated[Metric | None, typer.Option(help="Image similarity: mi (multi-modal, the presets' default) or ssd (same modality).", show_default=False)] = None,
     apply: Annotated[list[Path] | None, typer.Option("--apply", help="Extra moving-space image to warp (repeatable); integer images with at most 256 values are label maps (nearest).")] = None,
     apply_labels: Annotated[list[Path] | None, typer.Option("--apply-labels", help="Extra moving-space label map, warped by nearest neighbour (repeatable).")] = None,

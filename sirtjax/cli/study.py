@@ -43,7 +43,7 @@ def import_dicom(root: Path, out: Path, series: list[str], overwrite: bool = Fal
 
 
 Series = Annotated[list[str], typer.Option("--series", help="UID=ROLE (or UID=ignore) for a series of a PACS export; "
-                                           "repeatable (docs/demo.md).")]
+                                           "repeatable.")]
 
 
 @app.command()

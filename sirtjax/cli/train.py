@@ -12,7 +12,7 @@ from sirtjax.cli._app import app
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Argument(help="JSON training config (the shipped models' are configs/segmentation/*.json in the sirtjax repository).")],
+    config: Annotated[Path, typer.Argument(help="JSON training config (its keys: the docstring of sirtjax.train.config).")],
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Run folder (default runs/<config name>).")] = None,
 ) -> None:
     """Train a U-Net, or the registration-segmentation network (model arch "regseg"); checkpoints, metrics.jsonl

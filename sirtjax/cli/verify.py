@@ -15,5 +15,5 @@ def _summary(result) -> str:
 
 verify = app.command("verify", help="""Verify a SIRT treatment: dose from the 90Y PET per VOI and its differences from the plan.
 
-Plans first (into OUT/plan/), or compares with the earlier plan in --plan PLAN_DIR. Details: docs/demo.md.""")(
+Plans first (into OUT/plan/), or compares with the earlier plan in --plan PLAN_DIR.""")(
     workflow_command(True, _summary))
