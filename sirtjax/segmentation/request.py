@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from sirtjax.errors import InputError
+from sirtjax.metrics import volume_ml
 from sirtjax.io import hounsfield_problem, is_dicom_output, read_volume, volume_output_problem, write_volume
 from sirtjax.outputs import check_output
 from sirtjax.registration.programs import ProgramCache
@@ -136,16 +137,11 @@ def segment_image(request: SegmentRequest, *, load_model: ModelLoader = checked_
         noise: list[NoiseMatch] = []
         mask, prob, warnings = find_liver(net, spec, vol, modality, {**predict, "on_noise": noise.append})
         notes = tuple(m.describe() for m in noise if m.tv_weight is not None)
-        result = SegmentResult(_liver_ml(mask, vol), None, None, notes, tuple(warnings))
+        result = SegmentResult(volume_ml(mask), None, None, notes, tuple(warnings))
     write_volume(mask, request.out, dtype=np.uint16 if lesions else np.uint8, overwrite=request.overwrite)
     if request.probability is not None:
         write_volume(prob, request.probability, dtype=np.float32, overwrite=request.overwrite)
     return result
-
-
-def _liver_ml(mask: Volume, vol: Volume) -> float:
-    """The volume (ml) of a 0/1 mask on the grid of ``vol``."""
-    return int(np.asarray(mask.array).sum()) * _voxel_ml(vol)
 
 
 def _read_image(request: SegmentRequest, on_guess: Callable[[str, str | None], None] | None) -> tuple[Volume, Volume | None, str]:
@@ -229,4 +225,4 @@ def _by_reference(request: SegmentRequest, load_model: ModelLoader, programs: Pr
     if request.field is not None:
         write_volume(result.displacement, request.field, dtype=np.float32)
     warnings = liver_warnings(np.asarray(result.mask.array, np.float32), _voxel_ml(vol))
-    return SegmentResult(_liver_ml(result.mask, vol), None, name, (), tuple(warnings))
+    return SegmentResult(volume_ml(result.mask), None, name, (), tuple(warnings))
