@@ -241,3 +241,20 @@ def test_centroid_matches_simpleitk_label_statistics_on_an_oblique_anisotropic_g
     np.testing.assert_allclose(centroid_mm(vol, mask), stats.GetCentroid(1), atol=1e-9)
     centre = image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in image.GetSize()])
     np.testing.assert_allclose(centroid_mm(vol, np.zeros_like(mask)), centre, atol=1e-9)
+
+
+def test_nifti_gz_is_compressed_in_members_that_every_reader_reads_as_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(io.images, "GZIP_MEMBER_BYTES", 1000)  # many members on a small image
+    rng = np.random.default_rng(4)
+    scalar = make_volume(rng.normal(size=(10, 11, 12)).astype(np.float32), SPACING, ORIGIN, OBLIQUE)
+    vector = make_volume(rng.normal(size=(10, 11, 12, 3)).astype(np.float32), SPACING, ORIGIN, OBLIQUE)
+    for name, vol in (("s.nii.gz", scalar), ("v.nii.gz", vector)):
+        io.write_volume(vol, tmp_path / name)
+        raw = (tmp_path / name).read_bytes()
+        assert raw.count(b"\x1f\x8b\x08") > 2  # several gzip members
+        img = sitk.ReadImage(str(tmp_path / name))
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(img), np.asarray(vol.array))
+        np.testing.assert_allclose(img.GetOrigin(), ORIGIN, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(img.GetDirection()).reshape(3, 3), OBLIQUE, atol=1e-5)
+    np.testing.assert_array_equal(io.read_volume(tmp_path / "s.nii.gz").array, scalar.array)  # nibabel's reader
+    assert gzip.decompress(raw) == io.images._nifti_bytes(vector)  # python's gzip reads every member

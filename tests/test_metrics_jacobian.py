@@ -110,3 +110,27 @@ def test_single_slice_field_has_zero_derivative_across_the_slice():
     field = make_volume(u, SPACING)
     ref = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(to_sitk(field), True))
     np.testing.assert_allclose(np.asarray(jacobian_determinant(field))[:, 1:-1, 1:-1], ref[:, 1:-1, 1:-1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("direction", [np.eye(3), ROTATED])
+def test_padded_field_with_its_true_size_has_the_unpadded_determinants(direction):
+    u = smooth_field(6, shape=(7, 9, 11), amplitude_mm=4.0)
+    field = make_volume(u, SPACING, direction=direction)
+    padded = np.random.default_rng(0).normal(size=(12, 16, 16, 3)).astype(np.float32)  # garbage past the true size
+    padded[:7, :9, :11] = u
+    big = make_volume(padded, SPACING, direction=direction)
+    det = jacobian_determinant(big, jnp.asarray([7, 9, 11], jnp.int32))
+    np.testing.assert_allclose(np.asarray(det)[:7, :9, :11], np.asarray(jacobian_determinant(field)), rtol=1e-5, atol=1e-6)
+
+
+def test_registration_checks_on_a_padded_field_equal_the_stats_of_the_field():
+    from sirtjax.registration.guided import jacobian_checks
+
+    field = make_volume(smooth_field(7, shape=(11, 13, 17), amplitude_mm=6.0), SPACING, direction=ROTATED)
+    liver = np.zeros(field.shape, bool)
+    liver[2:8, 3:10, 4:12] = True
+    whole, in_liver = jacobian_checks(field, liver)
+    for got, want in ((whole, jacobian_stats(field).to_dict()), (in_liver, jacobian_stats(field, liver).to_dict())):
+        assert got["n_voxels"] == want["n_voxels"]
+        for key in ("fraction_nonpositive", "mean", "std_log", "min", "max"):
+            assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6)

@@ -14,8 +14,8 @@ The image functions are importable from here, as before the package existed (``s
 """
 
 from sirtjax.io.images import (available_memory_bytes, from_sitk, hounsfield_problem, is_dicom_output, is_volume_path,
-                               read_ct, read_dicom_files, read_volume, slice_spacing_problem, to_sitk, volume_output_problem,
+                               read_ct, read_dicom_files, read_volume, read_volumes, slice_spacing_problem, to_sitk, volume_output_problem,
                                write_volume)
 
 __all__ = ["available_memory_bytes", "from_sitk", "hounsfield_problem", "is_dicom_output", "is_volume_path", "read_ct",
-           "read_dicom_files", "read_volume", "slice_spacing_problem", "to_sitk", "volume_output_problem", "write_volume"]
+           "read_dicom_files", "read_volume", "read_volumes", "slice_spacing_problem", "to_sitk", "volume_output_problem", "write_volume"]

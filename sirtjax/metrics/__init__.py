@@ -6,7 +6,7 @@ masks give documented values (``inf`` distances when exactly one side is empty),
 """
 
 from sirtjax.metrics._centres import mass_centre_mm, mcd
-from sirtjax.metrics._jacobian import JacobianStats, jacobian_determinant, jacobian_stats
+from sirtjax.metrics._jacobian import JacobianStats, determinant_stats, jacobian_determinant, jacobian_stats
 from sirtjax.metrics._labels import (
     LabelMetrics,
     dice,
@@ -27,6 +27,7 @@ __all__ = [
     "RMSDResult",
     "SurfaceMetrics",
     "assd",
+    "determinant_stats",
     "dice",
     "hausdorff",
     "hausdorff95",

@@ -28,6 +28,7 @@ from sirtjax.registration.padding import pad_to
 from sirtjax.registration.programs import Program, ProgramCache
 from sirtjax.registration.pyramid import grid_bucket
 from sirtjax.registration.warp import AffineTransform, affine_displacement, resample_field, sample_channels
+from sirtjax.timing import timed
 from sirtjax.volume import Grid, Volume, make_volume, world_grid
 
 
@@ -102,22 +103,29 @@ def register_batch(
     if weights is not None:
         weights = jax.tree.map(lambda w: np.broadcast_to(np.asarray(w, np.float32), (batch,)), weights)
         weights = weights if sharding is None else jax.device_put(weights, sharding)
-    pyramids = pair_pyramids(pairs, config, programs)
-    levels = prepare_levels(pairs, config, pyramids, programs, sharding)
-    runs = nonrigid_runs(pairs, levels, weights, config, pyramids, programs, sharding)
-    start = affine_start(pairs, config)
-    k1, k2 = jax.random.split(key)
-    expect_registration(levels, start, runs, config, key, programs)
-    affine, logs = run_affine(levels, start, config, k1, progress, programs)
-    residual, nlogs = run_nonrigid_stages(runs, affine, config, k2, progress, programs)
-    if residual is None:  # the affine alone
-        residual = field_volume(np.zeros(levels[-1].fixed.array.shape[:4] + (3,), np.float32), levels[-1].fixed, 1)
+    seconds: dict[str, float] = {}
+    with timed(seconds, "pyramids"):
+        pyramids = pair_pyramids(pairs, config, programs)
+    with timed(seconds, "levels"):
+        levels = prepare_levels(pairs, config, pyramids, programs, sharding)
+        runs = nonrigid_runs(pairs, levels, weights, config, pyramids, programs, sharding)
+        start = affine_start(pairs, config)
+        k1, k2 = jax.random.split(key)
+        expect_registration(levels, start, runs, config, key, programs)
+    with timed(seconds, "affine"):
+        affine, logs = run_affine(levels, start, config, k1, progress, programs)
+    with timed(seconds, "nonrigid"):
+        residual, nlogs = run_nonrigid_stages(runs, affine, config, k2, progress, programs)
+        if residual is None:  # the affine alone
+            residual = field_volume(np.zeros(levels[-1].fixed.array.shape[:4] + (3,), np.float32), levels[-1].fixed, 1)
+        affine, residual = jax.device_get((affine, residual))  # one copy to the host, then per-pair views
     stages = [("affine", lg) for lg in logs] + nlogs
-    affine, residual = jax.device_get((affine, residual))  # one copy to the host, then per-pair views
-    return [
-        finish(p, take(affine, i), take(residual, i), [(s, lg, i) for s, lg in stages], programs)
-        for i, p in enumerate(pairs)
-    ]
+    with timed(seconds, "finish"):
+        results = [finish(p, take(affine, i), take(residual, i), [(s, lg, i) for s, lg in stages], programs)
+                   for i, p in enumerate(pairs)]
+    for result in results:
+        result.diagnostics["seconds"] = dict(seconds)
+    return results
 
 
 def finish(pair: Pair, affine: AffineTransform, residual: Volume, stages: list,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +42,10 @@ def load_config(path: Path) -> RegistrationConfig:
         raise InputError(path, str(exc)) from None
 
 
-def load_guidance(paths: Mapping[str, Path | None], fixed: Volume, moving: Volume,
-                  preset: str) -> tuple[Guidance, list[ResultWarning]]:
-    """The guidance ``preset`` uses, read from ``paths`` (Guidance field name -> file) onto its image's grid.
+def load_guidance(paths: Mapping[str, Path | None], fixed: Volume, moving: Volume, preset: str,
+                  read: Callable[[Path], Volume] = read_volume) -> tuple[Guidance, list[ResultWarning]]:
+    """The guidance ``preset`` uses, read from ``paths`` (Guidance field name -> file; by ``read``, when the files
+    were read already) onto its image's grid.
 
     A mask or label map on another grid is resampled by nearest neighbour (with a warning where that loses much of
     it). Raises :class:`InputError` naming the file when it cannot be placed or holds no liver.
@@ -54,7 +56,7 @@ def load_guidance(paths: Mapping[str, Path | None], fixed: Volume, moving: Volum
         side = key.split("_")[0]
         ref = fixed if side == "fixed" else moving
         try:
-            array, note = labels_on_grid(read_volume(path), ref, key.replace("_", " "), grid_name=f"{side} image's")
+            array, note = labels_on_grid(read(path), ref, key.replace("_", " "), grid_name=f"{side} image's")
         except ValueError as exc:
             raise InputError(path, str(exc)) from None
         if not np.any(array if key.endswith("mask") else array == 1):
@@ -94,7 +96,9 @@ def write_registration(folder: Path, checked: CheckedRegistration, report: dict,
     ``extra`` moving-space (path, volume, interpolation order) warped as ``<name>_warped.nii.gz``; their names.
 
     ``folder`` should be the temporary folder of :func:`sirtjax.outputs.output_dir`, so the outputs appear whole.
+    Where ``report`` has a ``seconds`` table, the images' writing is added to it as ``write``.
     """
+    start = time.perf_counter()
     result = checked.result
     write_volume(result.warped, folder / "warped.nii.gz")
     write_volume(result.displacement, folder / "displacement.nii.gz", dtype=np.float32)
@@ -109,5 +113,7 @@ def write_registration(folder: Path, checked: CheckedRegistration, report: dict,
                 "translation_mm": np.asarray(affine.translation_mm, float).tolist(),
                 "centre_mm": np.asarray(affine.centre_mm, float).tolist(),
                 "homogeneous": affine_to_homogeneous(affine).tolist()}, folder / "affine.json")
+    if "seconds" in report:
+        report = {**report, "seconds": {**report["seconds"], "write": time.perf_counter() - start}}
     write_json({**report, "applied": written}, folder / "report.json")
     return written

@@ -9,13 +9,14 @@ from collections.abc import Iterable, Sequence
 import jax
 import numpy as np
 
-from sirtjax.metrics import JacobianStats, jacobian_stats
+from sirtjax.metrics import JacobianStats, determinant_stats, jacobian_determinant
 from sirtjax.plausibility import ResultWarning, check_folding
 from sirtjax.registration.api import RegistrationResult, register_batch
 from sirtjax.registration.levels import make_pair
 from sirtjax.registration.config import Overrides, RegistrationConfig
 from sirtjax.registration.optimise import Progress
-from sirtjax.registration.padding import extend, pad_to, valid_mask
+from sirtjax.registration.padding import pad_to, valid_mask
+from sirtjax.timing import timed
 from sirtjax.registration.presets import PRESETS
 from sirtjax.registration.programs import Program, ProgramCache
 from sirtjax.registration.pyramid import grid_bucket
@@ -137,7 +138,8 @@ def register_checked_batch(
     checked = []
     for (_, _, guidance), result in zip(cases, results):
         liver = guidance.fixed_liver()
-        jac, jac_liver = jacobian_checks(result.displacement, liver, programs)
+        with timed(result.diagnostics["seconds"], "checks"):
+            jac, jac_liver = jacobian_checks(result.displacement, liver, programs)
         warnings = () if jac_liver is None else tuple(check_folding(jac_liver["fraction_nonpositive"], liver_name))
         checked.append(CheckedRegistration(preset, settings, result, jac, jac_liver, warnings))
     return checked
@@ -157,11 +159,10 @@ def jacobian_checks(field: Volume, liver: np.ndarray | None, programs: ProgramCa
 
 def _field_checks(field: Volume, valid_zyx: jax.Array, liver: jax.Array) -> tuple[dict, dict]:
     """Jacobian statistics (as dicts of arrays) over the valid voxels and over the liver of a field padded past
-    ``valid_zyx``; the padding is linearly extrapolated, so the determinants at the valid border are those of the
-    unpadded field (one-sided differences)."""
-    padded = field.with_array(extend(field.array, valid_zyx, linear=True))
+    ``valid_zyx`` (the determinants at the valid border are those of the unpadded field: one-sided differences)."""
+    det = jacobian_determinant(field, valid_zyx)
     valid = valid_mask(field.array.shape[:3], valid_zyx)
-    return jacobian_stats(padded, valid)._asdict(), jacobian_stats(padded, valid * liver)._asdict()
+    return determinant_stats(det, valid)._asdict(), determinant_stats(det, valid * liver)._asdict()
 
 
 _jacobian_checks = Program(_field_checks, "jacobian checks")

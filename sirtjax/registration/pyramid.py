@@ -98,9 +98,10 @@ def smooth_and_shrink(array: jax.Array, sigma_vox_zyx, factor: int | tuple[int, 
         if valid_zyx is not None and factor > 1:  # the true size's last block, clamped when it is partial
             n_valid = valid_zyx[axis]
             last = (n_valid + factor - 1) // factor - 1
-            clamped = sum(w * jax.lax.dynamic_slice_in_dim(padded, n_valid - 1 + t, 1, axis) for t, w in enumerate(g))
-            at_last = (jnp.arange(n_out) == last) & (2 * factor * last + factor - 1 > 2 * (n_valid - 1))
-            out = jnp.where(at_last.reshape((1,) * axis + (n_out,) + (1,) * (out.ndim - axis - 1)), clamped, out)
+            clamped = _taps(jax.lax.dynamic_slice_in_dim(padded, n_valid - 1, g.shape[0], axis), g, 0, 1, 1, axis)
+            partial = 2 * factor * last + factor - 1 > 2 * (n_valid - 1)
+            block = jnp.where(partial, clamped, jax.lax.dynamic_slice_in_dim(out, last, 1, axis))
+            out = jax.lax.dynamic_update_slice_in_dim(out, block, last, axis)
         elif 0.5 * (factor - 1) + factor * (n_out - 1) > n - 1:  # the last block centre is clamped to the last voxel
             out = jax.lax.dynamic_update_slice_in_dim(out, _taps(padded, g, n - 1, 1, 1, axis), n_out - 1, axis)
     return out

@@ -12,12 +12,13 @@ import jax
 import numpy as np
 
 from sirtjax.errors import InputError
-from sirtjax.io import read_volume
+from sirtjax.io import read_volumes
 from sirtjax.outputs import check_output, output_dir
 from sirtjax.plausibility import ResultWarning
 from sirtjax.registration.config import Overrides, RegistrationConfig
 from sirtjax.registration.files import load_config, load_guidance, registration_report, stage_seconds, write_registration
-from sirtjax.registration.guided import CheckedRegistration, check_guidance, choose_preset, register_checked
+from sirtjax.registration.guided import (PRESET_GUIDANCE, CheckedRegistration, check_guidance, choose_preset,
+                                        register_checked)
 from sirtjax.registration.optimise import Progress
 from sirtjax.registration.programs import ProgramCache
 
@@ -117,10 +118,15 @@ def register_files(request: RegistrationRequest, *, progress: Progress | None = 
     preset, base = registration_settings(request.preset, request.config, request.overrides, paths)
     inputs = request.inputs()
     check_output(request.out, overwrite=request.overwrite, inputs=inputs)
-    fixed, moving = read_volume(request.fixed), read_volume(request.moving)
-    guidance, warnings = load_guidance(paths, fixed, moving, preset)
-    extra = [(p, v, 0 if _is_label_map(v.array) else 1) for p, v in ((p, read_volume(p)) for p in request.apply)]
-    extra += [(p, read_volume(p), 0) for p in request.apply_labels]
+    files = [request.fixed, request.moving, *(paths[k] for k in PRESET_GUIDANCE[preset]), *request.apply,
+             *request.apply_labels]
+    read_s = time.perf_counter()
+    volumes = dict(zip(files, read_volumes(files)))
+    read_s = time.perf_counter() - read_s
+    fixed, moving = volumes[request.fixed], volumes[request.moving]
+    guidance, warnings = load_guidance(paths, fixed, moving, preset, read=volumes.__getitem__)
+    extra = [(p, volumes[p], 0 if _is_label_map(volumes[p].array) else 1) for p in request.apply]
+    extra += [(p, volumes[p], 0) for p in request.apply_labels]
     checked = register_checked(fixed, moving, guidance, preset=preset, config=base, overrides=request.overrides,
                                key=jax.random.key(request.seed), progress=progress, programs=programs)
     warnings += list(checked.warnings)
@@ -128,6 +134,7 @@ def register_files(request: RegistrationRequest, *, progress: Progress | None = 
                                  config_file=None if request.config is None else str(request.config))
     with output_dir(request.out, overwrite=request.overwrite, inputs=inputs) as tmp:
         report["total_s"] = total_s = time.perf_counter() - t_start
+        report["seconds"] = {"read": read_s, **checked.result.diagnostics["seconds"]}
         write_registration(tmp, checked, report, extra)
     liver = checked.jacobian_liver
     return RegistrationRun(checked, tuple(warnings), total_s, stage_seconds(checked)[0],
