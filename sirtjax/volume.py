@@ -197,18 +197,31 @@ def describe_grid(vol: Grid | Volume) -> str:
     return f"{vol.shape[2]}x{vol.shape[1]}x{vol.shape[0]} voxels (x,y,z) at ({sp}) mm"
 
 
-def weighted_points_mm(vol: Volume, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """World points (N, 3) mm of the voxels with non-zero weight, and those weights (N,) float64."""
+def index_moments(weights: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Total, mean (3,) and second moments E[v vᵀ] (3, 3) of the voxel index v = (i, j, k) = (x, y, z) under
+    non-negative weights (z, y, x), float64, from the weights' sums over one and two axes (no per-voxel coordinates).
+    Mean and moments are zero for all-zero weights."""
     w = np.asarray(weights)
-    k, j, i = np.nonzero(w)
-    idx = np.stack([i, j, k, np.ones_like(i)], -1).astype(np.float64)
-    return idx @ index_to_world(vol)[:3].T, w[k, j, i].astype(np.float64)
+    yx, zx, zy = (w.sum(axis=a, dtype=np.float64) for a in range(3))  # 2-D marginals
+    x, y, z = yx.sum(axis=0), yx.sum(axis=1), zy.sum(axis=1)  # 1-D marginals along x, y, z
+    total = float(z.sum())
+    if total <= 0:
+        return 0.0, np.zeros(3), np.zeros((3, 3))
+    idx = [np.arange(n, dtype=np.float64) for n in (x.size, y.size, z.size)]  # i, j, k
+    mean = np.array([m @ i for m, i in zip((x, y, z), idx)]) / total
+    second = np.empty((3, 3))
+    for a, marginal in enumerate((x, y, z)):
+        second[a, a] = marginal @ idx[a] ** 2
+    second[0, 1] = second[1, 0] = idx[1] @ yx @ idx[0]
+    second[0, 2] = second[2, 0] = idx[2] @ zx @ idx[0]
+    second[1, 2] = second[2, 1] = idx[2] @ zy @ idx[1]
+    return total, mean, second / total
 
 
 def centroid_mm(vol: Volume, weights: np.ndarray) -> np.ndarray:
     """World centre of mass (3,) mm of non-negative weights (z, y, x) on vol's grid; the grid centre if all zero."""
-    pts, w = weighted_points_mm(vol, weights)
-    if w.sum() <= 0:
+    total, mean, _ = index_moments(weights)
+    if total <= 0:
         nz, ny, nx = vol.shape
-        return (index_to_world(vol) @ np.array([(nx - 1) / 2, (ny - 1) / 2, (nz - 1) / 2, 1.0]))[:3]
-    return (w @ pts) / w.sum()
+        mean = np.array([(nx - 1) / 2, (ny - 1) / 2, (nz - 1) / 2])
+    return index_to_world(vol)[:3] @ np.append(mean, 1.0)

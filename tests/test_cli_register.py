@@ -215,3 +215,27 @@ def test_register_files_returns_the_numbers_of_its_report(files):
     assert run.nonpositive_fraction == report["jacobian"]["fraction_nonpositive"]
     assert run.liver_nonpositive_fraction == report["jacobian_liver"]["fraction_nonpositive"]
     assert [w.to_dict() for w in run.warnings] == report["warnings"]
+
+
+def test_register_no_compress_writes_the_same_images_as_nii_and_a_seconds_table(files):
+    """--no-compress writes .nii images equal to the .nii.gz ones of the same call; report.json's seconds table
+    names every phase, and its parts fit inside the call."""
+    d, f = files
+    outs = {}
+    for flag in ("--compress", "--no-compress"):
+        outs[flag] = out = d / f"nc{flag}"
+        main(["register", str(f["fixed"]), str(f["moving"]), "-o", str(out), "--fixed-mask", str(f["fixed_labels"]),
+              "--moving-mask", str(f["moving_labels"]), "--levels", "1", "--iterations", "5", flag,
+              "--apply", str(f["moving_labels"])])
+    assert {p.name for p in outs["--no-compress"].iterdir()} == {"warped.nii", "displacement.nii", "affine.json",
+                                                                "report.json", "moving_labels_warped.nii"}
+    for name in ("warped", "moving_labels_warped"):
+        np.testing.assert_array_equal(read_volume(outs["--no-compress"] / f"{name}.nii").array,
+                                      read_volume(outs["--compress"] / f"{name}.nii.gz").array)
+    np.testing.assert_array_equal(read_volume(outs["--no-compress"] / "displacement.nii", vector=True).array,
+                                  read_volume(outs["--compress"] / "displacement.nii.gz", vector=True).array)
+    report = json.loads((outs["--no-compress"] / "report.json").read_text())
+    seconds = report["seconds"]
+    assert list(seconds) == ["read", "pyramids", "levels", "affine", "nonrigid", "finish", "checks", "write"]
+    assert all(s >= 0 for s in seconds.values())
+    assert sum(v for k, v in seconds.items() if k != "write") <= report["total_s"]

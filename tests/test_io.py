@@ -258,3 +258,21 @@ def test_nifti_gz_is_compressed_in_members_that_every_reader_reads_as_one(tmp_pa
         np.testing.assert_allclose(np.asarray(img.GetDirection()).reshape(3, 3), OBLIQUE, atol=1e-5)
     np.testing.assert_array_equal(io.read_volume(tmp_path / "s.nii.gz").array, scalar.array)  # nibabel's reader
     assert gzip.decompress(raw) == io.images._nifti_bytes(vector)  # python's gzip reads every member
+
+
+def test_rms_radius_about_the_centroid_matches_simpleitk_principal_moments():
+    """The affine start's radius (registration.init.rms_radius_mm, from index moments) about a mask's centroid is
+    the root of the trace of its physical covariance: the sum of SimpleITK's principal moments, on an oblique grid."""
+    from sirtjax.registration.init import rms_radius_mm
+    from sirtjax.volume import centroid_mm
+
+    rng = np.random.default_rng(5)
+    mask = (rng.random((9, 12, 15)) > 0.6).astype(np.uint8)
+    direction = Rotation.from_euler("xyz", [-25, 40, 15], degrees=True).as_matrix()
+    vol = make_volume(mask, (0.8, 1.3, 2.5), (-30.0, 12.0, 101.0), direction)
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(io.to_sitk(vol))
+    centre = centroid_mm(vol, mask)
+    assert rms_radius_mm(vol, mask, centre) == pytest.approx(np.sqrt(np.sum(stats.GetPrincipalMoments(1))), rel=1e-9)
+    shifted = centre + np.array([3.0, -4.0, 12.0])  # about another point: the offset adds in quadrature
+    assert rms_radius_mm(vol, mask, shifted) == pytest.approx(np.sqrt(np.sum(stats.GetPrincipalMoments(1)) + 169.0), rel=1e-9)

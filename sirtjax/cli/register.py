@@ -33,6 +33,7 @@ def register(
     levels: Annotated[int | None, typer.Option(help="Pyramid levels, the coarsest 2**(levels-1) x the finest (default: the preset's, 3).")] = None,
     iterations: Annotated[int | None, typer.Option(help="Maximum iterations per level of the affine and the guided non-rigid stage (default: the preset's).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random MI sampling.")] = 0,
+    compress: Annotated[bool, typer.Option("--compress/--no-compress", help="Images as .nii.gz; --no-compress writes .nii, much faster for the float field.")] = True,
     overwrite: Overwrite = False,
 ) -> None:
     """Register MOVING onto FIXED; writes warped.nii.gz, displacement.nii.gz (ITK), affine.json, report.json."""
@@ -44,7 +45,7 @@ def register(
                           nonrigid_levels=0 if affine_only else None)
     request = RegistrationRequest(fixed, moving, out, fixed_mask, moving_mask, fixed_labels, moving_labels,
                                   preset and preset.value, config, overrides, tuple(apply or ()),
-                                  tuple(apply_labels or ()), seed, overwrite)
+                                  tuple(apply_labels or ()), seed, overwrite, compress)
     with _levels_bar() as progress:
         run = register_files(request, progress=progress, programs=program_cache())
     liver = "" if run.liver_nonpositive_fraction is None else f" ({100 * run.liver_nonpositive_fraction:.3f} % of the fixed liver)"

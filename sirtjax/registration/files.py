@@ -91,21 +91,23 @@ def stage_seconds(checked: CheckedRegistration) -> tuple[float, float]:
 
 
 def write_registration(folder: Path, checked: CheckedRegistration, report: dict,
-                       extra: list[tuple[Path, Volume, int]] = ()) -> list[str]:
+                       extra: list[tuple[Path, Volume, int]] = (), *, compress: bool = True) -> list[str]:
     """Write warped.nii.gz, displacement.nii.gz (float32, ITK), affine.json and report.json into ``folder``, and each
     ``extra`` moving-space (path, volume, interpolation order) warped as ``<name>_warped.nii.gz``; their names.
+    ``compress`` False: the images as ``.nii`` (a float field barely compresses, and gzip is most of its writing).
 
     ``folder`` should be the temporary folder of :func:`sirtjax.outputs.output_dir`, so the outputs appear whole.
     Where ``report`` has a ``seconds`` table, the images' writing is added to it as ``write``.
     """
     start = time.perf_counter()
     result = checked.result
-    write_volume(result.warped, folder / "warped.nii.gz")
-    write_volume(result.displacement, folder / "displacement.nii.gz", dtype=np.float32)
+    suffix = ".nii.gz" if compress else ".nii"
+    write_volume(result.warped, folder / f"warped{suffix}")
+    write_volume(result.displacement, folder / f"displacement{suffix}", dtype=np.float32)
     written = []
     for path, vol, order in extra:
         name = path.name if path.is_dir() else path.name.split(".")[0]
-        target = folder / f"{name}_warped.nii.gz"
+        target = folder / f"{name}_warped{suffix}"
         write_volume(warp_volume(vol, result.displacement, order=order), target)
         written.append(target.name)
     affine = result.affine

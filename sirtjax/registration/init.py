@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sirtjax.volume import Volume, corner_points_world, weighted_points_mm
+from sirtjax.volume import Volume, corner_points_world, index_moments, index_to_world
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -38,11 +38,14 @@ def body_mask(image: np.ndarray) -> np.ndarray:
 
 def rms_radius_mm(vol: Volume, weights: np.ndarray, centre_mm: np.ndarray) -> float:
     """RMS distance (mm) of the weighted voxels from centre_mm; of the whole grid if all weights are 0."""
-    pts, w = weighted_points_mm(vol, weights)
-    if w.sum() <= 0:
-        pts, w = weighted_points_mm(vol, np.ones(vol.shape, np.uint8))
-    d2 = np.sum((pts - centre_mm) ** 2, axis=-1)
-    return float(max(np.sqrt((w @ d2) / w.sum()), 1.0))
+    total, mean, second = index_moments(weights)
+    if total <= 0:
+        total, mean, second = index_moments(np.ones(vol.shape, np.float64))
+    # p = R v + o for index v: E|p - c|^2 = tr(Rᵀ R E[v vᵀ]) + 2 (o - c)ᵀ R E[v] + |o - c|^2
+    to_world = index_to_world(vol)
+    rot, offset = to_world[:3, :3], to_world[:3, 3] - np.asarray(centre_mm, np.float64)
+    mean_sq = np.trace(rot.T @ rot @ second) + 2 * offset @ rot @ mean + offset @ offset
+    return float(max(np.sqrt(max(mean_sq, 0.0)), 1.0))
 
 
 def candidate_translations(base_mm: np.ndarray, extent_z_mm: float, n: int) -> np.ndarray:

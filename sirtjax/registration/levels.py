@@ -193,9 +193,11 @@ def with_affine(levels: list[LevelData], affine: AffineTransform) -> list[LevelD
 
 
 def _centroid_weights(image: Volume, seg: np.ndarray | None) -> np.ndarray:
-    if seg is not None and seg.shape[-1] > 0 and np.any(seg):
+    if seg is not None and seg.shape[-1] == 1 and np.any(seg):
+        return seg[..., 0]
+    if seg is not None and seg.shape[-1] > 1 and np.any(seg):
         return np.clip(seg @ np.ones(seg.shape[-1], seg.dtype), 0, 1)  # the sum over channels, as a product: 6x faster
-    return init.body_mask(np.asarray(image.array)).astype(np.float64)
+    return init.body_mask(np.asarray(image.array))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -69,7 +69,8 @@ def registration_settings(preset: str | None, config: Path | None = None, overri
 class RegistrationRequest:
     """``sirtjax register``'s inputs: the images, the guidance files (None: not given), the output folder, the preset
     (None: from the guidance), a settings file replacing the preset's, the overrides, and the moving-space files to
-    warp too (``apply``: label maps found by their values; ``apply_labels``: all by nearest neighbour)."""
+    warp too (``apply``: label maps found by their values; ``apply_labels``: all by nearest neighbour); ``compress``
+    False writes the images as .nii instead of .nii.gz."""
 
     fixed: Path
     moving: Path
@@ -85,6 +86,7 @@ class RegistrationRequest:
     apply_labels: tuple[Path, ...] = ()
     seed: int = 0
     overwrite: bool = False
+    compress: bool = True
 
     def guidance(self) -> dict[str, Path | None]:
         """The guidance files by Guidance field name (None: not given)."""
@@ -135,7 +137,7 @@ def register_files(request: RegistrationRequest, *, progress: Progress | None = 
     with output_dir(request.out, overwrite=request.overwrite, inputs=inputs) as tmp:
         report["total_s"] = total_s = time.perf_counter() - t_start
         report["seconds"] = {"read": read_s, **checked.result.diagnostics["seconds"]}
-        write_registration(tmp, checked, report, extra)
+        write_registration(tmp, checked, report, extra, compress=request.compress)
     liver = checked.jacobian_liver
     return RegistrationRun(checked, tuple(warnings), total_s, stage_seconds(checked)[0],
                            checked.jacobian["fraction_nonpositive"],
