@@ -16,13 +16,13 @@ import time
 
 START = time.perf_counter()
 
-import json  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
+import json
+import shutil
+import sys
+from pathlib import Path
 
-import ants  # noqa: E402
-import numpy as np  # noqa: E402
+import ants
+import numpy as np
 
 
 def main() -> None:

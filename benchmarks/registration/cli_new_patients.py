@@ -12,6 +12,12 @@ for sirtjax. Liver Dice and the liver folding of sirtjax come from the files it 
 
     python benchmarks/registration/cli_new_patients.py --warm 10-13 --seeds 4-9 \\
         --out benchmarks/registration/results/round19_cli
+    python benchmarks/registration/cli_new_patients.py --grids clinical --peers ants-user --warm 10-13 --seeds 4-9 \\
+        --out benchmarks/registration/results/clinical_cli
+
+``--grids clinical`` resamples each cropped image to a clinical grid drawn per image (fixed 3 or 1.5 mm; moving
+0.8 x 0.8 x 2.5, 1.5 or 2 mm); ``--peers ants-user`` runs ANTs SyN on the same files as a user does, one process a
+pair, reading and writing files (``ants_user.py``), timed from the process's start to its outputs written.
 """
 
 from __future__ import annotations
@@ -27,13 +33,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from run import run_ants, run_elastix, seed_range
 from sirtjax.io import read_volume, write_volume
 from sirtjax.metrics import dice
 from sirtjax.phantom import PhantomConfig, generate_study
+from sirtjax.preprocess import resample_to_spacing
 from sirtjax.registration.warp import warp_volume
 from sirtjax.volume import Volume
+
+from run import run_ants, run_elastix, seed_range
 
 
 def cropped(vol: Volume, lo: np.ndarray, hi: np.ndarray) -> Volume:
@@ -54,34 +61,59 @@ def random_box(shape, rng: np.random.Generator, liver: np.ndarray, margin: int =
     return lo, lo + size
 
 
-def write_pair(study, moving: str, folder: Path, rng: np.random.Generator | None) -> dict[str, Path]:
-    """The fixed MAA CT and a moving image with their liver masks as NIfTI files, each cropped to its own box."""
+# the grids of clinical pairs (x, y, z mm): a fixed CT of 3 or 1.5 mm, a moving image of 0.8 x 0.8 x 2.5, 1.5 or 2 mm
+CLINICAL_FIXED_MM = ((3.0, 3.0, 3.0), (1.5, 1.5, 1.5))
+CLINICAL_MOVING_MM = ((0.8, 0.8, 2.5), (1.5, 1.5, 1.5), (2.0, 2.0, 2.0))
+
+
+def write_pair(study, moving: str, folder: Path, rng: np.random.Generator | None, clinical: bool = False) -> dict[str, Path]:
+    """The fixed MAA CT and a moving image with their liver masks as NIfTI files, each cropped to its own box; with
+    ``clinical``, each then resampled to a grid drawn from ``CLINICAL_FIXED_MM`` / ``CLINICAL_MOVING_MM`` (the image
+    linearly, its mask by nearest neighbour)."""
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
-    for role, name in (("fixed", "maa_ct"), ("moving", moving)):
+    for role, name, grids in (("fixed", "maa_ct", CLINICAL_FIXED_MM), ("moving", moving, CLINICAL_MOVING_MM)):
         image, liver = study.images[name], study.images[f"{name}_liver"]
         if rng is not None:
             lo, hi = random_box(np.asarray(liver.array).shape, rng, np.asarray(liver.array) > 0)
             image, liver = cropped(image, lo, hi), cropped(liver, lo, hi)
+        if clinical:
+            spacing = grids[int(rng.integers(len(grids)))]
+            image, liver = resample_to_spacing(image, spacing, order=1), resample_to_spacing(liver, spacing, order=0)
         out[role] = write_volume(image, folder / f"{role}.nii.gz")
         out[f"{role}_liver"] = write_volume(liver, folder / f"{role}_liver.nii.gz")
     return out
 
 
-def sirtjax_cli(files: dict[str, Path], out: Path, env: dict) -> dict:
+def sirtjax_cli(files: dict[str, Path], out: Path, env: dict, extra_args: list[str] = ()) -> dict:
     """One ``sirtjax register`` process (cnn-guided): wall time, the report's times, liver Dice and folding."""
     cmd = [sys.executable, "-m", "sirtjax", "register", str(files["fixed"]), str(files["moving"]),
-           "--fixed-mask", str(files["fixed_liver"]), "--moving-mask", str(files["moving_liver"]), "-o", str(out)]
+           "--fixed-mask", str(files["fixed_liver"]), "--moving-mask", str(files["moving_liver"]), "-o", str(out),
+           *extra_args]
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     wall = time.perf_counter() - t0
     report = json.loads((out / "report.json").read_text())
     fixed_liver = np.asarray(read_volume(files["fixed_liver"]).array) > 0
-    warped = warp_volume(read_volume(files["moving_liver"]), read_volume(out / "displacement.nii.gz", vector=True), order=0)
+    field = next(p for p in (out / "displacement.nii.gz", out / "displacement.nii") if p.exists())
+    warped = warp_volume(read_volume(files["moving_liver"]), read_volume(field, vector=True), order=0)
     return {"sirtjax_wall_s": round(wall, 2), "sirtjax_command_s": round(report["total_s"], 2),
             "sirtjax_compile_s": round(report["compile_s"], 2), "sirtjax_optimise_s": round(report["optimise_s"], 2),
+            **{f"sirtjax_{k}_s": round(v, 2) for k, v in report.get("seconds", {}).items()},
             "sirtjax_dice": round(dice(np.asarray(warped.array) > 0, fixed_liver), 4),
             "sirtjax_folding_liver_pct": round(100 * report["jacobian_liver"]["fraction_nonpositive"], 4)}
+
+
+def ants_user(files: dict[str, Path], out: Path, python_s: float) -> dict:
+    """ANTs SyN as a user runs it, one process a pair (``ants_user.py``): the seconds from the process's start to its
+    outputs written (the interpreter's own start, ``python_s``, plus what the script times), and liver Dice."""
+    cmd = [sys.executable, str(Path(__file__).with_name("ants_user.py")), str(files["fixed"]), str(files["moving"]),
+           str(files["fixed_liver"]), str(files["moving_liver"]), str(out)]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    user_s = json.loads(done.stdout.strip().splitlines()[-1])["user_s"]
+    fixed_liver = np.asarray(read_volume(files["fixed_liver"]).array) > 0
+    warped = np.asarray(read_volume(out / "liver_warped.nii.gz").array) > 0
+    return {"wall_s": round(python_s + user_s, 2), "dice": round(dice(warped, fixed_liver), 4)}
 
 
 def peer(method, files: dict[str, Path]) -> dict:
@@ -111,12 +143,17 @@ def main() -> None:
     ap.add_argument("--warm", default="10-13", help="other patients whose registrations fill the cache first")
     ap.add_argument("--seeds", default="4-9", help="the new patients")
     ap.add_argument("--moving", default="diag_ct,diag_mr")
-    ap.add_argument("--peers", default="ants,elastix")
+    ap.add_argument("--peers", default="ants,elastix",
+                    help="ants, elastix (in this process, timed without files), ants-user (ants_user.py, a process a pair)")
+    ap.add_argument("--grids", default="phantom", choices=["phantom", "clinical"],
+                    help="phantom: the 3 mm study; clinical: fixed 3 or 1.5 mm, moving 0.8 x 0.8 x 2.5, 1.5 or 2 mm")
+    ap.add_argument("--sirtjax-args", default="", help="extra options of every sirtjax register call, e.g. --no-compress")
     ap.add_argument("--out", default="benchmarks/registration/results/cli_new_patients")
     a = ap.parse_args()
-    peers = {"ants": run_ants, "elastix": run_elastix}
+    peers, clinical, extra = a.peers.split(","), a.grids == "clinical", a.sirtjax_args.split()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    python_s = startup_s("pass")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -126,9 +163,9 @@ def main() -> None:
             study = generate_study(seed, PhantomConfig())
             rng = np.random.default_rng(seed)
             for moving in a.moving.split(","):
-                files = write_pair(study, moving, tmp / f"warm{seed}{moving}", rng)
-                row = {"seed": seed, "moving": moving, "cache": cache_state,
-                       **sirtjax_cli(files, tmp / f"warm{seed}{moving}" / "out", env)}
+                files = write_pair(study, moving, tmp / f"warm{seed}{moving}", rng, clinical)
+                row = {"seed": seed, "moving": moving, "cache": cache_state, **grids(files),
+                       **sirtjax_cli(files, tmp / f"warm{seed}{moving}" / "out", env, extra)}
                 cache_state = "warming"
                 print(json.dumps(row), flush=True)
                 rows.append(row)
@@ -136,13 +173,14 @@ def main() -> None:
             study = generate_study(seed, PhantomConfig())
             rng = np.random.default_rng(seed)
             for moving in a.moving.split(","):
-                files = write_pair(study, moving, tmp / f"s{seed}{moving}", rng)
-                row = {"seed": seed, "moving": moving, "cache": "new grids, warm",
-                       "fixed_shape": "x".join(map(str, read_volume(files["fixed"]).shape)),
-                       "moving_shape": "x".join(map(str, read_volume(files["moving"]).shape)),
-                       **sirtjax_cli(files, tmp / f"s{seed}{moving}" / "out", env)}
-                for name in a.peers.split(","):
-                    row.update({f"{name}_{k}": v for k, v in peer(peers[name], files).items()})
+                folder = tmp / f"s{seed}{moving}"
+                files = write_pair(study, moving, folder, rng, clinical)
+                row = {"seed": seed, "moving": moving, "cache": "new grids, warm", **grids(files),
+                       **sirtjax_cli(files, folder / "out", env, extra)}
+                for name in peers:
+                    result = ants_user(files, folder / "ants", python_s) if name == "ants-user" else \
+                        peer({"ants": run_ants, "elastix": run_elastix}[name], files)
+                    row.update({f"{name}_{k}": v for k, v in result.items()})
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     fields = list(dict.fromkeys(k for r in rows for k in r))
@@ -150,13 +188,23 @@ def main() -> None:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    startup = {name: startup_s(PEER_IMPORTS[name]) for name in a.peers.split(",")}
+    startup = {name: startup_s(PEER_IMPORTS[name]) for name in peers if name in PEER_IMPORTS}
     (out / "startup.json").write_text(json.dumps(startup) + "\n")
     print("peer start-up s:", startup)
     load = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     (out / "uptime.txt").write_text(f"{load}\ncommit {commit}\n")
     print(load)
+
+
+def grids(files: dict[str, Path]) -> dict:
+    """The pair's grids: shapes (z x y x x) and spacings (x, y, z mm) of the fixed and moving images."""
+    row = {}
+    for role in ("fixed", "moving"):
+        vol = read_volume(files[role])
+        row[f"{role}_shape"] = "x".join(map(str, vol.shape))
+        row[f"{role}_mm"] = "x".join(f"{s:g}" for s in np.round(np.asarray(vol.spacing_mm, float), 2))
+    return row
 
 
 if __name__ == "__main__":
