@@ -241,6 +241,38 @@ def test_a_segmentation_forward_pass_loads_in_a_fresh_cache_and_matches_the_jit(
     assert forward_program(nnx.graphdef(model), (2,)).name != forward_program(nnx.graphdef(model), ()).name
 
 
+def test_the_regseg_network_is_expected_ahead_stored_and_loaded_by_a_later_process(tmp_path):
+    """The registration-segmentation network through a ProgramCache: announced ahead from abstract arguments
+    (expect_network), stored once, loaded by a fresh cache object without compiling, with the plain jit's fields."""
+    from flax import nnx
+
+    from sirtjax.models.regseg import RegSegNet
+    from sirtjax.registration.warp import AffineTransform
+    from sirtjax.segmentation.regseg import expect_network, network_fields, network_pair
+    from sirtjax.volume import make_volume
+
+    model = RegSegNet((4, 8), 2, rngs=nnx.Rngs(params=4))
+    for net in model.cascades:  # a non-zero field
+        net.head.kernel.set_value(jax.random.normal(jax.random.key(6), net.head.kernel.get_value().shape) * 0.05)
+    spec = {"spacing_mm": [4.0, 4.0, 4.0], "grid_zyx": [16, 16, 16]}
+    zz, yy, xx = np.indices((16, 18, 20))
+    liver = ((zz - 8) ** 2 + (yy - 9) ** 2 + (xx - 10) ** 2 < 25).astype(np.uint8)
+    ct = make_volume((-800.0 + 850.0 * (zz > 1) + 60.0 * liver).astype(np.float32), (5.0, 5.0, 5.0), (-50.0, -45.0, -40.0))
+    affine = AffineTransform(np.eye(3, dtype=np.float32), np.array([2.0, 0.0, -3.0], np.float32), np.zeros(3, np.float32))
+    pair = network_pair(ct, ct, ct.with_array(liver), affine, spec["spacing_mm"], spec["grid_zyx"])
+    plain = network_fields(model, spec["spacing_mm"], [pair])
+    cache = ProgramCache(tmp_path)
+    expect_network(model, spec, 1, cache)
+    first = network_fields(model, spec["spacing_mm"], [pair], cache)
+    assert len(_entries(tmp_path)) == 1
+    compiles = COMPILES.n
+    again = network_fields(model, spec["spacing_mm"], [pair], ProgramCache(tmp_path))
+    assert COMPILES.n == compiles and len(_entries(tmp_path)) == 1
+    assert float(np.abs(plain).max()) > 0.01
+    np.testing.assert_allclose(first, plain, atol=1e-5)
+    np.testing.assert_array_equal(again, first)
+
+
 def test_an_expected_program_is_loaded_or_compiled_ahead_from_abstract_arguments(tmp_path, monkeypatch):
     """expect() with abstract arguments (shapes only) starts obtaining the executable a later call runs, in a
     background thread: loaded when stored, else compiled and stored. The call takes it (the same results, nothing

@@ -51,12 +51,16 @@ def tta_flips(spec: dict[str, Any]) -> tuple[int, ...]:
     return tuple(int(a) for a in spec.get("flip_axes", ()))
 
 
-def forward_program(graphdef: nnx.GraphDef, flips: tuple[int, ...]) -> Program:
-    """The forward pass of a model's graph as a :class:`Program`, named by the graph's structure (every static setting,
-    function addresses left out), so that a later process finds its executable in a :class:`ProgramCache`."""
+def graph_digest(graphdef: nnx.GraphDef) -> str:
+    """A short digest of a model graph's structure (every static setting, function addresses left out): what names
+    its compiled programs, so that a later process finds their executables in a :class:`ProgramCache`."""
     structure = re.sub(r" at 0x[0-9a-f]+", "", repr(graphdef))
-    digest = hashlib.sha256(structure.encode()).hexdigest()[:20]
-    return Program(partial(_probabilities, graphdef, flips), f"segmentation forward {digest} flips {flips}")
+    return hashlib.sha256(structure.encode()).hexdigest()[:20]
+
+
+def forward_program(graphdef: nnx.GraphDef, flips: tuple[int, ...]) -> Program:
+    """The forward pass of a model's graph as a :class:`Program`, named by :func:`graph_digest`."""
+    return Program(partial(_probabilities, graphdef, flips), f"segmentation forward {graph_digest(graphdef)} flips {flips}")
 
 
 def model_tiles(model: nnx.Module, image_shape: Sequence[int], max_out_tile: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:

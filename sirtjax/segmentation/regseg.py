@@ -29,7 +29,16 @@ from flax import nnx
 from sirtjax.models.regseg import RegSegNet, RegSegOutput
 from sirtjax.registration import RegistrationConfig, register_batch
 from sirtjax.registration.levels import make_pair
-from sirtjax.registration.warp import AffineTransform, affine_apply, affine_displacement, affine_to_homogeneous, resample_field, warp_volume
+from sirtjax.registration.programs import Program, ProgramCache
+from sirtjax.registration.warp import (
+    AffineTransform,
+    affine_apply,
+    affine_displacement,
+    affine_to_homogeneous,
+    resample_field,
+    warp_volume,
+)
+from sirtjax.segmentation.infer import graph_digest
 from sirtjax.segmentation.preprocess import antialias, normalize_intensity, prepare_on
 from sirtjax.volume import Grid, Volume, centroid_mm, make_grid, make_volume, world_grid
 
@@ -92,13 +101,41 @@ def run_network(state: Any, fixed: jax.Array, moving: jax.Array, mask: jax.Array
     return nnx.merge(graphdef, state)(fixed, moving, mask, spacing_mm)
 
 
-def network_fields(model: RegSegNet, spacing_mm: Sequence[float], pairs: Sequence[NetworkPair]) -> np.ndarray:
-    """The network fields (N, z, y, x, 3) mm of pairs on grids of one shape, from one call on the batch."""
-    stack = lambda name: jnp.asarray(np.stack([getattr(p, name) for p in pairs]))  # noqa: E731
+def _network(graphdef, spacing_mm: tuple[float, ...], state: Any, fixed: jax.Array, moving: jax.Array,
+             mask: jax.Array) -> jax.Array:
+    """The network's field (N, z, y, x, 3) mm on a batch (N, z, y, x) of network-grid arrays."""
+    return run_network(state, fixed, moving, mask, graphdef=graphdef, spacing_mm=spacing_mm).displacement_mm
+
+
+def network_program(graphdef, spacing_mm: tuple[float, ...]) -> Program:
+    """:func:`_network` of a model's graph as a :class:`Program` named by its structure, which a
+    :class:`ProgramCache` keeps for later processes."""
+    return Program(functools.partial(_network, graphdef, spacing_mm), f"regseg network {graph_digest(graphdef)} {spacing_mm}")
+
+
+def network_fields(model: RegSegNet, spacing_mm: Sequence[float], pairs: Sequence[NetworkPair],
+                   programs: ProgramCache | None = None) -> np.ndarray:
+    """The network fields (N, z, y, x, 3) mm of pairs on grids of one shape, from one call on the batch (through
+    ``programs``' executable when given)."""
+    stack = lambda name: jnp.asarray(np.stack([getattr(p, name) for p in pairs]))
     graphdef, state = nnx.split(model)
-    out = run_network(state, stack("fixed"), stack("moving"), stack("moving_mask"), graphdef=graphdef,
-                      spacing_mm=tuple(float(s) for s in spacing_mm))
-    return np.asarray(out.displacement_mm)
+    spacing = tuple(float(s) for s in spacing_mm)
+    args = (state, stack("fixed"), stack("moving"), stack("moving_mask"))
+    if programs is None:
+        return np.asarray(_network(graphdef, spacing, *args))
+    return np.asarray(network_program(graphdef, spacing)(*args, programs=programs))
+
+
+def expect_network(model: RegSegNet, spec: dict[str, Any], batch: int, programs: ProgramCache | None) -> None:
+    """Start loading (or compiling) the network's executable for a batch in the background (:meth:`ProgramCache.expect`),
+    so that it is ready when the pre-alignment ends; nothing without ``programs``."""
+    if programs is None:
+        return
+    graphdef, state = nnx.split(model)
+    spacing = tuple(float(s) for s in spec["spacing_mm"])
+    image = jax.ShapeDtypeStruct((batch, *(int(n) for n in spec["grid_zyx"])), jnp.float32)
+    abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    programs.expect(network_program(graphdef, spacing), (abstract_state, image, image, image))
 
 
 def fixed_field(field_mm: np.ndarray, grid: Grid, affine: AffineTransform, fixed: Volume) -> Volume:
@@ -122,10 +159,12 @@ def regseg_batch(model: RegSegNet, spec: dict[str, Any], cases: Sequence[tuple[V
     The pre-alignment is one batched registration and the network one call on the whole batch.
     """
     spacing = tuple(float(s) for s in spec["spacing_mm"])
+    expect_network(model, spec, len(cases), programs)
     affines = prealign([(f, m) for f, m, _ in cases], programs)
     pairs = [network_pair(f, m, mm, a, spacing, spec["grid_zyx"]) for (f, m, mm), a in zip(cases, affines)]
+    fields = network_fields(model, spacing, pairs, programs)
     out = []
-    for (fixed, _, moving_mask), pair, field, affine in zip(cases, pairs, network_fields(model, spacing, pairs), affines):
+    for (fixed, _, moving_mask), pair, field, affine in zip(cases, pairs, fields, affines):
         disp = fixed_field(field, pair.grid, affine, fixed)
         out.append(RegSegResult(carry_mask(moving_mask, disp), disp, affine))
     return out
