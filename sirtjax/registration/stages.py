@@ -17,9 +17,28 @@ import numpy as np
 
 from sirtjax.registration import affine as affine_stage
 from sirtjax.registration.config import NonrigidStage, RegistrationConfig
-from sirtjax.registration.levels import AffineStart, Pair, prepare_levels, resolutions_mm_from_levels, with_affine
-from sirtjax.registration.nonrigid import Weights, field_factor_for, field_grid, field_shape, field_volume, nonrigid_step
-from sirtjax.registration.optimise import Convergence, LevelLog, Progress, expect_level, run_level
+from sirtjax.registration.levels import (
+    AffineStart,
+    Pair,
+    prepare_levels,
+    resolutions_mm_from_levels,
+    with_affine,
+)
+from sirtjax.registration.nonrigid import (
+    Weights,
+    field_factor_for,
+    field_grid,
+    field_shape,
+    field_volume,
+    nonrigid_step,
+)
+from sirtjax.registration.optimise import (
+    Convergence,
+    LevelLog,
+    Progress,
+    expect_level,
+    run_level,
+)
 from sirtjax.registration.padding import extend, nodes_valid
 from sirtjax.registration.problem import LevelData
 from sirtjax.registration.programs import Program, ProgramCache
@@ -49,7 +68,7 @@ def run_affine(
     logs = []
     for li, ((step, optimiser), data) in enumerate(zip(steps, levels)):
         if k > 1:
-            data = _repeat(data, k)
+            data = _repeated(data, k, programs=programs)
         key, sub = jax.random.split(key)
         params, log = run_level(step, params, optimiser, data, None, sub, conv, label=f"affine {res[li]:g} mm",
                                 progress=progress, programs=programs)
@@ -84,6 +103,9 @@ def _affine_levels(levels: list[LevelData], start: AffineStart, config: Registra
 def _repeat(data: LevelData, k: int) -> LevelData:
     """Each pair's level data k times in a row (one member per candidate start)."""
     return jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), data)
+
+
+_repeated = Program(_repeat, "repeat per candidate", static_argnums=(1,))  # one program, not one per leaf and operation
 
 
 def expect_registration(levels: list[LevelData], start: AffineStart, runs: list[tuple], config: RegistrationConfig,

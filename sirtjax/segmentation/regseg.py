@@ -30,6 +30,7 @@ from sirtjax.models.regseg import RegSegNet, RegSegOutput
 from sirtjax.registration import RegistrationConfig, register_batch
 from sirtjax.registration.levels import make_pair
 from sirtjax.registration.programs import Program, ProgramCache
+from sirtjax.registration.pyramid import grid_bucket
 from sirtjax.registration.warp import (
     AffineTransform,
     affine_apply,
@@ -80,13 +81,14 @@ def network_box(centre_mm: np.ndarray, shape_zyx: Sequence[int], spacing_mm: Seq
 
 
 def network_pair(fixed: Volume, moving: Volume, moving_mask: Volume, affine: AffineTransform,
-                 spacing_mm: Sequence[float], shape_zyx: Sequence[int]) -> NetworkPair:
-    """The network's inputs of one pair (see the module docstring, step 2); images in Hounsfield units."""
+                 spacing_mm: Sequence[float], shape_zyx: Sequence[int], programs: ProgramCache | None = None) -> NetworkPair:
+    """The network's inputs of one pair (see the module docstring, step 2); images in Hounsfield units. ``programs``:
+    where the affine's field on the network grid (one shape for every patient) is kept compiled."""
     liver = np.asarray(moving_mask.array) > 0
     to_fixed = np.linalg.inv(affine_to_homogeneous(affine))  # moving world -> fixed world
     centre = (to_fixed @ np.append(centroid_mm(moving_mask, liver), 1.0))[:3]
     grid = network_box(centre, shape_zyx, spacing_mm)
-    through = grid.with_array(np.asarray(affine_displacement(affine, grid), np.float32))
+    through = grid.with_array(np.asarray(_affine_field(affine, grid, programs=programs), np.float32))
     lowest = float(np.min(np.asarray(moving.array)))
     moved = warp_volume(antialias(moving, spacing_mm), through, default_value=lowest)
     mask = warp_volume(moving_mask.with_array(liver.astype(np.float32)), through)
@@ -138,12 +140,27 @@ def expect_network(model: RegSegNet, spec: dict[str, Any], batch: int, programs:
     programs.expect(network_program(graphdef, spacing), (abstract_state, image, image, image))
 
 
-def fixed_field(field_mm: np.ndarray, grid: Grid, affine: AffineTransform, fixed: Volume) -> Volume:
-    """The whole transform as a field on the fixed grid: ``A(p + u(p)) - p`` with u the network field on grid."""
-    u = resample_field(grid.with_array(field_mm), fixed)
+def _whole_field(field: Volume, affine: AffineTransform, fixed: Grid) -> jax.Array:
+    """``A(p + u(p)) - p`` on the points p of ``fixed`` with u the network ``field`` (linear)."""
     p = world_grid(fixed)
-    d = affine_apply(affine, p + u) - p
-    return make_volume(np.asarray(d, np.float32), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
+    return affine_apply(affine, p + resample_field(field, fixed)) - p
+
+
+_affine_field = Program(affine_displacement, "regseg affine field")
+_whole_field_program = Program(_whole_field, "regseg whole field")
+
+
+def fixed_field(field_mm: np.ndarray, grid: Grid, affine: AffineTransform, fixed: Volume,
+                programs: ProgramCache | None = None) -> Volume:
+    """The whole transform as a field on the fixed grid: ``A(p + u(p)) - p`` with u the network field on grid.
+
+    Computed on the fixed grid padded at its high end to its :func:`~sirtjax.registration.pyramid.grid_bucket` shape
+    and cut back (every point is computed alone), so that patients with similar grids share the compiled program
+    that ``programs`` keeps."""
+    padded = Grid(tuple(int(n) for n in grid_bucket(fixed)), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
+    d = _whole_field_program(grid.with_array(field_mm), affine, padded, programs=programs)
+    cut = tuple(slice(0, n) for n in fixed.shape)
+    return make_volume(np.asarray(d, np.float32)[cut], fixed.spacing_mm, fixed.origin_mm, fixed.direction)
 
 
 def carry_mask(mask: Volume, displacement: Volume) -> Volume:
@@ -161,11 +178,11 @@ def regseg_batch(model: RegSegNet, spec: dict[str, Any], cases: Sequence[tuple[V
     spacing = tuple(float(s) for s in spec["spacing_mm"])
     expect_network(model, spec, len(cases), programs)
     affines = prealign([(f, m) for f, m, _ in cases], programs)
-    pairs = [network_pair(f, m, mm, a, spacing, spec["grid_zyx"]) for (f, m, mm), a in zip(cases, affines)]
+    pairs = [network_pair(f, m, mm, a, spacing, spec["grid_zyx"], programs) for (f, m, mm), a in zip(cases, affines)]
     fields = network_fields(model, spacing, pairs, programs)
     out = []
     for (fixed, _, moving_mask), pair, field, affine in zip(cases, pairs, fields, affines):
-        disp = fixed_field(field, pair.grid, affine, fixed)
+        disp = fixed_field(field, pair.grid, affine, fixed, programs)
         out.append(RegSegResult(carry_mask(moving_mask, disp), disp, affine))
     return out
 
