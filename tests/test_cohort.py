@@ -340,3 +340,21 @@ def test_cohort_request_says_what_was_finished_before_and_counts_this_run(tmp_pa
                                on_outcome=lambda o: heard.append(o.status)) for retry in (False, False, True)]
     assert heard == [("register", 2, 0), "done", "failed", ("register", 2, 2), ("register", 2, 1), "failed"]
     assert [(r.done_now, r.failed_now, r.pending) for r in runs] == [(1, 1, 0), (0, 0, 0), (0, 1, 0)]
+
+
+def test_cohort_process_keeps_its_imports_lean(cohort, tmp_path):
+    """A `sirtjax cohort` process of registrations imports neither flax, orbax nor matplotlib, nor the workflow
+    pipelines (as `sirtjax register`'s): checked from the interpreter's own import log (-X importtime) of a whole run."""
+    import os
+    import subprocess
+    import sys
+
+    d, manifest = cohort
+    env = dict(os.environ, SIRTJAX_CACHE_DIR=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
+    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "sirtjax", "cohort", str(manifest), "-o",
+                          str(tmp_path / "out"), "--config", str(d / "quick.json")], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+    assert "sirtjax.registration" in imported and (tmp_path / "out" / "summary.csv").exists()
+    heavy = sorted(m for m in imported if m.split(".")[0] in ("flax", "orbax", "matplotlib") or m.startswith("sirtjax.pipelines"))
+    assert not heavy, heavy

@@ -72,18 +72,18 @@ class CohortRun:
 def _settings(request: CohortRequest, manifest: Manifest) -> RegisterSettings | DoseSettings | SegmentSettings | PlanSettings:
     """The task's settings (:data:`~sirtjax.cohort.run.TASKS`) of a request, its options and inputs checked and its
     models found; :class:`InputError` naming the option or file."""
-    from sirtjax.models.store import resolve_model_dir
-
     if request.batch_size < 1:
         raise InputError("--batch-size", "must be at least 1")
     preset, config = registration_settings(request.preset, request.config, Overrides(iterations=request.iterations))
     inputs = [request.manifest, *(p for c in manifest.cases for p in c.paths.values()),
               *([request.config] if request.config else [])]
     check_output(request.out, overwrite=True, inputs=inputs)  # the inputs kept clear and writable; a cohort folder resumes
-    if manifest.task in ("segment", "plan"):
-        resolve_model_dir(request.liver_model)  # an unknown model stops the run before it starts
-    if manifest.task == "plan" and request.lesion_model != "none":
-        resolve_model_dir(request.lesion_model)
+    if manifest.task in ("segment", "plan"):  # an unknown model stops the run before it starts
+        from sirtjax.models.store import resolve_model_dir  # flax: imported by the tasks that run a model only
+
+        resolve_model_dir(request.liver_model)
+        if manifest.task == "plan" and request.lesion_model != "none":
+            resolve_model_dir(request.lesion_model)
     return {"register": lambda: RegisterSettings(preset, config, request.iterations),
             "dose": lambda: DoseSettings(request.input_kind, request.model, request.constants),
             "segment": lambda: SegmentSettings(request.liver_model, request.modality),
