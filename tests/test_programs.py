@@ -295,3 +295,19 @@ def test_an_expected_program_is_loaded_or_compiled_ahead_from_abstract_arguments
     monkeypatch.setattr(ProgramCache, "_obtain", lambda *a: where.append(a))
     fresh.expect(program, (x, 3))  # in memory already
     assert not fresh._ahead and not where
+
+
+def test_the_jacobian_checks_are_expected_ahead_for_the_fixed_grid(tmp_path):
+    """expect_checks compiles, from the fixed image alone, the program jacobian_checks then runs on a field on its grid:
+    no compile when the checks run, one stored entry."""
+    from sirtjax.registration.guided import expect_checks, jacobian_checks
+    from sirtjax.volume import make_volume
+
+    field = make_volume(np.random.default_rng(1).normal(size=(19, 23, 29, 3)).astype(np.float32) * 0.2, (1.5, 1.2, 2.0))
+    cache = ProgramCache(tmp_path)
+    expect_checks(field.with_array(np.zeros(field.shape, np.float32)), cache)
+    next(iter(cache._ahead.values())).result()  # compiled (and stored) in the background
+    compiles = COMPILES.n
+    whole, in_liver = jacobian_checks(field, np.ones(field.shape, bool), cache)
+    assert COMPILES.n == compiles and len(_entries(tmp_path)) == 1
+    assert whole == in_liver and whole["n_voxels"] == 19 * 23 * 29
