@@ -20,8 +20,9 @@ _CNN_GUIDED = RegistrationConfig(
 
 PRESETS: dict[str, RegistrationConfig] = {
     # thesis 5.3.3: images only; MI affine, the coarse image stage, then MI + springs + folding barrier on the
-    # finest two levels
-    "image-based": RegistrationConfig(stages=(_IMAGE_STAGE, NonrigidStage(levels=2, fold_weight=100.0, w_reg=40.0))),
+    # finest two levels (6 and 3 mm), the field's nodes at least 6 mm apart
+    "image-based": RegistrationConfig(pyramid=Pyramid(finest_mm=3.0), stages=(
+        _IMAGE_STAGE, NonrigidStage(levels=2, fold_weight=100.0, w_reg=40.0, field_spacing_mm=6.0))),
     "cnn-guided": _CNN_GUIDED,
     # cnn-guided with label maps of the liver and landmarks, and the folding barrier
     "cnn-lm-guided": dataclasses.replace(_CNN_GUIDED, stages=(
