@@ -244,7 +244,7 @@ def test_centroid_matches_simpleitk_label_statistics_on_an_oblique_anisotropic_g
 
 
 def test_nifti_gz_is_compressed_in_members_that_every_reader_reads_as_one(tmp_path, monkeypatch):
-    monkeypatch.setattr(io.images, "GZIP_MEMBER_BYTES", 1000)  # many members on a small image
+    monkeypatch.setattr(io.gzip_members, "GZIP_MEMBER_BYTES", 1000)  # many members on a small image
     rng = np.random.default_rng(4)
     scalar = make_volume(rng.normal(size=(10, 11, 12)).astype(np.float32), SPACING, ORIGIN, OBLIQUE)
     vector = make_volume(rng.normal(size=(10, 11, 12, 3)).astype(np.float32), SPACING, ORIGIN, OBLIQUE)

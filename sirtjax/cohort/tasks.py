@@ -9,10 +9,8 @@ alone with its one-line reason. The tasks that run case by case (dose, segment, 
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jax
@@ -25,7 +23,6 @@ from sirtjax.outputs import output_dir, write_json
 from sirtjax.registration.config import Overrides, RegistrationConfig
 from sirtjax.registration.programs import ProgramCache
 from sirtjax.registration.pyramid import coarse_bucket
-from sirtjax.volume import Volume
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,12 +124,13 @@ def run_register(cases: Sequence[Case], settings: RegisterSettings, key: jax.Arr
     """Register a batch of cases of one bucket in one :func:`register_checked_batch`, sharded by ``devices`` (the
     batch repeated up to a multiple of the device count; the repeats are dropped); write the folders of the cases
     in ``todo`` (the others run only to keep the batch as it was)."""
+    from sirtjax.io import read_ahead
     from sirtjax.registration.files import load_guidance
     from sirtjax.registration.guided import register_checked_batch
 
     t0 = time.perf_counter()
     loaded, outcomes = [], []
-    files = _read_side_by_side(cases)
+    files = read_ahead([p for case in cases for p in case.paths.values()])
     for case in cases:
         preset = _preset(case, settings)
         try:
@@ -160,18 +158,6 @@ def run_register(cases: Sequence[Case], settings: RegisterSettings, key: jax.Arr
             continue
         outcomes += _write_registrations(group, checked, (time.perf_counter() - t0) / len(loaded), out, todo)
     return outcomes
-
-
-def _read_side_by_side(cases: Sequence[Case]) -> Callable[[Path], Volume]:
-    """A reader of the cases' files whose reading has started side by side in threads (the decompression releases
-    the GIL): a file's volume, or the error reading it raised, when asked for."""
-    from sirtjax.io import read_volume
-
-    paths = dict.fromkeys(p for case in cases for p in case.paths.values())
-    pool = ThreadPoolExecutor(os.cpu_count() or 1)
-    futures = {p: pool.submit(read_volume, p) for p in paths}
-    pool.shutdown(wait=False)
-    return lambda p: futures[p].result()
 
 
 def _write_registrations(group: list, checked: list, seconds: float, out: Path, todo: frozenset[str]) -> list[CaseOutcome]:

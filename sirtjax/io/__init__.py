@@ -5,6 +5,7 @@ study import from a PACS export, and the DICOM RT objects written for viewers (R
 | --- | --- |
 | :mod:`~sirtjax.io.images` | read and write a Volume (NIfTI, MHA/NRRD, DICOM series), atomically |
 | :mod:`~sirtjax.io.nifti` | NIfTI header geometry (units, RAS <-> LPS, qform/sform) |
+| :mod:`~sirtjax.io.gzip_members` | gzip files compressed on every core |
 | :mod:`~sirtjax.io.study` | the study manifest (``study.json``): load and check |
 | :mod:`~sirtjax.io.dicom_study` | a PACS export -> series, sessions, roles -> a study folder |
 | :mod:`~sirtjax.io.dicom_export` | DICOM datasets and series of a Volume |
@@ -14,8 +15,9 @@ The image functions are importable from here, as before the package existed (``s
 """
 
 from sirtjax.io.images import (available_memory_bytes, from_sitk, hounsfield_problem, is_dicom_output, is_volume_path,
-                               read_ct, read_dicom_files, read_volume, read_volumes, slice_spacing_problem, to_sitk, volume_output_problem,
-                               write_volume)
+                               read_ahead, read_ct, read_dicom_files, read_volume, read_volumes, slice_spacing_problem,
+                               to_sitk, volume_output_problem, write_volume)
 
-__all__ = ["available_memory_bytes", "from_sitk", "hounsfield_problem", "is_dicom_output", "is_volume_path", "read_ct",
-           "read_dicom_files", "read_volume", "read_volumes", "slice_spacing_problem", "to_sitk", "volume_output_problem", "write_volume"]
+__all__ = ["available_memory_bytes", "from_sitk", "hounsfield_problem", "is_dicom_output", "is_volume_path", "read_ahead",
+           "read_ct", "read_dicom_files", "read_volume", "read_volumes", "slice_spacing_problem", "to_sitk",
+           "volume_output_problem", "write_volume"]

@@ -13,11 +13,9 @@ with its qform, as ITK reads it, with a warning.
 from __future__ import annotations
 
 import contextlib
-import functools
-import gzip
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,8 +23,9 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from sirtjax.io.dicom_export import dicom_series, save_dicom_series
 from sirtjax.errors import InputError
+from sirtjax.io.dicom_export import dicom_series, save_dicom_series
+from sirtjax.io.gzip_members import write_gzip
 from sirtjax.io.nifti import geometry as nifti_geometry
 from sirtjax.io.nifti import to_nifti
 from sirtjax.outputs import atomic_path, output_dir
@@ -110,11 +109,21 @@ def read_volume(
     return vol
 
 
-def read_volumes(paths: Sequence[str | Path], *, threads: int | None = None) -> list[Volume]:
-    """:func:`read_volume` of several files side by side in ``threads`` threads (default: the CPU count; the
-    decompression and the copies release the GIL); the first file's error in the given order is raised."""
-    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
-        return list(pool.map(read_volume, paths))
+def read_ahead(paths: Sequence[str | Path]) -> Callable[[str | Path], Volume]:
+    """Start :func:`read_volume` of several files side by side in threads (one per CPU; the decompression and the
+    copies release the GIL); returns a reader that gives a file's volume, or raises the error reading it raised,
+    when asked for it (one of ``paths``)."""
+    pool = ThreadPoolExecutor(os.cpu_count() or 1)
+    futures = {p: pool.submit(read_volume, p) for p in dict.fromkeys(paths)}
+    pool.shutdown(wait=False)
+    return lambda p: futures[p].result()
+
+
+def read_volumes(paths: Sequence[str | Path]) -> list[Volume]:
+    """:func:`read_volume` of several files, read side by side (:func:`read_ahead`); the first file's error in the
+    given order is raised."""
+    read = read_ahead(paths)
+    return [read(p) for p in paths]
 
 
 def read_ct(path: str | Path) -> Volume:
@@ -384,23 +393,6 @@ def _nifti_bytes(vol: Volume) -> bytes:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sirtjax-nifti-"))) / "vector.nii"
         sitk.WriteImage(to_sitk(vol), str(tmp), useCompression=False)
         return tmp.read_bytes()
-
-
-GZIP_MEMBER_BYTES = 8 << 20
-
-
-def write_gzip(data: bytes, path: Path, *, level: int = 1, threads: int | None = None) -> None:
-    """Write ``data`` gzip-compressed as consecutive members of ``GZIP_MEMBER_BYTES``, compressed side by side in
-    ``threads`` threads (default: the CPU count); zlib level 1, as nibabel writes.
-
-    A file of several gzip members is one gzip stream to every reader (zlib's gzread in ITK and NIfTI tools,
-    Python's gzip in nibabel); only the compression is split over the cores.
-    """
-    view = memoryview(data)
-    chunks = [view[i : i + GZIP_MEMBER_BYTES] for i in range(0, len(view), GZIP_MEMBER_BYTES)] or [view]
-    member = functools.partial(gzip.compress, compresslevel=level, mtime=0)
-    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool, open(path, "wb") as fh:
-        fh.writelines(pool.map(member, chunks))
 
 
 def _short(exc: BaseException) -> str:
