@@ -192,7 +192,7 @@ def resample_separable(
     m = np.asarray(index_map, np.float64)
     n_in = array.shape[::-1]
     taps = [_axis_taps(m[a, a], m[a, 3], out_shape_zyx[2 - a], n_in[a], sigma_vox_zyx[2 - a]) for a in range(3)]  # x, y, z
-    return _separable(jnp.asarray(array, jnp.float32), *[jnp.asarray(t) for tap in taps for t in tap], jnp.float32(default_value))
+    return _separable(jnp.asarray(array, jnp.float32), *[jax.device_put(t) for tap in taps for t in tap], jnp.float32(default_value))
 
 
 @jax.jit

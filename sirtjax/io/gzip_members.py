@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
-import functools
-import gzip
 import os
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 GZIP_MEMBER_BYTES = 8 << 20
 
 
-def write_gzip(data: bytes, path: Path, *, level: int = 1, threads: int | None = None) -> None:
+def write_gzip(data: bytes, path: Path, *, threads: int | None = None) -> None:
     """Write ``data`` gzip-compressed as consecutive members of ``GZIP_MEMBER_BYTES``, compressed side by side in
-    ``threads`` threads (default: the CPU count); zlib level 1, as nibabel writes.
+    ``threads`` threads (default: the CPU count).
+
+    zlib level 1 with run-length matches only (``Z_RLE``): about 2.3x the speed of level 1's usual match search on
+    float images and displacement fields at nearly their size (a field 0.835 of its bytes against 0.832; a CT
+    0.67 against 0.62), and label maps smaller still.
 
     A file of several gzip members is one gzip stream to every reader (zlib's gzread in ITK and NIfTI tools,
     Python's gzip in nibabel); only the compression is split over the cores.
     """
     view = memoryview(data)
     chunks = [view[i : i + GZIP_MEMBER_BYTES] for i in range(0, len(view), GZIP_MEMBER_BYTES)] or [view]
-    member = functools.partial(gzip.compress, compresslevel=level, mtime=0)
     with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool, open(path, "wb") as fh:
-        fh.writelines(pool.map(member, chunks))
+        fh.writelines(pool.map(_member, chunks))
+
+
+def _member(chunk: memoryview) -> bytes:
+    """One gzip member (header with mtime 0, deflate level 1 with ``Z_RLE``, CRC and size)."""
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS, 8, zlib.Z_RLE)
+    return deflate.compress(chunk) + deflate.flush()

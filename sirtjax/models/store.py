@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -71,12 +70,12 @@ def load_param_arrays(model: nnx.Module, arrays: dict[str, np.ndarray], *, sourc
     flat = nnx.to_flat_state(state)
     missing = {_key(p) for p, _ in flat} - set(arrays)
     if missing:
-        raise InputError(source, f"weights miss {len(missing)} parameters (e.g. {sorted(missing)[0]}); wrong architecture?")
+        raise InputError(source, f"weights miss {len(missing)} parameters (e.g. {min(missing)}); wrong architecture?")
     for path, var in flat:
         value = np.asarray(arrays[_key(path)], np.float32)
         if value.shape != var.get_value().shape:
             raise InputError(source, f"parameter {_key(path)} has shape {value.shape}, model expects {var.get_value().shape}")
-        var.set_value(jnp.asarray(value))  # the state shares the model's variables
+        var.set_value(jax.device_put(value))  # the state shares the model's variables; no program per shape
 
 
 def save_model(model: nnx.Module, spec: dict[str, Any], folder: str | Path) -> Path:

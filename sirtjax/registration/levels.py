@@ -129,8 +129,9 @@ def pair_pyramids(pairs: Sequence[Pair], config: RegistrationConfig,
     res = resolutions_mm(pairs[0].fixed, config)
     if any(not np.allclose(resolutions_mm(p.fixed, config), res) for p in pairs[1:]):
         raise ValueError("the pairs of a batch need one pyramid: fixed images of one coarsest spacing")
-    return _per_pair(lambda p: tuple(stack_levels(stack_channels(img, seg, width), res, programs)
-                                     for img, seg in ((p.fixed, p.fixed_seg), (p.moving, p.moving_seg))), pairs)
+    images = [(img, seg) for p in pairs for img, seg in ((p.fixed, p.fixed_seg), (p.moving, p.moving_seg))]
+    levels = _per_pair(lambda item: stack_levels(stack_channels(*item, width), res, programs), images)
+    return [(levels[2 * i], levels[2 * i + 1]) for i in range(len(pairs))]
 
 
 def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig,

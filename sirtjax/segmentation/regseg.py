@@ -119,7 +119,7 @@ def network_fields(model: RegSegNet, spacing_mm: Sequence[float], pairs: Sequenc
                    programs: ProgramCache | None = None) -> np.ndarray:
     """The network fields (N, z, y, x, 3) mm of pairs on grids of one shape, from one call on the batch (through
     ``programs``' executable when given)."""
-    stack = lambda name: jnp.asarray(np.stack([getattr(p, name) for p in pairs]))
+    stack = lambda name: jax.device_put(np.stack([getattr(p, name) for p in pairs]))
     graphdef, state = nnx.split(model)
     spacing = tuple(float(s) for s in spacing_mm)
     args = (state, stack("fixed"), stack("moving"), stack("moving_mask"))
