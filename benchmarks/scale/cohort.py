@@ -8,12 +8,17 @@ the 90Y CT as fixed images, the diagnostic CT and MR as moving images. Every sir
   earlier run (warm), and the first of them again with an empty cache (cold: every program compiled);
 - ANTs SyN (benchmarks/registration/run.py's ``run_ants``) on the first ``--ants`` cases, one after another in this
   process, as a user's loop would run them;
-- the whole cohort at batch size 8, killed (SIGKILL) once ``--kill-after`` cases are written, then resumed.
+- the first ``--cases`` cases as one cohort at ``--full-batch`` (the command's default batch size), with the warm
+  cache, killed (SIGKILL) once ``--kill-after`` cases are written, then resumed: its throughput is the cases over
+  both commands' wall time, against ANTs SyN's pairs a second.
+
+The warm cache is filled by the last 16 cases (other patients than the first ``--cases``) at each batch size.
 
 Accuracy: the liver Dice of the moving liver mask warped onto the fixed image (sirtjax: the nearest-neighbour warp
 by the cohort's field; ANTs: its own transforms).
 
-    python benchmarks/scale/cohort.py --seeds 1-25 --work runs/scale --out benchmarks/scale/results
+    python benchmarks/scale/cohort.py --seeds 1-10 --batch-sizes 4,8 --ants 8 --cases 24 --kill-after 10 \
+        --work runs/scale --out benchmarks/scale/results
 """
 
 from __future__ import annotations
@@ -112,7 +117,9 @@ def main() -> None:
     parser.add_argument("--sweep", type=int, default=16)
     parser.add_argument("--batch-sizes", default="1,4,8")
     parser.add_argument("--ants", type=int, default=4)
-    parser.add_argument("--kill-after", type=int, default=40)
+    parser.add_argument("--cases", type=int, default=24, help="cases of the cohort that is killed once and resumed")
+    parser.add_argument("--full-batch", type=int, default=8)
+    parser.add_argument("--kill-after", type=int, default=10)
     parser.add_argument("--work", type=Path, default=Path("runs/scale"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/scale/results"))
     args = parser.parse_args()
@@ -124,6 +131,8 @@ def main() -> None:
         studies = list(pool.map(make_study, seeds, [args.work / "studies"] * len(seeds)))
     phantom_s = time.perf_counter() - t0
     rows = pair_rows(studies)
+    if len(rows) < args.cases + 16:
+        parser.error(f"{len(rows)} cases: the cohort's {args.cases} and 16 others to warm the cache need more seeds")
     write_manifest(rows, args.work / "manifest.csv")
     sweep_rows = rows[: args.sweep]
     write_manifest(sweep_rows, args.work / "sweep.csv")
@@ -133,7 +142,7 @@ def main() -> None:
     cold_cache, warm_cache = args.work / "cache_cold", args.work / "cache_warm"
     shutil.rmtree(cold_cache, ignore_errors=True)
     sizes = [int(b) for b in args.batch_sizes.split(",")]
-    for b in sizes:  # fill the warm cache with this batch size's programs
+    for b in sorted({*sizes, args.full_batch}):  # fill the warm cache with this batch size's programs
         shutil.rmtree(args.work / "warmup", ignore_errors=True)
         cohort(args.work / "warmup.csv", args.work / "warmup", b, warm_cache)
     for b, cache in [(sizes[-1], cold_cache)] + [(b, warm_cache) for b in sizes]:
@@ -153,19 +162,26 @@ def main() -> None:
                      "liver_dice": dice(np.asarray(warped.array) > 0, np.asarray(fm.array) > 0)})
         print(ants[-1], flush=True)
     result["ants"] = ants
+    full_rows = rows[: args.cases]
+    write_manifest(full_rows, args.work / "full.csv")
     full = args.work / "full"
     shutil.rmtree(full, ignore_errors=True)
-    first = cohort(args.work / "manifest.csv", full, 8, warm_cache, kill_after=args.kill_after)
+    first = cohort(args.work / "full.csv", full, args.full_batch, warm_cache, kill_after=args.kill_after)
     before = written(full)
-    second = cohort(args.work / "manifest.csv", full, 8, warm_cache)
+    second = cohort(args.work / "full.csv", full, args.full_batch, warm_cache)
     with open(full / "summary.csv") as fh:
         summary = list(csv.DictReader(fh))
-    shutil.copy(full / "summary.csv", args.out / "cohort_100_summary.csv")
-    dices = [liver_dice(r, full) for r in rows]
-    result["full"] = {"killed": first["killed"], "first_wall_s": first["wall_s"], "written_before_kill": before,
+    shutil.copy(full / "summary.csv", args.out / "cohort_full_summary.csv")
+    dices = [liver_dice(r, full) for r in full_rows]
+    pairs_per_s = len(full_rows) / (first["wall_s"] + second["wall_s"])
+    ants_pairs_per_s = len(ants) / sum(a["wall_s"] for a in ants)
+    result["full"] = {"cases": len(full_rows), "batch": args.full_batch, "killed": first["killed"],
+                      "first_wall_s": first["wall_s"], "written_before_kill": before,
                       "resume_wall_s": second["wall_s"], "resume_said": second["stdout"],
                       "done": sum(s["status"] == "done" for s in summary),
                       "failed": sum(s["status"] == "failed" for s in summary),
+                      "pairs_per_s": pairs_per_s, "ants_pairs_per_s": ants_pairs_per_s,
+                      "times_ants": pairs_per_s / ants_pairs_per_s,
                       "liver_dice_mean": float(np.mean(dices)), "liver_dice_min": float(np.min(dices))}
     result["load_average_end"] = os.getloadavg()
     (args.out / "cohort.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -138,7 +138,7 @@ def _compact(dose: np.ndarray, labels: np.ndarray, num_labels: int) -> tuple[jax
     lab = np.zeros(size, np.int32)
     d[: keep.size] = dose[keep]
     lab[: keep.size] = labels[keep]
-    return jnp.asarray(d), jnp.asarray(lab)
+    return jax.device_put(d), jax.device_put(lab)
 
 
 def _nice_ceil(v: float) -> float:
@@ -194,7 +194,7 @@ def voi_statistics(
     v_sorted = np.sort(np.asarray(volume_levels, np.float32))
 
     hist_hi, sums, v_hist, finite = jax.device_get(
-        _pass_counts(dose, labels, jnp.asarray(v_sorted), num_labels=num_labels)
+        _pass_counts(dose, labels, jax.device_put(v_sorted), num_labels=num_labels)
     )
     if not finite:
         raise ValueError("dose contains NaN or infinite values")
@@ -219,7 +219,7 @@ def voi_statistics(
     edges = np.linspace(0.0, _nice_ceil(upper), num_bins + 1)
 
     hist_lo, dvh = jax.device_get(
-        _pass_select(dose, labels, jnp.asarray(lookup), jnp.float32(edges[1]),
+        _pass_select(dose, labels, jax.device_put(lookup), jnp.float32(edges[1]),
                      num_labels=num_labels, num_pairs=max(1, len(pair_of)), num_bins=num_bins)
     )
     ranked = np.full((num_labels, len(dose_levels) + 2), np.nan)

@@ -53,6 +53,7 @@ from sirtjax.dosimetry.dose import convolve_same, voxel_volume_ml, vsv_gy_per_gb
 from sirtjax.dosimetry.kernels import voxel_kernel
 from sirtjax.errors import InputError
 from sirtjax.preprocess import crop_to_mask, resample_to
+from sirtjax.registration.programs import Program, ProgramCache
 from sirtjax.volume import Volume
 
 MAX_SD = 5.0  # drawn offsets are clipped to 5 sd, so the ensemble's box holds every member's VOIs
@@ -200,11 +201,10 @@ _BUCKET = 8  # boxes are padded to multiples of 8 voxels, so patients of similar
 
 def _padded(a: np.ndarray, fill) -> jax.Array:
     pad = [(0, -n % _BUCKET) for n in a.shape]
-    return jnp.asarray(np.pad(a, pad, constant_values=fill))
+    return jax.device_put(np.pad(a, pad, constant_values=fill))
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size", "absolute"))
-def _members(draws, counts, sdf_liver, sdf_lesion, nearest, ids, kernel, activity_gbq, residual0, ldm_gy_per_gbq, *,
+def _members(draws, counts, sdf_liver, sdf_lesion, nearest, ids, kernel, activity_gbq, residual0, ldm_gy_per_gbq,
              batch_size, absolute):
     """(members, 2 + lesions, METRICS) of every row of draws (module docstring); kernel None: LDM. ``absolute``:
     counts are GBq per voxel (a PET's), scaled by the calibration draw alone; else SPECT counts, normalised."""
@@ -225,10 +225,14 @@ def _members(draws, counts, sdf_liver, sdf_lesion, nearest, ids, kernel, activit
     return jax.lax.map(member, draws, batch_size=batch_size)
 
 
+_MEMBERS = Program(_members, "uncertainty members", static_argnums=(10, 11))
+
+
 def ensemble(counts: Volume, liver: Volume, lesions: Volume | None, *, activity_gbq: float | None,
              lung_shunt_fraction: float, model: UncertaintyModel, key: jax.Array, n: int = 32, dose_model: str = "vsv",
              constants: str = "icrp107", batch_size: int = 8, tornado: bool = True,
-             lesion_alternatives: Sequence[Volume] = (), liver_density_g_ml: float = LIVER_DENSITY_G_ML) -> Ensemble:
+             lesion_alternatives: Sequence[Volume] = (), liver_density_g_ml: float = LIVER_DENSITY_G_ML,
+             programs: ProgramCache | None = None) -> Ensemble:
     """The ensemble of a SPECT-count plan under ``model``: counts, a liver mask and lesion instances (any grids).
 
     ``activity_gbq`` None: ``counts`` is a 90Y PET in Bq/ml (as ``voxel_dosimetry(input_kind='bq-per-ml')``
@@ -239,7 +243,8 @@ def ensemble(counts: Volume, liver: Volume, lesions: Volume | None, *, activity_
     other sampling keys); the ``registration`` source picks one of them, or ``lesions``, per member.
 
     ``tornado`` False skips the one-source-at-a-time members (``by_source`` empty): n + 1 doses instead of
-    up to 6 n + 1.
+    up to 6 n + 1. ``programs``: where the members' compiled program is kept for later calls and processes
+    (:class:`~sirtjax.registration.programs.ProgramCache`; None: compiled in this process).
     """
     if n < 2:
         raise ValueError(f"an ensemble needs at least 2 members, got {n}")
@@ -273,9 +278,9 @@ def ensemble(counts: Volume, liver: Volume, lesions: Volume | None, *, activity_
     ldm_gy_per_gbq = get_constants(constants).gy_kg_per_gbq / (liver_density_g_ml * voxel_volume_ml(spacing_mm) * 1e-3)
 
     def run(draws):
-        return np.asarray(_members(draws, *arrays, jnp.asarray(ids, jnp.int32), kernel, jnp.float32(activity_gbq or 0.0),
-                                   jnp.float32(model.residual_fraction), jnp.float32(ldm_gy_per_gbq),
-                                   batch_size=batch_size, absolute=absolute))
+        return np.asarray(_MEMBERS(draws, *arrays, np.asarray(ids, np.int32), kernel, np.float32(activity_gbq or 0.0),
+                                   np.float32(model.residual_fraction), np.float32(ldm_gy_per_gbq), batch_size,
+                                   absolute, programs=programs))
 
     keys = jax.random.split(key, len(SOURCES) + 1)
     nominal = run(_draws(model, lung_shunt_fraction, keys[0], 1, ()))[0]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 
 from sirtjax.dosimetry.activity import activity_from_bq_per_ml, activity_from_counts, choose_lung_shunt, lung_shunt_fraction
@@ -275,7 +275,7 @@ def _statistics(dose, liver_region, lesion_arr, lung_arr, spacing_mm, dose_level
     liver_label = len(names) + 1
     flat_dose = np.concatenate([dose.ravel(), dose[liver_region]])
     flat_labels = np.concatenate([compartments.ravel(), np.full(int(liver_region.sum()), liver_label, np.int32)])
-    stats = voi_statistics(jnp.asarray(flat_dose), jnp.asarray(flat_labels), voxel_volume_ml=voxel_volume_ml(spacing_mm),
+    stats = voi_statistics(jax.device_put(flat_dose), jax.device_put(flat_labels), voxel_volume_ml=voxel_volume_ml(spacing_mm),
                            num_labels=liver_label, dose_levels_pct=dose_levels, volume_levels_gy=volume_levels,
                            num_bins=num_bins)
     order = [liver_label - 1] + list(range(liver_label - 1))

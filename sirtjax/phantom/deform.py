@@ -62,7 +62,7 @@ def sample_posture(rng: np.random.Generator, config: PhantomConfig, anat: dict) 
 
 def _as_jax(posture: dict) -> dict:
     b, r = posture["breathing"], posture["rbf"]
-    f = lambda v: jnp.asarray(np.asarray(v, np.float32))  # noqa: E731
+    f = lambda v: jax.device_put(np.asarray(v, np.float32))  # noqa: E731
     return {
         "matrix": f(posture["affine"]["matrix"]),
         "matrix_inv": f(np.linalg.inv(np.asarray(posture["affine"]["matrix"], np.float64))),
@@ -127,7 +127,7 @@ def _chunked(fn: Callable, posture: dict, points: np.ndarray) -> tuple[np.ndarra
         n = len(chunk)
         if n < CHUNK:  # pad so every call has the same shape (one compilation)
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], CHUNK - n, axis=0)])
-        res = fn(p, jnp.asarray(chunk.T))
+        res = fn(p, jax.device_put(np.ascontiguousarray(chunk.T)))
         if isinstance(res, tuple):
             res, r = res
             worst = max(worst, float(r))

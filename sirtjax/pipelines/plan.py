@@ -253,7 +253,8 @@ def dose_uncertainty(session: Session, diagnostics: Sequence[Anatomy], vois: Ses
                          for w in again.warnings]
     e = ensemble(session.emission, vois.liver, vois.lesions, activity_gbq=activity, lung_shunt_fraction=lsf,
                  model=request.stated, key=jax.random.fold_in(key, 1), n=request.members,
-                 dose_model=options.dose_model, constants=options.constants, lesion_alternatives=alternatives)
+                 dose_model=options.dose_model, constants=options.constants, lesion_alternatives=alternatives,
+                 programs=options.programs)
     needed = {} if target is None or activity is None else {"activity_for_target": activity_for_target(e, *target, activity)}
     return {"members": request.members, "emission": "counts" if activity is not None else "bq-per-ml",
             "registrations": len(alternatives), "registration_checks": tuple(checks), "stated": request.stated,

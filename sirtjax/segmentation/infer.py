@@ -106,8 +106,8 @@ def predict_array(
     graphdef, state = nnx.split(model)
     program = None if programs is None else forward_program(graphdef, flips)
     inside = sliding_window(
-        lambda batch: (_forward(graphdef, flips, state, jnp.asarray(batch)) if program is None
-                       else program(state, jnp.asarray(batch), programs=programs)),
+        lambda batch: (_forward(graphdef, flips, state, jax.device_put(batch)) if program is None
+                       else program(state, jax.device_put(batch), programs=programs)),
         region,
         in_tile=in_tile,
         out_tile=out_tile,
