@@ -184,3 +184,23 @@ def test_pet_ensemble_nominal_is_the_pet_dose_and_calibration_scales_it(dose_mod
     assert "lung_shunt" not in e.by_source
     cal = e.by_source["calibration"]
     np.testing.assert_allclose(cal[:, 0, 0] / e.nominal[0, 0], cal[:, 1, 0] / e.nominal[1, 0], rtol=1e-4)  # one factor
+
+
+def test_voi_metrics_d70_is_the_sorted_doses_rank_value():
+    """D70 (bisection on bit patterns) is numpy's sorted value at rank ceil(0.7 n), hottest first, exactly; mean and
+    V100 as numpy gives them; an empty VOI is NaN. Doses span zeros, ties and nine decades."""
+    from sirtjax.dosimetry.uncertainty import _voi_metrics
+
+    rng = np.random.default_rng(3)
+    dose = (10.0 ** rng.uniform(-4, 5, (12, 14, 16))).astype(np.float32)
+    dose[rng.random(dose.shape) < 0.1] = 0.0
+    dose[rng.random(dose.shape) < 0.1] = 150.0
+    masks = np.stack([rng.random(dose.shape) < p for p in (0.9, 0.3, 0.01)] + [np.zeros(dose.shape, bool)])
+    got = np.asarray(_voi_metrics(jax.numpy.asarray(dose), jax.numpy.asarray(masks)))
+    for v in range(3):
+        vals = np.sort(dose[masks[v]])[::-1]
+        rank = max(1, (70 * vals.size + 99) // 100)
+        assert got[v, 1] == vals[rank - 1]
+        assert got[v, 0] == pytest.approx(vals.mean(), rel=1e-5)
+        assert got[v, 2] == pytest.approx(100.0 * np.mean(vals >= 100.0), rel=1e-6)
+    assert np.isnan(got[3]).all()

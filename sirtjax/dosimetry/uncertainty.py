@@ -183,14 +183,24 @@ def _draws(model: UncertaintyModel, lsf: float, key: jax.Array, n: int, sources:
 
 
 def _voi_metrics(dose: jax.Array, masks: jax.Array) -> jax.Array:
-    """(VOIs, METRICS) of a dose and its VOIs' masks (VOIs, ...), from one sort of the dose: each VOI's D70 is the
-    dose where the count of its voxels, hottest first, reaches rank ceil(0.7 n), as the tables take it."""
+    """(VOIs, METRICS) of a dose (Gy, >= 0) and its VOIs' masks (VOIs, ...). Each VOI's D70 is the dose of its voxel
+    at rank ceil(0.7 n), hottest first, as the tables take it: found by bisection on the doses' float32 bit
+    patterns (ordered as the doses are, for doses >= 0), 31 halvings of counts over the VOIs, the exact value a
+    sort gives in a third of a sort's time."""
     flat, voxels = dose.ravel(), masks.reshape(masks.shape[0], -1)
-    order = jnp.argsort(-flat)
-    ranked = jnp.cumsum(voxels[:, order], axis=1, dtype=jnp.int32)  # per VOI: its voxels among the hottest k
-    n = ranked[:, -1]
+    n = jnp.sum(voxels, axis=1, dtype=jnp.int32)
     rank = jnp.clip((70 * n + 99) // 100, 1, jnp.maximum(n, 1))
-    d70 = flat[order][jnp.argmax(ranked >= rank[:, None], axis=1)]
+    bits = jnp.where(flat > 0, jax.lax.bitcast_convert_type(flat, jnp.int32), 0)
+
+    def halve(_, bounds):  # count(bits >= lo) >= rank > count(bits >= hi)
+        lo, hi = bounds
+        mid = lo + (hi - lo) // 2
+        enough = jnp.sum(voxels & (bits >= mid[:, None]), axis=1, dtype=jnp.int32) >= rank
+        return jnp.where(enough, mid, lo), jnp.where(enough, hi, mid)
+
+    above_inf = jnp.full(n.shape, 0x7F800001, jnp.int32)  # one past +inf's bit pattern
+    lo, _ = jax.lax.fori_loop(0, 31, halve, (jnp.zeros(n.shape, jnp.int32), above_inf))
+    d70 = jax.lax.bitcast_convert_type(lo, jnp.float32)
     mean = jnp.sum(jnp.where(voxels, flat, 0.0), axis=1) / n
     v100 = 100.0 * jnp.sum(voxels & (flat >= 100.0), axis=1) / n
     return jnp.where((n > 0)[:, None], jnp.stack([mean, d70, v100], axis=1), jnp.nan)
