@@ -96,6 +96,7 @@ def test_slice_contours_square_and_hole():
     x, y = poly[:, 0], poly[:, 1]
     area = 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
     assert area == pytest.approx(16 - 0.5)
+    assert len(poly) == 8  # the octagon's corners, no point along its edges
     m[3:5, 4:6] = 0
     assert len(slice_contours(m)) == 2
     assert slice_contours(np.zeros((4, 4))) == []

@@ -169,16 +169,23 @@ def _draws(model: UncertaintyModel, lsf: float, key: jax.Array, n: int, sources:
            alternatives: int = 1) -> jax.Array:
     """(n, 6) inputs per member: calibration factor, residual, LSF, liver and lesion offsets (mm), and the index of
     the lesion outline's alternative (0: the plan's); sources not in ``sources`` stay nominal."""
+    on = np.asarray([s in sources for s in SOURCES[:5]], np.float32)
+    sd = np.asarray([model.calibration_rel_sd, model.residual_sd, model.lung_shunt_sd,
+                     model.boundary_sd_mm, model.boundary_sd_mm], np.float32)
+    centre = np.asarray([1.0, model.residual_fraction, lsf, 0.0, 0.0], np.float32)
+    return _draw_rows(key, on, sd, centre, np.float32(MAX_SD * model.boundary_sd_mm), "registration" in sources,
+                      np.int32(alternatives), n)
+
+
+@functools.partial(jax.jit, static_argnums=(7,))
+def _draw_rows(key, on, sd, centre, max_offset_mm, registration, alternatives, n: int) -> jax.Array:
+    """:func:`_draws`' rows from the sources' on flags, sds and centres: one program per ensemble size, not a dozen
+    eager operations."""
     k_normal, k_index = jax.random.split(key)
-    z = jax.random.normal(k_normal, (n, 5))
-    on = jnp.asarray([s in sources for s in SOURCES[:5]], jnp.float32)
-    sd = jnp.asarray([model.calibration_rel_sd, model.residual_sd, model.lung_shunt_sd,
-                      model.boundary_sd_mm, model.boundary_sd_mm], jnp.float32)
-    centre = jnp.asarray([1.0, model.residual_fraction, lsf, 0.0, 0.0], jnp.float32)
-    d = centre + on * sd * z
-    d = d.at[:, 3:].set(jnp.clip(d[:, 3:], -MAX_SD * model.boundary_sd_mm, MAX_SD * model.boundary_sd_mm))
+    d = centre + on * sd * jax.random.normal(k_normal, (n, 5))
+    d = d.at[:, 3:].set(jnp.clip(d[:, 3:], -max_offset_mm, max_offset_mm))
     d = d.at[:, 0].set(jnp.maximum(d[:, 0], 0.01)).at[:, 1:3].set(jnp.clip(d[:, 1:3], 0.0, 0.99))
-    index = jax.random.randint(k_index, (n, 1), 0, alternatives) if "registration" in sources else jnp.zeros((n, 1), jnp.int32)
+    index = jnp.where(registration, jax.random.randint(k_index, (n, 1), 0, alternatives), 0)
     return jnp.concatenate([d, index.astype(jnp.float32)], axis=1)
 
 
@@ -293,7 +300,8 @@ def ensemble(counts: Volume, liver: Volume, lesions: Volume | None, *, activity_
                                    absolute, programs=programs))
 
     keys = jax.random.split(key, len(SOURCES) + 1)
-    nominal = run(_draws(model, lung_shunt_fraction, keys[0], 1, ()))[0]
+    residual, lsf = np.clip([model.residual_fraction, lung_shunt_fraction], 0.0, 0.99)  # as _draw_rows clips them
+    nominal = run(np.asarray([[1.0, residual, lsf, 0.0, 0.0, 0.0]], np.float32))[0]  # every input at its value
     sds = dict(zip(SOURCES, (model.calibration_rel_sd, model.residual_sd, model.lung_shunt_sd,
                              model.boundary_sd_mm, model.boundary_sd_mm if ids else 0.0, len(outlines) - 1)))
     active = tuple(s for s in SOURCES if sds[s] > 0)

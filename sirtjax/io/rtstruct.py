@@ -49,7 +49,9 @@ _ROI_TYPES = ("EXTERNAL", "PTV", "CTV", "GTV", "TREATED_VOLUME", "IRRAD_VOLUME",
 def slice_contours(mask_2d: np.ndarray) -> list[np.ndarray]:
     """Closed contours (n, 2) in (column, row) voxel-index coordinates around the voxels > 0 of a 2D mask.
 
-    Each polygon lists its vertices once (the closing edge back to the first vertex is implied).
+    Each polygon lists its vertices once (the closing edge back to the first vertex is implied), corners only: a
+    vertex on the straight line through its neighbours is left out (exactly: the vertices lie on a half-voxel
+    lattice), which keeps the polygon and drops most of marching squares' points along straight edges.
     An empty or full-free mask gives []; the mask is padded so VOIs touching the border close.
     """
     m = np.pad((np.asarray(mask_2d) > 0).astype(np.float64), 1)
@@ -61,9 +63,16 @@ def slice_contours(mask_2d: np.ndarray) -> list[np.ndarray]:
         pts = np.asarray(line, np.float64) - 1.0  # undo the padding
         if len(pts) > 1 and np.allclose(pts[0], pts[-1]):
             pts = pts[:-1]
+        pts = _corners(pts)
         if len(pts) >= 3:
             out.append(pts)
     return out
+
+
+def _corners(pts: np.ndarray) -> np.ndarray:
+    """A closed polygon's vertices (n, 2) without those on the line through their two neighbours."""
+    before, after = pts - np.roll(pts, 1, axis=0), np.roll(pts, -1, axis=0) - pts
+    return pts[before[:, 0] * after[:, 1] != before[:, 1] * after[:, 0]]
 
 
 def _now() -> tuple[str, str]:
