@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/scale"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/scale/results"))
     args = parser.parse_args()
+    args.work = args.work.resolve()  # the manifests' paths must not depend on the folder a cohort runs from
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     seeds = seed_range(args.seeds)
