@@ -204,15 +204,16 @@ def test_gaussian_smooth_matches_scipy():
     np.testing.assert_allclose(ours, ref, atol=1e-5)  # same sampled kernel, float32
 
 
-@pytest.mark.parametrize("factor", [2, 3, 4])
+@pytest.mark.parametrize("factor", [2, 3, 4, (2, 4, 3)])  # per axis: the passes go y (4), x (3), z (2)
 def test_smooth_and_shrink_matches_scipy_smoothing_then_linear_sampling(factor):
-    rng = np.random.default_rng(factor)
+    factors = (factor,) * 3 if isinstance(factor, int) else factor
+    rng = np.random.default_rng(factors[0])
     arr = rng.normal(size=(13, 15, 14, 2)).astype(np.float32)
-    sig = (0.5 * factor, 0.4 * factor, 0.0)  # one axis not smoothed, only shrunk
+    sig = (0.5 * factors[0], 0.4 * factors[1], 0.0)  # one axis not smoothed, only shrunk
     ours = np.asarray(jax.jit(smooth_and_shrink, static_argnums=(1, 2))(jnp.asarray(arr), sig, factor))
     smoothed = ndi.gaussian_filter(arr.astype(np.float64), sig + (0.0,), mode="nearest", truncate=4.0)
     # block centres 0.5 (f - 1) + f i, clamped past the last voxel (map_coordinates 'nearest')
-    coords = np.meshgrid(*[0.5 * (factor - 1) + factor * np.arange(-(-n // factor)) for n in arr.shape[:3]], indexing="ij")
+    coords = np.meshgrid(*[0.5 * (f - 1) + f * np.arange(-(-n // f)) for n, f in zip(arr.shape[:3], factors)], indexing="ij")
     ref = np.stack([ndi.map_coordinates(smoothed[..., c], coords, order=1, mode="nearest") for c in range(2)], -1)
     np.testing.assert_allclose(ours, ref, atol=1e-5)  # same sampled kernel, float32
 

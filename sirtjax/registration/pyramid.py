@@ -72,7 +72,9 @@ def smooth_and_shrink(array: jax.Array, sigma_vox_zyx, factor: int | tuple[int, 
     of them; borders are replicated. Each axis is a weighted sum of strided slices, one per tap of the
     Gaussian with the interpolation folded in, which XLA fuses into one pass computing only the kept
     voxels (a factor-f level costs about 1/f of smoothing the whole grid; 10-25x faster on a 3 mm study
-    than XLA's CPU convolution, 2-3x on a 512 x 512 x 300 CT). A block centre past the last fine voxel
+    than XLA's CPU convolution, 2-3x on a 512 x 512 x 300 CT). The axes go in order of decreasing factor (z, y, x
+    among equals), so the passes after the first read the fewest voxels (a 0.8 x 0.8 x 2.5 mm CT's 12 mm level:
+    y and x by 15 before z by 4). A block centre past the last fine voxel
     takes the smoothed last voxel (the point is clamped, as ITK's and scipy's 'nearest' interpolation do).
     ``valid_zyx``: the array's true size (3,) (traced) when it is padded past it by its border voxels
     (:func:`smooth_and_shrink_bucketed`); the clamped last block is then that of the true size.
@@ -82,7 +84,8 @@ def smooth_and_shrink(array: jax.Array, sigma_vox_zyx, factor: int | tuple[int, 
     out = jnp.asarray(array, jnp.float32)
     factors = (factor,) * 3 if isinstance(factor, int) else tuple(factor)
     radii = tuple(kernel_radius(float(s)) for s in sigma_vox_zyx) if radius_zyx is None else radius_zyx
-    for axis, (sigma, r, factor) in enumerate(zip(sigma_vox_zyx, radii, factors)):
+    for axis in sorted(range(3), key=lambda a: -factors[a]):  # the largest shrink first: less to read after it
+        sigma, r, factor = sigma_vox_zyx[axis], radii[axis], factors[axis]
         if r == 0 and factor == 1:
             continue
         g = gaussian_taps(sigma, r) if r else jnp.ones(1, jnp.float32)
