@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sirtjax.cli._app import ConstantSet, InputKind, Model, Overwrite, app, progress_bar
+from sirtjax.cli._app import ConstantSet, InputKind, Model, Overwrite, app, program_cache, progress_bar
 from sirtjax.cli._uncertainty import (BOUNDARY_SD_MM, CALIBRATION_SD, LUNG_SHUNT_SD, RESIDUAL, RESIDUAL_SD, BoundarySd,
                                       CalibrationSd, LungShuntSd, Members, Residual, ResidualSd)
 
@@ -84,7 +84,8 @@ def dose(
             uncertainty, calibration_sd, residual_fraction, residual_sd, lung_shunt_sd, boundary_sd_mm))
     with progress_bar(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()) as progress:
         task = progress.add_task("")
-        result = dose_from_files(request, lambda stage: progress.update(task, description=stage))
+        result = dose_from_files(request, lambda stage: progress.update(task, description=stage),
+                                 program_cache() if request.ensemble.members else None)
     print_summary(result, Console())
     Console().print(f"wrote {out}/dose.nii.gz, dvh.csv, dvh.png, report.json"
                     + (", uncertainty.png" if result.uncertainty else ""))

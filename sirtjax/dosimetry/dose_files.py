@@ -35,6 +35,7 @@ from sirtjax.errors import InputError
 from sirtjax.io import read_ct, read_volume
 from sirtjax.outputs import check_output, output_dir
 from sirtjax.plausibility import ResultWarning
+from sirtjax.registration.programs import ProgramCache
 from sirtjax.volume import Volume
 
 _OPTIONS = {"activity_gbq": "--activity-gbq", "lung_shunt_fraction": "--lung-shunt", "constants": "--constants",
@@ -102,8 +103,10 @@ class DoseReport:
         return report
 
 
-def dose_from_files(request: DoseRequest, progress: Callable[[str], object] = lambda stage: None) -> DoseReport:
-    """The dose of a request, written into its output folder (module docstring); ``progress`` is told each stage."""
+def dose_from_files(request: DoseRequest, progress: Callable[[str], object] = lambda stage: None,
+                    programs: ProgramCache | None = None) -> DoseReport:
+    """The dose of a request, written into its output folder (module docstring); ``progress`` is told each stage;
+    ``programs`` keeps the uncertainty ensemble's compiled program for later calls (None: compiled in this process)."""
     r = request
     check_output(r.out, overwrite=r.overwrite, inputs=r.inputs())
     curve, stated = _checked(r)
@@ -114,7 +117,7 @@ def dose_from_files(request: DoseRequest, progress: Callable[[str], object] = la
     summary = None
     if stated is not None:
         progress(f"uncertainty ensemble of {r.ensemble.members}")
-        summary = _ensemble_summary(images, dose, stated, r)
+        summary = _ensemble_summary(images, dose, stated, r, programs)
     recovery = None if curve is None else recovery_correction(dose.records(), curve)
     result = DoseReport(r, dose, recovery, stated, summary)
     progress("writing outputs")
@@ -144,12 +147,12 @@ def _checked(r: DoseRequest) -> tuple[RecoveryCurve | None, UncertaintyModel | N
 
 
 def _ensemble_summary(images: dict[str, Volume], dose: DoseResult, stated: UncertaintyModel,
-                      r: DoseRequest) -> list[dict]:
+                      r: DoseRequest, programs: ProgramCache | None) -> list[dict]:
     """The summary of the request's ensemble around its dose; the masks' outlines move on their own grids."""
     e = ensemble(images["activity"], images["liver"], images.get("lesions"), activity_gbq=dose.administered_gbq,
                  lung_shunt_fraction=dose.lung_shunt_fraction, model=stated, key=jax.random.key(r.seed),
                  n=r.ensemble.members, dose_model=r.model, constants=r.constants,
-                 liver_density_g_ml=r.liver_density_g_ml)
+                 liver_density_g_ml=r.liver_density_g_ml, programs=programs)
     return summarise(e)
 
 
