@@ -10,7 +10,7 @@ import pytest
 
 from sirtjax.registration.optimise import Convergence, make_step, run_level
 from sirtjax.registration.optimisers import LevelOptimiser, adam_cosine
-from sirtjax.registration.programs import Program, ProgramCache
+from sirtjax.programs import Program, ProgramCache
 
 TRACES = []
 
@@ -108,7 +108,7 @@ def test_registration_round_trips_through_the_cache(tmp_path, monkeypatch):
     """The real programs (LevelData pytrees, PRNG keys, static arguments): compiled and stored once, then loaded
     by a fresh cache object with equal results and no compile at all."""
     from sirtjax.registration import NonrigidStage, RegistrationConfig, register
-    from sirtjax.registration import programs as programs_module
+    from sirtjax import programs as programs_module
     from sirtjax.registration.config import AffineStage, Pyramid, Regulariser
     from sirtjax.volume import make_volume, world_grid
 
@@ -165,7 +165,7 @@ def test_a_program_with_static_arguments_and_pytrees_loads_in_a_fresh_cache(tmp_
 
 def test_the_key_changes_with_the_environment(tmp_path, monkeypatch):
     """Another sirtjax source, jax version or CPU gives another entry (an executable may not run elsewhere)."""
-    from sirtjax.registration import programs as programs_module
+    from sirtjax import programs as programs_module
 
     program = Program(lambda x: x + 1, "plus one")
     program(jnp.zeros(3), programs=ProgramCache(tmp_path))
@@ -277,7 +277,7 @@ def test_an_expected_program_is_loaded_or_compiled_ahead_from_abstract_arguments
     """expect() with abstract arguments (shapes only) starts obtaining the executable a later call runs, in a
     background thread: loaded when stored, else compiled and stored. The call takes it (the same results, nothing
     loaded or compiled twice); a program in memory already is not obtained again."""
-    from sirtjax.registration import programs as programs_module
+    from sirtjax import programs as programs_module
 
     program = Program(lambda x, k: x * k + 1, "expected v1", static_argnums=(1,))
     x, y = jnp.arange(4.0), jnp.arange(5.0)

@@ -184,7 +184,7 @@ def test_one_compiled_pyramid_serves_scans_whose_spacings_differ(tmp_path):
     """Two CTs with in-plane spacings 0.74 and 0.80 mm (sigmas 2.03 and 1.88 voxels at 3 mm, one kernel-radius bucket)
     and one read back with float32 rounding in its spacing: one program for all three, and each result is that
     of its own sigmas' smoothing (scipy's sampled Gaussian then linear sampling, as the unbucketed program)."""
-    from sirtjax.registration.programs import ProgramCache
+    from sirtjax.programs import ProgramCache
     from sirtjax.registration.pyramid import radius_bucket, smooth_and_shrink, smooth_and_shrink_bucketed
 
     cache = ProgramCache(tmp_path)

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from sirtjax.io import read_volume, write_volume  # noqa: E402
 from sirtjax.models.store import load_model  # noqa: E402
 from sirtjax.preprocess import resample_to  # noqa: E402
-from sirtjax.registration.programs import ProgramCache  # noqa: E402
+from sirtjax.programs import ProgramCache  # noqa: E402
 from sirtjax.segmentation.infer import foreground, predict_array, prepare_image, spec_tiling  # noqa: E402
 from sirtjax.segmentation.postprocess import liver_mask  # noqa: E402
 

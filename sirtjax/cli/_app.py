@@ -26,9 +26,9 @@ def cache_root() -> Path:
 
 def program_cache():
     """The compiled programs of the registrations and of the segmentation models' forward passes, kept in ``programs``
-    under :func:`cache_root` (:class:`~sirtjax.registration.programs.ProgramCache`): a new patient loads them instead
+    under :func:`cache_root` (:class:`~sirtjax.programs.ProgramCache`): a new patient loads them instead
     of compiling."""
-    from sirtjax.registration.programs import ProgramCache
+    from sirtjax.programs import ProgramCache
 
     return ProgramCache(cache_root() / "programs")
 

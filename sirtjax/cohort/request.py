@@ -18,7 +18,7 @@ from sirtjax.cohort.tasks import CaseOutcome, RegisterSettings, local_devices
 from sirtjax.errors import InputError
 from sirtjax.outputs import check_output
 from sirtjax.registration.config import Overrides
-from sirtjax.registration.programs import ProgramCache
+from sirtjax.programs import ProgramCache
 from sirtjax.registration.request import registration_settings
 
 

@@ -21,7 +21,7 @@ from sirtjax.cohort.manifest import Case
 from sirtjax.errors import InputError, SirtjaxError
 from sirtjax.outputs import output_dir, write_json
 from sirtjax.registration.config import Overrides, RegistrationConfig
-from sirtjax.registration.programs import ProgramCache
+from sirtjax.programs import ProgramCache
 from sirtjax.registration.pyramid import coarse_bucket
 
 

@@ -35,7 +35,7 @@ from sirtjax.errors import InputError
 from sirtjax.io import read_ct, read_volume
 from sirtjax.outputs import check_output, output_dir
 from sirtjax.plausibility import ResultWarning
-from sirtjax.registration.programs import ProgramCache
+from sirtjax.programs import ProgramCache
 from sirtjax.volume import Volume
 
 _OPTIONS = {"activity_gbq": "--activity-gbq", "lung_shunt_fraction": "--lung-shunt", "constants": "--constants",

@@ -53,7 +53,7 @@ from sirtjax.dosimetry.dose import convolve_same, voxel_volume_ml, vsv_gy_per_gb
 from sirtjax.dosimetry.kernels import voxel_kernel
 from sirtjax.errors import InputError
 from sirtjax.preprocess import crop_to_mask, resample_to
-from sirtjax.registration.programs import Program, ProgramCache
+from sirtjax.programs import Program, ProgramCache
 from sirtjax.volume import Volume
 
 MAX_SD = 5.0  # drawn offsets are clipped to 5 sd, so the ensemble's box holds every member's VOIs
@@ -261,7 +261,7 @@ def ensemble(counts: Volume, liver: Volume, lesions: Volume | None, *, activity_
 
     ``tornado`` False skips the one-source-at-a-time members (``by_source`` empty): n + 1 doses instead of
     up to 6 n + 1. ``programs``: where the members' compiled program is kept for later calls and processes
-    (:class:`~sirtjax.registration.programs.ProgramCache`; None: compiled in this process).
+    (:class:`~sirtjax.programs.ProgramCache`; None: compiled in this process).
     """
     if n < 2:
         raise ValueError(f"an ensemble needs at least 2 members, got {n}")

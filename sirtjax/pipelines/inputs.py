@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from sirtjax.dosimetry.recovery import RecoveryCurve
     from sirtjax.segmentation.lesions import LesionSegmentation
     from sirtjax.dosimetry.uncertainty import UncertaintyModel
-    from sirtjax.registration.programs import ProgramCache
+    from sirtjax.programs import ProgramCache
 
 # Used when the study gives no target dose (thesis 1.5.3: 40 Gy normal liver for the partition
 # model, 50 Gy whole liver for the mono-compartment model, 120 Gy tumour); the report says so.
@@ -156,7 +156,7 @@ class WorkflowOptions:
     first diagnostic image (mapped by registration) or else on the session's own image (None: the
     session has no lesions). ``prescription_method`` picks the activity of the predicted dose when the study
     gives no planned activity. ``programs`` keeps the registrations' compiled programs across calls and
-    processes (:class:`~sirtjax.registration.programs.ProgramCache`; None: in memory only).
+    processes (:class:`~sirtjax.programs.ProgramCache`; None: in memory only).
     ``uncertainty``: the dose-uncertainty ensemble of the plan's and the verification's doses (None: none).
     ``radiobiology``: tissue models by compartment kind ('normal_liver', 'lesion'; :mod:`sirtjax.dosimetry.bed_map`)
     for the doses' BED, EUD, NTCP and TCP (None: none). ``pet``: the verification's resolution matching and lesion

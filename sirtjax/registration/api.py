@@ -25,7 +25,7 @@ from sirtjax.registration.optimise import LevelLog, Progress
 from sirtjax.registration.nonrigid import Weights, field_volume
 from sirtjax.registration.stages import expect_registration, nonrigid_runs, run_affine, run_nonrigid_stages
 from sirtjax.registration.padding import pad_to
-from sirtjax.registration.programs import Program, ProgramCache
+from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration.pyramid import grid_bucket
 from sirtjax.registration.warp import AffineTransform, affine_displacement, resample_field, sample_channels
 from sirtjax.timing import timed
@@ -61,7 +61,7 @@ def register(
     Masks (0/1) guide with the CNN-guided loss, label maps (liver 1, landmarks >= 2, the same id in
     both) with the CNN&LM-guided loss. Returns the affine, the displacement field on the fixed grid
     (ITK convention), the warped moving image and per-level diagnostics. ``programs``: where compiled programs are
-    kept across calls and processes (:class:`~sirtjax.registration.programs.ProgramCache`; None: in memory only).
+    kept across calls and processes (:class:`~sirtjax.programs.ProgramCache`; None: in memory only).
     """
     pair = make_pair(fixed, moving, fixed_mask=fixed_mask, moving_mask=moving_mask,
                      fixed_labels=fixed_labels, moving_labels=moving_labels)
@@ -88,7 +88,7 @@ def register_batch(
         each stage's own.
       key: PRNG key for the random similarity samples (grids above ``samples`` voxels).
       progress: optional callback(label, iteration, max_iterations).
-      programs: the compiled programs' cache (:class:`~sirtjax.registration.programs.ProgramCache`), or None.
+      programs: the compiled programs' cache (:class:`~sirtjax.programs.ProgramCache`), or None.
       sharding: where the batched level data and weights live, e.g. a ``NamedSharding`` that splits the batch
         axis over a mesh of devices (the batch a multiple of its size); the programs follow their inputs
         (GSPMD). None: the default device.

@@ -18,7 +18,7 @@ from sirtjax.registration.levels import make_pair
 from sirtjax.registration.optimise import Progress
 from sirtjax.registration.padding import pad_to, valid_mask
 from sirtjax.registration.presets import PRESETS
-from sirtjax.registration.programs import Program, ProgramCache
+from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration.pyramid import fine_bucket
 from sirtjax.timing import timed
 from sirtjax.volume import Volume
@@ -108,7 +108,7 @@ def register_checked(
     """Register moving onto fixed with ``preset`` (default :func:`choose_preset`) and check the result.
 
     ``config`` replaces the preset's settings; ``overrides`` change either.
-    ``programs``: the compiled programs' cache (:class:`~sirtjax.registration.programs.ProgramCache`), or None.
+    ``programs``: the compiled programs' cache (:class:`~sirtjax.programs.ProgramCache`), or None.
     Raises ValueError for an unknown preset or one whose guidance is missing.
     """
     preset = choose_preset(masks=guidance.has_masks, labels=guidance.has_labels) if preset is None else preset

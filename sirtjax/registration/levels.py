@@ -17,7 +17,7 @@ import numpy as np
 
 from sirtjax.registration import init
 from sirtjax.registration.config import RegistrationConfig
-from sirtjax.registration.programs import ProgramCache
+from sirtjax.programs import ProgramCache
 from sirtjax.registration.problem import LevelData, crop_level, make_level, pad_moving, roi_box, stack_channels, stack_levels
 from sirtjax.registration.pyramid import bucket, coarse_bucket
 from sirtjax.registration.warp import AffineTransform, one_hot

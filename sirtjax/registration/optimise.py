@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 from sirtjax.registration.optimisers import LevelOptimiser, init_program, init_states
-from sirtjax.registration.programs import Program, ProgramCache
+from sirtjax.programs import Program, ProgramCache
 
 Objective = Callable[[Any, Any, Any, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 Progress = Callable[[str, int, int], None]
@@ -51,8 +51,8 @@ def make_step(objective: Objective, tx: optax.GradientTransformationExtraArgs, n
     step's terms (``loss`` among them), ``_losses`` (CHUNK_STEPS, B; NaN where a member did not step),
     ``_steps`` (B,) the steps each member made, and ``_active`` and ``_tail`` to pass to the next call.
 
-    ``name`` identifies the objective's static settings: the step is a :class:`~sirtjax.registration.programs.Program`,
-    its executables kept by the :class:`~sirtjax.registration.programs.ProgramCache` passed to :func:`run_level`.
+    ``name`` identifies the objective's static settings: the step is a :class:`~sirtjax.programs.Program`,
+    its executables kept by the :class:`~sirtjax.programs.ProgramCache` passed to :func:`run_level`.
     Compiled with :func:`step_compiler_options`.
     Build it once per static setting (the affine and non-rigid stages cache theirs) so later calls
     reuse the compiled program instead of tracing a new closure.

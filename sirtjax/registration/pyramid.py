@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sirtjax.registration.padding import pad_to
-from sirtjax.registration.programs import Program, ProgramCache
+from sirtjax.programs import Program, ProgramCache
 from sirtjax.volume import Grid, Volume, make_grid
 
 PAD_BUDGET_VOXELS = 2**24  # bucket padding past this many voxels (~0.6 s on 2 cores) costs more than a compile (~1 s)
@@ -121,7 +121,7 @@ def smooth_and_shrink_bucketed(array: np.ndarray, sigma_vox_zyx: tuple[float, fl
     is rounded by :func:`fine_bucket` instead: the padding would cost more than compiling a program of a closer
     shape. The sigmas are arguments of the program and its kernel radii rounded up by :func:`radius_bucket`, so
     patients with similar grids share the program (kept by ``programs``,
-    :class:`~sirtjax.registration.programs.ProgramCache`), whatever their exact spacing.
+    :class:`~sirtjax.programs.ProgramCache`), whatever their exact spacing.
     """
     n = np.asarray(np.shape(array)[:3])
     f = np.broadcast_to(np.asarray(factor, np.int64), (3,))

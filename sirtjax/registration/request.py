@@ -20,7 +20,7 @@ from sirtjax.registration.files import load_config, load_guidance, registration_
 from sirtjax.registration.guided import (PRESET_GUIDANCE, CheckedRegistration, check_guidance, choose_preset,
                                         register_checked)
 from sirtjax.registration.optimise import Progress
-from sirtjax.registration.programs import ProgramCache
+from sirtjax.programs import ProgramCache
 
 GUIDANCE_PAIRS = (("fixed_mask", "moving_mask"), ("fixed_labels", "moving_labels"))
 """The guidance files given in pairs (Guidance field names), one for each image."""

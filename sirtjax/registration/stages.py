@@ -2,7 +2,7 @@
 
 Each runs one jit-compiled step per level (:func:`~sirtjax.registration.optimise.run_level`),
 vmapped over the batch of pairs, from coarse to fine. ``programs``: the
-:class:`~sirtjax.registration.programs.ProgramCache` their compiled programs come from (None: ``jax.jit`` alone).
+:class:`~sirtjax.programs.ProgramCache` their compiled programs come from (None: ``jax.jit`` alone).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from sirtjax.registration.optimise import (
 )
 from sirtjax.registration.padding import extend, nodes_valid
 from sirtjax.registration.problem import LevelData
-from sirtjax.registration.programs import Program, ProgramCache
+from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration.warp import AffineTransform, resample_field
 from sirtjax.volume import Volume
 

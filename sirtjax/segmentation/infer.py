@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from sirtjax.preprocess import PAD_VALUE, resample_to
-from sirtjax.registration.programs import Program, ProgramCache
+from sirtjax.programs import Program, ProgramCache
 from sirtjax.segmentation.noise import NoiseMatch
 from sirtjax.segmentation.postprocess import foreground_box, liver_mask
 from sirtjax.segmentation.preprocess import prepare_image

@@ -29,7 +29,7 @@ from flax import nnx
 from sirtjax.models.regseg import RegSegNet, RegSegOutput
 from sirtjax.registration import RegistrationConfig, register_batch
 from sirtjax.registration.levels import make_pair
-from sirtjax.registration.programs import Program, ProgramCache
+from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration.pyramid import grid_bucket
 from sirtjax.registration.warp import (
     AffineTransform,

@@ -15,7 +15,7 @@ from sirtjax.errors import InputError
 from sirtjax.metrics import volume_ml
 from sirtjax.io import hounsfield_problem, is_dicom_output, read_volume, volume_output_problem, write_volume
 from sirtjax.outputs import check_output
-from sirtjax.registration.programs import ProgramCache
+from sirtjax.programs import ProgramCache
 from sirtjax.segmentation.infer import predict_probability, tta_flips
 from sirtjax.segmentation.lesions import Lesion, segment_lesions
 from sirtjax.segmentation.noise import NoiseMatch

@@ -61,7 +61,7 @@ def _cpu_features() -> str:
 def environment_digest() -> str:
     """SHA-256 of every sirtjax source file (path and content), the jax, jaxlib and optax versions, the backend,
     the devices and (on CPU) the host's instruction-set features: what an executable depends on besides its key."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parent
     versions = [importlib.metadata.version(lib) for lib in ("jax", "jaxlib", "optax")]
     devices = [d.device_kind for d in jax.devices()]
     cpu = _cpu_features() if jax.default_backend() == "cpu" else ""
