@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration.optimise import Convergence, make_step, run_level
 from sirtjax.registration.optimisers import LevelOptimiser, adam_cosine
-from sirtjax.programs import Program, ProgramCache
 
 TRACES = []
 

@@ -17,8 +17,8 @@ from sirtjax.cohort.serial import DoseSettings, PlanSettings, SegmentSettings
 from sirtjax.cohort.tasks import CaseOutcome, RegisterSettings, local_devices
 from sirtjax.errors import InputError
 from sirtjax.outputs import check_output
-from sirtjax.registration.config import Overrides
 from sirtjax.programs import ProgramCache
+from sirtjax.registration.config import Overrides
 from sirtjax.registration.request import registration_settings
 
 

@@ -20,8 +20,8 @@ import SimpleITK as sitk
 from sirtjax.cohort.manifest import Case
 from sirtjax.errors import InputError, SirtjaxError
 from sirtjax.outputs import output_dir, write_json
-from sirtjax.registration.config import Overrides, RegistrationConfig
 from sirtjax.programs import ProgramCache
+from sirtjax.registration.config import Overrides, RegistrationConfig
 from sirtjax.registration.pyramid import coarse_bucket
 
 

@@ -19,13 +19,13 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration.config import RegistrationConfig
 from sirtjax.registration.levels import Pair, affine_start, make_pair, pair_pyramids, prepare_levels, take
 from sirtjax.registration.optimise import LevelLog, Progress
 from sirtjax.registration.nonrigid import Weights, field_volume
 from sirtjax.registration.stages import expect_registration, nonrigid_runs, run_affine, run_nonrigid_stages
 from sirtjax.registration.padding import pad_to
-from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration.pyramid import grid_bucket
 from sirtjax.registration.warp import AffineTransform, affine_displacement, resample_field, sample_channels
 from sirtjax.timing import timed

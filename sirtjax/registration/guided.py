@@ -12,13 +12,13 @@ import numpy as np
 
 from sirtjax.metrics import JacobianStats, determinant_stats, jacobian_determinant
 from sirtjax.plausibility import ResultWarning, check_folding
+from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration.api import RegistrationResult, register_batch
 from sirtjax.registration.config import Overrides, RegistrationConfig
 from sirtjax.registration.levels import make_pair
 from sirtjax.registration.optimise import Progress
 from sirtjax.registration.padding import pad_to, valid_mask
 from sirtjax.registration.presets import PRESETS
-from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration.pyramid import fine_bucket
 from sirtjax.timing import timed
 from sirtjax.volume import Volume

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 import jax
 import numpy as np
 
+from sirtjax.programs import ProgramCache
 from sirtjax.registration import init
 from sirtjax.registration.config import RegistrationConfig
-from sirtjax.programs import ProgramCache
 from sirtjax.registration.problem import LevelData, crop_level, make_level, pad_moving, roi_box, stack_channels, stack_levels
 from sirtjax.registration.pyramid import bucket, coarse_bucket
 from sirtjax.registration.warp import AffineTransform, one_hot

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sirtjax.registration.optimisers import LevelOptimiser, init_program, init_states
 from sirtjax.programs import Program, ProgramCache
+from sirtjax.registration.optimisers import LevelOptimiser, init_program, init_states
 
 Objective = Callable[[Any, Any, Any, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 Progress = Callable[[str, int, int], None]

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sirtjax.registration.padding import pad_to
 from sirtjax.programs import Program, ProgramCache
+from sirtjax.registration.padding import pad_to
 from sirtjax.volume import Grid, Volume, make_grid
 
 PAD_BUDGET_VOXELS = 2**24  # bucket padding past this many voxels (~0.6 s on 2 cores) costs more than a compile (~1 s)

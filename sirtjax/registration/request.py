@@ -15,12 +15,12 @@ from sirtjax.errors import InputError
 from sirtjax.io import read_volumes
 from sirtjax.outputs import check_output, output_dir
 from sirtjax.plausibility import ResultWarning
+from sirtjax.programs import ProgramCache
 from sirtjax.registration.config import Overrides, RegistrationConfig
 from sirtjax.registration.files import load_config, load_guidance, registration_report, stage_seconds, write_registration
 from sirtjax.registration.guided import (PRESET_GUIDANCE, CheckedRegistration, check_guidance, choose_preset,
                                         register_checked)
 from sirtjax.registration.optimise import Progress
-from sirtjax.programs import ProgramCache
 
 GUIDANCE_PAIRS = (("fixed_mask", "moving_mask"), ("fixed_labels", "moving_labels"))
 """The guidance files given in pairs (Guidance field names), one for each image."""

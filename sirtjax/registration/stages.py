@@ -15,33 +15,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration import affine as affine_stage
 from sirtjax.registration.config import NonrigidStage, RegistrationConfig
-from sirtjax.registration.levels import (
-    AffineStart,
-    Pair,
-    prepare_levels,
-    resolutions_mm_from_levels,
-    with_affine,
-)
-from sirtjax.registration.nonrigid import (
-    Weights,
-    field_factor_for,
-    field_grid,
-    field_shape,
-    field_volume,
-    nonrigid_step,
-)
-from sirtjax.registration.optimise import (
-    Convergence,
-    LevelLog,
-    Progress,
-    expect_level,
-    run_level,
-)
+from sirtjax.registration.levels import AffineStart, Pair, prepare_levels, resolutions_mm_from_levels, with_affine
+from sirtjax.registration.nonrigid import Weights, field_factor_for, field_grid, field_shape, field_volume, nonrigid_step
+from sirtjax.registration.optimise import Convergence, LevelLog, Progress, expect_level, run_level
 from sirtjax.registration.padding import extend, nodes_valid
 from sirtjax.registration.problem import LevelData
-from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration.warp import AffineTransform, resample_field
 from sirtjax.volume import Volume
 

@@ -27,18 +27,12 @@ import numpy as np
 from flax import nnx
 
 from sirtjax.models.regseg import RegSegNet, RegSegOutput
+from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration import RegistrationConfig, register_batch
 from sirtjax.registration.levels import make_pair
-from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration.pyramid import grid_bucket
-from sirtjax.registration.warp import (
-    AffineTransform,
-    affine_apply,
-    affine_displacement,
-    affine_to_homogeneous,
-    resample_field,
-    warp_volume,
-)
+from sirtjax.registration.warp import (AffineTransform, affine_apply, affine_displacement, affine_to_homogeneous,
+                                      resample_field, warp_volume)
 from sirtjax.segmentation.infer import graph_digest
 from sirtjax.segmentation.preprocess import antialias, normalize_intensity, prepare_on
 from sirtjax.volume import Grid, Volume, centroid_mm, make_grid, make_volume, world_grid
