@@ -257,7 +257,7 @@ def test_nifti_gz_is_compressed_in_members_that_every_reader_reads_as_one(tmp_pa
         np.testing.assert_allclose(img.GetOrigin(), ORIGIN, atol=1e-5)
         np.testing.assert_allclose(np.asarray(img.GetDirection()).reshape(3, 3), OBLIQUE, atol=1e-5)
     np.testing.assert_array_equal(io.read_volume(tmp_path / "s.nii.gz").array, scalar.array)  # nibabel's reader
-    assert gzip.decompress(raw) == io.images._nifti_bytes(vector)  # python's gzip reads every member
+    assert gzip.decompress(raw) == io.writing._nifti_bytes(vector)  # python's gzip reads every member
 
 
 def test_rms_radius_about_the_centroid_matches_simpleitk_principal_moments():
