@@ -9,13 +9,15 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
+from sirtjax.buckets import grid_bucket, pad_to
 from sirtjax.interpolate import axis_aligned, resample_separable, sample_world
+from sirtjax.programs import Program, ProgramCache
 from sirtjax.volume import Grid, Volume, describe_grid, index_to_world, make_grid, make_volume, same_grid, world_grid, world_to_index
 
 
 def resample_to(
     moving: Volume, reference: Grid | Volume, *, order: int = 1, default_value: float = 0.0,
-    smooth_vox_zyx: Sequence[float] | None = None,
+    smooth_vox_zyx: Sequence[float] | None = None, programs: ProgramCache | None = None,
 ) -> Volume:
     """Resample a scalar Volume onto the reference grid (identity transform), like SimpleITK.
 
@@ -26,6 +28,8 @@ def resample_to(
       default_value: value outside the moving image.
       smooth_vox_zyx: order 1 only: first smooth moving by a Gaussian of these sigmas (moving's voxels, z, y, x), as
         scipy's ``gaussian_filter(mode="nearest")`` does (anti-aliasing before down-sampling).
+      programs: a :class:`~sirtjax.programs.ProgramCache` that keeps the compiled resampling, for arrays padded to
+        bucket shapes (the same values; other grids of similar size share the program).
 
     Returns:
       A Volume on the reference grid; float32 for order 1, the moving dtype for order 0. When the reference's voxel
@@ -39,18 +43,33 @@ def resample_to(
         raise ValueError(f"smoothing sigmas must be finite and >= 0, got {sigma_zyx}")
     index_map = world_to_index(moving) @ index_to_world(reference)
     if order == 1 and axis_aligned(index_map):
-        out = resample_separable(moving.array, index_map, reference.shape, default_value, sigma_zyx)
+        out = resample_separable(moving.array, index_map, reference.shape, default_value, sigma_zyx, programs)
     else:
         if order == 1:
             array = np.asarray(moving.array, np.float32)
             moving = moving.with_array(ndimage.gaussian_filter(array, sigma_zyx, mode="nearest") if any(sigma_zyx) else array)
-        out = _resample_jit(moving, reference.grid, order, default_value)
+        out = _sampled_on(moving, reference.grid, order, default_value, programs)
     return make_volume(np.asarray(out), reference.spacing_mm, reference.origin_mm, reference.direction)
 
 
-@jax.jit(static_argnums=(2, 3))
-def _resample_jit(moving: Volume, grid: Grid, order: int, default_value: float) -> jax.Array:
-    return sample_world(moving, world_grid(grid), order=order, default_value=default_value)
+def _sample_grid(moving: Volume, grid: Grid, order: int, default_value, moving_size_xyz: jax.Array | None = None) -> jax.Array:
+    return sample_world(moving, world_grid(grid), order=order, default_value=default_value, size_xyz=moving_size_xyz)
+
+
+_resample = Program(_sample_grid, "resample", static_argnums=(2,))
+
+
+def _sampled_on(moving: Volume, grid: Grid, order: int, default_value: float, programs: ProgramCache | None):
+    """:func:`resample_to`'s gathering path: with ``programs``, the moving image (by its border voxels, its true size
+    kept for the outside test) and the grid padded at their high end to :func:`~sirtjax.buckets.grid_bucket`
+    shapes, the result (host) cut back."""
+    if programs is None:
+        return _resample(moving, grid, order, np.float32(default_value))
+    array = np.asarray(moving.array, np.float32 if order == 1 else None)
+    padded = Volume(pad_to(array, grid_bucket(moving), "edge"), moving.spacing_mm, moving.origin_mm, moving.direction)
+    out = _resample(padded, Grid(tuple(int(n) for n in grid_bucket(grid)), grid.spacing_mm, grid.origin_mm, grid.direction),
+                    order, np.float32(default_value), np.asarray(moving.shape[::-1], np.float32), programs=programs)
+    return np.asarray(out)[tuple(slice(0, n) for n in grid.shape)]
 
 
 def resample_to_spacing(vol: Volume, spacing_mm: tuple[float, float, float], *, order: int = 1) -> Volume:
@@ -68,16 +87,18 @@ def resample_to_spacing(vol: Volume, spacing_mm: tuple[float, float, float], *, 
 PAD_VALUE = -0.5  # the windows' floor, windowed air: what a network input reads beyond its scan
 
 
-def window(image: jax.Array, low: float, high: float) -> jax.Array:
-    """Clip intensities to [low, high] and map them linearly to [-0.5, 0.5] (thesis 4.3.2)."""
-    image = jnp.clip(jnp.asarray(image, jnp.float32), low, high)
+def window(image: jax.Array | np.ndarray, low: float, high: float) -> jax.Array | np.ndarray:
+    """Clip intensities to [low, high] and map them linearly to [-0.5, 0.5] (thesis 4.3.2); float32, a host
+    array on the host (no program compiled per shape), a JAX array (or tracer) in JAX."""
+    xp = np if isinstance(image, np.ndarray) else jnp
+    image = xp.clip(xp.asarray(image, xp.float32), low, high)
     return (image - low) / (high - low) - 0.5
 
 
 CT_WINDOW_HU = (-200.0, 200.0)  # the thesis's CT window (4.3.2)
 
 
-def window_ct(image_hu: jax.Array) -> jax.Array:
+def window_ct(image_hu: jax.Array | np.ndarray) -> jax.Array | np.ndarray:
     """CT window of the thesis: clip to CT_WINDOW_HU, [-200, 200] HU, map to [-0.5, 0.5]."""
     return window(image_hu, *CT_WINDOW_HU)
 
@@ -128,16 +149,19 @@ def lift_padding(image: np.ndarray) -> np.ndarray:
     return np.maximum(image, lowest_unpadded(image))
 
 
-def window_mr(image: np.ndarray) -> jax.Array:
+def window_mr(image: np.ndarray) -> np.ndarray:
     """MR window of the thesis: clip to [min, 80 % of max], map to [-0.5, 0.5], with padding far below the image
     lifted (:func:`lift_padding`) and an outlying maximum replaced (:func:`mr_peak`; host only, not under jit)."""
     image = lift_padding(image)
-    return window_mr_between(jnp.asarray(image), float(image.min()), mr_peak(image))
+    return window_mr_between(image, float(image.min()), mr_peak(image))
 
 
-def window_mr_between(image: jax.Array, low: jax.Array, peak: jax.Array) -> jax.Array:
-    """The MR window's rule for given extremes: clip to [low, low + 80 % of (peak - low)], map to [-0.5, 0.5]."""
+def window_mr_between(image: jax.Array | np.ndarray, low, peak) -> jax.Array | np.ndarray:
+    """The MR window's rule for given extremes: clip to [low, low + 80 % of (peak - low)], map to [-0.5, 0.5]; a host
+    array on the host, a JAX array (or tracer) in JAX (float32 either way)."""
     high = low + 0.8 * (peak - low)
+    if isinstance(image, np.ndarray):
+        return (np.clip(image, low, high) - low) / np.float32(max(high - low, 1e-6)) - 0.5
     return (jnp.clip(image, low, high) - low) / jnp.maximum(high - low, 1e-6) - 0.5
 
 

@@ -93,17 +93,45 @@ def test_separable_resampling_equals_the_corner_gather(direction):
         assert axis_aligned(index_map) and not axis_aligned(world_to_index(moving) @ index_to_world(make_grid(shape, spacing, (0, 0, 0), ROT_A)))
         ours = np.asarray(resample_separable(moving.array, index_map, reference.shape, -7.0, sigma_zyx))
         smoothed = moving.with_array(ndimage.gaussian_filter(np.asarray(moving.array), sigma_zyx, mode="nearest"))
-        gather = np.asarray(preprocess._resample_jit(smoothed, reference, 1, -7.0))
+        gather = np.asarray(preprocess._resample(smoothed, reference, 1, -7.0))
         assert 0 < (gather == -7.0).sum() < gather.size
         np.testing.assert_allclose(ours, gather, atol=2e-3)  # values of +-300: float32 indices of the gather
         via = preprocess.resample_to(moving, reference, smooth_vox_zyx=sigma_zyx)  # resample_to takes this path
         np.testing.assert_array_equal(np.asarray(via.array), np.where(ours == -7.0, 0.0, ours))
     oblique = make_grid((14, 20, 13), (5.0, 4.0, 6.0), (-35, 5, -45), ROT_A)  # not aligned: scipy, then the gather
     np.testing.assert_allclose(np.asarray(preprocess.resample_to(moving, oblique, smooth_vox_zyx=(0.75, 0.4, 0.8)).array),
-                               np.asarray(preprocess._resample_jit(moving.with_array(ndimage.gaussian_filter(
+                               np.asarray(preprocess._resample(moving.with_array(ndimage.gaussian_filter(
                                    np.asarray(moving.array), (0.75, 0.4, 0.8), mode="nearest")), oblique, 1, 0.0)), atol=1e-4)
     with pytest.raises(ValueError, match="order 1"):
         preprocess.resample_to(moving, oblique, order=0, smooth_vox_zyx=(1.0, 0.0, 0.0))
+
+
+@pytest.mark.parametrize("direction", [np.eye(3), FLIP])
+def test_resample_to_through_a_program_cache_gives_the_same_values(direction, tmp_path):
+    """With a ProgramCache, arrays padded to bucket shapes (the separable passes' taps too) give resample_to's values on
+    both paths (separable with anti-aliasing, oblique gather of images and of labels), and a grid of the same buckets
+    reuses the program."""
+    from sirtjax.programs import ProgramCache
+
+    rng = np.random.default_rng(2)
+    moving = make_volume(rng.normal(size=(20, 24, 28)).astype(np.float32) * 100, (2.0, 3.0, 4.5), (-30, 10, -40), direction)
+    labels = moving.with_array((np.asarray(moving.array) > 50).astype(np.uint8) * 4)
+    programs = ProgramCache(tmp_path)
+    aligned = make_grid((36, 50, 40), (1.5, 2.0, 3.0), (-35, 5, -45), direction)
+    oblique = make_grid((14, 20, 13), (5.0, 4.0, 6.0), (-35, 5, -45), ROT_A)
+    for vol, grid, kw in ((moving, aligned, dict(smooth_vox_zyx=(0.75, 0.4, 0.8), default_value=-7.0)),
+                          (moving, oblique, dict(default_value=-7.0)), (labels, oblique, dict(order=0))):
+        want = preprocess.resample_to(vol, grid, **kw)
+        got = preprocess.resample_to(vol, grid, programs=programs, **kw)
+        assert got.array.dtype == want.array.dtype and got.shape == grid.shape
+        np.testing.assert_allclose(np.asarray(got.array), np.asarray(want.array), atol=2e-3)  # +-300: float32 indices
+        assert 0 < np.mean(np.asarray(want.array) == kw.get("default_value", 0.0)) < 1  # partly outside
+    held = len(programs._loaded)
+    near = make_grid((35, 49, 38), (1.5, 2.0, 3.0), (-35, 5, -45), direction)  # the same buckets
+    smooth = dict(smooth_vox_zyx=(0.75, 0.4, 0.8))
+    np.testing.assert_allclose(np.asarray(preprocess.resample_to(moving, near, programs=programs, **smooth).array),
+                               np.asarray(preprocess.resample_to(moving, near, **smooth).array), atol=2e-3)
+    assert len(programs._loaded) == held
 
 
 def test_sample_world_is_differentiable_in_points():

@@ -20,7 +20,7 @@ from sirtjax.registration.optimisers import OPTIMISERS, LevelOptimiser, adam_cos
 from sirtjax.registration.problem import intensity_range, make_level, pad_moving, roi_mask, stack_channels, stack_levels
 from sirtjax.registration.terms import MAX_SAMPLES, SimilarityOptions, similarity_terms
 from sirtjax.registration.terms import stratified_picks
-from sirtjax.registration.pyramid import bucket
+from sirtjax.buckets import bucket
 from sirtjax.pipelines.inputs import QUICK_REGISTRATION
 from sirtjax.registration import PRESETS, NonrigidStage, RegistrationConfig, make_pair, register
 from sirtjax.registration.config import AffineStage, EarlyStop, Pyramid, Regulariser

@@ -136,7 +136,7 @@ def test_upsampled_field_ignores_the_padding_and_clamps_past_the_valid_nodes(ord
 def test_coarse_buckets_pad_short_fields_of_view_towards_256_mm():
     """A field of view cut to 61 slices of 3 mm shares the 128-slice bucket of the usual abdominal grids (round 22's
     one compile on a warm cache); an axis is at most doubled towards 256 mm, and long axes only round up."""
-    from sirtjax.registration.pyramid import coarse_bucket
+    from sirtjax.buckets import coarse_bucket
 
     assert coarse_bucket((61, 80, 122)).tolist() == [64, 128, 128]
     assert coarse_bucket((61, 80, 122), (3.0, 3.0, 3.0)).tolist() == [128, 128, 128]
@@ -165,7 +165,7 @@ def test_bucketed_pyramid_level_equals_the_unpadded_one(shape, factor):
 def test_fine_buckets_add_at_most_an_eighth_per_axis():
     """Scanner-size grids are padded to the fine bucket: the pyramid of a 513 x 513 x 288 CT at 12 mm has output
     shape (32, 35, 35), whose coarse bucket (64 in-plane) would pad it to 960 x 960 voxels."""
-    from sirtjax.registration.pyramid import coarse_bucket, fine_bucket, grid_bucket
+    from sirtjax.buckets import coarse_bucket, fine_bucket, grid_bucket
     from sirtjax.volume import make_grid
 
     n = np.arange(1, 5000)

@@ -187,6 +187,33 @@ def test_label_warp_is_nearest_and_keeps_dtype(oblique_pair):
     np.testing.assert_array_equal(out.array, labels.array)
 
 
+def test_warp_through_a_program_cache_pads_to_buckets_and_gives_the_same_values(oblique_pair, tmp_path):
+    """With a ProgramCache the arrays are padded to bucket shapes (the moving image by its border voxels, its true size
+    kept for the outside test): the same image, labels and defaults as the unpadded warp, and one program serves
+    another moving grid of the same bucket and another default value."""
+    from sirtjax.programs import ProgramCache
+    from sirtjax.buckets import grid_bucket
+
+    fixed, moving = oblique_pair
+    assert tuple(grid_bucket(moving)) != moving.shape and tuple(grid_bucket(fixed)) != fixed.shape  # really padded
+    p = np.asarray(world_grid(fixed))
+    disp = fixed.with_array((4.0 * np.sin(p[..., [1, 2, 0]] / 15.0) + np.array([3.0, -2.0, 1.0])).astype(np.float32))
+    labels = moving.with_array((np.asarray(moving.array) > 0).astype(np.uint8) * 3)
+    programs = ProgramCache(tmp_path)
+    for vol, order, default in ((moving, 1, -7.0), (moving, 1, 0.0), (labels, 0, 0.0)):
+        want = warp_volume(vol, disp, order=order, default_value=default)
+        got = warp_volume(vol, disp, order=order, default_value=default, programs=programs)
+        assert got.array.dtype == want.array.dtype and got.shape == fixed.shape
+        np.testing.assert_allclose(got.array, want.array, rtol=1e-6, atol=1e-4)  # float32: other shapes, other fusions
+        np.testing.assert_array_equal(got.array == default, want.array == default)  # the same points outside
+    assert 0 < np.mean(np.asarray(want.array) == 0) < 1  # some points fall outside
+    smaller = make_volume(np.asarray(moving.array)[:, :-1], moving.spacing_mm, moving.origin_mm, moving.direction)  # same bucket
+    programs_before = len(programs._loaded)
+    np.testing.assert_allclose(warp_volume(smaller, disp, programs=programs).array, warp_volume(smaller, disp).array,
+                               rtol=1e-6, atol=1e-4)
+    assert len(programs._loaded) == programs_before
+
+
 def test_compose_translations():
     grid = make_volume(np.zeros((6, 7, 8), np.float32), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
     a = grid.with_array(np.broadcast_to(np.float32([1.0, 0.5, 0.0]), (6, 7, 8, 3)).copy())

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import jax
 
+from sirtjax import keys
 from sirtjax.cohort.manifest import Case, Manifest
 from sirtjax.cohort.serial import DoseSettings, PlanSettings, SegmentSettings, no_key, run_dose, run_plan, run_segment
 from sirtjax.cohort.tasks import CaseOutcome, Devices, RegisterSettings, register_key, run_register
@@ -138,7 +139,7 @@ def run_cohort(
         todo = frozenset(c.id for c in batch.cases if _to_do(held[c.id], retry_failed))
         if not todo:
             continue
-        key = jax.random.fold_in(jax.random.key(seed), batch.index)
+        key = keys.fold_in(keys.key(seed), batch.index, devices.programs)
         for outcome in run_batch(batch.cases, settings, key, out, devices, todo):
             if outcome.id not in todo:
                 continue

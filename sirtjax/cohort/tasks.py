@@ -17,12 +17,12 @@ import jax
 import numpy as np
 import SimpleITK as sitk
 
+from sirtjax.buckets import coarse_bucket
 from sirtjax.cohort.manifest import Case
 from sirtjax.errors import InputError, SirtjaxError
 from sirtjax.outputs import output_dir, write_json
 from sirtjax.programs import ProgramCache
 from sirtjax.registration.config import Overrides, RegistrationConfig
-from sirtjax.registration.pyramid import coarse_bucket
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +103,7 @@ def _preset(case: Case, settings: RegisterSettings) -> str:
 
 def register_key(case: Case, settings: RegisterSettings) -> tuple:
     """A registration case's bucket: its preset, its fixed image's coarsest spacing (the pyramid's resolutions)
-    and its fixed grid's :func:`~sirtjax.registration.pyramid.coarse_bucket` shape (the batch's levels are padded to its largest).
+    and its fixed grid's :func:`~sirtjax.buckets.coarse_bucket` shape (the batch's levels are padded to its largest).
     Raises :class:`InputError` naming the case when the preset needs guidance that the case lacks."""
     from sirtjax.registration.guided import PRESET_GUIDANCE
 

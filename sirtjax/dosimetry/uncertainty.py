@@ -39,7 +39,6 @@ the activity a plan's dose target needs. :func:`stated_model` checks the command
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Sequence
 
@@ -48,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
+from sirtjax import keys
 from sirtjax.dosimetry.constants import LIVER_DENSITY_G_ML, get_constants
 from sirtjax.dosimetry.dose import convolve_same, voxel_volume_ml, vsv_gy_per_gbq
 from sirtjax.dosimetry.kernels import voxel_kernel
@@ -146,38 +146,40 @@ def signed_distance_mm(mask: Volume) -> tuple[Volume, np.ndarray]:
     return mask.with_array(np.where(inside, -surface, surface).astype(np.float32)), across
 
 
-def outline_distance_on_grid(mask: Volume, grid: Volume, reach_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """A mask's signed distance (mm) resampled linearly onto grid, and its labels' nearest-label map (order 0).
+def outline_distance_on_grid(mask: Volume, grid: Volume, reach_mm: float,
+                             programs: ProgramCache | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A mask's signed distance (mm) resampled linearly onto grid, and its labels' nearest-label map (order 0)
+    (``programs``: where the resamplings are kept compiled).
 
     Where the linear distance and the nearest-neighbour mask (what the dose tables use) disagree on a voxel, the
     distance is nudged to the mask's side by 1 um, so that the offset 0 gives exactly that mask. Computed on the
     mask's bounding box widened by reach_mm (memory bounded by the mask, not the scan); beyond it the distance
     reads 1e6 mm (outside).
     """
-    inside_nn = np.asarray(resample_to(mask, grid, order=0).array) > 0
+    inside_nn = np.asarray(resample_to(mask, grid, order=0, programs=programs).array) > 0
     if np.any(np.asarray(mask.array) > 0):
         mask = crop_to_mask(mask, np.asarray(mask.array) > 0, margin_mm=reach_mm + float(np.max(mask.spacing_mm)))
     sdf, across = signed_distance_mm(mask)
     labels = np.asarray(mask.array).astype(np.int32)
     nearest = np.where(labels > 0, labels, labels[tuple(across)])
-    linear = np.asarray(resample_to(sdf, grid, order=1, default_value=1e6).array, np.float32)
+    linear = np.asarray(resample_to(sdf, grid, order=1, default_value=1e6, programs=programs).array, np.float32)
     linear = np.where(inside_nn, np.minimum(linear, -1e-3), np.maximum(linear, 1e-3))
-    return linear, np.asarray(resample_to(mask.with_array(nearest), grid, order=0).array, np.int32)
+    return linear, np.asarray(resample_to(mask.with_array(nearest), grid, order=0, programs=programs).array, np.int32)
 
 
 def _draws(model: UncertaintyModel, lsf: float, key: jax.Array, n: int, sources: Sequence[str],
-           alternatives: int = 1) -> jax.Array:
+           alternatives: int = 1, programs: ProgramCache | None = None) -> jax.Array:
     """(n, 6) inputs per member: calibration factor, residual, LSF, liver and lesion offsets (mm), and the index of
-    the lesion outline's alternative (0: the plan's); sources not in ``sources`` stay nominal."""
+    the lesion outline's alternative (0: the plan's); sources not in ``sources`` stay nominal (``programs``: where
+    the draw's program is kept)."""
     on = np.asarray([s in sources for s in SOURCES[:5]], np.float32)
     sd = np.asarray([model.calibration_rel_sd, model.residual_sd, model.lung_shunt_sd,
                      model.boundary_sd_mm, model.boundary_sd_mm], np.float32)
     centre = np.asarray([1.0, model.residual_fraction, lsf, 0.0, 0.0], np.float32)
-    return _draw_rows(key, on, sd, centre, np.float32(MAX_SD * model.boundary_sd_mm), "registration" in sources,
-                      np.int32(alternatives), n)
+    return _DRAW_ROWS(key, on, sd, centre, np.float32(MAX_SD * model.boundary_sd_mm), np.bool_("registration" in sources),
+                      np.int32(alternatives), n, programs=programs)
 
 
-@functools.partial(jax.jit, static_argnums=(7,))
 def _draw_rows(key, on, sd, centre, max_offset_mm, registration, alternatives, n: int) -> jax.Array:
     """:func:`_draws`' rows from the sources' on flags, sds and centres: one program per ensemble size, not a dozen
     eager operations."""
@@ -187,6 +189,9 @@ def _draw_rows(key, on, sd, centre, max_offset_mm, registration, alternatives, n
     d = d.at[:, 0].set(jnp.maximum(d[:, 0], 0.01)).at[:, 1:3].set(jnp.clip(d[:, 1:3], 0.0, 0.99))
     index = jnp.where(registration, jax.random.randint(k_index, (n, 1), 0, alternatives), 0)
     return jnp.concatenate([d, index.astype(jnp.float32)], axis=1)
+
+
+_DRAW_ROWS = Program(_draw_rows, "uncertainty draws", static_argnums=(7,))
 
 
 def _voi_metrics(dose: jax.Array, masks: jax.Array) -> jax.Array:
@@ -216,9 +221,9 @@ def _voi_metrics(dose: jax.Array, masks: jax.Array) -> jax.Array:
 _BUCKET = 8  # boxes are padded to multiples of 8 voxels, so patients of similar size share one compiled program
 
 
-def _padded(a: np.ndarray, fill) -> jax.Array:
+def _padded(a: np.ndarray, fill) -> np.ndarray:
     pad = [(0, -n % _BUCKET) for n in a.shape]
-    return jax.device_put(np.pad(a, pad, constant_values=fill))
+    return np.pad(a, pad, constant_values=fill)
 
 
 def _members(draws, counts, sdf_liver, sdf_lesion, nearest, ids, kernel, activity_gbq, residual0, ldm_gy_per_gbq,
@@ -270,8 +275,8 @@ def ensemble(counts: Volume, liver: Volume, lesions: Volume | None, *, activity_
     spacing_mm = counts.spacing_mm
     spacing_zyx = np.asarray(spacing_mm, float)[::-1]
     reach_mm = MAX_SD * model.boundary_sd_mm + float(spacing_zyx.max())  # the farthest a drawn offset moves a surface
-    sdf_liver, _ = outline_distance_on_grid(liver, counts, reach_mm)
-    outlines = [outline_distance_on_grid(m, counts, reach_mm)
+    sdf_liver, _ = outline_distance_on_grid(liver, counts, reach_mm, programs)
+    outlines = [outline_distance_on_grid(m, counts, reach_mm, programs)
                 for m in ([lesions, *lesion_alternatives] if lesions is not None else [])]
     if not outlines:
         outlines = [(np.full(counts.shape, 1e6, np.float32), np.zeros(counts.shape, np.int32))]
@@ -291,7 +296,8 @@ def ensemble(counts: Volume, liver: Volume, lesions: Volume | None, *, activity_
                 for a, w, size in zip(np.nonzero(near), widen, near.shape))
     image = np.asarray(counts.array, np.float32).clip(0) * np.float32(voxel_volume_ml(spacing_mm) * 1e-9 if absolute else 1.0)
     arrays = [_padded(a[box], fill) for a, fill in ((image, 0.0), (sdf_liver, 1e6))]
-    arrays += [jnp.stack([_padded(a[box], fill) for a in stack]) for stack, fill in ((sdf_lesion, 1e6), (nearest, 0))]
+    arrays = jax.device_put(arrays + [np.stack([_padded(a[box], fill) for a in stack])
+                                      for stack, fill in ((sdf_lesion, 1e6), (nearest, 0))])  # stacked on the host
     ldm_gy_per_gbq = get_constants(constants).gy_kg_per_gbq / (liver_density_g_ml * voxel_volume_ml(spacing_mm) * 1e-3)
 
     def run(draws):
@@ -299,14 +305,14 @@ def ensemble(counts: Volume, liver: Volume, lesions: Volume | None, *, activity_
                                    np.float32(model.residual_fraction), np.float32(ldm_gy_per_gbq), batch_size,
                                    absolute, programs=programs))
 
-    keys = jax.random.split(key, len(SOURCES) + 1)
+    draw_keys = keys.split(key, programs, len(SOURCES) + 1)
     residual, lsf = np.clip([model.residual_fraction, lung_shunt_fraction], 0.0, 0.99)  # as _draw_rows clips them
     nominal = run(np.asarray([[1.0, residual, lsf, 0.0, 0.0, 0.0]], np.float32))[0]  # every input at its value
     sds = dict(zip(SOURCES, (model.calibration_rel_sd, model.residual_sd, model.lung_shunt_sd,
                              model.boundary_sd_mm, model.boundary_sd_mm if ids else 0.0, len(outlines) - 1)))
     active = tuple(s for s in SOURCES if sds[s] > 0)
-    every = run(_draws(model, lung_shunt_fraction, keys[0], n, active, len(outlines)))
-    by_source = {s: run(_draws(model, lung_shunt_fraction, keys[1 + i], n, (s,), len(outlines)))
+    every = run(_draws(model, lung_shunt_fraction, draw_keys[0], n, active, len(outlines), programs))
+    by_source = {s: run(_draws(model, lung_shunt_fraction, draw_keys[1 + i], n, (s,), len(outlines), programs))
                  for i, s in enumerate(SOURCES) if s in active and tornado}
     names = ("liver", "normal_liver", *(f"lesion_{i}" for i in ids))
     return Ensemble(names, nominal, every, by_source)

@@ -20,9 +20,11 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from sirtjax import keys
 from sirtjax.errors import SirtjaxError
 from sirtjax.metrics import JacobianStats, dice, mcd
 from sirtjax.plausibility import PLAUSIBLE_LIVER_ML, ResultWarning
+from sirtjax.programs import ProgramCache
 from sirtjax.pipelines.inputs import Anatomy, WorkflowOptions
 from sirtjax.registration import RegistrationResult, guided
 from sirtjax.registration.warp import warp_volume
@@ -130,10 +132,12 @@ def without_landmarks(anatomy: Anatomy, ids: Sequence[int]) -> Anatomy:
     return dataclasses.replace(anatomy, labels=anatomy.labels.with_array(np.where(np.isin(a, list(ids)), 0, a).astype(a.dtype)))
 
 
-def landmark_error_mm(target_labels: Volume, source_labels: Volume, field: Volume, ids: Sequence[int]) -> float:
+def landmark_error_mm(target_labels: Volume, source_labels: Volume, field: Volume, ids: Sequence[int],
+                      programs: ProgramCache | None = None) -> float:
     """Mean mass-centre distance (mm) between the target's landmarks ``ids`` and the source's, warped onto the target
-    by ``field`` (nearest neighbour); a landmark warped out of the target's grid counts as infinitely far."""
-    warped = np.asarray(warp_volume(source_labels, field, order=0).array)
+    by ``field`` (nearest neighbour; ``programs``: where the warp is kept compiled); a landmark warped out of the
+    target's grid counts as infinitely far."""
+    warped = np.asarray(warp_volume(source_labels, field, order=0, programs=programs).array)
     target = np.asarray(target_labels.array)
     return float(np.mean([mcd(target_labels.with_array(target == i), target_labels.with_array(warped == i)) for i in ids]))
 
@@ -166,8 +170,8 @@ def register_anatomy(target: Anatomy, source: Anatomy, *, target_liver: Volume, 
         programs=options.programs)
     result = checked.result
     field = result.displacement
-    liver = None if source_liver is None else warp_volume(source_liver, field, order=0)
-    lesions = None if source.lesions is None else warp_volume(source.lesions, field, order=0)
+    liver = None if source_liver is None else warp_volume(source_liver, field, order=0, programs=options.programs)
+    lesions = None if source.lesions is None else warp_volume(source.lesions, field, order=0, programs=options.programs)
     target_mask = np.asarray(target_liver.array) != 0
     checks = RegistrationChecks(
         source.name, target.name, preset,
@@ -193,7 +197,7 @@ def lesions_of(target: Anatomy, diagnostics: Sequence[Anatomy], *, target_liver:
     with_lesions = [d for d in diagnostics if d.lesions is not None]
     done = []
     for d in with_lesions:
-        key, sub = jax.random.split(key)
+        key, sub = keys.split(key, options.programs)
         done.append(register_anatomy(target, d, target_liver=target_liver, options=options, key=sub, progress=progress))
     if done:
         first = done[0]

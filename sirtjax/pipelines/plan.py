@@ -35,6 +35,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from sirtjax import keys
 from sirtjax.dosimetry import (LIVER_DENSITY_G_ML, DoseResult, ResultWarning, MeasuredCompartments, Prescription,
                                bsa_method, measure_compartments, mono_compartment, partition, voxel_dosimetry)
 from sirtjax.dosimetry.activity import choose_lung_shunt
@@ -45,6 +46,7 @@ from sirtjax.pipelines.inputs import Anatomy, Session, StudyData, WorkflowOption
 from sirtjax.pipelines.mapping import (Registered, landmark_error_mm, lesions_of, liver_of, register_anatomy,
                                       without_landmarks)
 from sirtjax.preprocess import resample_to
+from sirtjax.programs import Program
 from sirtjax.registration.presets import PRESETS
 from sirtjax.plausibility import check_liver_volume
 from sirtjax.volume import Volume
@@ -93,7 +95,7 @@ def session_vois(session: Session, diagnostics: Sequence[Anatomy], options: Work
     grid = session.emission
 
     def on_grid(mask):
-        return None if mask is None else resample_to(mask, grid, order=0)
+        return None if mask is None else resample_to(mask, grid, order=0, programs=options.programs)
 
     liver_e, lesions_e = on_grid(liver), on_grid(lesions)
     lungs, lungs_e, lung_source = anatomy.lungs, on_grid(anatomy.lungs), "none"
@@ -211,6 +213,11 @@ def uncertainty_json(summary: dict) -> dict:
     return {**summary, "registration_checks": [c.to_json() for c in summary["registration_checks"]]}
 
 
+_SPANS = Program(lambda key, n: jax.random.uniform(key, (n,), minval=-1.0), "uncertainty registration spans",
+                 static_argnums=(1,))
+_PERMUTED = Program(jax.random.permutation, "uncertainty landmark permutation")
+
+
 def dose_uncertainty(session: Session, diagnostics: Sequence[Anatomy], vois: SessionVois,
                      registrations: Sequence[Registered], activity: float | None, lsf: float, options: WorkflowOptions,
                      key: jax.Array, target: tuple[str, float] | None = None) -> tuple[dict, list[ResultWarning]]:
@@ -235,24 +242,25 @@ def dose_uncertainty(session: Session, diagnostics: Sequence[Anatomy], vois: Ses
         if source.liver is None and options.segmenter is not None and request.registrations:
             source = dataclasses.replace(source, liver=liver_of(source, options)[0])  # segmented once, not per registration
         w_reg0 = PRESETS[mapped.preset].main_stage.w_reg if options.registration.w_reg is None else options.registration.w_reg
-        spans = np.asarray(jax.random.uniform(jax.random.fold_in(key, 999), (request.registrations,), minval=-1.0))
+        programs = options.programs
+        spans = np.asarray(_SPANS(keys.fold_in(key, 999, programs), request.registrations, programs=programs))
         landmarks = mapped.checks.landmarks
         for k in range(request.registrations):
             w_reg = w_reg0 * W_REG_SPAN ** float(spans[k])
             drawn = dataclasses.replace(options, registration=dataclasses.replace(options.registration, w_reg=w_reg))
-            held_out = sorted(np.asarray(jax.random.permutation(jax.random.fold_in(key, 2000 + k), np.asarray(landmarks)))
+            held_out = sorted(np.asarray(_PERMUTED(keys.fold_in(key, 2000 + k, programs), np.asarray(landmarks), programs=programs))
                               [: len(landmarks) // 2].tolist()) if len(landmarks) >= 2 else []
             again = register_anatomy(without_landmarks(session.anatomy, held_out), without_landmarks(source, held_out),
-                                     target_liver=vois.liver, options=drawn, key=jax.random.fold_in(key, 1000 + k))
+                                     target_liver=vois.liver, options=drawn, key=keys.fold_in(key, 1000 + k, programs))
             alternatives.append(again.lesions)
             error_mm = landmark_error_mm(session.anatomy.labels, source.labels, again.result.displacement,
-                                         held_out) if held_out else None
+                                         held_out, options.programs) if held_out else None
             checks.append(EnsembleRegistrationCheck(again.checks.liver_dice, again.checks.jacobian.fraction_nonpositive,
                                                     w_reg, tuple(held_out), error_mm))
             warnings += [dataclasses.replace(w, message=f"uncertainty registration {k + 1}: {w.message}")
                          for w in again.warnings]
     e = ensemble(session.emission, vois.liver, vois.lesions, activity_gbq=activity, lung_shunt_fraction=lsf,
-                 model=request.stated, key=jax.random.fold_in(key, 1), n=request.members,
+                 model=request.stated, key=keys.fold_in(key, 1, options.programs), n=request.members,
                  dose_model=options.dose_model, constants=options.constants, lesion_alternatives=alternatives,
                  programs=options.programs)
     needed = {} if target is None or activity is None else {"activity_for_target": activity_for_target(e, *target, activity)}

@@ -17,8 +17,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import jax
-
+from sirtjax import keys
 from sirtjax.errors import InputError
 from sirtjax.outputs import output_dir
 from sirtjax.pipelines.inputs import WorkflowOptions
@@ -58,7 +57,7 @@ def run_study(study: StudyManifest, out: Path, *, verify_too: bool = False, opti
     """
     verify_too = verify_too or plan_folder is not None
     data = study_data(study, lung_shunt_fraction)
-    k_plan, k_verify = jax.random.split(jax.random.key(seed))
+    k_plan, k_verify = keys.split(keys.key(seed), options.programs)
     parameters = _parameters(options, seed)
     try:
         diagnostics = read_diagnostics(study)

@@ -19,14 +19,14 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from sirtjax import keys
+from sirtjax.buckets import grid_bucket, pad_to
 from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration.config import RegistrationConfig
 from sirtjax.registration.levels import Pair, affine_start, make_pair, pair_pyramids, prepare_levels, take
 from sirtjax.registration.optimise import LevelLog, Progress
 from sirtjax.registration.nonrigid import Weights, field_volume
 from sirtjax.registration.stages import expect_registration, nonrigid_runs, run_affine, run_nonrigid_stages
-from sirtjax.registration.padding import pad_to
-from sirtjax.registration.pyramid import grid_bucket
 from sirtjax.registration.warp import AffineTransform, affine_displacement, resample_field, sample_channels
 from sirtjax.timing import timed
 from sirtjax.volume import Grid, Volume, make_volume, world_grid
@@ -98,7 +98,7 @@ def register_batch(
     """
     if sharding is not None and programs is not None and len(sharding.device_set) > 1:
         raise ValueError("a ProgramCache holds one-device executables: pass programs=None with a multi-device sharding")
-    key = jax.random.key(0) if key is None else key
+    key = keys.key(0) if key is None else key
     batch = len(pairs)
     if weights is not None:
         weights = jax.tree.map(lambda w: np.broadcast_to(np.asarray(w, np.float32), (batch,)), weights)
@@ -110,14 +110,15 @@ def register_batch(
         levels = prepare_levels(pairs, config, pyramids, programs, sharding)
         runs = nonrigid_runs(pairs, levels, weights, config, pyramids, programs, sharding)
         start = affine_start(pairs, config)
-        k1, k2 = jax.random.split(key)
+        k1, k2 = keys.split(key, programs)
         expect_registration(levels, start, runs, config, key, programs)
     with timed(seconds, "affine"):
         affine, logs = run_affine(levels, start, config, k1, progress, programs)
     with timed(seconds, "nonrigid"):
         residual, nlogs = run_nonrigid_stages(runs, affine, config, k2, progress, programs)
         if residual is None:  # the affine alone
-            residual = field_volume(np.zeros(levels[-1].fixed.array.shape[:4] + (3,), np.float32), levels[-1].fixed, 1)
+            finest = levels[-1].fixed
+            residual = field_volume(np.zeros(finest.array.shape[:4] + (3,), np.float32), jax.device_get(finest.grid), 1)
         affine, residual = jax.device_get((affine, residual))  # one copy to the host, then per-pair views
     stages = [("affine", lg) for lg in logs] + nlogs
     with timed(seconds, "finish"):
@@ -134,7 +135,7 @@ def finish(pair: Pair, affine: AffineTransform, residual: Volume, stages: list,
     field, warped moving image and diagnostics.
 
     The fixed grid and the moving image (by its border voxels, its true size kept for the outside test) are padded
-    at their high end to :func:`pyramid.grid_bucket` shapes and the results cut back, so patients with similar
+    at their high end to :func:`~sirtjax.buckets.grid_bucket` shapes and the results cut back, so patients with similar
     grids share the compiled program.
     """
     fixed, moving = pair.fixed, pair.moving

@@ -17,6 +17,7 @@ import numpy as np
 from sirtjax.errors import InputError
 from sirtjax.io import read_volume, write_volume
 from sirtjax.outputs import write_json
+from sirtjax.programs import ProgramCache
 from sirtjax.plausibility import ResultWarning, check_resampled
 from sirtjax.preprocess import labels_on_grid
 from sirtjax.registration.config import RegistrationConfig, config_from_dict
@@ -91,10 +92,12 @@ def stage_seconds(checked: CheckedRegistration) -> tuple[float, float]:
 
 
 def write_registration(folder: Path, checked: CheckedRegistration, report: dict,
-                       extra: list[tuple[Path, Volume, int]] = (), *, compress: bool = True) -> list[str]:
+                       extra: list[tuple[Path, Volume, int]] = (), *, compress: bool = True,
+                       programs: ProgramCache | None = None) -> list[str]:
     """Write warped.nii.gz, displacement.nii.gz (float32, ITK), affine.json and report.json into ``folder``, and each
     ``extra`` moving-space (path, volume, interpolation order) warped as ``<name>_warped.nii.gz``; their names.
     ``compress`` False: the images as ``.nii`` (a float field barely compresses, and gzip is most of its writing).
+    ``programs``: where the extra images' warp is kept compiled.
 
     ``folder`` should be the temporary folder of :func:`sirtjax.outputs.output_dir`, so the outputs appear whole.
     Where ``report`` has a ``seconds`` table, the images' writing is added to it as ``write``.
@@ -108,7 +111,7 @@ def write_registration(folder: Path, checked: CheckedRegistration, report: dict,
     for path, vol, order in extra:
         name = path.name if path.is_dir() else path.name.split(".")[0]
         target = folder / f"{name}_warped{suffix}"
-        write_volume(warp_volume(vol, result.displacement, order=order), target)
+        write_volume(warp_volume(vol, result.displacement, order=order, programs=programs), target)
         written.append(target.name)
     affine = result.affine
     write_json({"convention": AFFINE_CONVENTION, "matrix": np.asarray(affine.matrix, float).tolist(),

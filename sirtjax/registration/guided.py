@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sirtjax.buckets import fine_bucket, pad_to
 from sirtjax.metrics import JacobianStats, determinant_stats, jacobian_determinant
 from sirtjax.plausibility import ResultWarning, check_folding
 from sirtjax.programs import Program, ProgramCache
@@ -17,9 +18,8 @@ from sirtjax.registration.api import RegistrationResult, register_batch
 from sirtjax.registration.config import Overrides, RegistrationConfig
 from sirtjax.registration.levels import make_pair
 from sirtjax.registration.optimise import Progress
-from sirtjax.registration.padding import pad_to, valid_mask
+from sirtjax.registration.padding import valid_mask
 from sirtjax.registration.presets import PRESETS
-from sirtjax.registration.pyramid import fine_bucket
 from sirtjax.timing import timed
 from sirtjax.volume import Volume
 
@@ -149,7 +149,7 @@ def register_checked_batch(
 
 def jacobian_checks(field: Volume, liver: np.ndarray | None, programs: ProgramCache | None = None) -> tuple[dict, dict | None]:
     """:func:`~sirtjax.metrics.jacobian_stats` of a displacement field over all voxels and over a (z, y, x) liver mask
-    (None: not computed), in one program of the field's :func:`~sirtjax.registration.pyramid.fine_bucket` shape: at
+    (None: not computed), in one program of the field's :func:`~sirtjax.buckets.fine_bucket` shape: at
     most an eighth more voxels per axis (a power-of-2 bucket held up to 2.7 times a 1.5 mm CT's voxels, and the
     checks' time with them); :func:`expect_checks` has the program compiled meanwhile where it is new."""
     shape = fine_bucket(field.shape)

@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 import jax
 import numpy as np
 
+from sirtjax.buckets import bucket, coarse_bucket
 from sirtjax.programs import ProgramCache
 from sirtjax.registration import init
 from sirtjax.registration.config import RegistrationConfig
 from sirtjax.registration.problem import LevelData, crop_level, make_level, pad_moving, roi_box, stack_channels, stack_levels
-from sirtjax.registration.pyramid import bucket, coarse_bucket
 from sirtjax.registration.warp import AffineTransform, one_hot
 from sirtjax.volume import Volume, centroid_mm
 
@@ -148,10 +148,10 @@ def prepare_levels(pairs: Sequence[Pair], config: RegistrationConfig,
     centre and radius unset until :func:`run_affine` fills them in.
     Each level that runs a non-rigid stage has its fixed grid cut to the bounding box of the region of
     interest; levels of the affine stage alone keep the whole grid. There is one box size per level for the
-    whole batch: the largest pair's, rounded up by :func:`pyramid.bucket` where the non-rigid field's nodes are
+    whole batch: the largest pair's, rounded up by :func:`~sirtjax.buckets.bucket` where the non-rigid field's nodes are
     less than ``COARSE_NODES`` voxels apart, else to a power of 2. Where that box is larger than the grid, the
     grid is padded to it (:mod:`~sirtjax.registration.padding`). The moving level grids are padded to the
-    largest pair's rounded up to a power of 2 (:func:`pyramid.coarse_bucket`), their true sizes kept for the
+    largest pair's rounded up to a power of 2 (:func:`~sirtjax.buckets.coarse_bucket`), their true sizes kept for the
     outside test. So the pairs stack, and pairs of similar size (other patients too) reuse compiled steps.
     The non-rigid residual field lives on the box and is extended outside it by its border values.
     """

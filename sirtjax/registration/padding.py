@@ -1,7 +1,7 @@
 """Grids padded at their high end to a bucket shape, so that patients with different grids share compiled steps.
 
 A level's fixed box (:func:`~sirtjax.registration.problem.crop_level`) is padded to a
-bucket shape (:func:`~sirtjax.registration.pyramid.bucket`, :func:`~sirtjax.registration.pyramid.coarse_bucket`). Its true extent ``valid_zyx`` (voxels per axis z, y, x)
+bucket shape (:func:`~sirtjax.buckets.bucket`, :func:`~sirtjax.buckets.coarse_bucket`). Its true extent ``valid_zyx`` (voxels per axis z, y, x)
 travels with it as an array, and every computation on the padded arrays equals the one on the unpadded
 arrays: samples are drawn among the valid voxels only (:func:`valid_flat_index`), a field's padding nodes
 hold the values that clamping at the valid border gives (:func:`extend`), and the regularisers count the
@@ -12,14 +12,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-
-
-def pad_to(array, shape_zyx, mode: str = "constant") -> np.ndarray:
-    """A host (z, y, x, ...) array padded at its high end to ``shape_zyx`` (zeros, or ``mode`` "edge": its border voxels)."""
-    array = np.asarray(array)
-    pad = [(0, int(n) - s) for n, s in zip(shape_zyx, array.shape[:3])] + [(0, 0)] * (array.ndim - 3)
-    return np.pad(array, pad, mode=mode)
 
 
 def valid_mask(shape_zyx, valid_zyx: jax.Array) -> jax.Array:

@@ -20,8 +20,8 @@ import jax
 import numpy as np
 import scipy.ndimage as ndi
 
+from sirtjax.buckets import pad_to
 from sirtjax.programs import ProgramCache
-from sirtjax.registration.padding import pad_to
 from sirtjax.registration.pyramid import channel_boxes, pyramid_level, pyramid_level_sparse
 from sirtjax.registration.warp import AffineTransform, identity_affine
 from sirtjax.volume import Volume, make_volume

@@ -8,9 +8,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import jax
 import numpy as np
 
+from sirtjax import keys
 from sirtjax.errors import InputError
 from sirtjax.io import read_volumes
 from sirtjax.outputs import check_output, output_dir
@@ -130,14 +130,14 @@ def register_files(request: RegistrationRequest, *, progress: Progress | None = 
     extra = [(p, volumes[p], 0 if _is_label_map(volumes[p].array) else 1) for p in request.apply]
     extra += [(p, volumes[p], 0) for p in request.apply_labels]
     checked = register_checked(fixed, moving, guidance, preset=preset, config=base, overrides=request.overrides,
-                               key=jax.random.key(request.seed), progress=progress, programs=programs)
+                               key=keys.key(request.seed), progress=progress, programs=programs)
     warnings += list(checked.warnings)
     report = registration_report(checked, warnings, fixed=str(request.fixed), moving=str(request.moving),
                                  config_file=None if request.config is None else str(request.config))
     with output_dir(request.out, overwrite=request.overwrite, inputs=inputs) as tmp:
         report["total_s"] = total_s = time.perf_counter() - t_start
         report["seconds"] = {"read": read_s, **checked.result.diagnostics["seconds"]}
-        write_registration(tmp, checked, report, extra, compress=request.compress)
+        write_registration(tmp, checked, report, extra, compress=request.compress, programs=programs)
     liver = checked.jacobian_liver
     return RegistrationRun(checked, tuple(warnings), total_s, stage_seconds(checked)[0],
                            checked.jacobian["fraction_nonpositive"],

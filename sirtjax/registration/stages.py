@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sirtjax import keys
 from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration import affine as affine_stage
 from sirtjax.registration.config import NonrigidStage, RegistrationConfig
@@ -50,14 +51,14 @@ def run_affine(
     for li, ((step, optimiser), data) in enumerate(zip(steps, levels)):
         if k > 1:
             data = _repeated(data, k, programs=programs)
-        key, sub = jax.random.split(key)
+        key, sub = keys.split(key, programs)
         params, log = run_level(step, params, optimiser, data, None, sub, conv, label=f"affine {res[li]:g} mm",
                                 progress=progress, programs=programs)
         logs.append(log)
     if k > 1:
         best = np.argmin(_final_window_mean(logs[-1].loss_history, conv.window).reshape(batch, k), axis=1)
         pick = np.arange(batch) * k + best
-        params = jax.tree.map(lambda x: x[pick], params)
+        params = jax.tree.map(lambda x: np.asarray(x)[pick], params)  # on the host: no gather compiled per process
         for log in logs:
             log.iterations = log.iterations[pick]
             log.last_terms = {n: v[pick] for n, v in log.last_terms.items()}
@@ -152,7 +153,7 @@ def run_nonrigid(
             data = dataclasses.replace(data, base_field=_upsample(*_base_args(base, data, valid[li], factors[li]),
                                                                   programs=programs))
         step, optimiser = steps[li]
-        key, sub = jax.random.split(key)
+        key, sub = keys.split(key, programs)
         v, log = run_level(step, v, optimiser, data, weights, sub, conv, label=f"{label} {res[li]:g} mm", progress=progress,
                            programs=programs)
         logs.append(log)
@@ -252,7 +253,7 @@ def run_nonrigid_stages(
     every level. Stage names: 'image' for images-only stages, 'nonrigid' for the others."""
     field, logs = None, []
     for i, (stage_levels, stage_weights, stage) in enumerate(runs):
-        key, sub = jax.random.split(key) if i + 1 < len(runs) else (None, key)
+        key, sub = keys.split(key, programs) if i + 1 < len(runs) else (None, key)
         field, stage_logs = run_nonrigid(with_affine(stage_levels, affine), stage_weights, stage, config, sub, progress,
                                          base=field, label="image" if stage.images_only else "non-rigid", programs=programs)
         logs += [("image" if stage.images_only else "nonrigid", lg) for lg in stage_logs]

@@ -19,7 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sirtjax.buckets import grid_bucket, pad_to
 from sirtjax.interpolate import gather_linear, inside_grid, sample_world
+from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration.bspline import gather_bspline
 from sirtjax.volume import Grid, Volume, make_volume, matvec3, world_grid, world_points_to_index
 
@@ -82,7 +84,8 @@ def sample_channels(
     return jnp.where(mask, vals, default_value), inside
 
 
-def warp_volume(moving: Volume, displacement: Volume, *, order: int = 1, default_value: float = 0.0) -> Volume:
+def warp_volume(moving: Volume, displacement: Volume, *, order: int = 1, default_value: float = 0.0,
+                programs: ProgramCache | None = None) -> Volume:
     """Resample moving onto the field's grid through ``T(p) = p + u(p)`` (ITK Resample semantics).
 
     Args:
@@ -90,23 +93,39 @@ def warp_volume(moving: Volume, displacement: Volume, *, order: int = 1, default
       displacement: field Volume (z, y, x, 3) in mm on the fixed grid.
       order: 1 linear (images), 0 nearest (label maps; the dtype is kept).
       default_value: value where ``T(p)`` falls outside the moving image.
+      programs: a :class:`~sirtjax.programs.ProgramCache` that keeps the compiled warp. The moving image (by its
+        border voxels, its true size kept for the outside test) and the field (by zeros) are then padded at their
+        high end to their :func:`~sirtjax.buckets.grid_bucket` shapes and the result cut back: the
+        same values, from a program that other patients' grids share.
 
     Returns:
       Volume on the fixed grid: float32 for order 1, moving's dtype for order 0.
     """
-    out = warp_array(moving, displacement, order, default_value)
+    if programs is None:
+        out = np.asarray(warp_array(moving, displacement, order, default_value))
+    else:
+        marr = np.asarray(moving.array, np.float32 if order == 1 else None)
+        field = np.asarray(displacement.array, np.float32)
+        padded = lambda vol, array: Volume(array, vol.spacing_mm, vol.origin_mm, vol.direction)  # noqa: E731
+        out = _warp_program(padded(moving, pad_to(marr, grid_bucket(moving), "edge")),
+                            padded(displacement, pad_to(field, grid_bucket(displacement))), order,
+                            np.float32(default_value), np.asarray(moving.shape[::-1], np.float32), programs=programs)
+        out = np.asarray(out)[tuple(slice(0, n) for n in displacement.shape[:3])]
     if order == 0:
-        out = np.asarray(out).astype(np.asarray(moving.array).dtype)
-    return make_volume(np.asarray(out), displacement.spacing_mm, displacement.origin_mm, displacement.direction)
+        out = out.astype(np.asarray(moving.array).dtype)
+    return make_volume(out, displacement.spacing_mm, displacement.origin_mm, displacement.direction)
 
 
-@jax.jit(static_argnums=(2, 3))
-def warp_array(moving: Volume, displacement: Volume, order: int, default_value: float) -> jax.Array:
-    """The array of :func:`warp_volume` (z, y, x) on the field's grid, jitted (composable inside other programs)."""
+def _warp(moving: Volume, displacement: Volume, order: int, default_value, moving_size_xyz: jax.Array | None = None) -> jax.Array:
+    """The array of :func:`warp_volume` (z, y, x) on the field's grid; ``moving_size_xyz``: see :func:`sample_index`."""
     pts = world_grid(displacement) + jnp.asarray(displacement.array, jnp.float32)
     if order == 1:
         moving = moving.with_array(jnp.asarray(moving.array, jnp.float32))
-    return sample_world(moving, pts, order=order, default_value=default_value)
+    return sample_world(moving, pts, order=order, default_value=default_value, size_xyz=moving_size_xyz)
+
+
+warp_array = jax.jit(_warp, static_argnums=(2, 3))  # composable inside other programs
+_warp_program = Program(_warp, "warp", static_argnums=(2,))  # the default value traced: one program for every value
 
 
 def resample_field(field: Volume, grid: Grid | Volume, order: int = 1) -> jax.Array:

@@ -188,22 +188,24 @@ def probability_on(
         batch_size=int(spec.get("tile_batch", 1)) if batch_size is None else batch_size, on_batch=on_batch,
         programs=programs,
     )
-    return resample_to(prepared.with_array(foreground(probs).astype(np.float32)), grid, order=1, default_value=0.0)
+    return resample_to(prepared.with_array(foreground(probs).astype(np.float32)), grid, order=1, default_value=0.0,
+                       programs=programs)
 
 
 def predict_probability(
     model: nnx.Module, spec: dict[str, Any], vol: Volume, *, modality: str, on_noise: Callable[[NoiseMatch], None] | None = None,
-    **predict_kwargs: Any,
+    programs: ProgramCache | None = None, **predict_kwargs: Any,
 ) -> Volume:
     """Foreground probability (z, y, x) float32 on the input grid of `vol` (see module docstring); a CT noisier
     than the spec's ``ct_noise_index_hu``, or an MR noisier than its ``mr_noise_index``, is denoised first
     (:mod:`sirtjax.segmentation.noise`), and `on_noise` receives what was found and done.
 
-    `predict_kwargs` (tta, batch_size, on_batch, programs) go to :func:`probability_on`.
+    ``programs``: the compiled programs' cache (the resamplings and the forward pass); `predict_kwargs` (tta,
+    batch_size, on_batch) go to :func:`probability_on`.
     """
     prepared = prepare_image(vol, modality, spec.get("spacing_mm", (3.0, 3.0, 3.0)), ct_noise_index_hu=spec.get("ct_noise_index_hu"),
-                             mr_noise_index=spec.get("mr_noise_index"), on_noise=on_noise)
-    return probability_on(model, spec, prepared, vol, **predict_kwargs)
+                             mr_noise_index=spec.get("mr_noise_index"), on_noise=on_noise, programs=programs)
+    return probability_on(model, spec, prepared, vol, programs=programs, **predict_kwargs)
 
 
 def segment_liver(model: nnx.Module, spec: dict[str, Any], vol: Volume, *, threshold: float = 0.5, **predict_kwargs: Any) -> Volume:

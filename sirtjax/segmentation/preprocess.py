@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from sirtjax.errors import InputError
 from sirtjax.preprocess import CT_WINDOW_HU, lift_padding, lowest_unpadded, resample_to, window_ct, window_mr
+from sirtjax.programs import ProgramCache
 from sirtjax.segmentation.noise import NoiseMatch, denoise, measure_noise, measure_noise_window
 from sirtjax.volume import Grid, Volume, index_to_world, make_grid
 
@@ -91,17 +92,19 @@ def antialias(vol: Volume, spacing_mm: Sequence[float]) -> Volume:
 def prepare_image(
     vol: Volume, modality: str, spacing_mm: Sequence[float], *, ct_noise_index_hu: float | None = None,
     mr_noise_index: float | None = None, on_noise: Callable[[NoiseMatch], None] | None = None,
+    programs: ProgramCache | None = None,
 ) -> Volume:
     """The windowed network input (z, y, x) float32 on the canonical grid of `vol` (:func:`prepare_on`)."""
     return prepare_on(vol, modality, canonical_grid(vol, spacing_mm), ct_noise_index_hu=ct_noise_index_hu,
-                      mr_noise_index=mr_noise_index, on_noise=on_noise)
+                      mr_noise_index=mr_noise_index, on_noise=on_noise, programs=programs)
 
 
 def prepare_on(
     vol: Volume, modality: str, grid: Grid | Volume, *, ct_noise_index_hu: float | None = None,
     mr_noise_index: float | None = None, on_noise: Callable[[NoiseMatch], None] | None = None, interpolate_hu: bool = False,
+    programs: ProgramCache | None = None,
 ) -> Volume:
-    """The windowed network input (z, y, x) float32 on `grid`.
+    """The windowed network input (z, y, x) float32 on `grid` (``programs``: where the resampling is kept compiled).
 
     A CT is first clipped to the CT window (CT_WINDOW_HU): the network sees window units, so it is in them that the
     CT is averaged and interpolated. In Hounsfield units a point a quarter of the way from liver (60 HU) to lung
@@ -127,7 +130,8 @@ def prepare_on(
         raise InputError("image", "image is empty or contains NaN/inf values")
     def resampled_on_grid(source: Volume) -> Volume:
         fill = float(np.min(np.asarray(source.array)))
-        return resample_to(source, grid, order=1, default_value=fill, smooth_vox_zyx=antialias_sigma_zyx(source, grid.spacing_mm))
+        return resample_to(source, grid, order=1, default_value=fill, smooth_vox_zyx=antialias_sigma_zyx(source, grid.spacing_mm),
+                           programs=programs)
 
     if modality == "mr":  # before resampling, which would blend padding far below the body into its edge
         vol = vol.with_array(lift_padding(array))

@@ -27,10 +27,10 @@ import numpy as np
 from flax import nnx
 
 from sirtjax.models.regseg import RegSegNet, RegSegOutput
+from sirtjax.buckets import grid_bucket
 from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration import RegistrationConfig, register_batch
 from sirtjax.registration.levels import make_pair
-from sirtjax.registration.pyramid import grid_bucket
 from sirtjax.registration.warp import (AffineTransform, affine_apply, affine_displacement, affine_to_homogeneous,
                                       resample_field, warp_volume)
 from sirtjax.segmentation.infer import graph_digest
@@ -84,9 +84,9 @@ def network_pair(fixed: Volume, moving: Volume, moving_mask: Volume, affine: Aff
     grid = network_box(centre, shape_zyx, spacing_mm)
     through = grid.with_array(np.asarray(_affine_field(affine, grid, programs=programs), np.float32))
     lowest = float(np.min(np.asarray(moving.array)))
-    moved = warp_volume(antialias(moving, spacing_mm), through, default_value=lowest)
-    mask = warp_volume(moving_mask.with_array(liver.astype(np.float32)), through)
-    return NetworkPair(grid, np.asarray(prepare_on(fixed, "ct", grid, interpolate_hu=True).array),
+    moved = warp_volume(antialias(moving, spacing_mm), through, default_value=lowest, programs=programs)
+    mask = warp_volume(moving_mask.with_array(liver.astype(np.float32)), through, programs=programs)
+    return NetworkPair(grid, np.asarray(prepare_on(fixed, "ct", grid, interpolate_hu=True, programs=programs).array),
                        normalize_intensity(np.asarray(moved.array), "ct").astype(np.float32),
                        np.asarray(mask.array, np.float32))
 
@@ -148,7 +148,7 @@ def fixed_field(field_mm: np.ndarray, grid: Grid, affine: AffineTransform, fixed
                 programs: ProgramCache | None = None) -> Volume:
     """The whole transform as a field on the fixed grid: ``A(p + u(p)) - p`` with u the network field on grid.
 
-    Computed on the fixed grid padded at its high end to its :func:`~sirtjax.registration.pyramid.grid_bucket` shape
+    Computed on the fixed grid padded at its high end to its :func:`~sirtjax.buckets.grid_bucket` shape
     and cut back (every point is computed alone), so that patients with similar grids share the compiled program
     that ``programs`` keeps."""
     padded = Grid(tuple(int(n) for n in grid_bucket(fixed)), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
@@ -157,9 +157,10 @@ def fixed_field(field_mm: np.ndarray, grid: Grid, affine: AffineTransform, fixed
     return make_volume(np.asarray(d, np.float32)[cut], fixed.spacing_mm, fixed.origin_mm, fixed.direction)
 
 
-def carry_mask(mask: Volume, displacement: Volume) -> Volume:
-    """A 0/1 mask warped onto the field's grid through the field (linear, >= 0.5), uint8."""
-    warped = warp_volume(mask.with_array(np.asarray(mask.array > 0, np.float32)), displacement)
+def carry_mask(mask: Volume, displacement: Volume, programs: ProgramCache | None = None) -> Volume:
+    """A 0/1 mask warped onto the field's grid through the field (linear, >= 0.5), uint8 (``programs``: where the
+    warp is kept compiled)."""
+    warped = warp_volume(mask.with_array(np.asarray(mask.array > 0, np.float32)), displacement, programs=programs)
     return warped.with_array((np.asarray(warped.array) >= 0.5).astype(np.uint8))
 
 
@@ -169,15 +170,22 @@ def regseg_batch(model: RegSegNet, spec: dict[str, Any], cases: Sequence[tuple[V
 
     The pre-alignment is one batched registration and the network one call on the whole batch.
     """
-    spacing = tuple(float(s) for s in spec["spacing_mm"])
     expect_network(model, spec, len(cases), programs)
     affines = prealign([(f, m) for f, m, _ in cases], programs)
+    return carry_references(model, spec, cases, affines, programs)
+
+
+def carry_references(model: RegSegNet, spec: dict[str, Any], cases: Sequence[tuple[Volume, Volume, Volume]],
+                     affines: Sequence[AffineTransform], programs=None) -> list[RegSegResult]:
+    """:func:`regseg_batch` of cases already pre-aligned by ``affines`` (:func:`prealign`): steps 2-4 of the module
+    docstring."""
+    spacing = tuple(float(s) for s in spec["spacing_mm"])
     pairs = [network_pair(f, m, mm, a, spacing, spec["grid_zyx"], programs) for (f, m, mm), a in zip(cases, affines)]
     fields = network_fields(model, spacing, pairs, programs)
     out = []
     for (fixed, _, moving_mask), pair, field, affine in zip(cases, pairs, fields, affines):
         disp = fixed_field(field, pair.grid, affine, fixed, programs)
-        out.append(RegSegResult(carry_mask(moving_mask, disp), disp, affine))
+        out.append(RegSegResult(carry_mask(moving_mask, disp, programs), disp, affine))
     return out
 
 
