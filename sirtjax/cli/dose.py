@@ -84,8 +84,7 @@ def dose(
             uncertainty, calibration_sd, residual_fraction, residual_sd, lung_shunt_sd, boundary_sd_mm))
     with progress_bar(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()) as progress:
         task = progress.add_task("")
-        result = dose_from_files(request, lambda stage: progress.update(task, description=stage),
-                                 program_cache() if request.ensemble.members else None)
+        result = dose_from_files(request, lambda stage: progress.update(task, description=stage), program_cache())
     print_summary(result, Console())
     Console().print(f"wrote {out}/dose.nii.gz, dvh.csv, dvh.png, report.json"
                     + (", uncertainty.png" if result.uncertainty else ""))

@@ -80,7 +80,7 @@ def run_dose(cases: Sequence[Case], settings: DoseSettings, key: jax.Array, out:
                                  ct=vols.get("ct"), input_kind=settings.input_kind,
                                  activity_gbq=case.numbers.get("activity_gbq"),
                                  lung_shunt_fraction=case.numbers.get("lung_shunt_fraction"),
-                                 model=settings.model, constants=settings.constants)
+                                 model=settings.model, constants=settings.constants, programs=devices.programs)
         metrics = {"liver_mean_gy": result.mean_gy("liver"), "total_gbq": result.total_gbq}
         return metrics, lambda tmp: write_dose_outputs(result, tmp)
 

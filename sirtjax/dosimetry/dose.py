@@ -28,6 +28,7 @@ import scipy.fft
 
 from sirtjax.dosimetry.constants import LIVER_DENSITY_G_ML, DoseConstants, get_constants, kernel_reference
 from sirtjax.dosimetry.kernels import VoxelKernel, voxel_kernel
+from sirtjax.programs import Program, ProgramCache
 
 # Default CT calibration (HU, g/ml): air, water, and a bone line reaching cortical bone (ICRU 1.85-1.92
 # g/ml) at 1500 HU. Generic for 120 kVp; pass the scanner's own table when it is known.
@@ -108,16 +109,26 @@ def dose_vsv(
     constants: str | DoseConstants = "icrp107",
     density_g_ml: jax.Array | None = None,
     kernel: VoxelKernel | None = None,
+    programs: ProgramCache | None = None,
 ) -> jax.Array:
     """Voxel S-value dose (Gy, (z, y, x), float32) of activity per voxel (GBq) on a grid of spacing (x, y, z) mm.
 
     ``kernel`` defaults to :func:`voxel_kernel` for the spacing; ``density_g_ml`` (a map on the same
-    grid) scales the dose by ``rho_kernel / rho`` voxel by voxel.
+    grid) scales the dose by ``rho_kernel / rho`` voxel by voxel. ``programs``: where the compiled convolution is
+    kept (:class:`~sirtjax.programs.ProgramCache`).
     """
     kernel = voxel_kernel(spacing_mm) if kernel is None else kernel
     if not np.allclose(kernel.spacing_mm, np.asarray(spacing_mm, float).reshape(3), rtol=1e-6):
         raise ValueError(f"kernel spacing {kernel.spacing_mm} does not match the grid {tuple(spacing_mm)}")
-    dose = jnp.maximum(convolve_same(activity_gbq, vsv_gy_per_gbq(kernel, constants)), 0.0)
-    if density_g_ml is not None:
-        dose = dose * (jnp.float32(kernel.closure_density_g_ml()) / jnp.asarray(density_g_ml, jnp.float32))
-    return dose
+    density = None if density_g_ml is None else jax.device_put(np.asarray(density_g_ml, np.float32))
+    return _VSV(activity_gbq, vsv_gy_per_gbq(kernel, constants), np.float32(kernel.closure_density_g_ml()), density,
+                programs=programs)
+
+
+def _vsv(activity_gbq: jax.Array, kernel_gy_per_gbq: jax.Array, closure_density_g_ml, density_g_ml) -> jax.Array:
+    """:func:`dose_vsv`'s arithmetic: the convolution, negatives clipped, scaled by density (None: not)."""
+    dose = jnp.maximum(convolve_same(activity_gbq, kernel_gy_per_gbq), 0.0)
+    return dose if density_g_ml is None else dose * (closure_density_g_ml / density_g_ml)
+
+
+_VSV = Program(_vsv, "vsv dose")

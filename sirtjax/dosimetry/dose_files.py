@@ -106,14 +106,15 @@ class DoseReport:
 def dose_from_files(request: DoseRequest, progress: Callable[[str], object] = lambda stage: None,
                     programs: ProgramCache | None = None) -> DoseReport:
     """The dose of a request, written into its output folder (module docstring); ``progress`` is told each stage;
-    ``programs`` keeps the uncertainty ensemble's compiled program for later calls (None: compiled in this process)."""
+    ``programs`` keeps the dosimetry's and the uncertainty ensemble's compiled programs for later calls and processes
+    (None: compiled in this process)."""
     r = request
     check_output(r.out, overwrite=r.overwrite, inputs=r.inputs())
     curve, stated = _checked(r)
     progress("reading images")
     images = _read_images(r)
     progress(f"computing {r.model.upper()} dose")
-    dose = _voxel_dose(images, r)
+    dose = _voxel_dose(images, r, programs)
     summary = None
     if stated is not None:
         progress(f"uncertainty ensemble of {r.ensemble.members}")
@@ -168,15 +169,16 @@ def _read_images(r: DoseRequest) -> dict[str, Volume]:
     return images
 
 
-def _voxel_dose(images: dict[str, Volume], r: DoseRequest) -> DoseResult:
-    """voxel_dosimetry of the request's images; its DoseInputError as an InputError naming the file or option."""
+def _voxel_dose(images: dict[str, Volume], r: DoseRequest, programs: ProgramCache | None) -> DoseResult:
+    """voxel_dosimetry of the request's images (``programs``: its compiled programs' cache); its DoseInputError as an
+    InputError naming the file or option."""
     try:
         return voxel_dosimetry(
             images["activity"], images["liver"], lesions=images.get("lesions"), lungs=images.get("lungs"),
             ct=images.get("ct"), input_kind=r.input_kind, activity_gbq=r.activity_gbq,
             lung_shunt_fraction=r.lung_shunt_fraction, model=r.model, constants=r.constants,
             liver_density_g_ml=r.liver_density_g_ml, dose_levels_pct=r.dose_levels_pct,
-            volume_levels_gy=r.volume_levels_gy,
+            volume_levels_gy=r.volume_levels_gy, programs=programs,
         )
     except DoseInputError as exc:
         files = {"activity": r.activity, "liver": r.liver, "lesions": r.lesions, "lungs": r.lungs, "ct": r.ct}

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from sirtjax.programs import Program, ProgramCache
 
 DEFAULT_DOSE_LEVELS_PCT = (70.0, 50.0)
 DEFAULT_VOLUME_LEVELS_GY = (70.0, 100.0, 120.0)
@@ -98,8 +99,7 @@ def _segments(labels: jax.Array, num_labels: int) -> jax.Array:
     return jnp.where((lab >= 1) & (lab <= num_labels), lab - 1, num_labels)
 
 
-@partial(jax.jit, static_argnames=("num_labels",))
-def _pass_counts(dose: jax.Array, labels: jax.Array, v_levels: jax.Array, *, num_labels: int):
+def _pass_counts(dose: jax.Array, labels: jax.Array, v_levels: jax.Array, num_labels: int):
     d = dose.ravel().astype(jnp.float32)
     seg = _segments(labels.ravel(), num_labels)
     hi = (_ordered_keys(d) >> 16).astype(jnp.int32)
@@ -114,8 +114,7 @@ def _pass_counts(dose: jax.Array, labels: jax.Array, v_levels: jax.Array, *, num
     return hist_hi[:num_labels], sums, v_hist[:num_labels], jnp.all(jnp.isfinite(d))
 
 
-@partial(jax.jit, static_argnames=("num_labels", "num_pairs", "num_bins"))
-def _pass_select(dose, labels, lookup, bin_width, *, num_labels: int, num_pairs: int, num_bins: int):
+def _pass_select(dose, labels, lookup, bin_width, num_labels: int, num_pairs: int, num_bins: int):
     d = dose.ravel().astype(jnp.float32)
     seg = _segments(labels.ravel(), num_labels)
     keys = _ordered_keys(d)
@@ -128,6 +127,10 @@ def _pass_select(dose, labels, lookup, bin_width, *, num_labels: int, num_pairs:
     in_grid = jnp.where(d >= 0, seg, num_labels)  # negative doses lie below the grid
     dvh = jnp.bincount(in_grid * num_bins + b, length=(num_labels + 1) * num_bins).reshape(num_labels + 1, num_bins)
     return hist_lo, dvh[:num_labels]
+
+
+_COUNTS = Program(_pass_counts, "dose statistics counts", static_argnums=(3,))
+_SELECT = Program(_pass_select, "dose statistics select", static_argnums=(4, 5, 6))
 
 
 def _compact(dose: np.ndarray, labels: np.ndarray, num_labels: int) -> tuple[jax.Array, jax.Array]:
@@ -170,11 +173,13 @@ def voi_statistics(
     dose_levels_pct=DEFAULT_DOSE_LEVELS_PCT,
     volume_levels_gy=DEFAULT_VOLUME_LEVELS_GY,
     num_bins: int = 500,
+    programs: ProgramCache | None = None,
 ) -> VoiStatistics:
     """Statistics of dose_gy over each label 1..num_labels of labels (same shape, any shape; 0 = background).
 
     ``num_labels`` defaults to the largest label; labels above it are ignored like 0. Voxels of overlapping VOIs can be given by
-    concatenating flattened (dose, label) arrays. Dose must be finite (ValueError otherwise).
+    concatenating flattened (dose, label) arrays. Dose must be finite (ValueError otherwise). ``programs``: where its
+    two passes' compiled programs are kept (:class:`~sirtjax.programs.ProgramCache`).
     """
     labels = np.asarray(labels)
     if np.shape(dose_gy) != labels.shape:
@@ -194,7 +199,7 @@ def voi_statistics(
     v_sorted = np.sort(np.asarray(volume_levels, np.float32))
 
     hist_hi, sums, v_hist, finite = jax.device_get(
-        _pass_counts(dose, labels, jax.device_put(v_sorted), num_labels=num_labels)
+        _COUNTS(dose, labels, jax.device_put(v_sorted), num_labels, programs=programs)
     )
     if not finite:
         raise ValueError("dose contains NaN or infinite values")
@@ -219,8 +224,8 @@ def voi_statistics(
     edges = np.linspace(0.0, _nice_ceil(upper), num_bins + 1)
 
     hist_lo, dvh = jax.device_get(
-        _pass_select(dose, labels, jax.device_put(lookup), jnp.float32(edges[1]),
-                     num_labels=num_labels, num_pairs=max(1, len(pair_of)), num_bins=num_bins)
+        _SELECT(dose, labels, jax.device_put(lookup), np.float32(edges[1]), num_labels, max(1, len(pair_of)), num_bins,
+                programs=programs)
     )
     ranked = np.full((num_labels, len(dose_levels) + 2), np.nan)
     for lab, col, b, pair, k_in in placed:

@@ -33,6 +33,7 @@ from sirtjax.dosimetry.limits import check_lung_dose, check_lung_shunt
 from sirtjax.dosimetry.masks import DoseInputError, blame, image_on_grid, liver_compartments
 from sirtjax.plausibility import ResultWarning, check_dose_maximum, check_resampled
 from sirtjax.preprocess import labels_on_grid
+from sirtjax.programs import ProgramCache
 from sirtjax.dosimetry.prescription import lung_dose_gy
 from sirtjax.dosimetry.statistics import (DEFAULT_DOSE_LEVELS_PCT, DEFAULT_VOLUME_LEVELS_GY, VoiStatistics,
                                           voi_statistics)
@@ -107,10 +108,12 @@ def voxel_dosimetry(
     dose_levels_pct=DEFAULT_DOSE_LEVELS_PCT,
     volume_levels_gy=DEFAULT_VOLUME_LEVELS_GY,
     num_bins: int = 500,
+    programs: ProgramCache | None = None,
 ) -> DoseResult:
     """Dose (Gy) and VOI statistics from SPECT counts (needs activity_gbq) or PET Bq/ml.
 
-    Bad input raises :class:`DoseInputError` (a ValueError) naming the input at fault.
+    Bad input raises :class:`DoseInputError` (a ValueError) naming the input at fault. ``programs``: where the
+    convolution's and the statistics' compiled programs are kept (:class:`~sirtjax.programs.ProgramCache`).
     """
     _check_parameters(input_kind, model, activity_gbq, lung_shunt_fraction, liver_density_g_ml, lung_density_g_ml)
     with blame("constants"):
@@ -141,7 +144,7 @@ def voxel_dosimetry(
         if kernel.extrapolated:
             warnings.append(ResultWarning("kernel_extrapolated", "voxel size outside the tabulated 2.21-9.28 mm: "
                                              "the S-value kernel is extrapolated"))
-        dose = dose_vsv(act, activity.spacing_mm, constants=c, density_g_ml=density, kernel=kernel)
+        dose = dose_vsv(act, activity.spacing_mm, constants=c, density_g_ml=density, kernel=kernel, programs=programs)
     else:
         dose = dose_ldm(act, activity.spacing_mm, constants=c,
                         density_g_ml=liver_density_g_ml if density is None else density)
@@ -149,7 +152,7 @@ def voxel_dosimetry(
     warnings += check_dose_maximum(float(dose.max()))
 
     names, stats = _statistics(dose, liver_region, lesion_arr, lung_arr, activity.spacing_mm,
-                               dose_levels_pct, volume_levels_gy, num_bins)
+                               dose_levels_pct, volume_levels_gy, num_bins, programs)
     lung = None
     if input_kind == "counts":
         lung = _lung_dose(lung_arr, density, activity.spacing_mm, lung_density_g_ml, float(activity_gbq), lsf, c)
@@ -263,7 +266,7 @@ def _lung_dose(lung_arr, density, spacing_mm, lung_density_g_ml, activity_gbq, l
     return LungDose(mass, source, lung_dose_gy(activity_gbq, lsf, mass, c))
 
 
-def _statistics(dose, liver_region, lesion_arr, lung_arr, spacing_mm, dose_levels, volume_levels, num_bins):
+def _statistics(dose, liver_region, lesion_arr, lung_arr, spacing_mm, dose_levels, volume_levels, num_bins, programs):
     """VOI statistics in one call: disjoint compartments, plus the whole liver appended by concatenation."""
     if np.any(lesion_arr > 0):
         compartments, names = liver_compartments(liver_region, lesion_arr)
@@ -277,7 +280,7 @@ def _statistics(dose, liver_region, lesion_arr, lung_arr, spacing_mm, dose_level
     flat_labels = np.concatenate([compartments.ravel(), np.full(int(liver_region.sum()), liver_label, np.int32)])
     stats = voi_statistics(jax.device_put(flat_dose), jax.device_put(flat_labels), voxel_volume_ml=voxel_volume_ml(spacing_mm),
                            num_labels=liver_label, dose_levels_pct=dose_levels, volume_levels_gy=volume_levels,
-                           num_bins=num_bins)
+                           num_bins=num_bins, programs=programs)
     order = [liver_label - 1] + list(range(liver_label - 1))
     reordered = VoiStatistics(**{f.name: _take(getattr(stats, f.name), order, f.name) for f in dataclasses.fields(stats)})
     return ["liver"] + names, reordered

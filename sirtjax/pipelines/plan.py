@@ -306,7 +306,7 @@ def plan(session: Session, diagnostics: Sequence[Anatomy], study: StudyData,
         ", cut by the CT field of view: used for the LSF only (lung dose with the conventional 1 kg)" if cut else "")}
     dose = voxel_dosimetry(spect, vois.liver_emission, lesions=vois.lesions_emission,
                            lungs=None if cut else vois.lungs_emission, activity_gbq=activity, lung_shunt_fraction=lsf,
-                           model=options.dose_model, constants=options.constants)
+                           model=options.dose_model, constants=options.constants, programs=options.programs)
     uncertainty = None
     if options.uncertainty is not None:
         target = {"partition": ("normal_liver", targets["normal_liver"]["dose_gy"]),

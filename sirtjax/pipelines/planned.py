@@ -22,6 +22,7 @@ import numpy as np
 from sirtjax.dosimetry import DoseResult, voxel_dosimetry
 from sirtjax.dosimetry.recovery import match_resolution
 from sirtjax.pipelines.plan import PlanResult
+from sirtjax.programs import ProgramCache
 from sirtjax.volume import Volume, same_grid
 
 # The recomputed dose map must match the folder's within float32 round-off of the FFT convolution
@@ -50,18 +51,19 @@ class PlannedDose:
     dose_model: str  # vsv or ldm
     constants: str  # the name of the 90Y constant set
 
-    def at_resolution(self, fwhm_mm: float, target_fwhm_mm: float) -> PlannedDose:
+    def at_resolution(self, fwhm_mm: float, target_fwhm_mm: float, programs: ProgramCache | None = None) -> PlannedDose:
         """The plan with its MAA SPECT blurred from fwhm_mm to target_fwhm_mm (:func:`match_resolution`) and its dose
-        recomputed from it at the planned activity."""
+        recomputed from it at the planned activity (``programs``: :meth:`dose_at`'s)."""
         blurred = dataclasses.replace(self, spect=match_resolution(self.spect, fwhm_mm, target_fwhm_mm),
                                       source=f"{self.source}, its MAA SPECT blurred to {target_fwhm_mm:g} mm FWHM")
-        return dataclasses.replace(blurred, dose=blurred.dose_at(self.planned_activity_gbq))
+        return dataclasses.replace(blurred, dose=blurred.dose_at(self.planned_activity_gbq, programs))
 
-    def dose_at(self, activity_gbq: float) -> DoseResult:
-        """The plan's dose recomputed for another activity (same SPECT, VOIs, LSF, model and constants)."""
+    def dose_at(self, activity_gbq: float, programs: ProgramCache | None = None) -> DoseResult:
+        """The plan's dose recomputed for another activity (same SPECT, VOIs, LSF, model and constants; ``programs``:
+        where the dosimetry's compiled programs are kept)."""
         return voxel_dosimetry(self.spect, self.liver, lesions=self.lesions, lungs=self.lungs,
                                activity_gbq=float(activity_gbq), lung_shunt_fraction=self.lung_shunt_fraction,
-                               model=self.dose_model, constants=self.constants)
+                               model=self.dose_model, constants=self.constants, programs=programs)
 
 
 @dataclasses.dataclass(frozen=True)

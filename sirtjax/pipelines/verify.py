@@ -71,13 +71,13 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
     if pet is not None and pet.match_fwhm_mm is not None:
         session = dataclasses.replace(session, emission=match_resolution(session.emission, pet.pet_fwhm_mm,
                                                                          pet.match_fwhm_mm))
-        plan = plan.at_resolution(pet.spect_fwhm_mm, pet.match_fwhm_mm)
+        plan = plan.at_resolution(pet.spect_fwhm_mm, pet.match_fwhm_mm, options.programs)
         quantification["resolution"] = {"pet_fwhm_mm": pet.pet_fwhm_mm, "spect_fwhm_mm": pet.spect_fwhm_mm,
                                          "matched_to_fwhm_mm": pet.match_fwhm_mm}
     vois, registrations = session_vois(session, diagnostics, options, key=key, progress=progress)
     dose = voxel_dosimetry(session.emission, vois.liver_emission, lesions=vois.lesions_emission,
                            lungs=vois.lungs_emission, input_kind="bq-per-ml", model=options.dose_model,
-                           constants=options.constants)
+                           constants=options.constants, programs=options.programs)
     if pet is not None and pet.recovery is not None:
         quantification["recovery"], outside = recovery_report(dose.records(), pet.recovery)
         dose = dataclasses.replace(dose, warnings=dose.warnings + outside)
@@ -85,7 +85,7 @@ def verify(session: Session, diagnostics: Sequence[Anatomy], study: StudyData, p
     injected = study.activities.get("y90_injected_gbq")
     at_injected = comparison_at = None
     if injected is not None:
-        at_injected = plan.dose_at(float(injected))
+        at_injected = plan.dose_at(float(injected), options.programs)
         comparison_at = compare_vois(at_injected.records(), dose.records())
     warnings = tuple(session_warnings(vois, registrations, session)) + dose.warnings
     uncertainty = None
