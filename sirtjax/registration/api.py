@@ -117,8 +117,7 @@ def register_batch(
     with timed(seconds, "nonrigid"):
         residual, nlogs = run_nonrigid_stages(runs, affine, config, k2, progress, programs)
         if residual is None:  # the affine alone
-            finest = levels[-1].fixed
-            residual = field_volume(np.zeros(finest.array.shape[:4] + (3,), np.float32), jax.device_get(finest.grid), 1)
+            residual = field_volume(np.zeros(levels[-1].fixed.array.shape[:4] + (3,), np.float32), levels[-1].fixed, 1)
         affine, residual = jax.device_get((affine, residual))  # one copy to the host, then per-pair views
     stages = [("affine", lg) for lg in logs] + nlogs
     with timed(seconds, "finish"):

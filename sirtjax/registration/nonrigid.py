@@ -26,16 +26,16 @@ import dataclasses
 import functools
 
 import jax
+import numpy as np
 
+from sirtjax.interpolate import gather_linear
+from sirtjax.registration.bspline import bspline_on_grid
 from sirtjax.registration.optimise import make_step
 from sirtjax.registration.optimisers import LevelOptimiser, transformation
 from sirtjax.registration.padding import extend, nodes_valid
 from sirtjax.registration.problem import LevelData
-from sirtjax.registration.terms import SimilarityOptions, similarity_terms
-from sirtjax.registration.terms import flat_to_index_xyz
 from sirtjax.registration.regularisers import folding_penalty, regulariser
-from sirtjax.registration.bspline import bspline_on_grid
-from sirtjax.interpolate import gather_linear
+from sirtjax.registration.terms import SimilarityOptions, flat_to_index_xyz, similarity_terms
 from sirtjax.registration.warp import affine_apply
 from sirtjax.volume import Grid, Volume
 
@@ -72,8 +72,9 @@ def field_shape(shape_zyx, factor: int) -> tuple[int, int, int]:
 
 
 def field_volume(v: jax.Array, grid: Volume, factor: int) -> Volume:
-    """The field array v (z', y', x', 3) on its grid: level grid's origin and direction, ``factor`` times its spacing."""
-    return Volume(v, grid.spacing_mm * factor, grid.origin_mm, grid.direction)
+    """The field array v (z', y', x', 3) on its grid: level grid's origin and direction, ``factor`` times its spacing
+    (computed on the host: the grid's geometry is concrete)."""
+    return Volume(v, np.asarray(grid.spacing_mm) * factor, grid.origin_mm, grid.direction)
 
 
 def field_grid(level: Volume, factor: int) -> Grid:
