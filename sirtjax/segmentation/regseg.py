@@ -19,23 +19,23 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from sirtjax.models.regseg import RegSegNet, RegSegOutput
 from sirtjax.buckets import grid_bucket
 from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration import RegistrationConfig, register_batch
 from sirtjax.registration.levels import make_pair
 from sirtjax.registration.warp import (AffineTransform, affine_apply, affine_displacement, affine_to_homogeneous,
                                       resample_field, warp_volume)
-from sirtjax.segmentation.infer import graph_digest
 from sirtjax.segmentation.preprocess import antialias, normalize_intensity, prepare_on
 from sirtjax.volume import Grid, Volume, centroid_mm, make_grid, make_volume, world_grid
+
+if TYPE_CHECKING:  # Flax is imported where the network runs: segment --reference imports it beside the pre-alignment
+    from sirtjax.models.regseg import RegSegNet, RegSegOutput
 
 # the pre-alignment: the registration core's image-based affine alone
 PREALIGN = RegistrationConfig(stages=())
@@ -94,6 +94,8 @@ def network_pair(fixed: Volume, moving: Volume, moving_mask: Volume, affine: Aff
 @functools.partial(jax.jit, static_argnames=("graphdef", "spacing_mm"))
 def run_network(state: Any, fixed: jax.Array, moving: jax.Array, mask: jax.Array, *, graphdef, spacing_mm) -> RegSegOutput:
     """The network's outputs on a batch (N, z, y, x) of network-grid arrays, jitted (one program per shape)."""
+    from flax import nnx
+
     return nnx.merge(graphdef, state)(fixed, moving, mask, spacing_mm)
 
 
@@ -106,6 +108,8 @@ def _network(graphdef, spacing_mm: tuple[float, ...], state: Any, fixed: jax.Arr
 def network_program(graphdef, spacing_mm: tuple[float, ...]) -> Program:
     """:func:`_network` of a model's graph as a :class:`Program` named by its structure, which a
     :class:`ProgramCache` keeps for later processes."""
+    from sirtjax.segmentation.infer import graph_digest
+
     return Program(functools.partial(_network, graphdef, spacing_mm), f"regseg network {graph_digest(graphdef)} {spacing_mm}")
 
 
@@ -113,6 +117,8 @@ def network_fields(model: RegSegNet, spacing_mm: Sequence[float], pairs: Sequenc
                    programs: ProgramCache | None = None) -> np.ndarray:
     """The network fields (N, z, y, x, 3) mm of pairs on grids of one shape, from one call on the batch (through
     ``programs``' executable when given)."""
+    from flax import nnx
+
     stack = lambda name: jax.device_put(np.stack([getattr(p, name) for p in pairs]))
     graphdef, state = nnx.split(model)
     spacing = tuple(float(s) for s in spacing_mm)
@@ -127,6 +133,8 @@ def expect_network(model: RegSegNet, spec: dict[str, Any], batch: int, programs:
     so that it is ready when the pre-alignment ends; nothing without ``programs``."""
     if programs is None:
         return
+    from flax import nnx
+
     graphdef, state = nnx.split(model)
     spacing = tuple(float(s) for s in spec["spacing_mm"])
     image = jax.ShapeDtypeStruct((batch, *(int(n) for n in spec["grid_zyx"])), jnp.float32)

@@ -8,7 +8,7 @@ import dataclasses
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,12 +17,13 @@ from sirtjax.metrics import volume_ml
 from sirtjax.io import hounsfield_problem, is_dicom_output, read_volume, volume_output_problem, write_volume
 from sirtjax.outputs import check_output
 from sirtjax.programs import ProgramCache
-from sirtjax.segmentation.infer import predict_probability, tta_flips
-from sirtjax.segmentation.lesions import Lesion, segment_lesions
 from sirtjax.segmentation.noise import NoiseMatch
 from sirtjax.segmentation.postprocess import liver_mask, liver_warnings
 from sirtjax.segmentation.preprocess import body_problem, guess_modality
 from sirtjax.volume import Volume
+
+if TYPE_CHECKING:  # the inference and lesion modules import Flax: imported where they run (segmentation/__init__.py)
+    from sirtjax.segmentation.lesions import Lesion
 
 ModelLoader = Callable[..., tuple[Any, dict]]
 """(name, target, modality, option, *, registration=False) -> (model, spec), as :func:`checked_model`."""
@@ -103,6 +104,8 @@ def checked_model(name: str, target: str, modality: str, option: str, *, registr
 def predict_liver(net, spec: dict, vol: Volume, modality: str, predict: dict) -> tuple[Volume, Volume, list[str]]:
     """The liver mask (0/1), its probability and the plausibility warnings of ``vol``; ``predict``: the keywords of
     :func:`~sirtjax.segmentation.infer.predict_probability` (tta, on_batch, on_noise, programs, ...)."""
+    from sirtjax.segmentation.infer import predict_probability
+
     prob = predict_probability(net, spec, vol, modality=modality, **predict)
     mask = prob.with_array(liver_mask(np.asarray(prob.array)))
     return mask, prob, liver_warnings(np.asarray(prob.array), _voxel_ml(vol))
@@ -178,6 +181,8 @@ def _check_outputs(outputs: list[tuple[Path, bool]], overwrite: bool, inputs: tu
 
 def _check_tta(models: list[tuple[str, dict]]) -> None:
     """Refuse --tta for a model trained without mirrored patches: a flipped input puts the liver on the wrong side."""
+    from sirtjax.segmentation.infer import tta_flips
+
     for name, spec in models:
         if not tta_flips(spec):
             raise InputError("--tta", f"model {name} was trained without flips (no flip_axes in its model.json), so a mirrored input shows it anatomy it never saw")
@@ -196,6 +201,8 @@ def _lesions(net, spec: dict, vol: Volume, liver_vol: Volume, modality: str, pre
              request: SegmentRequest) -> tuple[Volume, Volume, SegmentResult]:
     """(lesion instances, probability, result) of ``--target lesions``: the request's threshold and min_cnr given to
     :func:`segment_lesions`, whose complaint about the liver names the --liver file."""
+    from sirtjax.segmentation.lesions import segment_lesions
+
     given = {k: v for k, v in (("threshold", request.threshold), ("min_cnr", request.min_cnr)) if v is not None}
     try:
         seg = segment_lesions(net, spec, vol, liver_vol, modality=modality, **predict, **given)
