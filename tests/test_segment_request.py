@@ -54,3 +54,16 @@ def test_segment_image_refuses_options_that_do_not_go_together_before_reading(op
     with pytest.raises(InputError) as exc:
         segment_image(SegmentRequest(tmp_path / "missing.nii.gz", tmp_path / "out.nii.gz", **options), load_model=_no_model)
     assert str(exc.value).startswith(says)
+
+
+def test_segment_and_regseg_modules_import_without_flax():
+    """What `segment --reference`'s main thread imports (the CLI command, the request, the regseg pipeline and the
+    pre-alignment) leaves Flax to the thread that builds the network: its import overlaps the reading and the
+    pre-alignment (issue 71's start-up budget)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, sirtjax.cli.segment, sirtjax.segmentation, sirtjax.segmentation.request, sirtjax.segmentation.regseg; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'flax', 'orbax', 'matplotlib'}))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]", run.stdout
