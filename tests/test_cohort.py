@@ -236,6 +236,38 @@ def test_dose_cohort_writes_what_sirtjax_dose_writes_and_fails_a_case_alone(tmp_
     assert summary["b"]["status"] == "failed" and "activity" in summary["b"]["reason"]
 
 
+def test_a_batch_s_folders_are_written_while_the_next_batch_runs(tmp_path, monkeypatch):
+    """A batch's folders are published in a writer thread while the next batch computes (a fake dose task whose first
+    case's writing waits for the second batch to start), and each case is recorded whole once written."""
+    import threading
+
+    from sirtjax.cohort import run as cohort_run
+    from sirtjax.cohort.serial import DoseSettings, no_key
+    from sirtjax.cohort.tasks import local_devices
+
+    second_batch = threading.Event()
+    seen = []
+
+    def runner(cases, settings, key, out, devices, todo, publisher):
+        if cases[0].id == "b":
+            second_batch.set()
+
+        def write(folder, case_id=cases[0].id):
+            seen.append((case_id, second_batch.wait(timeout=30)))
+            (folder / "result.txt").write_text(case_id)
+
+        return [publisher(out, cases[0], 0.0, {}, write)]
+
+    monkeypatch.setitem(cohort_run.TASKS, "dose", (DoseSettings, no_key, runner))
+    (tmp_path / "x.nii.gz").write_bytes(b"")
+    (tmp_path / "doses.csv").write_text("id,activity,liver,activity_gbq\na,x.nii.gz,x.nii.gz,1\nb,x.nii.gz,x.nii.gz,1\n")
+    summary = cohort_run.run_cohort(read_manifest(tmp_path / "doses.csv"), tmp_path / "out", DoseSettings(),
+                                    devices=local_devices(None), batch_size=1)
+    assert seen == [("a", True), ("b", True)]  # a's folder was still being written when b's batch began
+    assert summary.count("done") == 2 and (tmp_path / "out" / "a" / "result.txt").read_text() == "a"
+    assert {p.name for p in (tmp_path / "out" / "a").iterdir()} == {"result.txt", "case.json"}
+
+
 @pytest.fixture(scope="module")
 def small_study(tmp_path_factory):
     from sirtjax.phantom import PhantomConfig, generate_study, write_study

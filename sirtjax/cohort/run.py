@@ -20,6 +20,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import jax
@@ -27,7 +28,7 @@ import jax
 from sirtjax import keys
 from sirtjax.cohort.manifest import Case, Manifest
 from sirtjax.cohort.serial import DoseSettings, PlanSettings, SegmentSettings, no_key, run_dose, run_plan, run_segment
-from sirtjax.cohort.tasks import CaseOutcome, Devices, RegisterSettings, register_key, run_register
+from sirtjax.cohort.tasks import CaseOutcome, Devices, RegisterSettings, publish, register_key, run_register
 from sirtjax.errors import InputError
 from sirtjax.outputs import atomic_path, write_json
 
@@ -39,7 +40,7 @@ TASKS: dict[str, tuple[type, Callable, Callable]] = {
     "plan": (PlanSettings, no_key, run_plan),
 }
 """Per task: its settings type, its bucket key (case, settings) -> tuple, and its batch runner (cases, settings, key,
-out, devices, todo) -> outcomes."""
+out, devices, todo, publisher) -> outcomes (or their Futures, from the publisher, while their folders are written)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +121,9 @@ def run_cohort(
     """Run this process's share of the cohort's batches into ``out``, skipping finished cases (and failed ones unless
     ``retry_failed``); call ``on_outcome`` as each case ends. ``settings``: the task's settings type
     (:data:`TASKS`). A batch runs whole if any of its cases is still to do (so its cases see
-    the same batch as in an uninterrupted run), and only those cases are written."""
+    the same batch as in an uninterrupted run), and only those cases are written. A batch's folders are written in a
+    thread while the next batch runs; its outcomes are recorded (``.failed``, the summary, ``on_outcome``) once they
+    are written, so a kill loses at most the folders under way, which a resumed run makes again."""
     out = Path(out)
     settings_type, _, run_batch = TASKS[manifest.task]
     if not isinstance(settings, settings_type):
@@ -133,16 +136,10 @@ def run_cohort(
     if rank != 0:
         open_cohort(out, manifest, settings, batch_size, seed)  # only checks the record rank 0 wrote
     held = {c.id: recorded(out, c.id) for c in manifest.cases}  # read once, then kept up to date in memory
-    for batch in batches:
-        if batch.index % ranks != rank:
-            continue
-        todo = frozenset(c.id for c in batch.cases if _to_do(held[c.id], retry_failed))
-        if not todo:
-            continue
-        key = keys.fold_in(keys.key(seed), batch.index, devices.programs)
-        for outcome in run_batch(batch.cases, settings, key, out, devices, todo):
-            if outcome.id not in todo:
-                continue
+
+    def record(outcomes: list) -> None:
+        """A batch's outcomes (Futures waited for) into the records, the summary and ``on_outcome``."""
+        for outcome in (o.result() if isinstance(o, Future) else o for o in outcomes):
             if outcome.status == "failed":
                 (out / ".failed").mkdir(exist_ok=True)
                 write_json(outcome.to_dict(), out / ".failed" / f"{outcome.id}.json")
@@ -151,7 +148,23 @@ def run_cohort(
             held[outcome.id] = outcome
             if on_outcome is not None:
                 on_outcome(outcome)
-        write_summary(out, manifest, held)
+        if outcomes:
+            write_summary(out, manifest, held)
+
+    writing: list = []  # the previous batch's outcomes, its folders being written
+    with ThreadPoolExecutor(1, thread_name_prefix="sirtjax-cohort-writer") as writer:
+        for batch in batches:
+            if batch.index % ranks != rank:
+                continue
+            todo = frozenset(c.id for c in batch.cases if _to_do(held[c.id], retry_failed))
+            if not todo:
+                continue
+            key = keys.fold_in(keys.key(seed), batch.index, devices.programs)
+            outcomes = run_batch(batch.cases, settings, key, out, devices, todo,
+                                 lambda *args: writer.submit(publish, *args))
+            record(writing)
+            writing = [o for o in outcomes if isinstance(o, Future) or o.id in todo]  # Futures: cases in todo
+        record(writing)
     _barrier(ranks, "sirtjax cohort: every share done")  # then the summary sees every process's cases
     return write_summary(out, manifest, held if ranks == 1 else None)
 

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from sirtjax.cohort.manifest import Case
-from sirtjax.cohort.tasks import CaseOutcome, Devices, publish
+from sirtjax.cohort.tasks import CaseOutcome, Devices, Published, Publisher, publish
 from sirtjax.errors import SirtjaxError
 
 
@@ -52,8 +52,9 @@ class PlanSettings:
 
 
 def _each(cases: Sequence[Case], todo: frozenset[str], out: Path,
-          compute: Callable[[Case], tuple[dict, Callable[[Path], object]]]) -> list[CaseOutcome]:
-    """Every case in ``todo``: ``compute(case)`` gives its numbers and its writer; an input error fails it alone."""
+          compute: Callable[[Case], tuple[dict, Callable[[Path], object]]], publisher: Publisher | None) -> list[Published]:
+    """Every case in ``todo``: ``compute(case)`` gives its numbers and its writer, which ``publisher`` (default
+    :func:`~sirtjax.cohort.tasks.publish`) runs; an input error fails it alone."""
     outcomes = []
     for case in (c for c in cases if c.id in todo):
         t0 = time.perf_counter()
@@ -62,12 +63,12 @@ def _each(cases: Sequence[Case], todo: frozenset[str], out: Path,
         except (SirtjaxError, ValueError) as exc:
             outcomes.append(CaseOutcome(case.id, "failed", time.perf_counter() - t0, str(exc)))
             continue
-        outcomes.append(publish(out, case, time.perf_counter() - t0, metrics, write))
+        outcomes.append((publisher or publish)(out, case, time.perf_counter() - t0, metrics, write))
     return outcomes
 
 
 def run_dose(cases: Sequence[Case], settings: DoseSettings, key: jax.Array, out: Path, devices: Devices,
-             todo: frozenset[str]) -> list[CaseOutcome]:
+             todo: frozenset[str], publisher: Publisher | None = None) -> list[Published]:
     """The voxel dosimetry of each case in ``todo``, with ``sirtjax dose``'s outputs (dose.nii.gz, dvh.csv, dvh.png,
     report.json)."""
     from sirtjax.dosimetry.outputs import write_dose_outputs
@@ -84,7 +85,7 @@ def run_dose(cases: Sequence[Case], settings: DoseSettings, key: jax.Array, out:
         metrics = {"liver_mean_gy": result.mean_gy("liver"), "total_gbq": result.total_gbq}
         return metrics, lambda tmp: write_dose_outputs(result, tmp)
 
-    return _each(cases, todo, out, compute)
+    return _each(cases, todo, out, compute, publisher)
 
 
 def no_key(case: Case, settings) -> tuple:
@@ -94,7 +95,7 @@ def no_key(case: Case, settings) -> tuple:
 
 
 def run_segment(cases: Sequence[Case], settings: SegmentSettings, key: jax.Array, out: Path, devices: Devices,
-                todo: frozenset[str]) -> list[CaseOutcome]:
+                todo: frozenset[str], publisher: Publisher | None = None) -> list[Published]:
     """The liver mask of each case in ``todo`` by the model (loaded once a batch), as ``liver.nii.gz`` (uint8)."""
     from sirtjax.io import read_ct, read_volume, write_volume
     from sirtjax.models import load_model
@@ -111,11 +112,11 @@ def run_segment(cases: Sequence[Case], settings: SegmentSettings, key: jax.Array
         return ({"modality": modality, "liver_ml": volume_ml},
                 lambda tmp: write_volume(mask, tmp / "liver.nii.gz", dtype=np.uint8))
 
-    return _each(cases, todo, out, compute)
+    return _each(cases, todo, out, compute, publisher)
 
 
 def run_plan(cases: Sequence[Case], settings: PlanSettings, key: jax.Array, out: Path, devices: Devices,
-             todo: frozenset[str]) -> list[CaseOutcome]:
+             todo: frozenset[str], publisher: Publisher | None = None) -> list[Published]:
     """``sirtjax plan`` of each study in ``todo``, its folder in ``<id>/plan/``; the registrations share ``devices``'
     program cache, and the seed of a case's registrations comes from its batch's key."""
     import shutil
@@ -138,4 +139,4 @@ def run_plan(cases: Sequence[Case], settings: PlanSettings, key: jax.Array, out:
                    "liver_mean_gy": result.plan.dose.mean_gy("liver")}
         return metrics, lambda tmp: planned.rename(tmp / "plan")
 
-    return _each(cases, todo, out, compute)
+    return _each(cases, todo, out, compute, publisher)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 import jax
@@ -38,6 +39,12 @@ class CaseOutcome:
     def to_dict(self) -> dict:
         """The outcome as JSON values."""
         return dataclasses.asdict(self)
+
+
+Publisher = Callable[[Path, Case, float, dict, Callable[[Path], object]], "CaseOutcome | Future[CaseOutcome]"]
+"""Publishes a finished case's folder as :func:`publish` does, or starts doing so and gives the Future of its outcome."""
+Published = CaseOutcome | Future
+"""A case's outcome, or the Future of it while its folder is being written."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,10 +127,10 @@ def _coarsest_mm(spacing_mm) -> float:
 
 
 def run_register(cases: Sequence[Case], settings: RegisterSettings, key: jax.Array, out: Path,
-                 devices: Devices, todo: frozenset[str]) -> list[CaseOutcome]:
+                 devices: Devices, todo: frozenset[str], publisher: Publisher | None = None) -> list[Published]:
     """Register a batch of cases of one bucket in one :func:`register_checked_batch`, sharded by ``devices`` (the
     batch repeated up to a multiple of the device count; the repeats are dropped); write the folders of the cases
-    in ``todo`` (the others run only to keep the batch as it was)."""
+    in ``todo`` (the others run only to keep the batch as it was) through ``publisher`` (default :func:`publish`)."""
     from sirtjax.io import read_ahead
     from sirtjax.registration.files import load_guidance
     from sirtjax.registration.guided import register_checked_batch
@@ -156,11 +163,13 @@ def run_register(cases: Sequence[Case], settings: RegisterSettings, key: jax.Arr
         except (SirtjaxError, ValueError) as exc:
             outcomes += [CaseOutcome(c.id, "failed", 0.0, f"the batch failed: {exc}") for c, *_ in group]
             continue
-        outcomes += _write_registrations(group, checked, (time.perf_counter() - t0) / len(loaded), out, todo)
+        outcomes += _write_registrations(group, checked, (time.perf_counter() - t0) / len(loaded), out, todo,
+                                         publisher or publish)
     return outcomes
 
 
-def _write_registrations(group: list, checked: list, seconds: float, out: Path, todo: frozenset[str]) -> list[CaseOutcome]:
+def _write_registrations(group: list, checked: list, seconds: float, out: Path, todo: frozenset[str],
+                         publisher: Publisher) -> list[Published]:
     from sirtjax.registration.files import registration_report, write_registration
 
     outcomes = []
@@ -173,8 +182,8 @@ def _write_registrations(group: list, checked: list, seconds: float, out: Path, 
                    "det_j_nonpositive_pct": 100 * result.jacobian["fraction_nonpositive"],
                    "liver_det_j_nonpositive_pct": None if result.jacobian_liver is None
                    else 100 * result.jacobian_liver["fraction_nonpositive"]}
-        outcomes.append(publish(out, case, seconds, metrics, lambda tmp, r=result, rep=report:
-                                 write_registration(tmp, r, rep)))
+        outcomes.append(publisher(out, case, seconds, metrics, lambda tmp, r=result, rep=report:
+                                   write_registration(tmp, r, rep)))
     return outcomes
 
 
@@ -189,3 +198,4 @@ def publish(out: Path, case: Case, seconds: float, metrics: dict, write: Callabl
     except (SirtjaxError, OSError) as exc:
         return CaseOutcome(case.id, "failed", seconds, f"cannot write its outputs: {exc}")
     return outcome
+
