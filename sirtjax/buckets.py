@@ -72,3 +72,14 @@ def grid_bucket(grid: Grid | Volume) -> np.ndarray:
     coarse one is over the padding budget (:func:`within_budget`)."""
     shape = np.asarray(grid.shape[:3])
     return within_budget(coarse_bucket(shape, np.asarray(grid.spacing_mm, np.float64)[::-1]), fine_bucket(shape), shape)
+
+
+def bucket_grid(grid: Grid | Volume) -> Grid:
+    """``grid`` lengthened at its high end to its :func:`grid_bucket` shape: the same geometry, more voxels."""
+    return Grid(tuple(int(n) for n in grid_bucket(grid)), grid.spacing_mm, grid.origin_mm, grid.direction)
+
+
+def bucket_volume(vol: Volume, mode: str = "constant", dtype=None) -> Volume:
+    """``vol``'s array (as ``dtype``) padded at its high end to its :func:`grid_bucket` shape (zeros, or ``mode``
+    "edge": its border voxels) on the same geometry, for programs that are given its true size apart."""
+    return Volume(pad_to(np.asarray(vol.array, dtype), grid_bucket(vol), mode), vol.spacing_mm, vol.origin_mm, vol.direction)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
-from sirtjax.buckets import grid_bucket, pad_to
+from sirtjax.buckets import bucket_grid, bucket_volume
 from sirtjax.interpolate import axis_aligned, resample_separable, sample_world
 from sirtjax.programs import Program, ProgramCache
 from sirtjax.volume import Grid, Volume, describe_grid, index_to_world, make_grid, make_volume, same_grid, world_grid, world_to_index
@@ -65,10 +65,8 @@ def _sampled_on(moving: Volume, grid: Grid, order: int, default_value: float, pr
     shapes, the result (host) cut back."""
     if programs is None:
         return _resample(moving, grid, order, np.float32(default_value))
-    array = np.asarray(moving.array, np.float32 if order == 1 else None)
-    padded = Volume(pad_to(array, grid_bucket(moving), "edge"), moving.spacing_mm, moving.origin_mm, moving.direction)
-    out = _resample(padded, Grid(tuple(int(n) for n in grid_bucket(grid)), grid.spacing_mm, grid.origin_mm, grid.direction),
-                    order, np.float32(default_value), np.asarray(moving.shape[::-1], np.float32), programs=programs)
+    out = _resample(bucket_volume(moving, "edge", np.float32 if order == 1 else None), bucket_grid(grid), order,
+                    np.float32(default_value), np.asarray(moving.shape[::-1], np.float32), programs=programs)
     return np.asarray(out)[tuple(slice(0, n) for n in grid.shape)]
 
 

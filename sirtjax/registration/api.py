@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from sirtjax import keys
-from sirtjax.buckets import grid_bucket, pad_to
+from sirtjax.buckets import bucket_grid, bucket_volume
 from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration.config import RegistrationConfig
 from sirtjax.registration.levels import Pair, affine_start, make_pair, pair_pyramids, prepare_levels, take
@@ -138,9 +138,7 @@ def finish(pair: Pair, affine: AffineTransform, residual: Volume, stages: list,
     grids share the compiled program.
     """
     fixed, moving = pair.fixed, pair.moving
-    grid = Grid(tuple(int(n) for n in grid_bucket(fixed)), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
-    marr = pad_to(np.asarray(moving.array, np.float32), grid_bucket(moving), "edge")
-    field, warped = _finish_arrays(affine, residual, grid, Volume(marr, moving.spacing_mm, moving.origin_mm, moving.direction),
+    field, warped = _finish_arrays(affine, residual, bucket_grid(fixed), bucket_volume(moving, "edge", np.float32),
                                    np.asarray(moving.shape[::-1], np.float32), programs=programs)
     cut = tuple(slice(0, n) for n in fixed.shape)
     disp = make_volume(np.asarray(field, np.float32)[cut], fixed.spacing_mm, fixed.origin_mm, fixed.direction)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sirtjax.buckets import grid_bucket, pad_to
+from sirtjax.buckets import bucket_volume
 from sirtjax.interpolate import gather_linear, inside_grid, sample_world
 from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration.bspline import gather_bspline
@@ -104,12 +104,9 @@ def warp_volume(moving: Volume, displacement: Volume, *, order: int = 1, default
     if programs is None:
         out = np.asarray(warp_array(moving, displacement, order, default_value))
     else:
-        marr = np.asarray(moving.array, np.float32 if order == 1 else None)
-        field = np.asarray(displacement.array, np.float32)
-        padded = lambda vol, array: Volume(array, vol.spacing_mm, vol.origin_mm, vol.direction)  # noqa: E731
-        out = _warp_program(padded(moving, pad_to(marr, grid_bucket(moving), "edge")),
-                            padded(displacement, pad_to(field, grid_bucket(displacement))), order,
-                            np.float32(default_value), np.asarray(moving.shape[::-1], np.float32), programs=programs)
+        out = _warp_program(bucket_volume(moving, "edge", np.float32 if order == 1 else None),
+                            bucket_volume(displacement, dtype=np.float32), order, np.float32(default_value),
+                            np.asarray(moving.shape[::-1], np.float32), programs=programs)
         out = np.asarray(out)[tuple(slice(0, n) for n in displacement.shape[:3])]
     if order == 0:
         out = out.astype(np.asarray(moving.array).dtype)

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sirtjax.buckets import grid_bucket
+from sirtjax.buckets import bucket_grid
 from sirtjax.programs import Program, ProgramCache
 from sirtjax.registration import RegistrationConfig, register_batch
 from sirtjax.registration.levels import make_pair
@@ -159,8 +159,7 @@ def fixed_field(field_mm: np.ndarray, grid: Grid, affine: AffineTransform, fixed
     Computed on the fixed grid padded at its high end to its :func:`~sirtjax.buckets.grid_bucket` shape
     and cut back (every point is computed alone), so that patients with similar grids share the compiled program
     that ``programs`` keeps."""
-    padded = Grid(tuple(int(n) for n in grid_bucket(fixed)), fixed.spacing_mm, fixed.origin_mm, fixed.direction)
-    d = _whole_field_program(grid.with_array(field_mm), affine, padded, programs=programs)
+    d = _whole_field_program(grid.with_array(field_mm), affine, bucket_grid(fixed), programs=programs)
     cut = tuple(slice(0, n) for n in fixed.shape)
     return make_volume(np.asarray(d, np.float32)[cut], fixed.spacing_mm, fixed.origin_mm, fixed.direction)
 
