@@ -198,4 +198,3 @@ def publish(out: Path, case: Case, seconds: float, metrics: dict, write: Callabl
     except (SirtjaxError, OSError) as exc:
         return CaseOutcome(case.id, "failed", seconds, f"cannot write its outputs: {exc}")
     return outcome
-

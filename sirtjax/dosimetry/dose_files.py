@@ -21,8 +21,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-import jax
-
+from sirtjax import keys
 from sirtjax.dosimetry.constants import LIVER_DENSITY_G_ML
 from sirtjax.dosimetry.masks import DoseInputError
 from sirtjax.dosimetry.outputs import write_dose_outputs
@@ -151,7 +150,7 @@ def _ensemble_summary(images: dict[str, Volume], dose: DoseResult, stated: Uncer
                       r: DoseRequest, programs: ProgramCache | None) -> list[dict]:
     """The summary of the request's ensemble around its dose; the masks' outlines move on their own grids."""
     e = ensemble(images["activity"], images["liver"], images.get("lesions"), activity_gbq=dose.administered_gbq,
-                 lung_shunt_fraction=dose.lung_shunt_fraction, model=stated, key=jax.random.key(r.seed),
+                 lung_shunt_fraction=dose.lung_shunt_fraction, model=stated, key=keys.key(r.seed),
                  n=r.ensemble.members, dose_model=r.model, constants=r.constants,
                  liver_density_g_ml=r.liver_density_g_ml, programs=programs)
     return summarise(e)
